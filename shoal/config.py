@@ -1,0 +1,33 @@
+"""Base settings every process shares, read from SHOAL_* environment variables (built once in __main__)."""
+
+from __future__ import annotations
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def split_list(v: object) -> object:
+    if isinstance(v, str):
+        return [x.strip() for x in v.split(",") if x.strip()]
+    return v
+
+
+class CommonSettings(BaseSettings):
+    """`SHOAL_NATS_URL`, `SHOAL_STORE_MEMBERS` (comma-separated URLs), `SHOAL_HOST`, `SHOAL_PORT`."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOAL_", extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    store_members: list[str] = ["http://127.0.0.1:4301"]
+    host: str = "127.0.0.1"
+    port: int = 0
+    instance: str = ""  # an instance name for logs, metrics and leases; defaults to host:port
+    log_level: str = "INFO"
+
+    _split = field_validator("store_members", mode="before")(split_list)
+
+    def instance_name(self, role: str) -> str:
+        import os
+        import socket
+
+        return self.instance or f"{role}@{socket.gethostname()}:{self.port or os.getpid()}"

@@ -1,0 +1,109 @@
+"""One error root for shoal, families named by condition. One handler (shoal.http) maps them to HTTP codes.
+
+    ShoalError
+    ├── InvalidArgument       400  bad input; nothing changed
+    │   └── TxnTooLarge       413  transaction over the byte/op bounds
+    ├── NotFound              404
+    ├── Conflict              409
+    │   ├── AlreadyExists         id or name taken
+    │   ├── VersionConflict       stale meta.version precondition
+    │   └── PreconditionFailed    a `check` op (e.g. lease fencing) failed
+    ├── Compacted             410  watch revision older than retained history: re-list
+    ├── Unavailable           503  no raft leader / store unreachable
+    │   └── NotLeader             carries the leader hint
+    └── OutcomeUnknown        504  a write timed out: it may or may not have committed
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ShoalError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_json(self) -> dict[str, Any]:
+        return {"message": self.message, "code": self.code, **self.details}
+
+
+class InvalidArgument(ShoalError):
+    status = 400
+    code = "invalid_argument"
+
+
+class TxnTooLarge(InvalidArgument):
+    status = 413
+    code = "txn_too_large"
+
+
+class NotFound(ShoalError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ShoalError):
+    status = 409
+    code = "conflict"
+
+
+class AlreadyExists(Conflict):
+    code = "already_exists"
+
+
+class VersionConflict(Conflict):
+    code = "version_conflict"
+
+
+class PreconditionFailed(Conflict):
+    code = "precondition_failed"
+
+
+class Compacted(ShoalError):
+    status = 410
+    code = "compacted"
+
+
+class Unavailable(ShoalError):
+    status = 503
+    code = "unavailable"
+
+
+class NotLeader(Unavailable):
+    code = "not_leader"
+
+
+class OutcomeUnknown(ShoalError):
+    status = 504
+    code = "outcome_unknown"
+
+
+_BY_CODE: dict[str, type[ShoalError]] = {
+    c.code: c
+    for c in (
+        InvalidArgument, TxnTooLarge, NotFound, Conflict, AlreadyExists, VersionConflict,
+        PreconditionFailed, Compacted, Unavailable, NotLeader, OutcomeUnknown,
+    )
+}
+
+
+def error_from_json(status: int, body: Any) -> ShoalError:
+    """Rebuild the typed error a peer service sent (`{"message", "code", ...}`)."""
+    if isinstance(body, dict):
+        cls = _BY_CODE.get(str(body.get("code")), None)
+        message = str(body.get("message", f"HTTP {status}"))
+        details = {k: v for k, v in body.items() if k not in ("message", "code")}
+        if cls is not None:
+            return cls(message, **details)
+    else:
+        message = f"HTTP {status}: {body!r}"[:500]
+        details = {}
+    for c in (NotFound, Conflict, Compacted, Unavailable, InvalidArgument):
+        if c.status == status:
+            return c(message, **details)
+    return ShoalError(message, **details)

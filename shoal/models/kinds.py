@@ -1,0 +1,28 @@
+"""Object kinds held by the store, and which of them have case-insensitively unique names."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    CLUSTER = "cluster"
+    NODE = "node"
+    SERVICE = "service"
+    TASK = "task"
+    NETWORK = "network"
+    SECRET = "secret"
+    CONFIG = "config"
+    LEASE = "lease"
+
+
+#: kinds whose `spec.name` is unique per kind, compared lower-cased (SwarmKit's name index).
+NAMED_KINDS = frozenset({Kind.SERVICE, Kind.NETWORK, Kind.SECRET, Kind.CONFIG, Kind.CLUSTER})
+
+#: secondary indexes kept by the store, per kind: top-level field names (dotted for nested fields).
+INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
+    Kind.TASK: ("service_id", "node_id", "desired_state"),
+    Kind.NODE: ("role",),
+}
+
+DEFAULT_CLUSTER_ID = "default"

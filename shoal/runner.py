@@ -1,0 +1,34 @@
+"""Process plumbing shared by every `__main__`: logging, and serving an app until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import uvicorn
+from fastapi import FastAPI
+
+from shoal.http import uvicorn_kwargs
+
+
+def setup_logging(level: str, name: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def serve(app: FastAPI, host: str, port: int) -> None:
+    """Run uvicorn in this event loop; returns after a graceful shutdown (lifespan exit runs first)."""
+    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_kwargs(host, port)))
+    await server.serve()
+
+
+def run(app_factory: object) -> None:
+    """`asyncio.run` a coroutine factory, exiting quietly on Ctrl-C."""
+    try:
+        asyncio.run(app_factory())  # type: ignore[operator]
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,121 @@
+"""StoreClient: the Store protocol over HTTP to any raftstore member.
+
+Members forward writes to the Raft leader themselves, so the client only fails over between members: a refused
+connection or a 503 is retried on the next member until `retry_for` runs out (nothing was applied), while a
+request that was sent and then timed out raises OutcomeUnknown (it may still commit; re-read to find out).
+
+HTTP API of a raftstore member (docs/api.md has the full contract):
+    POST /v1/txn                         {"ops": [...]} -> {"revision", "changes": [...]}
+    GET  /v1/objects/{kind}?f=v&stale=1  -> {"revision", "items"}
+    GET  /v1/objects/{kind}/{id}         -> object
+    GET  /v1/watch?after=N&wait=S        -> {"revision", "events": [{"revision", "changes": [...]}]}
+    GET  /v1/status                      -> raft status of that member
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from shoal.errors import OutcomeUnknown, ShoalError, Unavailable, error_from_json
+from shoal.http import client_factory
+from shoal.store.txn import Obj, Op, TxnResult, WatchBatch
+
+
+class StoreClient:
+    def __init__(
+        self,
+        members: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        retry_for: float = 10.0,
+        stale_reads: bool = False,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not members:
+            raise ValueError("StoreClient needs at least one raftstore member URL")
+        self.members = [m.rstrip("/") for m in members]
+        self._current = 0
+        self._timeout = timeout
+        self._retry_for = retry_for
+        self._stale = stale_reads
+        self._http = client or client_factory(timeout=timeout)
+
+    async def _request(self, method: str, path: str, *, write: bool = False, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._retry_for
+        last: Exception | None = None
+        delay = 0.05
+        while True:
+            base = self.members[self._current]
+            try:
+                resp = await self._http.request(method, base + path, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as e:
+                # RemoteProtocolError before any response byte: the member died; for writes we cannot be
+                # sure it did not reach the log, except for a refused connection.
+                if write and isinstance(e, httpx.RemoteProtocolError):
+                    raise OutcomeUnknown(f"store: connection to {base} dropped during a write: {e}") from e
+                last = e
+            except httpx.TimeoutException as e:
+                if write:
+                    raise OutcomeUnknown(
+                        f"store: write to {base} timed out after {self._timeout}s; it may still commit"
+                    ) from e
+                last = e
+            else:
+                if resp.status_code < 400:
+                    return resp.json()
+                try:
+                    body = resp.json()
+                except ValueError:
+                    body = resp.text
+                err = error_from_json(resp.status_code, body)
+                if not isinstance(err, Unavailable):
+                    raise err
+                last = err
+            self._current = (self._current + 1) % len(self.members)
+            if loop.time() >= deadline:
+                if isinstance(last, ShoalError):
+                    raise last
+                raise Unavailable(f"store: no raftstore member reachable ({self.members}): {last}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def txn(self, ops: list[Op]) -> TxnResult:
+        d = await self._request("POST", "/v1/txn", write=True, json={"ops": ops})
+        return TxnResult.from_json(d)
+
+    async def get(self, kind: str, obj_id: str) -> Obj:
+        params = {"stale": "true"} if self._stale else {}
+        result: Obj = await self._request("GET", f"/v1/objects/{kind}/{obj_id}", params=params)
+        return result
+
+    async def list(self, kind: str, **filters: Any) -> tuple[int, list[Obj]]:
+        params = {k: str(v) for k, v in filters.items() if v is not None}
+        if self._stale:
+            params["stale"] = "true"
+        d = await self._request("GET", f"/v1/objects/{kind}", params=params)
+        return int(d["revision"]), d["items"]
+
+    async def watch(self, after: int, wait: float = 0.0) -> WatchBatch:
+        d = await self._request(
+            "GET", "/v1/watch", params={"after": after, "wait": wait}, timeout=self._timeout + wait
+        )
+        return WatchBatch.from_json(d)
+
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", "/v1/status")
+        return result
+
+    async def member_status(self, member: str) -> dict[str, Any]:
+        """Status of one given member (no failover), for cluster views."""
+        resp = await self._http.get(member.rstrip("/") + "/v1/status", timeout=2.0)
+        resp.raise_for_status()
+        result: dict[str, Any] = resp.json()
+        return result
+
+    async def close(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,270 @@
+"""MemoryStore: the deterministic object-store state machine.
+
+The raftstore applies each committed log entry here (`apply(txn, revision)`); unit and service tests use it
+directly. No I/O, no clock: the transaction carries its timestamp and the caller gives the revision. Applying the
+same entries in the same order gives the same state on every replica (checked by `state_hash`)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from shoal.errors import (
+    AlreadyExists,
+    Compacted,
+    InvalidArgument,
+    NotFound,
+    PreconditionFailed,
+    TxnTooLarge,
+    VersionConflict,
+)
+from shoal.models.kinds import INDEXED_FIELDS, NAMED_KINDS, Kind
+from shoal.store.txn import MAX_TXN_BYTES, MAX_TXN_OPS, Change, Event, Obj, TxnResult
+
+_KINDS = frozenset(k.value for k in Kind)
+_OPS = frozenset({"create", "update", "delete", "check"})
+
+
+def validate_txn(txn: Mapping[str, Any], *, encoded_size: int | None = None) -> None:
+    """Shape and bound checks done before proposing, so a bad transaction never reaches the log."""
+    ops = txn.get("ops")
+    if not isinstance(ops, list) or not ops:
+        raise InvalidArgument("store: transaction needs a non-empty 'ops' list")
+    if len(ops) > MAX_TXN_OPS:
+        raise TxnTooLarge(f"store: transaction has {len(ops)} ops; the limit is {MAX_TXN_OPS}")
+    size = encoded_size if encoded_size is not None else len(json.dumps(txn, separators=(",", ":")))
+    if size > MAX_TXN_BYTES:
+        raise TxnTooLarge(f"store: transaction is {size} bytes; the limit is {MAX_TXN_BYTES}")
+    for i, op in enumerate(ops):
+        if not isinstance(op, dict) or op.get("op") not in _OPS:
+            raise InvalidArgument(f"store: ops[{i}].op must be one of {sorted(_OPS)}")
+        if op.get("kind") not in _KINDS:
+            raise InvalidArgument(f"store: ops[{i}].kind must be one of {sorted(_KINDS)}")
+        if op["op"] in ("create", "update"):
+            obj = op.get("object")
+            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not obj["id"]:
+                raise InvalidArgument(f"store: ops[{i}].object must be an object with a string 'id'")
+        elif not isinstance(op.get("id"), str):
+            raise InvalidArgument(f"store: ops[{i}].id must be a string")
+
+
+def _field(obj: Obj, dotted: str) -> Any:
+    cur: Any = obj
+    for part in dotted.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+def _name_key(kind: str, obj: Obj) -> str | None:
+    if kind not in NAMED_KINDS:
+        return None
+    name = _field(obj, "spec.name")
+    return name.lower() if isinstance(name, str) and name else None
+
+
+class MemoryStore:
+    """Objects by kind and id, secondary indexes, unique names, and a bounded history of committed events."""
+
+    def __init__(self, history: int = 10_000) -> None:
+        self._objects: dict[str, dict[str, Obj]] = {k: {} for k in _KINDS}
+        self._names: dict[str, dict[str, str]] = {k: {} for k in _KINDS}
+        self._index: dict[str, dict[str, dict[Any, set[str]]]] = {
+            k: {f: {} for f in INDEXED_FIELDS.get(k, ())} for k in _KINDS
+        }
+        self._history: deque[Event] = deque(maxlen=history)
+        self.revision = 0
+        self.compact_revision = 0
+
+    # ---- reads -------------------------------------------------------------------------------------------
+    def get(self, kind: str, obj_id: str) -> Obj:
+        obj = self._objects.get(kind, {}).get(obj_id)
+        if obj is None:
+            raise NotFound(f"store: {kind} {obj_id!r} not found")
+        return obj
+
+    def find(self, kind: str, obj_id: str) -> Obj | None:
+        return self._objects.get(kind, {}).get(obj_id)
+
+    def by_name(self, kind: str, name: str) -> Obj | None:
+        oid = self._names.get(kind, {}).get(name.lower())
+        return None if oid is None else self._objects[kind][oid]
+
+    def list(self, kind: str, **filters: Any) -> list[Obj]:
+        """Objects of `kind` whose fields equal every filter (None filters are ignored); sorted by id."""
+        if kind not in self._objects:
+            raise InvalidArgument(f"store: unknown kind {kind!r}")
+        objs = self._objects[kind]
+        wanted = {k: v for k, v in filters.items() if v is not None}
+        ids: Iterable[str] | None = None
+        index = self._index[kind]
+        for f, v in wanted.items():
+            if f in index:
+                hit = index[f].get(v, set())
+                ids = hit if ids is None else set(ids) & hit
+        candidates = (objs[i] for i in ids) if ids is not None else objs.values()
+        out = [o for o in candidates if all(_field(o, f) == v for f, v in wanted.items())]
+        out.sort(key=lambda o: o["id"])
+        return out
+
+    def count(self, kind: str) -> int:
+        return len(self._objects[kind])
+
+    def events_since(self, revision: int) -> list[Event]:
+        """Committed events with revision > `revision`; Compacted if some of them are no longer retained."""
+        if revision < self.compact_revision:
+            raise Compacted(
+                f"store: revision {revision} is compacted (history starts after {self.compact_revision}); "
+                "re-list and watch from the listed revision",
+                compact_revision=self.compact_revision,
+            )
+        if revision >= self.revision:
+            return []
+        out = [e for e in reversed(self._history) if e.revision > revision]
+        out.reverse()
+        return out
+
+    # ---- writes ------------------------------------------------------------------------------------------
+    def apply(self, txn: Mapping[str, Any], revision: int) -> TxnResult:
+        """Apply a committed transaction at `revision`, all or nothing. Raises (changing nothing but the
+        applied revision) when a precondition fails; every replica raises the same error for the same entry."""
+        if revision <= self.revision:
+            raise InvalidArgument(f"store: revision {revision} is not after {self.revision}")
+        self.revision = revision
+        staged = self._stage(txn, revision)
+        changes: list[Change] = []
+        for action, kind, obj_id, obj in staged:
+            old = self._objects[kind].get(obj_id)
+            if action == "delete":
+                assert old is not None
+                self._unindex(kind, old)
+                del self._objects[kind][obj_id]
+                changes.append(Change("delete", kind, obj_id, old))
+            else:
+                if old is not None:
+                    self._unindex(kind, old)
+                self._objects[kind][obj_id] = obj
+                self._reindex(kind, obj)
+                changes.append(Change(action, kind, obj_id, obj))  # type: ignore[arg-type]
+        if changes:
+            if len(self._history) == self._history.maxlen:
+                self.compact_revision = self._history[0].revision
+            self._history.append(Event(revision, tuple(changes)))
+        return TxnResult(revision, changes)
+
+    def _stage(self, txn: Mapping[str, Any], revision: int) -> list[tuple[str, str, str, Obj]]:
+        """Check every precondition against the state as the transaction sees it, build the new objects."""
+        now = float(txn.get("time") or 0.0)
+        view: dict[tuple[str, str], Obj | None] = {}
+        names: dict[tuple[str, str], str | None] = {}
+
+        def current(kind: str, oid: str) -> Obj | None:
+            return view[(kind, oid)] if (kind, oid) in view else self._objects[kind].get(oid)
+
+        def name_owner(kind: str, key: str) -> str | None:
+            return names[(kind, key)] if (kind, key) in names else self._names[kind].get(key)
+
+        staged: list[tuple[str, str, str, Obj]] = []
+        for op in txn["ops"]:
+            kind, kind_op = op["kind"], op["op"]
+            oid = op["object"]["id"] if kind_op in ("create", "update") else op["id"]
+            old = current(kind, oid)
+            expect = op.get("expect_version")
+            if kind_op == "create":
+                if old is not None:
+                    raise AlreadyExists(f"store: {kind} {oid!r} already exists")
+            elif old is None:
+                raise NotFound(f"store: {kind} {oid!r} not found")
+            elif expect is not None and old["meta"]["version"] != expect:
+                raise VersionConflict(
+                    f"store: {kind} {oid!r} is at version {old['meta']['version']}, not {expect}; "
+                    "re-read and retry",
+                    current_version=old["meta"]["version"],
+                )
+            if kind_op == "check":
+                for f, v in (op.get("expect_fields") or {}).items():
+                    assert old is not None
+                    if _field(old, f) != v:
+                        raise PreconditionFailed(
+                            f"store: {kind} {oid!r} has {f}={_field(old, f)!r}, expected {v!r}"
+                        )
+                continue
+            if kind_op == "delete":
+                assert old is not None
+                key = _name_key(kind, old)
+                if key is not None:
+                    names[(kind, key)] = None
+                view[(kind, oid)] = None
+                staged.append(("delete", kind, oid, old))
+                continue
+            obj = dict(op["object"])
+            meta = dict(obj.get("meta") or {})
+            meta["version"] = revision
+            meta["created_at"] = old["meta"]["created_at"] if old is not None else now
+            meta["updated_at"] = now
+            obj["meta"] = meta
+            old_key = _name_key(kind, old) if old is not None else None
+            new_key = _name_key(kind, obj)
+            if new_key is not None and new_key != old_key:
+                owner = name_owner(kind, new_key)
+                if owner is not None and owner != oid:
+                    raise AlreadyExists(f"store: {kind} name {obj['spec']['name']!r} is already taken")
+            if old_key is not None and old_key != new_key:
+                names[(kind, old_key)] = None
+            if new_key is not None:
+                names[(kind, new_key)] = oid
+            view[(kind, oid)] = obj
+            staged.append((kind_op, kind, oid, obj))
+        return staged
+
+    def _reindex(self, kind: str, obj: Obj) -> None:
+        for f, idx in self._index[kind].items():
+            idx.setdefault(_field(obj, f), set()).add(obj["id"])
+        key = _name_key(kind, obj)
+        if key is not None:
+            self._names[kind][key] = obj["id"]
+
+    def _unindex(self, kind: str, obj: Obj) -> None:
+        for f, idx in self._index[kind].items():
+            ids = idx.get(_field(obj, f))
+            if ids is not None:
+                ids.discard(obj["id"])
+                if not ids:
+                    del idx[_field(obj, f)]
+        key = _name_key(kind, obj)
+        if key is not None and self._names[kind].get(key) == obj["id"]:
+            del self._names[kind][key]
+
+    def skip(self, revision: int) -> None:
+        """Advance the applied revision over a log entry that carries no transaction (e.g. a leader no-op)."""
+        if revision > self.revision:
+            self.revision = revision
+
+    # ---- snapshots ---------------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {"revision": self.revision, "objects": {k: list(v.values()) for k, v in self._objects.items()}}
+
+    def restore(self, snap: Mapping[str, Any]) -> None:
+        self.__init__(self._history.maxlen or 10_000)  # type: ignore[misc]
+        for kind, objs in snap["objects"].items():
+            for obj in objs:
+                self._objects[kind][obj["id"]] = obj
+                self._reindex(kind, obj)
+        self.revision = int(snap["revision"])
+        self.compact_revision = self.revision
+
+    def state_hash(self) -> str:
+        """A digest of every object, equal on replicas that applied the same entries."""
+        h = hashlib.sha256()
+        for kind in sorted(self._objects):
+            for oid in sorted(self._objects[kind]):
+                h.update(json.dumps(self._objects[kind][oid], sort_keys=True).encode())
+        return h.hexdigest()
+
+    def copy_of(self, kind: str, obj_id: str) -> Obj:
+        return copy.deepcopy(self.get(kind, obj_id))

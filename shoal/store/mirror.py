@@ -1,0 +1,167 @@
+"""StoreMirror: a subsystem's local, eventually-consistent copy of some kinds (SwarmKit's ViewAndWatch).
+
+List on start, then follow the store's watch from the listed revision. A NATS hint with a newer revision wakes
+it at once; without hints it still polls every `poll_interval`, so a lost or duplicated hint delays work by at
+most one interval and never corrupts it. A bus reconnect or a Compacted answer forces a full re-list.
+
+Writers call `apply_written(result)` so their next decision already sees their own write (otherwise a
+reconciler could act twice on a stale view); later watch events for the same objects are applied only if
+newer (by meta.version), and tombstones stop older updates from resurrecting a deleted object."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from shoal.bus.base import Bus
+from shoal.bus.subjects import STORE_EVENTS
+from shoal.errors import Compacted, ShoalError
+from shoal.store.protocol import Store
+from shoal.store.txn import Change, Obj, TxnResult
+
+log = logging.getLogger(__name__)
+
+
+class StoreMirror:
+    def __init__(self, store: Store, kinds: Sequence[str], *, bus: Bus | None = None,
+                 poll_interval: float = 1.0) -> None:
+        self.store = store
+        self.kinds = list(kinds)
+        self.bus = bus
+        self.poll_interval = poll_interval
+        self.objects: dict[str, dict[str, Obj]] = {k: {} for k in self.kinds}
+        self.revision = 0
+        self.generation = 0
+        self.ready = asyncio.Event()
+        self._tombstones: dict[tuple[str, str], int] = {}
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._relist = True
+        self._stopped = False
+        self.resyncs = 0
+
+    # ---- view --------------------------------------------------------------------------------------------
+    def get(self, kind: str, obj_id: str) -> Obj | None:
+        return self.objects[kind].get(obj_id)
+
+    def list(self, kind: str, **filters: Any) -> list[Obj]:
+        items = self.objects[kind].values()
+        if not filters:
+            return list(items)
+        return [o for o in items if all(o.get(k) == v for k, v in filters.items())]
+
+    # ---- feeding -----------------------------------------------------------------------------------------
+    def apply_written(self, result: TxnResult) -> None:
+        """Fold a transaction this process just committed into the view."""
+        self._apply(result.changes, result.revision)
+        self._bump()
+
+    def _apply(self, changes: Sequence[Change], revision: int) -> list[Change]:
+        applied = []
+        for c in changes:
+            if c.kind not in self.objects:
+                continue
+            key = (c.kind, c.id)
+            table = self.objects[c.kind]
+            cur = table.get(c.id)
+            version = int(c.object.get("meta", {}).get("version", revision))
+            if c.action == "delete":
+                if cur is not None and cur["meta"]["version"] <= revision:
+                    del table[c.id]
+                    applied.append(c)
+                self._tombstones[key] = max(self._tombstones.get(key, 0), revision)
+                continue
+            if self._tombstones.get(key, 0) >= version:
+                continue
+            if cur is None or cur["meta"]["version"] < version:
+                table[c.id] = c.object
+                applied.append(c)
+        return applied
+
+    def _bump(self) -> None:
+        self.generation += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def resync(self) -> None:
+        self._relist = True
+        self._wake.set()
+
+    async def wait_changed(self, generation: int, timeout: float | None) -> int:
+        """Wait until the view is newer than `generation` (or `timeout`); returns the current generation."""
+        if self.generation == generation:
+            ev = self._changed
+            try:
+                await asyncio.wait_for(ev.wait(), timeout)
+            except TimeoutError:
+                pass
+        return self.generation
+
+    async def _on_hint(self, data: dict[str, Any]) -> None:
+        if int(data.get("revision", 0)) > self.revision:
+            self._wake.set()
+
+    async def sync_once(self) -> list[Change] | None:
+        """One step: re-list if needed (returns None: everything may have changed) or fetch new events."""
+        if self._relist:
+            self._relist = False
+            await self._list_all()
+            return None
+        batch = await self.store.watch(self.revision)
+        changes: list[Change] = []
+        for ev in batch.events:
+            changes += self._apply(ev.changes, ev.revision)
+        self.revision = max(self.revision, batch.revision)
+        self._tombstones = {k: r for k, r in self._tombstones.items() if r > self.revision}
+        if changes:
+            self._bump()
+        return changes
+
+    async def _list_all(self) -> None:
+        fresh: dict[str, dict[str, Obj]] = {}
+        revs = []
+        for kind in self.kinds:
+            rev, items = await self.store.list(kind)
+            revs.append(rev)
+            fresh[kind] = {o["id"]: o for o in items}
+        self.objects = fresh
+        self.revision = min(revs) if revs else 0
+        self._tombstones.clear()
+        self.resyncs += 1
+        self._bump()
+
+    async def run(self) -> None:
+        if self.bus is not None:
+            await self.bus.subscribe(STORE_EVENTS, self._on_hint)
+            self.bus.on_reconnect(self.resync)
+        backoff = 0.1
+        while not self._stopped:
+            try:
+                await self.sync_once()
+                self.ready.set()
+                backoff = 0.1
+            except Compacted:
+                log.info("mirror: watch revision %d compacted; re-listing", self.revision)
+                self._relist = True
+                continue
+            except (ShoalError, httpx.HTTPError, OSError) as e:
+                log.warning("mirror: store unavailable (%s); retrying in %.1fs", e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()

@@ -1,0 +1,29 @@
+"""The store seam every subsystem depends on: `StoreClient` (HTTP to raftstore) and `LocalStore` (in-memory)
+both satisfy it."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from shoal.store.txn import Obj, Op, TxnResult, WatchBatch
+
+
+class Store(Protocol):
+    async def txn(self, ops: list[Op]) -> TxnResult:
+        """Apply `ops` all-or-nothing; returns once committed. Raises Conflict/NotFound/… (nothing applied),
+        Unavailable (nothing applied), or OutcomeUnknown (may have applied: re-read to find out)."""
+
+    async def get(self, kind: str, obj_id: str) -> Obj:
+        """Linearizable read of one object; NotFound if absent."""
+
+    async def list(self, kind: str, **filters: Any) -> tuple[int, list[Obj]]:
+        """(revision, objects): a linearizable list; watching from `revision` misses nothing after it."""
+
+    async def watch(self, after: int, wait: float = 0.0) -> WatchBatch:
+        """Committed events with revision > `after`, waiting up to `wait` seconds for the first one.
+        Raises Compacted when `after` is older than the retained history."""
+
+    async def status(self) -> dict[str, Any]:
+        """Raft status of the member answering (id, role, leader, term, commit_index, members)."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,121 @@
+"""Transaction and watch wire types (plain dicts on the wire; these helpers build and read them).
+
+A transaction is `{"ops": [op...], "time": float}` applied all-or-nothing. Ops:
+
+- `{"op": "create", "kind": k, "object": {...}}`                         object must carry `id`
+- `{"op": "update", "kind": k, "object": {...}, "expect_version": v?}`   replaces the object
+- `{"op": "delete", "kind": k, "id": i, "expect_version": v?}`
+- `{"op": "check",  "kind": k, "id": i, "expect_version": v?, "expect_fields": {...}?}`  precondition only
+  (lease fencing: `{"op": "check", "kind": "lease", "id": "scheduler", "expect_fields": {"term": 7}}`)
+
+`expect_version` of an update/delete/check refers to `object["meta"]["version"]`; omitted = unconditional.
+The store sets `meta.version` to the revision (Raft index) of the committing entry and stamps
+`meta.created_at` / `meta.updated_at` from the transaction's `time` (chosen by the proposer, so every
+replica applies the same bytes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Obj = dict[str, Any]
+Op = dict[str, Any]
+Action = Literal["create", "update", "delete"]
+
+MAX_TXN_OPS = 1000
+MAX_TXN_BYTES = 1_572_864  # 1.5 MiB, SwarmKit's MaxTransactionBytes
+
+
+@dataclass
+class Txn:
+    ops: list[Op]
+    time: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ops": self.ops, "time": self.time}
+
+
+def create(kind: str, obj: Obj) -> Op:
+    return {"op": "create", "kind": kind, "object": obj}
+
+
+def update(kind: str, obj: Obj, expect_version: int | None = None) -> Op:
+    """Replace `obj`; by default expect the version it was read at (`obj.meta.version`)."""
+    if expect_version is None:
+        expect_version = obj.get("meta", {}).get("version")
+    return {"op": "update", "kind": kind, "object": obj, "expect_version": expect_version}
+
+
+def delete(kind: str, obj_id: str, expect_version: int | None = None) -> Op:
+    return {"op": "delete", "kind": kind, "id": obj_id, "expect_version": expect_version}
+
+
+def check(kind: str, obj_id: str, *, expect_version: int | None = None, **fields: Any) -> Op:
+    return {"op": "check", "kind": kind, "id": obj_id, "expect_version": expect_version,
+            "expect_fields": fields}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object changed by a committed transaction. `object` is the new value (the old one for deletes)."""
+
+    action: Action
+    kind: str
+    id: str
+    object: Obj
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, "kind": self.kind, "id": self.id, "object": self.object}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Change:
+        return Change(d["action"], d["kind"], d["id"], d["object"])
+
+
+@dataclass(frozen=True)
+class Event:
+    """All changes of one committed transaction, at its revision."""
+
+    revision: int
+    changes: tuple[Change, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"revision": self.revision, "changes": [c.to_json() for c in self.changes]}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Event:
+        return Event(int(d["revision"]), tuple(Change.from_json(c) for c in d["changes"]))
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    """The revision a transaction committed at and what it changed (deleted objects as they were)."""
+
+    revision: int
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def objects(self) -> list[Obj]:
+        return [c.object for c in self.changes]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"revision": self.revision, "changes": [c.to_json() for c in self.changes]}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> TxnResult:
+        return TxnResult(int(d["revision"]), [Change.from_json(c) for c in d["changes"]])
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """Events after a revision, up to `revision` (the store's applied revision when answered)."""
+
+    revision: int
+    events: list[Event]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"revision": self.revision, "events": [e.to_json() for e in self.events]}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> WatchBatch:
+        return WatchBatch(int(d["revision"]), [Event.from_json(e) for e in d["events"]])
