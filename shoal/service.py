@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI
@@ -69,7 +69,7 @@ class LeaderOnly:
     back to campaigning (in-memory state is rebuilt on the next activation, as SwarmKit's leader components
     are on every leader change)."""
 
-    def __init__(self, store: Store, name: str, holder: str, work: Callable[[LeaseKeeper], Awaitable[None]],
+    def __init__(self, store: Store, name: str, holder: str, work: Callable[[LeaseKeeper], Coroutine[Any, Any, None]],
                  *, lease_duration: float = 1.5) -> None:
         self.store = store
         self.name = name

@@ -6,6 +6,7 @@ same entries in the same order gives the same state on every replica (checked by
 
 from __future__ import annotations
 
+import builtins
 import copy
 import hashlib
 import json
@@ -115,7 +116,7 @@ class MemoryStore:
     def count(self, kind: str) -> int:
         return len(self._objects[kind])
 
-    def events_since(self, revision: int) -> list[Event]:
+    def events_since(self, revision: int) -> builtins.list[Event]:
         """Committed events with revision > `revision`; Compacted if some of them are no longer retained."""
         if revision < self.compact_revision:
             raise Compacted(
@@ -157,7 +158,7 @@ class MemoryStore:
             self._history.append(Event(revision, tuple(changes)))
         return TxnResult(revision, changes)
 
-    def _stage(self, txn: Mapping[str, Any], revision: int) -> list[tuple[str, str, str, Obj]]:
+    def _stage(self, txn: Mapping[str, Any], revision: int) -> builtins.list[tuple[str, str, str, Obj]]:
         """Check every precondition against the state as the transaction sees it, build the new objects."""
         now = float(txn.get("time") or 0.0)
         view: dict[tuple[str, str], Obj | None] = {}

@@ -11,6 +11,7 @@ newer (by meta.version), and tombstones stop older updates from resurrecting a d
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -60,7 +61,7 @@ class StoreMirror:
         self._apply(result.changes, result.revision)
         self._bump()
 
-    def _apply(self, changes: Sequence[Change], revision: int) -> list[Change]:
+    def _apply(self, changes: Sequence[Change], revision: int) -> builtins.list[Change]:
         applied = []
         for c in changes:
             if c.kind not in self.objects:
@@ -108,7 +109,7 @@ class StoreMirror:
         if int(data.get("revision", 0)) > self.revision:
             self._wake.set()
 
-    async def sync_once(self) -> list[Change] | None:
+    async def sync_once(self) -> builtins.list[Change] | None:
         """One step: re-list if needed (returns None: everything may have changed) or fetch new events."""
         if self._relist:
             self._relist = False

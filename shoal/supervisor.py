@@ -1,0 +1,373 @@
+"""The local-cluster supervisor behind `shoal up`: every shoal process as its own OS process, restarted if it
+dies, logs in DATA_DIR/logs, state in DATA_DIR/supervisor.json.
+
+Used three ways: in the foreground by `shoal up`, as a daemon by `shoal up --detach` (`python -m
+shoal.supervisor`), and as a library by the end-to-end tests (which kill and stop children through it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("shoal.supervisor")
+
+STATE_FILE = "supervisor.json"
+
+
+@dataclass(frozen=True)
+class ProcSpec:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    health_url: str | None  # GET -> 200 once the process serves
+
+
+@dataclass
+class Layout:
+    """Where everything listens and lives. Ports derive from `base_port` (docs/operations.md has the table)."""
+
+    data_dir: Path
+    base_port: int = 4300
+    gateway_port: int = 4242
+    agents: int = 2
+    host: str = "127.0.0.1"
+    raft_members: int = 3
+    heartbeat_period: float = 5.0
+    log_level: str = "INFO"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://{self.host}:{self.base_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
+
+    def raft_api(self, i: int) -> str:
+        return f"http://{self.host}:{self.base_port + i}"
+
+    def raft_peer(self, i: int) -> str:
+        return f"{self.host}:{self.base_port + 10 + i}"
+
+    @property
+    def store_members(self) -> list[str]:
+        return [self.raft_api(i) for i in range(1, self.raft_members + 1)]
+
+    def port_of(self, name: str) -> int:
+        fixed = {"orchestrator": 21, "allocator": 22, "scheduler": 23, "dispatcher": 24}
+        if name in fixed:
+            return self.base_port + fixed[name]
+        if name.startswith("agent-"):
+            return self.base_port + 30 + int(name.split("-")[1])
+        if name.startswith("raftstore-"):
+            return self.base_port + int(name.split("-")[1])
+        if name == "gateway":
+            return self.gateway_port
+        if name == "nats":
+            return self.base_port
+        raise KeyError(name)
+
+    def url_of(self, name: str) -> str:
+        return f"http://{self.host}:{self.port_of(name)}"
+
+    def specs(self) -> list[ProcSpec]:
+        """Processes in start order (stopped in reverse)."""
+        py = sys.executable
+        common = {
+            "SHOAL_NATS_URL": self.nats_url,
+            "SHOAL_STORE_MEMBERS": ",".join(self.store_members),
+            "SHOAL_HOST": self.host,
+            "SHOAL_LOG_LEVEL": self.log_level,
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        nats_bin = shutil.which("nats-server") or str(Path(py).parent / "nats-server")
+        specs = [ProcSpec("nats", [nats_bin, "-a", self.host, "-p", str(self.base_port)], {}, None)]
+        members = ";".join(
+            f"{i}={self.raft_api(i)},{self.raft_peer(i)}" for i in range(1, self.raft_members + 1)
+        )
+        for i in range(1, self.raft_members + 1):
+            env = {**common, "SHOAL_RAFT_ID": str(i), "SHOAL_RAFT_MEMBERS": members,
+                   "SHOAL_PORT": str(self.base_port + i),
+                   "SHOAL_DATA_DIR": str(self.data_dir / "raft" / str(i))}
+            specs.append(ProcSpec(f"raftstore-{i}", [py, "-m", "services.raftstore"], env,
+                                  self.raft_api(i) + "/healthz"))
+        for name in ("gateway", "orchestrator", "allocator", "scheduler", "dispatcher"):
+            env = {**common, "SHOAL_PORT": str(self.port_of(name)), "SHOAL_INSTANCE": f"{name}-1"}
+            if name == "dispatcher":
+                env["SHOAL_HEARTBEAT_PERIOD"] = str(self.heartbeat_period)
+            specs.append(ProcSpec(name, [py, "-m", f"services.{name}"], env, self.url_of(name) + "/healthz"))
+        for i in range(1, self.agents + 1):
+            name = f"agent-{i}"
+            env = {**common, "SHOAL_PORT": str(self.port_of(name)),
+                   "SHOAL_DISPATCHERS": self.url_of("dispatcher"),
+                   "SHOAL_STATE_DIR": str(self.data_dir / "agents" / name),
+                   "SHOAL_HOSTNAME": f"{self._hostname()}-{name}"}
+            specs.append(ProcSpec(name, [py, "-m", "agent"], env, self.url_of(name) + "/healthz"))
+        return specs
+
+    @staticmethod
+    def _hostname() -> str:
+        import socket
+
+        return socket.gethostname()
+
+
+class Child:
+    def __init__(self, spec: ProcSpec, log_dir: Path, cwd: Path) -> None:
+        self.spec = spec
+        self.log_path = log_dir / f"{spec.name}.log"
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.wanted = True
+        self.restarts = 0
+        self.next_start = 0.0
+
+    def start(self) -> None:
+        logf = open(self.log_path, "ab")
+        env = {**os.environ, **self.spec.env}
+        self.proc = subprocess.Popen(self.spec.argv, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=self.cwd, start_new_session=True)
+        logf.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, grace: float = 10.0) -> None:
+        self.wanted = False
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(5)
+
+
+class Supervisor:
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.data_dir = layout.data_dir
+        self.log_dir = self.data_dir / "logs"
+        self.children: dict[str, Child] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        repo_root = Path(__file__).resolve().parent.parent
+        for spec in self.layout.specs():
+            child = Child(spec, self.log_dir, repo_root)
+            self.children[spec.name] = child
+            child.start()
+            if spec.name == "nats":
+                _wait_port(self.layout.host, self.layout.base_port, 10)
+        self._write_state()
+        self._thread = threading.Thread(target=self._monitor, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            for child in self.children.values():
+                child.wanted = False
+            for child in reversed(list(self.children.values())):
+                child.stop()
+        if self._thread is not None:
+            self._thread.join(5)
+        state = self.data_dir / STATE_FILE
+        state.unlink(missing_ok=True)
+
+    def _monitor(self) -> None:
+        while not self._stop.wait(0.2):
+            with self._lock:
+                changed = False
+                for child in self.children.values():
+                    if not child.wanted or child.alive():
+                        continue
+                    now = time.monotonic()
+                    if child.next_start == 0.0:
+                        delay = min(0.2 * (2 ** min(child.restarts, 5)), 5.0)
+                        child.next_start = now + delay
+                        code = child.proc.returncode if child.proc else None
+                        log.warning("%s exited (code %s); restarting in %.1fs", child.spec.name, code, delay)
+                    elif now >= child.next_start:
+                        child.restarts += 1
+                        child.next_start = 0.0
+                        child.start()
+                        changed = True
+                if changed:
+                    self._write_state()
+
+    # ---- control (tests, CLI) ----------------------------------------------------------------------------
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int | None:
+        """Send `sig` to a child; the monitor restarts it if it dies. Returns the pid signalled."""
+        with self._lock:
+            child = self.children[name]
+            pid = child.pid
+            child.signal(sig)
+            return pid
+
+    def stop_process(self, name: str) -> None:
+        with self._lock:
+            self.children[name].stop()
+
+    def start_process(self, name: str) -> None:
+        with self._lock:
+            child = self.children[name]
+            child.wanted = True
+            if not child.alive():
+                child.start()
+        self._write_state()
+
+    def pid(self, name: str) -> int | None:
+        return self.children[name].pid
+
+    def _write_state(self) -> None:
+        state = {
+            "pid": os.getpid(),
+            "gateway_url": self.layout.gateway_url,
+            "children": {n: c.pid for n, c in self.children.items()},
+            "layout": {"base_port": self.layout.base_port, "gateway_port": self.layout.gateway_port,
+                       "agents": self.layout.agents, "host": self.layout.host},
+        }
+        tmp = self.data_dir / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.data_dir / STATE_FILE)
+
+    # ---- health ------------------------------------------------------------------------------------------
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Every wanted process answers /healthz, the store has a leader, and every agent's node is READY."""
+
+        def crashing() -> str:
+            for c in self.children.values():
+                if c.wanted and not c.alive() and c.restarts > 3:
+                    return f"{c.spec.name} keeps exiting; see {c.log_path}"
+            return ""
+
+        wanted = [c.spec for c in self.children.values() if c.wanted]
+        wait_healthy(self.layout, wanted, timeout, extra_check=crashing)
+
+
+def health_problem(layout: Layout, specs: list[ProcSpec], http: httpx.Client) -> str:
+    """'' when healthy, else what is still missing."""
+    for spec in specs:
+        if spec.health_url is None:
+            continue
+        try:
+            if http.get(spec.health_url).status_code != 200:
+                return f"{spec.name} not healthy"
+        except httpx.HTTPError:
+            return f"{spec.name} not answering at {spec.health_url}"
+    try:
+        cluster = http.get(layout.gateway_url + "/v1/cluster").json()
+        if not cluster.get("raft", {}).get("leader"):
+            return "no raft leader yet"
+        nodes = http.get(layout.gateway_url + "/v1/nodes").json()
+    except (httpx.HTTPError, ValueError) as e:
+        return f"gateway not ready: {e}"
+    items = nodes.get("items", nodes) if isinstance(nodes, dict) else nodes
+    ready = [n for n in items if n.get("status", {}).get("state") == "ready"]
+    agents = sum(1 for s in specs if s.name.startswith("agent-"))
+    if len(ready) < agents:
+        return f"{len(ready)}/{agents} agents registered"
+    return ""
+
+
+def wait_healthy(layout: Layout, specs: list[ProcSpec], timeout: float,
+                 extra_check: Callable[[], str] = lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    problem = "starting"
+    with httpx.Client(timeout=2.0) as http:
+        while time.monotonic() < deadline:
+            problem = extra_check() or health_problem(layout, specs, http)
+            if problem == "":
+                return
+            time.sleep(0.3)
+    raise TimeoutError(f"cluster not healthy after {timeout:.0f}s: {problem} (logs in {layout.data_dir / 'logs'})")
+
+
+def _wait_port(host: str, port: int, timeout: float) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def read_state(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        state: dict[str, Any] = json.loads((data_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (ProcessLookupError, PermissionError, KeyError, ValueError):
+        return None
+    return state
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Daemon entry point (`python -m shoal.supervisor`), used by `shoal up --detach`."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m shoal.supervisor")
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--base-port", type=int, default=4300)
+    p.add_argument("--gateway-port", type=int, default=4242)
+    p.add_argument("--agents", type=int, default=2)
+    p.add_argument("--heartbeat-period", type=float, default=5.0)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s supervisor: %(message)s")
+    sup = Supervisor(Layout(a.data_dir.resolve(), base_port=a.base_port, gateway_port=a.gateway_port,
+                            agents=a.agents, heartbeat_period=a.heartbeat_period))
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    sup.start()
+    done.wait()
+    log.info("stopping every process")
+    sup.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
