@@ -1,0 +1,149 @@
+"""A real local cluster for end-to-end tests: every process of `shoal up`, on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from shoal.supervisor import Layout, Supervisor
+
+T = TypeVar("T")
+
+
+def free_base_port() -> int:
+    """A base port whose whole block (base .. base+40) is free on loopback, plus the gateway port base+45."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000, 50)
+        ok = True
+        for port in [*range(base, base + 41), base + 45]:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port block found")
+
+
+def items(body: Any) -> list[dict[str, Any]]:
+    if isinstance(body, dict) and "items" in body:
+        return list(body["items"])
+    return list(body)
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def eventually(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25) -> T:
+    """Poll `fn` until it returns something truthy; fail with `what` and the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except (httpx.HTTPError, AssertionError) as e:
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+class Cluster:
+    def __init__(self, data_dir: Path, agents: int = 2, heartbeat_period: float = 1.0) -> None:
+        base = free_base_port()
+        self.layout = Layout(data_dir, base_port=base, gateway_port=base + 45, agents=agents,
+                             heartbeat_period=heartbeat_period)
+        self.sup = Supervisor(self.layout)
+        self.http = httpx.Client(base_url=self.layout.gateway_url, timeout=10.0)
+
+    def start(self, timeout: float = 90.0) -> Cluster:
+        self.sup.start()
+        self.sup.wait_healthy(timeout)
+        return self
+
+    def stop(self) -> None:
+        self.sup.stop()
+        self.http.close()
+
+    # ---- API helpers --------------------------------------------------------------------------------------
+    def create_service(self, name: str, replicas: int, command: list[str] | None = None,
+                       restart_delay: str = "1s", **task: Any) -> dict[str, Any]:
+        spec = {"name": name, "mode": {"replicated": {"replicas": replicas}},
+                "task": {"process": {"command": command or ["sleep", "300"], "stop_grace_period": "2s"},
+                         "restart": {"condition": "any", "delay": restart_delay}, **task}}
+        r = self.http.post("/v1/services", json=spec)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    def scale(self, name: str, replicas: int) -> None:
+        for _ in range(20):
+            svc = self.http.get(f"/v1/services/{name}").json()
+            spec = svc["spec"]
+            spec["mode"] = {"replicated": {"replicas": replicas}}
+            r = self.http.put(f"/v1/services/{name}", json={"version": svc["meta"]["version"], "spec": spec})
+            if r.status_code == 200:
+                return
+            assert r.status_code in (409, 503), r.text
+            time.sleep(0.2)
+        raise AssertionError(f"could not scale {name}")
+
+    def tasks(self, service: str | None = None, **params: str) -> list[dict[str, Any]]:
+        if service:
+            params["service"] = service
+        return items(self.http.get("/v1/tasks", params=params).json())
+
+    def running(self, service: str) -> list[dict[str, Any]]:
+        """Tasks that are running, wanted running, and whose process is really alive."""
+        return [t for t in self.tasks(service)
+                if t["status"]["state"] == "running" and t["desired_state"] == "running"
+                and pid_alive(t["status"].get("pid"))]
+
+    def wait_running(self, service: str, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Exactly `n` live running tasks and nothing else of the service still wanted running."""
+        def check() -> list[dict[str, Any]] | None:
+            tasks = self.tasks(service)
+            live = [t for t in tasks if t["status"]["state"] == "running" and t["desired_state"] == "running"
+                    and pid_alive(t["status"].get("pid"))]
+            wanted = [t for t in tasks if t["desired_state"] == "running"]
+            return live if len(live) == n and len(wanted) == n else None
+        return eventually(check, timeout, f"{n} running tasks of {service}")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return items(self.http.get("/v1/nodes").json())
+
+    def raft_status(self) -> list[dict[str, Any]]:
+        out = []
+        for url in self.layout.store_members:
+            try:
+                out.append(httpx.get(url + "/v1/status", timeout=1.0).json())
+            except httpx.HTTPError:
+                pass
+        return out
+
+    def raft_leader(self) -> int | None:
+        for st in self.raft_status():
+            if st.get("role") == "leader":
+                return int(st["id"])
+        return None
