@@ -1,0 +1,36 @@
+"""`python -m services.gateway`: serve the REST API on SHOAL_HOST:SHOAL_PORT (default 127.0.0.1:4242) over
+the raftstore members in SHOAL_STORE_MEMBERS. Flags override the environment."""
+
+from __future__ import annotations
+
+import argparse
+
+from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
+from shoal.runner import run, serve, setup_logging
+from shoal.store.client import StoreClient
+
+
+def parse_settings(argv: list[str] | None = None) -> GatewaySettings:
+    p = argparse.ArgumentParser(prog="python -m services.gateway", description=__doc__)
+    p.add_argument("--host", help="listen address (SHOAL_HOST)")
+    p.add_argument("--port", type=int, help="listen port (SHOAL_PORT, default 4242)")
+    p.add_argument("--store-members", help="comma-separated raftstore API URLs (SHOAL_STORE_MEMBERS)")
+    a = p.parse_args(argv)
+    overrides = {k: v for k, v in vars(a).items() if v is not None}
+    return GatewaySettings(**overrides)
+
+
+async def main(settings: GatewaySettings) -> None:
+    setup_logging(settings.log_level, settings.instance_name("gateway"))
+    store = StoreClient(settings.store_members, timeout=settings.store_timeout,
+                        retry_for=settings.store_retry_for)
+    try:
+        await serve(create_app(settings, store=store), settings.host, settings.port)
+    finally:
+        await store.close()
+
+
+if __name__ == "__main__":
+    cfg = parse_settings()
+    run(lambda: main(cfg))

@@ -1,0 +1,89 @@
+"""`create_app(settings, store=...)`: the gateway's FastAPI app. REST under `/v1` (docs/api.md), OpenAPI at
+`/docs`, `/healthz` `/readyz` `/metrics`, and `/v1/status`. Holds no state of its own beyond a readiness flag;
+every answer comes from the store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.gateway.context import GatewayContext
+from services.gateway.routes import ROUTERS
+from services.gateway.settings import GatewaySettings
+from shoal.errors import Unavailable
+from shoal.http import client_factory, install_error_handlers, ops_router
+from shoal.store.protocol import Store
+
+
+def unavailable_message(exc: Unavailable) -> str:
+    """`store unavailable: <why>` whatever layer raised it (StoreClient, a raftstore member, the gateway)."""
+    why = exc.message
+    if why.startswith("store unavailable"):
+        return why
+    return "store unavailable: " + why.removeprefix("store: ")
+
+
+def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClient | None = None) -> FastAPI:
+    """The gateway over `store`. `http` (for raftstore member status) defaults to a client from
+    `shoal.http.client_factory`, closed with the app; the store belongs to the caller."""
+    own_http = http is None
+    ctx = GatewayContext(settings, store, http or client_factory(timeout=settings.member_status_timeout))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await ctx.probe()  # so /readyz is meaningful from the first request
+        probe = asyncio.create_task(ctx.probe_loop(), name="gateway.ready-probe")
+        try:
+            yield
+        finally:
+            ctx.stop()
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+            if own_http:
+                await ctx.http.aclose()
+
+    app = FastAPI(
+        title="shoal gateway",
+        version="1",
+        description="The public REST API of shoal, a SwarmKit-style orchestrator. Errors are "
+        '`{"message": ...}` with 400 (invalid input), 404, 409 (name taken, stale version) or 503 '
+        "(store unavailable).",
+        lifespan=lifespan,
+    )
+    app.state.gateway = ctx
+    install_error_handlers(app)
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+        message = unavailable_message(exc)
+        ctx.mark_unavailable(message)
+        ctx.metrics.inc("gateway_store_unavailable_total", help="requests refused: store unavailable")
+        return JSONResponse({**exc.to_json(), "message": message}, status_code=exc.status)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        ctx.metrics.inc("gateway_requests_total", help="HTTP requests answered")
+        if response.status_code >= 400:
+            ctx.metrics.inc(f"gateway_responses_{response.status_code // 100}xx_total",
+                            help="HTTP error responses by class")
+        return response
+
+    app.include_router(ops_router(ctx.metrics, ctx.ready, lambda: {"name": "gateway"}))
+
+    @app.get("/v1/status", tags=["ops"], summary="This gateway instance's status")
+    async def status() -> dict[str, Any]:
+        return {"name": "gateway", "instance": settings.instance_name("gateway"),
+                "store_ready": ctx.store_ready, "store_problem": ctx.store_problem or None,
+                "store_members": settings.store_members}
+
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

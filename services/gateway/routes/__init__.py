@@ -1,0 +1,11 @@
+"""The gateway's `/v1` routers, one module per resource."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.gateway.routes import cluster, nodes, services, tasks
+
+ROUTERS: list[APIRouter] = [services.router, tasks.router, nodes.router, cluster.router]
+
+__all__ = ["ROUTERS"]

@@ -1,0 +1,82 @@
+"""`/v1/cluster`: the cluster object, the Raft view of every raftstore member, and the leases of the
+leader-only subsystems. Diagnostic, so it degrades instead of failing: unreachable members are listed as such,
+and when the store cannot answer, `available` is false and `error` says why (members are still shown)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends
+
+from services.gateway.context import GatewayContext, get_context
+from shoal.cluster import default_cluster
+from shoal.errors import NotFound, ShoalError
+from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
+from shoal.store.txn import Obj
+
+router = APIRouter(prefix="/v1/cluster", tags=["cluster"])
+Ctx = Annotated[GatewayContext, Depends(get_context)]
+T = TypeVar("T")
+
+
+async def _attempt(aw: Awaitable[T], timeout: float) -> tuple[T | None, str | None]:
+    """(result, None) or (None, why it failed), giving up after `timeout` seconds."""
+    try:
+        return await asyncio.wait_for(aw, timeout), None
+    except ShoalError as e:
+        return None, e.message.removeprefix("store: ")
+    except TimeoutError:
+        return None, f"no answer within {timeout:g}s"
+
+
+async def _cluster_object(ctx: GatewayContext) -> Obj:
+    try:
+        return await ctx.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
+    except NotFound:  # nobody created it yet: show SwarmKit's defaults (a read does not write)
+        return {**default_cluster(), "meta": None}
+
+
+def raft_view(status: dict[str, Any] | None, members: list[dict[str, Any]]) -> dict[str, Any]:
+    """Leader, term and commit index as the store reports them; without an answer from the store, as the
+    reachable members report them (the highest term wins)."""
+    reachable = [m for m in members if m.get("reachable")]
+    best: dict[str, Any] = status or max(reachable, key=lambda m: int(m.get("term") or 0), default={})
+    leader = best.get("leader") or None
+    leader_url = next((m["url"] for m in reachable if leader is not None and m.get("id") == leader), None)
+    return {"leader": leader, "leader_url": leader_url, "term": best.get("term"),
+            "commit_index": best.get("commit_index"), "members": members}
+
+
+def lease_view(lease: Obj, now: float) -> dict[str, Any]:
+    expires = float(lease.get("expires_at") or 0.0)
+    return {"kind": "lease", "name": lease["id"], "holder": lease.get("holder"), "term": lease.get("term"),
+            "expires_at": expires, "duration": lease.get("duration"), "expired": expires < now}
+
+
+@router.get("", summary="Cluster object, Raft members and subsystem leases")
+async def get_cluster(ctx: Ctx) -> dict[str, Any]:
+    timeout = ctx.settings.member_status_timeout
+    # Everything at once, each bounded: this view must stay quick when the store is down.
+    members, (status, status_err), (cluster, cluster_err), (leases, leases_err) = await asyncio.gather(
+        asyncio.gather(*(ctx.member_status(u) for u in ctx.settings.store_members)),
+        _attempt(ctx.store.status(), timeout),
+        _attempt(_cluster_object(ctx), timeout),
+        _attempt(ctx.store.list(Kind.LEASE), timeout),
+    )
+    error = cluster_err or leases_err or status_err
+    if error is not None:
+        ctx.mark_unavailable(error)
+    now = time.time()
+    return {
+        "id": cluster["id"] if cluster else DEFAULT_CLUSTER_ID,
+        "spec": cluster["spec"] if cluster else None,
+        "meta": cluster.get("meta") if cluster else None,
+        "available": error is None,
+        "error": f"store unavailable: {error}" if error is not None else None,
+        "raft": raft_view(status, list(members)),
+        "subsystems": None if leases is None else [lease_view(x, now) for x in sorted(leases[1],
+                                                                                      key=lambda x: x["id"])],
+    }

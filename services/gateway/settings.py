@@ -1,0 +1,30 @@
+"""Gateway settings: the shared SHOAL_* variables plus the gateway's own knobs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic_settings import NoDecode
+
+from shoal.config import CommonSettings
+
+DEFAULT_PORT = 4242  # SwarmKit's remote API port (`swarmd --listen-remote-api`)
+
+
+class GatewaySettings(CommonSettings):
+    """`SHOAL_STORE_MEMBERS`, `SHOAL_HOST`, `SHOAL_PORT` (default 4242), plus:
+
+    `SHOAL_STORE_TIMEOUT` — seconds one store request may take;
+    `SHOAL_STORE_RETRY_FOR` — seconds to keep failing over between members (e.g. during an election) before
+    answering 503;
+    `SHOAL_MEMBER_STATUS_TIMEOUT` — seconds to wait for each raftstore member's status in `GET /v1/cluster`;
+    `SHOAL_READY_PROBE_INTERVAL` — seconds between the store probes behind `/readyz`."""
+
+    # NoDecode: without it pydantic-settings JSON-decodes list fields from the environment before the kernel's
+    # comma-splitting validator runs, so `SHOAL_STORE_MEMBERS=http://a,http://b` would not parse.
+    store_members: Annotated[list[str], NoDecode] = ["http://127.0.0.1:4301"]
+    port: int = DEFAULT_PORT
+    store_timeout: float = 10.0
+    store_retry_for: float = 5.0
+    member_status_timeout: float = 2.0
+    ready_probe_interval: float = 2.0
