@@ -1,0 +1,253 @@
+"""Output formatting for the CLI: docker-style tables (uppercase headers, left-aligned columns, two-space gaps)
+and the rows of each listing. Pure functions of the gateway's JSON, so they are tested without a cluster."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+Obj = Mapping[str, Any]
+
+GAP = "  "
+ID_WIDTH = 12  # docker shows ids truncated to 12 characters unless --no-trunc
+TEXT_WIDTH = 40
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Columns as wide as their widest cell, separated by two spaces; no trailing blanks; ends without a
+    newline (print adds it)."""
+    cells = [[str(h).upper() for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [GAP.join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def truncate(text: str, width: int = TEXT_WIDTH, *, enabled: bool = True) -> str:
+    if not enabled or len(text) <= width:
+        return text
+    return text[: width - 1] + "…"
+
+
+def short_id(obj_id: str | None, *, no_trunc: bool = False) -> str:
+    if not obj_id:
+        return ""
+    return obj_id if no_trunc else obj_id[:ID_WIDTH]
+
+
+def human_duration(seconds: float) -> str:
+    """Coarse, docker-like wording of a duration: "Less than a second", "5 seconds", "About a minute",
+    "3 hours", "2 weeks"..."""
+    s = int(max(seconds, 0.0))
+    if s < 1:
+        return "Less than a second"
+    if s < 60:
+        return "1 second" if s == 1 else f"{s} seconds"
+    minutes = s // 60
+    if minutes < 60:
+        return "About a minute" if minutes == 1 else f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours < 2:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 14:
+        return f"{hours // 24} days"
+    if hours < 24 * 60:
+        return f"{hours // (24 * 7)} weeks"
+    if hours < 24 * 730:
+        return f"{hours // (24 * 30)} months"
+    return f"{hours // (24 * 365)} years"
+
+
+def ago(timestamp: float | None, now: float) -> str:
+    if not timestamp:
+        return ""
+    return human_duration(now - float(timestamp)).lower() + " ago"
+
+
+def title(word: str | None) -> str:
+    """`running` -> `Running` (docker capitalises states, availability and roles)."""
+    return (word or "").replace("_", " ").capitalize()
+
+
+# ---- services ----------------------------------------------------------------------------------------------
+def mode_name(spec: Obj) -> str:
+    return "global" if "global" in spec.get("mode", {}) else "replicated"
+
+
+def replicas_text(service: Obj) -> str:
+    """`running/desired`, plus docker's "(max N per node)" when a placement limit is set."""
+    status = service.get("status") or {}
+    spec = service.get("spec", {})
+    running = status.get("running", 0)
+    if "desired" in status:
+        desired = status["desired"]
+    else:
+        desired = spec.get("mode", {}).get("replicated", {}).get("replicas", "?")
+    text = f"{running}/{desired}"
+    max_per_node = spec.get("task", {}).get("placement", {}).get("max_replicas") or 0
+    if max_per_node:
+        text += f" (max {max_per_node} per node)"
+    return text
+
+
+def workload_text(spec: Obj) -> str:
+    """The IMAGE/COMMAND column: the image of a container service, the command line of a process service."""
+    task = spec.get("task", {})
+    if "container" in task:
+        c = task["container"]
+        return " ".join([c.get("image", ""), *(shlex.quote(x) for x in [*c.get("command", []), *c.get("args", [])])])
+    return shlex.join(task.get("process", {}).get("command", []))
+
+
+SERVICE_HEADERS = ("ID", "NAME", "MODE", "REPLICAS", "IMAGE/COMMAND")
+
+
+def service_rows(services: Iterable[Obj], *, no_trunc: bool = False) -> list[list[str]]:
+    ordered = sorted(services, key=lambda s: str(s["spec"]["name"]).lower())
+    return [[short_id(s["id"], no_trunc=no_trunc), s["spec"]["name"], mode_name(s["spec"]), replicas_text(s),
+             truncate(workload_text(s["spec"]), enabled=not no_trunc)] for s in ordered]
+
+
+# ---- tasks -------------------------------------------------------------------------------------------------
+TASK_HEADERS = ("ID", "NAME", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR")
+
+
+def task_slot(task: Obj) -> str:
+    """The slot a task fills: its number for replicated services, its node for global ones (slot 0)."""
+    if task.get("slot"):
+        return str(task["slot"])
+    return short_id(task.get("node_id")) or "0"
+
+
+def task_display_name(task: Obj) -> str:
+    """`web.1` (docker's `service ps` NAME column: service name and slot, without the task id)."""
+    return f"{task.get('service_name') or short_id(task.get('service_id'))}.{task_slot(task)}"
+
+
+def _slot_order(key: str) -> tuple[int, int | str]:
+    return (0, int(key)) if key.isdigit() else (1, key)
+
+
+def _recency(task: Obj) -> tuple[bool, float, float]:
+    """Newest first within a slot: the task meant to run, then by creation, then by last status change."""
+    meta = task.get("meta") or {}
+    return (task.get("desired_state") == "running", float(meta.get("created_at") or 0.0),
+            float((task.get("status") or {}).get("timestamp") or 0.0))
+
+
+def task_rows(tasks: Iterable[Obj], nodes: Mapping[str, str], now: float, *,
+              no_trunc: bool = False) -> list[list[str]]:
+    """Rows of `service ps`: per service and slot, the newest task first, then its history as ` \\_ web.1`
+    (like docker). `nodes` maps node ids to hostnames."""
+    groups: dict[tuple[str, str], list[Obj]] = {}
+    for t in tasks:
+        groups.setdefault((str(t.get("service_name") or t.get("service_id")), task_slot(t)), []).append(t)
+    rows: list[list[str]] = []
+    for service, slot in sorted(groups, key=lambda k: (k[0].lower(), _slot_order(k[1]))):
+        history = sorted(groups[(service, slot)], key=_recency, reverse=True)
+        for i, t in enumerate(history):
+            status = t.get("status") or {}
+            node_id = t.get("node_id")
+            node = nodes.get(node_id, short_id(node_id, no_trunc=no_trunc)) if node_id else ""
+            current = f"{title(status.get('state'))} {ago(status.get('timestamp'), now)}".rstrip()
+            err = status.get("err")
+            rows.append([
+                short_id(t["id"], no_trunc=no_trunc),
+                (" \\_ " if i else "") + task_display_name(t),
+                node,
+                title(t.get("desired_state")),
+                current,
+                truncate(f'"{err}"', enabled=not no_trunc) if err else "",
+            ])
+    return rows
+
+
+# ---- nodes -------------------------------------------------------------------------------------------------
+NODE_HEADERS = ("ID", "HOSTNAME", "STATUS", "AVAILABILITY", "ROLE")
+
+
+def hostname(node: Obj) -> str:
+    return str((node.get("description") or {}).get("hostname") or (node.get("spec") or {}).get("name") or "")
+
+
+def node_rows(nodes: Iterable[Obj], *, no_trunc: bool = False) -> list[list[str]]:
+    ordered = sorted(nodes, key=lambda n: (hostname(n).lower(), n["id"]))
+    return [[short_id(n["id"], no_trunc=no_trunc), hostname(n), title((n.get("status") or {}).get("state")),
+             title((n.get("spec") or {}).get("availability") or "active"),
+             title(n.get("role") or (n.get("spec") or {}).get("role"))] for n in ordered]
+
+
+# ---- cluster -----------------------------------------------------------------------------------------------
+MEMBER_HEADERS = ("MEMBER", "ID", "ROLE", "TERM", "COMMIT INDEX", "APPLIED INDEX", "REACHABLE")
+LEASE_HEADERS = ("SUBSYSTEM", "HOLDER", "TERM", "EXPIRES")
+
+
+def _dash(v: object) -> str:
+    return "-" if v is None or v == "" else str(v)
+
+
+def _seconds(v: object) -> str:
+    return f"{v:g}s" if isinstance(v, int | float) else _dash(v)
+
+
+def member_rows(members: Iterable[Obj]) -> list[list[str]]:
+    rows = []
+    for m in members:
+        if m.get("reachable"):
+            rows.append([str(m.get("url", "")), _dash(m.get("id")), _dash(m.get("role")), _dash(m.get("term")),
+                         _dash(m.get("commit_index")), _dash(m.get("applied_index")), "yes"])
+        else:
+            rows.append([str(m.get("url", "")), "-", "-", "-", "-", "-", "no"])
+    return rows
+
+
+def lease_rows(leases: Iterable[Obj], now: float) -> list[list[str]]:
+    rows = []
+    for lease in leases:
+        expires = float(lease.get("expires_at") or 0.0)
+        when = (f"in {human_duration(expires - now).lower()}" if expires >= now
+                else f"expired {ago(expires, now)}")
+        rows.append([str(lease.get("name") or lease.get("id")), _dash(lease.get("holder")),
+                     _dash(lease.get("term")), when])
+    return rows
+
+
+def _availability(cluster: Obj) -> str:
+    if cluster.get("available", True):
+        return "available"
+    return "unavailable: " + str(cluster.get("error") or "unknown").removeprefix("store unavailable: ")
+
+
+def cluster_text(cluster: Obj, now: float) -> str:
+    """`shoal cluster`: the cluster spec, the Raft view (leader, term, commit index, members) and the
+    leases of the leader-only subsystems."""
+    spec = cluster.get("spec") or {}
+    raft = cluster.get("raft") or {}
+    leader = raft.get("leader")
+    leader_text = "none" if not leader else str(leader) + (f" ({raft['leader_url']})" if raft.get("leader_url")
+                                                            else "")
+    lines = [
+        f"ID:                {cluster.get('id', '')}",
+        f"Name:              {spec.get('name', '-')}",
+        f"Heartbeat period:  {_seconds((spec.get('dispatcher') or {}).get('heartbeat_period'))}",
+        f"Task history:      {_dash((spec.get('orchestration') or {}).get('task_history_retention_limit'))}",
+        f"Store:             {_availability(cluster)}",
+        "",
+        "Raft:",
+        f"  Leader:          {leader_text}",
+        f"  Term:            {_dash(raft.get('term'))}",
+        f"  Commit index:    {_dash(raft.get('commit_index'))}",
+        "",
+        format_table(MEMBER_HEADERS, member_rows(raft.get("members") or [])),
+        "",
+    ]
+    leases = cluster.get("subsystems")
+    if leases is None:
+        lines.append("Subsystems: unknown (store unavailable)")
+    elif not leases:
+        lines.append("Subsystems: no leases yet")
+    else:
+        lines.append(format_table(LEASE_HEADERS, lease_rows(leases, now)))
+    return "\n".join(lines)
