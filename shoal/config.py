@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def split_list(v: object) -> object:
@@ -18,7 +20,7 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHOAL_", extra="ignore")
 
     nats_url: str = "nats://127.0.0.1:4222"
-    store_members: list[str] = ["http://127.0.0.1:4301"]
+    store_members: Annotated[list[str], NoDecode] = ["http://127.0.0.1:4301"]
     host: str = "127.0.0.1"
     port: int = 0
     instance: str = ""  # an instance name for logs, metrics and leases; defaults to host:port
