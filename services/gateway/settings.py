@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic_settings import NoDecode
-
 from shoal.config import CommonSettings
 
 DEFAULT_PORT = 4242  # SwarmKit's remote API port (`swarmd --listen-remote-api`)
@@ -20,9 +16,6 @@ class GatewaySettings(CommonSettings):
     `SHOAL_MEMBER_STATUS_TIMEOUT` — seconds to wait for each raftstore member's status in `GET /v1/cluster`;
     `SHOAL_READY_PROBE_INTERVAL` — seconds between the store probes behind `/readyz`."""
 
-    # NoDecode: without it pydantic-settings JSON-decodes list fields from the environment before the kernel's
-    # comma-splitting validator runs, so `SHOAL_STORE_MEMBERS=http://a,http://b` would not parse.
-    store_members: Annotated[list[str], NoDecode] = ["http://127.0.0.1:4301"]
     port: int = DEFAULT_PORT
     store_timeout: float = 10.0
     store_retry_for: float = 5.0
