@@ -1,0 +1,303 @@
+"""The I/O shell shared by the leader-only control-plane subsystems (orchestrator, allocator, scheduler).
+
+`PlanLoop` campaigns for the subsystem's lease (`shoal.service.LeaderOnly`); while it holds it, it follows the
+store through a `StoreMirror` and repeats: run the subclass's pure core over the mirror (`plan(mirror, now)`),
+write the plan in bounded transactions each carrying `lease.fence()`, fold every committed result into the
+mirror at once (`apply_written`, so the next pass never acts twice on a stale view), then sleep until the view
+changes or the plan's timer fires. Level-triggered like SwarmKit's init passes: every activation starts from a
+fresh list, so nothing depends on in-memory state surviving a leader change.
+
+A write that fails on a precondition (VersionConflict: the view was stale; PreconditionFailed: the lease moved
+on) is not an error: wait for the mirror to catch up and plan again. NATS only speeds things up: `attach_bus`
+may be called late (or never), hints then wake the mirror, and a reconnect forces a re-list."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+from fastapi import FastAPI
+
+from shoal.bus.base import Bus
+from shoal.bus.subjects import STORE_EVENTS
+from shoal.clock import Clock
+from shoal.config import CommonSettings
+from shoal.errors import Conflict, InvalidArgument, NotFound, OutcomeUnknown, ShoalError
+from shoal.lease import LeaseKeeper
+from shoal.metrics import Registry
+from shoal.plan import MAX_CHANGES_PER_TXN, Group, Plan, pack
+from shoal.runner import serve, setup_logging
+from shoal.service import LeaderOnly
+from shoal.store.client import StoreClient
+from shoal.store.mirror import StoreMirror
+from shoal.store.protocol import Store
+
+log = logging.getLogger(__name__)
+
+
+class LeaderSettings(CommonSettings):
+    """Knobs shared by the leader-only subsystems (all `SHOAL_*`):
+
+    `SHOAL_LEASE_DURATION` — seconds a lease lasts without renewal (renewed every third of it);
+    `SHOAL_POLL_INTERVAL` — seconds between store watch polls when no NATS hint arrives;
+    `SHOAL_MAX_TXN_OPS` — ops per transaction, the lease check included (SwarmKit batches 200 changes);
+    `SHOAL_STORE_TIMEOUT`, `SHOAL_STORE_RETRY_FOR` — per-request timeout and member failover budget;
+    `SHOAL_MAX_IDLE` — seconds between passes when nothing changes (a safety net; passes are level-triggered)."""
+
+    lease_duration: float = 1.5
+    poll_interval: float = 1.0
+    max_txn_ops: int = MAX_CHANGES_PER_TXN
+    store_timeout: float = 10.0
+    store_retry_for: float = 5.0
+    max_idle: float = 10.0
+
+
+class HintRelay:
+    """Subscribes once per process and forwards store-event hints to whichever mirror is current, so a
+    re-activation does not pile up subscriptions; a bus reconnect makes the current mirror re-list."""
+
+    def __init__(self) -> None:
+        self.mirror: StoreMirror | None = None
+        self.attached = False
+
+    async def attach(self, bus: Bus) -> None:
+        await bus.subscribe(STORE_EVENTS, self._on_hint)
+        bus.on_reconnect(self._on_reconnect)
+        self.attached = True
+        if self.mirror is not None:  # hints may have been missed while detached
+            self.mirror.wake()
+
+    async def _on_hint(self, data: dict[str, Any]) -> None:
+        m = self.mirror
+        try:
+            revision = int(data.get("revision", 0))
+        except (TypeError, ValueError):
+            return
+        if m is not None and revision > m.revision:
+            m.wake()
+
+    def _on_reconnect(self) -> None:
+        if self.mirror is not None:
+            self.mirror.resync()
+
+
+class _Stale(Exception):
+    """A write failed on a precondition: the view (or the lease) is out of date."""
+
+
+class PlanLoop(ABC):
+    """Base of Orchestrator, Allocator and Scheduler. Subclasses set `name` and `kinds` and implement `plan`;
+    optionally `activate` (rebuild in-memory state from the fresh view) and `committed` (a group landed)."""
+
+    name: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]]
+
+    def __init__(self, store: Store, bus: Bus | None, clock: Clock, settings: LeaderSettings) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.metrics = Registry()
+        self.relay = HintRelay()
+        self._bus = bus
+        self.leader = LeaderOnly(store, self.name, settings.instance_name(self.name), self._work,
+                                 lease_duration=settings.lease_duration)
+        self.mirror: StoreMirror | None = None
+        self.passes = 0
+        self.last_pass_at: float | None = None
+        self.last_error: str | None = None
+        self._batch_ops = max(2, settings.max_txn_ops)
+        self._running = False
+        self.metrics.gauge("active", lambda: float(self.leader.active), "1 while this instance holds the lease")
+        self.metrics.gauge("mirror_revision", lambda: float(self.mirror.revision if self.mirror else 0),
+                           "store revision the mirror has caught up with")
+
+    # ---- Subsystem protocol -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        self._running = True
+        try:
+            if self._bus is not None and not self.relay.attached:
+                await self.relay.attach(self._bus)
+            await self.leader.run()
+        finally:
+            self._running = False
+
+    def stop(self) -> None:
+        self.leader.stop()
+        if self.mirror is not None:
+            self.mirror.stop()
+
+    def ready(self) -> bool:
+        """Ready = doing its job: a standby is ready (it can take over); an active instance once its mirror
+        has listed the store."""
+        if not self._running:
+            return False
+        if not self.leader.active:
+            return True
+        return self.mirror is not None and self.mirror.ready.is_set()
+
+    def status(self) -> dict[str, Any]:
+        lease = self.leader.lease
+        return {
+            "active": self.leader.active,
+            "holder": self.leader.holder,
+            "term": lease.term if lease is not None else 0,
+            "activations": self.leader.activations,
+            "passes": self.passes,
+            "last_pass_at": self.last_pass_at,
+            "last_error": self.last_error,
+            "mirror_revision": self.mirror.revision if self.mirror is not None else None,
+            **self.extra_status(),
+        }
+
+    async def attach_bus(self, bus: Bus) -> None:
+        """Start using NATS hints (called when the bus connects, possibly long after start)."""
+        self._bus = bus
+        if not self.relay.attached:
+            await self.relay.attach(bus)
+
+    # ---- hooks ------------------------------------------------------------------------------------------
+    def activate(self, mirror: StoreMirror, now: float) -> None:
+        """Called once per activation, after the first full list: rebuild in-memory state."""
+        return None
+
+    @abstractmethod
+    def plan(self, mirror: StoreMirror, now: float) -> Plan:
+        """Run the pure core over the current view."""
+
+    def committed(self, group: Group) -> None:
+        """Called after `group` committed (and was folded into the mirror)."""
+        return None
+
+    def extra_status(self) -> dict[str, Any]:
+        return {}
+
+    # ---- the active loop --------------------------------------------------------------------------------
+    async def _work(self, lease: LeaseKeeper) -> None:
+        mirror = StoreMirror(self.store, self.kinds, poll_interval=self.settings.poll_interval)
+        self.mirror = mirror
+        self.relay.mirror = mirror
+        sync = asyncio.create_task(mirror.run(), name=f"{self.name}.mirror")
+        try:
+            await mirror.ready.wait()
+            self.activate(mirror, self.clock.now())
+            log.info("%s: active (term %d) at revision %d", self.name, lease.term, mirror.revision)
+            while True:
+                await self._one_pass(lease, mirror)
+        finally:
+            mirror.stop()
+            sync.cancel()
+            with contextlib.suppress(BaseException):
+                await sync
+            if self.relay.mirror is mirror:
+                self.relay.mirror = None
+
+    async def _one_pass(self, lease: LeaseKeeper, mirror: StoreMirror) -> None:
+        gen = mirror.generation
+        now = self.clock.now()
+        plan = self.plan(mirror, now)
+        self.passes += 1
+        self.last_pass_at = now
+        self.metrics.inc("passes", help="planning passes over the mirror")
+        if plan:
+            try:
+                await self._write(plan, lease, mirror)
+                self.last_error = None
+                return  # plan again over the view that now includes our own writes
+            except _Stale as e:
+                self.metrics.inc("conflicts", help="writes refused on a precondition (stale view or lease)")
+                log.debug("%s: write refused (%s); waiting for the mirror", self.name, e.__cause__)
+                mirror.wake()
+                await mirror.wait_changed(mirror.generation, self.settings.poll_interval)
+                return
+            except (ShoalError, httpx.HTTPError, OSError) as e:
+                self.metrics.inc("write_errors", help="writes that failed for another reason")
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.warning("%s: write failed: %s", self.name, self.last_error)
+                await self.clock.sleep(min(1.0, self.settings.poll_interval))
+                return
+        timeout = self.settings.max_idle
+        if plan.wake_at is not None:
+            timeout = min(timeout, max(0.005, plan.wake_at - self.clock.now()))
+        await mirror.wait_changed(gen, timeout)
+
+    async def _write(self, plan: Plan, lease: LeaseKeeper, mirror: StoreMirror) -> None:
+        for batch in pack(plan.groups, max_ops=self._batch_ops - 1):
+            ops = [lease.fence()] + [op for g in batch for op in g.ops]
+            try:
+                res = await self.store.txn(ops)
+            except (Conflict, NotFound, OutcomeUnknown) as e:
+                # One stale object spoils a whole batch: shrink batches until writes go through again.
+                self._batch_ops = max(2, self._batch_ops // 2)
+                raise _Stale(str(e)) from e
+            except InvalidArgument:
+                self._batch_ops = max(2, self._batch_ops // 2)
+                raise
+            mirror.apply_written(res)
+            self.metrics.inc("txns", help="transactions committed")
+            self.metrics.inc("ops", len(ops) - 1, help="ops committed (lease checks excluded)")
+            self._batch_ops = min(self.settings.max_txn_ops, self._batch_ops * 2)
+            for g in batch:
+                self.committed(g)
+
+
+async def connect_bus_in_background(connect: Callable[[], Awaitable[Bus]],
+                                    attach: Callable[[Bus], Awaitable[None]], *, name: str,
+                                    timeout: float = 5.0, retry: float = 5.0) -> Bus | None:
+    """Keep trying to connect the bus and hand it to `attach` once connected; returns the bus. Never raises
+    (except on cancellation): a process must run without NATS — hints are optional, the mirror polls."""
+    warned = False
+    while True:
+        try:
+            bus = await asyncio.wait_for(connect(), timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            (log.debug if warned else log.warning)("%s: NATS not available (%s: %s); polling the store "
+                                                    "and retrying every %.0fs", name, type(e).__name__, e, retry)
+            warned = True
+            await asyncio.sleep(retry)
+            continue
+        await attach(bus)
+        log.info("%s: NATS connected; store hints enabled", name)
+        return bus
+
+
+L = TypeVar("L", bound=PlanLoop)
+
+
+async def serve_leader(settings: LeaderSettings, name: str, build: Callable[[Store], L],
+                       make_app: Callable[[L, Store], FastAPI]) -> None:
+    """The whole `__main__` of a leader-only subsystem: logging, the store client, the subsystem, NATS in the
+    background (the process starts and works without it), and the HTTP server until SIGTERM/SIGINT."""
+    instance = settings.instance_name(name)
+    setup_logging(settings.log_level, instance)
+    store = StoreClient(settings.store_members, timeout=settings.store_timeout,
+                        retry_for=settings.store_retry_for)
+    sub = build(store)
+    buses: list[Bus] = []
+
+    async def connect() -> Bus:
+        from shoal.bus.nats import NatsBus
+
+        return await NatsBus.connect(settings.nats_url, instance)
+
+    async def attach(bus: Bus) -> None:
+        buses.append(bus)
+        await sub.attach_bus(bus)
+
+    bus_task = asyncio.create_task(connect_bus_in_background(connect, attach, name=name))
+    try:
+        await serve(make_app(sub, store), settings.host, settings.port)
+    finally:
+        bus_task.cancel()
+        with contextlib.suppress(BaseException):
+            await bus_task
+        for bus in buses:
+            with contextlib.suppress(Exception):
+                await bus.close()
+        await store.close()
