@@ -178,15 +178,16 @@ def predecessor(task: Obj, slot_mates: Iterable[Obj]) -> Obj | None:
 
 
 def delay_end(task: Obj, slot_mates: Iterable[Obj], nodes: Mapping[str, Obj], now: float) -> float:
-    """When the restart delay of a READY replacement ends: `restart.delay` after the later of its creation
-    (when SwarmKit's in-memory timer starts) and its predecessor's last status change (when it stopped); the
-    delay is skipped when the predecessor's node is drained (SwarmKit restarts drained tasks at once)."""
+    """When the restart delay of a READY replacement ends: `restart.delay` after the replacement was created,
+    i.e. when the restart supervisor acted on the old task's failure (SwarmKit starts its in-memory timer in
+    `Restart`; the stored creation time makes the timer survive a leader change, like SwarmKit's init pass
+    re-arming READY tasks from their timestamps). Not the old task's *current* status time: that moves again
+    when a task on a recovered node finally reports SHUTDOWN, which must not restart the delay. No delay when
+    the old task's node is drained (SwarmKit restarts drained tasks at once)."""
+    start = created_at(task) if task.get("meta") else now
     pred = predecessor(task, slot_mates)
     if pred is not None and node_drained(pred.get("node_id"), nodes):
-        return created_at(task) or now
-    start = created_at(task) if task.get("meta") else now
-    if pred is not None:
-        start = max(start, status_time(pred))
+        return start
     return start + RestartPolicy.of(task).delay
 
 

@@ -31,7 +31,7 @@ from tests.sim.cp_fakes import agent_ops, make_node, make_service, report, scale
 
 pytestmark = pytest.mark.timeout(60)
 
-FAST = {"lease_duration": 0.6, "poll_interval": 0.05, "max_idle": 1.0}
+FAST: dict[str, Any] = {"lease_duration": 0.6, "poll_interval": 0.05, "max_idle": 1.0}
 
 
 class FakeAgents:

@@ -103,3 +103,32 @@ def set_node_state(mem_or_obj: Obj, state: str, now: float) -> Obj:
 def apply(mem: MemoryStore, ops: list[t.Op], now: float) -> t.TxnResult:
     """Apply `ops` to a MemoryStore as one transaction (raises on a failed precondition)."""
     return mem.apply({"ops": ops, "time": now}, mem.revision + 1)
+
+
+class World:
+    """A MemoryStore with a settable clock, for pure-core tests that apply plans as real transactions (so every
+    expect_version precondition a plan carries is checked)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.mem = MemoryStore()
+        self.now = now
+
+    def put(self, kind: str, obj: Obj, at: float | None = None) -> Obj:
+        res = self.mem.apply({"ops": [t.create(kind, obj)], "time": self.now if at is None else at},
+                             self.mem.revision + 1)
+        return res.objects[0]
+
+    def replace(self, kind: str, obj: Obj) -> Obj:
+        cur = self.mem.get(kind, obj["id"])
+        res = self.mem.apply({"ops": [t.update(kind, {**obj, "meta": cur["meta"]})], "time": self.now},
+                             self.mem.revision + 1)
+        return res.objects[0]
+
+    def apply(self, ops: list[t.Op]) -> t.TxnResult:
+        return apply(self.mem, ops, self.now)
+
+    def table(self, kind: str) -> dict[str, Obj]:
+        return {o["id"]: o for o in self.mem.list(kind)}
+
+    def tasks(self, service_id: str | None = None) -> list[Obj]:
+        return [x for x in self.mem.list(Kind.TASK) if service_id is None or x["service_id"] == service_id]
