@@ -1,0 +1,2 @@
+"""The shoal agent: one per node. Registers with a dispatcher, runs the tasks assigned to its node through an
+executor (`process`, or `hollow` for simulations) and reports their status (SwarmKit's agent/)."""

@@ -1,0 +1,79 @@
+"""The Executor/Controller seam between the agent's task driver and a runtime (SwarmKit's agent/exec).
+
+An `Executor` makes one `Controller` per task. The driver (`agent.task`) calls the controller's operations in
+the order the task's state dictates — prepare, start, wait, shutdown — and finally remove once the task is
+forgotten. Errors say what the driver should do:
+
+    ExecutorError        fatal: REJECTED before STARTING, FAILED at or after it
+    └── ExitError        the workload ended unsuccessfully (carries the exit code)
+    RetryableError       temporary: the driver tries the same step again after a second
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+Obj = dict[str, Any]
+
+
+class ExecutorError(Exception):
+    """A fatal error of a controller operation; the message is reported as the task's `err`."""
+
+
+class ExitError(ExecutorError):
+    """The workload exited unsuccessfully: non-zero status, a signal, or it vanished."""
+
+    def __init__(self, message: str, exit_code: int | None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class RetryableError(Exception):
+    """A temporary failure (SwarmKit's ErrTaskRetry): the same operation is tried again later."""
+
+
+class Controller(Protocol):
+    """Drives one task's workload. Every operation is idempotent, since the driver may repeat one after an
+    agent restart or a retry."""
+
+    @property
+    def pid(self) -> int | None:
+        """The workload's process id when there is one (reported in the task status)."""
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code once the workload has ended, else None."""
+
+    async def prepare(self) -> None:
+        """Make the task startable (resolve the command, create directories, pull an image)."""
+
+    async def start(self) -> None:
+        """Start the workload; returns once it runs."""
+
+    async def wait(self) -> None:
+        """Return when the workload exits successfully; raise ExitError otherwise. Cancellable."""
+
+    async def shutdown(self) -> None:
+        """Stop gracefully: the stop signal, then a kill after the task's stop grace period."""
+
+    async def terminate(self) -> None:
+        """Stop at once (kill)."""
+
+    async def remove(self) -> None:
+        """Release everything the task holds on the node (logs, directories); stops it first if needed."""
+
+    def saved(self) -> dict[str, Any]:
+        """What a later agent process needs to find this workload again (persisted with the task)."""
+
+
+class Executor(Protocol):
+    name: str
+
+    @property
+    def runtimes(self) -> tuple[str, ...]:
+        """The task runtimes (`task.runtime`) this executor runs; advertised in the node description."""
+
+    def controller(self, task: Obj, *, node_id: str, saved: Mapping[str, Any] | None = None) -> Controller:
+        """A controller for `task`; `saved` is what an earlier controller's `saved()` returned. Raises
+        ExecutorError when the task cannot run here at all."""

@@ -1,0 +1,257 @@
+"""The `process` executor: a task's `spec.process` runs as a local process group (development clusters and
+tests; the `container` runtime is the production one).
+
+Each task runs in its own session and process group (start_new_session), so stopping it signals the whole
+group: SIGTERM, then SIGKILL after `stop_grace_period` (SwarmKit's container stop). stdout and stderr go to
+`<log_dir>/<task id>.log`. The environment is the agent's minus its own `SHOAL_*` settings, plus
+`SHOAL_TASK_ID`, `SHOAL_TASK_NAME`, `SHOAL_TASK_SLOT`, `SHOAL_SERVICE_ID`, `SHOAL_SERVICE_NAME`,
+`SHOAL_NODE_ID`, then the spec's `env`.
+
+A restarted agent finds its processes again from the saved pid and kernel start time (guarding against pid
+reuse); it cannot learn their exit status, since they are no longer its children."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent.executors.base import ExecutorError, ExitError, Obj
+from shoal.models.objects import task_name
+from shoal.models.specs import ProcessSpec
+
+ADOPTED_POLL = 0.2  # seconds between liveness checks of a process started by an earlier agent
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The kernel start time of `pid` (clock ticks since boot), or None if it is gone or a zombie."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2:].split()  # after "pid (comm) ": state is field 3 of the whole line
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])  # field 22 of the whole line
+
+
+def describe_exit(returncode: int) -> tuple[int, str]:
+    """(exit code, message) in the shell's convention: a signal N is exit code 128+N."""
+    if returncode < 0:
+        sig = -returncode
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return 128 + sig, f"killed by signal {sig} ({name})"
+    return returncode, f"exit status {returncode}"
+
+
+def task_env(task: Obj, node_id: str, spec_env: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+    env.update({
+        "SHOAL_TASK_ID": task["id"],
+        "SHOAL_TASK_NAME": task_name(task),
+        "SHOAL_TASK_SLOT": str(task.get("slot") or ""),
+        "SHOAL_SERVICE_ID": str(task.get("service_id") or ""),
+        "SHOAL_SERVICE_NAME": str(task.get("service_name") or ""),
+        "SHOAL_NODE_ID": node_id,
+    })
+    env.update(spec_env)
+    return env
+
+
+class ProcessController:
+    def __init__(self, task: Obj, *, node_id: str, log_dir: Path, saved: Mapping[str, Any] | None = None,
+                 kill_timeout: float = 5.0) -> None:
+        self.task = task
+        self.node_id = node_id
+        self.log_path = log_dir / f"{task['id']}.log"
+        self.kill_timeout = kill_timeout
+        self._spec: ProcessSpec | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pid: int | None = None
+        self._start_time: int | None = None
+        self._exit_code: int | None = None
+        self._returncode: int | None = None
+        self._ended = False
+        self._adopted = False
+        self._seen_alive = False
+        if saved and saved.get("pid"):
+            self._pid = int(saved["pid"])
+            self._start_time = saved.get("start_time")
+            self._adopted = True
+
+    # ---- Controller --------------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._exit_code
+
+    def saved(self) -> dict[str, Any]:
+        return {"pid": self._pid, "start_time": self._start_time} if self._pid else {}
+
+    @property
+    def spec(self) -> ProcessSpec:
+        if self._spec is None:
+            raw = self.task.get("spec", {}).get("process")
+            if raw is None:
+                raise ExecutorError("process executor: task has no spec.process")
+            try:
+                self._spec = ProcessSpec.model_validate(raw)
+            except ValidationError as e:
+                raise ExecutorError(f"process executor: invalid spec.process: {e}") from e
+        return self._spec
+
+    async def prepare(self) -> None:
+        spec = self.spec
+        env = task_env(self.task, self.node_id, spec.env)
+        exe = spec.command[0]
+        if os.sep in exe:
+            path = exe if os.path.isabs(exe) or spec.dir is None else os.path.join(spec.dir, exe)
+            if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                raise ExecutorError(f"process executor: {exe!r} is not an executable file")
+        elif shutil.which(exe, path=env.get("PATH")) is None:
+            raise ExecutorError(f"process executor: executable {exe!r} not found in PATH")
+        if spec.dir is not None and not os.path.isdir(spec.dir):
+            raise ExecutorError(f"process executor: working directory {spec.dir!r} does not exist")
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ExecutorError(f"process executor: cannot create the log directory: {e}") from e
+
+    async def start(self) -> None:
+        if self._proc is not None or (self._adopted and self._alive()):
+            return  # already started (idempotent: the driver may repeat START after a restart)
+        spec = self.spec
+        try:
+            with open(self.log_path, "ab") as log:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *spec.command, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
+                    cwd=spec.dir, env=task_env(self.task, self.node_id, spec.env), start_new_session=True,
+                )
+        except OSError as e:
+            raise ExecutorError(f"process executor: cannot start {spec.command[0]!r}: {e}") from e
+        self._adopted = False
+        self._pid = self._proc.pid
+        self._start_time = proc_start_time(self._proc.pid)
+
+    async def wait(self) -> None:
+        if self._proc is not None:
+            self._finish(await self._proc.wait())
+        elif self._adopted:
+            while self._alive():
+                await asyncio.sleep(ADOPTED_POLL)
+            self._finish(None)
+            raise ExitError("process exited while no agent was watching it; exit status unknown", None)
+        else:
+            raise ExitError("process is not running (it was never started by this agent)", None)
+        if self._exit_code != 0:
+            raise ExitError(describe_exit(self._returncode or 0)[1], self._exit_code)
+
+    async def shutdown(self) -> None:
+        if not self._alive():
+            return
+        self._signal(signal.SIGTERM)
+        if not await self._wait_exit(self.spec.stop_grace_period if self._spec_ok() else 0.0):
+            self._signal(signal.SIGKILL)
+            await self._wait_exit(self.kill_timeout)
+
+    async def terminate(self) -> None:
+        if self._alive():
+            self._signal(signal.SIGKILL)
+            await self._wait_exit(self.kill_timeout)
+
+    async def remove(self) -> None:
+        await self.terminate()
+        with contextlib.suppress(OSError):
+            self.log_path.unlink()
+
+    # ---- helpers -----------------------------------------------------------------------------------------
+    def _spec_ok(self) -> bool:
+        try:
+            _ = self.spec
+        except ExecutorError:
+            return False
+        return True
+
+    def _alive(self) -> bool:
+        if self._ended:
+            return False
+        if self._proc is not None:
+            if self._proc.returncode is not None:  # exited, and nobody has handled it yet
+                self._finish(self._proc.returncode)
+                return False
+            return True
+        if self._pid is None:
+            return False
+        now = proc_start_time(self._pid)
+        ours = now is not None and (self._start_time is None or now == self._start_time)
+        self._seen_alive = self._seen_alive or ours
+        return ours
+
+    def _signal(self, sig: int) -> None:
+        """Signal the task's whole process group (its leader's pid is the group id: start_new_session).
+        Never after the exit was handled: the pid may belong to someone else by then."""
+        if self._pid is None or self._ended:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._pid, sig)
+
+    def _finish(self, returncode: int | None) -> None:
+        """Record the leader's exit and kill what is left of its group (children it forked), the way a
+        container's processes all die with its main process. Runs once, right after the exit is seen."""
+        if self._ended:
+            return
+        if self._proc is not None or self._seen_alive:  # never signal a saved pid that was not ours
+            self._signal(signal.SIGKILL)
+        self._ended = True
+        self._returncode = returncode
+        if returncode is not None:
+            self._exit_code = describe_exit(returncode)[0]
+
+    async def _wait_exit(self, timeout: float) -> bool:
+        """Whether the process ended within `timeout`."""
+        if self._proc is not None:
+            try:
+                returncode = await asyncio.wait_for(self._proc.wait(), timeout)
+            except TimeoutError:
+                return False
+            self._finish(returncode)
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._alive():
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        self._finish(None)
+        return True
+
+
+class ProcessExecutor:
+    """Runs `process` tasks; logs under `log_dir`."""
+
+    name = "process"
+
+    def __init__(self, log_dir: Path, *, kill_timeout: float = 5.0) -> None:
+        self.log_dir = log_dir
+        self.kill_timeout = kill_timeout
+
+    @property
+    def runtimes(self) -> tuple[str, ...]:
+        return ("process",)
+
+    def controller(self, task: Obj, *, node_id: str, saved: Mapping[str, Any] | None = None) -> ProcessController:
+        return ProcessController(task, node_id=node_id, log_dir=self.log_dir, saved=saved,
+                                 kill_timeout=self.kill_timeout)

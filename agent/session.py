@@ -1,0 +1,240 @@
+"""The agent's side of the dispatcher protocol (SwarmKit's agent/session.go and agent.go).
+
+A session: register (node description) → heartbeat at once, then every period the dispatcher returns; long
+poll for assignments (COMPLETE, then INCREMENTAL messages chained by `applies_to`; a mismatch asks for a COMPLETE
+set again); send queued status reports in batches. When any of these fails the session ends and the agent
+registers again — with the same dispatcher if only the session was lost (404), else with the next one of
+`SHOAL_DISPATCHERS` — after a backoff of min(100 ms + 2 * previous, 8 s), slept as a random part of it.
+Tasks keep running meanwhile; the next COMPLETE set reconciles them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import httpx
+
+from agent.worker import Worker
+from shoal.http import client_factory
+from shoal.models.states import TaskState
+
+log = logging.getLogger(__name__)
+
+BACKOFF_INITIAL = 0.1
+BACKOFF_MAX = 8.0
+STATUS_BATCH = 1024  # SwarmKit's agent sends status updates in batches of 1024
+
+
+class SessionInvalid(Exception):
+    """The dispatcher does not know the session (404): register again with the same dispatcher."""
+
+
+class DispatcherUnavailable(Exception):
+    """The dispatcher cannot serve (unreachable, 5xx, shutting down): try the next one."""
+
+
+class StatusRejected(Exception):
+    """403: the report named tasks not assigned to this node (`task_ids`)."""
+
+    def __init__(self, message: str, task_ids: list[str]) -> None:
+        super().__init__(message)
+        self.task_ids = task_ids
+
+
+class DispatcherClient:
+    """JSON over HTTP to one dispatcher."""
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, *, timeout: float = 5.0) -> None:
+        self.http = http
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
+
+    async def _call(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> Any:
+        try:
+            resp = await self.http.request(method, self.base + path, timeout=timeout or self.timeout, **kw)
+        except (httpx.HTTPError, OSError) as e:
+            raise DispatcherUnavailable(f"{self.base}: {type(e).__name__}: {e}") from e
+        if resp.status_code < 400:
+            return resp.json()
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {"message": resp.text}
+        message = str(body.get("message", f"HTTP {resp.status_code}")) if isinstance(body, dict) else str(body)
+        if resp.status_code == 404:
+            raise SessionInvalid(message)
+        if resp.status_code == 403:
+            raise StatusRejected(message, list(body.get("task_ids", [])) if isinstance(body, dict) else [])
+        if resp.status_code >= 500:
+            raise DispatcherUnavailable(f"{self.base}: {message}")
+        raise ValueError(f"dispatcher {self.base} refused the request ({resp.status_code}): {message}")
+
+    async def register(self, node_id: str | None, description: dict[str, Any], addr: str | None) -> Any:
+        return await self._call("POST", "/v1/sessions",
+                                json={"node_id": node_id, "description": description, "addr": addr})
+
+    async def heartbeat(self, session_id: str) -> Any:
+        return await self._call("POST", f"/v1/sessions/{session_id}/heartbeat")
+
+    async def assignments(self, session_id: str, after: int, wait: float) -> Any:
+        return await self._call("GET", f"/v1/sessions/{session_id}/assignments",
+                                params={"after": after, "wait": wait}, timeout=wait + self.timeout)
+
+    async def report(self, session_id: str, updates: list[tuple[str, dict[str, Any]]]) -> Any:
+        body = {"updates": [{"task_id": tid, "status": st} for tid, st in updates]}
+        return await self._call("POST", f"/v1/sessions/{session_id}/status", json=body)
+
+
+class StatusQueue:
+    """The latest unreported status of each task. A newer state replaces an older one (the dispatcher keeps
+    only forward moves anyway); reports survive a lost session and go to the next dispatcher."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.event = asyncio.Event()
+
+    def put(self, task_id: str, status: dict[str, Any]) -> None:
+        cur = self.pending.get(task_id)
+        if cur is None or TaskState(status["state"]) > TaskState(cur["state"]):
+            self.pending[task_id] = dict(status)
+            self.event.set()
+
+    def batch(self, limit: int = STATUS_BATCH) -> list[tuple[str, dict[str, Any]]]:
+        return list(self.pending.items())[:limit]
+
+    def sent(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        for tid, st in items:
+            if self.pending.get(tid) is st:  # not superseded while in flight
+                del self.pending[tid]
+        if not self.pending:
+            self.event.clear()
+
+
+class AgentSession:
+    def __init__(self, dispatchers: Sequence[str], worker: Worker, queue: StatusQueue, *,
+                 describe: Callable[[], dict[str, Any]], node_id: Callable[[], str | None],
+                 set_node_id: Callable[[str], None], addr: str | None = None,
+                 http: httpx.AsyncClient | None = None, rpc_timeout: float = 5.0, poll_wait: float = 20.0,
+                 status_interval: float = 0.1, rng: random.Random | None = None) -> None:
+        if not dispatchers:
+            raise ValueError("agent: SHOAL_DISPATCHERS lists no dispatcher")
+        self.dispatchers = [d.rstrip("/") for d in dispatchers]
+        self.worker = worker
+        self.queue = queue
+        self.describe = describe
+        self.node_id = node_id
+        self.set_node_id = set_node_id
+        self.addr = addr
+        self.http = http or client_factory(timeout=rpc_timeout)
+        self.rpc_timeout = rpc_timeout
+        self.poll_wait = poll_wait
+        self.status_interval = status_interval
+        self.rng = rng or random.Random()
+        self.index = self.rng.randrange(len(self.dispatchers))  # spread agents over the dispatchers
+        self.session_id: str | None = None
+        self.dispatcher: str | None = None
+        self.period = 5.0
+        self.connected = asyncio.Event()
+        self.sessions = 0
+        self._backoff = 0.0
+        self._stopped = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def run(self) -> None:
+        while not self._stopped.is_set():
+            url = self.dispatchers[self.index]
+            try:
+                await self._until_stopped(self._session(DispatcherClient(self.http, url, timeout=self.rpc_timeout)))
+            except SessionInvalid as e:
+                log.info("agent: session with %s lost (%s); registering again", url, e)
+            except (DispatcherUnavailable, ValueError) as e:
+                log.warning("agent: dispatcher %s: %s; trying the next one", url, e)
+                self.index = (self.index + 1) % len(self.dispatchers)
+            finally:
+                self.connected.clear()
+                self.session_id = None
+            self._backoff = min(BACKOFF_INITIAL + 2 * self._backoff, BACKOFF_MAX)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self.rng.uniform(0, self._backoff))
+
+    async def _until_stopped(self, work: Awaitable[None]) -> None:
+        job = asyncio.ensure_future(work)
+        stop = asyncio.create_task(self._stopped.wait())
+        try:
+            await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not job.done():
+                job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+
+    async def _session(self, client: DispatcherClient) -> None:
+        reg = await client.register(self.node_id(), self.describe(), self.addr)
+        self.set_node_id(reg["node_id"])
+        self.session_id = sid = reg["session_id"]
+        self.dispatcher = client.base
+        self.period = float(reg.get("heartbeat_period", self.period))
+        self.sessions += 1
+        log.info("agent: registered with %s as node %s (session %s)", client.base, reg["node_id"], sid)
+        loops = [asyncio.create_task(self._heartbeats(client, sid)),
+                 asyncio.create_task(self._assignments(client, sid)),
+                 asyncio.create_task(self._reports(client, sid))]
+        try:
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # re-raise why the session ended
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
+    async def _heartbeats(self, client: DispatcherClient, sid: str) -> None:
+        while True:  # the first heartbeat goes out at once (SwarmKit's session.heartbeat)
+            reply = await client.heartbeat(sid)
+            self.period = float(reply.get("period", self.period))
+            await asyncio.sleep(self.period)
+
+    async def _assignments(self, client: DispatcherClient, sid: str) -> None:
+        seq = 0
+        while True:
+            msg = await client.assignments(sid, seq, self.poll_wait)
+            if msg["type"] == "complete":
+                self.worker.apply_complete(msg["tasks"])
+            elif msg.get("applies_to") != seq:
+                log.info("agent: assignment %s does not follow %s; asking for the complete set", msg["seq"], seq)
+                seq = 0
+                continue
+            elif msg["changes"]:
+                self.worker.apply_incremental(msg["changes"])
+            seq = int(msg["seq"])
+            if not self.connected.is_set():
+                self._backoff = 0.0  # a working session: the next failure starts the backoff afresh
+                self.connected.set()
+
+    async def _reports(self, client: DispatcherClient, sid: str) -> None:
+        while True:
+            await self.queue.event.wait()
+            await asyncio.sleep(self.status_interval)  # gather the burst of a task start into one report
+            while self.queue.pending:
+                batch = self.queue.batch()
+                try:
+                    await client.report(sid, batch)
+                except StatusRejected as e:
+                    # Never ours (or no longer): drop those so the rest can go through.
+                    log.error("agent: dispatcher refused status reports: %s", e)
+                    bad = set(e.task_ids) or {tid for tid, _ in batch}
+                    self.queue.sent([(tid, st) for tid, st in batch if tid in bad])
+                    continue
+                except ValueError as e:
+                    log.error("agent: dropping %d status reports the dispatcher cannot read: %s", len(batch), e)
+                self.queue.sent(batch)
+
+    async def close(self) -> None:
+        await self.http.aclose()

@@ -1,0 +1,172 @@
+"""Worker: turns assignment messages into one TaskManager per task (SwarmKit's agent/worker.go).
+
+A COMPLETE set replaces everything: tasks absent from it are shut down and forgotten (the cluster no longer
+wants them — e.g. they were rescheduled while this node was cut off). An INCREMENTAL message applies its
+updates and removals. The agent's own status of a task is authoritative (it is the one running it); when the
+copy from the dispatcher shows an older state, the agent's status is reported again, which heals reports lost
+with a dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from agent.executors.base import Executor, ExecutorError
+from agent.state import AgentState
+from agent.task import TaskManager
+from shoal.clock import Clock, SystemClock
+from shoal.models.objects import Obj, task_name
+from shoal.models.states import TaskState
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[str, dict[str, Any]], None]
+
+
+def runtime_of(task: Obj) -> str:
+    return str(task.get("runtime") or ("process" if "process" in task.get("spec", {}) else "container"))
+
+
+class Worker:
+    def __init__(self, executors: Mapping[str, Executor], *, report: Report, node_id: Callable[[], str],
+                 state: AgentState | None = None, clock: Clock | None = None, save_delay: float = 0.05) -> None:
+        self.executors = executors
+        self.report = report
+        self.node_id = node_id
+        self.state = state
+        self.clock = clock or SystemClock()
+        self.save_delay = save_delay
+        self.managers: dict[str, TaskManager] = {}
+        self._forgetting: set[asyncio.Task[None]] = set()
+        self._save_handle: asyncio.TimerHandle | None = None
+
+    # ---- assignments -------------------------------------------------------------------------------------
+    def apply_complete(self, tasks: Iterable[Obj]) -> None:
+        wanted = {t["id"]: t for t in tasks}
+        for tid in list(self.managers):
+            if tid not in wanted:
+                self._forget(tid)
+        for task in wanted.values():
+            self._upsert(task)
+        self._save_soon()
+
+    def apply_incremental(self, changes: Iterable[Mapping[str, Any]]) -> None:
+        for change in changes:
+            task = change["task"]
+            if change["action"] == "remove":
+                self._forget(task["id"])
+            else:
+                self._upsert(task)
+        self._save_soon()
+
+    def _upsert(self, task: Obj) -> None:
+        mgr = self.managers.get(task["id"])
+        if mgr is None:
+            self._start(task, dict(task["status"]), None)
+            return
+        mgr.update(task)
+        remote = task.get("status", {}).get("state")
+        if remote is None or mgr.state > TaskState(remote):
+            self.report(mgr.id, mgr.status)  # the cluster has not seen our latest status: say it again
+
+    def _start(self, task: Obj, status: dict[str, Any], saved: Mapping[str, Any] | None) -> TaskManager:
+        controller, reject = None, None
+        runtime = runtime_of(task)
+        executor = self.executors.get(runtime)
+        if executor is None:
+            reject = f"agent: no executor for runtime {runtime!r} on this node (has: {sorted(self.executors)})"
+        else:
+            try:
+                controller = executor.controller(task, node_id=self.node_id(), saved=saved)
+            except ExecutorError as e:
+                reject = str(e)
+        mgr = TaskManager(task, status, controller, on_status=self._on_status, clock=self.clock, reject=reject)
+        self.managers[mgr.id] = mgr
+        mgr.start()
+        return mgr
+
+    def _forget(self, task_id: str) -> None:
+        mgr = self.managers.pop(task_id, None)
+        if mgr is None:
+            return
+        log.info("agent: task %s is no longer assigned here; stopping and forgetting it", task_id)
+
+        async def stop_and_remove() -> None:
+            try:
+                await mgr.close(stop=True)
+                await mgr.remove()
+            except Exception:
+                log.exception("agent: removing task %s failed", task_id)
+
+        bg = asyncio.create_task(stop_and_remove(), name=f"forget.{task_id}")
+        self._forgetting.add(bg)
+        bg.add_done_callback(self._forgetting.discard)
+
+    def _on_status(self, mgr: TaskManager, report: bool) -> None:
+        self._save_soon()
+        if report and self.managers.get(mgr.id) is mgr:
+            self.report(mgr.id, mgr.status)
+
+    # ---- persistence -------------------------------------------------------------------------------------
+    def restore(self) -> int:
+        """Start managers for the tasks a previous agent process knew; their controllers find the workloads
+        again. Runs before any dispatcher is reachable, so tasks keep being driven meanwhile."""
+        if self.state is None:
+            return 0
+        for tid, rec in self.state.load_tasks().items():
+            try:
+                self._start(rec["task"], rec["status"], rec.get("saved"))
+            except (KeyError, TypeError, ValueError) as e:
+                log.warning("agent: skipping unreadable saved task %s: %s", tid, e)
+        return len(self.managers)
+
+    def _save_soon(self) -> None:
+        # Coalesce the bursts of state changes of a task start into one write.
+        if self.state is None or self._save_handle is not None:
+            return
+        self._save_handle = asyncio.get_running_loop().call_later(self.save_delay, self.save_now)
+
+    def save_now(self) -> None:
+        self._save_handle = None
+        if self.state is None:
+            return
+        records = {tid: {"task": m.task, "status": m.status, "saved": m.saved()}
+                   for tid, m in self.managers.items()}
+        try:
+            self.state.save_tasks(records)
+        except OSError as e:
+            log.error("agent: cannot save task state in %s: %s", self.state.dir, e)
+
+    # ---- views and shutdown ------------------------------------------------------------------------------
+    def snapshot(self) -> list[dict[str, Any]]:
+        out = []
+        for mgr in sorted(self.managers.values(), key=lambda m: m.id):
+            st = mgr.status
+            out.append({"id": mgr.id, "name": task_name(mgr.task), "service_id": mgr.task.get("service_id"),
+                        "runtime": runtime_of(mgr.task), "desired_state": str(mgr.desired),
+                        "state": st.get("state"), "message": st.get("message"), "err": st.get("err"),
+                        "pid": st.get("pid"), "exit_code": st.get("exit_code"),
+                        "timestamp": st.get("timestamp")})
+        return out
+
+    async def close(self, *, stop_tasks: bool, grace: float) -> None:
+        """Stop driving tasks. With `stop_tasks`, stop their workloads too (graceful stop, all at once, bounded
+        by `grace` seconds, then killed)."""
+        managers = list(self.managers.values())
+        if stop_tasks:
+            try:
+                await asyncio.wait_for(asyncio.gather(*(m.close(stop=True) for m in managers),
+                                                      return_exceptions=True), grace)
+            except TimeoutError:
+                await asyncio.gather(*(m.terminate() for m in managers), return_exceptions=True)
+        else:
+            await asyncio.gather(*(m.close(stop=False) for m in managers), return_exceptions=True)
+        if self._forgetting:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*self._forgetting, return_exceptions=True), grace)
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+        self.save_now()

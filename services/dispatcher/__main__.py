@@ -1,0 +1,52 @@
+"""`python -m services.dispatcher`: serve the agent protocol on SHOAL_HOST:SHOAL_PORT (default 4324) over the
+raftstore members in SHOAL_STORE_MEMBERS, sharing heartbeats with other dispatchers over SHOAL_NATS_URL.
+Flags override the environment."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from services.dispatcher.app import create_app
+from services.dispatcher.settings import DispatcherSettings
+from shoal.http import uvicorn_kwargs
+from shoal.runner import run, setup_logging
+from shoal.service import connect_bus
+from shoal.store.client import StoreClient
+
+# Agents hold long polls open; on shutdown they are cut after this long (agents simply re-register elsewhere)
+# instead of holding the process up for a whole poll.
+GRACEFUL_SHUTDOWN = 1
+
+
+def parse_settings(argv: list[str] | None = None) -> DispatcherSettings:
+    p = argparse.ArgumentParser(prog="python -m services.dispatcher", description=__doc__)
+    p.add_argument("--host", help="listen address (SHOAL_HOST)")
+    p.add_argument("--port", type=int, help="listen port (SHOAL_PORT, default 4324)")
+    p.add_argument("--store-members", help="comma-separated raftstore API URLs (SHOAL_STORE_MEMBERS)")
+    p.add_argument("--nats-url", help="NATS server URL (SHOAL_NATS_URL)")
+    p.add_argument("--heartbeat-period", type=float, help="seconds (SHOAL_HEARTBEAT_PERIOD, default 5)")
+    a = p.parse_args(argv)
+    overrides = {k: v for k, v in vars(a).items() if v is not None}
+    return DispatcherSettings(**overrides)
+
+
+async def main(settings: DispatcherSettings) -> None:
+    name = settings.instance_name("dispatcher")
+    setup_logging(settings.log_level, name)
+    store = StoreClient(settings.store_members)
+    bus = await connect_bus(settings.nats_url, name)
+    try:
+        config = uvicorn.Config(create_app(settings, store=store, bus=bus),
+                                **uvicorn_kwargs(settings.host, settings.port),
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+        await uvicorn.Server(config).serve()
+    finally:
+        await bus.close()
+        await store.close()
+
+
+if __name__ == "__main__":
+    cfg = parse_settings()
+    run(lambda: main(cfg))

@@ -1,0 +1,27 @@
+"""`create_app(settings, store=..., bus=...)`: the dispatcher's FastAPI app — the agent protocol under
+`/v1/sessions`, plus `/healthz`, `/readyz`, `/metrics` and `/v1/status` from the shared subsystem shell."""
+
+from __future__ import annotations
+
+import random
+
+from fastapi import FastAPI
+
+from services.dispatcher.loop import Dispatcher
+from services.dispatcher.routes import build_router
+from services.dispatcher.settings import DispatcherSettings
+from shoal.bus.base import Bus
+from shoal.clock import Clock
+from shoal.service import create_subsystem_app
+from shoal.store.protocol import Store
+
+
+def create_app(settings: DispatcherSettings, *, store: Store, bus: Bus, clock: Clock | None = None,
+               rng: random.Random | None = None) -> FastAPI:
+    """The dispatcher over `store` and `bus` (both owned by the caller). `app.state.dispatcher` is the
+    running `Dispatcher`, for tests and embedding."""
+    dispatcher = Dispatcher(settings, store=store, bus=bus, clock=clock,
+                            instance=settings.instance_name("dispatcher"), rng=rng)
+    app = create_subsystem_app("dispatcher", dispatcher, routers=[build_router(dispatcher)])
+    app.state.dispatcher = dispatcher
+    return app

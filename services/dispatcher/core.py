@@ -1,0 +1,253 @@
+"""The dispatcher's pure logic: assignment streams, the status intake filter, node liveness and the
+registration rate limit. No I/O, no clock reads: callers pass `now`.
+
+Reproduces SwarmKit's `manager/dispatcher` semantics (dispatcher.go, assignments.go, nodes.go):
+- an assignment stream is a COMPLETE set followed by INCREMENTAL diffs, each numbered; a request that does
+  not continue the last message (a gap, a lost response, a new session) gets a COMPLETE set again;
+- updates that only touch `status`/`meta` are not echoed back (equality.TasksEqualStable), except while the
+  task is still ASSIGNED;
+- observed state only moves forward: regressions and duplicates are dropped silently;
+- a node is DOWN after 3 heartbeat periods of silence, or 6 periods after a dispatcher starts
+  (markNodesUnknown) for nodes that were READY then and have not been heard from since."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from shoal.errors import ShoalError
+from shoal.models.objects import Obj, state_of
+from shoal.models.states import NodeState, TaskState
+
+HEARTBEAT_GRACE = 3  # periods of silence before DOWN (SwarmKit nodes.go grace multiplier)
+STARTUP_GRACE = 6  # markNodesUnknown: nodes READY when a dispatcher starts get twice the grace
+REGISTRATION_LIMIT = 3  # more than 3 registrations of one node ...
+REGISTRATION_WINDOW = 8.0  # ... within 8 s are refused (nodes.go rate limiting)
+DOWN_MESSAGE = "heartbeat failure"
+
+#: observed states an agent may report (it owns ASSIGNED onward; ORPHANED belongs to the dispatcher, REMOVE
+#: is desired-only).
+AGENT_STATES = frozenset(s for s in TaskState if TaskState.ASSIGNED < s <= TaskState.REJECTED)
+STATUS_FIELDS = ("state", "message", "err", "timestamp", "pid", "exit_code")
+
+
+class PermissionDenied(ShoalError):
+    """403: the caller may not act on this object (an agent reporting a task of another node)."""
+
+    status = 403
+    code = "permission_denied"
+
+
+# ---- assignments ---------------------------------------------------------------------------------------------
+
+def stable_view(task: Obj) -> Obj:
+    """The task without the fields the agent itself drives (`status`) or the store stamps (`meta`)."""
+    return {k: v for k, v in task.items() if k not in ("status", "meta")}
+
+
+def tasks_equal_stable(a: Obj, b: Obj) -> bool:
+    """SwarmKit's equality.TasksEqualStable: equal once status and meta are ignored."""
+    return stable_view(a) == stable_view(b)
+
+
+def is_assigned_to(task: Obj, node_id: str) -> bool:
+    """Tasks below ASSIGNED are never sent: they may not even fit the node yet (dispatcher.go Assignments)."""
+    return task.get("node_id") == node_id and state_of(task) >= TaskState.ASSIGNED
+
+
+def needs_resend(sent: Obj, current: Obj) -> bool:
+    """Whether `current` must go to the agent again given the copy it last received."""
+    if sent == current:
+        return False
+    if not tasks_equal_stable(sent, current):
+        return True  # desired state, spec, ...: the agent must act on it
+    # Status-only change: the agent made it (through us) except while the task is still ASSIGNED, where the
+    # manager side may still be adjusting it (dispatcher.go: `Status.State > ASSIGNED` updates are skipped).
+    return state_of(current) <= TaskState.ASSIGNED and sent != current
+
+
+@dataclass
+class AssignmentStream:
+    """One session's numbered assignment messages and the task set the agent holds as a result.
+
+    `seq` is the number of the last message produced; 0 means nothing was sent yet."""
+
+    seq: int = 0
+    sent: dict[str, Obj] = field(default_factory=dict)
+
+    def complete(self, tasks: Mapping[str, Obj]) -> dict[str, Any]:
+        self.seq += 1
+        self.sent = dict(tasks)
+        return {"seq": self.seq, "type": "complete", "tasks": [tasks[k] for k in sorted(tasks)]}
+
+    def changes(self, tasks: Mapping[str, Obj]) -> list[dict[str, Any]]:
+        """The diff between what the agent holds and `tasks` (updates sorted by id, then removals)."""
+        out: list[dict[str, Any]] = []
+        for tid in sorted(tasks):
+            prev = self.sent.get(tid)
+            if prev is None or needs_resend(prev, tasks[tid]):
+                out.append({"action": "update", "task": tasks[tid]})
+        for tid in sorted(self.sent.keys() - tasks.keys()):
+            out.append({"action": "remove", "task": self.sent[tid]})
+        return out
+
+    def next_message(self, after: int, tasks: Mapping[str, Obj]) -> dict[str, Any] | None:
+        """The message answering a request for what follows `after`, or None when there is nothing new.
+
+        Anything but the last number produced (0 on a fresh stream, a gap, a lost response) gets a COMPLETE
+        set, the way SwarmKit's agent restarts the stream when `applies_to` does not match."""
+        if after == 0 or after != self.seq:
+            return self.complete(tasks)
+        changes = self.changes(tasks)
+        if not changes:
+            return None
+        for c in changes:
+            tid = c["task"]["id"]
+            if c["action"] == "update":
+                self.sent[tid] = c["task"]
+            else:
+                del self.sent[tid]
+        self.seq += 1
+        return {"seq": self.seq, "type": "incremental", "applies_to": after, "changes": changes}
+
+    def empty(self, after: int) -> dict[str, Any]:
+        """The answer to a long poll that timed out: nothing changed, the same number again."""
+        return {"seq": self.seq, "type": "incremental", "applies_to": after, "changes": []}
+
+
+# ---- status intake -------------------------------------------------------------------------------------------
+
+class Verdict(StrEnum):
+    ACCEPT = "accept"
+    STALE = "stale"  # not newer than what the store holds: dropped silently
+    UNKNOWN = "unknown"  # no such task (reaped): ignored
+    FORBIDDEN = "forbidden"  # another node's task: the whole report is refused
+
+
+def judge_status(task: Obj | None, node_id: str, status: Mapping[str, Any]) -> Verdict:
+    """Whether a reported status may be written. Only strictly higher states are accepted: an equal state with
+    a different message is a duplicate too (observed state is lamport-clock-like, SwarmKit task_model.md)."""
+    if task is None:
+        return Verdict.UNKNOWN
+    if task.get("node_id") != node_id:
+        return Verdict.FORBIDDEN
+    if TaskState(status["state"]) <= state_of(task):
+        return Verdict.STALE
+    return Verdict.ACCEPT
+
+
+def normalize_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored status shape (objects.py), unknown keys dropped."""
+    out = {k: status.get(k) for k in STATUS_FIELDS}
+    out["state"] = str(TaskState(status["state"]))
+    out["message"] = out["message"] or ""
+    return out
+
+
+def newer_status(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
+    """Whether `b` should replace the queued `a` (only a strictly higher state does)."""
+    return a is None or TaskState(b["state"]) > TaskState(a["state"])
+
+
+def with_status(task: Obj, status: Mapping[str, Any]) -> Obj:
+    return {**task, "status": normalize_status(status)}
+
+
+# ---- liveness ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Liveness:
+    """Last heartbeat of every node as known to this dispatcher (its own sessions and the NODE_HEARTBEAT
+    messages of the others), and the deadlines derived from it. Times are wall-clock seconds."""
+
+    started_at: float
+    last_seen: dict[str, float] = field(default_factory=dict)
+    startup: set[str] = field(default_factory=set)
+
+    def seed(self, nodes: Iterable[Obj]) -> None:
+        """Remember the nodes READY when this dispatcher started: they get the longer startup grace."""
+        self.startup = {n["id"] for n in nodes if node_state(n) == NodeState.READY}
+
+    def beat(self, node_id: str, at: float) -> None:
+        if at > self.last_seen.get(node_id, float("-inf")):
+            self.last_seen[node_id] = at
+
+    def forget(self, node_id: str) -> None:
+        self.last_seen.pop(node_id, None)
+        self.startup.discard(node_id)
+
+    def deadline(self, node: Obj, period: float) -> float:
+        """When `node` is DOWN unless heard from. Its READY timestamp counts as a heartbeat, so a node
+        registered at another dispatcher is not lost when the NATS heartbeat messages are."""
+        base = max(self.last_seen.get(node["id"], float("-inf")),
+                   float(node.get("status", {}).get("timestamp") or 0.0))
+        if node["id"] in self.startup and base < self.started_at:
+            return self.started_at + STARTUP_GRACE * period
+        return base + HEARTBEAT_GRACE * period
+
+    def expired(self, nodes: Iterable[Obj], now: float, period: float) -> list[Obj]:
+        """READY nodes whose deadline has passed, by id."""
+        out = [n for n in nodes if node_state(n) == NodeState.READY and now >= self.deadline(n, period)]
+        return sorted(out, key=lambda n: n["id"])
+
+
+def node_state(node: Obj) -> NodeState:
+    return NodeState(node.get("status", {}).get("state", NodeState.UNKNOWN))
+
+
+def registered_node(node_id: str, existing: Obj | None, description: Obj, addr: str | None, now: float) -> Obj:
+    """The node object after a (re-)registration: description and address refreshed, state READY. The spec
+    (labels, availability, role) belongs to the user and is kept."""
+    status = {"state": str(NodeState.READY), "message": "", "addr": addr, "timestamp": now}
+    if existing is not None:
+        return {**existing, "description": description, "status": status}
+    return {
+        "id": node_id,
+        "spec": {"name": None, "labels": {}, "role": "worker", "availability": "active"},
+        "role": "worker",
+        "status": status,
+        "description": description,
+    }
+
+
+def down_node(node: Obj, now: float) -> Obj:
+    status = {**node.get("status", {}), "state": str(NodeState.DOWN), "message": DOWN_MESSAGE, "timestamp": now}
+    return {**node, "status": status}
+
+
+def ready_node(node: Obj, now: float) -> Obj:
+    status = {**node.get("status", {}), "state": str(NodeState.READY), "message": "", "timestamp": now}
+    return {**node, "status": status}
+
+
+@dataclass
+class Session:
+    """One agent's session with this dispatcher (SwarmKit: new id on every registration, local to the
+    dispatcher, so a restarted dispatcher knows none and every agent registers again)."""
+
+    id: str
+    node_id: str
+    min_revision: int  # the registration's store revision: the view must reach it before a COMPLETE set
+    stream: AssignmentStream = field(default_factory=AssignmentStream)
+
+
+@dataclass
+class RegistrationLimiter:
+    """Refuses a node's registration when it registered more than 3 times in 8 s (SwarmKit nodes.go): a
+    flapping agent is told to back off instead of churning sessions."""
+
+    limit: int = REGISTRATION_LIMIT
+    window: float = REGISTRATION_WINDOW
+    recent: dict[str, deque[float]] = field(default_factory=dict)
+
+    def allow(self, node_id: str, now: float) -> bool:
+        times = self.recent.setdefault(node_id, deque())
+        while times and now - times[0] >= self.window:
+            times.popleft()
+        if len(times) >= self.limit:
+            return False
+        times.append(now)
+        return True

@@ -1,0 +1,542 @@
+"""The Dispatcher: the I/O shell around `core` — agent sessions, heartbeats, assignment long polls, batched
+status writes, and marking silent nodes DOWN.
+
+Every dispatcher is active (no lease): an agent talks to one of them, and they share liveness by publishing each
+heartbeat on NATS (`NODE_HEARTBEAT`), so any of them may mark a silent node DOWN. All node and task writes
+carry version preconditions, so racing dispatchers cannot overwrite newer data; duplicates are harmless."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import httpx
+
+from services.dispatcher import core
+from services.dispatcher.core import Liveness, PermissionDenied, RegistrationLimiter, Session, Verdict
+from services.dispatcher.settings import DispatcherSettings
+from shoal.bus.base import Bus
+from shoal.bus.subjects import NODE_HEARTBEAT, STORE_EVENTS
+from shoal.clock import Clock, SystemClock
+from shoal.cluster import ensure_cluster, heartbeat_period
+from shoal.errors import Compacted, Conflict, NotFound, ShoalError, Unavailable
+from shoal.ids import new_id
+from shoal.metrics import Registry
+from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
+from shoal.models.objects import Obj
+from shoal.models.states import NodeState
+from shoal.store import txn as t
+from shoal.store.mirror import StoreMirror
+from shoal.store.protocol import Store
+from shoal.store.txn import Change, Op, TxnResult
+
+log = logging.getLogger(__name__)
+
+CHUNK_OPS = 200  # SwarmKit's store Batch splits at 200 changes
+CHUNK_BYTES = 1_000_000  # well under the 1.5 MiB transaction bound
+WRITE_ATTEMPTS = 6
+CATCH_UP_TIMEOUT = 5.0
+JITTER = 0.1  # SwarmKit: 5 s ± 0.5 s
+
+
+class Dispatcher:
+    def __init__(self, settings: DispatcherSettings, *, store: Store, bus: Bus, clock: Clock | None = None,
+                 instance: str = "dispatcher", rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus
+        self.clock = clock or SystemClock()
+        self.instance = instance
+        self.rng = rng or random.Random()
+        self.metrics = Registry()
+        self.mirror = StoreMirror(store, [Kind.CLUSTER, Kind.NODE, Kind.TASK],
+                                  poll_interval=settings.poll_interval)
+        self.sessions: dict[str, Session] = {}
+        self.session_of: dict[str, str] = {}  # node id -> session id
+        self.liveness = Liveness(started_at=0.0)
+        self.limiter = RegistrationLimiter()
+        self._cluster: Obj | None = None
+        self._tasks_of: dict[str, set[str]] = {}  # node id -> ids of tasks naming it
+        self._node_of: dict[str, str] = {}  # task id -> node id
+        self._node_events: dict[str, asyncio.Event] = {}
+        self._pending: dict[str, tuple[str, dict[str, Any]]] = {}  # task id -> (reporting node, status)
+        self._has_pending = asyncio.Event()
+        self._batch_full = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._view_ready = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        self._stopped = False
+        self._marking_ready: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self.metrics.gauge("dispatcher_sessions", lambda: len(self.sessions), "agent sessions open here")
+        self.metrics.gauge("dispatcher_status_pending", lambda: len(self._pending),
+                           "task status reports waiting for the next batch write")
+
+    # ---- Subsystem ---------------------------------------------------------------------------------------
+    def ready(self) -> bool:
+        return self._view_ready.is_set() and not self._stopped
+
+    def status(self) -> dict[str, Any]:
+        return {"instance": self.instance, "ready": self.ready(), "sessions": len(self.sessions),
+                "nodes_heard": len(self.liveness.last_seen), "pending_status_updates": len(self._pending),
+                "revision": self.mirror.revision, "heartbeat_period": self.period()}
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._stop_event.set()
+        self._wake.set()
+        for ev in self._node_events.values():
+            ev.set()  # long polls notice the stop and answer at once
+
+    async def run(self) -> None:
+        if not await self._bootstrap():
+            return
+        await self.bus.subscribe(STORE_EVENTS, self._on_store_hint)
+        await self.bus.subscribe(NODE_HEARTBEAT, self._on_heartbeat_message)
+        self.bus.on_reconnect(self._resync)
+        loops = [asyncio.create_task(self._follow(), name="dispatcher.follow"),
+                 asyncio.create_task(self._expire_loop(), name="dispatcher.expire"),
+                 asyncio.create_task(self._flush_loop(), name="dispatcher.flush")]
+        try:
+            await self._stop_event.wait()
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            for bg in list(self._background):
+                bg.cancel()
+            if self._pending:  # hand over what agents already reported (best effort: they re-report anyway)
+                batch, self._pending = self._pending, {}
+                try:
+                    await asyncio.wait_for(self._write_statuses(batch), 2.0)
+                except (TimeoutError, ShoalError, httpx.HTTPError, OSError) as e:
+                    log.warning("dispatcher: %d status reports not written at shutdown: %s", len(batch), e)
+
+    async def _bootstrap(self) -> bool:
+        """Create the cluster object if nobody has (SHOAL_HEARTBEAT_PERIOD only counts then)."""
+        backoff = 0.1
+        while not self._stopped:
+            try:
+                self._cluster = await ensure_cluster(self.store, self.settings.heartbeat_period)
+                return True
+            except (ShoalError, httpx.HTTPError, OSError) as e:
+                log.warning("dispatcher: store unavailable at start (%s); retrying in %.1fs", e, backoff)
+                await self._sleep_or_stop(backoff)
+                backoff = min(backoff * 2, 2.0)
+        return False
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop_event.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def period(self) -> float:
+        return heartbeat_period(self.mirror.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID) or self._cluster)
+
+    # ---- following the store -----------------------------------------------------------------------------
+    async def _on_store_hint(self, data: dict[str, Any]) -> None:
+        if int(data.get("revision", 0)) > self.mirror.revision:
+            self._wake.set()
+
+    def _resync(self) -> None:
+        self.mirror.resync()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Fetch the store's new events now (tests and in-process hints)."""
+        self._wake.set()
+
+    async def _follow(self) -> None:
+        """StoreMirror's run loop, kept here so every batch of changes also updates the per-node task index
+        and wakes exactly the long polls of the nodes concerned."""
+        backoff = 0.1
+        while not self._stopped:
+            try:
+                changes = await self.mirror.sync_once()
+            except Compacted:
+                log.info("dispatcher: watch revision %d compacted; re-listing", self.mirror.revision)
+                self.mirror.resync()
+                continue
+            except (ShoalError, httpx.HTTPError, OSError) as e:
+                log.warning("dispatcher: store unavailable (%s); retrying in %.1fs", e, backoff)
+                await self._sleep_or_stop(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.1
+            self._absorb(changes)
+            if not self._view_ready.is_set():
+                # SwarmKit's markNodesUnknown: nodes READY now get a longer grace to find this dispatcher.
+                self.liveness = Liveness(started_at=self.clock.now())
+                self.liveness.seed(self.mirror.list(Kind.NODE))
+                self.mirror.ready.set()
+                self._view_ready.set()
+                log.info("dispatcher %s: store view ready at revision %d", self.instance, self.mirror.revision)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    def _absorb(self, changes: Iterable[Change] | None) -> None:
+        if changes is None:  # re-listed: everything may have changed
+            self._tasks_of.clear()
+            self._node_of.clear()
+            for task in self.mirror.objects[Kind.TASK].values():
+                if task.get("node_id"):
+                    self._node_of[task["id"]] = task["node_id"]
+                    self._tasks_of.setdefault(task["node_id"], set()).add(task["id"])
+            for node_id in list(self._node_events):
+                self._wake_node(node_id)
+            return
+        for c in changes:
+            if c.kind != Kind.TASK:
+                continue
+            old = self._node_of.get(c.id)
+            new: str | None = c.object.get("node_id") if c.action != "delete" else None
+            if old != new:
+                if old is not None:
+                    self._tasks_of.get(old, set()).discard(c.id)
+                    del self._node_of[c.id]
+                if new is not None:
+                    self._node_of[c.id] = new
+                    self._tasks_of.setdefault(new, set()).add(c.id)
+            for affected in (old, new):
+                if affected is not None:
+                    self._wake_node(affected)
+
+    def _wake_node(self, node_id: str) -> None:
+        ev = self._node_events.pop(node_id, None)
+        if ev is not None:
+            ev.set()
+
+    def _node_event(self, node_id: str) -> asyncio.Event:
+        return self._node_events.setdefault(node_id, asyncio.Event())
+
+    def node_tasks(self, node_id: str) -> dict[str, Obj]:
+        """The tasks node `node_id` must hold: assigned to it, observed state ≥ ASSIGNED."""
+        out = {}
+        for tid in self._tasks_of.get(node_id, ()):
+            task = self.mirror.get(Kind.TASK, tid)
+            if task is not None and core.is_assigned_to(task, node_id):
+                out[tid] = task
+        return out
+
+    def _apply_written(self, result: TxnResult) -> None:
+        self.mirror.apply_written(result)
+        self._absorb(result.changes)
+
+    # ---- sessions ----------------------------------------------------------------------------------------
+    def _require_ready(self) -> None:
+        # A COMPLETE set from an unloaded view would be empty, and the agent would stop every task it runs.
+        if self._stopped:
+            raise Unavailable(f"dispatcher: {self.instance} is shutting down; use another dispatcher")
+        if not self._view_ready.is_set():
+            raise Unavailable(f"dispatcher: {self.instance} is still loading its store view; retry shortly")
+
+    def session(self, session_id: str) -> Session:
+        sess = self.sessions.get(session_id)
+        if sess is None:
+            raise NotFound(f"dispatcher: session {session_id!r} is unknown here (expired or the dispatcher "
+                           "restarted); register again")
+        return sess
+
+    async def register(self, node_id: str | None, description: Obj, addr: str | None) -> dict[str, Any]:
+        self._require_ready()
+        if node_id is None:
+            node_id = new_id()
+        elif not self.limiter.allow(node_id, self.clock.monotonic()):
+            raise Unavailable(f"dispatcher: node {node_id} registered more than {self.limiter.limit} times in "
+                              f"{self.limiter.window:.0f}s; back off and retry")
+        now = self.clock.now()
+        nid = node_id
+        result = await self._write_node(nid, lambda cur: core.registered_node(nid, cur, description, addr, now))
+        old = self.session_of.pop(node_id, None)
+        if old is not None:
+            self.sessions.pop(old, None)
+        sess = Session(id=new_id(), node_id=node_id, min_revision=result.revision if result else 0)
+        self.sessions[sess.id] = sess
+        self.session_of[node_id] = sess.id
+        self._wake_node(node_id)  # a long poll of the replaced session ends
+        self.liveness.beat(node_id, now)
+        await self.bus.publish(NODE_HEARTBEAT, {"node_id": node_id, "at": now})
+        self.metrics.inc("dispatcher_registrations_total", help="agent registrations")
+        log.info("dispatcher: node %s (%s) registered, session %s", node_id,
+                 description.get("hostname"), sess.id)
+        return {"session_id": sess.id, "node_id": node_id, "heartbeat_period": self._jittered_period()}
+
+    def _jittered_period(self) -> float:
+        # Jitter spreads the heartbeats of agents that all registered at once (after a dispatcher restart).
+        return round(self.period() * (1 + self.rng.uniform(-JITTER, JITTER)), 3)
+
+    async def heartbeat(self, session_id: str) -> dict[str, Any]:
+        sess = self.session(session_id)
+        now = self.clock.now()
+        self.liveness.beat(sess.node_id, now)
+        await self.bus.publish(NODE_HEARTBEAT, {"node_id": sess.node_id, "at": now})
+        self.metrics.inc("dispatcher_heartbeats_total", help="agent heartbeats")
+        node = self.mirror.get(Kind.NODE, sess.node_id)
+        if node is not None and core.node_state(node) != NodeState.READY \
+                and sess.node_id not in self._marking_ready:
+            # Another dispatcher marked it DOWN (lost NATS heartbeats?) while it talks to us: it is alive.
+            self._spawn(self._mark_ready(sess.node_id))
+        return {"period": self._jittered_period()}
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _mark_ready(self, node_id: str) -> None:
+        self._marking_ready.add(node_id)
+        try:
+            now = self.clock.now()
+
+            def build(cur: Obj | None) -> Obj | None:
+                if cur is None or core.node_state(cur) == NodeState.READY:
+                    return None
+                return core.ready_node(cur, now)
+
+            await self._write_node(node_id, build)
+            log.info("dispatcher: node %s heartbeats here again; marked READY", node_id)
+        except (ShoalError, httpx.HTTPError, OSError) as e:
+            log.warning("dispatcher: could not mark node %s READY: %s", node_id, e)
+        finally:
+            self._marking_ready.discard(node_id)
+
+    async def _write_node(self, node_id: str, build: Callable[[Obj | None], Obj | None]) -> TxnResult | None:
+        """Read-modify-write of one node with a version precondition, re-reading on conflict."""
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                cur: Obj | None = await self.store.get(Kind.NODE, node_id)
+            except NotFound:
+                cur = None
+            obj = build(cur)
+            if obj is None:
+                return None
+            op = t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj)
+            try:
+                result = await self.store.txn([op])
+            except (Conflict, NotFound):
+                continue
+            self._apply_written(result)
+            return result
+        raise Unavailable(f"dispatcher: node {node_id} kept changing under {WRITE_ATTEMPTS} write attempts")
+
+    def _drop_sessions_of(self, node_id: str) -> None:
+        sid = self.session_of.pop(node_id, None)
+        if sid is not None:
+            self.sessions.pop(sid, None)
+            self._wake_node(node_id)
+
+    # ---- assignments -------------------------------------------------------------------------------------
+    async def assignments(self, session_id: str, after: int, wait: float) -> dict[str, Any]:
+        """Long poll: the next message of the session's stream, or an empty incremental after `wait`."""
+        sess = self.session(session_id)
+        self._require_ready()
+        await self._catch_up(sess.min_revision)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(wait, 0.0), self.settings.assignment_max_wait)
+        while True:
+            ev = self._node_event(sess.node_id)
+            if self.sessions.get(session_id) is not sess:
+                raise NotFound(f"dispatcher: session {session_id!r} was replaced or expired; register again")
+            self._require_ready()
+            msg = sess.stream.next_message(after, self.node_tasks(sess.node_id))
+            if msg is not None:
+                self.metrics.inc("dispatcher_assignment_messages_total", help="assignment messages sent")
+                return msg
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return sess.stream.empty(after)
+            try:
+                await asyncio.wait_for(ev.wait(), remaining)
+            except TimeoutError:
+                continue
+            # SwarmKit batches assignment changes (100 ms after the last one): linger a moment so a burst
+            # of commits goes out as one message.
+            delay = min(self.settings.assignment_batch_delay, max(0.0, deadline - loop.time()))
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def _catch_up(self, revision: int) -> None:
+        """Wait until the view includes the registration's revision. Everything the agent learnt from an
+        earlier dispatcher was committed before it registered here, so a COMPLETE set taken from this view
+        never lacks a task the agent runs (which it would then stop)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CATCH_UP_TIMEOUT
+        while self.mirror.revision < revision:
+            if loop.time() > deadline or self._stopped:
+                raise Unavailable(f"dispatcher: store view is behind revision {revision}; retry shortly")
+            self._wake.set()
+            await asyncio.sleep(0.01)
+
+    # ---- status intake -----------------------------------------------------------------------------------
+    def report_status(self, session_id: str, updates: list[tuple[str, dict[str, Any]]]) -> int:
+        """Queue the reports that move a task forward; returns how many were queued. Refuses the whole report
+        if it names a task of another node (SwarmKit: PermissionDenied)."""
+        sess = self.session(session_id)
+        self._require_ready()
+        node_id = sess.node_id
+        forbidden = sorted({tid for tid, st in updates
+                            if core.judge_status(self.mirror.get(Kind.TASK, tid), node_id, st)
+                            is Verdict.FORBIDDEN})
+        if forbidden:
+            self.metrics.inc("dispatcher_status_forbidden_total", help="status reports refused (not own task)")
+            raise PermissionDenied(
+                f"dispatcher: node {node_id} may only report on its own tasks; not assigned to it: "
+                + ", ".join(forbidden[:10]) + (" …" if len(forbidden) > 10 else ""),
+                task_ids=forbidden,
+            )
+        accepted = 0
+        for tid, st in updates:
+            if core.judge_status(self.mirror.get(Kind.TASK, tid), node_id, st) is not Verdict.ACCEPT:
+                continue
+            queued = self._pending.get(tid)
+            if core.newer_status(queued[1] if queued else None, st):
+                self._pending[tid] = (node_id, core.normalize_status(st))
+                accepted += 1
+        if accepted:
+            self.metrics.inc("dispatcher_status_updates_total", accepted, help="status reports queued")
+            self._has_pending.set()
+            if len(self._pending) >= self.settings.status_batch_max:
+                self._batch_full.set()
+        return accepted
+
+    async def _flush_loop(self) -> None:
+        """Write queued reports every `status_batch_interval` (or at once when `status_batch_max` are
+        queued), like SwarmKit's 100 ms status batch."""
+        while not self._stopped:
+            await self._has_pending.wait()
+            try:
+                await asyncio.wait_for(self._batch_full.wait(), self.settings.status_batch_interval)
+            except TimeoutError:
+                pass
+            self._has_pending.clear()
+            self._batch_full.clear()
+            batch, self._pending = self._pending, {}
+            if batch:
+                try:
+                    await self._write_statuses(batch)
+                except Exception:  # never let one bad batch stop the intake
+                    log.exception("dispatcher: status batch write failed")
+
+    def _requeue(self, items: dict[str, tuple[str, dict[str, Any]]]) -> None:
+        for tid, (node_id, st) in items.items():
+            queued = self._pending.get(tid)
+            if core.newer_status(queued[1] if queued else None, st):
+                self._pending[tid] = (node_id, st)
+        if self._pending:
+            self._has_pending.set()
+
+    async def _write_statuses(self, batch: dict[str, tuple[str, dict[str, Any]]]) -> None:
+        todo = batch
+        for _ in range(WRITE_ATTEMPTS):
+            ops: list[tuple[str, Op]] = []
+            for tid, (node_id, st) in todo.items():
+                task = self.mirror.get(Kind.TASK, tid)
+                if task is not None and core.judge_status(task, node_id, st) is Verdict.ACCEPT:
+                    ops.append((tid, t.update(Kind.TASK, core.with_status(task, st))))
+            retry: dict[str, tuple[str, dict[str, Any]]] = {}
+            chunks = _chunks(ops)
+            for i, chunk in enumerate(chunks):
+                try:
+                    result = await self.store.txn([op for _, op in chunk])
+                except (Conflict, NotFound):
+                    # Someone else wrote one of these tasks (desired state, a reaper delete): re-read, retry.
+                    self.metrics.inc("dispatcher_status_conflicts_total", help="status batch write conflicts")
+                    ids = [tid for tid, _ in chunk]
+                    gone = await self._refresh_tasks(ids)
+                    retry.update({tid: todo[tid] for tid in ids if tid not in gone})
+                    continue
+                except (ShoalError, httpx.HTTPError, OSError) as e:
+                    # Unavailable or outcome unknown: queue again (a repeat is dropped as a duplicate).
+                    log.warning("dispatcher: status write failed (%s); retrying with the next batch", e)
+                    left = [tid for ch in chunks[i:] for tid, _ in ch]
+                    self._requeue({tid: todo[tid] for tid in left} | retry)
+                    await self._sleep_or_stop(0.5)
+                    return
+                self._apply_written(result)
+                self.metrics.inc("dispatcher_status_writes_total", len(chunk), help="task statuses written")
+            if not retry:
+                return
+            todo = retry
+        self._requeue(todo)
+
+    async def _refresh_tasks(self, ids: list[str]) -> set[str]:
+        """Fold the store's current copies of `ids` into the view; returns the ids that no longer exist."""
+        sem = asyncio.Semaphore(16)
+        gone: set[str] = set()
+
+        async def one(tid: str) -> None:
+            async with sem:
+                try:
+                    obj = await self.store.get(Kind.TASK, tid)
+                except NotFound:
+                    gone.add(tid)
+                    cur = self.mirror.get(Kind.TASK, tid)
+                    if cur is not None:
+                        self._apply_written(TxnResult(cur["meta"]["version"], [Change("delete", Kind.TASK,
+                                                                                      tid, cur)]))
+                    return
+            self._apply_written(TxnResult(obj["meta"]["version"], [Change("update", Kind.TASK, tid, obj)]))
+
+        await asyncio.gather(*(one(tid) for tid in ids))
+        return gone
+
+    # ---- liveness ----------------------------------------------------------------------------------------
+    async def _on_heartbeat_message(self, data: dict[str, Any]) -> None:
+        try:
+            self.liveness.beat(str(data["node_id"]), float(data["at"]))
+        except (KeyError, TypeError, ValueError):
+            log.debug("dispatcher: malformed heartbeat message %r", data)
+
+    async def _expire_loop(self) -> None:
+        while not self._stopped:
+            period = self.period()
+            await self._sleep_or_stop(min(max(period / 4, 0.02), 1.0))
+            if not self._view_ready.is_set() or self._stopped:
+                continue
+            try:
+                await self.expire_nodes()
+            except (ShoalError, httpx.HTTPError, OSError) as e:
+                log.warning("dispatcher: heartbeat expiry pass failed: %s", e)
+
+    async def expire_nodes(self) -> list[str]:
+        """Mark DOWN every READY node silent for 3 periods (6 after this dispatcher started). Each write
+        expects the version seen, so a node that re-registered meanwhile is left alone."""
+        now = self.clock.now()
+        marked = []
+        for node in self.liveness.expired(self.mirror.list(Kind.NODE), now, self.period()):
+            try:
+                result = await self.store.txn([t.update(Kind.NODE, core.down_node(node, now))])
+            except (Conflict, NotFound):
+                continue  # changed under us: judged again on the next pass from a fresher view
+            self._apply_written(result)
+            self._drop_sessions_of(node["id"])
+            marked.append(node["id"])
+            self.metrics.inc("dispatcher_nodes_down_total", help="nodes marked DOWN on heartbeat failure")
+            log.warning("dispatcher: node %s (%s) missed its heartbeats; marked DOWN", node["id"],
+                        node.get("description", {}).get("hostname"))
+        return marked
+
+
+def _chunks(ops: list[tuple[str, Op]]) -> list[list[tuple[str, Op]]]:
+    """Split into transactions within the store's bounds (op count and bytes)."""
+    out: list[list[tuple[str, Op]]] = []
+    cur: list[tuple[str, Op]] = []
+    size = 0
+    for item in ops:
+        n = len(json.dumps(item[1], separators=(",", ":")))
+        if cur and (len(cur) >= CHUNK_OPS or size + n > CHUNK_BYTES):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(item)
+        size += n
+    if cur:
+        out.append(cur)
+    return out

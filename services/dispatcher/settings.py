@@ -1,0 +1,37 @@
+"""Dispatcher settings: the shared SHOAL_* variables plus the dispatcher's own knobs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import field_validator
+from pydantic_settings import NoDecode
+
+from shoal.config import CommonSettings, split_list
+
+DEFAULT_PORT = 4324
+
+
+class DispatcherSettings(CommonSettings):
+    """`SHOAL_NATS_URL`, `SHOAL_STORE_MEMBERS`, `SHOAL_HOST`, `SHOAL_PORT` (default 4324), plus:
+
+    `SHOAL_HEARTBEAT_PERIOD` — seconds between agent heartbeats, written into the cluster object when this
+        dispatcher is the one creating it (the cluster object is the truth afterwards; default 5);
+    `SHOAL_STATUS_BATCH_INTERVAL` — seconds task status reports are gathered before one write (default 0.1);
+    `SHOAL_STATUS_BATCH_MAX` — reports that trigger a write at once (default 1000);
+    `SHOAL_ASSIGNMENT_BATCH_DELAY` — seconds a long poll lingers after a change to gather more (default 0.05);
+    `SHOAL_ASSIGNMENT_MAX_WAIT` — upper bound on the `wait` of an assignments long poll (default 60);
+    `SHOAL_POLL_INTERVAL` — seconds between store watch polls when no NATS hint arrives (default 1)."""
+
+    # The comma-separated form (`a,b`) must reach `split_list` undecoded; pydantic-settings would otherwise
+    # try to parse the value of a list field as JSON.
+    store_members: Annotated[list[str], NoDecode] = ["http://127.0.0.1:4301"]
+    port: int = DEFAULT_PORT
+    heartbeat_period: float = 5.0
+    status_batch_interval: float = 0.1
+    status_batch_max: int = 1000
+    assignment_batch_delay: float = 0.05
+    assignment_max_wait: float = 60.0
+    poll_interval: float = 1.0
+
+    _split_members = field_validator("store_members", mode="before")(split_list)

@@ -1,0 +1,304 @@
+"""The dispatcher app (uvicorn on a loopback port, over LocalStore + MemoryBus) with real agents running real
+processes through the process executor: registration, running and stopping tasks, failures, the own-tasks
+rule, heartbeat expiry, dispatcher restarts and failover."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from agent.agent import Agent
+from agent.executors.process import proc_start_time
+from agent.session import DispatcherClient, StatusRejected
+from agent.settings import AgentSettings
+from services.dispatcher.app import create_app
+from services.dispatcher.loop import Dispatcher
+from services.dispatcher.settings import DispatcherSettings
+from shoal.bus import MemoryBus
+from shoal.models.objects import task_status
+from shoal.store import txn as t
+from shoal.store.local import LocalStore
+
+pytestmark = pytest.mark.timeout(60)
+
+PERIOD = 0.2
+
+
+class DispatcherServer:
+    """One dispatcher process stand-in: the app under uvicorn on a fixed loopback port, restartable."""
+
+    def __init__(self, store: LocalStore, bus: MemoryBus, port: int = 0, name: str = "d1") -> None:
+        self.store, self.bus, self.port, self.name = store, bus, port, name
+        self.server: uvicorn.Server | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.dispatcher: Dispatcher | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> DispatcherServer:
+        settings = DispatcherSettings(heartbeat_period=PERIOD, poll_interval=0.05, status_batch_interval=0.02,
+                                      assignment_batch_delay=0.01, instance=self.name)
+        app = create_app(settings, store=self.store, bus=self.bus)
+        dispatcher: Dispatcher = app.state.dispatcher
+        self.dispatcher = dispatcher
+        self.store.listeners.append(self._hint)  # stands in for the raftstore's NATS commit hints
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.port = sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
+        server = self.server
+        await until(lambda: server.started and dispatcher.ready(), "dispatcher ready")
+        return self
+
+    def _hint(self, revision: int) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+
+    async def stop(self) -> None:
+        assert self.server is not None and self.task is not None and self.dispatcher is not None
+        self.store.listeners.remove(self._hint)
+        self.dispatcher.stop()  # ends the agents' long polls so uvicorn can shut down at once
+        self.server.should_exit = True
+        await self.task
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    """Poll `check` (sync or async) until it returns something truthy; returns that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if isinstance(value, Awaitable):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class RunningAgent:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.task = asyncio.create_task(agent.run())
+
+    @property
+    def node_id(self) -> str:
+        assert self.agent.node_id is not None
+        return self.agent.node_id
+
+    async def stop(self, *, stop_tasks: bool = True) -> None:
+        self.agent.settings.stop_tasks_on_exit = stop_tasks
+        self.agent.stop()
+        await self.task
+        await self.agent.shutdown()
+
+
+def agent_settings(urls: list[str], state_dir: Path, hostname: str = "node-a") -> AgentSettings:
+    return AgentSettings(dispatchers=urls, state_dir=state_dir, hostname=hostname, status_interval=0.02,
+                         assignments_wait=5.0, rpc_timeout=2.0, exit_grace=2.0)
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    store, bus = LocalStore(), MemoryBus()
+    d1 = await DispatcherServer(store, bus).start()
+    agents: list[RunningAgent] = []
+
+    async def start_agent(hostname: str = "node-a", urls: list[str] | None = None) -> RunningAgent:
+        a = RunningAgent(Agent(agent_settings(urls or [d1.url], tmp_path / hostname, hostname)))
+        agents.append(a)
+        await until(a.agent.session.connected.is_set, "agent session")
+        return a
+
+    yield {"store": store, "bus": bus, "d1": d1, "start_agent": start_agent, "agents": agents}
+    for a in agents:
+        if not a.task.done():
+            await a.stop()
+    if d1.task is not None and not d1.task.done():
+        await d1.stop()
+
+
+async def assign(store: LocalStore, node_id: str, tid: str, command: list[str] | None = None,
+                 grace: float = 2.0) -> None:
+    task = {"id": tid, "service_id": "svc", "service_name": "web", "slot": 1, "node_id": node_id,
+            "desired_state": "running", "spec_version": 1, "runtime": "process",
+            "spec": {"process": {"command": command or ["sleep", "30"], "stop_grace_period": grace}},
+            "status": task_status("assigned", time.time(), "scheduled")}
+    await store.txn([t.create("task", task)])
+
+
+async def task_in(store: LocalStore, tid: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        cur = await store.get("task", tid)
+        return cur if cur["status"]["state"] == state else None
+    return await until(check, f"task {tid} {state}", timeout)
+
+
+async def set_desired(store: LocalStore, tid: str, desired: str) -> None:
+    cur = await store.get("task", tid)
+    await store.txn([t.update("task", {**cur, "desired_state": desired})])
+
+
+def alive(pid: int) -> bool:
+    return proc_start_time(pid) is not None
+
+
+# ---- tests ------------------------------------------------------------------------------------------------
+
+async def test_register_run_stop_and_fail(env: dict[str, Any]) -> None:
+    store: LocalStore = env["store"]
+    a: RunningAgent = await env["start_agent"]()
+    node = await store.get("node", a.node_id)
+    assert node["status"]["state"] == "ready"
+    assert node["description"]["hostname"] == "node-a" and node["description"]["executors"] == ["process"]
+    assert node["description"]["resources"]["nano_cpus"] >= 1_000_000_000
+
+    await assign(store, node["id"], "t1")
+    running = await task_in(store, "t1", "running")
+    pid = running["status"]["pid"]
+    assert pid and alive(pid)
+    local = {x["id"]: x for x in a.agent.worker.snapshot()}
+    assert local["t1"]["pid"] == pid and local["t1"]["state"] == "running"
+
+    await set_desired(store, "t1", "shutdown")
+    stopped = await task_in(store, "t1", "shutdown")
+    assert not alive(pid) and stopped["status"]["exit_code"] == 143
+
+    await assign(store, node["id"], "t2")
+    pid2 = (await task_in(store, "t2", "running"))["status"]["pid"]
+    os.kill(pid2, signal.SIGKILL)
+    failed = await task_in(store, "t2", "failed")
+    assert failed["status"]["exit_code"] == 137
+    assert "SIGKILL" in failed["status"]["message"] and failed["status"]["err"] == "task: non-zero exit (137)"
+
+
+async def test_a_command_that_cannot_run_is_rejected(env: dict[str, Any]) -> None:
+    store: LocalStore = env["store"]
+    a: RunningAgent = await env["start_agent"]()
+    await assign(store, a.node_id, "bad", ["no-such-binary-xyz"])
+    rejected = await task_in(store, "bad", "rejected")
+    assert "not found" in rejected["status"]["err"]
+
+
+async def test_reporting_another_nodes_task_is_forbidden(env: dict[str, Any]) -> None:
+    store: LocalStore = env["store"]
+    a: RunningAgent = await env["start_agent"]()
+    await assign(store, "some-other-node", "theirs")
+    d: Dispatcher = env["d1"].dispatcher
+    await until(lambda: d.mirror.get("task", "theirs"), "dispatcher sees the task")
+    sid = a.agent.session.session_id
+    assert sid is not None
+    async with httpx.AsyncClient() as http:
+        client = DispatcherClient(http, env["d1"].url)
+        with pytest.raises(StatusRejected) as e:
+            await client.report(sid, [("theirs", task_status("running", time.time(), "mine now"))])
+        assert e.value.task_ids == ["theirs"]
+        r = await http.post(f"{env['d1'].url}/v1/sessions/{sid}/status",
+                            json={"updates": [{"task_id": "theirs", "status": {"state": "running"}}]})
+        assert r.status_code == 403 and "may only report on its own tasks" in r.json()["message"]
+        # unknown tasks are ignored, regressions are dropped silently
+        r = await http.post(f"{env['d1'].url}/v1/sessions/{sid}/status",
+                            json={"updates": [{"task_id": "gone", "status": {"state": "running"}}]})
+        assert r.status_code == 200 and r.json() == {"accepted": 0}
+    assert (await store.get("task", "theirs"))["status"]["state"] == "assigned"
+
+
+async def test_a_silent_node_goes_down_after_three_periods_and_comes_back(env: dict[str, Any],
+                                                                            tmp_path: Path) -> None:
+    store: LocalStore = env["store"]
+    d: Dispatcher = env["d1"].dispatcher
+    a: RunningAgent = await env["start_agent"]()
+    node_id = a.node_id
+    await asyncio.sleep(4 * PERIOD)  # heartbeats keep it READY
+    assert (await store.get("node", node_id))["status"]["state"] == "ready"
+
+    await a.stop()
+    last = d.liveness.last_seen[node_id]
+
+    async def down() -> dict[str, Any] | None:
+        n = await store.get("node", node_id)
+        return n if n["status"]["state"] == "down" else None
+    node = await until(down, "node DOWN", timeout=5)
+    silent = node["status"]["timestamp"] - last
+    assert 3 * PERIOD <= silent < 3 * PERIOD + 0.3, silent
+    assert node["status"]["message"] == "heartbeat failure"
+
+    again = await env["start_agent"]()  # same state dir: same node identity
+    assert again.node_id == node_id
+    assert (await store.get("node", node_id))["status"]["state"] == "ready"
+
+
+async def test_dispatcher_restart_keeps_tasks_running(env: dict[str, Any]) -> None:
+    store: LocalStore = env["store"]
+    d1: DispatcherServer = env["d1"]
+    a: RunningAgent = await env["start_agent"]()
+    await assign(store, a.node_id, "t1")
+    pid = (await task_in(store, "t1", "running"))["status"]["pid"]
+
+    await d1.stop()
+    await asyncio.sleep(0.3)
+    assert alive(pid)  # no dispatcher: the task keeps running
+    await d1.start()  # same port, fresh dispatcher: no sessions
+    await until(lambda: a.agent.session.sessions >= 2 and a.agent.session.connected.is_set(),
+                "agent re-registered", timeout=15)
+    assert alive(pid) and (await store.get("task", "t1"))["status"]["pid"] == pid
+    assert a.agent.worker.managers["t1"].state == "running"
+
+    await set_desired(store, "t1", "shutdown")  # the new stream works
+    await task_in(store, "t1", "shutdown")
+    assert not alive(pid)
+
+
+async def test_reconnect_stops_tasks_the_cluster_no_longer_wants(env: dict[str, Any]) -> None:
+    store: LocalStore = env["store"]
+    d1: DispatcherServer = env["d1"]
+    a: RunningAgent = await env["start_agent"]()
+    await assign(store, a.node_id, "keep")
+    await assign(store, a.node_id, "drop")
+    keep = (await task_in(store, "keep", "running"))["status"]["pid"]
+    drop = (await task_in(store, "drop", "running"))["status"]["pid"]
+    await d1.stop()
+    await store.txn([t.delete("task", "drop")])  # e.g. rescheduled and reaped while the node was cut off
+    await d1.start()
+    await until(lambda: not alive(drop), "unwanted task stopped after the complete set", timeout=15)
+    assert alive(keep) and "drop" not in a.agent.worker.managers
+
+
+async def test_two_dispatchers_share_liveness_and_agents_fail_over(env: dict[str, Any]) -> None:
+    store: LocalStore = env["store"]
+    d1: DispatcherServer = env["d1"]
+    d2 = await DispatcherServer(store, env["bus"], name="d2").start()
+    try:
+        a: RunningAgent = await env["start_agent"](urls=[d1.url, d2.url])
+        first = a.agent.session.dispatcher
+        await assign(store, a.node_id, "t1")
+        pid = (await task_in(store, "t1", "running"))["status"]["pid"]
+        # The other dispatcher hears the heartbeats over the bus and never marks the node DOWN.
+        await asyncio.sleep(7 * PERIOD)
+        assert (await store.get("node", a.node_id))["status"]["state"] == "ready"
+
+        serving, other = (d1, d2) if first == d1.url else (d2, d1)
+        await serving.stop()
+        await until(lambda: a.agent.session.dispatcher == other.url and a.agent.session.connected.is_set(),
+                    "failover to the other dispatcher", timeout=15)
+        assert alive(pid)
+        await set_desired(store, "t1", "shutdown")
+        await task_in(store, "t1", "shutdown")
+        if serving is d1:
+            await d1.start()  # let the fixture stop it
+    finally:
+        await d2.stop() if d2.task and not d2.task.done() else None

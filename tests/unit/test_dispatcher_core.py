@@ -1,0 +1,248 @@
+"""Dispatcher core: assignment streams (complete / incremental / gap), the status filter, the heartbeat
+expiry timeline and the registration limit. Pure: no event loop, no clock."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.dispatcher.core import (
+    AssignmentStream,
+    Liveness,
+    RegistrationLimiter,
+    Verdict,
+    down_node,
+    is_assigned_to,
+    judge_status,
+    needs_resend,
+    newer_status,
+    registered_node,
+)
+from shoal.models.objects import task_status
+from shoal.models.states import TaskState
+
+NODE = "n1"
+P = 5.0  # heartbeat period
+
+
+def task(tid: str, state: str = "assigned", desired: str = "running", version: int = 1, node: str = NODE,
+         message: str = "") -> dict[str, Any]:
+    return {"id": tid, "service_id": "s", "node_id": node, "desired_state": desired, "slot": 1,
+            "spec": {"process": {"command": ["sleep", "30"]}}, "runtime": "process",
+            "status": task_status(state, 100.0, message), "meta": {"version": version}}
+
+
+def bump(t: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    out = copy.deepcopy(t)
+    status = changes.pop("status", None)
+    out.update(changes)
+    if status is not None:
+        out["status"] = {**out["status"], **status}
+    out["meta"] = {"version": out["meta"]["version"] + 1}
+    return out
+
+
+# ---- assignment streams -----------------------------------------------------------------------------------
+
+def test_first_request_gets_a_complete_set_then_nothing_new() -> None:
+    s = AssignmentStream()
+    tasks = {"a": task("a"), "b": task("b")}
+    msg = s.next_message(0, tasks)
+    assert msg is not None
+    assert msg["type"] == "complete" and msg["seq"] == 1 and [t["id"] for t in msg["tasks"]] == ["a", "b"]
+    assert s.next_message(1, tasks) is None
+    assert s.empty(1) == {"seq": 1, "type": "incremental", "applies_to": 1, "changes": []}
+
+
+def test_incremental_carries_desired_state_changes_and_removals() -> None:
+    s = AssignmentStream()
+    a, b = task("a"), task("b")
+    s.next_message(0, {"a": a, "b": b})
+    a2 = bump(a, desired_state="shutdown")
+    c = task("c")
+    msg = s.next_message(1, {"a": a2, "c": c})
+    assert msg is not None
+    assert msg["type"] == "incremental" and msg["seq"] == 2 and msg["applies_to"] == 1
+    assert [(ch["action"], ch["task"]["id"]) for ch in msg["changes"]] == [
+        ("update", "a"), ("update", "c"), ("remove", "b")]
+    assert msg["changes"][0]["task"]["desired_state"] == "shutdown"
+
+
+def test_status_only_changes_are_not_echoed_past_assigned() -> None:
+    s = AssignmentStream()
+    a = task("a")
+    s.next_message(0, {"a": a})
+    running = bump(a, status={"state": "running", "pid": 42})
+    assert s.next_message(1, {"a": running}) is None
+    # ...but a later desired-state change is sent, with the current status
+    stopping = bump(running, desired_state="shutdown")
+    msg = s.next_message(1, {"a": stopping})
+    assert msg is not None and msg["changes"][0]["task"]["status"]["state"] == "running"
+
+
+def test_status_changes_are_sent_while_still_assigned() -> None:
+    a = task("a")
+    assert needs_resend(a, bump(a, status={"message": "scheduler note"}))
+    assert not needs_resend(a, bump(a, status={"state": "accepted"}))
+    assert not needs_resend(a, a)
+
+
+def test_a_gap_or_a_stale_number_gets_a_complete_set() -> None:
+    s = AssignmentStream()
+    a = task("a")
+    s.next_message(0, {"a": a})
+    s.next_message(1, {"a": bump(a, desired_state="shutdown")})  # seq 2, response "lost"
+    msg = s.next_message(1, {"a": bump(a, desired_state="shutdown")})
+    assert msg is not None and msg["type"] == "complete" and msg["seq"] == 3
+    msg = s.next_message(7, {})
+    assert msg is not None and msg["type"] == "complete" and msg["tasks"] == []
+
+
+def test_only_tasks_at_or_past_assigned_on_this_node_are_sent() -> None:
+    assert is_assigned_to(task("a", "assigned"), NODE)
+    assert is_assigned_to(task("a", "failed"), NODE)
+    assert not is_assigned_to(task("a", "pending"), NODE)
+    assert not is_assigned_to(task("a", "assigned", node="n2"), NODE)
+
+
+ops = st.lists(st.tuples(st.sampled_from(["add", "desired", "status", "delete", "poll", "lose"]),
+                         st.integers(0, 4)), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops)
+def test_an_agent_applying_the_stream_holds_the_current_set(script: list[tuple[str, int]]) -> None:
+    """Property: whatever happens, an agent that applies every message it receives (and asks for a complete
+    set on a mismatch) holds exactly the current tasks, equal except for status/meta once it is caught up."""
+    desired_order = ["running", "shutdown", "remove"]
+    current: dict[str, dict[str, Any]] = {}
+    stream = AssignmentStream()
+    held: dict[str, dict[str, Any]] = {}
+    seq = 0
+
+    def poll(lose: bool = False) -> None:
+        nonlocal seq, held
+        msg = stream.next_message(seq, current)
+        if msg is None or lose:
+            return
+        if msg["type"] == "complete":
+            held = {t["id"]: t for t in msg["tasks"]}
+        else:
+            assert msg["applies_to"] == seq
+            for ch in msg["changes"]:
+                if ch["action"] == "update":
+                    held[ch["task"]["id"]] = ch["task"]
+                else:
+                    held.pop(ch["task"]["id"], None)
+        seq = msg["seq"]
+
+    for op, i in script:
+        tid = f"t{i}"
+        if op == "add" and tid not in current:
+            current[tid] = task(tid)
+        elif op == "desired" and tid in current:
+            d = current[tid]["desired_state"]
+            nxt = desired_order[min(desired_order.index(d) + 1, 2)]
+            current[tid] = bump(current[tid], desired_state=nxt)
+        elif op == "status" and tid in current:
+            current[tid] = bump(current[tid], status={"state": "running"})
+        elif op == "delete":
+            current.pop(tid, None)
+        elif op in ("poll", "lose"):
+            poll(lose=op == "lose")
+    poll()
+    poll()
+    assert held.keys() == current.keys()
+    for tid, t in current.items():
+        assert {k: v for k, v in held[tid].items() if k not in ("status", "meta")} == \
+            {k: v for k, v in t.items() if k not in ("status", "meta")}
+
+
+# ---- status intake ----------------------------------------------------------------------------------------
+
+def st_(state: str, message: str = "") -> dict[str, Any]:
+    return task_status(state, 200.0, message)
+
+
+def test_only_forward_moves_of_own_tasks_are_accepted() -> None:
+    running = task("a", "running")
+    assert judge_status(running, NODE, st_("complete")) is Verdict.ACCEPT
+    assert judge_status(running, NODE, st_("running", "a different message")) is Verdict.STALE
+    assert judge_status(running, NODE, st_("starting")) is Verdict.STALE
+    assert judge_status(None, NODE, st_("running")) is Verdict.UNKNOWN
+    assert judge_status(task("a", "assigned", node="n2"), NODE, st_("accepted")) is Verdict.FORBIDDEN
+
+
+def test_queued_reports_keep_the_highest_state() -> None:
+    assert newer_status(None, st_("accepted"))
+    assert newer_status(st_("accepted"), st_("running"))
+    assert not newer_status(st_("running"), st_("running", "again"))
+    assert not newer_status(st_("running"), st_("preparing"))
+
+
+@given(st.lists(st.sampled_from([s.value for s in TaskState if s > TaskState.ASSIGNED]), max_size=20))
+def test_applying_accepted_reports_never_moves_state_back(reports: list[str]) -> None:
+    cur = task("a", "assigned")
+    seen = [TaskState.ASSIGNED]
+    for r in reports:
+        if judge_status(cur, NODE, st_(r)) is Verdict.ACCEPT:
+            cur = {**cur, "status": st_(r)}
+            seen.append(TaskState(r))
+    assert seen == sorted(seen) and len(set(seen)) == len(seen)
+
+
+# ---- liveness ---------------------------------------------------------------------------------------------
+
+def node(nid: str, state: str = "ready", ts: float = 0.0) -> dict[str, Any]:
+    return registered_node(nid, None, {"hostname": nid}, None, ts) | {
+        "status": {"state": state, "message": "", "addr": None, "timestamp": ts}}
+
+
+def test_a_node_is_down_after_three_silent_periods() -> None:
+    live = Liveness(started_at=1000.0)
+    live.seed([])
+    n = node("a", ts=1010.0)  # registered after this dispatcher started
+    live.beat("a", 1010.0)
+    assert live.expired([n], 1010.0 + 3 * P - 0.01, P) == []
+    assert [x["id"] for x in live.expired([n], 1010.0 + 3 * P, P)] == ["a"]
+    live.beat("a", 1020.0)  # a heartbeat (here or at another dispatcher) pushes the deadline
+    assert live.expired([n], 1020.0 + 3 * P - 0.01, P) == []
+    assert live.expired([node("b", "down", 0.0)], 10_000.0, P) == []  # only READY nodes go DOWN
+
+
+def test_nodes_ready_at_dispatcher_start_get_six_periods() -> None:
+    live = Liveness(started_at=1000.0)
+    old = node("a", ts=500.0)  # READY long ago; its heartbeats went to a dispatcher that died
+    live.seed([old, node("b", "down", 500.0)])
+    assert live.expired([old], 1000.0 + 6 * P - 0.01, P) == []
+    assert [x["id"] for x in live.expired([old], 1000.0 + 6 * P, P)] == ["a"]
+    # once heard from after the start, the normal 3 periods apply
+    live.beat("a", 1001.0)
+    assert [x["id"] for x in live.expired([old], 1001.0 + 3 * P, P)] == ["a"]
+
+
+def test_registration_timestamp_counts_as_a_heartbeat() -> None:
+    live = Liveness(started_at=1000.0)
+    n = node("a", ts=1100.0)  # registered at another dispatcher; its NATS heartbeats were lost
+    assert live.expired([n], 1100.0 + 3 * P - 0.01, P) == []
+    assert live.expired([n], 1100.0 + 3 * P, P) != []
+
+
+def test_down_and_reregistered_nodes() -> None:
+    n = node("a", ts=1.0)
+    down = down_node(n, 20.0)
+    assert down["status"]["state"] == "down" and down["status"]["message"] == "heartbeat failure"
+    again = registered_node("a", {**down, "spec": {"labels": {"x": "y"}}}, {"hostname": "h2"}, "10.0.0.1", 30.0)
+    assert again["status"]["state"] == "ready" and again["spec"] == {"labels": {"x": "y"}}
+    assert again["description"] == {"hostname": "h2"} and again["status"]["addr"] == "10.0.0.1"
+
+
+def test_more_than_three_registrations_in_eight_seconds_are_refused() -> None:
+    lim = RegistrationLimiter()
+    assert all(lim.allow("a", t) for t in (0.0, 1.0, 2.0))
+    assert not lim.allow("a", 3.0)
+    assert lim.allow("b", 3.0)
+    assert lim.allow("a", 8.5)

@@ -1,0 +1,149 @@
+"""Process executor: real processes in their own process group — exit codes, SIGTERM then SIGKILL after the
+stop grace period (the whole group), logs and environment, pre-start checks, and finding a process again
+after an agent restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.executors.base import ExecutorError, ExitError
+from agent.executors.process import ProcessController, ProcessExecutor, describe_exit, proc_start_time
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def task(command: list[str], **process: Any) -> dict[str, Any]:
+    return {"id": "t" + str(abs(hash(tuple(command))) % 10_000), "service_id": "s", "service_name": "web",
+            "slot": 1, "node_id": "n1", "desired_state": "running", "runtime": "process",
+            "spec": {"process": {"command": command, **process}}, "status": {"state": "assigned"}}
+
+
+def controller(tmp_path: Path, command: list[str], **process: Any) -> ProcessController:
+    return ProcessExecutor(tmp_path / "logs").controller(task(command, **process), node_id="n1")
+
+
+def alive(pid: int) -> bool:
+    return proc_start_time(pid) is not None
+
+
+async def started(ctl: ProcessController) -> int:
+    await ctl.prepare()
+    await ctl.start()
+    assert ctl.pid is not None
+    return ctl.pid
+
+
+async def test_exit_zero_and_non_zero(tmp_path: Path) -> None:
+    ok = controller(tmp_path, ["true"])
+    await started(ok)
+    await ok.wait()
+    assert ok.exit_code == 0
+
+    bad = controller(tmp_path, ["sh", "-c", "exit 3"])
+    await started(bad)
+    with pytest.raises(ExitError) as e:
+        await bad.wait()
+    assert e.value.exit_code == 3 and str(e.value) == "exit status 3"
+
+
+async def test_killed_process_reports_the_signal(tmp_path: Path) -> None:
+    ctl = controller(tmp_path, ["sleep", "30"])
+    pid = await started(ctl)
+    assert os.getpgid(pid) == pid  # its own process group
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ExitError) as e:
+        await ctl.wait()
+    assert e.value.exit_code == 137 and "SIGKILL" in str(e.value)
+
+
+async def test_shutdown_sends_sigterm(tmp_path: Path) -> None:
+    ctl = controller(tmp_path, ["sleep", "30"], stop_grace_period=5)
+    pid = await started(ctl)
+    t0 = time.monotonic()
+    await ctl.shutdown()
+    assert time.monotonic() - t0 < 2
+    assert not alive(pid) and ctl.exit_code == 128 + signal.SIGTERM
+
+
+async def test_shutdown_kills_after_the_grace_period_and_takes_the_group(tmp_path: Path) -> None:
+    # The shell ignores SIGTERM and so does its child; only SIGKILL to the group ends both.
+    script = "trap '' TERM; sleep 30 & echo $! > child.pid; wait"
+    ctl = controller(tmp_path, ["sh", "-c", script], stop_grace_period="300ms", dir=str(tmp_path))
+    pid = await started(ctl)
+    for _ in range(100):
+        if (tmp_path / "child.pid").exists() and (tmp_path / "child.pid").read_text().strip():
+            break
+        await asyncio.sleep(0.02)
+    child = int((tmp_path / "child.pid").read_text())
+    t0 = time.monotonic()
+    await ctl.shutdown()
+    took = time.monotonic() - t0
+    assert 0.3 <= took < 3, took
+    assert ctl.exit_code == 137
+    await asyncio.sleep(0.05)
+    assert not alive(pid) and not alive(child)
+
+
+async def test_logs_and_environment(tmp_path: Path) -> None:
+    ctl = controller(tmp_path, ["sh", "-c", 'echo "$GREETING $SHOAL_TASK_ID $SHOAL_NODE_ID"; echo oops >&2'],
+                     env={"GREETING": "hello"})
+    await started(ctl)
+    await ctl.wait()
+    assert ctl.log_path.read_text() == f"hello {ctl.task['id']} n1\noops\n"
+    await ctl.remove()
+    assert not ctl.log_path.exists()
+
+
+async def test_prepare_refuses_what_cannot_start(tmp_path: Path) -> None:
+    with pytest.raises(ExecutorError, match="not found"):
+        await controller(tmp_path, ["no-such-binary-xyz"]).prepare()
+    with pytest.raises(ExecutorError, match="does not exist"):
+        await controller(tmp_path, ["true"], dir=str(tmp_path / "missing")).prepare()
+    with pytest.raises(ExecutorError, match=r"invalid spec\.process"):
+        await controller(tmp_path, []).prepare()
+
+
+async def test_a_restarted_agent_finds_its_process_again(tmp_path: Path) -> None:
+    first = controller(tmp_path, ["sleep", "30"], stop_grace_period=5)
+    pid = await started(first)
+    again = ProcessExecutor(tmp_path / "logs").controller(first.task, node_id="n1", saved=first.saved())
+    assert again.pid == pid
+    await again.start()  # idempotent: already running, nothing new started
+    assert again.pid == pid
+    waiter = asyncio.create_task(again.wait())
+    await asyncio.sleep(0.1)
+    assert not waiter.done()
+    await again.shutdown()
+    with pytest.raises(ExitError, match="exit status unknown"):
+        await asyncio.wait_for(waiter, 2)
+    assert not alive(pid)
+    await first.terminate()  # the original handle sees it gone and does not signal a stranger
+
+
+async def test_a_saved_pid_of_another_process_is_never_signalled(tmp_path: Path) -> None:
+    stranger = await asyncio.create_subprocess_exec("sleep", "30", start_new_session=True)
+    try:
+        real = proc_start_time(stranger.pid)
+        assert real is not None
+        ctl = ProcessExecutor(tmp_path).controller(task(["sleep", "1"]), node_id="n1",
+                                                   saved={"pid": stranger.pid, "start_time": real + 1})
+        with pytest.raises(ExitError):
+            await ctl.wait()  # the pid was reused by someone else: our process is gone
+        await ctl.shutdown()
+        await ctl.remove()
+        assert alive(stranger.pid)
+    finally:
+        stranger.kill()
+        await stranger.wait()
+
+
+def test_describe_exit() -> None:
+    assert describe_exit(0) == (0, "exit status 0")
+    assert describe_exit(-15) == (143, "killed by signal 15 (SIGTERM)")
