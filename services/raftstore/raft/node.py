@@ -1,0 +1,323 @@
+"""Raft: one member's consensus state machine. It never performs I/O: inputs are `tick()` and `step(msg)`,
+outputs accumulate in `msgs` (to send) and `read_states`, and the log's unstable entries and commit index.
+
+Role-specific message handling lives in `roles.py`; this module holds the state, the term rules every message
+goes through first (Figure 2, "Rules for Servers"), role transitions, elections and replication helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from services.raftstore.raft import roles
+from services.raftstore.raft.config import Config
+from services.raftstore.raft.errors import LogCompacted
+from services.raftstore.raft.log import RaftLog
+from services.raftstore.raft.messages import (
+    NONE,
+    Entry,
+    HardState,
+    Message,
+    MsgType,
+    ReadState,
+    Role,
+    SoftState,
+    vote_response_type,
+)
+from services.raftstore.raft.progress import Progress, ProgressState
+from services.raftstore.raft.quorum import VoteResult, committed_index, vote_result
+from services.raftstore.raft.readonly import ReadOnly, ReadRequest
+from services.raftstore.raft.storage import Storage
+
+# Messages that are never stamped with the sender's term: local inputs and requests forwarded to the leader.
+_UNTERMED = frozenset({MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM, MsgType.PROP, MsgType.READ_INDEX})
+
+
+class Raft:
+    def __init__(self, cfg: Config, storage: Storage) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.id = cfg.id
+        self.voters = tuple(sorted(cfg.peers))
+        self.log = RaftLog(storage)
+        self.term = 0
+        self.vote = NONE
+        self.lead = NONE
+        self.role = Role.FOLLOWER
+        self.msgs: list[Message] = []
+        self.read_states: list[ReadState] = []
+        self.prs: dict[int, Progress] = {}
+        self.votes: dict[int, bool] = {}
+        self.read_only = ReadOnly()
+        # Read-index requests that arrived before this leader committed an entry of its own term: until then
+        # it does not know the commit index of the cluster (dissertation §6.4, step 1).
+        self.pending_reads: list[Message] = []
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = cfg.election_tick
+        hs = storage.initial_state()
+        if not hs.is_empty():
+            self.term, self.vote = hs.term, hs.vote
+            self.log.commit_to(hs.commit)
+        self.become_follower(self.term, NONE)
+
+    # ---- reported state -----------------------------------------------------------------------------------
+    def soft_state(self) -> SoftState:
+        return SoftState(self.lead, self.role)
+
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def quorum_active(self) -> bool:
+        active = sum(1 for v in self.voters if v == self.id or self.prs[v].recent_active)
+        return active >= len(self.voters) // 2 + 1
+
+    # ---- sending ------------------------------------------------------------------------------------------
+    def send(self, type: MsgType, to: int, **fields: Any) -> None:
+        """Queue a message. Its term is ours unless given (vote traffic sets it explicitly)."""
+        if "term" not in fields and type not in _UNTERMED:
+            fields["term"] = self.term
+        self.msgs.append(Message(type, to=to, frm=self.id, **fields))
+
+    # ---- role transitions ---------------------------------------------------------------------------------
+    def _reset(self, term: int) -> None:
+        if self.term != term:
+            self.term = term
+            self.vote = NONE
+        self.lead = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        # Randomized timeouts make split votes rare (§5.2): [election_tick, 2*election_tick).
+        et = self.cfg.election_tick
+        self.randomized_election_timeout = et + self.cfg.rng.randrange(et)
+        self.votes = {}
+        last = self.log.last_index()
+        self.prs = {v: Progress(last + 1, self.cfg.max_inflight) for v in self.voters}
+        self.prs[self.id].match = last
+        self.read_only.reset()
+        self.pending_reads = []
+
+    def become_follower(self, term: int, lead: int) -> None:
+        self._reset(term)
+        self.lead = lead
+        self.role = Role.FOLLOWER
+
+    def become_pre_candidate(self) -> None:
+        if self.role == Role.LEADER:
+            raise AssertionError("raft: a leader cannot become a pre-candidate")
+        # A pre-vote round changes neither term nor vote: a partitioned member cannot inflate its term
+        # and disrupt the cluster when it comes back (dissertation §9.6).
+        self._reset(self.term)
+        self.role = Role.PRE_CANDIDATE
+
+    def become_candidate(self) -> None:
+        if self.role == Role.LEADER:
+            raise AssertionError("raft: a leader cannot become a candidate")
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+
+    def become_leader(self) -> None:
+        if self.role == Role.FOLLOWER:
+            raise AssertionError("raft: a follower cannot become leader without an election")
+        self._reset(self.term)
+        self.lead = self.id
+        self.role = Role.LEADER
+        self.prs[self.id].become_replicate()
+        # §8: a new leader appends a blank no-op entry of its own term; committing it commits everything
+        # before it (§5.4.2) and tells the leader the cluster's commit index (needed for ReadIndex).
+        self.append_entries([b""])
+
+    # ---- elections ----------------------------------------------------------------------------------------
+    def promotable(self) -> bool:
+        return self.id in self.voters
+
+    def campaign(self, pre_vote: bool) -> None:
+        if pre_vote:
+            self.become_pre_candidate()
+            req, term = MsgType.PRE_VOTE, self.term + 1
+        else:
+            self.become_candidate()
+            req, term = MsgType.VOTE, self.term
+        if self.poll(self.id, vote_response_type(req), granted=True) == VoteResult.WON:
+            return  # a single-member cluster wins at once
+        last_index, last_term = self.log.last_index(), self.log.last_term()
+        for v in self.voters:
+            if v != self.id:
+                self.send(req, v, term=term, index=last_index, log_term=last_term)
+
+    def poll(self, frm: int, resp: MsgType, granted: bool) -> VoteResult:
+        """Count a (pre-)vote and act on the outcome: a won pre-vote starts the real election."""
+        self.votes.setdefault(frm, granted)
+        result = vote_result(self.voters, self.votes)
+        if result == VoteResult.WON:
+            if resp == MsgType.PRE_VOTE_RESP:
+                self.campaign(pre_vote=False)
+            else:
+                self.become_leader()
+                self.bcast_append()
+        elif result == VoteResult.LOST:
+            self.become_follower(self.term, NONE)
+        return result
+
+    def handle_vote_request(self, m: Message) -> None:
+        """RequestVote receiver (Figure 2) and its pre-vote twin: grant if we may still vote in that term and
+        the candidate's log is at least as up to date as ours (§5.4.1)."""
+        resp = vote_response_type(m.type)
+        can_vote = (
+            self.vote == m.frm
+            or (self.vote == NONE and self.lead == NONE)
+            or (m.type == MsgType.PRE_VOTE and m.term > self.term)
+        )
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            # The grant carries the requested term, not ours: for a pre-vote we have not moved to it.
+            self.send(resp, m.frm, term=m.term)
+            if m.type == MsgType.VOTE:
+                self.election_elapsed = 0
+                self.vote = m.frm
+        else:
+            self.send(resp, m.frm, term=self.term, reject=True)
+
+    # ---- time ---------------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        if self.role == Role.LEADER:
+            self._tick_heartbeat()
+        else:
+            self._tick_election()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self.step(Message(MsgType.HUP, frm=self.id))
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_tick:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum:
+                self.step(Message(MsgType.CHECK_QUORUM, frm=self.id))
+                if self.role != Role.LEADER:
+                    return
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
+            self.heartbeat_elapsed = 0
+            self.step(Message(MsgType.BEAT, frm=self.id))
+
+    # ---- the entry point ----------------------------------------------------------------------------------
+    def step(self, m: Message) -> None:
+        if not self._check_term(m):
+            return
+        if m.type == MsgType.HUP:
+            if self.role != Role.LEADER:
+                self.campaign(pre_vote=self.cfg.pre_vote)
+        elif m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
+            self.handle_vote_request(m)
+        elif self.role == Role.LEADER:
+            roles.step_leader(self, m)
+        elif self.role == Role.FOLLOWER:
+            roles.step_follower(self, m)
+        else:
+            roles.step_candidate(self, m)
+
+    def _check_term(self, m: Message) -> bool:
+        """Figure 2: a higher term makes us a follower of that term; a lower term is stale. Returns whether
+        the message should be processed further."""
+        if m.term == 0 or m.term == self.term:
+            return True
+        if m.term > self.term:
+            if m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
+                # Leader stickiness (dissertation §4.2.3 / §6.2): while we hear from a live leader, ignore
+                # candidates; otherwise a member that only lost contact with us could depose it.
+                in_lease = (self.cfg.check_quorum and self.lead != NONE
+                            and self.election_elapsed < self.cfg.election_tick)
+                if in_lease:
+                    return False
+            if m.type == MsgType.PRE_VOTE or (m.type == MsgType.PRE_VOTE_RESP and not m.reject):
+                return True  # pre-votes never move terms; a granted one carries the term we would campaign at
+            leader = m.frm if m.type in (MsgType.APP, MsgType.HEARTBEAT) else NONE
+            self.become_follower(m.term, leader)
+            return True
+        # m.term < self.term: stale.
+        if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (MsgType.HEARTBEAT, MsgType.APP):
+            # A leader of an older term that we (having a higher term) ignore would otherwise never learn
+            # it is stale, since pre-vote/check-quorum keep us from forcing elections: tell it our term.
+            self.send(MsgType.APP_RESP, m.frm)
+        elif m.type == MsgType.PRE_VOTE:
+            self.send(MsgType.PRE_VOTE_RESP, m.frm, term=self.term, reject=True)
+        return False
+
+    # ---- leader: log and replication ----------------------------------------------------------------------
+    def append_entries(self, datas: Sequence[bytes]) -> int:
+        """Leader: append new entries of the current term; returns the last index."""
+        first = self.log.last_index() + 1
+        last = self.log.append([Entry(self.term, first + i, d) for i, d in enumerate(datas)])
+        self.prs[self.id].maybe_update(last)
+        self.maybe_commit()
+        return last
+
+    def committed_in_current_term(self) -> bool:
+        return self.log.match_term(self.log.committed, self.term)
+
+    def maybe_commit(self) -> bool:
+        idx = committed_index(self.voters, {v: pr.match for v, pr in self.prs.items()})
+        if not self.log.maybe_commit(idx, self.term):
+            return False
+        if self.pending_reads and self.committed_in_current_term():
+            waiting, self.pending_reads = self.pending_reads, []
+            for m in waiting:
+                self.start_read(m)
+        return True
+
+    def send_append(self, to: int, send_if_empty: bool = True) -> bool:
+        """Send `to` the entries it lacks (§5.3) unless flow control holds it back; returns whether sent."""
+        pr = self.prs[to]
+        if pr.is_paused():
+            return False
+        prev = pr.next - 1
+        try:
+            prev_term = self.log.term(prev)
+            ents = self.log.entries_from(pr.next, self.cfg.max_size_per_msg)
+        except LogCompacted as e:
+            # Needs InstallSnapshot (§7), which arrives with log compaction.
+            raise NotImplementedError(f"raft: follower {to} needs a snapshot") from e
+        if not ents and not send_if_empty:
+            return False
+        self.send(MsgType.APP, to, index=prev, log_term=prev_term, entries=tuple(ents),
+                  commit=self.log.committed)
+        if ents:
+            pr.sent_entries(ents[-1].index)
+        elif pr.state == ProgressState.PROBE:
+            pr.probe_sent = True
+        return True
+
+    def bcast_append(self) -> None:
+        for v in self.voters:
+            if v != self.id:
+                self.send_append(v)
+
+    def bcast_heartbeat(self, context: bytes | None = None) -> None:
+        # A heartbeat carries the commit index only up to what the follower is known to hold (§5.3 log
+        # matching then makes it safe to commit), and the newest pending read context so a lost round of
+        # read-index acks is retried by the next heartbeat.
+        ctx = self.read_only.last_context() if context is None else context
+        for v in self.voters:
+            if v != self.id:
+                commit = min(self.prs[v].match, self.log.committed)
+                self.send(MsgType.HEARTBEAT, v, commit=commit, context=ctx)
+
+    # ---- leader: reads ------------------------------------------------------------------------------------
+    def start_read(self, m: Message) -> None:
+        """Dissertation §6.4: remember the commit index, then confirm leadership with a heartbeat round."""
+        self.read_only.add(m.context, self.log.committed, m.frm, self.id)
+        if len(self.voters) == 1:
+            for req in self.read_only.ack(m.context, self.id, self.voters):
+                self.answer_read(req)
+            return
+        self.bcast_heartbeat(m.context)
+
+    def answer_read(self, req: ReadRequest) -> None:
+        if req.frm in (NONE, self.id):
+            self.read_states.append(ReadState(req.index, req.context))
+        else:
+            self.send(MsgType.READ_INDEX_RESP, req.frm, index=req.index, context=req.context)

@@ -1,0 +1,153 @@
+"""RawNode: the Raft core's public face. Feed it with tick/step/propose/read_index; collect a Ready; do its
+I/O in the order persist -> send -> apply; then advance(). It never awaits, sleeps, sends or reads a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from services.raftstore.raft.config import Config
+from services.raftstore.raft.errors import ProposalDropped
+from services.raftstore.raft.messages import (
+    Entry,
+    HardState,
+    Message,
+    MsgType,
+    ReadState,
+    Role,
+    SoftState,
+    is_response,
+)
+from services.raftstore.raft.node import Raft
+from services.raftstore.raft.storage import Storage
+
+_LOCAL_ONLY = frozenset({MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM, MsgType.PROP})
+
+
+@dataclass(frozen=True)
+class Ready:
+    """One batch of work for the driver.
+
+    - `hard_state` (if not None) and `entries` must be made durable first (one fsync for both),
+    - then `messages` sent (a vote or an ack must never leave before what it promises is durable, §5.2/§5.3),
+    - then `committed_entries` applied in order, and `read_states` served once applied reaches their index."""
+
+    soft_state: SoftState | None
+    hard_state: HardState | None
+    entries: tuple[Entry, ...]
+    committed_entries: tuple[Entry, ...]
+    messages: tuple[Message, ...]
+    read_states: tuple[ReadState, ...]
+
+    @property
+    def must_sync(self) -> bool:
+        return bool(self.entries) or self.hard_state is not None
+
+
+class RawNode:
+    def __init__(self, cfg: Config, storage: Storage) -> None:
+        self.raft = Raft(cfg, storage)
+        self._prev_soft = self.raft.soft_state()
+        self._prev_hard = storage.initial_state()
+
+    # ---- inputs -------------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        self.raft.tick()
+
+    def campaign(self) -> None:
+        """Start an election now (tests, and leadership hand-off later)."""
+        self.raft.step(Message(MsgType.HUP, frm=self.raft.id))
+
+    def step(self, m: Message) -> None:
+        """Deliver a message from a peer. Local-only kinds and replies from non-members are ignored."""
+        if m.type in _LOCAL_ONLY:
+            return
+        if is_response(m.type) and m.frm not in self.raft.voters:
+            return
+        self.raft.step(m)
+
+    def propose(self, data: bytes) -> int:
+        """Append `data` to the leader's log; returns its index. Raises ProposalDropped on a non-leader."""
+        return self.propose_many([data])[-1]
+
+    def propose_many(self, datas: Sequence[bytes]) -> range:
+        """Append several entries in one step (one AppendEntries per follower carries them all)."""
+        if not datas:
+            return range(0)
+        self.raft.step(Message(MsgType.PROP, frm=self.raft.id, entries=tuple(Entry(0, 0, d) for d in datas)))
+        last = self.raft.log.last_index()
+        return range(last - len(datas) + 1, last + 1)
+
+    def read_index(self, context: bytes) -> None:
+        """Ask for a linearizable read point; it comes back as a ReadState tagged `context` (possibly after
+        a round trip to the leader). Raises ProposalDropped when no leader is known."""
+        if not context:
+            raise ValueError("raft: read_index needs a non-empty context")
+        self.raft.step(Message(MsgType.READ_INDEX, frm=self.raft.id, context=context))
+
+    # ---- outputs ------------------------------------------------------------------------------------------
+    def has_ready(self) -> bool:
+        r = self.raft
+        return bool(
+            r.msgs or r.read_states or r.log.unstable or r.log.has_next_committed()
+            or r.soft_state() != self._prev_soft or r.hard_state() != self._prev_hard
+        )
+
+    def ready(self) -> Ready:
+        r = self.raft
+        soft, hard = r.soft_state(), r.hard_state()
+        return Ready(
+            soft_state=soft if soft != self._prev_soft else None,
+            hard_state=hard if hard != self._prev_hard else None,
+            entries=tuple(r.log.unstable),
+            committed_entries=tuple(r.log.next_committed()),
+            messages=tuple(r.msgs),
+            read_states=tuple(r.read_states),
+        )
+
+    def advance(self, rd: Ready) -> None:
+        """The Ready was fully handled: its entries are durable, messages sent, committed entries applied."""
+        r = self.raft
+        if rd.soft_state is not None:
+            self._prev_soft = rd.soft_state
+        if rd.hard_state is not None:
+            self._prev_hard = rd.hard_state
+        if rd.entries:
+            last = rd.entries[-1]
+            r.log.stable_to(last.index, last.term)
+        if rd.committed_entries:
+            r.log.applied_to(rd.committed_entries[-1].index)
+        del r.msgs[:len(rd.messages)]
+        del r.read_states[:len(rd.read_states)]
+
+    # ---- introspection ------------------------------------------------------------------------------------
+    @property
+    def id(self) -> int:
+        return self.raft.id
+
+    @property
+    def role(self) -> Role:
+        return self.raft.role
+
+    @property
+    def lead(self) -> int:
+        return self.raft.lead
+
+    @property
+    def term(self) -> int:
+        return self.raft.term
+
+    def status(self) -> dict[str, Any]:
+        r = self.raft
+        out: dict[str, Any] = {
+            "id": r.id, "role": r.role.label, "leader": r.lead or None, "term": r.term, "vote": r.vote,
+            "commit_index": r.log.committed, "applied_index": r.log.applied, "last_index": r.log.last_index(),
+        }
+        if r.role == Role.LEADER:
+            out["progress"] = {v: {"match": p.match, "next": p.next, "state": p.state.name.lower()}
+                               for v, p in r.prs.items()}
+        return out
+
+
+__all__ = ["ProposalDropped", "RawNode", "Ready"]

@@ -1,0 +1,196 @@
+"""Raft core: leader election (§5.2), the election restriction (§5.4.1), terms (§5.1), PreVote and CheckQuorum
+(dissertation §9.6, §6.2). Each test checks one rule on RawNodes wired by the in-memory SimNetwork."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from services.raftstore.raft import (
+    Config,
+    Entry,
+    HardState,
+    MemoryStorage,
+    Message,
+    MsgType,
+    ProposalDropped,
+    RawNode,
+    Role,
+)
+from tests.sim.raftnet import SimNetwork
+
+
+def node(i: int = 1, peers: tuple[int, ...] = (1, 2, 3), storage: MemoryStorage | None = None,
+         **kw: object) -> RawNode:
+    return RawNode(Config(id=i, peers=peers, rng=random.Random(i), **kw), storage or MemoryStorage())  # type: ignore[arg-type]
+
+
+def sent(n: RawNode, t: MsgType | None = None) -> list[Message]:
+    msgs = list(n.raft.msgs)
+    n.raft.msgs.clear()
+    return [m for m in msgs if t is None or m.type == t]
+
+
+def test_5_2_follower_campaigns_after_its_randomized_election_timeout() -> None:
+    n = node(pre_vote=False)
+    timeout = n.raft.randomized_election_timeout
+    assert 10 <= timeout < 20
+    for _ in range(timeout - 1):
+        n.tick()
+    assert n.role == Role.FOLLOWER
+    n.tick()
+    assert n.role == Role.CANDIDATE and n.term == 1 and n.raft.vote == 1
+    votes = sent(n, MsgType.VOTE)
+    assert {m.to for m in votes} == {2, 3} and all(m.term == 1 for m in votes)
+
+
+def test_5_2_randomized_timeouts_differ_between_members() -> None:
+    timeouts = {node(i, peers=tuple(range(1, 9))).raft.randomized_election_timeout for i in range(1, 9)}
+    assert len(timeouts) > 1 and all(10 <= t < 20 for t in timeouts)
+
+
+def test_5_2_candidate_with_a_majority_of_votes_becomes_leader() -> None:
+    n = node(peers=(1, 2, 3, 4, 5), pre_vote=False)
+    n.campaign()
+    n.step(Message(MsgType.VOTE_RESP, to=1, frm=2, term=1))
+    assert n.role == Role.CANDIDATE
+    n.step(Message(MsgType.VOTE_RESP, to=1, frm=3, term=1))
+    assert n.role == Role.LEADER and n.lead == 1
+
+
+def test_5_2_candidate_rejected_by_a_majority_returns_to_follower() -> None:
+    n = node(pre_vote=False)
+    n.campaign()
+    n.step(Message(MsgType.VOTE_RESP, to=1, frm=2, term=1, reject=True))
+    n.step(Message(MsgType.VOTE_RESP, to=1, frm=3, term=1, reject=True))
+    assert n.role == Role.FOLLOWER and n.term == 1
+
+
+def test_5_2_each_member_votes_at_most_once_per_term() -> None:
+    n = node()
+    n.step(Message(MsgType.VOTE, to=1, frm=2, term=1))
+    assert not sent(n, MsgType.VOTE_RESP)[0].reject
+    n.step(Message(MsgType.VOTE, to=1, frm=3, term=1))
+    assert sent(n, MsgType.VOTE_RESP)[0].reject
+    n.step(Message(MsgType.VOTE, to=1, frm=2, term=1))  # a retransmitted request is granted again
+    assert not sent(n, MsgType.VOTE_RESP)[0].reject
+
+
+def test_5_2_candidate_follows_a_leader_of_its_own_term() -> None:
+    n = node(pre_vote=False)
+    n.campaign()
+    n.step(Message(MsgType.APP, to=1, frm=2, term=1))
+    assert n.role == Role.FOLLOWER and n.lead == 2
+
+
+def test_5_2_election_safety_one_leader_per_term_under_split_votes() -> None:
+    # Everyone campaigns at once, repeatedly; SimNetwork.check() asserts one leader per term each step.
+    for seed in range(20):
+        net = SimNetwork(5, seed=seed, pre_vote=False)
+        for i in net.ids:
+            net.node(i).campaign()
+        for _ in range(60):
+            net.step()
+        assert net.leader() is not None
+
+
+def test_5_4_1_vote_denied_to_a_candidate_with_a_less_up_to_date_log() -> None:
+    s = MemoryStorage()
+    s.append([Entry(1, 1), Entry(2, 2)])
+    s.set_hard_state(HardState(term=2))
+    n = node(storage=s)
+    # same last term, shorter log
+    n.step(Message(MsgType.VOTE, to=1, frm=2, term=3, index=1, log_term=2))
+    assert sent(n, MsgType.VOTE_RESP)[0].reject
+    # older last term, longer log
+    n.step(Message(MsgType.VOTE, to=1, frm=2, term=4, index=9, log_term=1))
+    assert sent(n, MsgType.VOTE_RESP)[0].reject
+    # higher last term wins even with a shorter log
+    n.step(Message(MsgType.VOTE, to=1, frm=3, term=5, index=1, log_term=3))
+    assert not sent(n, MsgType.VOTE_RESP)[0].reject
+
+
+def test_5_1_a_higher_term_turns_a_leader_into_a_follower() -> None:
+    net = SimNetwork(3, seed=2)
+    net.elect(1)
+    net.node(1).step(Message(MsgType.APP, to=1, frm=2, term=5))
+    assert net.node(1).role == Role.FOLLOWER and net.node(1).term == 5 and net.node(1).lead == 2
+
+
+def test_5_1_messages_from_an_older_term_are_ignored() -> None:
+    s = MemoryStorage()
+    s.append([Entry(1, 1)])
+    s.set_hard_state(HardState(term=5))
+    n = node(storage=s, pre_vote=False, check_quorum=False)
+    n.step(Message(MsgType.APP, to=1, frm=3, term=3, index=1, log_term=1, entries=(Entry(3, 2, b"x"),)))
+    n.step(Message(MsgType.VOTE, to=1, frm=3, term=4, index=9, log_term=4))
+    assert (n.term, n.lead, n.raft.log.last_index(), n.raft.vote) == (5, 0, 1, 0)
+    assert not n.raft.msgs
+
+
+def test_single_member_elects_itself_and_commits_alone() -> None:
+    n = node(peers=(1,))
+    for _ in range(20):
+        n.tick()
+    assert n.role == Role.LEADER
+    idx = n.propose(b"x")
+    rd = n.ready()
+    assert [e.index for e in rd.committed_entries][-1] == idx
+
+
+def test_prevote_does_not_change_term_or_vote() -> None:
+    n = node()
+    n.step(Message(MsgType.PRE_VOTE, to=1, frm=2, term=1, index=0, log_term=0))
+    resp = sent(n, MsgType.PRE_VOTE_RESP)[0]
+    assert not resp.reject and resp.term == 1
+    assert n.term == 0 and n.raft.vote == 0
+
+
+def test_prevote_a_partitioned_member_does_not_inflate_its_term_or_disrupt_the_leader() -> None:
+    net = SimNetwork(3, seed=4)
+    net.elect(1)
+    term = net.node(1).term
+    net.isolate(3)
+    for _ in range(100):
+        net.step()
+    assert net.node(3).term == term, "pre-vote rounds never bump the term"
+    net.heal()
+    for _ in range(30):
+        net.step()
+    assert net.leader() == 1 and net.node(1).term == term
+
+
+def test_without_prevote_a_rejoining_member_forces_a_new_term() -> None:
+    net = SimNetwork(3, seed=4, pre_vote=False, check_quorum=False)
+    net.elect(1)
+    term = net.node(1).term
+    net.isolate(3)
+    for _ in range(100):
+        net.step()
+    assert net.node(3).term > term + 2
+
+
+def test_check_quorum_a_leader_cut_off_from_the_majority_steps_down() -> None:
+    net = SimNetwork(5, seed=5)
+    net.elect(1)
+    net.partition([1, 2], [3, 4, 5])
+    for _ in range(60):
+        net.step()
+    assert net.node(1).role != Role.LEADER
+    assert net.leader() in (3, 4, 5)
+
+
+def test_check_quorum_followers_ignore_candidates_while_the_leader_is_alive() -> None:
+    net = SimNetwork(3, seed=6, pre_vote=False)
+    net.elect(1)
+    term = net.node(2).term
+    net.node(2).step(Message(MsgType.VOTE, to=2, frm=3, term=term + 1, index=99, log_term=99))
+    assert net.node(2).term == term and not net.node(2).raft.msgs, "in lease: the request is ignored"
+
+
+def test_proposals_on_a_follower_are_dropped() -> None:
+    net = SimNetwork(3, seed=7)
+    net.elect(1)
+    with pytest.raises(ProposalDropped):
+        net.node(2).propose(b"x")
