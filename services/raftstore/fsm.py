@@ -1,0 +1,57 @@
+"""FSM: applies committed Raft entries to the store's deterministic state machine (shoal.store.memory).
+
+The store's revision is the entry's Raft index. An entry's data is the leader-stamped transaction as compact
+JSON; an empty entry is a leader's no-op and only advances the revision. A transaction that fails its
+preconditions (VersionConflict, AlreadyExists, ...) fails identically on every replica: that error is the
+entry's result, handed back to the proposer, and the entry still consumes its index."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from services.raftstore.raft import Entry
+from shoal.errors import InvalidArgument, ShoalError
+from shoal.store.memory import MemoryStore
+from shoal.store.txn import TxnResult
+
+log = logging.getLogger(__name__)
+
+ApplyResult = TxnResult | ShoalError | None
+
+
+def encode_txn(txn: dict[str, object]) -> bytes:
+    return json.dumps(txn, separators=(",", ":")).encode()
+
+
+class FSM:
+    def __init__(self, mem: MemoryStore | None = None) -> None:
+        self.mem = mem or MemoryStore()
+
+    @property
+    def applied_index(self) -> int:
+        return self.mem.revision
+
+    def apply(self, entry: Entry) -> ApplyResult:
+        """Apply one committed entry; returns its result (None for a no-op, an error for a failed txn)."""
+        if entry.index <= self.mem.revision:
+            raise AssertionError(f"fsm: entry {entry.index} applied twice (store at {self.mem.revision})")
+        if not entry.data:
+            self.mem.skip(entry.index)
+            return None
+        try:
+            txn = json.loads(entry.data)
+        except ValueError as e:
+            # Only the leader writes entries and it encodes them itself: this is a bug, not user input. Every
+            # replica skips the entry the same way, so they stay identical.
+            log.error("fsm: entry %d is not a JSON transaction (%s); skipped", entry.index, e)
+            self.mem.skip(entry.index)
+            return InvalidArgument(f"store: entry {entry.index} is not a transaction")
+        try:
+            return self.mem.apply(txn, entry.index)
+        except ShoalError as e:
+            return e
+        except Exception as e:  # deterministic too: same code, same bytes on every replica
+            log.warning("fsm: entry %d failed to apply: %r", entry.index, e)
+            self.mem.skip(entry.index)
+            return InvalidArgument(f"store: transaction could not be applied: {e!r}")

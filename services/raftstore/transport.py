@@ -1,0 +1,155 @@
+"""PeerTransport: Raft messages between members over their own TCP port (never NATS, never the HTTP API).
+
+Each member listens on its peer address and keeps one outgoing connection per peer. Frames are
+`u32 length | encoded message` (codec.py). Sending never blocks the driver: each peer has a bounded queue that
+a writer task drains, batching whatever is queued into one write; when the queue is full the message is
+dropped, which Raft tolerates (heartbeats and appends are retried). A broken connection is re-dialled with
+backoff, dropping what was queued for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+
+from services.raftstore.codec import DecodeError, decode_message, encode_message
+from services.raftstore.raft import Message
+from shoal.metrics import Registry
+
+log = logging.getLogger(__name__)
+
+_LEN = struct.Struct("<I")
+MAX_FRAME = 64 << 20
+
+
+class _Peer:
+    def __init__(self, peer_id: int, host: str, port: int, queue_size: int) -> None:
+        self.id = peer_id
+        self.host, self.port = host, port
+        self.queue: deque[Message] = deque()
+        self.queue_size = queue_size
+        self.ready = asyncio.Event()
+        self.connected = False
+
+    def enqueue(self, m: Message) -> bool:
+        if len(self.queue) >= self.queue_size:
+            return False
+        self.queue.append(m)
+        self.ready.set()
+        return True
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 2.0)
+            except (OSError, TimeoutError) as e:
+                self.queue.clear()  # stale by the time we reconnect; Raft re-sends what matters
+                log.debug("transport: dial %d at %s:%d failed: %s", self.id, self.host, self.port, e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            backoff = 0.05
+            self.connected = True
+            log.debug("transport: connected to member %d at %s:%d", self.id, self.host, self.port)
+            try:
+                await self._pump(writer)
+            except (OSError, asyncio.IncompleteReadError) as e:
+                log.info("transport: connection to member %d lost: %s", self.id, e)
+            finally:
+                self.connected = False
+                self.queue.clear()
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+    async def _pump(self, writer: asyncio.StreamWriter) -> None:
+        while True:
+            if not self.queue:
+                self.ready.clear()
+                await self.ready.wait()
+            parts: list[bytes] = []
+            while self.queue:
+                body = encode_message(self.queue.popleft())
+                parts.append(_LEN.pack(len(body)))
+                parts.append(body)
+            writer.write(b"".join(parts))
+            await writer.drain()
+            if writer.is_closing():
+                raise ConnectionResetError("peer closed the connection")
+
+
+class PeerTransport:
+    def __init__(self, self_id: int, peers: Mapping[int, tuple[str, int]], deliver: Callable[[Message], None],
+                 *, queue_size: int = 4096, metrics: Registry | None = None) -> None:
+        """`peers`: every other member's (host, port); `deliver` takes each received message."""
+        self.id = self_id
+        self.deliver = deliver
+        self.metrics = metrics or Registry()
+        self._peers = {pid: _Peer(pid, h, p, queue_size) for pid, (h, p) in peers.items() if pid != self_id}
+        self._server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._conns: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port)
+        for p in self._peers.values():
+            self._tasks.append(asyncio.create_task(p.run(), name=f"raft.peer.{p.id}"))
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def send(self, msgs: Sequence[Message]) -> None:
+        dropped = 0
+        for m in msgs:
+            peer = self._peers.get(m.to)
+            if peer is None or not peer.enqueue(m):
+                dropped += 1
+        if dropped:
+            self.metrics.inc("raft_messages_dropped_total", dropped, "raft messages dropped (queue full/unknown)")
+
+    def connected(self) -> dict[int, bool]:
+        return {pid: p.connected for pid, p in self._peers.items()}
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._conns.add(task)
+        try:
+            while True:
+                head = await reader.readexactly(_LEN.size)
+                (n,) = _LEN.unpack(head)
+                if n > MAX_FRAME:
+                    log.warning("transport: refusing a %d-byte frame from %s", n, writer.get_extra_info("peername"))
+                    return
+                body = await reader.readexactly(n)
+                try:
+                    msg = decode_message(body)
+                except DecodeError as e:
+                    log.warning("transport: dropping an undecodable frame: %s", e)
+                    self.metrics.inc("raft_messages_undecodable_total", 1, "peer frames that did not decode")
+                    continue
+                if msg.to != self.id:
+                    continue
+                self.deliver(msg)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            if task is not None:
+                self._conns.discard(task)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for t in [*self._tasks, *self._conns]:
+            t.cancel()
+        for t in [*self._tasks, *self._conns]:
+            with contextlib.suppress(BaseException):
+                await t
+        self._tasks.clear()

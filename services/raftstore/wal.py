@@ -1,0 +1,195 @@
+"""WAL: the member's durable Raft state — log entries and the hard state (term, vote, commit) — in one
+append-only file of framed records.
+
+File: the magic `SHOALWAL` + format version, then records framed as `u32 length | u32 crc32 | payload`.
+Payload: `u8 kind` then ENTRY `(term u64, index u64, type u8, data)` or HARD_STATE `(term, vote, commit u64)`.
+
+`save()` writes one Ready's records with a single write and a single `os.fsync` (group commit): everything
+it returns having saved is durable. On `open()` the records are replayed: a later ENTRY at an index we already
+hold replaces that entry and everything after it (the leader overwrote a suffix, §5.3), and the last
+HARD_STATE wins. A torn tail — the unfinished last write of a crash — is cut off with a warning: it was never
+fsynced, so nothing it held was acknowledged. Damage anywhere before the tail raises WalCorrupt: the member
+refuses to start rather than silently forget entries it may have acknowledged."""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.raftstore.raft import Entry, EntryType, HardState
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"SHOALWAL"
+VERSION = 1
+_FILE_HEADER = struct.Struct("<8sI")
+_FRAME = struct.Struct("<II")  # payload length, crc32(payload)
+_ENTRY = struct.Struct("<BQQB")  # kind, term, index, entry type; data follows
+_HARD = struct.Struct("<BQQQ")  # kind, term, vote, commit
+KIND_ENTRY = 1
+KIND_HARD_STATE = 2
+#: a record can hold one entry of at most the transaction limit plus slack; anything larger is damage
+MAX_RECORD = 64 << 20
+FILE_NAME = "wal.log"
+
+
+class WalCorrupt(RuntimeError):
+    """The WAL is damaged before its tail: starting would risk losing acknowledged entries."""
+
+
+@dataclass
+class Replayed:
+    hard_state: HardState
+    entries: list[Entry]
+    truncated_bytes: int = 0  # size of the torn tail cut off, 0 if none
+
+
+def encode_entry(e: Entry) -> bytes:
+    return _ENTRY.pack(KIND_ENTRY, e.term, e.index, e.type) + e.data
+
+
+def encode_hard_state(hs: HardState) -> bytes:
+    return _HARD.pack(KIND_HARD_STATE, hs.term, hs.vote, hs.commit)
+
+
+def frame(payload: bytes) -> bytes:
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+class WAL:
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+        self.fsyncs = 0
+        self.bytes_written = 0
+
+    # ---- opening and replay -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, data_dir: Path) -> tuple[WAL, Replayed]:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path = data_dir / FILE_NAME
+        fresh = not path.exists() or path.stat().st_size < _FILE_HEADER.size
+        if fresh:
+            cls._create(path)
+            replayed = Replayed(HardState(), [])
+        else:
+            replayed = cls._replay(path)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        return cls(path, fd), replayed
+
+    @staticmethod
+    def _create(path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(_FILE_HEADER.pack(MAGIC, VERSION))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+    @classmethod
+    def _replay(cls, path: Path) -> Replayed:
+        buf = path.read_bytes()
+        magic, version = _FILE_HEADER.unpack_from(buf, 0)
+        if magic != MAGIC or version != VERSION:
+            raise WalCorrupt(f"wal: {path} is not a shoal WAL (version {VERSION}); refusing to start")
+        payloads, end = scan(buf, _FILE_HEADER.size, str(path))
+        out = Replayed(HardState(), [])
+        for p in payloads:
+            apply_record(out, p, str(path))
+        if end < len(buf):
+            out.truncated_bytes = len(buf) - end
+            log.warning("wal: %s has a torn tail of %d bytes at offset %d (an unfinished write of a crash, "
+                        "never acknowledged); truncating it", path, out.truncated_bytes, end)
+            with open(path, "r+b") as f:
+                f.truncate(end)
+                f.flush()
+                os.fsync(f.fileno())
+        last = out.entries[-1].index if out.entries else 0
+        if out.hard_state.commit > last:
+            log.warning("wal: %s: commit index %d is past the last entry %d; using %d",
+                        path, out.hard_state.commit, last, last)
+            hs = out.hard_state
+            out.hard_state = HardState(hs.term, hs.vote, last)
+        return out
+
+    # ---- writing ------------------------------------------------------------------------------------------
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
+        """Make `entries` (then `hard_state`) durable with one write and one fsync."""
+        if not entries and hard_state is None:
+            return
+        parts = [frame(encode_entry(e)) for e in entries]
+        if hard_state is not None:
+            parts.append(frame(encode_hard_state(hard_state)))
+        buf = memoryview(b"".join(parts))
+        while buf:
+            n = os.write(self._fd, buf)
+            buf = buf[n:]
+            self.bytes_written += n
+        os.fsync(self._fd)
+        self.fsyncs += 1
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def scan(buf: bytes, pos: int, name: str = "wal") -> tuple[list[bytes], int]:
+    """Split `buf` into record payloads from offset `pos`. Returns them and the offset where valid records
+    end (len(buf) unless there is a torn tail). Raises WalCorrupt for damage that is not a torn tail."""
+    payloads: list[bytes] = []
+    size = len(buf)
+    while pos < size:
+        if size - pos < _FRAME.size:
+            return payloads, pos  # torn in the frame header
+        length, crc = _FRAME.unpack_from(buf, pos)
+        end = pos + _FRAME.size + length
+        if length == 0 or length > MAX_RECORD:
+            if not any(buf[pos:]):
+                return payloads, pos  # zero-filled tail: the file grew but the data never landed
+            raise WalCorrupt(f"wal: {name}: invalid record length {length} at offset {pos} with "
+                             f"{size - pos} bytes after it; refusing to start")
+        if end > size:
+            return payloads, pos  # torn in the payload
+        payload = buf[pos + _FRAME.size:end]
+        if zlib.crc32(payload) != crc:
+            if end == size:
+                return payloads, pos  # the last record was only partly written
+            raise WalCorrupt(f"wal: {name}: checksum mismatch in the record at offset {pos}, and {size - end} "
+                             "bytes of records follow it: the log is damaged before its tail; refusing to "
+                             "start (restore this member from a peer or a backup)")
+        payloads.append(payload)
+        pos = end
+    return payloads, pos
+
+
+def apply_record(out: Replayed, payload: bytes, name: str = "wal") -> None:
+    kind = payload[0]
+    if kind == KIND_ENTRY:
+        _, term, index, etype = _ENTRY.unpack_from(payload, 0)
+        entry = Entry(term, index, payload[_ENTRY.size:], EntryType(etype))
+        ents = out.entries
+        first = ents[0].index if ents else 1  # no snapshots yet: every log starts at index 1
+        if index > first + len(ents) or index < first:
+            raise WalCorrupt(f"wal: {name}: entry {index} leaves a gap after {first + len(ents) - 1}")
+        del ents[index - first:]  # a rewritten suffix replaces what was there (§5.3)
+        ents.append(entry)
+    elif kind == KIND_HARD_STATE:
+        _, term, vote, commit = _HARD.unpack_from(payload, 0)
+        out.hard_state = HardState(term, vote, commit)
+    else:
+        raise WalCorrupt(f"wal: {name}: unknown record kind {kind}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
