@@ -1,14 +1,20 @@
 """User-written specs, validated at the API edge (SwarmKit's ServiceSpec/TaskSpec/NodeSpec in snake_case).
 
 Unknown fields are refused so a typo never silently means "default". Defaults follow SwarmKit's
-`api/defaults/service.go`: restart condition any, delay 5 s; stop grace period 10 s."""
+`api/defaults/service.go` and are written into the stored spec (what `GetService(insert_defaults=true)` shows):
+restart condition any, delay 5 s; stop grace period 10 s; update and rollback configs parallelism 1, delay 0,
+failure action pause, monitor 5 s, max failure ratio 0, stop-first (services only: jobs may not have them);
+endpoint mode vip with ingress-published tcp ports.
+
+Also here: `ClusterSpec` (the cluster object's spec) and `NetworkSpec` (user-defined networks)."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from shoal.models.duration import Duration
 
@@ -16,10 +22,56 @@ NAME_RE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?$")
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(==|!=)\s*(.*?)\s*$")
 MIN_NANO_CPUS = 1_000_000  # 0.001 CPU
 MIN_MEMORY = 4 * 1024 * 1024
+MAX_COUNT = 2**63 - 1  # SwarmKit's counters are uint64 but must fit an int64
+MIN_HEALTH_DURATION = 0.001  # SwarmKit: health check durations are 0 (inherit) or at least 1 ms
+SPREAD_RE = re.compile(r"^(node|engine)\.labels\.\S+$")
+KIND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DRIVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./:-]{0,127}$")
+HEALTH_TEST_KINDS = ("NONE", "CMD", "CMD-SHELL")
+#: cluster defaults (the same numbers as shoal.cluster, which builds the stored object)
+DEFAULT_HEARTBEAT_PERIOD = 5.0
+DEFAULT_TASK_HISTORY = 5
 
 
 class Strict(BaseModel):
+    """Base of every spec model: unknown fields are refused, aliases and field names both accepted."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class HealthCheck(Strict):
+    """SwarmKit's HealthConfig, for both runtimes. `test`: `[]` (container: inherit the image's check;
+    process: none), `["NONE"]` (disabled), `["CMD", arg...]` (exec) or `["CMD-SHELL", "command"]` (`/bin/sh -c`).
+    Durations are 0 (container: inherit; process: the runtime's default) or at least 1 ms."""
+
+    test: list[str] = Field(default_factory=list)
+    interval: Duration = 0.0
+    timeout: Duration = 0.0
+    retries: int = Field(default=0, ge=0, le=MAX_COUNT)
+    start_period: Duration = 0.0
+
+    @field_validator("test")
+    @classmethod
+    def _test_form(cls, v: list[str]) -> list[str]:
+        if not v:
+            return v
+        kind, rest = v[0], v[1:]
+        if kind not in HEALTH_TEST_KINDS:
+            raise ValueError(f"test must start with one of {', '.join(HEALTH_TEST_KINDS)} (got {kind!r})")
+        if kind == "NONE" and rest:
+            raise ValueError('test ["NONE"] takes no arguments')
+        if kind == "CMD" and (not rest or not rest[0].strip()):
+            raise ValueError('test ["CMD", ...] needs a command to execute')
+        if kind == "CMD-SHELL" and (len(rest) != 1 or not rest[0].strip()):
+            raise ValueError('test ["CMD-SHELL", "command"] takes exactly one non-empty shell command')
+        return v
+
+    @field_validator("interval", "timeout", "start_period")
+    @classmethod
+    def _min_duration(cls, v: float, info: ValidationInfo) -> float:
+        if 0 < v < MIN_HEALTH_DURATION:
+            raise ValueError(f"{info.field_name} must be 0 or at least 1ms")
+        return v
 
 
 class ProcessSpec(Strict):
@@ -29,6 +81,7 @@ class ProcessSpec(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     dir: str | None = None
     stop_grace_period: Duration = 10.0
+    healthcheck: HealthCheck | None = None
 
     @field_validator("command")
     @classmethod
@@ -43,14 +96,6 @@ class Mount(Strict):
     source: str | None = None
     target: str
     read_only: bool = False
-
-
-class HealthCheck(Strict):
-    test: list[str] = Field(default_factory=list)
-    interval: Duration = 0.0
-    timeout: Duration = 0.0
-    retries: int = Field(default=0, ge=0)
-    start_period: Duration = 0.0
 
 
 class ContainerSpec(Strict):
@@ -73,6 +118,8 @@ class ContainerSpec(Strict):
 
 
 class ResourceSet(Strict):
+    """CPU (nano CPUs, 1e9 = one CPU) and memory (bytes); 0 = none."""
+
     nano_cpus: int = Field(default=0, ge=0)
     memory_bytes: int = Field(default=0, ge=0)
 
@@ -85,9 +132,40 @@ class ResourceSet(Strict):
         return self
 
 
+class GenericResource(Strict):
+    """A discrete generic resource request (`--generic-resource gpu=2`): `value` units of `kind`. Named
+    resources (specific items such as GPU UUIDs) are advertised by nodes; tasks only ask for counts."""
+
+    kind: str = Field(min_length=1, max_length=128)
+    value: int = Field(ge=1, le=MAX_COUNT)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if not KIND_RE.match(v):
+            raise ValueError(f"invalid kind {v!r}: use letters, digits, '_', '.' or '-'")
+        return v
+
+
+class Reservations(ResourceSet):
+    """What the scheduler sets aside for a task: CPU, memory and generic resources."""
+
+    generic: list[GenericResource] = Field(default_factory=list)
+
+    @field_validator("generic")
+    @classmethod
+    def _unique_kinds(cls, v: list[GenericResource]) -> list[GenericResource]:
+        seen: set[str] = set()
+        for r in v:
+            if r.kind in seen:
+                raise ValueError(f"generic resource kind {r.kind!r} is given more than once")
+            seen.add(r.kind)
+        return v
+
+
 class Resources(Strict):
     limits: ResourceSet = Field(default_factory=ResourceSet)
-    reservations: ResourceSet = Field(default_factory=ResourceSet)
+    reservations: Reservations = Field(default_factory=Reservations)
 
 
 class RestartPolicy(Strict):
@@ -97,8 +175,37 @@ class RestartPolicy(Strict):
     window: Duration = 0.0
 
 
+class PlacementPreference(Strict):
+    """Spread tasks evenly over the values of a node label (`node.labels.zone`) or engine label."""
+
+    spread: str
+
+    @field_validator("spread")
+    @classmethod
+    def _descriptor(cls, v: str) -> str:
+        if not SPREAD_RE.match(v):
+            raise ValueError(f"invalid spread descriptor {v!r}: expected 'node.labels.<key>' or "
+                             "'engine.labels.<key>'")
+        return v
+
+
+class Platform(Strict):
+    """A platform the task can run on (`linux`/`amd64`); an empty field matches any value."""
+
+    os: str = ""
+    arch: str = ""
+
+    @model_validator(mode="after")
+    def _something(self) -> Platform:
+        if not self.os and not self.arch:
+            raise ValueError("a platform needs an os, an arch, or both")
+        return self
+
+
 class Placement(Strict):
     constraints: list[str] = Field(default_factory=list)
+    preferences: list[PlacementPreference] = Field(default_factory=list)
+    platforms: list[Platform] = Field(default_factory=list)
     max_replicas: int = Field(default=0, ge=0)
 
     @field_validator("constraints")
@@ -111,13 +218,41 @@ class Placement(Strict):
         return v
 
 
+class NetworkAttachment(Strict):
+    """Attach the task to a network (`target`: network id or name; the gateway stores the id) under extra
+    DNS `aliases`."""
+
+    target: str = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list)
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, v: list[str]) -> list[str]:
+        for a in v:
+            if not a or any(c.isspace() for c in a):
+                raise ValueError(f"invalid alias {a!r}: must be non-empty without blanks")
+        return v
+
+
 class TaskSpec(Strict):
     process: ProcessSpec | None = None
     container: ContainerSpec | None = None
     resources: Resources = Field(default_factory=Resources)
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     placement: Placement = Field(default_factory=Placement)
+    networks: list[NetworkAttachment] = Field(default_factory=list)
     force_update: int = Field(default=0, ge=0)
+
+    @field_validator("networks")
+    @classmethod
+    def _distinct_networks(cls, v: list[NetworkAttachment]) -> list[NetworkAttachment]:
+        seen: set[str] = set()
+        for i, n in enumerate(v):
+            key = n.target.lower()
+            if key in seen:
+                raise ValueError(f"[{i}]: network {n.target!r} is attached more than once")
+            seen.add(key)
+        return v
 
     @model_validator(mode="after")
     def _one_runtime(self) -> TaskSpec:
@@ -131,23 +266,133 @@ class TaskSpec(Strict):
 
 
 class ReplicatedMode(Strict):
-    replicas: int = Field(default=1, ge=0)
+    replicas: int = Field(default=1, ge=0, le=MAX_COUNT)
 
 
 class GlobalMode(Strict):
     pass
 
 
+class ReplicatedJobMode(Strict):
+    """Run tasks until `total_completions` have completed, at most `max_concurrent` at a time."""
+
+    max_concurrent: int = Field(default=1, ge=1, le=MAX_COUNT)
+    total_completions: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+
+    @model_validator(mode="after")
+    def _default_total(self) -> ReplicatedJobMode:
+        if self.total_completions is None:  # SwarmKit/Engine: defaults to max_concurrent
+            self.total_completions = self.max_concurrent
+        return self
+
+
+class GlobalJobMode(Strict):
+    """Run one task to completion on every eligible node."""
+
+
+ModeKind = Literal["replicated", "global", "replicated_job", "global_job"]
+MODE_KINDS: tuple[ModeKind, ...] = ("replicated", "global", "replicated_job", "global_job")
+JOB_MODES = frozenset({"replicated_job", "global_job"})
+
+
 class ServiceMode(Strict):
+    """Exactly one of `replicated`, `global`, `replicated_job`, `global_job`; none = replicated, 1 replica."""
+
     replicated: ReplicatedMode | None = None
     global_: GlobalMode | None = Field(default=None, alias="global")
+    replicated_job: ReplicatedJobMode | None = None
+    global_job: GlobalJobMode | None = None
 
     @model_validator(mode="after")
     def _one_mode(self) -> ServiceMode:
-        if self.replicated is None and self.global_ is None:
+        given = [k for k, v in (("replicated", self.replicated), ("global", self.global_),
+                                ("replicated_job", self.replicated_job), ("global_job", self.global_job))
+                 if v is not None]
+        if not given:
             self.replicated = ReplicatedMode()
-        if self.replicated is not None and self.global_ is not None:
-            raise ValueError("exactly one mode may be given")
+        elif len(given) > 1:
+            raise ValueError(f"exactly one mode may be given (got {', '.join(given)})")
+        return self
+
+    @property
+    def kind(self) -> ModeKind:
+        """Which mode this is."""
+        if self.global_ is not None:
+            return "global"
+        if self.replicated_job is not None:
+            return "replicated_job"
+        if self.global_job is not None:
+            return "global_job"
+        return "replicated"
+
+    @property
+    def is_job(self) -> bool:
+        return self.kind in JOB_MODES
+
+
+def mode_kind(spec: dict[str, Any]) -> ModeKind:
+    """The mode of a stored (wire) service spec: `replicated` when it names none."""
+    mode = spec.get("mode") or {}
+    for kind in MODE_KINDS:
+        if kind in mode:
+            return kind
+    return "replicated"
+
+
+class UpdateConfig(Strict):
+    """How a rolling update replaces tasks (SwarmKit's UpdateConfig; defaults as when the config is nil).
+
+    `parallelism`: tasks updated at once (0 = all); `delay` between batches; `failure_action` when more than
+    `max_failure_ratio` of the updated tasks fail within `monitor`; `order`: stop the old task first, or start
+    the new one first."""
+
+    parallelism: int = Field(default=1, ge=0, le=MAX_COUNT)
+    delay: Duration = 0.0
+    failure_action: Literal["pause", "continue", "rollback"] = "pause"
+    monitor: Duration = 5.0
+    max_failure_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
+    order: Literal["stop-first", "start-first"] = "stop-first"
+
+
+class RollbackConfig(UpdateConfig):
+    """How a rollback replaces tasks: an UpdateConfig whose failure action cannot be `rollback` (a rollback
+    never rolls back again)."""
+
+    failure_action: Literal["pause", "continue"] = "pause"  # type: ignore[assignment]
+
+
+class PortConfig(Strict):
+    """A port to publish: `target_port` inside the task, `published_port` outside (0 = the allocator picks one
+    for `ingress`; the engine picks one for `host`)."""
+
+    name: str | None = None
+    protocol: Literal["tcp", "udp", "sctp"] = "tcp"
+    target_port: int = Field(ge=1, le=65535)
+    published_port: int = Field(default=0, ge=0, le=65535)
+    publish_mode: Literal["ingress", "host"] = "ingress"
+
+
+class EndpointSpec(Strict):
+    """How the service is reached: `vip` (one virtual IP, load-balanced) or `dnsrr` (DNS round robin over the
+    task addresses), and the published ports."""
+
+    mode: Literal["vip", "dnsrr"] = "vip"
+    ports: list[PortConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _ports(self) -> EndpointSpec:
+        seen: dict[tuple[int, str], int] = {}
+        for i, p in enumerate(self.ports):
+            if self.mode == "dnsrr" and p.publish_mode == "ingress":
+                raise ValueError(f"ports[{i}]: a port published in ingress mode cannot be used with endpoint "
+                                 "mode dnsrr (use publish_mode host, or endpoint mode vip)")
+            if p.published_port == 0:
+                continue
+            key = (p.published_port, p.protocol)
+            if key in seen:
+                raise ValueError(f"ports[{i}]: published port {p.published_port}/{p.protocol} is already given "
+                                 f"by ports[{seen[key]}]")
+            seen[key] = i
         return self
 
 
@@ -156,6 +401,9 @@ class ServiceSpec(Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     mode: ServiceMode = Field(default_factory=ServiceMode)
     task: TaskSpec
+    update_config: UpdateConfig | None = None
+    rollback_config: RollbackConfig | None = None
+    endpoint: EndpointSpec = Field(default_factory=EndpointSpec)
 
     @field_validator("name")
     @classmethod
@@ -167,16 +415,157 @@ class ServiceSpec(Strict):
             )
         return v
 
-    def wire(self) -> dict[str, object]:
+    @field_validator("update_config", "rollback_config")
+    @classmethod
+    def _not_for_jobs(cls, v: UpdateConfig | None, info: ValidationInfo) -> UpdateConfig | None:
+        mode = info.data.get("mode")
+        if v is not None and isinstance(mode, ServiceMode) and mode.is_job:
+            what = "an update" if info.field_name == "update_config" else "a rollback"
+            raise ValueError(f"jobs ({mode.kind}) may not have {what} config")
+        return v
+
+    @model_validator(mode="after")
+    def _defaults(self) -> ServiceSpec:
+        if not self.mode.is_job:  # jobs run to completion and are never rolled: no update/rollback config
+            if self.update_config is None:
+                self.update_config = UpdateConfig()
+            if self.rollback_config is None:
+                self.rollback_config = RollbackConfig()
+        return self
+
+    def wire(self) -> dict[str, Any]:
         """The JSON form stored in the service object (aliases, defaults filled in)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+AvailabilityName = Literal["active", "pause", "drain"]
+RoleName = Literal["worker", "manager"]
+
+
 class NodeSpec(Strict):
+    """What the user sets on a node: a name, labels (`node.labels.*` in constraints), the desired role and the
+    availability (active, pause: no new tasks, drain: tasks move elsewhere)."""
+
     name: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
-    role: Literal["worker", "manager"] = "worker"
-    availability: Literal["active", "pause", "drain"] = "active"
+    role: RoleName = "worker"
+    availability: AvailabilityName = "active"
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not key.strip():
+                raise ValueError("label keys must not be empty")
+        return v
+
+
+# ---- cluster -----------------------------------------------------------------------------------------------
+class DispatcherConfig(Strict):
+    """`heartbeat_period`: how often agents heartbeat (a node is DOWN after 3 missed periods)."""
+
+    heartbeat_period: Duration = DEFAULT_HEARTBEAT_PERIOD
+
+    @field_validator("heartbeat_period")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("heartbeat_period must be greater than 0")
+        return v
+
+
+class OrchestrationConfig(Strict):
+    """`task_history_retention_limit`: terminal tasks kept per slot (or node); negative = keep them all."""
+
+    task_history_retention_limit: int = Field(default=DEFAULT_TASK_HISTORY, ge=-MAX_COUNT, le=MAX_COUNT)
+
+
+class ClusterSpec(Strict):
+    """The spec of the single cluster object ("default"; it cannot be renamed)."""
+
+    name: str = "default"
+    dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# ---- networks ----------------------------------------------------------------------------------------------
+class IPAMConfig(Strict):
+    """A user-chosen subnet (CIDR, without host bits) and optionally its gateway (a usable address inside it).
+    Without it the allocator picks a subnet from the cluster's pool."""
+
+    subnet: str
+    gateway: str | None = None
+
+    @field_validator("subnet")
+    @classmethod
+    def _subnet(cls, v: str) -> str:
+        text = v.strip()
+        try:
+            iface = ipaddress.ip_interface(text)
+        except ValueError:
+            raise ValueError(f"invalid subnet {v!r}: expected CIDR notation such as 10.10.0.0/24") from None
+        net = iface.network
+        if "/" not in text:
+            raise ValueError(f"invalid subnet {v!r}: give a prefix length, e.g. {iface.ip}/24")
+        if iface.ip != net.network_address:
+            raise ValueError(f"invalid subnet {v!r}: it has host bits set; did you mean {net}?")
+        if net.num_addresses < 4:
+            raise ValueError(f"subnet {net} is too small: it needs room for a gateway and tasks "
+                             f"(at most /{net.max_prefixlen - 2})")
+        return str(net)
+
+    @model_validator(mode="after")
+    def _gateway_inside(self) -> IPAMConfig:
+        if self.gateway is None:
+            return self
+        net = ipaddress.ip_network(self.subnet)
+        try:
+            gw = ipaddress.ip_address(self.gateway.strip())
+        except ValueError:
+            raise ValueError(f"gateway: invalid IP address {self.gateway!r}") from None
+        if gw.version != net.version or gw not in net:
+            raise ValueError(f"gateway: {gw} is not inside subnet {net}")
+        if gw == net.network_address or (net.version == 4 and gw == net.broadcast_address):
+            raise ValueError(f"gateway: {gw} is the {'network' if gw == net.network_address else 'broadcast'} "
+                             f"address of {net}; use a host address")
+        self.gateway = str(gw)
+        return self
+
+
+class NetworkSpec(Strict):
+    """A user-defined network (SwarmKit's NetworkSpec). `driver` overlay by default; `attachable` lets
+    standalone containers join; `internal` cuts it off from the outside."""
+
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    driver: str = "overlay"
+    ipam: IPAMConfig | None = None
+    attachable: bool = False
+    internal: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(
+                "name must be 1-63 characters of letters, digits, '-', '_' or '.', "
+                "starting and ending with a letter or digit"
+            )
+        return v
+
+    @field_validator("driver")
+    @classmethod
+    def _driver(cls, v: str) -> str:
+        if not DRIVER_RE.match(v):
+            raise ValueError(f"invalid driver name {v!r}")
+        return v
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON form stored in the network object."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def parse_constraint(text: str) -> tuple[str, str, str]:
