@@ -5,6 +5,7 @@ SHOAL_HOST:SHOAL_PORT (default 127.0.0.1:4331). Flags override the environment."
 from __future__ import annotations
 
 import argparse
+import logging
 
 from agent.agent import Agent
 from agent.app import create_app
@@ -27,6 +28,7 @@ def parse_settings(argv: list[str] | None = None) -> AgentSettings:
 
 async def main(settings: AgentSettings) -> None:
     setup_logging(settings.log_level, settings.instance_name())
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     await serve(create_app(Agent(settings)), settings.host, settings.port)
 
 

@@ -54,10 +54,18 @@ class DispatcherClient:
         self.timeout = timeout
 
     async def _call(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> Any:
-        try:
-            resp = await self.http.request(method, self.base + path, timeout=timeout or self.timeout, **kw)
-        except (httpx.HTTPError, OSError) as e:
-            raise DispatcherUnavailable(f"{self.base}: {type(e).__name__}: {e}") from e
+        for attempt in range(2):
+            try:
+                resp = await self.http.request(method, self.base + path, timeout=timeout or self.timeout, **kw)
+                break
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+                # A pooled keep-alive connection the server closed just as we reused it: every call here is
+                # safe to repeat (heartbeats, monotonic status reports, a poll whose loss forces a resync).
+                if attempt == 0:
+                    continue
+                raise DispatcherUnavailable(f"{self.base}: {type(e).__name__}: {e}") from e
+            except (httpx.HTTPError, OSError) as e:
+                raise DispatcherUnavailable(f"{self.base}: {type(e).__name__}: {e}") from e
         if resp.status_code < 400:
             return resp.json()
         try:
@@ -155,6 +163,9 @@ class AgentSession:
                 log.info("agent: session with %s lost (%s); registering again", url, e)
             except (DispatcherUnavailable, ValueError) as e:
                 log.warning("agent: dispatcher %s: %s; trying the next one", url, e)
+                self.index = (self.index + 1) % len(self.dispatchers)
+            except Exception:  # a malformed answer or a bug: never let the session loop die
+                log.exception("agent: session with %s failed; trying the next dispatcher", url)
                 self.index = (self.index + 1) % len(self.dispatchers)
             finally:
                 self.connected.clear()

@@ -5,6 +5,7 @@ Flags override the environment."""
 from __future__ import annotations
 
 import argparse
+import logging
 
 import uvicorn
 
@@ -35,6 +36,7 @@ def parse_settings(argv: list[str] | None = None) -> DispatcherSettings:
 async def main(settings: DispatcherSettings) -> None:
     name = settings.instance_name("dispatcher")
     setup_logging(settings.log_level, name)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     store = StoreClient(settings.store_members)
     bus = await connect_bus(settings.nats_url, name)
     try:

@@ -71,6 +71,7 @@ class Dispatcher:
         self._stop_event = asyncio.Event()
         self._stopped = False
         self._marking_ready: set[str] = set()
+        self._bus_resumed_at = float("-inf")
         self._background: set[asyncio.Task[None]] = set()
         self.metrics.gauge("dispatcher_sessions", lambda: len(self.sessions), "agent sessions open here")
         self.metrics.gauge("dispatcher_status_pending", lambda: len(self._pending),
@@ -97,7 +98,7 @@ class Dispatcher:
             return
         await self.bus.subscribe(STORE_EVENTS, self._on_store_hint)
         await self.bus.subscribe(NODE_HEARTBEAT, self._on_heartbeat_message)
-        self.bus.on_reconnect(self._resync)
+        self.bus.on_reconnect(self._on_bus_reconnect)
         loops = [asyncio.create_task(self._follow(), name="dispatcher.follow"),
                  asyncio.create_task(self._expire_loop(), name="dispatcher.expire"),
                  asyncio.create_task(self._flush_loop(), name="dispatcher.flush")]
@@ -143,9 +144,18 @@ class Dispatcher:
         if int(data.get("revision", 0)) > self.mirror.revision:
             self._wake.set()
 
-    def _resync(self) -> None:
+    def _on_bus_reconnect(self) -> None:
+        # Hints and other dispatchers' heartbeats were lost meanwhile: re-list, and give every node a full
+        # grace before judging it from what we hear.
+        self._bus_resumed_at = self.clock.now()
         self.mirror.resync()
         self._wake.set()
+
+    def _bus_trusted(self, now: float) -> bool:
+        """Whether silence on the bus means silence of the nodes: connected, and long enough ago
+        reconnected that their heartbeats would have reached us."""
+        connected = bool(getattr(self.bus, "connected", True))
+        return connected and now >= self._bus_resumed_at + core.HEARTBEAT_GRACE * self.period()
 
     def wake(self) -> None:
         """Fetch the store's new events now (tests and in-process hints)."""
@@ -511,7 +521,12 @@ class Dispatcher:
         expects the version seen, so a node that re-registered meanwhile is left alone."""
         now = self.clock.now()
         marked = []
-        for node in self.liveness.expired(self.mirror.list(Kind.NODE), now, self.period()):
+        expired = self.liveness.expired(self.mirror.list(Kind.NODE), now, self.period())
+        if not self._bus_trusted(now):
+            # Without the bus we cannot hear the heartbeats other dispatchers receive: judge only the nodes
+            # whose sessions are here, or a healthy node served elsewhere would flap DOWN and READY.
+            expired = [n for n in expired if n["id"] in self.session_of]
+        for node in expired:
             try:
                 result = await self.store.txn([t.update(Kind.NODE, core.down_node(node, now))])
             except (Conflict, NotFound):

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import field_validator
-from pydantic_settings import NoDecode
-
-from shoal.config import CommonSettings, split_list
+from shoal.config import CommonSettings
 
 DEFAULT_PORT = 4324
 
@@ -23,9 +18,6 @@ class DispatcherSettings(CommonSettings):
     `SHOAL_ASSIGNMENT_MAX_WAIT` — upper bound on the `wait` of an assignments long poll (default 60);
     `SHOAL_POLL_INTERVAL` — seconds between store watch polls when no NATS hint arrives (default 1)."""
 
-    # The comma-separated form (`a,b`) must reach `split_list` undecoded; pydantic-settings would otherwise
-    # try to parse the value of a list field as JSON.
-    store_members: Annotated[list[str], NoDecode] = ["http://127.0.0.1:4301"]
     port: int = DEFAULT_PORT
     heartbeat_period: float = 5.0
     status_batch_interval: float = 0.1
@@ -33,5 +25,3 @@ class DispatcherSettings(CommonSettings):
     assignment_batch_delay: float = 0.05
     assignment_max_wait: float = 60.0
     poll_interval: float = 1.0
-
-    _split_members = field_validator("store_members", mode="before")(split_list)

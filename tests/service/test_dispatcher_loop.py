@@ -1,0 +1,157 @@
+"""The Dispatcher shell without HTTP, over LocalStore and a fake clock: batched status writes that survive
+version conflicts and exceed one transaction, the startup grace, and the rule that a dispatcher cut off from
+the bus judges only the nodes it serves."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from services.dispatcher.loop import Dispatcher
+from services.dispatcher.settings import DispatcherSettings
+from shoal.bus import MemoryBus
+from shoal.clock import FakeClock
+from shoal.models.objects import task_status
+from shoal.store import txn as t
+from shoal.store.local import LocalStore
+from shoal.store.txn import TxnResult
+
+pytestmark = pytest.mark.timeout(30)
+
+P = 1.0
+DESCRIPTION = {"hostname": "h", "platform": {"os": "linux", "arch": "amd64"},
+               "resources": {"nano_cpus": 1, "memory_bytes": 1}, "executors": ["process"]}
+
+
+class DisconnectedBus(MemoryBus):
+    connected = False
+
+
+class RacingStore(LocalStore):
+    """Runs `race()` just before the next transaction that updates tasks: another writer gets in first."""
+
+    race: Callable[[], Awaitable[None]] | None = None
+
+    async def txn(self, ops: list[dict[str, Any]]) -> TxnResult:
+        if self.race is not None and any(op["kind"] == "task" and op["op"] == "update" for op in ops):
+            race, self.race = self.race, None
+            await race()
+        return await super().txn(ops)
+
+
+async def started(store: LocalStore, clock: FakeClock, bus: MemoryBus | None = None) -> Dispatcher:
+    settings = DispatcherSettings(heartbeat_period=P, poll_interval=0.02, status_batch_interval=0.01)
+    d = Dispatcher(settings, store=store, bus=bus or MemoryBus(), clock=clock)
+    d._runner = asyncio.create_task(d.run())  # type: ignore[attr-defined]
+    for _ in range(200):
+        if d.ready():
+            return d
+        await asyncio.sleep(0.01)
+    raise AssertionError("dispatcher not ready")
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[LocalStore]:
+    yield LocalStore()
+
+
+async def stop(d: Dispatcher) -> None:
+    d.stop()
+    await d._runner  # type: ignore[attr-defined]
+
+
+def task(tid: str, node_id: str, state: str = "assigned") -> dict[str, Any]:
+    return {"id": tid, "service_id": "s", "node_id": node_id, "desired_state": "running", "slot": 1,
+            "runtime": "process", "spec": {"process": {"command": ["sleep", "30"]}},
+            "status": task_status(state, 1.0, "")}
+
+
+async def settle(store: LocalStore, check: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_status_writes_survive_conflicts_and_span_transactions() -> None:
+    store = RacingStore()
+    clock = FakeClock(time.time())
+    d = await started(store, clock)
+    reg = await d.register(None, DESCRIPTION, None)
+    node_id, sid = reg["node_id"], reg["session_id"]
+    ids = [f"t{i:04d}" for i in range(450)]
+    await store.txn([t.create("task", task(tid, node_id)) for tid in ids])
+    d.wake()
+    await settle(store, lambda: asyncio.sleep(0, len(d.node_tasks(node_id)) == 450))
+    before = store.mem.revision
+
+    # The orchestrator raises one desired state just before the batch is written: the batch's version
+    # precondition fails, and the dispatcher re-reads and writes again.
+    async def orchestrator() -> None:
+        cur = await store.get("task", "t0000")
+        await LocalStore.txn(store, [t.update("task", {**cur, "desired_state": "shutdown"})])
+
+    store.race = orchestrator
+    accepted = d.report_status(sid, [(tid, task_status("running", 2.0, "started", pid=7)) for tid in ids])
+    assert accepted == 450
+
+    async def all_running() -> bool:
+        _, items = await store.list("task")
+        return all(x["status"]["state"] == "running" for x in items)
+    await settle(store, all_running)
+    final = await store.get("task", "t0000")
+    assert final["desired_state"] == "shutdown" and final["status"]["pid"] == 7
+    assert store.mem.revision - before >= 3  # 450 updates do not fit one 200-op transaction
+    assert d.metrics.value("dispatcher_status_conflicts_total") >= 1
+    # duplicates and regressions are dropped at once
+    assert d.report_status(sid, [("t0001", task_status("running", 3.0, "again")),
+                                 ("t0002", task_status("starting", 3.0))]) == 0
+    await stop(d)
+
+
+async def test_nodes_ready_at_start_get_six_periods(store: LocalStore) -> None:
+    clock = FakeClock(time.time())
+    node = {"id": "n1", "spec": {}, "role": "worker", "description": DESCRIPTION,
+            "status": {"state": "ready", "message": "", "addr": None, "timestamp": clock.now() - 100}}
+    await store.txn([t.create("node", node)])
+    d = await started(store, clock)
+    clock.advance(3 * P + 0.1)
+    assert await d.expire_nodes() == []
+    clock.advance(3 * P)
+    assert await d.expire_nodes() == ["n1"]
+    down = await store.get("node", "n1")
+    assert down["status"]["state"] == "down" and down["status"]["message"] == "heartbeat failure"
+    await stop(d)
+
+
+async def test_without_the_bus_only_nodes_served_here_go_down(store: LocalStore) -> None:
+    clock = FakeClock(time.time())
+    d = await started(store, clock, DisconnectedBus())
+    here = (await d.register(None, DESCRIPTION, None))["node_id"]
+    elsewhere = {"id": "far", "spec": {}, "role": "worker", "description": DESCRIPTION,
+                 "status": {"state": "ready", "message": "", "addr": None, "timestamp": clock.now()}}
+    res = await store.txn([t.create("node", elsewhere)])
+    d.mirror.apply_written(res)
+    clock.advance(3 * P + 0.1)
+    assert await d.expire_nodes() == [here]
+    assert (await store.get("node", "far"))["status"]["state"] == "ready"
+    await stop(d)
+
+
+async def test_a_heartbeat_for_a_node_marked_down_elsewhere_brings_it_back(store: LocalStore) -> None:
+    clock = FakeClock(time.time())
+    d = await started(store, clock)
+    reg = await d.register(None, DESCRIPTION, None)
+    cur = await store.get("node", reg["node_id"])
+    res = await store.txn([t.update("node", {**cur, "status": {**cur["status"], "state": "down"}})])
+    d.mirror.apply_written(res)
+    assert 0.9 * P <= (await d.heartbeat(reg["session_id"]))["period"] <= 1.1 * P
+
+    async def ready() -> bool:
+        return bool((await store.get("node", reg["node_id"]))["status"]["state"] == "ready")
+    await settle(store, ready)
+    await stop(d)
