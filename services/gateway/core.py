@@ -1,16 +1,52 @@
-"""The gateway's pure core: resolving user references to objects, the REPLICAS status of a service, and
-building the service objects written to the store. No I/O: the routes read the store and call these."""
+"""The gateway's pure core: resolving user references to objects, the REPLICAS status of a service, building
+the service, node, cluster and network objects written to the store, and the cross-object checks (published
+port conflicts, network references, networks in use). No I/O: the routes read the store and call these."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from shoal.errors import InvalidArgument, NotFound, VersionConflict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shoal.errors import Conflict, InvalidArgument, NotFound, VersionConflict
 from shoal.ids import new_id
-from shoal.models.specs import ServiceSpec
-from shoal.models.states import TaskState
+from shoal.models.objects import task_status
+from shoal.models.specs import (
+    JOB_MODES,
+    AvailabilityName,
+    ClusterSpec,
+    DispatcherConfig,
+    NetworkSpec,
+    NodeSpec,
+    OrchestrationConfig,
+    RoleName,
+    ServiceSpec,
+    mode_kind,
+)
+from shoal.models.states import NodeState, TaskState
 from shoal.store.txn import Obj
+
+MANUAL_ROLLBACK_MESSAGE = "manually requested rollback"  # SwarmKit's UpdateStatus message
+ORPHANED_MESSAGE = "task belonged to a node that has been deleted"
+
+
+class PortInUse(Conflict):
+    """409: a published port is already taken by another service."""
+
+    code = "port_in_use"
+
+
+class InUse(Conflict):
+    """409: the object is still referenced (a network used by a service or task)."""
+
+    code = "in_use"
+
+
+class FailedPrecondition(Conflict):
+    """409: the object is not in a state that allows the operation (e.g. removing a READY node)."""
+
+    code = "failed_precondition"
 
 
 def resolve(objs: Iterable[Obj], ref: str, kind: str, names: Callable[[Obj], Iterable[str]]) -> Obj:
@@ -44,22 +80,54 @@ def node_names(node: Obj) -> list[str]:
     return [str(node.get("description", {}).get("hostname") or ""), str(node.get("spec", {}).get("name") or "")]
 
 
+def network_names(network: Obj) -> list[str]:
+    return [network["spec"]["name"]]
+
+
 def mode_of(spec: dict[str, Any]) -> str:
-    return "global" if "global" in spec.get("mode", {}) else "replicated"
+    """`replicated`, `global`, `replicated_job` or `global_job`."""
+    return mode_kind(spec)
+
+
+def job_iteration(service: Obj) -> int:
+    """The current iteration of a job service (0 at creation, +1 on every spec change)."""
+    return int((service.get("job_status") or {}).get("job_iteration") or 0)
+
+
+def _observed(task: Obj) -> str:
+    return str((task.get("status") or {}).get("state") or "")
 
 
 def service_status(service: Obj, tasks: Iterable[Obj]) -> dict[str, int]:
-    """`docker service ls` REPLICAS: desired slots, tasks running that should run, and completed tasks.
+    """`docker service ls` REPLICAS: desired tasks, tasks running that should run, and completed tasks.
 
-    Replicated services desire `replicas`; a global service desires one task per eligible node, which is the
-    number of its tasks the orchestrator wants running."""
+    - replicated: desired = `replicas`; running = tasks desired *and* observed running; completed = tasks
+      observed complete;
+    - global: desired = its tasks the orchestrator wants running (one per eligible node);
+    - jobs: only tasks of the current `job_iteration` count (a task without one counts as iteration 0).
+      replicated_job: desired = `total_completions`; global_job: desired = its tasks of this iteration that
+      are meant to complete (one per eligible node). running = observed running and desired ≤ complete;
+      completed = observed complete."""
     own = [t for t in tasks if t.get("service_id") == service["id"]]
+    spec = service["spec"]
+    kind = mode_of(spec)
+    completed_tasks = [t for t in own if _observed(t) == TaskState.COMPLETE]
+    if kind in JOB_MODES:
+        it = job_iteration(service)
+        current = [t for t in own if int(t.get("job_iteration") or 0) == it]
+        meant = [t for t in current if t.get("desired_state") in (TaskState.RUNNING, TaskState.COMPLETE)]
+        running = sum(1 for t in meant if _observed(t) == TaskState.RUNNING)
+        completed = sum(1 for t in current if _observed(t) == TaskState.COMPLETE)
+        if kind == "replicated_job":
+            job = spec["mode"]["replicated_job"]
+            desired = int(job.get("total_completions", job.get("max_concurrent", 1)))
+        else:
+            desired = len(meant)
+        return {"desired": desired, "running": running, "completed": completed}
     should_run = [t for t in own if t.get("desired_state") == TaskState.RUNNING]
-    running = sum(1 for t in should_run if t.get("status", {}).get("state") == TaskState.RUNNING)
-    completed = sum(1 for t in own if t.get("status", {}).get("state") == TaskState.COMPLETE)
-    mode = service["spec"].get("mode", {})
-    desired = int(mode["replicated"].get("replicas", 1)) if "replicated" in mode else len(should_run)
-    return {"desired": desired, "running": running, "completed": completed}
+    running = sum(1 for t in should_run if _observed(t) == TaskState.RUNNING)
+    desired = int(spec["mode"]["replicated"].get("replicas", 1)) if kind == "replicated" else len(should_run)
+    return {"desired": desired, "running": running, "completed": len(completed_tasks)}
 
 
 def with_status(service: Obj, tasks: Iterable[Obj]) -> Obj:
@@ -75,28 +143,308 @@ def already_exists_message(name: str) -> str:
     return f"service {name!r} already exists"
 
 
-def new_service(spec: ServiceSpec) -> Obj:
-    """A service object as first written: spec version 1 and no previous spec."""
-    return {"id": new_id(), "spec": spec.wire(), "spec_version": 1, "previous_spec": None}
+def new_service(spec: Obj, now: float) -> Obj:
+    """A service object as first written (`spec` is the validated wire spec, networks resolved): spec version
+    1, no previous spec, no update status; jobs start at iteration 0."""
+    obj: Obj = {"id": new_id(), "spec": spec, "spec_version": 1, "previous_spec": None, "update_status": None}
+    if mode_of(spec) in JOB_MODES:
+        obj["job_status"] = {"job_iteration": 0, "last_execution": now}
+    return obj
 
 
-def updated_service(current: Obj, version: int, spec: ServiceSpec) -> Obj:
-    """The service after `PUT` with `{"version", "spec"}`, or the reason it is refused.
+def check_version(kind: str, name: str, current: Obj, version: int | None) -> None:
+    """VersionConflict unless `version` (when given) is the object's `meta.version`."""
+    at = current["meta"]["version"]
+    if version is not None and version != at:
+        raise VersionConflict(
+            f"{kind} {name!r} is at version {at}, not {version}: it changed since it was read; "
+            "re-read it and retry", current_version=at)
+
+
+def _next_job_status(current: Obj, spec: Obj, now: float) -> Obj | None:
+    """Every spec change of a job starts a new iteration (the job runs again), like SwarmKit."""
+    if mode_of(spec) not in JOB_MODES:
+        return current.get("job_status")
+    return {"job_iteration": job_iteration(current) + 1, "last_execution": now}
+
+
+def updated_service(current: Obj, version: int, new: Obj, now: float = 0.0) -> Obj:
+    """The service after `PUT` with `{"version", "spec"}` (`new` is the validated wire spec, networks
+    resolved), or the reason it is refused.
 
     Like SwarmKit's UpdateService: the caller must send the version it read (optimistic concurrency), the name
-    is immutable, and so is the kind of mode. The old spec becomes `previous_spec` (for rollback)."""
+    is immutable, and so is the kind of mode (SwarmKit answers Unimplemented). The old spec becomes
+    `previous_spec` (for rollback), `update_status` is reset, and a job starts a new iteration."""
     name = current["spec"]["name"]
-    at = current["meta"]["version"]
-    if version != at:
-        raise VersionConflict(
-            f"service {name!r} is at version {at}, not {version}: it changed since it was read; "
-            "re-read it and retry", current_version=at)
-    new = spec.wire()
+    check_version("service", name, current, version)
     if new["name"] != name:
         raise InvalidArgument(f"spec.name: renaming a service is not supported ({name!r} -> {new['name']!r})")
     old_mode, new_mode = mode_of(current["spec"]), mode_of(new)
     if old_mode != new_mode:
         raise InvalidArgument(f"spec.mode: changing the mode of a service is not supported "
-                              f"({old_mode} -> {new_mode})")
-    return {**current, "spec": new, "previous_spec": current["spec"],
-            "spec_version": int(current.get("spec_version", 1)) + 1}
+                              f"({old_mode} -> {new_mode}); remove the service and create it again")
+    out = {**current, "spec": new, "previous_spec": current["spec"],
+           "spec_version": int(current.get("spec_version", 1)) + 1, "update_status": None}
+    job_status = _next_job_status(current, new, now)
+    if job_status is not None:
+        out["job_status"] = job_status
+    return out
+
+
+def normalised_previous_spec(current: Obj) -> Obj:
+    """The previous spec of a service as a valid wire spec (defaults of newer fields filled in), or 400 when
+    there is none to roll back to."""
+    previous = current.get("previous_spec")
+    name = current["spec"]["name"]
+    if not previous:
+        raise InvalidArgument(f"service {name!r} has no previous spec to roll back to")
+    try:
+        return ServiceSpec.model_validate(previous).wire()
+    except ValueError as e:
+        raise InvalidArgument(f"previous_spec of service {name!r} is no longer valid: {e}") from e
+
+
+def rolled_back_service(current: Obj, version: int | None, previous: Obj, now: float) -> Obj:
+    """Manual rollback (SwarmKit's `UpdateService` with `rollback=PREVIOUS`): spec and previous spec swap,
+    `spec_version` + 1, and `update_status` says the rollback started. `previous` is the normalised
+    previous spec (networks resolved)."""
+    check_version("service", current["spec"]["name"], current, version)
+    out = {**current, "spec": previous, "previous_spec": current["spec"],
+           "spec_version": int(current.get("spec_version", 1)) + 1,
+           "update_status": {"state": "rollback_started", "message": MANUAL_ROLLBACK_MESSAGE, "started_at": now}}
+    job_status = _next_job_status(current, previous, now)
+    if job_status is not None:
+        out["job_status"] = job_status
+    return out
+
+
+# ---- networks referenced by services -----------------------------------------------------------------------
+def resolve_service_networks(spec: Obj, networks: Iterable[Obj], field: str = "") -> tuple[Obj, list[Obj]]:
+    """`spec` with every `task.networks[].target` replaced by the network's id, and the networks it references
+    (in order). 400 naming the field when a target names no network (or two), or when two targets name the
+    same network. `field` prefixes the field names in messages (`spec.` for updates)."""
+    nets = list(networks)
+    attachments = spec.get("task", {}).get("networks") or []
+    if not attachments:
+        return spec, []
+    resolved: list[Obj] = []
+    out: list[Obj] = []
+    for i, att in enumerate(attachments):
+        where = f"{field}task.networks[{i}].target"
+        try:
+            net = resolve(nets, att["target"], "network", network_names)
+        except NotFound:
+            raise InvalidArgument(f"{where}: network {att['target']!r} not found") from None
+        except InvalidArgument as e:
+            raise InvalidArgument(f"{where}: {e.message}") from None
+        if any(n["id"] == net["id"] for n in resolved):
+            raise InvalidArgument(f"{where}: network {net['spec']['name']!r} is attached more than once")
+        resolved.append(net)
+        out.append({**att, "target": net["id"]})
+    return {**spec, "task": {**spec["task"], "networks": out}}, resolved
+
+
+def service_network_ids(spec: Obj | None) -> set[str]:
+    return {str(a.get("target")) for a in ((spec or {}).get("task") or {}).get("networks") or []}
+
+
+def _task_network_ids(task: Obj) -> set[str]:
+    """Networks a task is attached to (`task.networks[]`, the allocator's attachments: `network.id` or
+    `network_id`) or asks for (`task.spec.networks[].target`)."""
+    ids = service_network_ids(task)
+    for att in task.get("networks") or []:
+        if isinstance(att, str):
+            ids.add(att)
+        elif isinstance(att, dict):
+            net = att.get("network")
+            if isinstance(net, dict) and net.get("id"):
+                ids.add(str(net["id"]))
+            for key in ("network_id", "id", "target"):
+                if att.get(key):
+                    ids.add(str(att[key]))
+    return ids
+
+
+def check_network_unused(network: Obj, services: Iterable[Obj], tasks: Iterable[Obj]) -> None:
+    """InUse (409) while a service's task spec attaches to `network`, or a task that may still use it (not
+    terminal, and not being shut down) is attached to it; like SwarmKit's RemoveNetwork."""
+    nid, name = network["id"], network["spec"]["name"]
+    users = sorted(s["spec"]["name"] for s in services if nid in service_network_ids(s.get("spec")))
+    if users:
+        raise InUse(f"network {name!r} is in use by service {users[0]!r}"
+                    + (f" (and {len(users) - 1} more)" if len(users) > 1 else "")
+                    + "; remove the network from those services first", services=users)
+    for task in tasks:
+        if nid not in _task_network_ids(task):
+            continue
+        observed = _observed(task) or TaskState.NEW
+        desired = str(task.get("desired_state") or TaskState.RUNNING)
+        if TaskState(observed) <= TaskState.RUNNING and TaskState(desired) <= TaskState.COMPLETE:
+            raise InUse(f"network {name!r} is in use by task {task['id']} "
+                        f"({task.get('service_name') or 'no service'}, {observed})", task=task["id"])
+
+
+def new_network(spec: NetworkSpec) -> Obj:
+    """A network object as first written; `ipam` (subnet, gateway actually used) is filled by the allocator."""
+    return {"id": new_id(), "spec": spec.wire(), "ipam": None}
+
+
+# ---- published ports -----------------------------------------------------------------------------------------
+def _published(ports: Iterable[Mapping[str, Any]]) -> list[tuple[int, str, str]]:
+    """(published port, protocol, publish mode) of the ports that name a published port."""
+    out = []
+    for p in ports:
+        port = int(p.get("published_port") or 0)
+        if port:
+            out.append((port, str(p.get("protocol") or "tcp"), str(p.get("publish_mode") or "ingress")))
+    return out
+
+
+def check_port_conflicts(spec: Obj, services: Iterable[Obj], except_id: str | None = None) -> None:
+    """PortInUse (409) when a published port of `spec` clashes with another service's (SwarmKit's
+    checkPortConflicts, per port and protocol): an ingress port is cluster-wide, so it clashes with the same
+    port published by another service in either mode; host-mode ports only clash with ingress ports (two
+    services may publish the same host port: the scheduler keeps them on different nodes). Other services'
+    ports are read from their spec and from the ports the allocator assigned (`endpoint.ports`)."""
+    mine = _published((spec.get("endpoint") or {}).get("ports") or [])
+    if not mine:
+        return
+    for other in sorted(services, key=lambda s: s["spec"]["name"].lower()):
+        if other["id"] == except_id:
+            continue
+        theirs = _published([*((other["spec"].get("endpoint") or {}).get("ports") or []),
+                             *((other.get("endpoint") or {}).get("ports") or [])])
+        for port, proto, mode in mine:
+            for oport, oproto, omode in theirs:
+                if (port, proto) != (oport, oproto) or mode == omode == "host":
+                    continue
+                oname = other["spec"]["name"]
+                raise PortInUse(
+                    f"spec.endpoint.ports: port {port}/{proto} is already in use by service {oname!r} "
+                    f"({other['id']}) as {'an ingress' if omode == 'ingress' else 'a host-published'} port",
+                    service=oname, service_id=other["id"], port=port, protocol=proto)
+
+
+# ---- nodes ---------------------------------------------------------------------------------------------------
+class NodeUpdate(BaseModel):
+    """`PATCH /v1/nodes/{ref}`: the version read, and either a whole `spec` or the changes to make."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=0, description="meta.version of the node as last read (optimistic concurrency)")
+    spec: NodeSpec | None = Field(default=None, description="the whole new spec (exclusive with the rest)")
+    availability: AvailabilityName | None = None
+    role: RoleName | None = None
+    name: str | None = None
+    labels_add: dict[str, str] = Field(default_factory=dict)
+    labels_rm: list[str] = Field(default_factory=list)
+
+    @field_validator("labels_add")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        if any(not k.strip() for k in v):
+            raise ValueError("label keys must not be empty")
+        return v
+
+    @model_validator(mode="after")
+    def _spec_or_changes(self) -> NodeUpdate:
+        partial = [k for k in ("availability", "role", "name") if getattr(self, k) is not None]
+        partial += [k for k in ("labels_add", "labels_rm") if getattr(self, k)]
+        if self.spec is not None and partial:
+            raise ValueError(f"give either spec or individual changes, not both (got spec and {partial[0]})")
+        both = set(self.labels_add) & set(self.labels_rm)
+        if both:
+            raise ValueError(f"label {sorted(both)[0]!r} is both added and removed")
+        return self
+
+
+def updated_node(current: Obj, body: NodeUpdate, nodes: Iterable[Obj]) -> Obj:
+    """The node with its spec changed as `body` asks, or why not: a stale version (409), removing a label it
+    does not have (400), or demoting the last manager (400)."""
+    name = next((n for n in node_names(current) if n), current["id"])
+    check_version("node", name, current, body.version)
+    old_spec: Obj = dict(current.get("spec") or {})
+    if body.spec is not None:
+        spec = body.spec.model_dump(mode="json", exclude_none=True)
+    else:
+        spec = {**old_spec, "labels": dict(old_spec.get("labels") or {})}
+        for key in body.labels_rm:
+            if key not in spec["labels"]:
+                raise InvalidArgument(f"labels_rm: node {name!r} has no label {key!r}")
+            del spec["labels"][key]
+        spec["labels"].update(body.labels_add)
+        for key in ("availability", "role", "name"):
+            value = getattr(body, key)
+            if value is not None:
+                spec[key] = value
+        try:
+            spec = NodeSpec.model_validate(spec).model_dump(mode="json", exclude_none=True)
+        except ValueError as e:
+            raise InvalidArgument(f"spec: {e}") from e
+    if old_spec.get("role") == "manager" and spec.get("role") == "worker":
+        managers = [n for n in nodes if (n.get("spec") or {}).get("role") == "manager"]
+        if len(managers) <= 1:
+            raise InvalidArgument(f"role: node {name!r} is the last manager; promote another node first")
+    return {**current, "spec": spec}
+
+
+def check_node_removable(node: Obj, force: bool) -> None:
+    """Like SwarmKit's RemoveNode: a READY node is only removed with force (it is still running tasks)."""
+    state = str((node.get("status") or {}).get("state") or NodeState.UNKNOWN)
+    if state == NodeState.READY and not force:
+        name = next((n for n in node_names(node) if n), node["id"])
+        raise FailedPrecondition(
+            f"node {name!r} is ready and cannot be removed: drain it (its tasks move elsewhere) and stop its "
+            "agent so it goes down, or remove it anyway with force (`shoal node rm --force`)", state=state)
+
+
+def orphaned_tasks(node_id: str, tasks: Iterable[Obj], now: float) -> list[Obj]:
+    """The non-terminal tasks of a removed node with observed state ORPHANED (SwarmKit's orphanNodeTasks):
+    nobody can report on them any more."""
+    out = []
+    for task in tasks:
+        if task.get("node_id") != node_id:
+            continue
+        observed = _observed(task) or TaskState.NEW
+        if TaskState(observed) < TaskState.COMPLETE:
+            out.append({**task, "status": task_status(TaskState.ORPHANED, now, ORPHANED_MESSAGE)})
+    return out
+
+
+# ---- cluster -------------------------------------------------------------------------------------------------
+class ClusterUpdate(BaseModel):
+    """`PATCH /v1/cluster`: optionally the version read, and either a whole `spec` or the sections to change
+    (`dispatcher`, `orchestration`; fields left out keep their value)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(default=None, ge=0,
+                                description="meta.version of the cluster as read; omitted = no precondition")
+    spec: ClusterSpec | None = None
+    dispatcher: DispatcherConfig | None = None
+    orchestration: OrchestrationConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ClusterUpdate:
+        if self.spec is not None and (self.dispatcher is not None or self.orchestration is not None):
+            raise ValueError("give either spec or the sections to change (dispatcher, orchestration), not both")
+        if self.spec is None and self.dispatcher is None and self.orchestration is None:
+            raise ValueError("nothing to change: give spec, dispatcher or orchestration")
+        return self
+
+
+def patched_cluster(current: Obj, body: ClusterUpdate) -> Obj:
+    """The cluster object with `body` applied and the result validated (the name cannot change)."""
+    spec: Obj = dict(current.get("spec") or {})
+    if body.spec is not None:
+        if body.spec.name != spec.get("name", "default"):
+            raise InvalidArgument(f"spec.name: renaming the cluster is not supported ({body.spec.name!r})")
+        return {**current, "spec": {**spec, **body.spec.wire()}}
+    for section in ("dispatcher", "orchestration"):
+        change: BaseModel | None = getattr(body, section)
+        if change is None:
+            continue
+        # only the fields the request named; each was validated on its own
+        given = change.model_dump(mode="json", include=change.model_fields_set)
+        spec[section] = {**(spec.get(section) or {}), **given}
+    return {**current, "spec": spec}

@@ -84,7 +84,8 @@ def test_modes(mode: dict[str, Any], expected: dict[str, Any]) -> None:
 
 
 def test_jobs_get_no_update_or_rollback_config() -> None:
-    for mode in ({"replicated_job": {}}, {"global_job": {}}):
+    modes: list[dict[str, Any]] = [{"replicated_job": {}}, {"global_job": {}}]
+    for mode in modes:
         w = wire(svc(mode=mode))
         assert "update_config" not in w and "rollback_config" not in w
 

@@ -1,8 +1,13 @@
-"""`/v1/services`: create, list, inspect, update and delete services (the gateway owns service specs)."""
+"""`/v1/services`: create, list, inspect, update, roll back and delete services (the gateway owns service
+specs). Specs are validated by the pydantic models before any store access; the cross-object checks (unique
+name, network references, published port conflicts) run on what the store holds, and each write is one
+all-or-nothing transaction."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
@@ -11,22 +16,28 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.gateway.context import GatewayContext, get_context
 from services.gateway.core import (
     already_exists_message,
+    check_port_conflicts,
     name_taken,
     new_service,
+    normalised_previous_spec,
     resolve,
+    resolve_service_networks,
+    rolled_back_service,
     service_names,
+    service_network_ids,
     updated_service,
     with_status,
 )
-from shoal.errors import AlreadyExists, NotFound, VersionConflict
+from shoal.errors import AlreadyExists, NotFound, ShoalError, VersionConflict
 from shoal.models.kinds import Kind
 from shoal.models.specs import ServiceSpec
 from shoal.store import txn as t
 from shoal.store.protocol import Store
-from shoal.store.txn import Obj
+from shoal.store.txn import Obj, Op, TxnResult
 
 router = APIRouter(prefix="/v1/services", tags=["services"])
 Ctx = Annotated[GatewayContext, Depends(get_context)]
+NETWORK_RACE_ATTEMPTS = 5
 
 EXAMPLE_SPEC: dict[str, Any] = {
     "name": "web",
@@ -49,23 +60,64 @@ class ServiceUpdate(BaseModel):
     spec: ServiceSpec
 
 
+class ServiceRollback(BaseModel):
+    """`POST /v1/services/{ref}/rollback`: optionally the `meta.version` read (409 if it moved on)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(default=None, ge=0,
+                                description="meta.version of the service as last read; omitted = as read now")
+
+
 async def find_service(store: Store, ref: str) -> Obj:
     """The service `ref` names: an id, a name (case-insensitive) or a unique id prefix."""
     _, services = await store.list(Kind.SERVICE)
     return resolve(services, ref, "service", service_names)
 
 
+def _is_network_race(e: ShoalError) -> bool:
+    """A referenced network changed (or went away) between our read and our write: read again and retry."""
+    return e.message.startswith(f"store: {Kind.NETWORK} ")
+
+
+async def write_service(ctx: GatewayContext, build: Callable[[list[Obj], list[Obj]], tuple[Op, Obj]]) -> TxnResult:
+    """Read services and networks, let `build(services, networks)` validate and return the service op and its
+    spec, then commit it together with a version-checked rewrite of every network the spec references.
+
+    Rewriting the networks serialises this write with `DELETE /v1/networks/{ref}` (which expects the network's
+    version it read): a network cannot disappear under a service that references it. When only a network moved
+    on in between, the whole read-check-write is retried."""
+    for attempt in range(1, NETWORK_RACE_ATTEMPTS + 1):
+        _, services = await ctx.store.list(Kind.SERVICE)
+        _, networks = await ctx.store.list(Kind.NETWORK)
+        op, spec = build(services, networks)
+        referenced = service_network_ids(spec)
+        touch = [t.update(Kind.NETWORK, n) for n in networks if n["id"] in referenced]
+        try:
+            return await ctx.store.txn([op, *touch])
+        except (VersionConflict, NotFound) as e:
+            if not _is_network_race(e) or attempt == NETWORK_RACE_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
 @router.post("", status_code=201, summary="Create a service")
 async def create_service(
     spec: Annotated[ServiceSpec, Body(openapi_examples={"process": {"value": EXAMPLE_SPEC}})], ctx: Ctx,
 ) -> Obj:
-    # Checking the name first keeps an obvious duplicate from costing a Raft log entry; the store's unique
-    # name index still decides races between gateways.
-    _, services = await ctx.store.list(Kind.SERVICE)
-    if name_taken(services, spec.name):
-        raise AlreadyExists(already_exists_message(spec.name))
+    wire = spec.wire()
+
+    def build(services: list[Obj], networks: list[Obj]) -> tuple[Op, Obj]:
+        # Checking the name first keeps an obvious duplicate from costing a Raft log entry; the store's unique
+        # name index still decides races between gateways.
+        if name_taken(services, spec.name):
+            raise AlreadyExists(already_exists_message(spec.name))
+        resolved, _ = resolve_service_networks(wire, networks)
+        check_port_conflicts(resolved, services)
+        return t.create(Kind.SERVICE, new_service(resolved, time.time())), resolved
+
     try:
-        res = await ctx.store.txn([t.create(Kind.SERVICE, new_service(spec))])
+        res = await write_service(ctx, build)
     except AlreadyExists as e:
         raise AlreadyExists(already_exists_message(spec.name)) from e
     ctx.metrics.inc("gateway_services_created_total", help="services created through this gateway")
@@ -90,21 +142,68 @@ async def get_service(ref: str, ctx: Ctx) -> Obj:
     return with_status(service, tasks)
 
 
+async def _commit_service_change(ctx: GatewayContext, ref: str, version: int | None,
+                                 change: Callable[[Obj, list[Obj], list[Obj]], Obj]) -> Obj:
+    """Shared by update and rollback: find the service, build its new form with `change(current, services,
+    networks)`, write it expecting the version read (or `version`), and answer it with its status."""
+    found: dict[str, Obj] = {}
+
+    def build(services: list[Obj], networks: list[Obj]) -> tuple[Op, Obj]:
+        found.pop("built", None)
+        current = resolve(services, ref, "service", service_names)
+        found["current"] = current
+        new = change(current, services, networks)
+        found["built"] = new
+        expect = current["meta"]["version"] if version is None else version
+        return t.update(Kind.SERVICE, new, expect_version=expect), new["spec"]
+
+    try:
+        res = await write_service(ctx, build)
+    except VersionConflict as e:
+        if "built" not in found or _is_network_race(e):  # refused by our own check, or a network kept moving
+            raise
+        name = found["current"]["spec"]["name"]
+        raise VersionConflict(f"service {name!r} changed since version "
+                              f"{version if version is not None else found['current']['meta']['version']} "
+                              "was read; re-read it and retry", **e.details) from e
+    except NotFound as e:
+        if "built" not in found or _is_network_race(e):
+            raise
+        raise NotFound(f"service {found['current']['spec']['name']!r} not found (it was removed)") from e
+    service = res.objects[0]
+    _, tasks = await ctx.store.list(Kind.TASK, service_id=service["id"])
+    return with_status(service, tasks)
+
+
 @router.put("/{ref}", summary="Replace a service's spec (send the version you read)")
 async def update_service(ref: str, body: ServiceUpdate, ctx: Ctx) -> Obj:
-    current = await find_service(ctx.store, ref)
-    new = updated_service(current, body.version, body.spec)
-    name = current["spec"]["name"]
-    try:
-        res = await ctx.store.txn([t.update(Kind.SERVICE, new, expect_version=body.version)])
-    except VersionConflict as e:
-        raise VersionConflict(f"service {name!r} changed since version {body.version} was read; "
-                              "re-read it and retry", **e.details) from e
-    except NotFound as e:
-        raise NotFound(f"service {name!r} not found (it was removed)") from e
+    wire = body.spec.wire()
+
+    def change(current: Obj, services: list[Obj], networks: list[Obj]) -> Obj:
+        resolved, _ = resolve_service_networks(wire, networks, field="spec.")
+        new = updated_service(current, body.version, resolved, time.time())
+        check_port_conflicts(resolved, services, except_id=current["id"])
+        return new
+
+    out = await _commit_service_change(ctx, ref, body.version, change)
     ctx.metrics.inc("gateway_services_updated_total", help="service specs updated through this gateway")
-    _, tasks = await ctx.store.list(Kind.TASK, service_id=current["id"])
-    return with_status(res.objects[0], tasks)
+    return out
+
+
+@router.post("/{ref}/rollback", summary="Roll a service back to its previous spec (manual rollback)")
+async def rollback_service(ref: str, ctx: Ctx, body: Annotated[ServiceRollback | None, Body()] = None) -> Obj:
+    version = body.version if body is not None else None
+
+    def change(current: Obj, services: list[Obj], networks: list[Obj]) -> Obj:
+        previous = normalised_previous_spec(current)
+        resolved, _ = resolve_service_networks(previous, networks, field="previous_spec.")
+        new = rolled_back_service(current, version, resolved, time.time())
+        check_port_conflicts(resolved, services, except_id=current["id"])
+        return new
+
+    out = await _commit_service_change(ctx, ref, version, change)
+    ctx.metrics.inc("gateway_services_rolled_back_total", help="manual rollbacks through this gateway")
+    return out
 
 
 @router.delete("/{ref}", summary="Remove a service (the orchestrator then removes its tasks)")
