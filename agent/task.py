@@ -19,6 +19,12 @@ from shoal.models.states import TaskState
 log = logging.getLogger(__name__)
 
 RETRY_INTERVAL = 1.0  # SwarmKit's agent retries a temporary failure every second
+#: operations that may take long (an image pull, a health check wait, the workload's whole life)
+INTERRUPTIBLE = frozenset({Step.PREPARE, Step.START, Step.WAIT})
+
+
+def _stable(task: Obj) -> Obj:
+    return {k: v for k, v in task.items() if k not in ("status", "meta")}
 
 
 class TaskManager:
@@ -56,7 +62,9 @@ class TaskManager:
         self._runner = asyncio.create_task(self._run(), name=f"task.{self.id}")
 
     def update(self, task: Obj) -> None:
-        """A new copy of the task from the dispatcher."""
+        """A new copy of the task from the dispatcher. Only a change beyond status and meta (SwarmKit's
+        TasksEqualStable) interrupts the operation in progress, so a re-sent complete set costs nothing."""
+        changed = _stable(task) != _stable(self.task)
         self.task = task
         remote = task.get("status") or {}
         if remote.get("state") and TaskState(remote["state"]) > self.state:
@@ -66,7 +74,9 @@ class TaskManager:
             self.status = dict(remote)
             self._halt = self.state.terminal
             self.on_status(self, False)
-        self._changed.set()
+            changed = True
+        if changed:
+            self._changed.set()
 
     async def _run(self) -> None:
         while not self._closed:
@@ -82,14 +92,16 @@ class TaskManager:
             step = plan(self.state, self.desired)
             if step is Step.NOOP:
                 await self._changed.wait()
-            elif step is Step.WAIT:
-                await self._wait_or_change()
+            elif step in INTERRUPTIBLE:
+                await self._unless_changed(step)
             else:
                 await self._do(step)
 
-    async def _wait_or_change(self) -> None:
-        """Wait for the workload's exit, unless a new copy of the task arrives first (plan again)."""
-        waiter = asyncio.create_task(self._do(Step.WAIT))
+    async def _unless_changed(self, step: Step) -> None:
+        """Run a controller operation unless a new copy of the task arrives first; then it is cancelled and
+        the plan made again (SwarmKit's task manager cancels the operation in flight on an update). The
+        state machine is unchanged by a cancelled operation: PREPARING or STARTING is simply resumed."""
+        waiter = asyncio.create_task(self._do(step))
         changed = asyncio.create_task(self._changed.wait())
         try:
             await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)

@@ -149,6 +149,7 @@ class Worker:
                         "runtime": runtime_of(mgr.task), "desired_state": str(mgr.desired),
                         "state": st.get("state"), "message": st.get("message"), "err": st.get("err"),
                         "pid": st.get("pid"), "exit_code": st.get("exit_code"),
+                        "health": getattr(mgr.controller, "health", None),
                         "timestamp": st.get("timestamp")})
         return out
 

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.executors.base import ExecutorError, ExitError, Obj
+from agent.executors.health import Health, HealthConfig, HealthTracker, probe
 from shoal.models.objects import task_name
 from shoal.models.specs import ProcessSpec
 
@@ -84,6 +85,7 @@ class ProcessController:
         self._ended = False
         self._adopted = False
         self._seen_alive = False
+        self._health: HealthTracker | None = None
         if saved and saved.get("pid"):
             self._pid = int(saved["pid"])
             self._start_time = saved.get("start_time")
@@ -97,6 +99,11 @@ class ProcessController:
     @property
     def exit_code(self) -> int | None:
         return self._exit_code
+
+    @property
+    def health(self) -> str | None:
+        """The health check state (starting/healthy/unhealthy), None without a health check."""
+        return str(self._health.state) if self._health is not None else None
 
     def saved(self) -> dict[str, Any]:
         return {"pid": self._pid, "start_time": self._start_time} if self._pid else {}
@@ -131,8 +138,24 @@ class ProcessController:
             raise ExecutorError(f"process executor: cannot create the log directory: {e}") from e
 
     async def start(self) -> None:
-        if self._proc is not None or (self._adopted and self._alive()):
-            return  # already started (idempotent: the driver may repeat START after a restart)
+        """Start the process (unless it runs already) and, with a health check, return once it is healthy:
+        SwarmKit keeps a task STARTING until then."""
+        if self._proc is None and not (self._adopted and self._alive()):
+            await self._spawn()
+        cfg = self._health_config()
+        if cfg is None:
+            return
+        if self._health is None:
+            self._health = HealthTracker(cfg, asyncio.get_running_loop().time())
+        while self._health.state == Health.STARTING:
+            if await self._probe_after_interval(cfg) is None:
+                await self._exit_status()  # it exited before it was ever healthy
+                raise ExitError("process exited before its first healthy check", self._exit_code)
+        if self._health.state == Health.UNHEALTHY:
+            await self.shutdown()
+            raise ExecutorError(f"process unhealthy: {cfg.retries} consecutive health checks failed")
+
+    async def _spawn(self) -> None:
         spec = self.spec
         try:
             with open(self.log_path, "ab") as log:
@@ -147,17 +170,42 @@ class ProcessController:
         self._start_time = proc_start_time(self._proc.pid)
 
     async def wait(self) -> None:
+        if self._proc is None and not self._adopted:
+            raise ExitError("process is not running (it was never started by this agent)", None)
+        cfg = self._health_config()
+        if cfg is not None:
+            if self._health is None:  # found again after an agent restart: it was healthy then
+                self._health = HealthTracker(cfg, asyncio.get_running_loop().time(), Health.HEALTHY)
+            while (state := await self._probe_after_interval(cfg)) is not None:
+                if state == Health.UNHEALTHY:
+                    await self.shutdown()  # like SwarmKit's controller: an unhealthy workload is stopped
+                    raise ExecutorError(f"process unhealthy: {cfg.retries} consecutive health checks failed")
+        await self._exit_status()
+
+    async def _exit_status(self) -> None:
+        """Wait for the exit; return on exit 0, raise ExitError otherwise."""
         if self._proc is not None:
             self._finish(await self._proc.wait())
-        elif self._adopted:
+        else:
             while self._alive():
                 await asyncio.sleep(ADOPTED_POLL)
             self._finish(None)
             raise ExitError("process exited while no agent was watching it; exit status unknown", None)
-        else:
-            raise ExitError("process is not running (it was never started by this agent)", None)
         if self._exit_code != 0:
             raise ExitError(describe_exit(self._returncode or 0)[1], self._exit_code)
+
+    def _health_config(self) -> HealthConfig | None:
+        return HealthConfig.from_spec(self.spec.healthcheck)
+
+    async def _probe_after_interval(self, cfg: HealthConfig) -> Health | None:
+        """Sleep one interval, then probe; None if the process exited meanwhile."""
+        assert self._health is not None
+        if await self._wait_exit(cfg.interval):
+            return None
+        ok = await probe(cfg, task_env(self.task, self.node_id, self.spec.env), self.spec.dir)
+        if not self._alive():
+            return None
+        return self._health.record(ok, asyncio.get_running_loop().time())
 
     async def shutdown(self) -> None:
         if not self._alive():

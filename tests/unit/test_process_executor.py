@@ -147,3 +147,79 @@ async def test_a_saved_pid_of_another_process_is_never_signalled(tmp_path: Path)
 def test_describe_exit() -> None:
     assert describe_exit(0) == (0, "exit status 0")
     assert describe_exit(-15) == (143, "killed by signal 15 (SIGTERM)")
+
+
+# ---- health checks ----------------------------------------------------------------------------------------
+
+def checked(tmp_path: Path, test: list[str], **health: Any) -> ProcessController:
+    return controller(tmp_path, ["sleep", "30"], dir=str(tmp_path), stop_grace_period=2,
+                      healthcheck={"test": test, "interval": "50ms", "timeout": "1s", **health})
+
+
+async def test_starting_lasts_until_the_first_healthy_check(tmp_path: Path) -> None:
+    ctl = checked(tmp_path, ["CMD-SHELL", "test -f ready"], retries=100)
+    await ctl.prepare()
+    starting = asyncio.create_task(ctl.start())
+    await asyncio.sleep(0.3)
+    assert not starting.done() and ctl.health == "starting"
+    (tmp_path / "ready").touch()
+    await asyncio.wait_for(starting, 2)
+    assert ctl.health == "healthy"
+    await ctl.shutdown()
+
+
+async def test_an_unhealthy_process_is_stopped_and_fails(tmp_path: Path) -> None:
+    (tmp_path / "ok").touch()
+    ctl = checked(tmp_path, ["CMD", "test", "-f", "ok"], retries=2)
+    pid = await started(ctl)
+    waiter = asyncio.create_task(ctl.wait())
+    await asyncio.sleep(0.2)
+    assert not waiter.done()
+    (tmp_path / "ok").unlink()
+    with pytest.raises(ExecutorError, match="unhealthy: 2 consecutive"):
+        await asyncio.wait_for(waiter, 3)
+    assert not alive(pid) and ctl.exit_code == 143
+
+
+async def test_never_healthy_fails_the_start(tmp_path: Path) -> None:
+    ctl = checked(tmp_path, ["CMD", "false"], retries=2)
+    await ctl.prepare()
+    with pytest.raises(ExecutorError, match="unhealthy"):
+        await asyncio.wait_for(ctl.start(), 3)
+    assert ctl.pid is not None and not alive(ctl.pid)
+
+
+async def test_failures_in_the_start_period_do_not_count(tmp_path: Path) -> None:
+    ctl = checked(tmp_path, ["CMD-SHELL", "test -f ready"], retries=1, start_period="1s")
+    await ctl.prepare()
+    starting = asyncio.create_task(ctl.start())
+    await asyncio.sleep(0.4)  # several failed probes, none counted
+    (tmp_path / "ready").touch()
+    await asyncio.wait_for(starting, 2)
+    assert ctl.health == "healthy"
+    await ctl.shutdown()
+
+
+async def test_a_task_waiting_for_health_can_still_be_shut_down(tmp_path: Path) -> None:
+    from agent.task import TaskManager
+    from shoal.clock import SystemClock
+
+    ctl = checked(tmp_path, ["CMD", "false"], retries=1000)
+    reports: list[str] = []
+    t = {**ctl.task, "status": {"state": "assigned"}}
+    mgr = TaskManager(t, t["status"], ctl, on_status=lambda m, r: reports.append(m.state), clock=SystemClock())
+    mgr.start()
+    for _ in range(100):
+        if reports and reports[-1] == "starting" and ctl.pid:
+            break
+        await asyncio.sleep(0.02)
+    assert reports[-1] == "starting"
+    pid = ctl.pid
+    assert pid is not None
+    mgr.update({**t, "desired_state": "shutdown"})
+    for _ in range(100):
+        if reports[-1] == "shutdown":
+            break
+        await asyncio.sleep(0.02)
+    assert reports[-1] == "shutdown" and not alive(pid)
+    await mgr.close(stop=True)
