@@ -1,5 +1,5 @@
-"""The user commands of the `shoal` CLI (service, node, cluster): argument parsers, flag -> spec mapping, and
-a small synchronous client of the gateway's REST API (docs/api.md).
+"""The user commands of the `shoal` CLI (service, node, network, cluster): argument parsers, flag -> spec
+mapping, and a small synchronous client of the gateway's REST API (docs/api.md).
 
 Every command is `cmd_*(args) -> int`; errors are raised as CliError and printed by `shoal.cli.main`."""
 
@@ -28,12 +28,18 @@ class CliError(Exception):
 
 
 class ApiError(CliError):
-    """The gateway answered with an error status; `message` is its `{"message": ...}`."""
+    """The gateway answered with an error status; `message` is its `{"message": ...}`, `code` its `code`."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code
+
+    @property
+    def stale(self) -> bool:
+        """A stale-version refusal (re-read and retry), as opposed to another conflict (name, port, in use)."""
+        return self.status == 409 and self.code in (None, "version_conflict")
 
 
 # ---- gateway client ----------------------------------------------------------------------------------------
@@ -56,7 +62,7 @@ class Gateway:
         except httpx.HTTPError as e:
             raise CliError(f"talking to the shoal gateway at {self.url} failed: {e}") from e
         if resp.status_code >= 400:
-            raise ApiError(resp.status_code, _error_message(resp))
+            raise ApiError(resp.status_code, _error_message(resp), _error_code(resp))
         if resp.status_code == 204 or not resp.content:
             return None
         try:
@@ -86,6 +92,14 @@ def _error_message(resp: httpx.Response) -> str:
     if isinstance(body, dict) and body.get("message"):
         return str(body["message"])
     return f"HTTP {resp.status_code} from the gateway: {resp.text[:200]}"
+
+
+def _error_code(resp: httpx.Response) -> str | None:
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    return str(body["code"]) if isinstance(body, dict) and body.get("code") else None
 
 
 def gateway_of(args: argparse.Namespace) -> Gateway:
@@ -136,6 +150,151 @@ def _resources(cpu: str | None, memory: str | None) -> dict[str, int]:
     return out
 
 
+_PORT_SHORT = re.compile(r"^(?:(\d+):)?(\d+)(?:/(tcp|udp|sctp))?$")
+_PUBLISH_KEYS = {"published": "published_port", "target": "target_port", "protocol": "protocol",
+                 "mode": "publish_mode", "name": "name"}
+
+
+def _port_number(text: str, what: str, flag: str) -> int:
+    if not text.isdigit():
+        raise CliError(f"{flag} {what} {text!r}: expected a port number")
+    return int(text)
+
+
+def parse_publish(text: str, flag: str = "--publish") -> Spec:
+    """Docker's `--publish`: `published=8080,target=80,protocol=udp,mode=host` or the short
+    `[PUBLISHED:]TARGET[/PROTOCOL]` -> a PortConfig (the gateway fills protocol tcp and mode ingress)."""
+    port: Spec = {}
+    if "=" in text:
+        for part in text.split(","):
+            key, sep, value = part.strip().partition("=")
+            if not sep or key not in _PUBLISH_KEYS:
+                raise CliError(f"{flag} {text!r}: unknown field {key!r} (use published=, target=, protocol=, "
+                               "mode=)")
+            field = _PUBLISH_KEYS[key]
+            port[field] = _port_number(value, key, flag) if field.endswith("_port") else value
+    else:
+        m = _PORT_SHORT.match(text.strip())
+        if not m:
+            raise CliError(f"{flag} {text!r}: expected published=P,target=T[,protocol=tcp|udp|sctp]"
+                           "[,mode=ingress|host] or [PUBLISHED:]TARGET[/PROTOCOL]")
+        if m.group(1):
+            port["published_port"] = int(m.group(1))
+        port["target_port"] = int(m.group(2))
+        if m.group(3):
+            port["protocol"] = m.group(3)
+    if "target_port" not in port:
+        raise CliError(f"{flag} {text!r}: the target port is required (target=PORT)")
+    return port
+
+
+def parse_network(text: str, flag: str = "--network") -> Spec:
+    """Docker's `--network`: `NAME` or `name=NAME,alias=A,alias=B` -> a network attachment."""
+    if "=" not in text:
+        if not text.strip():
+            raise CliError(f"{flag}: a network name is required")
+        return {"target": text.strip()}
+    att: Spec = {}
+    aliases: list[str] = []
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        if key in ("name", "target") and sep:
+            att["target"] = value
+        elif key == "alias" and sep:
+            aliases.append(value)
+        else:
+            raise CliError(f"{flag} {text!r}: unknown field {key!r} (use name= and alias=)")
+    if not att.get("target"):
+        raise CliError(f"{flag} {text!r}: name=NETWORK is required")
+    if aliases:
+        att["aliases"] = aliases
+    return att
+
+
+def parse_placement_pref(text: str) -> Spec:
+    """`spread=node.labels.zone` -> a placement preference."""
+    key, sep, value = text.partition("=")
+    if key != "spread" or not sep or not value:
+        raise CliError(f"--placement-pref {text!r}: expected spread=node.labels.KEY")
+    return {"spread": value}
+
+
+def parse_generic(text: str) -> Spec:
+    """`gpu=2` -> a discrete generic resource request."""
+    kind, sep, value = text.partition("=")
+    if not sep or not kind or not value.isdigit():
+        raise CliError(f"--generic-resource {text!r}: expected KIND=COUNT (e.g. gpu=1)")
+    return {"kind": kind, "value": int(value)}
+
+
+_ROLL_FIELDS = (("parallelism", "parallelism"), ("delay", "delay"), ("failure_action", "failure_action"),
+                ("monitor", "monitor"), ("max_failure_ratio", "max_failure_ratio"), ("order", "order"))
+
+
+def rolling_config(a: argparse.Namespace, prefix: str) -> Spec:
+    """The `--update-*` (prefix `update`) or `--rollback-*` flags given, as UpdateConfig fields."""
+    out: Spec = {}
+    for attr, field in _ROLL_FIELDS:
+        value = getattr(a, f"{prefix}_{attr}", None)
+        if value is not None:
+            out[field] = value
+    return out
+
+
+def restart_policy(a: argparse.Namespace) -> Spec:
+    return {k: v for k, v in (("condition", a.restart_condition), ("delay", a.restart_delay),
+                              ("max_attempts", a.restart_max_attempts), ("window", a.restart_window))
+            if v is not None}
+
+
+def health_changes(a: argparse.Namespace) -> Spec | None:
+    """The health check fields the `--health-*` flags set (`--health-cmd` -> `["CMD-SHELL", cmd]`), or
+    `{"test": ["NONE"]}` for `--no-healthcheck`; None when no health flag is given."""
+    if getattr(a, "no_healthcheck", False):
+        if any(getattr(a, f, None) is not None for f in ("health_cmd", "health_interval", "health_timeout",
+                                                         "health_retries", "health_start_period")):
+            raise CliError("--no-healthcheck conflicts with the --health-* options")
+        return {"test": ["NONE"]}
+    out: Spec = {}
+    if getattr(a, "health_cmd", None) is not None:
+        out["test"] = ["CMD-SHELL", a.health_cmd]
+    for attr, field in (("health_interval", "interval"), ("health_timeout", "timeout"),
+                        ("health_retries", "retries"), ("health_start_period", "start_period")):
+        value = getattr(a, attr, None)
+        if value is not None:
+            out[field] = value
+    return out or None
+
+
+def _job_mode(a: argparse.Namespace) -> Spec:
+    """`--mode replicated-job`: `--replicas`/`--total-completions` = total completions, `--max-concurrent`
+    (default: the total, like docker); both absent = the gateway's defaults (1 and 1)."""
+    total = a.total_completions if a.total_completions is not None else a.replicas
+    if a.total_completions is not None and a.replicas is not None and a.total_completions != a.replicas:
+        raise CliError("--replicas and --total-completions disagree (for jobs they are the same setting)")
+    job: Spec = {}
+    if a.max_concurrent is not None:
+        job["max_concurrent"] = a.max_concurrent
+    elif total:
+        job["max_concurrent"] = total
+    if total is not None:
+        job["total_completions"] = total
+    return job
+
+
+def build_mode(a: argparse.Namespace) -> Spec:
+    mode = a.mode.replace("-", "_")
+    if mode != "replicated_job" and (a.max_concurrent is not None or a.total_completions is not None):
+        raise CliError("--max-concurrent and --total-completions can only be used with replicated-job mode")
+    if mode in ("global", "global_job"):
+        if a.replicas is not None:
+            raise CliError("--replicas can only be used with replicated or replicated-job mode")
+        return {mode: {}}
+    if mode == "replicated_job":
+        return {"replicated_job": _job_mode(a)}
+    return {"replicated": {"replicas": 1 if a.replicas is None else a.replicas}}
+
+
 def build_spec(a: argparse.Namespace) -> Spec:
     """The ServiceSpec JSON for `shoal service create`. Only given flags are set; the gateway fills defaults
     and validates (its message names the offending field)."""
@@ -160,35 +319,160 @@ def build_spec(a: argparse.Namespace) -> Spec:
         runtime["dir"] = a.workdir
     if a.stop_grace_period is not None:
         runtime["stop_grace_period"] = a.stop_grace_period
+    if (health := health_changes(a)) is not None:
+        runtime["healthcheck"] = health
     task: Spec = {"container" if a.image else "process": runtime}
     resources: Spec = {}
-    if reservations := _resources(a.reserve_cpu, a.reserve_memory):
+    reservations: Spec = dict(_resources(a.reserve_cpu, a.reserve_memory))
+    if a.generic_resource:
+        reservations["generic"] = [parse_generic(g) for g in a.generic_resource]
+    if reservations:
         resources["reservations"] = reservations
     if limits := _resources(a.limit_cpu, a.limit_memory):
         resources["limits"] = limits
     if resources:
         task["resources"] = resources
-    restart: Spec = {k: v for k, v in (("condition", a.restart_condition), ("delay", a.restart_delay),
-                                       ("max_attempts", a.restart_max_attempts), ("window", a.restart_window))
-                     if v is not None}
-    if restart:
+    if restart := restart_policy(a):
         task["restart"] = restart
     placement: Spec = {}
     if a.constraint:
         placement["constraints"] = list(a.constraint)
+    if a.placement_pref:
+        placement["preferences"] = [parse_placement_pref(p) for p in a.placement_pref]
     if a.replicas_max_per_node is not None:
         placement["max_replicas"] = a.replicas_max_per_node
     if placement:
         task["placement"] = placement
-    if a.mode == "global":
-        if a.replicas is not None:
-            raise CliError("--replicas can only be used with replicated mode")
-        mode: Spec = {"global": {}}
-    else:
-        mode = {"replicated": {"replicas": 1 if a.replicas is None else a.replicas}}
-    spec: Spec = {"name": a.name, "mode": mode, "task": task}
+    if a.network:
+        task["networks"] = [parse_network(n) for n in a.network]
+    spec: Spec = {"name": a.name, "mode": build_mode(a), "task": task}
     if a.label:
         spec["labels"] = parse_pairs(a.label, "--label")
+    if update := rolling_config(a, "update"):
+        spec["update_config"] = update
+    if rollback := rolling_config(a, "rollback"):
+        spec["rollback_config"] = rollback
+    endpoint: Spec = {}
+    if a.endpoint_mode is not None:
+        endpoint["mode"] = a.endpoint_mode
+    if a.publish:
+        endpoint["ports"] = [parse_publish(p) for p in a.publish]
+    if endpoint:
+        spec["endpoint"] = endpoint
+    return spec
+
+
+def _runtime_of(spec: Spec) -> tuple[str, Spec]:
+    task = spec.setdefault("task", {})
+    kind = "container" if "container" in task else "process"
+    return kind, task.setdefault(kind, {})
+
+
+def _same_port(a: Spec, b: Spec) -> bool:
+    """Whether port `b` is replaced by `a` in `--publish-add`: the same published port and protocol, or (for
+    ports without a published port) the same target, protocol and mode."""
+    proto_a, proto_b = a.get("protocol", "tcp"), b.get("protocol", "tcp")
+    if proto_a != proto_b:
+        return False
+    if a.get("published_port"):
+        return bool(a.get("published_port") == b.get("published_port"))
+    return bool(a["target_port"] == b.get("target_port")
+                and a.get("publish_mode", "ingress") == b.get("publish_mode", "ingress"))
+
+
+def _port_rm_matches(text: str, port: Spec) -> bool:
+    """`--publish-rm TARGET[/PROTOCOL]` (docker removes by target port)."""
+    target, _, proto = text.partition("/")
+    return str(port.get("target_port")) == target and (not proto or port.get("protocol", "tcp") == proto)
+
+
+NetworkResolver = Callable[[str], str]
+
+
+def apply_update(spec: Spec, a: argparse.Namespace, network_id: NetworkResolver | None = None) -> Spec:
+    """`shoal service update` flags applied to the current spec (read-modify-write). `network_id(ref)` maps a
+    network reference to its id (the gateway stores ids), used by `--network-add/--network-rm`."""
+    task = spec.setdefault("task", {})
+    kind, runtime = _runtime_of(spec)
+    mode = spec.setdefault("mode", {})
+    if a.image is not None:
+        if kind != "container":
+            raise CliError("--image: this service runs a process (process runtime), not a container image")
+        runtime["image"] = a.image
+    if a.replicas is not None:
+        if "replicated" in mode:
+            mode["replicated"]["replicas"] = a.replicas
+        elif "replicated_job" in mode:
+            mode["replicated_job"]["total_completions"] = a.replicas
+        else:
+            raise CliError("--replicas can only be used with replicated or replicated-job mode")
+    if a.max_concurrent is not None:
+        if "replicated_job" not in mode:
+            raise CliError("--max-concurrent can only be used with replicated-job mode")
+        mode["replicated_job"]["max_concurrent"] = a.max_concurrent
+    if a.env_add or a.env_rm:
+        env = dict(runtime.get("env") or {})
+        for key in a.env_rm or []:
+            env.pop(key, None)
+        env.update(parse_pairs(a.env_add, "--env-add"))
+        runtime["env"] = env
+    if a.workdir is not None:
+        runtime["dir"] = a.workdir
+    if a.stop_grace_period is not None:
+        runtime["stop_grace_period"] = a.stop_grace_period
+    if (health := health_changes(a)) is not None:
+        runtime["healthcheck"] = health if health.get("test") == ["NONE"] else \
+            {**(runtime.get("healthcheck") or {}), **health}
+    if a.label_add or a.label_rm:
+        labels = dict(spec.get("labels") or {})
+        for key in a.label_rm or []:
+            labels.pop(key, None)
+        labels.update(parse_pairs(a.label_add, "--label-add"))
+        spec["labels"] = labels
+    placement = task.setdefault("placement", {})
+    if a.constraint_add or a.constraint_rm:
+        gone = {c.replace(" ", "") for c in a.constraint_rm or []}
+        constraints = [c for c in placement.get("constraints") or [] if c.replace(" ", "") not in gone]
+        constraints += [c for c in a.constraint_add or [] if c not in constraints]
+        placement["constraints"] = constraints
+    if a.placement_pref_add or a.placement_pref_rm:
+        gone_prefs = {parse_placement_pref(p)["spread"] for p in a.placement_pref_rm or []}
+        prefs = [p for p in placement.get("preferences") or [] if p.get("spread") not in gone_prefs]
+        prefs += [parse_placement_pref(p) for p in a.placement_pref_add or []]
+        placement["preferences"] = prefs
+    if a.replicas_max_per_node is not None:
+        placement["max_replicas"] = a.replicas_max_per_node
+    resources = task.setdefault("resources", {})
+    for section, cpu, memory in (("reservations", a.reserve_cpu, a.reserve_memory),
+                                 ("limits", a.limit_cpu, a.limit_memory)):
+        if changed := _resources(cpu, memory):
+            resources[section] = {**(resources.get(section) or {}), **changed}
+    if restart := restart_policy(a):
+        task["restart"] = {**(task.get("restart") or {}), **restart}
+    for prefix, field in (("update", "update_config"), ("rollback", "rollback_config")):
+        if changes := rolling_config(a, prefix):
+            spec[field] = {**(spec.get(field) or {}), **changes}
+    if a.endpoint_mode is not None or a.publish_add or a.publish_rm:
+        endpoint = spec.setdefault("endpoint", {})
+        if a.endpoint_mode is not None:
+            endpoint["mode"] = a.endpoint_mode
+        ports = [p for p in endpoint.get("ports") or []
+                 if not any(_port_rm_matches(rm, p) for rm in a.publish_rm or [])]
+        for text in a.publish_add or []:
+            new = parse_publish(text, "--publish-add")
+            ports = [p for p in ports if not _same_port(new, p)] + [new]
+        endpoint["ports"] = ports
+    if a.network_add or a.network_rm:
+        resolve = network_id or (lambda ref: ref)
+        gone_ids = {resolve(ref) for ref in a.network_rm or []} | set(a.network_rm or [])
+        nets = [n for n in task.get("networks") or [] if n.get("target") not in gone_ids]
+        for text in a.network_add or []:
+            att = parse_network(text, "--network-add")
+            att["target"] = resolve(att["target"])
+            nets = [n for n in nets if n.get("target") != att["target"]] + [att]
+        task["networks"] = nets
+    if a.force:
+        task["force_update"] = int(task.get("force_update") or 0) + 1
     return spec
 
 
@@ -206,17 +490,27 @@ def parse_scale(items: list[str]) -> list[tuple[str, int]]:
 # ---- read-modify-write -------------------------------------------------------------------------------------
 def modify_service(gw: Gateway, ref: str, mutate: Callable[[Spec], Spec], *,
                    attempts: int = SCALE_ATTEMPTS) -> dict[str, Any]:
-    """Read the service, change its spec, write it back with the version read; on 409 (someone else wrote
-    in between) read again and retry, up to `attempts` times."""
+    """Read the service, change its spec, write it back with the version read; on a stale-version 409
+    (someone else wrote in between) read again and retry, up to `attempts` times. Other conflicts (a port in
+    use...) are reported at once."""
+    return _read_modify_write(gw, f"/v1/services/{ref}", "PUT",
+                              lambda current: {"version": current["meta"]["version"],
+                                               "spec": mutate(json.loads(json.dumps(current["spec"])))},
+                              attempts=attempts, write_path=lambda current: f"/v1/services/{current['id']}")
+
+
+def _read_modify_write(gw: Gateway, path: str, method: str, body_of: Callable[[dict[str, Any]], Any], *,
+                       attempts: int = SCALE_ATTEMPTS,
+                       write_path: Callable[[dict[str, Any]], str] | None = None) -> dict[str, Any]:
+    """GET `path`, then `method` the body built from what was read; retried on stale-version conflicts."""
     for attempt in range(1, attempts + 1):
-        current = gw.get(f"/v1/services/{ref}")
-        spec = mutate(json.loads(json.dumps(current["spec"])))
+        current = gw.get(path)
+        body = body_of(current)
         try:
-            result: dict[str, Any] = gw.request("PUT", f"/v1/services/{current['id']}",
-                                                body={"version": current["meta"]["version"], "spec": spec})
+            result: dict[str, Any] = gw.request(method, write_path(current) if write_path else path, body=body)
             return result
         except ApiError as e:
-            if e.status != 409 or attempt == attempts:
+            if not e.stale or attempt == attempts:
                 raise
             time.sleep(0.05 * attempt)
     raise AssertionError("unreachable")
@@ -224,9 +518,13 @@ def modify_service(gw: Gateway, ref: str, mutate: Callable[[Spec], Spec], *,
 
 def _set_replicas(n: int, ref: str) -> Callable[[Spec], Spec]:
     def mutate(spec: Spec) -> Spec:
-        if "replicated" not in spec.get("mode", {}):
-            raise CliError(f"{ref}: scale can only be used with replicated mode")
-        spec["mode"]["replicated"]["replicas"] = n
+        mode = spec.get("mode", {})
+        if "replicated" in mode:
+            mode["replicated"]["replicas"] = n
+        elif "replicated_job" in mode:
+            mode["replicated_job"]["total_completions"] = n
+        else:
+            raise CliError(f"{ref}: scale can only be used with replicated or replicated-job mode")
         return spec
 
     return mutate
@@ -365,6 +663,164 @@ def cmd_cluster(a: argparse.Namespace) -> int:
     return 0
 
 
+def _network_resolver(gw: Gateway) -> NetworkResolver:
+    """Network reference -> id, asking the gateway once per reference."""
+    cache: dict[str, str] = {}
+
+    def network_id(ref: str) -> str:
+        if ref not in cache:
+            cache[ref] = str(gw.get(f"/v1/networks/{ref}")["id"])
+        return cache[ref]
+
+    return network_id
+
+
+def cmd_service_update(a: argparse.Namespace) -> int:
+    gw = gateway_of(a)
+    try:
+        resolver = _network_resolver(gw)
+        modify_service(gw, a.service, lambda spec: apply_update(spec, a, resolver))
+    finally:
+        gw.close()
+    print(a.service)
+    return 0
+
+
+def cmd_service_rollback(a: argparse.Namespace) -> int:
+    gw = gateway_of(a)
+    try:
+        gw.request("POST", f"/v1/services/{a.service}/rollback")
+    finally:
+        gw.close()
+    print(a.service)
+    return 0
+
+
+def node_changes(a: argparse.Namespace) -> Spec:
+    """The PATCH body of `shoal node update` (without the version)."""
+    body: Spec = {}
+    if a.availability is not None:
+        body["availability"] = a.availability
+    if a.role is not None:
+        body["role"] = a.role
+    if a.label_add:
+        body["labels_add"] = parse_pairs([x if "=" in x else x + "=" for x in a.label_add], "--label-add")
+    if a.label_rm:
+        body["labels_rm"] = list(a.label_rm)
+    if not body:
+        raise CliError("node update: nothing to change (use --availability, --role, --label-add, --label-rm)")
+    return body
+
+
+def cmd_node_update(a: argparse.Namespace) -> int:
+    changes = node_changes(a)
+    gw = gateway_of(a)
+    try:
+        _read_modify_write(gw, f"/v1/nodes/{a.node}", "PATCH",
+                           lambda current: {"version": current["meta"]["version"], **changes},
+                           write_path=lambda current: f"/v1/nodes/{current['id']}")
+    finally:
+        gw.close()
+    print(a.node)
+    return 0
+
+
+def cmd_node_rm(a: argparse.Namespace) -> int:
+    gw = gateway_of(a)
+
+    def remove(ref: str) -> None:
+        gw.request("DELETE", f"/v1/nodes/{ref}", params={"force": "true"} if a.force else None)
+        print(ref)
+
+    try:
+        return _for_each(a.refs, remove)
+    finally:
+        gw.close()
+
+
+def cluster_changes(a: argparse.Namespace) -> Spec:
+    """The PATCH body of `shoal cluster update`."""
+    body: Spec = {}
+    if a.heartbeat_period is not None:
+        body["dispatcher"] = {"heartbeat_period": a.heartbeat_period}
+    if a.task_history_limit is not None:
+        body["orchestration"] = {"task_history_retention_limit": a.task_history_limit}
+    if not body:
+        raise CliError("cluster update: nothing to change (use --heartbeat-period, --task-history-limit)")
+    return body
+
+
+def cmd_cluster_update(a: argparse.Namespace) -> int:
+    body = cluster_changes(a)
+    gw = gateway_of(a)
+    try:
+        gw.request("PATCH", "/v1/cluster", body=body)
+    finally:
+        gw.close()
+    print("cluster updated")
+    return 0
+
+
+def network_spec(a: argparse.Namespace) -> Spec:
+    """The NetworkSpec JSON of `shoal network create`."""
+    spec: Spec = {"name": a.name}
+    if a.driver is not None:
+        spec["driver"] = a.driver
+    if a.gateway is not None and a.subnet is None:
+        raise CliError("--gateway needs --subnet")
+    if a.subnet is not None:
+        spec["ipam"] = {"subnet": a.subnet, **({"gateway": a.gateway} if a.gateway is not None else {})}
+    if a.attachable:
+        spec["attachable"] = True
+    if a.internal:
+        spec["internal"] = True
+    if a.label:
+        spec["labels"] = parse_pairs(a.label, "--label")
+    return spec
+
+
+def cmd_network_create(a: argparse.Namespace) -> int:
+    spec = network_spec(a)
+    gw = gateway_of(a)
+    try:
+        network = gw.request("POST", "/v1/networks", body=spec)
+    finally:
+        gw.close()
+    print(network["id"])
+    return 0
+
+
+def cmd_network_ls(a: argparse.Namespace) -> int:
+    gw = gateway_of(a)
+    try:
+        networks = gw.items("/v1/networks")
+    finally:
+        gw.close()
+    if a.quiet:
+        for row in table.network_rows(networks, no_trunc=True):
+            print(row[0])
+        return 0
+    print(table.format_table(table.NETWORK_HEADERS, table.network_rows(networks, no_trunc=a.no_trunc)))
+    return 0
+
+
+def cmd_network_inspect(a: argparse.Namespace) -> int:
+    return _inspect(a, "/v1/networks")
+
+
+def cmd_network_rm(a: argparse.Namespace) -> int:
+    gw = gateway_of(a)
+
+    def remove(ref: str) -> None:
+        gw.request("DELETE", f"/v1/networks/{ref}")
+        print(ref)
+
+    try:
+        return _for_each(a.refs, remove)
+    finally:
+        gw.close()
+
+
 # ---- parsers -----------------------------------------------------------------------------------------------
 def _url_parent() -> argparse.ArgumentParser:
     """`--url` accepted after any subcommand too (without overriding the top-level value when absent)."""
@@ -382,12 +838,13 @@ def _help_of(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], 
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """`service`, `node` and `cluster` under the top-level subcommands."""
+    """`service`, `node`, `network` and `cluster` under the top-level subcommands."""
     parent = _url_parent()
     service = sub.add_parser("service", aliases=["svc"], help="manage services")
     service.set_defaults(func=_help_of(service))
     ssub = service.add_subparsers(title="service commands", metavar="COMMAND")
     _add_service_create(ssub, parent)
+    _add_service_update(ssub, parent)
 
     ls = ssub.add_parser("ls", aliases=["list"], parents=[parent], help="list services")
     ls.add_argument("-q", "--quiet", action="store_true", help="only print ids")
@@ -404,15 +861,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     inspect.add_argument("refs", nargs="+", metavar="SERVICE")
     inspect.set_defaults(func=cmd_service_inspect)
 
-    scale = ssub.add_parser("scale", parents=[parent], help="set the replicas of replicated services")
+    scale = ssub.add_parser("scale", parents=[parent],
+                            help="set the replicas of replicated services (total completions of jobs)")
     scale.add_argument("specs", nargs="+", metavar="SERVICE=REPLICAS")
     scale.set_defaults(func=cmd_service_scale)
+
+    rollback = ssub.add_parser("rollback", parents=[parent], help="revert a service to its previous spec")
+    rollback.add_argument("service", metavar="SERVICE")
+    rollback.set_defaults(func=cmd_service_rollback)
 
     rm = ssub.add_parser("rm", aliases=["remove"], parents=[parent], help="remove services")
     rm.add_argument("refs", nargs="+", metavar="SERVICE")
     rm.set_defaults(func=cmd_service_rm)
 
-    node = sub.add_parser("node", help="inspect nodes")
+    node = sub.add_parser("node", help="manage nodes")
     node.set_defaults(func=_help_of(node))
     nsub = node.add_subparsers(title="node commands", metavar="COMMAND")
     nls = nsub.add_parser("ls", aliases=["list"], parents=[parent], help="list nodes")
@@ -422,30 +884,75 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     ninspect = nsub.add_parser("inspect", parents=[parent], help="show nodes as JSON")
     ninspect.add_argument("refs", nargs="+", metavar="NODE")
     ninspect.set_defaults(func=cmd_node_inspect)
+    nupdate = nsub.add_parser("update", parents=[parent], help="change a node's availability, role or labels")
+    nupdate.add_argument("--availability", choices=["active", "pause", "drain"],
+                         help="active, pause (no new tasks) or drain (tasks move elsewhere)")
+    nupdate.add_argument("--role", choices=["worker", "manager"], help="desired role")
+    nupdate.add_argument("--label-add", action="append", metavar="KEY=VALUE", help="add or change a label")
+    nupdate.add_argument("--label-rm", action="append", metavar="KEY", help="remove a label")
+    nupdate.add_argument("node", metavar="NODE")
+    nupdate.set_defaults(func=cmd_node_update)
+    nrm = nsub.add_parser("rm", aliases=["remove"], parents=[parent], help="remove nodes from the cluster")
+    nrm.add_argument("-f", "--force", action="store_true", help="remove a node even if it is ready")
+    nrm.add_argument("refs", nargs="+", metavar="NODE")
+    nrm.set_defaults(func=cmd_node_rm)
+
+    network = sub.add_parser("network", help="manage networks")
+    network.set_defaults(func=_help_of(network))
+    wsub = network.add_subparsers(title="network commands", metavar="COMMAND")
+    wcreate = wsub.add_parser("create", parents=[parent], help="create a network")
+    wcreate.add_argument("--driver", "-d", help="network driver (default overlay)")
+    wcreate.add_argument("--subnet", metavar="CIDR", help="subnet, e.g. 10.20.0.0/24 (default: from the pool)")
+    wcreate.add_argument("--gateway", metavar="IP", help="gateway address inside the subnet")
+    wcreate.add_argument("--attachable", action="store_true", help="let standalone containers attach")
+    wcreate.add_argument("--internal", action="store_true", help="no access to the outside")
+    wcreate.add_argument("--label", action="append", metavar="KEY=VALUE", help="network label")
+    wcreate.add_argument("name", metavar="NAME")
+    wcreate.set_defaults(func=cmd_network_create)
+    wls = wsub.add_parser("ls", aliases=["list"], parents=[parent], help="list networks")
+    wls.add_argument("-q", "--quiet", action="store_true", help="only print ids")
+    wls.add_argument("--no-trunc", action="store_true", help="do not truncate ids")
+    wls.set_defaults(func=cmd_network_ls)
+    winspect = wsub.add_parser("inspect", parents=[parent], help="show networks as JSON")
+    winspect.add_argument("refs", nargs="+", metavar="NETWORK")
+    winspect.set_defaults(func=cmd_network_inspect)
+    wrm = wsub.add_parser("rm", aliases=["remove"], parents=[parent], help="remove networks")
+    wrm.add_argument("refs", nargs="+", metavar="NETWORK")
+    wrm.set_defaults(func=cmd_network_rm)
 
     cluster = sub.add_parser("cluster", parents=[parent],
                              help="raft members, leader, term, commit index; subsystem leases")
     cluster.add_argument("--json", action="store_true", help="print the gateway's JSON")
     cluster.set_defaults(func=cmd_cluster)
+    csub = cluster.add_subparsers(title="cluster commands", metavar="COMMAND")
+    cupdate = csub.add_parser("update", parents=[parent], help="change the cluster spec")
+    cupdate.add_argument("--heartbeat-period", metavar="DURATION",
+                         help="agent heartbeat period (e.g. 10s; a node is down after 3 missed)")
+    cupdate.add_argument("--task-history-limit", type=int, metavar="N",
+                         help="terminal tasks kept per slot (negative = all)")
+    cupdate.set_defaults(func=cmd_cluster_update)
 
 
-def _add_service_create(ssub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
-    c = ssub.add_parser(
-        "create", parents=[parent], help="create a service",
-        usage="shoal service create --name NAME [options] [--image IMAGE] [-- COMMAND [ARG...]]",
-        description="Without --image the command after `--` runs as a local process (process runtime); with "
-        "--image it runs in a container and the words after `--` are the container's arguments.",
-    )
-    c.add_argument("--name", required=True, help="service name (unique, case-insensitive)")
-    c.add_argument("--mode", choices=["replicated", "global"], default="replicated")
-    c.add_argument("--replicas", type=int, help="number of tasks (replicated mode; default 1)")
-    c.add_argument("--image", help="container image (container runtime)")
-    c.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="environment variable")
+def _add_rolling_flags(c: argparse.ArgumentParser, prefix: str) -> None:
+    """`--update-*` / `--rollback-*` (docker's names; SwarmKit's defaults in the help)."""
+    what = "update" if prefix == "update" else "rollback"
+    actions = ["pause", "continue", "rollback"] if prefix == "update" else ["pause", "continue"]
+    c.add_argument(f"--{prefix}-parallelism", type=int, metavar="N",
+                   help=f"tasks to {what} at once (default 1; 0 = all)")
+    c.add_argument(f"--{prefix}-delay", metavar="DURATION", help=f"delay between {what} batches (default 0s)")
+    c.add_argument(f"--{prefix}-failure-action", choices=actions, help=f"on {what} failure (default pause)")
+    c.add_argument(f"--{prefix}-monitor", metavar="DURATION",
+                   help="time to watch each new task for failure (default 5s)")
+    c.add_argument(f"--{prefix}-max-failure-ratio", type=float, metavar="RATIO",
+                   help="failure ratio tolerated, 0..1 (default 0)")
+    c.add_argument(f"--{prefix}-order", choices=["stop-first", "start-first"],
+                   help="stop the old task first, or start the new one first (default stop-first)")
+
+
+def _add_shared_flags(c: argparse.ArgumentParser) -> None:
+    """Flags `service create` and `service update` share."""
     c.add_argument("-w", "--workdir", help="working directory of the command")
-    c.add_argument("-l", "--label", action="append", metavar="KEY=VALUE", help="service label")
-    c.add_argument("--container-label", action="append", metavar="KEY=VALUE", help="container label")
-    c.add_argument("--constraint", action="append", metavar="EXPR", help="placement constraint (node.x==y)")
-    c.add_argument("--replicas-max-per-node", type=int, metavar="N", help="at most N tasks per node")
+    c.add_argument("--replicas-max-per-node", type=int, metavar="N", help="at most N tasks per node (0 = any)")
     c.add_argument("--reserve-cpu", metavar="CPUS", help="CPUs reserved per task (e.g. 0.5)")
     c.add_argument("--reserve-memory", metavar="SIZE", help="memory reserved per task (e.g. 64M)")
     c.add_argument("--limit-cpu", metavar="CPUS", help="CPU limit per task")
@@ -456,8 +963,76 @@ def _add_service_create(ssub: argparse._SubParsersAction, parent: argparse.Argum
     c.add_argument("--restart-max-attempts", type=int, metavar="N", help="give up after N restarts")
     c.add_argument("--restart-window", metavar="DURATION", help="window used to count restarts")
     c.add_argument("--stop-grace-period", metavar="DURATION", help="time to wait before killing (default 10s)")
+    c.add_argument("--max-concurrent", type=int, metavar="N", help="replicated-job: tasks run at once")
+    c.add_argument("--endpoint-mode", choices=["vip", "dnsrr"], help="vip (default) or dnsrr")
+    c.add_argument("--health-cmd", metavar="CMD", help="health check command (run with /bin/sh -c)")
+    c.add_argument("--health-interval", metavar="DURATION", help="time between health checks")
+    c.add_argument("--health-timeout", metavar="DURATION", help="time one check may take")
+    c.add_argument("--health-retries", type=int, metavar="N", help="failures before unhealthy")
+    c.add_argument("--health-start-period", metavar="DURATION",
+                   help="start-up time during which failures do not count")
+    c.add_argument("--no-healthcheck", action="store_true", help="disable the health check")
+    _add_rolling_flags(c, "update")
+    _add_rolling_flags(c, "rollback")
+
+
+def _add_service_create(ssub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    c = ssub.add_parser(
+        "create", parents=[parent], help="create a service",
+        usage="shoal service create --name NAME [options] [--image IMAGE] [-- COMMAND [ARG...]]",
+        description="Without --image the command after `--` runs as a local process (process runtime); with "
+        "--image it runs in a container and the words after `--` are the container's arguments.",
+    )
+    c.add_argument("--name", required=True, help="service name (unique, case-insensitive)")
+    c.add_argument("--mode", choices=["replicated", "global", "replicated-job", "global-job"],
+                   default="replicated")
+    c.add_argument("--replicas", type=int,
+                   help="number of tasks (replicated mode; default 1) or of completions (replicated-job)")
+    c.add_argument("--total-completions", type=int, metavar="N",
+                   help="replicated-job: completions needed (same as --replicas; default --max-concurrent)")
+    c.add_argument("--image", help="container image (container runtime)")
+    c.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="environment variable")
+    c.add_argument("-l", "--label", action="append", metavar="KEY=VALUE", help="service label")
+    c.add_argument("--container-label", action="append", metavar="KEY=VALUE", help="container label")
+    c.add_argument("--constraint", action="append", metavar="EXPR", help="placement constraint (node.x==y)")
+    c.add_argument("--placement-pref", action="append", metavar="spread=LABEL",
+                   help="spread tasks over a label's values (spread=node.labels.zone)")
+    c.add_argument("--generic-resource", action="append", metavar="KIND=N", help="reserve N units of KIND")
+    c.add_argument("-p", "--publish", action="append", metavar="PORT",
+                   help="publish a port: published=8080,target=80[,protocol=tcp][,mode=ingress|host] or 8080:80")
+    c.add_argument("--network", action="append", metavar="NETWORK",
+                   help="attach to a network: NAME or name=NAME,alias=ALIAS")
+    _add_shared_flags(c)
     c.add_argument("command", nargs="*", metavar="COMMAND", help="command and arguments, after `--`")
     c.set_defaults(func=cmd_service_create)
+
+
+def _add_service_update(ssub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    u = ssub.add_parser(
+        "update", parents=[parent], help="change a service (read, modify, write back; retried on conflicts)",
+        usage="shoal service update [options] SERVICE",
+    )
+    u.add_argument("--image", help="new container image (container runtime)")
+    u.add_argument("--replicas", type=int, help="replicas (replicated) or total completions (replicated-job)")
+    u.add_argument("--env-add", action="append", metavar="KEY=VALUE", help="add or change a variable")
+    u.add_argument("--env-rm", action="append", metavar="KEY", help="remove a variable")
+    u.add_argument("--label-add", action="append", metavar="KEY=VALUE", help="add or change a service label")
+    u.add_argument("--label-rm", action="append", metavar="KEY", help="remove a service label")
+    u.add_argument("--constraint-add", action="append", metavar="EXPR", help="add a placement constraint")
+    u.add_argument("--constraint-rm", action="append", metavar="EXPR", help="remove a placement constraint")
+    u.add_argument("--placement-pref-add", action="append", metavar="spread=LABEL", help="add a preference")
+    u.add_argument("--placement-pref-rm", action="append", metavar="spread=LABEL", help="remove a preference")
+    u.add_argument("--publish-add", "--publish", "-p", action="append", metavar="PORT",
+                   help="publish a port (replaces one with the same published port and protocol)")
+    u.add_argument("--publish-rm", action="append", metavar="TARGET[/PROTOCOL]",
+                   help="stop publishing the ports with this target port")
+    u.add_argument("--network-add", "--network", action="append", metavar="NETWORK",
+                   help="attach to a network: NAME or name=NAME,alias=ALIAS")
+    u.add_argument("--network-rm", action="append", metavar="NETWORK", help="detach from a network")
+    u.add_argument("--force", action="store_true", help="redeploy the tasks even if nothing changed")
+    _add_shared_flags(u)
+    u.add_argument("service", metavar="SERVICE")
+    u.set_defaults(func=cmd_service_update)
 
 
 def default_url() -> str:

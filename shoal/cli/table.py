@@ -72,20 +72,37 @@ def title(word: str | None) -> str:
 
 
 # ---- services ----------------------------------------------------------------------------------------------
+_MODE_NAMES = {"replicated": "replicated", "global": "global", "replicated_job": "replicated job",
+               "global_job": "global job"}
+
+
+def mode_key(spec: Obj) -> str:
+    """The mode of a service spec as stored: replicated, global, replicated_job or global_job."""
+    mode = spec.get("mode") or {}
+    return next((k for k in _MODE_NAMES if k in mode), "replicated")
+
+
 def mode_name(spec: Obj) -> str:
-    return "global" if "global" in spec.get("mode", {}) else "replicated"
+    """The MODE column, worded like docker: `replicated`, `global`, `replicated job`, `global job`."""
+    return _MODE_NAMES[mode_key(spec)]
 
 
 def replicas_text(service: Obj) -> str:
-    """`running/desired`, plus docker's "(max N per node)" when a placement limit is set."""
+    """`running/desired` (docker's REPLICAS); jobs add `(completed/desired completed)`, e.g.
+    `1/5 (3/5 completed)`; plus docker's "(max N per node)" when a placement limit is set."""
     status = service.get("status") or {}
     spec = service.get("spec", {})
+    mode = spec.get("mode", {})
     running = status.get("running", 0)
     if "desired" in status:
         desired = status["desired"]
+    elif "replicated_job" in mode:
+        desired = mode["replicated_job"].get("total_completions", "?")
     else:
-        desired = spec.get("mode", {}).get("replicated", {}).get("replicas", "?")
+        desired = mode.get("replicated", {}).get("replicas", "?")
     text = f"{running}/{desired}"
+    if mode_key(spec).endswith("_job"):
+        text += f" ({status.get('completed', 0)}/{desired} completed)"
     max_per_node = spec.get("task", {}).get("placement", {}).get("max_replicas") or 0
     if max_per_node:
         text += f" (max {max_per_node} per node)"
@@ -177,6 +194,28 @@ def node_rows(nodes: Iterable[Obj], *, no_trunc: bool = False) -> list[list[str]
     return [[short_id(n["id"], no_trunc=no_trunc), hostname(n), title((n.get("status") or {}).get("state")),
              title((n.get("spec") or {}).get("availability") or "active"),
              title(n.get("role") or (n.get("spec") or {}).get("role"))] for n in ordered]
+
+
+# ---- networks ----------------------------------------------------------------------------------------------
+NETWORK_HEADERS = ("NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET", "ATTACHABLE")
+
+
+def network_subnet(network: Obj) -> str:
+    """The subnet in use (the allocator's `ipam`), else the one asked for in the spec, else empty."""
+    ipam = network.get("ipam") or (network.get("spec") or {}).get("ipam") or {}
+    if isinstance(ipam, dict):
+        if ipam.get("subnet"):
+            return str(ipam["subnet"])
+        configs = ipam.get("configs") or []
+        if configs and isinstance(configs[0], dict):
+            return str(configs[0].get("subnet") or "")
+    return ""
+
+
+def network_rows(networks: Iterable[Obj], *, no_trunc: bool = False) -> list[list[str]]:
+    ordered = sorted(networks, key=lambda n: str(n["spec"]["name"]).lower())
+    return [[short_id(n["id"], no_trunc=no_trunc), n["spec"]["name"], str(n["spec"].get("driver") or ""),
+             "swarm", network_subnet(n), "yes" if n["spec"].get("attachable") else "no"] for n in ordered]
 
 
 # ---- cluster -----------------------------------------------------------------------------------------------

@@ -327,3 +327,348 @@ def test_round_trip_through_the_gateway_app(capsys: pytest.CaptureFixture[str]) 
         captured = capsys.readouterr()
         assert captured.out == "web\n" and captured.err == "error: service 'web' not found\n"
         assert store.mem.count("service") == 0
+
+
+# ---- issue 4: modes, rolling configs, ports, networks, health ---------------------------------------------
+def update_args(*argv: str) -> Any:
+    return build_parser().parse_args(["service", "update", *argv, "web"])
+
+
+def base_spec() -> dict[str, Any]:
+    return ServiceSpec.model_validate({
+        "name": "web", "labels": {"tier": "front", "old": "x"}, "mode": {"replicated": {"replicas": 2}},
+        "task": {"process": {"command": ["sleep", "300"], "env": {"A": "1", "B": "2"}},
+                 "placement": {"constraints": ["node.labels.zone==a", "node.role==worker"]},
+                 "networks": [{"target": "n" * 25}]},
+        "endpoint": {"ports": [{"published_port": 8080, "target_port": 80},
+                               {"published_port": 5353, "target_port": 53, "protocol": "udp"}]},
+    }).wire()
+
+
+@pytest.mark.parametrize(("argv", "mode"), [
+    (["--mode", "replicated-job"], {"replicated_job": {}}),
+    (["--mode", "replicated-job", "--replicas", "5"], {"replicated_job": {"max_concurrent": 5,
+                                                                          "total_completions": 5}}),
+    (["--mode", "replicated-job", "--replicas", "5", "--max-concurrent", "2"],
+     {"replicated_job": {"max_concurrent": 2, "total_completions": 5}}),
+    (["--mode", "replicated-job", "--total-completions", "4"], {"replicated_job": {"max_concurrent": 4,
+                                                                                   "total_completions": 4}}),
+    (["--mode", "replicated-job", "--max-concurrent", "3"], {"replicated_job": {"max_concurrent": 3}}),
+    (["--mode", "replicated-job", "--replicas", "0"], {"replicated_job": {"total_completions": 0}}),
+    (["--mode", "global-job"], {"global_job": {}}),
+    (["--mode", "global"], {"global": {}}),
+])
+def test_create_modes(argv: list[str], mode: dict[str, Any]) -> None:
+    spec = spec_of("--name", "job", *argv, "--", "true")
+    assert spec["mode"] == mode
+    ServiceSpec.model_validate(spec)
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--mode", "global-job", "--replicas", "2"], "--replicas can only be used with replicated or replicated-job"),
+    (["--max-concurrent", "2"], "--max-concurrent and --total-completions can only be used with replicated-job"),
+    (["--mode", "replicated-job", "--replicas", "2", "--total-completions", "3"], "disagree"),
+    (["--publish", "80:http"], "--publish '80:http': expected published=P,target=T"),
+    (["--publish", "published=80"], "the target port is required"),
+    (["--publish", "published=80,target=x"], "--publish target 'x': expected a port number"),
+    (["--publish", "target=80,color=red"], "unknown field 'color'"),
+    (["--network", "alias=x"], "name=NETWORK is required"),
+    (["--network", "name=a,ip=1.2.3.4"], "unknown field 'ip'"),
+    (["--placement-pref", "node.labels.zone"], "expected spread=node.labels.KEY"),
+    (["--generic-resource", "gpu"], "expected KIND=COUNT"),
+    (["--no-healthcheck", "--health-cmd", "true"], "--no-healthcheck conflicts"),
+])
+def test_create_issue4_flag_errors(argv: list[str], needle: str) -> None:
+    with pytest.raises(commands.CliError) as e:
+        spec_of("--name", "web", *argv, "--", "x")
+    assert needle in str(e.value)
+
+
+def test_create_rolling_ports_networks_health_placement() -> None:
+    spec = spec_of(
+        "--name", "web", "--update-parallelism", "0", "--update-delay", "10s", "--update-failure-action", "rollback",
+        "--update-monitor", "30s", "--update-max-failure-ratio", "0.25", "--update-order", "start-first",
+        "--rollback-parallelism", "2", "--rollback-failure-action", "continue", "--rollback-order", "stop-first",
+        "-p", "published=8080,target=80", "--publish", "53:53/udp", "--publish", "9000",
+        "--publish", "published=8443,target=443,protocol=tcp,mode=host", "--endpoint-mode", "vip",
+        "--network", "back", "--network", "name=front,alias=web,alias=www",
+        "--health-cmd", "curl -f localhost", "--health-interval", "5s", "--health-timeout", "2s",
+        "--health-retries", "3", "--health-start-period", "1s",
+        "--placement-pref", "spread=node.labels.zone", "--generic-resource", "gpu=2", "--reserve-cpu", "1",
+        "--", "server")
+    assert spec["update_config"] == {"parallelism": 0, "delay": "10s", "failure_action": "rollback",
+                                     "monitor": "30s", "max_failure_ratio": 0.25, "order": "start-first"}
+    assert spec["rollback_config"] == {"parallelism": 2, "failure_action": "continue", "order": "stop-first"}
+    assert spec["endpoint"] == {"mode": "vip", "ports": [
+        {"published_port": 8080, "target_port": 80},
+        {"published_port": 53, "target_port": 53, "protocol": "udp"},
+        {"target_port": 9000},
+        {"published_port": 8443, "target_port": 443, "protocol": "tcp", "publish_mode": "host"},
+    ]}
+    assert spec["task"]["networks"] == [{"target": "back"}, {"target": "front", "aliases": ["web", "www"]}]
+    assert spec["task"]["process"]["healthcheck"] == {"test": ["CMD-SHELL", "curl -f localhost"], "interval": "5s",
+                                                      "timeout": "2s", "retries": 3, "start_period": "1s"}
+    assert spec["task"]["placement"] == {"preferences": [{"spread": "node.labels.zone"}]}
+    assert spec["task"]["resources"] == {"reservations": {"nano_cpus": 10**9, "generic": [{"kind": "gpu",
+                                                                                           "value": 2}]}}
+    ServiceSpec.model_validate(spec)
+
+
+def test_container_health_and_no_healthcheck() -> None:
+    spec = spec_of("--name", "web", "--image", "nginx", "--no-healthcheck")
+    assert spec["task"]["container"]["healthcheck"] == {"test": ["NONE"]}
+    ServiceSpec.model_validate(spec)
+
+
+def test_update_flags_map_onto_the_current_spec() -> None:
+    a = update_args(
+        "--replicas", "4", "--env-add", "C=3", "--env-add", "A=one", "--env-rm", "B", "--label-add", "v=2",
+        "--label-rm", "old", "--constraint-rm", "node.role == worker", "--constraint-add", "node.labels.ssd==true",
+        "--update-parallelism", "3", "--update-order", "start-first", "--rollback-monitor", "1m",
+        "--restart-condition", "on-failure", "--restart-max-attempts", "2", "--stop-grace-period", "30s",
+        "--reserve-memory", "64M", "--replicas-max-per-node", "1", "--placement-pref-add", "spread=node.labels.rack",
+        "--health-cmd", "true", "--health-retries", "2", "--force")
+    spec = commands.apply_update(base_spec(), a)
+    task = spec["task"]
+    assert spec["mode"] == {"replicated": {"replicas": 4}}
+    assert task["process"]["env"] == {"A": "one", "C": "3"}
+    assert spec["labels"] == {"tier": "front", "v": "2"}
+    assert task["placement"]["constraints"] == ["node.labels.zone==a", "node.labels.ssd==true"]
+    assert task["placement"]["preferences"] == [{"spread": "node.labels.rack"}]
+    assert task["placement"]["max_replicas"] == 1
+    assert spec["update_config"]["parallelism"] == 3 and spec["update_config"]["order"] == "start-first"
+    assert spec["update_config"]["monitor"] == 5.0  # untouched fields keep their value
+    assert spec["rollback_config"]["monitor"] == "1m"
+    assert task["restart"] == {"condition": "on-failure", "delay": 5.0, "max_attempts": 2, "window": 0.0}
+    assert task["process"]["stop_grace_period"] == "30s"
+    assert task["resources"]["reservations"]["memory_bytes"] == 64 << 20
+    assert task["process"]["healthcheck"] == {"test": ["CMD-SHELL", "true"], "retries": 2}
+    assert task["force_update"] == 1
+    assert commands.apply_update(spec, update_args("--force"))["task"]["force_update"] == 2
+    ServiceSpec.model_validate(spec)
+
+
+def test_update_ports_and_networks() -> None:
+    ids = {"front": "f" * 25, "back": "n" * 25}
+    a = update_args("--publish-add", "published=8080,target=8000", "--publish", "9000:90", "--publish-rm", "53/udp",
+                    "--network-rm", "back", "--network-add", "name=front,alias=web")
+    spec = commands.apply_update(base_spec(), a, ids.__getitem__)
+    assert spec["endpoint"]["ports"] == [{"published_port": 8080, "target_port": 8000},
+                                         {"published_port": 9000, "target_port": 90}]
+    assert spec["task"]["networks"] == [{"target": "f" * 25, "aliases": ["web"]}]
+    again = commands.apply_update(spec, update_args("--network-add", "front"), ids.__getitem__)
+    assert again["task"]["networks"] == [{"target": "f" * 25}]  # re-adding replaces, never duplicates
+    ServiceSpec.model_validate(again)
+
+
+def test_update_health_merges_and_no_healthcheck_replaces() -> None:
+    spec = commands.apply_update(base_spec(), update_args("--health-cmd", "check", "--health-interval", "3s"))
+    spec = commands.apply_update(spec, update_args("--health-timeout", "1s"))
+    assert spec["task"]["process"]["healthcheck"] == {"test": ["CMD-SHELL", "check"], "interval": "3s",
+                                                      "timeout": "1s"}
+    spec = commands.apply_update(spec, update_args("--no-healthcheck"))
+    assert spec["task"]["process"]["healthcheck"] == {"test": ["NONE"]}
+
+
+@pytest.mark.parametrize(("mode", "argv", "expected"), [
+    ({"replicated_job": {"max_concurrent": 1, "total_completions": 1}}, ["--replicas", "6", "--max-concurrent", "3"],
+     {"replicated_job": {"max_concurrent": 3, "total_completions": 6}}),
+    ({"global": {}}, ["--replicas", "2"], "--replicas can only be used with replicated or replicated-job mode"),
+    ({"replicated": {"replicas": 1}}, ["--max-concurrent", "2"], "--max-concurrent can only be used"),
+    ({"replicated": {"replicas": 1}}, ["--image", "nginx"], "--image: this service runs a process"),
+])
+def test_update_mode_specific_flags(mode: dict[str, Any], argv: list[str], expected: Any) -> None:
+    spec = {**base_spec(), "mode": mode}
+    if isinstance(expected, str):
+        with pytest.raises(commands.CliError, match=expected.replace("(", r"\(")):
+            commands.apply_update(spec, update_args(*argv))
+    else:
+        assert commands.apply_update(spec, update_args(*argv))["mode"] == expected
+
+
+def test_update_image_of_a_container_service() -> None:
+    spec = {**base_spec(), "task": {"container": {"image": "nginx:1.24"}}}
+    assert commands.apply_update(spec, update_args("--image", "nginx:1.25"))["task"]["container"]["image"] == \
+        "nginx:1.25"
+
+
+def test_service_update_retries_stale_versions_only(capsys: pytest.CaptureFixture[str]) -> None:
+    puts: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={**SVC, "meta": {"version": 7 + len(puts)}})
+        body = json.loads(request.content)
+        puts.append(body["version"])
+        if len(puts) == 1:
+            return httpx.Response(409, json={"message": "stale", "code": "version_conflict"})
+        assert body["spec"]["task"]["force_update"] == 1
+        return httpx.Response(409, json={"message": "port 80/tcp is already in use by service 'api'",
+                                         "code": "port_in_use"})
+
+    assert main(["service", "update", "--force", "web"], http=mock(handler)) == 1
+    assert puts == [7, 8]
+    assert "error: port 80/tcp is already in use by service 'api'" in capsys.readouterr().err
+
+
+def test_service_rollback_posts(capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path))
+        return httpx.Response(200, json=SVC)
+
+    assert main(["service", "rollback", "web"], http=mock(handler)) == 0
+    assert seen == [("POST", "/v1/services/web/rollback")]
+    assert capsys.readouterr().out == "web\n"
+
+
+NODE = {"id": "a" * 25, "meta": {"version": 4}, "spec": {"labels": {}, "role": "worker", "availability": "active"}}
+
+
+def test_node_update_and_rm(capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[tuple[str, str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        seen.append((request.method, str(request.url.path) + ("?" + request.url.query.decode()
+                                                              if request.url.query else ""), body))
+        return httpx.Response(200, json=NODE)
+
+    assert main(["node", "update", "--availability", "drain", "--label-add", "zone=a", "--label-add", "ssd",
+                 "--label-rm", "old", "--role", "manager", "host-a"], http=mock(handler)) == 0
+    assert seen == [("GET", "/v1/nodes/host-a", None),
+                    ("PATCH", f"/v1/nodes/{'a' * 25}", {"version": 4, "availability": "drain", "role": "manager",
+                                                       "labels_add": {"zone": "a", "ssd": ""},
+                                                       "labels_rm": ["old"]})]
+    seen.clear()
+    assert main(["node", "rm", "--force", "host-a", "host-b"], http=mock(handler)) == 0
+    assert seen == [("DELETE", "/v1/nodes/host-a?force=true", None), ("DELETE", "/v1/nodes/host-b?force=true", None)]
+    seen.clear()
+    assert main(["node", "rm", "host-a"], http=mock(handler)) == 0
+    assert seen == [("DELETE", "/v1/nodes/host-a", None)]
+    assert main(["node", "update", "host-a"], http=mock(handler)) == 1
+    assert "nothing to change" in capsys.readouterr().err
+
+
+def test_cluster_update(capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[Any] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, json.loads(request.content)))
+        return httpx.Response(200, json={"id": "default", "spec": {}})
+
+    assert main(["cluster", "update", "--heartbeat-period", "10s", "--task-history-limit", "-1"],
+                http=mock(handler)) == 0
+    assert seen == [("PATCH", "/v1/cluster", {"dispatcher": {"heartbeat_period": "10s"},
+                                              "orchestration": {"task_history_retention_limit": -1}})]
+    assert capsys.readouterr().out == "cluster updated\n"
+    assert main(["cluster", "update"], http=mock(handler)) == 1
+    assert "nothing to change" in capsys.readouterr().err
+
+
+def test_network_create_flags() -> None:
+    args = build_parser().parse_args(["network", "create", "--subnet", "10.1.0.0/24", "--gateway", "10.1.0.1",
+                                      "--attachable", "--internal", "--label", "a=b", "--driver", "overlay", "back"])
+    assert commands.network_spec(args) == {"name": "back", "driver": "overlay",
+                                           "ipam": {"subnet": "10.1.0.0/24", "gateway": "10.1.0.1"},
+                                           "attachable": True, "internal": True, "labels": {"a": "b"}}
+    assert commands.network_spec(build_parser().parse_args(["network", "create", "x"])) == {"name": "x"}
+    with pytest.raises(commands.CliError, match="--gateway needs --subnet"):
+        commands.network_spec(build_parser().parse_args(["network", "create", "--gateway", "10.0.0.1", "x"]))
+
+
+@pytest.mark.parametrize(("mode", "status", "text", "name"), [
+    ({"replicated": {"replicas": 3}}, {"desired": 3, "running": 2, "completed": 0}, "2/3", "replicated"),
+    ({"global": {}}, {"desired": 3, "running": 3, "completed": 0}, "3/3", "global"),
+    ({"replicated_job": {"max_concurrent": 2, "total_completions": 5}}, {"desired": 5, "running": 1, "completed": 3},
+     "1/5 (3/5 completed)", "replicated job"),
+    ({"global_job": {}}, {"desired": 4, "running": 2, "completed": 2}, "2/4 (2/4 completed)", "global job"),
+])
+def test_replicas_column_by_mode(mode: dict[str, Any], status: dict[str, int], text: str, name: str) -> None:
+    spec: dict[str, Any] = {"name": "x", "mode": mode, "task": {"process": {"command": ["x"]}}}
+    assert table.replicas_text({"id": "s" * 25, "spec": spec, "status": status}) == text
+    assert table.mode_name(spec) == name
+
+
+def test_network_rows() -> None:
+    rows = table.network_rows([
+        {"id": "b" * 25, "spec": {"name": "back", "driver": "overlay", "attachable": True,
+                                  "ipam": {"subnet": "10.1.0.0/24"}}, "ipam": None},
+        {"id": "a" * 25, "spec": {"name": "Apps", "driver": "overlay"}, "ipam": {"subnet": "10.0.9.0/24"}},
+    ])
+    assert rows == [["aaaaaaaaaaaa", "Apps", "overlay", "swarm", "10.0.9.0/24", "no"],
+                    ["bbbbbbbbbbbb", "back", "overlay", "swarm", "10.1.0.0/24", "yes"]]
+
+
+def test_issue4_round_trip_through_the_gateway_app(capsys: pytest.CaptureFixture[str]) -> None:
+    from fastapi.testclient import TestClient
+
+    from services.gateway.app import create_app
+    from services.gateway.settings import GatewaySettings
+    from shoal.store import txn as t
+    from shoal.store.local import LocalStore
+
+    def members(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    store = LocalStore()
+    app = create_app(GatewaySettings(store_members=["http://m1"]), store=store,
+                     http=httpx.AsyncClient(transport=httpx.MockTransport(members)))
+    with TestClient(app) as gw:
+        assert main(["network", "create", "--subnet", "10.5.0.0/24", "back"], http=gw) == 0
+        net_id = capsys.readouterr().out.strip()
+        assert main(["network", "create", "front"], http=gw) == 0
+        capsys.readouterr()
+        assert main(["service", "create", "--name", "web", "--network", "back", "--publish", "8080:80",
+                     "--update-order", "start-first", "--", "sleep", "300"], http=gw) == 0
+        sid = capsys.readouterr().out.strip()
+        stored = store.mem.get("service", sid)
+        assert stored["spec"]["task"]["networks"] == [{"target": net_id, "aliases": []}]
+        assert stored["spec"]["update_config"]["order"] == "start-first"
+        assert main(["service", "create", "--name", "api", "-p", "8080:81", "--", "x"], http=gw) == 1
+        assert "port 8080/tcp is already in use by service 'web'" in capsys.readouterr().err
+        assert main(["service", "update", "--network-rm", "back", "--network-add", "front", "--force",
+                     "--replicas", "3", "web"], http=gw) == 0
+        capsys.readouterr()
+        stored = store.mem.get("service", sid)
+        assert stored["spec"]["task"]["force_update"] == 1 and stored["spec_version"] == 2
+        front = store.mem.by_name("network", "front")
+        assert front is not None and [n["target"] for n in stored["spec"]["task"]["networks"]] == [front["id"]]
+        assert main(["network", "rm", "front"], http=gw) == 1
+        assert "network 'front' is in use by service 'web'" in capsys.readouterr().err
+        assert main(["service", "rollback", "web"], http=gw) == 0
+        stored = store.mem.get("service", sid)
+        assert stored["spec"]["mode"]["replicated"]["replicas"] == 1
+        assert stored["update_status"]["state"] == "rollback_started"
+        assert main(["service", "create", "--name", "batch", "--mode", "replicated-job", "--replicas", "5",
+                     "--max-concurrent", "2", "--", "true"], http=gw) == 0
+        capsys.readouterr()
+        assert main(["service", "ls"], http=gw) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert "replicated job  0/5 (0/5 completed)" in lines[1]
+        assert main(["network", "ls"], http=gw) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE", "SUBNET", "ATTACHABLE"]
+        assert out[1].split()[1:] == ["back", "overlay", "swarm", "10.5.0.0/24", "no"]
+        assert main(["network", "rm", "back", "front"], http=gw) == 1  # the rollback attached `back` again
+        captured = capsys.readouterr()
+        assert captured.out == "front\n" and "network 'back' is in use by service 'web'" in captured.err
+
+        node = {"id": "n" * 25, "spec": {"labels": {}, "role": "worker", "availability": "active"},
+                "role": "worker", "status": {"state": "ready"}, "description": {"hostname": "host-a"}}
+
+        async def seed() -> None:
+            await store.txn([t.create("node", node)])
+
+        gw.portal.call(seed)  # type: ignore[union-attr]
+        assert main(["node", "update", "--availability", "drain", "--label-add", "zone=a", "host-a"], http=gw) == 0
+        assert store.mem.get("node", "n" * 25)["spec"]["availability"] == "drain"
+        assert main(["node", "rm", "host-a"], http=gw) == 1
+        assert "node 'host-a' is ready and cannot be removed" in capsys.readouterr().err
+        assert main(["node", "rm", "--force", "host-a"], http=gw) == 0
+        assert store.mem.find("node", "n" * 25) is None
+        assert main(["cluster", "update", "--heartbeat-period", "10s"], http=gw) == 0
+        assert store.mem.get("cluster", "default")["spec"]["dispatcher"]["heartbeat_period"] == 10.0
+        assert main(["cluster", "update", "--heartbeat-period", "0s"], http=gw) == 1
+        assert "heartbeat_period must be greater than 0" in capsys.readouterr().err
