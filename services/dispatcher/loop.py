@@ -204,6 +204,11 @@ class Dispatcher:
                 self._wake_node(node_id)
             return
         for c in changes:
+            if c.kind == Kind.NODE and c.action == "delete":
+                # Removed (its tasks orphaned): end its session, so the agent registers again and the complete
+                # set it then receives, with those tasks ORPHANED, makes it stop them.
+                self._drop_sessions_of(c.id)
+                self.liveness.forget(c.id)
             if c.kind != Kind.TASK:
                 continue
             old = self._node_of.get(c.id)

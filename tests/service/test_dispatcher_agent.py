@@ -302,3 +302,19 @@ async def test_two_dispatchers_share_liveness_and_agents_fail_over(env: dict[str
             await d1.start()  # let the fixture stop it
     finally:
         await d2.stop() if d2.task and not d2.task.done() else None
+
+
+async def test_a_removed_node_registers_again_and_stops_its_orphaned_tasks(env: dict[str, Any]) -> None:
+    store: LocalStore = env["store"]
+    a: RunningAgent = await env["start_agent"]()
+    await assign(store, a.node_id, "t1")
+    running = await task_in(store, "t1", "running")
+    pid = running["status"]["pid"]
+    node = await store.get("node", a.node_id)
+    # what `DELETE /v1/nodes/{id}?force=true` writes: the node goes, its unfinished tasks are ORPHANED
+    orphan = {**running, "status": {**running["status"], "state": "orphaned", "message": "node removed"}}
+    await store.txn([t.delete("node", node["id"]), t.update("task", orphan)])
+    await until(lambda: not alive(pid), "the orphaned task's process stopped", timeout=15)
+    assert a.agent.session.sessions >= 2
+    assert (await store.get("node", a.node_id))["status"]["state"] == "ready"
+    assert (await store.get("task", "t1"))["status"]["state"] == "orphaned"
