@@ -525,12 +525,19 @@ class Dispatcher:
         """Mark DOWN every READY node silent for 3 periods (6 after this dispatcher started). Each write
         expects the version seen, so a node that re-registered meanwhile is left alone."""
         now = self.clock.now()
+        period = self.period()
+        served = set(self.session_of)
+        # Sessions that went silent end here whatever the node's state (another dispatcher may have marked
+        # it DOWN first): the agent, if alive, registers again.
+        for node_id in served:
+            if now - self.liveness.last_seen.get(node_id, now) >= core.HEARTBEAT_GRACE * period:
+                self._drop_sessions_of(node_id)
         marked = []
-        expired = self.liveness.expired(self.mirror.list(Kind.NODE), now, self.period())
+        expired = self.liveness.expired(self.mirror.list(Kind.NODE), now, period)
         if not self._bus_trusted(now):
             # Without the bus we cannot hear the heartbeats other dispatchers receive: judge only the nodes
             # whose sessions are here, or a healthy node served elsewhere would flap DOWN and READY.
-            expired = [n for n in expired if n["id"] in self.session_of]
+            expired = [n for n in expired if n["id"] in served]
         for node in expired:
             try:
                 result = await self.store.txn([t.update(Kind.NODE, core.down_node(node, now))])
