@@ -276,15 +276,16 @@ async def serve_leader(settings: LeaderSettings, name: str, build: Callable[[Sto
     background (the process starts and works without it), and the HTTP server until SIGTERM/SIGINT."""
     instance = settings.instance_name(name)
     setup_logging(settings.log_level, instance)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per store request is noise
     store = StoreClient(settings.store_members, timeout=settings.store_timeout,
                         retry_for=settings.store_retry_for)
     sub = build(store)
     buses: list[Bus] = []
 
     async def connect() -> Bus:
-        from shoal.bus.nats import NatsBus
+        from shoal.bus.connect import connect_bus
 
-        return await NatsBus.connect(settings.nats_url, instance)
+        return await connect_bus(settings.nats_url, instance)
 
     async def attach(bus: Bus) -> None:
         buses.append(bus)
