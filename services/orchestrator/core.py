@@ -185,7 +185,8 @@ def scale_replicated(d: Draft, service: Obj, tasks: list[Obj], history: RestartH
     want = replicas(service)
     if len(slots) < want:
         numbers = free_numbers((s.number for s in slots), want - len(slots))
-        d.plan.add([d.create(new_task(service, n, now)) for n in numbers])
+        for n in numbers:  # independent creates: separate groups, so big services split into bounded txns
+            d.plan.add([d.create(new_task(service, n, now))])
         reused = set(numbers)
         dead = [s for s in dead if s.number not in reused]
     elif len(slots) > want:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from hypothesis import given, settings
@@ -463,3 +464,34 @@ def test_plans_never_lower_desired_state() -> None:
     before = {x["id"]: desired_of(x) for x in tasks}
     for i, d in desired_changes(plan).items():
         assert TaskState(d) >= before[i]
+
+
+def test_groups_stay_small_so_big_plans_split_into_bounded_transactions() -> None:
+    svc = with_meta(make_service("wide", 450))
+    plan = reconcile(view([svc], []), RestartHistory(), NOW)
+    assert len(plan.ops) == 450 and max(len(g.ops) for g in plan.groups) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(states=st.lists(st.tuples(st.sampled_from(["new", "pending", "running", "failed", "complete", "shutdown"]),
+                                  st.sampled_from(["ready", "running", "shutdown", "remove"]),
+                                  st.integers(1, 6), st.sampled_from(["n1", "n2", "gone", None])),
+                        max_size=12),
+       replicas=st.integers(0, 6), deleted=st.booleans())
+def test_reconcile_never_mutates_its_input(states: list[tuple[str, str, int, str | None]], replicas: int,
+                                           deleted: bool) -> None:
+    svc = with_meta(make_service("web", replicas, restart={"max_attempts": 2}))
+    tasks = [mk_task(svc, slot, state=s, desired=d, node=n, created=float(i))
+             for i, (s, d, slot, n) in enumerate(states)]
+    v = view([] if deleted else [svc], tasks,
+             [set_node_state(make_node("n1"), "down", NOW), make_node("n2", availability="drain")])
+    frozen = copy.deepcopy(v)
+    plan = reconcile(v, RestartHistory(), NOW)
+    assert v == frozen
+    # and every update expects the version it read, never lowers desired state, never touches status
+    by_id = {x["id"]: x for x in tasks}
+    for op in ops_of(plan, "update"):
+        old = by_id[op["object"]["id"]]
+        assert op["expect_version"] == old["meta"]["version"]
+        assert desired_of(op["object"]) > desired_of(old)
+        assert op["object"]["status"] == old["status"]
