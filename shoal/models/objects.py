@@ -2,13 +2,21 @@
 
 Shapes (every object also has `id` and `meta {version, created_at, updated_at}`):
 
-service  {spec: ServiceSpec, spec_version: int (1 on create, +1 per spec update), previous_spec: spec|None}
+service  {spec: ServiceSpec, spec_version: int (1 on create, +1 per spec update or manual rollback),
+          previous_spec: spec|None, update_status: {state, message, started_at, completed_at?}|None (reset to
+          None by a user update; "rollback_started" on a manual rollback),
+          job_status: {job_iteration: int (0 on create, +1 per spec change), last_execution}  (jobs only),
+          endpoint: {ports: [...]}  (optional, written by the allocator: the ports actually published)}
 task     {service_id, service_name, slot, node_id, desired_state, spec_version, spec: TaskSpec, runtime,
-          status: {state, message, err, timestamp, pid, exit_code}}
+          status: {state, message, err, timestamp, pid, exit_code},
+          job_iteration: int (job tasks: the service's job_status.job_iteration when created),
+          networks: [{network: {id, ...}, addresses: [...]}]  (attachments, written by the allocator)}
 node     {spec: {name, labels, role, availability}, role, status: {state, message, addr, timestamp},
           description: {hostname, platform: {os, arch}, resources: {nano_cpus, memory_bytes}, executors: [...]}}
 cluster  {id: "default", spec: {name: "default", dispatcher: {heartbeat_period}, orchestration:
           {task_history_retention_limit}}}
+network  {spec: NetworkSpec {name, labels, driver, ipam?: {subnet, gateway?}, attachable, internal},
+          ipam: {subnet, gateway}|None (filled by the allocator)}
 lease    {id: subsystem name, holder, term, expires_at, duration}
 """
 
