@@ -200,6 +200,38 @@ def test_global_job_status(client: TestClient, store: LocalStore) -> None:
     assert client.get("/v1/services/sweep").json()["status"] == {"desired": 3, "running": 1, "completed": 1}
 
 
+NEW_FIELD_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
+    ("two modes", spec(mode={"replicated_job": {}, "global_job": {}}), "mode: exactly one mode may be given"),
+    ("max_concurrent 0", spec(mode={"replicated_job": {"max_concurrent": 0}}),
+     "mode.replicated_job.max_concurrent: Input should be greater than or equal to 1"),
+    ("ratio", spec(update_config={"max_failure_ratio": 2}), "update_config.max_failure_ratio"),
+    ("rollback action", spec(rollback_config={"failure_action": "rollback"}), "rollback_config.failure_action"),
+    ("order", spec(update_config={"order": "whatever"}), "update_config.order"),
+    ("port protocol", spec(endpoint={"ports": [{"target_port": 80, "protocol": "icmp"}]}),
+     "endpoint.ports.0.protocol"),
+    ("target port", spec(endpoint={"ports": [{"target_port": 0}]}), "endpoint.ports.0.target_port"),
+    ("spread", spec(task={"process": {"command": ["x"]}, "placement": {"preferences": [{"spread": "zone"}]}}),
+     "task.placement.preferences.0.spread"),
+    ("generic", spec(task={"process": {"command": ["x"]},
+                           "resources": {"reservations": {"generic": [{"kind": "gpu", "value": 0}]}}}),
+     "task.resources.reservations.generic.0.value"),
+    ("health", spec(task={"process": {"command": ["x"], "healthcheck": {"test": ["CMD-SHELL"]}}}),
+     "task.process.healthcheck.test"),
+    ("health interval", spec(task={"process": {"command": ["x"], "healthcheck": {"interval": "10us"}}}),
+     "task.process.healthcheck.interval: interval must be 0 or at least 1ms"),
+]
+
+
+@pytest.mark.parametrize(("body", "needle"), [(b, n) for _, b, n in NEW_FIELD_REFUSALS],
+                         ids=[i for i, _, _ in NEW_FIELD_REFUSALS])
+def test_new_field_refusals_change_nothing(client: TestClient, store: LocalStore, body: Obj, needle: str) -> None:
+    svc = create(client, "existing")
+    refused(client, store, "POST", "/v1/services", 400, "invalid request: " + needle, json=body)
+    refused(client, store, "PUT", "/v1/services/existing", 400, "invalid request: spec." + needle,
+            json={"version": svc["meta"]["version"], "spec": {**body, "name": "existing"}})
+    assert store.mem.count("service") == 1
+
+
 # ---- update status, manual rollback ------------------------------------------------------------------------
 def test_manual_rollback_swaps_spec_and_previous_spec(client: TestClient, store: LocalStore) -> None:
     v1 = create(client)
