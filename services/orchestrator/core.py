@@ -23,6 +23,7 @@ from services.orchestrator.slots import Slot, classify, free_numbers, group_slot
 from shoal.cluster import task_history_limit
 from shoal.models.kinds import Kind
 from shoal.models.objects import Obj, desired_of, new_task, state_of
+from shoal.models.specs import mode_kind
 from shoal.models.states import TaskState
 from shoal.plan import Plan
 from shoal.store import txn as t
@@ -40,8 +41,15 @@ class View:
 
 
 def service_mode(service: Obj) -> str:
-    mode = (service.get("spec") or {}).get("mode") or {}
-    return "global" if "global" in mode else "replicated"
+    """`replicated`, `global`, `replicated_job` or `global_job` (the kernel's reading of a stored spec)."""
+    return mode_kind(service.get("spec") or {})
+
+
+def managed(service: Obj | None) -> bool:
+    """Services this orchestrator converges: replicated ones. Global and job modes plug in beside
+    `scale_replicated` (their restart rules differ: jobs restart ANY like ON_FAILURE and release to COMPLETE);
+    until then their tasks are left alone, except that deleting the service still removes them."""
+    return service is not None and service_mode(service) == "replicated"
 
 
 def replicas(service: Obj) -> int:
@@ -93,9 +101,9 @@ def reconcile(view: View, history: RestartHistory, now: float, *,
     release_ready(d, now, stop_timeout)
     by_service = d.by_service()
     for service in view.services.values():
-        if service_mode(service) == "replicated":
+        if managed(service):
             scale_replicated(d, service, by_service.get(service["id"], []), history, now)
-        # Global mode (one task per eligible node, pre-bound to it) plugs in here; not implemented yet.
+        # Global mode (one task per eligible node, pre-bound to it) and job modes plug in here.
     reap_tasks(d)
     return d.plan
 
@@ -122,7 +130,8 @@ def restart_tasks(d: Draft, history: RestartHistory, now: float) -> None:
     done: set[tuple[str, object]] = set()  # one restart per slot per pass; the next pass sees the history
     for task in sorted(d.tasks.values(), key=lambda x: x["id"]):
         service = d.view.services.get(task["service_id"])
-        if service is None or task["id"] in d.touched or not restart.needs_restart(task, nodes):
+        if service is None or not managed(service) or task["id"] in d.touched \
+                or not restart.needs_restart(task, nodes):
             continue
         key = restart.slot_key(task)
         if key in done:
@@ -149,7 +158,7 @@ def _restart(d: Draft, task: Obj, service: Obj, history: RestartHistory,
     if not allowed:
         d.plan.wake(retry_at)
         return [op], None
-    global_ = service_mode(service) == "global"
+    global_ = service_mode(service) == "global"  # ready for global mode: same node, slot 0
     repl = new_task(service, 0 if global_ else int(task.get("slot") or 0), now, desired=TaskState.READY,
                     node_id=task.get("node_id") if global_ else None)
     note = None
@@ -165,7 +174,8 @@ def release_ready(d: Draft, now: float, stop_timeout: float) -> None:
     nodes = d.view.nodes
     index = _slot_index(d)
     for task in list(d.tasks.values()):
-        if desired_of(task) != TaskState.READY or state_of(task) > TaskState.RUNNING:
+        if desired_of(task) != TaskState.READY or state_of(task) > TaskState.RUNNING \
+                or not managed(d.view.services.get(task["service_id"])):
             continue
         go, wake = restart.release(task, index.get(restart.slot_key(task), []), nodes, now, stop_timeout)
         d.plan.wake(wake)

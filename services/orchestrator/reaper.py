@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 
 from services.orchestrator.restart import RestartPolicy, created_at, slot_key, status_time
 from shoal.models.objects import Obj, desired_of, state_of
+from shoal.models.specs import JOB_MODES, mode_kind
 from shoal.models.states import TaskState
 
 
@@ -50,6 +51,8 @@ def reap(tasks: Iterable[Obj], services: Mapping[str, Obj], nodes: Mapping[str, 
             if finished(task, nodes):
                 doomed[task["id"]] = task
             continue
+        if mode_kind(svc.get("spec") or {}) in JOB_MODES:
+            continue  # SwarmKit does not trim job history: completed tasks are the job's record
         per_slot.setdefault(slot_key(task), []).append(task)
     if limit >= 0:
         for group in per_slot.values():

@@ -2,8 +2,9 @@
 
 `schedule(tasks, nodes, node_tasks, now=...)` returns one `Decision` per task: a node, or the reason nothing
 fits. Tasks are taken in groups of (service, spec version), like SwarmKit's task groups; each task goes to the
-node that passes the filter pipeline with the fewest tasks of its service, then the fewest active tasks
-(spread), faulty nodes last; every placement updates that node's resources and counts before the next task.
+node that passes the filter pipeline — within the branch its placement preferences pick — with the fewest tasks
+of its service, then the fewest active tasks (spread), faulty nodes last; every placement updates that node's
+resources and counts before the next task.
 `plan` turns decisions into store ops; `Debouncer` is SwarmKit's batching clock (50 ms quiet gap, 1 s max).
 No I/O, no clock: `now` is given."""
 
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from services.scheduler import nodeinfo
+from services.scheduler.constraints import node_attribute
 from services.scheduler.filters import Pipeline, TaskInfo
 from services.scheduler.nodeinfo import NodeInfo
 from shoal.models.kinds import Kind
@@ -80,9 +82,23 @@ def _place(ti: TaskInfo, infos: dict[str, NodeInfo], ordered: list[NodeInfo], pi
             rejections[rejected] += 1
     if not fits:
         return Decision(ti.task["id"], None, no_suitable_node(pipe.explain(rejections)))
-    best = min(fits, key=lambda n: _spread_key(n, ti.service_id))
+    best = min(_preferred(fits, ti), key=lambda n: _spread_key(n, ti.service_id))
     best.add(ti.task)
     return Decision(ti.task["id"], best.id)
+
+
+def _preferred(fits: list[NodeInfo], ti: TaskInfo) -> list[NodeInfo]:
+    """Placement preferences (SwarmKit's decision tree, `design/topology.md`): at each level, split the fitting
+    nodes by the value of the preference's label (nodes without it form the "" group, a peer of the others)
+    and descend into the group holding the fewest tasks of the service, so tasks even out across values."""
+    group = fits
+    for descriptor in ti.preferences:
+        by_value: dict[str, list[NodeInfo]] = {}
+        for info in group:
+            by_value.setdefault(node_attribute(info.node, descriptor) or "", []).append(info)
+        _, group = min(by_value.items(), key=lambda kv: (
+            sum(n.active_by_service.get(ti.service_id, 0) for n in kv[1]), kv[0]))
+    return group
 
 
 def schedulable(task: Obj) -> bool:

@@ -1,9 +1,9 @@
 """The scheduler's filter pipeline, pure (SwarmKit `manager/scheduler/filter.go`, `pipeline.go`).
 
 Each filter checks one (task, node) pair and, when it rejects, names a reason; the pipeline stops at the first
-rejecting filter (SwarmKit's order: ready, resources, plugins/runtime, constraints, max replicas) and counts the
-reasons, so an unschedulable task can say why: "no suitable node (insufficient memory on 2 nodes; constraint
-node.labels.zone==a not satisfied on 1 node)" — reasons ordered by how many nodes they rejected."""
+rejecting filter (SwarmKit's order: ready, resources, plugins/runtime, constraints, platform, max replicas) and
+counts the reasons, so an unschedulable task can say why: "no suitable node (insufficient memory on 2 nodes;
+constraint node.labels.zone==a not satisfied on 1 node)" — reasons ordered by how many nodes they rejected."""
 
 from __future__ import annotations
 
@@ -27,13 +27,18 @@ class TaskInfo:
     reservation: Reservation
     constraints: tuple[Constraint, ...]
     max_replicas: int
+    platforms: tuple[tuple[str, str], ...] = ()  # (os, arch); "" matches anything
+    preferences: tuple[str, ...] = ()  # spread descriptors, e.g. "node.labels.zone"
 
     @staticmethod
     def of(task: Obj) -> TaskInfo:
         placement = (task.get("spec") or {}).get("placement") or {}
         return TaskInfo(task, task["service_id"], str(task.get("runtime") or "container"),
                         Reservation.of(task), parse_all(placement.get("constraints") or []),
-                        int(placement.get("max_replicas") or 0))
+                        int(placement.get("max_replicas") or 0),
+                        tuple((str(p.get("os") or ""), str(p.get("arch") or ""))
+                              for p in placement.get("platforms") or []),
+                        tuple(str(p["spread"]) for p in placement.get("preferences") or [] if p.get("spread")))
 
 
 def plural(count: int) -> str:
@@ -79,6 +84,9 @@ class ResourceFilter:
             return "insufficient memory"
         if cpu:
             return "insufficient cpu"
+        for kind, n in task.reservation.generic:
+            if n > node.generic.get(kind, 0):
+                return f"insufficient {kind}"
         return None
 
     def explain(self, reason: str, count: int) -> str:
@@ -93,6 +101,33 @@ class RuntimeFilter:
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
         executors = (node.node.get("description") or {}).get("executors") or []
         return None if task.runtime in executors else f"runtime {task.runtime} not supported"
+
+    def explain(self, reason: str, count: int) -> str:
+        return f"{reason} on {plural(count)}"
+
+
+_ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+def _arch(value: str) -> str:
+    low = value.lower()
+    return _ARCH_ALIASES.get(low, low)
+
+
+class PlatformFilter:
+    """The node's os/arch is one of the task's platforms (none = any; x86_64 ≡ amd64, aarch64 ≡ arm64)."""
+
+    name = "platform"
+
+    def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
+        if not task.platforms:
+            return None
+        platform = (node.node.get("description") or {}).get("platform") or {}
+        os_, arch = str(platform.get("os") or "").lower(), _arch(str(platform.get("arch") or ""))
+        for want_os, want_arch in task.platforms:
+            if (not want_os or want_os.lower() == os_) and (not want_arch or _arch(want_arch) == arch):
+                return None
+        return "unsupported platform"
 
     def explain(self, reason: str, count: int) -> str:
         return f"{reason} on {plural(count)}"
@@ -124,7 +159,7 @@ class MaxReplicasFilter:
 
 
 DEFAULT_FILTERS: tuple[Filter, ...] = (ReadyFilter(), ResourceFilter(), RuntimeFilter(), ConstraintFilter(),
-                                       MaxReplicasFilter())
+                                       PlatformFilter(), MaxReplicasFilter())
 
 
 class Pipeline:

@@ -22,11 +22,28 @@ FAILURE_WINDOW = 300.0
 class Reservation:
     nano_cpus: int = 0
     memory_bytes: int = 0
+    generic: tuple[tuple[str, int], ...] = ()  # (kind, count), e.g. (("gpu", 2),)
 
     @staticmethod
     def of(task: Obj) -> Reservation:
         r = (((task.get("spec") or {}).get("resources") or {}).get("reservations")) or {}
-        return Reservation(int(r.get("nano_cpus") or 0), int(r.get("memory_bytes") or 0))
+        generic = tuple((str(g["kind"]), int(g["value"])) for g in r.get("generic") or [])
+        return Reservation(int(r.get("nano_cpus") or 0), int(r.get("memory_bytes") or 0), generic)
+
+
+def generic_of(resources: Obj) -> dict[str, int]:
+    """A node's advertised generic resources as counts per kind. Accepted shapes: `{"gpu": 2}`, or SwarmKit's
+    list of discrete (`{"kind": "fpga", "value": 2}`) and named (`{"kind": "gpu", "value": "UUID1"}`, one
+    unit each) resources."""
+    raw = resources.get("generic") or {}
+    if isinstance(raw, dict):
+        return {str(k): int(v) for k, v in raw.items()}
+    out: dict[str, int] = {}
+    for g in raw:
+        value = g.get("value")
+        n = int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else 1
+        out[str(g["kind"])] = out.get(str(g["kind"]), 0) + n
+    return out
 
 
 @dataclass
@@ -35,6 +52,7 @@ class NodeInfo:
     node: Obj
     nano_cpus: int
     memory_bytes: int
+    generic: dict[str, int] = field(default_factory=dict)
     active_by_service: dict[str, int] = field(default_factory=dict)
     active: int = 0
     failures_by_service: dict[str, int] = field(default_factory=dict)
@@ -42,13 +60,16 @@ class NodeInfo:
     @staticmethod
     def of(node: Obj) -> NodeInfo:
         res = ((node.get("description") or {}).get("resources")) or {}
-        return NodeInfo(node["id"], node, int(res.get("nano_cpus") or 0), int(res.get("memory_bytes") or 0))
+        return NodeInfo(node["id"], node, int(res.get("nano_cpus") or 0), int(res.get("memory_bytes") or 0),
+                        generic_of(res))
 
     def add(self, task: Obj) -> None:
         """Track a task placed on (or running on) this node."""
         r = Reservation.of(task)
         self.nano_cpus -= r.nano_cpus
         self.memory_bytes -= r.memory_bytes
+        for kind, n in r.generic:
+            self.generic[kind] = self.generic.get(kind, 0) - n
         if desired_of(task) <= TaskState.COMPLETE:
             sid = task["service_id"]
             self.active_by_service[sid] = self.active_by_service.get(sid, 0) + 1

@@ -495,3 +495,17 @@ def test_reconcile_never_mutates_its_input(states: list[tuple[str, str, int, str
         assert op["expect_version"] == old["meta"]["version"]
         assert desired_of(op["object"]) > desired_of(old)
         assert op["object"]["status"] == old["status"]
+
+
+def test_only_replicated_services_are_converged_for_now() -> None:
+    job = with_meta(make_service("job", 1))
+    job["spec"] = {**job["spec"], "mode": {"replicated_job": {"max_concurrent": 2, "total_completions": 4}}}
+    glob = with_meta(make_service("everywhere", 1))
+    glob["spec"] = {**glob["spec"], "mode": {"global": {}}}
+    done = mk_task(job, 0, state="complete")
+    plan = reconcile(view([job, glob], [done] + [mk_task(job, 1, state="complete", created=float(i))
+                                                 for i in range(8)]), RestartHistory(), NOW)
+    assert not plan  # no tasks created, no restarts, and job history is never trimmed
+    # ... but deleting such a service still removes (and then reaps) its tasks
+    plan = reconcile(view([], [done]), RestartHistory(), NOW)
+    assert desired_changes(plan) == {done["id"]: "remove"}

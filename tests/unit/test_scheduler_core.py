@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -236,3 +237,46 @@ def test_debouncer_waits_for_a_quiet_gap_but_not_too_long() -> None:
     assert d.deadline() == 11.0 and d.due(11.0)
     d.reset()
     assert not d.waiting
+
+
+# ---- platforms, generic resources, preferences ---------------------------------------------------------------
+def with_placement(svc: Obj, **placement: Any) -> Obj:
+    task = {**svc["spec"]["task"], "placement": {**svc["spec"]["task"]["placement"], **placement}}
+    return {**svc, "spec": {**svc["spec"], "task": task}}
+
+
+def test_platforms_match_os_and_arch_with_aliases() -> None:
+    svc = with_placement(make_service("web", 1), platforms=[{"os": "linux", "arch": "amd64"}])
+    arm = make_node("arm")
+    arm["description"]["platform"] = {"os": "linux", "arch": "aarch64"}
+    x86 = make_node("x86")  # reports x86_64, which is amd64
+    assert schedule([pending(svc, 1)], [arm, x86], [], now=NOW)[0].node_id == "x86"
+    [d] = schedule([pending(svc, 1)], [arm], [], now=NOW)
+    assert d.err == "no suitable node (unsupported platform on 1 node)"
+    any_arch = with_placement(make_service("web", 1), platforms=[{"os": "LINUX"}])
+    assert schedule([pending(any_arch, 1)], [arm], [], now=NOW)[0].node_id == "arm"
+
+
+def test_generic_resources_are_counted() -> None:
+    svc = make_service("gpu", 2)
+    task = svc["spec"]["task"]
+    task["resources"]["reservations"]["generic"] = [{"kind": "gpu", "value": 2}]
+    plain = make_node("plain")
+    gpus = make_node("gpus")
+    gpus["description"]["resources"]["generic"] = [{"kind": "gpu", "value": "UUID1"},
+                                                   {"kind": "gpu", "value": "UUID2"}, {"kind": "fpga", "value": 1}]
+    ds = schedule([pending(svc, 1), pending(svc, 2)], [plain, gpus], [], now=NOW)
+    assert [d.node_id for d in ds] == ["gpus", None]
+    assert ds[1].err == "no suitable node (insufficient gpu on 2 nodes)"
+
+
+def test_placement_preferences_even_out_label_values_first() -> None:
+    svc = with_placement(make_service("web", 4), preferences=[{"spread": "node.labels.zone"}])
+    nodes = [make_node("a1", labels={"zone": "a"}), make_node("a2", labels={"zone": "a"}),
+             make_node("a3", labels={"zone": "a"}), make_node("b1", labels={"zone": "b"})]
+    ds = schedule([pending(svc, i) for i in range(1, 5)], nodes, [], now=NOW)
+    zones = Counter(d.node_id[0] for d in ds if d.node_id)
+    assert zones == {"a": 2, "b": 2}  # plain spread would put 3 in zone a
+    nolabel = [make_node("x"), make_node("b2", labels={"zone": "b"})]
+    ds = schedule([pending(svc, i) for i in range(1, 5)], nolabel, [], now=NOW)
+    assert Counter(d.node_id for d in ds) == {"x": 2, "b2": 2}  # nodes without the label are a peer group
