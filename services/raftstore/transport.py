@@ -92,7 +92,7 @@ class PeerTransport:
         self._peers = {pid: _Peer(pid, h, p, queue_size) for pid, (h, p) in peers.items() if pid != self_id}
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._conns: set[asyncio.Task[None]] = set()
+        self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._serve, host, port)
@@ -119,7 +119,7 @@ class PeerTransport:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self._conns.add(task)
+            self._conns[task] = writer
         try:
             while True:
                 head = await reader.readexactly(_LEN.size)
@@ -137,16 +137,18 @@ class PeerTransport:
                 if msg.to != self.id:
                     continue
                 self.deliver(msg)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, asyncio.CancelledError):
+            pass  # the peer went away, or we are stopping: either way this connection is done
         finally:
             writer.close()
             if task is not None:
-                self._conns.discard(task)
+                self._conns.pop(task, None)
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        for w in self._conns.values():
+            w.close()  # ends each connection's reader with EOF
         for t in [*self._tasks, *self._conns]:
             t.cancel()
         for t in [*self._tasks, *self._conns]:

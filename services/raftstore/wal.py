@@ -119,8 +119,9 @@ class WAL:
         return out
 
     # ---- writing ------------------------------------------------------------------------------------------
-    def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
-        """Make `entries` (then `hard_state`) durable with one write and one fsync."""
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry], *, sync: bool = True) -> None:
+        """Write `entries` then `hard_state` with one write, made durable by one fsync when `sync` (only a
+        commit-index change may skip it: the next fsync covers it, and a lost one is learned again)."""
         if not entries and hard_state is None:
             return
         parts = [frame(encode_entry(e)) for e in entries]
@@ -131,8 +132,9 @@ class WAL:
             n = os.write(self._fd, buf)
             buf = buf[n:]
             self.bytes_written += n
-        os.fsync(self._fd)
-        self.fsyncs += 1
+        if sync:
+            os.fsync(self._fd)
+            self.fsyncs += 1
 
     def close(self) -> None:
         if self._fd >= 0:

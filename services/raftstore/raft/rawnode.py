@@ -29,7 +29,9 @@ _LOCAL_ONLY = frozenset({MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM, MsgTyp
 class Ready:
     """One batch of work for the driver.
 
-    - `hard_state` (if not None) and `entries` must be made durable first (one fsync for both),
+    - `hard_state` (if not None) and `entries` must be written first, and fsynced (once for both) when
+      `must_sync`: new entries, or a new term or vote. A hard state that only advances the commit index may
+      be written without an fsync — a commit index lost in a crash is learned again from the leader,
     - then `messages` sent (a vote or an ack must never leave before what it promises is durable, §5.2/§5.3),
     - then `committed_entries` applied in order, and `read_states` served once applied reaches their index."""
 
@@ -39,10 +41,7 @@ class Ready:
     committed_entries: tuple[Entry, ...]
     messages: tuple[Message, ...]
     read_states: tuple[ReadState, ...]
-
-    @property
-    def must_sync(self) -> bool:
-        return bool(self.entries) or self.hard_state is not None
+    must_sync: bool
 
 
 class RawNode:
@@ -97,6 +96,7 @@ class RawNode:
     def ready(self) -> Ready:
         r = self.raft
         soft, hard = r.soft_state(), r.hard_state()
+        prev = self._prev_hard
         return Ready(
             soft_state=soft if soft != self._prev_soft else None,
             hard_state=hard if hard != self._prev_hard else None,
@@ -104,6 +104,7 @@ class RawNode:
             committed_entries=tuple(r.log.next_committed()),
             messages=tuple(r.msgs),
             read_states=tuple(r.read_states),
+            must_sync=bool(r.log.unstable) or hard.term != prev.term or hard.vote != prev.vote,
         )
 
     def advance(self, rd: Ready) -> None:

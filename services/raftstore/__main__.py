@@ -1,0 +1,38 @@
+"""`python -m services.raftstore`: one raftstore member, configured from SHOAL_* (see settings.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+
+from services.raftstore.app import create_app
+from services.raftstore.hints import BackgroundNatsBus
+from services.raftstore.member import Member
+from services.raftstore.settings import RaftstoreSettings
+from shoal.runner import run, serve, setup_logging
+
+log = logging.getLogger("services.raftstore")
+
+
+async def main() -> None:
+    settings = RaftstoreSettings()
+    setup_logging(settings.log_level, f"raftstore-{settings.raft_id}")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded write is noise
+    member = Member(settings, rng=random.Random(os.urandom(16)))
+
+    def crashed(err: BaseException) -> None:
+        # A broken Raft invariant: stop at once rather than serve from a state we can no longer trust.
+        logging.shutdown()
+        os._exit(70)
+
+    member.on_crash = crashed
+    bus = BackgroundNatsBus(settings.nats_url, settings.instance_name("raftstore")) if settings.nats_url else None
+    app = create_app(settings, member, bus)
+    log.info("raftstore %d: API on %s:%d, raft peers on %s, data in %s", member.me.id, settings.host,
+             settings.api_port(), member.me.peer_addr, settings.data_dir)
+    await serve(app, settings.host, settings.api_port())
+
+
+if __name__ == "__main__":
+    run(main)

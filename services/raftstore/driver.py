@@ -1,0 +1,353 @@
+"""Driver: the asyncio shell around the pure RawNode. One coroutine owns the node; everything else (HTTP
+handlers, the peer transport, the ticker) only queues work for it and wakes it.
+
+Each turn: feed ticks, received messages, proposals and read requests to the node, then handle every Ready in
+the order Raft needs — persist (one fsync for the whole batch), send, apply, advance. Proposals from many
+concurrent requests that arrive while the previous batch is being fsynced go into the next Ready together:
+one fsync and one AppendEntries per follower for all of them (group commit).
+
+A proposal has no timeout (SwarmKit design/raft.md): its future resolves when its entry is applied, and fails
+only when leadership is lost — with OutcomeUnknown if it reached the log (a new leader may still commit it) or
+NotLeader if it never did. Linearizable reads use ReadIndex (dissertation §6.4) and then wait until this member
+has applied up to the read index."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.raftstore.fsm import FSM
+from services.raftstore.raft import (
+    NONE,
+    Config,
+    MemoryStorage,
+    Message,
+    ProposalDropped,
+    RawNode,
+    Ready,
+    Role,
+)
+from services.raftstore.wal import WAL, Replayed
+from shoal.errors import NotLeader, OutcomeUnknown, ShoalError, Unavailable
+from shoal.metrics import Registry
+from shoal.store.txn import TxnResult
+
+log = logging.getLogger(__name__)
+
+
+class Sender(Protocol):
+    def send(self, msgs: Sequence[Message]) -> None:
+        """Hand messages to the network; must never block (drop instead)."""
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    tick: float = 0.1  # seconds per Raft tick
+    election_ticks: int = 10  # randomized up to 2x by the core
+    heartbeat_ticks: int = 1
+    max_batch_entries: int = 1000  # proposals per Ready
+    max_batch_bytes: int = 8 << 20
+    read_timeout: float = 5.0  # a linearizable read that cannot be confirmed by then is refused (retryable)
+    #: fsync on a worker thread (the loop keeps serving requests meanwhile) instead of inline; inline is
+    #: faster when fsync is sub-millisecond, the thread hand-off then costing more than it overlaps
+    fsync_in_thread: bool = False
+
+
+@dataclass
+class _Pending:
+    term: int
+    future: asyncio.Future[TxnResult]
+
+
+class Driver:
+    def __init__(self, node_id: int, peers: Sequence[int], wal: WAL, replayed: Replayed, fsm: FSM,
+                 sender: Sender, cfg: DriverConfig | None = None, *, rng: random.Random | None = None,
+                 metrics: Registry | None = None) -> None:
+        self.cfg = cfg or DriverConfig()
+        self.id = node_id
+        self.wal = wal
+        self.fsm = fsm
+        self.sender = sender
+        self.metrics = metrics or Registry()
+        self.storage = MemoryStorage()
+        self.storage.append(replayed.entries)
+        self.storage.set_hard_state(replayed.hard_state)
+        raft_cfg = Config(id=node_id, peers=tuple(peers), election_tick=self.cfg.election_ticks,
+                          heartbeat_tick=self.cfg.heartbeat_ticks, rng=rng or random.Random())
+        self.node = RawNode(raft_cfg, self.storage)
+        #: called with each transaction this member applied while leading (for NATS hints)
+        self.on_leader_commit: Callable[[TxnResult], None] | None = None
+        self._inbox: deque[Message] = deque()
+        self._proposals: deque[tuple[bytes, asyncio.Future[TxnResult]]] = deque()
+        self._pending: dict[int, _Pending] = {}
+        self._reads: list[asyncio.Future[int]] = []
+        self._read_ctx: dict[bytes, list[asyncio.Future[int]]] = {}
+        self._read_wait: list[tuple[int, int, list[asyncio.Future[int]]]] = []  # heap by read index
+        self._ctx_seq = 0
+        self._ticks_due = 0
+        self._wake = asyncio.Event()
+        self._applied = asyncio.Event()
+        self._stopped = False
+        self.lead = NONE
+        self.role = Role.FOLLOWER
+
+    # ---- state for the API --------------------------------------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        return self.role == Role.LEADER
+
+    @property
+    def leader_id(self) -> int | None:
+        return self.lead or None
+
+    @property
+    def term(self) -> int:
+        return self.node.term
+
+    @property
+    def commit_index(self) -> int:
+        return self.node.raft.log.committed
+
+    @property
+    def applied_index(self) -> int:
+        return self.fsm.applied_index
+
+    def ready(self) -> bool:
+        """Knows a leader and has applied everything it knows to be committed."""
+        return self.lead != NONE and self.applied_index >= self.commit_index
+
+    # ---- inputs (any coroutine) ---------------------------------------------------------------------------
+    def receive(self, msg: Message) -> None:
+        """A message from a peer (called by the transport)."""
+        self._inbox.append(msg)
+        self._wake.set()
+
+    async def propose(self, data: bytes) -> TxnResult:
+        """Replicate and apply one transaction; returns its result or raises its error (see module doc)."""
+        if not self.is_leader:
+            raise self._not_leader()
+        fut: asyncio.Future[TxnResult] = asyncio.get_running_loop().create_future()
+        self._proposals.append((data, fut))
+        self._wake.set()
+        return await fut
+
+    async def read_barrier(self, timeout: float | None = None) -> int:
+        """Wait until this member's state is at least as new as any write acknowledged before the call
+        (ReadIndex). Returns the read index. Raises NotLeader/Unavailable (both safe to retry)."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reads.append(fut)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(fut, timeout or self.cfg.read_timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"store: member {self.id} could not confirm a linearizable read with the raft leader within "
+                f"{timeout or self.cfg.read_timeout}s; retry, or read with stale=true"
+            ) from None
+
+    async def wait_applied(self, timeout: float) -> None:
+        """Return after the next batch of entries is applied, or after `timeout`."""
+        ev = self._applied
+        try:
+            await asyncio.wait_for(ev.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+    # ---- the loop -----------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        ticker = asyncio.create_task(self._ticker(), name="raft.ticker")
+        try:
+            while not self._stopped:
+                await self._wake.wait()
+                self._wake.clear()
+                self._intake()
+                while self.node.has_ready() and not self._stopped:
+                    await self._handle_ready(self.node.ready())
+                    self._intake()
+        finally:
+            ticker.cancel()
+            self._fail_all(Unavailable(f"store: member {self.id} is shutting down"))
+
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            due += self.cfg.tick
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            if loop.time() - due > self.cfg.tick:
+                due = loop.time()  # the loop stalled: do not replay a burst of missed ticks
+            self._ticks_due += 1
+            self._wake.set()
+
+    def _intake(self) -> None:
+        node = self.node
+        ticks, self._ticks_due = self._ticks_due, 0
+        for _ in range(ticks):
+            node.tick()
+        while self._inbox:
+            node.step(self._inbox.popleft())
+        if self._proposals:
+            self._take_proposals()
+        if self._reads:
+            self._take_reads()
+
+    def _take_proposals(self) -> None:
+        batch: list[tuple[bytes, asyncio.Future[TxnResult]]] = []
+        size = 0
+        while self._proposals and len(batch) < self.cfg.max_batch_entries and size < self.cfg.max_batch_bytes:
+            data, fut = self._proposals.popleft()
+            if not fut.done():
+                batch.append((data, fut))
+                size += len(data)
+        if not batch:
+            return
+        try:
+            indexes = self.node.propose_many([d for d, _ in batch])
+        except ProposalDropped:
+            for _, fut in batch:
+                _settle(fut, exc=self._not_leader())
+            return
+        term = self.node.term
+        for index, (_, fut) in zip(indexes, batch, strict=True):
+            self._pending[index] = _Pending(term, fut)
+        self.metrics.inc("raft_proposals_total", len(batch), "transactions proposed by this member")
+        self.metrics.inc("raft_proposal_batches_total", 1, "proposal batches (one Ready each)")
+        if self._proposals:
+            self._wake.set()  # more than one batch queued: the next turn takes the rest
+
+    def _take_reads(self) -> None:
+        futs = [f for f in self._reads if not f.done()]
+        self._reads = []
+        if not futs:
+            return
+        self._ctx_seq += 1
+        ctx = self._ctx_seq.to_bytes(8, "big")
+        try:
+            self.node.read_index(ctx)
+        except ProposalDropped:
+            for f in futs:
+                _settle(f, exc=self._not_leader())
+            return
+        self._read_ctx[ctx] = futs  # one heartbeat round confirms every read that queued this turn
+
+    # ---- one Ready ----------------------------------------------------------------------------------------
+    async def _handle_ready(self, rd: Ready) -> None:
+        if rd.entries or rd.hard_state is not None:  # 1. persist (one fsync for the whole batch)
+            if rd.must_sync and self.cfg.fsync_in_thread:
+                await asyncio.to_thread(self.wal.save, rd.hard_state, rd.entries)
+            else:
+                self.wal.save(rd.hard_state, rd.entries, sync=rd.must_sync)
+            self.storage.append(rd.entries)
+            if rd.hard_state is not None:
+                self.storage.set_hard_state(rd.hard_state)
+            if rd.must_sync:
+                self.metrics.inc("raft_fsyncs_total", 1, "WAL fsyncs (one per Ready with new entries/term/vote)")
+            if rd.entries:
+                self.metrics.inc("raft_persisted_entries_total", len(rd.entries), "entries made durable")
+        if rd.messages:  # 2. send
+            self.sender.send(rd.messages)
+            self.metrics.inc("raft_messages_sent_total", len(rd.messages), "raft messages handed to peers")
+        if rd.committed_entries:  # 3. apply
+            self._apply(rd)
+        for rs in rd.read_states:
+            futs = self._read_ctx.pop(rs.context, None)
+            if futs:
+                heapq.heappush(self._read_wait, (rs.index, id(futs), futs))
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state.lead, rd.soft_state.role)
+        self.node.advance(rd)  # 4. advance
+        self._release_reads()
+
+    def _apply(self, rd: Ready) -> None:
+        leading = self.role == Role.LEADER
+        for e in rd.committed_entries:
+            result = self.fsm.apply(e)
+            pending = self._pending.pop(e.index, None)
+            if pending is not None:
+                if pending.term != e.term:
+                    # Another entry committed at this index: ours was overwritten and can never commit.
+                    _settle(pending.future, exc=NotLeader(
+                        f"store: the proposal at index {e.index} was superseded by a new raft leader; "
+                        "it was not applied"))
+                elif isinstance(result, ShoalError):
+                    _settle(pending.future, exc=result)
+                elif isinstance(result, TxnResult):
+                    _settle(pending.future, result)
+            if leading and isinstance(result, TxnResult) and result.changes and self.on_leader_commit:
+                self.on_leader_commit(result)
+        self.metrics.inc("raft_applied_entries_total", len(rd.committed_entries), "committed entries applied")
+        self._applied.set()
+        self._applied = asyncio.Event()
+
+    def _release_reads(self) -> None:
+        applied = self.applied_index
+        while self._read_wait and self._read_wait[0][0] <= applied:
+            _, _, futs = heapq.heappop(self._read_wait)
+            for f in futs:
+                _settle(f, applied)
+
+    def _on_soft_state(self, lead: int, role: Role) -> None:
+        was_leader = self.role == Role.LEADER
+        if lead != self.lead or role != self.role:
+            log.info("raft: member %d is %s in term %d (leader: %s)", self.id, role.label, self.node.term,
+                     lead or "none")
+        self.lead, self.role = lead, role
+        if was_leader and role != Role.LEADER:
+            self.metrics.inc("raft_leadership_lost_total", 1, "times this member stopped leading")
+            for index, p in sorted(self._pending.items()):
+                _settle(p.future, exc=OutcomeUnknown(
+                    f"store: raft leadership was lost before the entry at index {index} was known committed; "
+                    "it may still commit: re-read to find out"))
+            self._pending.clear()
+            while self._proposals:
+                _settle(self._proposals.popleft()[1], exc=self._not_leader())
+        # Read-index requests in flight are tied to the old leader: fail them now (reads are safe to retry)
+        # rather than let them time out.
+        for futs in self._read_ctx.values():
+            for f in futs:
+                _settle(f, exc=Unavailable("store: raft leadership changed during a read; retry"))
+        self._read_ctx.clear()
+
+    def _not_leader(self) -> NotLeader:
+        if self.lead == NONE:
+            return NotLeader(f"store: there is no raft leader right now (member {self.id} is "
+                             f"{self.role.label}); retry shortly", leader=None)
+        return NotLeader(f"store: member {self.id} is not the raft leader; member {self.lead} is",
+                         leader=self.lead)
+
+    def _fail_all(self, err: ShoalError) -> None:
+        for p in self._pending.values():
+            _settle(p.future, exc=OutcomeUnknown(f"{err.message}; a write in flight may still commit"))
+        self._pending.clear()
+        for _, fut in self._proposals:
+            _settle(fut, exc=err)
+        self._proposals.clear()
+        for f in self._reads:
+            _settle(f, exc=err)
+        for futs in self._read_ctx.values():
+            for f in futs:
+                _settle(f, exc=err)
+        for _, _, futs in self._read_wait:
+            for f in futs:
+                _settle(f, exc=err)
+
+
+def _settle(fut: asyncio.Future[TxnResult] | asyncio.Future[int], value: object = None, *,
+            exc: BaseException | None = None) -> None:
+    """Resolve a future unless its waiter already gave up (a cancelled HTTP request)."""
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(value)  # type: ignore[arg-type]

@@ -1,0 +1,81 @@
+"""RaftstoreSettings: SHOAL_* environment of one raftstore member (built once in __main__).
+
+`SHOAL_RAFT_MEMBERS` lists the whole cluster as `id=api_url,peer_host:peer_port` items separated by `;`, e.g.
+`1=http://127.0.0.1:4301,127.0.0.1:4311;2=http://127.0.0.1:4302,127.0.0.1:4312;3=...`. Empty means a
+single-member cluster serving on SHOAL_HOST/SHOAL_PORT with its peer port at SHOAL_PORT+10."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoal.config import CommonSettings
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    id: int
+    api_url: str
+    peer_host: str
+    peer_port: int
+
+    @property
+    def peer_addr(self) -> str:
+        return f"{self.peer_host}:{self.peer_port}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.id, "api_url": self.api_url, "peer_addr": self.peer_addr}
+
+
+def parse_members(spec: str) -> list[MemberInfo]:
+    """Parse SHOAL_RAFT_MEMBERS; raises ValueError with the offending item."""
+    out: list[MemberInfo] = []
+    for item in (x.strip() for x in spec.split(";")):
+        if not item:
+            continue
+        try:
+            ident, rest = item.split("=", 1)
+            api_url, peer = (p.strip() for p in rest.rsplit(",", 1))
+            host, port = peer.rsplit(":", 1)
+            member = MemberInfo(int(ident), api_url.rstrip("/"), host.strip("[]"), int(port))
+        except ValueError as e:
+            raise ValueError(f"SHOAL_RAFT_MEMBERS: cannot parse {item!r}: expected "
+                             "'id=http://host:port,peer_host:peer_port'") from e
+        if member.id <= 0 or not member.api_url.startswith(("http://", "https://")):
+            raise ValueError(f"SHOAL_RAFT_MEMBERS: {item!r} needs a positive id and an http(s) API URL")
+        out.append(member)
+    ids = [m.id for m in out]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"SHOAL_RAFT_MEMBERS: duplicate member ids in {ids}")
+    return sorted(out, key=lambda m: m.id)
+
+
+class RaftstoreSettings(CommonSettings):
+    raft_id: int = 1
+    raft_members: str = ""
+    data_dir: Path = Path("data/raft")
+    raft_tick: float = 0.1  # seconds per tick
+    raft_election_ticks: int = 10  # election timeout, randomized up to 2x
+    raft_heartbeat_ticks: int = 1
+    read_timeout: float = 5.0
+
+    def members(self) -> list[MemberInfo]:
+        members = parse_members(self.raft_members)
+        if not members:
+            port = self.port or 4301
+            members = [MemberInfo(self.raft_id, f"http://{self.host}:{port}", self.host, port + 10)]
+        if self.raft_id not in {m.id for m in members}:
+            raise ValueError(f"SHOAL_RAFT_ID={self.raft_id} is not in SHOAL_RAFT_MEMBERS "
+                             f"({[m.id for m in members]})")
+        return members
+
+    def me(self) -> MemberInfo:
+        return next(m for m in self.members() if m.id == self.raft_id)
+
+    def api_port(self) -> int:
+        """SHOAL_PORT, or the port of this member's API URL when SHOAL_PORT is 0."""
+        if self.port:
+            return self.port
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.me().api_url).port or 80
