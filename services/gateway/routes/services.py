@@ -28,7 +28,7 @@ from services.gateway.core import (
     updated_service,
     with_status,
 )
-from shoal.errors import AlreadyExists, NotFound, ShoalError, VersionConflict
+from shoal.errors import AlreadyExists, Conflict, NotFound, VersionConflict
 from shoal.models.kinds import Kind
 from shoal.models.specs import ServiceSpec
 from shoal.store import txn as t
@@ -75,9 +75,14 @@ async def find_service(store: Store, ref: str) -> Obj:
     return resolve(services, ref, "service", service_names)
 
 
-def _is_network_race(e: ShoalError) -> bool:
-    """A referenced network changed (or went away) between our read and our write: read again and retry."""
-    return e.message.startswith(f"store: {Kind.NETWORK} ")
+async def _networks_moved(store: Store, touched: list[Obj]) -> bool:
+    """Whether one of the networks we rewrote changed or went away since we read it (then our transaction
+    failed because of it, not because of the service: read again and retry)."""
+    if not touched:
+        return False
+    _, networks = await store.list(Kind.NETWORK)
+    now = {n["id"]: n["meta"]["version"] for n in networks}
+    return any(now.get(n["id"]) != n["meta"]["version"] for n in touched)
 
 
 async def write_service(ctx: GatewayContext, build: Callable[[list[Obj], list[Obj]], tuple[Op, Obj]]) -> TxnResult:
@@ -86,19 +91,19 @@ async def write_service(ctx: GatewayContext, build: Callable[[list[Obj], list[Ob
 
     Rewriting the networks serialises this write with `DELETE /v1/networks/{ref}` (which expects the network's
     version it read): a network cannot disappear under a service that references it. When only a network moved
-    on in between, the whole read-check-write is retried."""
-    for attempt in range(1, NETWORK_RACE_ATTEMPTS + 1):
+    on in between, the whole read-check-write is retried; a conflict on the service itself is raised."""
+    for _ in range(NETWORK_RACE_ATTEMPTS):
         _, services = await ctx.store.list(Kind.SERVICE)
         _, networks = await ctx.store.list(Kind.NETWORK)
         op, spec = build(services, networks)
         referenced = service_network_ids(spec)
-        touch = [t.update(Kind.NETWORK, n) for n in networks if n["id"] in referenced]
+        touched = [n for n in networks if n["id"] in referenced]
         try:
-            return await ctx.store.txn([op, *touch])
-        except (VersionConflict, NotFound) as e:
-            if not _is_network_race(e) or attempt == NETWORK_RACE_ATTEMPTS:
+            return await ctx.store.txn([op, *(t.update(Kind.NETWORK, n) for n in touched)])
+        except (VersionConflict, NotFound):
+            if not await _networks_moved(ctx.store, touched):
                 raise
-    raise AssertionError("unreachable")
+    raise Conflict("the networks this service references kept changing while it was being written; retry")
 
 
 @router.post("", status_code=201, summary="Create a service")
@@ -160,14 +165,14 @@ async def _commit_service_change(ctx: GatewayContext, ref: str, version: int | N
     try:
         res = await write_service(ctx, build)
     except VersionConflict as e:
-        if "built" not in found or _is_network_race(e):  # refused by our own check, or a network kept moving
+        if "built" not in found:  # refused by our own check of the version
             raise
         name = found["current"]["spec"]["name"]
         raise VersionConflict(f"service {name!r} changed since version "
                               f"{version if version is not None else found['current']['meta']['version']} "
                               "was read; re-read it and retry", **e.details) from e
     except NotFound as e:
-        if "built" not in found or _is_network_race(e):
+        if "built" not in found:
             raise
         raise NotFound(f"service {found['current']['spec']['name']!r} not found (it was removed)") from e
     service = res.objects[0]
