@@ -234,7 +234,7 @@ async def test_a_silent_node_goes_down_after_three_periods_and_comes_back(env: d
         return n if n["status"]["state"] == "down" else None
     node = await until(down, "node DOWN", timeout=5)
     silent = node["status"]["timestamp"] - last
-    assert 3 * PERIOD <= silent < 3 * PERIOD + 0.3, silent
+    assert 3 * PERIOD <= silent < 3 * PERIOD + 0.5, silent  # checked every period/4; slack for load
     assert node["status"]["message"] == "heartbeat failure"
 
     again = await env["start_agent"]()  # same state dir: same node identity
@@ -318,3 +318,20 @@ async def test_a_removed_node_registers_again_and_stops_its_orphaned_tasks(env: 
     assert a.agent.session.sessions >= 2
     assert (await store.get("node", a.node_id))["status"]["state"] == "ready"
     assert (await store.get("task", "t1"))["status"]["state"] == "orphaned"
+
+
+async def test_a_restarted_agent_keeps_its_identity_and_its_running_process(env: dict[str, Any]) -> None:
+    store: LocalStore = env["store"]
+    a: RunningAgent = await env["start_agent"]()
+    await assign(store, a.node_id, "t1")
+    pid = (await task_in(store, "t1", "running"))["status"]["pid"]
+    await a.stop(stop_tasks=False)  # e.g. the agent crashed or was upgraded; the workload survives
+    assert alive(pid)
+    again: RunningAgent = await env["start_agent"]()
+    assert again.node_id == a.node_id
+    await asyncio.sleep(0.3)
+    assert alive(pid) and again.agent.worker.managers["t1"].state == "running"
+    assert (await store.get("task", "t1"))["status"]["state"] == "running"
+    await set_desired(store, "t1", "shutdown")  # the new agent process controls the adopted one
+    await task_in(store, "t1", "shutdown")
+    assert not alive(pid)

@@ -274,3 +274,20 @@ def test_status_queue_keeps_the_latest_forward_state() -> None:
         assert not q.pending and not q.event.is_set()
 
     asyncio.run(go())
+
+
+async def test_the_hollow_executor_walks_states_without_running_anything() -> None:
+    from agent.executors.hollow import HollowExecutor
+
+    h = Harness()
+    hollow = HollowExecutor()
+    h.worker.executors = {"process": hollow, "container": hollow}
+    h.worker.apply_complete([task("a"), task("b", runtime="container", SHOAL_HOLLOW_RUN_SECONDS="0.05",
+                                              SHOAL_HOLLOW_EXIT_CODE="2")])
+    running = await h.until("a", "running")
+    assert running["pid"] is None
+    failed = await h.until("b", "failed")
+    assert failed["exit_code"] == 2
+    h.worker.apply_incremental([{"action": "update", "task": task("a", desired="shutdown")}])
+    await h.until("a", "shutdown")
+    await h.worker.close(stop_tasks=True, grace=1)
