@@ -283,9 +283,9 @@ async def serve_leader(settings: LeaderSettings, name: str, build: Callable[[Sto
     buses: list[Bus] = []
 
     async def connect() -> Bus:
-        from shoal.bus.connect import connect_bus
+        from shoal.bus.nats import NatsBus
 
-        return await connect_bus(settings.nats_url, instance)
+        return await NatsBus.connect(settings.nats_url, instance)
 
     async def attach(bus: Bus) -> None:
         buses.append(bus)

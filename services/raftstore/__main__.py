@@ -7,9 +7,9 @@ import os
 import random
 
 from services.raftstore.app import create_app
-from services.raftstore.hints import BackgroundNatsBus
 from services.raftstore.member import Member
 from services.raftstore.settings import RaftstoreSettings
+from shoal.bus.nats import NatsBus
 from shoal.runner import run, serve, setup_logging
 
 log = logging.getLogger("services.raftstore")
@@ -27,7 +27,7 @@ async def main() -> None:
         os._exit(70)
 
     member.on_crash = crashed
-    bus = BackgroundNatsBus(settings.nats_url, settings.instance_name("raftstore")) if settings.nats_url else None
+    bus = NatsBus(settings.nats_url, settings.instance_name("raftstore")) if settings.nats_url else None
     app = create_app(settings, member, bus)
     log.info("raftstore %d: API on %s:%d, raft peers on %s, data in %s", member.me.id, settings.host,
              settings.api_port(), member.me.peer_addr, settings.data_dir)

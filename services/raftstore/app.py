@@ -18,10 +18,11 @@ import httpx
 from fastapi import FastAPI, Query, Request, Response
 
 from services.raftstore.fsm import encode_txn
-from services.raftstore.hints import BackgroundNatsBus, HintPublisher
+from services.raftstore.hints import HintPublisher
 from services.raftstore.member import Member
 from services.raftstore.settings import RaftstoreSettings
 from shoal.bus.base import Bus
+from shoal.bus.nats import NatsBus
 from shoal.clock import Clock, SystemClock
 from shoal.errors import InvalidArgument, NotLeader, OutcomeUnknown
 from shoal.http import client_factory, install_error_handlers, ops_router
@@ -61,7 +62,7 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await member.start()
-        if isinstance(bus, BackgroundNatsBus):
+        if isinstance(bus, NatsBus):
             bus.start()
         publisher = asyncio.create_task(hints.run(), name="raftstore.hints")
         try:

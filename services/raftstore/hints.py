@@ -7,12 +7,10 @@ delays Raft, and startup never waits for it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
 from typing import Any
 
-from shoal.bus.base import Bus, Handler
+from shoal.bus.base import Bus
 from shoal.bus.subjects import STORE_EVENTS
 from shoal.metrics import Registry
 from shoal.store.txn import TxnResult
@@ -51,57 +49,3 @@ class HintPublisher:
                 self.metrics.inc("store_hints_published_total", 1, "NATS store-event hints published")
             except Exception as e:  # a lost hint is allowed: subscribers also poll
                 log.debug("hints: publish failed: %s", e)
-
-
-class BackgroundNatsBus:
-    """A Bus whose NATS connection is made in the background; until it is up, publishes are dropped."""
-
-    def __init__(self, url: str, name: str) -> None:
-        self.url = url
-        self.name = name
-        self._bus: Bus | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._connect(), name="nats.connect")
-
-    async def _connect(self) -> None:
-        import nats
-
-        from shoal.bus.nats import NatsBus
-
-        async def quiet(e: Exception) -> None:
-            log.debug("nats: %s", e)
-
-        delay = 0.5
-        while self._bus is None:
-            try:
-                # The first connect is retried here (not by the client: nats-py 2.16 has no
-                # retry_on_failed_connect); once connected the client reconnects forever by itself.
-                nc = await nats.connect(servers=[self.url], name=self.name, connect_timeout=2,
-                                        allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                        error_cb=quiet)
-                self._bus = NatsBus(nc)
-                log.info("nats: connected to %s", self.url)
-            except Exception as e:
-                log.warning("nats: cannot connect to %s (%s); retrying in %.1fs", self.url, e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def publish(self, subject: str, data: dict[str, Any]) -> None:
-        if self._bus is not None:
-            await self._bus.publish(subject, data)
-
-    async def subscribe(self, subject: str, handler: Handler) -> None:
-        raise NotImplementedError("raftstore only publishes hints")
-
-    def on_reconnect(self, callback: Callable[[], None]) -> None:
-        return None
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-        if self._bus is not None:
-            await self._bus.close()

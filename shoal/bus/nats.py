@@ -1,8 +1,14 @@
-"""NatsBus: the Bus over core NATS (at-most-once). Reconnects forever; every reconnect tells subscribers to
-resync, since messages sent while disconnected are gone."""
+"""NatsBus: the Bus over core NATS (at-most-once), connecting in the background.
+
+A process must start and work without NATS (hints are optional; mirrors poll the store), so `start()` returns at
+once and a background task retries the first connection with backoff; after that the client reconnects forever
+by itself. Until connected, publishes are dropped and subscriptions are remembered and made on connect. Every
+(re)connect after the first tells subscribers to resync, since messages sent meanwhile are gone."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -18,42 +24,78 @@ log = logging.getLogger(__name__)
 
 
 class NatsBus:
-    def __init__(self, nc: Client) -> None:
-        self._nc = nc
+    def __init__(self, url: str, name: str) -> None:
+        self.url = url
+        self.name = name
+        self._nc: Client | None = None
+        self._subs: list[tuple[str, Handler]] = []
         self._reconnect: list[Callable[[], None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.connected_once = asyncio.Event()
 
     @classmethod
     async def connect(cls, url: str, name: str) -> NatsBus:
-        """Connect (retrying until the server is up) and keep reconnecting forever."""
-        bus: NatsBus | None = None
-
-        async def reconnected() -> None:
-            log.info("nats: reconnected; resyncing from the store")
-            if bus is not None:
-                for cb in bus._reconnect:
-                    cb()
-
-        async def disconnected() -> None:
-            log.warning("nats: disconnected")
-
-        async def error(e: Exception) -> None:
-            log.debug("nats: %s", e)
-
-        nc = await nats.connect(
-            servers=[url], name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-            allow_reconnect=True, connect_timeout=2, retry_on_failed_connect=True,
-            reconnected_cb=reconnected, disconnected_cb=disconnected, error_cb=error,
-        )
-        bus = cls(nc)
+        """A started bus (returns at once; the connection is made in the background)."""
+        bus = cls(url, name)
+        bus.start()
         return bus
 
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._connect(), name=f"nats.connect.{self.name}")
+
+    async def _connect(self) -> None:
+        delay = 0.2
+        warned = False
+        while True:
+            try:
+                nc = await nats.connect(
+                    servers=[self.url], name=self.name, allow_reconnect=True, max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5, connect_timeout=2, reconnected_cb=self._reconnected,
+                    disconnected_cb=self._disconnected, error_cb=self._error,
+                )
+            except Exception as e:
+                (log.debug if warned else log.warning)("nats: cannot connect to %s (%s); retrying", self.url, e)
+                warned = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            break
+        self._nc = nc
+        for subject, handler in self._subs:
+            await self._subscribe(subject, handler)
+        log.info("nats: connected to %s", self.url)
+        self.connected_once.set()
+        self._fire_resync()  # anything published before we subscribed is lost: resync
+
+    def _fire_resync(self) -> None:
+        for cb in list(self._reconnect):
+            cb()
+
+    async def _reconnected(self) -> None:
+        log.info("nats: reconnected; resyncing from the store")
+        self._fire_resync()
+
+    async def _disconnected(self) -> None:
+        log.warning("nats: disconnected")
+
+    async def _error(self, e: Exception) -> None:
+        log.debug("nats: %s", e)
+
     async def publish(self, subject: str, data: dict[str, Any]) -> None:
+        if self._nc is None or not self._nc.is_connected:
+            return  # a lost hint is allowed; the store is the truth
         try:
             await self._nc.publish(subject, json.dumps(data, separators=(",", ":")).encode())
-        except Exception as e:  # a lost hint is allowed; the store is the truth
+        except Exception as e:
             log.debug("nats: publish to %s failed: %s", subject, e)
 
     async def subscribe(self, subject: str, handler: Handler) -> None:
+        self._subs.append((subject, handler))
+        if self._nc is not None:
+            await self._subscribe(subject, handler)
+
+    async def _subscribe(self, subject: str, handler: Handler) -> None:
         async def cb(msg: Msg) -> None:
             try:
                 data = json.loads(msg.data)
@@ -62,6 +104,7 @@ class NatsBus:
                 return
             await handler(data)
 
+        assert self._nc is not None
         await self._nc.subscribe(subject, cb=cb)
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
@@ -69,10 +112,16 @@ class NatsBus:
 
     @property
     def connected(self) -> bool:
-        return bool(self._nc.is_connected)
+        return self._nc is not None and bool(self._nc.is_connected)
 
     async def close(self) -> None:
-        try:
-            await self._nc.drain()
-        except Exception:
-            await self._nc.close()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self._nc is not None:
+            try:
+                await asyncio.wait_for(self._nc.drain(), 2)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await self._nc.close()
