@@ -31,14 +31,16 @@ from shoal.store.local import LocalStore
 
 pytestmark = pytest.mark.timeout(60)
 
-PERIOD = 0.2
+PERIOD = 0.2  # the heartbeat period of the tests about heartbeats
+CALM = 1.0  # everywhere else, so a loaded machine's scheduling delays never look like a dead node
 
 
 class DispatcherServer:
     """One dispatcher process stand-in: the app under uvicorn on a fixed loopback port, restartable."""
 
-    def __init__(self, store: LocalStore, bus: MemoryBus, port: int = 0, name: str = "d1") -> None:
-        self.store, self.bus, self.port, self.name = store, bus, port, name
+    def __init__(self, store: LocalStore, bus: MemoryBus, port: int = 0, name: str = "d1",
+                 period: float = CALM) -> None:
+        self.store, self.bus, self.port, self.name, self.period = store, bus, port, name, period
         self.server: uvicorn.Server | None = None
         self.task: asyncio.Task[None] | None = None
         self.dispatcher: Dispatcher | None = None
@@ -48,7 +50,7 @@ class DispatcherServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> DispatcherServer:
-        settings = DispatcherSettings(heartbeat_period=PERIOD, poll_interval=0.05, status_batch_interval=0.02,
+        settings = DispatcherSettings(heartbeat_period=self.period, poll_interval=0.05, status_batch_interval=0.02,
                                       assignment_batch_delay=0.01, instance=self.name)
         app = create_app(settings, store=self.store, bus=self.bus)
         dispatcher: Dispatcher = app.state.dispatcher
@@ -113,9 +115,15 @@ def agent_settings(urls: list[str], state_dir: Path, hostname: str = "node-a") -
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+def period() -> float:
+    """The cluster's heartbeat period; tests about heartbeats parametrize it down to PERIOD."""
+    return CALM
+
+
+@pytest.fixture
+async def env(tmp_path: Path, period: float) -> AsyncIterator[dict[str, Any]]:
     store, bus = LocalStore(), MemoryBus()
-    d1 = await DispatcherServer(store, bus).start()
+    d1 = await DispatcherServer(store, bus, period=period).start()
     agents: list[RunningAgent] = []
 
     async def start_agent(hostname: str = "node-a", urls: list[str] | None = None) -> RunningAgent:
@@ -217,6 +225,7 @@ async def test_reporting_another_nodes_task_is_forbidden(env: dict[str, Any]) ->
     assert (await store.get("task", "theirs"))["status"]["state"] == "assigned"
 
 
+@pytest.mark.parametrize("period", [PERIOD])
 async def test_a_silent_node_goes_down_after_three_periods_and_comes_back(env: dict[str, Any],
                                                                             tmp_path: Path) -> None:
     store: LocalStore = env["store"]
@@ -278,6 +287,7 @@ async def test_reconnect_stops_tasks_the_cluster_no_longer_wants(env: dict[str, 
     assert alive(keep) and "drop" not in a.agent.worker.managers
 
 
+@pytest.mark.parametrize("period", [PERIOD])
 async def test_two_dispatchers_share_liveness_and_agents_fail_over(env: dict[str, Any]) -> None:
     store: LocalStore = env["store"]
     d1: DispatcherServer = env["d1"]
