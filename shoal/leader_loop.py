@@ -17,13 +17,14 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import httpx
 from fastapi import FastAPI
 
 from shoal.bus.base import Bus
+from shoal.bus.nats import NatsBus
 from shoal.bus.subjects import STORE_EVENTS
 from shoal.clock import Clock
 from shoal.config import CommonSettings
@@ -245,60 +246,25 @@ class PlanLoop(ABC):
                 self.committed(g)
 
 
-async def connect_bus_in_background(connect: Callable[[], Awaitable[Bus]],
-                                    attach: Callable[[Bus], Awaitable[None]], *, name: str,
-                                    timeout: float = 5.0, retry: float = 5.0) -> Bus | None:
-    """Keep trying to connect the bus and hand it to `attach` once connected; returns the bus. Never raises
-    (except on cancellation): a process must run without NATS — hints are optional, the mirror polls."""
-    warned = False
-    while True:
-        try:
-            bus = await asyncio.wait_for(connect(), timeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            (log.debug if warned else log.warning)("%s: NATS not available (%s: %s); polling the store "
-                                                    "and retrying every %.0fs", name, type(e).__name__, e, retry)
-            warned = True
-            await asyncio.sleep(retry)
-            continue
-        await attach(bus)
-        log.info("%s: NATS connected; store hints enabled", name)
-        return bus
-
-
 L = TypeVar("L", bound=PlanLoop)
 
 
 async def serve_leader(settings: LeaderSettings, name: str, build: Callable[[Store], L],
                        make_app: Callable[[L, Store], FastAPI]) -> None:
-    """The whole `__main__` of a leader-only subsystem: logging, the store client, the subsystem, NATS in the
-    background (the process starts and works without it), and the HTTP server until SIGTERM/SIGINT."""
+    """The whole `__main__` of a leader-only subsystem: logging, the store client, the subsystem, NATS (it
+    connects in the background: the process starts and works without it), and the HTTP server until
+    SIGTERM/SIGINT."""
     instance = settings.instance_name(name)
     setup_logging(settings.log_level, instance)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per store request is noise
     store = StoreClient(settings.store_members, timeout=settings.store_timeout,
                         retry_for=settings.store_retry_for)
     sub = build(store)
-    buses: list[Bus] = []
-
-    async def connect() -> Bus:
-        from shoal.bus.nats import NatsBus
-
-        return await NatsBus.connect(settings.nats_url, instance)
-
-    async def attach(bus: Bus) -> None:
-        buses.append(bus)
-        await sub.attach_bus(bus)
-
-    bus_task = asyncio.create_task(connect_bus_in_background(connect, attach, name=name))
+    bus = await NatsBus.connect(settings.nats_url, instance)  # returns at once; connects in the background
+    await sub.attach_bus(bus)
     try:
         await serve(make_app(sub, store), settings.host, settings.port)
     finally:
-        bus_task.cancel()
-        with contextlib.suppress(BaseException):
-            await bus_task
-        for bus in buses:
-            with contextlib.suppress(Exception):
-                await bus.close()
+        with contextlib.suppress(Exception):
+            await bus.close()
         await store.close()
