@@ -230,6 +230,8 @@ class Driver:
         self._reads = []
         if not futs:
             return
+        if len(self._read_ctx) > 64:  # requests whose answer was lost: their waiters timed out long ago
+            self._read_ctx = {c: fs for c, fs in self._read_ctx.items() if not all(f.done() for f in fs)}
         self._ctx_seq += 1
         ctx = self._ctx_seq.to_bytes(8, "big")
         try:

@@ -33,6 +33,7 @@ class _Peer:
         self.queue_size = queue_size
         self.ready = asyncio.Event()
         self.connected = False
+        self.stopped = False
 
     def enqueue(self, m: Message) -> bool:
         if len(self.queue) >= self.queue_size:
@@ -43,9 +44,10 @@ class _Peer:
 
     async def run(self) -> None:
         backoff = 0.05
-        while True:
+        while not self.stopped:
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 2.0)
+                async with asyncio.timeout(2.0):
+                    _, writer = await asyncio.open_connection(self.host, self.port)
             except (OSError, TimeoutError) as e:
                 self.queue.clear()  # stale by the time we reconnect; Raft re-sends what matters
                 log.debug("transport: dial %d at %s:%d failed: %s", self.id, self.host, self.port, e)
@@ -67,7 +69,7 @@ class _Peer:
                     await writer.wait_closed()
 
     async def _pump(self, writer: asyncio.StreamWriter) -> None:
-        while True:
+        while not self.stopped:
             if not self.queue:
                 self.ready.clear()
                 await self.ready.wait()
@@ -147,11 +149,15 @@ class PeerTransport:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        for p in self._peers.values():
+            p.stopped = True
+            p.ready.set()
         for w in self._conns.values():
             w.close()  # ends each connection's reader with EOF
-        for t in [*self._tasks, *self._conns]:
-            t.cancel()
-        for t in [*self._tasks, *self._conns]:
-            with contextlib.suppress(BaseException):
-                await t
+        tasks = [*self._tasks, *self._conns]
+        while tasks:
+            for t in tasks:
+                t.cancel()  # again each round: a cancel racing a finishing await can be absorbed
+            _, pending = await asyncio.wait(tasks, timeout=0.5)
+            tasks = list(pending)
         self._tasks.clear()

@@ -49,7 +49,7 @@ def eventually(fn: Callable[[], T | None], timeout: float, what: str, interval: 
 
 
 class RaftProcs:
-    def __init__(self, base: Path, members: int = 3, *, tick: float = 0.05, election_ticks: int = 10,
+    def __init__(self, base: Path, members: int = 3, *, tick: float = 0.1, election_ticks: int = 10,
                  nats_url: str = "", extra_env: dict[str, str] | None = None) -> None:
         self.base = base
         self.n = members

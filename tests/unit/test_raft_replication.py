@@ -81,12 +81,12 @@ def test_5_3_leader_brings_divergent_followers_in_line() -> None:
 
 
 def test_5_3_log_matching_holds_across_random_partitions() -> None:
-    for seed in range(10):
+    for seed in range(6):
         net = SimNetwork(5, seed=seed)
         net.drop = 0.1
-        for t in range(200):
+        for t in range(160):
             lead = net.leader()
-            if lead is not None:
+            if lead is not None and t % 2:
                 net.propose(lead, b"%d" % t)
             if t % 40 == 0:
                 side = net.rng.sample(net.ids, 2)

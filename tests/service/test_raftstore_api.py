@@ -1,0 +1,155 @@
+"""The raftstore HTTP API in-process (one real member: WAL in a temp dir, Raft over a loopback peer port) through
+StoreClient, so the contract of shoal/store/client.py is checked end to end without extra processes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.raftstore.app import create_app
+from services.raftstore.member import Member
+from services.raftstore.settings import RaftstoreSettings, parse_members
+from shoal.bus.memory import MemoryBus
+from shoal.bus.subjects import STORE_EVENTS
+from shoal.clock import FakeClock
+from shoal.errors import AlreadyExists, InvalidArgument, NotFound, NotLeader, TxnTooLarge, VersionConflict
+from shoal.store import txn as t
+from shoal.store.client import StoreClient
+from tests.integration.raftprocs import free_ports
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def settings_for(tmp: Path, members: int = 1, me: int = 1) -> RaftstoreSettings:
+    ports = free_ports(2 * members)
+    spec = ";".join(f"{i}=http://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[members + i - 1]}"
+                    for i in range(1, members + 1))
+    return RaftstoreSettings(raft_id=me, raft_members=spec, data_dir=tmp / str(me), raft_tick=0.02, nats_url="")
+
+
+class Harness:
+    def __init__(self, member: Member, bus: MemoryBus, client: StoreClient, http: httpx.AsyncClient) -> None:
+        self.member, self.bus, self.client, self.http = member, bus, client, http
+
+
+@pytest.fixture
+async def solo(tmp_path: Path) -> AsyncIterator[Harness]:
+    member = Member(settings_for(tmp_path), rng=random.Random(1))
+    bus = MemoryBus()
+    app = create_app(member.settings, member, bus, clock=FakeClock(1000.0))
+    async with app.router.lifespan_context(app):  # starts the member and the hint publisher
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://store")
+        client = StoreClient(["http://store"], client=http, retry_for=2.0)
+        for _ in range(200):
+            if member.driver.is_leader:
+                break
+            await asyncio.sleep(0.01)
+        try:
+            yield Harness(member, bus, client, http)
+        finally:
+            await http.aclose()
+
+
+async def test_writes_are_stamped_by_the_leader_and_read_back(solo: Harness) -> None:
+    res = await solo.client.txn([t.create("service", {"id": "a", "spec": {"name": "web"}})])
+    obj = res.changes[0].object
+    assert obj["meta"] == {"version": res.revision, "created_at": 1000.0, "updated_at": 1000.0}
+    assert (await solo.client.get("service", "a"))["meta"]["version"] == res.revision
+    rev, items = await solo.client.list("service")
+    assert rev >= res.revision and [o["id"] for o in items] == ["a"]
+
+
+async def test_errors_come_back_typed_and_change_nothing(solo: Harness) -> None:
+    res = await solo.client.txn([t.create("service", {"id": "a", "spec": {"name": "web"}})])
+    with pytest.raises(AlreadyExists):
+        await solo.client.txn([t.create("service", {"id": "b", "spec": {"name": "WEB"}})])
+    with pytest.raises(VersionConflict):
+        await solo.client.txn([t.update("service", {"id": "a", "spec": {"name": "x"}}, expect_version=999)])
+    with pytest.raises(NotFound):
+        await solo.client.get("service", "nope")
+    with pytest.raises(InvalidArgument):
+        await solo.client.list("bogus")
+    with pytest.raises(InvalidArgument):
+        await solo.client.txn([])
+    with pytest.raises(TxnTooLarge):
+        await solo.client.txn([t.create("config", {"id": "big", "data": "x" * 2_000_000})])
+    r = await solo.http.post("/v1/txn", content=b"{not json")
+    assert r.status_code == 400 and "JSON" in r.json()["message"]
+    _, items = await solo.client.list("service")
+    assert [o["meta"]["version"] for o in items] == [res.revision]
+
+
+async def test_list_filters_and_stale_reads(solo: Harness) -> None:
+    await solo.client.txn([t.create("task", {"id": "t1", "service_id": "s1", "node_id": "n1"}),
+                           t.create("task", {"id": "t2", "service_id": "s2", "node_id": "n1"})])
+    _, items = await solo.client.list("task", service_id="s1")
+    assert [o["id"] for o in items] == ["t1"]
+    r = await solo.http.get("/v1/objects/task", params={"node_id": "n1", "stale": "true"})
+    assert [o["id"] for o in r.json()["items"]] == ["t1", "t2"]
+
+
+async def test_watch_long_polls_until_a_commit(solo: Harness) -> None:
+    rev, _ = await solo.client.list("service")
+    waiter = asyncio.create_task(solo.client.watch(rev, wait=5.0))
+    await asyncio.sleep(0.2)
+    assert not waiter.done()
+    res = await solo.client.txn([t.create("service", {"id": "w", "spec": {"name": "w"}})])
+    batch = await asyncio.wait_for(waiter, 3.0)
+    assert [e.revision for e in batch.events] == [res.revision] and batch.revision >= res.revision
+    empty = await solo.client.watch(batch.revision, wait=0.1)
+    assert empty.events == []
+
+
+async def test_the_leader_publishes_a_hint_per_committed_change(solo: Harness) -> None:
+    res = await solo.client.txn([t.create("service", {"id": "h", "spec": {"name": "h"}})])
+    await solo.client.txn([t.check("service", "h", expect_version=res.revision)])  # changes nothing: no hint
+    for _ in range(100):
+        if solo.bus.published:
+            break
+        await asyncio.sleep(0.01)
+    assert solo.bus.published == [(STORE_EVENTS, {"revision": res.revision, "changes": [
+        {"kind": "service", "action": "create", "id": "h", "version": res.revision}]})]
+
+
+async def test_status_readyz_and_metrics(solo: Harness) -> None:
+    st = (await solo.http.get("/v1/status")).json()
+    assert st["role"] == "leader" and st["leader"] == 1 and st["applied_index"] == st["commit_index"]
+    assert st["members"][0]["id"] == 1 and len(st["state_hash"]) == 64
+    assert (await solo.http.get("/readyz")).status_code == 200
+    assert "shoal_raft_fsyncs_total" in (await solo.http.get("/metrics")).text
+
+
+async def test_a_member_without_a_leader_refuses_writes_and_linearizable_reads(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, members=3, me=1)  # the other two never start
+    member = Member(settings, rng=random.Random(2))
+    app = create_app(settings, member, None)
+    await member.start()
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://store")
+    client = StoreClient(["http://store"], client=http, retry_for=0.5)
+    try:
+        with pytest.raises(NotLeader, match="no raft leader"):
+            await client.txn([t.create("service", {"id": "a", "spec": {"name": "web"}})])
+        r = await http.get("/v1/objects/service")
+        assert r.status_code == 503
+        r = await http.get("/v1/objects/service", params={"stale": "true"})
+        assert r.status_code == 200 and r.json()["items"] == []
+        assert (await http.get("/readyz")).status_code == 503
+    finally:
+        await http.aclose()
+        await member.stop()
+
+
+def test_members_spec_is_parsed_and_checked() -> None:
+    ms = parse_members("1=http://127.0.0.1:4301,127.0.0.1:4311; 2=http://h:4302/,h:4312")
+    assert [(m.id, m.api_url, m.peer_addr) for m in ms] == [
+        (1, "http://127.0.0.1:4301", "127.0.0.1:4311"), (2, "http://h:4302", "h:4312")]
+    for bad in ("1=http://a:1", "x=http://a:1,a:2", "1=ftp://a:1,a:2", "1=http://a:1,a:2;1=http://b:1,b:2"):
+        with pytest.raises(ValueError):
+            parse_members(bad)
+    with pytest.raises(ValueError, match="not in SHOAL_RAFT_MEMBERS"):
+        RaftstoreSettings(raft_id=3, raft_members="1=http://a:1,a:2").members()
