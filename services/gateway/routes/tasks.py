@@ -12,6 +12,7 @@ from services.gateway.core import resolve
 from services.gateway.routes.nodes import find_node
 from services.gateway.routes.services import find_service
 from shoal.errors import NotFound
+from shoal.ids import ID_LENGTH
 from shoal.models.kinds import Kind
 from shoal.models.objects import task_name
 from shoal.models.states import TaskState
@@ -29,14 +30,27 @@ async def list_tasks(
     desired_state: Annotated[TaskState | None, Query(description="only tasks with this desired state")] = None,
 ) -> dict[str, Any]:
     filters: dict[str, str] = {}
+    # A deleted service's tasks live on until the reaper deletes them, so a full object id that no longer
+    # resolves still filters by that literal id (yielding [] when nothing matches); a name that does not
+    # resolve stays a 404, since it is most likely a typo.
     if service:
-        filters["service_id"] = (await find_service(ctx.store, service))["id"]
+        filters["service_id"] = await _resolved_or_literal(find_service, ctx, service)
     if node:
-        filters["node_id"] = (await find_node(ctx.store, node))["id"]
+        filters["node_id"] = await _resolved_or_literal(find_node, ctx, node)
     if desired_state is not None:
         filters["desired_state"] = str(desired_state)
     revision, tasks = await ctx.store.list(Kind.TASK, **filters)
     return {"revision": revision, "items": tasks}
+
+
+async def _resolved_or_literal(find: Any, ctx: GatewayContext, ref: str) -> str:
+    try:
+        found: Obj = await find(ctx.store, ref)
+    except NotFound:
+        if len(ref) == ID_LENGTH and ref.isalnum() and ref.islower():
+            return ref
+        raise
+    return str(found["id"])
 
 
 @router.get("/{ref}", summary="Inspect a task (id, unique id prefix, or full task name)")
