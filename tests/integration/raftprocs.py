@@ -1,4 +1,5 @@
-"""RaftProcs: launch real raftstore member processes on loopback for integration tests.
+"""RaftProcs: launch real raftstore member processes on loopback for integration tests (`eventually` is the
+e2e harness's, re-exported).
 
 Random free ports, one data directory per member under a temporary directory, logs in `<dir>/logs/`.
 Members can be killed (SIGKILL), stopped (SIGTERM) and restarted with the same data."""
@@ -10,15 +11,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
+from tests.e2e.harness import eventually
+
 ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 
 def free_ports(n: int) -> list[int]:
@@ -32,20 +32,6 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def eventually(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    last_err: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            v = fn()
-            if v:
-                return v
-        except Exception as e:
-            last_err = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_err!r})")
 
 
 class RaftProcs:
@@ -93,7 +79,7 @@ class RaftProcs:
         for i in self.ids:
             self.start(i)
         for i in self.ids:
-            eventually(lambda i=i: self.healthy(i), 20, f"raftstore {i} to answer /healthz")  # type: ignore[misc]
+            eventually(lambda i=i: self.healthy(i), 20, f"raftstore {i} to answer /healthz", 0.05)  # type: ignore[misc]
         return self
 
     def alive(self, i: int) -> bool:
@@ -155,7 +141,7 @@ class RaftProcs:
         return lead if all(s["leader"] == lead for s in sts) else None
 
     def wait_leader(self, timeout: float = 10.0, among: list[int] | None = None) -> int:
-        return eventually(lambda: self.leader(among), timeout, "a raft leader")
+        return eventually(lambda: self.leader(among), timeout, "a raft leader", 0.05)
 
     def converged(self, among: list[int] | None = None) -> str | None:
         """The common state hash once every member in `among` applied the same index, else None."""

@@ -88,14 +88,25 @@ def _check_reads(net: SimNetwork, floor: dict[bytes, int]) -> None:
         m.read_states.clear()
 
 
-def test_random_faults_keep_raft_safe_and_live(sim_seeds: list[int]) -> None:
+CHUNK = 250  # seeds per test item, so `--seeds 5000` runs as many items, each within the per-test timeout
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "seed_chunk" in metafunc.fixturenames:
+        one = metafunc.config.getoption("--seed")
+        seeds = [one] if one is not None else list(range(metafunc.config.getoption("--seeds") or 500))
+        chunks = [seeds[i:i + CHUNK] for i in range(0, len(seeds), CHUNK)]
+        metafunc.parametrize("seed_chunk", chunks, ids=[f"seeds-{c[0]}-{c[-1]}" for c in chunks])
+
+
+def test_random_faults_keep_raft_safe_and_live(seed_chunk: list[int]) -> None:
     started = time.monotonic()
-    for seed in sim_seeds:
+    for seed in seed_chunk:
         try:
             run_seed(seed)
         except AssertionError as e:
             pytest.fail(f"seed {seed} failed (replay: pytest tests/sim/test_raft_sim.py --seed {seed}): {e}")
-    print(f"{len(sim_seeds)} seeds in {time.monotonic() - started:.1f}s")
+    print(f"{len(seed_chunk)} seeds in {time.monotonic() - started:.1f}s")
 
 
 def test_partitioned_leader_steps_down_and_minority_serves_no_reads() -> None:

@@ -106,11 +106,6 @@ class Message:
     context: bytes = b""
 
 
-def is_response(t: MsgType) -> bool:
-    return t in (MsgType.APP_RESP, MsgType.VOTE_RESP, MsgType.PRE_VOTE_RESP, MsgType.HEARTBEAT_RESP,
-                 MsgType.READ_INDEX_RESP)
-
-
 def vote_response_type(t: MsgType) -> MsgType:
     if t == MsgType.VOTE:
         return MsgType.VOTE_RESP

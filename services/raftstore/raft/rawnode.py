@@ -17,7 +17,6 @@ from services.raftstore.raft.messages import (
     ReadState,
     Role,
     SoftState,
-    is_response,
 )
 from services.raftstore.raft.node import Raft
 from services.raftstore.raft.storage import Storage
@@ -59,10 +58,8 @@ class RawNode:
         self.raft.step(Message(MsgType.HUP, frm=self.raft.id))
 
     def step(self, m: Message) -> None:
-        """Deliver a message from a peer. Local-only kinds and replies from non-members are ignored."""
-        if m.type in _LOCAL_ONLY:
-            return
-        if is_response(m.type) and m.frm not in self.raft.voters:
+        """Deliver a message from a peer. Local-only kinds and anything from a non-member are ignored."""
+        if m.type in _LOCAL_ONLY or m.frm not in self.raft.voters or m.frm == self.raft.id:
             return
         self.raft.step(m)
 
