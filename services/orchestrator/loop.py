@@ -1,19 +1,26 @@
 """The orchestrator's I/O shell: while holding the `orchestrator` lease, reconcile the mirror and write plans.
 
-The restart history (for `max_attempts`/`window`) is the only in-memory state: it is rebuilt from the stored
-tasks on every activation and updated only after a restart's transaction has committed."""
+In-memory state, all of it rebuilt or started afresh on every activation (SwarmKit's components lose theirs
+on a leader change too): the restart history (for `max_attempts`/`window`, rebuilt from the stored tasks and
+updated only after a restart's transaction committed), when update tasks were seen RUNNING (for the update
+supervisor's failure detection once they stopped), and which node versions the constraint enforcer checked."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
-from services.orchestrator.core import View, reconcile
-from services.orchestrator.restart import RestartHistory, RestartNote
+from services.orchestrator.core import Seen, View, reconcile
+from services.orchestrator.enforcer import NodeChecked, version_of
+from services.orchestrator.modes import UPDATE
+from services.orchestrator.restart import RestartHistory, RestartNote, status_time
 from services.orchestrator.settings import OrchestratorSettings
 from shoal.bus.base import Bus
 from shoal.clock import Clock
 from shoal.leader_loop import PlanLoop
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
+from shoal.models.objects import state_of
+from shoal.models.states import TaskState
 from shoal.plan import Group, Plan
 from shoal.store.mirror import StoreMirror
 from shoal.store.protocol import Store
@@ -27,6 +34,9 @@ class Orchestrator(PlanLoop):
         super().__init__(store, bus, clock, settings)
         self.stop_timeout = settings.restart_stop_timeout
         self.history = RestartHistory()
+        self.running_at: dict[str, float] = {}
+        self.nodes_checked: dict[str, int] = {}
+        self.since = -math.inf
 
     @staticmethod
     def view(mirror: StoreMirror) -> View:
@@ -36,16 +46,37 @@ class Orchestrator(PlanLoop):
     def activate(self, mirror: StoreMirror, now: float) -> None:
         view = self.view(mirror)
         self.history = RestartHistory.rebuild(view.services, view.tasks.values())
+        self.running_at = {}
+        self.nodes_checked = {}  # the enforcer's initial pass looks at every node
+        self.since = now
+
+    def observe(self, view: View) -> None:
+        """Remember when update tasks were seen RUNNING (their status time then), forget deleted tasks."""
+        for tid in [t for t in self.running_at if t not in view.tasks]:
+            del self.running_at[tid]
+        for task in view.tasks.values():
+            if task.get("created_by") == UPDATE and state_of(task) == TaskState.RUNNING:
+                self.running_at.setdefault(task["id"], status_time(task))
 
     def plan(self, mirror: StoreMirror, now: float) -> Plan:
         view = self.view(mirror)
         self.history.prune(view.services)  # a deleted service's history goes with it
-        return reconcile(view, self.history, now, stop_timeout=self.stop_timeout)
+        self.observe(view)
+        seen = Seen(running_at=dict(self.running_at), since=self.since, nodes_checked=dict(self.nodes_checked))
+        plan = reconcile(view, self.history, now, stop_timeout=self.stop_timeout, seen=seen)
+        pending = {g.note.node_id for g in plan.groups if isinstance(g.note, NodeChecked)}
+        self.nodes_checked = {nid: (self.nodes_checked.get(nid, -1) if nid in pending else version_of(node))
+                              for nid, node in view.nodes.items()}
+        return plan
 
     def committed(self, group: Group) -> None:
         if isinstance(group.note, RestartNote):
             self.history.record(group.note)
             self.metrics.inc("restarts", help="replacement tasks created by the restart supervisor")
+        elif isinstance(group.note, NodeChecked):
+            self.nodes_checked[group.note.node_id] = group.note.version
+            self.metrics.inc("enforcer_rejections", len(group.ops),
+                             help="tasks rejected by the constraint enforcer")
 
     def extra_status(self) -> dict[str, Any]:
-        return {"restart_history_slots": len(self.history.slots)}
+        return {"restart_history_slots": len(self.history.slots), "update_tasks_seen_running": len(self.running_at)}

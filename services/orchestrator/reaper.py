@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from services.orchestrator.restart import RestartPolicy, created_at, slot_key, status_time
+from services.orchestrator.modes import slot_key
+from services.orchestrator.restart import RestartPolicy, created_at, status_time
 from shoal.models.objects import Obj, desired_of, state_of
 from shoal.models.specs import JOB_MODES, mode_kind
 from shoal.models.states import TaskState
@@ -53,7 +54,7 @@ def reap(tasks: Iterable[Obj], services: Mapping[str, Obj], nodes: Mapping[str, 
             continue
         if mode_kind(svc.get("spec") or {}) in JOB_MODES:
             continue  # SwarmKit does not trim job history: completed tasks are the job's record
-        per_slot.setdefault(slot_key(task), []).append(task)
+        per_slot.setdefault(slot_key(task, svc), []).append(task)
     if limit >= 0:
         for group in per_slot.values():
             keep = retention(limit, max(group, key=created_at))

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+from services.orchestrator.modes import UPDATE, SlotKey, slot_key
 from shoal.models.duration import parse_duration
 from shoal.models.objects import Obj, desired_of, state_of
 from shoal.models.states import TaskState
@@ -21,9 +21,6 @@ from shoal.models.states import TaskState
 STOP_TIMEOUT = 60.0
 #: SwarmKit's defaults (`api/defaults/service.go`), used when a stored spec lacks the field.
 DEFAULT_DELAY = 5.0
-
-SlotKey = tuple[str, Any]  # (service id, slot number) or, for global services, (service id, node id)
-
 
 @dataclass(frozen=True)
 class RestartPolicy:
@@ -41,12 +38,6 @@ class RestartPolicy:
             max_attempts=int(r.get("max_attempts", 0) or 0),
             window=parse_duration(r.get("window", 0.0)),
         )
-
-
-def slot_key(task: Obj) -> SlotKey:
-    """Replicated tasks are grouped by slot; global tasks (slot 0) by node (SwarmKit's SlotTuple)."""
-    slot = task.get("slot") or 0
-    return (task["service_id"], slot if slot else task.get("node_id"))
 
 
 def created_at(task: Obj) -> float:
@@ -76,10 +67,20 @@ def node_invalid(task: Obj, nodes: Mapping[str, Obj]) -> bool:
     return bool(nid) and (node_down_or_gone(nid, nodes) or node_drained(nid, nodes))
 
 
-def needs_restart(task: Obj, nodes: Mapping[str, Obj]) -> bool:
-    """Runnable (desired ≤ RUNNING) but dead (observed > RUNNING) or on an invalid node."""
-    return desired_of(task) <= TaskState.RUNNING and (
-        state_of(task) > TaskState.RUNNING or node_invalid(task, nodes))
+def live(task: Obj, job: bool = False) -> bool:
+    """Meant to run: desired ≤ RUNNING, or for a job task desired COMPLETE while it has not completed."""
+    d = desired_of(task)
+    if job:
+        return d <= TaskState.COMPLETE and state_of(task) != TaskState.COMPLETE
+    return d <= TaskState.RUNNING
+
+
+def needs_restart(task: Obj, nodes: Mapping[str, Obj], job: bool = False) -> bool:
+    """Meant to run but dead (observed > RUNNING) or on an invalid node. A job task that completed is done,
+    never restarted (SwarmKit: jobs treat condition `any` like `on-failure`)."""
+    if not live(task, job):
+        return False
+    return state_of(task) > TaskState.RUNNING or node_invalid(task, nodes)
 
 
 def stopped(task: Obj, nodes: Mapping[str, Obj]) -> bool:
@@ -139,7 +140,7 @@ class RestartHistory:
                 continue
             if RestartPolicy.of(task).max_attempts <= 0:
                 continue
-            by_key.setdefault(slot_key(task), []).append(task)
+            by_key.setdefault(slot_key(task, svc), []).append(task)
         for key, group in by_key.items():
             group.sort(key=lambda x: (created_at(x), x["id"]))
             for task in group[1:]:
@@ -148,9 +149,11 @@ class RestartHistory:
         return history
 
 
-def restart_decision(task: Obj, history: RestartHistory, now: float) -> tuple[bool, float | None]:
+def restart_decision(task: Obj, history: RestartHistory, now: float,
+                     key: SlotKey | None = None) -> tuple[bool, float | None]:
     """(replace it?, when the answer may turn to yes). SwarmKit's `shouldRestart`: condition first, then
-    `max_attempts` within `window` for the task's spec version."""
+    `max_attempts` within `window` for the task's spec version, counted per slot `key` (default: by slot
+    number; global modes pass their node key)."""
     policy = RestartPolicy.of(task)
     if policy.condition == "none":
         return False, None
@@ -158,7 +161,7 @@ def restart_decision(task: Obj, history: RestartHistory, now: float) -> tuple[bo
         return False, None
     if policy.max_attempts <= 0:
         return True, None
-    h = history.slots.get(slot_key(task))
+    h = history.slots.get(key if key is not None else slot_key(task, None))
     if h is None or h.spec_version != task.get("spec_version", 1):
         return True, None
     if policy.window <= 0:
@@ -183,8 +186,11 @@ def delay_end(task: Obj, slot_mates: Iterable[Obj], nodes: Mapping[str, Obj], no
     `Restart`; the stored creation time makes the timer survive a leader change, like SwarmKit's init pass
     re-arming READY tasks from their timestamps). Not the old task's *current* status time: that moves again
     when a task on a recovered node finally reports SHUTDOWN, which must not restart the delay. No delay when
-    the old task's node is drained (SwarmKit restarts drained tasks at once)."""
+    the old task's node is drained (SwarmKit restarts drained tasks at once), and none for the update
+    supervisor's tasks (its `DelayStart` has delay 0: only the wait for the old task to stop)."""
     start = created_at(task) if task.get("meta") else now
+    if task.get("created_by") == UPDATE:
+        return start
     pred = predecessor(task, slot_mates)
     if pred is not None and node_drained(pred.get("node_id"), nodes):
         return start
@@ -193,8 +199,9 @@ def delay_end(task: Obj, slot_mates: Iterable[Obj], nodes: Mapping[str, Obj], no
 
 def release(task: Obj, slot_mates: Iterable[Obj], nodes: Mapping[str, Obj], now: float,
             stop_timeout: float = STOP_TIMEOUT) -> tuple[bool, float | None]:
-    """(set desired RUNNING now?, else when to look again) for a task with desired READY (SwarmKit's
-    `DelayStart`: wait the delay, then wait for the old task to stop, at most `stop_timeout`)."""
+    """(start it now?, else when to look again) for a task with desired READY (SwarmKit's `DelayStart`: wait
+    the delay, then wait for the old task to stop, at most `stop_timeout`). Starting means desired RUNNING, or
+    COMPLETE for a job task."""
     mates = list(slot_mates)
     end = delay_end(task, mates, nodes, now)
     if now < end:

@@ -44,7 +44,7 @@ def classify(number: int, tasks: list[Obj], history: RestartHistory, now: float)
     if desired_of(last) >= TaskState.REMOVE:
         # Being removed (scale-down, dead slot): never counts, whatever its policy says.
         return Slot(number, tasks, []), None
-    allowed, retry_at = restart_decision(last, history, now)
+    allowed, retry_at = restart_decision(last, history, now, (last["service_id"], number))
     if not allowed:
         return Slot(number, tasks, [last]), retry_at
     return Slot(number, tasks, []), None

@@ -65,12 +65,13 @@ _WALK = [TaskState.ASSIGNED, TaskState.ACCEPTED, TaskState.PREPARING, TaskState.
 
 
 def agent_next(task: Obj, *, all_the_way: bool = True) -> TaskState | None:
-    """The next observed state an agent reports for `task`, or None. Desired past RUNNING → SHUTDOWN; desired
-    READY → stop at READY (SwarmKit's agent prepares but does not start); desired RUNNING → up to RUNNING."""
+    """The next observed state an agent reports for `task`, or None. Desired SHUTDOWN or REMOVE → SHUTDOWN;
+    desired READY → stop at READY (SwarmKit's agent prepares but does not start); desired RUNNING or COMPLETE
+    (job tasks) → up to RUNNING (the process then exits on its own: `report` COMPLETE or FAILED)."""
     s, want = state_of(task), desired_of(task)
     if s < TaskState.ASSIGNED or s > TaskState.RUNNING:
         return None
-    if want > TaskState.RUNNING:
+    if want >= TaskState.SHUTDOWN:
         return TaskState.SHUTDOWN
     target = TaskState.READY if want == TaskState.READY else TaskState.RUNNING
     if s >= target:
