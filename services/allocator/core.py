@@ -1,24 +1,65 @@
-"""The allocator's pure core: NEW → PENDING (SwarmKit `manager/allocator`).
+"""The allocator's pure core (SwarmKit `manager/allocator`): network subnets, the ingress network, service
+endpoints (VIPs, ingress ports) and task addresses; NEW → PENDING once a task has everything it needs.
 
-SwarmKit's task allocators *vote*: a task moves to PENDING ("pending task scheduling") once every voter has
-allocated what it needs (today only "network": IPs, VIPs, ingress ports). Here each voter is a function
-`(task, state) -> Allocation | Deferred`; `allocate` runs them all and merges their task fields, or returns the
-first reason to wait. There are no voters yet — networks and ports slot into `VOTERS` together with the pool
-state they need in `AllocatorState`. No I/O, no clock: `now` is given."""
+One pass (`plan`) over a state rebuilt from the store (`AllocatorState.build`), in this order, each step seeing
+what the previous ones took:
+
+1. **networks** without `ipam`: a subnet — the user's (reserved as given, refused if it overlaps a subnet in
+   use) or the lowest free /24 of 10.0.0.0/8 — and a gateway (the user's, or the first host address), written
+   to the network's `ipam` (the allocator owns that field);
+2. the **ingress network** (`spec.ingress: true`, 10.255.0.0/16), created when some service publishes an ingress
+   port and there is none;
+3. **service endpoints** (`service.endpoint = {spec, ports, virtual_ips}`, a system field written with the
+   service's version as precondition): ingress ports with `published_port` 0 get one of 30000-32767 (kept across
+   spec updates), user-given ones are reserved (first come, first served), host-mode ports are copied as given;
+   endpoint mode `vip` gets one VIP per attached network (plus ingress when it publishes ingress ports), `dnsrr`
+   none; VIPs of networks no longer attached are dropped;
+4. **tasks** NEW with desired ≤ RUNNING, oldest first: every *voter* (`VOTERS`; SwarmKit's voting — today the
+   network voter) must agree; the task then gets `networks = [{network_id, addresses: ["10.0.1.5/24"],
+   aliases}]` (the ingress attachment first) and `endpoint.ports`, and moves to PENDING ("pending task
+   scheduling"). A task whose service or networks are being written in this pass waits quietly for the next
+   pass; one that cannot be allocated stays NEW with the reason in `status.err` (written only when it changes).
+
+Release is implicit: the state is rebuilt from the store, so an address is free once no live task, service or
+network holds it. A task holds its addresses until it is *dead* — desired and observed state both past RUNNING
+(SwarmKit's `taskDead`: it will not run again and has stopped) — or deleted; service VIPs and ports go with the
+service's deletion (or its endpoint's rewrite); a subnet goes with its network.
+
+Writes whose outcome is not known yet are `Reserved` (the group's note): the shell passes them back to `build`
+while the object is still at the version the write expects, so their allocations stay taken and the same op is
+planned again — a write that commits late can never collide with a newer allocation. No I/O, no clock."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import ipaddress
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.allocator.ipam import (
+    DYNAMIC_PORT_END,
+    DYNAMIC_PORT_START,
+    INGRESS_SUBNET,
+    AddressPool,
+    IPNetwork,
+    PortSpace,
+    SubnetPool,
+    first_host,
+    parse_address,
+    parse_network,
+)
+from shoal.ids import new_id
 from shoal.models.kinds import Kind
-from shoal.models.objects import Obj, desired_of, state_of, task_status
+from shoal.models.objects import Obj, task_status
 from shoal.models.states import TaskState
 from shoal.plan import Plan
 from shoal.store import txn as t
 
 PENDING_MESSAGE = "pending task scheduling"  # SwarmKit's message, shown by `service ps`
+INGRESS_NAME = "ingress"
+
+_RANK = {s.value: i for i, s in enumerate(TaskState)}
+_NEW, _RUNNING = _RANK[TaskState.NEW.value], _RANK[TaskState.RUNNING.value]
 
 
 @dataclass(frozen=True)
@@ -30,32 +71,542 @@ class Allocation:
 
 @dataclass(frozen=True)
 class Deferred:
-    """Cannot allocate yet (e.g. a pool is exhausted); the task stays NEW with this reason in `status.err`."""
+    """Cannot allocate yet. With a `reason` (e.g. a pool is exhausted) the task stays NEW with it in
+    `status.err`; `quiet` = only waiting for something this pass is writing (nothing to tell the user)."""
 
     reason: str
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """A planned write and what it allocates: `obj` (kind, id) as written, expecting `version` (None for a
+    create). Held by the shell until the object is no longer at `version` (the write landed or can no longer
+    land), and fed back to `AllocatorState.build`."""
+
+    kind: str
+    id: str
+    version: int | None
+    obj: Obj
+
+
+def _rank(state: object) -> int:
+    return _RANK.get(str(state), _NEW)
+
+
+def task_dead(task: Obj) -> bool:
+    """Desired and observed state both past RUNNING: it will not run again and has stopped (SwarmKit's
+    `taskDead`), so its addresses are free even before the reaper deletes it."""
+    return _rank(task.get("desired_state")) > _RUNNING and \
+        _rank((task.get("status") or {}).get("state")) > _RUNNING
+
+
+def _age(obj: Obj) -> tuple[float, str]:
+    return float((obj.get("meta") or {}).get("created_at") or 0.0), str(obj["id"])
+
+
+def _version(obj: Obj | None) -> int | None:
+    return None if obj is None else (obj.get("meta") or {}).get("version")
+
+
+def _endpoint_spec(service: Obj) -> Obj:
+    return (service.get("spec") or {}).get("endpoint") or {"mode": "vip", "ports": []}
+
+
+def needs_ingress(service: Obj) -> bool:
+    """The service publishes a port in ingress mode (it is then attached to the ingress network)."""
+    return any((p.get("publish_mode") or "ingress") == "ingress" for p in _endpoint_spec(service).get("ports") or [])
+
+
+def _spec_networks(obj: Obj) -> list[Obj]:
+    """`task.networks` of a task spec (`task["spec"]`) or of a service spec (`service["spec"]["task"]`)."""
+    return list(obj.get("networks") or [])
+
+
+@dataclass
+class NetworkInfo:
+    """A network as the allocator sees it: its address pool once its subnet is in the store."""
+
+    obj: Obj
+    id: str
+    name: str
+    ingress: bool
+    pool: AddressPool | None = None
+    pending: bool = False  # its subnet is being written in this pass: users wait for the next one
+    error: str | None = None  # why no subnet can be allocated
+
+    @property
+    def subnet_text(self) -> str:
+        return str(self.pool.subnet) if self.pool is not None else "no subnet"
 
 
 @dataclass
 class AllocatorState:
-    """Cluster-wide allocation state rebuilt from the store (address pools, ingress port map). Empty until the
-    network voter lands; `take` records an allocation so later tasks of the same pass see it."""
+    """Cluster-wide allocation state, rebuilt from the store (`build`): subnets, per-network address pools,
+    ingress ports, and the services and networks of this pass. Empty by default (no networks; services not
+    tracked: tasks are then allocated from their own spec only)."""
 
+    networks: dict[str, NetworkInfo] = field(default_factory=dict)
+    services: dict[str, Obj] | None = None
+    subnets: SubnetPool = field(default_factory=SubnetPool)
+    ports: PortSpace = field(default_factory=PortSpace)
+    inflight: dict[tuple[str, str], Reserved] = field(default_factory=dict)
+    vip_owner: dict[tuple[str, int], str] = field(default_factory=dict)  # (network id, address) -> service id
+    ingress_id: str | None = None
+    ingress_pending: bool = False
+    ingress_error: str | None = None
+    service_errors: dict[str, str] = field(default_factory=dict)
+    waiting_services: set[str] = field(default_factory=set)
     allocated: int = 0
 
+    # ---- rebuilding -----------------------------------------------------------------------------------------
     @staticmethod
-    def build(tasks: Iterable[Obj]) -> AllocatorState:
-        return AllocatorState()
+    def build(tasks: Iterable[Obj], networks: Iterable[Obj] = (), services: Iterable[Obj] | None = None,
+              inflight: Iterable[Reserved] = (), cache: HoldCache | None = None) -> AllocatorState:
+        """Everything the store says is allocated is taken: network subnets, service VIPs and ingress ports,
+        addresses of live (not dead) tasks, and whatever in-flight writes hold. `cache` (kept by the caller
+        across passes) saves re-reading the tasks that did not change."""
+        st = AllocatorState()
+        for net in sorted(networks, key=_age):
+            st._add_network(net)
+        if services is not None:
+            st.services = {}
+            for svc in sorted(services, key=_age):
+                st.services[svc["id"]] = svc
+                st._hold_endpoint(svc["id"], svc)
+        by_network: dict[str, list[int]] = {}
+        for holds in (cache or HoldCache()).holds(tasks):
+            for nid, addr in holds:
+                by_network.setdefault(nid, []).append(addr)
+        for nid, addrs in by_network.items():
+            info = st.networks.get(nid)
+            if info is not None and info.pool is not None:
+                info.pool.reserve_many(addrs)
+        for r in inflight:
+            st.inflight[(r.kind, r.id)] = r
+            st._hold(r)
+        return st
+
+    def _add_network(self, net: Obj) -> NetworkInfo:
+        spec = net.get("spec") or {}
+        info = NetworkInfo(net, net["id"], str(spec.get("name") or net["id"]), bool(spec.get("ingress")))
+        self.networks[info.id] = info
+        if info.ingress and self.ingress_id is None:
+            self.ingress_id = info.id
+        ipam = net.get("ipam") or {}
+        subnet = parse_network(str(ipam.get("subnet") or ""))
+        if subnet is not None:
+            self.subnets.reserve(subnet, info.id)
+            info.pool = _pool(subnet, ipam.get("gateway"))
+        return info
+
+    def _hold_endpoint(self, sid: str, svc: Obj) -> None:
+        for p in _endpoint_spec(svc).get("ports") or []:
+            if (p.get("publish_mode") or "ingress") == "host" and p.get("published_port"):
+                self.ports.host.add((str(p.get("protocol") or "tcp"), int(p["published_port"])))
+        endpoint = svc.get("endpoint") or {}
+        for p in endpoint.get("ports") or []:
+            port, proto = int(p.get("published_port") or 0), str(p.get("protocol") or "tcp")
+            if not port:
+                continue
+            if (p.get("publish_mode") or "ingress") == "ingress":
+                self.ports.reserve(proto, port, sid)
+            else:
+                self.ports.host.add((proto, port))
+        for vip in endpoint.get("virtual_ips") or []:
+            info = self.networks.get(str(vip.get("network_id")))
+            addr = parse_address(str(vip.get("addr") or ""))
+            if info is not None and info.pool is not None and addr is not None and info.pool.reserve(addr[1]):
+                self.vip_owner[(info.id, addr[1])] = sid
+
+    def _hold(self, r: Reserved) -> None:
+        if r.kind == Kind.NETWORK:  # a subnet being written, or the ingress network being created
+            subnet = parse_network(str((r.obj.get("ipam") or {}).get("subnet") or ""))
+            if subnet is not None:
+                self.subnets.reserve(subnet, r.id)
+        elif r.kind == Kind.SERVICE:
+            self._hold_endpoint(r.id, r.obj)
+        elif r.kind == Kind.TASK:
+            for nid, addr in task_holds(r.obj):
+                info = self.networks.get(nid)
+                if info is not None and info.pool is not None:
+                    info.pool.reserve(addr)
+
+    # ---- lookups --------------------------------------------------------------------------------------------
+    def service_of(self, task: Obj) -> Obj | None:
+        return None if self.services is None else self.services.get(str(task.get("service_id")))
+
+    def service_name(self, sid: str) -> str:
+        svc = (self.services or {}).get(sid)
+        return str(svc["spec"]["name"]) if svc is not None else sid
 
     def take(self, allocation: Allocation) -> None:
+        """Count an allocation (the voters already took their addresses from the pools)."""
         self.allocated += 1
 
 
+def task_holds(task: Obj) -> tuple[tuple[str, int], ...]:
+    """(network id, address) of every address a task holds: none once it is dead."""
+    atts = task.get("networks")
+    if not atts or task_dead(task):
+        return ()
+    out = []
+    for att in atts:
+        nid = str(att.get("network_id"))
+        for text in att.get("addresses") or ():
+            addr = parse_address(str(text))
+            if addr is not None:
+                out.append((nid, addr[1]))
+    return tuple(out)
+
+
+class HoldCache:
+    """What each task holds (`task_holds`), remembered by task id and `meta.version`, so a pass re-reads only
+    the tasks that changed since the previous one (parsing every address was most of a pass's cost). Tasks
+    without a version are always re-read; the answer never depends on the cache."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[int, tuple[tuple[str, int], ...]]] = {}
+
+    def holds(self, tasks: Iterable[Obj]) -> Iterable[tuple[tuple[str, int], ...]]:
+        old, new = self._entries, {}
+        out = []
+        for task in tasks:
+            version = (task.get("meta") or {}).get("version")
+            entry = old.get(task["id"]) if version is not None else None
+            if entry is None or entry[0] != version:
+                held = task_holds(task)
+                if version is not None:
+                    new[task["id"]] = (version, held)
+            else:
+                held = entry[1]
+                new[task["id"]] = entry
+            if held:
+                out.append(held)
+        self._entries = new
+        return out
+
+
+def _pool(subnet: IPNetwork, gateway: object) -> AddressPool:
+    """The address pool of an allocated network (its gateway reserved)."""
+    gw = parse_address(str(gateway)) if gateway else None
+    if gw is not None and gw[0] == subnet.version:
+        ip = ipaddress.IPv4Address(gw[1]) if gw[0] == 4 else ipaddress.IPv6Address(gw[1])
+        return AddressPool(subnet, ip)
+    return AddressPool(subnet)
+
+
+class _Budget:
+    """At most `limit` groups per pass (one bounded transaction)."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+# ---- 1. networks ---------------------------------------------------------------------------------------------
+def _plan_networks(state: AllocatorState, out: Plan, budget: _Budget) -> None:
+    """Networks without a subnet, oldest first; those with a user-given subnet before those that take one from
+    the pool, so a pool pick in the same pass never takes a subnet a user asked for."""
+    waiting = [n for n in state.networks.values() if n.pool is None]
+    waiting.sort(key=lambda n: not ((n.obj.get("spec") or {}).get("ipam") or {}).get("subnet"))
+    for info in waiting:
+        if info.pool is not None:
+            continue
+        held = state.inflight.get((Kind.NETWORK, info.id))
+        if held is not None and held.version == _version(info.obj):
+            info.pending = True
+            if budget.take():
+                out.add([t.update(Kind.NETWORK, held.obj)], held)
+            continue
+        if not budget.take():
+            info.pending = True  # next pass
+            continue
+        ipam = _subnet_for(state, info)
+        if ipam is None:
+            continue
+        new = {**info.obj, "ipam": ipam}
+        out.add([t.update(Kind.NETWORK, new)], Reserved(Kind.NETWORK, info.id, _version(info.obj), new))
+        info.pending = True
+
+
+def _subnet_for(state: AllocatorState, info: NetworkInfo) -> dict[str, str] | None:
+    """The user's subnet (reserved as given) or a free one from the pool; None with `info.error` set when
+    neither is possible."""
+    wanted = (info.obj.get("spec") or {}).get("ipam") or {}
+    if wanted.get("subnet"):
+        subnet = parse_network(str(wanted["subnet"]))
+        if subnet is None:
+            info.error = f"invalid subnet {wanted['subnet']!r}"
+            return None
+        clash = state.subnets.reserve(subnet, info.id)
+        if clash is not None:
+            other = state.networks.get(clash[1])
+            info.error = f"subnet {subnet} overlaps subnet {clash[0]} of network {other.name if other else clash[1]!r}"
+            return None
+        gateway = str(wanted.get("gateway") or first_host(subnet))
+        return {"subnet": str(subnet), "gateway": gateway}
+    subnet = None
+    if info.ingress:
+        default = parse_network(INGRESS_SUBNET)
+        if default is not None and state.subnets.reserve(default, info.id) is None:
+            subnet = default
+    if subnet is None:
+        subnet = state.subnets.take(info.id)
+    if subnet is None:
+        info.error = (f"no free /{state.subnets.size} subnet left in the default address pool "
+                      f"{state.subnets.pool}")
+        return None
+    return {"subnet": str(subnet), "gateway": str(first_host(subnet))}
+
+
+# ---- 2. the ingress network ----------------------------------------------------------------------------------
+def ingress_network(network_id: str, subnet: IPNetwork) -> Obj:
+    """The ingress network object as the allocator creates it (SwarmKit's `newIngressNetwork`: name `ingress`,
+    `spec.ingress`, not attachable), with its subnet already allocated."""
+    gateway = str(first_host(subnet))
+    return {"id": network_id,
+            "spec": {"name": INGRESS_NAME, "labels": {}, "driver": "overlay",
+                     "ipam": {"subnet": str(subnet), "gateway": gateway}, "attachable": False, "internal": False,
+                     "ingress": True},
+            "ipam": {"subnet": str(subnet), "gateway": gateway}}
+
+
+def _plan_ingress(state: AllocatorState, out: Plan, budget: _Budget) -> None:
+    services = state.services or {}
+    if state.ingress_id is not None or not any(needs_ingress(s) for s in services.values()):
+        return
+    held = next((r for r in state.inflight.values()
+                 if r.kind == Kind.NETWORK and r.version is None and (r.obj.get("spec") or {}).get("ingress")), None)
+    if held is not None:
+        state.ingress_pending = True
+        if budget.take():
+            out.add([t.create(Kind.NETWORK, held.obj)], held)
+        return
+    taken = next((n for n in state.networks.values() if n.name.lower() == INGRESS_NAME), None)
+    if taken is not None:
+        state.ingress_error = (f"cannot create the ingress network: network {taken.name!r} ({taken.id}) already "
+                               "exists and is not an ingress network; remove it")
+        return
+    if not budget.take():
+        state.ingress_pending = True
+        return
+    nid = new_id()
+    subnet = parse_network(INGRESS_SUBNET)
+    if subnet is None or state.subnets.reserve(subnet, nid) is not None:
+        subnet = state.subnets.take(nid)  # 10.255.0.0/16 is taken by a user network: fall back to a /24
+    if subnet is None:
+        state.ingress_error = "cannot create the ingress network: no free subnet"
+        return
+    obj = ingress_network(nid, subnet)
+    out.add([t.create(Kind.NETWORK, obj)], Reserved(Kind.NETWORK, nid, None, obj))
+    state.ingress_pending = True
+
+
+# ---- 3. service endpoints ------------------------------------------------------------------------------------
+class _Wait(Exception):
+    """Something the endpoint needs is being written in this pass."""
+
+
+class _Refused(Exception):
+    """The endpoint cannot be allocated; the message says why."""
+
+
+class _Taken:
+    """What one endpoint computation took, to give back if it fails."""
+
+    def __init__(self, state: AllocatorState, sid: str) -> None:
+        self.state = state
+        self.sid = sid
+        self.ports: list[tuple[str, int]] = []
+        self.addrs: list[tuple[AddressPool, int]] = []
+
+    def undo(self) -> None:
+        for proto, port in self.ports:
+            self.state.ports.release(proto, port, self.sid)
+        for pool, addr in self.addrs:
+            pool.release(addr)
+
+
+def desired_endpoint(svc: Obj, state: AllocatorState) -> Obj:
+    """The endpoint `svc` should have: `{spec, ports, virtual_ips}`. Raises `_Wait` or `_Refused`."""
+    sid = svc["id"]
+    spec = _endpoint_spec(svc)
+    current = svc.get("endpoint") or {}
+    taken = _Taken(state, sid)
+    try:
+        ports = _ports(svc, spec, current, state, taken)
+        vips = _vips(svc, spec, current, state, taken) if (spec.get("mode") or "vip") == "vip" else []
+    except (_Wait, _Refused):
+        taken.undo()
+        raise
+    return {"spec": spec, "ports": ports, "virtual_ips": vips}
+
+
+def _ports(svc: Obj, spec: Obj, current: Obj, state: AllocatorState, taken: _Taken) -> list[Obj]:
+    sid = svc["id"]
+    # Ports this service got from the dynamic range last time, by (name, protocol, target): kept on update.
+    auto: list[tuple[tuple[Any, str, int], int]] = []
+    for was, got in zip((current.get("spec") or {}).get("ports") or [], current.get("ports") or [], strict=False):
+        if (was.get("publish_mode") or "ingress") == "ingress" and not was.get("published_port") \
+                and got.get("published_port"):
+            auto.append(((was.get("name"), str(was.get("protocol") or "tcp"), int(was.get("target_port") or 0)),
+                         int(got["published_port"])))
+    out: list[Obj] = []
+    for p in spec.get("ports") or []:
+        if (p.get("publish_mode") or "ingress") != "ingress":
+            out.append(dict(p))  # host mode: not allocated centrally (the scheduler keeps them apart)
+            continue
+        proto, published = str(p.get("protocol") or "tcp"), int(p.get("published_port") or 0)
+        if published:
+            owner = state.ports.owner(proto, published)
+            if owner is not None and owner != sid:
+                raise _Refused(f"ingress port {published}/{proto} is already in use by service "
+                               f"{state.service_name(owner)!r}")
+            if owner is None:
+                state.ports.reserve(proto, published, sid)
+                taken.ports.append((proto, published))
+        else:
+            key = (p.get("name"), proto, int(p.get("target_port") or 0))
+            reuse = next((i for i, (k, port) in enumerate(auto)
+                          if k == key and state.ports.owner(proto, port) == sid), None)
+            if reuse is not None:
+                published = auto.pop(reuse)[1]
+            else:
+                got = state.ports.take(proto, sid)
+                if got is None:
+                    raise _Refused(f"no free ingress port for {proto} in {DYNAMIC_PORT_START}-{DYNAMIC_PORT_END}")
+                published = got
+                taken.ports.append((proto, got))
+        out.append({**p, "published_port": published})
+    return out
+
+
+def _vips(svc: Obj, spec: Obj, current: Obj, state: AllocatorState, taken: _Taken) -> list[Obj]:
+    sid = svc["id"]
+    wanted = [str(a.get("target")) for a in _spec_networks((svc.get("spec") or {}).get("task") or {})]
+    if needs_ingress(svc):
+        if state.ingress_id is None:
+            if state.ingress_error:
+                raise _Refused(state.ingress_error)
+            raise _Wait()
+        wanted.insert(0, state.ingress_id)
+    had = {str(v.get("network_id")): str(v.get("addr") or "") for v in current.get("virtual_ips") or []}
+    out: list[Obj] = []
+    for nid in wanted:
+        info = _usable(state, nid)
+        assert info.pool is not None
+        old = parse_address(had.get(nid, ""))
+        if old is not None and state.vip_owner.get((nid, old[1])) == sid:
+            addr = old[1]
+        else:
+            got = info.pool.take()
+            if got is None:
+                raise _Refused(f"no free IP address left in network {info.name!r} ({info.pool.subnet}) for a VIP")
+            addr = got
+            taken.addrs.append((info.pool, got))
+            state.vip_owner[(nid, got)] = sid
+        out.append({"network_id": nid, "addr": info.pool.text(addr)})
+    return out
+
+
+def _usable(state: AllocatorState, nid: str) -> NetworkInfo:
+    """The network `nid` with its address pool, or `_Wait` / `_Refused`."""
+    info = state.networks.get(nid)
+    if info is None:
+        raise _Refused(f"network {nid} not found")
+    if info.error is not None:
+        raise _Refused(f"network {info.name!r} has no subnet: {info.error}")
+    if info.pool is None:
+        raise _Wait()
+    return info
+
+
+def _plan_services(state: AllocatorState, out: Plan, budget: _Budget) -> None:
+    for svc in (state.services or {}).values():
+        sid = svc["id"]
+        held = state.inflight.get((Kind.SERVICE, sid))
+        if held is not None and held.version == _version(svc):
+            state.waiting_services.add(sid)
+            if budget.take():
+                out.add([t.update(Kind.SERVICE, held.obj)], held)
+            continue
+        try:
+            endpoint = desired_endpoint(svc, state)
+        except _Wait:
+            state.waiting_services.add(sid)
+            continue
+        except _Refused as e:
+            state.service_errors[sid] = str(e)
+            continue
+        if endpoint == svc.get("endpoint"):
+            continue
+        state.waiting_services.add(sid)
+        if budget.take():
+            new = {**svc, "endpoint": endpoint}
+            out.add([t.update(Kind.SERVICE, new)], Reserved(Kind.SERVICE, sid, _version(svc), new))
+
+
+# ---- 4. tasks ------------------------------------------------------------------------------------------------
 Voter = Callable[[Obj, AllocatorState], Allocation | Deferred]
-VOTERS: tuple[Voter, ...] = ()
+
+
+def network_voter(task: Obj, state: AllocatorState) -> Allocation | Deferred:
+    """SwarmKit's "network" voter: the task's service endpoint is allocated, and the task gets one address on
+    each network of its spec (plus the ingress network when its service publishes ingress ports)."""
+    sid = str(task.get("service_id"))
+    svc = state.service_of(task)
+    if sid in state.service_errors:
+        return Deferred(state.service_errors[sid])
+    if sid in state.waiting_services:
+        return Deferred("waiting for the service endpoint", quiet=True)
+    wanted = [(str(a.get("target")), list(a.get("aliases") or [])) for a in _spec_networks(task.get("spec") or {})]
+    if svc is not None and needs_ingress(svc):
+        if state.ingress_id is None:
+            if state.ingress_error:
+                return Deferred(state.ingress_error)
+            return Deferred("waiting for the ingress network", quiet=True)
+        wanted.insert(0, (state.ingress_id, []))
+    attachments: list[Obj] = []
+    taken: list[tuple[AddressPool, int]] = []
+    for nid, aliases in wanted:
+        try:
+            info = _usable(state, nid)
+        except _Wait:
+            result = Deferred(f"waiting for network {nid}", quiet=True)
+        except _Refused as e:
+            result = Deferred(str(e))
+        else:
+            assert info.pool is not None
+            addr = info.pool.take()
+            if addr is not None:
+                taken.append((info.pool, addr))
+                attachments.append({"network_id": nid, "addresses": [info.pool.text(addr)], "aliases": aliases})
+                continue
+            result = Deferred(f"no free IP address left in network {info.name!r} ({info.pool.subnet})")
+        for pool, a in taken:
+            pool.release(a)
+        return result
+    fields: dict[str, Any] = {}
+    if attachments:
+        fields["networks"] = attachments
+    ports = ((svc or {}).get("endpoint") or {}).get("ports")
+    if ports:
+        fields["endpoint"] = {"ports": ports}
+    return Allocation(fields)
+
+
+VOTERS: tuple[Voter, ...] = (network_voter,)
 
 
 def allocate(task: Obj, state: AllocatorState, voters: Sequence[Voter] = VOTERS) -> Allocation | Deferred:
-    """Every voter must agree; their fields are merged."""
+    """Every voter must agree; their fields are merged. (What a voter took before a later one refused stays
+    taken for the rest of this pass only: the next pass rebuilds the state from the store.)"""
     fields: dict[str, Any] = {}
     for voter in voters:
         result = voter(task, state)
@@ -68,25 +619,46 @@ def allocate(task: Obj, state: AllocatorState, voters: Sequence[Voter] = VOTERS)
 def wants_allocation(task: Obj) -> bool:
     """NEW and still meant to run: a task already past RUNNING in desired state is never allocated (SwarmKit
     skips dead tasks); the orchestrator's reaper deletes it."""
-    return state_of(task) == TaskState.NEW and desired_of(task) <= TaskState.RUNNING
+    status = task.get("status") or {}
+    return status.get("state") == TaskState.NEW.value and _rank(task.get("desired_state")) <= _RUNNING
 
 
 def plan(tasks: Iterable[Obj], state: AllocatorState, now: float, *, limit: int = 199,
          voters: Sequence[Voter] = VOTERS) -> Plan:
-    """Up to `limit` ops, oldest tasks first (one bounded transaction per pass; the rest go next pass)."""
+    """One pass: networks, the ingress network, service endpoints, then tasks (oldest first); at most `limit`
+    groups (one bounded transaction; the rest go next pass). Every group's note is the `Reserved` write."""
     out = Plan()
-    todo = sorted((x for x in tasks if wants_allocation(x)),
-                  key=lambda x: ((x.get("meta") or {}).get("created_at") or 0.0, x["id"]))
+    budget = _Budget(limit)
+    _plan_networks(state, out, budget)
+    if state.services is not None:
+        _plan_ingress(state, out, budget)
+        _plan_services(state, out, budget)
+    todo = sorted((x for x in tasks if (x.get("status") or {}).get("state") == "new" and wants_allocation(x)),
+                  key=_age)
     for task in todo:
-        if len(out.groups) >= limit:
+        if budget.left <= 0:
             break
+        held = state.inflight.get((Kind.TASK, task["id"]))
+        if held is not None and held.version == _version(task):
+            budget.take()
+            out.add([t.update(Kind.TASK, held.obj)], held)
+            continue
         result = allocate(task, state, voters)
         if isinstance(result, Deferred):
-            if (task.get("status") or {}).get("err") != result.reason:  # write only on change: no loops
+            if not result.quiet and (task.get("status") or {}).get("err") != result.reason:
+                budget.take()  # write the reason once, not on every pass
                 status = {**task["status"], "err": result.reason}
                 out.add([t.update(Kind.TASK, {**task, "status": status})])
             continue
         state.take(result)
+        budget.take()
         new = {**task, **result.fields, "status": task_status(TaskState.PENDING, now, PENDING_MESSAGE)}
-        out.add([t.update(Kind.TASK, new)])
+        out.add([t.update(Kind.TASK, new)], Reserved(Kind.TASK, task["id"], _version(task), new))
     return out
+
+
+def still_pending(held: Mapping[tuple[str, str], Reserved], current: Callable[[str, str], Obj | None]
+                  ) -> dict[tuple[str, str], Reserved]:
+    """The reserved writes that may still land: their object is still at the version they expect (absent, for
+    a create). The others landed (the store now shows what they allocated) or can never land."""
+    return {k: r for k, r in held.items() if _version(current(r.kind, r.id)) == r.version}

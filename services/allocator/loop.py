@@ -1,9 +1,17 @@
-"""The allocator's I/O shell: while holding the `allocator` lease, move NEW tasks to PENDING in one bounded,
-fenced transaction per pass."""
+"""The allocator's I/O shell: while holding the `allocator` lease, allocate network subnets, the ingress network,
+service endpoints and task addresses, and move NEW tasks to PENDING, in one bounded, fenced transaction per
+pass.
+
+The allocation state is rebuilt from the mirror on every pass (and so on every activation: after a failover the
+new holder starts from exactly what the store says is taken — no double allocation). The only in-memory state
+is the set of `Reserved` writes whose outcome the mirror does not show yet (e.g. a write that timed out and may
+still commit): their allocations stay taken, and the same ops are planned again, until the object moves past
+the version the write expected. It is dropped on activation — an older holder's late writes fail its lease
+check."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from services.allocator import core
 from services.allocator.settings import AllocatorSettings
@@ -11,6 +19,7 @@ from shoal.bus.base import Bus
 from shoal.clock import Clock
 from shoal.leader_loop import PlanLoop
 from shoal.models.kinds import Kind
+from shoal.models.objects import Obj
 from shoal.plan import Group, Plan
 from shoal.store.mirror import StoreMirror
 from shoal.store.protocol import Store
@@ -18,15 +27,44 @@ from shoal.store.protocol import Store
 
 class Allocator(PlanLoop):
     name: ClassVar[str] = "allocator"
-    kinds: ClassVar[tuple[str, ...]] = (Kind.TASK,)
+    kinds: ClassVar[tuple[str, ...]] = (Kind.NETWORK, Kind.SERVICE, Kind.TASK)
 
     def __init__(self, store: Store, bus: Bus | None, clock: Clock, settings: AllocatorSettings) -> None:
         super().__init__(store, bus, clock, settings)
+        self.inflight: dict[tuple[str, str], core.Reserved] = {}
+        self.holds = core.HoldCache()
+        self.deferred = 0
+        self.metrics.gauge("inflight_writes", lambda: float(len(self.inflight)),
+                           "planned allocations whose write the mirror does not show yet")
+        self.metrics.gauge("deferred_tasks", lambda: float(self.deferred),
+                           "NEW tasks that could not be allocated at the last pass")
+
+    def activate(self, mirror: StoreMirror, now: float) -> None:
+        self.inflight = {}
+        self.holds = core.HoldCache()
 
     def plan(self, mirror: StoreMirror, now: float) -> Plan:
-        tasks = mirror.objects[Kind.TASK].values()
-        state = core.AllocatorState.build(tasks)
-        return core.plan(tasks, state, now, limit=max(1, self.settings.max_txn_ops - 1))
+        objects = mirror.objects
+        tasks = objects[Kind.TASK].values()
+
+        def current(kind: str, oid: str) -> Obj | None:
+            return objects[kind].get(oid)
+
+        self.inflight = core.still_pending(self.inflight, current)
+        state = core.AllocatorState.build(tasks, objects[Kind.NETWORK].values(), objects[Kind.SERVICE].values(),
+                                          self.inflight.values(), self.holds)
+        out = core.plan(tasks, state, now, limit=max(1, self.settings.max_txn_ops - 1))
+        for g in out.groups:
+            if isinstance(g.note, core.Reserved):
+                self.inflight[(g.note.kind, g.note.id)] = g.note
+        self.deferred = sum(1 for x in tasks if core.wants_allocation(x) and (x.get("status") or {}).get("err"))
+        return out
 
     def committed(self, group: Group) -> None:
-        self.metrics.inc("allocated", len(group.ops), help="tasks moved NEW -> PENDING (or deferred)")
+        note = group.note
+        if isinstance(note, core.Reserved):
+            self.inflight.pop((note.kind, note.id), None)
+            self.metrics.inc(f"allocated_{note.kind}s", help=f"{note.kind} allocations written")
+
+    def extra_status(self) -> dict[str, Any]:
+        return {"inflight_writes": len(self.inflight), "deferred_tasks": self.deferred}

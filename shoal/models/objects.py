@@ -6,16 +6,21 @@ service  {spec: ServiceSpec, spec_version: int (1 on create, +1 per spec update 
           previous_spec: spec|None, update_status: {state, message, started_at, completed_at?}|None (reset to
           None by a user update; "rollback_started" on a manual rollback),
           job_status: {job_iteration: int (0 on create, +1 per spec change), last_execution}  (jobs only),
-          endpoint: {ports: [...]}  (optional, written by the allocator: the ports actually published)}
+          endpoint: {spec: EndpointSpec, ports: [PortConfig with published_port filled for ingress],
+                     virtual_ips: [{network_id, addr: "10.0.0.2/24"}]}  (written by the allocator)}
 task     {service_id, service_name, slot, node_id, desired_state, spec_version, spec: TaskSpec, runtime,
           status: {state, message, err, timestamp, pid, exit_code},
           job_iteration: int (job tasks: the service's job_status.job_iteration when created),
-          networks: [{network: {id, ...}, addresses: [...]}]  (attachments, written by the allocator)}
+          networks: [{network_id, addresses: ["10.0.1.5/24"], aliases}]  (attachments, ingress first),
+          endpoint: {ports: [...]}  (the service's published ports; both written by the allocator),
+          assigned_generic_resources: [{kind, named: [ids]} | {kind, value: n}]  (written by the scheduler)}
 node     {spec: {name, labels, role, availability}, role, status: {state, message, addr, timestamp},
-          description: {hostname, platform: {os, arch}, resources: {nano_cpus, memory_bytes}, executors: [...]}}
+          description: {hostname, platform: {os, arch}, resources: {nano_cpus, memory_bytes, generic?: [{kind,
+                        value: n} | {kind, named: [ids]}]}, executors: [...], engine?: {labels}}}
 cluster  {id: "default", spec: {name: "default", dispatcher: {heartbeat_period}, orchestration:
           {task_history_retention_limit}}}
-network  {spec: NetworkSpec {name, labels, driver, ipam?: {subnet, gateway?}, attachable, internal},
+network  {spec: NetworkSpec {name, labels, driver, ipam?: {subnet, gateway?}, attachable, internal,
+                ingress?: true (only the ingress network, created by the allocator)},
           ipam: {subnet, gateway}|None (filled by the allocator)}
 lease    {id: subsystem name, holder, term, expires_at, duration}
 """
