@@ -13,6 +13,7 @@ refuses to start rather than silently forget entries it may have acknowledged.""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import struct
@@ -42,6 +43,10 @@ class WalCorrupt(RuntimeError):
     """The WAL is damaged before its tail: starting would risk losing acknowledged entries."""
 
 
+class WalLocked(RuntimeError):
+    """Another process has this data directory open: two writers would corrupt the log."""
+
+
 @dataclass
 class Replayed:
     hard_state: HardState
@@ -62,9 +67,10 @@ def frame(payload: bytes) -> bytes:
 
 
 class WAL:
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, lock_fd: int = -1) -> None:
         self.path = path
         self._fd = fd
+        self._lock_fd = lock_fd
         self.fsyncs = 0
         self.bytes_written = 0
 
@@ -72,6 +78,7 @@ class WAL:
     @classmethod
     def open(cls, data_dir: Path) -> tuple[WAL, Replayed]:
         data_dir.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock(data_dir)
         path = data_dir / FILE_NAME
         fresh = not path.exists() or path.stat().st_size < _FILE_HEADER.size
         if fresh:
@@ -80,7 +87,7 @@ class WAL:
         else:
             replayed = cls._replay(path)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        return cls(path, fd), replayed
+        return cls(path, fd, lock_fd), replayed
 
     @staticmethod
     def _create(path: Path) -> None:
@@ -137,9 +144,10 @@ class WAL:
             self.fsyncs += 1
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        for fd in (self._fd, self._lock_fd):
+            if fd >= 0:
+                os.close(fd)  # closing the lock file releases the lock
+        self._fd = self._lock_fd = -1
 
 
 def scan(buf: bytes, pos: int, name: str = "wal") -> tuple[list[bytes], int]:
@@ -187,6 +195,17 @@ def apply_record(out: Replayed, payload: bytes, name: str = "wal") -> None:
         out.hard_state = HardState(term, vote, commit)
     else:
         raise WalCorrupt(f"wal: {name}: unknown record kind {kind}")
+
+
+def _lock(data_dir: Path) -> int:
+    fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WalLocked(f"wal: {data_dir} is in use by another process; refusing to start a second "
+                        "member on the same data") from None
+    return fd
 
 
 def _fsync_dir(path: Path) -> None:

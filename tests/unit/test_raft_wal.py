@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.raftstore.raft import Entry, HardState
-from services.raftstore.wal import FILE_NAME, WAL, WalCorrupt
+from services.raftstore.wal import FILE_NAME, WAL, WalCorrupt, WalLocked
 
 
 def write(tmp: Path, batches: list[tuple[HardState | None, list[Entry]]]) -> Path:
@@ -94,6 +94,14 @@ def test_a_file_that_is_not_a_wal_refuses_to_start(tmp_path: Path) -> None:
     (tmp_path / FILE_NAME).write_bytes(b"definitely not a write-ahead log")
     with pytest.raises(WalCorrupt, match="not a shoal WAL"):
         WAL.open(tmp_path)
+
+
+def test_a_data_directory_serves_one_process_at_a_time(tmp_path: Path) -> None:
+    wal, _ = WAL.open(tmp_path)
+    with pytest.raises(WalLocked, match="in use"):
+        WAL.open(tmp_path)
+    wal.close()
+    WAL.open(tmp_path)[0].close()
 
 
 def test_commit_past_the_last_entry_is_clamped(tmp_path: Path) -> None:
