@@ -104,7 +104,8 @@ def reservations_of(task_spec: Obj) -> tuple[int, int, dict[str, int]]:
 
 def node_resources(node: Obj) -> tuple[int, int, dict[str, int]]:
     """(nano CPUs, memory bytes, generic kind → count) a node advertises. Generic resources may be given as
-    `{"gpu": 2}` or as SwarmKit's list of discrete (`{"kind", "value": 2}`) and named (one unit each) ones."""
+    `{"gpu": 2}` or as SwarmKit's list of discrete (`{"kind", "value": 2}`) and named ones (`{"kind", "value":
+    "GPU-0"}`, one unit each, or `{"kind", "named": [...]}`, one unit per item)."""
     res = _dig(node, "description", "resources") or {}
     raw = res.get("generic") or {}
     generic: dict[str, int] = {}
@@ -113,6 +114,9 @@ def node_resources(node: Obj) -> tuple[int, int, dict[str, int]]:
     else:
         for g in raw:
             v = g.get("value")
-            n = int(v) if isinstance(v, int) or (isinstance(v, str) and v.isdigit()) else 1
+            if g.get("named") is not None:  # named items: {"kind": "gpu", "named": ["GPU-0", "GPU-1"]}
+                n = len(g["named"])
+            else:
+                n = int(v) if isinstance(v, int) or (isinstance(v, str) and v.isdigit()) else 1
             generic[str(g["kind"])] = generic.get(str(g["kind"]), 0) + n
     return int(res.get("nano_cpus") or 0), int(res.get("memory_bytes") or 0), generic

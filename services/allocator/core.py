@@ -14,7 +14,7 @@ what the previous ones took:
    spec updates), user-given ones are reserved (first come, first served), host-mode ports are copied as given;
    endpoint mode `vip` gets one VIP per attached network (plus ingress when it publishes ingress ports), `dnsrr`
    none; VIPs of networks no longer attached are dropped;
-4. **tasks** NEW with desired ≤ RUNNING, oldest first: every *voter* (`VOTERS`; SwarmKit's voting — today the
+4. **tasks** NEW with desired ≤ COMPLETE (job tasks are meant to complete), oldest first: every *voter* (`VOTERS`; SwarmKit's voting — today the
    network voter) must agree; the task then gets `networks = [{network_id, addresses: ["10.0.1.5/24"],
    aliases}]` (the ingress attachment first) and `endpoint.ports`, and moves to PENDING ("pending task
    scheduling"). A task whose service or networks are being written in this pass waits quietly for the next
@@ -59,7 +59,8 @@ PENDING_MESSAGE = "pending task scheduling"  # SwarmKit's message, shown by `ser
 INGRESS_NAME = "ingress"
 
 _RANK = {s.value: i for i, s in enumerate(TaskState)}
-_NEW, _RUNNING = _RANK[TaskState.NEW.value], _RANK[TaskState.RUNNING.value]
+_NEW, _RUNNING, _COMPLETE = (_RANK[TaskState.NEW.value], _RANK[TaskState.RUNNING.value],
+                             _RANK[TaskState.COMPLETE.value])
 
 
 @dataclass(frozen=True)
@@ -617,10 +618,10 @@ def allocate(task: Obj, state: AllocatorState, voters: Sequence[Voter] = VOTERS)
 
 
 def wants_allocation(task: Obj) -> bool:
-    """NEW and still meant to run: a task already past RUNNING in desired state is never allocated (SwarmKit
-    skips dead tasks); the orchestrator's reaper deletes it."""
+    """NEW and still meant to run (desired ≤ RUNNING, or COMPLETE for job tasks): a task whose desired state is
+    SHUTDOWN or REMOVE is never allocated (SwarmKit skips dead tasks); the orchestrator's reaper deletes it."""
     status = task.get("status") or {}
-    return status.get("state") == TaskState.NEW.value and _rank(task.get("desired_state")) <= _RUNNING
+    return status.get("state") == TaskState.NEW.value and _rank(task.get("desired_state")) <= _COMPLETE
 
 
 def plan(tasks: Iterable[Obj], state: AllocatorState, now: float, *, limit: int = 199,

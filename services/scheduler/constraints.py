@@ -1,81 +1,36 @@
 """Placement constraints, pure (SwarmKit `manager/constraint/constraint.go`).
 
 `key==value` / `key!=value`, ANDed. Values compare case-insensitively; label keys are case-sensitive. Keys:
-`node.id`, `node.hostname`, `node.role`, `node.ip` (an address or a CIDR), `node.platform.os`,
-`node.platform.arch`, `node.labels.<k>` (the node spec's labels), `engine.labels.<k>` (labels the node reports).
-A missing attribute counts as ""; an unknown key never matches, whatever the operator."""
+`node.id`, `node.hostname`, `node.role`, `node.ip` (an address, or a CIDR matching the node's `status.addr`),
+`node.platform.os`, `node.platform.arch`, `node.labels.<k>` (the node spec's labels), `engine.labels.<k>`
+(labels the node reports in `description.engine.labels`). A missing attribute counts as ""; an unknown key
+never matches, whatever the operator.
+
+Attribute lookup is the kernel's `shoal.placement.attribute`, shared with the orchestrator's constraint
+enforcer, so the scheduler never places a task the enforcer would then reject. A constraint is parsed once per
+task (and the `node.ip` operand once), not once per node."""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shoal.models.objects import Obj
 from shoal.models.specs import parse_constraint
+from shoal.placement import attribute as node_attribute
 
-_NODE_LABELS = "node.labels."
-_ENGINE_LABELS = "engine.labels."
+__all__ = ["Constraint", "first_unmet", "node_attribute", "parse_all"]
 
-
-def _get(obj: Obj, *path: str) -> object:
-    cur: object = obj
-    for part in path:
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(part)
-    return cur
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def node_attribute(node: Obj, key: str) -> str | None:
-    """The node's value for a constraint key ("" when missing), or None for an unknown key."""
-    low = key.lower()
-    value: object
-    if low == "node.id":
-        value = node.get("id")
-    elif low == "node.hostname":
-        value = _get(node, "description", "hostname")
-    elif low == "node.role":
-        value = node.get("role") or _get(node, "spec", "role")
-    elif low == "node.ip":
-        value = _host_of(str(_get(node, "status", "addr") or ""))
-    elif low == "node.platform.os":
-        value = _get(node, "description", "platform", "os")
-    elif low == "node.platform.arch":
-        value = _get(node, "description", "platform", "arch")
-    elif low.startswith(_NODE_LABELS):
-        value = _label(_get(node, "spec", "labels"), key[len(_NODE_LABELS):])
-    elif low.startswith(_ENGINE_LABELS):
-        value = _label(_get(node, "description", "engine", "labels"), key[len(_ENGINE_LABELS):])
-    else:
+def _ip_operand(value: str) -> IPNet | None:
+    """`node.ip` operand: an address (a /32 or /128) or a CIDR; None when it is neither."""
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
         return None
-    return "" if value is None else str(value)
-
-
-def _label(labels: object, name: str) -> object:
-    return labels.get(name) if isinstance(labels, dict) else None
-
-
-def _host_of(addr: str) -> str:
-    """The IP of `addr`, which may carry a port ("10.0.0.1:4331", "[::1]:4331")."""
-    if addr.startswith("["):
-        return addr[1:].split("]", 1)[0]
-    if addr.count(":") == 1:
-        return addr.split(":", 1)[0]
-    return addr
-
-
-def _ip_matches(node_ip: str, value: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(node_ip)
-    except ValueError:
-        return False
-    try:
-        if "/" in value:
-            return ip in ipaddress.ip_network(value, strict=False)
-        return ip == ipaddress.ip_address(value)
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -83,24 +38,38 @@ class Constraint:
     key: str
     op: str
     value: str
+    _low: str = field(default="", compare=False, repr=False)
+    _ip: IPNet | None = field(default=None, compare=False, repr=False)
 
     @staticmethod
     def parse(text: str) -> Constraint:
         key, op, value = parse_constraint(text)
-        return Constraint(key, op, value)
+        return Constraint(key, op, value, value.lower(), _ip_operand(value) if key.lower() == "node.ip" else None)
 
     def __str__(self) -> str:
         return f"{self.key}{self.op}{self.value}"
 
-    def matches(self, node: Obj) -> bool:
-        actual = node_attribute(node, self.key)
+    def holds(self, actual: str | None) -> bool:
+        """Whether the constraint holds for a node whose value for `key` is `actual` (None = unknown key)."""
         if actual is None:
             return False
-        if self.key.lower() == "node.ip":
-            equal = _ip_matches(actual, self.value)
+        if self._ip is not None or self.key.lower() == "node.ip":
+            equal = _ip_in(actual, self._ip)
         else:
-            equal = actual.lower() == self.value.lower()
+            equal = actual.lower() == (self._low or self.value.lower())
         return equal if self.op == "==" else not equal
+
+    def matches(self, node: Obj) -> bool:
+        return self.holds(node_attribute(node, self.key))
+
+
+def _ip_in(actual: str, net: IPNet | None) -> bool:
+    if net is None or not actual:
+        return False
+    try:
+        return ipaddress.ip_address(actual) in net
+    except ValueError:
+        return False
 
 
 def parse_all(texts: Sequence[str]) -> tuple[Constraint, ...]:

@@ -1,25 +1,31 @@
 """The scheduler's pure core: PENDING → ASSIGNED (SwarmKit `manager/scheduler/scheduler.go`).
 
-`schedule(tasks, nodes, node_tasks, now=...)` returns one `Decision` per task: a node, or the reason nothing
-fits. Tasks are taken in groups of (service, spec version), like SwarmKit's task groups; each task goes to the
-node that passes the filter pipeline — within the branch its placement preferences pick — with the fewest tasks
-of its service, then the fewest active tasks (spread), faulty nodes last; every placement updates that node's
-resources and counts before the next task.
+`schedule(tasks, nodes, node_tasks, now=...)` returns one `Decision` per task: a node (plus the named generic
+resources claimed there), or the reason nothing fits. Tasks are taken in groups of (service, spec version), like
+SwarmKit's task groups. For each group the filter pipeline runs once over every node; the nodes that pass go
+into a tree of heaps — one level per placement preference, split by the preference's label value (nodes without
+the label form the "" branch, a peer of the others), one heap of nodes per leaf ordered by the spread key:
+faulty nodes last (by failure count), then fewest tasks of the service, fewest active tasks, node id. Each task
+descends toward the branch holding the fewest tasks of the service and takes the leaf's best node, whose counts
+and resources then change before the next task; a node that took a task is re-checked with the dynamic filters
+(resources, host ports, max replicas) before it is used again, and dropped from the tree when it no longer fits.
+A group costs O(nodes * filters + tasks * log nodes) instead of O(tasks * nodes * filters).
+
 `plan` turns decisions into store ops; `Debouncer` is SwarmKit's batching clock (50 ms quiet gap, 1 s max).
 No I/O, no clock: `now` is given."""
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from services.scheduler import nodeinfo
-from services.scheduler.constraints import node_attribute
 from services.scheduler.filters import Pipeline, TaskInfo
-from services.scheduler.nodeinfo import NodeInfo
+from services.scheduler.nodeinfo import MAX_FAILURES, NodeInfo, host_ports_of, rank, spec_version
 from shoal.models.kinds import Kind
-from shoal.models.objects import Obj, desired_of, state_of, task_status
+from shoal.models.objects import Obj, task_status
 from shoal.models.states import TaskState
 from shoal.plan import Plan
 from shoal.store import txn as t
@@ -30,12 +36,16 @@ SHUTDOWN_MESSAGE = "shut down before it was scheduled"
 DEBOUNCE_GAP = 0.05
 MAX_LATENCY = 1.0
 
+_PENDING, _COMPLETE = rank(TaskState.PENDING.value), rank(TaskState.COMPLETE.value)
+SpreadKey = tuple[int, int, int, str]
+
 
 @dataclass(frozen=True)
 class Decision:
     task_id: str
     node_id: str | None  # None: stays PENDING
     err: str | None = None  # "no suitable node (...)" when nothing fits
+    generic: tuple[Obj, ...] = ()  # the task's `assigned_generic_resources` on that node
 
 
 def no_suitable_node(explanation: str) -> str:
@@ -43,92 +53,227 @@ def no_suitable_node(explanation: str) -> str:
     return f"no suitable node ({explanation})" if explanation else "no suitable node"
 
 
-def _group_key(task: Obj) -> tuple[str, int]:
-    return task["service_id"], int(task.get("spec_version") or 0)
+def _group_key(task: Obj) -> tuple[str, int, tuple[tuple[str, int], ...]]:
+    """Tasks of one service and spec version share a spec (and so a `TaskInfo`); the host ports come from the
+    service's endpoint at allocation time, so they are part of the key too."""
+    return task["service_id"], spec_version(task), tuple(sorted(host_ports_of(task)))
 
 
-def _spread_key(info: NodeInfo, service_id: str) -> tuple[bool, int, int, str]:
-    return info.faulty(service_id), info.active_by_service.get(service_id, 0), info.active, info.id
+def spread_key(info: NodeInfo, ti: TaskInfo) -> SpreadKey:
+    """Lower is better: faulty nodes (≥ MAX_FAILURES recent failures of this service version) last, fewer
+    failures first among them; then fewest tasks of the service, fewest active tasks, node id."""
+    failures = info.failures.get((ti.service_id, ti.spec_version), 0)
+    return (failures if failures >= MAX_FAILURES else 0, info.active_by_service.get(ti.service_id, 0),
+            info.active, info.id)
+
+
+class _Branch:
+    """A node of the placement-preference tree: children by label value, or (a leaf) a heap of nodes. `count`
+    is the number of tasks of the service on the nodes below (SwarmKit's decision tree, `design/topology.md`)."""
+
+    __slots__ = ("children", "count", "heap", "parent", "value")
+
+    def __init__(self, value: str, parent: _Branch | None) -> None:
+        self.value = value
+        self.parent = parent
+        self.count = 0
+        self.children: dict[str, _Branch] | None = None
+        self.heap: list[tuple[SpreadKey, NodeInfo]] | None = None
+
+    def empty(self) -> bool:
+        return not self.children if self.heap is None else not self.heap
+
+
+class _GroupPlacer:
+    """Places the unassigned tasks of one task group (see the module docstring)."""
+
+    def __init__(self, ti: TaskInfo, ordered: Sequence[NodeInfo], pipe: Pipeline) -> None:
+        self.ti = ti
+        self.pipe = pipe
+        self.rejections: Counter[tuple[int, str]] = Counter()
+        self.touched: set[str] = set()
+        self.root = _Branch("", None)
+        sid = ti.service_id
+        leaves: dict[tuple[str, ...], _Branch] = {}
+        check = pipe.check
+        for info in ordered:
+            rejected = check(ti, info)
+            if rejected is not None:
+                self.rejections[rejected] += 1
+                continue
+            path = tuple(info.attribute(d) or "" for d in ti.preferences)
+            leaf = leaves.get(path)
+            if leaf is None:
+                leaf = leaves[path] = self._leaf(path)
+            assert leaf.heap is not None
+            leaf.heap.append((spread_key(info, ti), info))
+            n = info.active_by_service.get(sid, 0)
+            if n:
+                b: _Branch | None = leaf
+                while b is not None:
+                    b.count += n
+                    b = b.parent
+        for leaf in leaves.values():
+            assert leaf.heap is not None
+            heapq.heapify(leaf.heap)
+        if not ti.preferences and self.root.heap is None:
+            self.root.heap = []
+
+    def _leaf(self, path: tuple[str, ...]) -> _Branch:
+        b = self.root
+        if not path:
+            b.heap = []
+            return b
+        for value in path:
+            if b.children is None:
+                b.children = {}
+            child = b.children.get(value)
+            if child is None:
+                child = b.children[value] = _Branch(value, b)
+            b = child
+        b.heap = []
+        return b
+
+    def _descend(self) -> _Branch | None:
+        b = self.root
+        while b.children is not None:
+            if not b.children:
+                return None
+            b = min(b.children.values(), key=lambda c: (c.count, c.value))
+        return b
+
+    def _prune(self, leaf: _Branch) -> None:
+        """Remove an empty leaf and every ancestor it leaves empty."""
+        b: _Branch | None = leaf
+        while b is not None and b.parent is not None and b.empty():
+            assert b.parent.children is not None
+            del b.parent.children[b.value]
+            b = b.parent
+
+    def next_node(self) -> tuple[_Branch, NodeInfo] | None:
+        """The best node that still fits, popped from its leaf (the caller pushes it back), or None."""
+        while True:
+            leaf = self._descend()
+            if leaf is None or leaf.heap is None:
+                return None
+            while leaf.heap:
+                _, info = heapq.heappop(leaf.heap)
+                if info.id in self.touched:
+                    rejected = self.pipe.recheck(self.ti, info)
+                    if rejected is not None:
+                        self.rejections[rejected] += 1
+                        continue
+                return leaf, info
+            if leaf is self.root:
+                return None
+            self._prune(leaf)
+
+    def place(self, tasks: Sequence[Obj]) -> list[Decision]:
+        ti = self.ti
+        r = ti.reservation
+        out: list[Decision] = []
+        for i, task in enumerate(tasks):
+            found = self.next_node()
+            if found is None:
+                err = no_suitable_node(self.pipe.explain(self.rejections))
+                out.extend(Decision(x["id"], None, err) for x in tasks[i:])
+                break
+            leaf, info = found
+            generic = info.claim(r) if r.generic else ()
+            info.add(task, r, ti.host_ports, generic)
+            self.touched.add(info.id)
+            assert leaf.heap is not None
+            heapq.heappush(leaf.heap, (spread_key(info, ti), info))
+            if rank(task.get("desired_state")) <= _COMPLETE:
+                b: _Branch | None = leaf
+                while b is not None:
+                    b.count += 1
+                    b = b.parent
+            out.append(Decision(task["id"], info.id, None, generic))
+        return out
 
 
 def schedule(tasks: Sequence[Obj], nodes: Iterable[Obj], node_tasks: Iterable[Obj], *, now: float,
-             pipeline: Pipeline | None = None) -> list[Decision]:
+             pipeline: Pipeline | None = None,
+             failures: Mapping[tuple[str, str, int], int] | None = None) -> list[Decision]:
     """Place `tasks` (PENDING) on `nodes`, given the tasks already on nodes (`node_tasks`: any tasks; those
-    with a `node_id` and observed state ASSIGNED..RUNNING count)."""
+    with a `node_id` and observed state ASSIGNED..RUNNING count). `failures`: recent failures per (node,
+    service, spec version) from a `FailureLog` (default: counted from `node_tasks`)."""
     pipe = pipeline or Pipeline()
-    infos = nodeinfo.build(nodes, node_tasks, now)
+    infos = nodeinfo.build(nodes, node_tasks, now, failures=failures)
     ordered = nodeinfo.by_id(infos)
-    groups: dict[tuple[str, int], list[Obj]] = {}
-    for task in sorted(tasks, key=lambda x: (_group_key(x), int(x.get("slot") or 0), x["id"])):
+    groups: dict[tuple[str, int, tuple[tuple[str, int], ...]], list[Obj]] = {}
+    for task in tasks:
         groups.setdefault(_group_key(task), []).append(task)
     decisions: list[Decision] = []
-    for group in groups.values():
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda x: (int(x.get("slot") or 0), x["id"]))
+        ti = TaskInfo.of(group[0])
+        free = []
         for task in group:
-            decisions.append(_place(TaskInfo.of(task), infos, ordered, pipe))
+            if task.get("node_id"):
+                decisions.append(_place_preassigned(task, ti, infos, pipe))
+            else:
+                free.append(task)
+        if free:
+            decisions.extend(_GroupPlacer(ti, ordered, pipe).place(free))
     return decisions
 
 
-def _place(ti: TaskInfo, infos: dict[str, NodeInfo], ordered: list[NodeInfo], pipe: Pipeline) -> Decision:
-    pre = ti.task.get("node_id")
-    # A pre-assigned task (global services) is only validated against its node.
-    candidates = ([infos[pre]] if pre in infos else []) if pre else ordered
-    fits: list[NodeInfo] = []
-    rejections: Counter[tuple[int, str]] = Counter()
-    for info in candidates:
-        rejected = pipe.check(ti, info)
-        if rejected is None:
-            fits.append(info)
-        else:
-            rejections[rejected] += 1
-    if not fits:
-        return Decision(ti.task["id"], None, no_suitable_node(pipe.explain(rejections)))
-    best = min(_preferred(fits, ti), key=lambda n: _spread_key(n, ti.service_id))
-    best.add(ti.task)
-    return Decision(ti.task["id"], best.id)
-
-
-def _preferred(fits: list[NodeInfo], ti: TaskInfo) -> list[NodeInfo]:
-    """Placement preferences (SwarmKit's decision tree, `design/topology.md`): at each level, split the fitting
-    nodes by the value of the preference's label (nodes without it form the "" group, a peer of the others)
-    and descend into the group holding the fewest tasks of the service, so tasks even out across values."""
-    group = fits
-    for descriptor in ti.preferences:
-        by_value: dict[str, list[NodeInfo]] = {}
-        for info in group:
-            by_value.setdefault(node_attribute(info.node, descriptor) or "", []).append(info)
-        _, group = min(by_value.items(), key=lambda kv: (
-            sum(n.active_by_service.get(ti.service_id, 0) for n in kv[1]), kv[0]))
-    return group
+def _place_preassigned(task: Obj, ti: TaskInfo, infos: Mapping[str, NodeInfo], pipe: Pipeline) -> Decision:
+    """A task bound to a node (global services) is only validated against that node."""
+    info = infos.get(task["node_id"])
+    if info is None:
+        return Decision(task["id"], None, no_suitable_node(""))
+    rejected = pipe.check(ti, info)
+    if rejected is not None:
+        return Decision(task["id"], None, no_suitable_node(pipe.explain(Counter({rejected: 1}))))
+    generic = info.claim(ti.reservation) if ti.reservation.generic else ()
+    info.add(task, ti.reservation, ti.host_ports, generic)
+    return Decision(task["id"], info.id, None, generic)
 
 
 def schedulable(task: Obj) -> bool:
-    return state_of(task) == TaskState.PENDING and desired_of(task) <= TaskState.RUNNING
+    """PENDING and meant to run (desired RUNNING, or COMPLETE for job tasks)."""
+    status = task.get("status") or {}
+    return status.get("state") == TaskState.PENDING.value and rank(task.get("desired_state")) <= _COMPLETE
 
 
 def doomed(task: Obj) -> bool:
     """PENDING but no longer meant to run: SwarmKit moves such tasks straight to SHUTDOWN instead of placing
     them (for older spec versions); we do it for every version — nothing can run a task that is never
     assigned, and the restart supervisor and the reaper then see it as stopped."""
-    return state_of(task) == TaskState.PENDING and desired_of(task) > TaskState.RUNNING
+    status = task.get("status") or {}
+    return status.get("state") == TaskState.PENDING.value and rank(task.get("desired_state")) > _COMPLETE
 
 
-def plan(tasks: Iterable[Obj], nodes: Iterable[Obj], now: float, *,
-         pipeline: Pipeline | None = None) -> tuple[Plan, list[Decision]]:
-    """One scheduling pass over all tasks: assignments, refreshed errors (only when the text changes, so an
-    unschedulable task does not cause a write loop), and shutdowns of doomed PENDING tasks."""
-    all_tasks = list(tasks)
-    by_id = {x["id"]: x for x in all_tasks}
+def plan(tasks: Iterable[Obj], nodes: Iterable[Obj], now: float, *, pipeline: Pipeline | None = None,
+         failures: Mapping[tuple[str, str, int], int] | None = None) -> tuple[Plan, list[Decision]]:
+    """One scheduling pass over all tasks: assignments (with the named generic resources claimed), refreshed
+    errors (only when the text changes, so an unschedulable task does not cause a write loop), and shutdowns of
+    doomed PENDING tasks."""
+    all_tasks = tasks if isinstance(tasks, list) else list(tasks)
     out = Plan()
+    pending: list[Obj] = []
     for task in all_tasks:
-        if doomed(task):
+        if (task.get("status") or {}).get("state") != TaskState.PENDING.value:
+            continue
+        if rank(task.get("desired_state")) > _COMPLETE:
             status = task_status(TaskState.SHUTDOWN, now, SHUTDOWN_MESSAGE)
             out.add([t.update(Kind.TASK, {**task, "status": status})])
-    pending = [x for x in all_tasks if schedulable(x)]
-    decisions = schedule(pending, nodes, all_tasks, now=now, pipeline=pipeline) if pending else []
+        else:
+            pending.append(task)
+    if not pending:
+        return out, []
+    by_id = {x["id"]: x for x in pending}
+    decisions = schedule(pending, nodes, all_tasks, now=now, pipeline=pipeline, failures=failures)
+    assigned = task_status(TaskState.ASSIGNED, now, ASSIGNED_MESSAGE)
     for d in decisions:
         task = by_id[d.task_id]
         if d.node_id is not None:
-            new = {**task, "node_id": d.node_id, "status": task_status(TaskState.ASSIGNED, now, ASSIGNED_MESSAGE)}
+            new = {**task, "node_id": d.node_id, "status": dict(assigned)}
+            if d.generic:
+                new["assigned_generic_resources"] = list(d.generic)
             out.add([t.update(Kind.TASK, new)])
         elif (task.get("status") or {}).get("err") != d.err:
             out.add([t.update(Kind.TASK, {**task, "status": {**task["status"], "err": d.err, "timestamp": now}})])

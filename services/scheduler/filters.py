@@ -1,9 +1,14 @@
 """The scheduler's filter pipeline, pure (SwarmKit `manager/scheduler/filter.go`, `pipeline.go`).
 
 Each filter checks one (task, node) pair and, when it rejects, names a reason; the pipeline stops at the first
-rejecting filter (SwarmKit's order: ready, resources, plugins/runtime, constraints, platform, max replicas) and
-counts the reasons, so an unschedulable task can say why: "no suitable node (insufficient memory on 2 nodes;
-constraint node.labels.zone==a not satisfied on 1 node)" — reasons ordered by how many nodes they rejected."""
+rejecting filter (SwarmKit's order: ready, resources, plugins/runtime, constraints, platform, host ports, max
+replicas) and counts the reasons, so an unschedulable task can say why: "no suitable node (insufficient memory
+on 2 nodes; constraint node.labels.zone==a not satisfied on 1 node)" — reasons ordered by how many nodes they
+rejected.
+
+Filters are *static* (the answer depends only on the task spec and the node object: ready, runtime,
+constraints, platform) or *dynamic* (it changes as tasks are placed: resources, host ports, max replicas). A
+node that took a task in the current group is re-checked with the dynamic filters only."""
 
 from __future__ import annotations
 
@@ -12,14 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.scheduler.constraints import Constraint, first_unmet, parse_all
-from services.scheduler.nodeinfo import NodeInfo, Reservation
+from services.scheduler.constraints import Constraint, parse_all
+from services.scheduler.nodeinfo import HostPort, NodeInfo, Reservation, host_ports_of, spec_version
 from shoal.models.objects import Obj
 
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """The parts of a task the filters look at, parsed once per task."""
+    """The parts of a task the filters look at, parsed once per task group."""
 
     task: Obj
     service_id: str
@@ -27,8 +32,10 @@ class TaskInfo:
     reservation: Reservation
     constraints: tuple[Constraint, ...]
     max_replicas: int
-    platforms: tuple[tuple[str, str], ...] = ()  # (os, arch); "" matches anything
+    platforms: tuple[tuple[str, str], ...] = ()  # (os, arch), lower-cased; "" matches anything
     preferences: tuple[str, ...] = ()  # spread descriptors, e.g. "node.labels.zone"
+    host_ports: frozenset[HostPort] = frozenset()  # host-mode published ports (protocol, port)
+    spec_version: int = 0
 
     @staticmethod
     def of(task: Obj) -> TaskInfo:
@@ -36,9 +43,10 @@ class TaskInfo:
         return TaskInfo(task, task["service_id"], str(task.get("runtime") or "container"),
                         Reservation.of(task), parse_all(placement.get("constraints") or []),
                         int(placement.get("max_replicas") or 0),
-                        tuple((str(p.get("os") or ""), str(p.get("arch") or ""))
+                        tuple((str(p.get("os") or "").lower(), _arch(str(p.get("arch") or "")))
                               for p in placement.get("platforms") or []),
-                        tuple(str(p["spread"]) for p in placement.get("preferences") or [] if p.get("spread")))
+                        tuple(str(p["spread"]) for p in placement.get("preferences") or [] if p.get("spread")),
+                        host_ports_of(task), spec_version(task))
 
 
 def plural(count: int) -> str:
@@ -47,6 +55,7 @@ def plural(count: int) -> str:
 
 class Filter(Protocol):
     name: str
+    dynamic: bool
 
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
         """None if the node can take the task, else the reason it cannot."""
@@ -55,55 +64,53 @@ class Filter(Protocol):
         """The reason as part of the error text, for `count` nodes."""
 
 
+class _OnNodes:
+    """`<reason> on N nodes`, the wording of most of SwarmKit's explanations."""
+
+    dynamic: bool = False
+
+    def explain(self, reason: str, count: int) -> str:
+        return f"{reason} on {plural(count)}"
+
+
 class ReadyFilter:
     """The node is READY and its availability ACTIVE (paused and drained nodes take no new tasks)."""
 
     name = "ready"
+    dynamic = False
 
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
-        n = node.node
-        ok = (n.get("status") or {}).get("state") == "ready" and \
-            (n.get("spec") or {}).get("availability", "active") == "active"
-        return None if ok else "not available for new tasks"
+        return None if node.ready else "not available for new tasks"
 
     def explain(self, reason: str, count: int) -> str:
         return f"{plural(count)} {reason}"  # SwarmKit: "2 nodes not available for new tasks"
 
 
-class ResourceFilter:
-    """Reservations fit in what the node has left."""
+class ResourceFilter(_OnNodes):
+    """Reservations fit in what the node has left (CPU, memory, generic resources)."""
 
     name = "resources"
+    dynamic = True
 
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
-        cpu = task.reservation.nano_cpus > node.nano_cpus
-        mem = task.reservation.memory_bytes > node.memory_bytes
-        if cpu and mem:
-            return "insufficient resources"
-        if mem:
-            return "insufficient memory"
-        if cpu:
-            return "insufficient cpu"
-        for kind, n in task.reservation.generic:
+        r = task.reservation
+        cpu = r.nano_cpus > node.nano_cpus
+        mem = r.memory_bytes > node.memory_bytes
+        if cpu or mem:
+            return "insufficient resources" if cpu and mem else "insufficient memory" if mem else "insufficient cpu"
+        for kind, n in r.generic:
             if n > node.generic.get(kind, 0):
                 return f"insufficient {kind}"
         return None
 
-    def explain(self, reason: str, count: int) -> str:
-        return f"{reason} on {plural(count)}"
 
-
-class RuntimeFilter:
+class RuntimeFilter(_OnNodes):
     """The node has an executor for the task's runtime (SwarmKit's plugin filter, for our runtimes)."""
 
     name = "runtime"
 
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
-        executors = (node.node.get("description") or {}).get("executors") or []
-        return None if task.runtime in executors else f"runtime {task.runtime} not supported"
-
-    def explain(self, reason: str, count: int) -> str:
-        return f"{reason} on {plural(count)}"
+        return None if task.runtime in node.executors else f"runtime {task.runtime} not supported"
 
 
 _ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64"}
@@ -114,7 +121,7 @@ def _arch(value: str) -> str:
     return _ARCH_ALIASES.get(low, low)
 
 
-class PlatformFilter:
+class PlatformFilter(_OnNodes):
     """The node's os/arch is one of the task's platforms (none = any; x86_64 ≡ amd64, aarch64 ≡ arm64)."""
 
     name = "platform"
@@ -122,53 +129,74 @@ class PlatformFilter:
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
         if not task.platforms:
             return None
-        platform = (node.node.get("description") or {}).get("platform") or {}
-        os_, arch = str(platform.get("os") or "").lower(), _arch(str(platform.get("arch") or ""))
+        arch = _arch(node.arch)
         for want_os, want_arch in task.platforms:
-            if (not want_os or want_os.lower() == os_) and (not want_arch or _arch(want_arch) == arch):
+            if (not want_os or want_os == node.os) and (not want_arch or want_arch == arch):
                 return None
         return "unsupported platform"
 
-    def explain(self, reason: str, count: int) -> str:
-        return f"{reason} on {plural(count)}"
 
-
-class ConstraintFilter:
+class ConstraintFilter(_OnNodes):
     name = "constraints"
 
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
-        unmet = first_unmet(task.constraints, node.node)
-        return None if unmet is None else f"constraint {unmet} not satisfied"
+        for c in task.constraints:
+            if not c.holds(node.attribute(c.key)):
+                return f"constraint {c} not satisfied"
+        return None
+
+
+class HostPortFilter:
+    """A host-mode published port (protocol and number) is free on the node: no task tracked there, of any
+    service, publishes it (SwarmKit's HostPortFilter)."""
+
+    name = "host-ports"
+    dynamic = True
+
+    def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
+        if not task.host_ports or not node.host_ports:
+            return None
+        for proto, port in sorted(task.host_ports & node.host_ports, key=lambda pp: (pp[1], pp[0])):
+            return f"host-mode port {port}/{proto} in use"
+        return None
 
     def explain(self, reason: str, count: int) -> str:
         return f"{reason} on {plural(count)}"
 
 
-class MaxReplicasFilter:
+class MaxReplicasFilter(_OnNodes):
     """`placement.max_replicas`: at most that many active tasks of the service per node."""
 
     name = "max-replicas"
+    dynamic = True
 
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
         if task.max_replicas <= 0 or node.active_by_service.get(task.service_id, 0) < task.max_replicas:
             return None
         return f"max replicas per node ({task.max_replicas}) reached"
 
-    def explain(self, reason: str, count: int) -> str:
-        return f"{reason} on {plural(count)}"
-
 
 DEFAULT_FILTERS: tuple[Filter, ...] = (ReadyFilter(), ResourceFilter(), RuntimeFilter(), ConstraintFilter(),
-                                       PlatformFilter(), MaxReplicasFilter())
+                                       PlatformFilter(), HostPortFilter(), MaxReplicasFilter())
 
 
 class Pipeline:
     def __init__(self, filters: Sequence[Filter] = DEFAULT_FILTERS) -> None:
         self.filters = tuple(filters)
+        self._dynamic = tuple((i, f) for i, f in enumerate(self.filters) if f.dynamic)
 
     def check(self, task: TaskInfo, node: NodeInfo) -> tuple[int, str] | None:
         """None if every filter passes, else (index of the rejecting filter, its reason)."""
         for i, f in enumerate(self.filters):
+            reason = f.check(task, node)
+            if reason is not None:
+                return i, reason
+        return None
+
+    def recheck(self, task: TaskInfo, node: NodeInfo) -> tuple[int, str] | None:
+        """`check` for a node that passed every filter for this task group and has since taken tasks: only the
+        dynamic filters can answer differently."""
+        for i, f in self._dynamic:
             reason = f.check(task, node)
             if reason is not None:
                 return i, reason

@@ -1,12 +1,16 @@
 """The scheduler's I/O shell: while holding the `scheduler` lease, place PENDING tasks in debounced, batched,
 fenced passes. A task that fits nowhere stays PENDING with its reason in `status.err` and is tried again on
-every change of nodes or tasks (every pass is a full, level-triggered attempt)."""
+every change of nodes or tasks (every pass is a full, level-triggered attempt).
+
+In memory: the debouncer and a `FailureLog` of recent task failures per (node, service, spec version), seeded
+from the store's tasks on activation, so a failure still demotes its node after the reaper deleted the task."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
 from services.scheduler import core
+from services.scheduler.nodeinfo import FailureLog
 from services.scheduler.settings import SchedulerSettings
 from shoal.bus.base import Bus
 from shoal.clock import Clock
@@ -25,6 +29,7 @@ class Scheduler(PlanLoop):
         super().__init__(store, bus, clock, settings)
         self.debounce = core.Debouncer(settings.debounce_gap, settings.max_latency)
         self.seen: set[str] = set()
+        self.failures = FailureLog()
         self.unschedulable = 0
         self.metrics.gauge("unschedulable_tasks", lambda: float(self.unschedulable),
                            "PENDING tasks that fit on no node at the last pass")
@@ -32,9 +37,11 @@ class Scheduler(PlanLoop):
     def activate(self, mirror: StoreMirror, now: float) -> None:
         self.debounce = core.Debouncer(self.debounce.gap, self.debounce.max_latency)
         self.seen = set()
+        self.failures = FailureLog()
 
     def plan(self, mirror: StoreMirror, now: float) -> Plan:
-        tasks = mirror.objects[Kind.TASK].values()
+        tasks = list(mirror.objects[Kind.TASK].values())
+        failures = self.failures.observe(tasks, now)
         pending = {x["id"] for x in tasks if core.schedulable(x)}
         if pending - self.seen:
             self.debounce.note(now)
@@ -42,7 +49,7 @@ class Scheduler(PlanLoop):
         if self.debounce.waiting and not self.debounce.due(now):
             return Plan(wake_at=self.debounce.deadline())
         self.debounce.reset()
-        out, decisions = core.plan(tasks, mirror.objects[Kind.NODE].values(), now)
+        out, decisions = core.plan(tasks, mirror.objects[Kind.NODE].values(), now, failures=failures)
         self.unschedulable = sum(1 for d in decisions if d.node_id is None)
         placed = len(decisions) - self.unschedulable
         if placed:

@@ -1,21 +1,46 @@
 """What the scheduler knows about each node, pure (SwarmKit `manager/scheduler/nodeinfo.go`).
 
 Resources available = the node's reported resources minus the reservations of the tasks on it whose *observed*
-state is ≤ RUNNING (a task is untracked only once it stopped, not when its desired state changes, so nothing
-is double-booked under a task still shutting down). Spread counts only tracked tasks with desired ≤ COMPLETE.
-Recent failures (FAILED/REJECTED tasks of a service within 5 minutes) mark a node as faulty for that service."""
+state is ASSIGNED..RUNNING (a task is untracked only once it stopped, not when its desired state changes, so
+nothing is double-booked under a task still shutting down). Spread counts only tracked tasks with desired ≤
+COMPLETE. Tracked tasks also hold their host-mode published ports and the named generic resources assigned to
+them (`assigned_generic_resources`).
+
+Generic resources a node advertises (`description.resources.generic`): discrete counts (`{"gpu": 2}` or
+`[{"kind": "gpu", "value": 2}]`) or named items (`[{"kind": "gpu", "named": ["GPU-0", "GPU-1"]}]`, or SwarmKit's
+one-item form `{"kind": "gpu", "value": "GPU-0"}`). A task asks for a count; on a named kind the scheduler claims
+specific items (the lowest free ones) and records them on the task.
+
+Recent failures — FAILED/REJECTED tasks of the same service *and spec version* within 5 minutes
+(`failure_counts`, or a `FailureLog` kept by the shell so failures outlive the reaper) — make a node faulty for
+that service version: it sorts last (SwarmKit's `versionedService` failure tracking)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from shoal.models.objects import Obj, desired_of, state_of
+from shoal import placement
+from shoal.models.objects import Obj
 from shoal.models.states import TaskState
 
-#: SwarmKit's `maxFailures` within `monitorFailures`: such a node sorts last for that service.
+#: SwarmKit's `maxFailures` within `monitorFailures`: such a node sorts last for that service version.
 MAX_FAILURES = 5
 FAILURE_WINDOW = 300.0
+
+_RANK = {s.value: i for i, s in enumerate(TaskState)}
+_ASSIGNED, _RUNNING, _COMPLETE = _RANK["assigned"], _RANK["running"], _RANK["complete"]
+_FAILED_STATES = frozenset({TaskState.FAILED.value, TaskState.REJECTED.value})
+
+#: (service id, spec version)
+ServiceVersion = tuple[str, int]
+#: (protocol, published port)
+HostPort = tuple[str, int]
+
+
+def rank(state: object) -> int:
+    """Position of a task state in the lifecycle (NEW = 0); unknown states count as NEW."""
+    return _RANK.get(str(state), 0)
 
 
 @dataclass(frozen=True)
@@ -31,19 +56,33 @@ class Reservation:
         return Reservation(int(r.get("nano_cpus") or 0), int(r.get("memory_bytes") or 0), generic)
 
 
-def generic_of(resources: Obj) -> dict[str, int]:
-    """A node's advertised generic resources as counts per kind. Accepted shapes: `{"gpu": 2}`, or SwarmKit's
-    list of discrete (`{"kind": "fpga", "value": 2}`) and named (`{"kind": "gpu", "value": "UUID1"}`, one
-    unit each) resources."""
+def host_ports_of(task: Obj) -> frozenset[HostPort]:
+    """Host-mode ports the task publishes with a fixed number (from `task.endpoint`, written by the allocator)."""
+    ports = (task.get("endpoint") or {}).get("ports") or ()
+    return frozenset((str(p.get("protocol") or "tcp"), int(p["published_port"])) for p in ports
+                     if p.get("publish_mode") == "host" and p.get("published_port"))
+
+
+def generic_of(resources: Obj) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """A node's advertised generic resources: (discrete count per kind, named items per kind, sorted)."""
     raw = resources.get("generic") or {}
+    counts: dict[str, int] = {}
+    named: dict[str, list[str]] = {}
     if isinstance(raw, dict):
-        return {str(k): int(v) for k, v in raw.items()}
-    out: dict[str, int] = {}
+        return {str(k): int(v) for k, v in raw.items()}, {}
     for g in raw:
+        kind = str(g["kind"])
         value = g.get("value")
-        n = int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else 1
-        out[str(g["kind"])] = out.get(str(g["kind"]), 0) + n
-    return out
+        if g.get("named") is not None:
+            named.setdefault(kind, []).extend(str(v) for v in g["named"])
+        elif isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            counts[kind] = counts.get(kind, 0) + int(value)
+        elif value is not None:
+            named.setdefault(kind, []).append(str(value))
+    for kind, items in named.items():
+        items.sort()
+        counts[kind] = counts.get(kind, 0) + len(items)
+    return counts, named
 
 
 @dataclass
@@ -52,48 +91,159 @@ class NodeInfo:
     node: Obj
     nano_cpus: int
     memory_bytes: int
-    generic: dict[str, int] = field(default_factory=dict)
+    generic: dict[str, int] = field(default_factory=dict)  # free units per kind (named kinds: free items)
+    named: dict[str, list[str]] = field(default_factory=dict)  # free named items per kind, sorted
     active_by_service: dict[str, int] = field(default_factory=dict)
     active: int = 0
-    failures_by_service: dict[str, int] = field(default_factory=dict)
+    host_ports: set[HostPort] = field(default_factory=set)
+    failures: dict[ServiceVersion, int] = field(default_factory=dict)
+    # static facts, read once (the filters run millions of times in big passes)
+    ready: bool = False
+    executors: frozenset[str] = frozenset()
+    os: str = ""
+    arch: str = ""
+    attributes: dict[str, str | None] = field(default_factory=dict)  # constraint/preference values, memoised
 
     @staticmethod
     def of(node: Obj) -> NodeInfo:
-        res = ((node.get("description") or {}).get("resources")) or {}
+        desc = node.get("description") or {}
+        res = desc.get("resources") or {}
+        counts, named = generic_of(res)
+        platform = desc.get("platform") or {}
+        ready = (node.get("status") or {}).get("state") == "ready" and \
+            (node.get("spec") or {}).get("availability", "active") == "active"
         return NodeInfo(node["id"], node, int(res.get("nano_cpus") or 0), int(res.get("memory_bytes") or 0),
-                        generic_of(res))
+                        counts, named, ready=ready, executors=frozenset(desc.get("executors") or ()),
+                        os=str(platform.get("os") or "").lower(), arch=str(platform.get("arch") or "").lower())
 
-    def add(self, task: Obj) -> None:
-        """Track a task placed on (or running on) this node."""
-        r = Reservation.of(task)
+    def add(self, task: Obj, reservation: Reservation | None = None, host_ports: Iterable[HostPort] | None = None,
+            assigned: Iterable[Obj] | None = None) -> None:
+        """Track a task placed on (or running on) this node: its reservations, host ports, named resources
+        (`assigned`, default: the task's `assigned_generic_resources`), and the spread counts."""
+        r = reservation if reservation is not None else Reservation.of(task)
         self.nano_cpus -= r.nano_cpus
         self.memory_bytes -= r.memory_bytes
-        for kind, n in r.generic:
-            self.generic[kind] = self.generic.get(kind, 0) - n
-        if desired_of(task) <= TaskState.COMPLETE:
+        if r.generic:
+            self._take_generic(r, task.get("assigned_generic_resources") if assigned is None else assigned)
+        self.host_ports.update(host_ports_of(task) if host_ports is None else host_ports)
+        if rank(task.get("desired_state")) <= _COMPLETE:
             sid = task["service_id"]
             self.active_by_service[sid] = self.active_by_service.get(sid, 0) + 1
             self.active += 1
 
-    def faulty(self, service_id: str) -> bool:
-        return self.failures_by_service.get(service_id, 0) >= MAX_FAILURES
+    def _take_generic(self, r: Reservation, assigned: Iterable[Obj] | None) -> None:
+        items: dict[str, list[str]] = {}
+        for a in assigned or ():
+            if a.get("named"):
+                items.setdefault(str(a["kind"]), []).extend(str(v) for v in a["named"])
+        for kind, n in r.generic:
+            self.generic[kind] = self.generic.get(kind, 0) - n
+            free = self.named.get(kind)
+            if free is None:
+                continue
+            mine = [v for v in items.get(kind, ()) if v in free]
+            for v in mine:
+                free.remove(v)
+            del free[: max(0, n - len(mine))]  # a task without a record of its items: some items are its
+
+    def claim(self, r: Reservation) -> tuple[Obj, ...]:
+        """What to record in the task's `assigned_generic_resources` for `r` on this node: the lowest free
+        items of each named kind, the count of each discrete kind (SwarmKit's `genericresource.Claim`).
+        Does not take them: `add` does, given this record."""
+        out: list[Obj] = []
+        for kind, n in r.generic:
+            free = self.named.get(kind)
+            out.append({"kind": kind, "named": free[:n]} if free is not None else {"kind": kind, "value": n})
+        return tuple(out)
+
+    def attribute(self, key: str) -> str | None:
+        """The node's value for a constraint or preference key (memoised; None for an unknown key)."""
+        try:
+            return self.attributes[key]
+        except KeyError:
+            value = self.attributes[key] = placement.attribute(self.node, key)
+            return value
+
+    def failure_count(self, sv: ServiceVersion) -> int:
+        return self.failures.get(sv, 0)
+
+    def faulty(self, service_id: str, spec_version: int | None = None) -> bool:
+        """At least MAX_FAILURES recent failures of the service (one spec version, or any when None)."""
+        if spec_version is None:
+            return sum(n for (sid, _), n in self.failures.items() if sid == service_id) >= MAX_FAILURES
+        return self.failures.get((service_id, spec_version), 0) >= MAX_FAILURES
 
 
-def build(nodes: Iterable[Obj], tasks: Iterable[Obj], now: float,
-          failure_window: float = FAILURE_WINDOW) -> dict[str, NodeInfo]:
-    infos = {n["id"]: NodeInfo.of(n) for n in nodes}
+def spec_version(task: Obj) -> int:
+    return int(task.get("spec_version") or 0)
+
+
+def failure_counts(tasks: Iterable[Obj], now: float, window: float = FAILURE_WINDOW
+                   ) -> dict[tuple[str, str, int], int]:
+    """(node id, service id, spec version) → FAILED/REJECTED tasks whose status time is within `window`."""
+    out: dict[tuple[str, str, int], int] = {}
     for task in tasks:
-        info = infos.get(task.get("node_id") or "")
+        status = task.get("status") or {}
+        if status.get("state") in _FAILED_STATES and task.get("node_id") and \
+                float(status.get("timestamp") or 0.0) > now - window:
+            key = (str(task["node_id"]), str(task["service_id"]), spec_version(task))
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+class FailureLog:
+    """Recent failures remembered by the shell across passes, so a failure still counts after the reaper
+    deleted its task (SwarmKit keeps them in memory too; here the store's tasks seed it on activation).
+    Each failed task counts once, at its status time, until it leaves the window."""
+
+    def __init__(self, window: float = FAILURE_WINDOW) -> None:
+        self.window = window
+        self._seen: dict[str, tuple[tuple[str, str, int], float]] = {}
+
+    def observe(self, tasks: Iterable[Obj], now: float) -> dict[tuple[str, str, int], int]:
+        """Record the failed tasks among `tasks`, forget failures older than the window, return the counts."""
+        horizon = now - self.window
+        seen = self._seen
+        for task in tasks:
+            status = task.get("status") or {}
+            if status.get("state") in _FAILED_STATES and task.get("node_id") and task["id"] not in seen:
+                ts = float(status.get("timestamp") or 0.0)
+                if ts > horizon:
+                    seen[task["id"]] = ((str(task["node_id"]), str(task["service_id"]), spec_version(task)), ts)
+        for tid in [tid for tid, (_, ts) in seen.items() if ts <= horizon]:
+            del seen[tid]
+        out: dict[tuple[str, str, int], int] = {}
+        for key, _ in seen.values():
+            out[key] = out.get(key, 0) + 1
+        return out
+
+
+def build(nodes: Iterable[Obj], tasks: Iterable[Obj], now: float, failure_window: float = FAILURE_WINDOW,
+          failures: Mapping[tuple[str, str, int], int] | None = None) -> dict[str, NodeInfo]:
+    """Node infos with the tasks on them tracked. `failures` (from a `FailureLog`) replaces counting the
+    failed tasks among `tasks`."""
+    infos = {n["id"]: NodeInfo.of(n) for n in nodes}
+    if failures is None and not isinstance(tasks, list | tuple):
+        tasks = list(tasks)  # read twice
+    reservations: dict[tuple[str, int], Reservation] = {}  # tasks of one spec version reserve alike
+    for task in tasks:
+        nid = task.get("node_id")
+        if not nid:
+            continue
+        info = infos.get(nid)
         if info is None:
             continue
-        s = state_of(task)
-        if TaskState.ASSIGNED <= s <= TaskState.RUNNING:
-            info.add(task)
-        elif s in (TaskState.FAILED, TaskState.REJECTED):
-            ts = float((task.get("status") or {}).get("timestamp") or 0.0)
-            if ts > now - failure_window:
-                sid = task["service_id"]
-                info.failures_by_service[sid] = info.failures_by_service.get(sid, 0) + 1
+        if _ASSIGNED <= rank((task.get("status") or {}).get("state")) <= _RUNNING:
+            key = (task["service_id"], spec_version(task))
+            r = reservations.get(key)
+            if r is None:
+                r = reservations[key] = Reservation.of(task)
+            info.add(task, r)
+    counts = failure_counts(tasks, now, failure_window) if failures is None else failures
+    for (nid, sid, version), n in counts.items():
+        info = infos.get(nid)
+        if info is not None:
+            info.failures[(sid, version)] = info.failures.get((sid, version), 0) + n
     return infos
 
 

@@ -8,8 +8,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.scheduler import nodeinfo
 from services.scheduler.constraints import Constraint
-from services.scheduler.core import Debouncer, plan, schedule
+from services.scheduler.core import Debouncer, no_suitable_node, plan, schedule, spread_key
+from services.scheduler.filters import Pipeline, TaskInfo
+from services.scheduler.nodeinfo import FailureLog
 from shoal.models.objects import Obj, new_task, task_status
 from shoal.models.states import TaskState
 from tests.sim.cp_fakes import GiB, make_node, make_service, with_meta
@@ -280,3 +283,228 @@ def test_placement_preferences_even_out_label_values_first() -> None:
     nolabel = [make_node("x"), make_node("b2", labels={"zone": "b"})]
     ds = schedule([pending(svc, i) for i in range(1, 5)], nolabel, [], now=NOW)
     assert Counter(d.node_id for d in ds) == {"x": 2, "b2": 2}  # nodes without the label are a peer group
+
+
+# ---- host-mode published ports -------------------------------------------------------------------------------
+def with_host_port(task: Obj, port: int, protocol: str = "tcp") -> Obj:
+    """A task as the allocator leaves it: the service's endpoint ports copied into `task.endpoint`."""
+    return {**task, "endpoint": {"ports": [{"protocol": protocol, "target_port": 80, "published_port": port,
+                                            "publish_mode": "host"}]}}
+
+
+def test_host_ports_keep_publishers_apart_across_services() -> None:
+    web, api = make_service("web", 3), make_service("api", 1)
+    nodes = [make_node("n1"), make_node("n2"), make_node("n3")]
+    busy = with_host_port(running_on(api, 1, "n1"), 8080)
+    ds = schedule([with_host_port(pending(web, i), 8080) for i in (1, 2, 3)], nodes, [busy], now=NOW)
+    assert sorted(str(d.node_id) for d in ds) == ["None", "n2", "n3"]  # one per node, none on n1
+    [err] = [d.err for d in ds if d.node_id is None]
+    assert err == "no suitable node (host-mode port 8080/tcp in use on 3 nodes)"
+    # another protocol, or an ingress port, or a port the engine picks (0) does not clash
+    [d] = schedule([with_host_port(pending(web, 4), 8080, "udp")], nodes[:1], [busy], now=NOW)
+    assert d.node_id == "n1"
+    ingress = {**pending(web, 5), "endpoint": {"ports": [{"protocol": "tcp", "published_port": 8080,
+                                                          "publish_mode": "ingress"}]}}
+    assert schedule([ingress], nodes[:1], [busy], now=NOW)[0].node_id == "n1"
+    assert schedule([with_host_port(pending(web, 6), 0)], nodes[:1], [busy], now=NOW)[0].node_id == "n1"
+    # a stopped publisher frees the port
+    stopped = {**busy, "status": task_status("shutdown", NOW)}
+    assert schedule([with_host_port(pending(web, 7), 8080)], nodes[:1], [stopped], now=NOW)[0].node_id == "n1"
+
+
+def test_plan_writes_only_assigned_fields() -> None:
+    web = make_service("web", 1)
+    out, _ = plan([with_host_port(pending(web, 1), 8080)], [make_node("n1")], NOW)
+    [op] = out.ops
+    assert op["object"]["node_id"] == "n1" and "assigned_generic_resources" not in op["object"]
+
+
+# ---- constraints on node.ip and engine labels ----------------------------------------------------------------
+def test_node_ip_cidr_and_engine_labels_place_tasks() -> None:
+    nodes = [make_node("a", addr="10.1.2.3:4331"), make_node("b", addr="192.168.0.7"),
+             make_node("c", addr="[fd00::5]:4331")]
+    nodes[1]["description"]["engine"] = {"labels": {"storage": "SSD"}}
+    by_cidr = make_service("cidr", 1, constraints=["node.ip==10.1.0.0/16"])
+    assert schedule([pending(by_cidr, 1)], nodes, [], now=NOW)[0].node_id == "a"
+    v6 = make_service("v6", 1, constraints=["node.ip==fd00::/64"])
+    assert schedule([pending(v6, 1)], nodes, [], now=NOW)[0].node_id == "c"
+    not_in = make_service("notin", 2, constraints=["node.ip!=10.0.0.0/8", "node.ip!=fd00::5"])
+    assert schedule([pending(not_in, 1)], nodes, [], now=NOW)[0].node_id == "b"
+    ssd = make_service("ssd", 1, constraints=["engine.labels.storage==ssd"])
+    assert schedule([pending(ssd, 1)], nodes, [], now=NOW)[0].node_id == "b"
+    [d] = schedule([pending(ssd, 1)], [nodes[0], nodes[2]], [], now=NOW)
+    assert d.err == "no suitable node (constraint engine.labels.storage==ssd not satisfied on 2 nodes)"
+    bad = make_service("bad", 1, constraints=["node.ip==not-an-ip"])
+    assert schedule([pending(bad, 1)], nodes, [], now=NOW)[0].node_id is None
+
+
+# ---- named generic resources ---------------------------------------------------------------------------------
+def gpu_service(name: str, n: int, replicas: int = 1) -> Obj:
+    svc = make_service(name, replicas)
+    svc["spec"]["task"]["resources"]["reservations"]["generic"] = [{"kind": "gpu", "value": n}]
+    return svc
+
+
+def test_named_generic_resources_are_claimed_and_recorded() -> None:
+    svc = gpu_service("ml", 2, replicas=3)
+    node = make_node("g")
+    node["description"]["resources"]["generic"] = [{"kind": "gpu", "named": ["GPU-2", "GPU-0", "GPU-1"]},
+                                                   {"kind": "gpu", "value": "GPU-3"}]
+    holder = running_on(svc, 9, "g")
+    holder["assigned_generic_resources"] = [{"kind": "gpu", "named": ["GPU-0", "GPU-2"]}]
+    out, ds = plan([pending(svc, 1), pending(svc, 2), holder], [node], NOW)
+    assert [d.node_id for d in ds] == ["g", None]
+    assert ds[0].generic == ({"kind": "gpu", "named": ["GPU-1", "GPU-3"]},)  # the free ones
+    assert ds[1].err == "no suitable node (insufficient gpu on 1 node)"
+    [written] = [o["object"] for o in out.ops if o["object"]["id"] == ds[0].task_id]
+    assert written["assigned_generic_resources"] == [{"kind": "gpu", "named": ["GPU-1", "GPU-3"]}]
+    # once the holder stops, its items are free again
+    done = {**holder, "status": task_status("complete", NOW)}
+    ds = schedule([pending(svc, 1), pending(svc, 2)], [node], [done], now=NOW)
+    assert [d.generic for d in ds] == [({"kind": "gpu", "named": ["GPU-0", "GPU-1"]},),
+                                       ({"kind": "gpu", "named": ["GPU-2", "GPU-3"]},)]
+
+
+def test_discrete_generic_resources_are_recorded_as_counts() -> None:
+    svc = make_service("fpga", 2)
+    svc["spec"]["task"]["resources"]["reservations"]["generic"] = [{"kind": "fpga", "value": 2}]
+    node = make_node("f")
+    node["description"]["resources"]["generic"] = [{"kind": "fpga", "value": 3}]
+    ds = schedule([pending(svc, 1), pending(svc, 2)], [node], [], now=NOW)
+    assert ds[0].generic == ({"kind": "fpga", "value": 2},) and ds[1].node_id is None
+
+
+def test_a_preassigned_task_claims_named_resources_too() -> None:
+    svc = gpu_service("ml", 1)
+    node = make_node("g")
+    node["description"]["resources"]["generic"] = [{"kind": "gpu", "named": ["a", "b"]}]
+    [d] = schedule([pending(svc, 0, node="g")], [node], [], now=NOW)
+    assert d.node_id == "g" and d.generic == ({"kind": "gpu", "named": ["a"]},)
+
+
+# ---- nested placement preferences ----------------------------------------------------------------------------
+def test_nested_preferences_even_out_each_level_with_the_empty_group_as_a_peer() -> None:
+    svc = with_placement(make_service("web", 8), preferences=[{"spread": "node.labels.zone"},
+                                                              {"spread": "node.labels.rack"}])
+    nodes = [make_node("a-r1-1", labels={"zone": "a", "rack": "r1"}),
+             make_node("a-r1-2", labels={"zone": "a", "rack": "r1"}),
+             make_node("a-r1-3", labels={"zone": "a", "rack": "r1"}),
+             make_node("a-r2-1", labels={"zone": "a", "rack": "r2"}),
+             make_node("b-none", labels={"zone": "b"}),  # zone b, no rack: the "" rack of zone b
+             make_node("b-r1-1", labels={"zone": "b", "rack": "r1"}),
+             make_node("nozone", labels={"rack": "r9"})]  # no zone: the "" zone, a peer of a and b
+    ds = schedule([pending(svc, i) for i in range(1, 10)], nodes, [], now=NOW)
+    placed = Counter(d.node_id for d in ds)
+    zone = Counter(str(n).split("-")[0] for n in placed.elements())
+    assert zone == {"a": 3, "b": 3, "nozone": 3}  # 9 tasks over three zone values
+    assert placed["a-r2-1"] in (1, 2) and sum(placed[n] for n in ("a-r1-1", "a-r1-2", "a-r1-3")) in (1, 2)
+    assert {placed["b-none"], placed["b-r1-1"]} == {1, 2}  # the "" rack is a peer of r1 inside zone b
+
+
+def test_preferences_count_existing_tasks_and_skip_branches_that_stop_fitting() -> None:
+    svc = with_placement(make_service("web", 4, reservations={"memory_bytes": 3 * GiB}),
+                         preferences=[{"spread": "node.labels.zone"}])
+    nodes = [make_node("a1", labels={"zone": "a"}, memory=4 * GiB), make_node("b1", labels={"zone": "b"}),
+             make_node("b2", labels={"zone": "b"})]
+    existing = [running_on(svc, 9, "b1"), running_on(svc, 8, "b2")]  # zone b already has 2
+    ds = schedule([pending(svc, i) for i in range(1, 5)], nodes, existing, now=NOW)
+    # zone a takes one (its only node is then full), the rest go to zone b although it has more
+    assert Counter(d.node_id for d in ds) == {"a1": 1, "b1": 1, "b2": 1, None: 1}
+
+
+# ---- faulty nodes --------------------------------------------------------------------------------------------
+def test_failures_count_per_spec_version_and_outlive_the_reaper() -> None:
+    web = make_service("web", 1)
+    nodes = [make_node("n1"), make_node("n2")]
+    failures = [running_on(web, i, "n1", state="failed", desired="shutdown", ts=NOW - 10) for i in range(5)]
+    busy = [running_on(web, 10 + i, "n2") for i in range(3)]
+    assert schedule([pending(web, 1)], nodes, failures + busy, now=NOW)[0].node_id == "n2"
+    v2 = {**pending(web, 1), "spec_version": 2}  # a new spec version is not punished for the old one's failures
+    assert schedule([v2], nodes, failures + busy, now=NOW)[0].node_id == "n1"
+    log = FailureLog()
+    counts = log.observe(failures + busy, NOW)
+    assert counts == {("n1", web["id"], 1): 5}
+    assert log.observe(busy, NOW + 1) == counts  # the failed tasks were reaped: still remembered
+    assert schedule([pending(web, 1)], nodes, busy, now=NOW, failures=log.observe(busy, NOW + 1))[0].node_id == "n2"
+    assert log.observe(busy, NOW + 300) == {}  # out of the window
+
+
+def test_among_faulty_nodes_fewer_failures_first() -> None:
+    web = make_service("web", 1)
+    nodes = [make_node("n1"), make_node("n2")]
+    failures = {("n1", web["id"], 1): 7, ("n2", web["id"], 1): 5}
+    busy = [running_on(web, 10 + i, "n2") for i in range(3)]
+    assert schedule([pending(web, 1)], nodes, busy, now=NOW, failures=failures)[0].node_id == "n2"
+
+
+def test_job_tasks_meant_to_complete_are_scheduled() -> None:
+    job = make_service("job", 1)
+    [d] = schedule([pending(job, 0, desired="complete")], [make_node("n1")], [], now=NOW)
+    assert d.node_id == "n1"
+    out, ds = plan([pending(job, 0, desired="complete")], [make_node("n1")], NOW)
+    assert ds[0].node_id == "n1" and out.ops[0]["object"]["status"]["state"] == "assigned"
+
+
+# ---- the optimised placer agrees with the plain greedy definition ---------------------------------------------
+def reference(tasks: list[Obj], nodes: list[Obj], existing: list[Obj]) -> list[tuple[str | None, str | None]]:
+    """The definition, computed the slow way: every task (in slot order) runs the whole pipeline on every node,
+    then descends the preference levels toward the value with the fewest tasks of the service — counted over
+    the nodes that fit the group at its start, among values that still have a fitting node — and takes the
+    node with the lowest spread key."""
+    pipe = Pipeline()
+    infos = nodeinfo.build(nodes, existing, NOW)
+    ordered = nodeinfo.by_id(infos)
+    ti = TaskInfo.of(tasks[0])
+    initial = [i for i in ordered if pipe.check(ti, i) is None]
+    out: list[tuple[str | None, str | None]] = []
+    for task in sorted(tasks, key=lambda x: (x["slot"], x["id"])):
+        rejections: Counter[tuple[int, str]] = Counter()
+        fits = []
+        for info in ordered:
+            r = pipe.check(ti, info)
+            if r is None:
+                fits.append(info)
+            else:
+                rejections[r] += 1
+        if not fits:
+            out.append((None, no_suitable_node(pipe.explain(rejections))))
+            continue
+        group, base = fits, initial
+        for d in ti.preferences:
+            values = {i.attribute(d) or "" for i in group}
+            best = min(values, key=lambda v: (sum(i.active_by_service.get(ti.service_id, 0) for i in base
+                                                  if (i.attribute(d) or "") == v), v))
+            group = [i for i in group if (i.attribute(d) or "") == best]
+            base = [i for i in base if (i.attribute(d) or "") == best]
+        node = min(group, key=lambda i: spread_key(i, ti))
+        node.add(task, ti.reservation, ti.host_ports)
+        out.append((node.id, None))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_nodes=st.integers(1, 12), n_tasks=st.integers(1, 25), data=st.data())
+def test_heap_placement_matches_the_reference(n_nodes: int, n_tasks: int, data: st.DataObject) -> None:
+    prefs = data.draw(st.sampled_from([[], [{"spread": "node.labels.zone"}],
+                                       [{"spread": "node.labels.zone"}, {"spread": "node.labels.rack"}]]))
+    svc = with_placement(make_service("web", n_tasks, reservations={"memory_bytes": data.draw(st.integers(0, 3)) * GiB},
+                                      max_replicas=data.draw(st.integers(0, 4))), preferences=prefs)
+    other = make_service("other", 1)
+    nodes = []
+    for i in range(n_nodes):
+        labels = {k: v for k, v in (("zone", data.draw(st.sampled_from(["", "a", "b"]))),
+                                    ("rack", data.draw(st.sampled_from(["", "r1", "r2"])))) if v}
+        nodes.append(make_node(f"n{i:02d}", memory=data.draw(st.integers(1, 8)) * GiB, labels=labels,
+                               state=data.draw(st.sampled_from(["ready", "ready", "ready", "down"]))))
+    existing = []
+    for j in range(data.draw(st.integers(0, 10))):
+        owner = data.draw(st.sampled_from([svc, other]))
+        existing.append(running_on(owner, 100 + j, f"n{data.draw(st.integers(0, n_nodes - 1)):02d}"))
+    host = data.draw(st.booleans())
+    tasks = [pending(svc, i) for i in range(1, n_tasks + 1)]
+    if host:
+        tasks = [with_host_port(x, 8080) for x in tasks]
+        existing = [with_host_port(x, 8080) if x["service_id"] == other["id"] else x for x in existing]
+    got = {d.task_id: (d.node_id, d.err) for d in schedule(tasks, nodes, existing, now=NOW)}
+    want = reference(tasks, nodes, existing)
+    assert [got[x["id"]] for x in sorted(tasks, key=lambda x: x["slot"])] == want
