@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -32,6 +33,7 @@ from shoal.store.memory import validate_txn
 log = logging.getLogger(__name__)
 
 FORWARDED_HEADER = "x-shoal-forwarded-by"
+FORWARD_POOLS = 4
 MAX_WATCH_WAIT = 60.0
 _KINDS = frozenset(k.value for k in Kind)
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -55,7 +57,10 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
     hints = HintPublisher(bus, metrics=metrics)
     driver.on_leader_commit = hints.offer
     # Forwarded writes wait for commit like local ones; only connecting must be quick.
-    forward = http or client_factory(timeout=60.0)
+    # Several small pools rather than one big one: httpcore scans every pooled connection (with syscalls) on
+    # each request, so the cost per forwarded write grows with the pool; round-robin keeps each pool small.
+    forwarders = [http] if http is not None else [client_factory(timeout=60.0) for _ in range(FORWARD_POOLS)]
+    turn = itertools.count()
     forward_timeout = httpx.Timeout(60.0, connect=1.0)
     hash_cache: dict[str, Any] = {"revision": -1, "hash": ""}
 
@@ -73,7 +78,8 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
             if bus is not None:
                 await bus.close()
             if http is None:
-                await forward.aclose()
+                for f in forwarders:
+                    await f.aclose()
 
     app = FastAPI(title=f"shoal raftstore {member.me.id}", lifespan=lifespan)
     install_error_handlers(app)
@@ -115,6 +121,7 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
         url = leader.api_url + "/v1/txn"
         metrics.inc("store_forwarded_writes_total", 1, "writes forwarded to the raft leader")
         try:
+            forward = forwarders[next(turn) % len(forwarders)]
             resp = await forward.post(url, content=raw, timeout=forward_timeout, headers={
                 FORWARDED_HEADER: str(member.me.id), "content-type": "application/json"})
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
