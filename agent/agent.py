@@ -3,6 +3,8 @@ session; `run()` until `stop()`, then `shutdown()` (which stops task processes u
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 from typing import Any
@@ -20,6 +22,8 @@ from shoal.metrics import Registry
 
 log = logging.getLogger(__name__)
 
+PROBE_WAIT = 3.0  # seconds the first registration waits for executors' runtimes to answer
+
 
 class Agent:
     def __init__(self, settings: AgentSettings, *, clock: Clock | None = None, rng: random.Random | None = None,
@@ -28,13 +32,17 @@ class Agent:
         self.clock = clock or SystemClock()
         self.metrics = Registry()
         self.state = AgentState(settings.resolved_state_dir())
-        self.executors = build_executors(settings.executors, self.state.log_dir)
+        self.executors = build_executors(settings.executors, self.state.log_dir, docker_host=settings.docker_host,
+                                         publish_ip=settings.docker_publish_ip)
         self._node_id = self.state.load_node_id()
         self.queue = StatusQueue()
         self.worker = Worker(self.executors, report=self._report, node_id=lambda: self._node_id or "",
                              state=self.state, clock=self.clock)
-        advertised = sorted(set(self.executors) | {e.name for e in self.executors.values()})
-        self.description = describe(settings.hostname, advertised)
+        # Executors that must find their runtime first (`probe`: the docker engine) are advertised once it
+        # answers; their tasks still get controllers meanwhile (a restored container task keeps being driven).
+        self._unprobed = {e.name for e in self.executors.values() if getattr(e, "probe", None) is not None}
+        self.description = describe(settings.hostname, self.advertised())
+        self._prober: asyncio.Task[None] | None = None
         self.session = AgentSession(
             settings.dispatchers, self.worker, self.queue, describe=lambda: self.description,
             node_id=lambda: self._node_id, set_node_id=self._set_node_id, addr=settings.addr, http=http,
@@ -50,6 +58,33 @@ class Agent:
     def node_id(self) -> str | None:
         return self._node_id
 
+    def advertised(self) -> list[str]:
+        """The runtimes (and executor names) this node offers: those of executors whose runtime answers."""
+        ready = {rt: e for rt, e in self.executors.items() if e.name not in self._unprobed}
+        return sorted(set(ready) | {e.name for e in ready.values()})
+
+    async def probe_executors(self, *, interval: float = 5.0) -> None:
+        """Probe executors with a runtime of their own (the docker engine) until each answers; every newly
+        available one updates the node description and registers the node again."""
+        warned: set[str] = set()
+        while self._unprobed:
+            for executor in {id(e): e for e in self.executors.values()}.values():
+                probe = getattr(executor, "probe", None)
+                if executor.name not in self._unprobed or probe is None:
+                    continue
+                if await probe():
+                    self._unprobed.discard(executor.name)
+                    self.description = describe(self.settings.hostname, self.advertised())
+                    log.info("agent: %s executor available; node offers %s", executor.name,
+                             ", ".join(self.description["executors"]))
+                    self.session.renew()
+                elif executor.name not in warned:
+                    warned.add(executor.name)
+                    log.warning("agent: %s executor: its runtime does not answer (retrying every %gs); not "
+                                "advertising %s", executor.name, interval, ", ".join(executor.runtimes))
+            if self._unprobed:
+                await asyncio.sleep(interval)
+
     def _set_node_id(self, node_id: str) -> None:
         if node_id != self._node_id:
             self._node_id = node_id
@@ -64,7 +99,19 @@ class Agent:
         restored = self.worker.restore()
         if restored:
             log.info("agent: resumed %d tasks from %s", restored, self.state.dir)
-        await self.session.run()
+        if self._unprobed:
+            # The first answer (normally at once) goes into the first registration; a runtime that is late
+            # re-registers the node when it shows up.
+            self._prober = asyncio.create_task(self.probe_executors(), name="agent.probe")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._prober), PROBE_WAIT)
+        try:
+            await self.session.run()
+        finally:
+            if self._prober is not None:
+                self._prober.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._prober
 
     def stop(self) -> None:
         self.session.stop()
@@ -73,6 +120,10 @@ class Agent:
         """After `run()` returned: stop (or leave) the tasks, save the state, close connections."""
         await self.worker.close(stop_tasks=self.settings.stop_tasks_on_exit, grace=self.settings.exit_grace)
         await self.session.close()
+        for executor in {id(e): e for e in self.executors.values()}.values():
+            close = getattr(executor, "close", None)
+            if close is not None:
+                await close()
 
     def ready(self) -> bool:
         return self.session.connected.is_set()
@@ -83,4 +134,4 @@ class Agent:
                 "session_id": self.session.session_id, "connected": self.session.connected.is_set(),
                 "heartbeat_period": self.session.period, "sessions": self.session.sessions,
                 "tasks": len(self.worker.managers), "status_pending": len(self.queue.pending),
-                "executors": sorted(self.executors)}
+                "executors": sorted(self.executors), "advertised": self.description["executors"]}

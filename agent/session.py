@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -27,6 +29,30 @@ log = logging.getLogger(__name__)
 BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 8.0
 STATUS_BATCH = 1024  # SwarmKit's agent sends status updates in batches of 1024
+
+
+async def expand_url(url: str, timeout: float = 2.0) -> list[str]:
+    """`url` with its host name replaced by each address it resolves to, when it resolves to several; else
+    `[url]` (an IP literal, one address, or a name that does not resolve now)."""
+    parsed = httpx.URL(url)
+    host = parsed.host
+    try:
+        ipaddress.ip_address(host)
+        return [url]
+    except ValueError:
+        pass
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+    except (OSError, TimeoutError):
+        return [url]
+    families = {info[0] for info in infos}
+    family = socket.AF_INET if socket.AF_INET in families else socket.AF_INET6  # `localhost` is one host
+    addrs = sorted({str(info[4][0]) for info in infos if info[0] == family})
+    if len(addrs) <= 1:
+        return [url]
+    return [str(parsed.copy_with(host=a)).rstrip("/") for a in addrs]
 
 
 class SessionInvalid(Exception):
@@ -143,6 +169,8 @@ class AgentSession:
         self.status_interval = status_interval
         self.rng = rng or random.Random()
         self.index = self.rng.randrange(len(self.dispatchers))  # spread agents over the dispatchers
+        self._url: str | None = None  # the concrete dispatcher URL in use (a resolved address, see `_next`)
+        self._renew = asyncio.Event()
         self.session_id: str | None = None
         self.dispatcher: str | None = None
         self.period = 5.0
@@ -154,19 +182,43 @@ class AgentSession:
     def stop(self) -> None:
         self._stopped.set()
 
+    def renew(self) -> None:
+        """Register again (with the same dispatcher): the node description changed."""
+        self._renew.set()
+
+    async def _next(self, failed: str | None) -> str:
+        """The dispatcher URL to use after `failed` (None: the first pick, at random). A configured URL whose
+        host name stands for several addresses (a scaled compose service) is expanded into one URL per
+        address, resolved again at every failover, so a session sticks to one dispatcher (sessions live in
+        that dispatcher's memory) and a dead dispatcher's address drops out once DNS forgets it."""
+        candidates: list[str] = []
+        for url in self.dispatchers:
+            candidates.extend(u for u in await expand_url(url) if u not in candidates)
+        if failed is not None and failed in candidates:
+            return candidates[(candidates.index(failed) + 1) % len(candidates)]
+        if failed is not None and failed in self.dispatchers:
+            self.index = (self.dispatchers.index(failed) + 1) % len(self.dispatchers)
+        elif failed is not None:
+            return self.rng.choice(candidates)
+        configured = self.dispatchers[self.index]
+        expanded = [u for u in await expand_url(configured)]
+        return expanded[0] if len(expanded) == 1 else self.rng.choice(expanded)
+
     async def run(self) -> None:
         while not self._stopped.is_set():
-            url = self.dispatchers[self.index]
+            if self._url is None:
+                self._url = await self._next(None)
+            url = self._url
             try:
                 await self._until_stopped(self._session(DispatcherClient(self.http, url, timeout=self.rpc_timeout)))
             except SessionInvalid as e:
                 log.info("agent: session with %s lost (%s); registering again", url, e)
             except (DispatcherUnavailable, ValueError) as e:
                 log.warning("agent: dispatcher %s: %s; trying the next one", url, e)
-                self.index = (self.index + 1) % len(self.dispatchers)
+                self._url = await self._next(url)
             except Exception:  # a malformed answer or a bug: never let the session loop die
                 log.exception("agent: session with %s failed; trying the next dispatcher", url)
-                self.index = (self.index + 1) % len(self.dispatchers)
+                self._url = await self._next(url)
             finally:
                 self.connected.clear()
                 self.session_id = None
@@ -187,6 +239,7 @@ class AgentSession:
                 await job
 
     async def _session(self, client: DispatcherClient) -> None:
+        self._renew.clear()  # this registration carries the current description
         reg = await client.register(self.node_id(), self.describe(), self.addr)
         self.set_node_id(reg["node_id"])
         self.session_id = sid = reg["session_id"]
@@ -196,7 +249,8 @@ class AgentSession:
         log.info("agent: registered with %s as node %s (session %s)", client.base, reg["node_id"], sid)
         loops = [asyncio.create_task(self._heartbeats(client, sid)),
                  asyncio.create_task(self._assignments(client, sid)),
-                 asyncio.create_task(self._reports(client, sid))]
+                 asyncio.create_task(self._reports(client, sid)),
+                 asyncio.create_task(self._renewal())]
         try:
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -205,6 +259,10 @@ class AgentSession:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+
+    async def _renewal(self) -> None:
+        await self._renew.wait()
+        raise SessionInvalid("the node description changed")
 
     async def _heartbeats(self, client: DispatcherClient, sid: str) -> None:
         while True:  # the first heartbeat goes out at once (SwarmKit's session.heartbeat)

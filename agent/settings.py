@@ -19,11 +19,17 @@ class AgentSettings(BaseSettings):
     `SHOAL_STATE_DIR` — node id, task records and task logs (default `~/.shoal/agent/<hostname>`);
     `SHOAL_HOSTNAME` — the node's hostname (default: the machine's; distinct ones let several agents share
         a machine);
-    `SHOAL_EXECUTORS` — comma-separated: `process` (default) and/or `hollow`;
+    `SHOAL_EXECUTORS` — comma-separated: `process` (default), `docker` (the `container` runtime, advertised
+        only while the engine answers) and/or `hollow`;
+    `SHOAL_DOCKER_HOST` — the Docker engine of the docker executor (default `unix:///var/run/docker.sock`);
+    `SHOAL_DOCKER_PUBLISH_IP` — the node address host-mode ports are bound to (default: all addresses);
     `SHOAL_HOST` / `SHOAL_PORT` — where /healthz, /readyz, /metrics, /v1/status and /v1/tasks are served;
     `SHOAL_ADDR` — the address to advertise (default: what the dispatcher sees);
-    `SHOAL_STOP_TASKS_ON_EXIT` — stop task processes when the agent exits (default true, so `shoal down`
-        leaves nothing behind; a restarted agent reports them FAILED and the orchestrator replaces them);
+    `SHOAL_STOP_TASKS_ON_EXIT` — what the agent stops when it exits. Unset (the default): process tasks are
+        stopped (a restarted agent could not learn their exit status) and containers keep running, to be
+        adopted by the restarted agent; `true`: everything is stopped and containers removed (set by `shoal up`
+        and docker-compose.yml, so `shoal down` / `docker compose down` leave nothing behind); `false`:
+        nothing is stopped;
     `SHOAL_EXIT_GRACE` — seconds the graceful stop of tasks may take at exit before they are killed (default 5);
     `SHOAL_RPC_TIMEOUT` (5 s), `SHOAL_ASSIGNMENTS_WAIT` (long-poll seconds, 20),
     `SHOAL_STATUS_INTERVAL` (seconds status reports are gathered, 0.1)."""
@@ -34,12 +40,14 @@ class AgentSettings(BaseSettings):
     state_dir: Path | None = None
     hostname: str = Field(default_factory=socket.gethostname)
     executors: Annotated[list[str], NoDecode] = ["process"]
+    docker_host: str = "unix:///var/run/docker.sock"
+    docker_publish_ip: str = ""
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     addr: str | None = None
     instance: str = ""
     log_level: str = "INFO"
-    stop_tasks_on_exit: bool = True
+    stop_tasks_on_exit: bool | None = None
     exit_grace: float = 5.0
     rpc_timeout: float = 5.0
     assignments_wait: float = 20.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from agent.executors.base import Executor, ExecutorError
@@ -41,6 +41,7 @@ class Worker:
         self.save_delay = save_delay
         self.managers: dict[str, TaskManager] = {}
         self._forgetting: set[asyncio.Task[None]] = set()
+        self._forgetting_ids: set[str] = set()
         self._save_handle: asyncio.TimerHandle | None = None
 
     # ---- assignments -------------------------------------------------------------------------------------
@@ -52,6 +53,19 @@ class Worker:
         for task in wanted.values():
             self._upsert(task)
         self._save_soon()
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """After a complete set: executors that can list their workloads (`sweep`) remove those of tasks this
+        node no longer runs — e.g. containers of tasks deleted while the agent was down or its state lost."""
+        node_id = self.node_id()
+        for executor in {id(e): e for e in self.executors.values()}.values():
+            sweep = getattr(executor, "sweep", None)
+            if sweep is None or not node_id:
+                continue
+            bg = asyncio.create_task(self._run_sweep(sweep, node_id), name="sweep")
+            self._forgetting.add(bg)
+            bg.add_done_callback(self._forgetting.discard)
 
     def apply_incremental(self, changes: Iterable[Mapping[str, Any]]) -> None:
         for change in changes:
@@ -88,11 +102,19 @@ class Worker:
         mgr.start()
         return mgr
 
+    async def _run_sweep(self, sweep: Callable[..., Awaitable[Any]], node_id: str) -> None:
+        try:
+            await sweep(node_id, lambda tid: tid in self.managers or tid in self._forgetting_ids)
+        except Exception as e:
+            log.warning("agent: sweeping the workloads of unassigned tasks failed: %s", e)
+
     def _forget(self, task_id: str) -> None:
         mgr = self.managers.pop(task_id, None)
         if mgr is None:
             return
         log.info("agent: task %s is no longer assigned here; stopping and forgetting it", task_id)
+
+        self._forgetting_ids.add(task_id)  # a sweep must not race the graceful stop
 
         async def stop_and_remove() -> None:
             try:
@@ -100,6 +122,8 @@ class Worker:
                 await mgr.remove()
             except Exception:
                 log.exception("agent: removing task %s failed", task_id)
+            finally:
+                self._forgetting_ids.discard(task_id)
 
         bg = asyncio.create_task(stop_and_remove(), name=f"forget.{task_id}")
         self._forgetting.add(bg)
@@ -153,18 +177,25 @@ class Worker:
                         "timestamp": st.get("timestamp")})
         return out
 
-    async def close(self, *, stop_tasks: bool, grace: float) -> None:
+    async def close(self, *, stop_tasks: bool | None, grace: float) -> None:
         """Stop driving tasks. With `stop_tasks`, stop their workloads too (graceful stop, all at once, bounded
-        by `grace` seconds, then killed)."""
+        by `grace` seconds, then killed); with None, only the workloads whose controller does not survive the
+        agent (`survives_agent_exit`: containers do, processes do not)."""
         managers = list(self.managers.values())
-        if stop_tasks:
+
+        def stops(m: TaskManager) -> bool:
+            if stop_tasks is not None:
+                return stop_tasks
+            return not getattr(m.controller, "survives_agent_exit", False)
+
+        stopping = [m for m in managers if stops(m)]
+        await asyncio.gather(*(m.close(stop=False) for m in managers if not stops(m)), return_exceptions=True)
+        if stopping:
             try:
-                await asyncio.wait_for(asyncio.gather(*(m.close(stop=True) for m in managers),
+                await asyncio.wait_for(asyncio.gather(*(m.close(stop=True) for m in stopping),
                                                       return_exceptions=True), grace)
             except TimeoutError:
-                await asyncio.gather(*(m.terminate() for m in managers), return_exceptions=True)
-        else:
-            await asyncio.gather(*(m.close(stop=False) for m in managers), return_exceptions=True)
+                await asyncio.gather(*(m.terminate() for m in stopping), return_exceptions=True)
         if self._forgetting:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*self._forgetting, return_exceptions=True), grace)

@@ -1,19 +1,24 @@
-"""Executors the agent can run tasks with, by name (`SHOAL_EXECUTORS`): `process` (local process groups) and
-`hollow` (simulated; for scale tests). The `docker` executor joins later."""
+"""Executors the agent can run tasks with, by name (`SHOAL_EXECUTORS`): `process` (local process groups),
+`docker` (containers of the node's Docker engine: the `container` runtime) and `hollow` (simulated; for scale
+tests)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from agent.executors.base import Controller, Executor, ExecutorError, ExitError, RetryableError
+from agent.executors.docker import DockerExecutor
+from agent.executors.docker_engine import DEFAULT_HOST
 from agent.executors.hollow import HollowExecutor
 from agent.executors.process import ProcessExecutor
 
 __all__ = ["Controller", "Executor", "ExecutorError", "ExitError", "RetryableError", "build_executors"]
 
 
-def build_executors(names: list[str], log_dir: Path) -> dict[str, Executor]:
-    """The executor serving each runtime, from the configured names (first one wins for a runtime)."""
+def build_executors(names: list[str], log_dir: Path, *, docker_host: str = DEFAULT_HOST,
+                    publish_ip: str = "") -> dict[str, Executor]:
+    """The executor serving each runtime, from the configured names (first one wins for a runtime).
+    `docker_host` and `publish_ip` configure the docker executor (SHOAL_DOCKER_HOST, SHOAL_DOCKER_PUBLISH_IP)."""
     by_runtime: dict[str, Executor] = {}
     for name in names:
         executor: Executor
@@ -21,8 +26,10 @@ def build_executors(names: list[str], log_dir: Path) -> dict[str, Executor]:
             executor = ProcessExecutor(log_dir)
         elif name == "hollow":
             executor = HollowExecutor()
+        elif name == "docker":
+            executor = DockerExecutor(docker_host, publish_ip=publish_ip)
         else:
-            raise ValueError(f"agent: unknown executor {name!r} (known: process, hollow)")
+            raise ValueError(f"agent: unknown executor {name!r} (known: process, docker, hollow)")
         for runtime in executor.runtimes:
             by_runtime.setdefault(runtime, executor)
     return by_runtime
