@@ -29,6 +29,7 @@ from shoal.bus.subjects import STORE_EVENTS
 from shoal.clock import Clock
 from shoal.config import CommonSettings
 from shoal.errors import Conflict, InvalidArgument, NotFound, OutcomeUnknown, ShoalError
+from shoal.instances import Announcer
 from shoal.lease import LeaseKeeper
 from shoal.metrics import Registry
 from shoal.plan import MAX_CHANGES_PER_TXN, Group, Plan, pack
@@ -262,9 +263,13 @@ async def serve_leader(settings: LeaderSettings, name: str, build: Callable[[Sto
     sub = build(store)
     bus = await NatsBus.connect(settings.nats_url, instance)  # returns at once; connects in the background
     await sub.attach_bus(bus)
+    announcer = Announcer(bus, name, instance, port=settings.port, status=lambda: {
+        "active": sub.leader.active, "term": sub.leader.lease.term if sub.leader.lease is not None else 0})
+    announcer.start()  # so `GET /v1/cluster` lists this instance (shoal/instances.py)
     try:
         await serve(make_app(sub, store), settings.host, settings.port)
     finally:
+        await announcer.stop()
         with contextlib.suppress(Exception):
             await bus.close()
         await store.close()

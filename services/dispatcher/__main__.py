@@ -12,6 +12,7 @@ import uvicorn
 from services.dispatcher.app import create_app
 from services.dispatcher.settings import DispatcherSettings
 from shoal.http import uvicorn_kwargs
+from shoal.instances import Announcer
 from shoal.runner import run, setup_logging
 from shoal.service import connect_bus
 from shoal.store.client import StoreClient
@@ -39,12 +40,15 @@ async def main(settings: DispatcherSettings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     store = StoreClient(settings.store_members)
     bus = await connect_bus(settings.nats_url, name)
+    announcer = Announcer(bus, "dispatcher", name, port=settings.port)  # listed by `GET /v1/cluster`
+    announcer.start()
     try:
         config = uvicorn.Config(create_app(settings, store=store, bus=bus),
                                 **uvicorn_kwargs(settings.host, settings.port),
                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
         await uvicorn.Server(config).serve()
     finally:
+        await announcer.stop()
         await bus.close()
         await store.close()
 

@@ -4,9 +4,11 @@ the raftstore members in SHOAL_STORE_MEMBERS. Flags override the environment."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
+from shoal.bus.nats import NatsBus
 from shoal.runner import run, serve, setup_logging
 from shoal.store.client import StoreClient
 
@@ -22,12 +24,16 @@ def parse_settings(argv: list[str] | None = None) -> GatewaySettings:
 
 
 async def main(settings: GatewaySettings) -> None:
-    setup_logging(settings.log_level, settings.instance_name("gateway"))
+    name = settings.instance_name("gateway")
+    setup_logging(settings.log_level, name)
     store = StoreClient(settings.store_members, timeout=settings.store_timeout,
                         retry_for=settings.store_retry_for)
+    bus = await NatsBus.connect(settings.nats_url, name)  # instance heartbeats for /v1/cluster; optional
     try:
-        await serve(create_app(settings, store=store), settings.host, settings.port)
+        await serve(create_app(settings, store=store, bus=bus), settings.host, settings.port)
     finally:
+        with contextlib.suppress(Exception):
+            await bus.close()
         await store.close()
 
 

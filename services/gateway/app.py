@@ -16,8 +16,10 @@ from fastapi.responses import JSONResponse
 from services.gateway.context import GatewayContext
 from services.gateway.routes import ROUTERS
 from services.gateway.settings import GatewaySettings
+from shoal.bus.base import Bus
 from shoal.errors import Unavailable
 from shoal.http import client_factory, install_error_handlers, ops_router
+from shoal.instances import Announcer
 from shoal.store.protocol import Store
 
 
@@ -29,9 +31,11 @@ def unavailable_message(exc: Unavailable) -> str:
     return "store unavailable: " + why.removeprefix("store: ")
 
 
-def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClient | None = None) -> FastAPI:
+def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClient | None = None,
+               bus: Bus | None = None) -> FastAPI:
     """The gateway over `store`. `http` (for raftstore member status) defaults to a client from
-    `shoal.http.client_factory`, closed with the app; the store belongs to the caller."""
+    `shoal.http.client_factory`, closed with the app; the store belongs to the caller. With a `bus`, the
+    gateway collects instance heartbeats (and announces itself) for `GET /v1/cluster`."""
     own_http = http is None
     ctx = GatewayContext(settings, store, http or client_factory(timeout=settings.member_status_timeout))
 
@@ -39,9 +43,16 @@ def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClie
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await ctx.probe()  # so /readyz is meaningful from the first request
         probe = asyncio.create_task(ctx.probe_loop(), name="gateway.ready-probe")
+        announcer = None
+        if bus is not None:
+            await ctx.instances.attach(bus)
+            announcer = Announcer(bus, "gateway", settings.instance_name("gateway"), port=settings.port)
+            announcer.start()
         try:
             yield
         finally:
+            if announcer is not None:
+                await announcer.stop()
             ctx.stop()
             probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):

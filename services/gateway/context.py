@@ -13,6 +13,7 @@ from fastapi import Request
 
 from services.gateway.settings import GatewaySettings
 from shoal.errors import ShoalError
+from shoal.instances import InstanceRegistry
 from shoal.metrics import Registry
 from shoal.store.protocol import Store
 
@@ -27,6 +28,7 @@ class GatewayContext:
         self.metrics = Registry()
         self.store_ready = False
         self.store_problem = "not probed yet"
+        self.instances = InstanceRegistry()  # fed by NATS instance heartbeats when the gateway has a bus
         self._stopped = asyncio.Event()
 
     def ready(self) -> bool:

@@ -221,6 +221,7 @@ def network_rows(networks: Iterable[Obj], *, no_trunc: bool = False) -> list[lis
 # ---- cluster -----------------------------------------------------------------------------------------------
 MEMBER_HEADERS = ("MEMBER", "ID", "ROLE", "TERM", "COMMIT INDEX", "APPLIED INDEX", "REACHABLE")
 LEASE_HEADERS = ("SUBSYSTEM", "HOLDER", "TERM", "EXPIRES")
+INSTANCE_HEADERS = ("ROLE", "INSTANCE", "ADDRESS", "STATE", "TERM", "LAST SEEN")
 
 
 def _dash(v: object) -> str:
@@ -289,4 +290,20 @@ def cluster_text(cluster: Obj, now: float) -> str:
         lines.append("Subsystems: no leases yet")
     else:
         lines.append(format_table(LEASE_HEADERS, lease_rows(leases, now)))
+    instances = cluster.get("instances")
+    if instances:
+        lines += ["", format_table(INSTANCE_HEADERS, instance_rows(instances))]
+    elif instances is not None:
+        lines += ["", "Instances: none heard from yet"]
     return "\n".join(lines)
+
+
+def instance_rows(instances: Iterable[Obj]) -> list[list[str]]:
+    """One row per live control-plane instance: which is active and under which lease term."""
+    rows = []
+    for x in instances:
+        where = f"{x.get('host') or '-'}:{x.get('port')}" if x.get("port") else _dash(x.get("host"))
+        age = x.get("age")
+        rows.append([str(x.get("role", "")), str(x.get("instance", "")), where, _dash(x.get("state")),
+                     _dash(x.get("term")), f"{age:.1f}s ago" if isinstance(age, int | float) else "-"])
+    return rows

@@ -1,6 +1,7 @@
-"""`/v1/cluster`: the cluster object, the Raft view of every raftstore member, and the leases of the
-leader-only subsystems. Diagnostic, so it degrades instead of failing: unreachable members are listed as such,
-and when the store cannot answer, `available` is false and `error` says why (members are still shown).
+"""`/v1/cluster`: the cluster object, the Raft view of every raftstore member, the leases of the
+leader-only subsystems, and every live control-plane instance (`instances`, shoal/instances.py). Diagnostic,
+so it degrades instead of failing: unreachable members are listed as such, and when the store cannot answer,
+`available` is false and `error` says why (members are still shown).
 
 `PATCH /v1/cluster` changes the cluster spec (heartbeat period, task history retention), creating the
 "default" cluster object with SwarmKit's defaults first if nobody has yet."""
@@ -18,6 +19,7 @@ from services.gateway.context import GatewayContext, get_context
 from services.gateway.core import ClusterUpdate, check_version, patched_cluster
 from shoal.cluster import default_cluster
 from shoal.errors import AlreadyExists, NotFound, ShoalError, VersionConflict
+from shoal.instances import instance_view
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.store import txn as t
 from shoal.store.txn import Obj
@@ -85,6 +87,8 @@ async def get_cluster(ctx: Ctx) -> dict[str, Any]:
         "raft": raft_view(status, list(members)),
         "subsystems": None if leases is None else [lease_view(x, now) for x in sorted(leases[1],
                                                                                       key=lambda x: x["id"])],
+        # every live control-plane instance (NATS heartbeats), active/term decided by the leases
+        "instances": instance_view(ctx.instances.instances(), None if leases is None else leases[1], now),
     }
 
 
