@@ -56,11 +56,22 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
     clock = clock or SystemClock()
     hints = HintPublisher(bus, metrics=metrics)
     driver.on_leader_commit = hints.offer
-    # Forwarded writes wait for commit like local ones; only connecting must be quick.
     # Several small pools rather than one big one: httpcore scans every pooled connection (with syscalls) on
     # each request, so the cost per forwarded write grows with the pool; round-robin keeps each pool small.
-    forwarders = [http] if http is not None else [client_factory(timeout=60.0) for _ in range(FORWARD_POOLS)]
+    # They are built on first use: each loads the CA bundle (0.1-0.5 s of CPU), which a leader never needs.
+    forwarders: list[httpx.AsyncClient] = []
     turn = itertools.count()
+
+    def forwarder() -> httpx.AsyncClient:
+        if http is not None:
+            return http
+        i = next(turn) % FORWARD_POOLS
+        if i >= len(forwarders):
+            forwarders.append(client_factory(timeout=60.0))
+            i = len(forwarders) - 1
+        return forwarders[i]
+
+    # Forwarded writes wait for commit like local ones; only connecting must be quick.
     forward_timeout = httpx.Timeout(60.0, connect=1.0)
     hash_cache: dict[str, Any] = {"revision": -1, "hash": ""}
 
@@ -77,9 +88,8 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
             await member.stop()
             if bus is not None:
                 await bus.close()
-            if http is None:
-                for f in forwarders:
-                    await f.aclose()
+            for f in forwarders:
+                await f.aclose()
 
     app = FastAPI(title=f"shoal raftstore {member.me.id}", lifespan=lifespan)
     install_error_handlers(app)
@@ -121,8 +131,7 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
         url = leader.api_url + "/v1/txn"
         metrics.inc("store_forwarded_writes_total", 1, "writes forwarded to the raft leader")
         try:
-            forward = forwarders[next(turn) % len(forwarders)]
-            resp = await forward.post(url, content=raw, timeout=forward_timeout, headers={
+            resp = await forwarder().post(url, content=raw, timeout=forward_timeout, headers={
                 FORWARDED_HEADER: str(member.me.id), "content-type": "application/json"})
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
             # Nothing reached the leader: safe to retry elsewhere.
