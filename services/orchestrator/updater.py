@@ -190,13 +190,15 @@ def _use_existing(d: Draft, service: Obj, cfg: Config, live: list[Obj]) -> bool:
 
 
 def _start(d: Draft, service: Obj, cfg: Config, key: SlotKey, live: list[Obj], now: float) -> None:
-    """A task at the new spec for the slot: stop-first shuts the old ones down in the same transaction."""
+    """A task at the new spec for the slot: stop-first shuts the old ones down in the same transaction;
+    start-first keeps one old task serving (the running one) until the new one runs, and shuts down the rest
+    at once (e.g. the unstarted task of a cancelled start-first update), so a slot never holds more than two."""
     node_id = str(key[1]) if by_node(service) else None
     stop_first = cfg.order != "start-first"
     task = make_task(service, 0 if node_id else int(key[1]), now,
                      desired=TaskState.READY if stop_first else TaskState.RUNNING, node_id=node_id,
                      created_by=UPDATE)
+    serving = None if stop_first else max(live, key=lambda x: (state_of(x) == TaskState.RUNNING, _age(x)))
     ops = [d.create(task)]
-    if stop_first:
-        ops += [op for x in live if (op := d.raise_desired(x, TaskState.SHUTDOWN))]
+    ops += [op for x in live if x is not serving and (op := d.raise_desired(x, TaskState.SHUTDOWN))]
     d.plan.add(ops)

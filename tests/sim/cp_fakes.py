@@ -3,13 +3,15 @@ assigned to its node through their observed states (ASSIGNED → … → READY/R
 
 from __future__ import annotations
 
+import copy
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from shoal.ids import new_id
 from shoal.models.kinds import Kind
 from shoal.models.objects import Obj, desired_of, state_of, task_status
-from shoal.models.specs import ServiceSpec
+from shoal.models.specs import JOB_MODES, ServiceSpec, mode_kind
 from shoal.models.states import TaskState
 from shoal.store import txn as t
 from shoal.store.memory import MemoryStore
@@ -52,6 +54,42 @@ def make_service(name: str, replicas: int = 1, *, service_id: str | None = None,
         task["container"] = {"image": "busybox"}
     spec = ServiceSpec.model_validate({"name": name, "mode": {"replicated": {"replicas": replicas}}, "task": task})
     return {"id": service_id or new_id(), "spec": spec.wire(), "spec_version": 1, "previous_spec": None}
+
+
+def service_of(name: str, replicas: int = 1, *, mode: dict[str, Any] | None = None,
+               update: dict[str, Any] | None = None, rollback: dict[str, Any] | None = None,
+               **kw: Any) -> Obj:
+    """A service as the gateway stores it (`make_service` plus mode, update and rollback configs)."""
+    svc = make_service(name, replicas, **kw)
+    spec = dict(svc["spec"])
+    if mode is not None:
+        spec["mode"] = mode
+    if mode_kind(spec) in JOB_MODES:
+        spec.pop("update_config", None)
+        spec.pop("rollback_config", None)
+        svc["job_status"] = {"job_iteration": 0, "last_execution": 0.0}
+    else:
+        spec["update_config"] = {**spec.get("update_config", {}), **(update or {})}
+        spec["rollback_config"] = {**spec.get("rollback_config", {}), **(rollback or {})}
+    return {**svc, "spec": spec, "update_status": None}
+
+
+def respec(service: Obj, change: Callable[[Obj], None]) -> Obj:
+    """The service after a user update through the gateway: new spec, previous_spec = old spec, spec_version
+    + 1, update_status reset; a job starts a new iteration."""
+    spec = copy.deepcopy(service["spec"])
+    change(spec)
+    out = {**service, "spec": spec, "previous_spec": service["spec"],
+           "spec_version": int(service.get("spec_version", 1)) + 1, "update_status": None}
+    if "job_status" in service:
+        out["job_status"] = {**service["job_status"], "job_iteration": service["job_status"]["job_iteration"] + 1}
+    return out
+
+
+def set_env(value: str) -> Callable[[Obj], None]:
+    def change(spec: Obj) -> None:
+        spec["task"]["process"]["env"] = {"V": value}
+    return change
 
 
 def scaled(service: Obj, replicas: int) -> Obj:

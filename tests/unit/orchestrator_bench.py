@@ -17,51 +17,15 @@ from shoal.cluster import default_cluster
 from shoal.errors import ShoalError
 from shoal.models.kinds import Kind
 from shoal.models.objects import Obj, desired_of, state_of, task_status
-from shoal.models.specs import JOB_MODES, mode_kind
 from shoal.models.states import TaskState
 from shoal.placement import constraints_of, node_matches
 from shoal.plan import Plan
 from shoal.store import txn as t
-from tests.sim.cp_fakes import World, agent_ops, make_node, make_service, report
+from tests.sim.cp_fakes import World, agent_ops, make_node, report, respec, service_of, set_env
+
+__all__ = ["NOW", "Bench", "respec", "service_of", "set_env"]
 
 NOW = 1000.0
-
-
-def service_of(name: str, replicas: int = 1, *, mode: dict[str, Any] | None = None,
-               update: dict[str, Any] | None = None, rollback: dict[str, Any] | None = None,
-               **kw: Any) -> Obj:
-    """A service as the gateway stores it (`make_service` plus mode, update and rollback configs)."""
-    svc = make_service(name, replicas, **kw)
-    spec = dict(svc["spec"])
-    if mode is not None:
-        spec["mode"] = mode
-    if mode_kind(spec) in JOB_MODES:
-        spec.pop("update_config", None)
-        spec.pop("rollback_config", None)
-        svc["job_status"] = {"job_iteration": 0, "last_execution": 0.0}
-    else:
-        spec["update_config"] = {**spec.get("update_config", {}), **(update or {})}
-        spec["rollback_config"] = {**spec.get("rollback_config", {}), **(rollback or {})}
-    return {**svc, "spec": spec, "update_status": None}
-
-
-def respec(service: Obj, change: Callable[[Obj], None]) -> Obj:
-    """The service after a user update through the gateway: new spec, previous_spec = old spec, spec_version
-    + 1, update_status reset; a job starts a new iteration."""
-    import copy
-    spec = copy.deepcopy(service["spec"])
-    change(spec)
-    out = {**service, "spec": spec, "previous_spec": service["spec"],
-           "spec_version": int(service.get("spec_version", 1)) + 1, "update_status": None}
-    if "job_status" in service:
-        out["job_status"] = {**service["job_status"], "job_iteration": service["job_status"]["job_iteration"] + 1}
-    return out
-
-
-def set_env(value: str) -> Callable[[Obj], None]:
-    def change(spec: Obj) -> None:
-        spec["task"]["process"]["env"] = {"V": value}
-    return change
 
 
 class Bench:
