@@ -173,6 +173,7 @@ class Driver:
                 self._intake()
                 while self.node.has_ready() and not self._stopped:
                     await self._handle_ready(self.node.ready())
+                    await asyncio.sleep(0)  # let requests and peer messages in between Readies
                     self._intake()
         finally:
             ticker.cancel()

@@ -206,3 +206,16 @@ def test_restart_restores_term_vote_commit_and_reapplies_committed_entries() -> 
     rd = n.ready()
     assert [e.data for e in rd.committed_entries] == [b"", b"x"]
     assert rd.hard_state is None and not rd.entries
+
+
+def test_a_long_committed_log_is_handed_out_in_slices() -> None:
+    s = MemoryStorage()
+    s.append([Entry(1, i, bytes(100)) for i in range(1, 51)])
+    s.set_hard_state(HardState(term=1, commit=50))
+    n = RawNode(Config(id=1, peers=(1, 2, 3), rng=random.Random(0), max_committed_size_per_ready=1000), s)
+    sizes = []
+    while n.has_ready():
+        rd = n.ready()
+        sizes.append(len(rd.committed_entries))
+        n.advance(rd)
+    assert sum(sizes) == 50 and max(sizes) == 10

@@ -23,6 +23,8 @@ class Config:
     max_size_per_msg: int = 1 << 20
     #: unacknowledged AppendEntries messages per follower in the REPLICATE state
     max_inflight: int = 256
+    #: bytes of committed entry data handed out per Ready (a restart re-applies a long log in slices)
+    max_committed_size_per_ready: int = 8 << 20
     rng: random.Random = field(default_factory=lambda: random.Random(0), compare=False, repr=False)
 
     def validate(self) -> None:

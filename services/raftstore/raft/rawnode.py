@@ -98,7 +98,7 @@ class RawNode:
             soft_state=soft if soft != self._prev_soft else None,
             hard_state=hard if hard != self._prev_hard else None,
             entries=tuple(r.log.unstable),
-            committed_entries=tuple(r.log.next_committed()),
+            committed_entries=tuple(r.log.next_committed(r.cfg.max_committed_size_per_ready)),
             messages=tuple(r.msgs),
             read_states=tuple(r.read_states),
             must_sync=bool(r.log.unstable) or hard.term != prev.term or hard.vote != prev.vote,
