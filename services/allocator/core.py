@@ -14,11 +14,12 @@ what the previous ones took:
    spec updates), user-given ones are reserved (first come, first served), host-mode ports are copied as given;
    endpoint mode `vip` gets one VIP per attached network (plus ingress when it publishes ingress ports), `dnsrr`
    none; VIPs of networks no longer attached are dropped;
-4. **tasks** NEW with desired ≤ COMPLETE (job tasks are meant to complete), oldest first: every *voter* (`VOTERS`; SwarmKit's voting — today the
-   network voter) must agree; the task then gets `networks = [{network_id, addresses: ["10.0.1.5/24"],
-   aliases}]` (the ingress attachment first) and `endpoint.ports`, and moves to PENDING ("pending task
-   scheduling"). A task whose service or networks are being written in this pass waits quietly for the next
-   pass; one that cannot be allocated stays NEW with the reason in `status.err` (written only when it changes).
+4. **tasks** NEW with desired ≤ COMPLETE (job tasks are meant to complete), oldest first: every *voter*
+   (`VOTERS`; SwarmKit's voting — today the network voter) must agree; the task then gets `networks =
+   [{network_id, addresses: ["10.0.1.5/24"], aliases}]` (the ingress attachment first) and `endpoint.ports`, and
+   moves to PENDING ("pending task scheduling"). A task whose service or networks are being written in this pass
+   waits quietly for the next pass; one that cannot be allocated stays NEW with the reason in `status.err`
+   (written only when it changes).
 
 Release is implicit: the state is rebuilt from the store, so an address is free once no live task, service or
 network holds it. A task holds its addresses until it is *dead* — desired and observed state both past RUNNING

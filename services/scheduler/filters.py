@@ -13,7 +13,7 @@ node that took a task in the current group is re-checked with the dynamic filter
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,6 +57,10 @@ class Filter(Protocol):
     name: str
     dynamic: bool
 
+    def applies(self, task: TaskInfo) -> bool:
+        """Whether the filter can reject anything for this task (SwarmKit's `SetTask` returning false turns a
+        filter off: no reservations, no constraints, no platforms...)."""
+
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
         """None if the node can take the task, else the reason it cannot."""
 
@@ -69,6 +73,9 @@ class _OnNodes:
 
     dynamic: bool = False
 
+    def applies(self, task: TaskInfo) -> bool:
+        return True
+
     def explain(self, reason: str, count: int) -> str:
         return f"{reason} on {plural(count)}"
 
@@ -78,6 +85,9 @@ class ReadyFilter:
 
     name = "ready"
     dynamic = False
+
+    def applies(self, task: TaskInfo) -> bool:
+        return True
 
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
         return None if node.ready else "not available for new tasks"
@@ -91,6 +101,10 @@ class ResourceFilter(_OnNodes):
 
     name = "resources"
     dynamic = True
+
+    def applies(self, task: TaskInfo) -> bool:
+        r = task.reservation
+        return bool(r.nano_cpus or r.memory_bytes or r.generic)
 
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
         r = task.reservation
@@ -126,6 +140,9 @@ class PlatformFilter(_OnNodes):
 
     name = "platform"
 
+    def applies(self, task: TaskInfo) -> bool:
+        return bool(task.platforms)
+
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
         if not task.platforms:
             return None
@@ -138,6 +155,9 @@ class PlatformFilter(_OnNodes):
 
 class ConstraintFilter(_OnNodes):
     name = "constraints"
+
+    def applies(self, task: TaskInfo) -> bool:
+        return bool(task.constraints)
 
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
         for c in task.constraints:
@@ -152,6 +172,9 @@ class HostPortFilter:
 
     name = "host-ports"
     dynamic = True
+
+    def applies(self, task: TaskInfo) -> bool:
+        return bool(task.host_ports)
 
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
         if not task.host_ports or not node.host_ports:
@@ -170,6 +193,9 @@ class MaxReplicasFilter(_OnNodes):
     name = "max-replicas"
     dynamic = True
 
+    def applies(self, task: TaskInfo) -> bool:
+        return task.max_replicas > 0
+
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
         if task.max_replicas <= 0 or node.active_by_service.get(task.service_id, 0) < task.max_replicas:
             return None
@@ -180,15 +206,30 @@ DEFAULT_FILTERS: tuple[Filter, ...] = (ReadyFilter(), ResourceFilter(), RuntimeF
                                        PlatformFilter(), HostPortFilter(), MaxReplicasFilter())
 
 
+Check = Callable[[TaskInfo, NodeInfo], "str | None"]
+
+
 class Pipeline:
     def __init__(self, filters: Sequence[Filter] = DEFAULT_FILTERS) -> None:
         self.filters = tuple(filters)
-        self._dynamic = tuple((i, f) for i, f in enumerate(self.filters) if f.dynamic)
+        self._bound: tuple[TaskInfo | None, tuple[tuple[int, Check], ...], tuple[tuple[int, Check], ...]] = \
+            (None, (), ())
+
+    def _for(self, task: TaskInfo) -> tuple[tuple[tuple[int, Check], ...], tuple[tuple[int, Check], ...]]:
+        """The filters that apply to `task` (all, and the dynamic ones), remembered for the last task seen —
+        a pass checks one task group against every node in a row."""
+        bound_task, checks, dynamic = self._bound
+        if bound_task is not task:
+            live = [(i, f) for i, f in enumerate(self.filters) if f.applies(task)]
+            checks = tuple((i, f.check) for i, f in live)
+            dynamic = tuple((i, f.check) for i, f in live if f.dynamic)
+            self._bound = (task, checks, dynamic)
+        return checks, dynamic
 
     def check(self, task: TaskInfo, node: NodeInfo) -> tuple[int, str] | None:
         """None if every filter passes, else (index of the rejecting filter, its reason)."""
-        for i, f in enumerate(self.filters):
-            reason = f.check(task, node)
+        for i, check in self._for(task)[0]:
+            reason = check(task, node)
             if reason is not None:
                 return i, reason
         return None
@@ -196,8 +237,8 @@ class Pipeline:
     def recheck(self, task: TaskInfo, node: NodeInfo) -> tuple[int, str] | None:
         """`check` for a node that passed every filter for this task group and has since taken tasks: only the
         dynamic filters can answer differently."""
-        for i, f in self._dynamic:
-            reason = f.check(task, node)
+        for i, check in self._for(task)[1]:
+            reason = check(task, node)
             if reason is not None:
                 return i, reason
         return None

@@ -18,7 +18,7 @@ that service version: it sorts last (SwarmKit's `versionedService` failure track
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from shoal import placement
 from shoal.models.objects import Obj
@@ -36,6 +36,15 @@ _FAILED_STATES = frozenset({TaskState.FAILED.value, TaskState.REJECTED.value})
 ServiceVersion = tuple[str, int]
 #: (protocol, published port)
 HostPort = tuple[str, int]
+
+_NO_PORTS: set[HostPort] = set()  # shared empty defaults: never mutated (NodeInfo copies before writing)
+_NO_FAILURES: dict[ServiceVersion, int] = {}
+_EXECUTORS: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def _executors(names: tuple[str, ...]) -> frozenset[str]:
+    """One frozenset per distinct executor list (most nodes advertise the same ones)."""
+    return _EXECUTORS.setdefault(names, frozenset(names))
 
 
 def rank(state: object) -> int:
@@ -85,35 +94,44 @@ def generic_of(resources: Obj) -> tuple[dict[str, int], dict[str, list[str]]]:
     return counts, named
 
 
-@dataclass
 class NodeInfo:
-    id: str
-    node: Obj
-    nano_cpus: int
-    memory_bytes: int
-    generic: dict[str, int] = field(default_factory=dict)  # free units per kind (named kinds: free items)
-    named: dict[str, list[str]] = field(default_factory=dict)  # free named items per kind, sorted
-    active_by_service: dict[str, int] = field(default_factory=dict)
-    active: int = 0
-    host_ports: set[HostPort] = field(default_factory=set)
-    failures: dict[ServiceVersion, int] = field(default_factory=dict)
-    # static facts, read once (the filters run millions of times in big passes)
-    ready: bool = False
-    executors: frozenset[str] = frozenset()
-    os: str = ""
-    arch: str = ""
-    attributes: dict[str, str | None] = field(default_factory=dict)  # constraint/preference values, memoised
+    """One node and what is placed on it. A plain slotted class (a pass builds one per node: at 100k nodes the
+    construction cost matters); containers that most nodes leave empty are shared until first written."""
+
+    __slots__ = ("active", "active_by_service", "arch", "attributes", "executors", "failures", "generic",
+                 "host_ports", "id", "memory_bytes", "named", "nano_cpus", "node", "os", "ready")
+
+    def __init__(self, id: str, node: Obj, nano_cpus: int, memory_bytes: int,
+                 generic: dict[str, int] | None = None, named: dict[str, list[str]] | None = None, *,
+                 ready: bool = False, executors: frozenset[str] = frozenset(), os: str = "", arch: str = "") -> None:
+        self.id = id
+        self.node = node
+        self.nano_cpus = nano_cpus
+        self.memory_bytes = memory_bytes
+        self.generic: dict[str, int] = generic if generic is not None else {}  # free units per kind
+        self.named: dict[str, list[str]] = named if named is not None else {}  # free named items, sorted
+        self.active_by_service: dict[str, int] = {}
+        self.active = 0
+        self.host_ports: set[HostPort] = _NO_PORTS  # replaced by a set of its own on first add
+        self.failures: dict[ServiceVersion, int] = _NO_FAILURES  # likewise
+        self.ready = ready
+        self.executors = executors
+        self.os = os
+        self.arch = arch
+        self.attributes: dict[str, str | None] = {}  # constraint/preference values, memoised
 
     @staticmethod
     def of(node: Obj) -> NodeInfo:
         desc = node.get("description") or {}
         res = desc.get("resources") or {}
-        counts, named = generic_of(res)
+        counts, named = generic_of(res) if res.get("generic") else (None, None)
         platform = desc.get("platform") or {}
         ready = (node.get("status") or {}).get("state") == "ready" and \
             (node.get("spec") or {}).get("availability", "active") == "active"
+        executors = desc.get("executors") or ()
         return NodeInfo(node["id"], node, int(res.get("nano_cpus") or 0), int(res.get("memory_bytes") or 0),
-                        counts, named, ready=ready, executors=frozenset(desc.get("executors") or ()),
+                        counts, named, ready=ready,
+                        executors=_EXECUTORS.get(tuple(executors)) or _executors(tuple(executors)),
                         os=str(platform.get("os") or "").lower(), arch=str(platform.get("arch") or "").lower())
 
     def add(self, task: Obj, reservation: Reservation | None = None, host_ports: Iterable[HostPort] | None = None,
@@ -125,7 +143,11 @@ class NodeInfo:
         self.memory_bytes -= r.memory_bytes
         if r.generic:
             self._take_generic(r, task.get("assigned_generic_resources") if assigned is None else assigned)
-        self.host_ports.update(host_ports_of(task) if host_ports is None else host_ports)
+        ports = host_ports_of(task) if host_ports is None else host_ports
+        if ports:
+            if self.host_ports is _NO_PORTS:
+                self.host_ports = set()
+            self.host_ports.update(ports)
         if rank(task.get("desired_state")) <= _COMPLETE:
             sid = task["service_id"]
             self.active_by_service[sid] = self.active_by_service.get(sid, 0) + 1
@@ -243,6 +265,8 @@ def build(nodes: Iterable[Obj], tasks: Iterable[Obj], now: float, failure_window
     for (nid, sid, version), n in counts.items():
         info = infos.get(nid)
         if info is not None:
+            if info.failures is _NO_FAILURES:
+                info.failures = {}
             info.failures[(sid, version)] = info.failures.get((sid, version), 0) + n
     return infos
 

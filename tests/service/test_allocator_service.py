@@ -51,7 +51,7 @@ async def test_network_service_gets_addresses_vips_and_a_port_and_keeps_them_acr
     standby: Allocator | None = None
     runner: asyncio.Task[Any] | None = None
     try:
-        net = {"id": new_id(), "spec": NetworkSpec.model_validate({"name": "back"}).wire(), "ipam": None}
+        net: Obj = {"id": new_id(), "spec": NetworkSpec.model_validate({"name": "back"}).wire(), "ipam": None}
         await cp.store.txn([t.create(Kind.NETWORK, net)])
         svc = await cp.create_service(web_service(net["id"], 3))
         await eventually(lambda: converged(cp, svc, 3), timeout=20, what="3 running replicas")
