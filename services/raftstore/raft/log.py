@@ -22,9 +22,6 @@ class RaftLog:
         self.applied = storage.first_index() - 1
 
     # ---- positions -----------------------------------------------------------------------------------------
-    def first_index(self) -> int:
-        return self.storage.first_index()
-
     def last_index(self) -> int:
         if self.unstable:
             return self.unstable[-1].index
@@ -71,9 +68,6 @@ class RaftLog:
 
     def entries_from(self, index: int, max_bytes: int | None = None) -> list[Entry]:
         return self.slice(index, self.last_index() + 1, max_bytes)
-
-    def unstable_entries(self) -> list[Entry]:
-        return list(self.unstable)
 
     def has_next_committed(self) -> bool:
         return self.committed > self.applied

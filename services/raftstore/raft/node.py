@@ -25,7 +25,7 @@ from services.raftstore.raft.messages import (
     vote_response_type,
 )
 from services.raftstore.raft.progress import Progress, ProgressState
-from services.raftstore.raft.quorum import VoteResult, committed_index, vote_result
+from services.raftstore.raft.quorum import VoteResult, committed_index, has_quorum, vote_result
 from services.raftstore.raft.readonly import ReadOnly, ReadRequest
 from services.raftstore.raft.storage import Storage
 
@@ -69,8 +69,7 @@ class Raft:
         return HardState(self.term, self.vote, self.log.committed)
 
     def quorum_active(self) -> bool:
-        active = sum(1 for v in self.voters if v == self.id or self.prs[v].recent_active)
-        return active >= len(self.voters) // 2 + 1
+        return has_quorum(self.voters, {v for v, pr in self.prs.items() if v == self.id or pr.recent_active})
 
     # ---- sending ------------------------------------------------------------------------------------------
     def send(self, type: MsgType, to: int, **fields: Any) -> None:

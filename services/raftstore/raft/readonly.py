@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from services.raftstore.raft.quorum import majority
+from services.raftstore.raft.quorum import has_quorum
 
 
 @dataclass
@@ -34,7 +34,7 @@ class ReadOnly:
         if req is None:
             return []
         req.acks.add(frm)
-        if sum(1 for v in voters if v in req.acks) < majority(len(voters)):
+        if not has_quorum(voters, req.acks):
             return []
         done: list[ReadRequest] = []
         for ctx in list(self._pending):
