@@ -76,10 +76,15 @@ class RaftProcs:
                                              stdout=logf, stderr=subprocess.STDOUT)
 
     def start_all(self) -> RaftProcs:
-        for i in self.ids:
-            self.start(i)
-        for i in self.ids:
-            eventually(lambda i=i: self.healthy(i), 20, f"raftstore {i} to answer /healthz", 0.05)  # type: ignore[misc]
+        """Start every member and wait for /healthz; on failure nothing is left running."""
+        try:
+            for i in self.ids:
+                self.start(i)
+            for i in self.ids:
+                eventually(lambda i=i: self.healthy(i), 30, f"raftstore {i} to answer /healthz", 0.05)  # type: ignore[misc]
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def alive(self, i: int) -> bool:
