@@ -17,7 +17,15 @@ from services.raftstore.settings import RaftstoreSettings, parse_members
 from shoal.bus.memory import MemoryBus
 from shoal.bus.subjects import STORE_EVENTS
 from shoal.clock import FakeClock
-from shoal.errors import AlreadyExists, InvalidArgument, NotFound, NotLeader, TxnTooLarge, VersionConflict
+from shoal.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    NotLeader,
+    OutcomeUnknown,
+    TxnTooLarge,
+    VersionConflict,
+)
 from shoal.store import txn as t
 from shoal.store.client import StoreClient
 from tests.integration.raftprocs import free_ports
@@ -153,3 +161,31 @@ def test_members_spec_is_parsed_and_checked() -> None:
             parse_members(bad)
     with pytest.raises(ValueError, match="not in SHOAL_RAFT_MEMBERS"):
         RaftstoreSettings(raft_id=3, raft_members="1=http://a:1,a:2").members()
+
+
+async def test_a_leader_losing_its_quorum_fails_pending_writes_as_outcome_unknown(tmp_path: Path) -> None:
+    ports = free_ports(6)
+    spec = ";".join(f"{i}=http://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[3 + i - 1]}" for i in (1, 2, 3))
+    members = [Member(RaftstoreSettings(raft_id=i, raft_members=spec, data_dir=tmp_path / str(i), raft_tick=0.02,
+                                        nats_url=""), rng=random.Random(i)) for i in (1, 2, 3)]
+    for m in members:
+        await m.start()
+    try:
+        for _ in range(300):
+            if any(m.driver.is_leader for m in members):
+                break
+            await asyncio.sleep(0.01)
+        lead = next(m for m in members if m.driver.is_leader)
+        data = b'{"ops":[{"op":"create","kind":"service","object":{"id":"x","spec":{}}}],"time":1}'
+        assert (await lead.driver.propose(data)).revision > 0
+        for m in members:
+            if m is not lead:
+                await m.stop()
+        pending = asyncio.create_task(lead.driver.propose(data.replace(b'"x"', b'"y"')))
+        with pytest.raises(OutcomeUnknown, match="may still commit"):
+            await asyncio.wait_for(pending, 10)  # CheckQuorum steps the leader down within ~2 election timeouts
+        with pytest.raises(NotLeader):
+            await lead.driver.propose(data)
+    finally:
+        for m in members:
+            await m.stop()  # idempotent
