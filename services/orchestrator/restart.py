@@ -1,9 +1,10 @@
 """The restart supervisor's rules, pure (SwarmKit `manager/orchestrator/restart/restart.go`).
 
 A task is never restarted: a *replacement* is created in the same slot with desired READY, and released to
-RUNNING only once the restart delay has passed *and* the old task has stopped (or its node is down or gone),
-or one minute after the delay (`TaskTimeout`) — otherwise two copies could run at once. Whether to replace at
-all follows the task's restart policy: condition none / on-failure (not after COMPLETE) / any, and at most
+RUNNING (COMPLETE for job tasks) only once the restart delay has passed *and* the old task has stopped (or its
+node is down or gone), or one minute after the delay (`TaskTimeout`) — otherwise two copies could run at once.
+Whether to replace at all follows the task's restart policy: condition none / on-failure (not after COMPLETE;
+a job task that completed is never restarted, whatever the condition) / any, and at most
 `max_attempts` replacements per slot within `window` (0 = ever), counted in an in-memory history that is reset
 when the service's spec version changes and is not persisted (SwarmKit loses it on leader change too)."""
 

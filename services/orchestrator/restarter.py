@@ -2,7 +2,8 @@
 
 `restart_tasks`: every task meant to run that died (observed > RUNNING; for jobs: anything but COMPLETE) or
 sits on an invalid node (deleted, DOWN, drained) → desired SHUTDOWN and, if the restart policy allows, a
-replacement in the same slot with desired READY, in one atomic group. Global modes replace on the same node, and
+replacement in the same slot with desired READY, in one atomic group — per slot: all of a slot's dead tasks go
+in one group with at most one replacement. Global modes replace on the same node, and
 only if that node still takes new tasks (`eligibility.takes_new`): a task on a drained, down, paused or no
 longer matching node is shut down without a replacement, and the global reconciler creates one when the node
 is eligible again. Jobs never restart a task that completed (condition `any` acts like `on-failure`). A dead

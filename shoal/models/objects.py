@@ -11,6 +11,8 @@ service  {spec: ServiceSpec, spec_version: int (1 on create, +1 per spec update 
 task     {service_id, service_name, slot, node_id, desired_state, spec_version, spec: TaskSpec, runtime,
           status: {state, message, err, timestamp, pid, exit_code},
           job_iteration: int (job tasks: the service's job_status.job_iteration when created),
+          created_by: "update"|"restart" (optional: the orchestrator's update or restart supervisor made it),
+          endpoint_spec: the service's spec.endpoint when the task was made (the update supervisor's dirty check),
           networks: [{network_id, addresses: ["10.0.1.5/24"], aliases}]  (attachments, ingress first),
           endpoint: {ports: [...]}  (the service's published ports; both written by the allocator),
           assigned_generic_resources: [{kind, named: [ids]} | {kind, value: n}]  (written by the scheduler)}
