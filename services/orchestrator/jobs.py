@@ -40,7 +40,7 @@ def create_state() -> TaskState:
 
 
 def start_state(task: Obj) -> TaskState:
-    """The desired state a job task is created or released with."""
+    """The desired state a job task is started with (released from READY, or promoted once assigned)."""
     if COMPLETE_BEFORE_ASSIGNMENT or state_of(task) >= TaskState.ASSIGNED:
         return TaskState.COMPLETE
     return TaskState.RUNNING

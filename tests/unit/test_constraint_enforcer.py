@@ -1,4 +1,5 @@
-"""The constraint enforcer: tasks on changed nodes they no longer fit → observed REJECTED, then restarted."""
+"""The constraint enforcer: tasks on changed nodes they no longer fit → observed REJECTED, then restarted (§5 point
+10: the service's current constraints, `test_s5_10_*`)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def test_task_on_a_node_that_stops_matching_is_rejected_then_replaced() -> None:
     b.run(10, until=lambda: len(b.running(sid)) == 2 and all(x["node_id"] == "n2" for x in b.running(sid)))
 
 
-def test_the_services_current_constraints_are_used_not_the_tasks_copy() -> None:
+def test_s5_10_the_enforcer_uses_the_services_current_constraints_not_the_tasks_copy() -> None:
     b, sid = zoned_bench()
 
     def relabel(spec: Obj) -> None:

@@ -153,7 +153,7 @@ def test_s5_9_parallelism_zero_means_every_dirty_slot_at_once() -> None:
     assert len([o for o in plan.ops if o["op"] == "create"]) == 4
 
 
-def test_missing_update_config_defaults_to_parallelism_one() -> None:
+def test_s5_9_a_missing_update_config_defaults_to_parallelism_one() -> None:
     assert Config.of({"spec": {}}, rollback=False) == Config(1, 0.0, "pause", 5.0, 0.0, "stop-first")
     b, sid = bench_with(3)
     svc = b.service(sid)
