@@ -24,12 +24,10 @@ from services.orchestrator.restart import RestartHistory, created_at, status_tim
 from shoal.models.objects import Obj, desired_of, state_of
 from shoal.models.states import TaskState
 
-#: Job tasks are meant to COMPLETE (SwarmKit creates them with desired COMPLETE). Our allocator and scheduler
-#: only take tasks whose desired state is ≤ RUNNING (and the scheduler shuts down PENDING tasks meant for more),
-#: so until they accept desired COMPLETE a job task is created with desired RUNNING and raised to COMPLETE
-#: once it has been assigned (`promote`). The agent runs both alike: RUNNING until the process exits, then
-#: COMPLETE or FAILED. Set to True when the allocator and scheduler handle desired COMPLETE.
-COMPLETE_BEFORE_ASSIGNMENT = False
+#: Job tasks are created with desired COMPLETE, as SwarmKit does (the allocator and scheduler take desired
+#: COMPLETE like RUNNING; the agent runs both alike: RUNNING until the process exits, then COMPLETE or FAILED).
+#: `promote` still raises job tasks that carry desired RUNNING (written by an older orchestrator) to COMPLETE.
+COMPLETE_BEFORE_ASSIGNMENT = True
 #: at most this many new job tasks per service and pass (counts are uint64-sized; the next pass continues)
 MAX_NEW_PER_PASS = 1000
 

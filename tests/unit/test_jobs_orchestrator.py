@@ -8,6 +8,7 @@ from typing import Any
 from services.orchestrator import jobs
 from services.orchestrator.core import View, reconcile
 from services.orchestrator.restart import RestartHistory
+from shoal.models.kinds import Kind
 from shoal.models.objects import Obj, desired_of, state_of
 from shoal.models.specs import MAX_COUNT
 from shoal.models.states import TaskState
@@ -54,11 +55,20 @@ def test_s5_16_slots_are_zero_based_and_tasks_carry_the_iteration() -> None:
     assert all(x["job_iteration"] == 0 and desired_of(x) == jobs.create_state() for x in new)
 
 
-def test_job_tasks_are_meant_to_complete_once_assigned() -> None:
+def test_job_tasks_are_created_meant_to_complete_and_get_scheduled() -> None:
     b, sid = job_bench(rjob(1, 1))
     b.orchestrate()
     [task] = b.tasks(sid)
-    assert desired_of(task) == TaskState.RUNNING  # the scheduler only takes desired ≤ RUNNING today
+    assert desired_of(task) == TaskState.COMPLETE  # SwarmKit creates job tasks with desired COMPLETE
+    b.schedule()
+    assert state_of(b.task(task["id"])) >= TaskState.ASSIGNED
+
+
+def test_job_tasks_left_with_desired_running_are_raised_to_complete_once_assigned() -> None:
+    b, sid = job_bench(rjob(1, 1))
+    b.orchestrate()
+    [task] = b.tasks(sid)
+    b.put({**task, "desired_state": str(TaskState.RUNNING)}, Kind.TASK)  # as an older orchestrator wrote them
     b.schedule()
     b.orchestrate()
     assert desired_of(b.task(task["id"])) == TaskState.COMPLETE
