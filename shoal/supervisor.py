@@ -116,7 +116,9 @@ class Layout:
             env = {**common, "SHOAL_PORT": str(self.port_of(name)),
                    "SHOAL_DISPATCHERS": self.url_of("dispatcher"),
                    "SHOAL_STATE_DIR": str(self.data_dir / "agents" / name),
-                   "SHOAL_HOSTNAME": f"{self._hostname()}-{name}"}
+                   "SHOAL_HOSTNAME": f"{self._hostname()}-{name}",
+                   # `shoal down` leaves nothing running: processes and containers (SHOAL_EXECUTORS=process,docker)
+                   "SHOAL_STOP_TASKS_ON_EXIT": "true"}
             specs.append(ProcSpec(name, [py, "-m", "agent"], env, self.url_of(name) + "/healthz"))
         return specs
 
