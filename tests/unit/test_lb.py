@@ -49,7 +49,10 @@ async def test_round_robin_over_every_address_skipping_dead_ones(monkeypatch: py
     assert answers[:2] == [b"a:x0", b"b:x1"]
     assert [x.split(b":")[0] for x in answers] == [b"a", b"b", b"a", b"a", b"b", b"a"]  # .3 -> its successor
     addresses = []
-    assert await ask(fport, b"nobody") == b""  # no backend: the client connection is closed
+    try:  # no backend: the client connection is closed (reset, since its request was never read)
+        assert await ask(fport, b"nobody") == b""
+    except ConnectionResetError:
+        pass
     assert balancer.connections == 7
     for server in (front, a, b):
         server.close()
