@@ -54,6 +54,7 @@ class DriverConfig:
     max_batch_entries: int = 1000  # proposals per Ready
     max_batch_bytes: int = 8 << 20
     read_timeout: float = 5.0  # a linearizable read that cannot be confirmed by then is refused (retryable)
+    read_resend_ticks: int = 3  # re-send a read-index request unanswered for this many ticks
     #: fsync on a worker thread (the loop keeps serving requests meanwhile) instead of inline; inline is
     #: faster when fsync is sub-millisecond, the thread hand-off then costing more than it overlaps
     fsync_in_thread: bool = False
@@ -88,6 +89,8 @@ class Driver:
         self._pending: dict[int, _Pending] = {}
         self._reads: list[asyncio.Future[int]] = []
         self._read_ctx: dict[bytes, list[asyncio.Future[int]]] = {}
+        self._read_ctx_issued: dict[bytes, int] = {}  # tick count at which each read request was (re)sent
+        self._tick_count = 0
         self._read_wait: list[tuple[int, int, list[asyncio.Future[int]]]] = []  # heap by read index
         self._ctx_seq = 0
         self._ticks_due = 0
@@ -195,6 +198,9 @@ class Driver:
         ticks, self._ticks_due = self._ticks_due, 0
         for _ in range(ticks):
             node.tick()
+        self._tick_count += ticks
+        if ticks and self._read_ctx:
+            self._resend_reads()
         while self._inbox:
             node.step(self._inbox.popleft())
         if self._proposals:
@@ -233,6 +239,7 @@ class Driver:
             return
         if len(self._read_ctx) > 64:  # requests whose answer was lost: their waiters timed out long ago
             self._read_ctx = {c: fs for c, fs in self._read_ctx.items() if not all(f.done() for f in fs)}
+            self._read_ctx_issued = {c: t for c, t in self._read_ctx_issued.items() if c in self._read_ctx}
         self._ctx_seq += 1
         ctx = self._ctx_seq.to_bytes(8, "big")
         try:
@@ -242,6 +249,22 @@ class Driver:
                 _settle(f, exc=self._not_leader())
             return
         self._read_ctx[ctx] = futs  # one heartbeat round confirms every read that queued this turn
+        self._read_ctx_issued[ctx] = self._tick_count
+
+    def _resend_reads(self) -> None:
+        """Re-send read-index requests unanswered for a few ticks. A follower's request can be lost (a dropped
+        peer message, or a new leader that has not yet committed an entry of its term), and nothing else would
+        ever answer it: the waiters would sit until the read timeout under no fault at all."""
+        for ctx, futs in list(self._read_ctx.items()):
+            if all(f.done() for f in futs):
+                del self._read_ctx[ctx]
+                self._read_ctx_issued.pop(ctx, None)
+            elif self._tick_count - self._read_ctx_issued.get(ctx, 0) >= self.cfg.read_resend_ticks:
+                try:
+                    self.node.read_index(ctx)
+                except ProposalDropped:
+                    continue  # no leader known yet: try again after the next ticks
+                self._read_ctx_issued[ctx] = self._tick_count
 
     # ---- one Ready ----------------------------------------------------------------------------------------
     async def _handle_ready(self, rd: Ready) -> None:
@@ -264,6 +287,7 @@ class Driver:
             self._apply(rd)
         for rs in rd.read_states:
             futs = self._read_ctx.pop(rs.context, None)
+            self._read_ctx_issued.pop(rs.context, None)
             if futs:
                 heapq.heappush(self._read_wait, (rs.index, id(futs), futs))
         if rd.soft_state is not None:
@@ -320,6 +344,7 @@ class Driver:
             for f in futs:
                 _settle(f, exc=Unavailable("store: raft leadership changed during a read; retry"))
         self._read_ctx.clear()
+        self._read_ctx_issued.clear()
 
     def _not_leader(self) -> NotLeader:
         if self.lead == NONE:

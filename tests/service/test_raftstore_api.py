@@ -189,3 +189,48 @@ async def test_a_leader_losing_its_quorum_fails_pending_writes_as_outcome_unknow
     finally:
         for m in members:
             await m.stop()  # idempotent
+
+
+async def test_a_followers_lost_read_index_request_is_resent(tmp_path: Path) -> None:
+    """A follower's ReadIndex request that the network drops must not leave the read waiting for its timeout:
+    the driver re-sends it after a few ticks (this once failed CI under load)."""
+    from services.raftstore.raft.messages import MsgType
+
+    ports = free_ports(6)
+    spec = ";".join(f"{i}=http://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[3 + i - 1]}" for i in (1, 2, 3))
+    members = [Member(RaftstoreSettings(raft_id=i, raft_members=spec, data_dir=tmp_path / str(i), raft_tick=0.02,
+                                        nats_url=""), rng=random.Random(i)) for i in (1, 2, 3)]
+    for m in members:
+        await m.start()
+    try:
+        for _ in range(500):
+            if any(m.driver.is_leader for m in members):
+                break
+            await asyncio.sleep(0.01)
+        follower = next(m for m in members if not m.driver.is_leader)
+        for _ in range(200):  # the follower knows its leader, and the leader has committed in its term
+            if follower.driver.lead and follower.driver.applied_index >= 1:
+                break
+            await asyncio.sleep(0.01)
+        sender = follower.driver.sender
+        real_send = sender.send
+        dropped = []
+
+        def lossy(msgs):  # type: ignore[no-untyped-def]
+            keep = []
+            for msg in msgs:
+                if msg.type == MsgType.READ_INDEX and not dropped:
+                    dropped.append(msg)
+                else:
+                    keep.append(msg)
+            real_send(keep)
+
+        sender.send = lossy  # type: ignore[method-assign]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        index = await follower.driver.read_barrier(timeout=5.0)
+        assert dropped, "the first read-index request was dropped"
+        assert index >= 1 and loop.time() - started < 2.0
+    finally:
+        for m in members:
+            await m.stop()
