@@ -19,13 +19,16 @@ from shoal.metrics import Registry
 
 def client_factory(*, timeout: float = 10.0, base_url: str = "", **kwargs: Any) -> httpx.AsyncClient:
     """Every outgoing HTTP client in shoal. (TLS: certificates and verification will be configured here.)"""
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+    # Idle connections are dropped well before the server's keep-alive timeout (`uvicorn_kwargs`), so a request
+    # never races the server closing the same connection.
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=2.0)
     return httpx.AsyncClient(timeout=timeout, base_url=base_url, limits=limits, **kwargs)
 
 
 def uvicorn_kwargs(host: str, port: int) -> dict[str, Any]:
     """Server options for every shoal process (TLS options will be added here)."""
-    return {"host": host, "port": port, "log_level": "warning", "access_log": False, "lifespan": "on"}
+    return {"host": host, "port": port, "log_level": "warning", "access_log": False, "lifespan": "on",
+            "timeout_keep_alive": 30}
 
 
 def format_validation_error(exc: RequestValidationError) -> str:

@@ -53,11 +53,14 @@ class StoreClient:
             base = self.members[self._current]
             try:
                 resp = await self._http.request(method, base + path, **kwargs)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as e:
-                # RemoteProtocolError before any response byte: the member died; for writes we cannot be
-                # sure it did not reach the log, except for a refused connection.
-                if write and isinstance(e, httpx.RemoteProtocolError):
-                    raise OutcomeUnknown(f"store: connection to {base} dropped during a write: {e}") from e
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                last = e  # never reached the member: safe to try the next one, even for a write
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+                # The connection broke after the request may have been sent (the member died mid-request):
+                # a read is retried elsewhere; a write may already be in the log, so its outcome is unknown.
+                if write:
+                    raise OutcomeUnknown(f"store: connection to {base} dropped during a write ({e!r}); "
+                                         "it may still commit: re-read to find out") from e
                 last = e
             except httpx.TimeoutException as e:
                 if write:

@@ -1,0 +1,46 @@
+"""StoreClient failover rules: what is safe to retry, and when a write's outcome is unknown."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from shoal.errors import NotFound, OutcomeUnknown
+from shoal.store import txn as t
+from shoal.store.client import StoreClient
+
+
+def client_with(handler: object, members: int = 2) -> StoreClient:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
+    return StoreClient([f"http://m{i}" for i in range(members)], client=http, retry_for=1.0)
+
+
+async def test_refused_connection_fails_over_even_for_writes() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.host == "m0":
+            raise httpx.ConnectError("refused", request=req)
+        return httpx.Response(200, json={"revision": 7, "changes": []})
+
+    assert (await client_with(handler).txn([t.create("task", {"id": "a"})])).revision == 7
+
+
+async def test_connection_dropped_mid_write_is_outcome_unknown() -> None:
+    seen: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(str(req.url.host))
+        raise httpx.ReadError("connection reset", request=req)
+
+    with pytest.raises(OutcomeUnknown):
+        await client_with(handler).txn([t.create("task", {"id": "a"})])
+    assert seen == ["m0"], "a write that may have reached the log is never re-sent elsewhere"
+
+
+async def test_connection_dropped_mid_read_is_retried_on_another_member() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.host == "m0":
+            raise httpx.ReadError("connection reset", request=req)
+        return httpx.Response(404, json={"message": "store: task 'x' not found", "code": "not_found"})
+
+    with pytest.raises(NotFound):
+        await client_with(handler).get("task", "x")
