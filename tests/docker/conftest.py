@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -76,13 +78,32 @@ def task_image() -> str:
     return build_images("task")["SHOAL_TASK_IMAGE"]
 
 
+def labelled_containers(stale_after: float | None = None) -> list[str]:
+    """Ids of containers test runs labelled: this run's, or (with `stale_after` seconds) any run's older than
+    that — left by an interrupted run; a concurrent run's recent ones are left alone."""
+    if stale_after is None:
+        return subprocess.run(["docker", "ps", "-aq", "--filter", f"label={RUN_LABEL}={RUN_ID}"],
+                              capture_output=True, text=True).stdout.split()
+    out = subprocess.run(["docker", "ps", "-a", "--filter", f"label={RUN_LABEL}", "--format",
+                          "{{.ID}}\t{{.CreatedAt}}"], capture_output=True, text=True).stdout
+    now, old = time.time(), []
+    for line in out.splitlines():
+        cid, _, created = line.partition("\t")
+        try:
+            when = datetime.strptime(created[:25], "%Y-%m-%d %H:%M:%S %z").timestamp()
+        except ValueError:
+            continue
+        if now - when > stale_after:
+            old.append(cid)
+    return old
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _remove_test_containers() -> Iterator[None]:
-    """Remove every container this run's specs labelled, whatever a test left behind."""
+def _remove_labelled_containers() -> Iterator[None]:
+    """Remove every container this run's specs labelled, whatever a test left behind (and what interrupted
+    runs left more than an hour ago)."""
+    if engine_problem() is None and (stale := labelled_containers(stale_after=3600)):
+        subprocess.run(["docker", "rm", "-f", "-v", *stale], capture_output=True)
     yield
-    if engine_problem() is not None:
-        return
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={RUN_LABEL}={RUN_ID}"], capture_output=True,
-                         text=True).stdout.split()
-    if ids:
+    if engine_problem() is None and (ids := labelled_containers()):
         subprocess.run(["docker", "rm", "-f", "-v", *ids], capture_output=True)

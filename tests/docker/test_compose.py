@@ -1,0 +1,235 @@
+"""docker-compose.yml end to end on the real engine (images from scripts/docker-images.sh, `up --no-build`):
+scaled up with every scale flag, a 6-replica service of the task image created through the gateway runs as 6
+sibling containers; the active scheduler container is killed and a standby takes over, a scale to 8
+converges; a dispatcher container is stopped and its agents move to the others while their tasks keep
+running; `down` leaves nothing behind. The tests run in file order on one cluster (module fixture)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from tests.docker.conftest import ROOT, RUN_ID, RUN_LABEL, build_images
+
+pytestmark = [pytest.mark.compose, pytest.mark.timeout(900)]
+
+T = TypeVar("T")
+PROJECT = f"shoalci{RUN_ID[:8]}"
+SERVICE = f"web-{RUN_ID[:6]}"
+SCALE = {"gateway": 2, "dispatcher": 3, "scheduler": 2, "orchestrator": 2, "allocator": 2, "agent": 3}
+TAKEOVER_TARGET, TOLERANCE = 2.0, 0.5
+
+
+def compose_cmd() -> list[str]:
+    """`docker compose` (v2) when the plugin is there, else docker-compose 1.29."""
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail("neither `docker compose` nor docker-compose is installed (scripts/docker-engine.sh)")
+    return [exe]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def eventually(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except (httpx.HTTPError, subprocess.CalledProcessError, ValueError, KeyError) as e:
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=300).stdout
+
+
+class Compose:
+    def __init__(self, images: dict[str, str]) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, "SHOAL_IMAGE": images["SHOAL_IMAGE"], "SHOAL_GATEWAY_PORT": str(self.port),
+                    "COMPOSE_HTTP_TIMEOUT": "900", "SHOAL_HEARTBEAT_PERIOD": "2"}
+        self.cmd = [*compose_cmd(), "-p", PROJECT, "-f", str(ROOT / "docker-compose.yml")]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self.down_done = False
+
+    def run(self, *args: str, timeout: float = 900) -> str:
+        out = subprocess.run([*self.cmd, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+        return out.stdout
+
+    def containers(self, service: str, *, all_: bool = False) -> list[str]:
+        flags = ["-a"] if all_ else []
+        return docker("ps", *flags, "-q", "--filter", f"label=com.docker.compose.project={PROJECT}",
+                      "--filter", f"label=com.docker.compose.service={service}").split()
+
+    def cluster(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.http.get("/v1/cluster").json()
+        return body
+
+    def lease(self, role: str) -> dict[str, Any]:
+        return dict(next(x for x in self.cluster()["subsystems"] if x["name"] == role))
+
+    def task_containers(self) -> list[dict[str, Any]]:
+        """The running containers of the test service, as `docker ps` sees them."""
+        out = docker("ps", "--filter", f"label=shoal.service.name={SERVICE}", "--format", "{{json .}}")
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def agent_status(self, container: str) -> dict[str, Any]:
+        code = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:4331/v1/status').read().decode())"
+        result: dict[str, Any] = json.loads(docker("exec", container, "python", "-c", code))
+        return result
+
+    def scale_service(self, replicas: int) -> None:
+        def attempt() -> bool:
+            svc = self.http.get(f"/v1/services/{SERVICE}").json()
+            spec = {**svc["spec"], "mode": {"replicated": {"replicas": replicas}}}
+            r = self.http.put(f"/v1/services/{SERVICE}", json={"version": svc["meta"]["version"], "spec": spec})
+            return r.status_code == 200
+        eventually(attempt, 30, f"scaling {SERVICE} to {replicas}")
+
+    def running(self, n: int, timeout: float = 240) -> list[dict[str, Any]]:
+        def check() -> list[dict[str, Any]] | None:
+            cs = self.task_containers()
+            tasks = self.http.get("/v1/tasks", params={"service": SERVICE}).json()["items"]
+            live = [x for x in tasks if x["status"]["state"] == "running" and x["desired_state"] == "running"]
+            return cs if len(cs) == n and len(live) == n else None
+        return eventually(check, timeout, f"{n} running containers of {SERVICE}", interval=1.0)
+
+
+@pytest.fixture(scope="module")
+def compose() -> Iterator[Compose]:
+    images = build_images("all")
+    c = Compose(images)
+    try:
+        t0 = time.monotonic()
+        c.run("up", "-d", "--no-build", *[f"--scale={k}={v}" for k, v in SCALE.items()])
+        eventually(lambda: c.http.get("/readyz").status_code == 200, 180, "the gateway (through lb) ready")
+        print(f"\ncompose up with {SCALE}: {time.monotonic() - t0:.0f}s")
+        yield c
+    finally:
+        if not c.down_done:
+            subprocess.run([*c.cmd, "logs", "--no-color", "--tail=30"], env=c.env, timeout=120)
+            subprocess.run([*c.cmd, "down", "-v", "--remove-orphans", "-t", "30"], env=c.env, timeout=900,
+                           capture_output=True)
+        leftovers = docker("ps", "-aq", "--filter", f"label=shoal.service.name={SERVICE}").split()
+        if leftovers:
+            docker("rm", "-f", "-v", *leftovers)
+        c.http.close()
+
+
+def test_up_with_every_scale_flag_lists_each_instance(compose: Compose) -> None:
+    def ready() -> dict[str, Any] | None:
+        body = compose.cluster()
+        counts: dict[str, int] = {}
+        for x in body["instances"]:
+            counts[x["role"]] = counts.get(x["role"], 0) + 1
+        nodes = compose.http.get("/v1/nodes").json()["items"]
+        ok = (all(counts.get(role, 0) == n for role, n in SCALE.items() if role != "agent")
+              and len([n for n in nodes if n["status"]["state"] == "ready"
+                       and "container" in n["description"]["executors"]]) == SCALE["agent"])
+        return body if ok else None
+
+    body = eventually(ready, 180, "every instance listed and every agent's node READY with the container runtime")
+    for role in ("orchestrator", "allocator", "scheduler"):
+        states = sorted(x["state"] for x in body["instances"] if x["role"] == role)
+        assert states == ["active", "standby"], (role, states)
+        active = next(x for x in body["instances"] if x["role"] == role and x["active"])
+        assert active["term"] == compose.lease(role)["term"]
+    # The balancer in front spreads connections over both gateways.
+    seen = set()
+    for _ in range(6):
+        with httpx.Client(base_url=compose.url, timeout=10) as fresh:  # a new connection each time
+            seen.add(fresh.get("/v1/status").json()["instance"])
+    assert len(seen) == 2, seen
+
+
+def test_six_replicas_of_the_task_image_run_as_sibling_containers(compose: Compose) -> None:
+    spec = {"name": SERVICE, "mode": {"replicated": {"replicas": 6}},
+            "task": {"container": {"image": "shoal-task:local", "command": ["sleep", "3600"], "init": True,
+                                   "labels": {RUN_LABEL: RUN_ID}},
+                     "restart": {"condition": "any", "delay": "1s"}}}
+    r = compose.http.post("/v1/services", json=spec)
+    assert r.status_code == 201, r.text
+    containers = compose.running(6)
+    nodes = {c["Labels"].split("shoal.node.id=")[1].split(",")[0] for c in containers}
+    assert len(nodes) == 3, "spread over the three agents"
+
+
+def test_killing_the_active_scheduler_hands_over_and_a_scale_to_8_converges(compose: Compose) -> None:
+    before = compose.lease("scheduler")
+    active = next(x for x in compose.cluster()["instances"] if x["role"] == "scheduler" and x["active"])
+    docker("kill", active["host"])  # the instance's host is its container's hostname (the short id)
+    killed_at = time.monotonic()
+    after = eventually(lambda: (x := compose.lease("scheduler"))["holder"] != before["holder"] and x, 15,
+                       "a standby scheduler to take the lease", interval=0.05)
+    takeover = time.monotonic() - killed_at
+    print(f"\nscheduler takeover after docker kill: {takeover:.2f}s (term {before['term']} -> {after['term']})")
+    assert after["term"] == before["term"] + 1
+    assert takeover <= TAKEOVER_TARGET + TOLERANCE, f"takeover took {takeover:.2f}s"
+    compose.scale_service(8)
+    compose.running(8)
+
+
+def test_a_stopped_dispatcher_hands_its_agents_over_and_their_tasks_keep_running(compose: Compose) -> None:
+    agents = compose.containers("agent")
+    status = {a: compose.agent_status(a) for a in agents}
+    ip_of = {}
+    for d in compose.containers("dispatcher"):
+        nets = json.loads(docker("inspect", d))[0]["NetworkSettings"]["Networks"]
+        ip_of[d] = next(iter(nets.values()))["IPAddress"]
+    served: dict[str, list[str]] = {d: [a for a, st in status.items() if ip_of[d] in (st["dispatcher"] or "")]
+                                    for d in ip_of}
+    victim = max(served, key=lambda d: len(served[d]))
+    moved = served[victim]
+    assert moved, f"no agent talks to a dispatcher: {status}"
+    before = {c["ID"] for c in compose.task_containers()}
+    docker("stop", victim)
+
+    def reconnected() -> bool:
+        for a in moved:
+            st = compose.agent_status(a)
+            if not st["connected"] or ip_of[victim] in (st["dispatcher"] or ""):
+                return False
+        return True
+
+    eventually(reconnected, 60, f"agents {moved} registered with another dispatcher")
+    time.sleep(3)
+    assert {c["ID"] for c in compose.task_containers()} == before, "task containers were replaced or stopped"
+    tasks = compose.http.get("/v1/tasks", params={"service": SERVICE}).json()["items"]
+    assert len([x for x in tasks if x["status"]["state"] == "running"]) == 8
+    nodes = compose.http.get("/v1/nodes").json()["items"]
+    assert all(n["status"]["state"] == "ready" for n in nodes)
+
+
+def test_down_leaves_nothing_behind(compose: Compose) -> None:
+    t0 = time.monotonic()
+    compose.run("down", "-v")
+    compose.down_done = True
+    print(f"\ncompose down: {time.monotonic() - t0:.0f}s")
+    assert docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}").split() == []
+    assert docker("ps", "-aq", "--filter", f"label=shoal.service.name={SERVICE}").split() == []
+    assert docker("network", "ls", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}").split() == []
+    assert docker("volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}").split() == []
