@@ -35,7 +35,8 @@ flock 9
 WORK=$(mktemp -d /tmp/shoal-images.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
-# Remove images of `repo` tagged with another key than `keep` (old builds), ignoring ones still in use.
+# Remove images of `repo` tagged with another key than `keep` (old builds; `:local` already moved to the new
+# one, so the old image loses its last tag and goes), ignoring ones still in use by containers.
 prune() {
   local repo=$1 keep=$2 tag
   docker image ls "$repo" --format '{{.Tag}}' | while read -r tag; do
@@ -63,9 +64,9 @@ task_image() {
     printf 'root:x:0:\nnogroup:x:65534:\n' > "$rootfs/etc/group"
     tar -C "$rootfs" --numeric-owner -c . | docker import --change 'CMD ["sh"]' \
       --change 'ENV PATH=/bin' - "shoal-task:$key" >/dev/null
-    prune shoal-task "$key"
   fi
   docker tag "shoal-task:$key" shoal-task:local
+  prune shoal-task "$key"
   echo "SHOAL_TASK_IMAGE=shoal-task:local"
 }
 
@@ -119,9 +120,9 @@ base_image() {
     log "importing shoal-pybase:$key"
     docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       --change 'CMD ["python3"]' "$tar" "shoal-pybase:$key" >/dev/null
-    prune shoal-pybase "$key"
   fi
   docker tag "shoal-pybase:$key" shoal-pybase:local
+  prune shoal-pybase "$key"
   echo "SHOAL_BASE_IMAGE=shoal-pybase:local"
 }
 
@@ -172,9 +173,9 @@ app_image() {
     docker build --quiet --build-arg "BASE_IMAGE=shoal-pybase:$BASE_KEY" \
       --build-arg "PIP_INSTALL_ARGS=--no-index --find-links /wheelhouse" -t "shoal:$key" "$ctx" >/dev/null \
       2> >(grep -v -e DEPRECATED -e 'legacy builder' -e BuildKit -e buildx -e environment-variable -e '^ *$' -e 'Install the' >&2)
-    prune shoal "$key"
   fi
   docker tag "shoal:$key" shoal:local
+  prune shoal "$key"
   echo "SHOAL_BASE_IMAGE=shoal-pybase:local"
   echo "SHOAL_IMAGE=shoal:local"
 }

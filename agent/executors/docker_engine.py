@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 CLIENT_MAX = (1, 43)  # the newest API this client speaks (Engine 24)
 CLIENT_MIN = (1, 29)  # HostConfig.Init, Mounts, NanoCpus, Healthcheck.StartPeriod
+PULL_STALL = 300.0  # seconds a pull may go without a progress line
 Obj = dict[str, Any]
 
 
@@ -153,10 +154,10 @@ class DockerEngine:
             return None
         return result
 
-    async def pull(self, ref: str, *, timeout: float | None = None) -> None:
+    async def pull(self, ref: str, *, stall: float = PULL_STALL) -> None:
         """Pull `ref` (`name[:tag]`, `name@digest`; tag `latest` when none). The engine streams JSON progress
         lines and reports failures as an `error` line inside a 200 answer; either way EngineError carries the
-        engine's reason."""
+        engine's reason. A pull may take long, but not `stall` seconds without any progress line."""
         name, tag = split_reference(ref)
         params = {"fromImage": name}
         if tag:
@@ -164,7 +165,7 @@ class DockerEngine:
         version = await self.negotiate()
         try:
             async with self._http.stream("POST", f"/v{version}/images/create", params=params,
-                                         timeout=timeout) as resp:
+                                         timeout=httpx.Timeout(self.timeout, read=stall)) as resp:
                 if resp.status_code != 200:
                     await resp.aread()
                     raise _error(resp)
@@ -178,6 +179,8 @@ class DockerEngine:
                     if isinstance(event, dict) and event.get("error"):
                         detail = event.get("errorDetail") or {}
                         raise EngineError(500, str(detail.get("message") or event["error"]))
+        except httpx.ReadTimeout as e:
+            raise EngineError(504, f"pull of {ref} made no progress for {stall:g}s") from e
         except (httpx.TransportError, ConnectionError) as e:
             raise EngineUnavailable(f"docker engine at {self.host}: pull of {ref} interrupted: {e}") from e
 
