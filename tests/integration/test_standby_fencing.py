@@ -45,8 +45,8 @@ class StoreProxy:
     transactions; once `hold_next()` is called, the next transaction with a non-lease op waits for
     `release()` before it is forwarded."""
 
-    def __init__(self, member: str) -> None:
-        self.member = member
+    def __init__(self, member: str = "") -> None:
+        self.member = member  # may be set later, before the first request
         self.txns: list[dict[str, Any]] = []  # {"ops", "status", "body"} in arrival order
         self._hold = threading.Event()
         self._release = threading.Event()
@@ -119,10 +119,14 @@ class StandbyLayout(Layout):
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    # The proxies bind their ports first, so the cluster's port block (chosen next) cannot include them.
+    proxies = {name: StoreProxy() for name in ORCHESTRATORS}
     c = Cluster(tmp_path / "shoal", agents=1)
     layout = StandbyLayout(c.layout.data_dir, base_port=c.layout.base_port, gateway_port=c.layout.gateway_port,
                            agents=1, heartbeat_period=1.0)
-    layout.proxies = {name: StoreProxy(layout.raft_api(1)) for name in ORCHESTRATORS}
+    for proxy in proxies.values():
+        proxy.member = layout.raft_api(1)
+    layout.proxies = proxies
     c.layout = c.sup.layout = layout
     try:
         c.start()
