@@ -1,8 +1,9 @@
 """docker-compose.yml end to end on the real engine (images from scripts/docker-images.sh, `up --no-build`):
 scaled up with every scale flag, a 6-replica service of the task image created through the gateway runs as 6
-sibling containers; the active scheduler container is killed and a standby takes over, a scale to 8
-converges; a dispatcher container is stopped and its agents move to the others while their tasks keep
-running; `down` leaves nothing behind. The tests run in file order on one cluster (module fixture)."""
+sibling containers; a host-mode published port answers on 127.0.0.1; the active scheduler container is killed
+and a standby takes over, a scale to 8 converges; a dispatcher container is stopped and its agents move to the
+others while their tasks keep running; `down` leaves nothing behind. The tests run in file order on one
+cluster (module fixture)."""
 
 from __future__ import annotations
 
@@ -90,7 +91,12 @@ class Compose:
         return body
 
     def lease(self, role: str) -> dict[str, Any]:
-        return dict(next(x for x in self.cluster()["subsystems"] if x["name"] == role))
+        """The role's lease; waits while the gateway's diagnostic view cannot read the store (`subsystems`
+        null: a slow answer under load)."""
+        def read() -> dict[str, Any] | None:
+            leases = self.cluster()["subsystems"]
+            return None if leases is None else dict(next(x for x in leases if x["name"] == role))
+        return eventually(read, 30, f"the {role} lease", interval=0.05)
 
     def task_containers(self) -> list[dict[str, Any]]:
         """The running containers of the test service, as `docker ps` sees them."""
@@ -176,6 +182,24 @@ def test_six_replicas_of_the_task_image_run_as_sibling_containers(compose: Compo
     containers = compose.running(6)
     nodes = {c["Labels"].split("shoal.node.id=")[1].split(",")[0] for c in containers}
     assert len(nodes) == 3, "spread over the three agents"
+
+
+def test_a_host_mode_published_port_answers_on_the_host(compose: Compose) -> None:
+    port = free_port()
+    name = f"http-{RUN_ID[:6]}"
+    spec = {"name": name, "mode": {"replicated": {"replicas": 1}},
+            "task": {"container": {"image": "shoal-task:local", "init": True, "labels": {RUN_LABEL: RUN_ID},
+                                   "command": ["sh", "-c", "echo served-by-shoal > /www/index.html; "
+                                                           "exec httpd -f -p 8080 -h /www"]}},
+            "endpoint": {"ports": [{"target_port": 8080, "published_port": port, "publish_mode": "host"}]}}
+    r = compose.http.post("/v1/services", json=spec)
+    assert r.status_code == 201, r.text
+    body = eventually(lambda: httpx.get(f"http://127.0.0.1:{port}/", timeout=2).text, 120,
+                      f"the task's httpd on 127.0.0.1:{port}", interval=1.0)
+    assert body.strip() == "served-by-shoal"
+    assert compose.http.delete(f"/v1/services/{name}").status_code in (200, 204)
+    eventually(lambda: not docker("ps", "-aq", "--filter", f"label=shoal.service.name={name}").split(), 60,
+               "the removed service's container gone")
 
 
 def test_killing_the_active_scheduler_hands_over_and_a_scale_to_8_converges(compose: Compose) -> None:
