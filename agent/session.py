@@ -201,7 +201,7 @@ class AgentSession:
         elif failed is not None:
             return self.rng.choice(candidates)
         configured = self.dispatchers[self.index]
-        expanded = [u for u in await expand_url(configured)]
+        expanded = await expand_url(configured)
         return expanded[0] if len(expanded) == 1 else self.rng.choice(expanded)
 
     async def run(self) -> None:
