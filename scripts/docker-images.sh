@@ -40,7 +40,7 @@ trap 'rm -rf "$WORK"' EXIT
 prune() {
   local repo=$1 keep=$2 tag
   docker image ls "$repo" --format '{{.Tag}}' | while read -r tag; do
-    if [ "$tag" != "$keep" ] && [ "$tag" != local ] && [ "$tag" != "<none>" ]; then
+    if [ "$tag" != "$keep" ] && [[ "$tag" =~ ^[0-9a-f]{16}$ ]]; then  # only this script's key tags
       docker rmi "$repo:$tag" >/dev/null 2>&1 || true
     fi
   done
