@@ -2,8 +2,8 @@
 
 The orchestrator needs this outside the scheduler: the global orchestrator picks eligible nodes, the
 dirty check ignores constraint-only spec changes when the node still matches, and the constraint enforcer
-rejects tasks on nodes that stopped matching. The rules are the scheduler's (`services/scheduler/constraints.py`
-implements the same language for its filter pipeline):
+rejects tasks on nodes that stopped matching. The scheduler's filters use the same `Constraint` (parsed once per
+task, the `node.ip` operand once), so the scheduler never places a task the enforcer would then reject:
 
 `key==value` / `key!=value`, ANDed. Values compare case-insensitively; label keys are case-sensitive. Keys:
 `node.id`, `node.hostname`, `node.role`, `node.ip` (an address or a CIDR), `node.platform.os`,
@@ -13,7 +13,8 @@ A missing attribute counts as ""; an unknown key never matches, whatever the ope
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.models.specs import parse_constraint
@@ -61,23 +62,69 @@ def attribute(node: Obj, key: str) -> str | None:
     return "" if value is None else str(value)
 
 
-def _same_ip(actual: str, wanted: str) -> bool:
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _ip_operand(value: str) -> IPNet | None:
+    """`node.ip` operand: an address (a /32 or /128) or a CIDR; None when it is neither."""
     try:
-        ip = ipaddress.ip_address(actual)
-        if "/" in wanted:
-            return ip in ipaddress.ip_network(wanted, strict=False)
-        return ip == ipaddress.ip_address(wanted)
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Constraint:
+    key: str
+    op: str
+    value: str
+    _low: str = field(default="", compare=False, repr=False)
+    _ip: IPNet | None = field(default=None, compare=False, repr=False)
+
+    @staticmethod
+    def parse(text: str) -> Constraint:
+        key, op, value = parse_constraint(text)
+        return Constraint(key, op, value, value.lower(), _ip_operand(value) if key.lower() == "node.ip" else None)
+
+    def __str__(self) -> str:
+        return f"{self.key}{self.op}{self.value}"
+
+    def holds(self, actual: str | None) -> bool:
+        """Whether the constraint holds for a node whose value for `key` is `actual` (None = unknown key)."""
+        if actual is None:
+            return False
+        if self._ip is not None or self.key.lower() == "node.ip":
+            equal = _ip_in(actual, self._ip)
+        else:
+            equal = actual.lower() == (self._low or self.value.lower())
+        return equal if self.op == "==" else not equal
+
+    def matches(self, node: Obj) -> bool:
+        return self.holds(attribute(node, self.key))
+
+
+def _ip_in(actual: str, net: IPNet | None) -> bool:
+    if net is None or not actual:
+        return False
+    try:
+        return ipaddress.ip_address(actual) in net
     except ValueError:
         return False
 
 
+def parse_all(texts: Sequence[str]) -> tuple[Constraint, ...]:
+    return tuple(Constraint.parse(c) for c in texts)
+
+
+def first_unmet(constraints: Sequence[Constraint], node: Obj) -> Constraint | None:
+    for c in constraints:
+        if not c.matches(node):
+            return c
+    return None
+
+
 def constraint_holds(text: str, node: Obj) -> bool:
-    key, op, wanted = parse_constraint(text)
-    actual = attribute(node, key)
-    if actual is None:
-        return False
-    equal = _same_ip(actual, wanted) if key.lower() == "node.ip" else actual.lower() == wanted.lower()
-    return equal if op == "==" else not equal
+    return Constraint.parse(text).matches(node)
 
 
 def node_matches(constraints: Iterable[str], node: Obj | None) -> bool:
