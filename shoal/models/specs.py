@@ -33,6 +33,16 @@ DEFAULT_HEARTBEAT_PERIOD = 5.0
 DEFAULT_TASK_HISTORY = 5
 
 
+def check_name(v: str) -> str:
+    """Service and network names (SwarmKit's 63-character object names)."""
+    if not NAME_RE.match(v):
+        raise ValueError(
+            "name must be 1-63 characters of letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return v
+
+
 class Strict(BaseModel):
     """Base of every spec model: unknown fields are refused, aliases and field names both accepted."""
 
@@ -405,15 +415,7 @@ class ServiceSpec(Strict):
     rollback_config: RollbackConfig | None = None
     endpoint: EndpointSpec = Field(default_factory=EndpointSpec)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
-            raise ValueError(
-                "name must be 1-63 characters of letters, digits, '-', '_' or '.', "
-                "starting and ending with a letter or digit"
-            )
-        return v
+    _name = field_validator("name")(check_name)
 
     @field_validator("update_config", "rollback_config")
     @classmethod
@@ -546,15 +548,7 @@ class NetworkSpec(Strict):
     attachable: bool = False
     internal: bool = False
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
-            raise ValueError(
-                "name must be 1-63 characters of letters, digits, '-', '_' or '.', "
-                "starting and ending with a letter or digit"
-            )
-        return v
+    _name = field_validator("name")(check_name)
 
     @field_validator("driver")
     @classmethod
