@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import random
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -86,6 +88,19 @@ class Cluster:
     def stop(self) -> None:
         self.sup.stop()
         self.http.close()
+
+    # ---- the `shoal` CLI, as a user runs it -----------------------------------------------------------------
+    def cli(self, *args: str, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run `shoal ARGS...` (the venv's console script) against this cluster's gateway (SHOAL_URL). With
+        `check`, a non-zero exit fails the test, showing what the command printed."""
+        exe = Path(sys.executable).parent / "shoal"
+        argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "shoal.cli"]
+        env = {**os.environ, "SHOAL_URL": self.layout.gateway_url}
+        done = subprocess.run([*argv, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        if check:
+            assert done.returncode == 0, f"shoal {' '.join(args)} exited {done.returncode}: {done.stderr}{done.stdout}"
+        return done
 
     # ---- API helpers --------------------------------------------------------------------------------------
     def create_service(self, name: str, replicas: int, command: list[str] | None = None,
