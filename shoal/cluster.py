@@ -47,3 +47,20 @@ def task_history_limit(cluster: dict[str, Any] | None) -> int:
         return DEFAULT_TASK_HISTORY
     return int(cluster["spec"].get("orchestration", {}).get("task_history_retention_limit",
                                                              DEFAULT_TASK_HISTORY))
+
+
+#: how many removed node ids the cluster object remembers (the oldest are forgotten first)
+REMOVED_NODES_KEPT = 1000
+
+
+def removed_node_ids(cluster: dict[str, Any] | None) -> set[str]:
+    """The ids of nodes removed from the cluster (SwarmKit's `Cluster.RemovedNodes`): an agent that still
+    holds one is a new node to the cluster, never the removed one come back."""
+    return {str(x["id"]) for x in (cluster or {}).get("removed_nodes") or []}
+
+
+def with_removed_node(cluster: dict[str, Any], node_id: str, now: float) -> dict[str, Any]:
+    """The cluster object remembering `node_id` as removed at `now` (the last REMOVED_NODES_KEPT)."""
+    kept = [x for x in cluster.get("removed_nodes") or [] if x.get("id") != node_id]
+    kept.append({"id": node_id, "removed_at": now})
+    return {**cluster, "removed_nodes": kept[-REMOVED_NODES_KEPT:]}

@@ -22,7 +22,7 @@ from services.dispatcher.settings import DispatcherSettings
 from shoal.bus.base import Bus
 from shoal.bus.subjects import NODE_HEARTBEAT, STORE_EVENTS
 from shoal.clock import Clock, SystemClock
-from shoal.cluster import ensure_cluster, heartbeat_period
+from shoal.cluster import ensure_cluster, heartbeat_period, removed_node_ids
 from shoal.errors import Compacted, Conflict, NotFound, ShoalError, Unavailable
 from shoal.ids import new_id
 from shoal.metrics import Registry
@@ -262,14 +262,11 @@ class Dispatcher:
 
     async def register(self, node_id: str | None, description: Obj, addr: str | None) -> dict[str, Any]:
         self._require_ready()
-        if node_id is None:
-            node_id = new_id()
-        elif not self.limiter.allow(node_id, self.clock.monotonic()):
+        if node_id is not None and not self.limiter.allow(node_id, self.clock.monotonic()):
             raise Unavailable(f"dispatcher: node {node_id} registered more than {self.limiter.limit} times in "
                               f"{self.limiter.window:.0f}s; back off and retry")
         now = self.clock.now()
-        nid = node_id
-        result = await self._write_node(nid, lambda cur: core.registered_node(nid, cur, description, addr, now))
+        node_id, result = await self._register_node(node_id, description, addr, now)
         old = self.session_of.pop(node_id, None)
         if old is not None:
             self.sessions.pop(old, None)
@@ -283,6 +280,43 @@ class Dispatcher:
         log.info("dispatcher: node %s (%s) registered, session %s", node_id,
                  description.get("hostname"), sess.id)
         return {"session_id": sess.id, "node_id": node_id, "heartbeat_period": self._jittered_period()}
+
+    async def _register_node(self, node_id: str | None, description: Obj, addr: str | None,
+                             now: float) -> tuple[str, TxnResult]:
+        """Create or refresh the node object of a registration; returns the node's id. An agent without an id
+        gets a new one. An id the cluster removed (`removed_nodes` of the cluster object, written with the
+        node's deletion) is not brought back — the agent joins as a new node under a new id, as in SwarmKit
+        where a removed node cannot rejoin under its old identity."""
+        for _ in range(WRITE_ATTEMPTS):
+            nid = node_id or new_id()
+            cur: Obj | None = None
+            checks: list[Op] = []
+            if node_id is not None:
+                try:
+                    cur = await self.store.get(Kind.NODE, node_id)
+                except NotFound:
+                    cur = None
+            if cur is None and node_id is not None:
+                try:
+                    cluster: Obj | None = await self.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
+                except NotFound:
+                    cluster = None
+                if node_id in removed_node_ids(cluster):
+                    log.info("dispatcher: node %s was removed from the cluster; it joins again as a new node",
+                             node_id)
+                    node_id, nid = None, new_id()
+                elif cluster is not None:  # a removal committed after this read must not be undone by our create
+                    checks.append(t.check(Kind.CLUSTER, DEFAULT_CLUSTER_ID,
+                                          expect_version=cluster["meta"]["version"]))
+            obj = core.registered_node(nid, cur, description, addr, now)
+            op = t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj)
+            try:
+                result = await self.store.txn([op, *checks])
+            except (Conflict, NotFound):
+                continue
+            self._apply_written(result)
+            return nid, result
+        raise Unavailable(f"dispatcher: node {node_id} kept changing under {WRITE_ATTEMPTS} write attempts")
 
     def _jittered_period(self) -> float:
         # Jitter spreads the heartbeats of agents that all registered at once (after a dispatcher restart).

@@ -312,32 +312,38 @@ def test_node_labels_and_a_constraint_on_them(cluster: Cluster) -> None:
 
 
 def test_node_rm_refuses_a_ready_node_and_force_reschedules_its_tasks(cluster: Cluster) -> None:
-    """Last: the removed node's agent is still running and may register again, so the node set changes."""
+    """Last: the removed node's agent keeps running and joins again as a new node, so the node set changes."""
     cluster.cli("service", "create", "--name", "stay", "--replicas", "3", "--restart-delay", "1s",
                 "--stop-grace-period", "1s", "--", "sleep", "300")
     live = cluster.wait_running("stay", 3, timeout=30)
     nodes = ready_nodes(cluster)
-    victim = next(t for t in live)
-    host = next(h for h, n in nodes.items() if n["id"] == victim["node_id"])
-    victims = on_node(live, victim["node_id"])
+    removed_id = live[0]["node_id"]
+    host = next(h for h, n in nodes.items() if n["id"] == removed_id)
+    victims = on_node(live, removed_id)
 
     refused = cluster.cli("node", "rm", host, check=False)
     assert refused.returncode == 1, refused
     assert f"node {host!r} is ready and cannot be removed" in refused.stderr and "--force" in refused.stderr
     assert refused.stdout == ""
-    assert victim["node_id"] in {n["id"] for n in cluster.nodes()}, "a refused removal changes nothing"
+    assert removed_id in {n["id"] for n in cluster.nodes()}, "a refused removal changes nothing"
     assert {t["id"] for t in cluster.wait_running("stay", 3)} == {t["id"] for t in live}
 
     assert cluster.cli("node", "rm", "--force", host).stdout.strip() == host
     gone = {t["id"] for t in victims}
-    orphaned = eventually(lambda: [t for t in cluster.tasks("stay") if t["id"] in gone
-                                   and t["status"]["state"] in ("orphaned", "shutdown", "failed", "complete")],
-                          15, "the removed node's tasks to be orphaned")
-    assert len(orphaned) == len(gone)
+    orphaned = [t for t in cluster.tasks("stay") if t["id"] in gone]
+    assert [t["status"]["state"] for t in orphaned] == ["orphaned"] * len(gone), "orphaned with the removal"
     after = cluster.wait_running("stay", 3, timeout=30)
     assert not {t["id"] for t in after} & gone, "replaced by new tasks"
     assert {t["slot"] for t in after} == {1, 2, 3}
+    assert removed_id not in {t["node_id"] for t in after}, "rescheduled elsewhere"
     eventually(lambda: not any(pid_alive(t["status"]["pid"]) for t in victims), 20,
                "the removed node's task processes to stop")
+
+    # Its agent still runs: it joins again, as a new node (the removed id never comes back, as in SwarmKit).
+    rejoined = eventually(lambda: (n := ready_nodes(cluster).get(host)) and n["id"] != removed_id and n, 20,
+                          "the removed node's agent to join again as a new node")
+    assert removed_id not in {n["id"] for n in cluster.nodes()}
+    assert node_ls(cluster)[host]["ID"] == rejoined["id"][:12]
+    assert cluster.http.get(f"/v1/nodes/{removed_id}").status_code == 404
     assert service_ls(cluster)["stay"]["REPLICAS"] == "3/3"
     remove_service(cluster, "stay")

@@ -15,6 +15,8 @@ from services.dispatcher.loop import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
 from shoal.bus import MemoryBus
 from shoal.clock import FakeClock
+from shoal.cluster import with_removed_node
+from shoal.errors import NotFound
 from shoal.models.objects import task_status
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
@@ -154,4 +156,64 @@ async def test_a_heartbeat_for_a_node_marked_down_elsewhere_brings_it_back(store
     async def ready() -> bool:
         return bool((await store.get("node", reg["node_id"]))["status"]["state"] == "ready")
     await settle(store, ready)
+    await stop(d)
+
+
+async def test_an_agent_of_a_removed_node_joins_again_as_a_new_node(store: LocalStore) -> None:
+    """`shoal node rm --force` on a live node: the dispatcher ends its session and the agent registers again
+    with the id it persisted. That id is in the cluster's `removed_nodes` (written with the node's deletion),
+    so the agent gets a new id instead of the removed node coming back (on real processes it did, half a
+    second after the removal, with its tasks free to be scheduled onto it again)."""
+    clock = FakeClock(time.time())
+    d = await started(store, clock)
+    first = await d.register(None, DESCRIPTION, None)
+    old_id = first["node_id"]
+    assert (await d.register(old_id, DESCRIPTION, None))["node_id"] == old_id  # a known node keeps its id
+    never_seen = "z" * 25  # an id this cluster never had (e.g. an agent's state from an older cluster)
+    assert (await d.register(never_seen, DESCRIPTION, None))["node_id"] == never_seen
+
+    node = await store.get("node", old_id)
+    cluster = await store.get("cluster", "default")
+    res = await store.txn([t.delete("node", old_id, expect_version=node["meta"]["version"]),
+                           t.update("cluster", with_removed_node(cluster, old_id, clock.now()))])
+    d.mirror.apply_written(res)
+    d._absorb(res.changes)  # type: ignore[attr-defined]
+    with pytest.raises(NotFound):
+        d.session(first["session_id"])  # its session ended with the removal
+
+    again = await d.register(old_id, DESCRIPTION, None)
+    assert again["node_id"] != old_id
+    assert (await store.get("node", again["node_id"]))["status"]["state"] == "ready"
+    with pytest.raises(NotFound):
+        await store.get("node", old_id)
+    await stop(d)
+
+
+class RemovingStore(LocalStore):
+    """Removes node `victim` (with its tombstone) just before the next transaction that creates a node."""
+
+    victim: str | None = None
+
+    async def txn(self, ops: list[dict[str, Any]]) -> TxnResult:
+        if self.victim is not None and any(op["kind"] == "node" and op["op"] == "create" for op in ops):
+            victim, self.victim = self.victim, None
+            node = self.mem.find("node", victim)
+            cluster = self.mem.get("cluster", "default")
+            removal = [t.update("cluster", with_removed_node(cluster, victim, 1.0))]
+            if node is not None:
+                removal.insert(0, t.delete("node", victim))
+            await super().txn(removal)
+        return await super().txn(ops)
+
+
+async def test_a_removal_racing_a_registration_is_not_undone() -> None:
+    """The registration read the cluster before the node's id was removed: its create carries a check of the
+    cluster's version, fails, and the retry sees the tombstone."""
+    store = RemovingStore()
+    clock = FakeClock(time.time())
+    d = await started(store, clock)
+    store.victim = "y" * 25
+    reg = await d.register("y" * 25, DESCRIPTION, None)
+    assert reg["node_id"] != "y" * 25
+    assert store.mem.find("node", "y" * 25) is None
     await stop(d)

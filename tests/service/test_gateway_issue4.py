@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
+from shoal.cluster import REMOVED_NODES_KEPT, removed_node_ids, with_removed_node
 from shoal.errors import Unavailable
 from shoal.models.objects import new_task, task_status
 from shoal.store import txn as t
@@ -581,9 +582,10 @@ def test_node_removal_orphans_its_unfinished_tasks_in_one_transaction(
     assert r.status_code == 200, r.text
     assert r.json()["id"] == node["id"]
     assert store.mem.find("node", node["id"]) is None
-    assert store.mem.revision == revision + 1  # one transaction: node delete + orphaned tasks
+    assert store.mem.revision == revision + 1  # one transaction: node delete + orphaned tasks + tombstone
     (event,) = store.mem.events_since(revision)
-    assert len(event.changes) == 1 + 3
+    assert len(event.changes) == 1 + 3 + 1
+    assert [x["id"] for x in store.mem.get("cluster", "default")["removed_nodes"]] == [node["id"]]
     states = {x["id"]: store.mem.get("task", x["id"])["status"] for x in tasks}
     for x, expected in zip(tasks, ["orphaned", "orphaned", "orphaned", "failed", "complete", "rejected"],
                            strict=True):
@@ -591,6 +593,33 @@ def test_node_removal_orphans_its_unfinished_tasks_in_one_transaction(
     assert states[tasks[0]["id"]]["message"] == "task belonged to a node that has been deleted"
     assert sorted(r.json()["orphaned_tasks"]) == sorted(x["id"] for x in tasks[:3])
     assert store.mem.get("task", elsewhere[0]["id"])["status"]["state"] == "running"
+
+
+def test_node_removal_remembers_the_removed_id_in_the_cluster_object(client: TestClient, store: LocalStore) -> None:
+    """SwarmKit's Cluster.RemovedNodes: the dispatcher reads it so that the agent of a removed node, still
+    holding its id, joins again as a new node instead of bringing the removed one back (a test on real
+    processes showed the node reappear under its old id half a second after `shoal node rm --force`)."""
+    for i, name in enumerate(["host-a", "host-b"]):
+        seed_node(client, store, str(i) * 25, name, state="down")
+    assert client.delete("/v1/nodes/host-a").status_code == 200  # no cluster object yet: created with it
+    cluster = store.mem.get("cluster", "default")
+    assert cluster["spec"]["dispatcher"]["heartbeat_period"] == 5.0
+    assert [x["id"] for x in cluster["removed_nodes"]] == ["0" * 25]
+    r = client.patch("/v1/cluster", json={"dispatcher": {"heartbeat_period": "2s"}})
+    assert r.status_code == 200 and len(r.json()["removed_nodes"]) == 1  # a spec change keeps the list
+    assert client.delete("/v1/nodes/host-b").status_code == 200
+    removed = store.mem.get("cluster", "default")["removed_nodes"]
+    assert [x["id"] for x in removed] == ["0" * 25, "1" * 25] and all(x["removed_at"] > 0 for x in removed)
+
+
+def test_the_cluster_remembers_a_bounded_number_of_removed_nodes() -> None:
+    cluster: Obj = {"id": "default", "spec": {}}
+    for i in range(REMOVED_NODES_KEPT + 5):
+        cluster = with_removed_node(cluster, f"n{i}", float(i))
+    ids = removed_node_ids(cluster)
+    assert len(ids) == REMOVED_NODES_KEPT and "n4" not in ids and "n5" in ids
+    assert removed_node_ids(with_removed_node(cluster, "n5", 9e9)) == ids  # removed again: moved, not doubled
+    assert removed_node_ids(None) == set()
 
 
 class TaskWriterStore(LocalStore):

@@ -18,8 +18,9 @@ from services.gateway.core import (
     resolve,
     updated_node,
 )
-from shoal.errors import NotFound, VersionConflict
-from shoal.models.kinds import Kind
+from shoal.cluster import default_cluster, with_removed_node
+from shoal.errors import AlreadyExists, NotFound, VersionConflict
+from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.store import txn as t
 from shoal.store.protocol import Store
 from shoal.store.txn import Obj
@@ -76,18 +77,26 @@ async def delete_node(
     force: Annotated[bool, Query(description="remove the node even if it is READY")] = False,
 ) -> dict[str, Any]:
     """Delete the node and, in the same transaction, set every task on it that has not finished to observed
-    state `orphaned` (SwarmKit's RemoveNode). Retried when the node or one of its tasks changes in between
-    (e.g. the dispatcher writing a status)."""
+    state `orphaned` and add its id to the cluster object's `removed_nodes` (SwarmKit's RemoveNode: an agent
+    still holding the id joins again as a new node, it never brings the removed one back). Retried when the
+    node, one of its tasks or the cluster object changes in between (e.g. the dispatcher writing a status)."""
     for attempt in range(1, REMOVE_ATTEMPTS + 1):
         node = await find_node(ctx.store, ref)
         check_node_removable(node, force)
         _, tasks = await ctx.store.list(Kind.TASK, node_id=node["id"])
-        orphans = orphaned_tasks(node["id"], tasks, time.time())
+        now = time.time()
+        orphans = orphaned_tasks(node["id"], tasks, now)
+        try:
+            cluster: Obj | None = await ctx.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
+        except NotFound:
+            cluster = None
+        remember = (t.create(Kind.CLUSTER, with_removed_node(default_cluster(), node["id"], now)) if cluster is None
+                    else t.update(Kind.CLUSTER, with_removed_node(cluster, node["id"], now)))
         ops = [t.delete(Kind.NODE, node["id"], expect_version=node["meta"]["version"]),
-               *(t.update(Kind.TASK, task) for task in orphans)]
+               *(t.update(Kind.TASK, task) for task in orphans), remember]
         try:
             res = await ctx.store.txn(ops)
-        except (VersionConflict, NotFound):
+        except (VersionConflict, NotFound, AlreadyExists):
             if attempt == REMOVE_ATTEMPTS:
                 raise
             continue
