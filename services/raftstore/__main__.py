@@ -1,10 +1,13 @@
-"""`python -m services.raftstore`: one raftstore member, configured from SHOAL_* (see settings.py)."""
+"""`python -m services.raftstore [--force-new-cluster]`: one raftstore member, configured from SHOAL_* (see
+settings.py). `--force-new-cluster` (same as SHOAL_FORCE_NEW_CLUSTER=1) restarts this member as a cluster of
+one with its data, when a majority of the members is lost for good."""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
+import sys
 
 from services.raftstore.app import create_app
 from services.raftstore.member import Member
@@ -17,6 +20,8 @@ log = logging.getLogger("services.raftstore")
 
 async def main() -> None:
     settings = RaftstoreSettings()
+    if "--force-new-cluster" in sys.argv[1:]:
+        settings = settings.model_copy(update={"force_new_cluster": True})
     setup_logging(settings.log_level, f"raftstore-{settings.raft_id}")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded write is noise
     member = Member(settings, rng=random.Random(os.urandom(16)))

@@ -21,11 +21,14 @@ from fastapi import FastAPI, Query, Request, Response
 from services.raftstore.fsm import encode_txn
 from services.raftstore.hints import HintPublisher
 from services.raftstore.member import Member
-from services.raftstore.settings import RaftstoreSettings
+from services.raftstore.membership import member_context
+from services.raftstore.raft import ConfChange, ConfChangeType, Role
+from services.raftstore.raft.quorum import majority
+from services.raftstore.settings import RaftstoreSettings, parse_peer
 from shoal.bus.base import Bus
 from shoal.bus.nats import NatsBus
 from shoal.clock import Clock, SystemClock
-from shoal.errors import InvalidArgument, NotLeader, OutcomeUnknown
+from shoal.errors import Conflict, InvalidArgument, NotFound, NotLeader, OutcomeUnknown, Unavailable
 from shoal.http import client_factory, install_error_handlers, ops_router
 from shoal.models.kinds import Kind
 from shoal.store.memory import validate_txn
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 FORWARDED_HEADER = "x-shoal-forwarded-by"
 FORWARD_POOLS = 4
 MAX_WATCH_WAIT = 60.0
+PROMOTE_LAG = 64  # a learner this close to the leader's commit index is caught up and gets promoted
+PROMOTE_WAIT = 30.0  # POST /v1/members waits this long for the new member to become a voter
 _KINDS = frozenset(k.value for k in Kind)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
@@ -81,10 +86,12 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
         if isinstance(bus, NatsBus):
             bus.start()
         publisher = asyncio.create_task(hints.run(), name="raftstore.hints")
+        promoter = asyncio.create_task(_promote_learners(), name="raftstore.promoter")
         try:
             yield
         finally:
             publisher.cancel()
+            promoter.cancel()
             await member.stop()
             if bus is not None:
                 await bus.close()
@@ -109,6 +116,7 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
             raise InvalidArgument(f"store: the transaction is not valid JSON: {e}") from None
         if not isinstance(body, dict):
             raise InvalidArgument("store: the transaction must be a JSON object with an 'ops' list")
+        _check_member()
         if not driver.is_leader:
             validate_txn(body, encoded_size=len(raw))
             return await _forward(request, raw)
@@ -119,7 +127,12 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
         result = await driver.propose(data)
         return _json(result.to_json())
 
+    def _check_member() -> None:
+        if driver.removed:
+            raise Unavailable(f"store: member {member.me.id} was removed from the raft cluster; use another member")
+
     async def _forward(request: Request, raw: bytes) -> Response:
+        """Send this request, as it came, to the leader's API (writes and membership changes)."""
         leader = member.member(driver.leader_id)
         if leader is None:
             raise NotLeader(f"store: there is no raft leader right now (member {member.me.id} is "
@@ -128,10 +141,10 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
             # Forwarded to us by a member that thought we lead: do not bounce it around; the client retries.
             raise NotLeader(f"store: member {member.me.id} is not the raft leader either (leader: "
                             f"{leader.id}); retry", leader=leader.id)
-        url = leader.api_url + "/v1/txn"
+        url = leader.api_url + request.url.path
         metrics.inc("store_forwarded_writes_total", 1, "writes forwarded to the raft leader")
         try:
-            resp = await forwarder().post(url, content=raw, timeout=forward_timeout, headers={
+            resp = await forwarder().request(request.method, url, content=raw, timeout=forward_timeout, headers={
                 FORWARDED_HEADER: str(member.me.id), "content-type": "application/json"})
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
             # Nothing reached the leader: safe to retry elsewhere.
@@ -144,6 +157,7 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
 
     # ---- reads --------------------------------------------------------------------------------------------
     async def _barrier(stale: str | None) -> None:
+        _check_member()
         if stale is None or stale.lower() not in _TRUE:
             await driver.read_barrier()
 
@@ -188,7 +202,157 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
             "applied_index": driver.applied_index,
             "state_hash": hash_cache["hash"],
             "members": [m.to_json() for m in member.members],
+            "voters": list(driver.node.raft.voters),
+            "learners": list(driver.node.raft.learners),
+            "removed": sorted(driver.membership.removed),
+            "snapshot_index": driver.storage.snapshot().index,
+            "first_index": driver.storage.first_index(),
             "peers_connected": member.transport.connected(),
         })
+
+    # ---- membership (dissertation §4: one change at a time, learners first) -------------------------------
+    def _members_view() -> dict[str, Any]:
+        raft = driver.node.raft
+        items = []
+        for m in member.members:
+            role = "voter" if m.id in raft.voters else "learner" if m.id in raft.learners else "unknown"
+            item: dict[str, Any] = {**m.to_json(), "role": role, "leader": m.id == driver.leader_id}
+            if driver.is_leader and m.id in raft.prs:
+                item["match_index"] = raft.prs[m.id].match
+                item["reachable"] = m.id == member.me.id or driver.heard_recently(m.id)
+            items.append(item)
+        return {"leader": driver.leader_id, "term": driver.term, "commit_index": driver.commit_index,
+                "members": items, "removed": sorted(driver.membership.removed)}
+
+    @app.get("/v1/members")
+    async def list_members(stale: str | None = None) -> Response:
+        await _barrier(stale)
+        return _json(_members_view())
+
+    @app.post("/v1/members")
+    async def add_member(request: Request) -> Response:
+        raw = await request.body()
+        _check_member()
+        body = _member_body(raw)
+        if not driver.is_leader:
+            return await _forward(request, raw)
+        ms = driver.membership
+        new_id = int(body.get("id") or ms.next_id())
+        if new_id in ms.removed:
+            raise Conflict(f"store: member id {new_id} was removed and can never come back; add the member "
+                           "under a new id (omit 'id' to get one)")
+        if ms.get(new_id) is not None:
+            raise Conflict(f"store: member id {new_id} is already in the cluster")
+        for m in ms.all():
+            if m.peer_addr == body["peer_addr"] or m.api_url == body["api_url"]:
+                raise Conflict(f"store: member {m.id} already uses {m.api_url} / {m.peer_addr}; remove it first "
+                               "to replace it")
+        ctx = member_context(body["api_url"], body["peer_addr"])
+        await driver.change_membership(ConfChange(ConfChangeType.ADD_LEARNER, new_id, ctx))
+        log.info("raftstore %d: member %d added as a learner (%s, peers %s)", member.me.id, new_id,
+                 body["api_url"], body["peer_addr"])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(body.get("wait", PROMOTE_WAIT))
+        while loop.time() < deadline and new_id not in driver.node.raft.voters and driver.is_leader:
+            await asyncio.sleep(0.1)
+        view = _members_view()
+        view["added"] = new_id
+        promoted = new_id in driver.node.raft.voters
+        if not promoted:
+            view["message"] = (f"member {new_id} is a learner still catching up; it becomes a voter by itself "
+                               "once it holds the log (start it with SHOAL_RAFT_JOIN=1)")
+        return _json(view, 201 if promoted else 202)
+
+    def _member_body(raw: bytes) -> dict[str, Any]:
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError as e:
+            raise InvalidArgument(f"store: the member is not valid JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise InvalidArgument("store: send a JSON object {\"api_url\": ..., \"peer_addr\": \"host:port\"}")
+        api_url = body.get("api_url")
+        if not isinstance(api_url, str) or not api_url.startswith(("http://", "https://")):
+            raise InvalidArgument("store: 'api_url' must be the new member's http(s) API URL, e.g. "
+                                  "http://10.0.0.4:4301")
+        peer = body.get("peer_addr")
+        try:
+            if not isinstance(peer, str):
+                raise ValueError(peer)
+            parse_peer(peer)
+        except ValueError:
+            raise InvalidArgument("store: 'peer_addr' must be the new member's raft peer address host:port, e.g. "
+                                  "10.0.0.4:4311") from None
+        ident = body.get("id")
+        if ident is not None and (not isinstance(ident, int) or isinstance(ident, bool) or ident <= 0):
+            raise InvalidArgument("store: 'id' must be a positive integer (or omitted to get a new one)")
+        wait = body.get("wait", PROMOTE_WAIT)
+        if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= 600:
+            raise InvalidArgument("store: 'wait' must be a number of seconds between 0 and 600")
+        return {**body, "api_url": api_url.rstrip("/")}
+
+    @app.delete("/v1/members/{member_id}")
+    async def remove_member(member_id: int, request: Request) -> Response:
+        _check_member()
+        if not driver.is_leader:
+            return await _forward(request, b"")
+        raft = driver.node.raft
+        if member_id not in (*raft.voters, *raft.learners):
+            if member_id in driver.membership.removed:
+                raise NotFound(f"store: member {member_id} was already removed")
+            raise NotFound(f"store: member {member_id} is not in the cluster; members are "
+                           f"{[m.id for m in member.members]}")
+        if member_id in raft.voters:
+            remaining = [v for v in raft.voters if v != member_id]
+            if not remaining:
+                raise Conflict("store: cannot remove the last voter")
+            up = [v for v in remaining if v == member.me.id or driver.heard_recently(v)]
+            if len(up) < majority(len(remaining)):
+                raise Conflict(
+                    f"store: removing member {member_id} would leave {len(up)} reachable voter(s) of "
+                    f"{len(remaining)} ({sorted(up)}), short of the quorum of {majority(len(remaining))}: the "
+                    "cluster would stop. Bring the other members back first")
+        if member_id == member.me.id:
+            # The leader leaves: hand leadership over first, so the cluster does not wait an election timeout,
+            # then let the new leader remove us.
+            new_leader = await driver.transfer_leadership()
+            log.info("raftstore %d: handed leadership to %d before leaving", member.me.id, new_leader)
+            return await _forward(request, b"")
+        await driver.change_membership(ConfChange(ConfChangeType.REMOVE, member_id))
+        log.info("raftstore %d: member %d removed", member.me.id, member_id)
+        return _json(_members_view())
+
+    @app.post("/v1/leader/transfer")
+    async def transfer_leader(request: Request) -> Response:
+        raw = await request.body()
+        _check_member()
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError as e:
+            raise InvalidArgument(f"store: the request is not valid JSON: {e}") from None
+        to = body.get("to") if isinstance(body, dict) else None
+        if to is not None and (not isinstance(to, int) or isinstance(to, bool)):
+            raise InvalidArgument("store: 'to' must be a member id (or omitted for the most up-to-date voter)")
+        if not driver.is_leader:
+            return await _forward(request, raw)
+        previous = member.me.id
+        new_leader = await driver.transfer_leadership(to)
+        return _json({"previous_leader": previous, "leader": new_leader, "term": driver.term})
+
+    async def _promote_learners() -> None:
+        """Leader: a learner that holds (nearly) the whole log becomes a voter; one change at a time."""
+        while True:
+            await asyncio.sleep(max(settings.raft_tick * 2, 0.1))
+            if driver.role != Role.LEADER or driver.removed:
+                continue
+            raft = driver.node.raft
+            for lid in raft.learners:
+                pr = raft.prs.get(lid)
+                if pr is not None and pr.match + PROMOTE_LAG >= driver.commit_index and pr.match > 0:
+                    try:
+                        await driver.change_membership(ConfChange(ConfChangeType.PROMOTE, lid))
+                        log.info("raftstore %d: learner %d caught up and is now a voter", member.me.id, lid)
+                    except (Conflict, NotLeader, OutcomeUnknown, Unavailable) as e:
+                        log.info("raftstore %d: promoting learner %d: %s (will retry)", member.me.id, lid, e)
+                    break
 
     return app

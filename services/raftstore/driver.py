@@ -6,6 +6,11 @@ the order Raft needs — persist (one fsync for the whole batch), send, apply, a
 concurrent requests that arrive while the previous batch is being fsynced go into the next Ready together:
 one fsync and one AppendEntries per follower for all of them (group commit).
 
+Every `snapshot_interval` applied entries the driver snapshots the state machine (and the membership) to
+`snapshot.bin` and compacts: the in-memory log and the WAL keep only the last `snapshot_tail` entries. A snapshot
+received from the leader replaces the log and the state machine. Membership changes are log entries applied in
+order (one at a time), and leadership can be handed to a chosen voter.
+
 A proposal has no timeout (SwarmKit design/raft.md): its future resolves when its entry is applied, and fails
 only when leadership is lost — with OutcomeUnknown if it reached the log (a new leader may still commit it) or
 NotLeader if it never did. Linearizable reads use ReadIndex (dissertation §6.4) and then wait until this member
@@ -15,26 +20,35 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import json
 import logging
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from services.raftstore import snapfile
 from services.raftstore.fsm import FSM
+from services.raftstore.membership import Membership
 from services.raftstore.raft import (
     NONE,
+    ConfChange,
+    ConfChangeType,
     Config,
+    ConfState,
+    EntryType,
+    HardState,
     MemoryStorage,
     Message,
     ProposalDropped,
     RawNode,
     Ready,
     Role,
+    Snapshot,
 )
-from services.raftstore.wal import WAL, Replayed
-from shoal.errors import NotLeader, OutcomeUnknown, ShoalError, Unavailable
+from services.raftstore.wal import WAL, Replayed, WalCorrupt
+from shoal.errors import Conflict, InvalidArgument, NotLeader, OutcomeUnknown, ShoalError, Unavailable
 from shoal.metrics import Registry
 from shoal.store.txn import TxnResult
 
@@ -58,34 +72,57 @@ class DriverConfig:
     #: fsync on a worker thread (the loop keeps serving requests meanwhile) instead of inline; inline is
     #: faster when fsync is sub-millisecond, the thread hand-off then costing more than it overlaps
     fsync_in_thread: bool = False
+    snapshot_interval: int = 10_000  # applied entries between snapshots (then the log is compacted)
+    snapshot_tail: int = 500  # entries kept after compaction, so a briefly lagging follower needs no snapshot
 
 
 @dataclass
 class _Pending:
     term: int
-    future: asyncio.Future[TxnResult]
+    future: asyncio.Future[Any]
+
+
+def encode_state(fsm: FSM, membership: Membership) -> bytes:
+    """A snapshot's data: the object store and the membership table, as of the same applied index."""
+    return json.dumps({"store": fsm.mem.snapshot(), "membership": membership.to_json()},
+                      separators=(",", ":")).encode()
 
 
 class Driver:
     def __init__(self, node_id: int, peers: Sequence[int], wal: WAL, replayed: Replayed, fsm: FSM,
                  sender: Sender, cfg: DriverConfig | None = None, *, rng: random.Random | None = None,
-                 metrics: Registry | None = None) -> None:
+                 metrics: Registry | None = None, snapshot: Snapshot | None = None,
+                 membership: Membership | None = None) -> None:
+        """`peers`: the bootstrap voters (empty for a member joining an existing cluster); `snapshot` and
+        `replayed`: what the member's data directory holds."""
         self.cfg = cfg or DriverConfig()
         self.id = node_id
         self.wal = wal
         self.fsm = fsm
         self.sender = sender
         self.metrics = metrics or Registry()
+        self.membership = membership or Membership()
         self.storage = MemoryStorage()
-        self.storage.append(replayed.entries)
-        self.storage.set_hard_state(replayed.hard_state)
+        self._restore(snapshot, replayed)
         raft_cfg = Config(id=node_id, peers=tuple(peers), election_tick=self.cfg.election_ticks,
                           heartbeat_tick=self.cfg.heartbeat_ticks, rng=rng or random.Random())
         self.node = RawNode(raft_cfg, self.storage)
+        # The membership table follows the changes committed after the snapshot at once, like the core does.
+        log_ = self.node.raft.log
+        for e in log_.slice(log_.first_index(), log_.committed + 1):
+            if e.type == EntryType.CONF_CHANGE:
+                self.membership.apply(ConfChange.decode(e.data))
         #: called with each transaction this member applied while leading (for NATS hints)
         self.on_leader_commit: Callable[[TxnResult], None] | None = None
+        #: called after the membership changed (a change applied, or a snapshot installed)
+        self.on_membership: Callable[[Membership], None] | None = None
+        #: this member applied its own removal: it no longer takes part in the cluster
+        self.removed = self.id in self.membership.removed
         self._inbox: deque[Message] = deque()
         self._proposals: deque[tuple[bytes, asyncio.Future[TxnResult]]] = deque()
+        self._conf_proposals: deque[tuple[ConfChange, asyncio.Future[Any]]] = deque()
+        self._transfers: deque[int] = deque()
+        self._heard: dict[int, int] = {}  # member id -> tick count when we last heard from it
         self._pending: dict[int, _Pending] = {}
         self._reads: list[asyncio.Future[int]] = []
         self._read_ctx: dict[bytes, list[asyncio.Future[int]]] = {}
@@ -99,6 +136,40 @@ class Driver:
         self._stopped = False
         self.lead = NONE
         self.role = Role.FOLLOWER
+
+    def _restore(self, snap: Snapshot | None, replayed: Replayed) -> None:
+        """Load the snapshot (if any) into storage and the state machine, then the WAL's entries after it."""
+        entries = replayed.entries
+        hs = replayed.hard_state
+        if snap is None:
+            if replayed.base_index:
+                raise WalCorrupt(f"wal: {self.wal.path} starts after entry {replayed.base_index} but there is no "
+                                 "snapshot file; refusing to start")
+        else:
+            if replayed.base_index > snap.index:
+                raise WalCorrupt(f"wal: {self.wal.path} starts after entry {replayed.base_index}, past the "
+                                 f"snapshot at {snap.index}; refusing to start")
+            self.storage.apply_snapshot(snap)
+            self._load_state(snap)
+            at = next((e for e in entries if e.index == snap.index), None)
+            if at is not None and at.term != snap.term:
+                entries = []  # a crash while installing a leader's snapshot: the old log diverged from it
+            entries = [e for e in entries if e.index > snap.index]
+            if entries and entries[0].index != snap.index + 1:
+                raise WalCorrupt(f"wal: {self.wal.path} resumes at {entries[0].index} after the snapshot at "
+                                 f"{snap.index}; refusing to start")
+            hs = HardState(hs.term, hs.vote, min(max(hs.commit, snap.index),
+                                                  entries[-1].index if entries else snap.index))
+        self.storage.append(entries)
+        self.storage.set_hard_state(hs)
+
+    def _load_state(self, snap: Snapshot) -> None:
+        body = json.loads(snap.data)
+        self.fsm.mem.restore(body["store"])
+        self.membership = Membership.from_json(body["membership"])
+        log.info("raftstore %d: loaded the snapshot at index %d (term %d, %d bytes, voters %s, learners %s)",
+                 self.id, snap.index, snap.term, len(snap.data), list(snap.conf.voters),
+                 list(snap.conf.learners))
 
     # ---- state for the API --------------------------------------------------------------------------------
     @property
@@ -121,6 +192,11 @@ class Driver:
     def applied_index(self) -> int:
         return self.fsm.applied_index
 
+    def heard_recently(self, member_id: int) -> bool:
+        """Heard from that member within the last election timeout."""
+        at = self._heard.get(member_id)
+        return at is not None and self._tick_count - at <= self.cfg.election_ticks
+
     def ready(self) -> bool:
         """Knows a leader and has applied everything it knows to be committed."""
         return self.lead != NONE and self.applied_index >= self.commit_index
@@ -139,6 +215,40 @@ class Driver:
         self._proposals.append((data, fut))
         self._wake.set()
         return await fut
+
+    async def change_membership(self, cc: ConfChange) -> ConfState:
+        """Propose a membership change and wait until it is applied here (leader only, one at a time)."""
+        if not self.is_leader:
+            raise self._not_leader()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._conf_proposals.append((cc, fut))
+        self._wake.set()
+        result: ConfState = await fut
+        return result
+
+    async def transfer_leadership(self, to: int | None = None, timeout: float | None = None) -> int:
+        """Hand leadership to voter `to` (default: the most up-to-date other voter) and wait until someone else
+        leads; returns the new leader's id."""
+        if not self.is_leader:
+            raise self._not_leader()
+        raft = self.node.raft
+        if to is None:
+            others = [v for v in raft.voters if v != self.id]
+            if not others:
+                raise Conflict("store: this is the only voter; there is no member to hand leadership to")
+            to = max(others, key=lambda v: (raft.prs[v].match, -v))
+        elif to not in raft.voters or to == self.id:
+            raise InvalidArgument(f"store: member {to} is not another voter; voters are {list(raft.voters)}")
+        self._transfers.append(to)
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or 2 * self.cfg.election_ticks * self.cfg.tick + 1.0)
+        while loop.time() < deadline:
+            await asyncio.sleep(self.cfg.tick / 2)
+            if self.lead not in (NONE, self.id):
+                return self.lead
+        raise Unavailable(f"store: leadership did not move to member {to} in time; this member still leads"
+                          if self.is_leader else "store: leadership is moving; no leader yet, retry")
 
     async def read_barrier(self, timeout: float | None = None) -> int:
         """Wait until this member's state is at least as new as any write acknowledged before the call
@@ -201,8 +311,16 @@ class Driver:
         self._tick_count += ticks
         if ticks and self._read_ctx:
             self._resend_reads()
+        blocked = self.membership.removed
         while self._inbox:
-            node.step(self._inbox.popleft())
+            m = self._inbox.popleft()
+            if m.frm not in blocked:
+                self._heard[m.frm] = self._tick_count
+                node.step(m)
+        if self._transfers:
+            self._take_transfers()
+        if self._conf_proposals:
+            self._take_conf_proposals()
         if self._proposals:
             self._take_proposals()
         if self._reads:
@@ -231,6 +349,30 @@ class Driver:
         self.metrics.inc("raft_proposal_batches_total", 1, "proposal batches (one Ready each)")
         if self._proposals:
             self._wake.set()  # more than one batch queued: the next turn takes the rest
+
+    def _take_conf_proposals(self) -> None:
+        while self._conf_proposals:
+            cc, fut = self._conf_proposals.popleft()
+            if fut.done():
+                continue
+            try:
+                index = self.node.propose_conf_change(cc)
+            except ProposalDropped as e:
+                _settle(fut, exc=self._not_leader() if not self.is_leader else Conflict(
+                    f"store: {e}".replace("raft: ", "")))
+                continue
+            except ValueError as e:
+                _settle(fut, exc=Conflict(f"store: {e}".replace("raft: ", "")))
+                continue
+            self._pending[index] = _Pending(self.node.term, fut)
+
+    def _take_transfers(self) -> None:
+        while self._transfers:
+            to = self._transfers.popleft()
+            try:
+                self.node.transfer_leader(to)
+            except (ProposalDropped, ValueError) as e:
+                log.info("raftstore %d: leadership transfer to %d not started: %s", self.id, to, e)
 
     def _take_reads(self) -> None:
         futs = [f for f in self._reads if not f.done()]
@@ -268,6 +410,8 @@ class Driver:
 
     # ---- one Ready ----------------------------------------------------------------------------------------
     async def _handle_ready(self, rd: Ready) -> None:
+        if rd.snapshot is not None:  # 0. a snapshot from the leader replaces the log and the state machine
+            self._install(rd)
         if rd.entries or rd.hard_state is not None:  # 1. persist (one fsync for the whole batch)
             if rd.must_sync and self.cfg.fsync_in_thread:
                 await asyncio.to_thread(self.wal.save, rd.hard_state, rd.entries)
@@ -295,10 +439,61 @@ class Driver:
         self.node.advance(rd)  # 4. advance
         self._release_reads()
 
+    def _install(self, rd: Ready) -> None:
+        snap = rd.snapshot
+        assert snap is not None
+        snapfile.save(self.wal.path.parent, snap)
+        hs = rd.hard_state or self.storage.initial_state()
+        self.wal.rewrite(snap.index, snap.term, hs, [])
+        self.storage.apply_snapshot(snap)
+        self.storage.set_hard_state(hs)
+        self._load_state(snap)
+        self.metrics.inc("raft_snapshots_installed_total", 1, "snapshots received from the leader and installed")
+        self._membership_changed()
+
+    def _membership_changed(self) -> None:
+        if self.id in self.membership.removed and not self.removed:
+            self.removed = True
+            log.warning("raftstore %d: this member was removed from the cluster; it no longer takes part "
+                        "(its id will not come back: wipe its data to reuse the machine under a new id)", self.id)
+        if self.on_membership is not None:
+            self.on_membership(self.membership)
+
+    def take_snapshot(self, *, compact: bool = True) -> Snapshot:
+        """Snapshot the state machine as of the last applied entry; with `compact`, drop all but the last
+        `snapshot_tail` entries from the log and the WAL."""
+        index = self.fsm.applied_index
+        snap = self.storage.snapshot()
+        if index > snap.index:
+            snap = self.storage.create_snapshot(index, self.node.conf_state(),
+                                                encode_state(self.fsm, self.membership))
+            snapfile.save(self.wal.path.parent, snap)
+            self.metrics.inc("raft_snapshots_taken_total", 1, "snapshots of the state machine taken")
+            log.info("raftstore %d: snapshot at index %d (%d bytes)", self.id, snap.index, len(snap.data))
+        cut = snap.index - self.cfg.snapshot_tail
+        if compact and cut >= self.storage.first_index():
+            self.storage.compact(cut)
+            kept = self.storage.entries(cut + 1, self.storage.last_index() + 1)
+            self.wal.rewrite(cut, self.storage.term(cut), self.storage.initial_state(), kept)
+            self.metrics.inc("raft_compactions_total", 1, "log compactions")
+        return snap
+
     def _apply(self, rd: Ready) -> None:
         leading = self.role == Role.LEADER
+        learner_added = False
         for e in rd.committed_entries:
-            result = self.fsm.apply(e)
+            result: Any
+            if e.type == EntryType.CONF_CHANGE:
+                cc = ConfChange.decode(e.data)
+                result = self.node.apply_conf_change(cc)
+                self.membership.apply(cc)
+                self.fsm.mem.skip(e.index)
+                learner_added |= cc.type == ConfChangeType.ADD_LEARNER
+                log.info("raftstore %d: membership change %s %d applied at %d: voters %s, learners %s", self.id,
+                         cc.type.name.lower(), cc.node_id, e.index, list(result.voters), list(result.learners))
+                self._membership_changed()
+            else:
+                result = self.fsm.apply(e)
             pending = self._pending.pop(e.index, None)
             if pending is not None:
                 if pending.term != e.term:
@@ -308,11 +503,16 @@ class Driver:
                         "it was not applied"))
                 elif isinstance(result, ShoalError):
                     _settle(pending.future, exc=result)
-                elif isinstance(result, TxnResult):
+                elif isinstance(result, (TxnResult, ConfState)):
                     _settle(pending.future, result)
             if leading and isinstance(result, TxnResult) and result.changes and self.on_leader_commit:
                 self.on_leader_commit(result)
         self.metrics.inc("raft_applied_entries_total", len(rd.committed_entries), "committed entries applied")
+        if learner_added:
+            # A new member starts from a snapshot that holds the membership: make sure there is a current one.
+            self.take_snapshot(compact=False)
+        elif self.fsm.applied_index - self.storage.snapshot().index >= self.cfg.snapshot_interval:
+            self.take_snapshot()
         self._applied.set()
         self._applied = asyncio.Event()
 
@@ -338,6 +538,8 @@ class Driver:
             self._pending.clear()
             while self._proposals:
                 _settle(self._proposals.popleft()[1], exc=self._not_leader())
+            while self._conf_proposals:
+                _settle(self._conf_proposals.popleft()[1], exc=self._not_leader())
         # Read-index requests in flight are tied to the old leader: fail them now (reads are safe to retry)
         # rather than let them time out.
         for futs in self._read_ctx.values():
@@ -360,6 +562,9 @@ class Driver:
         for _, fut in self._proposals:
             _settle(fut, exc=err)
         self._proposals.clear()
+        for _, cfut in self._conf_proposals:
+            _settle(cfut, exc=err)
+        self._conf_proposals.clear()
         for f in self._reads:
             _settle(f, exc=err)
         for futs in self._read_ctx.values():
@@ -370,7 +575,7 @@ class Driver:
                 _settle(f, exc=err)
 
 
-def _settle(fut: asyncio.Future[TxnResult] | asyncio.Future[int], value: object = None, *,
+def _settle(fut: asyncio.Future[Any], value: object = None, *,
             exc: BaseException | None = None) -> None:
     """Resolve a future unless its waiter already gave up (a cancelled HTTP request)."""
     if fut.done():
@@ -378,4 +583,4 @@ def _settle(fut: asyncio.Future[TxnResult] | asyncio.Future[int], value: object 
     if exc is not None:
         fut.set_exception(exc)
     else:
-        fut.set_result(value)  # type: ignore[arg-type]
+        fut.set_result(value)

@@ -1,5 +1,5 @@
-"""Member: one raftstore member composed from its parts — WAL replay, FSM, Driver and PeerTransport — with
-start/stop. `__main__` builds one from settings; tests build several in one process."""
+"""Member: one raftstore member composed from its parts — snapshot and WAL replay, FSM, Driver and
+PeerTransport — with start/stop. `__main__` builds one from settings; tests build several in one process."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import logging
 import random
 from collections.abc import Callable
 
+from services.raftstore import snapfile
 from services.raftstore.driver import Driver, DriverConfig
 from services.raftstore.fsm import FSM
+from services.raftstore.membership import Membership
+from services.raftstore.raft import ConfChange, ConfChangeType, Entry, EntryType, HardState
 from services.raftstore.settings import MemberInfo, RaftstoreSettings
 from services.raftstore.transport import PeerTransport
-from services.raftstore.wal import WAL
+from services.raftstore.wal import WAL, Replayed
 from shoal.metrics import Registry
 
 log = logging.getLogger(__name__)
@@ -23,25 +26,42 @@ class Member:
     def __init__(self, settings: RaftstoreSettings, *, rng: random.Random | None = None,
                  metrics: Registry | None = None) -> None:
         self.settings = settings
-        self.members: list[MemberInfo] = settings.members()
+        bootstrap = settings.members()
         self.me = settings.me()
         self.metrics = metrics or Registry()
         self.wal, replayed = WAL.open(settings.data_dir)
-        log.info("raftstore %d: replayed %d entries from %s (term %d, commit %d)", self.me.id,
-                 len(replayed.entries), self.wal.path, replayed.hard_state.term, replayed.hard_state.commit)
-        peers = {m.id: (m.peer_host, m.peer_port) for m in self.members}
-        self.transport = PeerTransport(self.me.id, peers, deliver=lambda _m: None, metrics=self.metrics)
+        snap = snapfile.load(settings.data_dir)
+        log.info("raftstore %d: replayed %d entries from %s (term %d, commit %d, snapshot at %d)", self.me.id,
+                 len(replayed.entries), self.wal.path, replayed.hard_state.term, replayed.hard_state.commit,
+                 snap.index if snap else 0)
+        if settings.force_new_cluster:
+            force_new_cluster(self.wal, replayed, self.me.id)
+        # A joining member knows only itself until the leader's snapshot tells it the membership.
+        membership = Membership([self.me] if settings.raft_join else bootstrap)
+        peers = [] if settings.raft_join else [m.id for m in bootstrap]
+        self.transport = PeerTransport(self.me.id, {}, deliver=lambda _m: None, metrics=self.metrics)
         cfg = DriverConfig(tick=settings.raft_tick, election_ticks=settings.raft_election_ticks,
-                           heartbeat_ticks=settings.raft_heartbeat_ticks, read_timeout=settings.read_timeout)
-        self.driver = Driver(self.me.id, [m.id for m in self.members], self.wal, replayed, FSM(),
-                             self.transport, cfg, rng=rng, metrics=self.metrics)
+                           heartbeat_ticks=settings.raft_heartbeat_ticks, read_timeout=settings.read_timeout,
+                           snapshot_interval=settings.snapshot_interval, snapshot_tail=settings.snapshot_tail)
+        self.driver = Driver(self.me.id, peers, self.wal, replayed, FSM(), self.transport, cfg, rng=rng,
+                             metrics=self.metrics, snapshot=snap, membership=membership)
         self.transport.deliver = self.driver.receive
+        self.driver.on_membership = self._follow_membership
+        self._follow_membership(self.driver.membership)
         self._task: asyncio.Task[None] | None = None
         #: called if the driver dies of an exception (a broken invariant): its state can no longer be trusted
         self.on_crash: Callable[[BaseException], None] | None = None
 
+    @property
+    def members(self) -> list[MemberInfo]:
+        return self.driver.membership.all()
+
     def member(self, member_id: int | None) -> MemberInfo | None:
-        return next((m for m in self.members if m.id == member_id), None)
+        return self.driver.membership.get(member_id)
+
+    def _follow_membership(self, membership: Membership) -> None:
+        self.transport.blocked = set(membership.removed)
+        self.transport.set_peers({m.id: (m.peer_host, m.peer_port) for m in membership.all()})
 
     async def start(self) -> None:
         await self.transport.start(self.me.peer_host, self.me.peer_port)
@@ -68,3 +88,18 @@ class Member:
                     await self._task
         await self.transport.stop()
         self.wal.close()
+
+
+def force_new_cluster(wal: WAL, replayed: Replayed, me: int) -> None:
+    """--force-new-cluster: make this member, with its data, a cluster of one (for a majority lost for good).
+    Entries past the commit index are dropped (no quorum ever acknowledged them as far as we know) and a
+    committed FORCE_NEW_CLUSTER change is written after the rest: every other id is removed for good."""
+    hs = replayed.hard_state
+    index = hs.commit + 1
+    entry = Entry(hs.term, index, ConfChange(ConfChangeType.FORCE_NEW_CLUSTER, me).encode(), EntryType.CONF_CHANGE)
+    new_hs = HardState(hs.term, me, index)
+    wal.save(new_hs, [entry])  # an entry at `index` replaces whatever followed the commit index (on replay too)
+    replayed.entries = [e for e in replayed.entries if e.index < index] + [entry]
+    replayed.hard_state = new_hs
+    log.warning("raftstore %d: --force-new-cluster: this member is now a cluster of one, from its data up to "
+                "entry %d; every other member id is removed for good", me, hs.commit)

@@ -2,7 +2,13 @@
 
 `SHOAL_RAFT_MEMBERS` lists the whole cluster as `id=api_url,peer_host:peer_port` items separated by `;`, e.g.
 `1=http://127.0.0.1:4301,127.0.0.1:4311;2=http://127.0.0.1:4302,127.0.0.1:4312;3=...`. Empty means a
-single-member cluster serving on SHOAL_HOST/SHOAL_PORT with its peer port at SHOAL_PORT+10."""
+single-member cluster serving on SHOAL_HOST/SHOAL_PORT with its peer port at SHOAL_PORT+10. It is the
+*bootstrap* membership: once the cluster has data, membership lives in the log (POST/DELETE /v1/members).
+
+`SHOAL_RAFT_JOIN=1` starts a member that joins an existing cluster (after `POST /v1/members` on it): it
+waits, empty, for the leader's snapshot, and only needs its own entry in SHOAL_RAFT_MEMBERS.
+`SHOAL_FORCE_NEW_CLUSTER=1` (or `--force-new-cluster`) restarts a surviving member as a single-member cluster
+with its data, for when a majority is lost for good."""
 
 from __future__ import annotations
 
@@ -27,6 +33,12 @@ class MemberInfo:
         return {"id": self.id, "api_url": self.api_url, "peer_addr": self.peer_addr}
 
 
+def parse_peer(addr: str) -> tuple[str, int]:
+    """`host:port` (IPv6 hosts in brackets); raises ValueError."""
+    host, port = addr.rsplit(":", 1)
+    return host.strip().strip("[]"), int(port)
+
+
 def parse_members(spec: str) -> list[MemberInfo]:
     """Parse SHOAL_RAFT_MEMBERS; raises ValueError with the offending item."""
     out: list[MemberInfo] = []
@@ -36,8 +48,8 @@ def parse_members(spec: str) -> list[MemberInfo]:
         try:
             ident, rest = item.split("=", 1)
             api_url, peer = (p.strip() for p in rest.rsplit(",", 1))
-            host, port = peer.rsplit(":", 1)
-            member = MemberInfo(int(ident), api_url.rstrip("/"), host.strip("[]"), int(port))
+            host, port = parse_peer(peer)
+            member = MemberInfo(int(ident), api_url.rstrip("/"), host, port)
         except ValueError as e:
             raise ValueError(f"SHOAL_RAFT_MEMBERS: cannot parse {item!r}: expected "
                              "'id=http://host:port,peer_host:peer_port'") from e
@@ -58,6 +70,10 @@ class RaftstoreSettings(CommonSettings):
     raft_election_ticks: int = 10  # election timeout, randomized up to 2x
     raft_heartbeat_ticks: int = 1
     read_timeout: float = 5.0
+    snapshot_interval: int = 10_000  # applied entries between snapshots
+    snapshot_tail: int = 500  # entries kept after a snapshot for slow followers
+    raft_join: bool = False
+    force_new_cluster: bool = False
 
     def members(self) -> list[MemberInfo]:
         members = parse_members(self.raft_members)

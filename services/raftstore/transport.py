@@ -1,7 +1,9 @@
 """PeerTransport: Raft messages between members over their own TCP port (never NATS, never the HTTP API).
 
 Each member listens on its peer address and keeps one outgoing connection per peer. Frames are
-`u32 length | encoded message` (codec.py). Sending never blocks the driver: each peer has a bounded queue that
+`u32 length | part of an encoded message` (codec.py): a message larger than MAX_CHUNK (1 MiB; a snapshot, or
+an append carrying a large entry) goes out as several frames, each but the last with the MORE bit set in its
+length, and the receiver joins them before decoding. Sending never blocks the driver: each peer has a bounded queue that
 a writer task drains, batching whatever is queued into one write; when the queue is full the message is
 dropped, which Raft tolerates (heartbeats and appends are retried). A broken connection is re-dialled with
 backoff, dropping what was queued for it."""
@@ -22,7 +24,23 @@ from shoal.metrics import Registry
 log = logging.getLogger(__name__)
 
 _LEN = struct.Struct("<I")
-MAX_FRAME = 64 << 20
+MORE = 1 << 31  # in a frame's length: more frames of the same message follow
+MAX_CHUNK = 1 << 20  # no frame carries more than this
+MAX_MESSAGE = 1 << 31  # a reassembled message larger than this is refused
+
+
+def frames(body: bytes, max_chunk: int = MAX_CHUNK) -> list[bytes]:
+    """`body` as length-prefixed frames of at most `max_chunk` bytes each."""
+    if len(body) <= max_chunk:
+        return [_LEN.pack(len(body)), body]
+    view = memoryview(body)
+    parts: list[bytes] = []
+    for at in range(0, len(body), max_chunk):
+        chunk = view[at:at + max_chunk]
+        more = MORE if at + max_chunk < len(body) else 0
+        parts.append(_LEN.pack(len(chunk) | more))
+        parts.append(bytes(chunk))
+    return parts
 
 
 class _Peer:
@@ -75,9 +93,7 @@ class _Peer:
                 await self.ready.wait()
             parts: list[bytes] = []
             while self.queue:
-                body = encode_message(self.queue.popleft())
-                parts.append(_LEN.pack(len(body)))
-                parts.append(body)
+                parts.extend(frames(encode_message(self.queue.popleft())))
             writer.write(b"".join(parts))
             await writer.drain()
             if writer.is_closing():
@@ -91,7 +107,10 @@ class PeerTransport:
         self.id = self_id
         self.deliver = deliver
         self.metrics = metrics or Registry()
+        self.queue_size = queue_size
         self._peers = {pid: _Peer(pid, h, p, queue_size) for pid, (h, p) in peers.items() if pid != self_id}
+        #: removed members: whatever they still send is dropped (their ids never come back)
+        self.blocked: set[int] = set()
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
@@ -100,6 +119,24 @@ class PeerTransport:
         self._server = await asyncio.start_server(self._serve, host, port)
         for p in self._peers.values():
             self._tasks.append(asyncio.create_task(p.run(), name=f"raft.peer.{p.id}"))
+
+    def set_peers(self, peers: Mapping[int, tuple[str, int]]) -> None:
+        """Follow a membership change: dial new members, hang up on removed ones."""
+        for pid in [p for p in self._peers if p not in peers]:
+            peer = self._peers.pop(pid)
+            peer.stopped = True
+            peer.ready.set()
+        for pid, (host, port) in peers.items():
+            have = self._peers.get(pid)
+            if pid == self.id or (have is not None and (have.host, have.port) == (host, port)):
+                continue
+            if have is not None:
+                have.stopped = True
+                have.ready.set()
+            peer = _Peer(pid, host, port, self.queue_size)
+            self._peers[pid] = peer
+            if self._server is not None:
+                self._tasks.append(asyncio.create_task(peer.run(), name=f"raft.peer.{pid}"))
 
     @property
     def port(self) -> int:
@@ -124,19 +161,27 @@ class PeerTransport:
             self._conns[task] = writer
         try:
             while True:
-                head = await reader.readexactly(_LEN.size)
-                (n,) = _LEN.unpack(head)
-                if n > MAX_FRAME:
-                    log.warning("transport: refusing a %d-byte frame from %s", n, writer.get_extra_info("peername"))
-                    return
-                body = await reader.readexactly(n)
+                chunks: list[bytes] = []
+                size = 0
+                while True:
+                    (n,) = _LEN.unpack(await reader.readexactly(_LEN.size))
+                    more, n = n & MORE, n & ~MORE
+                    size += n
+                    if n > MAX_CHUNK or size > MAX_MESSAGE:
+                        log.warning("transport: refusing an oversized frame (%d bytes, message so far %d) from "
+                                    "%s", n, size, writer.get_extra_info("peername"))
+                        return
+                    chunks.append(await reader.readexactly(n))
+                    if not more:
+                        break
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 try:
                     msg = decode_message(body)
                 except DecodeError as e:
                     log.warning("transport: dropping an undecodable frame: %s", e)
                     self.metrics.inc("raft_messages_undecodable_total", 1, "peer frames that did not decode")
                     continue
-                if msg.to != self.id:
+                if msg.to != self.id or msg.frm in self.blocked:
                     continue
                 self.deliver(msg)
         except (asyncio.IncompleteReadError, ConnectionError, OSError, asyncio.CancelledError):

@@ -2,7 +2,10 @@
 append-only file of framed records.
 
 File: the magic `SHOALWAL` + format version, then records framed as `u32 length | u32 crc32 | payload`.
-Payload: `u8 kind` then ENTRY `(term u64, index u64, type u8, data)` or HARD_STATE `(term, vote, commit u64)`.
+Payload: `u8 kind` then ENTRY `(term u64, index u64, type u8, data)`, HARD_STATE `(term, vote, commit u64)`
+or SNAPSHOT_MARK `(index u64, term u64)`: the log in this file starts right after that entry, which the
+snapshot file covers. Compaction rewrites the file (`rewrite()`: a new file with the mark, the hard state and
+the kept tail, fsynced, then renamed over the old one), so a crash leaves the old log or the new one.
 
 `save()` writes one Ready's records with a single write and a single `os.fsync` (group commit): everything
 it returns having saved is durable. On `open()` the records are replayed: a later ENTRY at an index we already
@@ -13,6 +16,7 @@ refuses to start rather than silently forget entries it may have acknowledged.""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -32,8 +36,10 @@ _FILE_HEADER = struct.Struct("<8sI")
 _FRAME = struct.Struct("<II")  # payload length, crc32(payload)
 _ENTRY = struct.Struct("<BQQB")  # kind, term, index, entry type; data follows
 _HARD = struct.Struct("<BQQQ")  # kind, term, vote, commit
+_MARK = struct.Struct("<BQQ")  # kind, index, term
 KIND_ENTRY = 1
 KIND_HARD_STATE = 2
+KIND_SNAPSHOT_MARK = 3
 #: a record can hold one entry of at most the transaction limit plus slack; anything larger is damage
 MAX_RECORD = 64 << 20
 FILE_NAME = "wal.log"
@@ -52,6 +58,8 @@ class Replayed:
     hard_state: HardState
     entries: list[Entry]
     truncated_bytes: int = 0  # size of the torn tail cut off, 0 if none
+    base_index: int = 0  # the log starts after this entry (a snapshot covers it and everything before)
+    base_term: int = 0
 
 
 def encode_entry(e: Entry) -> bytes:
@@ -60,6 +68,10 @@ def encode_entry(e: Entry) -> bytes:
 
 def encode_hard_state(hs: HardState) -> bytes:
     return _HARD.pack(KIND_HARD_STATE, hs.term, hs.vote, hs.commit)
+
+
+def encode_mark(index: int, term: int) -> bytes:
+    return _MARK.pack(KIND_SNAPSHOT_MARK, index, term)
 
 
 def frame(payload: bytes) -> bytes:
@@ -97,7 +109,7 @@ class WAL:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     @classmethod
     def _replay(cls, path: Path) -> Replayed:
@@ -117,7 +129,7 @@ class WAL:
                 f.truncate(end)
                 f.flush()
                 os.fsync(f.fileno())
-        last = out.entries[-1].index if out.entries else 0
+        last = out.entries[-1].index if out.entries else out.base_index
         if out.hard_state.commit > last:
             log.warning("wal: %s: commit index %d is past the last entry %d; using %d",
                         path, out.hard_state.commit, last, last)
@@ -135,13 +147,47 @@ class WAL:
         if hard_state is not None:
             parts.append(frame(encode_hard_state(hard_state)))
         buf = memoryview(b"".join(parts))
-        while buf:
-            n = os.write(self._fd, buf)
-            buf = buf[n:]
-            self.bytes_written += n
-        if sync:
-            os.fsync(self._fd)
-            self.fsyncs += 1
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            while buf:
+                n = os.write(self._fd, buf)
+                buf = buf[n:]
+                self.bytes_written += n
+            if sync:
+                os.fsync(self._fd)
+                self.fsyncs += 1
+        except OSError:
+            # Disk full or an I/O error: cut what part of the batch landed, so the file ends on a whole record
+            # (a restart would cut a torn tail anyway, but not leave one behind us). Nothing of it was
+            # acknowledged; the caller decides what to do with the error.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            raise
+
+    def rewrite(self, base_index: int, base_term: int, hard_state: HardState, entries: Sequence[Entry]) -> None:
+        """Replace the file with one whose log starts after `base_index` (covered by a durable snapshot):
+        compaction, or installing a snapshot from the leader. Atomic: written aside, fsynced, renamed."""
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            parts = [_FILE_HEADER.pack(MAGIC, VERSION), frame(encode_mark(base_index, base_term))]
+            parts += [frame(encode_entry(e)) for e in entries]
+            parts.append(frame(encode_hard_state(hard_state)))
+            buf = memoryview(b"".join(parts))
+            while buf:
+                buf = buf[os.write(fd, buf):]
+            os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
+        old, self._fd = self._fd, os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        os.close(old)
+        self.fsyncs += 1
 
     def close(self) -> None:
         for fd in (self._fd, self._lock_fd):
@@ -185,7 +231,7 @@ def apply_record(out: Replayed, payload: bytes, name: str = "wal") -> None:
         _, term, index, etype = _ENTRY.unpack_from(payload, 0)
         entry = Entry(term, index, payload[_ENTRY.size:], EntryType(etype))
         ents = out.entries
-        first = ents[0].index if ents else 1  # no snapshots yet: every log starts at index 1
+        first = ents[0].index if ents else out.base_index + 1
         if index > first + len(ents) or index < first:
             raise WalCorrupt(f"wal: {name}: entry {index} leaves a gap after {first + len(ents) - 1}")
         del ents[index - first:]  # a rewritten suffix replaces what was there (§5.3)
@@ -193,6 +239,10 @@ def apply_record(out: Replayed, payload: bytes, name: str = "wal") -> None:
     elif kind == KIND_HARD_STATE:
         _, term, vote, commit = _HARD.unpack_from(payload, 0)
         out.hard_state = HardState(term, vote, commit)
+    elif kind == KIND_SNAPSHOT_MARK:
+        _, index, term = _MARK.unpack_from(payload, 0)
+        out.base_index, out.base_term = index, term
+        out.entries.clear()
     else:
         raise WalCorrupt(f"wal: {name}: unknown record kind {kind}")
 
@@ -208,7 +258,7 @@ def _lock(data_dir: Path) -> int:
     return fd
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -4,26 +4,43 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.raftstore.codec import DecodeError, decode_message, encode_message
-from services.raftstore.raft import Entry, Message, MsgType
-from services.raftstore.transport import PeerTransport
+from services.raftstore.raft import ConfState, Entry, EntryType, Message, MsgType, Snapshot
+from services.raftstore.transport import MAX_CHUNK, MORE, PeerTransport, frames
 from tests.integration.raftprocs import free_ports
 
 u64 = st.integers(min_value=0, max_value=2**63)
-entries = st.builds(Entry, term=u64, index=u64, data=st.binary(max_size=64))
+entries = st.builds(Entry, term=u64, index=u64, data=st.binary(max_size=64), type=st.sampled_from(EntryType))
+ids = st.lists(st.integers(min_value=1, max_value=2**63), max_size=5).map(tuple)
+snapshots = st.builds(Snapshot, index=u64, term=u64, data=st.binary(max_size=300),
+                      conf=st.builds(ConfState, voters=ids, learners=ids))
 messages = st.builds(Message, type=st.sampled_from(MsgType), to=u64, frm=u64, term=u64, log_term=u64, index=u64,
                      entries=st.lists(entries, max_size=4).map(tuple), commit=u64, reject=st.booleans(),
                      reject_hint=u64, context=st.binary(max_size=16))
+# a SNAP message always carries a snapshot, and no other kind does
+messages = st.tuples(messages, snapshots).map(
+    lambda ms: dataclasses.replace(ms[0], snapshot=ms[1] if ms[0].type == MsgType.SNAP else None))
 
 
 @given(messages)
 def test_codec_round_trips_every_message(m: Message) -> None:
     assert decode_message(encode_message(m)) == m
+
+
+def test_large_messages_go_out_in_frames_of_at_most_one_mebibyte() -> None:
+    body = bytes(range(256)) * (3 * MAX_CHUNK // 256 + 7)
+    parts = frames(body)
+    heads = [int.from_bytes(h, "little") for h in parts[0::2]]
+    assert len(heads) == 4 and all(h & ~MORE <= MAX_CHUNK for h in heads)
+    assert [bool(h & MORE) for h in heads] == [True, True, True, False]
+    assert b"".join(parts[1::2]) == body
+    assert frames(b"small") == [(5).to_bytes(4, "little"), b"small"]
 
 
 @given(st.binary(max_size=200))
@@ -90,3 +107,36 @@ async def test_a_full_queue_drops_instead_of_blocking() -> None:
     assert t.metrics.value("raft_messages_dropped_total") == 40
     t.send([Message(MsgType.HEARTBEAT, to=99, frm=1)])  # unknown member
     assert t.metrics.value("raft_messages_dropped_total") == 41
+
+
+async def test_a_snapshot_larger_than_a_frame_arrives_whole_and_new_peers_are_dialled() -> None:
+    p1, p2, p3 = free_ports(3)
+    got2: list[Message] = []
+    got3: list[Message] = []
+    t1 = PeerTransport(1, {2: ("127.0.0.1", p2)}, lambda _m: None)
+    t2 = PeerTransport(2, {}, got2.append)
+    t3 = PeerTransport(3, {}, got3.append)
+    for t, p in ((t1, p1), (t2, p2), (t3, p3)):
+        await t.start("127.0.0.1", p)
+    try:
+        snap = Snapshot(9000, 4, bytes(range(256)) * (5 * MAX_CHUNK // 256), ConfState((1, 2), (3,)))
+        m = Message(MsgType.SNAP, to=2, frm=1, term=4, snapshot=snap)
+        hb = Message(MsgType.HEARTBEAT, to=2, frm=1, term=4)
+        await _wait(lambda: t1.connected()[2])
+        t1.send([m, hb])
+        await _wait(lambda: len(got2) == 2)
+        assert got2 == [m, hb]  # in order, the snapshot reassembled from its frames
+
+        t1.set_peers({2: ("127.0.0.1", p2), 3: ("127.0.0.1", p3)})  # a member joined
+        await _wait(lambda: t1.connected().get(3, False))
+        t1.send([dataclasses.replace(hb, to=3)])
+        await _wait(lambda: len(got3) == 1)
+        t3.blocked = {1}  # member 1 was removed: what it still sends is dropped
+        t1.send([dataclasses.replace(hb, to=3, commit=5)])
+        t1.set_peers({2: ("127.0.0.1", p2)})
+        assert 3 not in t1.connected()
+        await asyncio.sleep(0.1)
+        assert len(got3) == 1
+    finally:
+        for t in (t1, t2, t3):
+            await t.stop()

@@ -5,6 +5,9 @@ from services.raftstore.raft.config import Config
 from services.raftstore.raft.errors import LogCompacted, LogUnavailable, ProposalDropped, RaftError
 from services.raftstore.raft.messages import (
     NONE,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
     Entry,
     EntryType,
     HardState,
@@ -19,7 +22,7 @@ from services.raftstore.raft.rawnode import RawNode, Ready
 from services.raftstore.raft.storage import MemoryStorage, Storage
 
 __all__ = [
-    "NONE", "Config", "Entry", "EntryType", "HardState", "LogCompacted", "LogUnavailable", "MemoryStorage",
-    "Message", "MsgType", "ProposalDropped", "RaftError", "RawNode", "ReadState", "Ready", "Role", "Snapshot",
-    "SoftState", "Storage",
+    "NONE", "ConfChange", "ConfChangeType", "ConfState", "Config", "Entry", "EntryType", "HardState", "LogCompacted",
+    "LogUnavailable", "MemoryStorage", "Message", "MsgType", "ProposalDropped", "RaftError", "RawNode", "ReadState",
+    "Ready", "Role", "Snapshot", "SoftState", "Storage",
 ]

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Config:
     id: int
-    #: every voting member, this one included (static membership until conf changes land)
+    #: the bootstrap voters, this one included; they apply until a snapshot or a committed membership change in
+    #: the log says otherwise. Empty for a member that joins an existing cluster: it learns the membership
+    #: from the leader's snapshot and never campaigns before it is a voter.
     peers: tuple[int, ...]
     #: ticks without hearing from a leader before campaigning; randomized in [election_tick, 2*election_tick)
     election_tick: int = 10
@@ -25,12 +27,15 @@ class Config:
     max_inflight: int = 256
     #: bytes of committed entry data handed out per Ready (a restart re-applies a long log in slices)
     max_committed_size_per_ready: int = 8 << 20
+    #: heartbeat answers from a follower that was sent a snapshot but has not acknowledged it, before the leader
+    #: assumes the snapshot was lost and sends it again
+    snapshot_retry: int = 30
     rng: random.Random = field(default_factory=lambda: random.Random(0), compare=False, repr=False)
 
     def validate(self) -> None:
         if self.id <= 0:
             raise ValueError("raft: member id must be positive")
-        if self.id not in self.peers:
+        if self.peers and self.id not in self.peers:
             raise ValueError(f"raft: member {self.id} is not among the peers {list(self.peers)}")
         if len(set(self.peers)) != len(self.peers) or any(p <= 0 for p in self.peers):
             raise ValueError(f"raft: peer ids must be distinct and positive: {list(self.peers)}")

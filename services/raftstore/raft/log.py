@@ -2,14 +2,16 @@
 since the last Ready (not yet fsynced), plus the commit and apply cursors.
 
 Invariant: applied <= committed <= last_index(). Entries below `unstable_offset` are read from Storage, the
-rest from `unstable` (which may replace a suffix of Storage after a conflict, §5.3)."""
+rest from `unstable` (which may replace a suffix of Storage after a conflict, §5.3). A snapshot received from
+the leader (§7) waits in `pending_snapshot` until the driver has made it durable: meanwhile the log starts
+right after it and nothing below it can be read."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from services.raftstore.raft.errors import LogCompacted, LogUnavailable
-from services.raftstore.raft.messages import Entry
+from services.raftstore.raft.messages import Entry, Snapshot
 from services.raftstore.raft.storage import Storage, limit_size
 
 
@@ -17,18 +19,31 @@ class RaftLog:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.unstable: list[Entry] = []
+        self.pending_snapshot: Snapshot | None = None
         self.unstable_offset = storage.last_index() + 1
         self.committed = storage.first_index() - 1
         self.applied = storage.first_index() - 1
 
     # ---- positions -----------------------------------------------------------------------------------------
+    def first_index(self) -> int:
+        if self.pending_snapshot is not None:
+            return self.pending_snapshot.index + 1
+        return self.storage.first_index()
+
     def last_index(self) -> int:
         if self.unstable:
             return self.unstable[-1].index
+        if self.pending_snapshot is not None:
+            return self.pending_snapshot.index
         return self.storage.last_index()
 
     def term(self, index: int) -> int:
         """Term of the entry at `index`; raises LogCompacted / LogUnavailable outside the held range."""
+        ps = self.pending_snapshot
+        if ps is not None and index <= ps.index:
+            if index == ps.index:
+                return ps.term
+            raise LogCompacted(f"raft: index {index} is inside the snapshot at {ps.index}")
         if index >= self.unstable_offset:
             k = index - self.unstable_offset
             if k < len(self.unstable):
@@ -56,6 +71,8 @@ class RaftLog:
         """Entries [lo, hi) from Storage and/or unstable, limited to about `max_bytes` of data."""
         if lo >= hi:
             return []
+        if lo < self.first_index():
+            raise LogCompacted(f"raft: entries from {lo} are compacted (first index {self.first_index()})")
         out: list[Entry] = []
         if lo < self.unstable_offset:
             out = self.storage.entries(lo, min(hi, self.unstable_offset), max_bytes)
@@ -70,11 +87,13 @@ class RaftLog:
         return self.slice(index, self.last_index() + 1, max_bytes)
 
     def has_next_committed(self) -> bool:
-        return self.committed > self.applied
+        return self.pending_snapshot is None and self.committed > self.applied
 
     def next_committed(self, max_bytes: int | None = None) -> list[Entry]:
         """Committed entries not yet applied. They may still be unstable: the driver persists a Ready's entries
-        before it applies that Ready's committed entries."""
+        before it applies that Ready's committed entries. None while a snapshot waits to be applied."""
+        if self.pending_snapshot is not None:
+            return []
         return self.slice(self.applied + 1, self.committed + 1, max_bytes)
 
     # ---- changing the log ---------------------------------------------------------------------------------
@@ -155,6 +174,19 @@ class RaftLog:
                 f"raft: applied {index} out of range [{self.applied}, {self.committed}]"
             )
         self.applied = index
+
+    def restore(self, snap: Snapshot) -> None:
+        """Replace the log with a snapshot from the leader: everything we held is superseded by it."""
+        self.committed = snap.index
+        self.unstable = []
+        self.unstable_offset = snap.index + 1
+        self.pending_snapshot = snap
+
+    def snapshot_applied(self, snap: Snapshot) -> None:
+        """The driver made `snap` durable and loaded it into the state machine."""
+        if self.pending_snapshot is not None and self.pending_snapshot.index == snap.index:
+            self.pending_snapshot = None
+        self.applied = max(self.applied, snap.index)
 
     def stable_to(self, index: int, term: int) -> None:
         """Entries up to `index` are now durable; forget them from `unstable` if they are still the same."""

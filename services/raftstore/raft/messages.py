@@ -5,6 +5,7 @@ cannot change under it. Field names follow the Raft paper (§5) and etcd-io/raft
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -30,11 +31,53 @@ class MsgType(IntEnum):
     HEARTBEAT_RESP = 11
     READ_INDEX = 12  # ReadIndex request (dissertation §6.4)
     READ_INDEX_RESP = 13
+    SNAP = 14  # InstallSnapshot (§7): the leader's snapshot, for a follower that needs compacted entries
+    TIMEOUT_NOW = 15  # leadership transfer (dissertation §3.10): campaign now, the leader steps aside
 
 
 class EntryType(IntEnum):
     NORMAL = 0
-    # CONF_CHANGE = 1 is reserved for membership changes (dissertation §4.3), not implemented yet.
+    CONF_CHANGE = 1  # a single-server membership change (dissertation §4.3), data = ConfChange.encode()
+
+
+class ConfChangeType(IntEnum):
+    ADD_LEARNER = 0  # a new member that receives the log but neither votes nor counts for commit
+    PROMOTE = 1  # a caught-up learner becomes a voter
+    REMOVE = 2  # a voter or learner leaves; its id never comes back
+    FORCE_NEW_CLUSTER = 3  # recovery: this member alone is the cluster (written only by --force-new-cluster)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfState:
+    """The membership in force: who votes and who only learns. Empty voters means "not known from the log"
+    (the bootstrap peers of the Config apply)."""
+
+    voters: tuple[int, ...] = ()
+    learners: tuple[int, ...] = ()
+
+    def members(self) -> tuple[int, ...]:
+        return tuple(sorted((*self.voters, *self.learners)))
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChange:
+    """One membership change. `context` is opaque to the core (the driver keeps the member's addresses
+    there, so every replica learns them from the same log entry)."""
+
+    type: ConfChangeType
+    node_id: int
+    context: bytes = b""
+
+    def encode(self) -> bytes:
+        return _CC.pack(self.type, self.node_id) + self.context
+
+    @classmethod
+    def decode(cls, data: bytes) -> ConfChange:
+        t, node = _CC.unpack_from(data, 0)
+        return cls(ConfChangeType(t), node, bytes(data[_CC.size:]))
+
+
+_CC = struct.Struct("<BQ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +147,7 @@ class Message:
     reject: bool = False
     reject_hint: int = 0
     context: bytes = b""
+    snapshot: Snapshot | None = None  # SNAP only
 
 
 def vote_response_type(t: MsgType) -> MsgType:
@@ -116,9 +160,10 @@ def vote_response_type(t: MsgType) -> MsgType:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The state machine up to `index` (whose entry had `term`). A seam for log compaction (§7): nothing takes
-    or installs snapshots yet, so every log starts at index 1 and this is always the empty snapshot."""
+    """The state machine up to `index` (whose entry had `term`) and the membership in force there (§7).
+    `data` is opaque to the core. Index 0 is "no snapshot": the log starts at index 1."""
 
     index: int = 0
     term: int = 0
     data: bytes = b""
+    conf: ConfState = field(default_factory=ConfState)

@@ -11,16 +11,21 @@ from typing import Any
 
 from services.raftstore.raft import roles
 from services.raftstore.raft.config import Config
-from services.raftstore.raft.errors import LogCompacted
+from services.raftstore.raft.errors import LogCompacted, ProposalDropped
 from services.raftstore.raft.log import RaftLog
 from services.raftstore.raft.messages import (
     NONE,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
     Entry,
+    EntryType,
     HardState,
     Message,
     MsgType,
     ReadState,
     Role,
+    Snapshot,
     SoftState,
     vote_response_type,
 )
@@ -31,6 +36,8 @@ from services.raftstore.raft.storage import Storage
 
 # Messages that are never stamped with the sender's term: local inputs and requests forwarded to the leader.
 _UNTERMED = frozenset({MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM, MsgType.PROP, MsgType.READ_INDEX})
+#: the context of vote requests sent on a leader's behalf (TIMEOUT_NOW): voters drop their leader stickiness
+CAMPAIGN_TRANSFER = b"transfer"
 
 
 class Raft:
@@ -38,8 +45,15 @@ class Raft:
         cfg.validate()
         self.cfg = cfg
         self.id = cfg.id
-        self.voters = tuple(sorted(cfg.peers))
         self.log = RaftLog(storage)
+        conf = storage.snapshot().conf
+        self.voters: tuple[int, ...] = conf.voters if conf.voters else tuple(sorted(cfg.peers))
+        self.learners: tuple[int, ...] = conf.learners if conf.voters else ()
+        # The index of the last membership change in the log: another is refused until it is applied (one
+        # change at a time, dissertation §4.1), and a new leader refuses one until its first entry is applied.
+        self.pending_conf_index = 0
+        # leadership transfer in progress to this member (dissertation §3.10), NONE otherwise
+        self.lead_transferee = NONE
         self.term = 0
         self.vote = NONE
         self.lead = NONE
@@ -58,7 +72,12 @@ class Raft:
         hs = storage.initial_state()
         if not hs.is_empty():
             self.term, self.vote = hs.term, hs.vote
-            self.log.commit_to(hs.commit)
+            self.log.commit_to(max(hs.commit, self.log.committed))
+        # Membership changes committed after the snapshot are in force at once (the driver re-applies them
+        # with the rest of the log; applying one twice changes nothing).
+        for e in self.log.slice(self.log.first_index(), self.log.committed + 1):
+            if e.type == EntryType.CONF_CHANGE:
+                self._change_conf(ConfChange.decode(e.data))
         self.become_follower(self.term, NONE)
 
     # ---- reported state -----------------------------------------------------------------------------------
@@ -70,6 +89,13 @@ class Raft:
 
     def quorum_active(self) -> bool:
         return has_quorum(self.voters, {v for v, pr in self.prs.items() if v == self.id or pr.recent_active})
+
+    def conf_state(self) -> ConfState:
+        return ConfState(self.voters, self.learners)
+
+    def others(self) -> list[int]:
+        """Every member we replicate to: voters and learners but ourselves."""
+        return [v for v in (*self.voters, *self.learners) if v != self.id]
 
     # ---- sending ------------------------------------------------------------------------------------------
     def send(self, type: MsgType, to: int, **fields: Any) -> None:
@@ -91,10 +117,12 @@ class Raft:
         self.randomized_election_timeout = et + self.cfg.rng.randrange(et)
         self.votes = {}
         last = self.log.last_index()
-        self.prs = {v: Progress(last + 1, self.cfg.max_inflight) for v in self.voters}
-        self.prs[self.id].match = last
+        self.prs = {v: Progress(last + 1, self.cfg.max_inflight) for v in (*self.voters, *self.learners)}
+        if self.id in self.prs:
+            self.prs[self.id].match = last
         self.read_only.reset()
         self.pending_reads = []
+        self.lead_transferee = NONE
 
     def become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
@@ -125,13 +153,15 @@ class Raft:
         self.prs[self.id].become_replicate()
         # §8: a new leader appends a blank no-op entry of its own term; committing it commits everything
         # before it (§5.4.2) and tells the leader the cluster's commit index (needed for ReadIndex).
-        self.append_entries([b""])
+        # No membership change is taken before the no-op is applied: a change proposed earlier, by an old
+        # leader, may still be in the log (the single-server-change bug fix of Ongaro's 2015 note).
+        self.pending_conf_index = self.append_entries([b""])
 
     # ---- elections ----------------------------------------------------------------------------------------
     def promotable(self) -> bool:
         return self.id in self.voters
 
-    def campaign(self, pre_vote: bool) -> None:
+    def campaign(self, pre_vote: bool, transfer: bool = False) -> None:
         if pre_vote:
             self.become_pre_candidate()
             req, term = MsgType.PRE_VOTE, self.term + 1
@@ -141,9 +171,10 @@ class Raft:
         if self.poll(self.id, vote_response_type(req), granted=True) == VoteResult.WON:
             return  # a single-member cluster wins at once
         last_index, last_term = self.log.last_index(), self.log.last_term()
+        ctx = CAMPAIGN_TRANSFER if transfer else b""
         for v in self.voters:
             if v != self.id:
-                self.send(req, v, term=term, index=last_index, log_term=last_term)
+                self.send(req, v, term=term, index=last_index, log_term=last_term, context=ctx)
 
     def poll(self, frm: int, resp: MsgType, granted: bool) -> VoteResult:
         """Count a (pre-)vote and act on the outcome: a won pre-vote starts the real election."""
@@ -195,6 +226,7 @@ class Raft:
         self.election_elapsed += 1
         if self.election_elapsed >= self.cfg.election_tick:
             self.election_elapsed = 0
+            self.lead_transferee = NONE  # a transfer that did not finish within an election timeout is abandoned
             if self.cfg.check_quorum:
                 self.step(Message(MsgType.CHECK_QUORUM, frm=self.id))
                 if self.role != Role.LEADER:
@@ -229,12 +261,13 @@ class Raft:
                 # Leader stickiness (dissertation §4.2.3 / §6.2): while we hear from a live leader, ignore
                 # candidates; otherwise a member that only lost contact with us could depose it.
                 in_lease = (self.cfg.check_quorum and self.lead != NONE
-                            and self.election_elapsed < self.cfg.election_tick)
+                            and self.election_elapsed < self.cfg.election_tick
+                            and m.context != CAMPAIGN_TRANSFER)
                 if in_lease:
                     return False
             if m.type == MsgType.PRE_VOTE or (m.type == MsgType.PRE_VOTE_RESP and not m.reject):
                 return True  # pre-votes never move terms; a granted one carries the term we would campaign at
-            leader = m.frm if m.type in (MsgType.APP, MsgType.HEARTBEAT) else NONE
+            leader = m.frm if m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP) else NONE
             self.become_follower(m.term, leader)
             return True
         # m.term < self.term: stale.
@@ -274,12 +307,16 @@ class Raft:
         if pr.is_paused():
             return False
         prev = pr.next - 1
+        snap = self.log.storage.snapshot()
         try:
+            if pr.next == 1 and snap.index > 0:
+                # An empty member (a new learner) starts from the snapshot, not by replaying the whole log:
+                # the bootstrap membership is only in the snapshot.
+                raise LogCompacted("raft: empty follower")
             prev_term = self.log.term(prev)
             ents = self.log.entries_from(pr.next, self.cfg.max_size_per_msg)
-        except LogCompacted as e:
-            # Needs InstallSnapshot (§7), which arrives with log compaction.
-            raise NotImplementedError(f"raft: follower {to} needs a snapshot") from e
+        except LogCompacted:
+            return self.send_snapshot(to)
         if not ents and not send_if_empty:
             return False
         self.send(MsgType.APP, to, index=prev, log_term=prev_term, entries=tuple(ents),
@@ -290,20 +327,27 @@ class Raft:
             pr.probe_sent = True
         return True
 
+    def send_snapshot(self, to: int) -> bool:
+        """InstallSnapshot (§7): the follower needs entries we compacted. The transport streams it in chunks."""
+        snap = self.log.storage.snapshot()
+        if snap.index == 0:
+            return False  # nothing to send yet (cannot happen with a compacted log)
+        self.send(MsgType.SNAP, to, snapshot=snap)
+        self.prs[to].become_snapshot(snap.index)
+        return True
+
     def bcast_append(self) -> None:
-        for v in self.voters:
-            if v != self.id:
-                self.send_append(v)
+        for v in self.others():
+            self.send_append(v)
 
     def bcast_heartbeat(self, context: bytes | None = None) -> None:
         # A heartbeat carries the commit index only up to what the follower is known to hold (§5.3 log
         # matching then makes it safe to commit), and the newest pending read context so a lost round of
         # read-index acks is retried by the next heartbeat.
         ctx = self.read_only.last_context() if context is None else context
-        for v in self.voters:
-            if v != self.id:
-                commit = min(self.prs[v].match, self.log.committed)
-                self.send(MsgType.HEARTBEAT, v, commit=commit, context=ctx)
+        for v in self.others():
+            commit = min(self.prs[v].match, self.log.committed)
+            self.send(MsgType.HEARTBEAT, v, commit=commit, context=ctx)
 
     # ---- leader: reads ------------------------------------------------------------------------------------
     def start_read(self, m: Message) -> None:
@@ -320,3 +364,115 @@ class Raft:
             self.read_states.append(ReadState(req.index, req.context))
         else:
             self.send(MsgType.READ_INDEX_RESP, req.frm, index=req.index, context=req.context)
+
+    # ---- snapshots (§7) -----------------------------------------------------------------------------------
+    def restore(self, snap: Snapshot) -> bool:
+        """A snapshot from the leader: adopt it unless our log already holds its last entry. Returns whether
+        the log was replaced (the driver then persists and loads it)."""
+        if snap.index <= self.log.committed:
+            return False
+        if self.log.match_term(snap.index, snap.term):
+            self.log.commit_to(snap.index)  # we have the entries: just learn that they are committed
+            return False
+        self.log.restore(snap)
+        if snap.conf.voters:
+            self.voters, self.learners = snap.conf.voters, snap.conf.learners
+            self.prs = {v: Progress(self.log.last_index() + 1, self.cfg.max_inflight)
+                        for v in (*self.voters, *self.learners)}
+        return True
+
+    # ---- membership (dissertation §4) ---------------------------------------------------------------------
+    def propose_conf_change(self, cc: ConfChange) -> int:
+        """Leader: append a membership change. One at a time: refused while an earlier one is not applied."""
+        if self.role != Role.LEADER:
+            raise ProposalDropped(f"raft: member {self.id} is not the leader (leader: {self.lead or 'unknown'})")
+        if self.lead_transferee != NONE:
+            raise ProposalDropped(f"raft: leadership is being transferred to {self.lead_transferee}")
+        if self.pending_conf_index > self.log.applied:
+            raise ProposalDropped(
+                f"raft: another membership change (entry {self.pending_conf_index}) is not applied yet; "
+                "one change at a time")
+        self._check_conf_change(cc)
+        first = self.log.last_index() + 1
+        last = self.log.append([Entry(self.term, first, cc.encode(), EntryType.CONF_CHANGE)])
+        self.prs[self.id].maybe_update(last)
+        self.maybe_commit()
+        self.pending_conf_index = last
+        self.bcast_append()
+        return last
+
+    def _check_conf_change(self, cc: ConfChange) -> None:
+        t, node = cc.type, cc.node_id
+        if node <= 0:
+            raise ValueError(f"raft: member id must be positive, got {node}")
+        if t == ConfChangeType.ADD_LEARNER and node in (*self.voters, *self.learners):
+            raise ValueError(f"raft: member {node} is already in the cluster")
+        if t == ConfChangeType.PROMOTE and node not in self.learners:
+            raise ValueError(f"raft: member {node} is not a learner; only learners are promoted")
+        if t == ConfChangeType.REMOVE:
+            if node not in (*self.voters, *self.learners):
+                raise ValueError(f"raft: member {node} is not in the cluster")
+            if node in self.voters and len(self.voters) == 1:
+                raise ValueError("raft: cannot remove the last voter")
+        if t == ConfChangeType.FORCE_NEW_CLUSTER:
+            raise ValueError("raft: force-new-cluster is a startup option, not a proposal")
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """A committed membership change, applied in log order (the driver calls this as it applies the
+        entry). Idempotent: the log re-applies changes already folded in at start."""
+        self._change_conf(cc)
+        if self.role == Role.LEADER:
+            if self.id not in self.voters:
+                self.become_follower(self.term, NONE)  # removed: step down (transfer first to avoid the gap)
+            else:
+                last = self.log.last_index()
+                for v in self.others():
+                    self.prs.setdefault(v, Progress(last + 1, self.cfg.max_inflight))
+                for v in [v for v in self.prs if v not in self.voters and v not in self.learners]:
+                    del self.prs[v]
+                if self.lead_transferee not in self.voters:
+                    self.lead_transferee = NONE
+                if self.maybe_commit():  # a smaller quorum may commit at once
+                    self.bcast_append()
+                else:
+                    for v in self.others():
+                        self.send_append(v, send_if_empty=False)
+        else:
+            for v in [v for v in self.prs if v not in self.voters and v not in self.learners]:
+                del self.prs[v]
+        return self.conf_state()
+
+    def _change_conf(self, cc: ConfChange) -> None:
+        voters, learners = set(self.voters), set(self.learners)
+        t, node = cc.type, cc.node_id
+        if t == ConfChangeType.ADD_LEARNER:
+            if node not in voters:
+                learners.add(node)
+        elif t == ConfChangeType.PROMOTE:
+            learners.discard(node)
+            voters.add(node)
+        elif t == ConfChangeType.REMOVE:
+            voters.discard(node)
+            learners.discard(node)
+        elif t == ConfChangeType.FORCE_NEW_CLUSTER:
+            voters, learners = {node}, set()
+        self.voters, self.learners = tuple(sorted(voters)), tuple(sorted(learners))
+
+    # ---- leadership transfer (dissertation §3.10) ---------------------------------------------------------
+    def transfer_leader(self, to: int) -> None:
+        """Leader: bring `to` up to date, then tell it to campaign at once. Proposals are refused meanwhile; the
+        transfer is abandoned after an election timeout."""
+        if self.role != Role.LEADER:
+            raise ProposalDropped(f"raft: member {self.id} is not the leader (leader: {self.lead or 'unknown'})")
+        if to == self.id:
+            return
+        if to not in self.voters:
+            raise ValueError(f"raft: member {to} is not a voter; leadership can only go to a voter")
+        if self.lead_transferee == to:
+            return
+        self.lead_transferee = to
+        self.election_elapsed = 0  # the transfer's deadline
+        if self.prs[to].match == self.log.last_index():
+            self.send(MsgType.TIMEOUT_NOW, to)
+        else:
+            self.send_append(to)

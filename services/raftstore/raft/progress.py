@@ -1,7 +1,8 @@
 """Progress: the leader's view of one follower (Figure 2's nextIndex/matchIndex) plus flow control.
 
-A follower is either probed (one AppendEntries at a time until we find where its log matches ours, §5.3) or
-replicated to (entries streamed optimistically, at most `max_inflight` unacknowledged messages)."""
+A follower is either probed (one AppendEntries at a time until we find where its log matches ours, §5.3),
+replicated to (entries streamed optimistically, at most `max_inflight` unacknowledged messages), or sent a
+snapshot (§7: it needs entries we compacted; nothing else goes to it until it acknowledges the snapshot)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from enum import IntEnum
 class ProgressState(IntEnum):
     PROBE = 0
     REPLICATE = 1
+    SNAPSHOT = 2
 
 
 class Inflights:
@@ -49,6 +51,8 @@ class Progress:
         self.state = ProgressState.PROBE
         self.probe_sent = False  # in PROBE: an append is outstanding, wait for its answer or a heartbeat
         self.recent_active = False  # heard from during this election timeout (CheckQuorum)
+        self.pending_snapshot = 0  # in SNAPSHOT: the index of the snapshot sent
+        self.snapshot_waits = 0  # in SNAPSHOT: heartbeat answers seen without the snapshot being acknowledged
         self.inflights = Inflights(max_inflight)
 
     def become_probe(self) -> None:
@@ -63,9 +67,19 @@ class Progress:
         self.probe_sent = False
         self.inflights.reset()
 
+    def become_snapshot(self, index: int) -> None:
+        self.state = ProgressState.SNAPSHOT
+        self.pending_snapshot = index
+        self.snapshot_waits = 0
+        self.next = index + 1
+        self.probe_sent = False
+        self.inflights.reset()
+
     def is_paused(self) -> bool:
         if self.state == ProgressState.PROBE:
             return self.probe_sent
+        if self.state == ProgressState.SNAPSHOT:
+            return True
         return self.inflights.full()
 
     def maybe_update(self, index: int) -> bool:
@@ -93,6 +107,8 @@ class Progress:
                 return False
             self.next = self.match + 1
             return True
+        if self.state == ProgressState.SNAPSHOT:
+            return False  # answers an append sent before the snapshot
         if self.next - 1 != rejected:
             return False
         self.next = max(min(rejected, hint + 1), self.match + 1, 1)

@@ -10,25 +10,31 @@ from typing import Any
 from services.raftstore.raft.config import Config
 from services.raftstore.raft.errors import ProposalDropped
 from services.raftstore.raft.messages import (
+    ConfChange,
+    ConfState,
     Entry,
     HardState,
     Message,
     MsgType,
     ReadState,
     Role,
+    Snapshot,
     SoftState,
 )
 from services.raftstore.raft.node import Raft
 from services.raftstore.raft.storage import Storage
 
 _LOCAL_ONLY = frozenset({MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM, MsgType.PROP})
+_LEADER_ONLY = frozenset({MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP, MsgType.TIMEOUT_NOW})
 
 
 @dataclass(frozen=True)
 class Ready:
     """One batch of work for the driver.
 
-    - `hard_state` (if not None) and `entries` must be written first, and fsynced (once for both) when
+    - `snapshot` (if not None, a snapshot received from the leader) must be made durable and loaded into the
+      state machine first; it replaces the whole log before it,
+    - `hard_state` (if not None) and `entries` must be written next, and fsynced (once for both) when
       `must_sync`: new entries, or a new term or vote. A hard state that only advances the commit index may
       be written without an fsync — a commit index lost in a crash is learned again from the leader,
     - then `messages` sent (a vote or an ack must never leave before what it promises is durable, §5.2/§5.3),
@@ -41,6 +47,7 @@ class Ready:
     messages: tuple[Message, ...]
     read_states: tuple[ReadState, ...]
     must_sync: bool
+    snapshot: Snapshot | None = None
 
 
 class RawNode:
@@ -58,9 +65,15 @@ class RawNode:
         self.raft.step(Message(MsgType.HUP, frm=self.raft.id))
 
     def step(self, m: Message) -> None:
-        """Deliver a message from a peer. Local-only kinds and anything from a non-member are ignored."""
-        if m.type in _LOCAL_ONLY or m.frm not in self.raft.voters or m.frm == self.raft.id:
+        """Deliver a message from a peer. Local-only kinds and messages from ourselves are ignored. A member
+        not in our membership may still be the leader of a cluster we are joining; the driver drops messages
+        from removed members before they get here."""
+        if m.type in _LOCAL_ONLY or m.frm == self.raft.id or m.frm <= 0:
             return
+        r = self.raft
+        if m.frm not in r.voters and m.frm not in r.learners and r.voters and self.id in r.voters \
+                and m.type not in _LEADER_ONLY:
+            return  # a stranger's vote or answer: nothing to do with our elections or our progress
         self.raft.step(m)
 
     def propose(self, data: bytes) -> int:
@@ -75,6 +88,22 @@ class RawNode:
         last = self.raft.log.last_index()
         return range(last - len(datas) + 1, last + 1)
 
+    def propose_conf_change(self, cc: ConfChange) -> int:
+        """Append a membership change (leader only, one at a time); returns its index. Raises ProposalDropped
+        when this member cannot take it now and ValueError when the change itself is invalid."""
+        return self.raft.propose_conf_change(cc)
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """Put a committed membership change in force (call in log order, as its entry is applied)."""
+        return self.raft.apply_conf_change(cc)
+
+    def transfer_leader(self, to: int) -> None:
+        """Hand leadership to voter `to` (dissertation §3.10)."""
+        self.raft.transfer_leader(to)
+
+    def conf_state(self) -> ConfState:
+        return self.raft.conf_state()
+
     def read_index(self, context: bytes) -> None:
         """Ask for a linearizable read point; it comes back as a ReadState tagged `context` (possibly after
         a round trip to the leader). Raises ProposalDropped when no leader is known."""
@@ -87,6 +116,7 @@ class RawNode:
         r = self.raft
         return bool(
             r.msgs or r.read_states or r.log.unstable or r.log.has_next_committed()
+            or r.log.pending_snapshot is not None
             or r.soft_state() != self._prev_soft or r.hard_state() != self._prev_hard
         )
 
@@ -101,7 +131,9 @@ class RawNode:
             committed_entries=tuple(r.log.next_committed(r.cfg.max_committed_size_per_ready)),
             messages=tuple(r.msgs),
             read_states=tuple(r.read_states),
-            must_sync=bool(r.log.unstable) or hard.term != prev.term or hard.vote != prev.vote,
+            must_sync=(bool(r.log.unstable) or hard.term != prev.term or hard.vote != prev.vote
+                       or r.log.pending_snapshot is not None),
+            snapshot=r.log.pending_snapshot,
         )
 
     def advance(self, rd: Ready) -> None:
@@ -111,6 +143,8 @@ class RawNode:
             self._prev_soft = rd.soft_state
         if rd.hard_state is not None:
             self._prev_hard = rd.hard_state
+        if rd.snapshot is not None:
+            r.log.snapshot_applied(rd.snapshot)
         if rd.entries:
             last = rd.entries[-1]
             r.log.stable_to(last.index, last.term)
@@ -141,10 +175,13 @@ class RawNode:
         out: dict[str, Any] = {
             "id": r.id, "role": r.role.label, "leader": r.lead or None, "term": r.term, "vote": r.vote,
             "commit_index": r.log.committed, "applied_index": r.log.applied, "last_index": r.log.last_index(),
+            "first_index": r.log.first_index(), "voters": list(r.voters), "learners": list(r.learners),
         }
         if r.role == Role.LEADER:
             out["progress"] = {v: {"match": p.match, "next": p.next, "state": p.state.name.lower()}
                                for v, p in r.prs.items()}
+            if r.lead_transferee:
+                out["transferring_to"] = r.lead_transferee
         return out
 
 

@@ -29,6 +29,8 @@ def step_leader(r: Raft, m: Message) -> None:
     elif t == MsgType.PROP:
         if not m.entries:
             raise ProposalDropped("raft: empty proposal")
+        if r.lead_transferee != NONE:
+            raise ProposalDropped(f"raft: leadership is being transferred to member {r.lead_transferee}; retry")
         r.append_entries([e.data for e in m.entries])
         r.bcast_append()
     elif t == MsgType.READ_INDEX:
@@ -60,8 +62,15 @@ def _leader_append_response(r: Raft, m: Message) -> None:
         return
     if pr.state == ProgressState.PROBE:
         pr.become_replicate()  # found the match point: stream from here on
+    elif pr.state == ProgressState.SNAPSHOT:
+        if pr.match < pr.pending_snapshot:
+            return
+        pr.become_replicate()  # the snapshot is installed: stream entries after it
+        was_paused = True
     else:
         pr.inflights.free_le(m.index)
+    if m.frm == r.lead_transferee and pr.match == r.log.last_index():
+        r.send(MsgType.TIMEOUT_NOW, m.frm)  # caught up: it can win an election now
     if r.maybe_commit():
         r.bcast_append()  # tell everyone the new commit index
     elif was_paused:
@@ -74,6 +83,10 @@ def _leader_heartbeat_response(r: Raft, m: Message) -> None:
     pr = r.prs[m.frm]
     pr.recent_active = True
     pr.probe_sent = False
+    if pr.state == ProgressState.SNAPSHOT:
+        pr.snapshot_waits += 1
+        if pr.snapshot_waits >= r.cfg.snapshot_retry:
+            pr.become_probe()  # the snapshot (or its answer) was lost: start over
     if pr.state == ProgressState.REPLICATE and pr.inflights.full():
         # Acks may have been lost; let one more message through so the follower reports where it is.
         pr.inflights.free_first()
@@ -99,6 +112,9 @@ def step_candidate(r: Raft, m: Message) -> None:
     elif t == MsgType.HEARTBEAT:
         r.become_follower(m.term, m.frm)
         handle_heartbeat(r, m)
+    elif t == MsgType.SNAP:
+        r.become_follower(m.term, m.frm)
+        handle_snapshot(r, m)
     elif t == mine:
         r.poll(m.frm, t, granted=not m.reject)
 
@@ -122,6 +138,14 @@ def step_follower(r: Raft, m: Message) -> None:
         if r.lead == NONE:
             raise ProposalDropped(f"raft: member {r.id} knows no leader to confirm the read")
         r.send(MsgType.READ_INDEX, r.lead, context=m.context)
+    elif t == MsgType.SNAP:
+        r.election_elapsed = 0
+        r.lead = m.frm
+        handle_snapshot(r, m)
+    elif t == MsgType.TIMEOUT_NOW:
+        if r.promotable():
+            # The leader handed over: campaign at once, without pre-vote, past the voters' leader stickiness.
+            r.campaign(pre_vote=False, transfer=True)
     elif t == MsgType.READ_INDEX_RESP:
         r.read_states.append(ReadState(m.index, m.context))
 
@@ -139,6 +163,15 @@ def handle_append(r: Raft, m: Message) -> None:
     hint = r.log.find_conflict_by_term(min(m.index, r.log.last_index()), m.log_term)
     r.send(MsgType.APP_RESP, m.frm, index=m.index, reject=True, reject_hint=hint,
            log_term=r.log.term(hint))
+
+
+def handle_snapshot(r: Raft, m: Message) -> None:
+    """InstallSnapshot receiver (§7, Figure 13). Answers with the index we now hold, like an append."""
+    assert m.snapshot is not None
+    if r.restore(m.snapshot):
+        r.send(MsgType.APP_RESP, m.frm, index=r.log.last_index())
+    else:
+        r.send(MsgType.APP_RESP, m.frm, index=r.log.committed)
 
 
 def handle_heartbeat(r: Raft, m: Message) -> None:

@@ -1,8 +1,8 @@
 """The Storage seam: the durable part of the log as the core sees it, plus an in-memory implementation.
 
-The driver keeps a MemoryStorage in step with the WAL (entries go into it only after they are fsynced), so the
-core never reads a byte that is not durable. Snapshots and compaction (§7) will come in through this interface:
-`first_index()` moves past 1 and `snapshot()` returns real data."""
+The driver keeps a MemoryStorage in step with the WAL and the snapshot file (entries go into it only after they
+are fsynced), so the core never reads a byte that is not durable. After compaction (§7) `first_index()` is past
+1 and `snapshot()` holds the state machine up to the compacted point."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from services.raftstore.raft.errors import LogCompacted, LogUnavailable
-from services.raftstore.raft.messages import Entry, HardState, Snapshot
+from services.raftstore.raft.messages import ConfState, Entry, HardState, Snapshot
 
 
 class Storage(Protocol):
@@ -100,6 +100,32 @@ class MemoryStorage:
             )
         del self._ents[at:]
         self._ents.extend(ents)
+
+    def apply_snapshot(self, snap: Snapshot) -> None:
+        """Replace the whole log with a snapshot received from the leader (or loaded at start)."""
+        if snap.index < self._snap.index:
+            raise LogCompacted(f"raft: snapshot {snap.index} is older than the one held ({self._snap.index})")
+        self._snap = snap
+        self._ents = [Entry(term=snap.term, index=snap.index)]
+
+    def create_snapshot(self, index: int, conf: ConfState, data: bytes) -> Snapshot:
+        """Record the state machine as of applied entry `index` (the log is kept; see compact())."""
+        if index <= self._snap.index:
+            return self._snap
+        if index > self.last_index():
+            raise LogUnavailable(f"raft: snapshot at {index} is past the last index {self.last_index()}")
+        self._snap = Snapshot(index, self.term(index), data, conf)
+        return self._snap
+
+    def compact(self, index: int) -> None:
+        """Drop entries up to `index` (it becomes the sentinel); they must be covered by the snapshot."""
+        offset = self._ents[0].index
+        if index <= offset:
+            return
+        if index > self._snap.index:
+            raise AssertionError(f"raft: compacting to {index} past the snapshot at {self._snap.index}")
+        del self._ents[:index - offset]
+        self._ents[0] = Entry(term=self._ents[0].term, index=self._ents[0].index)  # the sentinel keeps no data
 
     def all_entries(self) -> list[Entry]:
         """Every held entry (tests and the WAL compare logs with it)."""
