@@ -535,29 +535,55 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=4, sort_keys=False))
 
 
-def cmd_service_create(a: argparse.Namespace) -> int:
-    spec = build_spec(a)
+def _create(a: argparse.Namespace, path: str, spec: Spec) -> int:
+    """POST the spec; print the new object's id."""
     gw = gateway_of(a)
     try:
-        service = gw.request("POST", "/v1/services", body=spec)
+        created = gw.request("POST", path, body=spec)
     finally:
         gw.close()
-    print(service["id"])
+    print(created["id"])
     return 0
 
 
-def cmd_service_ls(a: argparse.Namespace) -> int:
+Rows = Callable[..., list[list[str]]]
+
+
+def _list(a: argparse.Namespace, path: str, headers: tuple[str, ...], rows: Rows) -> int:
+    """A listing as a table (`-q`: the first column, untruncated ids, only)."""
     gw = gateway_of(a)
     try:
-        services = gw.items("/v1/services")
+        objs = gw.items(path)
     finally:
         gw.close()
     if a.quiet:
-        for row in table.service_rows(services, no_trunc=True):
+        for row in rows(objs, no_trunc=True):
             print(row[0])
         return 0
-    print(table.format_table(table.SERVICE_HEADERS, table.service_rows(services, no_trunc=a.no_trunc)))
+    print(table.format_table(headers, rows(objs, no_trunc=a.no_trunc)))
     return 0
+
+
+def _remove(a: argparse.Namespace, path: str, params: dict[str, str] | None = None) -> int:
+    """DELETE each reference in `a.refs`, printing those removed; failures are reported and the rest go on."""
+    gw = gateway_of(a)
+
+    def remove(ref: str) -> None:
+        gw.request("DELETE", f"{path}/{ref}", params=params)
+        print(ref)
+
+    try:
+        return _for_each(a.refs, remove)
+    finally:
+        gw.close()
+
+
+def cmd_service_create(a: argparse.Namespace) -> int:
+    return _create(a, "/v1/services", build_spec(a))
+
+
+def cmd_service_ls(a: argparse.Namespace) -> int:
+    return _list(a, "/v1/services", table.SERVICE_HEADERS, table.service_rows)
 
 
 def cmd_service_ps(a: argparse.Namespace) -> int:
@@ -606,16 +632,7 @@ def cmd_service_inspect(a: argparse.Namespace) -> int:
 
 
 def cmd_service_rm(a: argparse.Namespace) -> int:
-    gw = gateway_of(a)
-
-    def remove(ref: str) -> None:
-        gw.request("DELETE", f"/v1/services/{ref}")
-        print(ref)
-
-    try:
-        return _for_each(a.refs, remove)
-    finally:
-        gw.close()
+    return _remove(a, "/v1/services")
 
 
 def cmd_service_scale(a: argparse.Namespace) -> int:
@@ -726,16 +743,7 @@ def cmd_node_update(a: argparse.Namespace) -> int:
 
 
 def cmd_node_rm(a: argparse.Namespace) -> int:
-    gw = gateway_of(a)
-
-    def remove(ref: str) -> None:
-        gw.request("DELETE", f"/v1/nodes/{ref}", params={"force": "true"} if a.force else None)
-        print(ref)
-
-    try:
-        return _for_each(a.refs, remove)
-    finally:
-        gw.close()
+    return _remove(a, "/v1/nodes", {"force": "true"} if a.force else None)
 
 
 def cluster_changes(a: argparse.Namespace) -> Spec:
@@ -780,28 +788,11 @@ def network_spec(a: argparse.Namespace) -> Spec:
 
 
 def cmd_network_create(a: argparse.Namespace) -> int:
-    spec = network_spec(a)
-    gw = gateway_of(a)
-    try:
-        network = gw.request("POST", "/v1/networks", body=spec)
-    finally:
-        gw.close()
-    print(network["id"])
-    return 0
+    return _create(a, "/v1/networks", network_spec(a))
 
 
 def cmd_network_ls(a: argparse.Namespace) -> int:
-    gw = gateway_of(a)
-    try:
-        networks = gw.items("/v1/networks")
-    finally:
-        gw.close()
-    if a.quiet:
-        for row in table.network_rows(networks, no_trunc=True):
-            print(row[0])
-        return 0
-    print(table.format_table(table.NETWORK_HEADERS, table.network_rows(networks, no_trunc=a.no_trunc)))
-    return 0
+    return _list(a, "/v1/networks", table.NETWORK_HEADERS, table.network_rows)
 
 
 def cmd_network_inspect(a: argparse.Namespace) -> int:
@@ -809,16 +800,7 @@ def cmd_network_inspect(a: argparse.Namespace) -> int:
 
 
 def cmd_network_rm(a: argparse.Namespace) -> int:
-    gw = gateway_of(a)
-
-    def remove(ref: str) -> None:
-        gw.request("DELETE", f"/v1/networks/{ref}")
-        print(ref)
-
-    try:
-        return _for_each(a.refs, remove)
-    finally:
-        gw.close()
+    return _remove(a, "/v1/networks")
 
 
 # ---- parsers -----------------------------------------------------------------------------------------------
@@ -837,6 +819,27 @@ def _help_of(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], 
     return show
 
 
+SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
+def _add_ls(sub: SubParsers, parent: argparse.ArgumentParser, what: str, func: Callable[[argparse.Namespace], int],
+            no_trunc_help: str = "do not truncate ids") -> None:
+    """`ls` / `list` with `-q` and `--no-trunc`."""
+    ls = sub.add_parser("ls", aliases=["list"], parents=[parent], help=f"list {what}")
+    ls.add_argument("-q", "--quiet", action="store_true", help="only print ids")
+    ls.add_argument("--no-trunc", action="store_true", help=no_trunc_help)
+    ls.set_defaults(func=func)
+
+
+def _add_on_refs(sub: SubParsers, parent: argparse.ArgumentParser, name: str, metavar: str, help_text: str,
+                 func: Callable[[argparse.Namespace], int], aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """A command on one or more references (`inspect`, `rm`): their list is `refs`."""
+    cmd = sub.add_parser(name, aliases=list(aliases), parents=[parent], help=help_text)
+    cmd.add_argument("refs", nargs="+", metavar=metavar)
+    cmd.set_defaults(func=func)
+    return cmd
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """`service`, `node`, `network` and `cluster` under the top-level subcommands."""
     parent = _url_parent()
@@ -846,10 +849,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     _add_service_create(ssub, parent)
     _add_service_update(ssub, parent)
 
-    ls = ssub.add_parser("ls", aliases=["list"], parents=[parent], help="list services")
-    ls.add_argument("-q", "--quiet", action="store_true", help="only print ids")
-    ls.add_argument("--no-trunc", action="store_true", help="do not truncate ids and commands")
-    ls.set_defaults(func=cmd_service_ls)
+    _add_ls(ssub, parent, "services", cmd_service_ls, "do not truncate ids and commands")
 
     ps = ssub.add_parser("ps", parents=[parent], help="list the tasks of services")
     ps.add_argument("services", nargs="+", metavar="SERVICE")
@@ -857,9 +857,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     ps.add_argument("--no-trunc", action="store_true", help="do not truncate ids and errors")
     ps.set_defaults(func=cmd_service_ps)
 
-    inspect = ssub.add_parser("inspect", parents=[parent], help="show services as JSON")
-    inspect.add_argument("refs", nargs="+", metavar="SERVICE")
-    inspect.set_defaults(func=cmd_service_inspect)
+    _add_on_refs(ssub, parent, "inspect", "SERVICE", "show services as JSON", cmd_service_inspect)
 
     scale = ssub.add_parser("scale", parents=[parent],
                             help="set the replicas of replicated services (total completions of jobs)")
@@ -870,20 +868,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     rollback.add_argument("service", metavar="SERVICE")
     rollback.set_defaults(func=cmd_service_rollback)
 
-    rm = ssub.add_parser("rm", aliases=["remove"], parents=[parent], help="remove services")
-    rm.add_argument("refs", nargs="+", metavar="SERVICE")
-    rm.set_defaults(func=cmd_service_rm)
+    _add_on_refs(ssub, parent, "rm", "SERVICE", "remove services", cmd_service_rm, aliases=("remove",))
 
     node = sub.add_parser("node", help="manage nodes")
     node.set_defaults(func=_help_of(node))
     nsub = node.add_subparsers(title="node commands", metavar="COMMAND")
-    nls = nsub.add_parser("ls", aliases=["list"], parents=[parent], help="list nodes")
-    nls.add_argument("-q", "--quiet", action="store_true", help="only print ids")
-    nls.add_argument("--no-trunc", action="store_true", help="do not truncate ids")
-    nls.set_defaults(func=cmd_node_ls)
-    ninspect = nsub.add_parser("inspect", parents=[parent], help="show nodes as JSON")
-    ninspect.add_argument("refs", nargs="+", metavar="NODE")
-    ninspect.set_defaults(func=cmd_node_inspect)
+    _add_ls(nsub, parent, "nodes", cmd_node_ls)
+    _add_on_refs(nsub, parent, "inspect", "NODE", "show nodes as JSON", cmd_node_inspect)
     nupdate = nsub.add_parser("update", parents=[parent], help="change a node's availability, role or labels")
     nupdate.add_argument("--availability", choices=["active", "pause", "drain"],
                          help="active, pause (no new tasks) or drain (tasks move elsewhere)")
@@ -892,10 +883,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     nupdate.add_argument("--label-rm", action="append", metavar="KEY", help="remove a label")
     nupdate.add_argument("node", metavar="NODE")
     nupdate.set_defaults(func=cmd_node_update)
-    nrm = nsub.add_parser("rm", aliases=["remove"], parents=[parent], help="remove nodes from the cluster")
+    nrm = _add_on_refs(nsub, parent, "rm", "NODE", "remove nodes from the cluster", cmd_node_rm,
+                       aliases=("remove",))
     nrm.add_argument("-f", "--force", action="store_true", help="remove a node even if it is ready")
-    nrm.add_argument("refs", nargs="+", metavar="NODE")
-    nrm.set_defaults(func=cmd_node_rm)
 
     network = sub.add_parser("network", help="manage networks")
     network.set_defaults(func=_help_of(network))
@@ -909,16 +899,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     wcreate.add_argument("--label", action="append", metavar="KEY=VALUE", help="network label")
     wcreate.add_argument("name", metavar="NAME")
     wcreate.set_defaults(func=cmd_network_create)
-    wls = wsub.add_parser("ls", aliases=["list"], parents=[parent], help="list networks")
-    wls.add_argument("-q", "--quiet", action="store_true", help="only print ids")
-    wls.add_argument("--no-trunc", action="store_true", help="do not truncate ids")
-    wls.set_defaults(func=cmd_network_ls)
-    winspect = wsub.add_parser("inspect", parents=[parent], help="show networks as JSON")
-    winspect.add_argument("refs", nargs="+", metavar="NETWORK")
-    winspect.set_defaults(func=cmd_network_inspect)
-    wrm = wsub.add_parser("rm", aliases=["remove"], parents=[parent], help="remove networks")
-    wrm.add_argument("refs", nargs="+", metavar="NETWORK")
-    wrm.set_defaults(func=cmd_network_rm)
+    _add_ls(wsub, parent, "networks", cmd_network_ls)
+    _add_on_refs(wsub, parent, "inspect", "NETWORK", "show networks as JSON", cmd_network_inspect)
+    _add_on_refs(wsub, parent, "rm", "NETWORK", "remove networks", cmd_network_rm, aliases=("remove",))
 
     cluster = sub.add_parser("cluster", parents=[parent],
                              help="raft members, leader, term, commit index; subsystem leases")
