@@ -34,7 +34,6 @@ from services.raftstore.membership import Membership
 from services.raftstore.raft import (
     NONE,
     ConfChange,
-    ConfChangeType,
     Config,
     ConfState,
     EntryType,
@@ -429,6 +428,10 @@ class Driver:
             self.metrics.inc("raft_messages_sent_total", len(rd.messages), "raft messages handed to peers")
         if rd.committed_entries:  # 3. apply
             self._apply(rd)
+        if rd.want_snapshot:  # a new member waits for a snapshot that holds the membership
+            self.take_snapshot(compact=False)
+        elif self.fsm.applied_index - self.storage.snapshot().index >= self.cfg.snapshot_interval:
+            self.take_snapshot()
         for rs in rd.read_states:
             futs = self._read_ctx.pop(rs.context, None)
             self._read_ctx_issued.pop(rs.context, None)
@@ -480,7 +483,6 @@ class Driver:
 
     def _apply(self, rd: Ready) -> None:
         leading = self.role == Role.LEADER
-        learner_added = False
         for e in rd.committed_entries:
             result: Any
             if e.type == EntryType.CONF_CHANGE:
@@ -488,7 +490,6 @@ class Driver:
                 result = self.node.apply_conf_change(cc)
                 self.membership.apply(cc)
                 self.fsm.mem.skip(e.index)
-                learner_added |= cc.type == ConfChangeType.ADD_LEARNER
                 log.info("raftstore %d: membership change %s %d applied at %d: voters %s, learners %s", self.id,
                          cc.type.name.lower(), cc.node_id, e.index, list(result.voters), list(result.learners))
                 self._membership_changed()
@@ -508,11 +509,6 @@ class Driver:
             if leading and isinstance(result, TxnResult) and result.changes and self.on_leader_commit:
                 self.on_leader_commit(result)
         self.metrics.inc("raft_applied_entries_total", len(rd.committed_entries), "committed entries applied")
-        if learner_added:
-            # A new member starts from a snapshot that holds the membership: make sure there is a current one.
-            self.take_snapshot(compact=False)
-        elif self.fsm.applied_index - self.storage.snapshot().index >= self.cfg.snapshot_interval:
-            self.take_snapshot()
         self._applied.set()
         self._applied = asyncio.Event()
 

@@ -36,8 +36,9 @@ class Member:
                  snap.index if snap else 0)
         if settings.force_new_cluster:
             force_new_cluster(self.wal, replayed, self.me.id)
-        # A joining member knows only itself until the leader's snapshot tells it the membership.
-        membership = Membership([self.me] if settings.raft_join else bootstrap)
+        # A joining member knows where the others are (to answer the leader) but not who votes: that comes with
+        # the leader's snapshot.
+        membership = Membership(bootstrap)
         peers = [] if settings.raft_join else [m.id for m in bootstrap]
         self.transport = PeerTransport(self.me.id, {}, deliver=lambda _m: None, metrics=self.metrics)
         cfg = DriverConfig(tick=settings.raft_tick, election_ticks=settings.raft_election_ticks,

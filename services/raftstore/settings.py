@@ -6,7 +6,9 @@ single-member cluster serving on SHOAL_HOST/SHOAL_PORT with its peer port at SHO
 *bootstrap* membership: once the cluster has data, membership lives in the log (POST/DELETE /v1/members).
 
 `SHOAL_RAFT_JOIN=1` starts a member that joins an existing cluster (after `POST /v1/members` on it): it
-waits, empty, for the leader's snapshot, and only needs its own entry in SHOAL_RAFT_MEMBERS.
+waits, empty, for the leader's snapshot. Its SHOAL_RAFT_MEMBERS lists the current members and itself (like
+etcd's --initial-cluster-state=existing): the addresses to answer the leader at; who votes comes with the
+snapshot.
 `SHOAL_FORCE_NEW_CLUSTER=1` (or `--force-new-cluster`) restarts a surviving member as a single-member cluster
 with its data, for when a majority is lost for good."""
 

@@ -4,16 +4,34 @@ Each member has durable state (a MemoryStorage standing in for its WAL) and, whi
 Ready follows the driver's order — persist, send, apply, advance — so a crash between steps loses exactly what
 a real crash would: unstable entries and unsent messages. Messages can be dropped, duplicated, delayed (and so
 reordered) and cut by partitions. `check()` asserts Raft's safety properties (§5.2 election safety, §5.3 log
-matching, §5.4 leader completeness, state-machine safety) plus durable-state monotonicity."""
+matching, §5.4 leader completeness, state-machine safety) plus durable-state monotonicity.
+
+With `snapshot_every`, members snapshot their state machine (the list of applied entries) and compact their
+log to `snapshot_tail` entries, as the driver does; a lagging member then catches up by InstallSnapshot (§7).
+Membership changes (`change`) are applied as their entries are, and removed members are cut off for good."""
 
 from __future__ import annotations
 
 import heapq
+import json
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from services.raftstore.raft import Config, Entry, HardState, MemoryStorage, Message, ProposalDropped, RawNode, Role
+from services.raftstore.raft import (
+    ConfChange,
+    ConfChangeType,
+    Config,
+    Entry,
+    EntryType,
+    HardState,
+    MemoryStorage,
+    Message,
+    ProposalDropped,
+    RawNode,
+    Role,
+    Snapshot,
+)
 
 
 class SafetyViolation(AssertionError):
@@ -32,9 +50,16 @@ class Member:
 class SimNetwork:
     def __init__(self, members: int | Iterable[int] = 3, *, seed: int = 0, election_tick: int = 10,
                  heartbeat_tick: int = 1, pre_vote: bool = True, check_quorum: bool = True,
-                 max_inflight: int = 256, max_size_per_msg: int = 1 << 20) -> None:
-        ids = list(range(1, members + 1)) if isinstance(members, int) else list(members)
+                 max_inflight: int = 256, max_size_per_msg: int = 1 << 20, spares: int = 0,
+                 snapshot_every: int = 0, snapshot_tail: int = 0) -> None:
+        """`members` bootstrap voters; `spares` more ids that can join later (`join`)."""
+        voters = list(range(1, members + 1)) if isinstance(members, int) else list(members)
+        ids = voters + [max(voters) + k for k in range(1, spares + 1)]
         self.ids = ids
+        self.bootstrap = tuple(voters)
+        self.snapshot_every = snapshot_every
+        self.snapshot_tail = snapshot_tail
+        self.removed: set[int] = set()
         self.rng = random.Random(seed)
         self.cfg = dict(election_tick=election_tick, heartbeat_tick=heartbeat_tick, pre_vote=pre_vote,
                         check_quorum=check_quorum, max_inflight=max_inflight, max_size_per_msg=max_size_per_msg)
@@ -54,15 +79,17 @@ class SimNetwork:
         self.commit_term: dict[int, int] = {}  # index -> lowest term in which a member knew it committed
         self.last_hard: dict[int, HardState] = {}
         self._seen_commit: dict[int, int] = {}
-        for i in ids:
+        for i in voters:
             self.start(i)
 
     # ---- membership of the simulation ---------------------------------------------------------------------
     def start(self, i: int) -> None:
+        """Start (or restart) member i from its durable state; a spare starts empty, as a joining member."""
         m = self.members[i]
-        cfg = Config(id=i, peers=tuple(self.ids), rng=random.Random(self.rng.random()), **self.cfg)  # type: ignore[arg-type]
+        peers = self.bootstrap if i in self.bootstrap else ()
+        cfg = Config(id=i, peers=peers, rng=random.Random(self.rng.random()), **self.cfg)  # type: ignore[arg-type]
         m.node = RawNode(cfg, m.storage)
-        m.applied = []
+        m.applied = _decode_state(m.storage.snapshot())
 
     def crash(self, i: int) -> None:
         """Lose everything volatile: unstable entries, queued messages, the state machine."""
@@ -115,6 +142,9 @@ class SimNetwork:
         if n is None or not n.has_ready():
             return False
         rd = n.ready()
+        if rd.snapshot is not None:  # install a snapshot from the leader ...
+            m.storage.apply_snapshot(rd.snapshot)
+            m.applied = _decode_state(rd.snapshot)
         if rd.hard_state is not None:  # persist ...
             m.storage.set_hard_state(rd.hard_state)
         m.storage.append(rd.entries)
@@ -122,9 +152,21 @@ class SimNetwork:
             self.send(msg)
         for e in rd.committed_entries:  # ... apply ...
             self._applied(m, e, n.term)
+            if e.type == EntryType.CONF_CHANGE:
+                cc = ConfChange.decode(e.data)
+                n.apply_conf_change(cc)
+                if cc.type == ConfChangeType.REMOVE:
+                    self.removed.add(cc.node_id)
         for rs in rd.read_states:
             m.read_states.append((rs.index, rs.context))
         n.advance(rd)  # ... advance
+        applied = len(m.applied)
+        if rd.want_snapshot and applied:
+            m.storage.create_snapshot(applied, n.conf_state(), _encode_state(m.applied))
+        if self.snapshot_every and rd.committed_entries:
+            if applied - m.storage.snapshot().index >= self.snapshot_every:
+                m.storage.create_snapshot(applied, n.conf_state(), _encode_state(m.applied))
+                m.storage.compact(max(applied - self.snapshot_tail, m.storage.first_index() - 1))
         return True
 
     def deliver_due(self) -> int:
@@ -132,7 +174,7 @@ class SimNetwork:
         while self._queue and self._queue[0][0] <= self.now:
             _, _, msg = heapq.heappop(self._queue)
             member = self.members.get(msg.to)
-            if member is None or member.node is None:
+            if member is None or member.node is None or msg.frm in self.removed:
                 continue
             member.node.step(msg)
             n += 1
@@ -182,6 +224,13 @@ class SimNetwork:
         except ProposalDropped:
             return None
 
+    def change(self, i: int, type: ConfChangeType, node: int) -> int | None:
+        """Propose a membership change at member i; None if it refused (not leader, one in progress...)."""
+        try:
+            return self.node(i).propose_conf_change(ConfChange(type, node))
+        except (ProposalDropped, ValueError):
+            return None
+
     def read_index(self, i: int, ctx: bytes) -> bool:
         try:
             self.node(i).read_index(ctx)
@@ -202,18 +251,19 @@ class SimNetwork:
         return best
 
     def log_of(self, i: int) -> list[Entry]:
+        """The entries member i holds (after its snapshot, if it compacted)."""
         m = self.members[i]
         if m.node is None:
             return m.storage.all_entries()
         log = m.node.raft.log
-        return log.slice(1, log.last_index() + 1)
+        return log.slice(log.first_index(), log.last_index() + 1)
 
     def applied_data(self, i: int) -> list[bytes]:
-        return [e.data for e in self.members[i].applied if e.data]
+        return [e.data for e in self.members[i].applied if e.data and e.type == EntryType.NORMAL]
 
     # ---- safety -------------------------------------------------------------------------------------------
     def _applied(self, m: Member, e: Entry, term: int) -> None:
-        expect = len(m.applied) + 1
+        expect = len(m.applied) + 1  # the state machine holds every entry up to its last applied one
         if e.index != expect:
             raise SafetyViolation(f"member {m.id} applied index {e.index}, expected {expect}")
         have = self.committed.setdefault(e.index, e)
@@ -250,20 +300,36 @@ class SimNetwork:
     def _check_leader_completeness(self, i: int) -> None:
         """§5.4: an entry committed in term T is in the log of every leader of a term after T."""
         r = self.node(i).raft
+        floor = r.log.first_index() - 1  # below it the leader's snapshot holds the entries
         for idx, e in self.committed.items():
+            if idx < floor:
+                continue
             if self.commit_term.get(idx, r.term) < r.term and not r.log.match_term(idx, e.term):
                 raise SafetyViolation(f"leader completeness: leader {i} of term {r.term} lacks committed {e}")
 
     def _check_log_matching(self) -> None:
         """§5.3: two logs with an entry of equal index and term are identical up to that index."""
-        logs = {i: self.log_of(i) for i in self.ids}
+        logs = {i: {e.index: e for e in self.log_of(i)} for i in self.ids}
         ids = self.ids
         for a_pos, a in enumerate(ids):
             for b in ids[a_pos + 1:]:
                 la, lb = logs[a], logs[b]
-                k = min(len(la), len(lb))
-                while k > 0 and la[k - 1].term != lb[k - 1].term:
-                    k -= 1
-                if la[:k] != lb[:k]:
-                    raise SafetyViolation(f"log matching: members {a} and {b} agree on term at {k} "
-                                          "but differ before it")
+                common = sorted(set(la) & set(lb), reverse=True)
+                agree = next((k for k in common if la[k].term == lb[k].term), None)
+                if agree is None:
+                    continue
+                bad = next((k for k in common if k <= agree and la[k] != lb[k]), None)
+                if bad is not None:
+                    raise SafetyViolation(f"log matching: members {a} and {b} agree on term at {agree} "
+                                          f"but differ at {bad}")
+
+
+def _encode_state(applied: list[Entry]) -> bytes:
+    """The simulated state machine's snapshot: every applied entry."""
+    return json.dumps([[e.term, e.index, int(e.type), e.data.decode("latin-1")] for e in applied]).encode()
+
+
+def _decode_state(snap: Snapshot) -> list[Entry]:
+    if snap.index == 0:
+        return []
+    return [Entry(t, i, d.encode("latin-1"), EntryType(k)) for t, i, k, d in json.loads(snap.data)]

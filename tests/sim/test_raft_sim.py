@@ -1,6 +1,8 @@
 """Deterministic simulation of the Raft core: seeded faults (drop, duplicate, delay/reorder, partitions, crashes
-with durable state kept) and the safety checks of SimNetwork.check() after every step; then the faults stop
-and the cluster must make progress again. `pytest tests/sim --seeds 5000` runs more seeds, `--seed N` one."""
+with durable state kept), snapshots with log compaction (lagging members catch up by InstallSnapshot), and
+membership changes (learners added and promoted, members removed for good), with the safety checks of
+SimNetwork.check() after every step; then the faults stop and the cluster must make progress again.
+`pytest tests/sim --seeds 5000` runs more seeds, `--seed N` one."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import time
 
 import pytest
 
+from services.raftstore.raft import ConfChangeType
 from tests.sim.raftnet import SimNetwork
 
 STEPS = 250
@@ -18,8 +21,11 @@ CALM_STEPS = 300
 def run_seed(seed: int) -> SimNetwork:
     rng = random.Random(seed * 7919 + 1)
     members = 5 if seed % 4 == 0 else 3
+    reconfigure = seed % 3 == 1
+    every = rng.choice([0, 0, 10, 30])
     net = SimNetwork(members, seed=seed, election_tick=rng.choice([4, 6, 10]),
-                     pre_vote=seed % 7 != 3, check_quorum=seed % 5 != 2, max_inflight=rng.choice([2, 64]))
+                     pre_vote=seed % 7 != 3, check_quorum=seed % 5 != 2, max_inflight=rng.choice([2, 64]),
+                     spares=2 if reconfigure else 0, snapshot_every=every, snapshot_tail=rng.choice([0, 4]))
     net.drop = rng.choice([0.0, 0.02, 0.1, 0.3])
     net.duplicate = rng.choice([0.0, 0.05, 0.2])
     net.max_delay = rng.choice([0, 1, 3])
@@ -38,13 +44,15 @@ def run_seed(seed: int) -> SimNetwork:
                 proposed.add(data)
         elif roll < 0.38 and net.up(target) and sum(net.up(i) for i in net.ids) > 1:
             net.crash(target)
-        elif roll < 0.44 and not net.up(target):
+        elif roll < 0.44 and not net.up(target) and _may_start(net, target):
             net.start(target)
         elif roll < 0.46:
             side = rng.sample(net.ids, rng.randint(1, len(net.ids) - 1))
             net.partition(side, [i for i in net.ids if i not in side])
         elif roll < 0.49:
             net.heal()
+        elif roll < 0.58 and reconfigure:
+            _random_conf_change(net, rng)
         elif roll < 0.55 and net.up(target):
             seq += 1
             ctx = b"r%d" % seq
@@ -58,7 +66,7 @@ def run_seed(seed: int) -> SimNetwork:
     # Faults stop: every member comes back and the cluster must commit a new entry everywhere.
     net.calm()
     for i in net.ids:
-        if not net.up(i):
+        if not net.up(i) and _may_start(net, i):
             net.start(i)
     final = b"final"
     proposed.add(final)
@@ -67,16 +75,53 @@ def run_seed(seed: int) -> SimNetwork:
         lead = net.leader()
         if lead is not None and step % 20 == 0:
             net.propose(lead, final)  # again if an earlier copy was lost with its leader
-        if all(final in net.applied_data(i) for i in net.ids):
+        live = _in_cluster(net)
+        if live and all(final in net.applied_data(i) for i in live):
             break
     else:
         raise AssertionError(f"no progress after faults stopped: leaders={net.leaders()} "
-                             f"status={[net.node(i).status() for i in net.ids]}")
-    logs = [net.applied_data(i) for i in net.ids]
+                             f"status={[net.node(i).status() for i in net.ids if net.up(i)]}")
+    logs = [net.applied_data(i) for i in _in_cluster(net)]
     longest = max(logs, key=len)
     assert all(log == longest[:len(log)] for log in logs), "members applied different sequences"
     assert set(longest) <= proposed, "committed something nobody proposed"
     return net
+
+
+def _in_cluster(net: SimNetwork) -> list[int]:
+    """Members that are in the membership of the newest leader (started and not removed)."""
+    lead = net.leader()
+    if lead is None:
+        return []
+    return [i for i in net.node(lead).conf_state().members() if net.up(i) and i not in net.removed]
+
+
+def _may_start(net: SimNetwork, i: int) -> bool:
+    """Removed members stay down; a spare starts only once some member added it."""
+    if i in net.removed:
+        return False
+    return i in net.bootstrap or any(
+        net.up(j) and i in net.node(j).conf_state().members() for j in net.ids)
+
+
+def _random_conf_change(net: SimNetwork, rng: random.Random) -> None:
+    lead = net.leader()
+    if lead is None:
+        return
+    conf = net.node(lead).conf_state()
+    choice = rng.random()
+    fresh = [i for i in net.ids if i not in conf.members() and i not in net.removed and not net.up(i)
+             and i not in net.bootstrap]
+    if choice < 0.4 and fresh:
+        node = rng.choice(fresh)
+        if net.change(lead, ConfChangeType.ADD_LEARNER, node) is not None:
+            net.start(node)  # the new member starts empty and waits for the leader
+    elif choice < 0.75 and conf.learners:
+        net.change(lead, ConfChangeType.PROMOTE, rng.choice(conf.learners))
+    elif len(conf.voters) > 2:
+        node = rng.choice([*conf.voters, *conf.learners])
+        if net.change(lead, ConfChangeType.REMOVE, node) is not None and node != lead:
+            pass  # it stops once it applies its removal (or stays cut off: its messages are dropped)
 
 
 def _check_reads(net: SimNetwork, floor: dict[bytes, int]) -> None:

@@ -21,8 +21,10 @@ class RaftLog:
         self.unstable: list[Entry] = []
         self.pending_snapshot: Snapshot | None = None
         self.unstable_offset = storage.last_index() + 1
-        self.committed = storage.first_index() - 1
-        self.applied = storage.first_index() - 1
+        # The state machine starts from the snapshot, which may be newer than the first entry kept (the log
+        # keeps a tail before it for slow followers).
+        self.committed = max(storage.first_index() - 1, storage.snapshot().index)
+        self.applied = self.committed
 
     # ---- positions -----------------------------------------------------------------------------------------
     def first_index(self) -> int:

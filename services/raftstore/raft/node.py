@@ -38,6 +38,8 @@ from services.raftstore.raft.storage import Storage
 _UNTERMED = frozenset({MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM, MsgType.PROP, MsgType.READ_INDEX})
 #: the context of vote requests sent on a leader's behalf (TIMEOUT_NOW): voters drop their leader stickiness
 CAMPAIGN_TRANSFER = b"transfer"
+#: the context of an append rejection from a member that knows no membership yet: it needs a snapshot
+NEED_SNAPSHOT = roles.NEED_SNAPSHOT
 
 
 class Raft:
@@ -54,6 +56,8 @@ class Raft:
         self.pending_conf_index = 0
         # leadership transfer in progress to this member (dissertation §3.10), NONE otherwise
         self.lead_transferee = NONE
+        # a follower needs a snapshot the storage does not have yet (see send_snapshot)
+        self.snapshot_wanted = False
         self.term = 0
         self.vote = NONE
         self.lead = NONE
@@ -307,12 +311,7 @@ class Raft:
         if pr.is_paused():
             return False
         prev = pr.next - 1
-        snap = self.log.storage.snapshot()
         try:
-            if pr.next == 1 and snap.index > 0:
-                # An empty member (a new learner) starts from the snapshot, not by replaying the whole log:
-                # the bootstrap membership is only in the snapshot.
-                raise LogCompacted("raft: empty follower")
             prev_term = self.log.term(prev)
             ents = self.log.entries_from(pr.next, self.cfg.max_size_per_msg)
         except LogCompacted:
@@ -327,11 +326,16 @@ class Raft:
             pr.probe_sent = True
         return True
 
-    def send_snapshot(self, to: int) -> bool:
-        """InstallSnapshot (§7): the follower needs entries we compacted. The transport streams it in chunks."""
+    def send_snapshot(self, to: int, *, joining: bool = False) -> bool:
+        """InstallSnapshot (§7): the follower needs entries we compacted, or it is a new member that knows no
+        membership yet (`joining`). The transport streams it in chunks."""
         snap = self.log.storage.snapshot()
-        if snap.index == 0:
-            return False  # nothing to send yet (cannot happen with a compacted log)
+        if snap.index == 0 or (joining and to not in snap.conf.members()):
+            # No snapshot yet, or one older than the change that added this member (it would not learn the
+            # membership from it): ask the driver for a fresh one (Ready.want_snapshot); the next heartbeat
+            # answer brings us back here.
+            self.snapshot_wanted = True
+            return False
         self.send(MsgType.SNAP, to, snapshot=snap)
         self.prs[to].become_snapshot(snap.index)
         return True
@@ -407,8 +411,11 @@ class Raft:
             raise ValueError(f"raft: member id must be positive, got {node}")
         if t == ConfChangeType.ADD_LEARNER and node in (*self.voters, *self.learners):
             raise ValueError(f"raft: member {node} is already in the cluster")
-        if t == ConfChangeType.PROMOTE and node not in self.learners:
-            raise ValueError(f"raft: member {node} is not a learner; only learners are promoted")
+        if t == ConfChangeType.PROMOTE:
+            if node not in self.learners:
+                raise ValueError(f"raft: member {node} is not a learner; only learners are promoted")
+            if self.prs[node].match == 0:
+                raise ValueError(f"raft: learner {node} has not received the leader's snapshot yet")
         if t == ConfChangeType.REMOVE:
             if node not in (*self.voters, *self.learners):
                 raise ValueError(f"raft: member {node} is not in the cluster")

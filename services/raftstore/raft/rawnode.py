@@ -48,6 +48,8 @@ class Ready:
     read_states: tuple[ReadState, ...]
     must_sync: bool
     snapshot: Snapshot | None = None
+    #: after applying this Ready, take a snapshot of the state machine (a new member needs one)
+    want_snapshot: bool = False
 
 
 class RawNode:
@@ -116,7 +118,7 @@ class RawNode:
         r = self.raft
         return bool(
             r.msgs or r.read_states or r.log.unstable or r.log.has_next_committed()
-            or r.log.pending_snapshot is not None
+            or r.log.pending_snapshot is not None or r.snapshot_wanted
             or r.soft_state() != self._prev_soft or r.hard_state() != self._prev_hard
         )
 
@@ -132,8 +134,9 @@ class RawNode:
             messages=tuple(r.msgs),
             read_states=tuple(r.read_states),
             must_sync=(bool(r.log.unstable) or hard.term != prev.term or hard.vote != prev.vote
-                       or r.log.pending_snapshot is not None),
+                       or r.log.pending_snapshot is not None or r.snapshot_wanted),
             snapshot=r.log.pending_snapshot,
+            want_snapshot=r.snapshot_wanted,
         )
 
     def advance(self, rd: Ready) -> None:
@@ -145,6 +148,8 @@ class RawNode:
             self._prev_hard = rd.hard_state
         if rd.snapshot is not None:
             r.log.snapshot_applied(rd.snapshot)
+        if rd.want_snapshot:
+            r.snapshot_wanted = False
         if rd.entries:
             last = rd.entries[-1]
             r.log.stable_to(last.index, last.term)

@@ -12,6 +12,8 @@ from services.raftstore.raft.progress import ProgressState
 if TYPE_CHECKING:
     from services.raftstore.raft.node import Raft
 
+NEED_SNAPSHOT = b"need-snapshot"  # the same as node.NEED_SNAPSHOT (node imports this module)
+
 
 def step_leader(r: Raft, m: Message) -> None:
     t = m.type
@@ -47,6 +49,10 @@ def step_leader(r: Raft, m: Message) -> None:
 def _leader_append_response(r: Raft, m: Message) -> None:
     pr = r.prs[m.frm]
     pr.recent_active = True
+    if m.reject and m.context == NEED_SNAPSHOT:
+        if pr.state != ProgressState.SNAPSHOT:
+            r.send_snapshot(m.frm, joining=True)
+        return
     if m.reject:
         # §5.3: back up nextIndex and retry; the follower's hint lets us skip a whole term at once.
         hint = m.reject_hint
@@ -152,6 +158,11 @@ def step_follower(r: Raft, m: Message) -> None:
 
 def handle_append(r: Raft, m: Message) -> None:
     """AppendEntries receiver (Figure 2)."""
+    if not r.voters:
+        # A joining member knows no membership: replaying the log from index 1 would not tell it (the bootstrap
+        # membership lives in snapshots), so it takes nothing but a snapshot.
+        r.send(MsgType.APP_RESP, m.frm, index=m.index, reject=True, context=NEED_SNAPSHOT)
+        return
     if m.index < r.log.committed:
         # Everything up to our commit index is known to match; say so instead of re-checking old entries.
         r.send(MsgType.APP_RESP, m.frm, index=r.log.committed)

@@ -1,0 +1,218 @@
+"""Real raftstore processes: snapshots and compaction (a member down past the compacted log catches up from a
+multi-frame snapshot; a whole-cluster restart comes back from snapshot + log), membership changes while
+serving (a member joins as a learner from a snapshot and is promoted; the leader leaves after handing over;
+a removal that would lose quorum is refused; removed ids never come back), leadership transfer, and
+--force-new-cluster recovery."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.raftprocs import RaftProcs, eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+class Procs(RaftProcs):
+    """`slots` members' ports, the first `bootstrap` of them the initial cluster; later ones join."""
+
+    def __init__(self, base: Path, slots: int, bootstrap: int, **kw: Any) -> None:
+        self.active = list(range(1, slots + 1))
+        super().__init__(base, slots, **kw)
+        self.bootstrap = bootstrap
+        self.spec = ";".join(self.entry(i) for i in range(1, bootstrap + 1))
+        self.env_common["SHOAL_RAFT_MEMBERS"] = self.spec
+        self.active = list(range(1, bootstrap + 1))
+
+    @property
+    def ids(self) -> list[int]:
+        return list(self.active)
+
+    def entry(self, i: int) -> str:
+        return f"{i}={self.url(i)},127.0.0.1:{self.peer_ports[i]}"
+
+    def members_spec(self, i: int) -> str:
+        return self.spec if i <= self.bootstrap else ";".join([self.spec, self.entry(i)])
+
+    def start(self, i: int, **env: str) -> None:
+        saved = dict(self.env_common)
+        if i > self.bootstrap:
+            self.env_common.update(SHOAL_RAFT_MEMBERS=self.members_spec(i), SHOAL_RAFT_JOIN="1")
+        self.env_common.update(env)
+        try:
+            super().start(i)
+        finally:
+            self.env_common = saved
+        if i not in self.active:
+            self.active.append(i)
+
+    def write(self, i: int, oid: str, size: int = 64) -> int:
+        obj = {"id": oid, "service_id": "svc", "node_id": None, "desired_state": "running", "pad": "x" * size}
+        r = self.http.post(self.url(i) + "/v1/txn", timeout=10,
+                           json={"ops": [{"op": "create", "kind": "task", "object": obj}]})
+        assert r.status_code == 200, r.text
+        return int(r.json()["revision"])
+
+    def count(self, i: int) -> int:
+        r = self.http.get(self.url(i) + "/v1/objects/task", timeout=10)
+        assert r.status_code == 200, r.text
+        return len(r.json()["items"])
+
+    def metric(self, i: int, name: str) -> float:
+        text = self.http.get(self.url(i) + "/metrics").text
+        m = re.search(rf"^shoal_{name} ([0-9.e+]+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    c = Procs(tmp_path, 5, 3, extra_env={"SHOAL_SNAPSHOT_INTERVAL": "100", "SHOAL_SNAPSHOT_TAIL": "20"})
+    try:
+        c.start_all()
+        yield c
+    finally:
+        c.close()
+
+
+def test_a_member_down_past_compaction_catches_up_from_a_chunked_snapshot(procs: Procs) -> None:
+    lead = procs.wait_leader(15)
+    lagging = next(i for i in procs.ids if i != lead)
+    procs.kill(lagging)
+    for k in range(300):  # ~3 snapshots' worth of 6 KiB objects: the snapshot is > 1 MiB, several frames
+        procs.write(lead, f"t{k}", size=6000)
+    st = procs.status(lead)
+    assert st is not None and st["snapshot_index"] >= 200 and st["first_index"] > 100, st
+    wal = procs.data_dir(lead) / "wal.log"
+    assert wal.stat().st_size < 100 * 6500, "the WAL keeps only the tail after compaction"
+
+    procs.start(lagging)
+    live = procs.ids
+    eventually(lambda: procs.converged(live), 30, "the lagging member to catch up", 0.2)
+    assert procs.metric(lagging, "raft_snapshots_installed_total") >= 1
+    assert procs.count(lagging) == 300
+
+    # every member restarts from its snapshot + the log tail, with nothing lost
+    procs.stop_all()
+    for i in live:
+        procs.start(i)
+    procs.wait_leader(20)
+    before = procs.converged(live)
+    eventually(lambda: procs.converged(live), 30, "members to converge after the restart", 0.2)
+    assert before is None or before == procs.converged(live)
+    assert all(procs.count(i) == 300 for i in live)
+
+
+def _members(procs: Procs, i: int) -> dict[str, Any]:
+    r = procs.http.get(procs.url(i) + "/v1/members", timeout=10)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _voters(view: dict[str, Any]) -> list[int]:
+    return sorted(m["id"] for m in view["members"] if m["role"] == "voter")
+
+
+def test_membership_changes_while_serving(procs: Procs) -> None:
+    lead = procs.wait_leader(15)
+    for k in range(150):
+        procs.write(lead, f"a{k}")
+    follower = next(i for i in procs.ids if i != lead)
+
+    # bad input changes nothing
+    r = procs.http.post(procs.url(follower) + "/v1/members", json={"api_url": "nope"}, timeout=10)
+    assert r.status_code == 400 and "api_url" in r.json()["message"]
+
+    # a new member joins: learner first (it waits for the leader's snapshot), promoted once caught up
+    procs.start(4)
+    body = {"api_url": procs.url(4), "peer_addr": f"127.0.0.1:{procs.peer_ports[4]}", "id": 4}
+    r = procs.http.post(procs.url(follower) + "/v1/members", json=body, timeout=60)  # a follower forwards it
+    assert r.status_code == 201, r.text
+    assert _voters(r.json()) == [1, 2, 3, 4]
+    eventually(lambda: procs.converged(), 30, "the new member to hold the same state", 0.2)
+    assert procs.count(4) == 150
+    r = procs.http.post(procs.url(lead) + "/v1/members", json={**body, "id": 7}, timeout=10)
+    assert r.status_code == 409, "an address already in use is refused"
+
+    # the leader leaves: it hands leadership over first, then the new leader removes it
+    r = procs.http.delete(procs.url(lead) + f"/v1/members/{lead}", timeout=30)
+    assert r.status_code == 200, r.text
+    assert lead not in _voters(r.json()) and r.json()["leader"] != lead
+    procs.active.remove(lead)
+    new_lead = procs.wait_leader(15)
+    r = procs.http.post(procs.url(lead) + "/v1/txn", json={"ops": []}, timeout=10)
+    assert r.status_code == 503 and "removed" in r.json()["message"]
+    procs.stop(lead)
+    procs.write(new_lead, "after-leave")
+
+    # a removed id never comes back
+    r = procs.http.post(procs.url(new_lead) + "/v1/members", timeout=10, json={
+        "api_url": procs.url(5), "peer_addr": f"127.0.0.1:{procs.peer_ports[5]}", "id": lead})
+    assert r.status_code == 409 and "never come back" in r.json()["message"]
+
+    # with one of three voters down, removing another would lose quorum: refused, nothing changes
+    down, other = (i for i in procs.ids if i != new_lead)
+    procs.kill(down)
+    time.sleep(2.5)  # past an election timeout: the leader no longer hears from it
+    r = procs.http.delete(procs.url(new_lead) + f"/v1/members/{other}", timeout=10)
+    assert r.status_code == 409 and "quorum" in r.json()["message"], r.text
+    assert other in _voters(_members(procs, new_lead))
+    procs.start(down)
+
+    # leadership transfer to a chosen voter
+    eventually(lambda: procs.converged(), 30, "members to converge", 0.2)
+    r = procs.http.post(procs.url(new_lead) + "/v1/leader/transfer", json={"to": other}, timeout=30)
+    assert r.status_code == 200 and r.json()["leader"] == other, r.text
+    assert procs.wait_leader(10) == other
+    procs.write(other, "after-transfer")
+    eventually(lambda: procs.converged(), 30, "members to converge", 0.2)
+    assert all(procs.count(i) == 152 for i in procs.ids)
+
+
+def test_force_new_cluster_recovers_a_lost_majority_from_one_survivor(procs: Procs) -> None:
+    lead = procs.wait_leader(15)
+    for k in range(120):
+        procs.write(lead, f"f{k}")
+    eventually(lambda: procs.converged(), 30, "members to converge", 0.2)
+    for i in procs.ids:
+        procs.kill(i)
+    survivor = 2
+    procs.active = [survivor]
+    procs.start(survivor, SHOAL_FORCE_NEW_CLUSTER="1")
+    assert procs.wait_leader(15) == survivor
+    st = procs.status(survivor)
+    assert st is not None and st["voters"] == [survivor] and sorted(st["removed"]) == [1, 3]
+    assert procs.count(survivor) == 120
+    procs.write(survivor, "after-recovery")
+    # and it keeps being a cluster of one after a normal restart
+    procs.stop(survivor)
+    procs.start(survivor)
+    assert procs.wait_leader(15) == survivor
+    assert procs.count(survivor) == 121
+
+
+def test_member_api_refuses_bad_requests_clearly(procs: Procs) -> None:
+    lead = procs.wait_leader(15)
+    url = procs.url(lead)
+    cases: list[tuple[str, str, Any, int, str]] = [
+        ("POST", "/v1/members", {"api_url": "http://x:1", "peer_addr": "nocolon"}, 400, "peer_addr"),
+        ("POST", "/v1/members", {"api_url": "http://x:1", "peer_addr": "x:2", "id": -3}, 400, "positive"),
+        ("POST", "/v1/members", [1, 2], 400, "JSON object"),
+        ("DELETE", "/v1/members/42", None, 404, "not in the cluster"),
+        ("POST", "/v1/leader/transfer", {"to": 42}, 400, "not another voter"),
+        ("POST", "/v1/leader/transfer", {"to": "two"}, 400, "member id"),
+    ]
+    before = _members(procs, lead)
+    for method, path, body, code, words in cases:
+        r = procs.http.request(method, url + path, json=body, timeout=10)
+        assert r.status_code == code and words in r.json()["message"], (method, path, r.status_code, r.text)
+    after = _members(procs, lead)
+    assert [m["id"] for m in after["members"]] == [m["id"] for m in before["members"]]
+    with httpx.Client() as c:
+        assert c.get(url + "/v1/members").json()["leader"] == lead
