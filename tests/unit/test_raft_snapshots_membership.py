@@ -1,0 +1,241 @@
+"""Snapshots (§7), single-server membership changes (dissertation §4) and leadership transfer (§3.10) in the pure
+core, on the simulated network; and their durable side: the WAL's snapshot mark and rewrite, the snapshot
+file's checksum."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.raftstore import snapfile
+from services.raftstore.raft import (
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    HardState,
+    MemoryStorage,
+    MsgType,
+    ProposalDropped,
+    Role,
+    Snapshot,
+)
+from services.raftstore.raft.progress import ProgressState
+from services.raftstore.wal import FILE_NAME, WAL, WalCorrupt
+from tests.sim.raftnet import SimNetwork
+
+
+def settle(net: SimNetwork, steps: int = 40) -> None:
+    for _ in range(steps):
+        net.step()
+
+
+# ---- storage ------------------------------------------------------------------------------------------------
+def test_7_compaction_keeps_a_tail_and_the_snapshot_answers_for_what_was_dropped() -> None:
+    s = MemoryStorage()
+    s.append([Entry(1, i, b"d%d" % i) for i in range(1, 11)])
+    s.create_snapshot(8, ConfState((1, 2, 3)), b"state@8")
+    s.compact(6)
+    assert s.first_index() == 7 and s.last_index() == 10 and s.term(6) == 1
+    assert s.snapshot() == Snapshot(8, 1, b"state@8", ConfState((1, 2, 3)))
+    with pytest.raises(Exception, match="compacted"):
+        s.entries(5, 8)
+    with pytest.raises(AssertionError):
+        s.compact(9)  # never past the snapshot
+    s.apply_snapshot(Snapshot(20, 3, b"state@20", ConfState((1, 2, 3))))
+    assert s.first_index() == 21 and s.last_index() == 20 and s.term(20) == 3
+
+
+# ---- snapshot install ---------------------------------------------------------------------------------------
+def test_7_a_follower_behind_the_compacted_log_is_sent_a_snapshot_and_then_entries() -> None:
+    net = SimNetwork(3, seed=3, snapshot_every=10, snapshot_tail=2)
+    net.elect(1)
+    net.crash(3)
+    for k in range(40):
+        net.propose(1, b"v%d" % k)
+        net.stabilize()
+    assert net.node(1).raft.log.first_index() > 20, "the leader compacted"
+    sent: list[int] = []
+    real_send = net.send
+
+    def spy(m):  # type: ignore[no-untyped-def]
+        if m.type == MsgType.SNAP:
+            sent.append(m.to)
+        real_send(m)
+
+    net.send = spy  # type: ignore[method-assign]
+    net.start(3)
+    settle(net)
+    assert sent == [3], "exactly one snapshot, to the lagging member"
+    assert net.applied_data(3) == net.applied_data(1)
+    assert net.node(1).raft.prs[3].state == ProgressState.REPLICATE
+    net.propose(1, b"after")
+    net.stabilize()
+    assert net.applied_data(3)[-1] == b"after"
+
+
+def test_7_a_lost_snapshot_is_sent_again_after_heartbeats_go_unanswered() -> None:
+    net = SimNetwork(3, seed=4, snapshot_every=5, snapshot_tail=0)
+    net.elect(1)
+    net.crash(3)
+    for k in range(12):
+        net.propose(1, b"v%d" % k)
+        net.stabilize()
+    net.start(3)
+    dropped: list[int] = []
+    real_send = net.send
+
+    def drop_first_snapshot(m):  # type: ignore[no-untyped-def]
+        if m.type == MsgType.SNAP and not dropped:
+            dropped.append(m.to)
+            return
+        real_send(m)
+
+    net.send = drop_first_snapshot  # type: ignore[method-assign]
+    settle(net, 80)
+    assert dropped == [3] and net.applied_data(3) == net.applied_data(1)
+
+
+def test_7_a_snapshot_the_follower_already_has_only_advances_its_commit_index() -> None:
+    net = SimNetwork(3, seed=5)
+    net.elect(1)
+    for k in range(5):
+        net.propose(1, b"v%d" % k)
+    net.stabilize()
+    raft2 = net.node(2).raft
+    last = raft2.log.last_index()
+    assert not raft2.restore(Snapshot(last, raft2.log.term(last), b"", ConfState((1, 2, 3))))
+    assert raft2.log.pending_snapshot is None
+
+
+# ---- membership -----------------------------------------------------------------------------------------------
+def test_4_a_new_member_joins_as_a_learner_from_a_snapshot_and_votes_once_promoted() -> None:
+    net = SimNetwork(3, seed=6, spares=1)
+    net.elect(1)
+    for k in range(8):
+        net.propose(1, b"v%d" % k)
+    net.stabilize()
+    assert net.change(1, ConfChangeType.PROMOTE, 4) is None, "only learners are promoted"
+    assert net.change(1, ConfChangeType.ADD_LEARNER, 4) is not None
+    assert net.change(1, ConfChangeType.REMOVE, 2) is None, "one change at a time"
+    net.start(4)  # empty: refuses appends until the leader's snapshot tells it the membership
+    settle(net)
+    n4 = net.node(4).raft
+    assert n4.log.storage.snapshot().index > 0 and n4.voters == (1, 2, 3) and n4.learners == (4,)
+    assert net.applied_data(4) == net.applied_data(1)
+    assert not n4.promotable(), "a learner never campaigns"
+    assert net.change(1, ConfChangeType.PROMOTE, 4) is not None
+    settle(net)
+    assert net.node(1).raft.voters == (1, 2, 3, 4)
+    # with four voters a commit needs three: two members down stop progress, the learner counted for nothing
+    net.isolate(2)
+    net.isolate(3)
+    net.propose(1, b"needs-three")
+    settle(net, 5)
+    assert b"needs-three" not in net.applied_data(1)
+
+
+def test_4_removing_a_member_shrinks_the_quorum_and_its_messages_are_ignored() -> None:
+    net = SimNetwork(3, seed=7)
+    net.elect(1)
+    assert net.change(1, ConfChangeType.REMOVE, 3) is not None
+    settle(net)
+    assert net.node(1).raft.voters == (1, 2) and 3 in net.removed
+    net.isolate(3)  # gone for good; 1 and 2 still commit (2 of 2)
+    net.propose(1, b"two-of-two")
+    settle(net, 10)
+    assert b"two-of-two" in net.applied_data(2)
+    with pytest.raises(ValueError, match="last voter"):
+        lone = SimNetwork(1, seed=8)
+        lone.elect(1)
+        lone.node(1).raft.propose_conf_change(ConfChange(ConfChangeType.REMOVE, 1))
+
+
+def test_4_a_new_leader_takes_no_membership_change_before_its_first_entry_is_applied() -> None:
+    net = SimNetwork(3, seed=9)
+    net.node(1).campaign()
+    while not net.leaders():
+        net.deliver_due()
+        for i in net.ids:
+            while net.process(i):
+                pass
+    raft = net.node(1).raft
+    assert raft.role == Role.LEADER and raft.log.applied < raft.pending_conf_index
+    with pytest.raises(ProposalDropped, match="one change at a time"):
+        raft.propose_conf_change(ConfChange(ConfChangeType.REMOVE, 3))
+
+
+def test_4_the_leader_removing_itself_steps_down() -> None:
+    net = SimNetwork(3, seed=10)
+    net.elect(1)
+    net.change(1, ConfChangeType.REMOVE, 1)
+    settle(net, 60)
+    assert net.node(1).role != Role.LEADER
+    assert net.leader() in (2, 3) and net.node(net.leader() or 2).raft.voters == (2, 3)
+
+
+# ---- leadership transfer --------------------------------------------------------------------------------------
+def test_3_10_leadership_moves_to_the_chosen_voter_once_it_is_up_to_date() -> None:
+    net = SimNetwork(3, seed=11)
+    net.elect(1)
+    net.isolate(3)
+    for k in range(5):
+        net.propose(1, b"v%d" % k)
+    net.stabilize()
+    net.heal()
+    net.node(1).transfer_leader(3)  # behind: the leader first brings it up to date
+    with pytest.raises(ProposalDropped, match="transferred"):
+        net.node(1).propose(b"during")
+    net.stabilize()
+    assert net.leader() == 3 and net.node(3).term == net.node(1).term
+    assert net.node(1).role == Role.FOLLOWER
+
+
+def test_3_10_a_transfer_that_cannot_finish_is_abandoned_after_an_election_timeout() -> None:
+    net = SimNetwork(3, seed=12, election_tick=10)
+    net.elect(1)
+    net.isolate(3)
+    net.node(1).transfer_leader(3)
+    assert net.node(1).raft.lead_transferee == 3
+    for _ in range(10):
+        net.tick(1)
+    assert net.node(1).raft.lead_transferee == 0
+    assert net.node(1).propose(b"ok-again") > 0
+    with pytest.raises(ValueError, match="not a voter"):
+        net.node(1).transfer_leader(9)
+
+
+# ---- durable side -----------------------------------------------------------------------------------------------
+def test_the_wal_rewrite_starts_the_log_after_the_snapshot_mark(tmp_path: Path) -> None:
+    wal, _ = WAL.open(tmp_path)
+    wal.save(HardState(2, 1, 9), [Entry(1, i, b"x") for i in range(1, 11)])
+    wal.rewrite(7, 1, HardState(2, 1, 9), [Entry(1, 8, b"x"), Entry(1, 9, b"x"), Entry(1, 10, b"x")])
+    wal.save(None, [Entry(2, 11, b"y")])  # appends go to the new file
+    wal.close()
+    assert not (tmp_path / "wal.tmp").exists()
+    _, r = WAL.open(tmp_path)
+    assert (r.base_index, r.base_term) == (7, 1)
+    assert [e.index for e in r.entries] == [8, 9, 10, 11] and r.hard_state == HardState(2, 1, 9)
+
+
+def test_a_wal_that_skips_past_its_mark_refuses_to_start(tmp_path: Path) -> None:
+    wal, _ = WAL.open(tmp_path)
+    wal.rewrite(7, 1, HardState(1, 1, 7), [Entry(1, 9, b"gap")])
+    wal.close()
+    with pytest.raises(WalCorrupt, match="gap"):
+        WAL.open(tmp_path)
+
+
+def test_the_snapshot_file_round_trips_and_a_damaged_one_refuses_to_start(tmp_path: Path) -> None:
+    assert snapfile.load(tmp_path) is None
+    snap = Snapshot(42, 3, b"{}" * 1000, ConfState((1, 2, 4), (5,)))
+    snapfile.save(tmp_path, snap)
+    assert snapfile.load(tmp_path) == snap
+    path = tmp_path / snapfile.FILE_NAME
+    buf = bytearray(path.read_bytes())
+    buf[100] ^= 0xFF
+    path.write_bytes(bytes(buf))
+    with pytest.raises(WalCorrupt, match="checksum"):
+        snapfile.load(tmp_path)
+    assert (tmp_path / FILE_NAME).exists() is False  # the WAL is a separate file
