@@ -914,6 +914,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     cupdate.add_argument("--task-history-limit", type=int, metavar="N",
                          help="terminal tasks kept per slot (negative = all)")
     cupdate.set_defaults(func=cmd_cluster_update)
+    from shoal.cli import members  # imports this module: loaded once the parsers are built
+
+    members.add_parsers(csub, parent)
 
 
 def _add_rolling_flags(c: argparse.ArgumentParser, prefix: str) -> None:
