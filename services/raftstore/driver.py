@@ -22,6 +22,7 @@ import asyncio
 import heapq
 import json
 import logging
+import os
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -73,6 +74,8 @@ class DriverConfig:
     fsync_in_thread: bool = False
     snapshot_interval: int = 10_000  # applied entries between snapshots (then the log is compacted)
     snapshot_tail: int = 500  # entries kept after compaction, so a briefly lagging follower needs no snapshot
+    #: the leader refuses new writes while the data directory's file system has less free space than this
+    disk_reserve: int = 16 << 20
 
 
 @dataclass
@@ -335,6 +338,12 @@ class Driver:
                 size += len(data)
         if not batch:
             return
+        full = self.disk_full()
+        if full is not None:
+            self.metrics.inc("raft_proposals_refused_disk_full_total", len(batch), "writes refused: disk full")
+            for _, fut in batch:
+                _settle(fut, exc=Unavailable(full))
+            return
         try:
             indexes = self.node.propose_many([d for d, _ in batch])
         except ProposalDropped:
@@ -464,22 +473,41 @@ class Driver:
 
     def take_snapshot(self, *, compact: bool = True) -> Snapshot:
         """Snapshot the state machine as of the last applied entry; with `compact`, drop all but the last
-        `snapshot_tail` entries from the log and the WAL."""
+        `snapshot_tail` entries from the log and the WAL. A failure to write (disk full) is logged and leaves
+        the previous snapshot and the longer log in place: it is tried again after the next interval."""
         index = self.fsm.applied_index
         snap = self.storage.snapshot()
-        if index > snap.index:
-            snap = self.storage.create_snapshot(index, self.node.conf_state(),
-                                                encode_state(self.fsm, self.membership))
-            snapfile.save(self.wal.path.parent, snap)
-            self.metrics.inc("raft_snapshots_taken_total", 1, "snapshots of the state machine taken")
-            log.info("raftstore %d: snapshot at index %d (%d bytes)", self.id, snap.index, len(snap.data))
-        cut = snap.index - self.cfg.snapshot_tail
-        if compact and cut >= self.storage.first_index():
-            self.storage.compact(cut)
-            kept = self.storage.entries(cut + 1, self.storage.last_index() + 1)
-            self.wal.rewrite(cut, self.storage.term(cut), self.storage.initial_state(), kept)
-            self.metrics.inc("raft_compactions_total", 1, "log compactions")
+        try:
+            if index > snap.index:
+                new = Snapshot(index, self.storage.term(index), encode_state(self.fsm, self.membership),
+                               self.node.conf_state())
+                snapfile.save(self.wal.path.parent, new)  # durable first, then the log may rely on it
+                snap = self.storage.create_snapshot(index, new.conf, new.data)
+                self.metrics.inc("raft_snapshots_taken_total", 1, "snapshots of the state machine taken")
+                log.info("raftstore %d: snapshot at index %d (%d bytes)", self.id, snap.index, len(snap.data))
+            cut = snap.index - self.cfg.snapshot_tail
+            if compact and cut >= self.storage.first_index():
+                kept = self.storage.entries(cut + 1, self.storage.last_index() + 1)
+                self.wal.rewrite(cut, self.storage.term(cut), self.storage.initial_state(), kept)
+                self.storage.compact(cut)
+                self.metrics.inc("raft_compactions_total", 1, "log compactions")
+        except OSError as e:
+            self.metrics.inc("raft_snapshot_failures_total", 1, "snapshots or compactions that failed to write")
+            log.error("raftstore %d: snapshot/compaction at index %d failed: %s; keeping the longer log",
+                      self.id, index, e)
         return snap
+
+    def disk_full(self) -> str | None:
+        """Why new writes should be refused for lack of disk space, or None."""
+        try:
+            st = os.statvfs(self.wal.path.parent)
+        except OSError:
+            return None
+        free = st.f_bavail * st.f_frsize
+        if free >= self.cfg.disk_reserve:
+            return None
+        return (f"store: raft member {self.id}'s data disk has {free} bytes free, under the reserve of "
+                f"{self.cfg.disk_reserve} (SHOAL_DISK_RESERVE); writes are refused until space is freed")
 
     def _apply(self, rd: Ready) -> None:
         leading = self.role == Role.LEADER

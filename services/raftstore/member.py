@@ -43,7 +43,8 @@ class Member:
         self.transport = PeerTransport(self.me.id, {}, deliver=lambda _m: None, metrics=self.metrics)
         cfg = DriverConfig(tick=settings.raft_tick, election_ticks=settings.raft_election_ticks,
                            heartbeat_ticks=settings.raft_heartbeat_ticks, read_timeout=settings.read_timeout,
-                           snapshot_interval=settings.snapshot_interval, snapshot_tail=settings.snapshot_tail)
+                           snapshot_interval=settings.snapshot_interval, snapshot_tail=settings.snapshot_tail,
+                           disk_reserve=settings.disk_reserve)
         self.driver = Driver(self.me.id, peers, self.wal, replayed, FSM(), self.transport, cfg, rng=rng,
                              metrics=self.metrics, snapshot=snap, membership=membership)
         self.transport.deliver = self.driver.receive

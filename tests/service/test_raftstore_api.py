@@ -4,6 +4,7 @@ StoreClient, so the contract of shoal/store/client.py is checked end to end with
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -234,3 +235,15 @@ async def test_a_followers_lost_read_index_request_is_resent(tmp_path: Path) -> 
     finally:
         for m in members:
             await m.stop()
+
+
+async def test_a_leader_short_of_disk_refuses_writes_clearly_and_keeps_serving_reads(solo: Harness) -> None:
+    await solo.client.txn([t.create("service", {"id": "s1", "spec": {"name": "web"}})])
+    driver = solo.member.driver
+    driver.cfg = dataclasses.replace(driver.cfg, disk_reserve=1 << 62)  # more than any disk has
+    r = await solo.http.post("/v1/txn", json={"ops": [t.create("service", {"id": "s2", "spec": {"name": "x"}})]})
+    msg = r.json()["message"]
+    assert r.status_code == 503 and "data disk has" in msg and "SHOAL_DISK_RESERVE" in msg
+    assert [o["id"] for o in (await solo.client.list("service"))[1]] == ["s1"]
+    driver.cfg = dataclasses.replace(driver.cfg, disk_reserve=0)
+    await solo.client.txn([t.create("service", {"id": "s2", "spec": {"name": "x"}})])
