@@ -610,6 +610,7 @@ def test_node_removal_remembers_the_removed_id_in_the_cluster_object(client: Tes
     assert client.delete("/v1/nodes/host-b").status_code == 200
     removed = store.mem.get("cluster", "default")["removed_nodes"]
     assert [x["id"] for x in removed] == ["0" * 25, "1" * 25] and all(x["removed_at"] > 0 for x in removed)
+    assert client.get("/v1/cluster").json()["removed_nodes"] == removed
 
 
 def test_the_cluster_remembers_a_bounded_number_of_removed_nodes() -> None:

@@ -82,6 +82,7 @@ async def get_cluster(ctx: Ctx) -> dict[str, Any]:
         "id": cluster["id"] if cluster else DEFAULT_CLUSTER_ID,
         "spec": cluster["spec"] if cluster else None,
         "meta": cluster.get("meta") if cluster else None,
+        "removed_nodes": (cluster.get("removed_nodes") or []) if cluster else [],
         "available": error is None,
         "error": f"store unavailable: {error}" if error is not None else None,
         "raft": raft_view(status, list(members)),
