@@ -19,12 +19,18 @@ what the previous ones took:
    [{network_id, addresses: ["10.0.1.5/24"], aliases}]` (the ingress attachment first) and `endpoint.ports`, and
    moves to PENDING ("pending task scheduling"). A task whose service or networks are being written in this pass
    waits quietly for the next pass; one that cannot be allocated stays NEW with the reason in `status.err`
-   (written only when it changes).
+   (written only when it changes). Network attachment tasks (no service, runtime `attachment`) are allocated
+   the same way, from their own spec;
+5. **node load-balancer IPs** (SwarmKit's `allocateNode`, `Node.attachments`): a node gets one address on each
+   overlay network that some live task on it (assigned to it, addresses held) is attached to, written to
+   `node.attachments = [{network_id, address}]`; an attachment whose network no task on the node uses any more
+   (or that no longer exists) is dropped, which frees its address.
 
 Release is implicit: the state is rebuilt from the store, so an address is free once no live task, service or
 network holds it. A task holds its addresses until it is *dead* — desired and observed state both past RUNNING
 (SwarmKit's `taskDead`: it will not run again and has stopped) — or deleted; service VIPs and ports go with the
-service's deletion (or its endpoint's rewrite); a subnet goes with its network.
+service's deletion (or its endpoint's rewrite); a subnet goes with its network; a node's load-balancer IPs with
+the node's deletion (or its attachments' rewrite).
 
 Writes whose outcome is not known yet are `Reserved` (the group's note): the shell passes them back to `build`
 while the object is still at the version the write expects, so their allocations stay taken and the same op is
@@ -160,14 +166,19 @@ class AllocatorState:
     service_errors: dict[str, str] = field(default_factory=dict)
     waiting_services: set[str] = field(default_factory=set)
     allocated: int = 0
+    nodes: dict[str, Obj] | None = None  # None: node load-balancer IPs are not managed in this pass
+    node_uses: dict[str, set[str]] = field(default_factory=dict)  # node id -> networks its live tasks use
+    lb_owner: dict[tuple[str, int], str] = field(default_factory=dict)  # (network id, address) -> node id
 
     # ---- rebuilding -----------------------------------------------------------------------------------------
     @staticmethod
     def build(tasks: Iterable[Obj], networks: Iterable[Obj] = (), services: Iterable[Obj] | None = None,
-              inflight: Iterable[Reserved] = (), cache: HoldCache | None = None) -> AllocatorState:
+              inflight: Iterable[Reserved] = (), cache: HoldCache | None = None,
+              nodes: Iterable[Obj] | None = None) -> AllocatorState:
         """Everything the store says is allocated is taken: network subnets, service VIPs and ingress ports,
-        addresses of live (not dead) tasks, and whatever in-flight writes hold. `cache` (kept by the caller
-        across passes) saves re-reading the tasks that did not change."""
+        addresses of live (not dead) tasks, nodes' load-balancer IPs, and whatever in-flight writes hold.
+        `cache` (kept by the caller across passes) saves re-reading the tasks that did not change. Without
+        `nodes`, node load-balancer IPs are left alone."""
         st = AllocatorState()
         for net in sorted(networks, key=_age):
             st._add_network(net)
@@ -177,13 +188,20 @@ class AllocatorState:
                 st.services[svc["id"]] = svc
                 st._hold_endpoint(svc["id"], svc)
         by_network: dict[str, list[int]] = {}
-        for holds in (cache or HoldCache()).holds(tasks):
+        for node_id, holds in (cache or HoldCache()).holds(tasks):
             for nid, addr in holds:
                 by_network.setdefault(nid, []).append(addr)
+            if node_id:
+                st.node_uses.setdefault(node_id, set()).update(nid for nid, _ in holds)
         for nid, addrs in by_network.items():
             info = st.networks.get(nid)
             if info is not None and info.pool is not None:
                 info.pool.reserve_many(addrs)
+        if nodes is not None:
+            st.nodes = {}
+            for node in sorted(nodes, key=_age):
+                st.nodes[node["id"]] = node
+                st._hold_node(node["id"], node)
         for r in inflight:
             st.inflight[(r.kind, r.id)] = r
             st._hold(r)
@@ -221,6 +239,14 @@ class AllocatorState:
             if info is not None and info.pool is not None and addr is not None and info.pool.reserve(addr[1]):
                 self.vip_owner[(info.id, addr[1])] = sid
 
+    def _hold_node(self, node_id: str, node: Obj) -> None:
+        """Take a node's load-balancer IPs (an address another holder already has is not the node's: it will
+        get a new one)."""
+        for nid, addr in node_holds(node):
+            info = self.networks.get(nid)
+            if info is not None and info.pool is not None and info.pool.reserve(addr):
+                self.lb_owner[(nid, addr)] = node_id
+
     def _hold(self, r: Reserved) -> None:
         if r.kind == Kind.NETWORK:  # a subnet being written, or the ingress network being created
             subnet = parse_network(str((r.obj.get("ipam") or {}).get("subnet") or ""))
@@ -233,6 +259,8 @@ class AllocatorState:
                 info = self.networks.get(nid)
                 if info is not None and info.pool is not None:
                     info.pool.reserve(addr)
+        elif r.kind == Kind.NODE:
+            self._hold_node(r.id, r.obj)
 
     # ---- lookups --------------------------------------------------------------------------------------------
     def service_of(self, task: Obj) -> Obj | None:
@@ -262,15 +290,29 @@ def task_holds(task: Obj) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
+def node_holds(node: Obj) -> tuple[tuple[str, int], ...]:
+    """(network id, address) of a node's load-balancer IPs (`node.attachments`)."""
+    out = []
+    for att in node.get("attachments") or ():
+        addr = parse_address(str(att.get("address") or ""))
+        if addr is not None:
+            out.append((str(att.get("network_id")), addr[1]))
+    return tuple(out)
+
+
+Holds = tuple[tuple[str, int], ...]
+
+
 class HoldCache:
-    """What each task holds (`task_holds`), remembered by task id and `meta.version`, so a pass re-reads only
-    the tasks that changed since the previous one (parsing every address was most of a pass's cost). Tasks
-    without a version are always re-read; the answer never depends on the cache."""
+    """What each task holds (`task_holds`) and on which node, remembered by task id and `meta.version`, so a
+    pass re-reads only the tasks that changed since the previous one (parsing every address was most of a
+    pass's cost). Tasks without a version are always re-read; the answer never depends on the cache."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[int, tuple[tuple[str, int], ...]]] = {}
+        self._entries: dict[str, tuple[int, str, Holds]] = {}
 
-    def holds(self, tasks: Iterable[Obj]) -> Iterable[tuple[tuple[str, int], ...]]:
+    def holds(self, tasks: Iterable[Obj]) -> Iterable[tuple[str, Holds]]:
+        """(node id or "", what it holds) of every task that holds something."""
         old, new = self._entries, {}
         out = []
         for task in tasks:
@@ -278,13 +320,14 @@ class HoldCache:
             entry = old.get(task["id"]) if version is not None else None
             if entry is None or entry[0] != version:
                 held = task_holds(task)
+                node_id = str(task.get("node_id") or "")
                 if version is not None:
-                    new[task["id"]] = (version, held)
+                    new[task["id"]] = (version, node_id, held)
             else:
-                held = entry[1]
+                _, node_id, held = entry
                 new[task["id"]] = entry
             if held:
-                out.append(held)
+                out.append((node_id, held))
         self._entries = new
         return out
 
@@ -627,8 +670,9 @@ def wants_allocation(task: Obj) -> bool:
 
 def plan(tasks: Iterable[Obj], state: AllocatorState, now: float, *, limit: int = 199,
          voters: Sequence[Voter] = VOTERS) -> Plan:
-    """One pass: networks, the ingress network, service endpoints, then tasks (oldest first); at most `limit`
-    groups (one bounded transaction; the rest go next pass). Every group's note is the `Reserved` write."""
+    """One pass: networks, the ingress network, service endpoints, tasks (oldest first), then node
+    load-balancer IPs (when `state` tracks nodes); at most `limit` groups (one bounded transaction; the rest go
+    next pass). Every group's note is the `Reserved` write."""
     out = Plan()
     budget = _Budget(limit)
     _plan_networks(state, out, budget)
@@ -656,7 +700,64 @@ def plan(tasks: Iterable[Obj], state: AllocatorState, now: float, *, limit: int 
         budget.take()
         new = {**task, **result.fields, "status": task_status(TaskState.PENDING, now, PENDING_MESSAGE)}
         out.add([t.update(Kind.TASK, new)], Reserved(Kind.TASK, task["id"], _version(task), new))
+    if state.nodes is not None:
+        _plan_nodes(state, out, budget)
     return out
+
+
+# ---- 5. node load-balancer IPs -------------------------------------------------------------------------------
+OVERLAY_DRIVER = "overlay"
+
+
+def _overlay(info: NetworkInfo) -> bool:
+    return str((info.obj.get("spec") or {}).get("driver") or OVERLAY_DRIVER) == OVERLAY_DRIVER
+
+
+def desired_attachments(node: Obj, state: AllocatorState) -> list[Obj]:
+    """The load-balancer IPs `node` should have: one per overlay network some live task on it uses — its
+    current address kept when it is still its own, a new one (the lowest free) otherwise. Networks whose
+    subnet is not allocated yet, or whose pool is full, get none for now (the next pass tries again)."""
+    node_id = node["id"]
+    uses = state.node_uses.get(node_id, set())
+    current = {str(a.get("network_id")): a for a in node.get("attachments") or []}
+    out: list[Obj] = []
+    # keep the current order, then new networks oldest first
+    order = [n for n in current if n in uses]
+    order += sorted((n for n in uses if n not in current and n in state.networks),
+                    key=lambda n: _age(state.networks[n].obj))
+    for net_id in order:
+        info = state.networks.get(net_id)
+        if info is None or info.pool is None or not _overlay(info):
+            continue
+        had = parse_address(str((current.get(net_id) or {}).get("address") or ""))
+        if had is not None and state.lb_owner.get((net_id, had[1])) == node_id:
+            out.append({"network_id": net_id, "address": info.pool.text(had[1])})
+            continue
+        got = info.pool.take()
+        if got is None:
+            continue
+        state.lb_owner[(net_id, got)] = node_id
+        out.append({"network_id": net_id, "address": info.pool.text(got)})
+    return out
+
+
+def _plan_nodes(state: AllocatorState, out: Plan, budget: _Budget) -> None:
+    """Nodes whose load-balancer IPs must change (written with the node's version as precondition; the
+    allocator owns `node.attachments`)."""
+    for node in (state.nodes or {}).values():
+        if budget.left <= 0:
+            return
+        held = state.inflight.get((Kind.NODE, node["id"]))
+        if held is not None and held.version == _version(node):
+            budget.take()
+            out.add([t.update(Kind.NODE, held.obj)], held)
+            continue
+        wanted = desired_attachments(node, state)
+        if wanted == list(node.get("attachments") or []):
+            continue
+        budget.take()
+        new = {**node, "attachments": wanted}
+        out.add([t.update(Kind.NODE, new)], Reserved(Kind.NODE, node["id"], _version(node), new))
 
 
 def still_pending(held: Mapping[tuple[str, str], Reserved], current: Callable[[str, str], Obj | None]

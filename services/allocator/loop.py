@@ -1,6 +1,6 @@
 """The allocator's I/O shell: while holding the `allocator` lease, allocate network subnets, the ingress network,
-service endpoints and task addresses, and move NEW tasks to PENDING, in one bounded, fenced transaction per
-pass.
+service endpoints, task addresses and nodes' load-balancer IPs, and move NEW tasks to PENDING, in one bounded,
+fenced transaction per pass.
 
 The allocation state is rebuilt from the mirror on every pass (and so on every activation: after a failover the
 new holder starts from exactly what the store says is taken — no double allocation). The only in-memory state
@@ -27,7 +27,7 @@ from shoal.store.protocol import Store
 
 class Allocator(PlanLoop):
     name: ClassVar[str] = "allocator"
-    kinds: ClassVar[tuple[str, ...]] = (Kind.NETWORK, Kind.SERVICE, Kind.TASK)
+    kinds: ClassVar[tuple[str, ...]] = (Kind.NETWORK, Kind.SERVICE, Kind.TASK, Kind.NODE)
 
     def __init__(self, store: Store, bus: Bus | None, clock: Clock, settings: AllocatorSettings) -> None:
         super().__init__(store, bus, clock, settings)
@@ -52,7 +52,7 @@ class Allocator(PlanLoop):
 
         self.inflight = core.still_pending(self.inflight, current)
         state = core.AllocatorState.build(tasks, objects[Kind.NETWORK].values(), objects[Kind.SERVICE].values(),
-                                          self.inflight.values(), self.holds)
+                                          self.inflight.values(), self.holds, nodes=objects[Kind.NODE].values())
         out = core.plan(tasks, state, now, limit=max(1, self.settings.max_txn_ops - 1))
         for g in out.groups:
             if isinstance(g.note, core.Reserved):

@@ -16,9 +16,13 @@ task     {service_id, service_name, slot, node_id, desired_state, spec_version, 
           networks: [{network_id, addresses: ["10.0.1.5/24"], aliases}]  (attachments, ingress first),
           endpoint: {ports: [...]}  (the service's published ports; both written by the allocator),
           assigned_generic_resources: [{kind, named: [ids]} | {kind, value: n}]  (written by the scheduler)}
+         A network attachment task (SwarmKit's AttachNetwork, made by the gateway) has `service_id: ""`,
+         `service_name: ""`, `slot: 0`, `node_id` set at creation, `runtime: "attachment"` and `spec:
+         {attachment: {container_id}, networks: [{target, aliases}]}`.
 node     {spec: {name, labels, role, availability}, role, status: {state, message, addr, timestamp},
           description: {hostname, platform: {os, arch}, resources: {nano_cpus, memory_bytes, generic?: [{kind,
-                        value: n} | {kind, named: [ids]}]}, executors: [...], engine?: {labels}}}
+                        value: n} | {kind, named: [ids]}]}, executors: [...], engine?: {labels}},
+          attachments: [{network_id, address: "10.0.1.3/24"}]  (load-balancer IPs, written by the allocator)}
 cluster  {id: "default", spec: {name: "default", dispatcher: {heartbeat_period}, orchestration:
           {task_history_retention_limit}}}
 network  {spec: NetworkSpec {name, labels, driver, ipam?: {subnet, gateway?}, attachable, internal,
@@ -35,6 +39,10 @@ from shoal.ids import new_id
 from shoal.models.states import TaskState
 
 Obj = dict[str, Any]
+
+#: `task.runtime` of a network attachment task (SwarmKit's NetworkAttachmentSpec runtime): it runs nothing, it
+#: holds an address on an attachable network for a container the cluster does not manage.
+ATTACHMENT_RUNTIME = "attachment"
 
 
 def task_status(state: TaskState | str, now: float, message: str = "", **extra: Any) -> dict[str, Any]:
@@ -61,10 +69,36 @@ def new_task(service: Obj, slot: int, now: float, *, desired: TaskState = TaskSt
     }
 
 
+def new_attachment_task(network_id: str, node_id: str, now: float, *, container_id: str = "",
+                        aliases: list[str] | None = None) -> Obj:
+    """A network attachment task (SwarmKit's `ResourceAllocator.AttachNetwork`): no service, bound to `node_id`,
+    desired RUNNING, runtime `attachment`; the allocator gives it an address on `network_id` like any task."""
+    return {
+        "id": new_id(),
+        "service_id": "",
+        "service_name": "",
+        "slot": 0,
+        "node_id": node_id,
+        "desired_state": str(TaskState.RUNNING),
+        "spec_version": 0,
+        "spec": {"attachment": {"container_id": container_id},
+                 "networks": [{"target": network_id, "aliases": list(aliases or [])}]},
+        "runtime": ATTACHMENT_RUNTIME,
+        "status": task_status(TaskState.NEW, now, "created"),
+    }
+
+
+def is_attachment(task: Obj) -> bool:
+    """A serviceless network attachment task: no orchestrator owns it (it is never restarted or rescheduled)."""
+    return not task.get("service_id")
+
+
 def task_name(task: Obj) -> str:
-    """`<service>.<slot>.<id>` like SwarmKit's naming (global tasks use the node id as the slot)."""
+    """`<service>.<slot>.<id>` like SwarmKit's naming (global tasks use the node id as the slot); attachment
+    tasks: `attachment.<node id>.<id>`."""
     slot = task.get("slot") or task.get("node_id") or 0
-    return f"{task.get('service_name', task['service_id'])}.{slot}.{task['id']}"
+    service = task.get("service_name") or task.get("service_id") or ATTACHMENT_RUNTIME
+    return f"{service}.{slot}.{task['id']}"
 
 
 def state_of(task: Obj) -> TaskState:
