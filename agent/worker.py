@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+from agent.executors.attachment import AttachmentExecutor
 from agent.executors.base import Executor, ExecutorError
 from agent.state import AgentState
 from agent.task import TaskManager
@@ -33,7 +34,8 @@ def runtime_of(task: Obj) -> str:
 class Worker:
     def __init__(self, executors: Mapping[str, Executor], *, report: Report, node_id: Callable[[], str],
                  state: AgentState | None = None, clock: Clock | None = None, save_delay: float = 0.05) -> None:
-        self.executors = executors
+        # network attachment tasks hold an address and run nothing: every node serves them
+        self.executors: Mapping[str, Executor] = {AttachmentExecutor.name: AttachmentExecutor(), **executors}
         self.report = report
         self.node_id = node_id
         self.state = state

@@ -13,6 +13,9 @@ deleted services, tasks on invalid nodes, desired=READY tasks to re-arm — all 
    (`global_mode`), both then the update supervisor over their slots (`updater`); replicated_job and
    global_job → `jobs` (SwarmKit handles tasks before services in each tick, and so do we);
 7. task reaper (`reaper`).
+Network attachment tasks (no service: SwarmKit's AttachNetwork) are outside all of this — never removed as
+orphans, restarted, rescheduled, enforced or trimmed; the reaper only deletes one once it was detached (desired
+REMOVE) and has stopped, or when its node was removed (`reaper.reap_attachments`).
 Every phase works on a `Draft` of the view, so later phases see earlier decisions; an object is changed at most
 once per pass (the next pass, over the view including this pass's writes, continues). No I/O, no clock."""
 
@@ -23,8 +26,11 @@ from services.orchestrator.draft import Draft, Seen, View
 from services.orchestrator.modes import mode
 from services.orchestrator.restart import RestartHistory
 from shoal.cluster import task_history_limit
+from shoal.models.kinds import Kind
+from shoal.models.objects import Obj, is_attachment
 from shoal.models.states import TaskState
 from shoal.plan import Plan
+from shoal.store import txn as t
 
 __all__ = ["Seen", "View", "reconcile"]
 
@@ -32,6 +38,7 @@ __all__ = ["Seen", "View", "reconcile"]
 def reconcile(view: View, history: RestartHistory, now: float, *, stop_timeout: float = restart.STOP_TIMEOUT,
               seen: Seen | None = None) -> Plan:
     seen = seen or Seen()
+    view, attachments = split_attachments(view)
     d = Draft(view)
     remove_orphans(d)
     enforcer.enforce(d, seen.nodes_checked, now)
@@ -52,7 +59,18 @@ def reconcile(view: View, history: RestartHistory, now: float, *, stop_timeout: 
         else:
             jobs.reconcile_global(d, service, tasks, history, now)
     reap_tasks(d)
+    for task in reaper.reap_attachments(attachments, view.nodes):
+        d.plan.add([t.delete(Kind.TASK, task["id"], expect_version=task["meta"]["version"])])
     return d.plan
+
+
+def split_attachments(view: View) -> tuple[View, list[Obj]]:
+    """The view without network attachment tasks (no service owns them), and those tasks."""
+    attachments = [x for x in view.tasks.values() if is_attachment(x)]
+    if not attachments:
+        return view, []
+    tasks = {tid: x for tid, x in view.tasks.items() if not is_attachment(x)}
+    return View(services=view.services, tasks=tasks, nodes=view.nodes, cluster=view.cluster), attachments
 
 
 def remove_orphans(d: Draft) -> None:

@@ -37,6 +37,18 @@ def history_deletable(task: Obj) -> bool:
     return s > TaskState.RUNNING or (s < TaskState.ASSIGNED and desired_of(task) > TaskState.RUNNING)
 
 
+def reap_attachments(tasks: Iterable[Obj], nodes: Mapping[str, Obj]) -> list[Obj]:
+    """Network attachment tasks to delete now: detached (desired REMOVE) and stopped or never dispatched, or
+    on a node that no longer exists (nothing can use or detach them any more). One that failed while still
+    attached stays, with its error, until it is detached: nothing restarts it."""
+    out = []
+    for task in tasks:
+        nid = task.get("node_id")
+        if (nid and nid not in nodes) or (desired_of(task) == TaskState.REMOVE and finished(task, nodes)):
+            out.append(task)
+    return out
+
+
 def retention(limit: int, task: Obj) -> int:
     attempts = RestartPolicy.of(task).max_attempts
     return max(limit, attempts + 1) if attempts > 0 else limit

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from services.scheduler.constraints import Constraint, parse_all
 from services.scheduler.nodeinfo import HostPort, NodeInfo, Reservation, host_ports_of, spec_version
-from shoal.models.objects import Obj
+from shoal.models.objects import ATTACHMENT_RUNTIME, Obj
 
 
 @dataclass(frozen=True)
@@ -119,9 +119,13 @@ class ResourceFilter(_OnNodes):
 
 
 class RuntimeFilter(_OnNodes):
-    """The node has an executor for the task's runtime (SwarmKit's plugin filter, for our runtimes)."""
+    """The node has an executor for the task's runtime (SwarmKit's plugin filter, for our runtimes). Network
+    attachment tasks need none: every agent holds attachments (SwarmKit has no runtime filter for them)."""
 
     name = "runtime"
+
+    def applies(self, task: TaskInfo) -> bool:
+        return task.runtime != ATTACHMENT_RUNTIME
 
     def check(self, task: TaskInfo, node: NodeInfo) -> str | None:
         return None if task.runtime in node.executors else f"runtime {task.runtime} not supported"
