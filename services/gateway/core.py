@@ -9,14 +9,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shoal.errors import Conflict, InvalidArgument, NotFound, VersionConflict
+from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError, VersionConflict
 from shoal.ids import new_id
-from shoal.models.objects import task_status
+from shoal.models.objects import is_attachment, new_attachment_task, task_status
 from shoal.models.specs import (
     JOB_MODES,
     AvailabilityName,
     ClusterSpec,
     DispatcherConfig,
+    NetworkAttachment,
     NetworkSpec,
     NodeSpec,
     OrchestrationConfig,
@@ -47,6 +48,14 @@ class FailedPrecondition(Conflict):
     """409: the object is not in a state that allows the operation (e.g. removing a READY node)."""
 
     code = "failed_precondition"
+
+
+class PermissionDenied(ShoalError):
+    """403: the operation is not allowed on this object (SwarmKit's PermissionDenied, e.g. attaching to a
+    network that is not attachable)."""
+
+    status = 403
+    code = "permission_denied"
 
 
 def resolve(objs: Iterable[Obj], ref: str, kind: str, names: Callable[[Obj], Iterable[str]]) -> Obj:
@@ -250,8 +259,8 @@ def service_network_ids(spec: Obj | None) -> set[str]:
 
 def _task_network_ids(task: Obj) -> set[str]:
     """Networks a task is attached to (`task.networks[]`, the allocator's attachments: `network.id` or
-    `network_id`) or asks for (`task.spec.networks[].target`)."""
-    ids = service_network_ids(task)
+    `network_id`) or asks for (`task.spec.networks[].target`, before the allocator served it)."""
+    ids = {str(a.get("target")) for a in (task.get("spec") or {}).get("networks") or [] if isinstance(a, dict)}
     for att in task.get("networks") or []:
         if isinstance(att, str):
             ids.add(att)
@@ -280,8 +289,62 @@ def check_network_unused(network: Obj, services: Iterable[Obj], tasks: Iterable[
         observed = _observed(task) or TaskState.NEW
         desired = str(task.get("desired_state") or TaskState.RUNNING)
         if TaskState(observed) <= TaskState.RUNNING and TaskState(desired) <= TaskState.COMPLETE:
+            if is_attachment(task):
+                raise InUse(f"network {name!r} is in use by task {task['id']} (an attachment on node "
+                            f"{task.get('node_id')}, {observed}); detach it first", task=task["id"])
             raise InUse(f"network {name!r} is in use by task {task['id']} "
                         f"({task.get('service_name') or 'no service'}, {observed})", task=task["id"])
+
+
+# ---- network attachments (SwarmKit's ResourceAllocator.AttachNetwork / DetachNetwork) ------------------------
+class AttachRequest(BaseModel):
+    """`POST /v1/networks/{ref}/attachments`: attach a container the cluster does not manage, on `node_id`, to
+    an attachable network."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: str = Field(min_length=1, description="the node: id, hostname or unique id prefix")
+    container_id: str = Field(default="", description="the standalone container this attachment is for")
+    aliases: list[str] = Field(default_factory=list, description="extra DNS names on the network")
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, v: list[str]) -> list[str]:
+        return NetworkAttachment.model_validate({"target": "-", "aliases": v}).aliases
+
+
+def check_attachable(network: Obj) -> None:
+    """PermissionDenied (403) unless standalone containers may attach to `network` (SwarmKit's AttachNetwork:
+    "network not manually attachable"). The ingress network never is."""
+    spec = network.get("spec") or {}
+    name = spec.get("name") or network["id"]
+    if spec.get("ingress"):
+        raise PermissionDenied(f"network {name!r} is the ingress network: containers cannot be attached to it")
+    if not spec.get("attachable"):
+        raise PermissionDenied(f"network {name!r} is not attachable: only networks created with attachable "
+                               "(shoal network create --attachable) take standalone containers")
+
+
+def new_attachment(network: Obj, node: Obj, body: AttachRequest, now: float) -> Obj:
+    """The attachment task for `body` (checked: the network is attachable)."""
+    check_attachable(network)
+    return new_attachment_task(network["id"], node["id"], now, container_id=body.container_id,
+                               aliases=body.aliases)
+
+
+def attachments_of(network: Obj, tasks: Iterable[Obj]) -> list[Obj]:
+    """The attachment tasks on `network`, oldest first."""
+    nid = network["id"]
+    mine = [x for x in tasks if is_attachment(x) and nid in _task_network_ids(x)]
+    return sorted(mine, key=lambda x: ((x.get("meta") or {}).get("created_at") or 0.0, x["id"]))
+
+
+def detached(task: Obj) -> Obj | None:
+    """The attachment task with desired state REMOVE (the agent stops it, then the reaper deletes it and its
+    address is free), or None when it already is."""
+    if TaskState(str(task.get("desired_state") or TaskState.RUNNING)) >= TaskState.REMOVE:
+        return None
+    return {**task, "desired_state": str(TaskState.REMOVE)}
 
 
 def new_network(spec: NetworkSpec) -> Obj:

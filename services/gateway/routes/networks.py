@@ -1,17 +1,30 @@
-"""`/v1/networks`: create, list, inspect and remove user-defined networks (SwarmKit has no network update).
+"""`/v1/networks`: create, list, inspect and remove user-defined networks (SwarmKit has no network update), and
+attach standalone containers to attachable ones (`/v1/networks/{ref}/attachments`, SwarmKit's
+`ResourceAllocator.AttachNetwork` / `DetachNetwork`).
 
 A network object is `{id, spec: NetworkSpec, ipam}`; `ipam` (the subnet and gateway in use) is filled by the
 allocator. Names are unique case-insensitively. A network cannot be removed while a service's task spec
-attaches to it or a live task is attached to it."""
+attaches to it or a live task (an attachment included) is attached to it."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
 
 from services.gateway.context import GatewayContext, get_context
-from services.gateway.core import check_network_unused, network_names, new_network, resolve
+from services.gateway.core import (
+    AttachRequest,
+    attachments_of,
+    check_network_unused,
+    detached,
+    network_names,
+    new_attachment,
+    new_network,
+    resolve,
+)
+from services.gateway.routes.nodes import find_node
 from shoal.errors import AlreadyExists, Conflict, NotFound, VersionConflict
 from shoal.models.kinds import Kind
 from shoal.models.specs import NetworkSpec
@@ -22,6 +35,7 @@ from shoal.store.txn import Obj
 router = APIRouter(prefix="/v1/networks", tags=["networks"])
 Ctx = Annotated[GatewayContext, Depends(get_context)]
 REMOVE_ATTEMPTS = 5
+WRITE_ATTEMPTS = 5
 
 EXAMPLE_NETWORK: dict[str, Any] = {"name": "backend", "driver": "overlay",
                                    "ipam": {"subnet": "10.20.0.0/24", "gateway": "10.20.0.1"},
@@ -85,4 +99,65 @@ async def delete_network(ref: str, ctx: Ctx) -> Obj:
             continue
         ctx.metrics.inc("gateway_networks_removed_total", help="networks removed through this gateway")
         return res.objects[0]
+    raise AssertionError("unreachable")
+
+
+# ---- attachments ---------------------------------------------------------------------------------------------
+@router.post("/{ref}/attachments", status_code=201,
+             summary="Attach a standalone container on a node to an attachable network (creates an attachment task)")
+async def attach(ref: str, body: AttachRequest, ctx: Ctx) -> Obj:
+    """Create a network attachment task (no service, runtime `attachment`, bound to the node, desired
+    RUNNING); the allocator gives it an address and its node a load-balancer IP on the network. The network is
+    rewritten (unchanged) in the same transaction and the node checked, so a removal of either in between makes
+    this read again (and answer 404)."""
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        network = await find_network(ctx.store, ref)
+        node = await find_node(ctx.store, body.node_id)
+        task = new_attachment(network, node, body, time.time())
+        try:
+            res = await ctx.store.txn([t.create(Kind.TASK, task), t.update(Kind.NETWORK, network),
+                                       t.check(Kind.NODE, node["id"])])
+        except (VersionConflict, NotFound):
+            if attempt == WRITE_ATTEMPTS:
+                raise Conflict(f"network {network['spec']['name']!r} kept changing while attaching; retry") from None
+            continue
+        ctx.metrics.inc("gateway_network_attachments_created_total", help="network attachments created")
+        created: Obj = res.objects[0]
+        return created
+    raise AssertionError("unreachable")
+
+
+@router.get("/{ref}/attachments", summary="List the attachment tasks of a network (with their addresses)")
+async def list_attachments(ref: str, ctx: Ctx) -> dict[str, Any]:
+    network = await find_network(ctx.store, ref)
+    revision, tasks = await ctx.store.list(Kind.TASK)
+    return {"revision": revision, "items": attachments_of(network, tasks)}
+
+
+@router.delete("/{ref}/attachments/{task_ref}",
+               summary="Detach: the attachment task is stopped, then deleted (its address is then free)")
+async def detach(ref: str, task_ref: str, ctx: Ctx) -> Obj:
+    """Raise the attachment task's desired state to REMOVE (SwarmKit deletes it at once; here removal is
+    two-phase like every task's: the agent stops it, the reaper deletes it, and its address is free once it
+    stopped). `task_ref`: the task id or a unique prefix. Repeating it answers the task as it is."""
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        network = await find_network(ctx.store, ref)
+        _, tasks = await ctx.store.list(Kind.TASK)
+        mine = attachments_of(network, tasks)
+        try:
+            task = resolve(mine, task_ref, "attachment", lambda x: [])
+        except NotFound:
+            raise NotFound(f"attachment {task_ref!r} not found on network {network['spec']['name']!r}") from None
+        new = detached(task)
+        if new is None:
+            return task
+        try:
+            res = await ctx.store.txn([t.update(Kind.TASK, new)])
+        except (VersionConflict, NotFound):
+            if attempt == WRITE_ATTEMPTS:
+                raise Conflict(f"attachment {task['id']} kept changing while being detached; retry") from None
+            continue
+        ctx.metrics.inc("gateway_network_attachments_removed_total", help="network attachments detached")
+        out: Obj = res.objects[0]
+        return out
     raise AssertionError("unreachable")
