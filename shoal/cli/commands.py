@@ -803,6 +803,25 @@ def cmd_network_rm(a: argparse.Namespace) -> int:
     return _remove(a, "/v1/networks")
 
 
+def attach_request(a: argparse.Namespace) -> Spec:
+    """The body of `shoal network attach`: the node, and the container and aliases when given."""
+    body: Spec = {"node_id": a.node}
+    if a.container:
+        body["container_id"] = a.container
+    if a.alias:
+        body["aliases"] = list(a.alias)
+    return body
+
+
+def cmd_network_attach(a: argparse.Namespace) -> int:
+    """Create an attachment task on the node; print its id."""
+    return _create(a, f"/v1/networks/{a.network}/attachments", attach_request(a))
+
+
+def cmd_network_detach(a: argparse.Namespace) -> int:
+    return _remove(a, f"/v1/networks/{a.network}/attachments")
+
+
 # ---- parsers -----------------------------------------------------------------------------------------------
 def _url_parent() -> argparse.ArgumentParser:
     """`--url` accepted after any subcommand too (without overriding the top-level value when absent)."""
@@ -902,6 +921,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     _add_ls(wsub, parent, "networks", cmd_network_ls)
     _add_on_refs(wsub, parent, "inspect", "NETWORK", "show networks as JSON", cmd_network_inspect)
     _add_on_refs(wsub, parent, "rm", "NETWORK", "remove networks", cmd_network_rm, aliases=("remove",))
+    wattach = wsub.add_parser("attach", parents=[parent],
+                              help="attach a standalone container on a node to an attachable network")
+    wattach.add_argument("--node", required=True, metavar="NODE", help="the node (id, hostname or id prefix)")
+    wattach.add_argument("--container", metavar="ID", help="the container this attachment is for")
+    wattach.add_argument("--alias", action="append", metavar="ALIAS", help="extra DNS name on the network")
+    wattach.add_argument("network", metavar="NETWORK")
+    wattach.set_defaults(func=cmd_network_attach)
+    wdetach = wsub.add_parser("detach", parents=[parent], help="detach attachments (by task id) from a network")
+    wdetach.add_argument("network", metavar="NETWORK")
+    wdetach.add_argument("refs", nargs="+", metavar="TASK")
+    wdetach.set_defaults(func=cmd_network_detach)
 
     cluster = sub.add_parser("cluster", parents=[parent],
                              help="raft members, leader, term, commit index; subsystem leases")

@@ -672,3 +672,44 @@ def test_issue4_round_trip_through_the_gateway_app(capsys: pytest.CaptureFixture
         assert store.mem.get("cluster", "default")["spec"]["dispatcher"]["heartbeat_period"] == 10.0
         assert main(["cluster", "update", "--heartbeat-period", "0s"], http=gw) == 1
         assert "heartbeat_period must be greater than 0" in capsys.readouterr().err
+
+
+def test_network_attach_and_detach_through_the_gateway_app(capsys: pytest.CaptureFixture[str]) -> None:
+    from fastapi.testclient import TestClient
+
+    from services.gateway.app import create_app
+    from services.gateway.settings import GatewaySettings
+    from shoal.store import txn as t
+    from shoal.store.local import LocalStore
+
+    def members(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    args = build_parser().parse_args(["network", "attach", "--node", "host-a", "--container", "c1", "--alias", "db",
+                                      "--alias", "cache", "shared"])
+    assert commands.attach_request(args) == {"node_id": "host-a", "container_id": "c1", "aliases": ["db", "cache"]}
+    store = LocalStore()
+    app = create_app(GatewaySettings(store_members=["http://m1"]), store=store,
+                     http=httpx.AsyncClient(transport=httpx.MockTransport(members)))
+    node = {"id": "n" * 25, "spec": {"labels": {}, "role": "worker", "availability": "active"},
+            "role": "worker", "status": {"state": "ready"}, "description": {"hostname": "host-a"}}
+    with TestClient(app) as gw:
+        async def seed() -> None:
+            await store.txn([t.create("node", node)])
+
+        gw.portal.call(seed)  # type: ignore[union-attr]
+        assert main(["network", "create", "plain"], http=gw) == 0
+        assert main(["network", "create", "--attachable", "shared"], http=gw) == 0
+        capsys.readouterr()
+        assert main(["network", "attach", "--node", "host-a", "plain"], http=gw) == 1
+        assert "network 'plain' is not attachable" in capsys.readouterr().err
+        assert main(["network", "attach", "--node", "host-a", "--container", "c1", "shared"], http=gw) == 0
+        tid = capsys.readouterr().out.strip()
+        task = store.mem.get("task", tid)
+        assert task["node_id"] == "n" * 25 and task["spec"]["attachment"] == {"container_id": "c1"}
+        assert main(["network", "rm", "shared"], http=gw) == 1
+        assert f"in use by task {tid}" in capsys.readouterr().err
+        assert main(["network", "detach", "shared", tid, "nope"], http=gw) == 1
+        captured = capsys.readouterr()
+        assert captured.out == f"{tid}\n" and "attachment 'nope' not found on network 'shared'" in captured.err
+        assert store.mem.get("task", tid)["desired_state"] == "remove"
