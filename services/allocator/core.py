@@ -199,9 +199,10 @@ class AllocatorState:
                 info.pool.reserve_many(addrs)
         if nodes is not None:
             st.nodes = {}
-            for node in sorted(nodes, key=_age):
+            for node in nodes:
                 st.nodes[node["id"]] = node
-                st._hold_node(node["id"], node)
+                if node.get("attachments"):
+                    st._hold_node(node["id"], node)
         for r in inflight:
             st.inflight[(r.kind, r.id)] = r
             st._hold(r)
@@ -744,7 +745,12 @@ def desired_attachments(node: Obj, state: AllocatorState) -> list[Obj]:
 def _plan_nodes(state: AllocatorState, out: Plan, budget: _Budget) -> None:
     """Nodes whose load-balancer IPs must change (written with the node's version as precondition; the
     allocator owns `node.attachments`)."""
-    for node in (state.nodes or {}).values():
+    nodes = state.nodes or {}
+    # only nodes with LB IPs, tasks on networks, or a write in flight can change (most nodes of a big cluster
+    # have none of these): no pass walks every node
+    ids = {nid for nid, n in nodes.items() if n.get("attachments")} | set(state.node_uses)
+    ids |= {oid for kind, oid in state.inflight if kind == Kind.NODE}
+    for node in sorted((nodes[i] for i in ids if i in nodes), key=_age):
         if budget.left <= 0:
             return
         held = state.inflight.get((Kind.NODE, node["id"]))
