@@ -66,10 +66,14 @@ class RaftProcs:
     def data_dir(self, i: int) -> Path:
         return self.base / "raft" / str(i)
 
+    def members_spec(self, i: int) -> str:
+        """SHOAL_RAFT_MEMBERS as member `i` sees it (a subclass may route its peer links elsewhere)."""
+        return self.spec
+
     # ---- processes ----------------------------------------------------------------------------------------
     def start(self, i: int) -> None:
         env = {**os.environ, **self.env_common, "SHOAL_RAFT_ID": str(i), "SHOAL_PORT": str(self.api_ports[i]),
-               "SHOAL_DATA_DIR": str(self.data_dir(i)),
+               "SHOAL_RAFT_MEMBERS": self.members_spec(i), "SHOAL_DATA_DIR": str(self.data_dir(i)),
                "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         with open(self.base / "logs" / f"raftstore-{i}.log", "ab") as logf:  # the child keeps its own copy
             self.procs[i] = subprocess.Popen([sys.executable, "-m", "services.raftstore"], env=env, cwd=ROOT,
