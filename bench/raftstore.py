@@ -1,0 +1,712 @@
+"""shoal's raftstore against etcd: committed writes/s, latency and CPU per write, plus leader failover.
+
+    python bench/raftstore.py                          # 1/16/64 clients, 10 s each, both stores, 20 failovers
+    python bench/raftstore.py --quick                  # a few seconds per level, 3 failovers (CI-sized)
+    python bench/raftstore.py --clients 64 --seconds 20 --failover-trials 0 --profile /tmp/bench-prof
+
+Both clusters are 3 members on loopback with fsync on (shoal: `python -m services.raftstore` via
+tests/integration/raftprocs.py; etcd: Debian's etcd-server, `scripts/etcd.sh` installs it), each with fresh
+temporary data directories and free ports, and both run for the whole throughput section. For every concurrency
+level the same load generator drives shoal and then etcd: C threads, each with one persistent `http.client`
+connection to the leader, writing 256-byte values under unique keys back to back —
+
+- shoal: `POST /v1/txn` `{"ops": [{"op": "create", "kind": "config", "object": {"id": ..., "data": <256 B>}}]}`
+- etcd:  `POST /v3/kv/put` `{"key": base64, "value": base64(<256 B>)}` (the JSON gateway of etcd's gRPC API)
+
+A write counts when its 200 answer arrives inside the measured window (after a warm-up); CPU is the utime+stime
+of the member processes from /proc, summed over the window. The generator shares the machine's cores with the
+members, so the figures are a floor for both stores.
+
+Failover (on a new cluster; etcd's too with --failover-etcd): one client writes continuously through the two
+members that will survive, moving to the other member and retrying after 10 ms on any error or after a 0.1 s
+request timeout; the leader is killed with SIGKILL; the time from the kill to the acknowledgement of the first
+write sent after it is one trial. The killed member is restarted and the cluster settles before the next trial
+(--failover-fresh: a new cluster per trial instead)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.integration.raftprocs import RaftProcs, free_ports
+
+VALUE = (os.urandom(128).hex()).encode()  # 256 bytes, printable: the same value for both stores
+assert len(VALUE) == 256
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ---- measuring helpers -----------------------------------------------------------------------------------
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process in seconds ((0, 0) if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0, 0.0
+    fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may contain spaces
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # fields 14 and 15 of proc(5)
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def pct(sorted_values: Sequence[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p))]
+
+
+def post(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int, bytes]:
+    conn.request("POST", path, body, {"content-type": "application/json"})
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
+def get_json(host: str, port: int, path: str, method: str = "GET", timeout: float = 2.0) -> Any:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, b"{}" if method == "POST" else None)
+        resp = conn.getresponse()
+        body = resp.read()
+        return json.loads(body) if resp.status == 200 else None
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+
+
+def wait_for(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def shoal_body(tag: str, k: int, n: int) -> bytes:
+    """One create of a `config` object carrying the 256-byte value (unique id per write)."""
+    return b'{"ops":[{"op":"create","kind":"config","object":{"id":"%s-%d-%d","data":"%s"}}]}' % (
+        tag.encode(), k, n, VALUE)
+
+
+# ---- the systems under test ------------------------------------------------------------------------------
+class System:
+    """A running 3-member store: where the leader listens, how a write looks, which pids to account."""
+
+    name = ""
+    path = ""
+
+    def leader_addr(self) -> tuple[str, int]:
+        raise NotImplementedError
+
+    def pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def body(self, tag: str, k: int, n: int) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class Shoal(System):
+    name = "shoal"
+    path = "/v1/txn"
+
+    def __init__(self, base: Path) -> None:
+        self.cluster = RaftProcs(base, 3).start_all()  # fsync is always on in the raftstore
+        try:
+            self.leader = self.cluster.wait_leader(30)
+        except BaseException:
+            self.cluster.close()
+            raise
+
+    def leader_addr(self) -> tuple[str, int]:
+        self.leader = self.cluster.wait_leader(30)
+        return "127.0.0.1", self.cluster.api_ports[self.leader]
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.cluster.procs.values()]
+
+    def body(self, tag: str, k: int, n: int) -> bytes:
+        return shoal_body(tag, k, n)
+
+    def metrics(self) -> dict[str, float]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.cluster.api_ports[self.leader], timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("shoal_") and " " in line:
+                name, _, value = line.partition(" ")
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    pass
+        return out
+
+    def close(self) -> None:
+        self.cluster.close()
+
+
+class Etcd(System):
+    name = "etcd"
+    path = "/v3/kv/put"
+
+    def __init__(self, base: Path, binary: str) -> None:
+        ports = free_ports(6)
+        self.client_ports = ports[:3]
+        peer_ports = ports[3:]
+        initial = ",".join(f"e{i}=http://127.0.0.1:{peer_ports[i]}" for i in range(3))
+        self.base = base
+        self.args: list[list[str]] = []
+        for i in range(3):
+            client_url = f"http://127.0.0.1:{self.client_ports[i]}"
+            peer_url = f"http://127.0.0.1:{peer_ports[i]}"
+            # Defaults otherwise (fsync on, heartbeat 100 ms, election timeout 1000 ms); a restarted member
+            # finds its data directory and ignores the --initial-* flags.
+            self.args.append([binary, "--name", f"e{i}", "--data-dir", str(base / f"e{i}"),
+                              "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+                              "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+                              "--initial-cluster", initial, "--initial-cluster-state", "new",
+                              "--initial-cluster-token", base.name, "--logger", "zap", "--log-level", "warn"])
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        try:
+            for i in range(3):
+                self.start(i)
+            self.leader_port = wait_for(self._leader, 30, "an etcd leader")
+        except BaseException:
+            self.close()
+            raise
+
+    def start(self, i: int) -> None:
+        with open(self.base / f"etcd-{i}.log", "ab") as logf:
+            self.procs[i] = subprocess.Popen(self.args[i], stdout=logf, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL)
+
+    def statuses(self) -> list[Any]:
+        return [get_json("127.0.0.1", port, "/v3/maintenance/status", "POST") for port in self.client_ports]
+
+    def _leader(self) -> int | None:
+        statuses = self.statuses()
+        if any(s is None for s in statuses):
+            return None
+        leaders = {s["leader"] for s in statuses}
+        if len(leaders) != 1 or "0" in leaders:
+            return None
+        lead = leaders.pop()
+        return next((port for port, s in zip(self.client_ports, statuses, strict=True)
+                     if s["header"]["member_id"] == lead), None)
+
+    def converged(self) -> bool:
+        statuses = self.statuses()
+        return all(s is not None for s in statuses) and len({s["raftAppliedIndex"] for s in statuses}) == 1
+
+    def leader_addr(self) -> tuple[str, int]:
+        self.leader_port = wait_for(self._leader, 30, "an etcd leader")
+        return "127.0.0.1", self.leader_port
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs.values()]
+
+    def body(self, tag: str, k: int, n: int) -> bytes:
+        key = base64.b64encode(b"%s/%d/%d" % (tag.encode(), k, n))
+        return b'{"key":"%s","value":"%s"}' % (key, base64.b64encode(VALUE))
+
+    def close(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+            p.wait(10)
+
+
+NOOP_APP = """
+import sys
+from fastapi import FastAPI, Request, Response
+from shoal.runner import run, serve
+
+app = FastAPI()
+
+@app.post("/v1/txn")
+async def txn(request: Request) -> Response:
+    await request.body()
+    return Response(b'{"revision":0,"changes":[]}', media_type="application/json")
+
+run(lambda: serve(app, "127.0.0.1", int(sys.argv[1])))
+"""
+
+
+class NoopHttp(System):
+    """The HTTP ceiling: one uvicorn + FastAPI process served as every shoal process is (shoal.runner.serve)
+    whose POST /v1/txn reads the body and answers a constant; no Raft, no disk."""
+
+    name = "noop"
+    path = "/v1/txn"
+
+    def __init__(self, base: Path) -> None:
+        self.port = free_ports(1)[0]
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        with open(base / "noop.log", "ab") as logf:
+            self.proc = subprocess.Popen([sys.executable, "-c", NOOP_APP, str(self.port)], env=env, cwd=root,
+                                         stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: get_json("127.0.0.1", self.port, "/v1/txn", "POST") is not None, 30,
+                     "the no-op HTTP server")
+        except BaseException:
+            self.close()
+            raise
+
+    def leader_addr(self) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
+
+    def body(self, tag: str, k: int, n: int) -> bytes:
+        return shoal_body(tag, k, n)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+# ---- the load generator ------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    system: str
+    clients: int
+    writes: int
+    seconds: float
+    p50: float
+    p99: float
+    cpu: float  # member CPU seconds in the window
+    cpu_by_pid: list[float]
+    sys_share: float  # kernel (stime) share of the members' CPU
+    client_cpu: float  # this process (the generator), same window
+    errors: int
+    load: str
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.writes / self.seconds
+
+    @property
+    def cpu_per_1k(self) -> float:
+        return self.cpu / max(self.writes, 1) * 1000
+
+    def line(self) -> str:
+        extra = "".join(f", {k} {v:.2f}" for k, v in self.extra.items())
+        split = "+".join(f"{c:.1f}" for c in self.cpu_by_pid)
+        return (f"{self.system:5} {self.clients:3} clients: {self.rate:7.0f} writes/s  p50 {self.p50 * 1e3:6.1f} ms  "
+                f"p99 {self.p99 * 1e3:6.1f} ms  CPU {self.cpu_per_1k:5.2f} s/1k writes (members {split} s, "
+                f"{self.sys_share:.0%} kernel, "
+                f"generator {self.client_cpu / max(self.writes, 1) * 1000:.2f} s/1k)  errors {self.errors}  "
+                f"load {self.load}{extra}")
+
+
+def drive(system: System, clients: int, seconds: float, warmup: float, tag: str,
+          during: Callable[[], None] | None = None) -> Result:
+    """C threads writing back to back to the leader; counts the writes answered inside the measured window."""
+    host, port = system.leader_addr()
+    stop = threading.Event()
+    done: list[list[tuple[float, float]]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    path = system.path
+
+    def writer(k: int) -> None:
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        mine = done[k]
+        n = 0
+        try:
+            while not stop.is_set():
+                body = system.body(tag, k, n)
+                n += 1
+                started = time.perf_counter()
+                try:
+                    status, _ = post(conn, path, body)
+                except (OSError, http.client.HTTPException):
+                    errors[k] += 1
+                    conn.close()
+                    conn = http.client.HTTPConnection(host, port, timeout=30)
+                    time.sleep(0.01)
+                    continue
+                ended = time.perf_counter()
+                if status != 200:
+                    errors[k] += 1
+                    time.sleep(0.01)
+                    continue
+                mine.append((ended, ended - started))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=writer, args=(k,), daemon=True) for k in range(clients)]
+    pids = system.pids()
+    for th in threads:
+        th.start()
+    try:
+        time.sleep(warmup)
+        before = [proc_cpu(p) for p in pids]
+        client_before = time.process_time()
+        m0 = time.perf_counter()
+        if during is not None:
+            during()
+        time.sleep(max(0.0, seconds - (time.perf_counter() - m0)))
+        m1 = time.perf_counter()
+        after = [proc_cpu(p) for p in pids]
+        client_cpu = time.process_time() - client_before
+        load = loadavg()
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(60)
+    lat = sorted(d for per in done for (end, d) in per if m0 <= end <= m1)
+    by_pid = [sum(a) - sum(b) for a, b in zip(after, before, strict=True)]
+    kernel = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+    return Result(system.name, clients, len(lat), m1 - m0, pct(lat, 0.50), pct(lat, 0.99), sum(by_pid), by_pid,
+                  kernel / max(sum(by_pid), 1e-9), client_cpu, sum(errors), load)
+
+
+def shoal_extra(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    def d(name: str) -> float:
+        return after.get(f"shoal_{name}", 0.0) - before.get(f"shoal_{name}", 0.0)
+
+    proposals = d("raft_proposals_total")
+    return {"batch": proposals / max(d("raft_proposal_batches_total"), 1),
+            "fsyncs/write": d("raft_fsyncs_total") / max(proposals, 1)}
+
+
+# ---- profile summary (py-spy raw/collapsed output) ---------------------------------------------------------
+#: (component, test on the stack's frames, leaf last); the first that matches names a sample
+COMPONENTS: list[tuple[str, Callable[[list[str]], bool]]] = [
+    ("idle (waiting in epoll)", lambda fr: "selectors.py" in fr[-1] and ".select (" in fr[-1]),
+    ("WAL write + fsync (services/raftstore/wal.py WAL.save)", lambda fr: any("WAL.save" in f for f in fr)),
+    ("socket send syscalls (HTTP answers, peer frames)", lambda fr: "Transport.write (" in fr[-1]),
+    ("raft driver, core and FSM apply (driver.py, raft/, fsm.py, memory.py)",
+     lambda fr: any(m in f for f in fr for m in ("Driver.run (", "Driver._handle_ready", "FSM.apply"))),
+    ("peer transport and codec (transport.py, codec.py)",
+     lambda fr: any("raftstore/transport.py" in f or "raftstore/codec.py" in f for f in fr)),
+    ("/v1/txn handler body (JSON decode, stamp, encode, validate, answer JSON)",
+     lambda fr: any("create_app.<locals>.txn (" in f for f in fr[:-1])
+     and not any(m in fr[-1] for m in ("create_app.<locals>.txn (", "Driver.propose"))),
+    ("HTTP server + framework (uvicorn h11, starlette, fastapi)",
+     lambda fr: any(m in f for f in fr for m in ("h11_impl.py", "starlette/", "fastapi/", "/h11/"))),
+    ("asyncio event loop and other", lambda fr: True),
+]
+
+
+def summarize_profile(path: Path, top: int = 20) -> str:
+    """Components, then inclusive and self shares of the busy samples of a `py-spy record --format raw
+    --idle` file. py-spy samples wall time: a process that is runnable but waiting for a core (a shared 2-core
+    machine) is counted where it was preempted, often in a syscall that woke another process."""
+    total = busy = 0
+    by_component: Counter[str] = Counter()
+    self_count: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack or not count_s.isdigit():
+            continue
+        count = int(count_s)
+        frames = stack.split(";")
+        total += count
+        component = next(name for name, test in COMPONENTS if test(frames))
+        by_component[component] += count
+        if component.startswith("idle"):
+            continue
+        busy += count
+        self_count[_short(frames[-1])] += count
+        for f in {_short(f) for f in frames}:
+            incl[f] += count
+    out = [f"{path.name}: {total} samples, {busy} busy ({busy / max(total, 1):.0%} of wall time)",
+           "  by component (share of all samples):"]
+    out += [f"    {c / max(total, 1):6.1%}  {name}" for name, c in by_component.most_common()]
+    out.append("  inclusive (share of busy samples):")
+    out += [f"    {c / max(busy, 1):6.1%}  {f}" for f, c in incl.most_common(top + 10)
+            if not any(m in f for m in ("runpy", "asyncio/runners.py", "run_forever", "run_until_complete",
+                                        "__main__.py", "shoal/runner.py"))][:top]
+    out.append("  self:")
+    out += [f"    {c / max(busy, 1):6.1%}  {f}" for f, c in self_count.most_common(top)]
+    return "\n".join(out)
+
+
+def _short(frame: str) -> str:
+    """`func (path/to/module.py:123)` -> `func (module.py)` with site-packages paths trimmed."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "lib/python3.11/", "/work/main/"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+    return f"{name} ({where})"
+
+
+# ---- failover ---------------------------------------------------------------------------------------------
+def shoal_failover(trials: int, base: Path, election_ticks: int, fresh: bool) -> list[float]:
+    """Kill the leader `trials` times; the killed member is restarted between trials (or, with `fresh`, every
+    trial gets a new cluster: no member was ever restarted)."""
+    out: list[float] = []
+    cluster: RaftProcs | None = None
+    try:
+        for trial in range(trials):
+            if cluster is None:
+                cluster = RaftProcs(base / f"c{trial}", 3, election_ticks=election_ticks).start_all()
+            lead = cluster.wait_leader(30)
+            ports = {i: cluster.api_ports[i] for i in cluster.ids if i != lead}
+            out.append(kill_leader_once(ports, "/v1/txn", partial(shoal_body, f"f{trial}", 0),
+                                        cluster.procs[lead]))
+            print(f"  shoal failover {trial + 1}/{trials}: leader {lead} killed, first write acknowledged after "
+                  f"{out[-1] * 1e3:.0f} ms (load {loadavg()})", flush=True)
+            if fresh:
+                cluster.close()
+                cluster = None
+                continue
+            cluster.start(lead)
+            wait_for(partial(cluster.healthy, lead), 30, f"member {lead} to restart")
+            cluster.wait_leader(30)
+            wait_for(cluster.converged, 30, "the restarted member to catch up")
+            time.sleep(0.3)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    return out
+
+
+def etcd_failover(trials: int, base: Path, binary: str) -> list[float]:
+    """The same procedure against etcd: its leader killed `trials` times, restarted between trials."""
+    base.mkdir(parents=True, exist_ok=True)
+    etcd = Etcd(base, binary)
+    out: list[float] = []
+    try:
+        for trial in range(trials):
+            _, port = etcd.leader_addr()
+            lead = etcd.client_ports.index(port)
+            ports = {i: etcd.client_ports[i] for i in range(3) if i != lead}
+            out.append(kill_leader_once(ports, etcd.path, partial(etcd.body, f"f{trial}", 0),
+                                        etcd.procs[lead]))
+            print(f"  etcd failover {trial + 1}/{trials}: leader e{lead} killed, first write acknowledged after "
+                  f"{out[-1] * 1e3:.0f} ms (load {loadavg()})", flush=True)
+            etcd.start(lead)
+            etcd.leader_addr()
+            wait_for(etcd.converged, 30, "the restarted etcd member to catch up")
+            time.sleep(0.3)
+    finally:
+        etcd.close()
+    return out
+
+
+#: the failover client's per-request timeout: then it tries the next member. shoal answers at once when it
+#: cannot take a write (503/504); etcd holds a write that reached no live leader until its request timeout (7 s)
+FAILOVER_TIMEOUT = 0.1
+
+
+def kill_leader_once(ports: dict[int, int], path: str, body: Callable[[int], bytes],
+                     leader: subprocess.Popen[bytes]) -> float:
+    """SIGKILL `leader` while one client writes through the members listening on `ports`; seconds until a
+    write sent after the kill is acknowledged."""
+    survivors = sorted(ports)
+    acks: list[tuple[float, float]] = []  # (sent, acknowledged)
+    stop = threading.Event()
+
+    def writer() -> None:
+        conns = {i: http.client.HTTPConnection("127.0.0.1", ports[i], timeout=FAILOVER_TIMEOUT)
+                 for i in survivors}
+        turn, n = 0, 0
+        try:
+            while not stop.is_set():
+                i = survivors[turn % len(survivors)]
+                data = body(n)
+                n += 1
+                sent = time.perf_counter()
+                try:
+                    status, _ = post(conns[i], path, data)
+                except (OSError, http.client.HTTPException):
+                    conns[i].close()
+                    status = 0
+                if status == 200:
+                    acks.append((sent, time.perf_counter()))
+                else:  # 503 no leader / 504 outcome unknown / timeout / connection error: next member, shortly
+                    turn += 1
+                    time.sleep(0.01)
+        finally:
+            for c in conns.values():
+                c.close()
+
+    th = threading.Thread(target=writer, daemon=True)
+    th.start()
+    try:
+        wait_for(lambda: len(acks) >= 20, 30, "steady writes before the kill")
+        killed_at = time.perf_counter()
+        leader.send_signal(signal.SIGKILL)
+        first: float = wait_for(lambda: next((a for s, a in acks if s >= killed_at), None), 30,
+                                "the first acknowledged write after the kill", 0.005)
+    finally:
+        stop.set()
+        th.join(30)
+        leader.wait(10)
+    return first - killed_at
+
+
+# ---- main -------------------------------------------------------------------------------------------------
+def table(results: list[Result]) -> str:
+    rows = ["| clients | store | writes/s | p50 ms | p99 ms | CPU s / 1k writes | ours/etcd writes/s |",
+            "|---|---|---|---|---|---|---|"]
+    for c in sorted({r.clients for r in results}):
+        level = [r for r in results if r.clients == c]
+        etcd = next((r for r in level if r.system == "etcd"), None)
+        for r in level:
+            ratio = f"{r.rate / etcd.rate:.2f}x" if r.system == "shoal" and etcd and etcd.rate else ""
+            rows.append(f"| {c} | {r.system} | {r.rate:,.0f} | {r.p50 * 1e3:.1f} | {r.p99 * 1e3:.1f} | "
+                        f"{r.cpu_per_1k:.2f} | {ratio} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--clients", default="1,16,64", help="concurrency levels, comma-separated (default 1,16,64)")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per level and store")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each window")
+    p.add_argument("--no-etcd", action="store_true", help="shoal only")
+    p.add_argument("--failover-trials", type=int, default=20, help="leader kills (0: skip the section)")
+    p.add_argument("--election-ticks", type=int, default=10,
+                   help="SHOAL_RAFT_ELECTION_TICKS of the failover cluster (shoal's default: 10 x 0.1 s)")
+    p.add_argument("--failover-fresh", action="store_true",
+                   help="a new shoal cluster for every failover trial (no member restarted before the kill)")
+    p.add_argument("--failover-etcd", action="store_true", help="also time etcd's failover the same way")
+    p.add_argument("--quick", action="store_true", help="short bounded run: 3 s per level, 3 failover trials")
+    p.add_argument("--http-baseline", action="store_true",
+                   help="also drive a no-op uvicorn + FastAPI endpoint (the HTTP ceiling of one process)")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="after the table, run shoal at the highest level again under py-spy (leader and one "
+                        "follower) and write the raw profiles and a summary to DIR")
+    a = p.parse_args()
+    levels = [int(x) for x in a.clients.split(",") if x.strip()]
+    if a.quick:
+        a.seconds, a.warmup, a.failover_trials = min(a.seconds, 3.0), min(a.warmup, 0.5), min(a.failover_trials, 3)
+
+    etcd_bin = None if a.no_etcd else shutil.which("etcd")
+    if not a.no_etcd and etcd_bin is None:
+        print("etcd is NOT installed (no `etcd` on PATH): run scripts/etcd.sh (apt-get install etcd-server) for "
+              "the comparison; showing shoal only.", flush=True)
+    print(f"{os.cpu_count()} cores, load {loadavg()}; {a.seconds:g} s per level after {a.warmup:g} s warm-up; "
+          "3 members each on loopback, fsync on, 256-byte values", flush=True)
+
+    results: list[Result] = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-raftstore-"))
+    try:
+        run(a, levels, etcd_bin, tmp, results)
+    except BaseException:
+        print(f"logs kept in {tmp}", file=sys.stderr)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(a: argparse.Namespace, levels: list[int], etcd_bin: str | None, tmp: Path, results: list[Result]) -> None:
+    systems: list[System] = []
+    try:
+        shoal = Shoal(tmp / "shoal")
+        systems.append(shoal)
+        if etcd_bin:
+            (tmp / "etcd").mkdir()
+            systems.append(Etcd(tmp / "etcd", etcd_bin))
+            out = subprocess.run([etcd_bin, "--version"], capture_output=True, text=True).stdout.splitlines()
+            print(out[0] if out else "etcd", flush=True)
+        if a.http_baseline:
+            systems.append(NoopHttp(tmp))
+        for c in levels:
+            for s in systems:
+                before = shoal.metrics() if s is shoal else {}
+                r = drive(s, c, a.seconds, a.warmup, tag=f"c{c}")
+                if s is shoal:
+                    r.extra = shoal_extra(before, shoal.metrics())
+                results.append(r)
+                print(r.line(), flush=True)
+            ours = next(r for r in results if r.system == "shoal" and r.clients == c)
+            theirs = next((r for r in results if r.system == "etcd" and r.clients == c), None)
+            if theirs is not None:
+                print(f"  ours/etcd at {c} clients: {ours.rate / max(theirs.rate, 1e-9):.2f}x writes/s, "
+                      f"{ours.cpu_per_1k / max(theirs.cpu_per_1k, 1e-9):.2f}x CPU per write", flush=True)
+        if a.profile:
+            profile(shoal, max(levels), a.seconds, a.warmup, a.profile)
+    finally:
+        for s in systems:
+            s.close()
+    print()
+    print(table(results))
+    if a.failover_trials > 0:
+        print(f"\nfailover: {a.failover_trials} leader kills (SIGKILL), one client writing through the survivors "
+              f"(election timeout {a.election_ticks} x 0.1 s ticks, randomized up to 2x)", flush=True)
+        lat = sorted(shoal_failover(a.failover_trials, tmp / "failover", a.election_ticks, a.failover_fresh))
+        etcd_lat = sorted(etcd_failover(a.failover_trials, tmp / "etcd-failover", etcd_bin)) \
+            if a.failover_etcd and etcd_bin else []
+        for name, vals in (("shoal", lat), ("etcd", etcd_lat)):
+            if vals:
+                print(f"{name} leader kill -> first acknowledged write: p50 {pct(vals, 0.5) * 1e3:.0f} ms, "
+                      f"p99 {pct(vals, 0.99) * 1e3:.0f} ms, min {vals[0] * 1e3:.0f} ms, "
+                      f"max {vals[-1] * 1e3:.0f} ms over {len(vals)} trials", flush=True)
+
+
+def profile(shoal: Shoal, clients: int, seconds: float, warmup: float, outdir: Path) -> None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        print("py-spy is not installed (.venv/bin/pip install py-spy): no profile", flush=True)
+        return
+    outdir.mkdir(parents=True, exist_ok=True)
+    lead = shoal.cluster.wait_leader(30)
+    follower = next(i for i in shoal.cluster.ids if i != lead)
+    targets = {"leader": shoal.cluster.procs[lead].pid, "follower": shoal.cluster.procs[follower].pid}
+    spies: list[subprocess.Popen[bytes]] = []
+
+    def attach() -> None:
+        for role, pid in targets.items():
+            spies.append(subprocess.Popen(
+                [spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", "200",
+                 "--idle", "--nonblocking", "--format", "raw", "--output", str(outdir / f"{role}.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    try:
+        r = drive(shoal, clients, seconds, warmup, tag="prof", during=attach)
+        print("under py-spy: " + r.line(), flush=True)
+    finally:
+        for sp in spies:
+            try:
+                sp.wait(seconds + 30)
+            except subprocess.TimeoutExpired:
+                sp.kill()
+                sp.wait(5)
+    for role in targets:
+        f = outdir / f"{role}.txt"
+        if f.exists():
+            summary = summarize_profile(f)
+            (outdir / f"{role}-summary.txt").write_text(summary + "\n")
+            print(summary, flush=True)
+
+
+if __name__ == "__main__":
+    main()
