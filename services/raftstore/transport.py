@@ -65,21 +65,34 @@ class _Peer:
         while not self.stopped:
             try:
                 async with asyncio.timeout(2.0):
-                    _, writer = await asyncio.open_connection(self.host, self.port)
+                    reader, writer = await asyncio.open_connection(self.host, self.port)
             except (OSError, TimeoutError) as e:
                 self.queue.clear()  # stale by the time we reconnect; Raft re-sends what matters
                 log.debug("transport: dial %d at %s:%d failed: %s", self.id, self.host, self.port, e)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                backoff = min(backoff * 2, 0.5)
                 continue
             backoff = 0.05
             self.connected = True
             log.debug("transport: connected to member %d at %s:%d", self.id, self.host, self.port)
+            # The peer never writes on this connection, so a read returns only when it closed or reset it (it
+            # died or restarted): notice that at once and re-dial, rather than on the second write into a dead
+            # socket — that first message (a vote, a grant) would be lost and cost a whole election timeout.
+            pump = asyncio.create_task(self._pump(writer))
+            closed = asyncio.create_task(reader.read(1))
             try:
-                await self._pump(writer)
+                done, _ = await asyncio.wait({pump, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if pump in done:
+                    pump.result()
+                else:
+                    log.info("transport: member %d closed the connection", self.id)
             except (OSError, asyncio.IncompleteReadError) as e:
                 log.info("transport: connection to member %d lost: %s", self.id, e)
             finally:
+                for t in (pump, closed):
+                    t.cancel()
+                    with contextlib.suppress(BaseException):
+                        await t
                 self.connected = False
                 self.queue.clear()
                 writer.close()

@@ -140,3 +140,26 @@ async def test_a_snapshot_larger_than_a_frame_arrives_whole_and_new_peers_are_di
     finally:
         for t in (t1, t2, t3):
             await t.stop()
+
+
+async def test_a_restarted_peer_is_redialled_at_once_so_the_first_message_after_it_is_not_lost() -> None:
+    p1, p2 = free_ports(2)
+    peers = {1: ("127.0.0.1", p1), 2: ("127.0.0.1", p2)}
+    got2: list[Message] = []
+    t1 = PeerTransport(1, peers, lambda _m: None)
+    t2 = PeerTransport(2, peers, got2.append)
+    await t1.start("127.0.0.1", p1)
+    await t2.start("127.0.0.1", p2)
+    try:
+        await _wait(lambda: t1.connected()[2])
+        await t2.stop()
+        await _wait(lambda: not t1.connected()[2])  # noticed without sending anything
+        t2 = PeerTransport(2, peers, got2.append)
+        await t2.start("127.0.0.1", p2)
+        await _wait(lambda: t1.connected()[2])
+        vote = Message(MsgType.PRE_VOTE, to=2, frm=1, term=5)
+        t1.send([vote])  # one message, as a campaign sends: it must arrive
+        await _wait(lambda: got2 == [vote])
+    finally:
+        await t1.stop()
+        await t2.stop()
