@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from tests.tools.faultproxy import Mode
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 Make = Callable[..., FaultyRaftProcs]
+NEMESIS_SECONDS = 12.0  # the default tier's random-fault run; the soak tier runs minutes
 
 
 @pytest.fixture
@@ -434,3 +437,91 @@ async def test_a_follower_down_past_compaction_catches_up_from_a_snapshot(make_c
         await wl.stop()
         await verify(c, wl, max_op_seconds=20)
         print(f"leader log starts at {first}; follower stopped at {behind}")
+
+
+# ---- everything at once -------------------------------------------------------------------------------------
+ALL_FAULTS = ("isolate", "split", "one-way", "stall", "slow", "kill", "pause")
+
+
+async def nemesis(c: FaultyRaftProcs, rng: random.Random, duration: float,
+                  faults: tuple[str, ...] = ALL_FAULTS) -> list[str]:
+    """Random faults, one at a time, each held 0.5-2 s and then undone, for `duration` seconds."""
+    done: list[str] = []
+    end = time.monotonic() + duration
+    while time.monotonic() < end:
+        live = c.live()
+        fault = rng.choice(faults)
+        victim = rng.choice(live)
+        if fault == "isolate":
+            c.isolate(victim, mode=rng.choice([Mode.DROP, Mode.REJECT]))
+        elif fault == "split":
+            ids = c.ids[:]
+            rng.shuffle(ids)
+            c.partition(ids[: len(ids) // 2], ids[len(ids) // 2:], mode=rng.choice([Mode.DROP, Mode.REJECT]))
+        elif fault == "one-way":
+            c.cut([victim], [rng.choice(others(c, victim))], both_ways=False)
+        elif fault == "stall":
+            c.cut([victim], others(c, victim), both_ways=False, mode=Mode.STALL)
+        elif fault == "slow":
+            c.delay(rng.uniform(20, 150), rng.uniform(0, 50))
+        elif fault == "kill":
+            c.kill(victim)
+        else:
+            c.pause(victim)
+        done.append(f"{fault} {victim}" if fault not in ("split", "slow") else fault)
+        await asyncio.sleep(rng.uniform(0.5, 2.0))
+        c.heal()
+        for i in list(c.paused):
+            c.resume(i)
+        for i in c.ids:
+            if not c.alive(i):
+                c.start(i)
+        await asyncio.sleep(rng.uniform(0.2, 1.0))
+    return done
+
+
+@pytest.mark.parametrize("members", [3, 5])
+async def test_random_faults_one_after_another(make_cluster: Make, members: int) -> None:
+    seed = int(os.environ.get("SHOAL_FAULT_SEED") or random.randrange(1 << 30))
+    print(f"nemesis seed {seed} (SHOAL_FAULT_SEED={seed} replays the fault schedule)")
+    c = make_cluster(members)
+    async with running(c, seed=seed) as wl:
+        done = await nemesis(c, random.Random(seed), NEMESIS_SECONDS)
+        await leader(c, timeout=30)
+        await wl.progress(30, 40, f"after the faults {done}")
+        await wl.stop()
+        await verify(c, wl, max_op_seconds=35)
+        print("faults:", ", ".join(done))
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("members", [3, 5])
+async def test_random_faults_for_minutes(make_cluster: Make, members: int) -> None:
+    seed = int(os.environ.get("SHOAL_FAULT_SEED") or random.randrange(1 << 30))
+    print(f"nemesis seed {seed}")
+    c = make_cluster(members)
+    async with running(c, seed=seed) as wl:
+        done = await nemesis(c, random.Random(seed), 180)
+        await leader(c, timeout=30)
+        await wl.progress(30, 40, "after the faults")
+        await wl.stop()
+        await verify(c, wl, max_op_seconds=35, converge_timeout=120)
+        print(f"{len(done)} faults:", ", ".join(done))
+
+
+async def test_snapshots_and_compaction_under_crashes_and_pauses(make_cluster: Make) -> None:
+    """Snapshots every 200 entries, so restarted members install them while members crash and freeze. (Only
+    faults that need no per-link routing: an installed snapshot brings the leader's member table along.)"""
+    seed = int(os.environ.get("SHOAL_FAULT_SEED") or random.randrange(1 << 30))
+    print(f"nemesis seed {seed}")
+    c = make_cluster(3, extra_env=SNAPSHOTS)
+    async with running(c, seed=seed) as wl:
+        done = await nemesis(c, random.Random(seed), NEMESIS_SECONDS, ("kill", "pause", "slow"))
+        await leader(c, timeout=30)
+        await wl.progress(30, 40, f"after the faults {done}")
+        await wl.stop()
+        await verify(c, wl, max_op_seconds=35)
+        taken = sum(metric(c, i, "shoal_raft_snapshots_taken_total") for i in c.ids)
+        installed = sum(metric(c, i, "shoal_raft_snapshots_installed_total") for i in c.ids)
+        print(f"faults: {', '.join(done)}; snapshots taken {taken} (since the last restarts), installed {installed}")
