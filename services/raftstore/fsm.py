@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from services.raftstore.raft import Entry
 from shoal.errors import InvalidArgument, ShoalError
@@ -32,15 +33,17 @@ class FSM:
     def applied_index(self) -> int:
         return self.mem.revision
 
-    def apply(self, entry: Entry) -> ApplyResult:
-        """Apply one committed entry; returns its result (None for a no-op, an error for a failed txn)."""
+    def apply(self, entry: Entry, txn: dict[str, Any] | None = None) -> ApplyResult:
+        """Apply one committed entry; returns its result (None for a no-op, an error for a failed txn). `txn`:
+        the entry's data already decoded (by the leader that encoded it), not decoded again."""
         if entry.index <= self.mem.revision:
             raise AssertionError(f"fsm: entry {entry.index} applied twice (store at {self.mem.revision})")
         if not entry.data:
             self.mem.skip(entry.index)
             return None
         try:
-            txn = json.loads(entry.data)
+            if txn is None:
+                txn = json.loads(entry.data)
         except ValueError as e:
             # Only the leader writes entries and it encodes them itself: this is a bug, not user input. Every
             # replica skips the entry the same way, so they stay identical.

@@ -69,7 +69,7 @@ class RaftstoreSettings(CommonSettings):
     raft_members: str = ""
     data_dir: Path = Path("data/raft")
     raft_tick: float = 0.1  # seconds per tick
-    raft_election_ticks: int = 10  # election timeout, randomized up to 2x
+    raft_election_ticks: int = 6  # election timeout, randomized up to 2x (0.6-1.2 s with 0.1 s ticks)
     raft_heartbeat_ticks: int = 1
     read_timeout: float = 5.0
     snapshot_interval: int = 10_000  # applied entries between snapshots
