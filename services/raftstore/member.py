@@ -44,7 +44,7 @@ class Member:
         cfg = DriverConfig(tick=settings.raft_tick, election_ticks=settings.raft_election_ticks,
                            heartbeat_ticks=settings.raft_heartbeat_ticks, read_timeout=settings.read_timeout,
                            snapshot_interval=settings.snapshot_interval, snapshot_tail=settings.snapshot_tail,
-                           disk_reserve=settings.disk_reserve)
+                           disk_reserve=settings.disk_reserve, fsync_in_thread=settings.fsync_in_thread)
         self.driver = Driver(self.me.id, peers, self.wal, replayed, FSM(), self.transport, cfg, rng=rng,
                              metrics=self.metrics, snapshot=snap, membership=membership)
         self.transport.deliver = self.driver.receive

@@ -74,6 +74,7 @@ class RaftstoreSettings(CommonSettings):
     read_timeout: float = 5.0
     snapshot_interval: int = 10_000  # applied entries between snapshots
     snapshot_tail: int = 500  # entries kept after a snapshot for slow followers
+    fsync_in_thread: bool = False  # fsync on a worker thread while the loop keeps serving (docs/performance.md)
     disk_reserve: int = 16 << 20  # bytes free below which the leader refuses writes
     raft_join: bool = False
     force_new_cluster: bool = False
