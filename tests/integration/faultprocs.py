@@ -59,19 +59,26 @@ class FaultyRaftProcs(RaftProcs):
 
         return ";".join(f"{j}={self.url(j)},127.0.0.1:{peer_port(j)}" for j in self.ids)
 
-    def check_routing(self) -> None:
-        """Fail unless every live member still dials its peers through its own links. The members string is
-        only the *bootstrap* membership: a member that installs a leader's snapshot (or restarts from one) takes
-        the member table of that snapshot, whose peer addresses are the links of the member that wrote it, and
-        a link fault would then cut other traffic than its name says."""
+    def routing_drift(self) -> dict[int, dict[int, str]]:
+        """Live members that no longer dial their peers through their own links, with the table they use. The
+        members string is only the *bootstrap* membership: a member that installs a leader's snapshot (or
+        restarts from one) takes the member table of that snapshot, whose peer addresses are the links of the
+        member that wrote it, and a link fault would then cut other traffic than its name says."""
+        drift: dict[int, dict[int, str]] = {}
         for i in self.live():
             st = self.status(i)
             if st is None:
                 continue
             table = {int(m["id"]): m["peer_addr"] for m in st.get("members", [])}
             want = {j: f"127.0.0.1:{self.peer_ports[j] if j == i else self.link_ports[(i, j)]}" for j in self.ids}
-            assert table == want, (f"member {i} no longer dials its peers through its own proxy links (it took "
-                                   f"another member's table from a snapshot?): {table} != {want}")
+            if table != want:
+                drift[i] = table
+        return drift
+
+    def check_routing(self) -> None:
+        drift = self.routing_drift()
+        assert not drift, (f"members {sorted(drift)} no longer dial their peers through their own proxy links "
+                           f"(they took another member's table from a snapshot): {drift}")
 
     # ---- network faults -----------------------------------------------------------------------------------
     def links(self, src: Iterable[int], dst: Iterable[int]) -> list[str]:
