@@ -216,3 +216,17 @@ def test_member_api_refuses_bad_requests_clearly(procs: Procs) -> None:
     assert [m["id"] for m in after["members"]] == [m["id"] for m in before["members"]]
     with httpx.Client() as c:
         assert c.get(url + "/v1/members").json()["leader"] == lead
+
+
+def test_a_leader_being_stopped_hands_leadership_over_first(procs: Procs) -> None:
+    lead = procs.wait_leader(15)
+    procs.write(lead, "before")
+    started = time.monotonic()
+    assert procs.stop(lead) in (0, -15)  # uvicorn re-raises SIGTERM after its graceful shutdown
+    survivors = [i for i in procs.ids if i != lead]
+    new = procs.wait_leader(10, among=survivors)
+    # without the hand-over the survivors wait an election timeout (0.6-1.2 s) plus a pre-vote round
+    assert "handed leadership to member" in procs.log_tail(lead, 50)
+    procs.write(new, "after")
+    assert time.monotonic() - started < 5
+    assert all(procs.count(i) == 2 for i in survivors)
