@@ -274,7 +274,14 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
                 "members": items, "removed": sorted(driver.membership.removed)}
 
     @app.get("/v1/members")
-    async def list_members(stale: str | None = None) -> Response:
+    async def list_members(request: Request, stale: str | None = None) -> Response:
+        if stale is None and not driver.is_leader and driver.leader_id is not None \
+                and not request.headers.get(FORWARDED_HEADER):
+            # Only the leader knows each member's match index and reachability: ask it.
+            try:
+                return await _forward_request(request, b"")
+            except (NotLeader, OutcomeUnknown):
+                pass  # no answer from the leader: this member's own view, without progress
         await _barrier(stale)
         return _json(_members_view())
 

@@ -37,6 +37,7 @@ def test_members_listed_transferred_added_and_removed_with_the_cli(cluster: Clus
     assert sorted(r[0] for r in listed) == ["1", "2", "3"] and all(r[1] == "voter" for r in listed)
     leader = eventually(cluster.raft_leader, 15, "a raft leader")
     assert [r[0] for r in listed if r[2] == "*"] == [str(leader)]
+    assert all(r[-1].isdigit() for r in listed), "MATCH INDEX comes from the leader, whichever member answers"
 
     target = next(i for i in (1, 2, 3) if i != leader)
     out = cluster.cli("cluster", "leader-transfer", "--to", str(target)).stdout

@@ -135,6 +135,8 @@ def test_membership_changes_while_serving(procs: Procs) -> None:
     r = procs.http.post(procs.url(follower) + "/v1/members", json=body, timeout=60)  # a follower forwards it
     assert r.status_code == 201, r.text
     assert _voters(r.json()) == [1, 2, 3, 4]
+    view = _members(procs, follower)  # a follower asks the leader: only it knows each member's progress
+    assert view["leader"] == lead and all(m["match_index"] > 0 and m["reachable"] for m in view["members"])
     eventually(lambda: procs.converged(), 30, "the new member to hold the same state", 0.2)
     assert procs.count(4) == 150
     r = procs.http.post(procs.url(lead) + "/v1/members", json={**body, "id": 7}, timeout=10)
