@@ -9,48 +9,19 @@ description (the scheduler does not ask for one, as SwarmKit's does not)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 from agent.executors.base import Obj
+from agent.executors.hollow import HollowController
 from shoal.models.objects import ATTACHMENT_RUNTIME
 
 
-class AttachmentController:
+class AttachmentController(HollowController):
+    """A hollow task that never exits by itself: held RUNNING until the driver shuts it down."""
+
     def __init__(self, task: Obj) -> None:
-        self.container_id = str(((task.get("spec") or {}).get("attachment") or {}).get("container_id") or "")
-        self._exit_code: int | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return None
-
-    @property
-    def exit_code(self) -> int | None:
-        return self._exit_code
-
-    def saved(self) -> dict[str, Any]:
-        return {}
-
-    async def prepare(self) -> None:
-        return None
-
-    async def start(self) -> None:
-        return None
-
-    async def wait(self) -> None:
-        await asyncio.Event().wait()  # held until the driver cancels the wait to shut it down
-
-    async def shutdown(self) -> None:
-        if self._exit_code is None:
-            self._exit_code = 0
-
-    async def terminate(self) -> None:
-        await self.shutdown()
-
-    async def remove(self) -> None:
-        return None
+        super().__init__(task, env={})
 
 
 class AttachmentExecutor:

@@ -23,8 +23,9 @@ def _env(task: Obj) -> Mapping[str, str]:
 
 
 class HollowController:
-    def __init__(self, task: Obj) -> None:
-        env = _env(task)
+    def __init__(self, task: Obj, env: Mapping[str, str] | None = None) -> None:
+        """`env`: the SHOAL_HOLLOW_* settings; read from the task's spec when not given ({} = run until shut down)."""
+        env = _env(task) if env is None else env
         self.run_seconds = float(env["SHOAL_HOLLOW_RUN_SECONDS"]) if "SHOAL_HOLLOW_RUN_SECONDS" in env else None
         self.exit_code_wanted = int(env.get("SHOAL_HOLLOW_EXIT_CODE", "0"))
         self.start_seconds = float(env.get("SHOAL_HOLLOW_START_SECONDS", "0"))
