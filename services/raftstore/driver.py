@@ -520,6 +520,7 @@ class Driver:
         leading = self.role == Role.LEADER
         for e in rd.committed_entries:
             result: Any
+            pending = self._pending.pop(e.index, None)
             if e.type == EntryType.CONF_CHANGE:
                 cc = ConfChange.decode(e.data)
                 result = self.node.apply_conf_change(cc)
@@ -529,10 +530,8 @@ class Driver:
                          cc.type.name.lower(), cc.node_id, e.index, list(result.voters), list(result.learners))
                 self._membership_changed()
             else:
-                pending = self._pending.get(e.index)
-                same = pending is not None and pending.term == e.term
-                result = self.fsm.apply(e, pending.parsed if same and pending is not None else None)
-            pending = self._pending.pop(e.index, None)
+                ours = pending is not None and pending.term == e.term
+                result = self.fsm.apply(e, pending.parsed if ours and pending is not None else None)
             if pending is not None:
                 if pending.term != e.term:
                     # Another entry committed at this index: ours was overwritten and can never commit.
