@@ -4,11 +4,10 @@ gateway (`/v1/cluster/members`, `/v1/cluster/leader/transfer`)."""
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from shoal.cli import table
-from shoal.cli.commands import Gateway
+from shoal.cli.commands import Gateway, _print_json
 
 MEMBER_HEADERS = ("id", "role", "leader", "api url", "peer address", "match index")
 #: adding a member waits for it to catch up and be promoted
@@ -41,7 +40,7 @@ def cmd_member_ls(a: argparse.Namespace) -> int:
     finally:
         gw.close()
     if a.json:
-        print(json.dumps(view, indent=2, sort_keys=True))
+        _print_json(view)
     else:
         _print_view(view)
     return 0
