@@ -14,6 +14,9 @@ class Kind(StrEnum):
     SECRET = "secret"
     CONFIG = "config"
     LEASE = "lease"
+    #: the cluster's root CA (certificate, key) and join tokens: one object, id "root"; only the CA component
+    #: may read or write it, and the raftstore redacts it from every other caller's watch (docs/security.md)
+    CA = "ca"
 
 
 #: kinds whose `spec.name` is unique per kind, compared lower-cased (SwarmKit's name index).

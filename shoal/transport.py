@@ -1,0 +1,329 @@
+"""The one transport module: every server, HTTP client, raft peer connection and NATS connection of shoal gets
+its TLS settings and its peer's identity here, so that mutual TLS is on for every hop and decided in one place.
+
+- `Credentials`: a process's key, certificate and trusted roots (`<dir>/swarm-node.{crt,key}`,
+  `swarm-root-ca.crt`), loaded once into long-lived SSL contexts that are reloaded in place when the
+  certificate is renewed (hundreds of clients in one process share them; nobody reloads the CA per connection).
+- Servers: `server_config(app, host, port, creds, policy)` builds uvicorn's config. The TLS handshake requires
+  a client certificate signed by the cluster's root (plaintext and certificate-less clients are refused before
+  HTTP is spoken); the verified identity is put in the ASGI scope by our own HTTP protocol class (released
+  uvicorn does not expose the peer certificate), and `Guard` — the outermost ASGI app, in front of every route
+  and fast path — refuses revoked nodes and whatever the service's `Policy` does not allow.
+- Clients: `http_client()` / `sync_http_client()` present the certificate, verify the server against the
+  cluster root (and its name), and can require the server to be a manager (a worker's certificate cannot stand
+  in for a dispatcher even if it were issued for the same address).
+- Raft peers: `peer_server_context()` / `peer_client_context()`; a peer is known by the node id in its
+  certificate, never by its address (fault-injecting proxies sit between members in the tests).
+- NATS: `nats_options()` for nats-py (TLS with the client certificate; nats-server maps it to a user)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from shoal import pki
+from shoal.pki import Identity
+
+log = logging.getLogger(__name__)
+
+IDENTITY_SCOPE_KEY = "shoal.identity"
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+Policy = Callable[[Identity, str, str], "str | None"]
+"""(identity, method, path) -> None to allow, or the reason it is refused (a 403's message)."""
+
+
+class TransportError(RuntimeError):
+    """Credentials that cannot be used; raised at start-up (a security feature that cannot be enabled is an
+    error, never a silent fallback to plaintext)."""
+
+
+# ---- credentials ----------------------------------------------------------------------------------------------
+class Credentials:
+    """A process's identity and the SSL contexts built from it (module doc)."""
+
+    def __init__(self, cert_dir: Path) -> None:
+        self.dir = Path(cert_dir)
+        self.cert_file = self.dir / pki.CERT_FILE
+        self.key_file = self.dir / pki.KEY_FILE
+        self.root_file = self.dir / pki.ROOT_FILE
+        for f in (self.cert_file, self.key_file, self.root_file):
+            if not f.is_file():
+                raise TransportError(f"transport: {f} is missing: this process has no identity. Start it through "
+                                     "`shoal swarm init`/`join` (or `shoal up`), which issue one")
+        self._lock = threading.Lock()
+        self._contexts: dict[str, ssl.SSLContext] = {}
+        self._loaded_roots = b""
+        self.identity = self._read_identity()
+        self.loaded_at = self.cert_file.stat().st_mtime
+
+    def _read_identity(self) -> Identity:
+        try:
+            return pki.identity_of(pki.load_cert(self.cert_file.read_bytes()))
+        except (OSError, pki.PKIError) as e:
+            raise TransportError(f"transport: cannot read {self.cert_file}: {e}") from None
+
+    @property
+    def roots_pem(self) -> bytes:
+        return self.root_file.read_bytes()
+
+    def _new_context(self, purpose: str) -> ssl.SSLContext:
+        server = purpose.startswith("server")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        # TLS 1.2 suites: ECDHE with AEAD only (1.3's suites are all AEAD).
+        ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
+        ctx.verify_mode = ssl.CERT_REQUIRED if purpose != "server-join" else ssl.CERT_OPTIONAL
+        # HTTP clients check the server's name (SANs carry every address it is dialled by); raft peers and the
+        # root-pinning join client identify the peer by its certificate instead.
+        ctx.check_hostname = purpose == "client"
+        try:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+            ctx.load_verify_locations(cadata=self.roots_pem.decode())
+        except (OSError, ssl.SSLError, ValueError) as e:
+            raise TransportError(f"transport: cannot load the credentials in {self.dir}: {e}") from None
+        return ctx
+
+    def context(self, purpose: str) -> ssl.SSLContext:
+        """The shared context for `purpose`: server, server-join (client certificate optional), client, peer-client."""
+        with self._lock:
+            ctx = self._contexts.get(purpose)
+            if ctx is None:
+                ctx = self._contexts[purpose] = self._new_context(purpose)
+            return ctx
+
+    def reload(self) -> bool:
+        """Load a renewed certificate (and new roots) into every existing context; True when something
+        changed. New connections use it; established ones keep theirs (nothing is interrupted)."""
+        try:
+            mtime = self.cert_file.stat().st_mtime
+        except OSError:
+            return False
+        if mtime == self.loaded_at:
+            return False
+        with self._lock:
+            try:
+                roots = self.roots_pem.decode()
+                for ctx in self._contexts.values():
+                    ctx.load_cert_chain(self.cert_file, self.key_file)
+                    ctx.load_verify_locations(cadata=roots)
+            except (OSError, ssl.SSLError, ValueError) as e:
+                # A renewal being written (certificate and key are separate files): try again on the next call.
+                log.info("transport: credentials in %s not reloaded yet: %s", self.dir, e)
+                return False
+            self.identity = self._read_identity()
+            self.loaded_at = mtime
+        log.info("transport: loaded renewed certificate for %s (valid until %s)", self.identity.describe(),
+                 time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.identity.not_after)))
+        return True
+
+
+def load_credentials(cert_dir: str | Path | None) -> Credentials:
+    """The process's credentials from `SHOAL_CERT_DIR`; refuse to start without them."""
+    if not cert_dir:
+        raise TransportError("transport: SHOAL_CERT_DIR is not set: shoal processes only speak mutual TLS. "
+                             "Start the cluster with `shoal up` or `shoal swarm init`/`join`")
+    return Credentials(Path(cert_dir))
+
+
+def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Identity | None:
+    """The verified peer's identity on a TLS connection (None when it sent no certificate)."""
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return _identity_of_der(der) if der else None
+
+
+@lru_cache(maxsize=4096)
+def _identity_of_der(der: bytes) -> Identity:
+    return pki.identity_of_der(der)
+
+
+# ---- servers --------------------------------------------------------------------------------------------------
+class IdentifiedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol that puts the verified client identity in each request's scope
+    (`scope["shoal.identity"]`): read once per connection from the TLS object."""
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ident = peer_identity(transport.get_extra_info("ssl_object"))
+        if ident is not None:
+            self.app = _WithIdentity(self.app, ident)
+
+
+@dataclass(frozen=True)
+class _WithIdentity:
+    app: Any
+    identity: Identity
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        scope[IDENTITY_SCOPE_KEY] = self.identity
+        await self.app(scope, receive, send)
+
+
+def scope_identity(scope: Any) -> Identity | None:
+    ident: Identity | None = scope.get(IDENTITY_SCOPE_KEY)
+    return ident
+
+
+@dataclass
+class Revocations:
+    """Node ids whose certificates are refused everywhere (the cluster object's `removed_nodes`), kept
+    current by the process (`watch_revocations`)."""
+
+    ids: frozenset[str] = frozenset()
+
+    def update(self, ids: Iterable[str]) -> None:
+        self.ids = frozenset(ids)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self.ids
+
+
+@dataclass
+class Guard:
+    """The outermost ASGI app of every shoal server: no request reaches a route (or a fast path) unless the
+    caller's certificate belongs to this cluster, is not revoked and the policy allows the call."""
+
+    app: Any
+    policy: Policy
+    cluster_id: str
+    revoked: Revocations = field(default_factory=Revocations)
+    anonymous: frozenset[str] = frozenset()  # paths a caller without a certificate may call (the CA's join)
+    refused: int = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        reason = self.check(scope_identity(scope), scope["method"], scope["path"])
+        if reason is None:
+            await self.app(scope, receive, send)
+            return
+        self.refused += 1
+        status, message = reason
+        body = json.dumps({"message": message, "code": "unauthenticated" if status == 401 else
+                           "permission_denied"}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def check(self, ident: Identity | None, method: str, path: str) -> tuple[int, str] | None:
+        if ident is None:
+            if path in self.anonymous:
+                return None
+            return 401, "transport: a client certificate of this cluster is required"
+        if ident.cluster_id != self.cluster_id:
+            return 403, f"transport: the certificate belongs to cluster {ident.cluster_id!r}, not this one"
+        if ident.node_id in self.revoked:
+            return 403, f"transport: node {ident.node_id} was removed from the cluster; its certificate is revoked"
+        reason = self.policy(ident, method, path)
+        return None if reason is None else (403, reason)
+
+
+def managers_only(ident: Identity, method: str, path: str) -> str | None:
+    """The policy of the leader-only subsystems and agents' own ports: ops routes for managers and admins."""
+    if ident.role in (pki.MANAGER, pki.ADMIN):
+        return None
+    return f"transport: {ident.describe()} may not call {method} {path}"
+
+
+def server_config(app: Any, host: str, port: int, creds: Credentials, policy: Policy, *,
+                  revoked: Revocations | None = None, anonymous: Iterable[str] = (), **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's Config for a shoal server: mutual TLS, the identity in the scope, `Guard` in front of
+    everything. `anonymous`: paths open to a TLS client without a certificate (only the CA's join); a server
+    with such paths asks for a client certificate without requiring it, and Guard refuses the rest."""
+    anonymous = frozenset(anonymous)
+    guard = Guard(app, policy, creds.identity.cluster_id, revoked or Revocations(), anonymous)
+    ctx = creds.context("server-join" if anonymous else "server")
+    return uvicorn.Config(guard, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+                          timeout_keep_alive=30, http=IdentifiedHttpTools,
+                          ssl_context_factory=lambda _config, _default: ctx, **kwargs)
+
+
+def serve_kwargs(host: str, port: int) -> dict[str, Any]:
+    """Server options every shoal server shares (TLS and identity come from `server_config`)."""
+    return {"host": host, "port": port, "log_level": "warning", "access_log": False, "lifespan": "on",
+            "timeout_keep_alive": 30}
+
+
+# ---- clients --------------------------------------------------------------------------------------------------
+def _require_server_role(role: str | None) -> Callable[[httpx.Response], Awaitable[None]] | None:
+    if role is None:
+        return None
+
+    async def hook(response: httpx.Response) -> None:
+        check_server_role(response, role)
+
+    return hook
+
+
+def check_server_role(response: httpx.Response, role: str) -> None:
+    stream = response.extensions.get("network_stream")
+    ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+    ident = peer_identity(ssl_object)
+    if ident is None or ident.role != role:
+        who = ident.describe() if ident else "a server without a certificate"
+        raise httpx.RemoteProtocolError(f"transport: {response.url} is served by {who}, not a {role}")
+
+
+def _limits() -> httpx.Limits:
+    # Idle connections are dropped well before the server's keep-alive timeout, so a request never races the
+    # server closing the same connection.
+    return httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=2.0)
+
+
+def http_client(creds: Credentials | None, *, timeout: float = 10.0, base_url: str = "",
+                server_role: str | None = pki.MANAGER, **kwargs: Any) -> httpx.AsyncClient:
+    """Every outgoing async HTTP client: presents `creds`, trusts only the cluster root, and (by default)
+    accepts only a manager's server certificate. `creds=None` is for in-process test transports only."""
+    if creds is None:
+        return httpx.AsyncClient(timeout=timeout, base_url=base_url, limits=_limits(), **kwargs)
+    hooks: dict[str, list[Any]] = {"response": []}
+    hook = _require_server_role(server_role)
+    if hook is not None:
+        hooks["response"].append(hook)
+    return httpx.AsyncClient(timeout=timeout, base_url=base_url, limits=_limits(), verify=creds.context("client"),
+                             event_hooks=hooks, **kwargs)
+
+
+def sync_http_client(creds: Credentials | None, *, timeout: float = 10.0, base_url: str = "",
+                     server_role: str | None = pki.MANAGER) -> httpx.Client:
+    """The blocking twin of `http_client` (the CLI and the supervisor)."""
+    if creds is None:
+        return httpx.Client(timeout=timeout, base_url=base_url)
+
+    def hook(response: httpx.Response) -> None:
+        if server_role is not None:
+            check_server_role(response, server_role)
+
+    return httpx.Client(timeout=timeout, base_url=base_url, verify=creds.context("client"),
+                        event_hooks={"response": [hook]})
+
+
+# ---- raft peers ------------------------------------------------------------------------------------------------
+def peer_server_context(creds: Credentials) -> ssl.SSLContext:
+    return creds.context("server")
+
+
+def peer_client_context(creds: Credentials) -> ssl.SSLContext:
+    return creds.context("peer-client")
+
+
+# ---- NATS -----------------------------------------------------------------------------------------------------
+def nats_options(creds: Credentials) -> dict[str, Any]:
+    """Keyword arguments for `nats.connect`: TLS with this process's certificate (the server maps it to a
+    user through `verify_and_map`), the server verified against the cluster root."""
+    return {"tls": creds.context("peer-client"), "tls_handshake_first": False}
