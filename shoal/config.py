@@ -15,7 +15,8 @@ def split_list(v: object) -> object:
 
 
 class CommonSettings(BaseSettings):
-    """`SHOAL_NATS_URL`, `SHOAL_STORE_MEMBERS` (comma-separated URLs), `SHOAL_HOST`, `SHOAL_PORT`."""
+    """`SHOAL_NATS_URL`, `SHOAL_STORE_MEMBERS` (comma-separated URLs), `SHOAL_HOST`, `SHOAL_PORT`,
+    `SHOAL_CERT_DIR` (the process's certificate directory; every process requires one)."""
 
     model_config = SettingsConfigDict(env_prefix="SHOAL_", extra="ignore")
 
@@ -25,6 +26,8 @@ class CommonSettings(BaseSettings):
     port: int = 0
     instance: str = ""  # an instance name for logs, metrics and leases; defaults to host:port
     log_level: str = "INFO"
+    #: this process's identity: swarm-node.crt, swarm-node.key, swarm-root-ca.crt (shoal.transport.Credentials)
+    cert_dir: str = ""
 
     _split = field_validator("store_members", mode="before")(split_list)
 

@@ -10,7 +10,7 @@ import sys
 import uvicorn
 from fastapi import FastAPI
 
-from shoal.http import uvicorn_kwargs
+from shoal.transport import Credentials, Policy, Revocations, server_config
 
 
 def setup_logging(level: str, name: str) -> None:
@@ -37,9 +37,11 @@ async def refreeze_heap(interval: float = 60.0) -> None:
         freeze_heap()
 
 
-async def serve(app: FastAPI, host: str, port: int) -> None:
-    """Run uvicorn in this event loop; returns after a graceful shutdown (lifespan exit runs first)."""
-    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_kwargs(host, port)))
+async def serve(app: FastAPI, host: str, port: int, creds: Credentials, policy: Policy, *,
+                revoked: Revocations | None = None, anonymous: tuple[str, ...] = ()) -> None:
+    """Serve `app` over mutual TLS (shoal.transport) in this event loop; returns after a graceful shutdown
+    (lifespan exit runs first). `policy` decides, from the caller's certificate, what it may call."""
+    server = uvicorn.Server(server_config(app, host, port, creds, policy, revoked=revoked, anonymous=anonymous))
     await server.serve()
 
 
