@@ -1,0 +1,183 @@
+"""shoal.transport on real sockets: what every shoal server refuses, and what its clients refuse."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+
+from shoal import pki, transport
+from shoal.certs import LOCAL_HOSTS, Signer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/who")
+    async def who(request: Request) -> dict[str, str]:
+        ident = transport.scope_identity(request.scope)
+        assert ident is not None
+        return {"node": ident.node_id, "role": ident.role, "component": ident.component}
+
+    @app.post("/v1/join")
+    async def join() -> dict[str, str]:
+        return {"joined": "yes"}
+
+    return app
+
+
+def admins_only(ident: pki.Identity, method: str, path: str) -> str | None:
+    return None if ident.role == pki.ADMIN else f"{ident.describe()} may not call {path}"
+
+
+class Server:
+    def __init__(self, creds: transport.Credentials, anonymous: tuple[str, ...] = (),
+                 revoked: transport.Revocations | None = None) -> None:
+        self.port = _free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(transport.server_config(_app(), "127.0.0.1", self.port, creds, admins_only,
+                                                             revoked=revoked, anonymous=anonymous))
+
+    async def __aenter__(self) -> Server:
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> Signer:
+    return Signer.new("cluster-a")
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, ca: Signer) -> dict[str, Path]:
+    return {
+        "server": ca.issue_dir(tmp_path / "server", node_id="m1", role=pki.MANAGER, component="gateway",
+                               hosts=LOCAL_HOSTS),
+        "admin": ca.issue_dir(tmp_path / "admin", node_id="admin-1", role=pki.ADMIN, component="admin"),
+        "worker": ca.issue_dir(tmp_path / "worker", node_id="w1", role=pki.WORKER, component="agent",
+                               hosts=LOCAL_HOSTS),
+    }
+
+
+@pytest.fixture
+async def server(dirs: dict[str, Path]) -> AsyncIterator[Server]:
+    async with Server(transport.Credentials(dirs["server"])) as s:
+        yield s
+
+
+async def test_identity_reaches_the_route(server: Server, dirs: dict[str, Path]) -> None:
+    async with transport.http_client(transport.Credentials(dirs["admin"]), base_url=server.url) as http:
+        r = await http.get("/who")
+    assert r.status_code == 200
+    assert r.json() == {"node": "admin-1", "role": pki.ADMIN, "component": "admin"}
+
+
+async def test_policy_refuses_with_403_and_a_reason(server: Server, dirs: dict[str, Path]) -> None:
+    async with transport.http_client(transport.Credentials(dirs["worker"]), base_url=server.url) as http:
+        r = await http.get("/who")
+    assert r.status_code == 403
+    assert r.json()["code"] == "permission_denied" and "agent of node w1" in r.json()["message"]
+
+
+async def test_plaintext_is_refused_not_downgraded(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+        with pytest.raises(httpx.HTTPError):
+            await http.get("/who")
+
+
+async def test_tls_without_a_client_certificate_is_refused(server: Server, ca: Signer) -> None:
+    ctx = ssl.create_default_context(cadata=ca.root_pem.decode())
+    async with httpx.AsyncClient(base_url=server.url, verify=ctx) as http:
+        with pytest.raises(httpx.HTTPError):
+            await http.get("/who")
+
+
+async def test_a_foreign_ca_is_refused_both_ways(server: Server, tmp_path: Path, dirs: dict[str, Path]) -> None:
+    other = Signer.new("cluster-a")  # same cluster name, different root: still a stranger
+    stranger = other.issue_dir(tmp_path / "stranger", node_id="admin-2", role=pki.ADMIN, component="admin")
+    async with transport.http_client(transport.Credentials(stranger), base_url=server.url) as http:
+        with pytest.raises(httpx.HTTPError):
+            await http.get("/who")
+
+
+async def test_an_expired_certificate_is_refused(server: Server, ca: Signer, tmp_path: Path) -> None:
+    d = tmp_path / "old"
+    key = pki.new_key()
+    cert = ca.sign(pki.make_csr(key), node_id="admin-old", role=pki.ADMIN, component="admin",
+                   now=time.time() - 7200, lifetime=dt.timedelta(hours=1))
+    pki.write_identity(d, cert, pki.key_pem(key), ca.roots_pem)
+    async with transport.http_client(transport.Credentials(d), base_url=server.url) as http:
+        with pytest.raises(httpx.HTTPError):
+            await http.get("/who")
+
+
+async def test_a_revoked_node_is_refused(dirs: dict[str, Path]) -> None:
+    revoked = transport.Revocations()
+    async with Server(transport.Credentials(dirs["server"]), revoked=revoked) as s:
+        async with transport.http_client(transport.Credentials(dirs["admin"]), base_url=s.url) as http:
+            assert (await http.get("/who")).status_code == 200
+            revoked.update({"admin-1"})
+            r = await http.get("/who")
+            assert r.status_code == 403 and "revoked" in r.json()["message"]
+
+
+async def test_anonymous_paths_only(dirs: dict[str, Path], ca: Signer) -> None:
+    """The CA's join port: a caller without a certificate reaches the join path and nothing else."""
+    async with Server(transport.Credentials(dirs["server"]), anonymous=("/v1/join",)) as s:
+        ctx = ssl.create_default_context(cadata=ca.root_pem.decode())
+        async with httpx.AsyncClient(base_url=s.url, verify=ctx) as http:
+            assert (await http.post("/v1/join")).json() == {"joined": "yes"}
+            r = await http.get("/who")
+            assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
+        async with transport.http_client(transport.Credentials(dirs["admin"]), base_url=s.url) as http:
+            assert (await http.get("/who")).json()["node"] == "admin-1"  # a certificate is still read
+
+
+async def test_clients_refuse_a_server_that_is_not_a_manager(dirs: dict[str, Path]) -> None:
+    """A worker certificate issued for the same address cannot stand in for a manager's server."""
+    async with Server(transport.Credentials(dirs["worker"])) as s:
+        async with transport.http_client(transport.Credentials(dirs["admin"]), base_url=s.url) as http:
+            with pytest.raises(httpx.HTTPError, match="not a swarm-manager"):
+                await http.get("/who")
+
+
+async def test_renewed_certificate_is_used_by_new_connections(dirs: dict[str, Path], ca: Signer,
+                                                              server: Server) -> None:
+    creds = transport.Credentials(dirs["admin"])
+    before = creds.identity.serial
+    time.sleep(0.01)
+    ca.issue_dir(dirs["admin"], node_id="admin-1", role=pki.ADMIN, component="admin")
+    assert creds.reload() and creds.identity.serial != before
+    assert not creds.reload()  # nothing new since
+    async with transport.http_client(creds, base_url=server.url) as http:
+        assert (await http.get("/who")).status_code == 200
+
+
+def test_missing_identity_is_a_start_up_error(tmp_path: Path) -> None:
+    with pytest.raises(transport.TransportError, match="SHOAL_CERT_DIR"):
+        transport.load_credentials("")
+    with pytest.raises(transport.TransportError, match="missing"):
+        transport.load_credentials(tmp_path)
