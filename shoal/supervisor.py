@@ -22,6 +22,9 @@ from typing import Any
 
 import httpx
 
+from shoal import transport
+from shoal.bootstrap import CA_BOOTSTRAP, init_local, read_local
+
 log = logging.getLogger("shoal.supervisor")
 
 STATE_FILE = "supervisor.json"
@@ -37,7 +40,12 @@ class ProcSpec:
 
 @dataclass
 class Layout:
-    """Where everything listens and lives. Ports derive from `base_port` (docs/operations.md has the table)."""
+    """Where everything listens and lives. Ports derive from `base_port` (docs/operations.md has the table).
+
+    The local cluster is shaped like machines joined into one swarm (docs/security.md): the first manager node
+    runs NATS, raftstore 1, the CA, gateway, orchestrator, allocator, scheduler and dispatcher; raftstores 2 and
+    3 are two more manager nodes with only the raftstore role; each agent is a worker node that joins with the
+    worker token. Every process has its own certificate under `certificates/<process>`."""
 
     data_dir: Path
     base_port: int = 4300
@@ -51,14 +59,14 @@ class Layout:
 
     @property
     def nats_url(self) -> str:
-        return f"nats://{self.host}:{self.base_port}"
+        return f"tls://{self.host}:{self.base_port}"
 
     @property
     def gateway_url(self) -> str:
-        return f"http://{self.host}:{self.gateway_port}"
+        return f"https://{self.host}:{self.gateway_port}"
 
     def raft_api(self, i: int) -> str:
-        return f"http://{self.host}:{self.base_port + i}"
+        return f"https://{self.host}:{self.base_port + i}"
 
     def raft_peer(self, i: int) -> str:
         return f"{self.host}:{self.base_port + 10 + i}"
@@ -67,8 +75,22 @@ class Layout:
     def store_members(self) -> list[str]:
         return [self.raft_api(i) for i in range(1, self.raft_members + 1)]
 
+    @property
+    def cert_root(self) -> Path:
+        return self.data_dir / "certificates"
+
+    @property
+    def client_dir(self) -> Path:
+        """The admin client bundle (DOCKER_CERT_PATH layout: ca.pem, cert.pem, key.pem)."""
+        return self.data_dir / "client"
+
+    def cert_dir(self, name: str) -> Path:
+        if name.startswith("agent-"):
+            return self.data_dir / "agents" / name / "certificates"
+        return self.cert_root / name
+
     def port_of(self, name: str) -> int:
-        fixed = {"orchestrator": 21, "allocator": 22, "scheduler": 23, "dispatcher": 24}
+        fixed = {"orchestrator": 21, "allocator": 22, "scheduler": 23, "dispatcher": 24, "ca": 25}
         if name in fixed:
             return self.base_port + fixed[name]
         if name.startswith("agent-"):
@@ -82,43 +104,51 @@ class Layout:
         raise KeyError(name)
 
     def url_of(self, name: str) -> str:
-        return f"http://{self.host}:{self.port_of(name)}"
+        return f"https://{self.host}:{self.port_of(name)}"
 
     def specs(self) -> list[ProcSpec]:
-        """Processes in start order (stopped in reverse)."""
+        """Processes in start order (stopped in reverse). Needs the identities `bootstrap()` made."""
         py = sys.executable
+        ids = read_local(self.cert_root)
         common = {
             "SHOAL_NATS_URL": self.nats_url,
             "SHOAL_STORE_MEMBERS": ",".join(self.store_members),
             "SHOAL_HOST": self.host,
             "SHOAL_LOG_LEVEL": self.log_level,
+            "SHOAL_CA_URLS": self.url_of("ca"),
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
         nats_bin = shutil.which("nats-server") or str(Path(py).parent / "nats-server")
-        specs = [ProcSpec("nats", [nats_bin, "-a", self.host, "-p", str(self.base_port)], {}, None)]
+        specs = [ProcSpec("nats", [nats_bin, "-c", str(self.data_dir / "nats" / "nats.conf")], {}, None)]
         members = ";".join(
-            f"{i}={self.raft_api(i)},{self.raft_peer(i)}" for i in range(1, self.raft_members + 1)
+            f"{i}={self.raft_api(i)},{self.raft_peer(i)},{ids.raft_nodes[i - 1]}" for i in range(1, self.raft_members + 1)
         )
         for i in range(1, self.raft_members + 1):
+            name = f"raftstore-{i}"
             env = {**common, "SHOAL_RAFT_ID": str(i), "SHOAL_RAFT_MEMBERS": members,
-                   "SHOAL_PORT": str(self.base_port + i),
+                   "SHOAL_PORT": str(self.base_port + i), "SHOAL_CERT_DIR": str(self.cert_dir(name)),
                    "SHOAL_DATA_DIR": str(self.data_dir / "raft" / str(i))}
-            specs.append(ProcSpec(f"raftstore-{i}", [py, "-m", "services.raftstore"], env,
-                                  self.raft_api(i) + "/healthz"))
-        for name in ("gateway", "orchestrator", "allocator", "scheduler", "dispatcher"):
-            env = {**common, "SHOAL_PORT": str(self.port_of(name)), "SHOAL_INSTANCE": f"{name}-1"}
+            specs.append(ProcSpec(name, [py, "-m", "services.raftstore"], env, self.raft_api(i) + "/healthz"))
+        for name in ("ca", "gateway", "orchestrator", "allocator", "scheduler", "dispatcher"):
+            env = {**common, "SHOAL_PORT": str(self.port_of(name)), "SHOAL_INSTANCE": f"{name}-1",
+                   "SHOAL_CERT_DIR": str(self.cert_dir(name))}
             if name == "dispatcher":
                 env["SHOAL_HEARTBEAT_PERIOD"] = str(self.heartbeat_period)
+            if name == "ca":
+                env["SHOAL_CA_BOOTSTRAP"] = str(self.cert_root / CA_BOOTSTRAP)
             specs.append(ProcSpec(name, [py, "-m", f"services.{name}"], env, self.url_of(name) + "/healthz"))
         for i in range(1, self.agents + 1):
             name = f"agent-{i}"
             env = {**common, "SHOAL_PORT": str(self.port_of(name)),
                    "SHOAL_DISPATCHERS": self.url_of("dispatcher"),
                    "SHOAL_STATE_DIR": str(self.data_dir / "agents" / name),
+                   "SHOAL_CERT_DIR": str(self.cert_dir(name)),
                    "SHOAL_HOSTNAME": f"{self._hostname()}-{name}",
                    # `shoal down` leaves nothing running: processes and containers (SHOAL_EXECUTORS=process,docker)
                    "SHOAL_STOP_TASKS_ON_EXIT": "true"}
+            if ids.worker_token:
+                env["SHOAL_JOIN_TOKEN"] = ids.worker_token
             specs.append(ProcSpec(name, [py, "-m", "agent"], env, self.url_of(name) + "/healthz"))
         return specs
 
@@ -190,6 +220,7 @@ class Supervisor:
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.init()
         repo_root = Path(__file__).resolve().parent.parent
         for spec in self.layout.specs():
             child = Child(spec, self.log_dir, repo_root)
@@ -200,6 +231,17 @@ class Supervisor:
         self._write_state()
         self._thread = threading.Thread(target=self._monitor, name="supervisor", daemon=True)
         self._thread.start()
+
+    def init(self) -> None:
+        """Identities on first start (shoal.bootstrap), and the NATS server's configuration."""
+        from shoal.natsconf import render
+
+        lay = self.layout
+        init_local(lay.data_dir, lay.cert_root, lay.client_dir, raft_members=lay.raft_members,
+                   hosts=(lay.host,))
+        conf = lay.data_dir / "nats" / "nats.conf"
+        conf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conf.write_text(render(lay.host, lay.base_port, lay.cert_dir("nats")))
 
     def stop(self) -> None:
         self._stop.set()
@@ -284,8 +326,15 @@ class Supervisor:
         wait_healthy(self.layout, wanted, timeout, extra_check=crashing)
 
 
+def admin_client(layout: Layout, timeout: float = 2.0, server_role: str | None = "swarm-manager") -> httpx.Client:
+    """An HTTP client with the local cluster's admin bundle."""
+    creds = transport.Credentials.client_bundle(layout.client_dir)
+    return transport.sync_http_client(creds, timeout=timeout, server_role=server_role)
+
+
 def health_problem(layout: Layout, specs: list[ProcSpec], http: httpx.Client) -> str:
-    """'' when healthy, else what is still missing."""
+    """'' when healthy, else what is still missing. `http` must not insist on a manager's certificate: the
+    agents' own ports are served with their worker certificates."""
     for spec in specs:
         if spec.health_url is None:
             continue
@@ -313,7 +362,7 @@ def wait_healthy(layout: Layout, specs: list[ProcSpec], timeout: float,
                  extra_check: Callable[[], str] = lambda: "") -> None:
     deadline = time.monotonic() + timeout
     problem = "starting"
-    with httpx.Client(timeout=2.0) as http:
+    with admin_client(layout, server_role=None) as http:
         while time.monotonic() < deadline:
             problem = extra_check() or health_problem(layout, specs, http)
             if problem == "":

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 IDENTITY_SCOPE_KEY = "shoal.identity"
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
+BUNDLE_NAMES = ("cert.pem", "key.pem", "ca.pem")
+
 Policy = Callable[[Identity, str, str], "str | None"]
 """(identity, method, path) -> None to allow, or the reason it is refused (a 403's message)."""
 
@@ -54,11 +56,12 @@ class TransportError(RuntimeError):
 class Credentials:
     """A process's identity and the SSL contexts built from it (module doc)."""
 
-    def __init__(self, cert_dir: Path) -> None:
+    def __init__(self, cert_dir: Path, *, names: tuple[str, str, str] = (pki.CERT_FILE, pki.KEY_FILE,
+                                                                          pki.ROOT_FILE)) -> None:
         self.dir = Path(cert_dir)
-        self.cert_file = self.dir / pki.CERT_FILE
-        self.key_file = self.dir / pki.KEY_FILE
-        self.root_file = self.dir / pki.ROOT_FILE
+        self.cert_file = self.dir / names[0]
+        self.key_file = self.dir / names[1]
+        self.root_file = self.dir / names[2]
         for f in (self.cert_file, self.key_file, self.root_file):
             if not f.is_file():
                 raise TransportError(f"transport: {f} is missing: this process has no identity. Start it through "
@@ -68,6 +71,11 @@ class Credentials:
         self._loaded_roots = b""
         self.identity = self._read_identity()
         self.loaded_at = self.cert_file.stat().st_mtime
+
+    @classmethod
+    def client_bundle(cls, bundle_dir: Path) -> Credentials:
+        """An admin bundle in the DOCKER_CERT_PATH layout: cert.pem, key.pem, ca.pem."""
+        return cls(bundle_dir, names=BUNDLE_NAMES)
 
     def _read_identity(self) -> Identity:
         try:

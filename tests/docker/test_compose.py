@@ -12,13 +12,16 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
+from shoal import transport
 from tests.docker.conftest import ROOT, RUN_ID, RUN_LABEL, build_images
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(900)]
@@ -52,7 +55,7 @@ def eventually(fn: Callable[[], T | None], timeout: float, what: str, interval: 
     while time.monotonic() < deadline:
         try:
             last = fn()
-        except (httpx.HTTPError, subprocess.CalledProcessError, ValueError, KeyError) as e:
+        except (httpx.HTTPError, subprocess.CalledProcessError, ValueError, KeyError, transport.TransportError) as e:
             last = e
         else:
             if last:
@@ -68,12 +71,25 @@ def docker(*args: str) -> str:
 class Compose:
     def __init__(self, images: dict[str, str]) -> None:
         self.port = free_port()
+        self.client_dir = Path(tempfile.mkdtemp(prefix="shoal-compose-client-"))
         self.env = {**os.environ, "SHOAL_IMAGE": images["SHOAL_IMAGE"], "SHOAL_GATEWAY_PORT": str(self.port),
-                    "COMPOSE_HTTP_TIMEOUT": "900", "SHOAL_HEARTBEAT_PERIOD": "2"}
+                    "COMPOSE_HTTP_TIMEOUT": "900", "SHOAL_HEARTBEAT_PERIOD": "2",
+                    "SHOAL_CLIENT_DIR": str(self.client_dir)}
         self.cmd = [*compose_cmd(), "-p", PROJECT, "-f", str(ROOT / "docker-compose.yml")]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self.url = f"https://127.0.0.1:{self.port}"
+        self._http: httpx.Client | None = None
         self.down_done = False
+
+    def client(self) -> httpx.Client:
+        """A new admin client (the bundle the cluster's bootstrap wrote to SHOAL_CLIENT_DIR)."""
+        creds = transport.Credentials.client_bundle(self.client_dir)
+        return transport.sync_http_client(creds, base_url=self.url, timeout=10)
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            self._http = self.client()
+        return self._http
 
     def run(self, *args: str, timeout: float = 900) -> str:
         out = subprocess.run([*self.cmd, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -104,7 +120,9 @@ class Compose:
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def agent_status(self, container: str) -> dict[str, Any]:
-        code = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:4331/v1/status').read().decode())"
+        code = ("import ssl, urllib.request; c = ssl.create_default_context(cafile='/client/ca.pem'); "
+                "c.check_hostname = False; c.load_cert_chain('/client/cert.pem', '/client/key.pem'); "
+                "print(urllib.request.urlopen('https://127.0.0.1:4331/v1/status', context=c).read().decode())")
         result: dict[str, Any] = json.loads(docker("exec", container, "python", "-c", code))
         return result
 
@@ -133,6 +151,8 @@ def compose() -> Iterator[Compose]:
         t0 = time.monotonic()
         c.run("up", "-d", "--no-build", *[f"--scale={k}={v}" for k, v in SCALE.items()])
         eventually(lambda: c.http.get("/readyz").status_code == 200, 180, "the gateway (through lb) ready")
+        with pytest.raises(httpx.HTTPError):  # just as secure as `shoal up`: no plaintext through the balancer
+            httpx.get(f"http://127.0.0.1:{c.port}/v1/services", timeout=5)
         print(f"\ncompose up with {SCALE}: {time.monotonic() - t0:.0f}s")
         yield c
     finally:
@@ -169,7 +189,7 @@ def test_up_with_every_scale_flag_lists_each_instance(compose: Compose) -> None:
     # The balancer in front spreads connections over both gateways.
     seen = set()
     for _ in range(6):
-        with httpx.Client(base_url=compose.url, timeout=10) as fresh:  # a new connection each time
+        with compose.client() as fresh:  # a new connection each time
             seen.add(fresh.get("/v1/status").json()["instance"])
     assert len(seen) == 2, seen
 

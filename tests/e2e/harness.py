@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from shoal import transport
 from shoal.supervisor import Layout, Supervisor
 
 T = TypeVar("T")
@@ -78,7 +79,28 @@ class Cluster:
         self.layout = Layout(data_dir, base_port=base, gateway_port=base + 45, agents=agents,
                              heartbeat_period=heartbeat_period)
         self.sup = Supervisor(self.layout)
-        self.http = httpx.Client(base_url=self.layout.gateway_url, timeout=10.0)
+        self._http: httpx.Client | None = None
+        self._manager: httpx.Client | None = None
+
+    @property
+    def http(self) -> httpx.Client:
+        """The admin's client to the gateway (the bundle `shoal up` writes)."""
+        if self._http is None:
+            creds = transport.Credentials.client_bundle(self.layout.client_dir)
+            self._http = transport.sync_http_client(creds, base_url=self.layout.gateway_url, timeout=10.0)
+        return self._http
+
+    @http.setter
+    def http(self, client: httpx.Client) -> None:
+        self._http = client
+
+    @property
+    def manager_http(self) -> httpx.Client:
+        """A manager process's identity (the gateway's), for tests that talk to raftstore members directly."""
+        if self._manager is None:
+            creds = transport.Credentials(self.layout.cert_dir("gateway"))
+            self._manager = transport.sync_http_client(creds, timeout=2.0)
+        return self._manager
 
     def start(self, timeout: float = 90.0) -> Cluster:
         self.sup.start()
@@ -87,7 +109,9 @@ class Cluster:
 
     def stop(self) -> None:
         self.sup.stop()
-        self.http.close()
+        for c in (self._http, self._manager):
+            if c is not None:
+                c.close()
 
     # ---- the `shoal` CLI, as a user runs it -----------------------------------------------------------------
     def cli(self, *args: str, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -95,7 +119,7 @@ class Cluster:
         `check`, a non-zero exit fails the test, showing what the command printed."""
         exe = Path(sys.executable).parent / "shoal"
         argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "shoal.cli"]
-        env = {**os.environ, "SHOAL_URL": self.layout.gateway_url}
+        env = {**os.environ, "SHOAL_URL": self.layout.gateway_url, "SHOAL_CERT_PATH": str(self.layout.client_dir)}
         done = subprocess.run([*argv, *args], env=env, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
         if check:
@@ -152,7 +176,7 @@ class Cluster:
         out = []
         for url in self.layout.store_members:
             try:
-                out.append(httpx.get(url + "/v1/status", timeout=1.0).json())
+                out.append(self.manager_http.get(url + "/v1/status", timeout=1.0).json())
             except httpx.HTTPError:
                 pass
         return out

@@ -124,7 +124,6 @@ def test_down_and_up_with_the_same_data_dir_keeps_services(tmp_path: Path) -> No
     from shoal.supervisor import Supervisor
 
     again.sup = Supervisor(c.layout)
-    again.http = httpx.Client(base_url=c.layout.gateway_url, timeout=10.0)
     again.start()
     try:
         assert again.http.get("/v1/services/web").status_code == 200

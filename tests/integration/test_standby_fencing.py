@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from shoal import transport
 from shoal.supervisor import Layout, ProcSpec
 from tests.e2e.harness import Cluster, eventually, pid_alive
 
@@ -43,7 +44,8 @@ ORCHESTRATORS = {"orchestrator": "orchestrator-1", "orchestrator-b": "orchestrat
 class StoreProxy:
     """Forwards every request to a raftstore member (members forward writes to their leader) and records
     transactions; once `hold_next()` is called, the next transaction with a non-lease op waits for
-    `release()` before it is forwarded."""
+    `release()` before it is forwarded. It terminates TLS with a manager certificate and forwards with the
+    orchestrator's own, so the store sees the orchestrator as the caller."""
 
     def __init__(self, member: str = "") -> None:
         self.member = member  # may be set later, before the first request
@@ -51,12 +53,20 @@ class StoreProxy:
         self._hold = threading.Event()
         self._release = threading.Event()
         self.held = threading.Event()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._client_creds: transport.Credentials | None = None
+
+    def start(self, server_creds: transport.Credentials, client_creds: transport.Credentials) -> None:
+        self._client_creds = client_creds
         app = Starlette(routes=[Route("/{path:path}", self._forward, methods=["GET", "POST", "PUT", "DELETE"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self._thread = threading.Thread(target=lambda: self._server.run(sockets=[sock]), daemon=True)
+        self._server = uvicorn.Server(transport.server_config(app, "127.0.0.1", 0, server_creds,
+                                                              lambda *_: None, lifespan="off"))
+        server = self._server
+        self._thread = threading.Thread(target=lambda: server.run(sockets=[self._sock]), daemon=True)
         self._thread.start()
 
     def hold_next(self) -> None:
@@ -80,7 +90,7 @@ class StoreProxy:
                 self.held.set()
                 while not self._release.is_set():
                     await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(timeout=None) as http:
+        async with transport.http_client(self._client_creds, timeout=None) as http:
             resp = await http.request(request.method, self.member + request.url.path, params=request.query_params,
                                       content=body, headers={"content-type": request.headers.get("content-type",
                                                                                                  "")})
@@ -91,8 +101,9 @@ class StoreProxy:
 
     def close(self) -> None:
         self._release.set()
-        self._server.should_exit = True
-        self._thread.join(10)
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(10)
 
 
 class StandbyLayout(Layout):
@@ -128,6 +139,10 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         proxy.member = layout.raft_api(1)
     layout.proxies = proxies
     c.layout = c.sup.layout = layout
+    c.sup.init()  # the identities exist before the proxies serve with them
+    for proxy in proxies.values():
+        proxy.start(transport.Credentials(layout.cert_dir("gateway")),
+                    transport.Credentials(layout.cert_dir("orchestrator")))
     try:
         c.start()
         yield c
@@ -145,8 +160,8 @@ def lease(cluster: Cluster, role: str) -> dict[str, Any]:
     return dict(next(x for x in body["subsystems"] if x["name"] == role))
 
 
-def metric(url: str, name: str) -> float:
-    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+def metric(cluster: Cluster, url: str, name: str) -> float:
+    for line in cluster.manager_http.get(url + "/metrics", timeout=5).text.splitlines():
         if line.startswith(f"shoal_{name} "):
             return float(line.split()[1])
     return 0.0
@@ -177,7 +192,7 @@ def test_a_frozen_active_instance_is_replaced_and_its_fenced_write_refused(clust
     cluster.wait_running("web", 1)
     before = lease(cluster, "orchestrator")
     assert before["holder"] == active
-    txns_before = metric(url, "txns")
+    txns_before = metric(cluster, url, "txns")
 
     # The active orchestrator's next write (the task of a scale-up) is caught in flight; then it freezes.
     proxy.hold_next()
@@ -209,10 +224,10 @@ def test_a_frozen_active_instance_is_replaced_and_its_fenced_write_refused(clust
 
     # Resumed far past its lease, it commits nothing and stands down; the cluster keeps its state.
     os.kill(pid, signal.SIGCONT)
-    eventually(lambda: httpx.get(url + "/v1/status", timeout=5).json()["active"] is False, 10,
+    eventually(lambda: cluster.manager_http.get(url + "/v1/status", timeout=5).json()["active"] is False, 10,
                "the resumed ex-active to stand down")
     time.sleep(1.5)
-    assert metric(url, "txns") == txns_before, "the resumed ex-active committed a transaction"
+    assert metric(cluster, url, "txns") == txns_before, "the resumed ex-active committed a transaction"
     late = [x for x in proxy.txns[proxy.txns.index(held) + 1:] if any(op.get("kind") != "lease" for op in x["ops"])]
     assert all(x.get("status") != 200 for x in late), late
     assert lease(cluster, "orchestrator")["holder"] == standby
