@@ -106,8 +106,26 @@ class Layout:
     def url_of(self, name: str) -> str:
         return f"https://{self.host}:{self.port_of(name)}"
 
+    def prepare(self) -> None:
+        """Identities on first start (shoal.bootstrap), and the NATS server's configuration."""
+        from shoal.natsconf import render
+
+        init_local(self.data_dir, self.cert_root, self.client_dir, raft_members=self.raft_members,
+                   hosts=(self.host,))
+        conf = self.data_dir / "nats" / "nats.conf"
+        conf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conf.write_text(render(self.host, self.base_port, self.cert_dir("nats")))
+
+    def health_client(self) -> httpx.Client:
+        """The client health checks use: the admin bundle (agents' ports are served with worker certificates,
+        so it does not insist on a manager's)."""
+        return admin_client(self, server_role=None)
+
+    def health_problem(self, specs: list[ProcSpec], http: httpx.Client) -> str:
+        return health_problem(self, specs, http)
+
     def specs(self) -> list[ProcSpec]:
-        """Processes in start order (stopped in reverse). Needs the identities `bootstrap()` made."""
+        """Processes in start order (stopped in reverse). Needs the identities `prepare()` made."""
         py = sys.executable
         ids = read_local(self.cert_root)
         common = {
@@ -121,9 +139,8 @@ class Layout:
         }
         nats_bin = shutil.which("nats-server") or str(Path(py).parent / "nats-server")
         specs = [ProcSpec("nats", [nats_bin, "-c", str(self.data_dir / "nats" / "nats.conf")], {}, None)]
-        members = ";".join(
-            f"{i}={self.raft_api(i)},{self.raft_peer(i)},{ids.raft_nodes[i - 1]}" for i in range(1, self.raft_members + 1)
-        )
+        members = ";".join(f"{i}={self.raft_api(i)},{self.raft_peer(i)},{ids.raft_nodes[i - 1]}"
+                           for i in range(1, self.raft_members + 1))
         for i in range(1, self.raft_members + 1):
             name = f"raftstore-{i}"
             env = {**common, "SHOAL_RAFT_ID": str(i), "SHOAL_RAFT_MEMBERS": members,
@@ -233,15 +250,7 @@ class Supervisor:
         self._thread.start()
 
     def init(self) -> None:
-        """Identities on first start (shoal.bootstrap), and the NATS server's configuration."""
-        from shoal.natsconf import render
-
-        lay = self.layout
-        init_local(lay.data_dir, lay.cert_root, lay.client_dir, raft_members=lay.raft_members,
-                   hosts=(lay.host,))
-        conf = lay.data_dir / "nats" / "nats.conf"
-        conf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        conf.write_text(render(lay.host, lay.base_port, lay.cert_dir("nats")))
+        self.layout.prepare()
 
     def stop(self) -> None:
         self._stop.set()
@@ -362,9 +371,9 @@ def wait_healthy(layout: Layout, specs: list[ProcSpec], timeout: float,
                  extra_check: Callable[[], str] = lambda: "") -> None:
     deadline = time.monotonic() + timeout
     problem = "starting"
-    with admin_client(layout, server_role=None) as http:
+    with layout.health_client() as http:
         while time.monotonic() < deadline:
-            problem = extra_check() or health_problem(layout, specs, http)
+            problem = extra_check() or layout.health_problem(specs, http)
             if problem == "":
                 return
             time.sleep(0.3)
@@ -406,10 +415,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gateway-port", type=int, default=4242)
     p.add_argument("--agents", type=int, default=2)
     p.add_argument("--heartbeat-period", type=float, default=5.0)
+    p.add_argument("--node", action="store_true", help="run the roles of a swarm node (`shoal swarm init/join`)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s supervisor: %(message)s")
-    sup = Supervisor(Layout(a.data_dir.resolve(), base_port=a.base_port, gateway_port=a.gateway_port,
-                            agents=a.agents, heartbeat_period=a.heartbeat_period))
+    layout: Layout
+    if a.node:
+        from shoal.node import NodeLayout
+
+        layout = NodeLayout.for_node(a.data_dir.resolve())
+    else:
+        layout = Layout(a.data_dir.resolve(), base_port=a.base_port, gateway_port=a.gateway_port,
+                        agents=a.agents, heartbeat_period=a.heartbeat_period)
+    sup = Supervisor(layout)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

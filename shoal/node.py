@@ -1,0 +1,341 @@
+"""One machine of a swarm: what `shoal swarm init` and `shoal swarm join` set up, and the long-lived node
+supervisor they leave running (SwarmKit's node: one process that runs the roles this machine has).
+
+Every machine of a swarm uses the same ports on its own advertise address (as Swarm uses 2377 everywhere),
+so knowing a manager's address is knowing all its endpoints (`Ports`). A node's directory holds:
+- `node.json`: node id, cluster id, roles, advertise address, the managers known, its raft member id;
+- `certificates/{swarm-node.crt, swarm-node.key, swarm-root-ca.crt}`: the node's own (agent) identity, and
+  `certificates/<component>/` for each manager process (each its own certificate);
+- `client/`: the admin bundle (the first manager only); `logs/`, `raft/`, `agent/`.
+
+`init` makes the cluster's root CA on this machine (shoal.bootstrap's hand-over to the CA service);
+`join` pins the cluster's root by the token's digest before it sends anything, gets its certificates from a
+manager's CA in one call (token + one CSR per process), and — for a manager with the raftstore role — adds
+itself to the raft cluster as a learner (it becomes a voter once caught up)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shoal import pki, transport
+from shoal.bootstrap import CA_BOOTSTRAP, write_admin_bundle
+from shoal.certs import LOCAL_HOSTS, Signer
+from shoal.ids import new_id
+from shoal.supervisor import Layout, ProcSpec
+
+NODE_FILE = "node.json"
+MANAGER_ROLES = ("nats", "raftstore", "ca", "gateway", "orchestrator", "allocator", "scheduler", "dispatcher")
+
+
+class NodeError(RuntimeError):
+    """Init or join cannot go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The ports every machine of a swarm uses (on its own advertise address)."""
+
+    nats: int = 4222
+    nats_cluster: int = 6222
+    raft_api: int = 4301
+    raft_peer: int = 4311
+    gateway: int = 4242
+    orchestrator: int = 4321
+    allocator: int = 4322
+    scheduler: int = 4323
+    dispatcher: int = 4324
+    ca: int = 4325
+    agent: int = 4331
+
+
+@dataclass
+class NodeConfig:
+    node_id: str
+    cluster_id: str
+    manager: bool
+    roles: list[str]  # manager processes this machine runs (the agent always runs)
+    advertise: str
+    managers: list[str]  # advertise addresses of the managers known (this one included when a manager)
+    raft_id: int | None = None
+    raft_members: str = ""  # SHOAL_RAFT_MEMBERS at join (the members then, and this one)
+    raft_join: bool = False
+    ports: Ports = field(default_factory=Ports)
+
+    def save(self, data_dir: Path) -> None:
+        pki.write_private(data_dir / NODE_FILE, json.dumps(asdict(self), indent=2).encode())
+
+    @classmethod
+    def load(cls, data_dir: Path) -> NodeConfig:
+        try:
+            raw = json.loads((data_dir / NODE_FILE).read_text())
+        except (OSError, ValueError) as e:
+            raise NodeError(f"node: {data_dir / NODE_FILE} is missing or unreadable ({e}): run `shoal swarm init` "
+                            "or `shoal swarm join` first") from None
+        raw["ports"] = Ports(**raw.get("ports", {}))
+        return cls(**raw)
+
+
+def _url(host: str, port: int) -> str:
+    return f"https://{host}:{port}"
+
+
+@dataclass
+class NodeLayout(Layout):
+    """The processes of one machine, as a `Layout` the Supervisor runs."""
+
+    config: NodeConfig | None = None
+
+    @classmethod
+    def for_node(cls, data_dir: Path, log_level: str = "INFO") -> NodeLayout:
+        cfg = NodeConfig.load(data_dir)
+        return cls(data_dir, base_port=cfg.ports.nats, gateway_port=cfg.ports.gateway, agents=1,
+                   host=cfg.advertise, log_level=log_level, config=cfg)
+
+    @property
+    def cfg(self) -> NodeConfig:
+        assert self.config is not None
+        return self.config
+
+    def cert_dir(self, name: str) -> Path:
+        return self.cert_root if name == "agent" else self.cert_root / name
+
+    def port_of(self, name: str) -> int:
+        return int(getattr(self.cfg.ports, name.replace("-", "_")))
+
+    def url_of(self, name: str) -> str:
+        return _url(self.host, self.port_of(name))
+
+    @property
+    def gateway_url(self) -> str:
+        mine = "gateway" in self.cfg.roles
+        return _url(self.host if mine else self.cfg.managers[0], self.cfg.ports.gateway)
+
+    @property
+    def store_members(self) -> list[str]:
+        return [_url(m, self.cfg.ports.raft_api) for m in self.cfg.managers]
+
+    @property
+    def nats_url(self) -> str:
+        mine = "nats" in self.cfg.roles
+        return f"tls://{self.host if mine else self.cfg.managers[0]}:{self.cfg.ports.nats}"
+
+    def prepare(self) -> None:
+        if "nats" in self.cfg.roles:
+            write_nats_conf(self, [m for m in self.cfg.managers if m != self.cfg.advertise])
+
+    def health_client(self) -> httpx.Client:
+        """A manager checks its processes with one of its own manager identities; a worker has no health URL."""
+        name = next((r for r in self.cfg.roles if r != "nats"), None)
+        creds = transport.Credentials(self.cert_dir(name)) if name else None
+        return transport.sync_http_client(creds, timeout=2.0)
+
+    def health_problem(self, specs: list[ProcSpec], http: httpx.Client) -> str:
+        for spec in specs:
+            if spec.health_url is None:
+                continue
+            try:
+                if http.get(spec.health_url).status_code != 200:
+                    return f"{spec.name} not healthy"
+            except httpx.HTTPError:
+                return f"{spec.name} not answering at {spec.health_url}"
+        return ""
+
+    def specs(self) -> list[ProcSpec]:
+        cfg, ports, py = self.cfg, self.cfg.ports, sys.executable
+        managers = cfg.managers
+        common = {
+            "SHOAL_NATS_URL": self.nats_url,
+            "SHOAL_STORE_MEMBERS": ",".join(self.store_members),
+            "SHOAL_HOST": self.host,
+            "SHOAL_LOG_LEVEL": self.log_level,
+            "SHOAL_CA_URLS": ",".join(_url(m, ports.ca) for m in managers),
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        specs: list[ProcSpec] = []
+        if "nats" in cfg.roles:
+            specs.append(ProcSpec("nats", [_nats_bin(), "-c", str(self.data_dir / "nats" / "nats.conf")], {}, None))
+        if "raftstore" in cfg.roles and cfg.raft_id is not None:
+            env = {**common, "SHOAL_RAFT_ID": str(cfg.raft_id), "SHOAL_PORT": str(ports.raft_api),
+                   "SHOAL_RAFT_MEMBERS": cfg.raft_members, "SHOAL_CERT_DIR": str(self.cert_dir("raftstore")),
+                   "SHOAL_DATA_DIR": str(self.data_dir / "raft")}
+            if cfg.raft_join:
+                env["SHOAL_RAFT_JOIN"] = "1"
+            specs.append(ProcSpec("raftstore", [py, "-m", "services.raftstore"], env,
+                                  self.url_of("raft_api") + "/healthz"))
+        for name in ("ca", "gateway", "orchestrator", "allocator", "scheduler", "dispatcher"):
+            if name not in cfg.roles:
+                continue
+            env = {**common, "SHOAL_PORT": str(self.port_of(name)), "SHOAL_INSTANCE": f"{name}@{cfg.advertise}",
+                   "SHOAL_CERT_DIR": str(self.cert_dir(name))}
+            if name == "ca" and (self.cert_root / CA_BOOTSTRAP).exists():
+                env["SHOAL_CA_BOOTSTRAP"] = str(self.cert_root / CA_BOOTSTRAP)
+            specs.append(ProcSpec(name, [py, "-m", f"services.{name}"], env, self.url_of(name) + "/healthz"))
+        env = {**common, "SHOAL_PORT": str(ports.agent),
+               "SHOAL_DISPATCHERS": ",".join(_url(m, ports.dispatcher) for m in managers),
+               "SHOAL_STATE_DIR": str(self.data_dir / "agent"), "SHOAL_CERT_DIR": str(self.cert_dir("agent")),
+               "SHOAL_HOSTNAME": socket.gethostname() + "-" + cfg.advertise, "SHOAL_STOP_TASKS_ON_EXIT": "true"}
+        specs.append(ProcSpec("agent", [py, "-m", "agent"], env, None))
+        return specs
+
+
+def _nats_bin() -> str:
+    import shutil
+
+    return shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
+
+
+def write_nats_conf(layout: NodeLayout, routes: list[str]) -> None:
+    from shoal.natsconf import render
+
+    conf = layout.data_dir / "nats" / "nats.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ports = layout.cfg.ports
+    conf.write_text(render(layout.host, ports.nats, layout.cert_dir("nats"), cluster_port=ports.nats_cluster,
+                           routes=routes))
+
+
+# ---- init ---------------------------------------------------------------------------------------------------
+def init(data_dir: Path, advertise: str, ports: Ports = Ports()) -> tuple[NodeConfig, str, str]:
+    """Make this machine the first manager of a new swarm; returns its config and the worker and manager
+    join tokens."""
+    if (data_dir / NODE_FILE).exists():
+        raise NodeError(f"node: {data_dir} already belongs to a swarm (`shoal swarm leave` first, or use another "
+                        "--data-dir)")
+    signer = Signer.new()
+    node_id = new_id()
+    hosts = (advertise, *LOCAL_HOSTS)
+    root = data_dir / "certificates"
+    for name in MANAGER_ROLES:
+        signer.issue_dir(root / name, node_id=node_id, role=pki.MANAGER, component=name, hosts=hosts)
+    signer.issue_dir(root, node_id=node_id, role=pki.MANAGER, component="agent", hosts=hosts)
+    write_admin_bundle(signer, data_dir / "client")
+    secrets = {"worker": pki.new_token_secret(), "manager": pki.new_token_secret()}
+    pki.write_private(root / CA_BOOTSTRAP, json.dumps({
+        "cluster_id": signer.cluster_id, "root_cert": signer.root_pem.decode(), "root_key": signer.key_pem.decode(),
+        "tokens": secrets}).encode())
+    members = f"1={_url(advertise, ports.raft_api)},{advertise}:{ports.raft_peer},{node_id}"
+    cfg = NodeConfig(node_id, signer.cluster_id, True, list(MANAGER_ROLES), advertise, [advertise], raft_id=1,
+                     raft_members=members, ports=ports)
+    cfg.save(data_dir)
+    return cfg, pki.make_token(signer.root, secrets["worker"]), pki.make_token(signer.root, secrets["manager"])
+
+
+# ---- join -----------------------------------------------------------------------------------------------------
+def fetch_pinned_roots(ca_url: str, token: str, timeout: float = 10.0) -> bytes:
+    """The cluster's roots, fetched without trusting the server, then pinned by the token's digest."""
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE  # nothing is sent but this GET; what comes back is checked below
+    try:
+        r = httpx.get(ca_url + "/v1/ca/roots", verify=insecure, timeout=timeout)
+    except httpx.HTTPError as e:
+        raise NodeError(f"join: cannot reach the manager at {ca_url}: {e}") from None
+    if r.status_code != 200:
+        raise NodeError(f"join: {ca_url} answered {r.status_code} for the cluster's roots: {r.text[:200]}")
+    pem = str(r.json().get("roots", "")).encode()
+    try:
+        roots = pki.load_certs(pem)
+        if not any(_pins(c, token) for c in roots):
+            pki.verify_pinned_root(roots[0], token)
+    except pki.PKIError as e:
+        raise NodeError(f"join: {e}") from None
+    return pem
+
+
+def _pins(root: Any, token: str) -> bool:
+    try:
+        pki.verify_pinned_root(root, token)
+    except pki.PKIError:
+        return False
+    return True
+
+
+def join(data_dir: Path, token: str, remote: str, advertise: str, roles: list[str] | None,
+         ports: Ports = Ports(), timeout: float = 30.0) -> NodeConfig:
+    """Join the swarm a manager at `remote` (HOST or HOST:PORT of its CA) belongs to. A worker token makes a
+    worker (agent only); a manager token a manager running `roles` (default: all)."""
+    if (data_dir / NODE_FILE).exists():
+        raise NodeError(f"node: {data_dir} already belongs to a swarm (`shoal swarm leave` first)")
+    try:
+        pki.parse_token(token)
+    except pki.PKIError as e:
+        raise NodeError(f"join: {e}") from None
+    ca_url = "https://" + (remote if ":" in remote else f"{remote}:{ports.ca}")
+    roots = fetch_pinned_roots(ca_url, token)
+    wanted = list(MANAGER_ROLES) if roles is None else roles
+    unknown = [r for r in wanted if r not in MANAGER_ROLES]
+    if unknown:
+        raise NodeError(f"join: unknown roles {unknown}; roles are {', '.join(MANAGER_ROLES)}")
+    keys = {c: pki.new_key() for c in ("agent", *wanted)}
+    body = {"token": token, "csrs": {c: pki.make_csr(k).decode() for c, k in keys.items()},
+            "hosts": [advertise, *LOCAL_HOSTS], "hostname": socket.gethostname()}
+    ctx = ssl.create_default_context(cadata=roots.decode())
+    ctx.check_hostname = False  # the manager was dialled by whatever address the user gave; its cert is pinned
+    try:
+        r = httpx.post(ca_url + "/v1/join", json=body, verify=ctx, timeout=timeout)
+    except httpx.HTTPError as e:
+        raise NodeError(f"join: the join request to {ca_url} failed: {e}") from None
+    if r.status_code != 200:
+        msg = r.json().get("message", r.text) if r.headers.get("content-type", "").startswith("application/json") \
+            else r.text
+        raise NodeError(f"join: refused by {ca_url} ({r.status_code}): {msg}")
+    reply = r.json()
+    manager = reply["role"] == pki.MANAGER
+    if not manager and roles:
+        raise NodeError("join: a worker token joins a worker; --roles needs the manager token")
+    certs: dict[str, str] = reply["certificates"]
+    root_dir = data_dir / "certificates"
+    for comp, key in keys.items():
+        if comp not in certs:
+            continue
+        pki.write_identity(root_dir if comp == "agent" else root_dir / comp, certs[comp].encode(), pki.key_pem(key),
+                           str(reply.get("roots") or roots.decode()).encode())
+    managers = [str(m) for m in reply.get("managers") or []] or [remote.rsplit(":", 1)[0]]
+    cfg = NodeConfig(str(reply["node_id"]), str(reply["cluster_id"]), manager, wanted if manager else [],
+                     advertise, managers, ports=ports)
+    if manager and "raftstore" in wanted:
+        _add_raft_member(cfg, root_dir / "raftstore")
+    if manager:
+        cfg.managers = [*[m for m in cfg.managers if m != advertise], advertise]
+    cfg.save(data_dir)
+    return cfg
+
+
+def _add_raft_member(cfg: NodeConfig, cert_dir: Path) -> None:
+    """Add this machine's raftstore as a learner through any current member (it forwards to the leader)."""
+    creds = transport.Credentials(cert_dir)
+    ports = cfg.ports
+    me_api, me_peer = _url(cfg.advertise, ports.raft_api), f"{cfg.advertise}:{ports.raft_peer}"
+    last: Exception | str = "no manager answered"
+    with transport.sync_http_client(creds, timeout=60.0) as http:
+        for m in cfg.managers:
+            try:
+                view = http.get(_url(m, ports.raft_api) + "/v1/members").json()
+                r = http.post(_url(m, ports.raft_api) + "/v1/members",
+                              json={"api_url": me_api, "peer_addr": me_peer, "node_id": cfg.node_id, "wait": 0})
+            except httpx.HTTPError as e:
+                last = e
+                continue
+            if r.status_code not in (201, 202):
+                last = f"{r.status_code} {r.text[:300]}"
+                continue
+            added = int(r.json()["added"])
+            members = [f"{x['id']}={x['api_url']},{x['peer_addr']},{x.get('node_id', '')}" for x in view["members"]]
+            members.append(f"{added}={me_api},{me_peer},{cfg.node_id}")
+            cfg.raft_id, cfg.raft_join, cfg.raft_members = added, True, ";".join(members)
+            cfg.managers = sorted({*cfg.managers, *(_host(x["api_url"]) for x in view["members"])})
+            return
+    raise NodeError(f"join: could not add this machine to the raft cluster: {last}")
+
+
+def _host(url: str) -> str:
+    return httpx.URL(url).host
