@@ -199,8 +199,9 @@ def write_nats_conf(layout: NodeLayout, routes: list[str]) -> None:
     conf = layout.data_dir / "nats" / "nats.conf"
     conf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     ports = layout.cfg.ports
-    conf.write_text(render(layout.host, ports.nats, layout.cert_dir("nats"), cluster_port=ports.nats_cluster,
-                           routes=routes))
+    conf.write_text(render(layout.host, ports.nats, layout.cert_dir("nats"), server_name=layout.cfg.advertise,
+                           cluster_host=layout.host, cluster_port=ports.nats_cluster,
+                           routes=[f"tls://{m}:{ports.nats_cluster}" for m in routes]))
 
 
 # ---- init ---------------------------------------------------------------------------------------------------
