@@ -42,7 +42,19 @@ async def serve(app: FastAPI, host: str, port: int, creds: Credentials, policy: 
     """Serve `app` over mutual TLS (shoal.transport) in this event loop; returns after a graceful shutdown
     (lifespan exit runs first). `policy` decides, from the caller's certificate, what it may call."""
     server = uvicorn.Server(server_config(app, host, port, creds, policy, revoked=revoked, anonymous=anonymous))
-    await server.serve()
+    reloader = asyncio.create_task(keep_credentials_fresh(creds), name="credentials.reload")
+    try:
+        await server.serve()
+    finally:
+        reloader.cancel()
+
+
+async def keep_credentials_fresh(creds: Credentials, interval: float = 5.0) -> None:
+    """Pick up a renewed certificate (written by the agent or the node supervisor) into the live SSL contexts:
+    new connections use it, established ones go on (nothing is interrupted)."""
+    while True:
+        await asyncio.sleep(interval)
+        creds.reload()
 
 
 def run(app_factory: object) -> None:
