@@ -142,7 +142,8 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Identity 
     """The verified peer's identity on a TLS connection (None when it sent no certificate)."""
     if ssl_object is None:
         return None
-    der = ssl_object.getpeercert(binary_form=True)
+    # positional: httpx's sync transport hands over the C-level `_ssl._SSLSocket`, which takes no keywords
+    der = ssl_object.getpeercert(True)
     return _identity_of_der(der) if der else None
 
 
