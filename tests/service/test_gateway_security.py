@@ -179,7 +179,7 @@ def ca() -> FakeCA:
 
 @pytest.fixture
 def client(ca: FakeCA) -> Iterator[TestClient]:
-    settings = GatewaySettings(store_members=["http://s:1"], ca_urls="https://ca-down:1,https://ca:4250",
+    settings = GatewaySettings(store_members=["http://s:1"], ca_urls=["https://ca-down:1", "https://ca:4250"],
                                ready_probe_interval=10)
     members = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(503)))
     ca_http = httpx.AsyncClient(transport=httpx.MockTransport(ca))
