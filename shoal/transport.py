@@ -54,11 +54,12 @@ class TransportError(RuntimeError):
 class Credentials:
     """A process's identity and the SSL contexts built from it (module doc)."""
 
-    def __init__(self, cert_dir: Path) -> None:
+    def __init__(self, cert_dir: Path, *, cert_name: str = pki.CERT_FILE, key_name: str = pki.KEY_FILE,
+                 root_name: str = pki.ROOT_FILE) -> None:
         self.dir = Path(cert_dir)
-        self.cert_file = self.dir / pki.CERT_FILE
-        self.key_file = self.dir / pki.KEY_FILE
-        self.root_file = self.dir / pki.ROOT_FILE
+        self.cert_file = self.dir / cert_name
+        self.key_file = self.dir / key_name
+        self.root_file = self.dir / root_name
         for f in (self.cert_file, self.key_file, self.root_file):
             if not f.is_file():
                 raise TransportError(f"transport: {f} is missing: this process has no identity. Start it through "
@@ -136,6 +137,16 @@ def load_credentials(cert_dir: str | Path | None) -> Credentials:
         raise TransportError("transport: SHOAL_CERT_DIR is not set: shoal processes only speak mutual TLS. "
                              "Start the cluster with `shoal up` or `shoal swarm init`/`join`")
     return Credentials(Path(cert_dir))
+
+
+#: an admin client bundle's file names (Docker's DOCKER_CERT_PATH layout)
+BUNDLE_CA, BUNDLE_CERT, BUNDLE_KEY = "ca.pem", "cert.pem", "key.pem"
+
+
+def load_client_bundle(path: str | Path) -> Credentials:
+    """An admin client bundle: `<path>/{ca.pem, cert.pem, key.pem}` (what `shoal env` points SHOAL_CERT_PATH
+    and DOCKER_CERT_PATH at)."""
+    return Credentials(Path(path), cert_name=BUNDLE_CERT, key_name=BUNDLE_KEY, root_name=BUNDLE_CA)
 
 
 def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Identity | None:

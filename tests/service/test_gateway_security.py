@@ -243,3 +243,26 @@ def test_cluster_update_refuses_a_cert_expiry_under_an_hour(client: TestClient, 
     r = client.patch("/v1/cluster", json={"ca_config": {"node_cert_expiry": value}})
     assert r.status_code == 400
     assert "node_cert_expiry" in r.json()["message"] and r.json()["code"] == "invalid_argument"
+
+
+# ---- the CLI over real mutual TLS ------------------------------------------------------------------------------
+def bundle(creds: Credentials, d: Path) -> Path:
+    d.mkdir(parents=True)
+    (d / "ca.pem").write_bytes(creds.roots_pem)
+    (d / "cert.pem").write_bytes(creds.cert_file.read_bytes())
+    (d / "key.pem").write_bytes(creds.key_file.read_bytes())
+    return d
+
+
+async def test_the_cli_uses_the_admin_bundle(gateway: tuple[Cluster, str, LocalStore], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from shoal.cli import main
+
+    c, url, _ = gateway
+    monkeypatch.setenv("SHOAL_CERT_PATH", str(bundle(c.creds("admin-3", pki.ADMIN, "admin"), tmp_path / "adm")))
+    assert await asyncio.to_thread(main, ["--url", url, "service", "ls", "-q"]) == 0
+    monkeypatch.setenv("SHOAL_CERT_PATH", str(bundle(c.creds("w9", pki.WORKER, "agent"), tmp_path / "wrk")))
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["--url", url, "service", "ls"]) == 1
+    assert "may not call GET /v1/services" in capsys.readouterr().err
