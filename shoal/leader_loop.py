@@ -38,6 +38,7 @@ from shoal.service import LeaderOnly
 from shoal.store.client import StoreClient
 from shoal.store.mirror import StoreMirror
 from shoal.store.protocol import Store
+from shoal.transport import http_client, load_credentials, managers_only
 
 log = logging.getLogger(__name__)
 
@@ -252,22 +253,25 @@ L = TypeVar("L", bound=PlanLoop)
 
 async def serve_leader(settings: LeaderSettings, name: str, build: Callable[[Store], L],
                        make_app: Callable[[L, Store], FastAPI]) -> None:
-    """The whole `__main__` of a leader-only subsystem: logging, the store client, the subsystem, NATS (it
-    connects in the background: the process starts and works without it), and the HTTP server until
-    SIGTERM/SIGINT."""
+    """The whole `__main__` of a leader-only subsystem: logging, its credentials (SHOAL_CERT_DIR; none is a
+    start-up error), the store client, the subsystem, NATS (it connects in the background: the process starts
+    and works without it), and the HTTP server (mutual TLS, ops routes for managers and admins) until
+    SIGTERM/SIGINT. The store, NATS and the server all use the process's own certificate."""
     instance = settings.instance_name(name)
     setup_logging(settings.log_level, instance)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per store request is noise
+    creds = load_credentials(settings.cert_dir)
     store = StoreClient(settings.store_members, timeout=settings.store_timeout,
-                        retry_for=settings.store_retry_for)
+                        retry_for=settings.store_retry_for,
+                        client=http_client(creds, timeout=settings.store_timeout))
     sub = build(store)
-    bus = await NatsBus.connect(settings.nats_url, instance)  # returns at once; connects in the background
+    bus = await NatsBus.connect(settings.nats_url, instance, creds)  # returns at once; connects in the background
     await sub.attach_bus(bus)
     announcer = Announcer(bus, name, instance, port=settings.port, status=lambda: {
         "active": sub.leader.active, "term": sub.leader.lease.term if sub.leader.lease is not None else 0})
     announcer.start()  # so `GET /v1/cluster` lists this instance (shoal/instances.py)
     try:
-        await serve(make_app(sub, store), settings.host, settings.port)
+        await serve(make_app(sub, store), settings.host, settings.port, creds, managers_only)
     finally:
         await announcer.stop()
         with contextlib.suppress(Exception):

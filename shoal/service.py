@@ -16,6 +16,7 @@ from shoal.http import install_error_handlers, ops_router
 from shoal.lease import LeaseKeeper
 from shoal.metrics import Registry
 from shoal.store.protocol import Store
+from shoal.transport import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ class LeaderOnly:
             self.lease.lost.set()
 
 
-async def connect_bus(url: str, name: str) -> Bus:
+async def connect_bus(url: str, name: str, creds: Credentials) -> Bus:
+    """A NatsBus over TLS with this process's credentials (connecting in the background)."""
     from shoal.bus.nats import NatsBus
 
-    return await NatsBus.connect(url, name)
+    return await NatsBus.connect(url, name, creds)

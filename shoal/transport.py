@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 IDENTITY_SCOPE_KEY = "shoal.identity"
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
+#: an admin client bundle's file names (Docker's DOCKER_CERT_PATH layout): certificate, key, roots
 BUNDLE_NAMES = ("cert.pem", "key.pem", "ca.pem")
 
 Policy = Callable[[Identity, str, str], "str | None"]
@@ -146,11 +147,18 @@ def load_credentials(cert_dir: str | Path | None) -> Credentials:
     return Credentials(Path(cert_dir))
 
 
+def load_client_bundle(path: str | Path) -> Credentials:
+    """An admin client bundle: `<path>/{ca.pem, cert.pem, key.pem}` (what `shoal env` points SHOAL_CERT_PATH
+    and DOCKER_CERT_PATH at)."""
+    return Credentials.client_bundle(Path(path))
+
+
 def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Identity | None:
     """The verified peer's identity on a TLS connection (None when it sent no certificate)."""
     if ssl_object is None:
         return None
-    der = ssl_object.getpeercert(binary_form=True)
+    # positional: httpx's sync transport hands over the C-level `_ssl._SSLSocket`, which takes no keywords
+    der = ssl_object.getpeercert(True)
     return _identity_of_der(der) if der else None
 
 

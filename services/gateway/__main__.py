@@ -1,5 +1,6 @@
 """`python -m services.gateway`: serve the REST API on SHOAL_HOST:SHOAL_PORT (default 127.0.0.1:4242) over
-the raftstore members in SHOAL_STORE_MEMBERS. Flags override the environment."""
+the raftstore members in SHOAL_STORE_MEMBERS, over mutual TLS with the identity in SHOAL_CERT_DIR (admins only;
+services/gateway/policy.py). Flags override the environment."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import argparse
 import contextlib
 
 from services.gateway.app import create_app
+from services.gateway.policy import gateway_policy
 from services.gateway.settings import GatewaySettings
+from shoal import transport
 from shoal.bus.nats import NatsBus
 from shoal.runner import run, serve, setup_logging
 from shoal.store.client import StoreClient
@@ -26,14 +29,21 @@ def parse_settings(argv: list[str] | None = None) -> GatewaySettings:
 async def main(settings: GatewaySettings) -> None:
     name = settings.instance_name("gateway")
     setup_logging(settings.log_level, name)
-    store = StoreClient(settings.store_members, timeout=settings.store_timeout,
-                        retry_for=settings.store_retry_for)
-    bus = await NatsBus.connect(settings.nats_url, name)  # instance heartbeats for /v1/cluster; optional
+    creds = transport.load_credentials(settings.cert_dir)  # no identity, no gateway (never plaintext)
+    store = StoreClient(settings.store_members, timeout=settings.store_timeout, retry_for=settings.store_retry_for,
+                        client=transport.http_client(creds, timeout=settings.store_timeout))
+    member_http = transport.http_client(creds, timeout=settings.member_status_timeout)
+    ca_http = transport.http_client(creds, timeout=settings.ca_timeout)
+    revoked = transport.Revocations()
+    bus = await NatsBus.connect(settings.nats_url, name, creds)  # instance heartbeats for /v1/cluster; optional
     try:
-        await serve(create_app(settings, store=store, bus=bus), settings.host, settings.port)
+        app = create_app(settings, store=store, http=member_http, bus=bus, revoked=revoked, ca_http=ca_http)
+        await serve(app, settings.host, settings.port, creds, gateway_policy, revoked=revoked)
     finally:
         with contextlib.suppress(Exception):
             await bus.close()
+        await member_http.aclose()
+        await ca_http.aclose()
         await store.close()
 
 

@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from services.gateway.context import GatewayContext
+from services.gateway.context import CAError, GatewayContext
 from services.gateway.routes import ROUTERS
 from services.gateway.settings import GatewaySettings
 from shoal.bus.base import Bus
@@ -21,6 +21,7 @@ from shoal.errors import Unavailable
 from shoal.http import client_factory, install_error_handlers, ops_router
 from shoal.instances import Announcer
 from shoal.store.protocol import Store
+from shoal.transport import Revocations
 
 
 def unavailable_message(exc: Unavailable) -> str:
@@ -32,12 +33,16 @@ def unavailable_message(exc: Unavailable) -> str:
 
 
 def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClient | None = None,
-               bus: Bus | None = None) -> FastAPI:
+               bus: Bus | None = None, revoked: Revocations | None = None,
+               ca_http: httpx.AsyncClient | None = None) -> FastAPI:
     """The gateway over `store`. `http` (for raftstore member status) defaults to a client from
     `shoal.http.client_factory`, closed with the app; the store belongs to the caller. With a `bus`, the
-    gateway collects instance heartbeats (and announces itself) for `GET /v1/cluster`."""
+    gateway collects instance heartbeats (and announces itself) for `GET /v1/cluster`. `revoked` is kept
+    current from the cluster object's removed nodes (the server's Guard refuses them); `ca_http` relays the
+    join-token requests to SHOAL_CA_URLS (both belong to the caller)."""
     own_http = http is None
-    ctx = GatewayContext(settings, store, http or client_factory(timeout=settings.member_status_timeout))
+    ctx = GatewayContext(settings, store, http or client_factory(timeout=settings.member_status_timeout),
+                         revoked=revoked, ca_http=ca_http)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -77,6 +82,10 @@ def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClie
         ctx.mark_unavailable(message)
         ctx.metrics.inc("gateway_store_unavailable_total", help="requests refused: store unavailable")
         return JSONResponse({**exc.to_json(), "message": message}, status_code=exc.status)
+
+    @app.exception_handler(CAError)
+    async def _ca_refused(_: Request, exc: CAError) -> JSONResponse:
+        return JSONResponse(exc.body, status_code=exc.status)
 
     @app.middleware("http")
     async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

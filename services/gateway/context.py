@@ -1,5 +1,6 @@
 """What every gateway route needs: the store, settings, metrics, an HTTP client for raftstore member status,
-and the store-readiness flag behind `/readyz` (kept fresh by a probe loop running in the app's lifespan)."""
+the store-readiness flag behind `/readyz` and the revoked node ids (both kept fresh by a probe loop running in
+the app's lifespan), and the client the join-token requests are relayed to the CA services with."""
 
 from __future__ import annotations
 
@@ -12,19 +13,36 @@ import httpx
 from fastapi import Request
 
 from services.gateway.settings import GatewaySettings
-from shoal.errors import ShoalError
+from shoal.cluster import removed_node_ids
+from shoal.errors import NotFound, ShoalError, Unavailable
 from shoal.instances import InstanceRegistry
 from shoal.metrics import Registry
+from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.store.protocol import Store
+from shoal.transport import Revocations
 
 log = logging.getLogger(__name__)
 
 
+class CAError(Exception):
+    """A CA service refused a relayed request; its status and `{"message", "code"}` go back to the caller."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(status)
+        self.status = status
+        ok = isinstance(body, dict)
+        self.body = {"message": str(body.get("message") if ok else "") or f"ca: HTTP {status}",
+                     "code": str(body.get("code") if ok else "") or "ca_refused"}
+
+
 class GatewayContext:
-    def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient, *,
+                 revoked: Revocations | None = None, ca_http: httpx.AsyncClient | None = None) -> None:
         self.settings = settings
         self.store = store
         self.http = http
+        self.revoked = revoked if revoked is not None else Revocations()
+        self.ca_http = ca_http
         self.metrics = Registry()
         self.store_ready = False
         self.store_problem = "not probed yet"
@@ -49,7 +67,45 @@ class GatewayContext:
             self.mark_unavailable("no raft leader")
             return False
         self.store_ready, self.store_problem = True, ""
+        await self.refresh_revocations()
         return True
+
+    async def refresh_revocations(self) -> None:
+        """Re-read the cluster object's removed nodes: their certificates are refused from now on (Guard)."""
+        try:
+            cluster = await self.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
+        except NotFound:
+            cluster = None
+        except (ShoalError, httpx.HTTPError, OSError) as e:
+            log.debug("gateway: cannot read the removed nodes (%s); keeping the last list", e)
+            return
+        self.revoked.update(removed_node_ids(cluster))
+
+    async def ca_request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """Relay one request to the first CA service that answers (SHOAL_CA_URLS). The bodies carry join
+        tokens: they are never logged. A CA's 4xx is passed on as it is (status, message, code)."""
+        if self.ca_http is None or not self.settings.ca_urls:
+            raise Unavailable("gateway: no CA service configured (SHOAL_CA_URLS); join tokens live in the CA")
+        errors = []
+        for url in self.settings.ca_urls:
+            try:
+                resp = await self.ca_http.request(method, url.rstrip("/") + path, json=body,
+                                                  timeout=self.settings.ca_timeout)
+            except httpx.HTTPError as e:
+                errors.append(f"{url}: {type(e).__name__}")
+                continue
+            if resp.status_code >= 500:
+                errors.append(f"{url}: HTTP {resp.status_code}")
+                continue
+            try:
+                data = resp.json()
+            except ValueError:
+                errors.append(f"{url}: not JSON")
+                continue
+            if resp.status_code >= 400:
+                raise CAError(resp.status_code, data)
+            return data
+        raise Unavailable("gateway: no CA service answered (" + "; ".join(errors) + ")")
 
     async def probe_loop(self) -> None:
         """Re-probe every `ready_probe_interval` until `stop()`."""

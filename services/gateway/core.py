@@ -15,6 +15,7 @@ from shoal.models.objects import is_attachment, new_attachment_task, task_status
 from shoal.models.specs import (
     JOB_MODES,
     AvailabilityName,
+    CAConfig,
     ClusterSpec,
     DispatcherConfig,
     NetworkAttachment,
@@ -477,7 +478,7 @@ def orphaned_tasks(node_id: str, tasks: Iterable[Obj], now: float) -> list[Obj]:
 # ---- cluster -------------------------------------------------------------------------------------------------
 class ClusterUpdate(BaseModel):
     """`PATCH /v1/cluster`: optionally the version read, and either a whole `spec` or the sections to change
-    (`dispatcher`, `orchestration`; fields left out keep their value)."""
+    (`dispatcher`, `orchestration`, `ca_config`; fields left out keep their value)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -486,13 +487,16 @@ class ClusterUpdate(BaseModel):
     spec: ClusterSpec | None = None
     dispatcher: DispatcherConfig | None = None
     orchestration: OrchestrationConfig | None = None
+    ca_config: CAConfig | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> ClusterUpdate:
-        if self.spec is not None and (self.dispatcher is not None or self.orchestration is not None):
-            raise ValueError("give either spec or the sections to change (dispatcher, orchestration), not both")
-        if self.spec is None and self.dispatcher is None and self.orchestration is None:
-            raise ValueError("nothing to change: give spec, dispatcher or orchestration")
+        sections = (self.dispatcher, self.orchestration, self.ca_config)
+        if self.spec is not None and any(s is not None for s in sections):
+            raise ValueError("give either spec or the sections to change (dispatcher, orchestration, ca_config), "
+                             "not both")
+        if self.spec is None and all(s is None for s in sections):
+            raise ValueError("nothing to change: give spec, dispatcher, orchestration or ca_config")
         return self
 
 
@@ -503,7 +507,7 @@ def patched_cluster(current: Obj, body: ClusterUpdate) -> Obj:
         if body.spec.name != spec.get("name", "default"):
             raise InvalidArgument(f"spec.name: renaming the cluster is not supported ({body.spec.name!r})")
         return {**current, "spec": {**spec, **body.spec.wire()}}
-    for section in ("dispatcher", "orchestration"):
+    for section in ("dispatcher", "orchestration", "ca_config"):
         change: BaseModel | None = getattr(body, section)
         if change is None:
             continue

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from shoal.config import CommonSettings
+from typing import Annotated
+
+from pydantic import field_validator
+from pydantic_settings import NoDecode
+
+from shoal.config import CommonSettings, split_list
 
 DEFAULT_PORT = 4242  # SwarmKit's remote API port (`swarmd --listen-remote-api`)
 
@@ -14,10 +19,17 @@ class GatewaySettings(CommonSettings):
     `SHOAL_STORE_RETRY_FOR` — seconds to keep failing over between members (e.g. during an election) before
     answering 503;
     `SHOAL_MEMBER_STATUS_TIMEOUT` — seconds to wait for each raftstore member's status in `GET /v1/cluster`;
-    `SHOAL_READY_PROBE_INTERVAL` — seconds between the store probes behind `/readyz`."""
+    `SHOAL_READY_PROBE_INTERVAL` — seconds between the store probes behind `/readyz` (and the re-reads of the
+    cluster object's removed nodes, whose certificates the gateway then refuses);
+    `SHOAL_CA_URLS` — comma-separated URLs of the CA services the join-token requests are relayed to;
+    `SHOAL_CA_TIMEOUT` — seconds one CA request may take."""
 
     port: int = DEFAULT_PORT
     store_timeout: float = 10.0
     store_retry_for: float = 5.0
     member_status_timeout: float = 2.0
     ready_probe_interval: float = 2.0
+    ca_urls: Annotated[list[str], NoDecode] = []
+    ca_timeout: float = 5.0
+
+    _split_ca = field_validator("ca_urls", mode="before")(split_list)

@@ -1,6 +1,7 @@
 """`python -m services.orchestrator`: the orchestrator (one active instance per cluster, the rest standby)
 on SHOAL_HOST:SHOAL_PORT (default 127.0.0.1:4321), over the raftstore members in SHOAL_STORE_MEMBERS and NATS
-at SHOAL_NATS_URL (optional: without it the store is polled)."""
+at SHOAL_NATS_URL (optional: without it the store is polled), over mutual TLS with the identity in
+SHOAL_CERT_DIR (required)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""NatsBus: the Bus over core NATS (at-most-once), connecting in the background.
+"""NatsBus: the Bus over core NATS (at-most-once), connecting in the background, always over mutual TLS with the
+process's certificate (`shoal.transport.nats_options`; nats-server maps it to the component's user and subject
+permissions, shoal.natsconf).
 
 A process must start and work without NATS (hints are optional; mirrors poll the store), so `start()` returns at
 once and a background task retries the first connection with backoff; after that the client reconnects forever
@@ -19,14 +21,19 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from shoal.bus.base import Handler
+from shoal.transport import Credentials, nats_options
 
 log = logging.getLogger(__name__)
 
 
 class NatsBus:
-    def __init__(self, url: str, name: str) -> None:
+    """`creds`: this process's identity; the connection is TLS with its certificate, which nats-server maps to
+    the component's NATS user (shoal.natsconf). There is no plaintext mode."""
+
+    def __init__(self, url: str, name: str, creds: Credentials) -> None:
         self.url = url
         self.name = name
+        self.creds = creds
         self._nc: Client | None = None
         self._subs: list[tuple[str, Handler]] = []
         self._reconnect: list[Callable[[], None]] = []
@@ -34,9 +41,9 @@ class NatsBus:
         self.connected_once = asyncio.Event()
 
     @classmethod
-    async def connect(cls, url: str, name: str) -> NatsBus:
+    async def connect(cls, url: str, name: str, creds: Credentials) -> NatsBus:
         """A started bus (returns at once; the connection is made in the background)."""
-        bus = cls(url, name)
+        bus = cls(url, name, creds)
         bus.start()
         return bus
 
@@ -52,7 +59,7 @@ class NatsBus:
                 nc = await nats.connect(
                     servers=[self.url], name=self.name, allow_reconnect=True, max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5, connect_timeout=2, reconnected_cb=self._reconnected,
-                    disconnected_cb=self._disconnected, error_cb=self._error,
+                    disconnected_cb=self._disconnected, error_cb=self._error, **nats_options(self.creds),
                 )
             except Exception as e:
                 (log.debug if warned else log.warning)("nats: cannot connect to %s (%s); retrying", self.url, e)
@@ -80,7 +87,8 @@ class NatsBus:
         log.warning("nats: disconnected")
 
     async def _error(self, e: Exception) -> None:
-        log.debug("nats: %s", e)
+        # A permissions violation means this component's NATS user lacks a subject it uses: say so loudly.
+        (log.error if "permissions violation" in str(e).lower() else log.debug)("nats: %s", e)
 
     async def publish(self, subject: str, data: dict[str, Any]) -> None:
         if self._nc is None or not self._nc.is_connected:

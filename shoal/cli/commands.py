@@ -16,9 +16,12 @@ from typing import Any
 
 import httpx
 
-from shoal.cli import table
+from shoal.cli import identity, table
+from shoal.models.duration import parse_duration
+from shoal.models.specs import MIN_NODE_CERT_EXPIRY
+from shoal.transport import sync_http_client
 
-DEFAULT_URL = "http://127.0.0.1:4242"
+DEFAULT_URL = "https://127.0.0.1:4242"
 SCALE_ATTEMPTS = 5
 Spec = dict[str, Any]
 
@@ -44,12 +47,13 @@ class ApiError(CliError):
 
 # ---- gateway client ----------------------------------------------------------------------------------------
 class Gateway:
-    """Synchronous client of the gateway. `http` may be injected (tests use a MockTransport or TestClient)."""
+    """Synchronous client of the gateway over mutual TLS with the admin client bundle (shoal.cli.identity).
+    `http` may be injected (tests use a MockTransport or TestClient)."""
 
     def __init__(self, url: str, http: httpx.Client | None = None, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
         self._owned = http is None
-        self.http = http or httpx.Client(base_url=self.url, timeout=timeout)
+        self.http = http or admin_client(self.url, timeout)
 
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None) -> Any:
         try:
@@ -82,6 +86,18 @@ class Gateway:
     def close(self) -> None:
         if self._owned:
             self.http.close()
+
+
+def admin_client(url: str, timeout: float) -> httpx.Client:
+    """An https client presenting the admin bundle; plaintext URLs are refused (the gateway only speaks TLS)."""
+    if not url.startswith("https://"):
+        raise CliError(f"the gateway URL {url!r} is not https: shoal speaks only mutual TLS (SHOAL_URL, --url; "
+                       f"default {DEFAULT_URL})")
+    try:
+        creds = identity.load_bundle(identity.cert_path())
+    except identity.IdentityError as e:
+        raise CliError(str(e)) from None
+    return sync_http_client(creds, timeout=timeout, base_url=url)
 
 
 def _error_message(resp: httpx.Response) -> str:
@@ -753,9 +769,27 @@ def cluster_changes(a: argparse.Namespace) -> Spec:
         body["dispatcher"] = {"heartbeat_period": a.heartbeat_period}
     if a.task_history_limit is not None:
         body["orchestration"] = {"task_history_retention_limit": a.task_history_limit}
+    if getattr(a, "cert_expiry", None) is not None:
+        body["ca_config"] = {"node_cert_expiry": parse_cert_expiry(a.cert_expiry)}
     if not body:
-        raise CliError("cluster update: nothing to change (use --heartbeat-period, --task-history-limit)")
+        raise CliError("cluster update: nothing to change (use --heartbeat-period, --task-history-limit, "
+                       "--cert-expiry)")
     return body
+
+
+_DAYS = re.compile(r"^\s*(\d+(?:\.\d+)?)d\s*$")
+
+
+def parse_cert_expiry(text: str) -> float:
+    """`--cert-expiry`: a duration ("90d", "2160h", "1h30m"; days are allowed here) of at least an hour."""
+    m = _DAYS.match(text)
+    try:
+        seconds = float(m.group(1)) * 86400 if m else parse_duration(text)
+    except ValueError as e:
+        raise CliError(f"--cert-expiry {text!r}: {e}; e.g. 90d, 720h") from None
+    if seconds < MIN_NODE_CERT_EXPIRY:
+        raise CliError(f"--cert-expiry {text!r}: certificates must be valid for at least 1h")
+    return seconds
 
 
 def cmd_cluster_update(a: argparse.Namespace) -> int:
@@ -860,7 +894,7 @@ def _add_on_refs(sub: SubParsers, parent: argparse.ArgumentParser, name: str, me
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """`service`, `node`, `network` and `cluster` under the top-level subcommands."""
+    """`service`, `node`, `network`, `cluster`, `swarm` and `env` under the top-level subcommands."""
     parent = _url_parent()
     service = sub.add_parser("service", aliases=["svc"], help="manage services")
     service.set_defaults(func=_help_of(service))
@@ -939,14 +973,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     cluster.set_defaults(func=cmd_cluster)
     csub = cluster.add_subparsers(title="cluster commands", metavar="COMMAND")
     cupdate = csub.add_parser("update", parents=[parent], help="change the cluster spec")
-    cupdate.add_argument("--heartbeat-period", metavar="DURATION",
-                         help="agent heartbeat period (e.g. 10s; a node is down after 3 missed)")
-    cupdate.add_argument("--task-history-limit", type=int, metavar="N",
-                         help="terminal tasks kept per slot (negative = all)")
-    cupdate.set_defaults(func=cmd_cluster_update)
-    from shoal.cli import members  # imports this module: loaded once the parsers are built
+    add_cluster_update_flags(cupdate)
+    from shoal.cli import members, swarm  # import this module: loaded once the parsers are built
 
     members.add_parsers(csub, parent)
+    swarm.add_parsers(sub, parent)
 
 
 def _add_rolling_flags(c: argparse.ArgumentParser, prefix: str) -> None:
@@ -1049,6 +1080,17 @@ def _add_service_update(ssub: argparse._SubParsersAction, parent: argparse.Argum
     _add_shared_flags(u)
     u.add_argument("service", metavar="SERVICE")
     u.set_defaults(func=cmd_service_update)
+
+
+def add_cluster_update_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `shoal cluster update` and of its second name `shoal swarm update`."""
+    p.add_argument("--heartbeat-period", metavar="DURATION",
+                   help="agent heartbeat period (e.g. 10s; a node is down after 3 missed)")
+    p.add_argument("--task-history-limit", type=int, metavar="N",
+                   help="terminal tasks kept per slot (negative = all)")
+    p.add_argument("--cert-expiry", metavar="DURATION",
+                   help="validity of node certificates issued from now on (e.g. 90d, 720h; at least 1h)")
+    p.set_defaults(func=cmd_cluster_update)
 
 
 def default_url() -> str:

@@ -482,12 +482,32 @@ class OrchestrationConfig(Strict):
     task_history_retention_limit: int = Field(default=DEFAULT_TASK_HISTORY, ge=-MAX_COUNT, le=MAX_COUNT)
 
 
+#: SwarmKit's DefaultNodeCertExpiration (90 days) and MinNodeCertExpiration (1 hour), in seconds
+DEFAULT_NODE_CERT_EXPIRY = 90 * 24 * 3600.0
+MIN_NODE_CERT_EXPIRY = 3600.0
+
+
+class CAConfig(Strict):
+    """`node_cert_expiry`: how long the certificates the CA issues are valid (seconds or a duration string;
+    at least an hour, as SwarmKit's). Nodes renew at 50-80% of it."""
+
+    node_cert_expiry: Duration = DEFAULT_NODE_CERT_EXPIRY
+
+    @field_validator("node_cert_expiry")
+    @classmethod
+    def _at_least_an_hour(cls, v: float) -> float:
+        if v < MIN_NODE_CERT_EXPIRY:
+            raise ValueError(f"node_cert_expiry must be at least {MIN_NODE_CERT_EXPIRY:g} seconds (1h), got {v:g}")
+        return v
+
+
 class ClusterSpec(Strict):
     """The spec of the single cluster object ("default"; it cannot be renamed)."""
 
     name: str = "default"
     dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    ca_config: CAConfig | None = None  # absent = the CA's default (90 days)
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

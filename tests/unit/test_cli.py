@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from shoal.cli import build_parser, commands, main, table
+from shoal import pki
+from shoal.certs import Signer
+from shoal.cli import build_parser, commands, identity, main, table
 from shoal.models.specs import ServiceSpec
 
 pytestmark = pytest.mark.timeout(30)
@@ -94,7 +97,7 @@ def test_parse_scale() -> None:
 
 def test_url_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SHOAL_URL", raising=False)
-    assert build_parser().parse_args(["service", "ls"]).url == "http://127.0.0.1:4242"
+    assert build_parser().parse_args(["service", "ls"]).url == "https://127.0.0.1:4242"
     monkeypatch.setenv("SHOAL_URL", "http://gw:1")
     assert build_parser().parse_args(["service", "ls"]).url == "http://gw:1"
     assert build_parser().parse_args(["--url", "http://a:2", "service", "ls"]).url == "http://a:2"
@@ -713,3 +716,107 @@ def test_network_attach_and_detach_through_the_gateway_app(capsys: pytest.Captur
         captured = capsys.readouterr()
         assert captured.out == f"{tid}\n" and "attachment 'nope' not found on network 'shared'" in captured.err
         assert store.mem.get("task", tid)["desired_state"] == "remove"
+
+
+# ---- identity, swarm, env (issue 9) ---------------------------------------------------------------------------
+def write_bundle(d: Path, signer: Signer | None = None) -> Path:
+    """An admin client bundle in Docker's layout (ca.pem, cert.pem, key.pem)."""
+    signer = signer or Signer.new()
+    tmp = signer.issue_dir(d / "issued", node_id="admin-1", role=pki.ADMIN, component="admin")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "ca.pem").write_bytes((tmp / pki.ROOT_FILE).read_bytes())
+    (d / "cert.pem").write_bytes((tmp / pki.CERT_FILE).read_bytes())
+    (d / "key.pem").write_bytes((tmp / pki.KEY_FILE).read_bytes())
+    return d
+
+
+def test_without_a_bundle_the_cli_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SHOAL_CERT_PATH", str(tmp_path / "nothing"))
+    assert main(["--url", "https://127.0.0.1:9", "node", "ls"]) == 1
+    err = capsys.readouterr().err
+    assert "no admin client certificate" in err and "shoal env" in err and "SHOAL_CERT_PATH" in err
+
+
+def test_the_bundle_comes_from_the_data_dir_when_no_cert_path(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHOAL_CERT_PATH", raising=False)
+    monkeypatch.setenv("SHOAL_DATA_DIR", str(tmp_path))
+    assert identity.cert_path() == tmp_path / "client"
+    monkeypatch.setenv("SHOAL_CERT_PATH", "/elsewhere")
+    assert identity.cert_path() == Path("/elsewhere")
+    write_bundle(tmp_path / "client")
+    creds = identity.load_bundle(tmp_path / "client")
+    assert creds.identity.role == pki.ADMIN and creds.identity.component == "admin"
+
+
+def test_a_plaintext_url_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SHOAL_CERT_PATH", str(write_bundle(tmp_path / "client")))
+    assert main(["--url", "http://127.0.0.1:9", "node", "ls"]) == 1
+    assert "not https" in capsys.readouterr().err
+
+
+def tokens_handler(seen: list[Any]) -> Handler:
+    tokens = {"worker": "SWMTKN-1-abc-wrk", "manager": "SWMTKN-1-abc-mgr"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, request.content))
+        if request.url.path == "/v1/swarm/join-tokens/rotate":
+            tokens["worker"] = "SWMTKN-1-abc-new"
+        return httpx.Response(200, json=tokens)
+
+    return handler
+
+
+def test_swarm_join_token(capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[Any] = []
+    assert main(["--url", "https://10.0.0.5:4242", "swarm", "join-token", "worker"],
+                http=mock(tokens_handler(seen))) == 0
+    assert capsys.readouterr().out == ("To add a worker to this swarm, run the following command:\n\n"
+                                       "    shoal swarm join --token SWMTKN-1-abc-wrk 10.0.0.5:4242\n\n")
+    assert main(["swarm", "join-token", "manager", "-q"], http=mock(tokens_handler(seen))) == 0
+    assert capsys.readouterr().out == "SWMTKN-1-abc-mgr\n"
+    assert seen == [("GET", "/v1/swarm/join-tokens", b"")] * 2
+
+
+def test_swarm_join_token_rotate(capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[Any] = []
+    assert main(["swarm", "join-token", "--rotate", "worker"], http=mock(tokens_handler(seen))) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Successfully rotated worker join token.\n\n") and "SWMTKN-1-abc-new" in out
+    assert seen == [("POST", "/v1/swarm/join-tokens/rotate", b'{"role":"worker"}')]
+    assert main(["swarm", "join-token", "admin"], http=mock(tokens_handler(seen))) == 2
+
+
+def test_swarm_update_is_cluster_update_with_cert_expiry(capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[Any] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, json.loads(request.content)))
+        return httpx.Response(200, json={"id": "default", "spec": {}})
+
+    assert main(["swarm", "update", "--cert-expiry", "90d"], http=mock(handler)) == 0
+    assert main(["cluster", "update", "--cert-expiry", "2h", "--heartbeat-period", "3s"], http=mock(handler)) == 0
+    assert seen == [("PATCH", "/v1/cluster", {"ca_config": {"node_cert_expiry": 90 * 86400.0}}),
+                    ("PATCH", "/v1/cluster", {"dispatcher": {"heartbeat_period": "3s"},
+                                              "ca_config": {"node_cert_expiry": 7200.0}})]
+    capsys.readouterr()
+    for bad in ("30m", "soon", "0.5h"):
+        assert main(["swarm", "update", "--cert-expiry", bad], http=mock(handler)) == 1
+        assert "--cert-expiry" in capsys.readouterr().err
+    assert len(seen) == 2
+
+
+def test_env_prints_the_exports_of_the_local_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["env", "--data-dir", str(tmp_path)]) == 1
+    assert "no running cluster" in capsys.readouterr().err
+    (tmp_path / "supervisor.json").write_text(json.dumps({"pid": 1, "gateway_url": "https://127.0.0.1:4242"}))
+    assert main(["env", "--data-dir", str(tmp_path)]) == 1
+    assert "no admin client certificate" in capsys.readouterr().err
+    bundle = write_bundle(tmp_path / "client").resolve()
+    assert main(["env", "--data-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:5] == ["export SHOAL_URL=https://127.0.0.1:4242", f"export SHOAL_CERT_PATH={bundle}",
+                         "export DOCKER_HOST=tcp://127.0.0.1:4242", "export DOCKER_TLS_VERIFY=1",
+                         f"export DOCKER_CERT_PATH={bundle}"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.gateway.routes import cluster, members, networks, nodes, services, tasks
+from services.gateway.routes import cluster, members, networks, nodes, services, swarm, tasks
 
 ROUTERS: list[APIRouter] = [services.router, tasks.router, nodes.router, networks.router, cluster.router,
-                             members.router]
+                             members.router, swarm.router]
 
 __all__ = ["ROUTERS"]

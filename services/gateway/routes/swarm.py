@@ -1,0 +1,33 @@
+"""`/v1/swarm/join-tokens`: the join tokens, relayed to the CA service (only the CA reads kind `ca`). As
+Docker's `docker swarm join-token`: show them, or rotate one role's (nodes already joined are unaffected; the
+old token stops working). Tokens are secrets: admins only (the gateway's policy), never logged."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict
+
+from services.gateway.context import GatewayContext, get_context
+
+router = APIRouter(prefix="/v1/swarm", tags=["swarm"])
+Ctx = Annotated[GatewayContext, Depends(get_context)]
+
+
+class RotateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["worker", "manager"]
+
+
+@router.get("/join-tokens", summary="The worker and manager join tokens")
+async def join_tokens(ctx: Ctx) -> Any:
+    return await ctx.ca_request("GET", "/v1/tokens")
+
+
+@router.post("/join-tokens/rotate", summary="Replace one role's join token (the old one stops working)")
+async def rotate_join_token(body: RotateRequest, ctx: Ctx) -> Any:
+    res = await ctx.ca_request("POST", "/v1/tokens/rotate", {"role": body.role})
+    ctx.metrics.inc("gateway_join_token_rotations_total", help="join-token rotations relayed to the CA")
+    return res
