@@ -38,7 +38,8 @@ def cmd_join_token(a: argparse.Namespace) -> int:
         print(token)
         return 0
     parts = urlsplit(a.url)
-    print(join_token_text(a.role, str(token), f"{parts.hostname}:{parts.port or 443}", rotated=a.rotate))
+    address = str(tokens.get("join_addr") or f"{parts.hostname}:4325")
+    print(join_token_text(a.role, str(token), address, rotated=a.rotate))
     return 0
 
 
@@ -63,6 +64,9 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     jt.set_defaults(func=cmd_join_token)
     update = ssub.add_parser("update", parents=[parent], help="change the cluster spec (= `shoal cluster update`)")
     add_cluster_update_flags(update)
+    from shoal.cli import swarm_node
+
+    swarm_node.add_parsers(ssub)
 
     env = sub.add_parser("env", help="print shell exports for the local cluster: eval $(shoal env)")
     env.add_argument("--data-dir", help="the cluster's data directory (default $SHOAL_DATA_DIR or ~/.shoal)")
