@@ -104,6 +104,9 @@ class GatewayContext:
                 continue
             if resp.status_code >= 400:
                 raise CAError(resp.status_code, data)
+            if isinstance(data, dict) and path == "/v1/tokens":
+                # `shoal swarm join --token T HOST:PORT` dials a manager's CA: this one answers
+                data = {**data, "join_addr": url.split("://", 1)[-1].rstrip("/")}
             return data
         raise Unavailable("gateway: no CA service answered (" + "; ".join(errors) + ")")
 

@@ -33,7 +33,7 @@ def cert_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def load_bundle(path: Path) -> transport.Credentials:
-    missing = [n for n in (transport.BUNDLE_CA, transport.BUNDLE_CERT, transport.BUNDLE_KEY)
+    missing = [n for n in transport.BUNDLE_NAMES
                if not (path / n).is_file()]
     if missing:
         raise IdentityError(

@@ -758,7 +758,7 @@ def test_a_plaintext_url_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def tokens_handler(seen: list[Any]) -> Handler:
-    tokens = {"worker": "SWMTKN-1-abc-wrk", "manager": "SWMTKN-1-abc-mgr"}
+    tokens = {"worker": "SWMTKN-1-abc-wrk", "manager": "SWMTKN-1-abc-mgr", "join_addr": "10.0.0.5:4325"}
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append((request.method, request.url.path, request.content))
@@ -774,7 +774,7 @@ def test_swarm_join_token(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--url", "https://10.0.0.5:4242", "swarm", "join-token", "worker"],
                 http=mock(tokens_handler(seen))) == 0
     assert capsys.readouterr().out == ("To add a worker to this swarm, run the following command:\n\n"
-                                       "    shoal swarm join --token SWMTKN-1-abc-wrk 10.0.0.5:4242\n\n")
+                                       "    shoal swarm join --token SWMTKN-1-abc-wrk 10.0.0.5:4325\n\n")
     assert main(["swarm", "join-token", "manager", "-q"], http=mock(tokens_handler(seen))) == 0
     assert capsys.readouterr().out == "SWMTKN-1-abc-mgr\n"
     assert seen == [("GET", "/v1/swarm/join-tokens", b"")] * 2

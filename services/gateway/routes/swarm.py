@@ -23,11 +23,7 @@ class RotateRequest(BaseModel):
 
 @router.get("/join-tokens", summary="The worker and manager join tokens, and the address to join at")
 async def join_tokens(ctx: Ctx) -> Any:
-    tokens = await ctx.ca_request("GET", "/v1/tokens")
-    if isinstance(tokens, dict) and ctx.settings.ca_urls:
-        # `shoal swarm join --token T HOST:PORT` dials a manager's CA
-        tokens = {**tokens, "join_addr": ctx.settings.ca_urls[0].split("://", 1)[-1].rstrip("/")}
-    return tokens
+    return await ctx.ca_request("GET", "/v1/tokens")
 
 
 @router.post("/join-tokens/rotate", summary="Replace one role's join token (the old one stops working)")
