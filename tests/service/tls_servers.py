@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from shoal import pki
+from shoal.certs import LOCAL_HOSTS, Signer
+from shoal.ids import new_id
 from shoal.transport import Credentials, Policy, Revocations, server_config
 
 
@@ -45,3 +49,11 @@ class TLSServer:
         if self.server is not None and self.task is not None:
             self.server.should_exit = True
             await self.task
+
+
+def node_creds(signer: Signer, cert_dir: Path, *, role: str = pki.WORKER, component: str = "agent",
+               node_id: str | None = None) -> Credentials:
+    """A node's credentials in `cert_dir`, issued on first use (a restarted agent finds the same identity)."""
+    if not (cert_dir / pki.CERT_FILE).is_file():
+        signer.issue_dir(cert_dir, node_id=node_id or new_id(), role=role, component=component, hosts=LOCAL_HOSTS)
+    return Credentials(cert_dir)
