@@ -54,6 +54,7 @@ class CA:
 async def start_ca(tmp: Path, **settings: object) -> CA:
     signer = Signer.new()
     secrets = {"worker": pki.new_token_secret(), "manager": pki.new_token_secret()}
+    tmp.mkdir(parents=True, exist_ok=True)
     boot = tmp / "bootstrap.json"
     boot.write_text(json.dumps({"cluster_id": signer.cluster_id, "root_cert": signer.root_pem.decode(),
                                 "root_key": signer.key_pem.decode(), "tokens": secrets}))
