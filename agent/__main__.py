@@ -1,16 +1,28 @@
-"""`python -m agent`: run a node's agent — register with a dispatcher of SHOAL_DISPATCHERS, run the tasks it
-assigns with the executors of SHOAL_EXECUTORS, and serve /healthz, /metrics and /v1/tasks on
-SHOAL_HOST:SHOAL_PORT (default 127.0.0.1:4331). Flags override the environment."""
+"""`python -m agent`: run a node's agent — join the cluster through a CA of SHOAL_CA_URLS with SHOAL_JOIN_TOKEN if
+SHOAL_CERT_DIR holds no certificate yet, register with a dispatcher of SHOAL_DISPATCHERS, run the tasks it
+assigns with the executors of SHOAL_EXECUTORS, renew the certificate before it expires, and serve /healthz,
+/metrics and /v1/tasks on SHOAL_HOST:SHOAL_PORT (default 127.0.0.1:4331, mutual TLS, managers and admins only).
+A refused join (wrong or rotated token, a root that does not match the token) exits with status 2. Flags
+override the environment."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import sys
 
+from agent import identity
 from agent.agent import Agent
 from agent.app import create_app
 from agent.settings import AgentSettings
+from shoal import transport
 from shoal.runner import run, serve, setup_logging
+
+log = logging.getLogger("agent")
+
+JOIN_RETRY_MAX = 10.0
+EXIT_JOIN_REFUSED = 2
 
 
 def parse_settings(argv: list[str] | None = None) -> AgentSettings:
@@ -21,15 +33,43 @@ def parse_settings(argv: list[str] | None = None) -> AgentSettings:
     p.add_argument("--executors", help="comma-separated executors: process, hollow (SHOAL_EXECUTORS)")
     p.add_argument("--host", help="listen address (SHOAL_HOST)")
     p.add_argument("--port", type=int, help="listen port (SHOAL_PORT, default 4331)")
+    p.add_argument("--ca-urls", help="comma-separated CA URLs (SHOAL_CA_URLS)")
     a = p.parse_args(argv)
     overrides = {k: v for k, v in vars(a).items() if v is not None}
     return AgentSettings(**overrides)
 
 
+async def ensure_identity(settings: AgentSettings) -> transport.Credentials:
+    """The node's credentials: those in the certificate directory, or new ones from joining (retried while
+    no CA answers; a refusal raises `identity.JoinRefused`)."""
+    cert_dir = settings.resolved_cert_dir()
+    if not identity.has_identity(cert_dir):
+        if not settings.join_token:
+            raise identity.JoinRefused(f"agent: {cert_dir} holds no certificate and SHOAL_JOIN_TOKEN is not set; "
+                                       "get a token with `shoal swarm join-token worker`")
+        delay = 0.2
+        while True:
+            try:
+                await identity.join(settings.ca_urls, settings.join_token, cert_dir, hostname=settings.hostname,
+                                    hosts=settings.cert_hosts(), timeout=settings.rpc_timeout * 2)
+                break
+            except identity.CAUnavailable as e:
+                log.warning("agent: cannot join yet (%s); retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, JOIN_RETRY_MAX)
+    return transport.load_credentials(cert_dir)
+
+
 async def main(settings: AgentSettings) -> None:
     setup_logging(settings.log_level, settings.instance_name())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
-    await serve(create_app(Agent(settings)), settings.host, settings.port)
+    try:
+        creds = await ensure_identity(settings)
+    except identity.JoinRefused as e:
+        log.error("%s", e)
+        sys.exit(EXIT_JOIN_REFUSED)
+    agent = Agent(settings, creds=creds)
+    await serve(create_app(agent), settings.host, settings.port, creds, transport.managers_only)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,16 @@ from typing import Any
 import httpx
 
 from agent.executors import build_executors
+from agent.identity import Renewer
 from agent.node import describe
 from agent.session import AgentSession, StatusQueue
 from agent.settings import AgentSettings
 from agent.state import AgentState
 from agent.worker import Worker
+from shoal import transport
 from shoal.clock import Clock, SystemClock
 from shoal.metrics import Registry
+from shoal.transport import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +30,24 @@ PROBE_WAIT = 3.0  # seconds the first registration waits for executors' runtimes
 
 class Agent:
     def __init__(self, settings: AgentSettings, *, clock: Clock | None = None, rng: random.Random | None = None,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: httpx.AsyncClient | None = None, creds: Credentials | None = None) -> None:
+        """`creds`: the node's certificate — its node id, the client certificate every dispatcher call
+        presents, renewed before expiry through `SHOAL_CA_URLS`. None only in-process in tests."""
         self.settings = settings
         self.clock = clock or SystemClock()
         self.metrics = Registry()
+        self.creds = creds
         self.state = AgentState(settings.resolved_state_dir())
         self.executors = build_executors(settings.executors, self.state.log_dir, docker_host=settings.docker_host,
                                          publish_ip=settings.docker_publish_ip)
         self._node_id = self.state.load_node_id()
+        self.renewer: Renewer | None = None
+        if creds is not None:
+            self._set_node_id(creds.identity.node_id)  # the certificate names the node, nothing else
+            http = http or transport.http_client(creds, timeout=settings.rpc_timeout)
+            if settings.ca_urls:
+                self.renewer = Renewer(creds, settings.ca_urls, hosts=settings.cert_hosts(), clock=self.clock,
+                                       rng=rng)
         self.queue = StatusQueue()
         self.worker = Worker(self.executors, report=self._report, node_id=lambda: self._node_id or "",
                              state=self.state, clock=self.clock)
@@ -105,9 +118,14 @@ class Agent:
             self._prober = asyncio.create_task(self.probe_executors(), name="agent.probe")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._prober), PROBE_WAIT)
+        renewing = asyncio.create_task(self.renewer.run(), name="agent.renew") if self.renewer else None
         try:
             await self.session.run()
         finally:
+            if renewing is not None:
+                renewing.cancel()
+                with contextlib.suppress(BaseException):
+                    await renewing
             if self._prober is not None:
                 self._prober.cancel()
                 with contextlib.suppress(BaseException):
@@ -134,4 +152,7 @@ class Agent:
                 "session_id": self.session.session_id, "connected": self.session.connected.is_set(),
                 "heartbeat_period": self.session.period, "sessions": self.session.sessions,
                 "tasks": len(self.worker.managers), "status_pending": len(self.queue.pending),
-                "executors": sorted(self.executors), "advertised": self.description["executors"]}
+                "executors": sorted(self.executors), "advertised": self.description["executors"],
+                "certificate": None if self.creds is None else {
+                    "role": self.creds.identity.role, "not_after": self.creds.identity.not_after,
+                    "renewals": self.renewer.renewals if self.renewer else 0}}

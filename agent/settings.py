@@ -31,6 +31,10 @@ class AgentSettings(BaseSettings):
         and docker-compose.yml, so `shoal down` / `docker compose down` leave nothing behind); `false`:
         nothing is stopped;
     `SHOAL_EXIT_GRACE` — seconds the graceful stop of tasks may take at exit before they are killed (default 5);
+    `SHOAL_CERT_DIR` — the node's certificate (default `<state dir>/certificates`); empty at the first start,
+        when the agent joins through a CA with `SHOAL_JOIN_TOKEN`;
+    `SHOAL_JOIN_TOKEN` — the worker (or manager) join token, used only while there is no certificate;
+    `SHOAL_CA_URLS` — comma-separated CA URLs, for joining and for renewing the certificate;
     `SHOAL_RPC_TIMEOUT` (5 s), `SHOAL_ASSIGNMENTS_WAIT` (long-poll seconds, 20),
     `SHOAL_STATUS_INTERVAL` (seconds status reports are gathered, 0.1)."""
 
@@ -49,14 +53,25 @@ class AgentSettings(BaseSettings):
     log_level: str = "INFO"
     stop_tasks_on_exit: bool | None = None
     exit_grace: float = 5.0
+    cert_dir: Path | None = None
+    join_token: str = ""
+    ca_urls: Annotated[list[str], NoDecode] = []
     rpc_timeout: float = 5.0
     assignments_wait: float = 20.0
     status_interval: float = 0.1
 
-    _split = field_validator("dispatchers", "executors", mode="before")(split_list)
+    _split = field_validator("dispatchers", "executors", "ca_urls", mode="before")(split_list)
 
     def resolved_state_dir(self) -> Path:
         return (self.state_dir or Path.home() / ".shoal" / "agent" / self.hostname).expanduser()
+
+    def resolved_cert_dir(self) -> Path:
+        return (self.cert_dir or self.resolved_state_dir() / "certificates").expanduser()
+
+    def cert_hosts(self) -> list[str]:
+        """The names managers dial this agent's own port by (its certificate's SANs)."""
+        hosts = [h for h in (self.addr, self.host) if h and h not in ("0.0.0.0", "::")]
+        return list(dict.fromkeys([*hosts, "127.0.0.1", "localhost", self.hostname]))
 
     def instance_name(self) -> str:
         return self.instance or f"agent@{self.hostname}:{self.port}"

@@ -3,9 +3,12 @@ tests; the `container` runtime is the production one).
 
 Each task runs in its own session and process group (start_new_session), so stopping it signals the whole
 group: SIGTERM, then SIGKILL after `stop_grace_period` (SwarmKit's container stop). stdout and stderr go to
-`<log_dir>/<task id>.log`. The environment is the agent's minus its own `SHOAL_*` settings, plus
-`SHOAL_TASK_ID`, `SHOAL_TASK_NAME`, `SHOAL_TASK_SLOT`, `SHOAL_SERVICE_ID`, `SHOAL_SERVICE_NAME`,
-`SHOAL_NODE_ID`, then the spec's `env`.
+`<log_dir>/<task id>.log`. The environment is built from nothing — never the agent's, which holds its
+certificate paths and join token — : PATH, HOME, USER, LOGNAME, LANG, `SHOAL_TASK_ID`, `SHOAL_TASK_NAME`,
+`SHOAL_TASK_SLOT`, `SHOAL_SERVICE_ID`, `SHOAL_SERVICE_NAME`, `SHOAL_NODE_ID`, then the spec's `env`. The spec's
+`user` (name or uid, optionally `:group`) runs the task as that user (the agent must be root to switch).
+Isolation stops there: a process task shares the node's filesystem, network and process table
+(docs/security.md).
 
 A restarted agent finds its processes again from the saved pid and kernel start time (guarding against pid
 reuse); it cannot learn their exit status, since they are no longer its children."""
@@ -14,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import os
+import pwd
 import shutil
 import signal
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +61,65 @@ def describe_exit(returncode: int) -> tuple[int, str]:
     return returncode, f"exit status {returncode}"
 
 
-def task_env(task: Obj, node_id: str, spec_env: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-    env.update({
-        "SHOAL_TASK_ID": task["id"],
-        "SHOAL_TASK_NAME": task_name(task),
-        "SHOAL_TASK_SLOT": str(task.get("slot") or ""),
-        "SHOAL_SERVICE_ID": str(task.get("service_id") or ""),
-        "SHOAL_SERVICE_NAME": str(task.get("service_name") or ""),
-        "SHOAL_NODE_ID": node_id,
-    })
+#: a task's PATH (Docker's default for containers): the agent's own is not passed on
+TASK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """Who a task runs as: `uid`/`gid` (None: the agent's own), and that user's name and home."""
+
+    uid: int | None
+    gid: int | None
+    name: str
+    home: str
+
+
+def resolve_user(user: str | None) -> RunAs:
+    """`user` of a process spec (`name`, `uid`, `name:group`, `uid:gid`) → ids; raises ExecutorError for an
+    unknown name, or when switching user needs root and the agent is not."""
+    if user is None:
+        me = _passwd(os.geteuid())
+        return RunAs(None, None, me.pw_name if me else str(os.geteuid()), me.pw_dir if me else "/")
+    name, _, group = user.partition(":")
+    try:
+        pw = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        if not name.isdigit():
+            raise ExecutorError(f"process executor: unknown user {name!r}") from None
+        pw = None
+    uid = int(name) if name.isdigit() else pw.pw_uid if pw else 0
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ExecutorError(f"process executor: unknown group {group!r}") from None
+    else:
+        gid = pw.pw_gid if pw else uid
+    if os.geteuid() != 0 and (uid != os.geteuid() or gid != os.getegid()):
+        raise ExecutorError(f"process executor: running a task as {user!r} needs an agent running as root")
+    return RunAs(uid, gid, pw.pw_name if pw else str(uid), pw.pw_dir if pw else "/")
+
+
+def _passwd(uid: int) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwuid(uid)
+    except KeyError:
+        return None
+
+
+def task_env(task: Obj, node_id: str, spec_env: Mapping[str, str], run_as: RunAs | None = None) -> dict[str, str]:
+    """A task's whole environment, built from nothing (issue 9: tasks hold no cluster credentials): a minimal
+    PATH/HOME/USER/LANG, the task's SHOAL_TASK_* names, then the spec's `env`. Never the agent's environment
+    (its certificate directory, join token or anything else it was started with)."""
+    who = run_as or resolve_user(None)
+    env = {"PATH": TASK_PATH, "HOME": who.home, "USER": who.name, "LOGNAME": who.name, "LANG": "C.UTF-8",
+           "SHOAL_TASK_ID": task["id"],
+           "SHOAL_TASK_NAME": task_name(task),
+           "SHOAL_TASK_SLOT": str(task.get("slot") or ""),
+           "SHOAL_SERVICE_ID": str(task.get("service_id") or ""),
+           "SHOAL_SERVICE_NAME": str(task.get("service_name") or ""),
+           "SHOAL_NODE_ID": node_id}
     env.update(spec_env)
     return env
 
@@ -77,6 +132,7 @@ class ProcessController:
         self.log_path = log_dir / f"{task['id']}.log"
         self.kill_timeout = kill_timeout
         self._spec: ProcessSpec | None = None
+        self._run_as: RunAs | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._pid: int | None = None
         self._start_time: int | None = None
@@ -122,7 +178,8 @@ class ProcessController:
 
     async def prepare(self) -> None:
         spec = self.spec
-        env = task_env(self.task, self.node_id, spec.env)
+        self._run_as = resolve_user(spec.user)
+        env = task_env(self.task, self.node_id, spec.env, self._run_as)
         exe = spec.command[0]
         if os.sep in exe:
             path = exe if os.path.isabs(exe) or spec.dir is None else os.path.join(spec.dir, exe)
@@ -157,11 +214,16 @@ class ProcessController:
 
     async def _spawn(self) -> None:
         spec = self.spec
+        run_as = self._run_as or resolve_user(spec.user)
+        switch: dict[str, object] = {}
+        if run_as.uid is not None and os.geteuid() == 0:  # as itself, an unprivileged agent switches nothing
+            switch = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
         try:
             with open(self.log_path, "ab") as log:
                 self._proc = await asyncio.create_subprocess_exec(
                     *spec.command, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                    cwd=spec.dir, env=task_env(self.task, self.node_id, spec.env), start_new_session=True,
+                    cwd=spec.dir, env=task_env(self.task, self.node_id, spec.env, run_as), start_new_session=True,
+                    **switch,  # type: ignore[arg-type]
                 )
         except OSError as e:
             raise ExecutorError(f"process executor: cannot start {spec.command[0]!r}: {e}") from e
@@ -202,7 +264,7 @@ class ProcessController:
         assert self._health is not None
         if await self._wait_exit(cfg.interval):
             return None
-        ok = await probe(cfg, task_env(self.task, self.node_id, self.spec.env), self.spec.dir)
+        ok = await probe(cfg, task_env(self.task, self.node_id, self.spec.env, self._run_as), self.spec.dir)
         if not self._alive():
             return None
         return self._health.record(ok, asyncio.get_running_loop().time())

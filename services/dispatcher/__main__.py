@@ -1,6 +1,7 @@
 """`python -m services.dispatcher`: serve the agent protocol on SHOAL_HOST:SHOAL_PORT (default 4324) over the
 raftstore members in SHOAL_STORE_MEMBERS, sharing heartbeats with other dispatchers over SHOAL_NATS_URL.
-Flags override the environment."""
+Mutual TLS only, with the manager certificate (component `dispatcher`) in SHOAL_CERT_DIR; agents are known by
+their certificates (services.dispatcher.core.policy). Flags override the environment."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import logging
 import uvicorn
 
 from services.dispatcher.app import create_app
+from services.dispatcher.core import policy
 from services.dispatcher.settings import DispatcherSettings
-from shoal.http import uvicorn_kwargs
+from shoal import pki, transport
 from shoal.instances import Announcer
 from shoal.runner import run, setup_logging
 from shoal.service import connect_bus
@@ -38,14 +40,20 @@ async def main(settings: DispatcherSettings) -> None:
     name = settings.instance_name("dispatcher")
     setup_logging(settings.log_level, name)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
-    store = StoreClient(settings.store_members)
+    creds = transport.load_credentials(settings.cert_dir)
+    if creds.identity.role != pki.MANAGER or creds.identity.component != "dispatcher":
+        raise transport.TransportError(f"dispatcher: SHOAL_CERT_DIR holds the certificate of "
+                                       f"{creds.identity.describe()}, not of a manager's dispatcher")
+    store = StoreClient(settings.store_members, client=transport.http_client(creds))
+    # TODO(sec-nats): connect_bus(settings.nats_url, name, creds) once the TLS bus is merged.
     bus = await connect_bus(settings.nats_url, name)
     announcer = Announcer(bus, "dispatcher", name, port=settings.port)  # listed by `GET /v1/cluster`
     announcer.start()
+    revoked = transport.Revocations()  # kept current by the dispatcher from the cluster object
     try:
-        config = uvicorn.Config(create_app(settings, store=store, bus=bus),
-                                **uvicorn_kwargs(settings.host, settings.port),
-                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+        app = create_app(settings, store=store, bus=bus, revocations=revoked)
+        config = transport.server_config(app, settings.host, settings.port, creds, policy, revoked=revoked,
+                                         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
         await uvicorn.Server(config).serve()
     finally:
         await announcer.stop()

@@ -14,14 +14,16 @@ from shoal.bus.base import Bus
 from shoal.clock import Clock
 from shoal.service import create_subsystem_app
 from shoal.store.protocol import Store
+from shoal.transport import Revocations
 
 
 def create_app(settings: DispatcherSettings, *, store: Store, bus: Bus, clock: Clock | None = None,
-               rng: random.Random | None = None) -> FastAPI:
+               rng: random.Random | None = None, revocations: Revocations | None = None) -> FastAPI:
     """The dispatcher over `store` and `bus` (both owned by the caller). `app.state.dispatcher` is the
-    running `Dispatcher`, for tests and embedding."""
+    running `Dispatcher`, for tests and embedding. `revocations`: the list the server's Guard checks, kept
+    current from the cluster object's removed nodes."""
     dispatcher = Dispatcher(settings, store=store, bus=bus, clock=clock,
-                            instance=settings.instance_name("dispatcher"), rng=rng)
+                            instance=settings.instance_name("dispatcher"), rng=rng, revocations=revocations)
     app = create_subsystem_app("dispatcher", dispatcher, routers=[build_router(dispatcher)])
     app.state.dispatcher = dispatcher
     return app

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from shoal import pki
 from shoal.errors import ShoalError
 from shoal.models.objects import Obj, state_of
 from shoal.models.states import NodeState, TaskState
+from shoal.pki import Identity
 
 HEARTBEAT_GRACE = 3  # periods of silence before DOWN (SwarmKit nodes.go grace multiplier)
 STARTUP_GRACE = 6  # markNodesUnknown: nodes READY when a dispatcher starts get twice the grace
@@ -34,11 +36,40 @@ AGENT_STATES = frozenset(s for s in TaskState if TaskState.ASSIGNED < s <= TaskS
 STATUS_FIELDS = ("state", "message", "err", "timestamp", "pid", "exit_code")
 
 
+class Unauthenticated(ShoalError):
+    """401: no certificate identity on the request."""
+
+    status = 401
+    code = "unauthenticated"
+
+
 class PermissionDenied(ShoalError):
     """403: the caller may not act on this object (an agent reporting a task of another node)."""
 
     status = 403
     code = "permission_denied"
+
+
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/status"})
+
+
+def policy(ident: Identity, method: str, path: str) -> str | None:
+    """Who may call what on a dispatcher's port (docs/security.md): the agent protocol for the `agent`
+    certificate of a worker or manager node, ops routes for managers and admins, nothing else."""
+    if path == "/v1/sessions" or path.startswith("/v1/sessions/"):
+        if ident.component == "agent" and ident.role in (pki.WORKER, pki.MANAGER):
+            return None
+        return f"dispatcher: only a node's agent certificate opens sessions, not {ident.describe()}"
+    if path in OPS_PATHS and ident.role in (pki.MANAGER, pki.ADMIN):
+        return None
+    return f"dispatcher: {ident.describe()} may not call {method} {path}"
+
+
+def check_session_owner(session_node: str, caller: str, session_id: str) -> None:
+    """A session belongs to the node that registered it: another node's certificate may not use it."""
+    if session_node != caller:
+        raise PermissionDenied(f"dispatcher: session {session_id} belongs to another node; node {caller} may "
+                               "use only its own session")
 
 
 # ---- assignments ---------------------------------------------------------------------------------------------

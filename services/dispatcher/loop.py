@@ -33,6 +33,7 @@ from shoal.store import txn as t
 from shoal.store.mirror import StoreMirror
 from shoal.store.protocol import Store
 from shoal.store.txn import Change, Op, TxnResult
+from shoal.transport import Revocations
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,15 @@ JITTER = 0.1  # SwarmKit: 5 s ± 0.5 s
 
 class Dispatcher:
     def __init__(self, settings: DispatcherSettings, *, store: Store, bus: Bus, clock: Clock | None = None,
-                 instance: str = "dispatcher", rng: random.Random | None = None) -> None:
+                 instance: str = "dispatcher", rng: random.Random | None = None,
+                 revocations: Revocations | None = None) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
         self.clock = clock or SystemClock()
         self.instance = instance
         self.rng = rng or random.Random()
+        self.revocations = revocations or Revocations()
         self.metrics = Registry()
         self.mirror = StoreMirror(store, [Kind.CLUSTER, Kind.NODE, Kind.TASK],
                                   poll_interval=settings.poll_interval)
@@ -179,6 +182,7 @@ class Dispatcher:
                 continue
             backoff = 0.1
             self._absorb(changes)
+            self.revocations.update(removed_node_ids(self.mirror.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)))
             if not self._view_ready.is_set():
                 # SwarmKit's markNodesUnknown: nodes READY now get a longer grace to find this dispatcher.
                 self.liveness = Liveness(started_at=self.clock.now())
@@ -253,20 +257,28 @@ class Dispatcher:
         if not self._view_ready.is_set():
             raise Unavailable(f"dispatcher: {self.instance} is still loading its store view; retry shortly")
 
-    def session(self, session_id: str) -> Session:
+    def session(self, session_id: str, caller: str | None = None) -> Session:
+        """The session `session_id`; when `caller` (the node id of the caller's certificate) is given, it
+        must be the node that registered the session."""
         sess = self.sessions.get(session_id)
         if sess is None:
             raise NotFound(f"dispatcher: session {session_id!r} is unknown here (expired or the dispatcher "
                            "restarted); register again")
+        if caller is not None:
+            core.check_session_owner(sess.node_id, caller, session_id)
         return sess
 
-    async def register(self, node_id: str | None, description: Obj, addr: str | None) -> dict[str, Any]:
+    async def register(self, node_id: str | None, description: Obj, addr: str | None, *,
+                       certified: bool = False) -> dict[str, Any]:
+        """Open a session for `node_id`. `certified`: the id comes from the caller's certificate, so it is
+        the node's identity — a removed node is refused, never given another id (its certificate names the
+        old one); uncertified (in-process callers and tests) a removed or missing id gets a new id."""
         self._require_ready()
         if node_id is not None and not self.limiter.allow(node_id, self.clock.monotonic()):
             raise Unavailable(f"dispatcher: node {node_id} registered more than {self.limiter.limit} times in "
                               f"{self.limiter.window:.0f}s; back off and retry")
         now = self.clock.now()
-        node_id, result = await self._register_node(node_id, description, addr, now)
+        node_id, result = await self._register_node(node_id, description, addr, now, certified=certified)
         old = self.session_of.pop(node_id, None)
         if old is not None:
             self.sessions.pop(old, None)
@@ -282,7 +294,7 @@ class Dispatcher:
         return {"session_id": sess.id, "node_id": node_id, "heartbeat_period": self._jittered_period()}
 
     async def _register_node(self, node_id: str | None, description: Obj, addr: str | None,
-                             now: float) -> tuple[str, TxnResult]:
+                             now: float, *, certified: bool = False) -> tuple[str, TxnResult]:
         """Create or refresh the node object of a registration; returns the node's id. An agent without an id
         gets a new one. An id the cluster removed (`removed_nodes` of the cluster object, written with the
         node's deletion) is not brought back — the agent joins as a new node under a new id, as in SwarmKit
@@ -301,6 +313,9 @@ class Dispatcher:
                     cluster: Obj | None = await self.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
                 except NotFound:
                     cluster = None
+                if node_id in removed_node_ids(cluster) and certified:
+                    raise PermissionDenied(f"dispatcher: node {node_id} was removed from the cluster; its "
+                                           "certificate is revoked (join again with a join token)")
                 if node_id in removed_node_ids(cluster):
                     log.info("dispatcher: node %s was removed from the cluster; it joins again as a new node",
                              node_id)
@@ -322,8 +337,8 @@ class Dispatcher:
         # Jitter spreads the heartbeats of agents that all registered at once (after a dispatcher restart).
         return round(self.period() * (1 + self.rng.uniform(-JITTER, JITTER)), 3)
 
-    async def heartbeat(self, session_id: str) -> dict[str, Any]:
-        sess = self.session(session_id)
+    async def heartbeat(self, session_id: str, caller: str | None = None) -> dict[str, Any]:
+        sess = self.session(session_id, caller)
         now = self.clock.now()
         self.liveness.beat(sess.node_id, now)
         await self.bus.publish(NODE_HEARTBEAT, {"node_id": sess.node_id, "at": now})
@@ -383,9 +398,10 @@ class Dispatcher:
             self._wake_node(node_id)
 
     # ---- assignments -------------------------------------------------------------------------------------
-    async def assignments(self, session_id: str, after: int, wait: float) -> dict[str, Any]:
+    async def assignments(self, session_id: str, after: int, wait: float,
+                          caller: str | None = None) -> dict[str, Any]:
         """Long poll: the next message of the session's stream, or an empty incremental after `wait`."""
-        sess = self.session(session_id)
+        sess = self.session(session_id, caller)
         self._require_ready()
         await self._catch_up(sess.min_revision)
         loop = asyncio.get_running_loop()
@@ -425,10 +441,11 @@ class Dispatcher:
             await asyncio.sleep(0.01)
 
     # ---- status intake -----------------------------------------------------------------------------------
-    def report_status(self, session_id: str, updates: list[tuple[str, dict[str, Any]]]) -> int:
+    def report_status(self, session_id: str, updates: list[tuple[str, dict[str, Any]]],
+                      caller: str | None = None) -> int:
         """Queue the reports that move a task forward; returns how many were queued. Refuses the whole report
         if it names a task of another node (SwarmKit: PermissionDenied)."""
-        sess = self.session(session_id)
+        sess = self.session(session_id, caller)
         self._require_ready()
         node_id = sess.node_id
         forbidden = sorted({tid for tid, st in updates

@@ -5,8 +5,10 @@
     GET  /v1/sessions/{sid}/assignments?after=SEQ&wait=S     -> complete | incremental   (long poll)
     POST /v1/sessions/{sid}/status             {updates}     -> {accepted}               (403: not your task)
 
-Bodies are validated here (pydantic, at the edge); unknown fields are ignored so agents and dispatchers of
-neighbouring versions still understand each other."""
+The caller's node id is the CN of its certificate (`scope["shoal.identity"]`), never a field of the body:
+register opens a session for that node (a differing body `node_id` is refused with 403), and a session may
+be used only by the node that registered it (403 otherwise). Bodies are validated here (pydantic, at the
+edge); unknown fields are ignored so agents and dispatchers of neighbouring versions understand each other."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, field_validator
 
-from services.dispatcher.core import AGENT_STATES
+from services.dispatcher.core import AGENT_STATES, PermissionDenied, Unauthenticated
 from services.dispatcher.loop import Dispatcher
 from shoal.models.states import TaskState
+from shoal.transport import scope_identity
 
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -75,27 +78,40 @@ class StatusReport(BaseModel):
     updates: list[StatusUpdate] = Field(max_length=10_000)
 
 
+def caller(request: Request) -> str:
+    """The node id of the caller's verified certificate (transport puts the identity in the scope); a request
+    without one never reaches here through Guard, and is refused if it does (an app served without it)."""
+    ident = scope_identity(request.scope)
+    if ident is None:
+        raise Unauthenticated("dispatcher: the agent protocol needs the node's certificate (mutual TLS)")
+    return ident.node_id
+
+
 def build_router(dispatcher: Dispatcher) -> APIRouter:
     router = APIRouter(prefix="/v1/sessions", tags=["agent protocol"])
 
     @router.post("", summary="Register a node and open a session")
     async def register(body: RegisterRequest, request: Request) -> dict[str, Any]:
+        node_id = caller(request)
+        if body.node_id is not None and body.node_id != node_id:
+            raise PermissionDenied(f"dispatcher: the body names node {body.node_id} but the certificate is "
+                                   f"node {node_id}'s; a node registers only as itself")
         # SwarmKit records the address the manager sees the node at, unless the node says otherwise.
         addr = body.addr or (request.client.host if request.client else None)
-        return await dispatcher.register(body.node_id, body.description.model_dump(), addr)
+        return await dispatcher.register(node_id, body.description.model_dump(), addr, certified=True)
 
     @router.post("/{session_id}/heartbeat", summary="Heartbeat; answers the next period")
-    async def heartbeat(session_id: str) -> dict[str, Any]:
-        return await dispatcher.heartbeat(session_id)
+    async def heartbeat(session_id: str, request: Request) -> dict[str, Any]:
+        return await dispatcher.heartbeat(session_id, caller(request))
 
     @router.get("/{session_id}/assignments", summary="Long poll for the next assignment message")
-    async def assignments(session_id: str, after: int = Query(0, ge=0),
+    async def assignments(session_id: str, request: Request, after: int = Query(0, ge=0),
                           wait: float = Query(0.0, ge=0.0)) -> dict[str, Any]:
-        return await dispatcher.assignments(session_id, after, wait)
+        return await dispatcher.assignments(session_id, after, wait, caller(request))
 
     @router.post("/{session_id}/status", summary="Report task statuses (own tasks only)")
-    async def status(session_id: str, body: StatusReport) -> dict[str, Any]:
+    async def status(session_id: str, body: StatusReport, request: Request) -> dict[str, Any]:
         updates = [(u.task_id, u.status.model_dump()) for u in body.updates]
-        return {"accepted": dispatcher.report_status(session_id, updates)}
+        return {"accepted": dispatcher.report_status(session_id, updates, caller(request))}
 
     return router

@@ -92,6 +92,9 @@ class ProcessSpec(Strict):
     dir: str | None = None
     stop_grace_period: Duration = 10.0
     healthcheck: HealthCheck | None = None
+    #: run as this user: a name or uid, optionally `:group` (name or gid); the agent must be root to switch
+    user: str | None = Field(default=None, max_length=65,
+                             pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
 
     @field_validator("command")
     @classmethod

@@ -21,13 +21,18 @@ from agent.executors.docker import LABEL_NODE, LABEL_TASK
 from agent.executors.docker_engine import DockerEngine
 from agent.settings import AgentSettings
 from services.dispatcher.app import create_app
+from services.dispatcher.core import policy
 from services.dispatcher.loop import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
+from shoal import pki
 from shoal.bus import MemoryBus
+from shoal.certs import Signer
 from shoal.models.objects import task_status
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
+from shoal.transport import server_config
 from tests.docker.conftest import ENGINE_HOST, RUN_ID, RUN_LABEL
+from tests.service.tls_servers import node_creds
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 
@@ -56,6 +61,7 @@ class Env:
         self.bus = MemoryBus()
         self.engine = DockerEngine(ENGINE_HOST)
         self.agents: list[tuple[Agent, asyncio.Task[None]]] = []
+        self.signer = Signer.new()
         self.server: uvicorn.Server | None = None
         self.serving: asyncio.Task[None] | None = None
         self.url = ""
@@ -68,8 +74,11 @@ class Env:
         self.store.listeners.append(lambda revision: dispatcher.wake())
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        port = sock.getsockname()[1]
+        self.url = f"https://127.0.0.1:{port}"
+        creds = node_creds(self.signer, self.tmp / "dispatcher", role=pki.MANAGER, component="dispatcher")
+        self.server = uvicorn.Server(server_config(app, "127.0.0.1", port, creds, policy,
+                                                   revoked=dispatcher.revocations))
         self.serving = asyncio.create_task(self.server.serve(sockets=[sock]))
         server = self.server
         await until(lambda: server.started and dispatcher.ready(), "dispatcher ready")
@@ -79,7 +88,7 @@ class Env:
         settings = AgentSettings(dispatchers=[self.url], state_dir=self.tmp / hostname, hostname=hostname,
                                  executors=["docker"], docker_host=ENGINE_HOST, status_interval=0.02,
                                  assignments_wait=5.0, rpc_timeout=2.0, exit_grace=5.0, **overrides)
-        agent = Agent(settings)
+        agent = Agent(settings, creds=node_creds(self.signer, self.tmp / hostname / "certificates"))
         self.agents.append((agent, asyncio.create_task(agent.run())))
         await until(agent.session.connected.is_set, "agent session")
         return agent

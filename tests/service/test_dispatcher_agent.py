@@ -1,6 +1,7 @@
-"""The dispatcher app (uvicorn on a loopback port, over LocalStore + MemoryBus) with real agents running real
-processes through the process executor: registration, running and stopping tasks, failures, the own-tasks
-rule, heartbeat expiry, dispatcher restarts and failover."""
+"""The dispatcher app (uvicorn on a loopback port over mutual TLS, as `python -m services.dispatcher` serves it,
+over LocalStore + MemoryBus) with real agents holding worker certificates and running real processes through
+the process executor: registration, running and stopping tasks, failures, the own-tasks and own-session rules,
+the node id taken from the certificate, heartbeat expiry, dispatcher restarts and failover."""
 
 from __future__ import annotations
 
@@ -22,12 +23,19 @@ from agent.executors.process import proc_start_time
 from agent.session import DispatcherClient, StatusRejected
 from agent.settings import AgentSettings
 from services.dispatcher.app import create_app
+from services.dispatcher.core import PermissionDenied, policy
 from services.dispatcher.loop import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
+from shoal import pki, transport
 from shoal.bus import MemoryBus
+from shoal.certs import Signer
+from shoal.cluster import with_removed_node
+from shoal.errors import NotFound
 from shoal.models.objects import task_status
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
+from shoal.transport import Credentials, server_config
+from tests.service.tls_servers import node_creds
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,16 +46,17 @@ CALM = 1.0  # everywhere else, so a loaded machine's scheduling delays never loo
 class DispatcherServer:
     """One dispatcher process stand-in: the app under uvicorn on a fixed loopback port, restartable."""
 
-    def __init__(self, store: LocalStore, bus: MemoryBus, port: int = 0, name: str = "d1",
+    def __init__(self, store: LocalStore, bus: MemoryBus, creds: Credentials, port: int = 0, name: str = "d1",
                  period: float = CALM) -> None:
         self.store, self.bus, self.port, self.name, self.period = store, bus, port, name, period
+        self.creds = creds
         self.server: uvicorn.Server | None = None
         self.task: asyncio.Task[None] | None = None
         self.dispatcher: Dispatcher | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
 
     async def start(self) -> DispatcherServer:
         settings = DispatcherSettings(heartbeat_period=self.period, poll_interval=0.05, status_batch_interval=0.02,
@@ -60,7 +69,8 @@ class DispatcherServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(server_config(app, "127.0.0.1", self.port, self.creds, policy,
+                                                   revoked=dispatcher.revocations))
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
         server = self.server
         await until(lambda: server.started and dispatcher.ready(), "dispatcher ready")
@@ -123,16 +133,20 @@ def period() -> float:
 @pytest.fixture
 async def env(tmp_path: Path, period: float) -> AsyncIterator[dict[str, Any]]:
     store, bus = LocalStore(), MemoryBus()
-    d1 = await DispatcherServer(store, bus, period=period).start()
+    signer = Signer.new()
+    dispatcher_creds = node_creds(signer, tmp_path / "dispatcher", role=pki.MANAGER, component="dispatcher")
+    d1 = await DispatcherServer(store, bus, dispatcher_creds, period=period).start()
     agents: list[RunningAgent] = []
 
     async def start_agent(hostname: str = "node-a", urls: list[str] | None = None) -> RunningAgent:
-        a = RunningAgent(Agent(agent_settings(urls or [d1.url], tmp_path / hostname, hostname)))
+        creds = node_creds(signer, tmp_path / hostname / "certificates")
+        a = RunningAgent(Agent(agent_settings(urls or [d1.url], tmp_path / hostname, hostname), creds=creds))
         agents.append(a)
         await until(a.agent.session.connected.is_set, "agent session")
         return a
 
-    yield {"store": store, "bus": bus, "d1": d1, "start_agent": start_agent, "agents": agents}
+    yield {"store": store, "bus": bus, "d1": d1, "start_agent": start_agent, "agents": agents, "signer": signer,
+           "tmp": tmp_path}
     for a in agents:
         if not a.task.done():
             await a.stop()
@@ -210,7 +224,7 @@ async def test_reporting_another_nodes_task_is_forbidden(env: dict[str, Any]) ->
     await until(lambda: d.mirror.get("task", "theirs"), "dispatcher sees the task")
     sid = a.agent.session.session_id
     assert sid is not None
-    async with httpx.AsyncClient() as http:
+    async with transport.http_client(a.agent.creds) as http:
         client = DispatcherClient(http, env["d1"].url)
         with pytest.raises(StatusRejected) as e:
             await client.report(sid, [("theirs", task_status("running", time.time(), "mine now"))])
@@ -291,7 +305,7 @@ async def test_reconnect_stops_tasks_the_cluster_no_longer_wants(env: dict[str, 
 async def test_two_dispatchers_share_liveness_and_agents_fail_over(env: dict[str, Any]) -> None:
     store: LocalStore = env["store"]
     d1: DispatcherServer = env["d1"]
-    d2 = await DispatcherServer(store, env["bus"], name="d2").start()
+    d2 = await DispatcherServer(store, env["bus"], d1.creds, name="d2").start()
     try:
         a: RunningAgent = await env["start_agent"](urls=[d1.url, d2.url])
         first = a.agent.session.dispatcher
@@ -345,3 +359,79 @@ async def test_a_restarted_agent_keeps_its_identity_and_its_running_process(env:
     await set_desired(store, "t1", "shutdown")  # the new agent process controls the adopted one
     await task_in(store, "t1", "shutdown")
     assert not alive(pid)
+
+
+# ---- identities -------------------------------------------------------------------------------------------
+
+async def test_a_node_cannot_use_another_nodes_session(env: dict[str, Any]) -> None:
+    a: RunningAgent = await env["start_agent"]()
+    sid = a.agent.session.session_id
+    intruder = node_creds(env["signer"], env["tmp"] / "intruder")
+    url = env["d1"].url + f"/v1/sessions/{sid}"
+    async with transport.http_client(intruder) as http:
+        beat = await http.post(url + "/heartbeat")
+        poll = await http.get(url + "/assignments", params={"after": 0, "wait": 0})
+        report = await http.post(url + "/status", json={"updates": []})
+    for r in (beat, poll, report):
+        assert r.status_code == 403 and "belongs to another node" in r.json()["message"], r.text
+    async with transport.http_client(a.agent.creds) as http:  # its owner still may
+        assert (await http.post(url + "/heartbeat")).status_code == 200
+
+
+async def test_register_takes_the_node_id_from_the_certificate(env: dict[str, Any]) -> None:
+    store: LocalStore = env["store"]
+    creds = node_creds(env["signer"], env["tmp"] / "n1")
+    me = creds.identity.node_id
+    body = {"description": {"hostname": "n1"}}
+    async with transport.http_client(creds) as http:
+        other = await http.post(env["d1"].url + "/v1/sessions", json={**body, "node_id": "someone-else"})
+        same = await http.post(env["d1"].url + "/v1/sessions", json={**body, "node_id": me})
+        absent = await http.post(env["d1"].url + "/v1/sessions", json=body)
+    assert other.status_code == 403 and "registers only as itself" in other.json()["message"]
+    assert same.status_code == 200 and same.json()["node_id"] == me
+    assert absent.status_code == 200 and absent.json()["node_id"] == me
+    with pytest.raises(NotFound):
+        await store.get("node", "someone-else")
+
+
+async def test_only_agent_certificates_open_sessions_and_ops_are_for_managers(env: dict[str, Any]) -> None:
+    url = env["d1"].url
+    body = {"description": {"hostname": "x"}}
+    scheduler = node_creds(env["signer"], env["tmp"] / "sched", role=pki.MANAGER, component="scheduler")
+    admin = node_creds(env["signer"], env["tmp"] / "admin", role=pki.ADMIN, component="admin")
+    worker = node_creds(env["signer"], env["tmp"] / "w")
+    async with transport.http_client(scheduler) as http:
+        assert (await http.post(url + "/v1/sessions", json=body)).status_code == 403
+        assert (await http.get(url + "/metrics")).status_code == 200
+    async with transport.http_client(admin) as http:
+        assert (await http.post(url + "/v1/sessions", json=body)).status_code == 403
+        assert (await http.get(url + "/v1/status")).status_code == 200
+    async with transport.http_client(worker) as http:
+        r = await http.get(url + "/metrics")
+        assert r.status_code == 403 and r.json()["code"] == "permission_denied"
+    foreign = node_creds(Signer.new(), env["tmp"] / "foreign")
+    ctx = foreign.context("client")
+    ctx.load_verify_locations(cadata=env["signer"].root_pem.decode())
+    async with httpx.AsyncClient(verify=ctx) as http:
+        with pytest.raises(httpx.HTTPError):  # another cluster's certificate: the handshake fails
+            await http.post(url + "/v1/sessions", json=body)
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(httpx.HTTPError):  # plaintext never gets an HTTP answer
+            await http.post(url.replace("https://", "http://") + "/v1/sessions", json=body)
+
+
+async def test_a_removed_node_is_refused(env: dict[str, Any]) -> None:
+    store: LocalStore = env["store"]
+    a: RunningAgent = await env["start_agent"]()
+    cluster = await store.get("cluster", "default")
+    # what `DELETE /v1/nodes/{id}` writes: the node goes and its id is remembered as removed, in one txn
+    await store.txn([t.delete("node", a.node_id),
+                     t.update("cluster", with_removed_node(cluster, a.node_id, time.time()))])
+    d: Dispatcher = env["d1"].dispatcher
+    await until(lambda: a.node_id in d.revocations, "the dispatcher's revocation list")
+    async with transport.http_client(a.agent.creds) as http:
+        r = await http.post(env["d1"].url + "/v1/sessions", json={"description": {"hostname": "x"}})
+    assert r.status_code == 403 and "revoked" in r.json()["message"]
+    # behind Guard, a certified registration of a removed node is refused (never re-created under a new id)
+    with pytest.raises(PermissionDenied):
+        await d.register(a.node_id, {"hostname": "x"}, None, certified=True)

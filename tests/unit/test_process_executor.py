@@ -101,6 +101,50 @@ async def test_logs_and_environment(tmp_path: Path) -> None:
     assert not ctl.log_path.exists()
 
 
+async def test_tasks_never_inherit_the_agents_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 9 point 8: the agent's certificate directory, join token and anything else it was started with
+    monkeypatch.setenv("SHOAL_CERT_DIR", "/secret/certs")
+    monkeypatch.setenv("SHOAL_JOIN_TOKEN", "SWMTKN-1-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
+    ctl = controller(tmp_path, ["env"], env={"MINE": "1"})
+    await started(ctl)
+    await ctl.wait()
+    env = dict(line.split("=", 1) for line in ctl.log_path.read_text().splitlines())
+    assert set(env) == {"PATH", "HOME", "USER", "LOGNAME", "LANG", "MINE", "SHOAL_TASK_ID", "SHOAL_TASK_NAME",
+                        "SHOAL_TASK_SLOT", "SHOAL_SERVICE_ID", "SHOAL_SERVICE_NAME", "SHOAL_NODE_ID"}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching user needs root")
+async def test_a_task_runs_as_its_spec_user(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    ctl = controller(tmp_path, ["sh", "-c", 'id -u; id -g; echo "$USER $HOME"; id -G'], user="nobody")
+    await started(ctl)
+    await ctl.wait()
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    uid, gid, who, groups = ctl.log_path.read_text().splitlines()
+    assert (int(uid), int(gid)) == (nobody.pw_uid, nobody.pw_gid)
+    assert who == f"nobody {nobody.pw_dir}" and groups.split() == [str(nobody.pw_gid)]  # root's groups dropped
+    numeric = controller(tmp_path, ["sh", "-c", "id -u; id -g"], user="4321:4322")
+    await started(numeric)
+    await numeric.wait()
+    assert numeric.log_path.read_text().split() == ["4321", "4322"]
+
+
+async def test_an_unknown_user_or_an_unprivileged_switch_is_refused(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ExecutorError, match="unknown user"):
+        await controller(tmp_path, ["true"], user="no-such-user-xyz").prepare()
+    with pytest.raises(ExecutorError, match="unknown group"):
+        await controller(tmp_path, ["true"], user="0:no-such-group-xyz").prepare()
+    monkeypatch.setattr(os, "geteuid", lambda: 4321)
+    with pytest.raises(ExecutorError, match="needs an agent running as root"):
+        await controller(tmp_path, ["true"], user="0").prepare()
+    with pytest.raises(ExecutorError, match=r"invalid spec\.process"):
+        await controller(tmp_path, ["true"], user="a b").prepare()
+
+
 async def test_prepare_refuses_what_cannot_start(tmp_path: Path) -> None:
     with pytest.raises(ExecutorError, match="not found"):
         await controller(tmp_path, ["no-such-binary-xyz"]).prepare()

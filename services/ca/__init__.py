@@ -1,0 +1,1 @@
+"""The cluster's certificate authority service: joins, renewals, join tokens (docs/security.md)."""

@@ -1,0 +1,89 @@
+"""`create_app(settings, store=...)`: the CA's FastAPI app.
+
+    POST /v1/join            (anonymous) {token, csrs: {component: csr}, hosts, hostname}
+                             -> {node_id, cluster_id, role, certificates: {component: pem}, roots}
+    POST /v1/renew           (certificate) {csrs: {component: csr}} or {csr}, hosts -> same shape, same identity
+    GET  /v1/ca/roots        (anonymous) -> the trusted roots, PEM (a joiner pins them by its token's digest)
+    GET  /v1/tokens          (gateway only) -> {worker, manager}: the full join tokens
+    POST /v1/tokens/rotate   (gateway only) {role: worker|manager} -> the tokens after rotation
+
+plus /healthz, /readyz, /metrics, /v1/status. Who may call what: `core.policy` (applied by transport.Guard)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from services.ca.authority import CertificateAuthority
+from services.ca.core import PermissionDenied
+from services.ca.settings import CASettings
+from shoal.clock import Clock
+from shoal.errors import InvalidArgument
+from shoal.service import create_subsystem_app
+from shoal.store.protocol import Store
+from shoal.transport import Revocations, scope_identity
+
+
+class JoinRequest(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+    csrs: dict[str, str] = Field(default_factory=dict, max_length=16)
+    hosts: list[str] = Field(default_factory=list, max_length=16)
+    hostname: str = Field(default="", max_length=255)
+
+
+class RenewRequest(BaseModel):
+    csrs: dict[str, str] = Field(default_factory=dict, max_length=16)
+    csr: str | None = Field(default=None, max_length=16_384)
+    hosts: list[str] = Field(default_factory=list, max_length=16)
+
+
+class RotateRequest(BaseModel):
+    role: str
+
+
+def build_router(ca: CertificateAuthority) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["certificate authority"])
+
+    @router.post("/join", summary="Join token + CSRs -> certificates of a new node")
+    async def join(body: JoinRequest, request: Request) -> dict[str, Any]:
+        client = request.client.host if request.client else "unknown"
+        return await ca.join(body.token, body.csrs, body.hosts, body.hostname, client)
+
+    @router.post("/renew", summary="A new certificate with the caller's own identity")
+    async def renew(body: RenewRequest, request: Request) -> dict[str, Any]:
+        ident = scope_identity(request.scope)
+        if ident is None:  # Guard lets no certificate-less caller here; defence in depth
+            raise PermissionDenied("ca: renewing needs the certificate being renewed")
+        csrs = dict(body.csrs)
+        if body.csr is not None:
+            if csrs:
+                raise InvalidArgument("ca: give either csr or csrs, not both")
+            csrs = {ident.component: body.csr}
+        return await ca.renew(ident, csrs, body.hosts)
+
+    @router.get("/ca/roots", summary="The cluster's trusted root certificates (PEM)")
+    async def roots() -> Response:
+        return Response(await ca.roots(), media_type="application/x-pem-file")
+
+    @router.get("/tokens", summary="The join tokens (gateway only)")
+    async def tokens() -> dict[str, str]:
+        return await ca.tokens()
+
+    @router.post("/tokens/rotate", summary="Rotate one join token (gateway only)")
+    async def rotate(body: RotateRequest) -> dict[str, str]:
+        return await ca.rotate(body.role)
+
+    return router
+
+
+def create_app(settings: CASettings, *, store: Store, revocations: Revocations | None = None,
+               clock: Clock | None = None) -> FastAPI:
+    """The CA over `store` (owned by the caller). `revocations` is the list Guard checks; the CA keeps it
+    current from the cluster object. `app.state.ca` is the `CertificateAuthority`."""
+    ca = CertificateAuthority(settings, store=store, revocations=revocations, clock=clock)
+    app = create_subsystem_app("ca", ca, routers=[build_router(ca)])
+    app.state.ca = ca
+    return app

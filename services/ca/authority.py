@@ -1,0 +1,194 @@
+"""The CertificateAuthority: the I/O shell around `core` — reads the `ca` object from the store, signs joins and
+renewals, rotates tokens, loads the bootstrap file, and keeps the revocation list current."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.ca import core
+from services.ca.core import CAState, PermissionDenied, TooManyRequests, Unauthenticated
+from services.ca.settings import CASettings
+from shoal import pki
+from shoal.certs import Signer
+from shoal.clock import Clock, SystemClock
+from shoal.cluster import removed_node_ids
+from shoal.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, ShoalError, Unavailable
+from shoal.ids import new_id
+from shoal.metrics import Registry
+from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
+from shoal.pki import Identity
+from shoal.store import txn as t
+from shoal.store.protocol import Store
+from shoal.transport import Revocations
+
+log = logging.getLogger(__name__)
+
+SIGNING_CONCURRENCY = 4  # signing is CPU work: a burst of joins queues instead of starving the loop
+
+
+class CertificateAuthority:
+    def __init__(self, settings: CASettings, *, store: Store, revocations: Revocations | None = None,
+                 clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.revocations = revocations or Revocations()
+        self.clock = clock or SystemClock()
+        self.metrics = Registry()
+        self.limiter = core.AttemptLimiter()
+        self._signing = asyncio.Semaphore(SIGNING_CONCURRENCY)
+        self._signer: tuple[bytes, Signer] | None = None
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    # ---- Subsystem ---------------------------------------------------------------------------------------
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def status(self) -> dict[str, Any]:
+        return {"ready": self.ready(), "revoked": len(self.revocations.ids)}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Bootstrap (retrying while the store is unavailable), then refresh the revocation list."""
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                await self.bootstrap()
+                await self.refresh_revocations()
+                self._ready.set()
+                backoff = self.settings.revocation_poll
+            except (ShoalError, httpx.HTTPError, OSError) as e:
+                log.warning("ca: store unavailable (%s); retrying in %.1fs", e, backoff)
+                backoff = min(backoff * 2, self.settings.revocation_poll)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), backoff)
+
+    async def bootstrap(self) -> None:
+        """Load SHOAL_CA_BOOTSTRAP into the store if there is no `ca` object yet, then delete the file."""
+        path = Path(self.settings.ca_bootstrap) if self.settings.ca_bootstrap else None
+        if path is None or not path.exists():
+            return
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise InvalidArgument(f"ca: cannot read the bootstrap file {path}: {e}") from None
+        obj = core.ca_object(data)
+        try:
+            await self.store.txn([t.create(Kind.CA, obj)])
+            log.info("ca: root CA of cluster %s loaded into the store", obj["cluster_id"])
+        except AlreadyExists:
+            pass
+        path.unlink(missing_ok=True)
+
+    async def refresh_revocations(self) -> None:
+        try:
+            cluster: dict[str, Any] | None = await self.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
+        except NotFound:
+            cluster = None
+        self.revocations.update(removed_node_ids(cluster))
+
+    # ---- reading the ca object ---------------------------------------------------------------------------
+    async def state(self) -> CAState:
+        try:
+            obj = await self.store.get(Kind.CA, core.CA_OBJECT_ID)
+        except NotFound:
+            raise Unavailable("ca: the cluster's root CA is not in the store yet (was the cluster "
+                              "initialised? SHOAL_CA_BOOTSTRAP loads it)") from None
+        return CAState.from_obj(obj)
+
+    def signer(self, state: CAState) -> Signer:
+        if self._signer is None or self._signer[0] != state.root_pem + state.key_pem:
+            self._signer = (state.root_pem + state.key_pem, Signer.load(state.root_pem, state.key_pem))
+        return self._signer[1]
+
+    async def _cluster(self) -> dict[str, Any] | None:
+        try:
+            cluster: dict[str, Any] = await self.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
+            return cluster
+        except NotFound:
+            return None
+
+    async def roots(self) -> bytes:
+        return self.signer(await self.state()).roots_pem
+
+    async def _sign_all(self, signer: Signer, csrs: dict[str, str], *, node_id: str, role: str,
+                        hosts: tuple[str, ...], cluster: dict[str, Any] | None) -> dict[str, str]:
+        lifetime = core.cert_lifetime(cluster, self.settings.test_cert_expiry)
+        parsed = {}
+        for component, csr in csrs.items():
+            try:
+                parsed[component] = pki.parse_csr(csr)
+            except pki.PKIError as e:
+                raise InvalidArgument(f"ca: the CSR for {component!r}: {e}") from None
+        now = self.clock.now()
+        async with self._signing:
+            return {c: pki.cert_pem(pki.issue(p, ca_cert=signer.root, ca_key=signer.key, node_id=node_id,
+                                              role=role, cluster_id=signer.cluster_id, component=c, now=now,
+                                              lifetime=lifetime, hosts=hosts)).decode()
+                    for c, p in parsed.items()}
+
+    # ---- the API -----------------------------------------------------------------------------------------
+    async def join(self, token: str, csrs: dict[str, str], hosts: list[str], hostname: str,
+                   client: str) -> dict[str, Any]:
+        now = self.clock.monotonic()
+        if self.limiter.blocked(client, now):
+            raise TooManyRequests(f"ca: too many failed joins from {client}; wait a minute")
+        state = await self.state()
+        try:
+            role = core.role_of_token(state, token)
+        except (Unauthenticated, InvalidArgument):
+            self.limiter.failed(client, now)
+            self.metrics.inc("ca_joins_refused_total", help="joins refused for their token")
+            raise
+        core.check_join_components(role, list(csrs))
+        signer = self.signer(state)
+        node_id = new_id()
+        certs = await self._sign_all(signer, csrs, node_id=node_id, role=role, hosts=core.check_hosts(hosts),
+                                     cluster=await self._cluster())
+        self.metrics.inc("ca_joins_total", help="nodes joined")
+        log.info("ca: %s (%s) joined as %s with %s", hostname or "a node", client, node_id, role)
+        return {"node_id": node_id, "cluster_id": signer.cluster_id, "role": role, "certificates": certs,
+                "roots": signer.roots_pem.decode()}
+
+    async def renew(self, ident: Identity, csrs: dict[str, str], hosts: list[str]) -> dict[str, Any]:
+        core.check_renewal(ident, list(csrs))
+        cluster = await self._cluster()
+        if ident.node_id in removed_node_ids(cluster):  # the store is the truth, not our last poll
+            raise PermissionDenied(f"ca: node {ident.node_id} was removed from the cluster; it cannot renew")
+        state = await self.state()
+        signer = self.signer(state)
+        if ident.cluster_id != signer.cluster_id:
+            raise PermissionDenied(f"ca: {ident.describe()} belongs to another cluster")
+        certs = await self._sign_all(signer, csrs, node_id=ident.node_id, role=ident.role,
+                                     hosts=core.check_hosts(hosts), cluster=cluster)
+        self.metrics.inc("ca_renewals_total", help="certificates renewed")
+        log.info("ca: renewed the certificate of %s", ident.describe())
+        return {"node_id": ident.node_id, "cluster_id": signer.cluster_id, "role": ident.role,
+                "certificates": certs, "certificate": certs[ident.component], "roots": signer.roots_pem.decode()}
+
+    async def tokens(self) -> dict[str, str]:
+        state = await self.state()
+        return {kind: state.token(kind) for kind in core.TOKEN_ROLES}
+
+    async def rotate(self, kind: str) -> dict[str, str]:
+        if kind not in core.TOKEN_ROLES:
+            raise InvalidArgument(f"ca: role must be one of {sorted(core.TOKEN_ROLES)}, not {kind!r}")
+        for _ in range(5):
+            obj = await self.store.get(Kind.CA, core.CA_OBJECT_ID)
+            new = {**obj, "tokens": {**obj["tokens"], kind: pki.new_token_secret()}}
+            try:
+                await self.store.txn([t.update(Kind.CA, new, expect_version=obj["meta"]["version"])])
+            except Conflict:
+                continue
+            log.info("ca: the %s join token was rotated", kind)
+            return await self.tokens()
+        raise Unavailable("ca: the ca object kept changing; retry the rotation")

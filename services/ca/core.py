@@ -1,0 +1,191 @@
+"""The CA's decisions as pure functions: which role a join token grants, which components a role may hold, how
+long a certificate lives, who may call what, and the bounded per-address join attempt limiter.
+
+The `ca` object (kind `ca`, id "root") holds the root certificate, its key and the join token secrets; only the
+CA component reads it (docs/security.md: why the root key lives in as few processes as possible)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoal import pki
+from shoal.errors import InvalidArgument, ShoalError
+from shoal.pki import Identity
+
+CA_OBJECT_ID = "root"
+TOKEN_ROLES = {"worker": pki.WORKER, "manager": pki.MANAGER}
+#: what a joiner may ask certificates for, by role (a manager node also runs an agent)
+JOIN_COMPONENTS = {pki.WORKER: frozenset({"agent"}), pki.MANAGER: frozenset({*pki.MANAGER_COMPONENTS, "agent"})}
+ANONYMOUS_PATHS = ("/v1/join", "/v1/ca/roots")
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/status"})
+MAX_HOSTS = 16
+
+
+class Unauthenticated(ShoalError):
+    """401: no valid join token."""
+
+    status = 401
+    code = "unauthenticated"
+
+
+class PermissionDenied(ShoalError):
+    status = 403
+    code = "permission_denied"
+
+
+class TooManyRequests(ShoalError):
+    status = 429
+    code = "resource_exhausted"
+
+
+@dataclass(frozen=True)
+class CAState:
+    """The `ca` object, parsed."""
+
+    cluster_id: str
+    root_pem: bytes
+    key_pem: bytes
+    tokens: dict[str, str]  # "worker" / "manager" -> secret
+    version: int = 0
+
+    @classmethod
+    def from_obj(cls, obj: dict[str, Any]) -> CAState:
+        try:
+            return cls(cluster_id=str(obj["cluster_id"]), root_pem=str(obj["root_cert"]).encode(),
+                       key_pem=str(obj["root_key"]).encode(),
+                       tokens={r: str(obj["tokens"][r]) for r in TOKEN_ROLES},
+                       version=int(obj.get("meta", {}).get("version", 0)))
+        except (KeyError, TypeError) as e:
+            raise ShoalError(f"ca: the stored ca object is damaged (missing {e})") from None
+
+    def token(self, kind: str) -> str:
+        return pki.make_token(pki.load_cert(self.root_pem), self.tokens[kind])
+
+
+def ca_object(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    """The `ca` object from `SHOAL_CA_BOOTSTRAP`'s JSON (written by init); validates what it will need."""
+    try:
+        tokens = {r: str(bootstrap["tokens"][r]) for r in TOKEN_ROLES}
+        cluster_id, root_cert = str(bootstrap["cluster_id"]), str(bootstrap["root_cert"])
+        root_key = str(bootstrap["root_key"])
+    except (KeyError, TypeError) as e:
+        raise InvalidArgument(f"ca: the bootstrap file lacks {e}: it needs cluster_id, root_cert, root_key and "
+                              "tokens.worker/tokens.manager") from None
+    try:
+        root = pki.load_cert(root_cert.encode())
+        pki.load_key(root_key.encode())
+        for secret in tokens.values():  # a well-formed token with this root's digest
+            pki.parse_token(pki.make_token(root, secret))
+    except (pki.PKIError, ValueError) as e:
+        raise InvalidArgument(f"ca: the bootstrap file is unusable: {e}") from None
+    return {"id": CA_OBJECT_ID, "cluster_id": cluster_id, "root_cert": root_cert, "root_key": root_key,
+            "tokens": tokens}
+
+
+def role_of_token(state: CAState, token: str) -> str:
+    """The role `token` grants. Malformed → 400; another cluster's digest or an unknown secret → 401. Both
+    secrets are compared, in constant time, whatever matches first."""
+    try:
+        parsed = pki.parse_token(token)
+    except pki.PKIError as e:
+        raise InvalidArgument(f"ca: {e}") from None
+    root = pki.load_cert(state.root_pem)
+    if not hmac.compare_digest(parsed.digest, pki.root_digest(root)):
+        raise Unauthenticated("ca: the join token names another root CA (a token of another cluster, or of a "
+                              "root that was rotated); ask a manager for a current one")
+    matches = {kind: pki.token_matches(parsed.secret, secret) for kind, secret in state.tokens.items()}
+    for kind, hit in matches.items():
+        if hit:
+            return TOKEN_ROLES[kind]
+    raise Unauthenticated("ca: the join token is not valid (rotated or mistyped); ask a manager for a current "
+                          "one with `shoal swarm join-token worker` (or manager)")
+
+
+def check_join_components(role: str, components: list[str]) -> None:
+    if not components:
+        raise InvalidArgument("ca: a join asks for at least one certificate (csrs: {component: csr})")
+    allowed = JOIN_COMPONENTS[role]
+    unknown = sorted(c for c in components if c not in pki.COMPONENTS)
+    if unknown:
+        raise InvalidArgument(f"ca: unknown components {unknown}; components are {sorted(pki.COMPONENTS)}")
+    refused = sorted(c for c in components if c not in allowed)
+    if refused:
+        raise PermissionDenied(f"ca: a {role} join token cannot obtain certificates for {refused}; it may "
+                               f"ask for {sorted(allowed)}")
+
+
+def check_renewal(ident: Identity, components: list[str]) -> None:
+    """A renewal re-issues the caller's own certificate: the same component, nothing else (a worker cannot
+    become a manager, an agent cannot become a dispatcher, by renewing)."""
+    others = sorted(c for c in components if c != ident.component)
+    if others or not components:
+        raise PermissionDenied(f"ca: {ident.describe()} may renew only its own {ident.component!r} certificate, "
+                               f"not {others or 'nothing'}")
+
+
+def check_hosts(hosts: list[str]) -> tuple[str, ...]:
+    if len(hosts) > MAX_HOSTS:
+        raise InvalidArgument(f"ca: at most {MAX_HOSTS} hosts per certificate")
+    for h in hosts:
+        if not h or len(h) > 253 or any(c.isspace() or c in "/\\@" for c in h):
+            raise InvalidArgument(f"ca: {h!r} is not a host name or address")
+    return tuple(hosts)
+
+
+def cert_lifetime(cluster: dict[str, Any] | None, override: float | None = None) -> dt.timedelta:
+    """`spec.ca_config.node_cert_expiry` (seconds) of the cluster object, at least an hour (SwarmKit's
+    minimum), 90 days when unset. `override` (SHOAL_TEST_CERT_EXPIRY) bypasses the minimum: tests only."""
+    if override is not None and override > 0:
+        return dt.timedelta(seconds=override)
+    raw = ((cluster or {}).get("spec") or {}).get("ca_config", {}).get("node_cert_expiry")
+    try:
+        seconds = float(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        seconds = None
+    if seconds is None:
+        return pki.DEFAULT_CERT_LIFETIME
+    return max(dt.timedelta(seconds=seconds), pki.MIN_CERT_LIFETIME)
+
+
+def policy(ident: Identity, method: str, path: str) -> str | None:
+    """Who may call what on the CA's port (anonymous joiners are let through by Guard for ANONYMOUS_PATHS)."""
+    if path in ANONYMOUS_PATHS:
+        return None
+    if path == "/v1/renew":
+        return None  # every certificate holder renews its own (the route keeps the identity)
+    if path.startswith("/v1/tokens"):
+        if ident.role == pki.MANAGER and ident.component == "gateway":
+            return None
+        return f"ca: only the gateway reads or rotates join tokens, not {ident.describe()}"
+    if path in OPS_PATHS and ident.role in (pki.MANAGER, pki.ADMIN):
+        return None
+    return f"ca: {ident.describe()} may not call {method} {path}"
+
+
+@dataclass
+class AttemptLimiter:
+    """At most `limit` failed joins per client address per `window` seconds; remembers at most `max_keys`
+    addresses (the oldest are forgotten), so an attacker cannot grow it without bound."""
+
+    limit: int = 10
+    window: float = 60.0
+    max_keys: int = 4096
+    _seen: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
+
+    def blocked(self, key: str, now: float) -> bool:
+        times = [t for t in self._seen.get(key, []) if now - t < self.window]
+        if times:
+            self._seen[key] = times
+        else:
+            self._seen.pop(key, None)
+        return len(times) >= self.limit
+
+    def failed(self, key: str, now: float) -> None:
+        self._seen.setdefault(key, []).append(now)
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.max_keys:
+            self._seen.popitem(last=False)
