@@ -45,8 +45,7 @@ async def main(settings: DispatcherSettings) -> None:
         raise transport.TransportError(f"dispatcher: SHOAL_CERT_DIR holds the certificate of "
                                        f"{creds.identity.describe()}, not of a manager's dispatcher")
     store = StoreClient(settings.store_members, client=transport.http_client(creds))
-    # TODO(sec-nats): connect_bus(settings.nats_url, name, creds) once the TLS bus is merged.
-    bus = await connect_bus(settings.nats_url, name)
+    bus = await connect_bus(settings.nats_url, name, creds)
     announcer = Announcer(bus, "dispatcher", name, port=settings.port)  # listed by `GET /v1/cluster`
     announcer.start()
     revoked = transport.Revocations()  # kept current by the dispatcher from the cluster object
