@@ -157,7 +157,20 @@ class CertificateAuthority:
         self.metrics.inc("ca_joins_total", help="nodes joined")
         log.info("ca: %s (%s) joined as %s with %s", hostname or "a node", client, node_id, role)
         return {"node_id": node_id, "cluster_id": signer.cluster_id, "role": role, "certificates": certs,
-                "roots": signer.roots_pem.decode()}
+                "roots": signer.roots_pem.decode(), "managers": await self.managers()}
+
+    async def managers(self) -> list[str]:
+        """The addresses of the machines holding raft members: a joining node reaches every manager endpoint
+        there (the swarm's machines share one port layout, shoal.node.Ports)."""
+        status = getattr(self.store, "status", None)
+        if status is None:
+            return []
+        try:
+            members = (await status()).get("members") or []
+        except (ShoalError, httpx.HTTPError) as e:
+            log.info("ca: cannot list the managers for a joining node: %s", e)
+            return []
+        return sorted({str(httpx.URL(m["api_url"]).host) for m in members if m.get("api_url")})
 
     async def renew(self, ident: Identity, csrs: dict[str, str], hosts: list[str]) -> dict[str, Any]:
         core.check_renewal(ident, list(csrs))
