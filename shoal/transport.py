@@ -142,7 +142,8 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Identity 
     """The verified peer's identity on a TLS connection (None when it sent no certificate)."""
     if ssl_object is None:
         return None
-    der = ssl_object.getpeercert(binary_form=True)
+    # positional: httpcore's sync streams hand out the C-level _ssl._SSLSocket, whose getpeercert takes no keywords
+    der = ssl_object.getpeercert(True)
     return _identity_of_der(der) if der else None
 
 
