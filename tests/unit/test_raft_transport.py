@@ -174,3 +174,26 @@ async def test_a_restarted_peer_is_redialled_at_once_so_the_first_message_after_
     finally:
         await t1.stop()
         await t2.stop()
+
+
+async def test_a_dialler_hangs_up_on_a_server_that_is_not_the_node_it_meant_to_reach(certs: ClusterCerts) -> None:
+    p1, p2, p3 = free_ports(3)
+    got2: list[Message] = []
+    t2 = PeerTransport(2, {1: PeerAddr("127.0.0.1", p1, "node-1")}, got2.append, creds=certs.member(2))
+    wrong = PeerTransport(1, {2: PeerAddr("127.0.0.1", p2, "node-9")}, lambda _m: None, creds=certs.member(1))
+    old = PeerTransport(3, {2: PeerAddr("127.0.0.1", p2, "")}, lambda _m: None, creds=certs.member(3))
+    for t, p in ((t2, p2), (wrong, p1), (old, p3)):
+        await t.start("127.0.0.1", p)
+    try:
+        await _wait(lambda: wrong.metrics.value("raft_peer_dials_refused_total") >= 1)
+        wrong.send([Message(MsgType.HEARTBEAT, to=2, frm=1, term=1)])
+        old.send([Message(MsgType.HEARTBEAT, to=2, frm=3, term=1)])
+        await asyncio.sleep(0.3)
+        assert not wrong.connected()[2] and not old.connected()[2] and got2 == []
+        wrong.set_peers({2: PeerAddr("127.0.0.1", p2, "node-2")})  # control: the right node id connects
+        await _wait(lambda: wrong.connected()[2])
+        wrong.send([Message(MsgType.HEARTBEAT, to=2, frm=1, term=1)])
+        await _wait(lambda: len(got2) == 1)
+    finally:
+        for t in (t2, wrong, old):
+            await t.stop()
