@@ -21,7 +21,14 @@ Failover (on a new cluster; etcd's too with --failover-etcd): one client writes 
 members that will survive, moving to the other member and retrying after 10 ms on any error or after a 0.1 s
 request timeout; the leader is killed with SIGKILL; the time from the kill to the acknowledgement of the first
 write sent after it is one trial. The killed member is restarted and the cluster settles before the next trial
-(--failover-fresh: a new cluster per trial instead)."""
+(--failover-fresh: a new cluster per trial instead).
+
+Transport: shoal only speaks mutual TLS (every member and the load generator hold certificates of one test
+cluster, `ClusterCerts`), so each client connection is `https` with a client certificate, set up once per
+connection (persistent connections: the handshake is not in the per-write cost). etcd runs with its TLS flags
+(`--etcd-tls on`, the default: client and peer certificates required, like for like), in plaintext
+(`off`), or both side by side (`both`: etcd's own cost of TLS, a reference for shoal's, which has no
+plaintext mode to compare with)."""
 
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -47,7 +55,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.integration.raftprocs import RaftProcs, free_ports
+from shoal.transport import Credentials
+from tests.integration.raftprocs import ClusterCerts, RaftProcs, free_ports
 
 VALUE = (os.urandom(128).hex()).encode()  # 256 bytes, printable: the same value for both stores
 assert len(VALUE) == 256
@@ -81,8 +90,28 @@ def post(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int,
     return resp.status, resp.read()
 
 
-def get_json(host: str, port: int, path: str, method: str = "GET", timeout: float = 2.0) -> Any:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+Connect = Callable[[str, int, float], http.client.HTTPConnection]
+
+
+def plain(host: str, port: int, timeout: float) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection(host, port, timeout=timeout)
+
+
+def tls(ctx: ssl.SSLContext) -> Connect:
+    """Connections over TLS with `ctx` (which carries the client certificate)."""
+    def connect(host: str, port: int, timeout: float) -> http.client.HTTPConnection:
+        return http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+
+    return connect
+
+
+def client_tls(creds: Credentials) -> Connect:
+    return tls(creds.context("client"))
+
+
+def get_json(host: str, port: int, path: str, method: str = "GET", timeout: float = 2.0,
+             connect: Connect = plain) -> Any:
+    conn = connect(host, port, timeout)
     try:
         conn.request(method, path, b"{}" if method == "POST" else None)
         resp = conn.getresponse()
@@ -117,6 +146,7 @@ class System:
 
     name = ""
     path = ""
+    connect: Connect = staticmethod(plain)  # type: ignore[assignment]
 
     def leader_addr(self) -> tuple[str, int]:
         raise NotImplementedError
@@ -137,6 +167,7 @@ class Shoal(System):
 
     def __init__(self, base: Path) -> None:
         self.cluster = RaftProcs(base, 3).start_all()  # fsync is always on in the raftstore
+        self.connect = client_tls(self.cluster.certs.client("gateway"))
         try:
             self.leader = self.cluster.wait_leader(30)
         except BaseException:
@@ -154,7 +185,7 @@ class Shoal(System):
         return shoal_body(tag, k, n)
 
     def metrics(self) -> dict[str, float]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.cluster.api_ports[self.leader], timeout=5)
+        conn = self.connect("127.0.0.1", self.cluster.api_ports[self.leader], 5)
         try:
             conn.request("GET", "/metrics")
             text = conn.getresponse().read().decode()
@@ -178,23 +209,30 @@ class Etcd(System):
     name = "etcd"
     path = "/v3/kv/put"
 
-    def __init__(self, base: Path, binary: str) -> None:
+    def __init__(self, base: Path, binary: str, use_tls: bool = True) -> None:
         ports = free_ports(6)
         self.client_ports = ports[:3]
         peer_ports = ports[3:]
-        initial = ",".join(f"e{i}=http://127.0.0.1:{peer_ports[i]}" for i in range(3))
+        scheme = "https" if use_tls else "http"
+        if use_tls:
+            self.name = "etcd-tls"
+        initial = ",".join(f"e{i}={scheme}://127.0.0.1:{peer_ports[i]}" for i in range(3))
         self.base = base
         self.args: list[list[str]] = []
+        certs = ClusterCerts(base) if use_tls else None
+        if certs is not None:
+            self.connect = client_tls(certs.client("gateway"))
         for i in range(3):
-            client_url = f"http://127.0.0.1:{self.client_ports[i]}"
-            peer_url = f"http://127.0.0.1:{peer_ports[i]}"
+            client_url = f"{scheme}://127.0.0.1:{self.client_ports[i]}"
+            peer_url = f"{scheme}://127.0.0.1:{peer_ports[i]}"
             # Defaults otherwise (fsync on, heartbeat 100 ms, election timeout 1000 ms); a restarted member
             # finds its data directory and ignores the --initial-* flags.
             self.args.append([binary, "--name", f"e{i}", "--data-dir", str(base / f"e{i}"),
                               "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
                               "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
                               "--initial-cluster", initial, "--initial-cluster-state", "new",
-                              "--initial-cluster-token", base.name, "--logger", "zap", "--log-level", "warn"])
+                              "--initial-cluster-token", base.name, "--logger", "zap", "--log-level", "warn",
+                              *(etcd_tls_flags(certs.member_dir(i + 1)) if certs is not None else [])])
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         try:
             for i in range(3):
@@ -210,7 +248,8 @@ class Etcd(System):
                                              stdin=subprocess.DEVNULL)
 
     def statuses(self) -> list[Any]:
-        return [get_json("127.0.0.1", port, "/v3/maintenance/status", "POST") for port in self.client_ports]
+        return [get_json("127.0.0.1", port, "/v3/maintenance/status", "POST", connect=self.connect)
+                for port in self.client_ports]
 
     def _leader(self) -> int | None:
         statuses = self.statuses()
@@ -245,10 +284,19 @@ class Etcd(System):
             p.wait(10)
 
 
+def etcd_tls_flags(cert_dir: Path) -> list[str]:
+    """etcd's flags for mutual TLS on both its client and peer ports, with a shoal-issued certificate."""
+    cert, key, ca = (str(cert_dir / f) for f in ("swarm-node.crt", "swarm-node.key", "swarm-root-ca.crt"))
+    return ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth",
+            "--peer-cert-file", cert, "--peer-key-file", key, "--peer-trusted-ca-file", ca, "--peer-client-cert-auth"]
+
+
 NOOP_APP = """
 import sys
+from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from shoal.runner import run, serve
+from shoal.transport import Credentials, managers_only
 
 app = FastAPI()
 
@@ -257,7 +305,7 @@ async def txn(request: Request) -> Response:
     await request.body()
     return Response(b'{"revision":0,"changes":[]}', media_type="application/json")
 
-run(lambda: serve(app, "127.0.0.1", int(sys.argv[1])))
+run(lambda: serve(app, "127.0.0.1", int(sys.argv[1]), Credentials(Path(sys.argv[2])), managers_only))
 """
 
 
@@ -270,13 +318,17 @@ class NoopHttp(System):
 
     def __init__(self, base: Path) -> None:
         self.port = free_ports(1)[0]
+        certs = ClusterCerts(base / "noop")
+        self.connect = client_tls(certs.client("gateway"))
         root = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         with open(base / "noop.log", "ab") as logf:
-            self.proc = subprocess.Popen([sys.executable, "-c", NOOP_APP, str(self.port)], env=env, cwd=root,
+            self.proc = subprocess.Popen([sys.executable, "-c", NOOP_APP, str(self.port),
+                                          str(certs.dir("server", node_id="noop", component="gateway"))],
+                                         env=env, cwd=root,
                                          stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
-            wait_for(lambda: get_json("127.0.0.1", self.port, "/v1/txn", "POST") is not None, 30,
+            wait_for(lambda: get_json("127.0.0.1", self.port, "/v1/txn", "POST", connect=self.connect) is not None, 30,
                      "the no-op HTTP server")
         except BaseException:
             self.close()
@@ -340,9 +392,10 @@ def drive(system: System, clients: int, seconds: float, warmup: float, tag: str,
     done: list[list[tuple[float, float]]] = [[] for _ in range(clients)]
     errors = [0] * clients
     path = system.path
+    connect = system.connect
 
     def writer(k: int) -> None:
-        conn = http.client.HTTPConnection(host, port, timeout=30)
+        conn = connect(host, port, 30)
         mine = done[k]
         n = 0
         try:
@@ -355,7 +408,7 @@ def drive(system: System, clients: int, seconds: float, warmup: float, tag: str,
                 except (OSError, http.client.HTTPException):
                     errors[k] += 1
                     conn.close()
-                    conn = http.client.HTTPConnection(host, port, timeout=30)
+                    conn = connect(host, port, 30)
                     time.sleep(0.01)
                     continue
                 ended = time.perf_counter()
@@ -480,7 +533,7 @@ def shoal_failover(trials: int, base: Path, election_ticks: int, fresh: bool) ->
             lead = cluster.wait_leader(30)
             ports = {i: cluster.api_ports[i] for i in cluster.ids if i != lead}
             out.append(kill_leader_once(ports, "/v1/txn", partial(shoal_body, f"f{trial}", 0),
-                                        cluster.procs[lead]))
+                                        cluster.procs[lead], client_tls(cluster.certs.client("gateway"))))
             print(f"  shoal failover {trial + 1}/{trials}: leader {lead} killed, first write acknowledged after "
                   f"{out[-1] * 1e3:.0f} ms (load {loadavg()})", flush=True)
             if fresh:
@@ -498,10 +551,10 @@ def shoal_failover(trials: int, base: Path, election_ticks: int, fresh: bool) ->
     return out
 
 
-def etcd_failover(trials: int, base: Path, binary: str) -> list[float]:
+def etcd_failover(trials: int, base: Path, binary: str, use_tls: bool) -> list[float]:
     """The same procedure against etcd: its leader killed `trials` times, restarted between trials."""
     base.mkdir(parents=True, exist_ok=True)
-    etcd = Etcd(base, binary)
+    etcd = Etcd(base, binary, use_tls)
     out: list[float] = []
     try:
         for trial in range(trials):
@@ -509,7 +562,7 @@ def etcd_failover(trials: int, base: Path, binary: str) -> list[float]:
             lead = etcd.client_ports.index(port)
             ports = {i: etcd.client_ports[i] for i in range(3) if i != lead}
             out.append(kill_leader_once(ports, etcd.path, partial(etcd.body, f"f{trial}", 0),
-                                        etcd.procs[lead]))
+                                        etcd.procs[lead], etcd.connect))
             print(f"  etcd failover {trial + 1}/{trials}: leader e{lead} killed, first write acknowledged after "
                   f"{out[-1] * 1e3:.0f} ms (load {loadavg()})", flush=True)
             etcd.start(lead)
@@ -527,7 +580,7 @@ FAILOVER_TIMEOUT = 0.1
 
 
 def kill_leader_once(ports: dict[int, int], path: str, body: Callable[[int], bytes],
-                     leader: subprocess.Popen[bytes]) -> float:
+                     leader: subprocess.Popen[bytes], connect: Connect) -> float:
     """SIGKILL `leader` while one client writes through the members listening on `ports`; seconds until a
     write sent after the kill is acknowledged."""
     survivors = sorted(ports)
@@ -535,8 +588,7 @@ def kill_leader_once(ports: dict[int, int], path: str, body: Callable[[int], byt
     stop = threading.Event()
 
     def writer() -> None:
-        conns = {i: http.client.HTTPConnection("127.0.0.1", ports[i], timeout=FAILOVER_TIMEOUT)
-                 for i in survivors}
+        conns = {i: connect("127.0.0.1", ports[i], FAILOVER_TIMEOUT) for i in survivors}
         turn, n = 0, 0
         try:
             while not stop.is_set():
@@ -579,7 +631,8 @@ def table(results: list[Result]) -> str:
             "|---|---|---|---|---|---|---|"]
     for c in sorted({r.clients for r in results}):
         level = [r for r in results if r.clients == c]
-        etcd = next((r for r in level if r.system == "etcd"), None)
+        etcd = next((r for r in level if r.system == "etcd-tls"), None) or \
+            next((r for r in level if r.system == "etcd"), None)
         for r in level:
             ratio = f"{r.rate / etcd.rate:.2f}x" if r.system == "shoal" and etcd and etcd.rate else ""
             rows.append(f"| {c} | {r.system} | {r.rate:,.0f} | {r.p50 * 1e3:.1f} | {r.p99 * 1e3:.1f} | "
@@ -599,6 +652,8 @@ def main() -> None:
     p.add_argument("--failover-fresh", action="store_true",
                    help="a new shoal cluster for every failover trial (no member restarted before the kill)")
     p.add_argument("--failover-etcd", action="store_true", help="also time etcd's failover the same way")
+    p.add_argument("--etcd-tls", choices=("on", "off", "both"), default="on",
+                   help="etcd with mutual TLS like shoal (on, default), in plaintext (off), or both side by side")
     p.add_argument("--quick", action="store_true", help="short bounded run: 3 s per level, 3 failover trials")
     p.add_argument("--http-baseline", action="store_true",
                    help="also drive a no-op uvicorn + FastAPI endpoint (the HTTP ceiling of one process)")
@@ -633,8 +688,10 @@ def run(a: argparse.Namespace, levels: list[int], etcd_bin: str | None, tmp: Pat
         shoal = Shoal(tmp / "shoal")
         systems.append(shoal)
         if etcd_bin:
-            (tmp / "etcd").mkdir()
-            systems.append(Etcd(tmp / "etcd", etcd_bin))
+            for use_tls in {"on": [True], "off": [False], "both": [False, True]}[a.etcd_tls]:
+                d = tmp / ("etcd-tls" if use_tls else "etcd")
+                d.mkdir()
+                systems.append(Etcd(d, etcd_bin, use_tls))
             out = subprocess.run([etcd_bin, "--version"], capture_output=True, text=True).stdout.splitlines()
             print(out[0] if out else "etcd", flush=True)
         if a.http_baseline:
@@ -648,10 +705,11 @@ def run(a: argparse.Namespace, levels: list[int], etcd_bin: str | None, tmp: Pat
                 results.append(r)
                 print(r.line(), flush=True)
             ours = next(r for r in results if r.system == "shoal" and r.clients == c)
-            theirs = next((r for r in results if r.system == "etcd" and r.clients == c), None)
-            if theirs is not None:
-                print(f"  ours/etcd at {c} clients: {ours.rate / max(theirs.rate, 1e-9):.2f}x writes/s, "
-                      f"{ours.cpu_per_1k / max(theirs.cpu_per_1k, 1e-9):.2f}x CPU per write", flush=True)
+            for name in ("etcd", "etcd-tls"):
+                theirs = next((r for r in results if r.system == name and r.clients == c), None)
+                if theirs is not None:
+                    print(f"  ours/{name} at {c} clients: {ours.rate / max(theirs.rate, 1e-9):.2f}x writes/s, "
+                          f"{ours.cpu_per_1k / max(theirs.cpu_per_1k, 1e-9):.2f}x CPU per write", flush=True)
         if a.profile:
             profile(shoal, max(levels), a.seconds, a.warmup, a.profile)
     finally:
@@ -663,7 +721,7 @@ def run(a: argparse.Namespace, levels: list[int], etcd_bin: str | None, tmp: Pat
         print(f"\nfailover: {a.failover_trials} leader kills (SIGKILL), one client writing through the survivors "
               f"(election timeout {a.election_ticks} x 0.1 s ticks, randomized up to 2x)", flush=True)
         lat = sorted(shoal_failover(a.failover_trials, tmp / "failover", a.election_ticks, a.failover_fresh))
-        etcd_lat = sorted(etcd_failover(a.failover_trials, tmp / "etcd-failover", etcd_bin)) \
+        etcd_lat = sorted(etcd_failover(a.failover_trials, tmp / "etcd-failover", etcd_bin, a.etcd_tls != "off")) \
             if a.failover_etcd and etcd_bin else []
         for name, vals in (("shoal", lat), ("etcd", etcd_lat)):
             if vals:

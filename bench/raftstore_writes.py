@@ -35,14 +35,14 @@ async def run(clients: int, seconds: float, target: str) -> None:
             lead = cluster.wait_leader(15)
             member = lead if target == "leader" else next(i for i in cluster.ids if i != lead)
             url = cluster.url(member)
-            before = httpx.get(cluster.url(lead) + "/metrics").text
+            before = cluster.http.get(cluster.url(lead) + "/metrics").text
             latencies: list[float] = []
             errors = 0
             stop_at = time.monotonic() + seconds
 
             async def writer(k: int) -> None:
                 nonlocal errors
-                client = StoreClient([url], timeout=30.0)
+                client = StoreClient([url], creds=cluster.certs.client(), timeout=30.0)
                 n = 0
                 try:
                     while time.monotonic() < stop_at:
@@ -62,7 +62,7 @@ async def run(clients: int, seconds: float, target: str) -> None:
             began = time.monotonic()
             await asyncio.gather(*(writer(k) for k in range(clients)))
             elapsed = time.monotonic() - began
-            after = httpx.get(cluster.url(lead) + "/metrics").text
+            after = cluster.http.get(cluster.url(lead) + "/metrics").text
         finally:
             cluster.close()
     latencies.sort()

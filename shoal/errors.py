@@ -3,6 +3,7 @@
     ShoalError
     ├── InvalidArgument       400  bad input; nothing changed
     │   └── TxnTooLarge       413  transaction over the byte/op bounds
+    ├── PermissionDenied      403  the caller's certificate does not allow this
     ├── NotFound              404
     ├── Conflict              409
     │   ├── AlreadyExists         id or name taken
@@ -40,6 +41,11 @@ class InvalidArgument(ShoalError):
 class TxnTooLarge(InvalidArgument):
     status = 413
     code = "txn_too_large"
+
+
+class PermissionDenied(ShoalError):
+    status = 403
+    code = "permission_denied"
 
 
 class NotFound(ShoalError):
@@ -86,7 +92,7 @@ class OutcomeUnknown(ShoalError):
 _BY_CODE: dict[str, type[ShoalError]] = {
     c.code: c
     for c in (
-        InvalidArgument, TxnTooLarge, NotFound, Conflict, AlreadyExists, VersionConflict,
+        InvalidArgument, TxnTooLarge, PermissionDenied, NotFound, Conflict, AlreadyExists, VersionConflict,
         PreconditionFailed, Compacted, Unavailable, NotLeader, OutcomeUnknown,
     )
 }
@@ -103,7 +109,7 @@ def error_from_json(status: int, body: Any) -> ShoalError:
     else:
         message = f"HTTP {status}: {body!r}"[:500]
         details = {}
-    for c in (NotFound, Conflict, Compacted, Unavailable, InvalidArgument):
+    for c in (PermissionDenied, NotFound, Conflict, Compacted, Unavailable, InvalidArgument):
         if c.status == status:
             return c(message, **details)
     return ShoalError(message, **details)

@@ -33,7 +33,7 @@ async def main(settings: CASettings) -> None:
     if creds.identity.role != "swarm-manager" or creds.identity.component != "ca":
         raise transport.TransportError(f"ca: SHOAL_CERT_DIR holds the certificate of {creds.identity.describe()}, "
                                        "not of a manager's ca component")
-    store = StoreClient(settings.store_members, client=transport.http_client(creds))
+    store = StoreClient(settings.store_members, creds=creds)
     revoked = transport.Revocations()
     try:
         await serve(create_app(settings, store=store, revocations=revoked), settings.host, settings.port, creds,

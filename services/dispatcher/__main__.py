@@ -44,7 +44,7 @@ async def main(settings: DispatcherSettings) -> None:
     if creds.identity.role != pki.MANAGER or creds.identity.component != "dispatcher":
         raise transport.TransportError(f"dispatcher: SHOAL_CERT_DIR holds the certificate of "
                                        f"{creds.identity.describe()}, not of a manager's dispatcher")
-    store = StoreClient(settings.store_members, client=transport.http_client(creds))
+    store = StoreClient(settings.store_members, creds=creds)
     bus = await connect_bus(settings.nats_url, name, creds)
     announcer = Announcer(bus, "dispatcher", name, port=settings.port)  # listed by `GET /v1/cluster`
     announcer.start()

@@ -9,11 +9,13 @@ import os
 import random
 import sys
 
+from services.raftstore import access
 from services.raftstore.app import create_app
 from services.raftstore.member import Member
 from services.raftstore.settings import RaftstoreSettings
 from shoal.bus.nats import NatsBus
 from shoal.runner import freeze_heap, run, serve, setup_logging
+from shoal.transport import load_credentials
 
 log = logging.getLogger("services.raftstore")
 
@@ -24,7 +26,8 @@ async def main() -> None:
         settings = settings.model_copy(update={"force_new_cluster": True})
     setup_logging(settings.log_level, f"raftstore-{settings.raft_id}")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded write is noise
-    member = Member(settings, rng=random.Random(os.urandom(16)))
+    creds = load_credentials(settings.cert_dir)
+    member = Member(settings, creds, rng=random.Random(os.urandom(16)))
     freeze_heap()  # the replayed store is long-lived: keep it out of every later collection
 
     def crashed(err: BaseException) -> None:
@@ -33,11 +36,11 @@ async def main() -> None:
         os._exit(70)
 
     member.on_crash = crashed
-    bus = NatsBus(settings.nats_url, settings.instance_name("raftstore")) if settings.nats_url else None
-    app = create_app(settings, member, bus)
-    log.info("raftstore %d: API on %s:%d, raft peers on %s, data in %s", member.me.id, settings.host,
-             settings.api_port(), member.me.peer_addr, settings.data_dir)
-    await serve(app, settings.host, settings.api_port())
+    bus = NatsBus(settings.nats_url, settings.instance_name("raftstore"), creds) if settings.nats_url else None
+    app = create_app(settings, member, bus, creds=creds)
+    log.info("raftstore %d (node %s): API on %s:%d, raft peers on %s, data in %s (mutual TLS)", member.me.id,
+             member.me.node_id, settings.host, settings.api_port(), member.me.peer_addr, settings.data_dir)
+    await serve(app, settings.host, settings.api_port(), creds, access.policy)
 
 
 if __name__ == "__main__":

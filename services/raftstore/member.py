@@ -1,5 +1,7 @@
 """Member: one raftstore member composed from its parts — snapshot and WAL replay, FSM, Driver and
-PeerTransport — with start/stop. `__main__` builds one from settings; tests build several in one process."""
+PeerTransport — with start/stop. `__main__` builds one from settings; tests build several in one process.
+Its credentials are a raftstore certificate whose CN is this member's node id (SHOAL_RAFT_MEMBERS' third
+field); every other bootstrap member must name its node id too, since raft peers are known by certificate."""
 
 from __future__ import annotations
 
@@ -15,19 +17,22 @@ from services.raftstore.fsm import FSM
 from services.raftstore.membership import Membership
 from services.raftstore.raft import ConfChange, ConfChangeType, Entry, EntryType, HardState
 from services.raftstore.settings import MemberInfo, RaftstoreSettings
-from services.raftstore.transport import PeerTransport
+from services.raftstore.transport import PEER_COMPONENT, PeerAddr, PeerTransport
 from services.raftstore.wal import WAL, Replayed
+from shoal import pki
 from shoal.metrics import Registry
+from shoal.transport import Credentials, TransportError
 
 log = logging.getLogger(__name__)
 
 
 class Member:
-    def __init__(self, settings: RaftstoreSettings, *, rng: random.Random | None = None,
+    def __init__(self, settings: RaftstoreSettings, creds: Credentials, *, rng: random.Random | None = None,
                  metrics: Registry | None = None) -> None:
         self.settings = settings
-        bootstrap = settings.members()
-        self.me = settings.me()
+        self.creds = creds
+        bootstrap = bootstrap_members(settings.members(), settings.raft_id, creds)
+        self.me = next(m for m in bootstrap if m.id == settings.raft_id)
         self.metrics = metrics or Registry()
         self.wal, replayed = WAL.open(settings.data_dir)
         snap = snapfile.load(settings.data_dir)
@@ -40,7 +45,7 @@ class Member:
         # the leader's snapshot.
         membership = Membership(bootstrap)
         peers = [] if settings.raft_join else [m.id for m in bootstrap]
-        self.transport = PeerTransport(self.me.id, {}, deliver=lambda _m: None, metrics=self.metrics)
+        self.transport = PeerTransport(self.me.id, {}, deliver=lambda _m: None, creds=creds, metrics=self.metrics)
         cfg = DriverConfig(tick=settings.raft_tick, election_ticks=settings.raft_election_ticks,
                            heartbeat_ticks=settings.raft_heartbeat_ticks, read_timeout=settings.read_timeout,
                            snapshot_interval=settings.snapshot_interval, snapshot_tail=settings.snapshot_tail,
@@ -63,7 +68,7 @@ class Member:
 
     def _follow_membership(self, membership: Membership) -> None:
         self.transport.blocked = set(membership.removed)
-        self.transport.set_peers({m.id: (m.peer_host, m.peer_port) for m in membership.all()})
+        self.transport.set_peers({m.id: PeerAddr(m.peer_host, m.peer_port, m.node_id) for m in membership.all()})
 
     async def start(self) -> None:
         await self.transport.start(self.me.peer_host, self.me.peer_port)
@@ -90,6 +95,29 @@ class Member:
                     await self._task
         await self.transport.stop()
         self.wal.close()
+
+
+def bootstrap_members(members: list[MemberInfo], me: int, creds: Credentials) -> list[MemberInfo]:
+    """SHOAL_RAFT_MEMBERS checked against this member's certificate: it must be a manager's raftstore
+    certificate, its CN this member's node id (filled in when the spec leaves it out), and every other member
+    must name its node id. Raises TransportError (a start-up error) otherwise."""
+    ident = creds.identity
+    if ident.role != pki.MANAGER or ident.component != PEER_COMPONENT:
+        raise TransportError(f"raftstore: {creds.cert_file} is the certificate of the {ident.describe()}; a raft "
+                             "member needs a manager's raftstore certificate")
+    out = []
+    for m in members:
+        if m.id == me:
+            if m.node_id and m.node_id != ident.node_id:
+                raise TransportError(f"raftstore: SHOAL_RAFT_MEMBERS names member {me}'s node {m.node_id!r}, but "
+                                     f"its certificate is node {ident.node_id!r}")
+            m = MemberInfo(m.id, m.api_url, m.peer_host, m.peer_port, ident.node_id)
+        elif not m.node_id:
+            raise TransportError(f"raftstore: SHOAL_RAFT_MEMBERS gives no node id for member {m.id} "
+                                 "('id=api_url,peer_host:port,node_id'): raft peers are known by the node id in "
+                                 "their certificate")
+        out.append(m)
+    return out
 
 
 def force_new_cluster(wal: WAL, replayed: Replayed, me: int) -> None:

@@ -15,9 +15,11 @@ from services.raftstore.raft import ConfChange, ConfChangeType
 from services.raftstore.settings import MemberInfo, parse_peer
 
 
-def member_context(api_url: str, peer_addr: str) -> bytes:
-    """The ConfChange context of an added member."""
-    return json.dumps({"api_url": api_url, "peer_addr": peer_addr}, separators=(",", ":")).encode()
+def member_context(api_url: str, peer_addr: str, node_id: str) -> bytes:
+    """The ConfChange context of an added member. Contexts written before mutual TLS have no `node_id`: they
+    are still read (WAL compatibility), but such a member cannot be peered with until it is re-added."""
+    return json.dumps({"api_url": api_url, "peer_addr": peer_addr, "node_id": node_id},
+                      separators=(",", ":")).encode()
 
 
 class Membership:
@@ -36,7 +38,8 @@ class Membership:
         if cc.type == ConfChangeType.ADD_LEARNER and cc.context:
             ctx = json.loads(cc.context)
             host, port = parse_peer(ctx["peer_addr"])
-            self.infos[cc.node_id] = MemberInfo(cc.node_id, ctx["api_url"].rstrip("/"), host, port)
+            self.infos[cc.node_id] = MemberInfo(cc.node_id, ctx["api_url"].rstrip("/"), host, port,
+                                                str(ctx.get("node_id", "")))
         elif cc.type == ConfChangeType.REMOVE:
             self.infos.pop(cc.node_id, None)
             self.removed.add(cc.node_id)
@@ -45,6 +48,10 @@ class Membership:
             for i in others:
                 del self.infos[i]
             self.removed.update(others)
+
+    def ids_of_node(self, node_id: str) -> frozenset[int]:
+        """The member ids a certificate with this CN may speak for (none for an empty node id)."""
+        return frozenset(i for i, m in self.infos.items() if node_id and m.node_id == node_id)
 
     def next_id(self) -> int:
         """An id never used in this cluster."""
@@ -58,5 +65,5 @@ class Membership:
         infos = []
         for m in body.get("members", []):
             host, port = parse_peer(m["peer_addr"])
-            infos.append(MemberInfo(int(m["id"]), m["api_url"], host, port))
+            infos.append(MemberInfo(int(m["id"]), m["api_url"], host, port, str(m.get("node_id", ""))))
         return cls(infos, body.get("removed", []))

@@ -1,9 +1,11 @@
 """RaftstoreSettings: SHOAL_* environment of one raftstore member (built once in __main__).
 
-`SHOAL_RAFT_MEMBERS` lists the whole cluster as `id=api_url,peer_host:peer_port` items separated by `;`, e.g.
-`1=http://127.0.0.1:4301,127.0.0.1:4311;2=http://127.0.0.1:4302,127.0.0.1:4312;3=...`. Empty means a
-single-member cluster serving on SHOAL_HOST/SHOAL_PORT with its peer port at SHOAL_PORT+10. It is the
-*bootstrap* membership: once the cluster has data, membership lives in the log (POST/DELETE /v1/members).
+`SHOAL_RAFT_MEMBERS` lists the whole cluster as `id=api_url,peer_host:peer_port,node_id` items separated by
+`;`, e.g. `1=https://127.0.0.1:4301,127.0.0.1:4311,n1;2=https://127.0.0.1:4302,127.0.0.1:4312,n2;3=...`. The
+node id is the CN of that member's certificate: raft peers are recognised by it, never by their address (a
+member without one cannot be peered with). Empty means a single-member cluster serving on SHOAL_HOST/SHOAL_PORT
+with its peer port at SHOAL_PORT+10. It is the *bootstrap* membership: once the cluster has data, membership
+lives in the log (POST/DELETE /v1/members).
 
 `SHOAL_RAFT_JOIN=1` starts a member that joins an existing cluster (after `POST /v1/members` on it): it
 waits, empty, for the leader's snapshot. Its SHOAL_RAFT_MEMBERS lists the current members and itself (like
@@ -26,13 +28,17 @@ class MemberInfo:
     api_url: str
     peer_host: str
     peer_port: int
+    node_id: str = ""  # the CN of the member's certificate ("" only in data written before mutual TLS)
 
     @property
     def peer_addr(self) -> str:
         return f"{self.peer_host}:{self.peer_port}"
 
     def to_json(self) -> dict[str, object]:
-        return {"id": self.id, "api_url": self.api_url, "peer_addr": self.peer_addr}
+        out: dict[str, object] = {"id": self.id, "api_url": self.api_url, "peer_addr": self.peer_addr}
+        if self.node_id:
+            out["node_id"] = self.node_id
+        return out
 
 
 def parse_peer(addr: str) -> tuple[str, int]:
@@ -49,12 +55,15 @@ def parse_members(spec: str) -> list[MemberInfo]:
             continue
         try:
             ident, rest = item.split("=", 1)
-            api_url, peer = (p.strip() for p in rest.rsplit(",", 1))
-            host, port = parse_peer(peer)
-            member = MemberInfo(int(ident), api_url.rstrip("/"), host, port)
+            fields = [p.strip() for p in rest.split(",")]
+            if len(fields) not in (2, 3):
+                raise ValueError(rest)
+            host, port = parse_peer(fields[1])
+            node_id = fields[2] if len(fields) == 3 else ""
+            member = MemberInfo(int(ident), fields[0].rstrip("/"), host, port, node_id)
         except ValueError as e:
             raise ValueError(f"SHOAL_RAFT_MEMBERS: cannot parse {item!r}: expected "
-                             "'id=http://host:port,peer_host:peer_port'") from e
+                             "'id=https://host:port,peer_host:peer_port,node_id'") from e
         if member.id <= 0 or not member.api_url.startswith(("http://", "https://")):
             raise ValueError(f"SHOAL_RAFT_MEMBERS: {item!r} needs a positive id and an http(s) API URL")
         out.append(member)
@@ -83,7 +92,7 @@ class RaftstoreSettings(CommonSettings):
         members = parse_members(self.raft_members)
         if not members:
             port = self.port or 4301
-            members = [MemberInfo(self.raft_id, f"http://{self.host}:{port}", self.host, port + 10)]
+            members = [MemberInfo(self.raft_id, f"https://{self.host}:{port}", self.host, port + 10)]
         if self.raft_id not in {m.id for m in members}:
             raise ValueError(f"SHOAL_RAFT_ID={self.raft_id} is not in SHOAL_RAFT_MEMBERS "
                              f"({[m.id for m in members]})")

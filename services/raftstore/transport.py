@@ -6,7 +6,15 @@ an append carrying a large entry) goes out as several frames, each but the last 
 length, and the receiver joins them before decoding. Sending never blocks the driver: each peer has a bounded queue that
 a writer task drains, batching whatever is queued into one write; when the queue is full the message is
 dropped, which Raft tolerates (heartbeats and appends are retried). A broken connection is re-dialled with
-backoff, dropping what was queued for it."""
+backoff, dropping what was queued for it.
+
+Every connection is mutual TLS (shoal.transport's peer contexts; no host name check, since fault-injecting
+proxies sit between members in the tests): a peer is known by its certificate, never by its address.
+- Accepting: the dialler must present a `raftstore` certificate of a manager of this cluster, or the
+  connection is closed; each message it sends must come `frm` a member whose node id (the member table) is the
+  certificate's CN, or it is dropped and counted (`raft_peer_messages_refused_total`).
+- Dialling: the server must present the `raftstore` certificate of the node id we meant to reach; a member
+  without a node id (data written before mutual TLS) is not dialled until it is re-added with one."""
 
 from __future__ import annotations
 
@@ -14,12 +22,17 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 from services.raftstore.codec import DecodeError, decode_message, encode_message
 from services.raftstore.raft import Message
+from shoal import pki
 from shoal.metrics import Registry
+from shoal.pki import Identity
+from shoal.transport import Credentials, peer_client_context, peer_identity, peer_server_context
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +40,44 @@ _LEN = struct.Struct("<I")
 MORE = 1 << 31  # in a frame's length: more frames of the same message follow
 MAX_CHUNK = 1 << 20  # no frame carries more than this
 MAX_MESSAGE = 1 << 31  # a reassembled message larger than this is refused
+PEER_COMPONENT = "raftstore"
+HANDSHAKE_TIMEOUT = 5.0
+LOG_EVERY = 10.0  # seconds between two log lines about the same refused peer
+
+
+class PeerAddr(NamedTuple):
+    """Where a member listens for raft peers, and the node id its certificate must carry."""
+
+    host: str
+    port: int
+    node_id: str
+
+
+class LogLimiter:
+    """At most one line per key every `every` seconds (refusals can come at line rate)."""
+
+    def __init__(self, every: float = LOG_EVERY) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+
+    def warning(self, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every) >= self.every:
+            if len(self._last) > 1024:
+                self._last.clear()
+            self._last[key] = now
+            log.warning(msg, *args)
+
+
+def refuse_peer(ident: Identity | None, cluster_id: str) -> str | None:
+    """Why a connection's certificate may not speak raft to us (None: it may)."""
+    if ident is None:
+        return "it presented no certificate"
+    if ident.cluster_id != cluster_id:
+        return f"its certificate belongs to cluster {ident.cluster_id!r}"
+    if ident.role != pki.MANAGER or ident.component != PEER_COMPONENT:
+        return f"it is the {ident.describe()}, not a raftstore member"
+    return None
 
 
 def frames(body: bytes, max_chunk: int = MAX_CHUNK) -> list[bytes]:
@@ -44,9 +95,12 @@ def frames(body: bytes, max_chunk: int = MAX_CHUNK) -> list[bytes]:
 
 
 class _Peer:
-    def __init__(self, peer_id: int, host: str, port: int, queue_size: int) -> None:
+    def __init__(self, peer_id: int, addr: PeerAddr, queue_size: int, creds: Credentials, metrics: Registry,
+                 limiter: LogLimiter) -> None:
         self.id = peer_id
-        self.host, self.port = host, port
+        self.addr = addr
+        self.host, self.port = addr.host, addr.port
+        self.creds, self.metrics, self.limiter = creds, metrics, limiter
         self.queue: deque[Message] = deque()
         self.queue_size = queue_size
         self.ready = asyncio.Event()
@@ -60,17 +114,41 @@ class _Peer:
         self.ready.set()
         return True
 
+    def _refuse_server(self, writer: asyncio.StreamWriter) -> str | None:
+        ident = peer_identity(writer.get_extra_info("ssl_object"))
+        why = refuse_peer(ident, self.creds.identity.cluster_id)
+        if why is None and ident is not None and ident.node_id != self.addr.node_id:
+            why = f"its certificate names node {ident.node_id!r}, not member {self.id}'s node {self.addr.node_id!r}"
+        return why
+
     async def run(self) -> None:
         backoff = 0.05
         while not self.stopped:
+            if not self.addr.node_id:
+                self.queue.clear()
+                self.limiter.warning(f"no-node-id:{self.id}", "transport: member %d has no node id (it was added "
+                                     "before mutual TLS): it cannot be peered with; remove it and add it again "
+                                     "with its node_id", self.id)
+                await asyncio.sleep(0.5)
+                continue
             try:
                 async with asyncio.timeout(2.0):
-                    reader, writer = await asyncio.open_connection(self.host, self.port)
-            except (OSError, TimeoutError) as e:
+                    reader, writer = await asyncio.open_connection(
+                        self.host, self.port, ssl=peer_client_context(self.creds), server_hostname="")
+            except (OSError, TimeoutError) as e:  # ssl.SSLError is an OSError
                 self.queue.clear()  # stale by the time we reconnect; Raft re-sends what matters
                 log.debug("transport: dial %d at %s:%d failed: %s", self.id, self.host, self.port, e)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 0.5)
+                continue
+            why = self._refuse_server(writer)
+            if why is not None:
+                self.queue.clear()
+                self.metrics.inc("raft_peer_dials_refused_total", 1, "peer connections we hung up on (wrong server)")
+                self.limiter.warning(f"dial:{self.id}", "transport: hanging up on %s:%d (member %d): %s",
+                                     self.host, self.port, self.id, why)
+                writer.close()
+                await asyncio.sleep(0.5)
                 continue
             backoff = 0.05
             self.connected = True
@@ -114,39 +192,51 @@ class _Peer:
 
 
 class PeerTransport:
-    def __init__(self, self_id: int, peers: Mapping[int, tuple[str, int]], deliver: Callable[[Message], None],
-                 *, queue_size: int = 4096, metrics: Registry | None = None) -> None:
-        """`peers`: every other member's (host, port); `deliver` takes each received message."""
+    def __init__(self, self_id: int, peers: Mapping[int, PeerAddr], deliver: Callable[[Message], None],
+                 *, creds: Credentials, queue_size: int = 4096, metrics: Registry | None = None) -> None:
+        """`peers`: every member's address and node id; `deliver` takes each received message; `creds`: this
+        member's raftstore certificate."""
         self.id = self_id
         self.deliver = deliver
+        self.creds = creds
         self.metrics = metrics or Registry()
         self.queue_size = queue_size
-        self._peers = {pid: _Peer(pid, h, p, queue_size) for pid, (h, p) in peers.items() if pid != self_id}
+        self.limiter = LogLimiter()
+        self._peers: dict[int, _Peer] = {}
+        #: certificate CN -> the member ids it may send as
+        self._ids_of_node: dict[str, frozenset[int]] = {}
         #: removed members: whatever they still send is dropped (their ids never come back)
         self.blocked: set[int] = set()
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self.set_peers(peers)
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port)
+        self._server = await asyncio.start_server(self._serve, host, port, ssl=peer_server_context(self.creds),
+                                                  ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         for p in self._peers.values():
             self._tasks.append(asyncio.create_task(p.run(), name=f"raft.peer.{p.id}"))
 
-    def set_peers(self, peers: Mapping[int, tuple[str, int]]) -> None:
+    def set_peers(self, peers: Mapping[int, PeerAddr]) -> None:
         """Follow a membership change: dial new members, hang up on removed ones."""
+        ids: dict[str, set[int]] = {}
+        for pid, addr in peers.items():
+            if addr.node_id and pid != self.id:
+                ids.setdefault(addr.node_id, set()).add(pid)
+        self._ids_of_node = {n: frozenset(v) for n, v in ids.items()}
         for pid in [p for p in self._peers if p not in peers]:
             peer = self._peers.pop(pid)
             peer.stopped = True
             peer.ready.set()
-        for pid, (host, port) in peers.items():
+        for pid, addr in peers.items():
             have = self._peers.get(pid)
-            if pid == self.id or (have is not None and (have.host, have.port) == (host, port)):
+            if pid == self.id or (have is not None and have.addr == addr):
                 continue
             if have is not None:
                 have.stopped = True
                 have.ready.set()
-            peer = _Peer(pid, host, port, self.queue_size)
+            peer = _Peer(pid, addr, self.queue_size, self.creds, self.metrics, self.limiter)
             self._peers[pid] = peer
             if self._server is not None:
                 self._tasks.append(asyncio.create_task(peer.run(), name=f"raft.peer.{pid}"))
@@ -168,10 +258,24 @@ class PeerTransport:
     def connected(self) -> dict[int, bool]:
         return {pid: p.connected for pid, p in self._peers.items()}
 
+    def _refused(self, name: str, key: str, msg: str, *args: object) -> None:
+        self.metrics.inc(name, 1, "raft peer connections or messages refused (certificate)")
+        self.limiter.warning(key, msg, *args)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._conns[task] = writer
+        ident = peer_identity(writer.get_extra_info("ssl_object"))
+        why = refuse_peer(ident, self.creds.identity.cluster_id)
+        if why is not None or ident is None:
+            self._refused("raft_peer_connections_refused_total", f"conn:{why}", "transport: refusing a raft peer "
+                          "connection from %s: %s", writer.get_extra_info("peername"), why)
+            writer.close()
+            if task is not None:
+                self._conns.pop(task, None)
+            return
+        node_id = ident.node_id
         try:
             while True:
                 chunks: list[bytes] = []
@@ -196,8 +300,13 @@ class PeerTransport:
                     continue
                 if msg.to != self.id or msg.frm in self.blocked:
                     continue
+                if msg.frm not in self._ids_of_node.get(node_id, ()):
+                    self._refused("raft_peer_messages_refused_total", f"frm:{node_id}:{msg.frm}",
+                                  "transport: dropping raft messages from member %d sent with the certificate of "
+                                  "node %s, which is not that member's", msg.frm, node_id)
+                    continue
                 self.deliver(msg)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, asyncio.CancelledError):
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, asyncio.CancelledError):  # incl. SSLError
             pass  # the peer went away, or we are stopping: either way this connection is done
         finally:
             writer.close()

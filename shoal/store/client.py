@@ -4,6 +4,9 @@ Members forward writes to the Raft leader themselves, so the client only fails o
 connection or a 503 is retried on the next member until `retry_for` runs out (nothing was applied), while a
 request that was sent and then timed out raises OutcomeUnknown (it may still commit; re-read to find out).
 
+Every request goes over mutual TLS (`creds`: this process's certificate, through shoal.transport.http_client);
+what the store lets the caller do follows from that certificate's component (docs/security.md).
+
 HTTP API of a raftstore member (docs/api.md has the full contract):
     POST /v1/txn                         {"ops": [...]} -> {"revision", "changes": [...]}
     GET  /v1/objects/{kind}?f=v&stale=1  -> {"revision", "items"}
@@ -21,8 +24,8 @@ from typing import Any
 import httpx
 
 from shoal.errors import OutcomeUnknown, ShoalError, Unavailable, error_from_json
-from shoal.http import client_factory
 from shoal.store.txn import Obj, Op, TxnResult, WatchBatch
+from shoal.transport import Credentials, http_client
 
 
 class StoreClient:
@@ -30,6 +33,7 @@ class StoreClient:
         self,
         members: Sequence[str],
         *,
+        creds: Credentials | None = None,
         timeout: float = 10.0,
         retry_for: float = 10.0,
         stale_reads: bool = False,
@@ -42,7 +46,9 @@ class StoreClient:
         self._timeout = timeout
         self._retry_for = retry_for
         self._stale = stale_reads
-        self._http = client or client_factory(timeout=timeout)
+        # `creds=None` with no `client` is a plain client: only in-process test transports answer it (every
+        # raftstore port requires a certificate).
+        self._http = client or http_client(creds, timeout=timeout)
 
     async def _request(self, method: str, path: str, *, write: bool = False, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()

@@ -39,7 +39,6 @@ from shoal.errors import (
     ShoalError,
     Unavailable,
 )
-from shoal.http import client_factory
 from shoal.store import txn as t
 from shoal.store.client import StoreClient
 from tests.integration.raftprocs import RaftProcs, eventually
@@ -115,7 +114,7 @@ class Workload:
         self._seq: dict[int, int] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._http = client_factory(timeout=timeout)
+        self._http = cluster.certs.async_http(timeout=timeout)
         self._progress = asyncio.Event()
 
     # ---- running ------------------------------------------------------------------------------------------
@@ -201,7 +200,8 @@ class Workload:
     async def probe(self, member: int, timeout: float = 30.0) -> list[Op]:
         """A create and a shared-key write sent straight to `member` with a long timeout (e.g. queued at a
         SIGSTOPped leader, so that it answers them after SIGCONT), recorded like the workload's own."""
-        client = StoreClient([self.cluster.url(member)], timeout=timeout, retry_for=1.0)
+        client = StoreClient([self.cluster.url(member)], creds=self.cluster.certs.client(), timeout=timeout,
+                             retry_for=1.0)
         k = 500 + member
         self.probes += 1
         try:

@@ -40,7 +40,7 @@ class FaultyRaftProcs(RaftProcs):
         ports = quiet_ports(2 * members + len(links))
         self.api_ports = {i: ports[i - 1] for i in self.ids}
         self.peer_ports = {i: ports[members + i - 1] for i in self.ids}
-        self.spec = ";".join(f"{i}={self.url(i)},127.0.0.1:{self.peer_ports[i]}" for i in self.ids)
+        self.spec = self.spec_of({i: self.peer_ports[i] for i in self.ids})
         self.env_common["SHOAL_RAFT_MEMBERS"] = self.spec
         self.mounts: list[Path] = []
         self.paused: set[int] = set()
@@ -57,7 +57,7 @@ class FaultyRaftProcs(RaftProcs):
         def peer_port(j: int) -> int:
             return self.peer_ports[j] if j == i else self.link_ports[(i, j)]
 
-        return ";".join(f"{j}={self.url(j)},127.0.0.1:{peer_port(j)}" for j in self.ids)
+        return self.spec_of({j: peer_port(j) for j in self.ids})
 
     def routing_drift(self) -> dict[int, dict[int, str]]:
         """Live members that no longer dial their peers through their own links, with the table they use. The

@@ -2,7 +2,9 @@
 e2e harness's, re-exported).
 
 Random free ports, one data directory per member under a temporary directory, logs in `<dir>/logs/`.
-Members can be killed (SIGKILL), stopped (SIGTERM) and restarted with the same data."""
+Members can be killed (SIGKILL), stopped (SIGTERM) and restarted with the same data. Every member and client
+speaks mutual TLS with certificates of one test cluster (`ClusterCerts`: one Signer per cluster); `self.http`
+is a client with a gateway certificate."""
 
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ from typing import Any
 
 import httpx
 
+from shoal import pki
+from shoal.certs import LOCAL_HOSTS, Signer
+from shoal.transport import Credentials, http_client, sync_http_client
 from tests.e2e.harness import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,15 +39,54 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+class ClusterCerts:
+    """The certificates of one test cluster: member `i` is node `node-<i>`'s raftstore; clients are any
+    component's (a manager's by default), each issued once under `<base>/certs/`."""
+
+    def __init__(self, base: Path, signer: Signer | None = None) -> None:
+        self.base = base / "certs"
+        self.signer = signer or Signer.new()
+        self._creds: dict[str, Credentials] = {}
+
+    @staticmethod
+    def node_id(i: int) -> str:
+        return f"node-{i}"
+
+    def dir(self, name: str, *, node_id: str, component: str, role: str = pki.MANAGER) -> Path:
+        path = self.base / name
+        if not (path / pki.CERT_FILE).exists():
+            self.signer.issue_dir(path, node_id=node_id, role=role, component=component, hosts=LOCAL_HOSTS)
+        return path
+
+    def member_dir(self, i: int) -> Path:
+        return self.dir(f"member-{i}", node_id=self.node_id(i), component="raftstore")
+
+    def creds(self, name: str, *, node_id: str, component: str, role: str = pki.MANAGER) -> Credentials:
+        if name not in self._creds:
+            self._creds[name] = Credentials(self.dir(name, node_id=node_id, component=component, role=role))
+        return self._creds[name]
+
+    def member(self, i: int) -> Credentials:
+        return self.creds(f"member-{i}", node_id=self.node_id(i), component="raftstore")
+
+    def client(self, component: str = "gateway", role: str = pki.MANAGER) -> Credentials:
+        return self.creds(f"{component}-{role}", node_id=f"{component}-client", component=component, role=role)
+
+    def async_http(self, component: str = "gateway", **kwargs: Any) -> httpx.AsyncClient:
+        return http_client(self.client(component), **kwargs)
+
+
 class RaftProcs:
     def __init__(self, base: Path, members: int = 3, *, tick: float = 0.1, election_ticks: int = 10,
-                 nats_url: str = "", extra_env: dict[str, str] | None = None) -> None:
+                 nats_url: str = "", extra_env: dict[str, str] | None = None,
+                 certs: ClusterCerts | None = None) -> None:
         self.base = base
         self.n = members
+        self.certs = certs or ClusterCerts(base)
         ports = free_ports(2 * members)
         self.api_ports = {i: ports[i - 1] for i in range(1, members + 1)}
         self.peer_ports = {i: ports[members + i - 1] for i in range(1, members + 1)}
-        self.spec = ";".join(f"{i}={self.url(i)},127.0.0.1:{self.peer_ports[i]}" for i in self.ids)
+        self.spec = self.spec_of({i: self.peer_ports[i] for i in self.ids})
         self.env_common = {
             "SHOAL_RAFT_MEMBERS": self.spec, "SHOAL_HOST": "127.0.0.1", "SHOAL_NATS_URL": nats_url,
             "SHOAL_RAFT_TICK": str(tick), "SHOAL_RAFT_ELECTION_TICKS": str(election_ticks),
@@ -50,7 +94,7 @@ class RaftProcs:
         }
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         (base / "logs").mkdir(parents=True, exist_ok=True)
-        self.http = httpx.Client(timeout=2.0)
+        self.http = sync_http_client(self.certs.client(), timeout=2.0)
 
     @property
     def ids(self) -> list[int]:
@@ -61,7 +105,11 @@ class RaftProcs:
         return [self.url(i) for i in self.ids]
 
     def url(self, i: int) -> str:
-        return f"http://127.0.0.1:{self.api_ports[i]}"
+        return f"https://127.0.0.1:{self.api_ports[i]}"
+
+    def spec_of(self, peer_ports: dict[int, int]) -> str:
+        """SHOAL_RAFT_MEMBERS with these peer ports: `id=api_url,127.0.0.1:port,node_id;...`."""
+        return ";".join(f"{i}={self.url(i)},127.0.0.1:{p},{self.certs.node_id(i)}" for i, p in peer_ports.items())
 
     def data_dir(self, i: int) -> Path:
         return self.base / "raft" / str(i)
@@ -74,6 +122,7 @@ class RaftProcs:
     def start(self, i: int) -> None:
         env = {**os.environ, **self.env_common, "SHOAL_RAFT_ID": str(i), "SHOAL_PORT": str(self.api_ports[i]),
                "SHOAL_RAFT_MEMBERS": self.members_spec(i), "SHOAL_DATA_DIR": str(self.data_dir(i)),
+               "SHOAL_CERT_DIR": str(self.certs.member_dir(i)),
                "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         with open(self.base / "logs" / f"raftstore-{i}.log", "ab") as logf:  # the child keeps its own copy
             self.procs[i] = subprocess.Popen([sys.executable, "-m", "services.raftstore"], env=env, cwd=ROOT,

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from shoal.transport import sync_http_client
 from tests.integration.raftprocs import RaftProcs, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -36,7 +36,7 @@ class Procs(RaftProcs):
         return list(self.active)
 
     def entry(self, i: int) -> str:
-        return f"{i}={self.url(i)},127.0.0.1:{self.peer_ports[i]}"
+        return f"{i}={self.url(i)},127.0.0.1:{self.peer_ports[i]},{self.certs.node_id(i)}"
 
     def members_spec(self, i: int) -> str:
         return self.spec if i <= self.bootstrap else ";".join([self.spec, self.entry(i)])
@@ -131,7 +131,8 @@ def test_membership_changes_while_serving(procs: Procs) -> None:
 
     # a new member joins: learner first (it waits for the leader's snapshot), promoted once caught up
     procs.start(4)
-    body = {"api_url": procs.url(4), "peer_addr": f"127.0.0.1:{procs.peer_ports[4]}", "id": 4}
+    body = {"api_url": procs.url(4), "peer_addr": f"127.0.0.1:{procs.peer_ports[4]}", "id": 4,
+            "node_id": procs.certs.node_id(4)}
     r = procs.http.post(procs.url(follower) + "/v1/members", json=body, timeout=60)  # a follower forwards it
     assert r.status_code == 201, r.text
     assert _voters(r.json()) == [1, 2, 3, 4]
@@ -155,7 +156,8 @@ def test_membership_changes_while_serving(procs: Procs) -> None:
 
     # a removed id never comes back
     r = procs.http.post(procs.url(new_lead) + "/v1/members", timeout=10, json={
-        "api_url": procs.url(5), "peer_addr": f"127.0.0.1:{procs.peer_ports[5]}", "id": lead})
+        "api_url": procs.url(5), "peer_addr": f"127.0.0.1:{procs.peer_ports[5]}", "id": lead,
+        "node_id": procs.certs.node_id(5)})
     assert r.status_code == 409 and "never come back" in r.json()["message"]
 
     # with one of three voters down, removing another would lose quorum: refused, nothing changes
@@ -203,8 +205,12 @@ def test_member_api_refuses_bad_requests_clearly(procs: Procs) -> None:
     lead = procs.wait_leader(15)
     url = procs.url(lead)
     cases: list[tuple[str, str, Any, int, str]] = [
-        ("POST", "/v1/members", {"api_url": "http://x:1", "peer_addr": "nocolon"}, 400, "peer_addr"),
-        ("POST", "/v1/members", {"api_url": "http://x:1", "peer_addr": "x:2", "id": -3}, 400, "positive"),
+        ("POST", "/v1/members", {"api_url": "https://x:1", "peer_addr": "nocolon"}, 400, "peer_addr"),
+        ("POST", "/v1/members", {"api_url": "http://x:1", "peer_addr": "x:2", "node_id": "n"}, 400, "https"),
+        ("POST", "/v1/members", {"api_url": "https://x:1", "peer_addr": "x:2"}, 400, "node_id"),
+        ("POST", "/v1/members", {"api_url": "https://x:1", "peer_addr": "x:2", "node_id": "a b"}, 400, "node_id"),
+        ("POST", "/v1/members", {"api_url": "https://x:1", "peer_addr": "x:2", "node_id": "n", "id": -3}, 400,
+         "positive"),
         ("POST", "/v1/members", [1, 2], 400, "JSON object"),
         ("DELETE", "/v1/members/42", None, 404, "not in the cluster"),
         ("POST", "/v1/leader/transfer", {"to": 42}, 400, "not another voter"),
@@ -216,7 +222,7 @@ def test_member_api_refuses_bad_requests_clearly(procs: Procs) -> None:
         assert r.status_code == code and words in r.json()["message"], (method, path, r.status_code, r.text)
     after = _members(procs, lead)
     assert [m["id"] for m in after["members"]] == [m["id"] for m in before["members"]]
-    with httpx.Client() as c:
+    with sync_http_client(procs.certs.client("scheduler")) as c:
         assert c.get(url + "/v1/members").json()["leader"] == lead
 
 

@@ -44,12 +44,12 @@ async def test_a_leader_is_elected_and_writes_through_a_follower_work(cluster: R
     lead = cluster.wait_leader(10)
     assert time.monotonic() - started < 10
     follower = next(i for i in cluster.ids if i != lead)
-    client = StoreClient([cluster.url(follower)])
+    client = StoreClient([cluster.url(follower)], creds=cluster.certs.client())
     try:
         res = await client.txn([t.create("service", {"id": "s1", "spec": {"name": "web"}})])
         assert res.revision > 0 and res.changes[0].object["meta"]["version"] == res.revision
         for i in cluster.ids:  # linearizable reads on every member see the write at once
-            other = StoreClient([cluster.url(i)])
+            other = StoreClient([cluster.url(i)], creds=cluster.certs.client())
             try:
                 assert (await other.get("service", "s1"))["spec"]["name"] == "web"
                 rev, items = await other.list("service")
@@ -72,9 +72,9 @@ async def test_a_leader_is_elected_and_writes_through_a_follower_work(cluster: R
     assert st["role"] == "follower" and st["leader"] == lead and st["leader_url"] == cluster.url(lead)
     assert {m["id"] for m in st["members"]} == {1, 2, 3}
     assert eventually(lambda: cluster.converged(), 5, "members to converge")
-    r = httpx.get(cluster.url(lead) + "/metrics")
+    r = cluster.http.get(cluster.url(lead) + "/metrics")
     assert "shoal_raft_fsyncs_total" in r.text and "shoal_raft_proposals_total" in r.text
-    assert httpx.get(cluster.url(follower) + "/readyz").status_code == 200
+    assert cluster.http.get(cluster.url(follower) + "/readyz").status_code == 200
 
 
 async def test_without_a_quorum_writes_fail_clearly_and_nothing_is_applied(cluster: RaftProcs) -> None:
@@ -82,14 +82,15 @@ async def test_without_a_quorum_writes_fail_clearly_and_nothing_is_applied(clust
     others = [i for i in cluster.ids if i != lead]
     for i in others:
         cluster.kill(i)
-    r = eventually(lambda: (x := httpx.get(cluster.url(lead) + "/v1/status").json())["role"] != "leader" and x,
+    r = eventually(lambda: (x := cluster.http.get(cluster.url(lead) + "/v1/status").json())["role"] != "leader" and x,
                    10, "the isolated leader to step down (CheckQuorum)")
     assert r["leader"] is None
-    resp = httpx.post(cluster.url(lead) + "/v1/txn", json={"ops": [t.create("service", {"id": "x", "spec": {}})]})
+    resp = cluster.http.post(cluster.url(lead) + "/v1/txn",
+                             json={"ops": [t.create("service", {"id": "x", "spec": {}})]})
     assert resp.status_code == 503 and "no raft leader" in resp.json()["message"]
-    resp = httpx.get(cluster.url(lead) + "/v1/objects/service", timeout=10)
+    resp = cluster.http.get(cluster.url(lead) + "/v1/objects/service", timeout=10)
     assert resp.status_code == 503, "a linearizable read needs a leader"
-    stale = httpx.get(cluster.url(lead) + "/v1/objects/service", params={"stale": "true"})
+    stale = cluster.http.get(cluster.url(lead) + "/v1/objects/service", params={"stale": "true"})
     assert stale.status_code == 200 and stale.json()["items"] == []
 
 
@@ -100,7 +101,7 @@ async def test_killing_the_leader_during_writes_loses_no_acknowledged_write(clus
     stop = asyncio.Event()
 
     async def writer(k: int) -> None:
-        client = StoreClient(cluster.urls, timeout=5.0, retry_for=10.0)
+        client = StoreClient(cluster.urls, creds=cluster.certs.client(), timeout=5.0, retry_for=10.0)
         n = 0
         try:
             while not stop.is_set():
@@ -138,7 +139,7 @@ async def test_killing_the_leader_during_writes_loses_no_acknowledged_write(clus
     assert new != lead and elected_after < 5, f"new leader after {elected_after:.1f}s"
     assert resumed, f"writes did not continue under the new leader ({before_kill} -> {len(acked)})"
 
-    client = StoreClient([cluster.url(survivors[0])])
+    client = StoreClient([cluster.url(survivors[0])], creds=cluster.certs.client())
     try:
         _, items = await client.list("task")
     finally:
@@ -154,7 +155,7 @@ async def test_killing_the_leader_during_writes_loses_no_acknowledged_write(clus
 
 async def test_a_full_restart_replays_the_state_from_the_wal(cluster: RaftProcs) -> None:
     cluster.wait_leader(10)
-    client = StoreClient(cluster.urls)
+    client = StoreClient(cluster.urls, creds=cluster.certs.client())
     try:
         for k in range(20):
             await client.txn([t.create("task", task(f"t{k}"))])
@@ -170,7 +171,7 @@ async def test_a_full_restart_replays_the_state_from_the_wal(cluster: RaftProcs)
     assert eventually(lambda: cluster.converged() == digest and digest, 15, "the replayed state")
     st = cluster.status(1)
     assert st is not None and st["applied_index"] > res.revision  # plus the new leader's no-op
-    client = StoreClient([cluster.url(2)])
+    client = StoreClient([cluster.url(2)], creds=cluster.certs.client())
     try:
         _, items = await client.list("task")
         assert len(items) == 20
@@ -204,7 +205,7 @@ async def test_the_leader_publishes_a_store_event_hint_per_commit(tmp_path: Path
         await nc.subscribe(STORE_EVENTS, cb=on_msg)
         c.start_all()
         c.wait_leader(10)
-        client = StoreClient(c.urls)
+        client = StoreClient(c.urls, creds=c.certs.client())
         try:
             for k in range(30):  # the leader's NATS connection is made in the background
                 res = await client.txn([t.create("task", task(f"h{k}"))])

@@ -191,7 +191,8 @@ def test_join_tokens_are_relayed_to_the_first_ca_that_answers(client: TestClient
                                                                caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     r = client.get("/v1/swarm/join-tokens")
-    assert r.status_code == 200 and r.json() == {"worker": WORKER_TOKEN, "manager": MANAGER_TOKEN, "join_addr": "ca:4250"}
+    assert r.status_code == 200
+    assert r.json() == {"worker": WORKER_TOKEN, "manager": MANAGER_TOKEN, "join_addr": "ca:4250"}
     assert [u for _, u, _ in ca.requests] == ["https://ca-down:1/v1/tokens", "https://ca:4250/v1/tokens"]
     assert WORKER_TOKEN not in caplog.text and MANAGER_TOKEN not in caplog.text
 

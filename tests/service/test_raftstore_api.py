@@ -29,14 +29,14 @@ from shoal.errors import (
 )
 from shoal.store import txn as t
 from shoal.store.client import StoreClient
-from tests.integration.raftprocs import free_ports
+from tests.integration.raftprocs import ClusterCerts, free_ports
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def settings_for(tmp: Path, members: int = 1, me: int = 1) -> RaftstoreSettings:
     ports = free_ports(2 * members)
-    spec = ";".join(f"{i}=http://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[members + i - 1]}"
+    spec = ";".join(f"{i}=https://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[members + i - 1]},node-{i}"
                     for i in range(1, members + 1))
     return RaftstoreSettings(raft_id=me, raft_members=spec, data_dir=tmp / str(me), raft_tick=0.02, nats_url="")
 
@@ -48,7 +48,7 @@ class Harness:
 
 @pytest.fixture
 async def solo(tmp_path: Path) -> AsyncIterator[Harness]:
-    member = Member(settings_for(tmp_path), rng=random.Random(1))
+    member = Member(settings_for(tmp_path), ClusterCerts(tmp_path).member(1), rng=random.Random(1))
     bus = MemoryBus()
     app = create_app(member.settings, member, bus, clock=FakeClock(1000.0))
     async with app.router.lifespan_context(app):  # starts the member and the hint publisher
@@ -135,7 +135,7 @@ async def test_status_readyz_and_metrics(solo: Harness) -> None:
 
 async def test_a_member_without_a_leader_refuses_writes_and_linearizable_reads(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, members=3, me=1)  # the other two never start
-    member = Member(settings, rng=random.Random(2))
+    member = Member(settings, ClusterCerts(tmp_path).member(1), rng=random.Random(2))
     app = create_app(settings, member, None)
     await member.start()
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://store")
@@ -166,9 +166,10 @@ def test_members_spec_is_parsed_and_checked() -> None:
 
 async def test_a_leader_losing_its_quorum_fails_pending_writes_as_outcome_unknown(tmp_path: Path) -> None:
     ports = free_ports(6)
-    spec = ";".join(f"{i}=http://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[3 + i - 1]}" for i in (1, 2, 3))
+    spec = ";".join(f"{i}=https://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[3 + i - 1]},node-{i}" for i in (1, 2, 3))
+    certs = ClusterCerts(tmp_path)
     members = [Member(RaftstoreSettings(raft_id=i, raft_members=spec, data_dir=tmp_path / str(i), raft_tick=0.02,
-                                        nats_url=""), rng=random.Random(i)) for i in (1, 2, 3)]
+                                        nats_url=""), certs.member(i), rng=random.Random(i)) for i in (1, 2, 3)]
     for m in members:
         await m.start()
     try:
@@ -198,9 +199,10 @@ async def test_a_followers_lost_read_index_request_is_resent(tmp_path: Path) -> 
     from services.raftstore.raft.messages import MsgType
 
     ports = free_ports(6)
-    spec = ";".join(f"{i}=http://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[3 + i - 1]}" for i in (1, 2, 3))
+    spec = ";".join(f"{i}=https://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[3 + i - 1]},node-{i}" for i in (1, 2, 3))
+    certs = ClusterCerts(tmp_path)
     members = [Member(RaftstoreSettings(raft_id=i, raft_members=spec, data_dir=tmp_path / str(i), raft_tick=0.02,
-                                        nats_url=""), rng=random.Random(i)) for i in (1, 2, 3)]
+                                        nats_url=""), certs.member(i), rng=random.Random(i)) for i in (1, 2, 3)]
     for m in members:
         await m.start()
     try:

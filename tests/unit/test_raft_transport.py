@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,8 +13,8 @@ from hypothesis import strategies as st
 
 from services.raftstore.codec import DecodeError, decode_message, encode_message
 from services.raftstore.raft import ConfState, Entry, EntryType, Message, MsgType, Snapshot
-from services.raftstore.transport import MAX_CHUNK, MORE, PeerTransport, frames
-from tests.integration.raftprocs import free_ports
+from services.raftstore.transport import MAX_CHUNK, MORE, PeerAddr, PeerTransport, frames
+from tests.integration.raftprocs import ClusterCerts, free_ports
 
 u64 = st.integers(min_value=0, max_value=2**63)
 entries = st.builds(Entry, term=u64, index=u64, data=st.binary(max_size=64), type=st.sampled_from(EntryType))
@@ -57,6 +58,11 @@ def test_codec_refuses_truncated_frames() -> None:
         decode_message(data[:-3])
 
 
+@pytest.fixture
+def certs(tmp_path: Path) -> ClusterCerts:
+    return ClusterCerts(tmp_path)
+
+
 async def _wait(pred: object, timeout: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
@@ -66,13 +72,13 @@ async def _wait(pred: object, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_messages_flow_between_members_and_survive_a_restart() -> None:
+async def test_messages_flow_between_members_and_survive_a_restart(certs: ClusterCerts) -> None:
     p1, p2 = free_ports(2)
-    peers = {1: ("127.0.0.1", p1), 2: ("127.0.0.1", p2)}
+    peers = {1: PeerAddr("127.0.0.1", p1, "node-1"), 2: PeerAddr("127.0.0.1", p2, "node-2")}
     got1: list[Message] = []
     got2: list[Message] = []
-    t1 = PeerTransport(1, peers, got1.append)
-    t2 = PeerTransport(2, peers, got2.append)
+    t1 = PeerTransport(1, peers, got1.append, creds=certs.member(1))
+    t2 = PeerTransport(2, peers, got2.append, creds=certs.member(2))
     await t1.start("127.0.0.1", p1)
     await t2.start("127.0.0.1", p2)
     try:
@@ -86,7 +92,7 @@ async def test_messages_flow_between_members_and_survive_a_restart() -> None:
 
         await t2.stop()  # the peer goes away: sending must not block or raise
         t1.send([m] * 10_000)
-        t2 = PeerTransport(2, peers, got2.append)
+        t2 = PeerTransport(2, peers, got2.append, creds=certs.member(2))
         await t2.start("127.0.0.1", p2)
         got2.clear()
 
@@ -101,21 +107,24 @@ async def test_messages_flow_between_members_and_survive_a_restart() -> None:
         await t2.stop()
 
 
-async def test_a_full_queue_drops_instead_of_blocking() -> None:
-    t = PeerTransport(1, {2: ("127.0.0.1", 9)}, lambda _m: None, queue_size=10)  # nobody listens on 9
+async def test_a_full_queue_drops_instead_of_blocking(certs: ClusterCerts) -> None:
+    # nobody listens on 9
+    t = PeerTransport(1, {2: PeerAddr("127.0.0.1", 9, "node-2")}, lambda _m: None, creds=certs.member(1),
+                      queue_size=10)
     t.send([Message(MsgType.HEARTBEAT, to=2, frm=1)] * 50)
     assert t.metrics.value("raft_messages_dropped_total") == 40
     t.send([Message(MsgType.HEARTBEAT, to=99, frm=1)])  # unknown member
     assert t.metrics.value("raft_messages_dropped_total") == 41
 
 
-async def test_a_snapshot_larger_than_a_frame_arrives_whole_and_new_peers_are_dialled() -> None:
+async def test_a_snapshot_larger_than_a_frame_arrives_whole_and_new_peers_are_dialled(certs: ClusterCerts) -> None:
     p1, p2, p3 = free_ports(3)
     got2: list[Message] = []
     got3: list[Message] = []
-    t1 = PeerTransport(1, {2: ("127.0.0.1", p2)}, lambda _m: None)
-    t2 = PeerTransport(2, {}, got2.append)
-    t3 = PeerTransport(3, {}, got3.append)
+    t1 = PeerTransport(1, {2: PeerAddr("127.0.0.1", p2, "node-2")}, lambda _m: None, creds=certs.member(1))
+    one = {1: PeerAddr("127.0.0.1", p1, "node-1")}  # who may send as member 1
+    t2 = PeerTransport(2, one, got2.append, creds=certs.member(2))
+    t3 = PeerTransport(3, one, got3.append, creds=certs.member(3))
     for t, p in ((t1, p1), (t2, p2), (t3, p3)):
         await t.start("127.0.0.1", p)
     try:
@@ -127,13 +136,14 @@ async def test_a_snapshot_larger_than_a_frame_arrives_whole_and_new_peers_are_di
         await _wait(lambda: len(got2) == 2)
         assert got2 == [m, hb]  # in order, the snapshot reassembled from its frames
 
-        t1.set_peers({2: ("127.0.0.1", p2), 3: ("127.0.0.1", p3)})  # a member joined
+        # a member joined
+        t1.set_peers({2: PeerAddr("127.0.0.1", p2, "node-2"), 3: PeerAddr("127.0.0.1", p3, "node-3")})
         await _wait(lambda: t1.connected().get(3, False))
         t1.send([dataclasses.replace(hb, to=3)])
         await _wait(lambda: len(got3) == 1)
         t3.blocked = {1}  # member 1 was removed: what it still sends is dropped
         t1.send([dataclasses.replace(hb, to=3, commit=5)])
-        t1.set_peers({2: ("127.0.0.1", p2)})
+        t1.set_peers({2: PeerAddr("127.0.0.1", p2, "node-2")})
         assert 3 not in t1.connected()
         await asyncio.sleep(0.1)
         assert len(got3) == 1
@@ -142,19 +152,20 @@ async def test_a_snapshot_larger_than_a_frame_arrives_whole_and_new_peers_are_di
             await t.stop()
 
 
-async def test_a_restarted_peer_is_redialled_at_once_so_the_first_message_after_it_is_not_lost() -> None:
+async def test_a_restarted_peer_is_redialled_at_once_so_the_first_message_after_it_is_not_lost(
+        certs: ClusterCerts) -> None:
     p1, p2 = free_ports(2)
-    peers = {1: ("127.0.0.1", p1), 2: ("127.0.0.1", p2)}
+    peers = {1: PeerAddr("127.0.0.1", p1, "node-1"), 2: PeerAddr("127.0.0.1", p2, "node-2")}
     got2: list[Message] = []
-    t1 = PeerTransport(1, peers, lambda _m: None)
-    t2 = PeerTransport(2, peers, got2.append)
+    t1 = PeerTransport(1, peers, lambda _m: None, creds=certs.member(1))
+    t2 = PeerTransport(2, peers, got2.append, creds=certs.member(2))
     await t1.start("127.0.0.1", p1)
     await t2.start("127.0.0.1", p2)
     try:
         await _wait(lambda: t1.connected()[2])
         await t2.stop()
         await _wait(lambda: not t1.connected()[2])  # noticed without sending anything
-        t2 = PeerTransport(2, peers, got2.append)
+        t2 = PeerTransport(2, peers, got2.append, creds=certs.member(2))
         await t2.start("127.0.0.1", p2)
         await _wait(lambda: t1.connected()[2])
         vote = Message(MsgType.PRE_VOTE, to=2, frm=1, term=5)
@@ -163,3 +174,26 @@ async def test_a_restarted_peer_is_redialled_at_once_so_the_first_message_after_
     finally:
         await t1.stop()
         await t2.stop()
+
+
+async def test_a_dialler_hangs_up_on_a_server_that_is_not_the_node_it_meant_to_reach(certs: ClusterCerts) -> None:
+    p1, p2, p3 = free_ports(3)
+    got2: list[Message] = []
+    t2 = PeerTransport(2, {1: PeerAddr("127.0.0.1", p1, "node-1")}, got2.append, creds=certs.member(2))
+    wrong = PeerTransport(1, {2: PeerAddr("127.0.0.1", p2, "node-9")}, lambda _m: None, creds=certs.member(1))
+    old = PeerTransport(3, {2: PeerAddr("127.0.0.1", p2, "")}, lambda _m: None, creds=certs.member(3))
+    for t, p in ((t2, p2), (wrong, p1), (old, p3)):
+        await t.start("127.0.0.1", p)
+    try:
+        await _wait(lambda: wrong.metrics.value("raft_peer_dials_refused_total") >= 1)
+        wrong.send([Message(MsgType.HEARTBEAT, to=2, frm=1, term=1)])
+        old.send([Message(MsgType.HEARTBEAT, to=2, frm=3, term=1)])
+        await asyncio.sleep(0.3)
+        assert not wrong.connected()[2] and not old.connected()[2] and got2 == []
+        wrong.set_peers({2: PeerAddr("127.0.0.1", p2, "node-2")})  # control: the right node id connects
+        await _wait(lambda: wrong.connected()[2])
+        wrong.send([Message(MsgType.HEARTBEAT, to=2, frm=1, term=1)])
+        await _wait(lambda: len(got2) == 1)
+    finally:
+        for t in (t2, wrong, old):
+            await t.stop()

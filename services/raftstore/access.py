@@ -1,0 +1,113 @@
+"""Who may do what on a raftstore member (docs/security.md, "The raftstore"): pure functions of the caller's
+verified identity, the request and, for writes and watches, its content.
+
+- Only `swarm-manager` identities reach the store at all (admins: the ops routes only).
+- Kind `ca` (the root key and join tokens) is the `ca` component's alone: every other caller gets 403 on a list,
+  get or transaction that touches it, and sees its watch events redacted to the object's id.
+- Membership changes (POST/DELETE /v1/members, POST /v1/leader/transfer) only for `gateway` and `raftstore`.
+
+A follower forwards writes and membership changes to the leader over its own (raftstore) certificate; the
+leader authorizes the ORIGINAL caller, whose component the follower names in `ON_BEHALF_HEADER`. The leader
+believes that header only from a raftstore identity (which could read the whole store from its own WAL
+anyway); from anyone else it is ignored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from shoal import pki
+from shoal.errors import PermissionDenied
+from shoal.models.kinds import Kind
+from shoal.pki import Identity
+from shoal.transport import OPS_PATHS, scope_identity
+
+CA_KIND = Kind.CA.value
+CA_COMPONENT = "ca"
+MEMBERSHIP_COMPONENTS = frozenset({"gateway", "raftstore"})
+ON_BEHALF_HEADER = "x-shoal-on-behalf-of"
+ON_BEHALF_HEADER_RAW = ON_BEHALF_HEADER.encode()
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p]
+
+
+def is_membership_change(method: str, path: str) -> bool:
+    parts = _parts(path)
+    if parts[:2] == ["v1", "members"]:
+        return method in ("POST", "DELETE")
+    return parts == ["v1", "leader", "transfer"]
+
+
+def reads_ca(path: str) -> bool:
+    parts = _parts(path)
+    return parts[:2] == ["v1", "objects"] and len(parts) > 2 and parts[2] == CA_KIND
+
+
+def policy(ident: Identity, method: str, path: str) -> str | None:
+    """The raftstore's `shoal.transport.Policy` (what the Guard can decide from method and path alone)."""
+    if ident.role == pki.ADMIN and path in OPS_PATHS:
+        return None
+    if ident.role != pki.MANAGER:
+        return f"raftstore: only manager processes may use the store; {ident.describe()} may not call {method} {path}"
+    if reads_ca(path) and ident.component != CA_COMPONENT:
+        return f"raftstore: kind 'ca' is readable only by the CA; {ident.describe()} may not call {method} {path}"
+    if is_membership_change(method, path) and ident.component not in MEMBERSHIP_COMPONENTS:
+        return (f"raftstore: only the gateway and raftstore members change the membership; {ident.describe()} "
+                f"may not call {method} {path}")
+    return None
+
+
+def caller_component(ident: Identity | None, on_behalf_of: str | None) -> str:
+    """The component to authorize: the certificate's, or — from a raftstore member forwarding a request — the
+    original caller's as that member names it. No identity (an in-process test transport, never a served
+    port: the Guard refuses those) is nobody in particular and gets the least."""
+    if ident is None:
+        return ""
+    if on_behalf_of is not None and ident.role == pki.MANAGER and ident.component == "raftstore":
+        return on_behalf_of
+    return ident.component
+
+
+def scope_component(scope: Any) -> str:
+    """`caller_component` of an ASGI request."""
+    header = next((v.decode() for k, v in scope["headers"] if k == ON_BEHALF_HEADER_RAW), None)
+    return caller_component(scope_identity(scope), header)
+
+
+def txn_kinds(body: dict[str, Any]) -> set[str]:
+    ops = body.get("ops")
+    if not isinstance(ops, list):
+        return set()
+    return {str(op["kind"]) for op in ops if isinstance(op, dict) and "kind" in op}
+
+
+def check_txn(component: str, body: dict[str, Any]) -> None:
+    if component != CA_COMPONENT and CA_KIND in txn_kinds(body):
+        raise PermissionDenied(f"raftstore: only the CA may read or write kind 'ca' (caller: "
+                               f"{component or 'unknown'})")
+
+
+def check_kind(component: str, kind: str) -> None:
+    if kind == CA_KIND and component != CA_COMPONENT:
+        raise PermissionDenied(f"raftstore: only the CA may read kind 'ca' (caller: {component or 'unknown'})")
+
+
+def check_membership(component: str) -> None:
+    if component not in MEMBERSHIP_COMPONENTS:
+        raise PermissionDenied(f"raftstore: only the gateway and raftstore members change the membership "
+                               f"(caller: {component or 'unknown'})")
+
+
+def redact_events(component: str, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Watch events as `component` may see them: kind-`ca` objects reduced to their id."""
+    out = list(events)
+    if component == CA_COMPONENT:
+        return out
+    for i, e in enumerate(out):
+        changes = e["changes"]
+        if any(c["kind"] == CA_KIND for c in changes):
+            out[i] = {**e, "changes": [{**c, "object": {"id": c["id"]}} if c["kind"] == CA_KIND else c
+                                       for c in changes]}
+    return out

@@ -1,0 +1,77 @@
+"""Reads: objects (linearizable through ReadIndex unless `stale=true`), the watch (long-polls this member's
+applied events; kind-`ca` objects redacted for everyone but the CA) and this member's raft status."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from services.raftstore.access import check_kind as check_kind_allowed
+from services.raftstore.access import redact_events, scope_component
+from services.raftstore.routes.context import Context, check_kind, json_response
+from shoal.errors import InvalidArgument
+
+MAX_WATCH_WAIT = 60.0
+
+
+def router(ctx: Context) -> APIRouter:
+    r = APIRouter()
+    mem = ctx.driver.fsm.mem
+    hash_cache: dict[str, Any] = {"revision": -1, "hash": ""}
+
+    @r.get("/v1/objects/{kind}")
+    async def list_objects(kind: str, request: Request) -> Response:
+        check_kind(kind)
+        check_kind_allowed(scope_component(request.scope), kind)
+        filters = dict(request.query_params)
+        stale = filters.pop("stale", None)
+        if "kind" in filters:
+            raise InvalidArgument("store: 'kind' is not a filterable field")
+        await ctx.barrier(stale)
+        return json_response({"revision": mem.revision, "items": mem.list(kind, **filters)})
+
+    @r.get("/v1/objects/{kind}/{obj_id}")
+    async def get_object(kind: str, obj_id: str, request: Request, stale: str | None = None) -> Response:
+        check_kind(kind)
+        check_kind_allowed(scope_component(request.scope), kind)
+        await ctx.barrier(stale)
+        return json_response(mem.get(kind, obj_id))
+
+    @r.get("/v1/watch")
+    async def watch(request: Request, after: int = Query(0, ge=0), wait: float = Query(0.0, ge=0.0)) -> Response:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(wait, MAX_WATCH_WAIT)
+        events = mem.events_since(after)
+        while not events and (left := deadline - loop.time()) > 0:
+            await ctx.driver.wait_applied(left)
+            events = mem.events_since(after)
+        visible = redact_events(scope_component(request.scope), (e.to_json() for e in events))
+        return json_response({"revision": mem.revision, "events": visible})
+
+    @r.get("/v1/status")
+    async def status() -> Response:
+        driver, member = ctx.driver, ctx.member
+        if hash_cache["revision"] != mem.revision:
+            hash_cache.update(revision=mem.revision, hash=mem.state_hash())
+        leader = member.member(driver.leader_id)
+        return json_response({
+            "id": member.me.id,
+            "role": driver.role.label,
+            "leader": driver.leader_id,
+            "leader_url": leader.api_url if leader else None,
+            "term": driver.term,
+            "commit_index": driver.commit_index,
+            "applied_index": driver.applied_index,
+            "state_hash": hash_cache["hash"],
+            "members": [m.to_json() for m in member.members],
+            "voters": list(driver.node.raft.voters),
+            "learners": list(driver.node.raft.learners),
+            "removed": sorted(driver.membership.removed),
+            "snapshot_index": driver.storage.snapshot().index,
+            "first_index": driver.storage.first_index(),
+            "peers_connected": member.transport.connected(),
+        })
+
+    return r

@@ -1,0 +1,40 @@
+"""`POST /v1/txn`, served by RaftstoreApp's fast path (services/raftstore/app.py): the leader stamps the
+transaction's `time`, validates it, proposes it and answers once it is applied; a follower forwards it to the
+leader. Either way the caller's component must be allowed every kind the transaction touches (kind `ca`: the
+CA only) — checked here because the Guard in front sees only the method and path."""
+
+from __future__ import annotations
+
+import json
+
+from services.raftstore.access import caller_component, check_txn
+from services.raftstore.fsm import encode_txn
+from services.raftstore.routes.context import Context
+from shoal.errors import InvalidArgument
+from shoal.pki import Identity
+from shoal.store.memory import validate_txn
+
+
+async def write(ctx: Context, raw: bytes, ident: Identity | None, forwarded_by: str | None,
+                on_behalf_of: str | None) -> tuple[int, bytes]:
+    """Answer status and JSON body of one transaction from `ident` (on behalf of a forwarding member's caller)."""
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise InvalidArgument(f"store: the transaction is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("store: the transaction must be a JSON object with an 'ops' list")
+    component = caller_component(ident, on_behalf_of)
+    check_txn(component, body)
+    ctx.check_member()
+    driver = ctx.driver
+    if not driver.is_leader:
+        validate_txn(body, encoded_size=len(raw))
+        resp = await ctx.forward("POST", "/v1/txn", raw, forwarded_by, component)
+        return resp.status_code, bytes(resp.body)
+    # The leader picks the timestamp once, so every replica applies identical bytes.
+    stamped = {"ops": body.get("ops"), "time": ctx.clock.now()}
+    data = encode_txn(stamped)
+    validate_txn(stamped, encoded_size=len(data))
+    result = await driver.propose(data, parsed=stamped)
+    return 200, json.dumps(result.to_json(), separators=(",", ":")).encode()
