@@ -61,6 +61,9 @@ def init_local(data_dir: Path, cert_root: Path, client_dir: Path, *, raft_member
             f"bootstrap: {data_dir} holds a cluster made before shoal required certificates (raft data without "
             f"{cert_root}). Its members cannot be given identities in place: export what you need "
             "(`shoal service ls`), stop it, and start a new cluster with another --data-dir (or remove this one)")
+    for private in (data_dir, cert_root):
+        private.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private.chmod(0o700)
     signer = Signer.new()
     manager = new_id()
     raft_nodes = [manager, *(new_id() for _ in range(raft_members - 1))]

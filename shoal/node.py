@@ -211,10 +211,13 @@ def init(data_dir: Path, advertise: str, ports: Ports = Ports()) -> tuple[NodeCo
     if (data_dir / NODE_FILE).exists():
         raise NodeError(f"node: {data_dir} already belongs to a swarm (`shoal swarm leave` first, or use another "
                         "--data-dir)")
+    root = data_dir / "certificates"
+    for private in (data_dir, root):
+        private.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private.chmod(0o700)
     signer = Signer.new()
     node_id = new_id()
     hosts = (advertise, *LOCAL_HOSTS)
-    root = data_dir / "certificates"
     for name in MANAGER_ROLES:
         signer.issue_dir(root / name, node_id=node_id, role=pki.MANAGER, component=name, hosts=hosts)
     signer.issue_dir(root, node_id=node_id, role=pki.MANAGER, component="agent", hosts=hosts)
