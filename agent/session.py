@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 
 from agent.worker import Worker
-from shoal.http import client_factory
 from shoal.models.states import TaskState
+from shoal.transport import http_client
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class AgentSession:
         self.node_id = node_id
         self.set_node_id = set_node_id
         self.addr = addr
-        self.http = http or client_factory(timeout=rpc_timeout)
+        self.http = http or http_client(None, timeout=rpc_timeout)
         self.rpc_timeout = rpc_timeout
         self.poll_wait = poll_wait
         self.status_interval = status_interval

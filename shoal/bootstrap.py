@@ -12,6 +12,7 @@ The admin bundle goes to `client/{ca.pem, cert.pem, key.pem}` (DOCKER_CERT_PATH 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ def read_local(cert_root: Path) -> LocalIdentities:
 
 
 def init_local(data_dir: Path, cert_root: Path, client_dir: Path, *, raft_members: int,
-               hosts: tuple[str, ...] = LOCAL_HOSTS) -> LocalIdentities:
+               hosts: tuple[str, ...] = LOCAL_HOSTS, lifetime: dt.timedelta | None = None) -> LocalIdentities:
     """Initialise the cluster's identities once; later calls return what the first one made. A data directory
     from before certificates existed (raft data but no identities) is refused with what to do."""
     if (cert_root / CLUSTER_FILE).is_file():
@@ -65,6 +66,8 @@ def init_local(data_dir: Path, cert_root: Path, client_dir: Path, *, raft_member
         private.mkdir(parents=True, exist_ok=True, mode=0o700)
         private.chmod(0o700)
     signer = Signer.new()
+    if lifetime is not None:
+        signer.lifetime = lifetime
     manager = new_id()
     raft_nodes = [manager, *(new_id() for _ in range(raft_members - 1))]
     all_hosts = tuple(dict.fromkeys((*hosts, *LOCAL_HOSTS)))

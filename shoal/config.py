@@ -28,8 +28,11 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     #: this process's identity: swarm-node.crt, swarm-node.key, swarm-root-ca.crt (shoal.transport.Credentials)
     cert_dir: str = ""
+    #: the CA services (`https://host:port`, comma-separated) a process joins through and renews its
+    #: certificate with (SHOAL_CA_URLS)
+    ca_urls: Annotated[list[str], NoDecode] = []
 
-    _split = field_validator("store_members", mode="before")(split_list)
+    _split = field_validator("store_members", "ca_urls", mode="before")(split_list)
 
     def instance_name(self, role: str) -> str:
         import os

@@ -1,34 +1,18 @@
-"""The one place HTTP servers and clients are built, so mTLS can be switched on for every hop at once later.
-
-Also: the error handler mapping ShoalError (and request validation) to `{"message": ...}` with a 4xx/5xx,
-and the `/healthz`, `/readyz`, `/metrics` routes every process serves."""
+"""What every shoal FastAPI app shares (servers and clients are built in shoal.transport): the error handler
+mapping ShoalError (and request validation) to `{"message": ...}` with a 4xx/5xx, and the `/healthz`,
+`/readyz`, `/metrics` routes every process serves."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from shoal.errors import ShoalError
 from shoal.metrics import Registry
-
-
-def client_factory(*, timeout: float = 10.0, base_url: str = "", **kwargs: Any) -> httpx.AsyncClient:
-    """Every outgoing HTTP client in shoal. (TLS: certificates and verification will be configured here.)"""
-    # Idle connections are dropped well before the server's keep-alive timeout (`uvicorn_kwargs`), so a request
-    # never races the server closing the same connection.
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=2.0)
-    return httpx.AsyncClient(timeout=timeout, base_url=base_url, limits=limits, **kwargs)
-
-
-def uvicorn_kwargs(host: str, port: int) -> dict[str, Any]:
-    """Server options for every shoal process (TLS options will be added here)."""
-    return {"host": host, "port": port, "log_level": "warning", "access_log": False, "lifespan": "on",
-            "timeout_keep_alive": 30}
 
 
 def format_validation_error(exc: RequestValidationError) -> str:

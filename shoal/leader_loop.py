@@ -271,7 +271,8 @@ async def serve_leader(settings: LeaderSettings, name: str, build: Callable[[Sto
         "active": sub.leader.active, "term": sub.leader.lease.term if sub.leader.lease is not None else 0})
     announcer.start()  # so `GET /v1/cluster` lists this instance (shoal/instances.py)
     try:
-        await serve(make_app(sub, store), settings.host, settings.port, creds, managers_only)
+        await serve(make_app(sub, store), settings.host, settings.port, creds, managers_only,
+                    renew_with=settings.ca_urls)
     finally:
         await announcer.stop()
         with contextlib.suppress(Exception):

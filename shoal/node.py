@@ -15,17 +15,16 @@ itself to the raft cluster as a learner (it becomes a voter once caught up)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
-import ssl
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from shoal import pki, transport
+from shoal import enroll, pki, transport
 from shoal.bootstrap import CA_BOOTSTRAP, write_admin_bundle
 from shoal.certs import LOCAL_HOSTS, Signer
 from shoal.ids import new_id
@@ -112,6 +111,9 @@ class NodeLayout(Layout):
 
     def url_of(self, name: str) -> str:
         return _url(self.host, self.port_of(name))
+
+    def ca_urls(self) -> list[str]:
+        return [_url(m, self.cfg.ports.ca) for m in self.cfg.managers]
 
     @property
     def gateway_url(self) -> str:
@@ -234,35 +236,6 @@ def init(data_dir: Path, advertise: str, ports: Ports = Ports()) -> tuple[NodeCo
 
 
 # ---- join -----------------------------------------------------------------------------------------------------
-def fetch_pinned_roots(ca_url: str, token: str, timeout: float = 10.0) -> bytes:
-    """The cluster's roots, fetched without trusting the server, then pinned by the token's digest."""
-    insecure = ssl.create_default_context()
-    insecure.check_hostname = False
-    insecure.verify_mode = ssl.CERT_NONE  # nothing is sent but this GET; what comes back is checked below
-    try:
-        r = httpx.get(ca_url + "/v1/ca/roots", verify=insecure, timeout=timeout)
-    except httpx.HTTPError as e:
-        raise NodeError(f"join: cannot reach the manager at {ca_url}: {e}") from None
-    if r.status_code != 200:
-        raise NodeError(f"join: {ca_url} answered {r.status_code} for the cluster's roots: {r.text[:200]}")
-    pem = str(r.json().get("roots", "")).encode()
-    try:
-        roots = pki.load_certs(pem)
-        if not any(_pins(c, token) for c in roots):
-            pki.verify_pinned_root(roots[0], token)
-    except pki.PKIError as e:
-        raise NodeError(f"join: {e}") from None
-    return pem
-
-
-def _pins(root: Any, token: str) -> bool:
-    try:
-        pki.verify_pinned_root(root, token)
-    except pki.PKIError:
-        return False
-    return True
-
-
 def join(data_dir: Path, token: str, remote: str, advertise: str, roles: list[str] | None,
          ports: Ports = Ports(), timeout: float = 30.0) -> NodeConfig:
     """Join the swarm a manager at `remote` (HOST or HOST:PORT of its CA) belongs to. A worker token makes a
@@ -274,37 +247,28 @@ def join(data_dir: Path, token: str, remote: str, advertise: str, roles: list[st
     except pki.PKIError as e:
         raise NodeError(f"join: {e}") from None
     ca_url = "https://" + (remote if ":" in remote else f"{remote}:{ports.ca}")
-    roots = fetch_pinned_roots(ca_url, token)
     wanted = list(MANAGER_ROLES) if roles is None else roles
     unknown = [r for r in wanted if r not in MANAGER_ROLES]
     if unknown:
         raise NodeError(f"join: unknown roles {unknown}; roles are {', '.join(MANAGER_ROLES)}")
-    keys = {c: pki.new_key() for c in ("agent", *wanted)}
-    body = {"token": token, "csrs": {c: pki.make_csr(k).decode() for c, k in keys.items()},
-            "hosts": [advertise, *LOCAL_HOSTS], "hostname": socket.gethostname()}
-    ctx = ssl.create_default_context(cadata=roots.decode())
-    ctx.check_hostname = False  # the manager was dialled by whatever address the user gave; its cert is pinned
-    try:
-        r = httpx.post(ca_url + "/v1/join", json=body, verify=ctx, timeout=timeout)
-    except httpx.HTTPError as e:
-        raise NodeError(f"join: the join request to {ca_url} failed: {e}") from None
-    if r.status_code != 200:
-        msg = r.json().get("message", r.text) if r.headers.get("content-type", "").startswith("application/json") \
-            else r.text
-        raise NodeError(f"join: refused by {ca_url} ({r.status_code}): {msg}")
-    reply = r.json()
-    manager = reply["role"] == pki.MANAGER
-    if not manager and roles:
-        raise NodeError("join: a worker token joins a worker; --roles needs the manager token")
-    certs: dict[str, str] = reply["certificates"]
     root_dir = data_dir / "certificates"
-    for comp, key in keys.items():
-        if comp not in certs:
-            continue
-        pki.write_identity(root_dir if comp == "agent" else root_dir / comp, certs[comp].encode(), pki.key_pem(key),
-                           str(reply.get("roots") or roots.decode()).encode())
-    managers = [str(m) for m in reply.get("managers") or []] or [remote.rsplit(":", 1)[0]]
-    cfg = NodeConfig(str(reply["node_id"]), str(reply["cluster_id"]), manager, wanted if manager else [],
+    for private in (data_dir, root_dir):
+        private.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private.chmod(0o700)
+    # The token alone says which role this machine gets: the manager processes are asked `if_manager` (the CA
+    # signs them for the manager token only); with --roles the user says it is the manager token.
+    managed = {r: root_dir / r for r in wanted}
+    try:
+        joined = asyncio.run(enroll.join_components(
+            [ca_url], token, {"agent": root_dir, **(managed if roles is not None else {})},
+            if_manager=managed if roles is None else None, hostname=socket.gethostname(),
+            hosts=[advertise, *LOCAL_HOSTS], timeout=timeout))
+    except (enroll.JoinRefused, enroll.CAUnavailable) as e:
+        raise NodeError(str(e)) from None
+    manager = joined.identity.role == pki.MANAGER
+    remote_host = httpx.URL(ca_url).host
+    managers = joined.managers or [remote_host]
+    cfg = NodeConfig(joined.identity.node_id, joined.identity.cluster_id, manager, wanted if manager else [],
                      advertise, managers, ports=ports)
     if manager and "raftstore" in wanted:
         _add_raft_member(cfg, root_dir / "raftstore")

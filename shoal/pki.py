@@ -252,6 +252,19 @@ def identity_of(cert: x509.Certificate) -> Identity:
                     serial=cert.serial_number)
 
 
+def hosts_of(cert: x509.Certificate) -> tuple[str, ...]:
+    """The addresses and names a certificate was issued for (its IP and DNS SANs but the node id and role),
+    so a renewal carries the same ones."""
+    ident = identity_of(cert)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    names = [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+    names += [d for d in san.get_values_for_type(x509.DNSName) if d not in (ident.node_id, ident.role)]
+    return tuple(names)
+
+
 def identity_of_der(der: bytes) -> Identity:
     return identity_of(x509.load_der_x509_certificate(der))
 

@@ -6,10 +6,13 @@ import asyncio
 import gc
 import logging
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
+from shoal.enroll import Renewer
 from shoal.transport import Credentials, Policy, Revocations, server_config
 
 
@@ -38,15 +41,21 @@ async def refreeze_heap(interval: float = 60.0) -> None:
 
 
 async def serve(app: FastAPI, host: str, port: int, creds: Credentials, policy: Policy, *,
-                revoked: Revocations | None = None, anonymous: tuple[str, ...] = ()) -> None:
+                revoked: Revocations | None = None, anonymous: tuple[str, ...] = (),
+                renew_with: Sequence[str] = (), **config: Any) -> None:
     """Serve `app` over mutual TLS (shoal.transport) in this event loop; returns after a graceful shutdown
-    (lifespan exit runs first). `policy` decides, from the caller's certificate, what it may call."""
-    server = uvicorn.Server(server_config(app, host, port, creds, policy, revoked=revoked, anonymous=anonymous))
-    reloader = asyncio.create_task(keep_credentials_fresh(creds), name="credentials.reload")
-    try:
-        await server.serve()
-    finally:
-        reloader.cancel()
+    (lifespan exit runs first). `policy` decides, from the caller's certificate, what it may call. With
+    `renew_with` (CA URLs), the process renews its own certificate at 50-80 % of its lifetime."""
+    server = uvicorn.Server(server_config(app, host, port, creds, policy, revoked=revoked, anonymous=anonymous,
+                                          **config))
+    async with asyncio.TaskGroup() as tg:
+        serving = tg.create_task(server.serve())
+        background = [tg.create_task(keep_credentials_fresh(creds), name="credentials.reload")]
+        if renew_with:
+            background.append(tg.create_task(Renewer(creds, renew_with).run(), name="credentials.renew"))
+        await serving
+        for task in background:
+            task.cancel()
 
 
 async def keep_credentials_fresh(creds: Credentials, interval: float = 5.0) -> None:

@@ -6,6 +6,7 @@ shoal.supervisor`), and as a library by the end-to-end tests (which kill and sto
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -56,6 +57,8 @@ class Layout:
     heartbeat_period: float = 5.0
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: the lifetime of the certificates init issues (tests; the CA's own follow the cluster's setting)
+    cert_lifetime: float | None = None
 
     @property
     def nats_url(self) -> str:
@@ -84,6 +87,9 @@ class Layout:
         """The admin client bundle (DOCKER_CERT_PATH layout: ca.pem, cert.pem, key.pem)."""
         return self.data_dir / "client"
 
+    def ca_urls(self) -> list[str]:
+        return [self.url_of("ca")]
+
     def cert_dir(self, name: str) -> Path:
         if name.startswith("agent-"):
             return self.data_dir / "agents" / name / "certificates"
@@ -110,8 +116,9 @@ class Layout:
         """Identities on first start (shoal.bootstrap), and the NATS server's configuration."""
         from shoal.natsconf import render
 
+        lifetime = None if self.cert_lifetime is None else dt.timedelta(seconds=self.cert_lifetime)
         init_local(self.data_dir, self.cert_root, self.client_dir, raft_members=self.raft_members,
-                   hosts=(self.host,))
+                   hosts=(self.host,), lifetime=lifetime)
         conf = self.data_dir / "nats" / "nats.conf"
         conf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         conf.write_text(render(self.host, self.base_port, self.cert_dir("nats")))
@@ -248,6 +255,8 @@ class Supervisor:
         self._write_state()
         self._thread = threading.Thread(target=self._monitor, name="supervisor", daemon=True)
         self._thread.start()
+        if "nats" in self.children:
+            threading.Thread(target=self._renew_nats, name="supervisor.renew", daemon=True).start()
 
     def init(self) -> None:
         self.layout.prepare()
@@ -284,6 +293,35 @@ class Supervisor:
                         changed = True
                 if changed:
                     self._write_state()
+
+    def _renew_nats(self) -> None:
+        """nats-server does not renew its own certificate: the supervisor renews it through the CA at 50-80 %
+        of its lifetime (with the certificate itself, as every process does) and makes the server reload it
+        (SIGHUP: established connections stay up)."""
+        import asyncio
+        import random
+
+        from shoal import enroll, pki
+
+        cert_dir = self.layout.cert_dir("nats")
+        ca_urls = [u for u in self.layout.ca_urls() if u]
+        while ca_urls and not self._stop.is_set():
+            try:
+                creds = transport.Credentials(cert_dir)
+                at = pki.renew_at(pki.load_cert(creds.cert_file.read_bytes()), random.uniform(0.5, 0.8))
+            except (transport.TransportError, OSError, pki.PKIError) as e:
+                log.warning("nats certificate unreadable (%s)", e)
+                return
+            if self._stop.wait(max(0.0, at - time.time())):
+                return
+            try:
+                asyncio.run(enroll.renew(creds, ca_urls))
+            except (enroll.CAUnavailable, enroll.JoinRefused) as e:
+                log.warning("renewing the nats certificate failed (%s); retrying", e)
+                self._stop.wait(1.0)
+                continue
+            log.info("nats certificate renewed; reloading nats-server")
+            self.kill("nats", signal.SIGHUP)
 
     # ---- control (tests, CLI) ----------------------------------------------------------------------------
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int | None:

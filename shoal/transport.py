@@ -275,15 +275,10 @@ def server_config(app: Any, host: str, port: int, creds: Credentials, policy: Po
     anonymous = frozenset(anonymous)
     guard = Guard(app, policy, creds.identity.cluster_id, revoked or Revocations(), anonymous)
     ctx = creds.context("server-join" if anonymous else "server")
-    return uvicorn.Config(guard, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-                          timeout_keep_alive=30, http=IdentifiedHttpTools,
-                          ssl_context_factory=lambda _config, _default: ctx, **kwargs)
-
-
-def serve_kwargs(host: str, port: int) -> dict[str, Any]:
-    """Server options every shoal server shares (TLS and identity come from `server_config`)."""
-    return {"host": host, "port": port, "log_level": "warning", "access_log": False, "lifespan": "on",
-            "timeout_keep_alive": 30}
+    options: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "on",
+                               "timeout_keep_alive": 30, **kwargs}
+    return uvicorn.Config(guard, host=host, port=port, http=IdentifiedHttpTools,
+                          ssl_context_factory=lambda _config, _default: ctx, **options)
 
 
 # ---- clients --------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ async def main(settings: CASettings) -> None:
     revoked = transport.Revocations()
     try:
         await serve(create_app(settings, store=store, revocations=revoked), settings.host, settings.port, creds,
-                    policy, revoked=revoked, anonymous=ANONYMOUS_PATHS)
+                    policy, revoked=revoked, anonymous=ANONYMOUS_PATHS, renew_with=settings.ca_urls)
     finally:
         await store.close()
 

@@ -1,7 +1,8 @@
 """`create_app(settings, store=...)`: the CA's FastAPI app.
 
-    POST /v1/join            (anonymous) {token, csrs: {component: csr}, hosts, hostname}
-                             -> {node_id, cluster_id, role, certificates: {component: pem}, roots}
+    POST /v1/join            (anonymous) {token, csrs: {component: csr}, if_manager: {component: csr}, hosts,
+                             hostname} -> {node_id, cluster_id, role, certificates: {component: pem}, roots,
+                             managers: [addresses of the raft members' machines]}
     POST /v1/renew           (certificate) {csrs: {component: csr}} or {csr}, hosts -> same shape, same identity
     GET  /v1/ca/roots        (anonymous) -> the trusted roots, PEM (a joiner pins them by its token's digest)
     GET  /v1/tokens          (gateway only) -> {worker, manager}: the full join tokens
@@ -30,6 +31,9 @@ from shoal.transport import Revocations, scope_identity
 class JoinRequest(BaseModel):
     token: str = Field(min_length=1, max_length=200)
     csrs: dict[str, str] = Field(default_factory=dict, max_length=16)
+    #: signed only when the token is the manager token, ignored for a worker token: a machine joining with a
+    #: token it cannot tell apart asks for its manager processes here, and the reply's role says what it got
+    if_manager: dict[str, str] = Field(default_factory=dict, max_length=16)
     hosts: list[str] = Field(default_factory=list, max_length=16)
     hostname: str = Field(default="", max_length=255)
 
@@ -50,7 +54,7 @@ def build_router(ca: CertificateAuthority) -> APIRouter:
     @router.post("/join", summary="Join token + CSRs -> certificates of a new node")
     async def join(body: JoinRequest, request: Request) -> dict[str, Any]:
         client = request.client.host if request.client else "unknown"
-        return await ca.join(body.token, body.csrs, body.hosts, body.hostname, client)
+        return await ca.join(body.token, body.csrs, body.hosts, body.hostname, client, if_manager=body.if_manager)
 
     @router.post("/renew", summary="A new certificate with the caller's own identity")
     async def renew(body: RenewRequest, request: Request) -> dict[str, Any]:

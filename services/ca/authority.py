@@ -138,7 +138,7 @@ class CertificateAuthority:
 
     # ---- the API -----------------------------------------------------------------------------------------
     async def join(self, token: str, csrs: dict[str, str], hosts: list[str], hostname: str,
-                   client: str) -> dict[str, Any]:
+                   client: str, *, if_manager: dict[str, str] | None = None) -> dict[str, Any]:
         now = self.clock.monotonic()
         if self.limiter.blocked(client, now):
             raise TooManyRequests(f"ca: too many failed joins from {client}; wait a minute")
@@ -149,6 +149,8 @@ class CertificateAuthority:
             self.limiter.failed(client, now)
             self.metrics.inc("ca_joins_refused_total", help="joins refused for their token")
             raise
+        if role == pki.MANAGER and if_manager:
+            csrs = {**if_manager, **csrs}
         core.check_join_components(role, list(csrs))
         signer = self.signer(state)
         node_id = new_id()

@@ -8,14 +8,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-import uvicorn
-
 from services.dispatcher.app import create_app
 from services.dispatcher.core import policy
 from services.dispatcher.settings import DispatcherSettings
 from shoal import pki, transport
 from shoal.instances import Announcer
-from shoal.runner import run, setup_logging
+from shoal.runner import run, serve, setup_logging
 from shoal.service import connect_bus
 from shoal.store.client import StoreClient
 
@@ -51,9 +49,8 @@ async def main(settings: DispatcherSettings) -> None:
     revoked = transport.Revocations()  # kept current by the dispatcher from the cluster object
     try:
         app = create_app(settings, store=store, bus=bus, revocations=revoked)
-        config = transport.server_config(app, settings.host, settings.port, creds, policy, revoked=revoked,
-                                         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
-        await uvicorn.Server(config).serve()
+        await serve(app, settings.host, settings.port, creds, policy, revoked=revoked,
+                    renew_with=settings.ca_urls, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
     finally:
         await announcer.stop()
         await bus.close()

@@ -38,7 +38,8 @@ async def main(settings: GatewaySettings) -> None:
     bus = await NatsBus.connect(settings.nats_url, name, creds)  # instance heartbeats for /v1/cluster; optional
     try:
         app = create_app(settings, store=store, http=member_http, bus=bus, revoked=revoked, ca_http=ca_http)
-        await serve(app, settings.host, settings.port, creds, gateway_policy, revoked=revoked)
+        await serve(app, settings.host, settings.port, creds, gateway_policy, revoked=revoked,
+                    renew_with=settings.ca_urls)
     finally:
         with contextlib.suppress(Exception):
             await bus.close()

@@ -18,10 +18,10 @@ from services.gateway.routes import ROUTERS
 from services.gateway.settings import GatewaySettings
 from shoal.bus.base import Bus
 from shoal.errors import Unavailable
-from shoal.http import client_factory, install_error_handlers, ops_router
+from shoal.http import install_error_handlers, ops_router
 from shoal.instances import Announcer
 from shoal.store.protocol import Store
-from shoal.transport import Revocations
+from shoal.transport import Revocations, http_client
 
 
 def unavailable_message(exc: Unavailable) -> str:
@@ -36,12 +36,12 @@ def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClie
                bus: Bus | None = None, revoked: Revocations | None = None,
                ca_http: httpx.AsyncClient | None = None) -> FastAPI:
     """The gateway over `store`. `http` (for raftstore member status) defaults to a client from
-    `shoal.http.client_factory`, closed with the app; the store belongs to the caller. With a `bus`, the
+    an in-process client (tests), closed with the app; the store belongs to the caller. With a `bus`, the
     gateway collects instance heartbeats (and announces itself) for `GET /v1/cluster`. `revoked` is kept
     current from the cluster object's removed nodes (the server's Guard refuses them); `ca_http` relays the
     join-token requests to SHOAL_CA_URLS (both belong to the caller)."""
     own_http = http is None
-    ctx = GatewayContext(settings, store, http or client_factory(timeout=settings.member_status_timeout),
+    ctx = GatewayContext(settings, store, http or http_client(None, timeout=settings.member_status_timeout),
                          revoked=revoked, ca_http=ca_http)
 
     @contextlib.asynccontextmanager

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import field_validator
-from pydantic_settings import NoDecode
-
-from shoal.config import CommonSettings, split_list
+from shoal.config import CommonSettings
 
 DEFAULT_PORT = 4242  # SwarmKit's remote API port (`swarmd --listen-remote-api`)
 
@@ -29,7 +24,4 @@ class GatewaySettings(CommonSettings):
     store_retry_for: float = 5.0
     member_status_timeout: float = 2.0
     ready_probe_interval: float = 2.0
-    ca_urls: Annotated[list[str], NoDecode] = []
     ca_timeout: float = 5.0
-
-    _split_ca = field_validator("ca_urls", mode="before")(split_list)

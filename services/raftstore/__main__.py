@@ -40,7 +40,7 @@ async def main() -> None:
     app = create_app(settings, member, bus, creds=creds)
     log.info("raftstore %d (node %s): API on %s:%d, raft peers on %s, data in %s (mutual TLS)", member.me.id,
              member.me.node_id, settings.host, settings.api_port(), member.me.peer_addr, settings.data_dir)
-    await serve(app, settings.host, settings.api_port(), creds, access.policy)
+    await serve(app, settings.host, settings.api_port(), creds, access.policy, renew_with=settings.ca_urls)
 
 
 if __name__ == "__main__":

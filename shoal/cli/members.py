@@ -47,7 +47,7 @@ def cmd_member_ls(a: argparse.Namespace) -> int:
 
 
 def cmd_member_add(a: argparse.Namespace) -> int:
-    body: dict[str, object] = {"api_url": a.api_url, "peer_addr": a.peer_addr}
+    body: dict[str, object] = {"api_url": a.api_url, "peer_addr": a.peer_addr, "node_id": a.node_id}
     if a.id is not None:
         body["id"] = a.id
     gw = _gateway(a)
@@ -94,9 +94,11 @@ def add_parsers(csub: argparse._SubParsersAction, parent: argparse.ArgumentParse
     add = msub.add_parser("add", parents=[parent],
                           help="add a member (start it first with SHOAL_RAFT_JOIN=1); it joins as a learner "
                                "and becomes a voter once caught up")
-    add.add_argument("api_url", metavar="API_URL", help="the new member's API, e.g. http://10.0.0.4:4301")
+    add.add_argument("api_url", metavar="API_URL", help="the new member's API, e.g. https://10.0.0.4:4301")
     add.add_argument("peer_addr", metavar="PEER_ADDR", help="its raft peer address, e.g. 10.0.0.4:4311")
     add.add_argument("--id", type=int, help="its member id (default: one never used in this cluster)")
+    add.add_argument("--node-id", required=True,
+                     help="the node id in its raftstore certificate (raft peers are known by it)")
     add.set_defaults(func=cmd_member_add)
     rm = msub.add_parser("rm", aliases=["remove"], parents=[parent],
                          help="remove a member (refused if the rest would lose quorum; the leader hands over "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -101,6 +102,24 @@ class Cluster:
             creds = transport.Credentials(self.layout.cert_dir("gateway"))
             self._manager = transport.sync_http_client(creds, timeout=2.0)
         return self._manager
+
+    def join_manager(self, cert_root: Path, components: tuple[str, ...]) -> str:
+        """Join a new manager node through the CA with the manager token (the path `shoal swarm join` takes):
+        one certificate per component under `cert_root/<component>`; returns the new node id."""
+        from shoal import pki
+
+        token = self.http.get("/v1/swarm/join-tokens").json()["manager"]
+        keys = {c: pki.new_key() for c in components}
+        body = {"token": token, "csrs": {c: pki.make_csr(k).decode() for c, k in keys.items()},
+                "hosts": ["127.0.0.1", "localhost"]}
+        ctx = ssl.create_default_context(cafile=str(self.layout.client_dir / "ca.pem"))
+        r = httpx.post(self.layout.url_of("ca") + "/v1/join", json=body, verify=ctx, timeout=30)
+        assert r.status_code == 200, r.text
+        reply = r.json()
+        for c, key in keys.items():
+            pki.write_identity(cert_root / c, reply["certificates"][c].encode(), pki.key_pem(key),
+                               reply["roots"].encode())
+        return str(reply["node_id"])
 
     def start(self, timeout: float = 90.0) -> Cluster:
         self.sup.start()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from shoal import pki, transport
-from tests.e2e.harness import Cluster
+from tests.e2e.harness import Cluster, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -125,3 +125,36 @@ def test_shoal_env_prints_the_bundle(cluster: Cluster) -> None:
     assert f"SHOAL_URL={cluster.layout.gateway_url}" in out
     assert f"SHOAL_CERT_PATH={cluster.layout.client_dir}" in out
     assert "DOCKER_TLS_VERIFY=1" in out
+
+
+def serials(c: Cluster) -> dict[str, int]:
+    """The serial number of every process's certificate, by its directory."""
+    dirs = [d for d in c.layout.cert_root.iterdir() if d.is_dir()]
+    dirs += [c.layout.cert_dir(f"agent-{i}") for i in range(1, c.layout.agents + 1)]
+    return {d.name if d.parent == c.layout.cert_root else d.parent.name:
+            pki.load_cert((d / pki.CERT_FILE).read_bytes()).serial_number for d in dirs}
+
+
+def test_every_certificate_renews_without_interrupting_tasks_or_sessions(tmp_path: Path) -> None:
+    """45-second certificates (init's and the CA's): every process, nats-server included, renews its own at
+    50-80 % of the lifetime; the tasks keep their processes, the node stays READY, and new requests work."""
+    c = Cluster(tmp_path / "shoal", agents=1)
+    c.layout.cert_lifetime = 45
+    c.layout.extra_env["SHOAL_TEST_CERT_EXPIRY"] = "45"
+    try:
+        c.start()
+        c.create_service("web", 2)
+        pids = sorted(t["status"]["pid"] for t in c.wait_running("web", 2))
+        first = serials(c)
+        assert set(first) >= {"nats", "ca", "gateway", "dispatcher", "raftstore-1", "agent-1"}, first
+
+        def all_renewed() -> dict[str, int] | None:
+            now = serials(c)
+            return now if all(now[k] != first[k] for k in first) else None
+        eventually(all_renewed, 120, "every certificate renewed at least once")
+        assert sorted(t["status"]["pid"] for t in c.wait_running("web", 2)) == pids, "tasks were restarted"
+        assert all(n["status"]["state"] == "ready" for n in c.nodes())
+        c.scale("web", 3)  # new connections everywhere (gateway -> store -> dispatcher -> agent) still work
+        c.wait_running("web", 3, timeout=60)
+    finally:
+        c.stop()

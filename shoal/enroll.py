@@ -1,0 +1,228 @@
+"""The client side of the CA: joining the cluster with a join token, and renewing certificates before they
+expire (SwarmKit's node/node.go and ca/certificates.go, in shoal's shape). Agents join and renew with it, `shoal
+swarm join` joins a machine's processes in one call, and every shoal server renews its own certificate
+(shoal.runner.serve).
+
+Join: fetch the roots from a CA (`GET /v1/ca/roots`, the one request made before anything is trusted), pin them
+by the token's digest, then send the token and a CSR over TLS that trusts only the pinned roots and answer only
+from a manager's `ca` component. A refused or tampered token is `JoinRefused` (fatal: the process exits with a
+clear message, it does not retry for ever); an unreachable CA is `CAUnavailable` (retried).
+
+Renewal: at a random 50-80 % of the certificate's lifetime, a new key and CSR go to `POST /v1/renew` with the
+current certificate; the new identity is written (key first, 0600) and `Credentials.reload()` puts it into every
+SSL context in place — the session and the tasks carry on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shoal import pki, transport
+from shoal.clock import Clock, SystemClock
+from shoal.transport import Credentials
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "agent"
+RENEW_RETRY_MAX = 30.0
+
+
+class JoinRefused(Exception):
+    """The join can never succeed as asked (bad or rotated token, another cluster's root, a refusal)."""
+
+
+class CAUnavailable(Exception):
+    """No CA of the list answered usefully; worth retrying."""
+
+
+def has_identity(cert_dir: Path) -> bool:
+    return all((cert_dir / f).is_file() for f in (pki.CERT_FILE, pki.KEY_FILE, pki.ROOT_FILE))
+
+
+def pinned_context(roots_pem: bytes) -> ssl.SSLContext:
+    """A client context trusting only `roots_pem` (already pinned by the token's digest). The server is known by
+    its certificate's identity (a manager's ca component, checked per response), not by a host name."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=roots_pem.decode())
+    return ctx
+
+
+def pin_roots(roots_pem: bytes, token: str) -> None:
+    """Refuse roots whose first (current) certificate is not the one the token's digest names."""
+    try:
+        certs = pki.load_certs(roots_pem)
+        if not certs:
+            raise pki.PKIError("pki: the CA sent no root certificate")
+        pki.verify_pinned_root(certs[0], token)
+    except pki.PKIError as e:
+        raise JoinRefused(str(e)) from None
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+        return str(body.get("message", resp.text)) if isinstance(body, dict) else resp.text
+    except ValueError:
+        return resp.text or f"HTTP {resp.status_code}"
+
+
+def _check_ca(resp: httpx.Response) -> None:
+    transport.check_server_role(resp, pki.MANAGER)
+
+
+async def fetch_roots(url: str, timeout: float) -> bytes:
+    # Nothing is trusted yet: the answer is checked against the token's digest before it is used.
+    async with httpx.AsyncClient(verify=False, timeout=timeout) as client:
+        resp = await client.get(url.rstrip("/") + "/v1/ca/roots")
+    if resp.status_code != 200:
+        raise CAUnavailable(f"{url}: roots: {resp.status_code} {_message(resp)}")
+    return resp.content
+
+
+@dataclass(frozen=True)
+class Joined:
+    """What a join gave: the node's identity (of its first component), and the managers' addresses."""
+
+    identity: pki.Identity
+    managers: list[str]
+
+
+async def join(ca_urls: Sequence[str], token: str, cert_dir: Path, *, hostname: str, hosts: Sequence[str] = (),
+               timeout: float = 10.0) -> pki.Identity:
+    """An agent joins through the first CA of `ca_urls` that answers; writes the identity into `cert_dir`."""
+    joined = await join_components(ca_urls, token, {COMPONENT: cert_dir}, hostname=hostname, hosts=hosts,
+                                   timeout=timeout)
+    return joined.identity
+
+
+async def join_components(ca_urls: Sequence[str], token: str, cert_dirs: Mapping[str, Path], *, hostname: str,
+                          hosts: Sequence[str] = (), timeout: float = 10.0,
+                          if_manager: Mapping[str, Path] | None = None) -> Joined:
+    """Join a node's processes in one request (one CSR per component, each certificate written to its own
+    directory) through the first CA of `ca_urls` that answers. `if_manager`: components certified only when
+    the token is the manager token (the reply's role says which it was)."""
+    extra = dict(if_manager or {})
+    try:
+        pki.parse_token(token)
+    except pki.PKIError as e:
+        raise JoinRefused(str(e)) from None
+    if not ca_urls:
+        raise JoinRefused("join: no CA address to join through (SHOAL_CA_URLS)")
+    errors = []
+    for url in ca_urls:
+        try:
+            roots = await fetch_roots(url, timeout)
+            pin_roots(roots, token)
+            keys = {c: pki.new_key() for c in [*cert_dirs, *extra]}
+            body = {"token": token, "csrs": {c: pki.make_csr(keys[c]).decode() for c in cert_dirs},
+                    "if_manager": {c: pki.make_csr(keys[c]).decode() for c in extra},
+                    "hosts": list(hosts), "hostname": hostname}
+            async with httpx.AsyncClient(verify=pinned_context(roots), timeout=timeout,
+                                         event_hooks={"response": [_async(_check_ca)]}) as client:
+                resp = await client.post(url.rstrip("/") + "/v1/join", json=body)
+        except (httpx.HTTPError, OSError, CAUnavailable) as e:
+            errors.append(f"{url}: {e}")
+            continue
+        if resp.status_code in (400, 401, 403):
+            raise JoinRefused(f"join: the CA at {url} refused the join: {_message(resp)}")
+        if resp.status_code != 200:
+            errors.append(f"{url}: {resp.status_code} {_message(resp)}")
+            continue
+        reply: dict[str, Any] = resp.json()
+        idents = []
+        dirs = {**extra, **cert_dirs}
+        for comp, key in keys.items():
+            pem = (reply.get("certificates") or {}).get(comp)
+            if pem is None:  # a manager component asked `if_manager` of a worker token
+                continue
+            cert = pem.encode()
+            idents.append(pki.identity_of(pki.load_cert(cert)))
+            pki.write_identity(dirs[comp], cert, pki.key_pem(key), reply["roots"].encode())
+        ident = idents[0]
+        log.info("join: joined cluster %s as node %s (%s)", ident.cluster_id, ident.node_id, ident.role)
+        return Joined(ident, [str(m) for m in reply.get("managers") or []])
+    raise CAUnavailable("join: no CA answered: " + "; ".join(errors))
+
+
+def _async(hook: Any) -> Any:
+    async def run(response: httpx.Response) -> None:
+        hook(response)
+
+    return run
+
+
+async def renew(creds: Credentials, ca_urls: Sequence[str], *, hosts: Sequence[str] | None = None,
+                timeout: float = 10.0) -> pki.Identity:
+    """Renew `creds`' certificate through the first CA that answers; reloads `creds`. `hosts`: the names and
+    addresses the new certificate carries (default: those of the current one)."""
+    errors = []
+    key = pki.new_key()
+    if hosts is None:
+        hosts = pki.hosts_of(pki.load_cert(creds.cert_file.read_bytes()))
+    body = {"csr": pki.make_csr(key).decode(), "hosts": list(hosts)}
+    async with transport.http_client(creds, timeout=timeout) as client:
+        for url in ca_urls:
+            try:
+                resp = await client.post(url.rstrip("/") + "/v1/renew", json=body)
+            except (httpx.HTTPError, OSError) as e:
+                errors.append(f"{url}: {e}")
+                continue
+            if resp.status_code != 200:
+                errors.append(f"{url}: {resp.status_code} {_message(resp)}")
+                continue
+            reply = resp.json()
+            cert = reply["certificate"].encode()
+            ident = pki.identity_of(pki.load_cert(cert))
+            if (ident.node_id, ident.role, ident.component) != (creds.identity.node_id, creds.identity.role,
+                                                                 creds.identity.component):
+                raise JoinRefused(f"renew: the CA renewed a different identity ({ident.describe()})")
+            pki.write_identity(creds.dir, cert, pki.key_pem(key), reply["roots"].encode())
+            creds.reload()
+            return ident
+    raise CAUnavailable("renew: renewal failed: " + "; ".join(errors))
+
+
+class Renewer:
+    """Renews the certificate at a random 50-80 % of its lifetime (SwarmKit's spread), retrying failures."""
+
+    def __init__(self, creds: Credentials, ca_urls: Sequence[str], *, hosts: Sequence[str] | None = None,
+                 clock: Clock | None = None, rng: random.Random | None = None) -> None:
+        self.creds = creds
+        self.ca_urls = list(ca_urls)
+        self.hosts = None if hosts is None else list(hosts)
+        self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self.renewals = 0
+
+    def next_renewal(self) -> float:
+        cert = pki.load_cert(self.creds.cert_file.read_bytes())
+        return pki.renew_at(cert, self.rng.uniform(0.5, 0.8))
+
+    async def run(self) -> None:
+        while True:
+            at = self.next_renewal()
+            await asyncio.sleep(max(0.0, at - self.clock.now()))
+            backoff = 0.5
+            while True:
+                try:
+                    ident = await renew(self.creds, self.ca_urls, hosts=self.hosts)
+                    break
+                except (CAUnavailable, JoinRefused) as e:
+                    left = self.creds.identity.not_after - self.clock.now()
+                    log.warning("renew: certificate renewal of %s failed (%s); %.0fs of validity left",
+                                self.creds.identity.describe(), e, left)
+                    await asyncio.sleep(min(backoff, max(left / 10, 0.1)))
+                    backoff = min(backoff * 2, RENEW_RETRY_MAX)
+            self.renewals += 1
+            log.info("renew: certificate of %s renewed; valid until %.0f", ident.describe(), ident.not_after)
