@@ -12,10 +12,10 @@ import asyncio
 import logging
 import sys
 
-from agent import identity
 from agent.agent import Agent
 from agent.app import create_app
 from agent.settings import AgentSettings
+from shoal import enroll as identity
 from shoal import transport
 from shoal.runner import run, serve, setup_logging
 

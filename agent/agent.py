@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 
 from agent.executors import build_executors
-from agent.identity import Renewer
 from agent.node import describe
 from agent.session import AgentSession, StatusQueue
 from agent.settings import AgentSettings
@@ -20,6 +19,7 @@ from agent.state import AgentState
 from agent.worker import Worker
 from shoal import transport
 from shoal.clock import Clock, SystemClock
+from shoal.enroll import Renewer
 from shoal.metrics import Registry
 from shoal.transport import Credentials
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from agent import identity
 from agent.__main__ import EXIT_JOIN_REFUSED, ensure_identity
 from agent.agent import Agent
 from agent.settings import AgentSettings
@@ -21,6 +20,7 @@ from services.dispatcher.app import create_app
 from services.dispatcher.core import policy
 from services.dispatcher.loop import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
+from shoal import enroll as identity
 from shoal import pki
 from shoal.bus import MemoryBus
 from shoal.certs import Signer

@@ -14,12 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent import identity as agent_identity
 from services.ca.app import create_app
 from services.ca.authority import CertificateAuthority
 from services.ca.core import ANONYMOUS_PATHS, CA_OBJECT_ID, PermissionDenied, policy
 from services.ca.settings import CASettings
-from shoal import pki, transport
+from shoal import enroll, pki, transport
 from shoal.certs import LOCAL_HOSTS, Signer
 from shoal.cluster import ensure_cluster, with_removed_node
 from shoal.models.kinds import Kind
@@ -89,7 +88,7 @@ async def test_bootstrap_file_is_loaded_into_the_store_and_deleted(ca: CA) -> No
 
 
 async def test_worker_token_joins_as_a_worker_agent(ca: CA, tmp_path: Path) -> None:
-    ident = await agent_identity.join([ca.url], ca.tokens["worker"], tmp_path / "w1", hostname="w1")
+    ident = await enroll.join([ca.url], ca.tokens["worker"], tmp_path / "w1", hostname="w1")
     assert (ident.role, ident.component, ident.cluster_id) == (pki.WORKER, "agent", ca.signer.cluster_id)
     creds = Credentials(tmp_path / "w1")  # a usable identity, chained to the cluster root
     assert creds.identity.node_id == ident.node_id
@@ -99,7 +98,7 @@ async def test_worker_token_joins_as_a_worker_agent(ca: CA, tmp_path: Path) -> N
 async def test_manager_token_may_ask_for_manager_components(ca: CA) -> None:
     key = pki.new_key()
     csrs = {c: pki.make_csr(key).decode() for c in ("dispatcher", "agent")}
-    async with httpx.AsyncClient(verify=agent_identity.pinned_context(ca.signer.roots_pem)) as client:
+    async with httpx.AsyncClient(verify=enroll.pinned_context(ca.signer.roots_pem)) as client:
         resp = await client.post(ca.url + "/v1/join", json={"token": ca.tokens["manager"], "csrs": csrs})
     assert resp.status_code == 200, resp.text
     body = resp.json()
@@ -111,22 +110,22 @@ async def test_manager_token_may_ask_for_manager_components(ca: CA) -> None:
 
 async def test_wrong_secret_is_refused_with_a_clear_message(ca: CA, tmp_path: Path) -> None:
     bad = pki.make_token(ca.signer.root, pki.new_token_secret())
-    with pytest.raises(agent_identity.JoinRefused, match="not valid"):
-        await agent_identity.join([ca.url], bad, tmp_path / "w", hostname="w")
+    with pytest.raises(enroll.JoinRefused, match="not valid"):
+        await enroll.join([ca.url], bad, tmp_path / "w", hostname="w")
     assert not (tmp_path / "w").exists()
 
 
 async def test_tampered_digest_is_refused_before_anything_is_sent(ca: CA, tmp_path: Path) -> None:
     other = Signer.new()
     forged = pki.make_token(other.root, ca.tokens["worker"].rsplit("-", 1)[1])
-    with pytest.raises(agent_identity.JoinRefused, match="does not match the join token"):
-        await agent_identity.join([ca.url], forged, tmp_path / "w", hostname="w")
+    with pytest.raises(enroll.JoinRefused, match="does not match the join token"):
+        await enroll.join([ca.url], forged, tmp_path / "w", hostname="w")
     assert ca.authority.metrics.value("ca_joins_refused_total") == 0  # never reached the CA
 
 
 async def test_join_without_or_with_malformed_token_is_400(ca: CA) -> None:
     csr = pki.make_csr(pki.new_key()).decode()
-    async with httpx.AsyncClient(verify=agent_identity.pinned_context(ca.signer.roots_pem)) as client:
+    async with httpx.AsyncClient(verify=enroll.pinned_context(ca.signer.roots_pem)) as client:
         missing = await client.post(ca.url + "/v1/join", json={"csrs": {"agent": csr}})
         malformed = await client.post(ca.url + "/v1/join", json={"token": "SWMTKN-1-xyz", "csrs": {"agent": csr}})
         bad_csr = await client.post(ca.url + "/v1/join", json={"token": ca.tokens["worker"],
@@ -138,7 +137,7 @@ async def test_join_without_or_with_malformed_token_is_400(ca: CA) -> None:
 
 async def test_worker_token_cannot_obtain_a_manager_component(ca: CA) -> None:
     csr = pki.make_csr(pki.new_key()).decode()
-    async with httpx.AsyncClient(verify=agent_identity.pinned_context(ca.signer.roots_pem)) as client:
+    async with httpx.AsyncClient(verify=enroll.pinned_context(ca.signer.roots_pem)) as client:
         resp = await client.post(ca.url + "/v1/join", json={"token": ca.tokens["worker"],
                                                             "csrs": {"dispatcher": csr}})
     assert resp.status_code == 403
@@ -148,7 +147,7 @@ async def test_worker_token_cannot_obtain_a_manager_component(ca: CA) -> None:
 async def test_failed_joins_are_rate_limited_per_address(ca: CA) -> None:
     bad = pki.make_token(ca.signer.root, pki.new_token_secret())
     csr = pki.make_csr(pki.new_key()).decode()
-    async with httpx.AsyncClient(verify=agent_identity.pinned_context(ca.signer.roots_pem)) as client:
+    async with httpx.AsyncClient(verify=enroll.pinned_context(ca.signer.roots_pem)) as client:
         codes = [(await client.post(ca.url + "/v1/join", json={"token": bad, "csrs": {"agent": csr}})).status_code
                  for _ in range(ca.authority.limiter.limit + 1)]
         good = await client.post(ca.url + "/v1/join", json={"token": ca.tokens["worker"], "csrs": {"agent": csr}})
@@ -157,9 +156,9 @@ async def test_failed_joins_are_rate_limited_per_address(ca: CA) -> None:
 
 
 async def test_renewal_keeps_the_identity(ca: CA, tmp_path: Path) -> None:
-    joined = await agent_identity.join([ca.url], ca.tokens["worker"], tmp_path / "w", hostname="w")
+    joined = await enroll.join([ca.url], ca.tokens["worker"], tmp_path / "w", hostname="w")
     creds = Credentials(tmp_path / "w")
-    renewed = await agent_identity.renew(creds, [ca.url])
+    renewed = await enroll.renew(creds, [ca.url])
     assert (renewed.node_id, renewed.role, renewed.component) == (joined.node_id, pki.WORKER, "agent")
     assert renewed.serial != joined.serial
     assert creds.identity.serial == renewed.serial  # reloaded in place
@@ -177,7 +176,7 @@ async def test_a_worker_cannot_escalate_by_renewing(ca: CA) -> None:
 
 async def test_renewal_needs_a_certificate(ca: CA) -> None:
     csr = pki.make_csr(pki.new_key()).decode()
-    async with httpx.AsyncClient(verify=agent_identity.pinned_context(ca.signer.roots_pem)) as client:
+    async with httpx.AsyncClient(verify=enroll.pinned_context(ca.signer.roots_pem)) as client:
         resp = await client.post(ca.url + "/v1/renew", json={"csr": csr})
         tokens = await client.get(ca.url + "/v1/tokens")
     assert resp.status_code == 401 and tokens.status_code == 401
@@ -198,8 +197,8 @@ async def test_a_removed_node_cannot_renew(ca: CA) -> None:
     await ca.store.txn([t.update(Kind.CLUSTER, with_removed_node(cluster, "gone", 0.0))])
     assert "gone" in (await ca.store.get(Kind.CLUSTER, "default"))["removed_nodes"][0]["id"]
     await ca.authority.refresh_revocations()
-    with pytest.raises(agent_identity.CAUnavailable, match="removed from the cluster"):
-        await agent_identity.renew(creds, [ca.url])
+    with pytest.raises(enroll.CAUnavailable, match="removed from the cluster"):
+        await enroll.renew(creds, [ca.url])
     # Behind Guard's list, the renewal itself reads the store (a removal newer than the last poll).
     with pytest.raises(PermissionDenied, match="cannot renew"):
         await ca.authority.renew(creds.identity, {"agent": pki.make_csr(pki.new_key()).decode()}, [])
@@ -218,15 +217,15 @@ async def test_tokens_only_for_the_gateway(ca: CA) -> None:
         bad = await client.post(ca.url + "/v1/tokens/rotate", json={"role": "admin"})
     assert bad.status_code == 400
     assert rotated["worker"] != ca.tokens["worker"] and rotated["manager"] == ca.tokens["manager"]
-    with pytest.raises(agent_identity.JoinRefused, match="not valid"):
-        await agent_identity.join([ca.url], ca.tokens["worker"], ca.tmp / "late", hostname="late")
-    assert (await agent_identity.join([ca.url], rotated["worker"], ca.tmp / "ok", hostname="ok")).role == pki.WORKER
+    with pytest.raises(enroll.JoinRefused, match="not valid"):
+        await enroll.join([ca.url], ca.tokens["worker"], ca.tmp / "late", hostname="late")
+    assert (await enroll.join([ca.url], rotated["worker"], ca.tmp / "ok", hostname="ok")).role == pki.WORKER
 
 
 async def test_certificate_lifetime_follows_the_cluster_and_the_test_override(tmp_path: Path) -> None:
     c = await start_ca(tmp_path, test_cert_expiry=30.0)
     try:
-        ident = await agent_identity.join([c.url], c.tokens["worker"], tmp_path / "w", hostname="w")
+        ident = await enroll.join([c.url], c.tokens["worker"], tmp_path / "w", hostname="w")
         assert 29 <= ident.not_after - ident.not_before <= 31
     finally:
         await c.server.stop()
