@@ -6,7 +6,14 @@ an append carrying a large entry) goes out as several frames, each but the last 
 length, and the receiver joins them before decoding. Sending never blocks the driver: each peer has a bounded queue that
 a writer task drains, batching whatever is queued into one write; when the queue is full the message is
 dropped, which Raft tolerates (heartbeats and appends are retried). A broken connection is re-dialled with
-backoff, dropping what was queued for it."""
+backoff, dropping what was queued for it.
+
+Each connection opens with a hello (codec.encode_hello): the dialling member's id and peer address. A member
+whose table does not know the dialler yet — it has not applied the change that added it, say it was down for a
+while — keeps that address as a *remote* and can answer it (a vote grant to a candidate of a configuration it
+has not applied, dissertation §4.1); without it a lagging member's vote could never reach the candidate that
+needs it, and the cluster could stay leaderless (issue 17). The member table wins over remotes, and a removed
+id is never dialled."""
 
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import struct
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
-from services.raftstore.codec import DecodeError, decode_message, encode_message
+from services.raftstore.codec import DecodeError, decode_hello, decode_message, encode_hello, encode_message
 from services.raftstore.raft import Message
 from shoal.metrics import Registry
 
@@ -44,9 +51,13 @@ def frames(body: bytes, max_chunk: int = MAX_CHUNK) -> list[bytes]:
 
 
 class _Peer:
-    def __init__(self, peer_id: int, host: str, port: int, queue_size: int) -> None:
+    def __init__(self, peer_id: int, host: str, port: int, queue_size: int, *, remote: bool = False) -> None:
         self.id = peer_id
         self.host, self.port = host, port
+        #: known from the peer's own hello, not from the member table
+        self.remote = remote
+        #: sent first on every connection (set by the transport once it listens)
+        self.hello = b""
         self.queue: deque[Message] = deque()
         self.queue_size = queue_size
         self.ready = asyncio.Event()
@@ -78,6 +89,8 @@ class _Peer:
             # The peer never writes on this connection, so a read returns only when it closed or reset it (it
             # died or restarted): notice that at once and re-dial, rather than on the second write into a dead
             # socket — that first message (a vote, a grant) would be lost and cost a whole election timeout.
+            if self.hello:
+                writer.write(b"".join(frames(self.hello)))
             pump = asyncio.create_task(self._pump(writer))
             closed = asyncio.create_task(reader.read(1))
             try:
@@ -124,32 +137,48 @@ class PeerTransport:
         self._peers = {pid: _Peer(pid, h, p, queue_size) for pid, (h, p) in peers.items() if pid != self_id}
         #: removed members: whatever they still send is dropped (their ids never come back)
         self.blocked: set[int] = set()
+        #: members outside the table that dialled us: id -> the peer address of their hello
+        self.remotes: dict[int, tuple[str, int]] = {}
+        self._hello = b""
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._serve, host, port)
+        self._hello = encode_hello(self.id, host, self.port)
         for p in self._peers.values():
+            p.hello = self._hello
             self._tasks.append(asyncio.create_task(p.run(), name=f"raft.peer.{p.id}"))
 
     def set_peers(self, peers: Mapping[int, tuple[str, int]]) -> None:
-        """Follow a membership change: dial new members, hang up on removed ones."""
-        for pid in [p for p in self._peers if p not in peers]:
+        """Follow a membership change: dial new members, hang up on removed ones (and on remotes removed)."""
+        for pid in [p for p, peer in self._peers.items()
+                    if p not in peers and (not peer.remote or p in self.blocked)]:
             peer = self._peers.pop(pid)
             peer.stopped = True
             peer.ready.set()
         for pid, (host, port) in peers.items():
             have = self._peers.get(pid)
+            self.remotes.pop(pid, None)  # the table knows it now
             if pid == self.id or (have is not None and (have.host, have.port) == (host, port)):
+                if have is not None:
+                    have.remote = False
                 continue
             if have is not None:
                 have.stopped = True
                 have.ready.set()
-            peer = _Peer(pid, host, port, self.queue_size)
-            self._peers[pid] = peer
-            if self._server is not None:
-                self._tasks.append(asyncio.create_task(peer.run(), name=f"raft.peer.{pid}"))
+            self._add_peer(pid, host, port, remote=False)
+        for pid in [p for p in self.remotes if p in self.blocked]:
+            del self.remotes[pid]
+
+    def _add_peer(self, pid: int, host: str, port: int, *, remote: bool) -> _Peer:
+        peer = _Peer(pid, host, port, self.queue_size, remote=remote)
+        peer.hello = self._hello
+        self._peers[pid] = peer
+        if self._server is not None:
+            self._tasks.append(asyncio.create_task(peer.run(), name=f"raft.peer.{pid}"))
+        return peer
 
     @property
     def port(self) -> int:
@@ -160,13 +189,16 @@ class PeerTransport:
         dropped = 0
         for m in msgs:
             peer = self._peers.get(m.to)
+            if peer is None and m.to in self.remotes and m.to not in self.blocked:
+                peer = self._add_peer(m.to, *self.remotes[m.to], remote=True)
             if peer is None or not peer.enqueue(m):
                 dropped += 1
         if dropped:
             self.metrics.inc("raft_messages_dropped_total", dropped, "raft messages dropped (queue full/unknown)")
 
     def connected(self) -> dict[int, bool]:
-        return {pid: p.connected for pid, p in self._peers.items()}
+        """The members of the table we are connected to (remotes are not members)."""
+        return {pid: p.connected for pid, p in self._peers.items() if not p.remote}
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -189,6 +221,10 @@ class PeerTransport:
                         break
                 body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 try:
+                    hello = decode_hello(body)
+                    if hello is not None:
+                        self._heard_hello(*hello)
+                        continue
                     msg = decode_message(body)
                 except DecodeError as e:
                     log.warning("transport: dropping an undecodable frame: %s", e)
@@ -203,6 +239,18 @@ class PeerTransport:
             writer.close()
             if task is not None:
                 self._conns.pop(task, None)
+
+    def _heard_hello(self, pid: int, host: str, port: int) -> None:
+        if pid == self.id or pid in self.blocked:
+            return
+        peer = self._peers.get(pid)
+        if peer is not None and not peer.remote:
+            return  # the member table's address wins
+        self.remotes[pid] = (host, port)
+        if peer is not None and (peer.host, peer.port) != (host, port):
+            peer.stopped = True  # it moved (restarted elsewhere): dial the new address on the next send
+            peer.ready.set()
+            del self._peers[pid]
 
     async def stop(self) -> None:
         if self._server is not None:
