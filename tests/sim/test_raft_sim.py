@@ -139,7 +139,9 @@ CHUNK = 250  # seeds per test item, so `--seeds 5000` runs as many items, each w
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "seed_chunk" in metafunc.fixturenames:
         one = metafunc.config.getoption("--seed")
-        seeds = [one] if one is not None else list(range(metafunc.config.getoption("--seeds") or 500))
+        base = metafunc.config.getoption("--seed-base")
+        n = metafunc.config.getoption("--seeds") or 500
+        seeds = [one] if one is not None else list(range(base, base + n))
         chunks = [seeds[i:i + CHUNK] for i in range(0, len(seeds), CHUNK)]
         metafunc.parametrize("seed_chunk", chunks, ids=[f"seeds-{c[0]}-{c[-1]}" for c in chunks])
 
@@ -152,6 +154,16 @@ def test_random_faults_keep_raft_safe_and_live(seed_chunk: list[int]) -> None:
         except AssertionError as e:
             pytest.fail(f"seed {seed} failed (replay: pytest tests/sim/test_raft_sim.py --seed {seed}): {e}")
     print(f"{len(seed_chunk)} seeds in {time.monotonic() - started:.1f}s")
+
+
+@pytest.mark.parametrize("seed", [5362, 5992, 241, 4378])
+def test_issue_17_members_that_applied_different_configurations_still_elect_a_leader(seed: int) -> None:
+    """Seeds that ended leaderless for good after membership changes: 5362 and 5992 (members holding different
+    configurations: a voter must answer a candidate it does not know yet, §4.1), 241 and 4378 (found once the
+    network dropped a removed member's messages only where its removal was applied, as the real transport does:
+    a stale vote request must be refused with the voter's term, and adopting a candidate's term must not restart
+    the election timer, Figure 2)."""
+    run_seed(seed)
 
 
 def test_partitioned_leader_steps_down_and_minority_serves_no_reads() -> None:
