@@ -65,7 +65,6 @@ def check_reads(net: SimNetwork, floor: dict[bytes, int]) -> None:
         m.read_states.clear()
 
 
-SOAK_SEEDS = 2000  # seeds per soak test unless SHOAL_SOAK_SIM_SEEDS says otherwise (~45 s on the shared VM)
 
 
 def soak_base() -> tuple[int, str]:
@@ -84,7 +83,8 @@ def soak_base() -> tuple[int, str]:
         return 1_000_000, "no git commit: fixed base"
 
 
-def soak_seeds() -> tuple[list[int], str]:
+def soak_seeds(default: int) -> tuple[list[int], str]:
+    """The soak slice: `default` seeds (sized for ~45 s of CPU) unless SHOAL_SOAK_SIM_SEEDS says otherwise."""
     base, origin = soak_base()
-    n = int(os.environ.get("SHOAL_SOAK_SIM_SEEDS") or SOAK_SEEDS)
+    n = int(os.environ.get("SHOAL_SOAK_SIM_SEEDS") or default)
     return list(range(base, base + n)), f"seeds {base}..{base + n - 1} ({origin})"

@@ -171,7 +171,8 @@ def test_4_membership_changes_under_faults_keep_raft_safe_and_live(membership_se
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(900)
 def test_soak_membership_changes_on_seeds_of_this_commit() -> None:
-    seeds, what = soak_seeds()
+    seeds, what = soak_seeds(700)
     print(f"soak: membership schedules on {what}")
     _run(seeds, f" [soak: {what}]")

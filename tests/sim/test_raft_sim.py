@@ -111,9 +111,10 @@ def test_random_faults_keep_raft_safe_and_live(seed_chunk: list[int]) -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(900)
 def test_soak_random_faults_on_seeds_of_this_commit() -> None:
     """The soak tier's wider search: a slice of seeds derived from the commit (see soak_seeds), printed."""
-    seeds, what = soak_seeds()
+    seeds, what = soak_seeds(1500)
     print(f"soak: random faults on {what}")
     started = time.monotonic()
     for seed in seeds:
