@@ -174,6 +174,26 @@ def test_4_1_a_voter_answers_a_candidate_of_a_configuration_it_has_not_applied_y
     assert cand.role == Role.CANDIDATE
 
 
+def test_4_1_a_learner_that_has_not_applied_its_promotion_still_votes_when_asked() -> None:
+    """The promotion is in force on the members that applied it; the promoted member may not have applied it
+    yet, and the candidates that count it as a voter may need its vote (etcd's learners vote for the same
+    reason). It still never campaigns while it sees itself as a learner."""
+    net = SimNetwork(3, seed=13, spares=1)
+    net.elect(1)
+    assert net.change(1, ConfChangeType.ADD_LEARNER, 4) is not None
+    net.start(4)
+    settle(net)
+    learner = net.node(4)
+    assert learner.raft.learners == (4,) and not learner.raft.promotable()
+    learner.raft.msgs.clear()
+    net.tick(4, 10)  # the leader went quiet for an election timeout: no leader stickiness
+    assert learner.role == Role.FOLLOWER, "a learner never campaigns"
+    last = learner.raft.log.last_index()
+    learner.step(Message(MsgType.PRE_VOTE, to=4, frm=2, term=learner.term + 1, index=last, log_term=1 << 20))
+    (grant,) = [m for m in learner.raft.msgs if m.type == MsgType.PRE_VOTE_RESP]
+    assert grant.to == 2 and not grant.reject
+
+
 def test_4_a_new_leader_takes_no_membership_change_before_its_first_entry_is_applied() -> None:
     net = SimNetwork(3, seed=9)
     net.node(1).campaign()
