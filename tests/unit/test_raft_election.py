@@ -126,8 +126,28 @@ def test_5_1_messages_from_an_older_term_are_ignored() -> None:
     n.step(Message(MsgType.APP, to=1, frm=3, term=3, index=1, log_term=1, entries=(Entry(3, 2, b"x"),)))
     n.step(Message(MsgType.VOTE, to=1, frm=3, term=4, index=9, log_term=4))
     assert (n.term, n.lead, n.raft.log.last_index(), n.raft.vote) == (5, 0, 1, 0)
-    # the stale append is ignored; the stale vote request is refused with our term (Figure 2, RequestVote rule 1)
-    assert [(m.type, m.to, m.term, m.reject) for m in n.raft.msgs] == [(MsgType.VOTE_RESP, 3, 5, True)]
+    # both are refused with our term (Figure 2, AppendEntries and RequestVote rule 1), nothing else happens
+    assert [(m.type, m.to, m.term) for m in n.raft.msgs] == [(MsgType.APP_RESP, 3, 5), (MsgType.VOTE_RESP, 3, 5)]
+    assert n.raft.msgs[1].reject
+
+
+def test_figure_2_a_stale_leader_learns_its_term_from_a_refused_append_even_without_check_quorum() -> None:
+    """Figure 2, AppendEntries rule 1: the refusal carries currentTerm "for leader to update itself". Without
+    check-quorum nothing else may ever tell it: the candidates that raised the follower's term can be members
+    it removed and no longer hears (issue 17, seed 53917: a stale leader of term 8 kept leading for ever)."""
+    lead = node(1, peers=(1, 2), pre_vote=False, check_quorum=False)
+    lead.campaign()
+    lead.step(Message(MsgType.VOTE_RESP, to=1, frm=2, term=1))
+    assert lead.role == Role.LEADER
+    (app,) = sent(lead, MsgType.APP)
+    s = MemoryStorage()
+    s.set_hard_state(HardState(term=9))
+    follower = node(2, peers=(1, 2), storage=s, pre_vote=False, check_quorum=False)
+    follower.step(app)
+    (refusal,) = sent(follower, MsgType.APP_RESP)
+    assert refusal.term == 9
+    lead.step(refusal)
+    assert lead.role == Role.FOLLOWER and lead.term == 9
 
 
 def test_single_member_elects_itself_and_commits_alone() -> None:

@@ -284,9 +284,11 @@ class Raft:
             self.become_follower(m.term, leader)
             return True
         # m.term < self.term: stale.
-        if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (MsgType.HEARTBEAT, MsgType.APP):
-            # A leader of an older term that we (having a higher term) ignore would otherwise never learn
-            # it is stale, since pre-vote/check-quorum keep us from forcing elections: tell it our term.
+        if m.type in (MsgType.HEARTBEAT, MsgType.APP):
+            # Figure 2, AppendEntries rule 1: reply false with our term, "for leader to update itself". A leader
+            # of an older term that we ignore would otherwise never learn it is stale: pre-vote/check-quorum keep
+            # us from forcing elections, and without them the candidates that raised our term may be ones it
+            # no longer hears (a removed member, whose messages it drops) — etcd answers only with those on.
             self.send(MsgType.APP_RESP, m.frm)
         elif m.type in (MsgType.PRE_VOTE, MsgType.VOTE):
             # Figure 2, RequestVote rule 1: reply false with our term, "for the candidate to update itself". A
