@@ -10,6 +10,8 @@ import pytest
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--seeds", type=int, default=None,
                      help="number of simulation seeds to run (default: the fixed CI slice)")
+    parser.addoption("--seed-base", type=int, default=0,
+                     help="first simulation seed of `--seeds N` (so a wide sweep splits across processes)")
     parser.addoption("--seed", type=int, default=None, help="replay one simulation seed")
     parser.addoption("--soak", action="store_true", default=False, help="run the soak/scale tier")
 
@@ -31,4 +33,5 @@ def sim_seeds(request: pytest.FixtureRequest) -> list[int]:
     if one is not None:
         return [one]
     n = request.config.getoption("--seeds") or 500
-    return list(range(n))
+    base = request.config.getoption("--seed-base")
+    return list(range(base, base + n))

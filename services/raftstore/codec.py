@@ -22,6 +22,30 @@ class DecodeError(ValueError):
     pass
 
 
+#: the first byte of a hello (no MsgType has this value): a dialling member says who it is and where it listens
+HELLO_MARK = 0xFF
+# mark, member id, peer port; the peer host (UTF-8) follows
+_HELLO = struct.Struct("<BQH")
+
+
+def encode_hello(member_id: int, host: str, port: int) -> bytes:
+    return _HELLO.pack(HELLO_MARK, member_id, port) + host.encode()
+
+
+def decode_hello(buf: bytes) -> tuple[int, str, int] | None:
+    """(id, host, port) if `buf` is a hello, None if it is something else (a message)."""
+    if len(buf) < _HELLO.size or buf[0] != HELLO_MARK:
+        return None
+    try:
+        _, member_id, port = _HELLO.unpack_from(buf, 0)
+        host = bytes(buf[_HELLO.size:]).decode()
+    except (struct.error, UnicodeDecodeError) as e:
+        raise DecodeError(f"raft codec: undecodable hello: {e}") from e
+    if member_id <= 0 or not host:
+        raise DecodeError("raft codec: a hello needs a member id and a host")
+    return member_id, host, port
+
+
 def encode_message(m: Message) -> bytes:
     parts = [_HEADER.pack(m.type, m.to, m.frm, m.term, m.log_term, m.index, m.commit, m.reject,
                           m.reject_hint, len(m.context), len(m.entries)), m.context]

@@ -14,7 +14,15 @@ proxies sit between members in the tests): a peer is known by its certificate, n
   connection is closed; each message it sends must come `frm` a member whose node id (the member table) is the
   certificate's CN, or it is dropped and counted (`raft_peer_messages_refused_total`).
 - Dialling: the server must present the `raftstore` certificate of the node id we meant to reach; a member
-  without a node id (data written before mutual TLS) is not dialled until it is re-added with one."""
+  without a node id (data written before mutual TLS) is not dialled until it is re-added with one.
+
+Each connection opens with a hello (codec.encode_hello): the dialling member's id and peer address. A member
+whose table does not know the dialler yet — it has not applied the change that added it, say it was down for a
+while — keeps that address as a *remote*, bound to the node id of the certificate the hello came with, and can
+answer it (a vote grant to a candidate of a configuration it has not applied, dissertation §4.1); without it a
+lagging member's vote could never reach the candidate that needs it, and the cluster could stay leaderless
+(issue 17). The member table wins over remotes (a certificate of a known member cannot claim another id), and a
+removed id is never dialled."""
 
 from __future__ import annotations
 
@@ -27,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from services.raftstore.codec import DecodeError, decode_message, encode_message
+from services.raftstore.codec import DecodeError, decode_hello, decode_message, encode_hello, encode_message
 from services.raftstore.raft import Message
 from shoal import pki
 from shoal.metrics import Registry
@@ -96,11 +104,15 @@ def frames(body: bytes, max_chunk: int = MAX_CHUNK) -> list[bytes]:
 
 class _Peer:
     def __init__(self, peer_id: int, addr: PeerAddr, queue_size: int, creds: Credentials, metrics: Registry,
-                 limiter: LogLimiter) -> None:
+                 limiter: LogLimiter, *, remote: bool = False) -> None:
         self.id = peer_id
         self.addr = addr
         self.host, self.port = addr.host, addr.port
         self.creds, self.metrics, self.limiter = creds, metrics, limiter
+        #: known from the peer's own hello, not from the member table
+        self.remote = remote
+        #: sent first on every connection (set by the transport once it listens)
+        self.hello = b""
         self.queue: deque[Message] = deque()
         self.queue_size = queue_size
         self.ready = asyncio.Event()
@@ -153,6 +165,8 @@ class _Peer:
             backoff = 0.05
             self.connected = True
             log.debug("transport: connected to member %d at %s:%d", self.id, self.host, self.port)
+            if self.hello:
+                writer.write(b"".join(frames(self.hello)))
             # The peer never writes on this connection, so a read returns only when it closed or reset it (it
             # died or restarted): notice that at once and re-dial, rather than on the second write into a dead
             # socket — that first message (a vote, a grant) would be lost and cost a whole election timeout.
@@ -207,6 +221,9 @@ class PeerTransport:
         self._ids_of_node: dict[str, frozenset[int]] = {}
         #: removed members: whatever they still send is dropped (their ids never come back)
         self.blocked: set[int] = set()
+        #: members outside the table that dialled us: id -> the address of their hello and their certificate's CN
+        self.remotes: dict[int, PeerAddr] = {}
+        self._hello = b""
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
@@ -215,31 +232,44 @@ class PeerTransport:
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._serve, host, port, ssl=peer_server_context(self.creds),
                                                   ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        self._hello = encode_hello(self.id, host, self.port)
         for p in self._peers.values():
+            p.hello = self._hello
             self._tasks.append(asyncio.create_task(p.run(), name=f"raft.peer.{p.id}"))
 
     def set_peers(self, peers: Mapping[int, PeerAddr]) -> None:
-        """Follow a membership change: dial new members, hang up on removed ones."""
+        """Follow a membership change: dial new members, hang up on removed ones (and on remotes removed)."""
         ids: dict[str, set[int]] = {}
         for pid, addr in peers.items():
             if addr.node_id and pid != self.id:
                 ids.setdefault(addr.node_id, set()).add(pid)
         self._ids_of_node = {n: frozenset(v) for n, v in ids.items()}
-        for pid in [p for p in self._peers if p not in peers]:
+        for pid in [p for p, peer in self._peers.items()
+                    if p not in peers and (not peer.remote or p in self.blocked)]:
             peer = self._peers.pop(pid)
             peer.stopped = True
             peer.ready.set()
         for pid, addr in peers.items():
             have = self._peers.get(pid)
+            self.remotes.pop(pid, None)  # the table knows it now
             if pid == self.id or (have is not None and have.addr == addr):
+                if have is not None:
+                    have.remote = False
                 continue
             if have is not None:
                 have.stopped = True
                 have.ready.set()
-            peer = _Peer(pid, addr, self.queue_size, self.creds, self.metrics, self.limiter)
-            self._peers[pid] = peer
-            if self._server is not None:
-                self._tasks.append(asyncio.create_task(peer.run(), name=f"raft.peer.{pid}"))
+            self._add_peer(pid, addr, remote=False)
+        for pid in [p for p in self.remotes if p in self.blocked]:
+            del self.remotes[pid]
+
+    def _add_peer(self, pid: int, addr: PeerAddr, *, remote: bool) -> _Peer:
+        peer = _Peer(pid, addr, self.queue_size, self.creds, self.metrics, self.limiter, remote=remote)
+        peer.hello = self._hello
+        self._peers[pid] = peer
+        if self._server is not None:
+            self._tasks.append(asyncio.create_task(peer.run(), name=f"raft.peer.{pid}"))
+        return peer
 
     @property
     def port(self) -> int:
@@ -250,13 +280,16 @@ class PeerTransport:
         dropped = 0
         for m in msgs:
             peer = self._peers.get(m.to)
+            if peer is None and m.to in self.remotes and m.to not in self.blocked:
+                peer = self._add_peer(m.to, self.remotes[m.to], remote=True)
             if peer is None or not peer.enqueue(m):
                 dropped += 1
         if dropped:
             self.metrics.inc("raft_messages_dropped_total", dropped, "raft messages dropped (queue full/unknown)")
 
     def connected(self) -> dict[int, bool]:
-        return {pid: p.connected for pid, p in self._peers.items()}
+        """The members of the table we are connected to (remotes are not members)."""
+        return {pid: p.connected for pid, p in self._peers.items() if not p.remote}
 
     def _refused(self, name: str, key: str, msg: str, *args: object) -> None:
         self.metrics.inc(name, 1, "raft peer connections or messages refused (certificate)")
@@ -292,6 +325,10 @@ class PeerTransport:
                     if not more:
                         break
                 body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                hello = decode_hello(body)
+                if hello is not None:
+                    self._heard_hello(*hello, node_id=node_id)
+                    continue
                 try:
                     msg = decode_message(body)
                 except DecodeError as e:
@@ -300,7 +337,8 @@ class PeerTransport:
                     continue
                 if msg.to != self.id or msg.frm in self.blocked:
                     continue
-                if msg.frm not in self._ids_of_node.get(node_id, ()):
+                remote = self.remotes.get(msg.frm)
+                if msg.frm not in self._ids_of_node.get(node_id, ()) and (remote is None or remote.node_id != node_id):
                     self._refused("raft_peer_messages_refused_total", f"frm:{node_id}:{msg.frm}",
                                   "transport: dropping raft messages from member %d sent with the certificate of "
                                   "node %s, which is not that member's", msg.frm, node_id)
@@ -312,6 +350,25 @@ class PeerTransport:
             writer.close()
             if task is not None:
                 self._conns.pop(task, None)
+
+    def _heard_hello(self, pid: int, host: str, port: int, *, node_id: str) -> None:
+        """A dialler's hello: remember a member our table lacks as a remote (bound to its certificate's node)."""
+        if pid == self.id or pid in self.blocked:
+            return
+        peer = self._peers.get(pid)
+        if peer is not None and not peer.remote:
+            return  # the member table's address wins
+        known = self._ids_of_node.get(node_id)
+        if known is not None and pid not in known:
+            self._refused("raft_peer_messages_refused_total", f"hello:{node_id}:{pid}", "transport: node %s, a "
+                          "member under ids %s, said hello as member %d: ignored", node_id, sorted(known), pid)
+            return
+        addr = PeerAddr(host, port, node_id)
+        self.remotes[pid] = addr
+        if peer is not None and peer.addr != addr:
+            peer.stopped = True  # it moved (restarted elsewhere): dial the new address on the next send
+            peer.ready.set()
+            del self._peers[pid]
 
     async def stop(self) -> None:
         if self._server is not None:

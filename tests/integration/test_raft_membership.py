@@ -1,12 +1,13 @@
 """Real raftstore processes: snapshots and compaction (a member down past the compacted log catches up from a
 multi-frame snapshot; a whole-cluster restart comes back from snapshot + log), membership changes while
 serving (a member joins as a learner from a snapshot and is promoted; the leader leaves after handing over;
-a removal that would lose quorum is refused; removed ids never come back), leadership transfer, and
---force-new-cluster recovery."""
+a removal that would lose quorum is refused; removed ids never come back), leadership transfer,
+--force-new-cluster recovery, and members replaced while one is cut off and others are killed (issue 17)."""
 
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,3 +239,50 @@ def test_a_leader_being_stopped_hands_leadership_over_first(procs: Procs) -> Non
     procs.write(new, "after")
     assert time.monotonic() - started < 5
     assert all(procs.count(i) == 2 for i in survivors)
+
+
+def test_4_1_members_replaced_while_one_is_cut_off_and_kills_follow_still_elect_a_leader(procs: Procs) -> None:
+    """Issue 17 on real processes: members are replaced while one voter is cut off (SIGSTOP: nothing in or out;
+    the per-link proxies of faultprocs.py cannot route members that join later) and others are killed, so the
+    members end up holding different configurations. The cut-off member comes back with the bootstrap
+    configuration and a table that lacks the newcomers, and is the only vote a newcomer can get: it must answer
+    a candidate it does not know (dissertation §4.1) at the address of that candidate's hello. Then everything
+    heals, and a leader and progress must follow within a bound."""
+    lead = procs.wait_leader(15)
+    for k in range(30):
+        procs.write(lead, f"a{k}")
+    stale, keep = (i for i in procs.ids if i != lead)
+    procs.procs[stale].send_signal(signal.SIGSTOP)
+    try:
+        _join(procs, lead, 4)  # voters: lead, stale (cut off), keep, 4
+        r = procs.http.delete(procs.url(lead) + f"/v1/members/{lead}", timeout=30)  # the leader replaced
+        assert r.status_code == 200, r.text
+        procs.kill(lead)
+        procs.active.remove(lead)
+        lead = procs.wait_leader(15, among=[keep, 4])
+        _join(procs, lead, 5)
+        r = procs.http.delete(procs.url(lead) + f"/v1/members/{keep}", timeout=30)
+        assert r.status_code == 200, r.text
+        procs.kill(keep)
+        procs.active.remove(keep)
+        lead = procs.wait_leader(15, among=[4, 5])
+        procs.write(lead, "voters-stale-4-5")
+        procs.kill(4)  # voters {stale, 4, 5}: 5 alone is short of a quorum without the stale member's vote
+    finally:
+        procs.procs[stale].send_signal(signal.SIGCONT)
+    st = procs.status(stale)
+    assert st is not None and 5 not in st["voters"] and st["commit_index"] < 40, st  # it knows nothing of 5
+    started = time.monotonic()
+    lead = procs.wait_leader(20, among=[stale, 5])
+    procs.write(lead, "after-heal")
+    procs.start(4)
+    eventually(lambda: procs.converged([stale, 4, 5]), 30, "the replaced cluster to converge", 0.2)
+    assert all(procs.count(i) == 32 for i in (stale, 4, 5))
+    print(f"leader {lead} and a write {time.monotonic() - started:.1f}s after the cut-off member came back")
+
+
+def _join(procs: Procs, lead: int, new: int) -> None:
+    procs.start(new)
+    body = {"api_url": procs.url(new), "peer_addr": f"127.0.0.1:{procs.peer_ports[new]}", "id": new}
+    r = procs.http.post(procs.url(lead) + "/v1/members", json=body, timeout=60)
+    assert r.status_code == 201, r.text

@@ -8,7 +8,10 @@ matching, §5.4 leader completeness, state-machine safety) plus durable-state mo
 
 With `snapshot_every`, members snapshot their state machine (the list of applied entries) and compact their
 log to `snapshot_tail` entries, as the driver does; a lagging member then catches up by InstallSnapshot (§7).
-Membership changes (`change`) are applied as their entries are, and removed members are cut off for good."""
+Membership changes (`change`) are applied as their entries are. As in the real transport (driver.py drops what
+a removed id sends, transport.py hangs up on it), each member cuts off the ids whose removal *it* has applied —
+in both directions — and nobody else's view counts: a member that has not applied a removal yet still hears
+the removed member (it may need its vote to elect the leader that brings it the change)."""
 
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class Member:
     storage: MemoryStorage = field(default_factory=MemoryStorage)
     node: RawNode | None = None
     applied: list[Entry] = field(default_factory=list)  # what its state machine applied since (re)start
+    removed: set[int] = field(default_factory=set)  # ids whose removal this member applied (its member table)
     read_states: list[tuple[int, bytes]] = field(default_factory=list)
 
 
@@ -59,7 +63,7 @@ class SimNetwork:
         self.bootstrap = tuple(voters)
         self.snapshot_every = snapshot_every
         self.snapshot_tail = snapshot_tail
-        self.removed: set[int] = set()
+        self.removed: set[int] = set()  # ids that some member applied the removal of (never started again)
         self.rng = random.Random(seed)
         self.cfg = dict(election_tick=election_tick, heartbeat_tick=heartbeat_tick, pre_vote=pre_vote,
                         check_quorum=check_quorum, max_inflight=max_inflight, max_size_per_msg=max_size_per_msg)
@@ -90,6 +94,10 @@ class SimNetwork:
         cfg = Config(id=i, peers=peers, rng=random.Random(self.rng.random()), **self.cfg)  # type: ignore[arg-type]
         m.node = RawNode(cfg, m.storage)
         m.applied = _decode_state(m.storage.snapshot())
+        # the member table of a restart: the snapshot's, plus the changes committed after it (as driver.py)
+        committed = m.storage.entries(m.storage.first_index(), m.storage.initial_state().commit + 1) \
+            if m.storage.initial_state().commit >= m.storage.first_index() else []
+        m.removed = _removals([*m.applied, *committed])
 
     def crash(self, i: int) -> None:
         """Lose everything volatile: unstable entries, queued messages, the state machine."""
@@ -145,6 +153,7 @@ class SimNetwork:
         if rd.snapshot is not None:  # install a snapshot from the leader ...
             m.storage.apply_snapshot(rd.snapshot)
             m.applied = _decode_state(rd.snapshot)
+            m.removed |= _removals(m.applied)
         if rd.hard_state is not None:  # persist ...
             m.storage.set_hard_state(rd.hard_state)
         m.storage.append(rd.entries)
@@ -157,6 +166,7 @@ class SimNetwork:
                 n.apply_conf_change(cc)
                 if cc.type == ConfChangeType.REMOVE:
                     self.removed.add(cc.node_id)
+                    m.removed.add(cc.node_id)
         for rs in rd.read_states:
             m.read_states.append((rs.index, rs.context))
         n.advance(rd)  # ... advance
@@ -174,8 +184,11 @@ class SimNetwork:
         while self._queue and self._queue[0][0] <= self.now:
             _, _, msg = heapq.heappop(self._queue)
             member = self.members.get(msg.to)
-            if member is None or member.node is None or msg.frm in self.removed:
-                continue
+            sender = self.members.get(msg.frm)
+            if member is None or member.node is None or msg.frm in member.removed:
+                continue  # the receiver drops what an id it removed sends
+            if sender is not None and msg.to in sender.removed:
+                continue  # the sender hung up on an id it removed (checked at delivery: a change may be late)
             member.node.step(msg)
             n += 1
         return n
@@ -322,6 +335,16 @@ class SimNetwork:
                 if bad is not None:
                     raise SafetyViolation(f"log matching: members {a} and {b} agree on term at {agree} "
                                           f"but differ at {bad}")
+
+
+def _removals(entries: Iterable[Entry]) -> set[int]:
+    out: set[int] = set()
+    for e in entries:
+        if e.type == EntryType.CONF_CHANGE:
+            cc = ConfChange.decode(e.data)
+            if cc.type == ConfChangeType.REMOVE:
+                out.add(cc.node_id)
+    return out
 
 
 def _encode_state(applied: list[Entry]) -> bytes:

@@ -13,9 +13,9 @@ import pytest
 
 from services.raftstore.raft import ConfChangeType
 from tests.sim.raftnet import SimNetwork
+from tests.sim.raftscenarios import check_reads, may_start, require_progress, soak_seeds
 
 STEPS = 250
-CALM_STEPS = 300
 
 
 def run_seed(seed: int) -> SimNetwork:
@@ -44,7 +44,7 @@ def run_seed(seed: int) -> SimNetwork:
                 proposed.add(data)
         elif roll < 0.38 and net.up(target) and sum(net.up(i) for i in net.ids) > 1:
             net.crash(target)
-        elif roll < 0.44 and not net.up(target) and _may_start(net, target):
+        elif roll < 0.44 and not net.up(target) and may_start(net, target):
             net.start(target)
         elif roll < 0.46:
             side = rng.sample(net.ids, rng.randint(1, len(net.ids) - 1))
@@ -61,47 +61,10 @@ def run_seed(seed: int) -> SimNetwork:
             if net.read_index(target, ctx):
                 read_floor[ctx] = floor
         net.step()
-        _check_reads(net, read_floor)
+        check_reads(net, read_floor)
 
-    # Faults stop: every member comes back and the cluster must commit a new entry everywhere.
-    net.calm()
-    for i in net.ids:
-        if not net.up(i) and _may_start(net, i):
-            net.start(i)
-    final = b"final"
-    proposed.add(final)
-    for step in range(CALM_STEPS):
-        net.step()
-        lead = net.leader()
-        if lead is not None and step % 20 == 0:
-            net.propose(lead, final)  # again if an earlier copy was lost with its leader
-        live = _in_cluster(net)
-        if live and all(final in net.applied_data(i) for i in live):
-            break
-    else:
-        raise AssertionError(f"no progress after faults stopped: leaders={net.leaders()} "
-                             f"status={[net.node(i).status() for i in net.ids if net.up(i)]}")
-    logs = [net.applied_data(i) for i in _in_cluster(net)]
-    longest = max(logs, key=len)
-    assert all(log == longest[:len(log)] for log in logs), "members applied different sequences"
-    assert set(longest) <= proposed, "committed something nobody proposed"
+    require_progress(net, proposed)
     return net
-
-
-def _in_cluster(net: SimNetwork) -> list[int]:
-    """Members that are in the membership of the newest leader (started and not removed)."""
-    lead = net.leader()
-    if lead is None:
-        return []
-    return [i for i in net.node(lead).conf_state().members() if net.up(i) and i not in net.removed]
-
-
-def _may_start(net: SimNetwork, i: int) -> bool:
-    """Removed members stay down; a spare starts only once some member added it."""
-    if i in net.removed:
-        return False
-    return i in net.bootstrap or any(
-        net.up(j) and i in net.node(j).conf_state().members() for j in net.ids)
 
 
 def _random_conf_change(net: SimNetwork, rng: random.Random) -> None:
@@ -124,22 +87,15 @@ def _random_conf_change(net: SimNetwork, rng: random.Random) -> None:
             pass  # it stops once it applies its removal (or stays cut off: its messages are dropped)
 
 
-def _check_reads(net: SimNetwork, floor: dict[bytes, int]) -> None:
-    for m in net.members.values():
-        for index, ctx in m.read_states:
-            want = floor.pop(ctx, None)
-            if want is not None and index < want:
-                raise AssertionError(f"stale read: read index {index} < {want} already applied somewhere")
-        m.read_states.clear()
-
-
 CHUNK = 250  # seeds per test item, so `--seeds 5000` runs as many items, each within the per-test timeout
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "seed_chunk" in metafunc.fixturenames:
         one = metafunc.config.getoption("--seed")
-        seeds = [one] if one is not None else list(range(metafunc.config.getoption("--seeds") or 500))
+        base = metafunc.config.getoption("--seed-base")
+        n = metafunc.config.getoption("--seeds") or 500
+        seeds = [one] if one is not None else list(range(base, base + n))
         chunks = [seeds[i:i + CHUNK] for i in range(0, len(seeds), CHUNK)]
         metafunc.parametrize("seed_chunk", chunks, ids=[f"seeds-{c[0]}-{c[-1]}" for c in chunks])
 
@@ -152,6 +108,33 @@ def test_random_faults_keep_raft_safe_and_live(seed_chunk: list[int]) -> None:
         except AssertionError as e:
             pytest.fail(f"seed {seed} failed (replay: pytest tests/sim/test_raft_sim.py --seed {seed}): {e}")
     print(f"{len(seed_chunk)} seeds in {time.monotonic() - started:.1f}s")
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(900)
+def test_soak_random_faults_on_seeds_of_this_commit() -> None:
+    """The soak tier's wider search: a slice of seeds derived from the commit (see soak_seeds), printed."""
+    seeds, what = soak_seeds(1500)
+    print(f"soak: random faults on {what}")
+    started = time.monotonic()
+    for seed in seeds:
+        try:
+            run_seed(seed)
+        except AssertionError as e:
+            pytest.fail(f"seed {seed} failed [soak: {what}] (replay: pytest tests/sim/test_raft_sim.py "
+                        f"--seed {seed}): {e}")
+    print(f"{len(seeds)} seeds in {time.monotonic() - started:.1f}s")
+
+
+@pytest.mark.parametrize("seed", [5362, 5992, 241, 4378, 53917])
+def test_issue_17_members_that_applied_different_configurations_still_elect_a_leader(seed: int) -> None:
+    """Seeds that ended leaderless for good after membership changes: 5362 and 5992 (members holding different
+    configurations: a voter must answer a candidate it does not know yet, §4.1), 241 and 4378 (found once the
+    network dropped a removed member's messages only where its removal was applied, as the real transport does:
+    a stale vote request must be refused with the voter's term, and adopting a candidate's term must not restart
+    the election timer, Figure 2), 53917 (the 100,000-seed sweep: a stale append must be refused with the
+    follower's term even without check-quorum, Figure 2)."""
+    run_seed(seed)
 
 
 def test_partitioned_leader_steps_down_and_minority_serves_no_reads() -> None:

@@ -126,7 +126,28 @@ def test_5_1_messages_from_an_older_term_are_ignored() -> None:
     n.step(Message(MsgType.APP, to=1, frm=3, term=3, index=1, log_term=1, entries=(Entry(3, 2, b"x"),)))
     n.step(Message(MsgType.VOTE, to=1, frm=3, term=4, index=9, log_term=4))
     assert (n.term, n.lead, n.raft.log.last_index(), n.raft.vote) == (5, 0, 1, 0)
-    assert not n.raft.msgs
+    # both are refused with our term (Figure 2, AppendEntries and RequestVote rule 1), nothing else happens
+    assert [(m.type, m.to, m.term) for m in n.raft.msgs] == [(MsgType.APP_RESP, 3, 5), (MsgType.VOTE_RESP, 3, 5)]
+    assert n.raft.msgs[1].reject
+
+
+def test_figure_2_a_stale_leader_learns_its_term_from_a_refused_append_even_without_check_quorum() -> None:
+    """Figure 2, AppendEntries rule 1: the refusal carries currentTerm "for leader to update itself". Without
+    check-quorum nothing else may ever tell it: the candidates that raised the follower's term can be members
+    it removed and no longer hears (issue 17, seed 53917: a stale leader of term 8 kept leading for ever)."""
+    lead = node(1, peers=(1, 2), pre_vote=False, check_quorum=False)
+    lead.campaign()
+    lead.step(Message(MsgType.VOTE_RESP, to=1, frm=2, term=1))
+    assert lead.role == Role.LEADER
+    (app,) = sent(lead, MsgType.APP)
+    s = MemoryStorage()
+    s.set_hard_state(HardState(term=9))
+    follower = node(2, peers=(1, 2), storage=s, pre_vote=False, check_quorum=False)
+    follower.step(app)
+    (refusal,) = sent(follower, MsgType.APP_RESP)
+    assert refusal.term == 9
+    lead.step(refusal)
+    assert lead.role == Role.FOLLOWER and lead.term == 9
 
 
 def test_single_member_elects_itself_and_commits_alone() -> None:
@@ -194,3 +215,46 @@ def test_proposals_on_a_follower_are_dropped() -> None:
     net.elect(1)
     with pytest.raises(ProposalDropped):
         net.node(2).propose(b"x")
+
+
+def test_figure_2_adopting_a_candidates_term_does_not_restart_the_election_timer() -> None:
+    """Figure 2 (Followers): the timer restarts on hearing from the current leader or on granting a vote. A
+    candidate that can never win — here its log is behind ours — must not hold our campaign back with each new
+    term it starts (issue 17: a stale member kept the only electable one from ever campaigning)."""
+    s = MemoryStorage()
+    s.append([Entry(1, 1), Entry(2, 2)])
+    s.set_hard_state(HardState(term=2))
+    n = node(storage=s, pre_vote=False)
+    timeout = n.raft.randomized_election_timeout
+    for k in range(timeout - 1):
+        n.tick()
+        n.step(Message(MsgType.VOTE, to=1, frm=3, term=3 + k, index=1, log_term=1))  # stale: refused
+        assert n.term == 3 + k and n.raft.vote == 0
+    sent(n)
+    n.tick()
+    assert n.role == Role.CANDIDATE and n.term == timeout + 2, "campaigned on its own schedule"
+    # granting a vote does restart it
+    g = node(pre_vote=False)
+    for _ in range(g.raft.randomized_election_timeout - 1):
+        g.tick()
+    g.step(Message(MsgType.VOTE, to=1, frm=3, term=1, index=5, log_term=1))
+    assert g.raft.vote == 3 and g.raft.election_elapsed == 0
+
+
+def test_figure_2_a_vote_request_of_an_older_term_is_refused_with_ours_so_the_candidate_catches_up() -> None:
+    """Figure 2, RequestVote rule 1: "reply false if term < currentTerm", the reply carrying currentTerm "for the
+    candidate to update itself" (etcd stays silent). A candidate that only hears from members of newer terms
+    through their refusals must learn those terms, or it campaigns a term behind for ever."""
+    voter = node(1, storage=MemoryStorage(), pre_vote=False)
+    voter.step(Message(MsgType.VOTE, to=1, frm=2, term=7, index=0, log_term=0))  # term 7, voted for 2
+    sent(voter)
+    cand = node(3, pre_vote=False)
+    cand.campaign()
+    (req, _) = sorted(sent(cand, MsgType.VOTE), key=lambda m: m.to)
+    voter.step(req)
+    (refusal,) = sent(voter, MsgType.VOTE_RESP)
+    assert refusal.reject and refusal.term == 7
+    cand.step(refusal)
+    assert cand.role == Role.FOLLOWER and cand.term == 7
+    cand.campaign()
+    assert cand.term == 8, "its next campaign is of a term the voter can still vote in"

@@ -4,6 +4,7 @@ file's checksum."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,15 @@ from services.raftstore import snapfile
 from services.raftstore.raft import (
     ConfChange,
     ConfChangeType,
+    Config,
     ConfState,
     Entry,
     HardState,
     MemoryStorage,
+    Message,
     MsgType,
     ProposalDropped,
+    RawNode,
     Role,
     Snapshot,
 )
@@ -150,6 +154,44 @@ def test_4_removing_a_member_shrinks_the_quorum_and_its_messages_are_ignored() -
         lone = SimNetwork(1, seed=8)
         lone.elect(1)
         lone.node(1).raft.propose_conf_change(ConfChange(ConfChangeType.REMOVE, 1))
+
+
+def test_4_1_a_voter_answers_a_candidate_of_a_configuration_it_has_not_applied_yet() -> None:
+    """Dissertation §4.1: each server uses the latest configuration in its own log, so members apply a change at
+    different times. Member 2 lags behind the change that made 4 a voter; 4's (pre-)candidacy needs 2's vote
+    (1 is gone), so 2 must answer 4 although 4 is no member in its eyes (issue 17, seed 5362). Answers from such
+    a stranger still count for nothing."""
+    voter = RawNode(Config(id=2, peers=(1, 2, 3), rng=random.Random(2)), MemoryStorage())
+    for t in (MsgType.PRE_VOTE, MsgType.VOTE):
+        voter.step(Message(t, to=2, frm=4, term=1, index=9, log_term=1))
+        (grant,) = voter.raft.msgs
+        voter.raft.msgs.clear()
+        assert grant.to == 4 and not grant.reject, t
+    assert voter.raft.vote == 4
+    cand = RawNode(Config(id=1, peers=(1, 2, 3), pre_vote=False, rng=random.Random(1)), MemoryStorage())
+    cand.campaign()
+    cand.step(Message(MsgType.VOTE_RESP, to=1, frm=9, term=1))  # a stranger's grant
+    assert cand.role == Role.CANDIDATE
+
+
+def test_4_1_a_learner_that_has_not_applied_its_promotion_still_votes_when_asked() -> None:
+    """The promotion is in force on the members that applied it; the promoted member may not have applied it
+    yet, and the candidates that count it as a voter may need its vote (etcd's learners vote for the same
+    reason). It still never campaigns while it sees itself as a learner."""
+    net = SimNetwork(3, seed=13, spares=1)
+    net.elect(1)
+    assert net.change(1, ConfChangeType.ADD_LEARNER, 4) is not None
+    net.start(4)
+    settle(net)
+    learner = net.node(4)
+    assert learner.raft.learners == (4,) and not learner.raft.promotable()
+    learner.raft.msgs.clear()
+    net.tick(4, 10)  # the leader went quiet for an election timeout: no leader stickiness
+    assert learner.role == Role.FOLLOWER, "a learner never campaigns"
+    last = learner.raft.log.last_index()
+    learner.step(Message(MsgType.PRE_VOTE, to=4, frm=2, term=learner.term + 1, index=last, log_term=1 << 20))
+    (grant,) = [m for m in learner.raft.msgs if m.type == MsgType.PRE_VOTE_RESP]
+    assert grant.to == 2 and not grant.reject
 
 
 def test_4_a_new_leader_takes_no_membership_change_before_its_first_entry_is_applied() -> None:

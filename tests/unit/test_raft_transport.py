@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.raftstore.codec import DecodeError, decode_message, encode_message
+from services.raftstore.codec import DecodeError, decode_hello, decode_message, encode_hello, encode_message
 from services.raftstore.raft import ConfState, Entry, EntryType, Message, MsgType, Snapshot
 from services.raftstore.transport import MAX_CHUNK, MORE, PeerAddr, PeerTransport, frames
 from tests.integration.raftprocs import ClusterCerts, free_ports
@@ -197,3 +197,63 @@ async def test_a_dialler_hangs_up_on_a_server_that_is_not_the_node_it_meant_to_r
     finally:
         for t in (t2, wrong, old):
             await t.stop()
+
+
+async def test_4_1_a_member_answers_a_dialler_its_table_does_not_know_yet_but_never_a_removed_one(
+        certs: ClusterCerts) -> None:
+    """Dissertation §4.1: members apply a change at different times. Member 2 has not applied the change that
+    added member 3 (its table lacks 3), yet 3's candidacy needs 2's vote: 2 answers at the address of 3's hello."""
+    p2, p3 = free_ports(2)
+    got2: list[Message] = []
+    got3: list[Message] = []
+    t2 = PeerTransport(2, {}, got2.append, creds=certs.member(2))  # a lagging member: 3 is not in its table
+    t3 = PeerTransport(3, {2: PeerAddr("127.0.0.1", p2, "node-2")}, got3.append, creds=certs.member(3))
+    await t2.start("127.0.0.1", p2)
+    await t3.start("127.0.0.1", p3)
+    try:
+        await _wait(lambda: t3.connected()[2])
+        t3.send([Message(MsgType.PRE_VOTE, to=2, frm=3, term=6, index=40, log_term=5)])
+        await _wait(lambda: len(got2) == 1)
+        assert t2.remotes == {3: PeerAddr("127.0.0.1", p3, "node-3")} and 3 not in t2.connected(), \
+            "a remote is no member; it is bound to the node id of the certificate it said hello with"
+        grant = Message(MsgType.PRE_VOTE_RESP, to=3, frm=2, term=6)
+        t2.send([grant])
+        await _wait(lambda: got3 == [grant])
+
+        t2.set_peers({})  # another membership change leaves 3 unknown: the remote stays reachable
+        t2.send([dataclasses.replace(grant, term=7)])
+        await _wait(lambda: len(got3) == 2)
+        t2.blocked = {3}  # then 2 applies the removal of 3: never dialled again
+        t2.set_peers({})
+        assert 3 not in t2.remotes
+        dropped = t2.metrics.value("raft_messages_dropped_total")
+        t2.send([dataclasses.replace(grant, term=8)])
+        assert t2.metrics.value("raft_messages_dropped_total") == dropped + 1
+    finally:
+        await t2.stop()
+        await t3.stop()
+
+
+async def test_a_known_members_certificate_cannot_say_hello_as_another_member(certs: ClusterCerts) -> None:
+    """Member 1's certificate (node-1) saying hello as member 3: a stranger's id is not taken from a known node."""
+    p1, p2 = free_ports(2)
+    got2: list[Message] = []
+    t2 = PeerTransport(2, {1: PeerAddr("127.0.0.1", p1, "node-1")}, got2.append, creds=certs.member(2))
+    liar = PeerTransport(3, {2: PeerAddr("127.0.0.1", p2, "node-2")}, lambda _m: None, creds=certs.member(1))
+    await t2.start("127.0.0.1", p2)
+    await liar.start("127.0.0.1", p1)
+    try:
+        await _wait(lambda: liar.connected()[2])
+        liar.send([Message(MsgType.VOTE, to=2, frm=3, term=9)])
+        await _wait(lambda: t2.metrics.value("raft_peer_messages_refused_total") >= 2)
+        assert got2 == [] and 3 not in t2.remotes
+    finally:
+        await t2.stop()
+        await liar.stop()
+
+
+def test_a_hello_is_told_apart_from_every_message() -> None:
+    assert decode_hello(encode_hello(7, "10.0.0.7", 4317)) == (7, "10.0.0.7", 4317)
+    assert decode_hello(encode_message(Message(MsgType.VOTE, to=1, frm=2))) is None
+    with pytest.raises(DecodeError):
+        decode_hello(encode_hello(7, "h", 1)[:-1])

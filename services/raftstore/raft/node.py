@@ -272,15 +272,29 @@ class Raft:
             if m.type == MsgType.PRE_VOTE or (m.type == MsgType.PRE_VOTE_RESP and not m.reject):
                 return True  # pre-votes never move terms; a granted one carries the term we would campaign at
             leader = m.frm if m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP) else NONE
+            if m.type == MsgType.VOTE:
+                # Figure 2: the election timer restarts on hearing from the current leader or on granting a vote
+                # (handle_vote_request), not on merely adopting a candidate's term. Otherwise a candidate that
+                # can never win (a stale log, a configuration others have moved past) would hold back, with
+                # each new term, the timer of the member that could — and no leader is ever elected.
+                elapsed, timeout = self.election_elapsed, self.randomized_election_timeout
+                self.become_follower(m.term, leader)
+                self.election_elapsed, self.randomized_election_timeout = elapsed, timeout
+                return True
             self.become_follower(m.term, leader)
             return True
         # m.term < self.term: stale.
-        if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (MsgType.HEARTBEAT, MsgType.APP):
-            # A leader of an older term that we (having a higher term) ignore would otherwise never learn
-            # it is stale, since pre-vote/check-quorum keep us from forcing elections: tell it our term.
+        if m.type in (MsgType.HEARTBEAT, MsgType.APP):
+            # Figure 2, AppendEntries rule 1: reply false with our term, "for leader to update itself". A leader
+            # of an older term that we ignore would otherwise never learn it is stale: pre-vote/check-quorum keep
+            # us from forcing elections, and without them the candidates that raised our term may be ones it
+            # no longer hears (a removed member, whose messages it drops) — etcd answers only with those on.
             self.send(MsgType.APP_RESP, m.frm)
-        elif m.type == MsgType.PRE_VOTE:
-            self.send(MsgType.PRE_VOTE_RESP, m.frm, term=self.term, reject=True)
+        elif m.type in (MsgType.PRE_VOTE, MsgType.VOTE):
+            # Figure 2, RequestVote rule 1: reply false with our term, "for the candidate to update itself". A
+            # candidate cut off from the members with newer terms (a removed one still campaigning among them)
+            # would otherwise keep campaigning a term behind, losing every race it could win.
+            self.send(vote_response_type(m.type), m.frm, term=self.term, reject=True)
         return False
 
     # ---- leader: log and replication ----------------------------------------------------------------------

@@ -26,6 +26,11 @@ from services.raftstore.raft.storage import Storage
 
 _LOCAL_ONLY = frozenset({MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM, MsgType.PROP})
 _LEADER_ONLY = frozenset({MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP, MsgType.TIMEOUT_NOW})
+# Requests we handle whoever sends them. Vote requests included (dissertation §4.1: a server uses the latest
+# configuration in *its* log, and members apply a change at different times): a voter that has not applied the
+# change adding the candidate must still answer it, or a cluster whose members lag behind a change can have no
+# majority that knows every voter, and no leader ever again (issue 17). Answers from strangers stay ignored.
+_FROM_ANYONE = _LEADER_ONLY | {MsgType.VOTE, MsgType.PRE_VOTE}
 
 
 @dataclass(frozen=True)
@@ -68,14 +73,15 @@ class RawNode:
 
     def step(self, m: Message) -> None:
         """Deliver a message from a peer. Local-only kinds and messages from ourselves are ignored. A member
-        not in our membership may still be the leader of a cluster we are joining; the driver drops messages
-        from removed members before they get here."""
+        not in our membership may still be the leader of a cluster we are joining, or a candidate of a
+        configuration we have not applied yet; the driver drops messages from removed members before they get
+        here."""
         if m.type in _LOCAL_ONLY or m.frm == self.raft.id or m.frm <= 0:
             return
         r = self.raft
         if m.frm not in r.voters and m.frm not in r.learners and r.voters and self.id in r.voters \
-                and m.type not in _LEADER_ONLY:
-            return  # a stranger's vote or answer: nothing to do with our elections or our progress
+                and m.type not in _FROM_ANYONE:
+            return  # a stranger's answer: nothing to do with our elections or our progress
         self.raft.step(m)
 
     def propose(self, data: bytes) -> int:

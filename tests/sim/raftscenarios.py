@@ -1,0 +1,90 @@
+"""What every Raft simulation scenario shares: the liveness check once faults stop (the cluster must elect a
+leader and commit a new entry on every member of its configuration), the linearizable-read check, and which
+members may be (re)started. Used by test_raft_sim.py (random faults) and test_raft_membership_sim.py
+(schedules that stress membership changes); and the seeds of the soak tier."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tests.sim.raftnet import SimNetwork
+
+CALM_STEPS = 300  # steps after the faults stop within which a leader must commit an entry everywhere
+
+
+def require_progress(net: SimNetwork, proposed: set[bytes]) -> None:
+    """Faults stop: every member that may run comes back, and the cluster must commit a new entry on every
+    member of the newest leader's configuration within CALM_STEPS; what they applied must agree."""
+    net.calm()
+    for i in net.ids:
+        if not net.up(i) and may_start(net, i):
+            net.start(i)
+    final = b"final"
+    proposed.add(final)
+    for step in range(CALM_STEPS):
+        net.step()
+        lead = net.leader()
+        if lead is not None and step % 20 == 0:
+            net.propose(lead, final)  # again if an earlier copy was lost with its leader
+        live = in_cluster(net)
+        if live and all(final in net.applied_data(i) for i in live):
+            break
+    else:
+        raise AssertionError(f"no progress after faults stopped: leaders={net.leaders()} "
+                             f"status={[net.node(i).status() for i in net.ids if net.up(i)]}")
+    logs = [net.applied_data(i) for i in in_cluster(net)]
+    longest = max(logs, key=len)
+    assert all(log == longest[:len(log)] for log in logs), "members applied different sequences"
+    assert set(longest) <= proposed, "committed something nobody proposed"
+
+
+def in_cluster(net: SimNetwork) -> list[int]:
+    """Members that are in the membership of the newest leader (started and not removed)."""
+    lead = net.leader()
+    if lead is None:
+        return []
+    return [i for i in net.node(lead).conf_state().members() if net.up(i) and i not in net.removed]
+
+
+def may_start(net: SimNetwork, i: int) -> bool:
+    """Removed members stay down; a spare starts only once some member added it."""
+    if i in net.removed:
+        return False
+    return i in net.bootstrap or any(
+        net.up(j) and i in net.node(j).conf_state().members() for j in net.ids)
+
+
+def check_reads(net: SimNetwork, floor: dict[bytes, int]) -> None:
+    for m in net.members.values():
+        for index, ctx in m.read_states:
+            want = floor.pop(ctx, None)
+            if want is not None and index < want:
+                raise AssertionError(f"stale read: read index {index} < {want} already applied somewhere")
+        m.read_states.clear()
+
+
+
+
+def soak_base() -> tuple[int, str]:
+    """The first seed of a soak slice and where it came from: SHOAL_SOAK_SEED_BASE if set, else derived from the
+    commit under test — reproducible for one commit, new seeds for every commit — and well past the fixed CI
+    slice. Without git (a source tarball) it falls back to a fixed base."""
+    env = os.environ.get("SHOAL_SOAK_SEED_BASE")
+    if env:
+        return int(env), "SHOAL_SOAK_SEED_BASE"
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10, check=True)
+        sha = out.stdout.strip()
+        return 1_000_000 + int(sha[:8], 16) % 1_000_000_000, f"commit {sha[:12]}"
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return 1_000_000, "no git commit: fixed base"
+
+
+def soak_seeds(default: int) -> tuple[list[int], str]:
+    """The soak slice: `default` seeds (sized for ~45 s of CPU) unless SHOAL_SOAK_SIM_SEEDS says otherwise."""
+    base, origin = soak_base()
+    n = int(os.environ.get("SHOAL_SOAK_SIM_SEEDS") or default)
+    return list(range(base, base + n)), f"seeds {base}..{base + n - 1} ({origin})"

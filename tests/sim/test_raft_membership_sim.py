@@ -1,0 +1,178 @@
+"""Schedules that stress membership changes (dissertation §4) under faults, on the simulated network, each seed one
+of four kinds: changes proposed while the cluster is partitioned; the leader itself replaced (and sometimes
+killed or cut off right after proposing its own removal); a learner that must catch up from a snapshot while it
+is crashed, cut off and compacted past; and back-to-back changes (the next proposed as soon as the previous one is
+applied). Each replaces members (learner added, promoted, an old voter removed for good) among drops,
+duplicates, delays, crashes and partitions, with SimNetwork's safety checks after every step; then the faults
+stop and the cluster must elect a leader and commit on every member (`require_progress`).
+
+`pytest tests/sim/test_raft_membership_sim.py --seeds N [--seed-base B]` runs more, `--seed S` replays one."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import pytest
+
+from services.raftstore.raft import ConfChangeType
+from tests.sim.raftnet import SimNetwork
+from tests.sim.raftscenarios import check_reads, may_start, require_progress, soak_seeds
+
+STEPS = 300
+KINDS = ("partitioned", "leader_replaced", "learner_from_snapshot", "back_to_back")
+DEFAULT_SEEDS = 80  # 20 of each kind in the default run (~5 s of CPU)
+
+
+def run_membership_seed(seed: int) -> SimNetwork:
+    kind = KINDS[seed % len(KINDS)]
+    rng = random.Random(seed * 104_729 + 3)
+    members = 5 if seed % 3 == 0 else 3
+    snapshots = kind == "learner_from_snapshot" or rng.random() < 0.3
+    net = SimNetwork(members, seed=seed, election_tick=rng.choice([4, 6, 10]), pre_vote=seed % 7 != 3,
+                     check_quorum=seed % 5 != 2, max_inflight=rng.choice([2, 64]), spares=4,
+                     snapshot_every=rng.choice([3, 8]) if snapshots else 0, snapshot_tail=rng.choice([0, 2]))
+    net.drop = rng.choice([0.0, 0.02, 0.1, 0.2])
+    net.duplicate = rng.choice([0.0, 0.05])
+    net.max_delay = rng.choice([0, 1, 3])
+    move = _MOVES[kind]
+    p_partition = 0.08 if kind == "partitioned" else 0.02
+    p_change = 0.4 if kind == "back_to_back" else 0.12
+    proposed: set[bytes] = set()
+    read_floor: dict[bytes, int] = {}
+    seq = 0
+    for _ in range(STEPS):
+        roll = rng.random()
+        lead = net.leader()
+        target = lead if lead is not None and rng.random() < 0.8 else rng.choice(net.ids)
+        if roll < 0.3:
+            seq += 1
+            if net.up(target) and net.propose(target, b"v%d" % seq) is not None:
+                proposed.add(b"v%d" % seq)
+        elif roll < 0.33:
+            victim = rng.choice(net.ids)
+            if net.up(victim) and sum(net.up(i) for i in net.ids) > 1:
+                net.crash(victim)
+        elif roll < 0.40:
+            back = rng.choice(net.ids)
+            if not net.up(back) and may_start(net, back):
+                net.start(back)
+        elif roll < 0.40 + p_partition:
+            side = rng.sample(net.ids, rng.randint(1, len(net.ids) - 1))
+            net.partition(side, [i for i in net.ids if i not in side])
+        elif roll < 0.43 + p_partition:
+            net.heal()
+        elif roll < 0.43 + p_partition + p_change:
+            move(net, rng)
+        elif roll < 0.48 + p_partition + p_change and net.up(target):
+            seq += 1
+            ctx = b"r%d" % seq
+            floor = max((len(m.applied) for m in net.members.values() if m.node is not None), default=0)
+            if net.read_index(target, ctx):
+                read_floor[ctx] = floor
+        net.step()
+        check_reads(net, read_floor)
+    require_progress(net, proposed)
+    return net
+
+
+def _replace(net: SimNetwork, rng: random.Random, victim: Callable[[int, tuple[int, ...]], int]) -> int | None:
+    """One step of replacing a member: promote a learner if there is one, else add a fresh learner while the
+    voters are not more than at bootstrap, else remove `victim(leader, voters)`. Returns the id removed."""
+    lead = net.leader()
+    if lead is None:
+        return None
+    conf = net.node(lead).conf_state()
+    fresh = [i for i in net.ids if i not in conf.members() and i not in net.removed and not net.up(i)
+             and i not in net.bootstrap]
+    if conf.learners:
+        net.change(lead, ConfChangeType.PROMOTE, rng.choice(conf.learners))
+    elif len(conf.voters) <= len(net.bootstrap) and fresh:
+        node = rng.choice(fresh)
+        if net.change(lead, ConfChangeType.ADD_LEARNER, node) is not None:
+            net.start(node)
+    elif len(conf.voters) > 2:
+        node = victim(lead, conf.voters)
+        if net.change(lead, ConfChangeType.REMOVE, node) is not None:
+            return node
+    return None
+
+
+def _any_voter(net: SimNetwork, rng: random.Random) -> None:
+    _replace(net, rng, lambda _lead, voters: rng.choice(voters))
+
+
+def _while_partitioned(net: SimNetwork, rng: random.Random) -> None:
+    """Cut the cluster in two (the leader on a random side), then propose the change."""
+    side = rng.sample(net.ids, rng.randint(1, len(net.ids) - 1))
+    net.partition(side, [i for i in net.ids if i not in side])
+    _any_voter(net, rng)
+
+
+def _leader_replaced(net: SimNetwork, rng: random.Random) -> None:
+    """The leader proposes its own removal; sometimes it then dies or is cut off before that commits."""
+    gone = _replace(net, rng, lambda lead, _voters: lead)
+    if gone is not None:
+        roll = rng.random()
+        if roll < 0.3:
+            net.crash(gone)
+        elif roll < 0.5:
+            net.isolate(gone)
+
+
+def _learner_from_snapshot(net: SimNetwork, rng: random.Random) -> None:
+    """Add a learner and make its catch-up hard: crash it or cut it off for a while, so the leader compacts past
+    it and it must take (and may lose) a snapshot."""
+    before = set(net.node(lead).conf_state().learners) if (lead := net.leader()) is not None else set()
+    _any_voter(net, rng)
+    lead = net.leader()
+    new = set(net.node(lead).conf_state().learners) - before if lead is not None else set()
+    for node in new:
+        if rng.random() < 0.5 and net.up(node):
+            net.crash(node)
+        elif rng.random() < 0.5:
+            net.isolate(node)
+
+
+_MOVES: dict[str, Callable[[SimNetwork, random.Random], None]] = {
+    "partitioned": _while_partitioned,
+    "leader_replaced": _leader_replaced,
+    "learner_from_snapshot": _learner_from_snapshot,
+    "back_to_back": _any_voter,
+}
+
+CHUNK = 250
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "membership_seeds" in metafunc.fixturenames:
+        one = metafunc.config.getoption("--seed")
+        base = metafunc.config.getoption("--seed-base")
+        n = metafunc.config.getoption("--seeds") or DEFAULT_SEEDS
+        seeds = [one] if one is not None else list(range(base, base + n))
+        chunks = [seeds[i:i + CHUNK] for i in range(0, len(seeds), CHUNK)]
+        metafunc.parametrize("membership_seeds", chunks, ids=[f"seeds-{c[0]}-{c[-1]}" for c in chunks])
+
+
+def _run(seeds: list[int], note: str = "") -> None:
+    started = time.monotonic()
+    for seed in seeds:
+        try:
+            run_membership_seed(seed)
+        except AssertionError as e:
+            pytest.fail(f"{KINDS[seed % len(KINDS)]} seed {seed} failed{note} (replay: pytest "
+                        f"tests/sim/test_raft_membership_sim.py --seed {seed}): {e}")
+    print(f"{len(seeds)} membership seeds in {time.monotonic() - started:.1f}s{note}")
+
+
+def test_4_membership_changes_under_faults_keep_raft_safe_and_live(membership_seeds: list[int]) -> None:
+    _run(membership_seeds)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(900)
+def test_soak_membership_changes_on_seeds_of_this_commit() -> None:
+    seeds, what = soak_seeds(700)
+    print(f"soak: membership schedules on {what}")
+    _run(seeds, f" [soak: {what}]")
