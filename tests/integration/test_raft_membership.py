@@ -283,6 +283,7 @@ def test_4_1_members_replaced_while_one_is_cut_off_and_kills_follow_still_elect_
 
 def _join(procs: Procs, lead: int, new: int) -> None:
     procs.start(new)
-    body = {"api_url": procs.url(new), "peer_addr": f"127.0.0.1:{procs.peer_ports[new]}", "id": new}
+    body = {"api_url": procs.url(new), "peer_addr": f"127.0.0.1:{procs.peer_ports[new]}", "id": new,
+            "node_id": procs.certs.node_id(new)}
     r = procs.http.post(procs.url(lead) + "/v1/members", json=body, timeout=60)
     assert r.status_code == 201, r.text
