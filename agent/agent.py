@@ -19,6 +19,7 @@ from agent.state import AgentState
 from agent.worker import Worker
 from shoal.clock import Clock, SystemClock
 from shoal.metrics import Registry
+from shoal.workloads import Owner
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,10 @@ class Agent:
         self.clock = clock or SystemClock()
         self.metrics = Registry()
         self.state = AgentState(settings.resolved_state_dir())
-        self.executors = build_executors(settings.executors, self.state.log_dir, docker_host=settings.docker_host,
-                                         publish_ip=settings.docker_publish_ip)
+        self.executors = build_executors(settings.executors, self.state.log_dir,
+                                         owner=Owner(settings.cluster_id, settings.hostname),
+                                         docker_host=settings.docker_host, publish_ip=settings.docker_publish_ip,
+                                         cgroup_root=settings.cgroup_root)
         self._node_id = self.state.load_node_id()
         self.queue = StatusQueue()
         self.worker = Worker(self.executors, report=self._report, node_id=lambda: self._node_id or "",
@@ -106,12 +109,26 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._prober), PROBE_WAIT)
         try:
-            await self.session.run()
+            async with asyncio.TaskGroup() as tg:
+                reconciler = tg.create_task(self.reconcile_periodically(), name="agent.reconcile")
+                try:
+                    await self.session.run()
+                finally:
+                    reconciler.cancel()
         finally:
             if self._prober is not None:
                 self._prober.cancel()
                 with contextlib.suppress(BaseException):
                     await self._prober
+
+    async def reconcile_periodically(self) -> None:
+        """Every `SHOAL_RECONCILE_INTERVAL`, while a session works (its complete set received and kept current
+        by incremental changes), have the executors stop what runs on the node that the assignments do not
+        want (SwarmKit's worker reconciles on every assignment set; this also catches what escaped one)."""
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval)
+            if self.session.connected.is_set():
+                self.worker.reconcile()
 
     def stop(self) -> None:
         self.session.stop()

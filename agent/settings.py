@@ -30,6 +30,13 @@ class AgentSettings(BaseSettings):
         adopted by the restarted agent; `true`: everything is stopped and containers removed (set by `shoal up`
         and docker-compose.yml, so `shoal down` / `docker compose down` leave nothing behind); `false`:
         nothing is stopped;
+    `SHOAL_CLUSTER_ID` — the cluster this agent serves, written into the mark of every task workload with the
+        host name and node id (`shoal.workloads`), so agents and `shoal down` of one cluster never touch
+        another's (default `default`; `shoal up` sets one per data directory);
+    `SHOAL_CGROUP_ROOT` — the cgroup v2 mount process tasks get their cgroups in (default: found at
+        /sys/fs/cgroup or /sys/fs/cgroup/unified; `none`: no cgroups, the weaker record fallback);
+    `SHOAL_RECONCILE_INTERVAL` — seconds between reconciliations of what runs on the node with the
+        assignments while a session works (default 5; one also follows every complete set);
     `SHOAL_EXIT_GRACE` — seconds the graceful stop of tasks may take at exit before they are killed (default 5);
     `SHOAL_RPC_TIMEOUT` (5 s), `SHOAL_ASSIGNMENTS_WAIT` (long-poll seconds, 20),
     `SHOAL_STATUS_INTERVAL` (seconds status reports are gathered, 0.1)."""
@@ -49,6 +56,9 @@ class AgentSettings(BaseSettings):
     log_level: str = "INFO"
     stop_tasks_on_exit: bool | None = None
     exit_grace: float = 5.0
+    cluster_id: str = "default"
+    cgroup_root: str = ""
+    reconcile_interval: float = 5.0
     rpc_timeout: float = 5.0
     assignments_wait: float = 20.0
     status_interval: float = 0.1
