@@ -6,6 +6,7 @@ shoal.supervisor`), and as a library by the end-to-end tests (which kill and sto
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,9 +23,34 @@ from typing import Any
 
 import httpx
 
+from shoal.workloads import Workload, stop_cluster
+
 log = logging.getLogger("shoal.supervisor")
 
 STATE_FILE = "supervisor.json"
+CLUSTER_ID_FILE = "cluster_id"
+
+
+def cluster_id(data_dir: Path) -> str:
+    """The id of the cluster kept in `data_dir` (made by its first `shoal up`): agents mark every task workload
+    with it (SHOAL_CLUSTER_ID), so `shoal down` stops exactly this cluster's, even on a shared machine."""
+    path = data_dir / CLUSTER_ID_FILE
+    with contextlib.suppress(FileNotFoundError):
+        if text := path.read_text().strip():
+            return text
+    from shoal.ids import new_id
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    text = "local-" + new_id()[:12]
+    path.write_text(text + "\n")
+    return text
+
+
+def stop_workloads(data_dir: Path, docker_host: str | None = None) -> list[Workload]:
+    """Stop every task process and container of the cluster of `data_dir` still running — whichever agent
+    (crashed, replaced, or under an earlier node id) started it — and return them."""
+    host = docker_host or os.environ.get("SHOAL_DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return stop_cluster(cluster_id(data_dir), docker_host=host)
 
 
 @dataclass(frozen=True)
@@ -117,6 +143,7 @@ class Layout:
                    "SHOAL_DISPATCHERS": self.url_of("dispatcher"),
                    "SHOAL_STATE_DIR": str(self.data_dir / "agents" / name),
                    "SHOAL_HOSTNAME": f"{self._hostname()}-{name}",
+                   "SHOAL_CLUSTER_ID": cluster_id(self.data_dir),
                    # `shoal down` leaves nothing running: processes and containers (SHOAL_EXECUTORS=process,docker)
                    "SHOAL_STOP_TASKS_ON_EXIT": "true"}
             specs.append(ProcSpec(name, [py, "-m", "agent"], env, self.url_of(name) + "/healthz"))
@@ -186,6 +213,7 @@ class Supervisor:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.leftovers: list[Workload] = []
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -210,6 +238,10 @@ class Supervisor:
                 child.stop()
         if self._thread is not None:
             self._thread.join(5)
+        # The agents stopped their tasks on the way out; what a crashed or replaced agent left is stopped here.
+        self.leftovers = stop_workloads(self.data_dir, self.layout.extra_env.get("SHOAL_DOCKER_HOST"))
+        for w in self.leftovers:
+            log.warning("stopped a leftover %s", w)
         state = self.data_dir / STATE_FILE
         state.unlink(missing_ok=True)
 
