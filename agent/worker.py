@@ -45,11 +45,13 @@ class Worker:
         self._forgetting: set[asyncio.Task[None]] = set()
         self._forgetting_ids: set[str] = set()
         self._sweeping: set[str] = set()
+        self._complete = False  # a COMPLETE set was applied: from then on `managers` is what the node runs
         self._save_handle: asyncio.TimerHandle | None = None
 
     # ---- assignments -------------------------------------------------------------------------------------
     def apply_complete(self, tasks: Iterable[Obj]) -> None:
         wanted = {t["id"]: t for t in tasks}
+        self._complete = True
         for tid in list(self.managers):
             if tid not in wanted:
                 self._forget(tid)
@@ -66,6 +68,8 @@ class Worker:
         COMPLETE set of a live session. Until then a restarted agent adopts (its controllers find their
         workloads by the same marks) and stops nothing."""
         node_id = self.node_id()
+        if not self._complete:
+            return  # restored from the saved state only: it may lack tasks started just before a crash
         for executor in {id(e): e for e in self.executors.values()}.values():
             sweep = getattr(executor, "sweep", None)
             if sweep is None or not node_id or executor.name in self._sweeping:
