@@ -77,7 +77,9 @@ class Chaos:
     rng: random.Random = field(init=False)
     log: list[str] = field(default_factory=list)
     services: set[str] = field(default_factory=set)
-    acked: set[str] = field(default_factory=set)  # created (201) and not deleted, as far as any answer says
+    acked: set[str] = field(default_factory=set)  # created (201), and no delete of it was sent
+    created: set[str] = field(default_factory=set)
+    doing: str = ""
     paused: dict[str, float] = field(default_factory=dict)
     counter: int = 0
     generation: int = 0
@@ -93,11 +95,13 @@ class Chaos:
     # ---- the workload: API operations ---------------------------------------------------------------------
     def operate(self) -> None:
         r = self.rng.random()
+        self.doing = "?"
         try:
             if not self.services or (r < 0.25 and len(self.services) < MAX_SERVICES):
                 self.counter += 1
                 name = f"chaos-{self.counter}"
                 replicas = self.rng.randint(1, MAX_REPLICAS)
+                self.doing = f"create {name}"
                 spec = {"name": name, "mode": {"replicated": {"replicas": replicas}},
                         "task": {**self.task_spec(self.run_id, 0), "restart": {"condition": "any", "delay": "0.5s"}},
                         "update_config": {"parallelism": 2, "delay": "0s", "monitor": "0.5s",
@@ -107,6 +111,7 @@ class Chaos:
                 if resp.status_code == 201:
                     self.services.add(name)
                     self.acked.add(name)
+                    self.created.add(name)
                 return
             name = self.rng.choice(sorted(self.services))
             if r < 0.55:
@@ -115,16 +120,19 @@ class Chaos:
                 self.generation += 1
                 self._update(name, "update", generation=self.generation)
             else:
+                self.doing = f"delete {name}"
+                self.acked.discard(name)  # from now on it may be gone (a timed-out delete is not a failed one)
                 resp = self.http.delete(f"/v1/services/{name}")
                 self.note(f"delete {name} -> {resp.status_code}")
                 if resp.status_code in (200, 204, 404):
                     self.services.discard(name)
-                if resp.status_code != 404:  # 404 would be a lost service, which `violations` reports
-                    self.acked.discard(name)
+                if resp.status_code == 404 and name in self.created:
+                    self.acked.add(name)  # it was gone before: `violations` reports the lost service
         except (httpx.HTTPError, ValueError, KeyError) as e:
-            self.note(f"api error {type(e).__name__}: {e}")
+            self.note(f"api error during {self.doing}: {type(e).__name__}: {e}")
 
     def _update(self, name: str, what: str, *, replicas: int | None = None, generation: int | None = None) -> None:
+        self.doing = f"{what} {name}"
         svc = self.http.get(f"/v1/services/{name}")
         if svc.status_code != 200:
             self.note(f"{what} {name}: get -> {svc.status_code}")
