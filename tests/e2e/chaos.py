@@ -4,7 +4,8 @@
 For a while, random service creates, scales, rolling updates and deletes go through the API while random
 cluster processes — raftstore members (the Raft leader among them), gateway, orchestrator, allocator,
 scheduler, dispatcher, agents and nats-server — are SIGKILLed (the supervisor restarts them) or SIGSTOPped for
-up to a few seconds. Then the faults stop, and within a bound the cluster must converge to:
+up to a few seconds; half the agent kills come right after a scale-up, while the agent may be starting tasks it
+has not saved yet. Then the faults stop, and within a bound the cluster must converge to:
 
 1. every service exactly at its replica count RUNNING, nothing else of it wanted running, no slot twice;
 2. the task workloads that really run on the machine (found by a per-run marker in their environment or
@@ -156,6 +157,17 @@ class Chaos:
             if leader is not None:
                 target = f"raftstore-{leader}"
         if target in self.paused:
+            return
+        if target.startswith("agent-") and self.services and self.rng.random() < 0.5:
+            # New tasks, then their agent killed while it may be starting them: before it saved them.
+            name = self.rng.choice(sorted(self.services))
+            try:
+                self._update(name, "scale", replicas=MAX_REPLICAS)
+            except (httpx.HTTPError, ValueError, KeyError) as e:
+                self.note(f"api error during scale {name}: {type(e).__name__}: {e}")
+            time.sleep(self.rng.uniform(0.05, 1.0))
+            pid = self.cluster.sup.kill(target, signal.SIGKILL)
+            self.note(f"SIGKILL {target} (pid {pid}) while tasks start")
             return
         if self.rng.random() < 0.6:
             pid = self.cluster.sup.kill(target, signal.SIGKILL)
