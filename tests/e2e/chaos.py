@@ -243,18 +243,27 @@ class Chaos:
                 out.append(f"task {tid} runs on node {workloads[0][0]}, the store says {running[tid]['node_id']}")
         return out
 
-    def converge(self, timeout: float) -> float:
-        """Seconds until every invariant held; fails with the last violations and the run's log."""
+    def converge(self, timeout: float, stable: float = 6.0) -> float:
+        """Seconds until every invariant held — with every cluster process up, and then for `stable` seconds
+        on end (longer than an agent's reconcile interval and three heartbeats, so a state seen while an
+        agent restarts does not pass); fails with the last violations and the run's log."""
         start = time.monotonic()
         last: list[str] = ["never checked"]
+        clean_since: float | None = None
         while time.monotonic() - start < timeout:
+            down = [n for n, c in self.cluster.sup.children.items() if not c.alive()]
             try:
-                last = self.violations()
+                last = [f"not running: {down}"] if down else self.violations()
             except (httpx.HTTPError, ValueError) as e:
                 last = [f"api: {type(e).__name__}: {e}"]
-            if not last:
-                took = time.monotonic() - start
-                self.note(f"converged after {took:.1f}s")
+            now = time.monotonic()
+            if last:
+                clean_since = None
+            elif clean_since is None:
+                clean_since = now
+            elif now - clean_since >= stable:
+                took = clean_since - start
+                self.note(f"converged after {took:.1f}s (and held {stable:.0f}s)")
                 return took
             time.sleep(0.5)
         raise AssertionError(f"seed {self.seed}: not converged {timeout:.0f}s after the faults stopped:\n  "
