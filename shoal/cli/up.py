@@ -11,7 +11,15 @@ import threading
 import time
 from pathlib import Path
 
-from shoal.supervisor import Layout, Supervisor, cluster_id, read_state, stop_workloads, wait_healthy
+from shoal.supervisor import (
+    CLUSTER_ID_FILE,
+    Layout,
+    Supervisor,
+    cluster_id,
+    read_state,
+    stop_workloads,
+    wait_healthy,
+)
 from shoal.workloads import cluster_containers, cluster_processes
 
 DEFAULT_DATA_DIR = Path(os.environ.get("SHOAL_DATA_DIR", Path.home() / ".shoal"))
@@ -98,7 +106,12 @@ def _up_detached(a: argparse.Namespace, layout: Layout) -> int:
 def cmd_down(a: argparse.Namespace) -> int:
     data_dir: Path = a.data_dir.resolve()
     if read_state(data_dir) is None:
-        print(f"shoal: no cluster running from {data_dir}")
+        # No supervisor (stopped, or it died): still stop what its tasks left running, if it ever ran here.
+        leftovers = stop_workloads(data_dir) if (data_dir / CLUSTER_ID_FILE).exists() else []
+        for w in leftovers:
+            print(f"shoal: stopped {w}")
+        print(f"shoal: no cluster running from {data_dir}"
+              + (f"; stopped {len(leftovers)} task workloads it left" if leftovers else ""))
         return 0
     return _stop(data_dir)
 

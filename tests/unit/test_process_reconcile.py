@@ -6,6 +6,7 @@ before a complete set arrives."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 from collections.abc import Iterator
@@ -17,7 +18,9 @@ import pytest
 from agent.executors.process import ProcessExecutor
 from agent.state import AgentState
 from agent.worker import Worker
+from shoal.cli.up import cmd_down
 from shoal.models.objects import task_status
+from shoal.supervisor import CLUSTER_ID_FILE
 from shoal.workloads import Owner, TaskMarks, stop_cluster_processes, task_marks
 
 pytestmark = pytest.mark.timeout(30)
@@ -127,3 +130,15 @@ def test_stop_cluster_takes_every_host_and_node_of_one_cluster_only(tmp_path: Pa
     assert sorted((w.host, w.node) for w in stopped) == [("h1", "n1"), ("h2", "n2"), ("h2", "n3")]
     assert stop_cluster_processes(cluster_of(tmp_path)) == []
     assert [w.task for w in stop_cluster_processes(cluster_of(tmp_path, "-other"))] == ["ty1"]
+
+
+def test_shoal_down_stops_what_a_dead_supervisor_left(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / CLUSTER_ID_FILE).write_text(cluster_of(tmp_path) + "\n")
+    marks = task_marks(Owner(cluster_of(tmp_path), "host-a"))
+    asyncio.run(spawned(marks, tmp_path, "n1", "tl1"))
+    assert cmd_down(argparse.Namespace(data_dir=data_dir)) == 0
+    out = capsys.readouterr().out
+    assert "stopped process of task tl1 (node n1, host host-a)" in out and "stopped 1 task workloads" in out
+    assert not marks.pids("n1", "tl1")
