@@ -79,7 +79,6 @@ class Chaos:
     log: list[str] = field(default_factory=list)
     services: set[str] = field(default_factory=set)
     acked: set[str] = field(default_factory=set)  # created (201), and no delete of it was sent
-    created: set[str] = field(default_factory=set)
     doing: str = ""
     paused: dict[str, float] = field(default_factory=dict)
     counter: int = 0
@@ -112,7 +111,6 @@ class Chaos:
                 if resp.status_code == 201:
                     self.services.add(name)
                     self.acked.add(name)
-                    self.created.add(name)
                 return
             name = self.rng.choice(sorted(self.services))
             if r < 0.55:
@@ -122,13 +120,14 @@ class Chaos:
                 self._update(name, "update", generation=self.generation)
             else:
                 self.doing = f"delete {name}"
+                first_delete = name in self.acked
                 self.acked.discard(name)  # from now on it may be gone (a timed-out delete is not a failed one)
                 resp = self.http.delete(f"/v1/services/{name}")
                 self.note(f"delete {name} -> {resp.status_code}")
                 if resp.status_code in (200, 204, 404):
                     self.services.discard(name)
-                if resp.status_code == 404 and name in self.created:
-                    self.acked.add(name)  # it was gone before: `violations` reports the lost service
+                if resp.status_code == 404 and first_delete:
+                    self.acked.add(name)  # it was gone before any delete: `violations` reports the lost service
         except (httpx.HTTPError, ValueError, KeyError) as e:
             self.note(f"api error during {self.doing}: {type(e).__name__}: {e}")
 
