@@ -22,6 +22,7 @@ from shoal.clock import Clock, SystemClock
 from shoal.enroll import Renewer
 from shoal.metrics import Registry
 from shoal.transport import Credentials
+from shoal.workloads import Owner
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,11 @@ class Agent:
         self.metrics = Registry()
         self.creds = creds
         self.state = AgentState(settings.resolved_state_dir())
-        self.executors = build_executors(settings.executors, self.state.log_dir, docker_host=settings.docker_host,
-                                         publish_ip=settings.docker_publish_ip)
+        self.executors = build_executors(settings.executors, self.state.log_dir,
+                                         owner=Owner(creds.identity.cluster_id if creds else settings.cluster_id,
+                                                     settings.hostname),
+                                         docker_host=settings.docker_host, publish_ip=settings.docker_publish_ip,
+                                         cgroup_root=settings.cgroup_root)
         self._node_id = self.state.load_node_id()
         self.renewer: Renewer | None = None
         if creds is not None:
@@ -120,7 +124,12 @@ class Agent:
                 await asyncio.wait_for(asyncio.shield(self._prober), PROBE_WAIT)
         renewing = asyncio.create_task(self.renewer.run(), name="agent.renew") if self.renewer else None
         try:
-            await self.session.run()
+            async with asyncio.TaskGroup() as tg:
+                reconciler = tg.create_task(self.reconcile_periodically(), name="agent.reconcile")
+                try:
+                    await self.session.run()
+                finally:
+                    reconciler.cancel()
         finally:
             if renewing is not None:
                 renewing.cancel()
@@ -130,6 +139,15 @@ class Agent:
                 self._prober.cancel()
                 with contextlib.suppress(BaseException):
                     await self._prober
+
+    async def reconcile_periodically(self) -> None:
+        """Every `SHOAL_RECONCILE_INTERVAL`, while a session works (its complete set received and kept current
+        by incremental changes), have the executors stop what runs on the node that the assignments do not
+        want (SwarmKit's worker reconciles on every assignment set; this also catches what escaped one)."""
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval)
+            if self.session.connected.is_set():
+                self.worker.reconcile()
 
     def stop(self) -> None:
         self.session.stop()

@@ -30,6 +30,13 @@ class AgentSettings(BaseSettings):
         adopted by the restarted agent; `true`: everything is stopped and containers removed (set by `shoal up`
         and docker-compose.yml, so `shoal down` / `docker compose down` leave nothing behind); `false`:
         nothing is stopped;
+    `SHOAL_CLUSTER_ID` — the cluster this agent serves, written into the mark of every task workload with the
+        host name and node id (`shoal.workloads`), so agents and `shoal down` of one cluster never touch
+        another's (default `default`; `shoal up` sets one per data directory);
+    `SHOAL_CGROUP_ROOT` — the cgroup v2 mount process tasks get their cgroups in (default: found at
+        /sys/fs/cgroup or /sys/fs/cgroup/unified; `none`: no cgroups, the weaker record fallback);
+    `SHOAL_RECONCILE_INTERVAL` — seconds between reconciliations of what runs on the node with the
+        assignments while a session works (default 5; one also follows every complete set);
     `SHOAL_EXIT_GRACE` — seconds the graceful stop of tasks may take at exit before they are killed (default 5);
     `SHOAL_CERT_DIR` — the node's certificate (default `<state dir>/certificates`); empty at the first start,
         when the agent joins through a CA with `SHOAL_JOIN_TOKEN`;
@@ -56,6 +63,9 @@ class AgentSettings(BaseSettings):
     cert_dir: Path | None = None
     join_token: str = ""
     ca_urls: Annotated[list[str], NoDecode] = []
+    cluster_id: str = "default"
+    cgroup_root: str = ""
+    reconcile_interval: float = 5.0
     rpc_timeout: float = 5.0
     assignments_wait: float = 20.0
     status_interval: float = 0.1

@@ -44,28 +44,38 @@ class Worker:
         self.managers: dict[str, TaskManager] = {}
         self._forgetting: set[asyncio.Task[None]] = set()
         self._forgetting_ids: set[str] = set()
+        self._sweeping: set[str] = set()
+        self._complete = False  # a COMPLETE set was applied: from then on `managers` is what the node runs
         self._save_handle: asyncio.TimerHandle | None = None
 
     # ---- assignments -------------------------------------------------------------------------------------
     def apply_complete(self, tasks: Iterable[Obj]) -> None:
         wanted = {t["id"]: t for t in tasks}
+        self._complete = True
         for tid in list(self.managers):
             if tid not in wanted:
                 self._forget(tid)
         for task in wanted.values():
             self._upsert(task)
         self._save_soon()
-        self._sweep()
+        self.reconcile()
 
-    def _sweep(self) -> None:
-        """After a complete set: executors that can list their workloads (`sweep`) remove those of tasks this
-        node no longer runs — e.g. containers of tasks deleted while the agent was down or its state lost."""
+    def reconcile(self) -> None:
+        """Executors that can list their workloads on the node (`sweep`: the marked processes of the process
+        executor, the labelled containers of the docker one) stop those of tasks this node does not run —
+        started just before an agent crash and missing from its saved state, deleted while the agent was down,
+        or left by an earlier node id of this host. Call only while the assignments are complete: after a
+        COMPLETE set of a live session. Until then a restarted agent adopts (its controllers find their
+        workloads by the same marks) and stops nothing."""
         node_id = self.node_id()
+        if not self._complete:
+            return  # restored from the saved state only: it may lack tasks started just before a crash
         for executor in {id(e): e for e in self.executors.values()}.values():
             sweep = getattr(executor, "sweep", None)
-            if sweep is None or not node_id:
+            if sweep is None or not node_id or executor.name in self._sweeping:
                 continue
-            bg = asyncio.create_task(self._run_sweep(sweep, node_id), name="sweep")
+            self._sweeping.add(executor.name)
+            bg = asyncio.create_task(self._run_sweep(executor.name, sweep, node_id), name="sweep")
             self._forgetting.add(bg)
             bg.add_done_callback(self._forgetting.discard)
 
@@ -104,11 +114,13 @@ class Worker:
         mgr.start()
         return mgr
 
-    async def _run_sweep(self, sweep: Callable[..., Awaitable[Any]], node_id: str) -> None:
+    async def _run_sweep(self, name: str, sweep: Callable[..., Awaitable[Any]], node_id: str) -> None:
         try:
             await sweep(node_id, lambda tid: tid in self.managers or tid in self._forgetting_ids)
         except Exception as e:
             log.warning("agent: sweeping the workloads of unassigned tasks failed: %s", e)
+        finally:
+            self._sweeping.discard(name)
 
     def _forget(self, task_id: str) -> None:
         mgr = self.managers.pop(task_id, None)

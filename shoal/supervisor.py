@@ -6,6 +6,7 @@ shoal.supervisor`), and as a library by the end-to-end tests (which kill and sto
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -24,11 +25,30 @@ from typing import Any
 import httpx
 
 from shoal import transport
-from shoal.bootstrap import CA_BOOTSTRAP, init_local, read_local
+from shoal.bootstrap import CA_BOOTSTRAP, BootstrapError, init_local, read_local
+from shoal.workloads import Workload, stop_cluster
 
 log = logging.getLogger("shoal.supervisor")
 
 STATE_FILE = "supervisor.json"
+
+
+def cluster_id(data_dir: Path) -> str:
+    """The id of the cluster kept in `data_dir` (its root CA's, made by its first start: the O of every
+    certificate): agents mark every task workload with it, so `shoal down` stops exactly this cluster's, even
+    on a shared machine. A swarm node's directory has it in node.json."""
+    with contextlib.suppress(BootstrapError):
+        return read_local(data_dir / "certificates").cluster_id
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return str(json.loads((data_dir / "node.json").read_text())["cluster_id"])
+    return "default"
+
+
+def stop_workloads(data_dir: Path, docker_host: str | None = None) -> list[Workload]:
+    """Stop every task process and container of the cluster of `data_dir` still running — whichever agent
+    (crashed, replaced, or under an earlier node id) started it — and return them."""
+    host = docker_host or os.environ.get("SHOAL_DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return stop_cluster(cluster_id(data_dir), docker_host=host)
 
 
 @dataclass(frozen=True)
@@ -240,6 +260,7 @@ class Supervisor:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.leftovers: list[Workload] = []
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -270,6 +291,10 @@ class Supervisor:
                 child.stop()
         if self._thread is not None:
             self._thread.join(5)
+        # The agents stopped their tasks on the way out; what a crashed or replaced agent left is stopped here.
+        self.leftovers = stop_workloads(self.data_dir, self.layout.extra_env.get("SHOAL_DOCKER_HOST"))
+        for w in self.leftovers:
+            log.warning("stopped a leftover %s", w)
         state = self.data_dir / STATE_FILE
         state.unlink(missing_ok=True)
 

@@ -11,23 +11,26 @@ from agent.executors.docker import DockerExecutor
 from agent.executors.docker_engine import DEFAULT_HOST
 from agent.executors.hollow import HollowExecutor
 from agent.executors.process import ProcessExecutor
+from shoal.workloads import Owner, task_marks
 
 __all__ = ["Controller", "Executor", "ExecutorError", "ExitError", "RetryableError", "build_executors"]
 
 
-def build_executors(names: list[str], log_dir: Path, *, docker_host: str = DEFAULT_HOST,
-                    publish_ip: str = "") -> dict[str, Executor]:
+def build_executors(names: list[str], log_dir: Path, *, owner: Owner, docker_host: str = DEFAULT_HOST,
+                    publish_ip: str = "", cgroup_root: str = "") -> dict[str, Executor]:
     """The executor serving each runtime, from the configured names (first one wins for a runtime).
-    `docker_host` and `publish_ip` configure the docker executor (SHOAL_DOCKER_HOST, SHOAL_DOCKER_PUBLISH_IP)."""
+    `owner` (cluster id, host name) marks every workload (`shoal.workloads`); `cgroup_root` chooses how process
+    tasks are marked (SHOAL_CGROUP_ROOT); `docker_host` and `publish_ip` configure the docker executor
+    (SHOAL_DOCKER_HOST, SHOAL_DOCKER_PUBLISH_IP)."""
     by_runtime: dict[str, Executor] = {}
     for name in names:
         executor: Executor
         if name == "process":
-            executor = ProcessExecutor(log_dir)
+            executor = ProcessExecutor(log_dir, marks=task_marks(owner, cgroup_root))
         elif name == "hollow":
             executor = HollowExecutor()
         elif name == "docker":
-            executor = DockerExecutor(docker_host, publish_ip=publish_ip)
+            executor = DockerExecutor(docker_host, publish_ip=publish_ip, owner=owner)
         else:
             raise ValueError(f"agent: unknown executor {name!r} (known: process, docker, hollow)")
         for runtime in executor.runtimes:

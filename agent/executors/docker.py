@@ -14,10 +14,11 @@ Controller operations, as the driver calls them:
     remove     force-remove (kill first if needed), with its anonymous volumes
 
 Every container carries labels `shoal.task.id`, `shoal.task.name`, `shoal.service.id`, `shoal.service.name`,
-`shoal.slot` and `shoal.node.id`. A restarted agent adopts its containers (by the saved id, else by name)
-instead of starting duplicates, and learns their exit codes even if they ended meanwhile; `sweep` removes
-this node's containers of tasks no longer assigned to it. Containers outlive the agent process (unlike
-process tasks) unless `SHOAL_STOP_TASKS_ON_EXIT=true` (see `agent.settings`).
+`shoal.slot`, `shoal.node.id`, `shoal.cluster.id` and `shoal.node.host` (`shoal.workloads`). A restarted agent
+adopts its containers (by the saved id, else by name — also those its saved state lacks) instead of starting
+duplicates, and learns their exit codes even if they ended meanwhile; `sweep` removes this host's containers
+of tasks no longer assigned to its node, and those of earlier node ids of the host. Containers outlive the
+agent process (unlike process tasks) unless `SHOAL_STOP_TASKS_ON_EXIT=true` (see `agent.settings`).
 
 Mapping of `ContainerSpec` (SwarmKit's containerConfig/hostConfig): `command` → Entrypoint, `args` → Cmd
 (each left to the image when empty), `env` (after `SHOAL_TASK_ID`, `SHOAL_TASK_NAME`, `SHOAL_TASK_SLOT`,
@@ -43,6 +44,7 @@ from agent.executors.base import ExecutorError, ExitError, Obj, RetryableError
 from agent.executors.docker_engine import DEFAULT_HOST, DockerEngine, EngineError, EngineUnavailable
 from shoal.models.objects import task_name
 from shoal.models.specs import ContainerSpec, HealthCheck, Resources
+from shoal.workloads import LABEL_CLUSTER, LABEL_HOST, Owner
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +98,17 @@ def task_env(task: Obj, node_id: str, spec_env: Mapping[str, str]) -> list[str]:
     return [f"{k}={v}" for k, v in env.items()]
 
 
-def task_labels(task: Obj, node_id: str, user: Mapping[str, str]) -> dict[str, str]:
-    return {**user, LABEL_TASK: str(task["id"]), LABEL_TASK_NAME: task_name(task),
-            LABEL_SERVICE: str(task.get("service_id") or ""), LABEL_SERVICE_NAME: str(task.get("service_name") or ""),
-            LABEL_SLOT: str(task.get("slot") or ""), LABEL_NODE: node_id}
+def task_labels(task: Obj, node_id: str, user: Mapping[str, str], owner: Owner | None = None) -> dict[str, str]:
+    labels = {**user, LABEL_TASK: str(task["id"]), LABEL_TASK_NAME: task_name(task),
+              LABEL_SERVICE: str(task.get("service_id") or ""), LABEL_SERVICE_NAME: str(task.get("service_name") or ""),
+              LABEL_SLOT: str(task.get("slot") or ""), LABEL_NODE: node_id}
+    if owner is not None:
+        labels.update({LABEL_CLUSTER: owner.cluster, LABEL_HOST: owner.host})
+    return labels
 
 
-def container_config(task: Obj, spec: ContainerSpec, node_id: str, *, publish_ip: str = "") -> Obj:
+def container_config(task: Obj, spec: ContainerSpec, node_id: str, *, publish_ip: str = "",
+                     owner: Owner | None = None) -> Obj:
     """The body of `POST /containers/create` for a task (pure; unit-tested without an engine)."""
     resources = Resources.model_validate((task.get("spec") or {}).get("resources") or {})
     mounts = []
@@ -135,7 +141,7 @@ def container_config(task: Obj, spec: ContainerSpec, node_id: str, *, publish_ip
     config: Obj = {
         "Image": spec.image,
         "Env": task_env(task, node_id, spec.env),
-        "Labels": task_labels(task, node_id, spec.labels),
+        "Labels": task_labels(task, node_id, spec.labels, owner),
         "StopTimeout": math.ceil(spec.stop_grace_period),
         "ExposedPorts": exposed,
         "HostConfig": host,
@@ -174,9 +180,10 @@ class DockerController:
     survives_agent_exit = True
 
     def __init__(self, task: Obj, *, node_id: str, engine: DockerEngine, saved: Mapping[str, Any] | None = None,
-                 publish_ip: str = "") -> None:
+                 publish_ip: str = "", owner: Owner | None = None) -> None:
         self.task = task
         self.node_id = node_id
+        self.owner = owner
         self.engine = engine
         self.publish_ip = publish_ip
         self.name = container_name(task)
@@ -221,7 +228,7 @@ class DockerController:
         try:
             if await self._find() is not None:
                 return  # created before (a repeated prepare, or an agent restart): adopt it
-            config = container_config(self.task, spec, self.node_id, publish_ip=self.publish_ip)
+            config = container_config(self.task, spec, self.node_id, publish_ip=self.publish_ip, owner=self.owner)
             if await self.engine.image_inspect(spec.image) is None:
                 log.info("docker: pulling %s for task %s", spec.image, self.task["id"])
                 try:
@@ -426,9 +433,13 @@ class DockerExecutor:
 
     name = "docker"
 
-    def __init__(self, host: str = DEFAULT_HOST, *, publish_ip: str = "", engine: DockerEngine | None = None) -> None:
+    def __init__(self, host: str = DEFAULT_HOST, *, publish_ip: str = "", engine: DockerEngine | None = None,
+                 owner: Owner | None = None) -> None:
+        """`owner` (cluster id and host name) labels every container, so `sweep` and `shoal down` find them
+        whichever node id made them; without it only this node's containers are swept."""
         self.engine = engine or DockerEngine(host)
         self.publish_ip = publish_ip
+        self.owner = owner
 
     @property
     def runtimes(self) -> tuple[str, ...]:
@@ -439,21 +450,28 @@ class DockerExecutor:
         return await self.engine.ping()
 
     def controller(self, task: Obj, *, node_id: str, saved: Mapping[str, Any] | None = None) -> DockerController:
-        return DockerController(task, node_id=node_id, engine=self.engine, saved=saved, publish_ip=self.publish_ip)
+        return DockerController(task, node_id=node_id, engine=self.engine, saved=saved, publish_ip=self.publish_ip,
+                                owner=self.owner)
 
     async def sweep(self, node_id: str, keep: Callable[[str], bool]) -> list[str]:
         """Remove this node's containers whose task is no longer assigned here (`keep(task_id)` false, checked
-        just before each removal). Returns the removed task ids."""
+        just before each removal), and this host's containers of earlier node ids (the agent was given a new
+        id: its node was removed, or its state lost). Returns the removed task ids."""
         if not node_id:
             return []
+        found = {str(ct["Id"]): ct for ct in await self.engine.containers({LABEL_NODE: node_id})}
+        if self.owner is not None:
+            mine = {LABEL_CLUSTER: self.owner.cluster, LABEL_HOST: self.owner.host}
+            found.update({str(ct["Id"]): ct for ct in await self.engine.containers(mine)})
         removed = []
-        for ct in await self.engine.containers({LABEL_NODE: node_id}):
-            tid = (ct.get("Labels") or {}).get(LABEL_TASK)
-            if not tid or keep(tid):
+        for cid, ct in found.items():
+            labels = ct.get("Labels") or {}
+            tid = labels.get(LABEL_TASK)
+            if not tid or (labels.get(LABEL_NODE) == node_id and keep(tid)):
                 continue
-            log.info("docker: removing container %s of task %s, no longer assigned to this node",
-                     ct.get("Id", "")[:12], tid)
-            await self.engine.remove(str(ct["Id"]))
+            log.warning("docker: removing container %s of task %s (node %s), not assigned to this node", cid[:12],
+                        tid, labels.get(LABEL_NODE))
+            await self.engine.remove(cid)
             removed.append(tid)
         return removed
 

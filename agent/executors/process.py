@@ -10,19 +10,24 @@ certificate paths and join token — : PATH, HOME, USER, LOGNAME, LANG, `SHOAL_T
 Isolation stops there: a process task shares the node's filesystem, network and process table
 (docs/security.md).
 
-A restarted agent finds its processes again from the saved pid and kernel start time (guarding against pid
-reuse); it cannot learn their exit status, since they are no longer its children."""
+Every task's processes carry a mark made before the first of them starts (`shoal.workloads`: the task's own
+cgroup v2, else a durable record plus an environment mark): the controller finds the task's processes through
+it — after an agent restart, even one whose saved state lacks the task — instead of starting a duplicate, and
+stopping a task kills everything in its mark (also what escaped its process group). A restarted agent cannot
+learn the exit status of a process it did not start. `ProcessExecutor.sweep` kills the marked processes of
+tasks no longer assigned to the node (see `agent.worker`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import grp
+import logging
 import os
 import pwd
 import shutil
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,9 @@ from agent.executors.base import ExecutorError, ExitError, Obj
 from agent.executors.health import Health, HealthConfig, HealthTracker, probe
 from shoal.models.objects import task_name
 from shoal.models.specs import ProcessSpec
+from shoal.workloads import TaskMarks
+
+log = logging.getLogger(__name__)
 
 ADOPTED_POLL = 0.2  # seconds between liveness checks of a process started by an earlier agent
 
@@ -124,11 +132,23 @@ def task_env(task: Obj, node_id: str, spec_env: Mapping[str, str], run_as: RunAs
     return env
 
 
+def drop_privileges(command: list[str], uid: int, gid: int | None) -> tuple[list[str], dict[str, object]]:
+    """Run `command` as uid:gid. With util-linux's setpriv the switch happens inside the task's mark, after the
+    wrapper joined it (joining a cgroup needs the agent's privileges); without it, the process is started as
+    the user directly (a cgroup mark then cannot be joined, and the task fails saying so)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        ids = [f"--reuid={uid}", f"--regid={gid if gid is not None else uid}", "--clear-groups"]
+        return [setpriv, *ids, "--", *command], {}
+    return command, {"user": uid, "group": gid, "extra_groups": []}
+
+
 class ProcessController:
-    def __init__(self, task: Obj, *, node_id: str, log_dir: Path, saved: Mapping[str, Any] | None = None,
-                 kill_timeout: float = 5.0) -> None:
+    def __init__(self, task: Obj, *, node_id: str, log_dir: Path, marks: TaskMarks,
+                 saved: Mapping[str, Any] | None = None, kill_timeout: float = 5.0) -> None:
         self.task = task
         self.node_id = node_id
+        self.marks = marks
         self.log_path = log_dir / f"{task['id']}.log"
         self.kill_timeout = kill_timeout
         self._spec: ProcessSpec | None = None
@@ -140,7 +160,6 @@ class ProcessController:
         self._returncode: int | None = None
         self._ended = False
         self._adopted = False
-        self._seen_alive = False
         self._health: HealthTracker | None = None
         if saved and saved.get("pid"):
             self._pid = int(saved["pid"])
@@ -197,7 +216,7 @@ class ProcessController:
     async def start(self) -> None:
         """Start the process (unless it runs already) and, with a health check, return once it is healthy:
         SwarmKit keeps a task STARTING until then."""
-        if self._proc is None and not (self._adopted and self._alive()):
+        if self._proc is None and not self._adopt():
             await self._spawn()
         cfg = self._health_config()
         if cfg is None:
@@ -212,27 +231,56 @@ class ProcessController:
             await self.shutdown()
             raise ExecutorError(f"process unhealthy: {cfg.retries} consecutive health checks failed")
 
+    def _adopt(self) -> bool:
+        """Whether the task's mark holds processes already (started by an earlier agent, saved or not): then
+        they are the task's workload, watched through the mark."""
+        if self._proc is not None:
+            return True
+        if self._ended or not self.marks.pids(self.node_id, self.task["id"]):
+            return False
+        if not self._adopted:
+            log.info("process: task %s runs already; adopting it", self.task["id"])
+        self._adopted = True
+        pids = self.marks.pids(self.node_id, self.task["id"])
+        if pids and self._pid not in pids:  # no saved pid, or it is gone: report the oldest in the mark
+            self._pid = min(pids)
+            self._start_time = proc_start_time(self._pid)
+        return True
+
     async def _spawn(self) -> None:
         spec = self.spec
         run_as = self._run_as or resolve_user(spec.user)
-        switch: dict[str, object] = {}
+        command, switch = list(spec.command), dict[str, object]()
         if run_as.uid is not None and os.geteuid() == 0:  # as itself, an unprivileged agent switches nothing
-            switch = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
+            command, switch = drop_privileges(command, run_as.uid, run_as.gid)
+        tid = self.task["id"]
+        try:
+            self.marks.create(self.node_id, tid)  # the durable trace, before anything runs
+        except OSError as e:
+            raise ExecutorError(f"process executor: cannot mark the task's processes: {e}") from e
+        argv, env = self.marks.wrap(self.node_id, tid, command, task_env(self.task, self.node_id, spec.env, run_as))
         try:
             with open(self.log_path, "ab") as log:
                 self._proc = await asyncio.create_subprocess_exec(
-                    *spec.command, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                    cwd=spec.dir, env=task_env(self.task, self.node_id, spec.env, run_as), start_new_session=True,
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
+                    cwd=spec.dir, env=env, start_new_session=True,
                     **switch,  # type: ignore[arg-type]
                 )
         except OSError as e:
             raise ExecutorError(f"process executor: cannot start {spec.command[0]!r}: {e}") from e
+        self.marks.started(self.node_id, tid, self._proc.pid)
+        # The shell enters the mark before it execs the command; once start() returns, the mark holds it.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.kill_timeout
+        while (self._proc.pid not in self.marks.pids(self.node_id, tid) and self._proc.returncode is None
+               and loop.time() < deadline):
+            await asyncio.sleep(0.005)
         self._adopted = False
         self._pid = self._proc.pid
         self._start_time = proc_start_time(self._proc.pid)
 
     async def wait(self) -> None:
-        if self._proc is None and not self._adopted:
+        if not self._adopt() and not self._adopted:
             raise ExitError("process is not running (it was never started by this agent)", None)
         cfg = self._health_config()
         if cfg is not None:
@@ -270,20 +318,22 @@ class ProcessController:
         return self._health.record(ok, asyncio.get_running_loop().time())
 
     async def shutdown(self) -> None:
-        if not self._alive():
-            return
-        self._signal(signal.SIGTERM)
-        if not await self._wait_exit(self.spec.stop_grace_period if self._spec_ok() else 0.0):
-            self._signal(signal.SIGKILL)
-            await self._wait_exit(self.kill_timeout)
+        if self._alive():
+            self._signal(signal.SIGTERM)
+            if not await self._wait_exit(self.spec.stop_grace_period if self._spec_ok() else 0.0):
+                self._signal(signal.SIGKILL)
+                await self._wait_exit(self.kill_timeout)
+        self.marks.remove(self.node_id, self.task["id"])  # only once empty: the mark outlives nothing it holds
 
     async def terminate(self) -> None:
         if self._alive():
             self._signal(signal.SIGKILL)
             await self._wait_exit(self.kill_timeout)
+        self.marks.remove(self.node_id, self.task["id"])
 
     async def remove(self) -> None:
         await self.terminate()
+        await asyncio.to_thread(self.marks.kill_and_remove, self.node_id, self.task["id"], self.kill_timeout)
         with contextlib.suppress(OSError):
             self.log_path.unlink()
 
@@ -303,28 +353,27 @@ class ProcessController:
                 self._finish(self._proc.returncode)
                 return False
             return True
-        if self._pid is None:
+        if not self._adopted:
             return False
-        now = proc_start_time(self._pid)
-        ours = now is not None and (self._start_time is None or now == self._start_time)
-        self._seen_alive = self._seen_alive or ours
-        return ours
+        # Found through the mark: the task lives while anything in it does (its leader's exit kills the rest).
+        return bool(self.marks.pids(self.node_id, self.task["id"]))
 
     def _signal(self, sig: int) -> None:
-        """Signal the task's whole process group (its leader's pid is the group id: start_new_session).
-        Never after the exit was handled: the pid may belong to someone else by then."""
-        if self._pid is None or self._ended:
+        """Signal every process in the task's mark (its process group and whatever left it). The mark never
+        holds another task's processes, so a reused pid is never signalled."""
+        if self._ended:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._pid, sig)
+        if sig == signal.SIGKILL:
+            self.marks.kill(self.node_id, self.task["id"])
+        else:
+            self.marks.signal(self.node_id, self.task["id"], sig)
 
     def _finish(self, returncode: int | None) -> None:
-        """Record the leader's exit and kill what is left of its group (children it forked), the way a
+        """Record the leader's exit and kill what is left in the task's mark (children it forked), the way a
         container's processes all die with its main process. Runs once, right after the exit is seen."""
         if self._ended:
             return
-        if self._proc is not None or self._seen_alive:  # never signal a saved pid that was not ours
-            self._signal(signal.SIGKILL)
+        self._signal(signal.SIGKILL)
         self._ended = True
         self._returncode = returncode
         if returncode is not None:
@@ -354,8 +403,9 @@ class ProcessExecutor:
 
     name = "process"
 
-    def __init__(self, log_dir: Path, *, kill_timeout: float = 5.0) -> None:
+    def __init__(self, log_dir: Path, *, marks: TaskMarks, kill_timeout: float = 5.0) -> None:
         self.log_dir = log_dir
+        self.marks = marks
         self.kill_timeout = kill_timeout
 
     @property
@@ -363,5 +413,24 @@ class ProcessExecutor:
         return ("process",)
 
     def controller(self, task: Obj, *, node_id: str, saved: Mapping[str, Any] | None = None) -> ProcessController:
-        return ProcessController(task, node_id=node_id, log_dir=self.log_dir, saved=saved,
+        return ProcessController(task, node_id=node_id, log_dir=self.log_dir, marks=self.marks, saved=saved,
                                  kill_timeout=self.kill_timeout)
+
+    async def sweep(self, node_id: str, keep: Callable[[str], bool]) -> list[str]:
+        """Kill the marked processes of tasks this node no longer runs (`keep(task_id)` false, asked just
+        before each kill), and every task of an earlier node id of this host (the agent was given a new id:
+        its node was removed, or its state lost). Only with a complete assignment set from a live session.
+        Returns the task ids whose processes were killed."""
+        if not node_id:
+            return []
+        stopped = []
+        for node in self.marks.nodes():
+            for tid in self.marks.tasks(node):
+                if node == node_id and keep(tid):
+                    continue
+                pids = await asyncio.to_thread(self.marks.kill_and_remove, node, tid, self.kill_timeout)
+                if pids:
+                    log.warning("process: killed %s of task %s (node %s): not assigned to this node", pids, tid,
+                                node)
+                    stopped.append(tid)
+        return stopped

@@ -11,7 +11,15 @@ import threading
 import time
 from pathlib import Path
 
-from shoal.supervisor import Layout, Supervisor, read_state, wait_healthy
+from shoal.supervisor import (
+    Layout,
+    Supervisor,
+    cluster_id,
+    read_state,
+    stop_workloads,
+    wait_healthy,
+)
+from shoal.workloads import cluster_containers, cluster_processes
 
 DEFAULT_DATA_DIR = Path(os.environ.get("SHOAL_DATA_DIR", Path.home() / ".shoal"))
 
@@ -97,7 +105,12 @@ def _up_detached(a: argparse.Namespace, layout: Layout) -> int:
 def cmd_down(a: argparse.Namespace) -> int:
     data_dir: Path = a.data_dir.resolve()
     if read_state(data_dir) is None:
-        print(f"shoal: no cluster running from {data_dir}")
+        # No supervisor (stopped, or it died): still stop what its tasks left running, if it ever ran here.
+        leftovers = stop_workloads(data_dir) if cluster_id(data_dir) != "default" else []
+        for w in leftovers:
+            print(f"shoal: stopped {w}")
+        print(f"shoal: no cluster running from {data_dir}"
+              + (f"; stopped {len(leftovers)} task workloads it left" if leftovers else ""))
         return 0
     return _stop(data_dir)
 
@@ -107,6 +120,9 @@ def _stop(data_dir: Path) -> int:
     if state is None:
         return 0
     pid = int(state["pid"])
+    cluster = cluster_id(data_dir)
+    docker_host = os.environ.get("SHOAL_DOCKER_HOST") or "unix:///var/run/docker.sock"
+    running = cluster_processes(cluster) + cluster_containers(cluster, docker_host)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -124,5 +140,11 @@ def _stop(data_dir: Path) -> int:
                 print(f"shoal: {name} was still running; killed", file=sys.stderr)
             except (ProcessLookupError, PermissionError):
                 pass
-    print("shoal: cluster stopped")
+    # Whatever a crashed or replaced agent left behind (the supervisor sweeps too; this covers a killed one).
+    leftovers = stop_workloads(data_dir, docker_host)
+    stopped = {(w.what, w.task): w for w in [*running, *leftovers]}
+    for w in stopped.values():
+        print(f"shoal: stopped {w}")
+    print(f"shoal: cluster stopped ({len(stopped)} task workloads stopped)" if stopped
+          else "shoal: cluster stopped (no task workloads were running)")
     return 0

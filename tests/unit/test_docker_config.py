@@ -19,6 +19,7 @@ from agent.executors.docker_engine import DockerEngine, EngineError, parse_versi
 from agent.session import expand_url
 from agent.settings import AgentSettings
 from shoal.models.specs import ContainerSpec
+from shoal.workloads import LABEL_CLUSTER, LABEL_HOST, Owner
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -167,3 +168,38 @@ async def test_a_dispatcher_name_with_several_addresses_expands_to_each(monkeypa
     assert await expand_url("http://dispatcher:4324") == ["http://10.0.0.2:4324", "http://10.0.0.3:4324"]
     assert await expand_url("http://single:4324") == ["http://single:4324"]
     assert await expand_url("http://127.0.0.1:4324") == ["http://127.0.0.1:4324"]
+
+
+class SweepEngine:
+    """Containers by labels, and what was removed: enough for `DockerExecutor.sweep`."""
+
+    def __init__(self, containers: list[dict[str, Any]]) -> None:
+        self.all = containers
+        self.removed: list[str] = []
+
+    async def containers(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+        return [c for c in self.all if all(c["Labels"].get(k) == v for k, v in labels.items())]
+
+    async def remove(self, ref: str) -> None:
+        self.removed.append(ref)
+
+
+async def test_sweep_removes_unassigned_and_earlier_node_ids_of_this_host_only() -> None:
+    def ct(cid: str, task: str, node: str, cluster: str | None = "c1", host: str = "h1") -> dict[str, Any]:
+        labels = {LABEL_TASK: task, LABEL_NODE: node}
+        if cluster is not None:
+            labels.update({LABEL_CLUSTER: cluster, LABEL_HOST: host})
+        return {"Id": cid, "Labels": labels}
+
+    engine = SweepEngine([
+        ct("keep", "t1", "n1"), ct("gone", "t2", "n1"), ct("old-node", "t3", "n0"),
+        ct("legacy", "t4", "n1", cluster=None),  # made before containers carried the cluster label
+        ct("other-cluster", "t5", "n0", cluster="c2"), ct("other-host", "t6", "n9", host="h2"),
+    ])
+    ex = DockerExecutor(engine=engine, owner=Owner("c1", "h1"))  # type: ignore[arg-type]
+    removed = await ex.sweep("n1", lambda tid: tid == "t1")
+    assert sorted(engine.removed) == ["gone", "legacy", "old-node"]
+    assert sorted(removed) == ["t2", "t3", "t4"]
+    config = container_config({"id": "t1", "service_name": "web", "slot": 1},
+                              ContainerSpec.model_validate({"image": "busybox"}), "n1", owner=Owner("c1", "h1"))
+    assert config["Labels"][LABEL_CLUSTER] == "c1" and config["Labels"][LABEL_HOST] == "h1"

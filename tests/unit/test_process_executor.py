@@ -5,9 +5,11 @@ after an agent restart."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 
 from agent.executors.base import ExecutorError, ExitError
 from agent.executors.process import ProcessController, ProcessExecutor, describe_exit, proc_start_time
+from shoal.workloads import Owner, TaskMarks, stop_cluster_processes, task_marks
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -25,8 +28,27 @@ def task(command: list[str], **process: Any) -> dict[str, Any]:
             "spec": {"process": {"command": command, **process}}, "status": {"state": "assigned"}}
 
 
+def cluster_of(tmp_path: Path) -> str:
+    """A cluster id of the test's own, so parallel runs on the machine never share marks."""
+    return "unit-" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:12]
+
+
+def marks(tmp_path: Path) -> TaskMarks:
+    return task_marks(Owner(cluster_of(tmp_path), "host"))
+
+
+def executor(tmp_path: Path) -> ProcessExecutor:
+    return ProcessExecutor(tmp_path / "logs", marks=marks(tmp_path))
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left(tmp_path: Path) -> Iterator[None]:
+    yield
+    assert stop_cluster_processes(cluster_of(tmp_path)) == [], "a test left task processes running"
+
+
 def controller(tmp_path: Path, command: list[str], **process: Any) -> ProcessController:
-    return ProcessExecutor(tmp_path / "logs").controller(task(command, **process), node_id="n1")
+    return executor(tmp_path).controller(task(command, **process), node_id="n1")
 
 
 def alive(pid: int) -> bool:
@@ -157,7 +179,7 @@ async def test_prepare_refuses_what_cannot_start(tmp_path: Path) -> None:
 async def test_a_restarted_agent_finds_its_process_again(tmp_path: Path) -> None:
     first = controller(tmp_path, ["sleep", "30"], stop_grace_period=5)
     pid = await started(first)
-    again = ProcessExecutor(tmp_path / "logs").controller(first.task, node_id="n1", saved=first.saved())
+    again = executor(tmp_path).controller(first.task, node_id="n1", saved=first.saved())
     assert again.pid == pid
     await again.start()  # idempotent: already running, nothing new started
     assert again.pid == pid
@@ -176,7 +198,7 @@ async def test_a_saved_pid_of_another_process_is_never_signalled(tmp_path: Path)
     try:
         real = proc_start_time(stranger.pid)
         assert real is not None
-        ctl = ProcessExecutor(tmp_path).controller(task(["sleep", "1"]), node_id="n1",
+        ctl = executor(tmp_path).controller(task(["sleep", "1"]), node_id="n1",
                                                    saved={"pid": stranger.pid, "start_time": real + 1})
         with pytest.raises(ExitError):
             await ctl.wait()  # the pid was reused by someone else: our process is gone
