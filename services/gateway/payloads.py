@@ -49,15 +49,14 @@ def updated_payload(kind: str, current: Obj, body: PayloadUpdate) -> Obj:
 
 
 def referencing_services(kind: str, obj_id: str, services: Iterable[Obj]) -> list[str]:
-    """Names of the services whose current (or previous, rollback-able) task spec references `obj_id`."""
+    """Names of the services whose task spec references `obj_id` (as SwarmKit, the current spec only: a rollback
+    to a spec naming a removed secret is refused with 400 then)."""
     field, id_field = REF_FIELDS[Kind(kind)]
     out = []
     for s in services:
-        for spec in (s.get("spec"), s.get("previous_spec")):
-            refs = ((spec or {}).get("task") or {}).get(field) or []
-            if any(isinstance(r, dict) and r.get(id_field) == obj_id for r in refs):
-                out.append(s["spec"]["name"])
-                break
+        refs = ((s.get("spec") or {}).get("task") or {}).get(field) or []
+        if any(isinstance(r, dict) and r.get(id_field) == obj_id for r in refs):
+            out.append(s["spec"]["name"])
     return sorted(out)
 
 
