@@ -13,6 +13,7 @@ import httpx
 
 from agent.executors import build_executors
 from agent.node import describe
+from agent.payloads import TaskFiles, default_base
 from agent.session import AgentSession, StatusQueue
 from agent.settings import AgentSettings
 from agent.state import AgentState
@@ -53,8 +54,10 @@ class Agent:
                 self.renewer = Renewer(creds, settings.ca_urls, hosts=settings.cert_hosts(), clock=self.clock,
                                        rng=rng)
         self.queue = StatusQueue()
+        files_dir = settings.task_files_dir or default_base(settings.resolved_state_dir(), settings.hostname)
         self.worker = Worker(self.executors, report=self._report, node_id=lambda: self._node_id or "",
-                             state=self.state, clock=self.clock)
+                             state=self.state, clock=self.clock,
+                             task_files=TaskFiles(files_dir, settings.task_files_host_dir))
         # Executors that must find their runtime first (`probe`: the docker engine) are advertised once it
         # answers; their tasks still get controllers meanwhile (a restored container task keeps being driven).
         self._unprobed = {e.name for e in self.executors.values() if getattr(e, "probe", None) is not None}

@@ -275,7 +275,7 @@ class AgentSession:
         while True:
             msg = await client.assignments(sid, seq, self.poll_wait)
             if msg["type"] == "complete":
-                self.worker.apply_complete(msg["tasks"])
+                self.worker.apply_complete(msg["tasks"], msg.get("secrets", ()), msg.get("configs", ()))
             elif msg.get("applies_to") != seq:
                 log.info("agent: assignment %s does not follow %s; asking for the complete set", msg["seq"], seq)
                 seq = 0

@@ -42,6 +42,10 @@ class AgentSettings(BaseSettings):
         when the agent joins through a CA with `SHOAL_JOIN_TOKEN`;
     `SHOAL_JOIN_TOKEN` — the worker (or manager) join token, used only while there is no certificate;
     `SHOAL_CA_URLS` — comma-separated CA URLs, for joining and for renewing the certificate;
+    `SHOAL_TASK_FILES_DIR` — where tasks' secrets and configs are written, a directory per task (default
+        `/dev/shm/shoal-<hostname>-<uid>`, tmpfs, else `<state dir>/task-files`);
+    `SHOAL_TASK_FILES_HOST_DIR` — that directory as the Docker engine's host sees it, for the bind mounts of
+        container tasks (default: the same path; set it when the agent runs in a container);
     `SHOAL_RPC_TIMEOUT` (5 s), `SHOAL_ASSIGNMENTS_WAIT` (long-poll seconds, 20),
     `SHOAL_STATUS_INTERVAL` (seconds status reports are gathered, 0.1)."""
 
@@ -66,6 +70,8 @@ class AgentSettings(BaseSettings):
     cluster_id: str = "default"
     cgroup_root: str = ""
     reconcile_interval: float = 5.0
+    task_files_dir: Path | None = None
+    task_files_host_dir: Path | None = None
     rpc_timeout: float = 5.0
     assignments_wait: float = 20.0
     status_interval: float = 0.1

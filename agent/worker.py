@@ -1,8 +1,13 @@
 """Worker: turns assignment messages into one TaskManager per task (SwarmKit's agent/worker.go).
 
+An assignment set holds tasks, and the secrets and configs those tasks reference (SwarmKit's assignment kinds).
 A COMPLETE set replaces everything: tasks absent from it are shut down and forgotten (the cluster no longer
 wants them — e.g. they were rescheduled while this node was cut off). An INCREMENTAL message applies its
-updates and removals. The agent's own status of a task is authoritative (it is the one running it); when the
+updates and removals, each of one kind (`{"action", "task" | "secret" | "config": object}`). Secrets and
+configs are kept in memory only (agent/payloads.py) and written, per task, to its own directory before its
+controller is made; the directory goes when the task ends or is forgotten.
+
+The agent's own status of a task is authoritative (it is the one running it); when the
 copy from the dispatcher shows an older state, the agent's status is reported again, which heals reports lost
 with a dispatcher."""
 
@@ -16,6 +21,7 @@ from typing import Any
 
 from agent.executors.attachment import AttachmentExecutor
 from agent.executors.base import Executor, ExecutorError
+from agent.payloads import KINDS, PayloadError, Payloads, TaskFiles
 from agent.state import AgentState
 from agent.task import TaskManager
 from shoal.clock import Clock, SystemClock
@@ -33,7 +39,8 @@ def runtime_of(task: Obj) -> str:
 
 class Worker:
     def __init__(self, executors: Mapping[str, Executor], *, report: Report, node_id: Callable[[], str],
-                 state: AgentState | None = None, clock: Clock | None = None, save_delay: float = 0.05) -> None:
+                 state: AgentState | None = None, clock: Clock | None = None, save_delay: float = 0.05,
+                 task_files: TaskFiles | None = None) -> None:
         # network attachment tasks hold an address and run nothing: every node serves them
         self.executors: Mapping[str, Executor] = {AttachmentExecutor.name: AttachmentExecutor(), **executors}
         self.report = report
@@ -42,6 +49,8 @@ class Worker:
         self.clock = clock or SystemClock()
         self.save_delay = save_delay
         self.managers: dict[str, TaskManager] = {}
+        self.payloads = Payloads()
+        self.task_files = task_files
         self._forgetting: set[asyncio.Task[None]] = set()
         self._forgetting_ids: set[str] = set()
         self._sweeping: set[str] = set()
@@ -49,7 +58,9 @@ class Worker:
         self._save_handle: asyncio.TimerHandle | None = None
 
     # ---- assignments -------------------------------------------------------------------------------------
-    def apply_complete(self, tasks: Iterable[Obj]) -> None:
+    def apply_complete(self, tasks: Iterable[Obj], secrets: Iterable[Obj] = (), configs: Iterable[Obj] = ()) -> None:
+        self.payloads.replace("secret", secrets)
+        self.payloads.replace("config", configs)
         wanted = {t["id"]: t for t in tasks}
         self._complete = True
         for tid in list(self.managers):
@@ -70,6 +81,8 @@ class Worker:
         node_id = self.node_id()
         if not self._complete:
             return  # restored from the saved state only: it may lack tasks started just before a crash
+        if self.task_files is not None:
+            self.task_files.sweep(self.managers.keys() | self._forgetting_ids)
         for executor in {id(e): e for e in self.executors.values()}.values():
             sweep = getattr(executor, "sweep", None)
             if sweep is None or not node_id or executor.name in self._sweeping:
@@ -81,6 +94,13 @@ class Worker:
 
     def apply_incremental(self, changes: Iterable[Mapping[str, Any]]) -> None:
         for change in changes:
+            kind = next((k for k in KINDS if k in change), None)
+            if kind is not None:  # the dispatcher sends a task's secrets before it, removes them after it
+                if change["action"] == "remove":
+                    self.payloads.remove(kind, change[kind]["id"])
+                else:
+                    self.payloads.update(kind, change[kind])
+                continue
             task = change["task"]
             if change["action"] == "remove":
                 self._forget(task["id"])
@@ -106,13 +126,26 @@ class Worker:
             reject = f"agent: no executor for runtime {runtime!r} on this node (has: {sorted(self.executors)})"
         else:
             try:
-                controller = executor.controller(task, node_id=self.node_id(), saved=saved)
-            except ExecutorError as e:
+                controller = executor.controller(self._with_files(task, runtime, saved), node_id=self.node_id(),
+                                                 saved=saved)
+            except (ExecutorError, PayloadError) as e:
                 reject = str(e)
         mgr = TaskManager(task, status, controller, on_status=self._on_status, clock=self.clock, reject=reject)
         self.managers[mgr.id] = mgr
         mgr.start()
         return mgr
+
+    def _with_files(self, task: Obj, runtime: str, saved: Mapping[str, Any] | None) -> Obj:
+        """The task its controller gets: with `files` (paths, never data) when it references secrets or configs,
+        written now — or, for a workload found again after an agent restart (`saved`), as written then (the
+        payloads are not kept across agent restarts; the files are, on tmpfs, while the task runs)."""
+        if not any((task.get("spec") or {}).get(f) for f in ("secrets", "configs")):
+            return task
+        if self.task_files is None:
+            raise PayloadError("agent: this agent has no directory for task secrets and configs")
+        if saved:
+            return {**task, "files": self.task_files.layout(task, runtime)}
+        return {**task, "files": self.task_files.write(task, self.payloads, runtime)}
 
     async def _run_sweep(self, name: str, sweep: Callable[..., Awaitable[Any]], node_id: str) -> None:
         try:
@@ -137,6 +170,8 @@ class Worker:
             except Exception:
                 log.exception("agent: removing task %s failed", task_id)
             finally:
+                if self.task_files is not None:
+                    self.task_files.remove(task_id)
                 self._forgetting_ids.discard(task_id)
 
         bg = asyncio.create_task(stop_and_remove(), name=f"forget.{task_id}")
@@ -144,6 +179,8 @@ class Worker:
         bg.add_done_callback(self._forgetting.discard)
 
     def _on_status(self, mgr: TaskManager, report: bool) -> None:
+        if mgr.state > TaskState.RUNNING and self.task_files is not None:
+            self.task_files.remove(mgr.id)  # the task ended: its secrets and configs go at once
         self._save_soon()
         if report and self.managers.get(mgr.id) is mgr:
             self.report(mgr.id, mgr.status)

@@ -121,6 +121,9 @@ def container_config(task: Obj, spec: ContainerSpec, node_id: str, *, publish_ip
         if m.source:
             mount["Source"] = m.source
         mounts.append(mount)
+    for f in (task.get("files") or {}).get("entries", []):
+        # the task's secrets and configs (agent/payloads.py), from the host directory the engine sees
+        mounts.append({"Type": "bind", "Source": f["host_path"], "Target": f["target"], "ReadOnly": True})
     exposed: dict[str, Obj] = {}
     bindings: dict[str, list[Obj]] = {}
     for p in host_ports(task):

@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from agent.executors.base import ExecutorError, ExitError, Obj
 from agent.executors.health import Health, HealthConfig, HealthTracker, probe
+from agent.payloads import give_to
 from shoal.models.objects import task_name
 from shoal.models.specs import ProcessSpec
 from shoal.workloads import TaskMarks
@@ -129,6 +130,10 @@ def task_env(task: Obj, node_id: str, spec_env: Mapping[str, str], run_as: RunAs
            "SHOAL_SERVICE_NAME": str(task.get("service_name") or ""),
            "SHOAL_NODE_ID": node_id}
     env.update(spec_env)
+    files = task.get("files")
+    if files:  # the task's own secrets and configs (agent/payloads.py)
+        env["SHOAL_SECRETS_DIR"] = str(files["secrets_dir"])
+        env["SHOAL_CONFIGS_DIR"] = str(files["configs_dir"])
     return env
 
 
@@ -198,6 +203,12 @@ class ProcessController:
     async def prepare(self) -> None:
         spec = self.spec
         self._run_as = resolve_user(spec.user)
+        if self._run_as.uid is not None and self.task.get("files"):
+            try:  # its secrets and configs are the task user's alone
+                give_to(self.task["files"], self._run_as.uid,
+                        self._run_as.gid if self._run_as.gid is not None else -1)
+            except OSError as e:
+                raise ExecutorError(f"process executor: cannot give the task's secrets to its user: {e}") from e
         env = task_env(self.task, self.node_id, spec.env, self._run_as)
         exe = spec.command[0]
         if os.sep in exe:

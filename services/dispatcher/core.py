@@ -2,7 +2,8 @@
 registration rate limit. No I/O, no clock reads: callers pass `now`.
 
 Reproduces SwarmKit's `manager/dispatcher` semantics (dispatcher.go, assignments.go, nodes.go):
-- an assignment stream is a COMPLETE set followed by INCREMENTAL diffs, each numbered; a request that does
+- an assignment stream is a COMPLETE set followed by INCREMENTAL diffs, each numbered, of tasks and the secrets
+  and configs those tasks reference (only while a task there still needs them); a request that does
   not continue the last message (a gap, a lost response, a new session) gets a COMPLETE set again;
 - updates that only touch `status`/`meta` are not echoed back (equality.TasksEqualStable), except while the
   task is still ASSIGNED;
@@ -100,47 +101,107 @@ def needs_resend(sent: Obj, current: Obj) -> bool:
     return state_of(current) <= TaskState.ASSIGNED and sent != current
 
 
+#: the kinds of an assignment set (SwarmKit's Assignment item: task, secret or config), in the order an
+#: incremental message applies updates: a task's secrets and configs arrive before it; removals run the
+#: other way round (tasks first, then what no task needs any more)
+ASSIGNMENT_KINDS = ("secret", "config", "task")
+PLURAL = {"task": "tasks", "secret": "secrets", "config": "configs"}
+AssignmentSet = Mapping[str, Mapping[str, Obj]]
+
+
+def payload_view(obj: Obj) -> Obj:
+    """What a node receives of a secret or config: id, name and data (not the labels or store meta, so label
+    updates cause no traffic)."""
+    spec = obj.get("spec") or {}
+    return {"id": obj["id"], "spec": {"name": spec.get("name"), "data": spec.get("data")}}
+
+
+def needs_dependencies(task: Obj) -> bool:
+    """Whether a task's secrets and configs must be on its node: until it ended and is not to run again
+    (SwarmKit's assignments.go releases them once a task is terminal or desired past RUNNING)."""
+    return state_of(task) <= TaskState.RUNNING and TaskState(task.get("desired_state") or "running") \
+        <= TaskState.RUNNING
+
+
+def dependency_ids(tasks: Iterable[Obj]) -> dict[str, set[str]]:
+    """Ids of the secrets and configs the tasks that still need them reference (`task.spec.secrets[].secret_id`,
+    `task.spec.configs[].config_id`)."""
+    out: dict[str, set[str]] = {"secret": set(), "config": set()}
+    for task in tasks:
+        if not needs_dependencies(task):
+            continue
+        spec = task.get("spec") or {}
+        for kind, list_field in (("secret", "secrets"), ("config", "configs")):
+            for ref in spec.get(list_field) or []:
+                rid = ref.get(f"{kind}_id") if isinstance(ref, dict) else None
+                if rid:
+                    out[kind].add(str(rid))
+    return out
+
+
+def _changed(kind: str, sent: Obj, current: Obj) -> bool:
+    return needs_resend(sent, current) if kind == "task" else sent != current
+
+
 @dataclass
 class AssignmentStream:
-    """One session's numbered assignment messages and the task set the agent holds as a result.
+    """One session's numbered assignment messages and the set the agent holds as a result: tasks, and the
+    secrets and configs they reference (SwarmKit's assignment set).
 
     `seq` is the number of the last message produced; 0 means nothing was sent yet."""
 
     seq: int = 0
-    sent: dict[str, Obj] = field(default_factory=dict)
+    held: dict[str, dict[str, Obj]] = field(default_factory=lambda: {k: {} for k in ASSIGNMENT_KINDS})
 
-    def complete(self, tasks: Mapping[str, Obj]) -> dict[str, Any]:
+    @property
+    def sent(self) -> dict[str, Obj]:
+        """The tasks the agent holds."""
+        return self.held["task"]
+
+    def complete(self, items: AssignmentSet) -> dict[str, Any]:
         self.seq += 1
-        self.sent = dict(tasks)
-        return {"seq": self.seq, "type": "complete", "tasks": [tasks[k] for k in sorted(tasks)]}
+        self.held = {k: dict(items.get(k, {})) for k in ASSIGNMENT_KINDS}
+        msg: dict[str, Any] = {"seq": self.seq, "type": "complete"}
+        for k in ASSIGNMENT_KINDS:
+            msg[PLURAL[k]] = [self.held[k][i] for i in sorted(self.held[k])]
+        return msg
 
-    def changes(self, tasks: Mapping[str, Obj]) -> list[dict[str, Any]]:
-        """The diff between what the agent holds and `tasks` (updates sorted by id, then removals)."""
+    def changes(self, items: AssignmentSet) -> list[dict[str, Any]]:
+        """The diff between what the agent holds and `items`: updates (secrets, configs, then tasks, each by
+        id), then removals (tasks, then configs and secrets)."""
         out: list[dict[str, Any]] = []
-        for tid in sorted(tasks):
-            prev = self.sent.get(tid)
-            if prev is None or needs_resend(prev, tasks[tid]):
-                out.append({"action": "update", "task": tasks[tid]})
-        for tid in sorted(self.sent.keys() - tasks.keys()):
-            out.append({"action": "remove", "task": self.sent[tid]})
+        for kind in ASSIGNMENT_KINDS:
+            want, held = items.get(kind, {}), self.held[kind]
+            for oid in sorted(want):
+                prev = held.get(oid)
+                if prev is None or _changed(kind, prev, want[oid]):
+                    out.append({"action": "update", kind: want[oid]})
+        for kind in reversed(ASSIGNMENT_KINDS):
+            want, held = items.get(kind, {}), self.held[kind]
+            for oid in sorted(held.keys() - want.keys()):
+                out.append({"action": "remove", kind: held[oid] if kind == "task" else {"id": oid}})
         return out
 
-    def next_message(self, after: int, tasks: Mapping[str, Obj]) -> dict[str, Any] | None:
+    def next_message(self, after: int, tasks: Mapping[str, Obj],
+                     dependencies: AssignmentSet | None = None) -> dict[str, Any] | None:
         """The message answering a request for what follows `after`, or None when there is nothing new.
+        `tasks` and `dependencies` (`{"secret": {id: obj}, "config": {...}}`) are the set the node must hold.
 
         Anything but the last number produced (0 on a fresh stream, a gap, a lost response) gets a COMPLETE
         set, the way SwarmKit's agent restarts the stream when `applies_to` does not match."""
+        items: dict[str, Mapping[str, Obj]] = {"task": tasks, **(dependencies or {})}
         if after == 0 or after != self.seq:
-            return self.complete(tasks)
-        changes = self.changes(tasks)
+            return self.complete(items)
+        changes = self.changes(items)
         if not changes:
             return None
         for c in changes:
-            tid = c["task"]["id"]
+            kind = next(k for k in ASSIGNMENT_KINDS if k in c)
+            oid = c[kind]["id"]
             if c["action"] == "update":
-                self.sent[tid] = c["task"]
+                self.held[kind][oid] = c[kind]
             else:
-                del self.sent[tid]
+                del self.held[kind][oid]
         self.seq += 1
         return {"seq": self.seq, "type": "incremental", "applies_to": after, "changes": changes}
 

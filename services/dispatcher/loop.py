@@ -56,7 +56,7 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.revocations = revocations or Revocations()
         self.metrics = Registry()
-        self.mirror = StoreMirror(store, [Kind.CLUSTER, Kind.NODE, Kind.TASK],
+        self.mirror = StoreMirror(store, [Kind.CLUSTER, Kind.NODE, Kind.TASK, Kind.SECRET, Kind.CONFIG],
                                   poll_interval=settings.poll_interval)
         self.sessions: dict[str, Session] = {}
         self.session_of: dict[str, str] = {}  # node id -> session id
@@ -208,6 +208,11 @@ class Dispatcher:
                 self._wake_node(node_id)
             return
         for c in changes:
+            if c.kind in (Kind.SECRET, Kind.CONFIG):
+                # rare (data is immutable): a task may have arrived before the secret it references
+                for node_id in list(self._node_events):
+                    self._wake_node(node_id)
+                continue
             if c.kind == Kind.NODE and c.action == "delete":
                 # Removed (its tasks orphaned): end its session, so the agent registers again and the complete
                 # set it then receives, with those tasks ORPHANED, makes it stop them.
@@ -243,6 +248,15 @@ class Dispatcher:
             task = self.mirror.get(Kind.TASK, tid)
             if task is not None and core.is_assigned_to(task, node_id):
                 out[tid] = task
+        return out
+
+    def node_dependencies(self, tasks: Iterable[Obj]) -> dict[str, dict[str, Obj]]:
+        """The secrets and configs `tasks` (a node's) reference while they need them, as the node receives them.
+        One that is not in the view (yet) is left out; its arrival wakes the node's long poll."""
+        out: dict[str, dict[str, Obj]] = {}
+        for kind, ids in core.dependency_ids(tasks).items():
+            objs = (self.mirror.get(kind, i) for i in sorted(ids))
+            out[kind] = {o["id"]: core.payload_view(o) for o in objs if o is not None}
         return out
 
     def _apply_written(self, result: TxnResult) -> None:
@@ -411,7 +425,8 @@ class Dispatcher:
             if self.sessions.get(session_id) is not sess:
                 raise NotFound(f"dispatcher: session {session_id!r} was replaced or expired; register again")
             self._require_ready()
-            msg = sess.stream.next_message(after, self.node_tasks(sess.node_id))
+            tasks = self.node_tasks(sess.node_id)
+            msg = sess.stream.next_message(after, tasks, self.node_dependencies(tasks.values()))
             if msg is not None:
                 self.metrics.inc("dispatcher_assignment_messages_total", help="assignment messages sent")
                 return msg

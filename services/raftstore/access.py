@@ -5,6 +5,10 @@ verified identity, the request and, for writes and watches, its content.
 - Kind `ca` (the root key and join tokens) is the `ca` component's alone: every other caller gets 403 on a list,
   get or transaction that touches it, and sees its watch events redacted to the object's id.
 - Membership changes (POST/DELETE /v1/members, POST /v1/leader/transfer) only for `gateway` and `raftstore`.
+- Kinds `secret` and `config` (issue 10): only the gateway writes them; their payload (`spec.data`) is read by the
+  gateway (which keeps it on label updates and never answers a secret's) and the dispatcher (which delivers it
+  to the nodes that need it). Everyone else — orchestrator, allocator, scheduler, CA — gets them without
+  `spec.data` in lists, gets, watch events and transaction answers.
 
 A follower forwards writes and membership changes to the leader over its own (raftstore) certificate; the
 leader authorizes the ORIGINAL caller, whose component the follower names in `ON_BEHALF_HEADER`. The leader
@@ -25,6 +29,9 @@ from shoal.transport import OPS_PATHS, scope_identity
 CA_KIND = Kind.CA.value
 CA_COMPONENT = "ca"
 MEMBERSHIP_COMPONENTS = frozenset({"gateway", "raftstore"})
+PAYLOAD_KINDS = frozenset({Kind.SECRET.value, Kind.CONFIG.value})
+PAYLOAD_READERS = frozenset({"gateway", "dispatcher"})
+PAYLOAD_WRITERS = frozenset({"gateway"})
 ON_BEHALF_HEADER = "x-shoal-on-behalf-of"
 ON_BEHALF_HEADER_RAW = ON_BEHALF_HEADER.encode()
 
@@ -84,8 +91,12 @@ def txn_kinds(body: dict[str, Any]) -> set[str]:
 
 
 def check_txn(component: str, body: dict[str, Any]) -> None:
-    if component != CA_COMPONENT and CA_KIND in txn_kinds(body):
+    kinds = txn_kinds(body)
+    if component != CA_COMPONENT and CA_KIND in kinds:
         raise PermissionDenied(f"raftstore: only the CA may read or write kind 'ca' (caller: "
+                               f"{component or 'unknown'})")
+    if component not in PAYLOAD_WRITERS and kinds & PAYLOAD_KINDS:
+        raise PermissionDenied(f"raftstore: only the gateway writes secrets and configs (caller: "
                                f"{component or 'unknown'})")
 
 
@@ -100,14 +111,48 @@ def check_membership(component: str) -> None:
                                f"(caller: {component or 'unknown'})")
 
 
+def without_payload(obj: dict[str, Any]) -> dict[str, Any]:
+    """A secret or config object without its data (`spec.data`); everything else (name, labels, meta) kept."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict) or "data" not in spec:
+        return obj
+    return {**obj, "spec": {k: v for k, v in spec.items() if k != "data"}}
+
+
+def redact_objects(component: str, kind: str, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Listed or got objects of `kind` as `component` may see them (secret and config payloads removed)."""
+    if kind not in PAYLOAD_KINDS or component in PAYLOAD_READERS:
+        return objs
+    return [without_payload(o) for o in objs]
+
+
+def _visible_change(component: str, c: dict[str, Any]) -> dict[str, Any]:
+    if c["kind"] == CA_KIND and component != CA_COMPONENT:
+        return {**c, "object": {"id": c["id"]}}
+    if c["kind"] in PAYLOAD_KINDS and component not in PAYLOAD_READERS and isinstance(c.get("object"), dict):
+        return {**c, "object": without_payload(c["object"])}
+    return c
+
+
+def _hidden(component: str, c: dict[str, Any]) -> bool:
+    return ((c["kind"] == CA_KIND and component != CA_COMPONENT)
+            or (c["kind"] in PAYLOAD_KINDS and component not in PAYLOAD_READERS))
+
+
+def redact_changes(component: str, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The changes of one event or transaction answer as `component` may see them."""
+    if not any(_hidden(component, c) for c in changes):
+        return changes
+    return [_visible_change(component, c) for c in changes]
+
+
 def redact_events(component: str, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Watch events as `component` may see them: kind-`ca` objects reduced to their id."""
+    """Watch events as `component` may see them: kind-`ca` objects reduced to their id (but for the CA), secret
+    and config payloads removed (but for the gateway and dispatcher)."""
     out = list(events)
-    if component == CA_COMPONENT:
-        return out
     for i, e in enumerate(out):
         changes = e["changes"]
-        if any(c["kind"] == CA_KIND for c in changes):
-            out[i] = {**e, "changes": [{**c, "object": {"id": c["id"]}} if c["kind"] == CA_KIND else c
-                                       for c in changes]}
+        visible = redact_changes(component, changes)
+        if visible is not changes:
+            out[i] = {**e, "changes": visible}
     return out

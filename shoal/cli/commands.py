@@ -361,6 +361,9 @@ def build_spec(a: argparse.Namespace) -> Spec:
         task["placement"] = placement
     if a.network:
         task["networks"] = [parse_network(n) for n in a.network]
+    from shoal.cli import payloads  # imports this module
+
+    payloads.apply_to_task(task, a)
     spec: Spec = {"name": a.name, "mode": build_mode(a), "task": task}
     if a.label:
         spec["labels"] = parse_pairs(a.label, "--label")
@@ -487,6 +490,9 @@ def apply_update(spec: Spec, a: argparse.Namespace, network_id: NetworkResolver 
             att["target"] = resolve(att["target"])
             nets = [n for n in nets if n.get("target") != att["target"]] + [att]
         task["networks"] = nets
+    from shoal.cli import payloads  # imports this module
+
+    payloads.apply_to_task(task, a)
     if a.force:
         task["force_update"] = int(task.get("force_update") or 0) + 1
     return spec
@@ -974,10 +980,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     csub = cluster.add_subparsers(title="cluster commands", metavar="COMMAND")
     cupdate = csub.add_parser("update", parents=[parent], help="change the cluster spec")
     add_cluster_update_flags(cupdate)
-    from shoal.cli import members, swarm  # import this module: loaded once the parsers are built
+    from shoal.cli import members, payloads, swarm  # import this module: loaded once the parsers are built
 
     members.add_parsers(csub, parent)
     swarm.add_parsers(sub, parent)
+    payloads.add_parsers(sub, parent, _help_of)
 
 
 def _add_rolling_flags(c: argparse.ArgumentParser, prefix: str) -> None:
@@ -1049,6 +1056,9 @@ def _add_service_create(ssub: argparse._SubParsersAction, parent: argparse.Argum
                    help="publish a port: published=8080,target=80[,protocol=tcp][,mode=ingress|host] or 8080:80")
     c.add_argument("--network", action="append", metavar="NETWORK",
                    help="attach to a network: NAME or name=NAME,alias=ALIAS")
+    from shoal.cli import payloads  # imports this module
+
+    payloads.add_service_flags(c, update=False)
     _add_shared_flags(c)
     c.add_argument("command", nargs="*", metavar="COMMAND", help="command and arguments, after `--`")
     c.set_defaults(func=cmd_service_create)
@@ -1077,6 +1087,9 @@ def _add_service_update(ssub: argparse._SubParsersAction, parent: argparse.Argum
                    help="attach to a network: NAME or name=NAME,alias=ALIAS")
     u.add_argument("--network-rm", action="append", metavar="NETWORK", help="detach from a network")
     u.add_argument("--force", action="store_true", help="redeploy the tasks even if nothing changed")
+    from shoal.cli import payloads  # imports this module
+
+    payloads.add_service_flags(u, update=True)
     _add_shared_flags(u)
     u.add_argument("service", metavar="SERVICE")
     u.set_defaults(func=cmd_service_update)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from shoal.models.duration import Duration
+from shoal.models.secrets import ConfigReference, SecretReference, check_distinct_targets
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?$")
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(==|!=)\s*(.*?)\s*$")
@@ -255,6 +256,20 @@ class TaskSpec(Strict):
     placement: Placement = Field(default_factory=Placement)
     networks: list[NetworkAttachment] = Field(default_factory=list)
     force_update: int = Field(default=0, ge=0)
+    secrets: list[SecretReference] = Field(default_factory=list, max_length=256)
+    configs: list[ConfigReference] = Field(default_factory=list, max_length=256)
+
+    @field_validator("secrets")
+    @classmethod
+    def _distinct_secret_targets(cls, v: list[SecretReference]) -> list[SecretReference]:
+        check_distinct_targets(v, "secret")
+        return v
+
+    @field_validator("configs")
+    @classmethod
+    def _distinct_config_targets(cls, v: list[ConfigReference]) -> list[ConfigReference]:
+        check_distinct_targets(v, "config")
+        return v
 
     @field_validator("networks")
     @classmethod

@@ -86,7 +86,7 @@ async def test_errors_come_back_typed_and_change_nothing(solo: Harness) -> None:
     with pytest.raises(InvalidArgument):
         await solo.client.txn([])
     with pytest.raises(TxnTooLarge):
-        await solo.client.txn([t.create("config", {"id": "big", "data": "x" * 2_000_000})])
+        await solo.client.txn([t.create("network", {"id": "big", "data": "x" * 2_000_000})])
     r = await solo.http.post("/v1/txn", content=b"{not json")
     assert r.status_code == 400 and "JSON" in r.json()["message"]
     _, items = await solo.client.list("service")

@@ -14,11 +14,13 @@ from services.dispatcher.core import (
     Liveness,
     RegistrationLimiter,
     Verdict,
+    dependency_ids,
     down_node,
     is_assigned_to,
     judge_status,
     needs_resend,
     newer_status,
+    payload_view,
     registered_node,
 )
 from shoal.models.objects import task_status
@@ -46,6 +48,34 @@ def bump(t: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 
 # ---- assignment streams -----------------------------------------------------------------------------------
+
+def test_assignment_sets_carry_secrets_before_tasks_and_release_them_after() -> None:
+    secret = {"id": "s1", "meta": {"version": 4}, "spec": {"name": "pw", "labels": {"a": "b"}, "data": "eA=="}}
+    assert payload_view(secret) == {"id": "s1", "spec": {"name": "pw", "data": "eA=="}}
+    t1 = task("a")
+    t1["spec"]["secrets"] = [{"source": "pw", "secret_id": "s1", "target": "pw"}]
+    t1["spec"]["configs"] = [{"source": "c", "config_id": "c1", "target": "/c"}]
+    assert dependency_ids([t1]) == {"secret": {"s1"}, "config": {"c1"}}
+    assert dependency_ids([bump(t1, desired_state="shutdown")]) == {"secret": set(), "config": set()}
+    assert dependency_ids([bump(t1, status={"state": "failed"})]) == {"secret": set(), "config": set()}
+    deps = {"secret": {"s1": payload_view(secret)}, "config": {"c1": {"id": "c1", "spec": {"name": "c"}}}}
+    s = AssignmentStream()
+    first = s.next_message(0, {}, {})
+    assert first is not None and first["tasks"] == first["secrets"] == first["configs"] == []
+    msg = s.next_message(first["seq"], {"a": t1}, deps)
+    assert msg is not None
+    assert [(c["action"], next(k for k in ("secret", "config", "task") if k in c)) for c in msg["changes"]] == [
+        ("update", "secret"), ("update", "config"), ("update", "task")]
+    assert s.next_message(msg["seq"], {"a": t1}, deps) is None
+    gone = s.next_message(msg["seq"], {}, {})
+    assert gone is not None
+    assert [(c["action"], next(k for k in ("secret", "config", "task") if k in c)) for c in gone["changes"]] == [
+        ("remove", "task"), ("remove", "config"), ("remove", "secret")]
+    assert gone["changes"][2]["secret"] == {"id": "s1"}  # a removal names the id only
+    again = s.next_message(0, {"a": t1}, deps)  # a fresh request: the complete set has all three kinds
+    assert again is not None and again["secrets"] == [payload_view(secret)]
+    assert [x["id"] for x in again["tasks"]] == ["a"]
+
 
 def test_first_request_gets_a_complete_set_then_nothing_new() -> None:
     s = AssignmentStream()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.raftstore.access import caller_component, check_txn, policy, redact_events
+from services.raftstore.access import caller_component, check_txn, policy, redact_events, redact_objects
 from services.raftstore.member import bootstrap_members
 from services.raftstore.settings import parse_members
 from shoal import pki
@@ -74,6 +74,36 @@ def test_watch_events_hide_kind_ca_objects_from_everyone_but_the_ca() -> None:
     assert seen[0]["changes"][1] == events[0]["changes"][1] and seen[1] == events[1]
     assert events[0]["changes"][0]["object"]["root_key"] == "secret"  # the store's own copy is untouched
     assert redact_events("ca", events) == events
+
+
+def test_secret_and_config_payloads_reach_only_the_gateway_and_dispatcher() -> None:
+    secret = {"id": "s1", "meta": {"version": 3}, "spec": {"name": "pw", "labels": {"a": "b"}, "data": "c2VjcmV0"}}
+    config = {"id": "c1", "spec": {"name": "conf", "data": "Y29uZg=="}}
+    events = [{"revision": 7, "changes": [
+        {"action": "create", "kind": "secret", "id": "s1", "object": secret},
+        {"action": "create", "kind": "config", "id": "c1", "object": config},
+        {"action": "create", "kind": "task", "id": "t", "object": {"id": "t", "spec": {"data": "kept"}}}]}]
+    for who in ("orchestrator", "allocator", "scheduler", "ca", "raftstore", ""):
+        seen = redact_events(who, events)
+        assert "c2VjcmV0" not in repr(seen) and "Y29uZg==" not in repr(seen)
+        assert seen[0]["changes"][0]["object"] == {"id": "s1", "meta": {"version": 3},
+                                                   "spec": {"name": "pw", "labels": {"a": "b"}}}
+        assert seen[0]["changes"][2] == events[0]["changes"][2]  # other kinds keep a field called data
+        assert redact_objects(who, "secret", [secret]) == [seen[0]["changes"][0]["object"]]
+        assert redact_objects(who, "config", [config])[0]["spec"] == {"name": "conf"}
+    for who in ("gateway", "dispatcher"):
+        assert redact_events(who, events) == events
+        assert redact_objects(who, "secret", [secret]) == [secret]
+    assert secret["spec"]["data"] == "c2VjcmV0"  # the store's own copy is untouched
+
+
+@pytest.mark.parametrize("kind", ["secret", "config"])
+def test_only_the_gateway_writes_secrets_and_configs(kind: str) -> None:
+    body = {"ops": [{"op": "create", "kind": kind, "object": {"id": "x"}}]}
+    check_txn("gateway", body)
+    for who in ("dispatcher", "orchestrator", "scheduler", "allocator", "ca", ""):
+        with pytest.raises(PermissionDenied, match="only the gateway"):
+            check_txn(who, body)
 
 
 def test_members_spec_carries_node_ids_and_a_member_checks_them_against_its_certificate(tmp_path: Path) -> None:

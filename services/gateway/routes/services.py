@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
@@ -28,6 +29,7 @@ from services.gateway.core import (
     updated_service,
     with_status,
 )
+from services.gateway.payloads import resolve_refs
 from shoal.errors import AlreadyExists, Conflict, NotFound, VersionConflict
 from shoal.models.kinds import Kind
 from shoal.models.specs import ServiceSpec
@@ -75,35 +77,65 @@ async def find_service(store: Store, ref: str) -> Obj:
     return resolve(services, ref, "service", service_names)
 
 
-async def _networks_moved(store: Store, touched: list[Obj]) -> bool:
-    """Whether one of the networks we rewrote changed or went away since we read it (then our transaction
-    failed because of it, not because of the service: read again and retry)."""
-    if not touched:
-        return False
-    _, networks = await store.list(Kind.NETWORK)
-    now = {n["id"]: n["meta"]["version"] for n in networks}
-    return any(now.get(n["id"]) != n["meta"]["version"] for n in touched)
+async def _networks_moved(store: Store, touched: list[Obj], checked: list[tuple[str, Obj]] | None = None) -> bool:
+    """Whether one of the networks we rewrote (or the secrets and configs we checked) changed or went away
+    since we read it (then our transaction failed because of it, not because of the service: read again and
+    retry)."""
+    pairs = [(str(Kind.NETWORK), n) for n in touched] + list(checked or [])
+    for kind in {k for k, _ in pairs}:
+        _, objs = await store.list(kind)
+        now = {o["id"]: o["meta"]["version"] for o in objs}
+        if any(now.get(o["id"]) != o["meta"]["version"] for k, o in pairs if k == kind):
+            return True
+    return False
 
 
-async def write_service(ctx: GatewayContext, build: Callable[[list[Obj], list[Obj]], tuple[Op, Obj]]) -> TxnResult:
+@dataclass
+class Refs:
+    """The secrets and configs `write_service` read for one attempt, and the (kind, object) pairs the spec
+    being built references (checked at their version in the same transaction)."""
+
+    secrets: list[Obj] = field(default_factory=list)
+    configs: list[Obj] = field(default_factory=list)
+    used: list[tuple[str, Obj]] = field(default_factory=list)
+
+    def resolve(self, spec: Obj, where: str = "") -> Obj:
+        """`spec` with its secret and config references resolved (400 for an unknown name)."""
+        resolved, self.used = resolve_refs(spec, self.secrets, self.configs, where)
+        return resolved
+
+
+async def write_service(ctx: GatewayContext, build: Callable[[list[Obj], list[Obj]], tuple[Op, Obj]],
+                        refs: Refs | None = None) -> TxnResult:
     """Read services and networks, let `build(services, networks)` validate and return the service op and its
     spec, then commit it together with a version-checked rewrite of every network the spec references.
 
     Rewriting the networks serialises this write with `DELETE /v1/networks/{ref}` (which expects the network's
     version it read): a network cannot disappear under a service that references it. When only a network moved
-    on in between, the whole read-check-write is retried; a conflict on the service itself is raised."""
+    on in between, the whole read-check-write is retried; a conflict on the service itself is raised.
+
+    `refs` (filled here with the secrets and configs read, for `refs.resolve` inside `build`): the secrets and
+    configs the spec references are checked at the version read (their removal first moves that version, see
+    services/gateway/payloads.py), so a service never commits a reference to a removed one."""
     for _ in range(NETWORK_RACE_ATTEMPTS):
         _, services = await ctx.store.list(Kind.SERVICE)
         _, networks = await ctx.store.list(Kind.NETWORK)
+        if refs is not None:
+            refs.secrets = (await ctx.store.list(Kind.SECRET))[1]
+            refs.configs = (await ctx.store.list(Kind.CONFIG))[1]
+            refs.used = []
         op, spec = build(services, networks)
         referenced = service_network_ids(spec)
         touched = [n for n in networks if n["id"] in referenced]
+        checked = list(refs.used) if refs is not None else []
+        checks = [t.check(k, o["id"], expect_version=o["meta"]["version"]) for k, o in checked]
         try:
-            return await ctx.store.txn([op, *(t.update(Kind.NETWORK, n) for n in touched)])
+            return await ctx.store.txn([op, *(t.update(Kind.NETWORK, n) for n in touched), *checks])
         except (VersionConflict, NotFound):
-            if not await _networks_moved(ctx.store, touched):
+            if not await _networks_moved(ctx.store, touched, checked):
                 raise
-    raise Conflict("the networks this service references kept changing while it was being written; retry")
+    raise Conflict("the networks, secrets or configs this service references kept changing while it was being "
+                   "written; retry")
 
 
 @router.post("", status_code=201, summary="Create a service")
@@ -111,18 +143,19 @@ async def create_service(
     spec: Annotated[ServiceSpec, Body(openapi_examples={"process": {"value": EXAMPLE_SPEC}})], ctx: Ctx,
 ) -> Obj:
     wire = spec.wire()
+    refs = Refs()
 
     def build(services: list[Obj], networks: list[Obj]) -> tuple[Op, Obj]:
         # Checking the name first keeps an obvious duplicate from costing a Raft log entry; the store's unique
         # name index still decides races between gateways.
         if name_taken(services, spec.name):
             raise AlreadyExists(already_exists_message(spec.name))
-        resolved, _ = resolve_service_networks(wire, networks)
+        resolved, _ = resolve_service_networks(refs.resolve(wire), networks)
         check_port_conflicts(resolved, services)
         return t.create(Kind.SERVICE, new_service(resolved, time.time())), resolved
 
     try:
-        res = await write_service(ctx, build)
+        res = await write_service(ctx, build, refs)
     except AlreadyExists as e:
         raise AlreadyExists(already_exists_message(spec.name)) from e
     ctx.metrics.inc("gateway_services_created_total", help="services created through this gateway")
@@ -148,7 +181,8 @@ async def get_service(ref: str, ctx: Ctx) -> Obj:
 
 
 async def _commit_service_change(ctx: GatewayContext, ref: str, version: int | None,
-                                 change: Callable[[Obj, list[Obj], list[Obj]], Obj]) -> Obj:
+                                 change: Callable[[Obj, list[Obj], list[Obj]], Obj],
+                                 refs: Refs | None = None) -> Obj:
     """Shared by update and rollback: find the service, build its new form with `change(current, services,
     networks)`, write it expecting the version read (or `version`), and answer it with its status."""
     found: dict[str, Obj] = {}
@@ -163,7 +197,7 @@ async def _commit_service_change(ctx: GatewayContext, ref: str, version: int | N
         return t.update(Kind.SERVICE, new, expect_version=expect), new["spec"]
 
     try:
-        res = await write_service(ctx, build)
+        res = await write_service(ctx, build, refs)
     except VersionConflict as e:
         if "built" not in found:  # refused by our own check of the version
             raise
@@ -183,14 +217,15 @@ async def _commit_service_change(ctx: GatewayContext, ref: str, version: int | N
 @router.put("/{ref}", summary="Replace a service's spec (send the version you read)")
 async def update_service(ref: str, body: ServiceUpdate, ctx: Ctx) -> Obj:
     wire = body.spec.wire()
+    refs = Refs()
 
     def change(current: Obj, services: list[Obj], networks: list[Obj]) -> Obj:
-        resolved, _ = resolve_service_networks(wire, networks, field="spec.")
+        resolved, _ = resolve_service_networks(refs.resolve(wire, "spec."), networks, field="spec.")
         new = updated_service(current, body.version, resolved, time.time())
         check_port_conflicts(resolved, services, except_id=current["id"])
         return new
 
-    out = await _commit_service_change(ctx, ref, body.version, change)
+    out = await _commit_service_change(ctx, ref, body.version, change, refs)
     ctx.metrics.inc("gateway_services_updated_total", help="service specs updated through this gateway")
     return out
 
@@ -198,15 +233,16 @@ async def update_service(ref: str, body: ServiceUpdate, ctx: Ctx) -> Obj:
 @router.post("/{ref}/rollback", summary="Roll a service back to its previous spec (manual rollback)")
 async def rollback_service(ref: str, ctx: Ctx, body: Annotated[ServiceRollback | None, Body()] = None) -> Obj:
     version = body.version if body is not None else None
+    refs = Refs()
 
     def change(current: Obj, services: list[Obj], networks: list[Obj]) -> Obj:
-        previous = normalised_previous_spec(current)
+        previous = refs.resolve(normalised_previous_spec(current), "previous_spec.")
         resolved, _ = resolve_service_networks(previous, networks, field="previous_spec.")
         new = rolled_back_service(current, version, resolved, time.time())
         check_port_conflicts(resolved, services, except_id=current["id"])
         return new
 
-    out = await _commit_service_change(ctx, ref, version, change)
+    out = await _commit_service_change(ctx, ref, version, change, refs)
     ctx.metrics.inc("gateway_services_rolled_back_total", help="manual rollbacks through this gateway")
     return out
 

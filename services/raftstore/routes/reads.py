@@ -1,5 +1,6 @@
 """Reads: objects (linearizable through ReadIndex unless `stale=true`), the watch (long-polls this member's
-applied events; kind-`ca` objects redacted for everyone but the CA) and this member's raft status."""
+applied events; kind-`ca` objects redacted for everyone but the CA, secret and config payloads for everyone
+but the gateway and dispatcher) and this member's raft status."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 
 from services.raftstore.access import check_kind as check_kind_allowed
-from services.raftstore.access import redact_events, scope_component
+from services.raftstore.access import redact_events, redact_objects, scope_component
 from services.raftstore.routes.context import Context, check_kind, json_response
 from shoal.errors import InvalidArgument
 
@@ -24,20 +25,23 @@ def router(ctx: Context) -> APIRouter:
     @r.get("/v1/objects/{kind}")
     async def list_objects(kind: str, request: Request) -> Response:
         check_kind(kind)
-        check_kind_allowed(scope_component(request.scope), kind)
+        component = scope_component(request.scope)
+        check_kind_allowed(component, kind)
         filters = dict(request.query_params)
         stale = filters.pop("stale", None)
         if "kind" in filters:
             raise InvalidArgument("store: 'kind' is not a filterable field")
         await ctx.barrier(stale)
-        return json_response({"revision": mem.revision, "items": mem.list(kind, **filters)})
+        items = redact_objects(component, kind, mem.list(kind, **filters))
+        return json_response({"revision": mem.revision, "items": items})
 
     @r.get("/v1/objects/{kind}/{obj_id}")
     async def get_object(kind: str, obj_id: str, request: Request, stale: str | None = None) -> Response:
         check_kind(kind)
-        check_kind_allowed(scope_component(request.scope), kind)
+        component = scope_component(request.scope)
+        check_kind_allowed(component, kind)
         await ctx.barrier(stale)
-        return json_response(mem.get(kind, obj_id))
+        return json_response(redact_objects(component, kind, [mem.get(kind, obj_id)])[0])
 
     @r.get("/v1/watch")
     async def watch(request: Request, after: int = Query(0, ge=0), wait: float = Query(0.0, ge=0.0)) -> Response:
