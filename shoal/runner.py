@@ -10,6 +10,7 @@ import sys
 import uvicorn
 from fastapi import FastAPI
 
+from shoal.limits import install_log_guard
 from shoal.transport import Credentials, Policy, Revocations, server_config
 
 
@@ -19,6 +20,7 @@ def setup_logging(level: str, name: str) -> None:
         format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_log_guard()  # escaped, rate-limited lines (shoal.limits)
 
 
 def freeze_heap() -> None:
