@@ -8,6 +8,7 @@ rule (leases, the CA, secrets, configs) are checked by their own writers."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from shoal.models.kinds import Kind
 from shoal.models.specs import ClusterSpec, NetworkSpec, NodeSpec, ServiceSpec
 from shoal.models.states import TaskState
 
+log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 _TASK_STATES = frozenset(str(s) for s in TaskState)
 
@@ -81,6 +83,47 @@ def unreadable(kind: str, obj: Any) -> str | None:
         return "the object needs a non-empty string id"
     rule = _RULES.get(kind)
     return None if rule is None else rule(obj)
+
+
+class Readable:
+    """Filters listed objects down to the readable ones, logging (rate-limited by the log guard) and counting
+    each one skipped, so one bad object never fails a whole list or pass. Verdicts are remembered per
+    (kind, id, version), so listing the same objects again costs a dictionary lookup."""
+
+    def __init__(self, max_cached: int = 100_000) -> None:
+        self.skipped = 0
+        self.max_cached = max_cached
+        self._verdicts: dict[tuple[str, str, Any], str | None] = {}
+
+    def reason(self, kind: str, obj: Any) -> str | None:
+        key = None
+        if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+            meta = obj.get("meta")
+            version = meta.get("version") if isinstance(meta, dict) else None
+            if version is not None:
+                key = (kind, obj["id"], version)
+                if key in self._verdicts:
+                    return self._verdicts[key]
+        reason = unreadable(kind, obj)
+        if key is not None:
+            if len(self._verdicts) >= self.max_cached:
+                self._verdicts.clear()
+            self._verdicts[key] = reason
+        return reason
+
+    def filter(self, kind: str, objs: list[Any]) -> list[Obj]:
+        if kind not in _RULES:
+            return objs
+        out = []
+        for obj in objs:
+            reason = self.reason(kind, obj)
+            if reason is None:
+                out.append(obj)
+                continue
+            self.skipped += 1
+            oid = obj.get("id") if isinstance(obj, dict) else None
+            log.warning("store: skipping unreadable %s %r: %s", kind, str(oid)[:80], reason)
+        return out
 
 
 def check_txn_objects(ops: list[Any]) -> str | None:
