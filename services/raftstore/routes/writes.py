@@ -40,7 +40,7 @@ async def write(ctx: Context, raw: bytes, ident: Identity | None, forwarded_by: 
     data = encode_txn(stamped)
     validate_txn(stamped, encoded_size=len(data))
     # the store refuses what the API would refuse: no path stores an object its consumers cannot read
-    reason = check_txn_objects(stamped["ops"])
+    reason = check_txn_objects(body["ops"])  # a list: validate_txn checked it
     if reason is not None:
         ctx.member.metrics.inc("raftstore_txn_refused_objects_total",
                                help="transactions refused because an object they write is invalid")
