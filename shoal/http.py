@@ -4,15 +4,24 @@ mapping ShoalError (and request validation) to `{"message": ...}` with a 4xx/5xx
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shoal.errors import ShoalError
 from shoal.metrics import Registry
+
+log = logging.getLogger(__name__)
+
+#: `code` of the errors the framework raises itself (ShoalErrors carry theirs)
+HTTP_CODES = {400: "invalid_argument", 401: "unauthenticated", 403: "permission_denied", 404: "not_found",
+              405: "method_not_allowed", 409: "conflict", 413: "body_too_large", 415: "unsupported_media_type",
+              503: "unavailable"}
 
 
 def format_validation_error(exc: RequestValidationError) -> str:
@@ -29,6 +38,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ShoalError)
     async def _shoal_error(_: Request, exc: ShoalError) -> JSONResponse:
         return JSONResponse(exc.to_json(), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # unknown routes, wrong methods, framework-raised errors: the same {message, code} as everything else
+        code = HTTP_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "invalid_argument")
+        return JSONResponse({"message": str(exc.detail), "code": code}, status_code=exc.status_code,
+                            headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error")
+        return JSONResponse({"message": f"internal error: {type(exc).__name__}", "code": "internal"},
+                            status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

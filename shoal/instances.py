@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -30,6 +31,12 @@ log = logging.getLogger(__name__)
 
 ANNOUNCE_INTERVAL = 1.0
 EXPIRY_PERIODS = 3  # an instance is forgotten after this many missed heartbeats
+#: bounds on what a heartbeat (remote input) can make a gateway hold (issue 16): the interval an instance claims
+#: (so it cannot stay listed for ever), how many instances are listed, and the size of each field
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 10.0
+MAX_INSTANCES = 1024
+MAX_FIELD_LEN = 255
+ROLES = frozenset({"orchestrator", "allocator", "scheduler", "dispatcher", "gateway", "ca", "raftstore"})
 LEADER_ROLES = frozenset({"orchestrator", "allocator", "scheduler"})
 
 Obj = dict[str, Any]
@@ -81,28 +88,64 @@ class InstanceRegistry:
         self.clock = clock
         self._seen: dict[tuple[str, str], Obj] = {}
         self.attached = False
+        self.dropped = 0  # heartbeats refused: malformed, or the registry full of live instances
 
     async def attach(self, bus: Bus) -> None:
         await bus.subscribe(INSTANCE_HEARTBEAT, self.record)
         self.attached = True
 
     async def record(self, data: Obj) -> None:
-        role, instance = data.get("role"), data.get("instance")
-        if not isinstance(role, str) or not isinstance(instance, str) or not role or not instance:
+        rec = heartbeat_record(data)
+        if rec is None:
+            self.dropped += 1
             return
-        try:
-            interval = float(data.get("interval") or ANNOUNCE_INTERVAL)
-        except (TypeError, ValueError):
-            interval = ANNOUNCE_INTERVAL
-        self._seen[(role, instance)] = {**data, "interval": interval, "last_seen": self.clock()}
-
-    def instances(self) -> list[Obj]:
-        """Live instances (expired ones are dropped), by role then name."""
         now = self.clock()
+        key = (rec["role"], rec["instance"])
+        if key not in self._seen and len(self._seen) >= MAX_INSTANCES:
+            self._expire(now)
+            if len(self._seen) >= MAX_INSTANCES:
+                self.dropped += 1
+                return
+        self._seen[key] = {**rec, "last_seen": now}
+
+    def _expire(self, now: float) -> None:
         for key, rec in list(self._seen.items()):
             if now - rec["last_seen"] > EXPIRY_PERIODS * rec["interval"]:
                 del self._seen[key]
+
+    def instances(self) -> list[Obj]:
+        """Live instances (expired ones are dropped), by role then name."""
+        self._expire(self.clock())
         return [self._seen[k] for k in sorted(self._seen)]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_FIELD_LEN and value.isprintable() else None
+
+
+def _number(value: Any, lo: float, hi: float) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return value if lo <= value <= hi else None
+
+
+def heartbeat_record(data: Any) -> Obj | None:
+    """The fields of an instance heartbeat a gateway keeps, validated and bounded; None when it cannot be one
+    (an unknown role, a name that is not printable text, ...). The interval is clamped to [0.1 s, 10 s]."""
+    if not isinstance(data, dict) or data.get("role") not in ROLES:
+        return None
+    instance = _text(data.get("instance"))
+    if instance is None:
+        return None
+    interval = _number(data.get("interval"), 0.0, math.inf) or ANNOUNCE_INTERVAL
+    port, pid, term = data.get("port"), data.get("pid"), data.get("term")
+    rec: Obj = {"role": data["role"], "instance": instance, "host": _text(data.get("host")),
+                "port": port if _number(port, 0, 65535) is not None and isinstance(port, int) else None,
+                "pid": pid if _number(pid, 0, 2**32) is not None and isinstance(pid, int) else None,
+                "interval": min(max(float(interval), MIN_INTERVAL), MAX_INTERVAL),
+                "active": data.get("active") is True,
+                "term": term if isinstance(term, int) and _number(term, 0, 2**63) is not None else None}
+    return rec
 
 
 def instance_view(instances: Iterable[Obj], leases: Iterable[Obj] | None, now: float) -> list[Obj]:

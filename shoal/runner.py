@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -13,15 +14,33 @@ import uvicorn
 from fastapi import FastAPI
 
 from shoal.enroll import Renewer
+from shoal.limits import install_log_guard
 from shoal.transport import Credentials, Policy, Revocations, server_config
+
+#: files a shoal process creates are private to its user (issue 16): directories 0700, files (WAL, snapshots,
+#: locks, agent state, logs) 0600, whatever the umask it was started with
+PRIVATE_UMASK = 0o077
+
+
+def private_files() -> None:
+    """Every file and directory this process creates from now on is private to its user."""
+    os.umask(PRIVATE_UMASK)
+
+
+def private_opener(path: str, flags: int) -> int:
+    """`open(..., opener=private_opener)`: create the file 0600 (a log opened by a process that did not set
+    its own umask)."""
+    return os.open(path, flags, 0o600)
 
 
 def setup_logging(level: str, name: str) -> None:
+    private_files()
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_log_guard()  # escaped, rate-limited lines (shoal.limits)
 
 
 def freeze_heap() -> None:

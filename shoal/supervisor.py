@@ -214,7 +214,7 @@ class Child:
         self.next_start = 0.0
 
     def start(self) -> None:
-        logf = open(self.log_path, "ab")
+        logf = open(self.log_path, "ab", opener=_private)
         env = {**os.environ, **self.spec.env}
         self.proc = subprocess.Popen(self.spec.argv, env=env, stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=self.cwd, start_new_session=True)
@@ -480,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heartbeat-period", type=float, default=5.0)
     p.add_argument("--node", action="store_true", help="run the roles of a swarm node (`shoal swarm init/join`)")
     a = p.parse_args(argv)
+    from shoal.runner import private_files
+
+    private_files()  # logs, state and data the supervised processes create: 0600 / 0700
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s supervisor: %(message)s")
     layout: Layout
     if a.node:
@@ -502,3 +505,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)

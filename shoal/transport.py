@@ -7,8 +7,9 @@ its TLS settings and its peer's identity here, so that mutual TLS is on for ever
 - Servers: `server_config(app, host, port, creds, policy)` builds uvicorn's config. The TLS handshake requires
   a client certificate signed by the cluster's root (plaintext and certificate-less clients are refused before
   HTTP is spoken); the verified identity is put in the ASGI scope by our own HTTP protocol class (released
-  uvicorn does not expose the peer certificate), and `Guard` — the outermost ASGI app, in front of every route
-  and fast path — refuses revoked nodes and whatever the service's `Policy` does not allow.
+  uvicorn does not expose the peer certificate), which also bounds connections and header time; `Limits`
+  (shoal.limits: body size, requests in progress) is the outermost ASGI app, then `Guard` — in front of every
+  route and fast path — refuses revoked nodes and whatever the service's `Policy` does not allow.
 - Clients: `http_client()` / `sync_http_client()` present the certificate, verify the server against the
   cluster root (and its name), and can require the server to be a manager (a worker's certificate cannot stand
   in for a dispatcher even if it were issued for the same address).
@@ -18,6 +19,7 @@ its TLS settings and its peer's identity here, so that mutual TLS is on for ever
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
@@ -34,6 +36,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shoal import pki
+from shoal.limits import Limits, ServerLimits, connection_budget, raise_fd_limit
 from shoal.pki import Identity
 
 log = logging.getLogger(__name__)
@@ -170,13 +173,63 @@ def _identity_of_der(der: bytes) -> Identity:
 # ---- servers --------------------------------------------------------------------------------------------------
 class IdentifiedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol that puts the verified client identity in each request's scope
-    (`scope["shoal.identity"]`): read once per connection from the TLS object."""
+    (`scope["shoal.identity"]`): read once per connection from the TLS object.
+
+    It also bounds what a client can hold (shoal.limits): at most `max_connections` open connections (more are
+    aborted on arrival), and request headers complete within `header_timeout` seconds. `server_config` makes a
+    subclass per server with its numbers."""
+
+    max_connections: int = ServerLimits().max_connections
+    header_timeout: float = ServerLimits().header_timeout
+    refused_connections: int = 0
+    slow_headers: int = 0
+    _refused = False
+    _header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.max_connections:
+            type(self).refused_connections += 1
+            self._refused = True
+            self.transport = transport
+            transport.abort()
+            return
         super().connection_made(transport)
         ident = peer_identity(transport.get_extra_info("ssl_object"))
         if ident is not None:
             self.app = _WithIdentity(self.app, ident)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        if not self._refused:
+            super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:
+            self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_timer()
+        super().on_headers_complete()
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.cycle is None or self.cycle.response_complete:  # no request in progress: idle or slow headers
+            type(self).slow_headers += 1
+            self.transport.abort()
 
     def shutdown(self) -> None:
         """Graceful shutdown: an idle keep-alive connection is aborted rather than closed. Closing a TLS
@@ -275,9 +328,12 @@ def server_config(app: Any, host: str, port: int, creds: Credentials, policy: Po
     anonymous = frozenset(anonymous)
     guard = Guard(app, policy, creds.identity.cluster_id, revoked or Revocations(), anonymous)
     ctx = creds.context("server-join" if anonymous else "server")
+    limits = ServerLimits.from_env()
+    protocol = type("IdentifiedHttpTools", (IdentifiedHttpTools,), {
+        "max_connections": connection_budget(limits, raise_fd_limit()), "header_timeout": limits.header_timeout})
     options: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "on",
                                "timeout_keep_alive": 30, **kwargs}
-    return uvicorn.Config(guard, host=host, port=port, http=IdentifiedHttpTools,
+    return uvicorn.Config(Limits(guard, limits), host=host, port=port, http=protocol,
                           ssl_context_factory=lambda _config, _default: ctx, **options)
 
 

@@ -13,6 +13,7 @@ Reproduces SwarmKit's `manager/dispatcher` semantics (dispatcher.go, assignments
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -249,6 +250,27 @@ def with_status(task: Obj, status: Mapping[str, Any]) -> Obj:
 
 
 # ---- liveness ------------------------------------------------------------------------------------------------
+
+#: a NODE_HEARTBEAT message's `at` must be within this many seconds of our clock (dispatchers' clocks agree to
+#: well within it); a time from elsewhere — Infinity, NaN, next year — would keep a dead node READY forever
+MAX_HEARTBEAT_SKEW = 30.0
+MAX_NODE_ID_LEN = 128
+
+
+def heartbeat_from_message(data: Any, now: float) -> tuple[str, float] | str:
+    """(node id, time) of a NODE_HEARTBEAT message from another dispatcher, the time capped at `now`; or why
+    it cannot be true (the message is dropped and counted)."""
+    if not isinstance(data, dict):
+        return "not an object"
+    node_id, at = data.get("node_id"), data.get("at")
+    if not isinstance(node_id, str) or not 0 < len(node_id) <= MAX_NODE_ID_LEN:
+        return "node_id is not a node id"
+    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+        return "at is not a finite number"
+    if abs(at - now) > MAX_HEARTBEAT_SKEW:
+        return f"at is {at - now:+.0f}s from now"
+    return node_id, min(float(at), now)
+
 
 @dataclass
 class Liveness:

@@ -17,7 +17,14 @@ from typing import Any
 import httpx
 
 from services.dispatcher import core
-from services.dispatcher.core import Liveness, PermissionDenied, RegistrationLimiter, Session, Verdict
+from services.dispatcher.core import (
+    Liveness,
+    PermissionDenied,
+    RegistrationLimiter,
+    Session,
+    Verdict,
+    heartbeat_from_message,
+)
 from services.dispatcher.settings import DispatcherSettings
 from shoal.bus.base import Bus
 from shoal.bus.subjects import NODE_HEARTBEAT, STORE_EVENTS
@@ -571,10 +578,17 @@ class Dispatcher:
 
     # ---- liveness ----------------------------------------------------------------------------------------
     async def _on_heartbeat_message(self, data: dict[str, Any]) -> None:
-        try:
-            self.liveness.beat(str(data["node_id"]), float(data["at"]))
-        except (KeyError, TypeError, ValueError):
-            log.debug("dispatcher: malformed heartbeat message %r", data)
+        # validated at the edge (issue 16): a time that is not finite or not near now, or a node nobody knows
+        # (liveness is keyed by node id: remote input must not grow it), is dropped and counted
+        beat = heartbeat_from_message(data, self.clock.now())
+        if isinstance(beat, tuple) and self.mirror.get(Kind.NODE, beat[0]) is None:
+            beat = "unknown node"
+        if isinstance(beat, str):
+            self.metrics.inc("dispatcher_heartbeat_messages_dropped_total",
+                             help="NODE_HEARTBEAT messages dropped as impossible (bad time, unknown node)")
+            log.debug("dispatcher: heartbeat message dropped (%s)", beat)
+            return
+        self.liveness.beat(*beat)
 
     async def _expire_loop(self) -> None:
         while not self._stopped:

@@ -12,49 +12,56 @@ edge); unknown fields are ignored so agents and dispatchers of neighbouring vers
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.dispatcher.core import AGENT_STATES, PermissionDenied, Unauthenticated
 from services.dispatcher.loop import Dispatcher
+from shoal.models.specs import MAX_ITEMS, MAX_MEMORY, MAX_NANO_CPUS, Key, Text
 from shoal.models.states import TaskState
 from shoal.transport import scope_identity
 
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
-class Platform(BaseModel):
-    os: str = ""
-    arch: str = ""
+class Body(BaseModel):
+    """Agent bodies (issue 16): strict types, bounded sizes, no control characters in what reaches logs."""
+
+    model_config = ConfigDict(strict=True)
 
 
-class NodeResources(BaseModel):
-    nano_cpus: int = Field(default=0, ge=0)
-    memory_bytes: int = Field(default=0, ge=0)
+class Platform(Body):
+    os: Annotated[Text, Field(max_length=64)] = ""
+    arch: Annotated[Text, Field(max_length=64)] = ""
 
 
-class NodeDescription(BaseModel):
-    hostname: str = Field(min_length=1, max_length=255)
+class NodeResources(Body):
+    nano_cpus: int = Field(default=0, ge=0, le=MAX_NANO_CPUS)
+    memory_bytes: int = Field(default=0, ge=0, le=MAX_MEMORY)
+
+
+class NodeDescription(Body):
+    hostname: Key
     platform: Platform = Field(default_factory=Platform)
     resources: NodeResources = Field(default_factory=NodeResources)
-    executors: list[str] = Field(default_factory=list)
+    executors: list[Key] = Field(default_factory=list, max_length=MAX_ITEMS)
 
 
-class RegisterRequest(BaseModel):
+class RegisterRequest(Body):
     node_id: str | None = Field(default=None, pattern=NODE_ID_PATTERN)
     description: NodeDescription
-    addr: str | None = None
+    addr: Key | None = None
 
 
-class ReportedStatus(BaseModel):
+class ReportedStatus(Body):
     state: str
-    message: str = ""
+    message: str = ""  # free text (an error's output may span lines); bounded by the body limit
     err: str | None = None
-    timestamp: float | None = None
-    pid: int | None = None
-    exit_code: int | None = None
+    timestamp: float | None = Field(default=None, allow_inf_nan=False)
+    pid: int | None = Field(default=None, ge=0, le=2**32)
+    exit_code: int | None = Field(default=None, ge=-(2**31), le=2**32)
 
     @field_validator("state")
     @classmethod
@@ -69,12 +76,12 @@ class ReportedStatus(BaseModel):
         return v
 
 
-class StatusUpdate(BaseModel):
-    task_id: str = Field(min_length=1)
+class StatusUpdate(Body):
+    task_id: str = Field(min_length=1, max_length=128)
     status: ReportedStatus
 
 
-class StatusReport(BaseModel):
+class StatusReport(Body):
     updates: list[StatusUpdate] = Field(max_length=10_000)
 
 

@@ -477,13 +477,13 @@ def orphaned_tasks(node_id: str, tasks: Iterable[Obj], now: float) -> list[Obj]:
 
 # ---- cluster -------------------------------------------------------------------------------------------------
 class ClusterUpdate(BaseModel):
-    """`PATCH /v1/cluster`: optionally the version read, and either a whole `spec` or the sections to change
-    (`dispatcher`, `orchestration`, `ca_config`; fields left out keep their value)."""
+    """`PATCH /v1/cluster`: the version read (required, like every update), and either a whole `spec` or the
+    sections to change (`dispatcher`, `orchestration`, `ca_config`; fields left out keep their value)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    version: int | None = Field(default=None, ge=0,
-                                description="meta.version of the cluster as read; omitted = no precondition")
+    version: int = Field(ge=0, description="meta.version of the cluster as last read (optimistic concurrency); "
+                                          "0 when `GET /v1/cluster` shows no meta (not created yet)")
     spec: ClusterSpec | None = None
     dispatcher: DispatcherConfig | None = None
     orchestration: OrchestrationConfig | None = None

@@ -248,7 +248,7 @@ def apply_record(out: Replayed, payload: bytes, name: str = "wal") -> None:
 
 
 def _lock(data_dir: Path) -> int:
-    fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -39,6 +39,7 @@ class NatsBus:
         self._reconnect: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
         self.connected_once = asyncio.Event()
+        self.dropped = 0  # messages refused (not a JSON object) or that failed their handler
 
     @classmethod
     async def connect(cls, url: str, name: str, creds: Credentials) -> NatsBus:
@@ -105,12 +106,21 @@ class NatsBus:
 
     async def _subscribe(self, subject: str, handler: Handler) -> None:
         async def cb(msg: Msg) -> None:
+            # Every message is remote input (issue 16): what is not a JSON object is dropped, and a handler
+            # failing on an odd value is logged (rate-limited) and counted, never allowed to stop the subscriber.
             try:
                 data = json.loads(msg.data)
-            except ValueError:
-                log.warning("nats: undecodable message on %s", subject)
+            except (ValueError, RecursionError):
+                data = None
+            if not isinstance(data, dict):
+                self.dropped += 1
+                log.warning("nats: dropped a message on %s that is not a JSON object", subject)
                 return
-            await handler(data)
+            try:
+                await handler(data)
+            except Exception as e:
+                self.dropped += 1
+                log.warning("nats: a message on %s could not be handled: %s", subject, type(e).__name__)
 
         assert self._nc is not None
         await self._nc.subscribe(subject, cb=cb)

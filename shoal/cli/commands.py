@@ -802,6 +802,9 @@ def cmd_cluster_update(a: argparse.Namespace) -> int:
     body = cluster_changes(a)
     gw = gateway_of(a)
     try:
+        # the gateway requires the version read (optimistic concurrency); 0: the object is not created yet
+        current = gw.request("GET", "/v1/cluster")
+        body["version"] = int(((current or {}).get("meta") or {}).get("version") or 0)
         gw.request("PATCH", "/v1/cluster", body=body)
     finally:
         gw.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from shoal import transport
 from shoal.node import NodeConfig, NodeError, NodeLayout, Ports, init, join
+from shoal.runner import private_opener
 from shoal.supervisor import read_state, wait_healthy
 
 DEFAULT_NODE_DIR = Path(os.environ.get("SHOAL_NODE_DIR", Path.home() / ".shoal-swarm"))
@@ -92,7 +93,7 @@ def cmd_join(a: argparse.Namespace) -> int:
 def _start(data: Path, timeout: float) -> int:
     """Start the node supervisor in the background and wait for its processes."""
     (data / "logs").mkdir(parents=True, exist_ok=True)
-    with open(data / "logs" / "supervisor.log", "ab") as logf:
+    with open(data / "logs" / "supervisor.log", "ab", opener=private_opener) as logf:
         proc = subprocess.Popen([sys.executable, "-m", "shoal.supervisor", "--node", "--data-dir", str(data)],
                                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=Path(__file__).resolve().parents[2])

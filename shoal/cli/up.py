@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from shoal.runner import private_opener
 from shoal.supervisor import (
     Layout,
     Supervisor,
@@ -76,7 +77,7 @@ def cmd_up(a: argparse.Namespace) -> int:
 def _up_detached(a: argparse.Namespace, layout: Layout) -> int:
     log_dir = layout.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "supervisor.log", "ab") as logf:
+    with open(log_dir / "supervisor.log", "ab", opener=private_opener) as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "shoal.supervisor", "--data-dir", str(layout.data_dir),
              "--base-port", str(layout.base_port), "--gateway-port", str(layout.gateway_port),

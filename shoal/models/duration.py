@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -9,6 +10,14 @@ from pydantic import BeforeValidator
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+#: Go's largest time.Duration (int64 nanoseconds, about 292 years): what SwarmKit/Docker users can write
+MAX_DURATION = (2**63 - 1) / 1e9
+
+
+def _bounded(seconds: float, value: Any) -> float:
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError(f"duration {str(value)[:40]} is too long: at most {MAX_DURATION:.0f}s (about 292 years)")
+    return seconds
 
 
 def parse_duration(value: Any) -> float:
@@ -18,7 +27,7 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("duration must not be negative")
-        return float(value)
+        return _bounded(float(value), value)
     if isinstance(value, str):
         text = value.strip()
         if text in ("0", ""):
@@ -30,7 +39,7 @@ def parse_duration(value: Any) -> float:
             total += float(m.group(1)) * _UNITS[m.group(2)]
             pos = m.end()
         if pos == len(text) and pos > 0:
-            return total
+            return _bounded(total, value)
         raise ValueError(f"invalid duration {value!r}: use seconds or a string like '5s', '1m30s', '250ms'")
     raise ValueError("duration must be a number of seconds or a string like '5s'")
 

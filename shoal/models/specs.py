@@ -1,6 +1,9 @@
 """User-written specs, validated at the API edge (SwarmKit's ServiceSpec/TaskSpec/NodeSpec in snake_case).
 
-Unknown fields are refused so a typo never silently means "default". Defaults follow SwarmKit's
+Unknown fields are refused so a typo never silently means "default", and nothing is coerced (strict mode:
+`"3"` is not a number, `1` is not a boolean; durations keep their documented string form such as `"5s"`).
+Every size is bounded (`limits` below: replicas, resources, durations, names, labels, env, arguments), and text
+that reaches a process, a log line or a label may not hold control characters (NUL never). Defaults follow SwarmKit's
 `api/defaults/service.go` and are written into the stored spec (what `GetService(insert_defaults=true)` shows):
 restart condition any, delay 5 s; stop grace period 10 s; update and rollback configs parallelism 1, delay 0,
 failure action pause, monitor 5 s, max failure ratio 0, stop-first (services only: jobs may not have them);
@@ -12,9 +15,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from shoal.models.duration import Duration
 from shoal.models.secrets import ConfigReference, SecretReference, check_distinct_targets
@@ -24,6 +27,61 @@ CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(==|!=)\s*(.*?)\s*$")
 MIN_NANO_CPUS = 1_000_000  # 0.001 CPU
 MIN_MEMORY = 4 * 1024 * 1024
 MAX_COUNT = 2**63 - 1  # SwarmKit's counters are uint64 but must fit an int64
+
+# ---- limits (hostile input, issue 16): values no machine has are refused at the edge ---------------------------
+#: tasks of one service / one job (Docker's largest swarms run a few thousand tasks per service)
+MAX_REPLICAS = 100_000
+#: 4096 CPUs and 1 PiB of memory: more than any machine has
+MAX_NANO_CPUS = 4096 * 10**9
+MAX_MEMORY = 2**50
+#: text sizes: names/keys, values, whole arguments
+MAX_KEY_LEN = 255
+MAX_VALUE_LEN = 4096
+MAX_ARG_LEN = 64 * 1024
+#: collection sizes: labels, env, arguments, constraints, mounts, ports, networks
+MAX_LABELS = 256
+MAX_ENV = 1024
+MAX_ARGS = 1024
+MAX_ITEMS = 128
+#: the cluster's heartbeat period: 1 s (faster makes nodes flap to DOWN) to 1 h
+MIN_HEARTBEAT_PERIOD = 1.0
+MAX_HEARTBEAT_PERIOD = 3600.0
+#: the shortest IPv4 and IPv6 prefixes a user-chosen subnet may have (no /0: the whole address space)
+MIN_PREFIX = {4: 8, 6: 16}
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+ENV_NAME_RE = re.compile(r"^[^=\x00-\x1f\x7f]{1,255}$")
+
+
+def _no_control(v: str) -> str:
+    if _CONTROL_RE.search(v):
+        raise ValueError("must not contain control characters (NUL, newline, tab, ...)")
+    return v
+
+
+def _no_nul(v: str) -> str:
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
+
+
+#: a short single-line string: names, keys, paths, images
+Text = Annotated[str, Field(max_length=MAX_VALUE_LEN), AfterValidator(_no_control)]
+Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY_LEN), AfterValidator(_no_control)]
+#: a command-line argument or environment value: any text but NUL (the OS cannot pass it), bounded
+Arg = Annotated[str, Field(max_length=MAX_ARG_LEN), AfterValidator(_no_nul)]
+Labels = Annotated[dict[Key, Text], Field(max_length=MAX_LABELS)]
+Args = Annotated[list[Arg], Field(max_length=MAX_ARGS)]
+
+
+def _env_names(v: dict[str, str]) -> dict[str, str]:
+    for name in v:
+        if not ENV_NAME_RE.match(name):
+            raise ValueError(f"invalid environment variable name {name[:64]!r}: 1-255 characters without '=' "
+                             "or control characters")
+    return v
+
+
+Env = Annotated[dict[str, Arg], Field(max_length=MAX_ENV), AfterValidator(_env_names)]
 MIN_HEALTH_DURATION = 0.001  # SwarmKit: health check durations are 0 (inherit) or at least 1 ms
 SPREAD_RE = re.compile(r"^(node|engine)\.labels\.\S+$")
 KIND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -47,7 +105,7 @@ def check_name(v: str) -> str:
 class Strict(BaseModel):
     """Base of every spec model: unknown fields are refused, aliases and field names both accepted."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 class HealthCheck(Strict):
@@ -55,7 +113,7 @@ class HealthCheck(Strict):
     process: none), `["NONE"]` (disabled), `["CMD", arg...]` (exec) or `["CMD-SHELL", "command"]` (`/bin/sh -c`).
     Durations are 0 (container: inherit; process: the runtime's default) or at least 1 ms."""
 
-    test: list[str] = Field(default_factory=list)
+    test: Args = Field(default_factory=list)
     interval: Duration = 0.0
     timeout: Duration = 0.0
     retries: int = Field(default=0, ge=0, le=MAX_COUNT)
@@ -88,9 +146,9 @@ class HealthCheck(Strict):
 class ProcessSpec(Strict):
     """Run `command` as a local process group (the `process` runtime)."""
 
-    command: list[str]
-    env: dict[str, str] = Field(default_factory=dict)
-    dir: str | None = None
+    command: Args
+    env: Env = Field(default_factory=dict)
+    dir: Text | None = None
     stop_grace_period: Duration = 10.0
     healthcheck: HealthCheck | None = None
     #: run as this user: a name or uid, optionally `:group` (name or gid); the agent must be root to switch
@@ -107,24 +165,24 @@ class ProcessSpec(Strict):
 
 class Mount(Strict):
     type: Literal["bind", "volume", "tmpfs"] = "volume"
-    source: str | None = None
-    target: str
+    source: Text | None = None
+    target: Annotated[Text, Field(min_length=1)]
     read_only: bool = False
 
 
 class ContainerSpec(Strict):
     """SwarmKit's ContainerSpec (the `container` runtime, run through the Docker engine)."""
 
-    image: str = Field(min_length=1)
-    command: list[str] = Field(default_factory=list)
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    dir: str | None = None
-    user: str | None = None
-    hostname: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    mounts: list[Mount] = Field(default_factory=list)
-    stop_signal: str | None = None
+    image: Annotated[Text, Field(min_length=1)]
+    command: Args = Field(default_factory=list)
+    args: Args = Field(default_factory=list)
+    env: Env = Field(default_factory=dict)
+    dir: Text | None = None
+    user: Key | None = None
+    hostname: Key | None = None
+    labels: Labels = Field(default_factory=dict)
+    mounts: list[Mount] = Field(default_factory=list, max_length=MAX_ITEMS)
+    stop_signal: Key | None = None
     stop_grace_period: Duration = 10.0
     healthcheck: HealthCheck | None = None
     read_only: bool = False
@@ -134,8 +192,8 @@ class ContainerSpec(Strict):
 class ResourceSet(Strict):
     """CPU (nano CPUs, 1e9 = one CPU) and memory (bytes); 0 = none."""
 
-    nano_cpus: int = Field(default=0, ge=0)
-    memory_bytes: int = Field(default=0, ge=0)
+    nano_cpus: int = Field(default=0, ge=0, le=MAX_NANO_CPUS)
+    memory_bytes: int = Field(default=0, ge=0, le=MAX_MEMORY)
 
     @model_validator(mode="after")
     def _minimums(self) -> ResourceSet:
@@ -164,7 +222,7 @@ class GenericResource(Strict):
 class Reservations(ResourceSet):
     """What the scheduler sets aside for a task: CPU, memory and generic resources."""
 
-    generic: list[GenericResource] = Field(default_factory=list)
+    generic: list[GenericResource] = Field(default_factory=list, max_length=MAX_ITEMS)
 
     @field_validator("generic")
     @classmethod
@@ -185,14 +243,14 @@ class Resources(Strict):
 class RestartPolicy(Strict):
     condition: Literal["none", "on-failure", "any"] = "any"
     delay: Duration = 5.0
-    max_attempts: int = Field(default=0, ge=0)
+    max_attempts: int = Field(default=0, ge=0, le=MAX_COUNT)
     window: Duration = 0.0
 
 
 class PlacementPreference(Strict):
     """Spread tasks evenly over the values of a node label (`node.labels.zone`) or engine label."""
 
-    spread: str
+    spread: Annotated[Text, Field(max_length=MAX_KEY_LEN)]
 
     @field_validator("spread")
     @classmethod
@@ -206,8 +264,8 @@ class PlacementPreference(Strict):
 class Platform(Strict):
     """A platform the task can run on (`linux`/`amd64`); an empty field matches any value."""
 
-    os: str = ""
-    arch: str = ""
+    os: Annotated[str, Field(max_length=64), AfterValidator(_no_control)] = ""
+    arch: Annotated[str, Field(max_length=64), AfterValidator(_no_control)] = ""
 
     @model_validator(mode="after")
     def _something(self) -> Platform:
@@ -217,10 +275,10 @@ class Platform(Strict):
 
 
 class Placement(Strict):
-    constraints: list[str] = Field(default_factory=list)
-    preferences: list[PlacementPreference] = Field(default_factory=list)
-    platforms: list[Platform] = Field(default_factory=list)
-    max_replicas: int = Field(default=0, ge=0)
+    constraints: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
+    preferences: list[PlacementPreference] = Field(default_factory=list, max_length=MAX_ITEMS)
+    platforms: list[Platform] = Field(default_factory=list, max_length=MAX_ITEMS)
+    max_replicas: int = Field(default=0, ge=0, le=MAX_REPLICAS)
 
     @field_validator("constraints")
     @classmethod
@@ -236,8 +294,8 @@ class NetworkAttachment(Strict):
     """Attach the task to a network (`target`: network id or name; the gateway stores the id) under extra
     DNS `aliases`."""
 
-    target: str = Field(min_length=1)
-    aliases: list[str] = Field(default_factory=list)
+    target: Annotated[Key, Field(min_length=1)]
+    aliases: list[Key] = Field(default_factory=list, max_length=MAX_ITEMS)
 
     @field_validator("aliases")
     @classmethod
@@ -254,8 +312,8 @@ class TaskSpec(Strict):
     resources: Resources = Field(default_factory=Resources)
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     placement: Placement = Field(default_factory=Placement)
-    networks: list[NetworkAttachment] = Field(default_factory=list)
-    force_update: int = Field(default=0, ge=0)
+    networks: list[NetworkAttachment] = Field(default_factory=list, max_length=MAX_ITEMS)
+    force_update: int = Field(default=0, ge=0, le=MAX_COUNT)
     secrets: list[SecretReference] = Field(default_factory=list, max_length=256)
     configs: list[ConfigReference] = Field(default_factory=list, max_length=256)
 
@@ -294,7 +352,7 @@ class TaskSpec(Strict):
 
 
 class ReplicatedMode(Strict):
-    replicas: int = Field(default=1, ge=0, le=MAX_COUNT)
+    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
 
 
 class GlobalMode(Strict):
@@ -304,7 +362,7 @@ class GlobalMode(Strict):
 class ReplicatedJobMode(Strict):
     """Run tasks until `total_completions` have completed, at most `max_concurrent` at a time."""
 
-    max_concurrent: int = Field(default=1, ge=1, le=MAX_COUNT)
+    max_concurrent: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     total_completions: int | None = Field(default=None, ge=0, le=MAX_COUNT)
 
     @model_validator(mode="after")
@@ -374,7 +432,7 @@ class UpdateConfig(Strict):
     `max_failure_ratio` of the updated tasks fail within `monitor`; `order`: stop the old task first, or start
     the new one first."""
 
-    parallelism: int = Field(default=1, ge=0, le=MAX_COUNT)
+    parallelism: int = Field(default=1, ge=0, le=MAX_REPLICAS)
     delay: Duration = 0.0
     failure_action: Literal["pause", "continue", "rollback"] = "pause"
     monitor: Duration = 5.0
@@ -393,7 +451,7 @@ class PortConfig(Strict):
     """A port to publish: `target_port` inside the task, `published_port` outside (0 = the allocator picks one
     for `ingress`; the engine picks one for `host`)."""
 
-    name: str | None = None
+    name: Key | None = None
     protocol: Literal["tcp", "udp", "sctp"] = "tcp"
     target_port: int = Field(ge=1, le=65535)
     published_port: int = Field(default=0, ge=0, le=65535)
@@ -405,7 +463,7 @@ class EndpointSpec(Strict):
     task addresses), and the published ports."""
 
     mode: Literal["vip", "dnsrr"] = "vip"
-    ports: list[PortConfig] = Field(default_factory=list)
+    ports: list[PortConfig] = Field(default_factory=list, max_length=MAX_ITEMS)
 
     @model_validator(mode="after")
     def _ports(self) -> EndpointSpec:
@@ -426,7 +484,7 @@ class EndpointSpec(Strict):
 
 class ServiceSpec(Strict):
     name: str
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     mode: ServiceMode = Field(default_factory=ServiceMode)
     task: TaskSpec
     update_config: UpdateConfig | None = None
@@ -466,8 +524,8 @@ class NodeSpec(Strict):
     """What the user sets on a node: a name, labels (`node.labels.*` in constraints), the desired role and the
     availability (active, pause: no new tasks, drain: tasks move elsewhere)."""
 
-    name: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    name: Key | None = None
+    labels: Labels = Field(default_factory=dict)
     role: RoleName = "worker"
     availability: AvailabilityName = "active"
 
@@ -491,6 +549,9 @@ class DispatcherConfig(Strict):
     def _positive(cls, v: float) -> float:
         if v <= 0:
             raise ValueError("heartbeat_period must be greater than 0")
+        if not MIN_HEARTBEAT_PERIOD <= v <= MAX_HEARTBEAT_PERIOD:
+            raise ValueError(f"heartbeat_period must be between {MIN_HEARTBEAT_PERIOD:g}s and "
+                             f"{MAX_HEARTBEAT_PERIOD:g}s (got {v:g}s): faster periods make nodes flap to DOWN")
         return v
 
 
@@ -536,8 +597,8 @@ class IPAMConfig(Strict):
     """A user-chosen subnet (CIDR, without host bits) and optionally its gateway (a usable address inside it).
     Without it the allocator picks a subnet from the cluster's pool."""
 
-    subnet: str
-    gateway: str | None = None
+    subnet: Annotated[str, Field(max_length=64)]
+    gateway: Annotated[str, Field(max_length=64)] | None = None
 
     @field_validator("subnet")
     @classmethod
@@ -552,6 +613,8 @@ class IPAMConfig(Strict):
             raise ValueError(f"invalid subnet {v!r}: give a prefix length, e.g. {iface.ip}/24")
         if iface.ip != net.network_address:
             raise ValueError(f"invalid subnet {v!r}: it has host bits set; did you mean {net}?")
+        if net.prefixlen < MIN_PREFIX[net.version]:
+            raise ValueError(f"subnet {net} is too large: the prefix must be at least /{MIN_PREFIX[net.version]}")
         if net.num_addresses < 4:
             raise ValueError(f"subnet {net} is too small: it needs room for a gateway and tasks "
                              f"(at most /{net.max_prefixlen - 2})")
@@ -580,7 +643,7 @@ class NetworkSpec(Strict):
     standalone containers join; `internal` cuts it off from the outside."""
 
     name: str
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     driver: str = "overlay"
     ipam: IPAMConfig | None = None
     attachable: bool = False

@@ -23,6 +23,7 @@ from services.raftstore.transport import frames
 from shoal import pki
 from shoal.transport import Credentials, peer_client_context, sync_http_client
 from tests.integration.raftprocs import ClusterCerts, RaftProcs, eventually
+from tests.specs import service_spec as spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -226,7 +227,7 @@ def test_raft_peers_refuse_plaintext_other_components_and_wrong_node_ids(cluster
     assert metric(cluster, target, "raft_peer_connections_refused_total") >= conns_before + 1
     assert metric(cluster, target, "raft_peer_messages_refused_total") >= msgs_before + 2
     with client(cluster, "gateway") as c:
-        assert c.post(cluster.url(target) + "/v1/txn", json=txn("service", {"id": "after", "spec": {}})
+        assert c.post(cluster.url(target) + "/v1/txn", json=txn("service", {"id": "after", "spec": spec("after")})
                       ).status_code == 200
 
     # control: the same message with the certificate of the node it claims to come from is believed

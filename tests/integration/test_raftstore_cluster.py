@@ -20,6 +20,7 @@ from shoal.errors import Conflict, InvalidArgument, OutcomeUnknown, ShoalError, 
 from shoal.store import txn as t
 from shoal.store.client import StoreClient
 from tests.integration.raftprocs import RaftProcs, eventually, free_ports
+from tests.specs import service_spec as spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -46,7 +47,7 @@ async def test_a_leader_is_elected_and_writes_through_a_follower_work(cluster: R
     follower = next(i for i in cluster.ids if i != lead)
     client = StoreClient([cluster.url(follower)], creds=cluster.certs.client())
     try:
-        res = await client.txn([t.create("service", {"id": "s1", "spec": {"name": "web"}})])
+        res = await client.txn([t.create("service", {"id": "s1", "spec": spec("web")})])
         assert res.revision > 0 and res.changes[0].object["meta"]["version"] == res.revision
         for i in cluster.ids:  # linearizable reads on every member see the write at once
             other = StoreClient([cluster.url(i)], creds=cluster.certs.client())
@@ -57,7 +58,7 @@ async def test_a_leader_is_elected_and_writes_through_a_follower_work(cluster: R
             finally:
                 await other.close()
         with pytest.raises(Conflict):  # errors cross the forwarding hop with their type
-            await client.txn([t.create("service", {"id": "s2", "spec": {"name": "WEB"}})])
+            await client.txn([t.create("service", {"id": "s2", "spec": spec("WEB")})])
         with pytest.raises(InvalidArgument):
             await client.txn([{"op": "explode", "kind": "service", "id": "s1"}])
         await client.txn([t.create("task", task("t1")), t.create("task", {**task("t2"), "service_id": "other"})])
@@ -159,7 +160,7 @@ async def test_a_full_restart_replays_the_state_from_the_wal(cluster: RaftProcs)
     try:
         for k in range(20):
             await client.txn([t.create("task", task(f"t{k}"))])
-        res = await client.txn([t.create("service", {"id": "svc", "spec": {"name": "web"}})])
+        res = await client.txn([t.create("service", {"id": "svc", "spec": spec("web")})])
     finally:
         await client.close()
     digest = eventually(lambda: cluster.converged(), 10, "members to converge")

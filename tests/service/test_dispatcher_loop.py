@@ -130,6 +130,28 @@ async def test_nodes_ready_at_start_get_six_periods(store: LocalStore) -> None:
     await stop(d)
 
 
+async def test_impossible_heartbeat_messages_do_not_keep_a_node_ready(store: LocalStore) -> None:
+    """Issue 16: a NODE_HEARTBEAT with `at: Infinity` (or NaN, next year, a string, an unknown node) from NATS
+    is dropped and counted; the silent node still goes DOWN on time."""
+    clock = FakeClock(time.time())
+    bus = MemoryBus()
+    node = {"id": "n1", "spec": {}, "role": "worker", "description": DESCRIPTION,
+            "status": {"state": "ready", "message": "", "addr": None, "timestamp": clock.now()}}
+    await store.txn([t.create("node", node)])
+    d = await started(store, clock, bus)
+    for at in (float("inf"), float("nan"), clock.now() + 3600 * 24 * 365, "now", None, True, 10**400 // 10**399):
+        await d._on_heartbeat_message({"node_id": "n1", "at": at})
+    await d._on_heartbeat_message({"node_id": "ghost-" + "x" * 200, "at": clock.now()})
+    for i in range(1000):  # unknown nodes: liveness keyed by remote input does not grow
+        await d._on_heartbeat_message({"node_id": f"nobody{i}", "at": clock.now()})
+    await d._on_heartbeat_message(["not", "an", "object"])  # type: ignore[arg-type]
+    assert set(d.liveness.last_seen) <= {"n1"} and d.liveness.last_seen.get("n1", 0) <= clock.now()
+    assert "shoal_dispatcher_heartbeat_messages_dropped_total 1009.0" in d.metrics.render()
+    clock.advance(6 * P + 0.1)
+    assert await d.expire_nodes() == ["n1"]
+    await stop(d)
+
+
 async def test_without_the_bus_only_nodes_served_here_go_down(store: LocalStore) -> None:
     clock = FakeClock(time.time())
     d = await started(store, clock, DisconnectedBus())

@@ -605,7 +605,8 @@ def test_node_removal_remembers_the_removed_id_in_the_cluster_object(client: Tes
     cluster = store.mem.get("cluster", "default")
     assert cluster["spec"]["dispatcher"]["heartbeat_period"] == 5.0
     assert [x["id"] for x in cluster["removed_nodes"]] == ["0" * 25]
-    r = client.patch("/v1/cluster", json={"dispatcher": {"heartbeat_period": "2s"}})
+    r = client.patch("/v1/cluster", json={"version": cluster["meta"]["version"],
+                                          "dispatcher": {"heartbeat_period": "2s"}})
     assert r.status_code == 200 and len(r.json()["removed_nodes"]) == 1  # a spec change keeps the list
     assert client.delete("/v1/nodes/host-b").status_code == 200
     removed = store.mem.get("cluster", "default")["removed_nodes"]
@@ -651,7 +652,8 @@ def test_node_removal_retries_when_a_task_changes_meanwhile() -> None:
 
 # ---- cluster -----------------------------------------------------------------------------------------------
 def test_cluster_patch_creates_the_cluster_object(client: TestClient, store: LocalStore) -> None:
-    r = client.patch("/v1/cluster", json={"dispatcher": {"heartbeat_period": "10s"}})
+    assert client.get("/v1/cluster").json()["meta"] is None  # not created yet: version 0 creates it
+    r = client.patch("/v1/cluster", json={"version": 0, "dispatcher": {"heartbeat_period": "10s"}})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["id"] == "default" and store.mem.revision == 1
@@ -662,7 +664,8 @@ def test_cluster_patch_creates_the_cluster_object(client: TestClient, store: Loc
     assert r.json()["spec"]["dispatcher"]["heartbeat_period"] == 10.0
     assert r.json()["spec"]["orchestration"]["task_history_retention_limit"] == -1
     assert client.get("/v1/cluster").json()["spec"] == r.json()["spec"]
-    r = client.patch("/v1/cluster", json={"spec": {"dispatcher": {"heartbeat_period": 2}}})
+    r = client.patch("/v1/cluster", json={"version": r.json()["meta"]["version"],
+                                          "spec": {"dispatcher": {"heartbeat_period": 2}}})
     assert r.json()["spec"] == {"name": "default", "dispatcher": {"heartbeat_period": 2.0},
                                 "orchestration": {"task_history_retention_limit": 5}}
 
@@ -676,16 +679,23 @@ def test_cluster_patch_creates_the_cluster_object(client: TestClient, store: Loc
     ({"spec": {}, "dispatcher": {"heartbeat_period": 1}}, 400, "give either spec or the sections"),
     ({}, 400, "nothing to change"),
     ({"version": "STALE", "dispatcher": {"heartbeat_period": 1}}, 409, "cluster 'default' is at version"),
+    ({"version": None, "dispatcher": {"heartbeat_period": 1}}, 400, "version: Field required"),
+    ({"version": "CURRENT_AS_STRING", "dispatcher": {"heartbeat_period": 1}}, 400, "version: Input should be a "
+                                                                                   "valid integer"),
+    ({"version": "CURRENT", "dispatcher": {"heartbeat_period": "1ms"}}, 400, "heartbeat_period must be between"),
 ])
 def test_cluster_patch_refusals(client: TestClient, store: LocalStore, body: Obj, status: int,
                                 needle: str) -> None:
-    created = client.patch("/v1/cluster", json={"dispatcher": {"heartbeat_period": 3}}).json()
-    body = {k: (created["meta"]["version"] - 1 if v == "STALE" else v) for k, v in body.items()}
+    created = client.patch("/v1/cluster", json={"version": 0, "dispatcher": {"heartbeat_period": 3}}).json()
+    at = created["meta"]["version"]
+    values = {"STALE": at - 1, "CURRENT": at, "CURRENT_AS_STRING": str(at)}
+    body = {k: values.get(v, v) if isinstance(v, str) else v for k, v in {"version": at, **body}.items()
+            if v is not None}
     refused(client, store, "PATCH", "/v1/cluster", status, needle, json=body)
 
 
 def test_cluster_patch_refusals_do_not_create_it(client: TestClient, store: LocalStore) -> None:
-    refused(client, store, "PATCH", "/v1/cluster", 400, "heartbeat_period", json={"dispatcher":
+    refused(client, store, "PATCH", "/v1/cluster", 400, "heartbeat_period", json={"version": 0, "dispatcher":
                                                                                  {"heartbeat_period": -1}})
     refused(client, store, "PATCH", "/v1/cluster", 409, "does not exist yet",
             json={"version": 3, "dispatcher": {"heartbeat_period": 1}})
@@ -719,7 +729,7 @@ def test_new_endpoints_answer_503_without_a_store() -> None:
                                    ("DELETE", "/v1/networks/n", None),
                                    ("PATCH", "/v1/nodes/n", {"version": 1, "availability": "drain"}),
                                    ("DELETE", "/v1/nodes/n", None),
-                                   ("PATCH", "/v1/cluster", {"dispatcher": {"heartbeat_period": 1}})]:
+                                   ("PATCH", "/v1/cluster", {"version": 0, "dispatcher": {"heartbeat_period": 1}})]:
             r = client.request(method, path, json=body)
             assert r.status_code == 503, (method, path, r.text)
             assert r.json()["message"] == "store unavailable: no raft leader"

@@ -233,7 +233,8 @@ def test_no_ca_answering_is_503(client: TestClient, ca: FakeCA) -> None:
 
 # ---- ca_config ------------------------------------------------------------------------------------------------
 def test_cluster_update_sets_the_node_cert_expiry(client: TestClient) -> None:
-    r = client.patch("/v1/cluster", json={"ca_config": {"node_cert_expiry": "2h"}})
+    version = (client.get("/v1/cluster").json()["meta"] or {}).get("version", 0)
+    r = client.patch("/v1/cluster", json={"version": version, "ca_config": {"node_cert_expiry": "2h"}})
     assert r.status_code == 200, r.text
     assert r.json()["spec"]["ca_config"] == {"node_cert_expiry": 7200.0}
     assert r.json()["spec"]["dispatcher"]["heartbeat_period"] == 5.0  # other sections untouched

@@ -90,3 +90,27 @@ def test_gateway_lists_instances_in_the_cluster_view() -> None:
     assert rows[("gateway", "gateway-a")]["state"] == "serving"  # the gateway announces itself too
     text = cluster_text(body, 0.0)
     assert "ROLE" in text and "scheduler-b" in text and "active" in text and "standby" in text
+
+
+async def test_hostile_heartbeats_cannot_grow_the_registry_or_live_for_ever() -> None:
+    """Issue 16: 20,000 announcements with a huge interval used to grow the gateway by 230 MB and never
+    expire. Now the interval is clamped (10 s), the registry holds at most MAX_INSTANCES live instances, and
+    fields are validated and bounded."""
+    from shoal.instances import MAX_INSTANCES, MAX_INTERVAL
+
+    bus, clock = MemoryBus(), Clock()
+    reg = InstanceRegistry(clock)
+    await reg.attach(bus)
+    for i in range(20_000):
+        await bus.publish(INSTANCE_HEARTBEAT, {"role": "gateway", "instance": f"evil{i}", "interval": 1e308,
+                                               "host": "h" * 10_000, "pad": "x" * 1000})
+    for junk in ({"role": "gateway", "instance": "a\nb"}, {"role": "nobody", "instance": "x"},
+                 {"role": "gateway", "instance": "x" * 300}, {"role": "gateway", "instance": 7}, [1, 2]):
+        await bus.publish(INSTANCE_HEARTBEAT, junk)
+    live = reg.instances()
+    assert len(live) == MAX_INSTANCES and reg.dropped == 20_000 - MAX_INSTANCES + 5
+    assert live[0]["interval"] == MAX_INTERVAL and live[0]["host"] is None and "pad" not in live[0]
+    clock.t += 3 * MAX_INTERVAL + 1
+    assert reg.instances() == []
+    await bus.publish(INSTANCE_HEARTBEAT, {"role": "gateway", "instance": "real", "interval": 1.0})
+    assert [x["instance"] for x in reg.instances()] == ["real"]

@@ -8,6 +8,7 @@ import dataclasses
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +31,7 @@ from shoal.errors import (
 from shoal.store import txn as t
 from shoal.store.client import StoreClient
 from tests.integration.raftprocs import ClusterCerts, free_ports
+from tests.specs import service_spec as spec
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,7 +67,7 @@ async def solo(tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 async def test_writes_are_stamped_by_the_leader_and_read_back(solo: Harness) -> None:
-    res = await solo.client.txn([t.create("service", {"id": "a", "spec": {"name": "web"}})])
+    res = await solo.client.txn([t.create("service", {"id": "a", "spec": spec("web")})])
     obj = res.changes[0].object
     assert obj["meta"] == {"version": res.revision, "created_at": 1000.0, "updated_at": 1000.0}
     assert (await solo.client.get("service", "a"))["meta"]["version"] == res.revision
@@ -74,11 +76,11 @@ async def test_writes_are_stamped_by_the_leader_and_read_back(solo: Harness) -> 
 
 
 async def test_errors_come_back_typed_and_change_nothing(solo: Harness) -> None:
-    res = await solo.client.txn([t.create("service", {"id": "a", "spec": {"name": "web"}})])
+    res = await solo.client.txn([t.create("service", {"id": "a", "spec": spec("web")})])
     with pytest.raises(AlreadyExists):
-        await solo.client.txn([t.create("service", {"id": "b", "spec": {"name": "WEB"}})])
+        await solo.client.txn([t.create("service", {"id": "b", "spec": spec("WEB")})])
     with pytest.raises(VersionConflict):
-        await solo.client.txn([t.update("service", {"id": "a", "spec": {"name": "x"}}, expect_version=999)])
+        await solo.client.txn([t.update("service", {"id": "a", "spec": spec("x")}, expect_version=999)])
     with pytest.raises(NotFound):
         await solo.client.get("service", "nope")
     with pytest.raises(InvalidArgument):
@@ -91,6 +93,30 @@ async def test_errors_come_back_typed_and_change_nothing(solo: Harness) -> None:
     assert r.status_code == 400 and "JSON" in r.json()["message"]
     _, items = await solo.client.list("service")
     assert [o["meta"]["version"] for o in items] == [res.revision]
+
+
+@pytest.mark.parametrize(("kind", "obj", "needle"), [
+    ("service", {"id": "s", "spec": {"name": "web"}}, "ops[1] (service): spec.task: Field required"),
+    ("service", {"id": "s", "spec": spec("web", mode={"replicated": {"replicas": 2**63 - 1}})},
+     "spec.mode.replicated.replicas: Input should be less than or equal to 100000"),
+    ("service", {"id": "s", "spec": spec("web", labels={"a": "b\nc"})}, "spec.labels.a"),
+    ("network", {"id": "n", "spec": {"name": "n", "ipam": {"subnet": "0.0.0.0/0"}}}, "too large"),
+    ("cluster", {"id": "default", "spec": {"dispatcher": {"heartbeat_period": 0.001}}}, "heartbeat_period"),
+    ("node", {"id": "n", "spec": {"availability": "gone"}}, "spec.availability"),
+    ("task", {"id": "t", "desired_state": "dancing"}, "desired_state must be one of the task states"),
+    ("task", {"id": "t", "slot": "1"}, "slot must be an integer"),
+])
+async def test_the_store_refuses_objects_its_consumers_cannot_read(solo: Harness, kind: str, obj: dict[str, Any],
+                                                                   needle: str) -> None:
+    """Issue 16: whoever writes (any subsystem may call /v1/txn), the leader checks written objects against the
+    gateway's models; nothing of the transaction is applied."""
+    before, _ = await solo.client.list("service")
+    with pytest.raises(InvalidArgument) as e:
+        await solo.client.txn([t.create("service", {"id": "ok", "spec": spec("ok")}), t.create(kind, obj)])
+    assert needle in e.value.message
+    rev, items = await solo.client.list("service")
+    assert rev == before and items == []
+    assert "raftstore_txn_refused_objects_total 1" in (await solo.http.get("/metrics")).text
 
 
 async def test_list_filters_and_stale_reads(solo: Harness) -> None:
@@ -107,7 +133,7 @@ async def test_watch_long_polls_until_a_commit(solo: Harness) -> None:
     waiter = asyncio.create_task(solo.client.watch(rev, wait=5.0))
     await asyncio.sleep(0.2)
     assert not waiter.done()
-    res = await solo.client.txn([t.create("service", {"id": "w", "spec": {"name": "w"}})])
+    res = await solo.client.txn([t.create("service", {"id": "w", "spec": spec("w")})])
     batch = await asyncio.wait_for(waiter, 3.0)
     assert [e.revision for e in batch.events] == [res.revision] and batch.revision >= res.revision
     empty = await solo.client.watch(batch.revision, wait=0.1)
@@ -115,7 +141,7 @@ async def test_watch_long_polls_until_a_commit(solo: Harness) -> None:
 
 
 async def test_the_leader_publishes_a_hint_per_committed_change(solo: Harness) -> None:
-    res = await solo.client.txn([t.create("service", {"id": "h", "spec": {"name": "h"}})])
+    res = await solo.client.txn([t.create("service", {"id": "h", "spec": spec("h")})])
     await solo.client.txn([t.check("service", "h", expect_version=res.revision)])  # changes nothing: no hint
     for _ in range(100):
         if solo.bus.published:
@@ -142,7 +168,7 @@ async def test_a_member_without_a_leader_refuses_writes_and_linearizable_reads(t
     client = StoreClient(["http://store"], client=http, retry_for=0.5)
     try:
         with pytest.raises(NotLeader, match="no raft leader"):
-            await client.txn([t.create("service", {"id": "a", "spec": {"name": "web"}})])
+            await client.txn([t.create("service", {"id": "a", "spec": spec("web")})])
         r = await http.get("/v1/objects/service")
         assert r.status_code == 503
         r = await http.get("/v1/objects/service", params={"stale": "true"})
@@ -240,12 +266,12 @@ async def test_a_followers_lost_read_index_request_is_resent(tmp_path: Path) -> 
 
 
 async def test_a_leader_short_of_disk_refuses_writes_clearly_and_keeps_serving_reads(solo: Harness) -> None:
-    await solo.client.txn([t.create("service", {"id": "s1", "spec": {"name": "web"}})])
+    await solo.client.txn([t.create("service", {"id": "s1", "spec": spec("web")})])
     driver = solo.member.driver
     driver.cfg = dataclasses.replace(driver.cfg, disk_reserve=1 << 62)  # more than any disk has
-    r = await solo.http.post("/v1/txn", json={"ops": [t.create("service", {"id": "s2", "spec": {"name": "x"}})]})
+    r = await solo.http.post("/v1/txn", json={"ops": [t.create("service", {"id": "s2", "spec": spec("x")})]})
     msg = r.json()["message"]
     assert r.status_code == 503 and "data disk has" in msg and "SHOAL_DISK_RESERVE" in msg
     assert [o["id"] for o in (await solo.client.list("service"))[1]] == ["s1"]
     driver.cfg = dataclasses.replace(driver.cfg, disk_reserve=0)
-    await solo.client.txn([t.create("service", {"id": "s2", "spec": {"name": "x"}})])
+    await solo.client.txn([t.create("service", {"id": "s2", "spec": spec("x")})])

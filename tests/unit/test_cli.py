@@ -558,13 +558,16 @@ def test_cluster_update(capsys: pytest.CaptureFixture[str]) -> None:
     seen: list[Any] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":  # the version to send is read first
+            return httpx.Response(200, json={"id": "default", "spec": {}, "meta": {"version": 7}})
         seen.append((request.method, request.url.path, json.loads(request.content)))
         return httpx.Response(200, json={"id": "default", "spec": {}})
 
     assert main(["cluster", "update", "--heartbeat-period", "10s", "--task-history-limit", "-1"],
                 http=mock(handler)) == 0
     assert seen == [("PATCH", "/v1/cluster", {"dispatcher": {"heartbeat_period": "10s"},
-                                              "orchestration": {"task_history_retention_limit": -1}})]
+                                              "orchestration": {"task_history_retention_limit": -1},
+                                              "version": 7})]
     assert capsys.readouterr().out == "cluster updated\n"
     assert main(["cluster", "update"], http=mock(handler)) == 1
     assert "nothing to change" in capsys.readouterr().err
@@ -671,8 +674,10 @@ def test_issue4_round_trip_through_the_gateway_app(capsys: pytest.CaptureFixture
         assert "node 'host-a' is ready and cannot be removed" in capsys.readouterr().err
         assert main(["node", "rm", "--force", "host-a"], http=gw) == 0
         assert store.mem.find("node", "n" * 25) is None
-        assert main(["cluster", "update", "--heartbeat-period", "10s"], http=gw) == 0
+        assert main(["cluster", "update", "--heartbeat-period", "10s"], http=gw) == 0  # version 0: created
         assert store.mem.get("cluster", "default")["spec"]["dispatcher"]["heartbeat_period"] == 10.0
+        assert main(["cluster", "update", "--heartbeat-period", "20s"], http=gw) == 0  # at its version
+        assert store.mem.get("cluster", "default")["spec"]["dispatcher"]["heartbeat_period"] == 20.0
         assert main(["cluster", "update", "--heartbeat-period", "0s"], http=gw) == 1
         assert "heartbeat_period must be greater than 0" in capsys.readouterr().err
 
@@ -793,14 +798,16 @@ def test_swarm_update_is_cluster_update_with_cert_expiry(capsys: pytest.CaptureF
     seen: list[Any] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":  # the version to send is read first
+            return httpx.Response(200, json={"id": "default", "spec": {}, "meta": {"version": 7}})
         seen.append((request.method, request.url.path, json.loads(request.content)))
         return httpx.Response(200, json={"id": "default", "spec": {}})
 
     assert main(["swarm", "update", "--cert-expiry", "90d"], http=mock(handler)) == 0
     assert main(["cluster", "update", "--cert-expiry", "2h", "--heartbeat-period", "3s"], http=mock(handler)) == 0
-    assert seen == [("PATCH", "/v1/cluster", {"ca_config": {"node_cert_expiry": 90 * 86400.0}}),
+    assert seen == [("PATCH", "/v1/cluster", {"ca_config": {"node_cert_expiry": 90 * 86400.0}, "version": 7}),
                     ("PATCH", "/v1/cluster", {"dispatcher": {"heartbeat_period": "3s"},
-                                              "ca_config": {"node_cert_expiry": 7200.0}})]
+                                              "ca_config": {"node_cert_expiry": 7200.0}, "version": 7})]
     capsys.readouterr()
     for bad in ("30m", "soon", "0.5h"):
         assert main(["swarm", "update", "--cert-expiry", bad], http=mock(handler)) == 1

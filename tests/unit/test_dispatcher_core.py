@@ -276,3 +276,36 @@ def test_more_than_three_registrations_in_eight_seconds_are_refused() -> None:
     assert not lim.allow("a", 3.0)
     assert lim.allow("b", 3.0)
     assert lim.allow("a", 8.5)
+
+
+# ---- hostile input (issue 16) -----------------------------------------------------------------------------------
+def test_heartbeat_messages_that_cannot_be_true_are_refused() -> None:
+    from services.dispatcher.core import heartbeat_from_message
+
+    now = 1_000_000.0
+    assert heartbeat_from_message({"node_id": "n1", "at": now - 1}, now) == ("n1", now - 1)
+    assert heartbeat_from_message({"node_id": "n1", "at": now + 5}, now) == ("n1", now)  # capped at now
+    for bad, why in [({"node_id": "n1", "at": float("inf")}, "finite"), ({"node_id": "n1", "at": "1"}, "finite"),
+                     ({"node_id": "n1", "at": now + 3600}, "from now"), ({"node_id": "", "at": now}, "node id"),
+                     ({"node_id": 7, "at": now}, "node id"), ("junk", "object")]:
+        reason = heartbeat_from_message(bad, now)
+        assert isinstance(reason, str) and why in reason
+
+
+def test_registration_bodies_are_strict_and_cannot_forge_log_lines() -> None:
+    import pydantic
+    import pytest
+
+    from services.dispatcher.routes import RegisterRequest, StatusReport
+
+    ok = RegisterRequest.model_validate({"description": {"hostname": "host-1", "platform": {"os": "linux"}}})
+    assert ok.description.hostname == "host-1"
+    for body in [{"description": {"hostname": "evil\nERROR forged line"}},
+                 {"description": {"hostname": "h", "resources": {"memory_bytes": 10**30}}},
+                 {"description": {"hostname": "h", "resources": {"nano_cpus": "4"}}},
+                 {"description": {"hostname": "h", "executors": ["x"] * 1000}}]:
+        with pytest.raises(pydantic.ValidationError):
+            RegisterRequest.model_validate(body)
+    with pytest.raises(pydantic.ValidationError):
+        StatusReport.model_validate({"updates": [{"task_id": "t", "status": {"state": "running",
+                                                                              "timestamp": float("inf")}}]})

@@ -279,3 +279,78 @@ def test_cluster_refusals(data: dict[str, Any], needle: str) -> None:
 ])
 def test_network_refusals(data: dict[str, Any], needle: str) -> None:
     assert needle in refused(NetworkSpec, data)
+
+
+# ---- hostile input (issue 16): no coercion, values no machine has, characters no process can take -------------
+def proc(**extra: Any) -> dict[str, Any]:
+    return task(process={"command": ["sleep", "300"], **extra})
+
+
+HOSTILE_REFUSALS: list[tuple[str, Any, dict[str, Any], str]] = [
+    ("string replicas", ServiceSpec, svc(mode={"replicated": {"replicas": "3"}}),
+     "mode.replicated.replicas: Input should be a valid integer"),
+    ("bool replicas", ServiceSpec, svc(mode={"replicated": {"replicas": True}}), "mode.replicated.replicas"),
+    ("float replicas", ServiceSpec, svc(mode={"replicated": {"replicas": 3.0}}), "mode.replicated.replicas"),
+    ("int64 replicas", ServiceSpec, svc(mode={"replicated": {"replicas": 2**63 - 1}}),
+     "mode.replicated.replicas: Input should be less than or equal to 100000"),
+    ("huge job", ServiceSpec, svc(mode={"replicated_job": {"max_concurrent": 10**9}}),
+     "mode.replicated_job.max_concurrent"),
+    ("string bool", ServiceSpec, svc(task=task(container=None, process=None) | {
+        "container": {"image": "x", "read_only": "yes"}}), "task.container.read_only"),
+    ("memory 1e30", ServiceSpec, svc(task=task(resources={"limits": {"memory_bytes": 10**30}})),
+     "task.resources.limits.memory_bytes: Input should be less than or equal to"),
+    ("cpus", ServiceSpec, svc(task=task(resources={"reservations": {"nano_cpus": 10**20}})),
+     "task.resources.reservations.nano_cpus"),
+    ("restart delay 1e308", ServiceSpec, svc(task=task(restart={"delay": 1e308})),
+     "task.restart.delay: Value error, duration 1e+308 is too long"),
+    ("restart delay inf", ServiceSpec, svc(task=task(restart={"delay": float("inf")})), "task.restart.delay"),
+    ("restart delay nan", ServiceSpec, svc(task=task(restart={"delay": float("nan")})), "task.restart.delay"),
+    ("restart delay string", ServiceSpec, svc(task=task(restart={"delay": "99999999999h"})), "too long"),
+    ("env NUL", ServiceSpec, svc(task=proc(env={"A\x00B": "1"})), "invalid environment variable name"),
+    ("env =", ServiceSpec, svc(task=proc(env={"A=B": "1"})), "invalid environment variable name 'A=B'"),
+    ("env empty", ServiceSpec, svc(task=proc(env={"": "1"})), "invalid environment variable name"),
+    ("env value NUL", ServiceSpec, svc(task=proc(env={"A": "x\x00y"})), "must not contain NUL"),
+    ("arg NUL", ServiceSpec, {"name": "web", "task": {"process": {"command": ["sleep", "3\x000"]}}},
+     "task.process.command.1: Value error, must not contain NUL"),
+    ("too many args", ServiceSpec, {"name": "web", "task": {"process": {"command": ["x"] * 5000}}},
+     "task.process.command: List should have at most 1024 items"),
+    ("huge arg", ServiceSpec, {"name": "web", "task": {"process": {"command": ["x" * (65 * 1024)]}}},
+     "task.process.command.0: String should have at most 65536 characters"),
+    ("label newline", ServiceSpec, svc(labels={"a": "b\nforged"}), "labels.a: Value error, must not contain control"),
+    ("label key control", ServiceSpec, svc(labels={"a\tb": "c"}), "must not contain control"),
+    ("label empty key", ServiceSpec, svc(labels={"": "c"}), "labels"),
+    ("label number", ServiceSpec, svc(labels={"a": 1}), "labels.a: Input should be a valid string"),
+    ("too many labels", ServiceSpec, svc(labels={f"k{i}": "v" for i in range(300)}),
+     "labels: Dictionary should have at most 256 items"),
+    ("hostname newline", ServiceSpec, svc(task={"container": {"image": "x", "hostname": "a\nb"}}),
+     "task.container.hostname"),
+    ("constraint newline", ServiceSpec, svc(task=task(placement={"constraints": ["node.id==a\nb"]})),
+     "task.placement.constraints.0"),
+    ("max replicas", ServiceSpec, svc(task=task(placement={"max_replicas": 2**62})), "task.placement.max_replicas"),
+    ("port as string", ServiceSpec, svc(endpoint={"ports": [{"target_port": "80"}]}), "endpoint.ports.0.target_port"),
+    ("heartbeat 1ms", ClusterSpec, {"dispatcher": {"heartbeat_period": "1ms"}},
+     "dispatcher.heartbeat_period: Value error, heartbeat_period must be between 1s and 3600s"),
+    ("heartbeat a week", ClusterSpec, {"dispatcher": {"heartbeat_period": "168h"}}, "between 1s and 3600s"),
+    ("retention as string", ClusterSpec, {"orchestration": {"task_history_retention_limit": "5"}},
+     "orchestration.task_history_retention_limit: Input should be a valid integer"),
+    ("subnet /0", NetworkSpec, {"name": "x", "ipam": {"subnet": "0.0.0.0/0"}},
+     "ipam.subnet: Value error, subnet 0.0.0.0/0 is too large: the prefix must be at least /8"),
+    ("subnet ::/0", NetworkSpec, {"name": "x", "ipam": {"subnet": "::/0"}}, "subnet ::/0 is too large"),
+    ("attachable string", NetworkSpec, {"name": "x", "attachable": "true"}, "attachable: Input should be a valid"),
+]
+
+
+@pytest.mark.parametrize(("model", "data", "needle"), [(m, d, n) for _, m, d, n in HOSTILE_REFUSALS],
+                         ids=[i for i, _, _, _ in HOSTILE_REFUSALS])
+def test_hostile_specs_are_refused(model: Any, data: dict[str, Any], needle: str) -> None:
+    assert needle in refused(model, data)
+
+
+def test_limits_admit_what_users_write() -> None:
+    w = wire(svc(mode={"replicated": {"replicas": 100_000}}, labels={"com.example.team": "a b/c=d"},
+                 task=proc(env={"PATH": "/bin:/usr/bin", "lower_case.dot": "x=y"},
+                           dir="/tmp"), update_config={"delay": "10s", "max_failure_ratio": 0}))
+    assert w["mode"]["replicated"]["replicas"] == 100_000
+    assert w["update_config"]["delay"] == 10.0 and w["update_config"]["max_failure_ratio"] == 0.0
+    assert ClusterSpec.model_validate({"dispatcher": {"heartbeat_period": 1}}).dispatcher.heartbeat_period == 1.0
+    assert NetworkSpec.model_validate({"name": "x", "ipam": {"subnet": "10.0.0.0/8"}}).ipam is not None

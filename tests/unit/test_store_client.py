@@ -44,3 +44,27 @@ async def test_connection_dropped_mid_read_is_retried_on_another_member() -> Non
 
     with pytest.raises(NotFound):
         await client_with(handler).get("task", "x")
+
+
+async def test_list_skips_objects_no_consumer_can_read() -> None:
+    """Issue 16: a service stored before the store validated writes (no task, replicas from another world) is
+    skipped, logged and counted — the list and every pass over it go on with the rest."""
+
+    good = {"id": "a", "meta": {"version": 3}, "spec": {"name": "a", "task": {"process": {"command": ["x"]}}}}
+    bad = [{"id": "b", "meta": {"version": 4}, "spec": {"name": "b"}},
+           {"id": "c", "meta": {"version": 5},
+            "spec": {"name": "c", "mode": {"replicated": {"replicas": 2**63 - 1}},
+                     "task": {"process": {"command": ["x"]}}}},
+           "not an object"]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"revision": 9, "items": [good, *bad]})
+
+    client = StoreClient(["http://m1"], client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    for _ in range(2):  # the second list answers from the verdicts remembered per (kind, id, version)
+        rev, items = await client.list("service")
+        assert rev == 9 and items == [good]
+    assert client.readable.skipped == 6
+    _, tasks = await client.list("lease")  # kinds without a rule pass through
+    assert len(tasks) == 4
+    await client.close()

@@ -3,8 +3,9 @@ leader-only subsystems, and every live control-plane instance (`instances`, shoa
 so it degrades instead of failing: unreachable members are listed as such, and when the store cannot answer,
 `available` is false and `error` says why (members are still shown).
 
-`PATCH /v1/cluster` changes the cluster spec (heartbeat period, task history retention), creating the
-"default" cluster object with SwarmKit's defaults first if nobody has yet."""
+`PATCH /v1/cluster` changes the cluster spec (heartbeat period, task history retention) at the version read
+(required: a change never silently overwrites another), creating the "default" cluster object with
+SwarmKit's defaults first (version 0) if nobody has yet."""
 
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ from shoal.store.txn import Obj
 router = APIRouter(prefix="/v1/cluster", tags=["cluster"])
 Ctx = Annotated[GatewayContext, Depends(get_context)]
 T = TypeVar("T")
-PATCH_ATTEMPTS = 5
 
 
 async def _attempt(aw: Awaitable[T], timeout: float) -> tuple[T | None, str | None]:
@@ -95,34 +95,25 @@ async def get_cluster(ctx: Ctx) -> dict[str, Any]:
 
 @router.patch("", summary="Change the cluster spec (heartbeat period, task history retention)")
 async def patch_cluster(body: ClusterUpdate, ctx: Ctx) -> Obj:
-    """Apply `body` to the cluster object, creating it (defaults + the change, in one write) when absent.
-
-    With `version`, the write expects it (409 when stale). Without, the change is merged into whatever the
-    store holds: a write racing ours makes us re-read and merge again."""
-    for attempt in range(1, PATCH_ATTEMPTS + 1):
-        try:
-            current: Obj | None = await ctx.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
-        except NotFound:
-            current = None
-        if current is None:
-            if body.version is not None:
-                raise VersionConflict(f"the cluster object does not exist yet, so it is not at version "
-                                      f"{body.version}; omit version to create it", current_version=None)
-            new = patched_cluster(default_cluster(), body)
-            op = t.create(Kind.CLUSTER, new)
-        else:
-            check_version("cluster", DEFAULT_CLUSTER_ID, current, body.version)
-            new = patched_cluster(current, body)
-            op = t.update(Kind.CLUSTER, new, expect_version=current["meta"]["version"])
-        try:
-            res = await ctx.store.txn([op])
-        except (VersionConflict, AlreadyExists, NotFound) as e:
-            if body.version is not None and isinstance(e, VersionConflict):
-                raise VersionConflict(f"cluster changed since version {body.version} was read; re-read it and "
-                                      "retry", **e.details) from e
-            if attempt == PATCH_ATTEMPTS:
-                raise
-            continue
-        ctx.metrics.inc("gateway_cluster_updated_total", help="cluster spec changes through this gateway")
-        return res.objects[0]
-    raise AssertionError("unreachable")
+    """Apply `body` to the cluster object at `body.version` (409 when it changed since: re-read and retry).
+    The dispatcher creates the object when the cluster starts; should it be missing, version 0 creates it
+    (SwarmKit's defaults + the change, in one write)."""
+    try:
+        current: Obj | None = await ctx.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
+    except NotFound:
+        current = None
+    if current is None:
+        if body.version != 0:
+            raise VersionConflict(f"the cluster object does not exist yet, so it is not at version "
+                                  f"{body.version}; send version 0 to create it", current_version=None)
+        op = t.create(Kind.CLUSTER, patched_cluster(default_cluster(), body))
+    else:
+        check_version("cluster", DEFAULT_CLUSTER_ID, current, body.version)
+        op = t.update(Kind.CLUSTER, patched_cluster(current, body), expect_version=body.version)
+    try:
+        res = await ctx.store.txn([op])
+    except (VersionConflict, AlreadyExists) as e:
+        raise VersionConflict(f"cluster changed since version {body.version} was read; re-read it and retry",
+                              **e.details) from e
+    ctx.metrics.inc("gateway_cluster_updated_total", help="cluster spec changes through this gateway")
+    return res.objects[0]

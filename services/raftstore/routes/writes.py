@@ -1,7 +1,9 @@
 """`POST /v1/txn`, served by RaftstoreApp's fast path (services/raftstore/app.py): the leader stamps the
 transaction's `time`, validates it, proposes it and answers once it is applied; a follower forwards it to the
-leader. Either way the caller's component must be allowed every kind the transaction touches (kind `ca`: the
-CA only) — checked here because the Guard in front sees only the method and path."""
+leader. The leader refuses a transaction writing an object the consumers of its kind could not read
+(shoal/models/stored.py: the gateway's spec models). Either way the caller's component must be allowed every
+kind the transaction touches (kind `ca`: the CA only) — checked here because the Guard in front sees only the
+method and path."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from services.raftstore.access import caller_component, check_txn
 from services.raftstore.fsm import encode_txn
 from services.raftstore.routes.context import Context
 from shoal.errors import InvalidArgument
+from shoal.models.stored import check_txn_objects
 from shoal.pki import Identity
 from shoal.store.memory import validate_txn
 
@@ -36,5 +39,11 @@ async def write(ctx: Context, raw: bytes, ident: Identity | None, forwarded_by: 
     stamped = {"ops": body.get("ops"), "time": ctx.clock.now()}
     data = encode_txn(stamped)
     validate_txn(stamped, encoded_size=len(data))
+    # the store refuses what the API would refuse: no path stores an object its consumers cannot read
+    reason = check_txn_objects(body["ops"])  # a list: validate_txn checked it
+    if reason is not None:
+        ctx.member.metrics.inc("raftstore_txn_refused_objects_total",
+                               help="transactions refused because an object they write is invalid")
+        raise InvalidArgument(f"store: {reason}")
     result = await driver.propose(data, parsed=stamped)
     return 200, json.dumps(result.to_json(), separators=(",", ":")).encode()
