@@ -35,7 +35,7 @@ DEFAULT_PROCESS_MODE = 0o400  # a process task's files: the task's user only
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 def check_object_name(v: str) -> str:
