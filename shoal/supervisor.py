@@ -26,6 +26,7 @@ import httpx
 
 from shoal import transport
 from shoal.bootstrap import CA_BOOTSTRAP, BootstrapError, init_local, read_local
+from shoal.runner import private_opener
 from shoal.workloads import Workload, stop_cluster
 
 log = logging.getLogger("shoal.supervisor")
@@ -214,7 +215,7 @@ class Child:
         self.next_start = 0.0
 
     def start(self) -> None:
-        logf = open(self.log_path, "ab", opener=_private)
+        logf = open(self.log_path, "ab", opener=private_opener)
         env = {**os.environ, **self.spec.env}
         self.proc = subprocess.Popen(self.spec.argv, env=env, stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=self.cwd, start_new_session=True)
@@ -506,6 +507,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def _private(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o600)
