@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import signal
 from typing import Any
 
 import httpx
@@ -47,6 +49,7 @@ class Agent:
                                          cgroup_root=settings.cgroup_root)
         self._node_id = self.state.load_node_id()
         self.renewer: Renewer | None = None
+        self.left = False
         if creds is not None:
             self._set_node_id(creds.identity.node_id)  # the certificate names the node, nothing else
             http = http or transport.http_client(creds, timeout=settings.rpc_timeout)
@@ -133,6 +136,8 @@ class Agent:
                     await self.session.run()
                 finally:
                     reconciler.cancel()
+            if self.session.removed is not None:
+                await self.leave()
         finally:
             if renewing is not None:
                 renewing.cancel()
@@ -152,12 +157,26 @@ class Agent:
             if self.session.connected.is_set():
                 self.worker.reconcile()
 
+    async def leave(self) -> None:
+        """The cluster removed this node (SwarmKit's node leaving on `docker node rm --force`): stop every task,
+        forget the node's identity and state, and end the process. Restarted with a join token (a local
+        cluster's supervisor does), the agent joins again as a new node; without one it says how to."""
+        log.warning("agent: this node was removed from the cluster: stopping its tasks and forgetting its identity")
+        await self.worker.close(stop_tasks=True, grace=self.settings.exit_grace)
+        self.state.forget()  # (workloads it no longer knew: the next agent of this host sweeps earlier node ids)
+        if self.creds is not None:
+            for f in (self.creds.cert_file, self.creds.key_file, self.creds.root_file):
+                f.unlink(missing_ok=True)
+        self.left = True
+        os.kill(os.getpid(), signal.SIGTERM)  # a graceful exit; the identity is gone, so no rejoin by accident
+
     def stop(self) -> None:
         self.session.stop()
 
     async def shutdown(self) -> None:
         """After `run()` returned: stop (or leave) the tasks, save the state, close connections."""
-        await self.worker.close(stop_tasks=self.settings.stop_tasks_on_exit, grace=self.settings.exit_grace)
+        if not self.left:  # a node that left has stopped its tasks and must not save them again
+            await self.worker.close(stop_tasks=self.settings.stop_tasks_on_exit, grace=self.settings.exit_grace)
         await self.session.close()
         for executor in {id(e): e for e in self.executors.values()}.values():
             close = getattr(executor, "close", None)

@@ -63,6 +63,10 @@ class DispatcherUnavailable(Exception):
     """The dispatcher cannot serve (unreachable, 5xx, shutting down): try the next one."""
 
 
+class NodeRemoved(Exception):
+    """The cluster removed this node (`shoal node rm`): its certificate is refused everywhere."""
+
+
 class StatusRejected(Exception):
     """403: the report named tasks not assigned to this node (`task_ids`)."""
 
@@ -101,6 +105,8 @@ class DispatcherClient:
         message = str(body.get("message", f"HTTP {resp.status_code}")) if isinstance(body, dict) else str(body)
         if resp.status_code == 404:
             raise SessionInvalid(message)
+        if resp.status_code == 403 and isinstance(body, dict) and body.get("code") == "node_removed":
+            raise NodeRemoved(message)
         if resp.status_code == 403:
             raise StatusRejected(message, list(body.get("task_ids", [])) if isinstance(body, dict) else [])
         if resp.status_code >= 500:
@@ -178,6 +184,8 @@ class AgentSession:
         self.sessions = 0
         self._backoff = 0.0
         self._stopped = asyncio.Event()
+        #: why the cluster removed this node, once a dispatcher said so (the session then ends for good)
+        self.removed: str | None = None
 
     def stop(self) -> None:
         self._stopped.set()
@@ -211,6 +219,10 @@ class AgentSession:
             url = self._url
             try:
                 await self._until_stopped(self._session(DispatcherClient(self.http, url, timeout=self.rpc_timeout)))
+            except NodeRemoved as e:
+                log.error("agent: %s", e)
+                self.removed = str(e)
+                return
             except SessionInvalid as e:
                 log.info("agent: session with %s lost (%s); registering again", url, e)
             except (DispatcherUnavailable, ValueError) as e:

@@ -39,6 +39,11 @@ class AgentState:
         if self.load_node_id() != node_id:
             self._write(self.dir / "node_id", node_id + "\n")
 
+    def forget(self) -> None:
+        """The node left the cluster: nothing of it is resumed (its node id and tasks are gone)."""
+        for name in ("node_id", "tasks.json"):
+            (self.dir / name).unlink(missing_ok=True)
+
     def load_tasks(self) -> dict[str, dict[str, Any]]:
         path = self.dir / "tasks.json"
         try:

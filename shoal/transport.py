@@ -294,8 +294,8 @@ class Guard:
             return
         self.refused += 1
         status, message = reason
-        body = json.dumps({"message": message, "code": "unauthenticated" if status == 401 else
-                           "permission_denied"}).encode()
+        code = "unauthenticated" if status == 401 else "node_removed" if "revoked" in message else "permission_denied"
+        body = json.dumps({"message": message, "code": code}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

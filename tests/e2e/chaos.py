@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from shoal import transport
 from tests.e2e.harness import Cluster, items
 
 #: every kind of cluster process a fault may hit (agents and nats-server included)
@@ -86,7 +87,8 @@ class Chaos:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
-        self.http = httpx.Client(base_url=self.cluster.layout.gateway_url, timeout=3.0)
+        creds = transport.Credentials.client_bundle(self.cluster.layout.client_dir)
+        self.http = transport.sync_http_client(creds, base_url=self.cluster.layout.gateway_url, timeout=3.0)
         self.t0 = time.monotonic()
 
     def note(self, what: str) -> None:
