@@ -132,7 +132,7 @@ async def join_components(ca_urls: Sequence[str], token: str, cert_dirs: Mapping
                                          event_hooks={"response": [_async(_check_ca)]}) as client:
                 resp = await client.post(url.rstrip("/") + "/v1/join", json=body)
         except (httpx.HTTPError, OSError, CAUnavailable) as e:
-            errors.append(f"{url}: {e}")
+            errors.append(f"{url}: {type(e).__name__}: {e}")
             continue
         if resp.status_code in (400, 401, 403):
             raise JoinRefused(f"join: the CA at {url} refused the join: {_message(resp)}")
@@ -176,7 +176,7 @@ async def renew(creds: Credentials, ca_urls: Sequence[str], *, hosts: Sequence[s
             try:
                 resp = await client.post(url.rstrip("/") + "/v1/renew", json=body)
             except (httpx.HTTPError, OSError) as e:
-                errors.append(f"{url}: {e}")
+                errors.append(f"{url}: {type(e).__name__}: {e}")
                 continue
             if resp.status_code != 200:
                 errors.append(f"{url}: {resp.status_code} {_message(resp)}")

@@ -180,7 +180,9 @@ class NodeLayout(Layout):
                    "SHOAL_CERT_DIR": str(self.cert_dir(name))}
             if name == "ca" and (self.cert_root / CA_BOOTSTRAP).exists():
                 env["SHOAL_CA_BOOTSTRAP"] = str(self.cert_root / CA_BOOTSTRAP)
-            specs.append(ProcSpec(name, [py, "-m", f"services.{name}"], env, self.url_of(name) + "/healthz"))
+            # the CA is healthy once it serves the cluster's root (it loads it into the store first): joins work
+            probe = "/readyz" if name == "ca" else "/healthz"
+            specs.append(ProcSpec(name, [py, "-m", f"services.{name}"], env, self.url_of(name) + probe))
         env = {**common, "SHOAL_PORT": str(ports.agent),
                "SHOAL_DISPATCHERS": ",".join(_url(m, ports.dispatcher) for m in managers),
                "SHOAL_STATE_DIR": str(self.data_dir / "agent"), "SHOAL_CERT_DIR": str(self.cert_dir("agent")),

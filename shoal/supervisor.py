@@ -182,7 +182,9 @@ class Layout:
                 env["SHOAL_HEARTBEAT_PERIOD"] = str(self.heartbeat_period)
             if name == "ca":
                 env["SHOAL_CA_BOOTSTRAP"] = str(self.cert_root / CA_BOOTSTRAP)
-            specs.append(ProcSpec(name, [py, "-m", f"services.{name}"], env, self.url_of(name) + "/healthz"))
+            # the CA is healthy once it serves the cluster's root (it loads it into the store first): joins work
+            probe = "/readyz" if name == "ca" else "/healthz"
+            specs.append(ProcSpec(name, [py, "-m", f"services.{name}"], env, self.url_of(name) + probe))
         for i in range(1, self.agents + 1):
             name = f"agent-{i}"
             env = {**common, "SHOAL_PORT": str(self.port_of(name)),

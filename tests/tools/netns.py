@@ -51,6 +51,11 @@ class Machines:
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.prefix}.254/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
+        # With a Docker engine on the machine, bridged traffic goes through iptables' FORWARD chain (policy
+        # DROP, br_netfilter): let the machines' own bridge through.
+        if shutil.which("iptables"):
+            subprocess.run(["iptables", "-I", "FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"],
+                           capture_output=True)
         for i in range(1, self.n + 1):
             ns, host_end, ns_end = self.ns(i), f"sh{self.tag}h{i}", f"sh{self.tag}n{i}"
             _ip("netns", "add", ns)
@@ -74,6 +79,9 @@ class Machines:
             kill_all(ns)  # every process still inside dies with its machine
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        if shutil.which("iptables"):
+            subprocess.run(["iptables", "-D", "FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"],
+                           capture_output=True)
 
 
 def kill_all(ns: str) -> int:
