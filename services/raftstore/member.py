@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 
 from services.raftstore import snapfile
+from services.raftstore.atrest import DataKeys
 from services.raftstore.driver import Driver, DriverConfig
 from services.raftstore.fsm import FSM
 from services.raftstore.membership import Membership
@@ -28,14 +29,23 @@ log = logging.getLogger(__name__)
 
 class Member:
     def __init__(self, settings: RaftstoreSettings, creds: Credentials, *, rng: random.Random | None = None,
-                 metrics: Registry | None = None) -> None:
+                 metrics: Registry | None = None, unlock_key: bytes | None = None) -> None:
+        """Raises atrest.Locked when autolock is on and no `unlock_key` is given, atrest.WrongKey for a wrong
+        one, WalCorrupt for damaged or tampered data."""
         self.settings = settings
         self.creds = creds
         bootstrap = bootstrap_members(settings.members(), settings.raft_id, creds)
         self.me = next(m for m in bootstrap if m.id == settings.raft_id)
         self.metrics = metrics or Registry()
-        self.wal, replayed = WAL.open(settings.data_dir)
-        snap = snapfile.load(settings.data_dir)
+        #: the data keys sealing the WAL and the snapshot, wrapped by the KEK beside the TLS key (atrest)
+        self.keys = DataKeys.load(settings.data_dir, creds.dir, unlock_key)
+        sealer = self.keys.sealer()
+        self.wal, replayed = WAL.open(settings.data_dir, sealer)
+        try:
+            snap = snapfile.load(settings.data_dir, sealer)
+        except BaseException:
+            self.wal.close()
+            raise
         log.info("raftstore %d: replayed %d entries from %s (term %d, commit %d, snapshot at %d)", self.me.id,
                  len(replayed.entries), self.wal.path, replayed.hard_state.term, replayed.hard_state.commit,
                  snap.index if snap else 0)
@@ -53,6 +63,7 @@ class Member:
         self.driver = Driver(self.me.id, peers, self.wal, replayed, FSM(), self.transport, cfg, rng=rng,
                              metrics=self.metrics, snapshot=snap, membership=membership)
         self.transport.deliver = self.driver.receive
+        self.driver.on_resealed = self._resealed
         self.driver.on_membership = self._follow_membership
         self._follow_membership(self.driver.membership)
         self._task: asyncio.Task[None] | None = None
@@ -69,6 +80,18 @@ class Member:
     def _follow_membership(self, membership: Membership) -> None:
         self.transport.blocked = set(membership.removed)
         self.transport.set_peers({m.id: PeerAddr(m.peer_host, m.peer_port, m.node_id) for m in membership.all()})
+
+    def rotate_data_key(self) -> None:
+        """A new data key for new records; the snapshot and the WAL are re-encrypted under it at the next
+        Ready, and then the old key is forgotten (`_resealed`)."""
+        self.driver.reseal(self.keys.rotate())
+        log.info("raftstore %d: data key rotated to key %d; re-encrypting the snapshot and the WAL", self.me.id,
+                 self.keys.current)
+
+    def _resealed(self) -> None:
+        if self.keys.retire():
+            log.info("raftstore %d: the snapshot and the WAL are sealed under data key %d only; older keys "
+                     "forgotten", self.me.id, self.keys.current)
 
     async def start(self) -> None:
         await self.transport.start(self.me.peer_host, self.me.peer_port)
