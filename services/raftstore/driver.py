@@ -120,6 +120,8 @@ class Driver:
         self.on_leader_commit: Callable[[TxnResult], None] | None = None
         #: called after the membership changed (a change applied, or a snapshot installed)
         self.on_membership: Callable[[Membership], None] | None = None
+        #: called on every member with each applied transaction that changed something
+        self.on_commit: Callable[[TxnResult], None] | None = None
         #: after `reseal()`: called once the snapshot file and the WAL hold nothing sealed under older keys
         self.on_resealed: Callable[[], None] | None = None
         self._reseal = False
@@ -570,8 +572,11 @@ class Driver:
                     _settle(pending.future, exc=result)
                 elif isinstance(result, (TxnResult, ConfState)):
                     _settle(pending.future, result)
-            if leading and isinstance(result, TxnResult) and result.changes and self.on_leader_commit:
-                self.on_leader_commit(result)
+            if isinstance(result, TxnResult) and result.changes:
+                if leading and self.on_leader_commit:
+                    self.on_leader_commit(result)
+                if self.on_commit is not None:
+                    self.on_commit(result)
         self.metrics.inc("raft_applied_entries_total", len(rd.committed_entries), "committed entries applied")
         self._applied.set()
         self._applied = asyncio.Event()

@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 
 from services.raftstore import snapfile
-from services.raftstore.atrest import DataKeys
+from services.raftstore.atrest import KEK_AUTOLOCK, DataKeys, parse_unlock_key
 from services.raftstore.driver import Driver, DriverConfig
 from services.raftstore.fsm import FSM
 from services.raftstore.membership import Membership
@@ -21,10 +21,16 @@ from services.raftstore.settings import MemberInfo, RaftstoreSettings
 from services.raftstore.transport import PEER_COMPONENT, PeerAddr, PeerTransport
 from services.raftstore.wal import WAL, Replayed
 from shoal import pki
+from shoal.errors import NotFound
 from shoal.metrics import Registry
+from shoal.store.txn import TxnResult
 from shoal.transport import Credentials, TransportError
 
 log = logging.getLogger(__name__)
+
+#: the cluster's unlock key while autolock is on: `{"id": "unlock-key", "key": "SWMKEY-1-..."}` in kind `ca`,
+#: written only by the CA (services/ca) and read here from this member's own state machine
+UNLOCK_KIND, UNLOCK_ID = "ca", "unlock-key"
 
 
 class Member:
@@ -64,6 +70,8 @@ class Member:
                              metrics=self.metrics, snapshot=snap, membership=membership)
         self.transport.deliver = self.driver.receive
         self.driver.on_resealed = self._resealed
+        self.driver.on_commit = self._committed
+        self._follow_autolock()
         self.driver.on_membership = self._follow_membership
         self._follow_membership(self.driver.membership)
         self._task: asyncio.Task[None] | None = None
@@ -87,6 +95,41 @@ class Member:
         self.driver.reseal(self.keys.rotate())
         log.info("raftstore %d: data key rotated to key %d; re-encrypting the snapshot and the WAL", self.me.id,
                  self.keys.current)
+
+    def _committed(self, result: TxnResult) -> None:
+        if any(c.kind == UNLOCK_KIND and c.id == UNLOCK_ID for c in result.changes):
+            self._follow_autolock()
+
+    def _follow_autolock(self) -> None:
+        """Wrap the data keys as the cluster says: under its unlock key (object `ca/unlock-key`, written by the
+        CA when autolock is turned on or the key rotated) or, without one, under the KEK file. Turning autolock
+        on also rotates the data key (as SwarmKit): the snapshot and WAL are re-encrypted under a key that was
+        never wrapped by a KEK on disk."""
+        try:
+            text = self.driver.fsm.mem.get(UNLOCK_KIND, UNLOCK_ID).get("key")
+        except NotFound:
+            text = None
+        try:
+            key = parse_unlock_key(text) if isinstance(text, str) else None
+        except ValueError:
+            log.error("raftstore %d: the cluster's unlock key is malformed; keeping the keys as they are",
+                      self.me.id)
+            return
+        have = self.keys.kek if self.keys.mode == KEK_AUTOLOCK else None
+        if key == have:
+            return
+        turning_on = have is None
+        self.keys.set_autolock(key)
+        if key is None:
+            log.warning("raftstore %d: autolock is off: the data keys are wrapped by %s again", self.me.id,
+                        self.keys.kek_path)
+        elif turning_on:
+            log.warning("raftstore %d: autolock is on: the data keys are wrapped by the unlock key, which is not "
+                        "on disk; a restart will need `shoal swarm unlock`", self.me.id)
+            self.rotate_data_key()
+        else:
+            log.warning("raftstore %d: the unlock key was rotated; the data keys are wrapped by the new one",
+                        self.me.id)
 
     def _resealed(self) -> None:
         if self.keys.retire():

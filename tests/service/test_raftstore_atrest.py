@@ -8,17 +8,20 @@ import asyncio
 import contextlib
 import os
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
-from services.raftstore import atrest
+from services.raftstore import atrest, locked
 from services.raftstore.app import create_app
-from services.raftstore.member import Member
+from services.raftstore.fsm import encode_txn
+from services.raftstore.member import UNLOCK_ID, UNLOCK_KIND, Member
 from services.raftstore.settings import RaftstoreSettings
 from services.raftstore.wal import WalCorrupt
+from shoal import pki
 from shoal.bus.memory import MemoryBus
 from shoal.clock import FakeClock
 from shoal.store import txn as t
@@ -41,8 +44,10 @@ def certs(tmp_path: Path) -> ClusterCerts:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: RaftstoreSettings, certs: ClusterCerts) -> AsyncIterator[tuple[Member, StoreClient]]:
-    member = Member(settings, certs.member(1), rng=random.Random(1))
+async def running(settings: RaftstoreSettings, certs: ClusterCerts,
+                  unlock: str | None = None) -> AsyncIterator[tuple[Member, StoreClient]]:
+    member = Member(settings, certs.member(1), rng=random.Random(1),
+                    unlock_key=atrest.parse_unlock_key(unlock) if unlock else None)
     app = create_app(member.settings, member, MemoryBus(), clock=FakeClock(1000.0))
     async with app.router.lifespan_context(app):
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://store")
@@ -117,3 +122,86 @@ async def test_an_autolocked_member_will_not_start_without_its_key(tmp_path: Pat
     m = Member(settings, certs.member(1), unlock_key=atrest.parse_unlock_key(key))
     assert m.driver.fsm is not None
     m.wal.close()
+
+
+async def set_unlock_key(member: Member, key: str | None) -> None:
+    """What the CA does (kind `ca` is the CA's alone, so not through the API here): put or delete the key."""
+    op = (t.delete(UNLOCK_KIND, UNLOCK_ID) if key is None else
+          t.update(UNLOCK_KIND, {"id": UNLOCK_ID, "key": key}) if member.driver.fsm.mem.find(UNLOCK_KIND, UNLOCK_ID)
+          else t.create(UNLOCK_KIND, {"id": UNLOCK_ID, "key": key}))
+    txn = {"ops": [op], "time": 1000.0}
+    await member.driver.propose(encode_txn(txn), parsed=txn)
+
+
+async def wait_for(cond: Callable[[], bool]) -> None:
+    for _ in range(250):
+        if cond():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def test_the_cluster_unlock_key_wraps_the_keys_rotates_the_dek_and_locks_restarts(
+        tmp_path: Path, certs: ClusterCerts) -> None:
+    settings = settings_for(tmp_path)
+    kek_file = certs.member(1).dir / atrest.KEK_FILE
+    first, second = atrest.new_unlock_key(), atrest.new_unlock_key()
+    async with running(settings, certs) as (member, client):
+        await client.txn([t.create("service", {"id": "a", "spec": {"name": "a"}})])
+        assert kek_file.exists() and member.keys.mode == atrest.KEK_FILE_MODE
+        await set_unlock_key(member, first)
+        await wait_for(lambda: member.keys.deks.keys() == {2})  # the DEK rotated, everything re-encrypted
+        assert member.keys.mode == atrest.KEK_AUTOLOCK and not kek_file.exists()
+    with pytest.raises(atrest.Locked):
+        Member(settings, certs.member(1))
+    async with running(settings, certs, unlock=first) as (member, client):
+        assert (await client.get("service", "a"))["id"] == "a"
+        await set_unlock_key(member, second)  # rotation of the unlock key: re-wrapped, same DEK
+        await wait_for(lambda: member.keys.kek == atrest.parse_unlock_key(second))
+    with pytest.raises(atrest.WrongKey):
+        Member(settings, certs.member(1), unlock_key=atrest.parse_unlock_key(first))
+    async with running(settings, certs, unlock=second) as (member, _):
+        await set_unlock_key(member, None)  # autolock off: a KEK file again
+        await wait_for(lambda: member.keys.mode == atrest.KEK_FILE_MODE)
+    async with running(settings, certs) as (_, client):
+        assert (await client.get("service", "a"))["id"] == "a"
+    assert kek_file.exists()
+
+
+def test_the_locked_api_counts_wrong_keys_and_opens_with_the_right_one(tmp_path: Path,
+                                                                     certs: ClusterCerts) -> None:
+    settings = settings_for(tmp_path)
+    key = atrest.new_unlock_key()
+    keys = atrest.DataKeys.load(settings.data_dir, certs.member(1).dir)
+    keys.set_autolock(atrest.parse_unlock_key(key))
+    opened: list[Member] = []
+
+    def open_member(k: bytes) -> Member:
+        m = Member(settings, certs.member(1), unlock_key=k)
+        opened.append(m)
+        return m
+
+    unlocker = locked.Unlocker(open_member)
+    with TestClient(locked.create_app(unlocker)) as http:
+        r = http.get("/healthz")
+        assert r.status_code == 503 and r.json()["code"] == "locked" and r.json()["locked"] is True
+        assert http.post("/v1/unlock", json={"key": "SWMKEY-1-nope"}).status_code == 400
+        assert http.post("/v1/unlock", content=b"not json").status_code == 400
+        r = http.post("/v1/unlock", json={"key": atrest.new_unlock_key()})
+        assert r.status_code == 401 and r.json()["code"] == "wrong_unlock_key" and r.json()["failed_unlocks"] == 1
+        assert key not in r.text
+        assert http.get("/readyz").json()["failed_unlocks"] == 1 and not opened
+        r = http.post("/v1/unlock", json={"key": key})
+        assert r.status_code == 200 and unlocker.unlocked.is_set() and unlocker.member is opened[0]
+    opened[0].wal.close()
+
+
+def test_the_locked_policy_serves_unlock_to_admins_and_health_to_managers(certs: ClusterCerts) -> None:
+    admin = certs.client("admin", role=pki.ADMIN).identity
+    manager = certs.client("gateway").identity
+    worker = certs.client("agent", role=pki.WORKER).identity
+    assert locked.policy(admin, "POST", "/v1/unlock") is None
+    assert locked.policy(manager, "GET", "/healthz") is None and locked.policy(admin, "GET", "/readyz") is None
+    assert "locked" in (locked.policy(manager, "POST", "/v1/unlock") or "")
+    assert locked.policy(worker, "GET", "/healthz") is not None
+    assert locked.policy(admin, "POST", "/v1/txn") is not None
