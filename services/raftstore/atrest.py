@@ -19,7 +19,6 @@ everything unless autolock is on. See docs/security.md "Encryption at rest"."""
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import json
 import os
@@ -30,12 +29,13 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from shoal import unlockkey
+
 KEK_FILE = "swarm-node.kek"
 KEYS_FILE = "keys.json"
 KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
-UNLOCK_PREFIX = "SWMKEY-1-"
 _KEY_ID = struct.Struct("<I")
 #: bytes a sealed message adds to its plaintext: key id, nonce, tag
 OVERHEAD = _KEY_ID.size + NONCE_BYTES + TAG_BYTES
@@ -59,28 +59,10 @@ class Unsealable(Exception):
     """A sealed message fails authentication or names a key this member does not have."""
 
 
-# ---- unlock keys ------------------------------------------------------------------------------------------------
-def new_unlock_key() -> str:
-    return format_unlock_key(os.urandom(KEY_BYTES))
-
-
-def format_unlock_key(kek: bytes) -> str:
-    return UNLOCK_PREFIX + base64.b64encode(kek).decode().rstrip("=")
-
-
-def parse_unlock_key(text: str) -> bytes:
-    """`SWMKEY-1-<base64 of 32 bytes>` → the 32 bytes; raises ValueError for anything else."""
-    text = text.strip()
-    if not text.startswith(UNLOCK_PREFIX):
-        raise ValueError(f"an unlock key starts with {UNLOCK_PREFIX}")
-    body = text[len(UNLOCK_PREFIX):]
-    try:
-        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("an unlock key is SWMKEY-1- followed by base64") from None
-    if len(raw) != KEY_BYTES:
-        raise ValueError(f"an unlock key holds {KEY_BYTES} bytes, not {len(raw)}")
-    return raw
+# ---- unlock keys (shoal/unlockkey.py) ---------------------------------------------------------------------------
+new_unlock_key = unlockkey.new
+format_unlock_key = unlockkey.format_key
+parse_unlock_key = unlockkey.parse
 
 
 # ---- sealing ----------------------------------------------------------------------------------------------------

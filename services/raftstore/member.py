@@ -20,7 +20,7 @@ from services.raftstore.raft import ConfChange, ConfChangeType, Entry, EntryType
 from services.raftstore.settings import MemberInfo, RaftstoreSettings
 from services.raftstore.transport import PEER_COMPONENT, PeerAddr, PeerTransport
 from services.raftstore.wal import WAL, Replayed
-from shoal import pki
+from shoal import pki, unlockkey
 from shoal.errors import NotFound
 from shoal.metrics import Registry
 from shoal.store.txn import TxnResult
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 #: the cluster's unlock key while autolock is on: `{"id": "unlock-key", "key": "SWMKEY-1-..."}` in kind `ca`,
 #: written only by the CA (services/ca) and read here from this member's own state machine
-UNLOCK_KIND, UNLOCK_ID = "ca", "unlock-key"
+UNLOCK_KIND, UNLOCK_ID = unlockkey.KIND, unlockkey.OBJECT_ID
 
 
 class Member:
