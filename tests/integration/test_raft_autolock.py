@@ -1,0 +1,100 @@
+"""Autolock and encryption at rest with real member processes over mutual TLS: the CA puts an unlock key in
+the store, every member re-wraps its data keys under it; a member killed with SIGKILL comes back locked and
+serves nothing of the store, refuses a wrong key (counted), and with the right one rejoins and catches up. No
+file of any member holds a value written to the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shoal import pki, unlockkey
+from shoal.transport import sync_http_client
+from tests.e2e.harness import eventually
+from tests.integration.raftprocs import RaftProcs
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RaftProcs]:
+    c = RaftProcs(tmp_path, 3)
+    try:
+        c.start_all()
+        c.wait_leader(15)
+        yield c
+    finally:
+        c.close()
+
+
+def txn(op: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    return {"ops": [{"op": op, "kind": kind, "object": obj}]}
+
+
+def write(http: httpx.Client, url: str, body: dict[str, Any]) -> None:
+    r = http.post(url + "/v1/txn", json=body)
+    assert r.status_code == 200, r.text
+
+
+def keys_mode(cluster: RaftProcs, i: int) -> str:
+    return str(json.loads((cluster.data_dir(i) / "keys.json").read_text())["kek"])
+
+
+def test_a_killed_autolocked_member_is_locked_until_unlocked_then_catches_up(cluster: RaftProcs) -> None:
+    secret = os.urandom(16).hex()
+    key = unlockkey.new()
+    lead = cluster.wait_leader(15)
+    with sync_http_client(cluster.certs.client("ca"), timeout=10) as ca, \
+            sync_http_client(cluster.certs.client("admin", pki.ADMIN), timeout=10) as admin:
+        write(ca, cluster.url(lead), txn("create", "config", {"id": "c1", "data": secret}))
+        write(ca, cluster.url(lead), txn("create", unlockkey.KIND, {"id": unlockkey.OBJECT_ID, "key": key}))
+        eventually(lambda: all(keys_mode(cluster, i) == "autolock" for i in cluster.ids), 20,
+                   "every member to wrap its keys under the unlock key")
+        for i in cluster.ids:
+            assert not (cluster.certs.member_dir(i) / "swarm-node.kek").exists()
+
+        victim = next(i for i in cluster.ids if i != lead)
+        cluster.kill(victim)
+        write(ca, cluster.url(lead), txn("create", "config", {"id": "c2", "data": "while-down"}))
+        cluster.start(victim)
+        url = cluster.url(victim)
+
+        def locked() -> bool:
+            try:
+                r = cluster.http.get(url + "/healthz")
+            except httpx.HTTPError:
+                return False
+            return r.status_code == 503 and r.json()["code"] == "locked"
+
+        eventually(locked, 30, "the restarted member to say it is locked")
+        # serving nothing of the store, to anyone
+        assert ca.get(url + "/v1/objects/config/c1").status_code == 403
+        assert admin.post(url + "/v1/unlock", json={"key": "nonsense"}).status_code == 400
+        r = admin.post(url + "/v1/unlock", json={"key": unlockkey.new()})
+        assert r.status_code == 401 and r.json()["failed_unlocks"] == 1
+        assert cluster.http.post(url + "/v1/unlock", json={"key": key}).status_code == 403  # managers may not
+        assert locked()
+        t0 = time.monotonic()
+        r = admin.post(url + "/v1/unlock", json={"key": key})
+        assert r.status_code == 200, r.text
+
+        def caught_up() -> bool:
+            try:
+                r = ca.get(url + "/v1/objects/config/c2", params={"stale": "1"})
+            except httpx.HTTPError:
+                return False
+            return r.status_code == 200 and r.json()["data"] == "while-down"
+
+        eventually(caught_up, 30, "the unlocked member to rejoin and catch up")
+        print(f"unlocked member caught up {time.monotonic() - t0:.2f} s after the unlock")
+    cluster.stop_all()
+    for path in cluster.base.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
