@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import json
 import os
 import random
 from collections.abc import AsyncIterator, Callable
@@ -23,10 +25,12 @@ from services.raftstore.settings import RaftstoreSettings
 from services.raftstore.wal import WalCorrupt
 from shoal import pki
 from shoal.bus.memory import MemoryBus
+from shoal.cli import main as cli_main
 from shoal.clock import FakeClock
 from shoal.store import txn as t
 from shoal.store.client import StoreClient
 from tests.integration.raftprocs import ClusterCerts, free_ports
+from tests.service.tls_servers import TLSServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -205,3 +209,31 @@ def test_the_locked_policy_serves_unlock_to_admins_and_health_to_managers(certs:
     assert "locked" in (locked.policy(manager, "POST", "/v1/unlock") or "")
     assert locked.policy(worker, "GET", "/healthz") is not None
     assert locked.policy(admin, "POST", "/v1/txn") is not None
+
+
+async def test_shoal_swarm_unlock_sends_the_key_from_stdin_to_the_locked_members(
+        tmp_path: Path, certs: ClusterCerts, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    settings = settings_for(tmp_path)
+    key = atrest.new_unlock_key()
+    atrest.DataKeys.load(settings.data_dir, certs.member(1).dir).set_autolock(atrest.parse_unlock_key(key))
+    unlocker = locked.Unlocker(lambda k: Member(settings, certs.member(1), unlock_key=k))
+    server = await TLSServer(locked.create_app(unlocker), certs.member(1), locked.policy).start()
+    admin = certs.client("admin", role=pki.ADMIN).dir
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for src, dst in ((pki.ROOT_FILE, "ca.pem"), (pki.CERT_FILE, "cert.pem"), (pki.KEY_FILE, "key.pem")):
+        (bundle / dst).write_bytes((admin / src).read_bytes())
+    monkeypatch.setenv("SHOAL_CERT_PATH", str(bundle))
+    (tmp_path / "supervisor.json").write_text(json.dumps({"store_members": [server.url]}))
+    try:
+        monkeypatch.setattr("sys.stdin", io.StringIO(atrest.new_unlock_key() + "\n"))
+        code = await asyncio.to_thread(cli_main, ["swarm", "unlock", "--data-dir", str(tmp_path)])
+        assert code == 1 and "not the unlock key" in capsys.readouterr().err and unlocker.failed == 1
+        monkeypatch.setattr("sys.stdin", io.StringIO(key + "\n"))
+        code = await asyncio.to_thread(cli_main, ["swarm", "unlock", "--data-dir", str(tmp_path)])
+        assert code == 0 and "unlocked 1" in capsys.readouterr().out and unlocker.member is not None
+    finally:
+        await server.stop()
+        if unlocker.member is not None:
+            unlocker.member.wal.close()
