@@ -9,7 +9,9 @@ Files:
 - `<cert dir>/swarm-node.kek` — the KEK, 32 random bytes, 0600, beside the member's TLS key, created at the first
   start. With autolock it is absent: the KEK is the unlock key's bytes (`SWMKEY-1-<base64>`, as SwarmKit), known
   only to the admin who holds it, and a restarted member is locked (`Locked`) until it is given the key.
-- `<data dir>/keys.json` — `{"version": 1, "kek": "file" | "autolock", "current": id, "deks": {id: wrapped}}`,
+- `<data dir>/keys.json` — `{"version": 1, "kek": "file" | "autolock", "current": id, "deks": {id: wrapped},
+  "rotate": bool}` ("rotate": a DEK rotation is owed — set with autolock in the same write, so a crash between
+  the two cannot skip it),
   a DEK wrapped as `nonce(12) | AES-GCM(kek, dek, aad="shoal-dek:<id>")`, base64. Written atomically (temporary
   file, fsync, rename, fsync of the directory), so a crash leaves the old set or the new one.
 
@@ -143,6 +145,8 @@ class DataKeys:
     mode: str  # KEK_FILE_MODE or KEK_AUTOLOCK
     deks: dict[int, bytes] = field(default_factory=dict)
     current: int = 0
+    #: a DEK rotation is owed (autolock was turned on); `rotate()` clears it
+    rotation_owed: bool = False
 
     @property
     def keys_path(self) -> Path:
@@ -184,7 +188,7 @@ class DataKeys:
                                 "missing; refusing to start (the data cannot be read without it)")
             kek = _read_kek(kek_path)
         deks = {int(k): _unwrap(kek, int(k), v) for k, v in wrapped.items()}
-        keys = cls(data_dir, kek_dir, kek, mode, deks, current)
+        keys = cls(data_dir, kek_dir, kek, mode, deks, current, bool(doc.get("rotate", False)))
         if current not in deks:
             raise KeysUnusable(f"atrest: {keys_path} names current key {current}, which it does not hold")
         if mode == KEK_AUTOLOCK:
@@ -193,7 +197,7 @@ class DataKeys:
         return keys
 
     def save(self) -> None:
-        doc = {"version": 1, "kek": self.mode, "current": self.current,
+        doc = {"version": 1, "kek": self.mode, "current": self.current, "rotate": self.rotation_owed,
                "deks": {str(k): _wrap(self.kek, k, v) for k, v in sorted(self.deks.items())}}
         _write_atomic(self.keys_path, json.dumps(doc, indent=1).encode())
 
@@ -205,6 +209,7 @@ class DataKeys:
         kid = max(self.deks) + 1
         self.deks[kid] = AESGCM.generate_key(bit_length=256)
         self.current = kid
+        self.rotation_owed = False
         self.save()
         return self.sealer()
 
@@ -216,12 +221,14 @@ class DataKeys:
         self.save()
         return True
 
-    def set_autolock(self, unlock_key: bytes | None) -> None:
+    def set_autolock(self, unlock_key: bytes | None, *, owe_rotation: bool = False) -> None:
         """Re-wrap the DEKs under `unlock_key` (autolock on, the KEK file is then removed) or under a new KEK
         file (autolock off, `None`). Crash-safe: the new KEK is durable before keys.json refers to it, and the
-        old KEK file is removed only after."""
+        old KEK file is removed only after. `owe_rotation` records, in the same write, that the DEK must be
+        rotated (the caller does so next; after a crash, the next start does)."""
         if unlock_key is not None:
             self.kek, self.mode = unlock_key, KEK_AUTOLOCK
+            self.rotation_owed = self.rotation_owed or owe_rotation
             self.save()
             with contextlib.suppress(FileNotFoundError):
                 self.kek_path.unlink()

@@ -72,7 +72,9 @@ class Member:
         self.driver.on_resealed = self._resealed
         self.driver.on_commit = self._committed
         self._follow_autolock()
-        self.driver.on_membership = self._follow_membership
+        if self.keys.rotation_owed:  # autolock was turned on and the rotation that goes with it did not finish
+            self.rotate_data_key()
+        self.driver.on_membership = self._membership_changed
         self._follow_membership(self.driver.membership)
         self._task: asyncio.Task[None] | None = None
         #: called if the driver dies of an exception (a broken invariant): its state can no longer be trusted
@@ -84,6 +86,10 @@ class Member:
 
     def member(self, member_id: int | None) -> MemberInfo | None:
         return self.driver.membership.get(member_id)
+
+    def _membership_changed(self, membership: Membership) -> None:
+        self._follow_membership(membership)
+        self._follow_autolock()  # after an installed snapshot, which may carry a new unlock key (no commit says so)
 
     def _follow_membership(self, membership: Membership) -> None:
         self.transport.blocked = set(membership.removed)
@@ -119,7 +125,7 @@ class Member:
         if key == have:
             return
         turning_on = have is None
-        self.keys.set_autolock(key)
+        self.keys.set_autolock(key, owe_rotation=turning_on)
         if key is None:
             log.warning("raftstore %d: autolock is off: the data keys are wrapped by %s again", self.me.id,
                         self.keys.kek_path)

@@ -175,3 +175,13 @@ def test_a_tampered_snapshot_refuses_to_start_naming_file_and_offset(tmp_path: P
     path.write_bytes(bytes(buf))
     with pytest.raises(WalCorrupt, match=f"{path}: the body at offset 36 .* fails its seal"):
         snapfile.load(tmp_path, sealer)
+
+
+def test_a_rotation_owed_with_autolock_survives_a_crash_before_it(tmp_path: Path) -> None:
+    k = keys(tmp_path)
+    key = atrest.parse_unlock_key(atrest.new_unlock_key())
+    k.set_autolock(key, owe_rotation=True)  # ... and the process dies before rotating
+    again = DataKeys.load(tmp_path / "data", tmp_path / "certs", key)
+    assert again.rotation_owed and again.current == 1
+    again.rotate()
+    assert not DataKeys.load(tmp_path / "data", tmp_path / "certs", key).rotation_owed
