@@ -36,7 +36,8 @@ async def main() -> None:
         log.warning("raftstore %d: autolock is on and this member is locked: serving only POST /v1/unlock and "
                     "health on %s:%d until `shoal swarm unlock`", settings.raft_id, settings.host,
                     settings.api_port())
-        member = await locked.wait_for_unlock(settings.host, settings.api_port(), creds, open_member)
+        member = await locked.wait_for_unlock(settings.host, settings.api_port(), creds, open_member,
+                                              settings.raft_id)
     freeze_heap()  # the replayed store is long-lived: keep it out of every later collection
 
     def crashed(err: BaseException) -> None:

@@ -3,7 +3,9 @@ admin gives it the unlock key.
 
 While locked the member's API port serves only:
 - `GET /healthz`, `GET /readyz` (managers and admins): 503 `{"message", "code": "locked", "locked": true,
-  "failed_unlocks": n}` — so `shoal cluster`/probes say why;
+  "failed_unlocks": n}` — so probes say why;
+- `GET /v1/status` (managers and admins): 200 `{"id", "role": "locked", "locked": true, "failed_unlocks": n}`,
+  which the gateway's `GET /v1/cluster` passes on, so `shoal cluster` lists the member as `locked`;
 - `POST /v1/unlock {"key": "SWMKEY-1-..."}` (admins only): the right key opens the data keys, the member is
   built from its data and this server gives way to the normal one; a malformed key is 400, a wrong one 401
   `wrong_unlock_key`, counted (`failed_unlocks`) and logged without the key.
@@ -29,7 +31,7 @@ from shoal.transport import Credentials, Identity, server_config
 log = logging.getLogger(__name__)
 
 UNLOCK_PATH = "/v1/unlock"
-HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/v1/status"})
 
 
 def policy(ident: Identity, method: str, path: str) -> str | None:
@@ -45,8 +47,9 @@ def policy(ident: Identity, method: str, path: str) -> str | None:
 class Unlocker:
     """Tries unlock keys against the member's data keys; `member` is set once one opens them."""
 
-    def __init__(self, open_member: Callable[[bytes], Member]) -> None:
+    def __init__(self, open_member: Callable[[bytes], Member], member_id: int = 0) -> None:
         self._open = open_member
+        self.member_id = member_id
         self.failed = 0
         self.member: Member | None = None
         self.unlocked = asyncio.Event()
@@ -54,6 +57,9 @@ class Unlocker:
     def health(self) -> tuple[int, dict[str, Any]]:
         return 503, {"message": "raftstore: this member is locked (autolock): run `shoal swarm unlock` on its "
                                 "manager", "code": "locked", "locked": True, "failed_unlocks": self.failed}
+
+    def status(self) -> dict[str, Any]:
+        return {"id": self.member_id, "role": "locked", "locked": True, "failed_unlocks": self.failed}
 
     def unlock(self, body: Any) -> tuple[int, dict[str, Any]]:
         if self.member is not None:
@@ -87,6 +93,10 @@ def create_app(unlocker: Unlocker) -> FastAPI:
         status, body = unlocker.health()
         return JSONResponse(body, status_code=status)
 
+    @app.get("/v1/status")
+    async def status() -> dict[str, Any]:
+        return unlocker.status()
+
     @app.post(UNLOCK_PATH)
     async def unlock(request: Request) -> JSONResponse:
         try:
@@ -99,9 +109,10 @@ def create_app(unlocker: Unlocker) -> FastAPI:
     return app
 
 
-async def wait_for_unlock(host: str, port: int, creds: Credentials, open_member: Callable[[bytes], Member]) -> Member:
+async def wait_for_unlock(host: str, port: int, creds: Credentials, open_member: Callable[[bytes], Member],
+                          member_id: int = 0) -> Member:
     """Serve the locked API on the member's port until an admin unlocks it; returns the unlocked member."""
-    unlocker = Unlocker(open_member)
+    unlocker = Unlocker(open_member, member_id)
     server = uvicorn.Server(server_config(create_app(unlocker), host, port, creds, policy))
     serving = asyncio.create_task(server.serve(), name="raftstore.locked")
     unlocked = asyncio.create_task(unlocker.unlocked.wait())

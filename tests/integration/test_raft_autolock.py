@@ -81,6 +81,8 @@ def test_a_killed_autolocked_member_is_locked_until_unlocked_then_catches_up(clu
         assert r.status_code == 401 and r.json()["failed_unlocks"] == 1
         assert cluster.http.post(url + "/v1/unlock", json={"key": key}).status_code == 403  # managers may not
         assert locked()
+        status = cluster.http.get(url + "/v1/status").json()  # what `shoal cluster` shows for the member
+        assert status == {"id": victim, "role": "locked", "locked": True, "failed_unlocks": 1}
         t0 = time.monotonic()
         r = admin.post(url + "/v1/unlock", json={"key": key})
         assert r.status_code == 200, r.text

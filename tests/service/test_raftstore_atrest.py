@@ -195,6 +195,7 @@ def test_the_locked_api_counts_wrong_keys_and_opens_with_the_right_one(tmp_path:
         assert r.status_code == 401 and r.json()["code"] == "wrong_unlock_key" and r.json()["failed_unlocks"] == 1
         assert key not in r.text
         assert http.get("/readyz").json()["failed_unlocks"] == 1 and not opened
+        assert http.get("/v1/status").json() == {"id": 0, "role": "locked", "locked": True, "failed_unlocks": 1}
         r = http.post("/v1/unlock", json={"key": key})
         assert r.status_code == 200 and unlocker.unlocked.is_set() and unlocker.member is opened[0]
     opened[0].wal.close()
@@ -206,6 +207,7 @@ def test_the_locked_policy_serves_unlock_to_admins_and_health_to_managers(certs:
     worker = certs.client("agent", role=pki.WORKER).identity
     assert locked.policy(admin, "POST", "/v1/unlock") is None
     assert locked.policy(manager, "GET", "/healthz") is None and locked.policy(admin, "GET", "/readyz") is None
+    assert locked.policy(manager, "GET", "/v1/status") is None
     assert "locked" in (locked.policy(manager, "POST", "/v1/unlock") or "")
     assert locked.policy(worker, "GET", "/healthz") is not None
     assert locked.policy(admin, "POST", "/v1/txn") is not None
