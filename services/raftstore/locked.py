@@ -6,6 +6,8 @@ While locked the member's API port serves only:
   "failed_unlocks": n}` — so probes say why;
 - `GET /v1/status` (managers and admins): 200 `{"id", "role": "locked", "locked": true, "failed_unlocks": n}`,
   which the gateway's `GET /v1/cluster` passes on, so `shoal cluster` lists the member as `locked`;
+- anything else a manager asks (the store API): 503 `{"code": "unavailable"}`, which store clients take as "try
+  the next member" (a 403 would stop them);
 - `POST /v1/unlock {"key": "SWMKEY-1-..."}` (admins only): the right key opens the data keys, the member is
   built from its data and this server gives way to the normal one; a malformed key is 400, a wrong one 401
   `wrong_unlock_key`, counted (`failed_unlocks`) and logged without the key.
@@ -35,10 +37,11 @@ HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/v1/status"})
 
 
 def policy(ident: Identity, method: str, path: str) -> str | None:
-    """What a locked member serves, by caller."""
-    if path in HEALTH_PATHS and ident.role in (pki.ADMIN, pki.MANAGER):
-        return None
-    if path == UNLOCK_PATH and method == "POST" and ident.role == pki.ADMIN:
+    """What a locked member serves, by caller: only admins unlock; managers reach the rest (answered 503)."""
+    if path == UNLOCK_PATH:
+        return None if method == "POST" and ident.role == pki.ADMIN else (
+            f"raftstore: only an admin unlocks a member; {ident.describe()} may not call {method} {path}")
+    if ident.role == pki.MANAGER or (ident.role == pki.ADMIN and path in HEALTH_PATHS):
         return None
     return (f"raftstore: this member is locked (autolock) and serves only POST {UNLOCK_PATH} (admins) and "
             f"health until it is unlocked; {ident.describe()} may not call {method} {path}")
@@ -105,6 +108,12 @@ def create_app(unlocker: Unlocker) -> FastAPI:
             body = None
         status, answer = unlocker.unlock(body)
         return JSONResponse(answer, status_code=status)
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def elsewhere(path: str) -> JSONResponse:
+        return JSONResponse({"message": f"raftstore: this member is locked (autolock) and serves no store "
+                                        f"requests until it is unlocked (/{path})", "code": "unavailable",
+                             "locked": True}, status_code=503)
 
     return app
 

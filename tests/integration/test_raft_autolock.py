@@ -74,8 +74,9 @@ def test_a_killed_autolocked_member_is_locked_until_unlocked_then_catches_up(clu
             return r.status_code == 503 and r.json()["code"] == "locked"
 
         eventually(locked, 30, "the restarted member to say it is locked")
-        # serving nothing of the store, to anyone
-        assert ca.get(url + "/v1/objects/config/c1").status_code == 403
+        # serving nothing of the store, to anyone: 503, so store clients move on to another member
+        r = ca.get(url + "/v1/objects/config/c1")
+        assert r.status_code == 503 and r.json()["code"] == "unavailable" and secret not in r.text
         assert admin.post(url + "/v1/unlock", json={"key": "nonsense"}).status_code == 400
         r = admin.post(url + "/v1/unlock", json={"key": unlockkey.new()})
         assert r.status_code == 401 and r.json()["failed_unlocks"] == 1

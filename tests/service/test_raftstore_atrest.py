@@ -195,6 +195,8 @@ def test_the_locked_api_counts_wrong_keys_and_opens_with_the_right_one(tmp_path:
         assert r.status_code == 401 and r.json()["code"] == "wrong_unlock_key" and r.json()["failed_unlocks"] == 1
         assert key not in r.text
         assert http.get("/readyz").json()["failed_unlocks"] == 1 and not opened
+        r = http.post("/v1/txn", json={"ops": []})
+        assert r.status_code == 503 and r.json()["code"] == "unavailable"  # store clients try another member
         assert http.get("/v1/status").json() == {"id": 0, "role": "locked", "locked": True, "failed_unlocks": 1}
         r = http.post("/v1/unlock", json={"key": key})
         assert r.status_code == 200 and unlocker.unlocked.is_set() and unlocker.member is opened[0]
@@ -208,9 +210,10 @@ def test_the_locked_policy_serves_unlock_to_admins_and_health_to_managers(certs:
     assert locked.policy(admin, "POST", "/v1/unlock") is None
     assert locked.policy(manager, "GET", "/healthz") is None and locked.policy(admin, "GET", "/readyz") is None
     assert locked.policy(manager, "GET", "/v1/status") is None
-    assert "locked" in (locked.policy(manager, "POST", "/v1/unlock") or "")
-    assert locked.policy(worker, "GET", "/healthz") is not None
+    assert "only an admin" in (locked.policy(manager, "POST", "/v1/unlock") or "")
+    assert locked.policy(worker, "GET", "/healthz") is not None and locked.policy(worker, "POST", "/v1/unlock")
     assert locked.policy(admin, "POST", "/v1/txn") is not None
+    assert locked.policy(manager, "POST", "/v1/txn") is None  # reaches the app, which answers 503
 
 
 async def test_shoal_swarm_unlock_sends_the_key_from_stdin_to_the_locked_members(
