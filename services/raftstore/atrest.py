@@ -63,7 +63,6 @@ class Unsealable(Exception):
 
 # ---- unlock keys (shoal/unlockkey.py) ---------------------------------------------------------------------------
 new_unlock_key = unlockkey.new
-format_unlock_key = unlockkey.format_key
 parse_unlock_key = unlockkey.parse
 
 
