@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from services.raftstore import atrest
+from services.raftstore.atrest import DataKeys
 from shoal import pki, unlockkey
 from shoal.transport import sync_http_client
 from tests.e2e.harness import eventually
@@ -101,3 +103,38 @@ def test_a_killed_autolocked_member_is_locked_until_unlocked_then_catches_up(clu
     for path in cluster.base.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_member_down_during_a_key_rotation_unlocks_with_the_old_key_then_follows_the_new(
+        cluster: RaftProcs) -> None:
+    old, new = unlockkey.new(), unlockkey.new()
+    lead = cluster.wait_leader(15)
+    with sync_http_client(cluster.certs.client("ca"), timeout=10) as ca, \
+            sync_http_client(cluster.certs.client("admin", pki.ADMIN), timeout=10) as admin:
+        write(ca, cluster.url(lead), txn("create", unlockkey.KIND, {"id": unlockkey.OBJECT_ID, "key": old}))
+        eventually(lambda: all(keys_mode(cluster, i) == "autolock" for i in cluster.ids), 20, "autolock everywhere")
+        victim = next(i for i in cluster.ids if i != lead)
+        cluster.kill(victim)
+        current = ca.get(cluster.url(lead) + f"/v1/objects/{unlockkey.KIND}/{unlockkey.OBJECT_ID}").json()
+        write(ca, cluster.url(lead), txn("update", unlockkey.KIND, {**current, "key": new}))  # rotated while down
+        cluster.start(victim)
+        url = cluster.url(victim)
+        eventually(lambda: cluster.http.get(url + "/healthz").status_code == 503, 30, "the member to be locked")
+        assert admin.post(url + "/v1/unlock", json={"key": new}).status_code == 401  # its keys predate the rotation
+        assert admin.post(url + "/v1/unlock", json={"key": old}).status_code == 200
+        eventually(lambda: cluster.healthy(victim), 30, "the member to serve again")
+        # it learned the new key from the log and re-wrapped under it: the next restart needs the new key
+        def wrapped_by_new() -> bool:
+            try:
+                DataKeys.load(cluster.data_dir(victim), cluster.certs.member_dir(victim), unlockkey.parse(new))
+            except atrest.WrongKey:
+                return False
+            return True
+
+        eventually(wrapped_by_new, 30, "the member to re-wrap its keys under the new key")
+        cluster.kill(victim)
+        cluster.start(victim)
+        eventually(lambda: cluster.http.get(url + "/healthz").status_code == 503, 30, "locked again")
+        assert admin.post(url + "/v1/unlock", json={"key": old}).status_code == 401
+        assert admin.post(url + "/v1/unlock", json={"key": new}).status_code == 200
+        eventually(lambda: cluster.healthy(victim), 30, "the member to serve again")
