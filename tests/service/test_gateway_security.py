@@ -279,11 +279,14 @@ UNLOCK_KEY = "SWMKEY-1-" + "A" * 43
 def test_cluster_update_turns_autolock_on_and_the_unlock_key_is_relayed(
         client: TestClient, ca: FakeCA, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    r = client.patch("/v1/cluster", json={"encryption_config": {"auto_lock_managers": True}})
+    version = (client.get("/v1/cluster").json().get("meta") or {}).get("version", 0)
+    r = client.patch("/v1/cluster", json={"version": version, "encryption_config": {"auto_lock_managers": True}})
     assert r.status_code == 200, r.text
     assert r.json()["spec"]["encryption_config"] == {"auto_lock_managers": True}
-    assert client.patch("/v1/cluster", json={"encryption_config": {"auto_lock_managers": "maybe"}}).status_code == 400
-    assert client.patch("/v1/cluster", json={"encryption_config": {"autolock": True}}).status_code == 400
+    version = r.json()["meta"]["version"]
+    bad = [{"auto_lock_managers": "maybe"}, {"autolock": True}]
+    assert all(client.patch("/v1/cluster", json={"version": version, "encryption_config": b}).status_code == 400
+               for b in bad)
     assert client.get("/v1/swarm/unlock-key").json() == {"unlock_key": UNLOCK_KEY}
     assert client.post("/v1/swarm/unlock-key/rotate").status_code == 200
     assert [(m, u) for m, u, _ in ca.requests if "ca:4250" in u] == [

@@ -31,6 +31,7 @@ from shoal.store import txn as t
 from shoal.store.client import StoreClient
 from tests.integration.raftprocs import ClusterCerts, free_ports
 from tests.service.tls_servers import TLSServer
+from tests.specs import service_spec
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,12 +75,14 @@ async def test_a_secret_value_is_in_no_file_after_writes_snapshots_compaction_an
     secret = os.urandom(16).hex()
     settings = settings_for(tmp_path)
     async with running(settings, certs) as (member, client):
-        await client.txn([t.create("secret", {"id": "s1", "spec": {"name": "pw"}, "data": secret})])
+        # (any payload will do: secrets proper are written by the gateway's identity only)
+        await client.txn([t.create("service", {"id": "s1", "spec": service_spec("pw", labels={"pw": secret})})])
         for i in range(60):  # past the snapshot interval: snapshots and compactions happen
-            await client.txn([t.create("service", {"id": f"x{i}", "spec": {"name": f"x{i}", "v": secret}})])
+            spec = service_spec(f"x{i}", labels={"v": secret})
+            await client.txn([t.create("service", {"id": f"x{i}", "spec": spec})])
         assert member.driver.storage.snapshot().index > 0 and member.driver.storage.first_index() > 1
     async with running(settings, certs) as (_, client):  # restarts and reads it back
-        assert (await client.get("secret", "s1"))["data"] == secret
+        assert (await client.get("service", "s1"))["spec"]["labels"]["pw"] == secret
     assert files_holding(tmp_path, secret.encode()) == []
     assert files_holding(tmp_path, b"x59") == []  # not a word of the plaintext either
 
@@ -89,14 +92,14 @@ async def test_a_rotated_data_key_re_encrypts_everything_and_the_old_key_is_forg
     settings = settings_for(tmp_path)
     async with running(settings, certs) as (member, client):
         for i in range(30):
-            await client.txn([t.create("service", {"id": f"a{i}", "spec": {"name": f"a{i}"}})])
+            await client.txn([t.create("service", {"id": f"a{i}", "spec": service_spec(f"a{i}")})])
         member.rotate_data_key()
         for _ in range(200):
             if member.keys.deks.keys() == {2}:
                 break
             await asyncio.sleep(0.02)
         assert member.keys.deks.keys() == {2}
-        await client.txn([t.create("service", {"id": "after", "spec": {"name": "after"}})])
+        await client.txn([t.create("service", {"id": "after", "spec": service_spec("after")})])
     async with running(settings, certs) as (_, client):  # everything opens under key 2 alone
         assert len((await client.list("service"))[1]) == 31
 
@@ -104,7 +107,7 @@ async def test_a_rotated_data_key_re_encrypts_everything_and_the_old_key_is_forg
 async def test_a_tampered_wal_refuses_to_start_and_says_where(tmp_path: Path, certs: ClusterCerts) -> None:
     settings = settings_for(tmp_path)
     async with running(settings, certs) as (_, client):
-        await client.txn([t.create("service", {"id": "a", "spec": {"name": "a"}})])
+        await client.txn([t.create("service", {"id": "a", "spec": service_spec("a")})])
     path = settings.data_dir / "wal.log"
     buf = bytearray(path.read_bytes())
     buf[40] ^= 0x01  # inside the first record
@@ -117,7 +120,7 @@ async def test_an_autolocked_member_will_not_start_without_its_key(tmp_path: Pat
     settings = settings_for(tmp_path)
     key = atrest.new_unlock_key()
     async with running(settings, certs) as (member, client):
-        await client.txn([t.create("service", {"id": "a", "spec": {"name": "a"}})])
+        await client.txn([t.create("service", {"id": "a", "spec": service_spec("a")})])
         member.keys.set_autolock(atrest.parse_unlock_key(key))
     with pytest.raises(atrest.Locked):
         Member(settings, certs.member(1))
@@ -151,7 +154,7 @@ async def test_the_cluster_unlock_key_wraps_the_keys_rotates_the_dek_and_locks_r
     kek_file = certs.member(1).dir / atrest.KEK_FILE
     first, second = atrest.new_unlock_key(), atrest.new_unlock_key()
     async with running(settings, certs) as (member, client):
-        await client.txn([t.create("service", {"id": "a", "spec": {"name": "a"}})])
+        await client.txn([t.create("service", {"id": "a", "spec": service_spec("a")})])
         assert kek_file.exists() and member.keys.mode == atrest.KEK_FILE_MODE
         await set_unlock_key(member, first)
         await wait_for(lambda: member.keys.deks.keys() == {2})  # the DEK rotated, everything re-encrypted

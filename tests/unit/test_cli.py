@@ -850,7 +850,7 @@ def test_swarm_update_autolock_prints_the_unlock_key(capsys: pytest.CaptureFixtu
     assert main(["swarm", "update", "--autolock=true"], http=mock(unlock_key_handler(seen, "SWMKEY-1-abc"))) == 0
     out = capsys.readouterr().out
     assert out.startswith("cluster updated\n") and "shoal swarm unlock" in out and "    SWMKEY-1-abc\n" in out
-    assert seen == [("PATCH", "/v1/cluster"), ("GET", "/v1/swarm/unlock-key")]
+    assert seen == [("GET", "/v1/cluster"), ("PATCH", "/v1/cluster"), ("GET", "/v1/swarm/unlock-key")]
     assert main(["swarm", "update", "--autolock", "false"], http=mock(unlock_key_handler(seen, ""))) == 0
     assert capsys.readouterr().out == "cluster updated\n" and seen[-1] == ("PATCH", "/v1/cluster")
     assert main(["swarm", "update", "--autolock", "maybe"], http=mock(unlock_key_handler(seen, ""))) == 2
