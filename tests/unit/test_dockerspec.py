@@ -35,7 +35,8 @@ def task_specs(draw: st.DrawFn) -> dict[str, Any]:
             runtime["process"]["healthcheck"] = health
     else:
         runtime = {"container": {
-            "image": draw(words), "command": draw(st.lists(words, max_size=2)), "args": draw(st.lists(words, max_size=3)),
+            "image": draw(words), "command": draw(st.lists(words, max_size=2)),
+            "args": draw(st.lists(words, max_size=3)),
             "env": env, "labels": draw(st.dictionaries(words, words, max_size=2)),
             "mounts": draw(st.lists(st.fixed_dictionaries({"type": st.sampled_from(["bind", "volume", "tmpfs"]),
                                                            "target": words.map(lambda w: "/" + w),
@@ -66,8 +67,8 @@ def task_specs(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def service_specs(draw: st.DrawFn) -> dict[str, Any]:
-    mode = draw(st.sampled_from([{"replicated": {"replicas": 3}}, {"global": {}},
-                                 {"replicated_job": {"max_concurrent": 2, "total_completions": 4}}, {"global_job": {}}]))
+    mode = draw(st.sampled_from([{"replicated": {"replicas": 3}}, {"global": {}}, {"global_job": {}},
+                                 {"replicated_job": {"max_concurrent": 2, "total_completions": 4}}]))
     spec: dict[str, Any] = {"name": draw(names), "labels": draw(st.dictionaries(words, words, max_size=2)),
                             "mode": mode, "task": draw(task_specs())}
     if "replicated" in mode or "global" in mode:
@@ -103,7 +104,8 @@ def test_docker_to_shoal_to_docker_keeps_the_cli_request() -> None:
 
 
 @pytest.mark.parametrize(("path", "value", "named"), [
-    (("TaskTemplate", "ContainerSpec", "Privileges"), {"NoNewPrivileges": True}, "TaskTemplate.ContainerSpec.Privileges"),
+    (("TaskTemplate", "ContainerSpec", "Privileges"), {"NoNewPrivileges": True},
+     "TaskTemplate.ContainerSpec.Privileges"),
     (("TaskTemplate", "ContainerSpec", "TTY"), True, "TaskTemplate.ContainerSpec.TTY"),
     (("TaskTemplate", "LogDriver"), {"Name": "syslog"}, "TaskTemplate.LogDriver"),
     (("TaskTemplate", "Resources", "Limits", "Pids"), 10, "TaskTemplate.Resources.Limits.Pids"),
