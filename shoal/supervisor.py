@@ -379,6 +379,7 @@ class Supervisor:
         state = {
             "pid": os.getpid(),
             "gateway_url": self.layout.gateway_url,
+            "store_members": self.layout.store_members,
             "children": {n: c.pid for n, c in self.children.items()},
             "layout": {"base_port": self.layout.base_port, "gateway_port": self.layout.gateway_port,
                        "agents": self.layout.agents, "host": self.layout.host},

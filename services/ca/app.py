@@ -7,6 +7,8 @@
     GET  /v1/ca/roots        (anonymous) -> the trusted roots, PEM (a joiner pins them by its token's digest)
     GET  /v1/tokens          (gateway only) -> {worker, manager}: the full join tokens
     POST /v1/tokens/rotate   (gateway only) {role: worker|manager} -> the tokens after rotation
+    GET  /v1/unlock-key      (gateway only) -> {unlock_key}: the autolock key ("" while autolock is off)
+    POST /v1/unlock-key/rotate (gateway only) -> {unlock_key}: a new one (409 while autolock is off)
 
 plus /healthz, /readyz, /metrics, /v1/status. Who may call what: `core.policy` (applied by transport.Guard)."""
 
@@ -79,6 +81,14 @@ def build_router(ca: CertificateAuthority) -> APIRouter:
     @router.post("/tokens/rotate", summary="Rotate one join token (gateway only)")
     async def rotate(body: RotateRequest) -> dict[str, str]:
         return await ca.rotate(body.role)
+
+    @router.get("/unlock-key", summary="The autolock unlock key (gateway only)")
+    async def unlock_key() -> dict[str, str]:
+        return {"unlock_key": await ca.unlock_key()}
+
+    @router.post("/unlock-key/rotate", summary="Rotate the autolock unlock key (gateway only)")
+    async def rotate_unlock_key() -> dict[str, str]:
+        return {"unlock_key": await ca.rotate_unlock_key()}
 
     return router
 

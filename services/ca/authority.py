@@ -15,7 +15,7 @@ import httpx
 from services.ca import core
 from services.ca.core import CAState, PermissionDenied, TooManyRequests, Unauthenticated
 from services.ca.settings import CASettings
-from shoal import pki
+from shoal import pki, unlockkey
 from shoal.certs import Signer
 from shoal.clock import Clock, SystemClock
 from shoal.cluster import removed_node_ids
@@ -64,6 +64,7 @@ class CertificateAuthority:
             try:
                 await self.bootstrap()
                 await self.refresh_revocations()
+                await self.follow_autolock()
                 self._ready.set()
                 backoff = self.settings.revocation_poll
             except (ShoalError, httpx.HTTPError, OSError) as e:
@@ -95,6 +96,51 @@ class CertificateAuthority:
         except NotFound:
             cluster = None
         self.revocations.update(removed_node_ids(cluster))
+
+    # ---- autolock: the unlock key ---------------------------------------------------------------------------
+    async def follow_autolock(self) -> None:
+        """Make `ca/unlock-key` follow the cluster's `spec.encryption_config.auto_lock_managers`: a new key when
+        it is turned on, none when off. Every raftstore member re-wraps its data keys as the object changes."""
+        want = core.autolock_wanted(await self._cluster())
+        have = await self._unlock_object()
+        if want and have is None:
+            with contextlib.suppress(AlreadyExists):  # another manager's CA was first: same outcome
+                await self.store.txn([t.create(Kind.CA, {"id": unlockkey.OBJECT_ID, "key": unlockkey.new()})])
+                log.warning("ca: autolock turned on: a new unlock key is in the store (`shoal swarm unlock-key`)")
+        elif not want and have is not None:
+            with contextlib.suppress(NotFound):
+                await self.store.txn([t.delete(Kind.CA, unlockkey.OBJECT_ID)])
+                log.warning("ca: autolock turned off: the unlock key is removed")
+
+    async def _unlock_object(self) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = await self.store.get(Kind.CA, unlockkey.OBJECT_ID)
+            return obj
+        except NotFound:
+            return None
+
+    async def unlock_key(self) -> str:
+        await self.follow_autolock()  # answer for the spec as it is now, not as of the last poll
+        obj = await self._unlock_object()
+        return str(obj["key"]) if obj else ""
+
+    async def rotate_unlock_key(self) -> str:
+        if not core.autolock_wanted(await self._cluster()):
+            raise Conflict("ca: autolock is off: there is no unlock key to rotate "
+                           "(`shoal swarm update --autolock=true`)")
+        await self.follow_autolock()
+        for _ in range(5):
+            obj = await self._unlock_object()
+            if obj is None:
+                raise Conflict("ca: autolock was turned off meanwhile")
+            new = {**obj, "key": unlockkey.new()}
+            try:
+                await self.store.txn([t.update(Kind.CA, new, expect_version=obj["meta"]["version"])])
+            except Conflict:
+                continue
+            log.warning("ca: the unlock key was rotated (managers down now need the previous key to unlock)")
+            return str(new["key"])
+        raise Unavailable("ca: the unlock key kept changing; retry the rotation")
 
     # ---- reading the ca object ---------------------------------------------------------------------------
     async def state(self) -> CAState:

@@ -151,16 +151,22 @@ def cert_lifetime(cluster: dict[str, Any] | None, override: float | None = None)
     return max(dt.timedelta(seconds=seconds), pki.MIN_CERT_LIFETIME)
 
 
+def autolock_wanted(cluster: dict[str, Any] | None) -> bool:
+    """`spec.encryption_config.auto_lock_managers` of the cluster object (off when absent)."""
+    enc = ((cluster or {}).get("spec") or {}).get("encryption_config") or {}
+    return bool(enc.get("auto_lock_managers", False))
+
+
 def policy(ident: Identity, method: str, path: str) -> str | None:
     """Who may call what on the CA's port (anonymous joiners are let through by Guard for ANONYMOUS_PATHS)."""
     if path in ANONYMOUS_PATHS:
         return None
     if path == "/v1/renew":
         return None  # every certificate holder renews its own (the route keeps the identity)
-    if path.startswith("/v1/tokens"):
+    if path.startswith(("/v1/tokens", "/v1/unlock-key")):
         if ident.role == pki.MANAGER and ident.component == "gateway":
             return None
-        return f"ca: only the gateway reads or rotates join tokens, not {ident.describe()}"
+        return f"ca: only the gateway reads or rotates join tokens and the unlock key, not {ident.describe()}"
     if path in OPS_PATHS and ident.role in (pki.MANAGER, pki.ADMIN):
         return None
     return f"ca: {ident.describe()} may not call {method} {path}"

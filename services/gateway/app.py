@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.gateway.context import CAError, GatewayContext
+from services.gateway.docker import install as install_docker_api
 from services.gateway.routes import ROUTERS
 from services.gateway.settings import GatewaySettings
 from shoal.bus.base import Bus
@@ -106,4 +107,5 @@ def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClie
 
     for router in ROUTERS:
         app.include_router(router)
+    install_docker_api(app)  # the Docker Engine API's swarm subset (services/gateway/docker, docs/docker-api.md)
     return app

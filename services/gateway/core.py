@@ -18,6 +18,7 @@ from shoal.models.specs import (
     CAConfig,
     ClusterSpec,
     DispatcherConfig,
+    EncryptionConfig,
     NetworkAttachment,
     NetworkSpec,
     NodeSpec,
@@ -478,7 +479,8 @@ def orphaned_tasks(node_id: str, tasks: Iterable[Obj], now: float) -> list[Obj]:
 # ---- cluster -------------------------------------------------------------------------------------------------
 class ClusterUpdate(BaseModel):
     """`PATCH /v1/cluster`: the version read (required, like every update), and either a whole `spec` or the
-    sections to change (`dispatcher`, `orchestration`, `ca_config`; fields left out keep their value)."""
+    sections to change (`dispatcher`, `orchestration`, `ca_config`, `encryption_config`; fields left out keep
+    their value)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -488,10 +490,11 @@ class ClusterUpdate(BaseModel):
     dispatcher: DispatcherConfig | None = None
     orchestration: OrchestrationConfig | None = None
     ca_config: CAConfig | None = None
+    encryption_config: EncryptionConfig | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> ClusterUpdate:
-        sections = (self.dispatcher, self.orchestration, self.ca_config)
+        sections = (self.dispatcher, self.orchestration, self.ca_config, self.encryption_config)
         if self.spec is not None and any(s is not None for s in sections):
             raise ValueError("give either spec or the sections to change (dispatcher, orchestration, ca_config), "
                              "not both")
@@ -507,7 +510,7 @@ def patched_cluster(current: Obj, body: ClusterUpdate) -> Obj:
         if body.spec.name != spec.get("name", "default"):
             raise InvalidArgument(f"spec.name: renaming the cluster is not supported ({body.spec.name!r})")
         return {**current, "spec": {**spec, **body.spec.wire()}}
-    for section in ("dispatcher", "orchestration", "ca_config"):
+    for section in ("dispatcher", "orchestration", "ca_config", "encryption_config"):
         change: BaseModel | None = getattr(body, section)
         if change is None:
             continue

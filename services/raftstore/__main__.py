@@ -9,7 +9,7 @@ import os
 import random
 import sys
 
-from services.raftstore import access
+from services.raftstore import access, atrest, locked
 from services.raftstore.app import create_app
 from services.raftstore.member import Member
 from services.raftstore.settings import RaftstoreSettings
@@ -27,7 +27,17 @@ async def main() -> None:
     setup_logging(settings.log_level, f"raftstore-{settings.raft_id}")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded write is noise
     creds = load_credentials(settings.cert_dir)
-    member = Member(settings, creds, rng=random.Random(os.urandom(16)))
+    def open_member(unlock_key: bytes | None = None) -> Member:
+        return Member(settings, creds, rng=random.Random(os.urandom(16)), unlock_key=unlock_key)
+
+    try:
+        member = open_member()
+    except atrest.Locked:
+        log.warning("raftstore %d: autolock is on and this member is locked: serving only POST /v1/unlock and "
+                    "health on %s:%d until `shoal swarm unlock`", settings.raft_id, settings.host,
+                    settings.api_port())
+        member = await locked.wait_for_unlock(settings.host, settings.api_port(), creds, open_member,
+                                              settings.raft_id)
     freeze_heap()  # the replayed store is long-lived: keep it out of every later collection
 
     def crashed(err: BaseException) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.raftstore import snapfile
+from services.raftstore.atrest import Sealer
 from services.raftstore.fsm import FSM
 from services.raftstore.membership import Membership
 from services.raftstore.raft import (
@@ -119,6 +120,11 @@ class Driver:
         self.on_leader_commit: Callable[[TxnResult], None] | None = None
         #: called after the membership changed (a change applied, or a snapshot installed)
         self.on_membership: Callable[[Membership], None] | None = None
+        #: called on every member with each applied transaction that changed something
+        self.on_commit: Callable[[TxnResult], None] | None = None
+        #: after `reseal()`: called once the snapshot file and the WAL hold nothing sealed under older keys
+        self.on_resealed: Callable[[], None] | None = None
+        self._reseal = False
         #: this member applied its own removal: it no longer takes part in the cluster
         self.removed = self.id in self.membership.removed
         self._inbox: deque[Message] = deque()
@@ -295,6 +301,8 @@ class Driver:
                     await self._handle_ready(self.node.ready())
                     await asyncio.sleep(0)  # let requests and peer messages in between Readies
                     self._intake()
+                if self._reseal and not self._stopped:  # between Readies: everything durable is in storage
+                    self.take_snapshot()
         finally:
             ticker.cancel()
             self._fail_all(Unavailable(f"store: member {self.id} is shutting down"))
@@ -461,7 +469,7 @@ class Driver:
     def _install(self, rd: Ready) -> None:
         snap = rd.snapshot
         assert snap is not None
-        snapfile.save(self.wal.path.parent, snap)
+        snapfile.save(self.wal.path.parent, snap, self.wal.sealer)
         hs = rd.hard_state or self.storage.initial_state()
         self.wal.rewrite(snap.index, snap.term, hs, [])
         self.storage.apply_snapshot(snap)
@@ -478,17 +486,31 @@ class Driver:
         if self.on_membership is not None:
             self.on_membership(self.membership)
 
+    def reseal(self, sealer: Sealer) -> None:
+        """Seal new records under `sealer` (a rotated data key) and re-encrypt the snapshot file and the WAL
+        with a snapshot taken as soon as no Ready is pending; `on_resealed` is called when that is durable. Crash-safe
+        at every step: the old key stays in the key set until then, and each file is replaced atomically."""
+        self.wal.sealer = sealer
+        self._reseal = True
+        self._wake.set()
+
     def take_snapshot(self, *, compact: bool = True) -> Snapshot:
         """Snapshot the state machine as of the last applied entry; with `compact`, drop all but the last
         `snapshot_tail` entries from the log and the WAL. A failure to write (disk full) is logged and leaves
-        the previous snapshot and the longer log in place: it is tried again after the next interval."""
+        the previous snapshot and the longer log in place: it is tried again after the next interval.
+        After `reseal()` the snapshot file and the whole WAL are rewritten under the new key, even with
+        nothing new to snapshot."""
         index = self.fsm.applied_index
         snap = self.storage.snapshot()
+        resealing = self._reseal
         try:
+            if resealing and index <= snap.index and snap.index > 0:
+                snapfile.save(self.wal.path.parent, snap, self.wal.sealer)
             if index > snap.index:
                 new = Snapshot(index, self.storage.term(index), encode_state(self.fsm, self.membership),
                                self.node.conf_state())
-                snapfile.save(self.wal.path.parent, new)  # durable first, then the log may rely on it
+                # durable first, then the log may rely on it
+                snapfile.save(self.wal.path.parent, new, self.wal.sealer)
                 snap = self.storage.create_snapshot(index, new.conf, new.data)
                 self.metrics.inc("raft_snapshots_taken_total", 1, "snapshots of the state machine taken")
                 log.info("raftstore %d: snapshot at index %d (%d bytes)", self.id, snap.index, len(snap.data))
@@ -498,6 +520,14 @@ class Driver:
                 self.wal.rewrite(cut, self.storage.term(cut), self.storage.initial_state(), kept)
                 self.storage.compact(cut)
                 self.metrics.inc("raft_compactions_total", 1, "log compactions")
+            elif resealing:
+                first = self.storage.first_index()
+                kept = self.storage.entries(first, self.storage.last_index() + 1)
+                self.wal.rewrite(first - 1, self.storage.term(first - 1), self.storage.initial_state(), kept)
+            if resealing:
+                self._reseal = False
+                if self.on_resealed is not None:
+                    self.on_resealed()
         except OSError as e:
             self.metrics.inc("raft_snapshot_failures_total", 1, "snapshots or compactions that failed to write")
             log.error("raftstore %d: snapshot/compaction at index %d failed: %s; keeping the longer log",
@@ -542,8 +572,11 @@ class Driver:
                     _settle(pending.future, exc=result)
                 elif isinstance(result, (TxnResult, ConfState)):
                     _settle(pending.future, result)
-            if leading and isinstance(result, TxnResult) and result.changes and self.on_leader_commit:
-                self.on_leader_commit(result)
+            if isinstance(result, TxnResult) and result.changes:
+                if leading and self.on_leader_commit:
+                    self.on_leader_commit(result)
+                if self.on_commit is not None:
+                    self.on_commit(result)
         self.metrics.inc("raft_applied_entries_total", len(rd.committed_entries), "committed entries applied")
         self._applied.set()
         self._applied = asyncio.Event()

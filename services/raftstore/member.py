@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 
 from services.raftstore import snapfile
+from services.raftstore.atrest import KEK_AUTOLOCK, DataKeys, parse_unlock_key
 from services.raftstore.driver import Driver, DriverConfig
 from services.raftstore.fsm import FSM
 from services.raftstore.membership import Membership
@@ -19,23 +20,38 @@ from services.raftstore.raft import ConfChange, ConfChangeType, Entry, EntryType
 from services.raftstore.settings import MemberInfo, RaftstoreSettings
 from services.raftstore.transport import PEER_COMPONENT, PeerAddr, PeerTransport
 from services.raftstore.wal import WAL, Replayed
-from shoal import pki
+from shoal import pki, unlockkey
+from shoal.errors import NotFound
 from shoal.metrics import Registry
+from shoal.store.txn import TxnResult
 from shoal.transport import Credentials, TransportError
 
 log = logging.getLogger(__name__)
 
+#: the cluster's unlock key while autolock is on: `{"id": "unlock-key", "key": "SWMKEY-1-..."}` in kind `ca`,
+#: written only by the CA (services/ca) and read here from this member's own state machine
+UNLOCK_KIND, UNLOCK_ID = unlockkey.KIND, unlockkey.OBJECT_ID
+
 
 class Member:
     def __init__(self, settings: RaftstoreSettings, creds: Credentials, *, rng: random.Random | None = None,
-                 metrics: Registry | None = None) -> None:
+                 metrics: Registry | None = None, unlock_key: bytes | None = None) -> None:
+        """Raises atrest.Locked when autolock is on and no `unlock_key` is given, atrest.WrongKey for a wrong
+        one, WalCorrupt for damaged or tampered data."""
         self.settings = settings
         self.creds = creds
         bootstrap = bootstrap_members(settings.members(), settings.raft_id, creds)
         self.me = next(m for m in bootstrap if m.id == settings.raft_id)
         self.metrics = metrics or Registry()
-        self.wal, replayed = WAL.open(settings.data_dir)
-        snap = snapfile.load(settings.data_dir)
+        #: the data keys sealing the WAL and the snapshot, wrapped by the KEK beside the TLS key (atrest)
+        self.keys = DataKeys.load(settings.data_dir, creds.dir, unlock_key)
+        sealer = self.keys.sealer()
+        self.wal, replayed = WAL.open(settings.data_dir, sealer)
+        try:
+            snap = snapfile.load(settings.data_dir, sealer)
+        except BaseException:
+            self.wal.close()
+            raise
         log.info("raftstore %d: replayed %d entries from %s (term %d, commit %d, snapshot at %d)", self.me.id,
                  len(replayed.entries), self.wal.path, replayed.hard_state.term, replayed.hard_state.commit,
                  snap.index if snap else 0)
@@ -53,7 +69,12 @@ class Member:
         self.driver = Driver(self.me.id, peers, self.wal, replayed, FSM(), self.transport, cfg, rng=rng,
                              metrics=self.metrics, snapshot=snap, membership=membership)
         self.transport.deliver = self.driver.receive
-        self.driver.on_membership = self._follow_membership
+        self.driver.on_resealed = self._resealed
+        self.driver.on_commit = self._committed
+        self._follow_autolock()
+        if self.keys.rotation_owed:  # autolock was turned on and the rotation that goes with it did not finish
+            self.rotate_data_key()
+        self.driver.on_membership = self._membership_changed
         self._follow_membership(self.driver.membership)
         self._task: asyncio.Task[None] | None = None
         #: called if the driver dies of an exception (a broken invariant): its state can no longer be trusted
@@ -66,9 +87,60 @@ class Member:
     def member(self, member_id: int | None) -> MemberInfo | None:
         return self.driver.membership.get(member_id)
 
+    def _membership_changed(self, membership: Membership) -> None:
+        self._follow_membership(membership)
+        self._follow_autolock()  # after an installed snapshot, which may carry a new unlock key (no commit says so)
+
     def _follow_membership(self, membership: Membership) -> None:
         self.transport.blocked = set(membership.removed)
         self.transport.set_peers({m.id: PeerAddr(m.peer_host, m.peer_port, m.node_id) for m in membership.all()})
+
+    def rotate_data_key(self) -> None:
+        """A new data key for new records; the snapshot and the WAL are re-encrypted under it at the next
+        Ready, and then the old key is forgotten (`_resealed`)."""
+        self.driver.reseal(self.keys.rotate())
+        log.info("raftstore %d: data key rotated to key %d; re-encrypting the snapshot and the WAL", self.me.id,
+                 self.keys.current)
+
+    def _committed(self, result: TxnResult) -> None:
+        if any(c.kind == UNLOCK_KIND and c.id == UNLOCK_ID for c in result.changes):
+            self._follow_autolock()
+
+    def _follow_autolock(self) -> None:
+        """Wrap the data keys as the cluster says: under its unlock key (object `ca/unlock-key`, written by the
+        CA when autolock is turned on or the key rotated) or, without one, under the KEK file. Turning autolock
+        on also rotates the data key (as SwarmKit): the snapshot and WAL are re-encrypted under a key that was
+        never wrapped by a KEK on disk."""
+        try:
+            text = self.driver.fsm.mem.get(UNLOCK_KIND, UNLOCK_ID).get("key")
+        except NotFound:
+            text = None
+        try:
+            key = parse_unlock_key(text) if isinstance(text, str) else None
+        except ValueError:
+            log.error("raftstore %d: the cluster's unlock key is malformed; keeping the keys as they are",
+                      self.me.id)
+            return
+        have = self.keys.kek if self.keys.mode == KEK_AUTOLOCK else None
+        if key == have:
+            return
+        turning_on = have is None
+        self.keys.set_autolock(key, owe_rotation=turning_on)
+        if key is None:
+            log.warning("raftstore %d: autolock is off: the data keys are wrapped by %s again", self.me.id,
+                        self.keys.kek_path)
+        elif turning_on:
+            log.warning("raftstore %d: autolock is on: the data keys are wrapped by the unlock key, which is not "
+                        "on disk; a restart will need `shoal swarm unlock`", self.me.id)
+            self.rotate_data_key()
+        else:
+            log.warning("raftstore %d: the unlock key was rotated; the data keys are wrapped by the new one",
+                        self.me.id)
+
+    def _resealed(self) -> None:
+        if self.keys.retire():
+            log.info("raftstore %d: the snapshot and the WAL are sealed under data key %d only; older keys "
+                     "forgotten", self.me.id, self.keys.current)
 
     async def start(self) -> None:
         await self.transport.start(self.me.peer_host, self.me.peer_port)

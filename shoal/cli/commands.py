@@ -777,9 +777,11 @@ def cluster_changes(a: argparse.Namespace) -> Spec:
         body["orchestration"] = {"task_history_retention_limit": a.task_history_limit}
     if getattr(a, "cert_expiry", None) is not None:
         body["ca_config"] = {"node_cert_expiry": parse_cert_expiry(a.cert_expiry)}
+    if getattr(a, "autolock", None) is not None:
+        body["encryption_config"] = {"auto_lock_managers": a.autolock}
     if not body:
         raise CliError("cluster update: nothing to change (use --heartbeat-period, --task-history-limit, "
-                       "--cert-expiry)")
+                       "--cert-expiry, --autolock)")
     return body
 
 
@@ -806,10 +808,32 @@ def cmd_cluster_update(a: argparse.Namespace) -> int:
         current = gw.request("GET", "/v1/cluster")
         body["version"] = int(((current or {}).get("meta") or {}).get("version") or 0)
         gw.request("PATCH", "/v1/cluster", body=body)
+        key = gw.get("/v1/swarm/unlock-key").get("unlock_key") if getattr(a, "autolock", None) else None
     finally:
         gw.close()
     print("cluster updated")
+    if key:
+        print(unlock_key_text(str(key)))
     return 0
+
+
+def unlock_key_text(key: str, *, rotated: bool = False) -> str:
+    """Docker's wording (`docker swarm unlock-key`)."""
+    head = "Successfully rotated manager unlock key.\n\n" if rotated else ""
+    return (f"{head}To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\n"
+            "command and provide the following key:\n\n"
+            f"    {key}\n\n"
+            "Please remember to store this key in a password manager, since without it you\n"
+            "will not be able to restart the manager.")
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
 def network_spec(a: argparse.Namespace) -> Spec:
@@ -1106,6 +1130,8 @@ def add_cluster_update_flags(p: argparse.ArgumentParser) -> None:
                    help="terminal tasks kept per slot (negative = all)")
     p.add_argument("--cert-expiry", metavar="DURATION",
                    help="validity of node certificates issued from now on (e.g. 90d, 720h; at least 1h)")
+    p.add_argument("--autolock", type=parse_bool, metavar="true|false",
+                   help="lock restarted managers until `shoal swarm unlock` (prints the unlock key)")
     p.set_defaults(func=cmd_cluster_update)
 
 

@@ -1,14 +1,20 @@
-"""`shoal swarm join-token`, `shoal swarm update` (the second name of `shoal cluster update`), and `shoal env`
+"""`shoal swarm join-token`, `shoal swarm update` (the second name of `shoal cluster update`), `shoal swarm
+unlock-key` and `shoal swarm unlock` (autolock), and `shoal env`
 (shell exports pointing the CLI and Docker's client at the local cluster with its admin bundle)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
+
+from shoal import transport, unlockkey
 from shoal.cli import identity
-from shoal.cli.commands import CliError, add_cluster_update_flags, gateway_of
+from shoal.cli.commands import CliError, add_cluster_update_flags, gateway_of, unlock_key_text
 
 ROLES = ("worker", "manager")
 
@@ -43,6 +49,79 @@ def cmd_join_token(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unlock_key(a: argparse.Namespace) -> int:
+    gw = gateway_of(a)
+    try:
+        res = gw.request("POST", "/v1/swarm/unlock-key/rotate", body={}) if a.rotate else \
+            gw.get("/v1/swarm/unlock-key")
+    finally:
+        gw.close()
+    key = res.get("unlock_key") if isinstance(res, dict) else None
+    if not key:
+        raise CliError("no unlock key is set: autolock is off (`shoal swarm update --autolock=true`)")
+    print(key if a.quiet else unlock_key_text(str(key), rotated=a.rotate))
+    return 0
+
+
+def local_store_members(data: Path) -> list[str]:
+    """The raftstore members of the cluster `shoal up` runs from `data` (its supervisor.json)."""
+    try:
+        members = json.loads((data / identity.STATE_FILE).read_text())["store_members"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CliError(f"no running cluster in {data} ({type(e).__name__}); give the locked raftstore members "
+                       "with --store https://host:port") from None
+    return [str(m) for m in members]
+
+
+def cmd_unlock(a: argparse.Namespace) -> int:
+    """Give this machine's locked raftstore members the unlock key (read from stdin, never from argv)."""
+    if sys.stdin.isatty():
+        print("Enter unlock key: ", end="", file=sys.stderr, flush=True)
+    text = sys.stdin.readline().strip()
+    try:
+        unlockkey.parse(text)
+    except ValueError as e:
+        raise CliError(f"invalid unlock key: {e}") from None
+    data = Path(a.data_dir) if a.data_dir else identity.data_dir()
+    urls = a.store or local_store_members(data.resolve())
+    try:
+        creds = identity.load_bundle(identity.cert_path())
+    except identity.IdentityError as e:
+        raise CliError(str(e)) from None
+    unlocked = locked = 0
+    with transport.sync_http_client(creds, timeout=30.0) as http:
+        for url in urls:
+            try:
+                health = http.get(f"{url}/healthz")
+                if health.status_code != 503 or not _is_locked(health):
+                    continue
+                locked += 1
+                r = http.post(f"{url}/v1/unlock", json={"key": text})
+            except httpx.HTTPError as e:
+                raise CliError(f"cannot reach the raftstore member at {url}: {e}") from None
+            if r.status_code != 200:
+                raise CliError(f"{url}: {_message(r)}")
+            unlocked += 1
+    if not locked:
+        raise CliError("no locked manager here: nothing to unlock")
+    print(f"unlocked {unlocked} raftstore member(s)")
+    return 0
+
+
+def _is_locked(resp: httpx.Response) -> bool:
+    try:
+        return bool(resp.json().get("locked"))
+    except ValueError:
+        return False
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json().get("message"))
+    except ValueError:
+        return f"HTTP {resp.status_code}"
+
+
 def cmd_env(a: argparse.Namespace) -> int:
     data = Path(a.data_dir) if a.data_dir else identity.data_dir()
     try:
@@ -64,6 +143,15 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     jt.set_defaults(func=cmd_join_token)
     update = ssub.add_parser("update", parents=[parent], help="change the cluster spec (= `shoal cluster update`)")
     add_cluster_update_flags(update)
+    uk = ssub.add_parser("unlock-key", parents=[parent], help="show or rotate the managers' unlock key (autolock)")
+    uk.add_argument("-q", "--quiet", action="store_true", help="only print the key")
+    uk.add_argument("--rotate", action="store_true", help="replace the key (managers down now need the old one)")
+    uk.set_defaults(func=cmd_unlock_key)
+    ul = ssub.add_parser("unlock", help="unlock this machine's restarted managers (the key on stdin)")
+    ul.add_argument("--store", action="append", metavar="URL",
+                    help="a raftstore member to unlock (default: those of the local cluster's supervisor.json)")
+    ul.add_argument("--data-dir", help="the local cluster's data directory (default $SHOAL_DATA_DIR or ~/.shoal)")
+    ul.set_defaults(func=cmd_unlock)
     from shoal.cli import swarm_node
 
     swarm_node.add_parsers(ssub)

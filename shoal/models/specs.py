@@ -580,6 +580,13 @@ class CAConfig(Strict):
         return v
 
 
+class EncryptionConfig(Strict):
+    """Autolock (SwarmKit's `encryption_config.auto_lock_managers`): the managers' data keys are wrapped by an
+    unlock key that is on no disk, so a restarted manager stays locked until `shoal swarm unlock`."""
+
+    auto_lock_managers: bool = False
+
+
 class ClusterSpec(Strict):
     """The spec of the single cluster object ("default"; it cannot be renamed)."""
 
@@ -587,6 +594,7 @@ class ClusterSpec(Strict):
     dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     ca_config: CAConfig | None = None  # absent = the CA's default (90 days)
+    encryption_config: EncryptionConfig | None = None  # absent = autolock off
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -18,7 +18,7 @@ from services.ca.app import create_app
 from services.ca.authority import CertificateAuthority
 from services.ca.core import ANONYMOUS_PATHS, CA_OBJECT_ID, PermissionDenied, policy
 from services.ca.settings import CASettings
-from shoal import enroll, pki, transport
+from shoal import enroll, pki, transport, unlockkey
 from shoal.certs import LOCAL_HOSTS, Signer
 from shoal.cluster import ensure_cluster, with_removed_node
 from shoal.models.kinds import Kind
@@ -230,3 +230,36 @@ async def test_certificate_lifetime_follows_the_cluster_and_the_test_override(tm
     finally:
         await c.server.stop()
     assert os.environ.get("SHOAL_TEST_CERT_EXPIRY") is None
+
+
+async def set_autolock(store: LocalStore, on: bool) -> None:
+    cluster = await store.get(Kind.CLUSTER, "default")
+    spec = {**cluster["spec"], "encryption_config": {"auto_lock_managers": on}}
+    await store.txn([t.update(Kind.CLUSTER, {**cluster, "spec": spec})])
+
+
+async def test_the_unlock_key_follows_autolock_and_only_the_gateway_sees_or_rotates_it(ca: CA) -> None:
+    for name, role, component in [("w", pki.WORKER, "agent"), ("d", pki.MANAGER, "dispatcher"),
+                                  ("a", pki.ADMIN, "admin"), ("r", pki.MANAGER, "raftstore")]:
+        async with transport.http_client(ca.creds(name, role=role, component=component)) as client:
+            assert (await client.get(ca.url + "/v1/unlock-key")).status_code == 403
+            assert (await client.post(ca.url + "/v1/unlock-key/rotate", json={})).status_code == 403
+    async with transport.http_client(ca.creds("g", role=pki.MANAGER, component="gateway")) as gw:
+        assert [o["id"] for o in (await ca.store.list(unlockkey.KIND))[1]] == [CA_OBJECT_ID]
+        assert (await gw.get(ca.url + "/v1/unlock-key")).json() == {"unlock_key": ""}
+        r = await gw.post(ca.url + "/v1/unlock-key/rotate", json={})
+        assert r.status_code == 409 and "autolock is off" in r.json()["message"]
+        await set_autolock(ca.store, True)
+        key = (await gw.get(ca.url + "/v1/unlock-key")).json()["unlock_key"]
+        assert len(unlockkey.parse(key)) == 32
+        assert (await ca.store.get(unlockkey.KIND, unlockkey.OBJECT_ID))["key"] == key
+        assert (await gw.get(ca.url + "/v1/unlock-key")).json()["unlock_key"] == key  # stable
+        rotated = (await gw.post(ca.url + "/v1/unlock-key/rotate", json={})).json()["unlock_key"]
+        assert rotated != key and (await ca.store.get(unlockkey.KIND, unlockkey.OBJECT_ID))["key"] == rotated
+        await set_autolock(ca.store, False)
+        for _ in range(100):  # the CA's poll removes it (SHOAL_REVOCATION_POLL here: 0.05 s)
+            if not (await ca.store.list(unlockkey.KIND))[1][1:]:  # only the root is left
+                break
+            await asyncio.sleep(0.02)
+        assert [o["id"] for o in (await ca.store.list(unlockkey.KIND))[1]] == [CA_OBJECT_ID]
+        assert (await gw.get(ca.url + "/v1/unlock-key")).json() == {"unlock_key": ""}

@@ -166,6 +166,8 @@ class FakeCA:
             raise httpx.ConnectError("refused", request=request)
         if request.method == "GET" and request.url.path == "/v1/tokens":
             return httpx.Response(200, json=self.tokens)
+        if request.url.path.startswith("/v1/unlock-key"):
+            return httpx.Response(200, json={"unlock_key": UNLOCK_KEY})
         if request.method == "POST" and request.url.path == "/v1/tokens/rotate":
             self.tokens["worker"] = WORKER_TOKEN.replace("w", "x")
             return httpx.Response(200, json=self.tokens)
@@ -268,3 +270,25 @@ async def test_the_cli_uses_the_admin_bundle(gateway: tuple[Cluster, str, LocalS
     capsys.readouterr()
     assert await asyncio.to_thread(main, ["--url", url, "service", "ls"]) == 1
     assert "may not call GET /v1/services" in capsys.readouterr().err
+
+
+# ---- autolock ----------------------------------------------------------------------------------------------------
+UNLOCK_KEY = "SWMKEY-1-" + "A" * 43
+
+
+def test_cluster_update_turns_autolock_on_and_the_unlock_key_is_relayed(
+        client: TestClient, ca: FakeCA, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    version = (client.get("/v1/cluster").json().get("meta") or {}).get("version", 0)
+    r = client.patch("/v1/cluster", json={"version": version, "encryption_config": {"auto_lock_managers": True}})
+    assert r.status_code == 200, r.text
+    assert r.json()["spec"]["encryption_config"] == {"auto_lock_managers": True}
+    version = r.json()["meta"]["version"]
+    bad = [{"auto_lock_managers": "maybe"}, {"autolock": True}]
+    assert all(client.patch("/v1/cluster", json={"version": version, "encryption_config": b}).status_code == 400
+               for b in bad)
+    assert client.get("/v1/swarm/unlock-key").json() == {"unlock_key": UNLOCK_KEY}
+    assert client.post("/v1/swarm/unlock-key/rotate").status_code == 200
+    assert [(m, u) for m, u, _ in ca.requests if "ca:4250" in u] == [
+        ("GET", "https://ca:4250/v1/unlock-key"), ("POST", "https://ca:4250/v1/unlock-key/rotate")]
+    assert UNLOCK_KEY not in caplog.text

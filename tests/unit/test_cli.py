@@ -827,3 +827,51 @@ def test_env_prints_the_exports_of_the_local_cluster(tmp_path: Path, capsys: pyt
     assert lines[:5] == ["export SHOAL_URL=https://127.0.0.1:4242", f"export SHOAL_CERT_PATH={bundle}",
                          "export DOCKER_HOST=tcp://127.0.0.1:4242", "export DOCKER_TLS_VERIFY=1",
                          f"export DOCKER_CERT_PATH={bundle}"]
+
+
+def unlock_key_handler(seen: list[Any], key: str) -> Handler:
+    state = {"key": key}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path))
+        if request.url.path == "/v1/swarm/unlock-key/rotate":
+            if not state["key"]:
+                return httpx.Response(409, json={"message": "ca: autolock is off", "code": "conflict"})
+            state["key"] = "SWMKEY-1-rotated"
+        if request.url.path == "/v1/cluster":
+            return httpx.Response(200, json={"id": "default", "spec": {}})
+        return httpx.Response(200, json={"unlock_key": state["key"]})
+
+    return handler
+
+
+def test_swarm_update_autolock_prints_the_unlock_key(capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[Any] = []
+    assert main(["swarm", "update", "--autolock=true"], http=mock(unlock_key_handler(seen, "SWMKEY-1-abc"))) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cluster updated\n") and "shoal swarm unlock" in out and "    SWMKEY-1-abc\n" in out
+    assert seen == [("GET", "/v1/cluster"), ("PATCH", "/v1/cluster"), ("GET", "/v1/swarm/unlock-key")]
+    assert main(["swarm", "update", "--autolock", "false"], http=mock(unlock_key_handler(seen, ""))) == 0
+    assert capsys.readouterr().out == "cluster updated\n" and seen[-1] == ("PATCH", "/v1/cluster")
+    assert main(["swarm", "update", "--autolock", "maybe"], http=mock(unlock_key_handler(seen, ""))) == 2
+
+
+def test_swarm_unlock_key_shows_and_rotates(capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[Any] = []
+    assert main(["swarm", "unlock-key", "-q"], http=mock(unlock_key_handler(seen, "SWMKEY-1-abc"))) == 0
+    assert capsys.readouterr().out == "SWMKEY-1-abc\n"
+    assert main(["swarm", "unlock-key", "--rotate"], http=mock(unlock_key_handler(seen, "SWMKEY-1-abc"))) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Successfully rotated manager unlock key.") and "SWMKEY-1-rotated" in out
+    assert main(["swarm", "unlock-key"], http=mock(unlock_key_handler(seen, ""))) == 1
+    assert "autolock is off" in capsys.readouterr().err
+    assert main(["swarm", "unlock-key", "--rotate"], http=mock(unlock_key_handler(seen, ""))) == 1
+
+
+def test_swarm_unlock_refuses_a_malformed_key_before_calling_anyone(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("SWMTKN-1-not-an-unlock-key\n"))
+    assert main(["swarm", "unlock", "--store", "https://127.0.0.1:9"]) == 1
+    assert "invalid unlock key" in capsys.readouterr().err

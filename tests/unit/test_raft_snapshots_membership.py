@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.raftstore import snapfile
+from services.raftstore.atrest import ephemeral_sealer
 from services.raftstore.raft import (
     ConfChange,
     ConfChangeType,
@@ -28,6 +29,8 @@ from services.raftstore.raft import (
 from services.raftstore.raft.progress import ProgressState
 from services.raftstore.wal import FILE_NAME, WAL, WalCorrupt
 from tests.sim.raftnet import SimNetwork
+
+SEALER = ephemeral_sealer()
 
 
 def settle(net: SimNetwork, steps: int = 40) -> None:
@@ -250,34 +253,34 @@ def test_3_10_a_transfer_that_cannot_finish_is_abandoned_after_an_election_timeo
 
 # ---- durable side -----------------------------------------------------------------------------------------------
 def test_the_wal_rewrite_starts_the_log_after_the_snapshot_mark(tmp_path: Path) -> None:
-    wal, _ = WAL.open(tmp_path)
+    wal, _ = WAL.open(tmp_path, SEALER)
     wal.save(HardState(2, 1, 9), [Entry(1, i, b"x") for i in range(1, 11)])
     wal.rewrite(7, 1, HardState(2, 1, 9), [Entry(1, 8, b"x"), Entry(1, 9, b"x"), Entry(1, 10, b"x")])
     wal.save(None, [Entry(2, 11, b"y")])  # appends go to the new file
     wal.close()
     assert not (tmp_path / "wal.tmp").exists()
-    _, r = WAL.open(tmp_path)
+    _, r = WAL.open(tmp_path, SEALER)
     assert (r.base_index, r.base_term) == (7, 1)
     assert [e.index for e in r.entries] == [8, 9, 10, 11] and r.hard_state == HardState(2, 1, 9)
 
 
 def test_a_wal_that_skips_past_its_mark_refuses_to_start(tmp_path: Path) -> None:
-    wal, _ = WAL.open(tmp_path)
+    wal, _ = WAL.open(tmp_path, SEALER)
     wal.rewrite(7, 1, HardState(1, 1, 7), [Entry(1, 9, b"gap")])
     wal.close()
     with pytest.raises(WalCorrupt, match="gap"):
-        WAL.open(tmp_path)
+        WAL.open(tmp_path, SEALER)
 
 
 def test_the_snapshot_file_round_trips_and_a_damaged_one_refuses_to_start(tmp_path: Path) -> None:
-    assert snapfile.load(tmp_path) is None
+    assert snapfile.load(tmp_path, SEALER) is None
     snap = Snapshot(42, 3, b"{}" * 1000, ConfState((1, 2, 4), (5,)))
-    snapfile.save(tmp_path, snap)
-    assert snapfile.load(tmp_path) == snap
+    snapfile.save(tmp_path, snap, SEALER)
+    assert snapfile.load(tmp_path, SEALER) == snap
     path = tmp_path / snapfile.FILE_NAME
     buf = bytearray(path.read_bytes())
     buf[100] ^= 0xFF
     path.write_bytes(bytes(buf))
     with pytest.raises(WalCorrupt, match="checksum"):
-        snapfile.load(tmp_path)
+        snapfile.load(tmp_path, SEALER)
     assert (tmp_path / FILE_NAME).exists() is False  # the WAL is a separate file

@@ -11,12 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.raftstore.atrest import ephemeral_sealer
 from services.raftstore.raft import Entry, HardState
 from services.raftstore.wal import FILE_NAME, WAL, WalCorrupt, WalLocked
 
+SEALER = ephemeral_sealer()
+
 
 def write(tmp: Path, batches: list[tuple[HardState | None, list[Entry]]]) -> Path:
-    wal, _ = WAL.open(tmp)
+    wal, _ = WAL.open(tmp, SEALER)
     for hs, ents in batches:
         wal.save(hs, ents)
     wal.close()
@@ -26,12 +29,12 @@ def write(tmp: Path, batches: list[tuple[HardState | None, list[Entry]]]) -> Pat
 def test_replays_entries_and_the_last_hard_state(tmp_path: Path) -> None:
     ents = [Entry(1, 1), Entry(1, 2, b"a"), Entry(2, 3, b"b")]
     write(tmp_path, [(HardState(1, 1, 0), ents[:2]), (HardState(2, 3, 2), ents[2:])])
-    _, r = WAL.open(tmp_path)
+    _, r = WAL.open(tmp_path, SEALER)
     assert r.entries == ents and r.hard_state == HardState(2, 3, 2) and r.truncated_bytes == 0
 
 
 def test_one_fsync_per_save_however_many_entries(tmp_path: Path) -> None:
-    wal, _ = WAL.open(tmp_path)
+    wal, _ = WAL.open(tmp_path, SEALER)
     wal.save(HardState(1, 1, 0), [Entry(1, i, b"x" * 100) for i in range(1, 501)])
     wal.save(HardState(1, 1, 500), [])
     assert wal.fsyncs == 2
@@ -41,12 +44,12 @@ def test_one_fsync_per_save_however_many_entries(tmp_path: Path) -> None:
 def test_a_rewritten_suffix_replaces_the_old_one_on_replay(tmp_path: Path) -> None:
     write(tmp_path, [(None, [Entry(1, 1), Entry(1, 2, b"old"), Entry(1, 3, b"old")]),
                      (HardState(2, 2, 0), [Entry(2, 2, b"new")])])
-    _, r = WAL.open(tmp_path)
+    _, r = WAL.open(tmp_path, SEALER)
     assert r.entries == [Entry(1, 1), Entry(2, 2, b"new")]
 
 
-# The second batch is an entry record (66 bytes) then a hard-state record (33 bytes).
-@pytest.mark.parametrize(("cut", "kept"), [(1, 2), (20, 2), (34, 1), (60, 1), (98, 1)])
+# The second batch is an entry record (8 + 18 + 32 sealing + 40 = 98 bytes) then a hard-state record (65 bytes).
+@pytest.mark.parametrize(("cut", "kept"), [(1, 2), (40, 2), (66, 1), (120, 1), (162, 1)])
 def test_a_torn_tail_is_truncated_with_a_warning(tmp_path: Path, cut: int, kept: int,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     path = write(tmp_path, [(HardState(1, 1, 1), [Entry(1, 1, b"keep")]),
@@ -54,13 +57,13 @@ def test_a_torn_tail_is_truncated_with_a_warning(tmp_path: Path, cut: int, kept:
     size = path.stat().st_size
     os.truncate(path, size - cut)
     with caplog.at_level(logging.WARNING):
-        wal, r = WAL.open(tmp_path)
+        wal, r = WAL.open(tmp_path, SEALER)
     assert [e.data for e in r.entries] == [b"keep", b"torn" * 10][:kept]
     assert r.hard_state == HardState(1, 1, 1), "the second batch's hard state was torn off"
     assert r.truncated_bytes > 0 and "torn tail" in caplog.text
     wal.save(HardState(1, 1, 1), [Entry(1, 2, b"after")])  # appends after the cut, cleanly
     wal.close()
-    _, r2 = WAL.open(tmp_path)
+    _, r2 = WAL.open(tmp_path, SEALER)
     assert [e.data for e in r2.entries] == [b"keep", b"after"] and r2.truncated_bytes == 0
 
 
@@ -69,7 +72,7 @@ def test_a_garbled_last_record_is_a_torn_tail(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-2] ^= 0xFF
     path.write_bytes(bytes(data))
-    _, r = WAL.open(tmp_path)
+    _, r = WAL.open(tmp_path, SEALER)
     assert [e.data for e in r.entries] == [b"keep"]
 
 
@@ -77,7 +80,7 @@ def test_a_zero_filled_tail_is_a_torn_tail(tmp_path: Path) -> None:
     path = write(tmp_path, [(None, [Entry(1, 1, b"keep")])])
     with open(path, "ab") as f:
         f.write(bytes(64))
-    _, r = WAL.open(tmp_path)
+    _, r = WAL.open(tmp_path, SEALER)
     assert [e.data for e in r.entries] == [b"keep"] and r.truncated_bytes == 64
 
 
@@ -87,26 +90,26 @@ def test_damage_before_the_tail_refuses_to_start(tmp_path: Path) -> None:
     data[20] ^= 0xFF  # inside the first record's payload
     path.write_bytes(bytes(data))
     with pytest.raises(WalCorrupt, match="before its tail"):
-        WAL.open(tmp_path)
+        WAL.open(tmp_path, SEALER)
 
 
 def test_a_file_that_is_not_a_wal_refuses_to_start(tmp_path: Path) -> None:
     (tmp_path / FILE_NAME).write_bytes(b"definitely not a write-ahead log")
     with pytest.raises(WalCorrupt, match="not a shoal WAL"):
-        WAL.open(tmp_path)
+        WAL.open(tmp_path, SEALER)
 
 
 def test_a_data_directory_serves_one_process_at_a_time(tmp_path: Path) -> None:
-    wal, _ = WAL.open(tmp_path)
+    wal, _ = WAL.open(tmp_path, SEALER)
     with pytest.raises(WalLocked, match="in use"):
-        WAL.open(tmp_path)
+        WAL.open(tmp_path, SEALER)
     wal.close()
-    WAL.open(tmp_path)[0].close()
+    WAL.open(tmp_path, SEALER)[0].close()
 
 
 def test_commit_past_the_last_entry_is_clamped(tmp_path: Path) -> None:
     write(tmp_path, [(HardState(1, 1, 9), [Entry(1, 1)])])
-    _, r = WAL.open(tmp_path)
+    _, r = WAL.open(tmp_path, SEALER)
     assert r.hard_state.commit == 1
 
 
@@ -119,5 +122,5 @@ def test_any_truncation_replays_a_prefix_of_what_was_saved(tmp_path_factory: pyt
     path = write(tmp, [(None, [e]) for e in ents])
     size = path.stat().st_size
     os.truncate(path, max(12, size - cut))
-    _, r = WAL.open(tmp)
+    _, r = WAL.open(tmp, SEALER)
     assert r.entries == ents[:len(r.entries)]

@@ -1,6 +1,7 @@
 """`/v1/swarm/join-tokens`: the join tokens, relayed to the CA service (only the CA reads kind `ca`). As
 Docker's `docker swarm join-token`: show them, or rotate one role's (nodes already joined are unaffected; the
-old token stops working). Tokens are secrets: admins only (the gateway's policy), never logged."""
+old token stops working). Tokens are secrets: admins only (the gateway's policy), never logged.
+`/v1/swarm/unlock-key` (and `/rotate`): the autolock unlock key, likewise relayed to the CA and admins only."""
 
 from __future__ import annotations
 
@@ -24,6 +25,16 @@ class RotateRequest(BaseModel):
 @router.get("/join-tokens", summary="The worker and manager join tokens, and the address to join at")
 async def join_tokens(ctx: Ctx) -> Any:
     return await ctx.ca_request("GET", "/v1/tokens")
+
+
+@router.get("/unlock-key", summary="The managers' unlock key while autolock is on (\"\" when it is off)")
+async def unlock_key(ctx: Ctx) -> Any:
+    return await ctx.ca_request("GET", "/v1/unlock-key")
+
+
+@router.post("/unlock-key/rotate", summary="Replace the unlock key (autolock must be on)")
+async def rotate_unlock_key(ctx: Ctx) -> Any:
+    return await ctx.ca_request("POST", "/v1/unlock-key/rotate", {})
 
 
 @router.post("/join-tokens/rotate", summary="Replace one role's join token (the old one stops working)")
