@@ -64,9 +64,10 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     jt.set_defaults(func=cmd_join_token)
     update = ssub.add_parser("update", parents=[parent], help="change the cluster spec (= `shoal cluster update`)")
     add_cluster_update_flags(update)
-    from shoal.cli import swarm_node
+    from shoal.cli import swarm_ca, swarm_node
 
     swarm_node.add_parsers(ssub)
+    swarm_ca.add_parser(ssub, parent)
 
     env = sub.add_parser("env", help="print shell exports for the local cluster: eval $(shoal env)")
     env.add_argument("--data-dir", help="the cluster's data directory (default $SHOAL_DATA_DIR or ~/.shoal)")
