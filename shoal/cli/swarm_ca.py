@@ -86,6 +86,8 @@ def cmd_ca(a: argparse.Namespace) -> int:
                 print(progress_text(status))
                 print(f"Still rotating after {a.timeout:.0f}s; `shoal swarm ca` shows the progress.")
                 return 1
+            if not status.get("rotating"):
+                _renew_own_bundle(status)  # the old root is gone: the bundle trusts only the new one
         else:
             status = gw.get("/v1/swarm/ca")
             if not status.get("rotating"):

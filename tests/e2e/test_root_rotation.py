@@ -38,7 +38,9 @@ def test_root_rotation_converges_after_a_down_agent_returns(tmp_path: Path,
     try:
         c.start()
         c.create_service("web", 2)
-        pids = sorted(t["status"]["pid"] for t in c.wait_running("web", 2))
+        up_node = transport.Credentials(c.layout.cert_dir("agent-1")).identity.node_id
+        pids = {t["status"]["pid"] for t in c.wait_running("web", 2) if t.get("node_id") == up_node}
+        assert pids
         old_token = c.http.get("/v1/swarm/join-tokens").json()["worker"]
         down_node = pki.identity_of(pki.load_cert((c.layout.cert_dir("agent-2") / pki.CERT_FILE).read_bytes()))
         c.sup.stop_process("agent-2")
@@ -53,16 +55,17 @@ def test_root_rotation_converges_after_a_down_agent_returns(tmp_path: Path,
         dirs = cert_dirs(c)
         up = {name: d for name, d in dirs.items() if name != "agent-2"}
 
-        def all_up_renewed() -> list[str] | None:
+        def all_up_renewed() -> bool | None:
             left = [name for name, d in up.items() if not on_root(d, new_root)]
-            return None if left else left
+            assert not left, f"still on the old root: {left}"  # (eventually retries; the last is reported)
+            return True
         eventually(all_up_renewed, 90, "every running process renewed onto the new root")
         assert not on_root(dirs["agent-2"], new_root)
         pending = eventually(lambda: c.http.get("/v1/swarm/ca").json()["pending"] or None, 30, "pending")
         assert pending == [{"node_id": down_node.node_id, "component": "agent"}], pending
         assert c.http.get("/v1/swarm/ca").json()["rotating"]  # held by the node that is down
         assert down_node.node_id in c.cli("swarm", "ca").stdout
-        assert sorted(t["status"]["pid"] for t in c.wait_running("web", 2)) == pids, "tasks were restarted"
+        assert pids <= {t["status"]["pid"] for t in c.running("web")}, "tasks were restarted"
 
         c.sup.start_process("agent-2")  # trusts only the old root; renews through the cross-signed root
         eventually(lambda: not c.http.get("/v1/swarm/ca").json()["rotating"] or None, 90, "rotation finished")
@@ -73,7 +76,8 @@ def test_root_rotation_converges_after_a_down_agent_returns(tmp_path: Path,
             30, "the old root dropped from agent-1's root file"))
         assert roots == [pki.load_cert(new_root)]
         eventually(lambda: all(n["status"]["state"] == "ready" for n in c.nodes()) or None, 30, "nodes ready")
-        # The admin bundle the CLI renewed trusts only the new root now; everything answers it.
+        # `shoal swarm ca` after the rotation: the admin bundle it renewed trusts only the new root now.
+        assert "no rotation in progress" in c.cli("swarm", "ca").stdout
         assert len(pki.load_certs((c.layout.client_dir / "ca.pem").read_bytes())) == 1
         assert "web" in c.cli("service", "ls").stdout
         c.scale("web", 4)
