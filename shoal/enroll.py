@@ -208,7 +208,7 @@ def roots_decision(cert_pem: bytes, roots_on_disk: bytes, roots_now: bytes) -> s
     """What a process does with the CA's current roots: "renew" when its certificate was not issued by the
     current (first) root — a root rotation began; "roots" when only the trusted set changed (the old root was
     dropped): rewrite the root file; "" otherwise."""
-    current = pki.load_certs(roots_now)
+    current = pki.load_certs(roots_now) if roots_now.strip() else []
     if not current:
         return ""
     if not pki.issued_by(pki.load_cert(cert_pem), current[0]):
