@@ -186,9 +186,12 @@ async def renew(creds: Credentials, ca_urls: Sequence[str], *, hosts: Sequence[s
             reply = resp.json()
             cert = reply["certificate"].encode()
             ident = pki.identity_of(pki.load_cert(cert))
-            if (ident.node_id, ident.role, ident.component) != (creds.identity.node_id, creds.identity.role,
-                                                                 creds.identity.component):
+            # The role may change (the node was promoted or demoted: the CA decides from the store); the node
+            # id and component may not.
+            if (ident.node_id, ident.component) != (creds.identity.node_id, creds.identity.component):
                 raise JoinRefused(f"renew: the CA renewed a different identity ({ident.describe()})")
+            if ident.role != creds.identity.role:
+                log.info("renew: node %s is now a %s (was %s)", ident.node_id, ident.role, creds.identity.role)
             pki.write_identity(creds.dir, cert, pki.key_pem(key), reply["roots"].encode())
             creds.reload()
             return ident

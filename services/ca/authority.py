@@ -153,14 +153,17 @@ class CertificateAuthority:
         log.info("ca: root rotation finished: every node renewed; the old root is no longer trusted")
         return True
 
-    async def _record(self, node_id: str, issued: dict[str, str]) -> None:
-        """Remember which root issued the node's certificates (the holder object), before answering."""
+    async def _record(self, node_id: str, issued: dict[str, str], *, only: bool = False) -> None:
+        """Remember which root issued the node's certificates (the holder object), before answering. `only`:
+        these are all the node holds now (a worker: a demoted node's manager certificates are not waited for)."""
         for _ in range(10):
             try:
                 existing: dict[str, Any] | None = await self.store.get(Kind.CA, core.holder_id(node_id))
             except NotFound:
                 existing = None
             new = core.holder_record(existing, node_id, issued)
+            if only:
+                new["issuers"] = dict(issued)
             if existing is not None and new == existing:
                 return
             op = (t.create(Kind.CA, new) if existing is None
@@ -206,7 +209,7 @@ class CertificateAuthority:
                                                 lifetime=lifetime, hosts=hosts)) + state.chain_pem).decode()
                      for c, p in parsed.items()}
         if role != pki.ADMIN:  # admin bundles are not nodes: a rotation does not wait for them
-            await self._record(node_id, dict.fromkeys(certs, state.digest))
+            await self._record(node_id, dict.fromkeys(certs, state.digest), only=role == pki.WORKER)
         return certs
 
     # ---- the API -----------------------------------------------------------------------------------------
@@ -247,8 +250,16 @@ class CertificateAuthority:
             return []
         return sorted({str(httpx.URL(m["api_url"]).host) for m in members if m.get("api_url")})
 
+    async def _node(self, node_id: str) -> dict[str, Any] | None:
+        try:
+            node: dict[str, Any] = await self.store.get(Kind.NODE, node_id)
+            return node
+        except NotFound:
+            return None
+
     async def renew(self, ident: Identity, csrs: dict[str, str], hosts: list[str]) -> dict[str, Any]:
-        core.check_renewal(ident, list(csrs))
+        # The node's desired role in the store decides a promotion or demotion (core.renewal_role).
+        role = core.renewal_role(ident, list(csrs), core.desired_role(await self._node(ident.node_id)))
         cluster = await self._cluster()
         if ident.node_id in removed_node_ids(cluster):  # the store is the truth, not our last poll
             raise PermissionDenied(f"ca: node {ident.node_id} was removed from the cluster; it cannot renew")
@@ -256,11 +267,13 @@ class CertificateAuthority:
         signer = self.signer(state)
         if ident.cluster_id != signer.cluster_id:
             raise PermissionDenied(f"ca: {ident.describe()} belongs to another cluster")
-        certs = await self._sign_all(state, csrs, node_id=ident.node_id, role=ident.role,
+        certs = await self._sign_all(state, csrs, node_id=ident.node_id, role=role,
                                      hosts=core.check_hosts(hosts), cluster=cluster)
         self.metrics.inc("ca_renewals_total", help="certificates renewed")
+        if role != ident.role:
+            log.info("ca: node %s renewed as %s (was %s)", ident.node_id, role, ident.role)
         log.info("ca: renewed the certificate of %s", ident.describe())
-        return {"node_id": ident.node_id, "cluster_id": signer.cluster_id, "role": ident.role,
+        return {"node_id": ident.node_id, "cluster_id": signer.cluster_id, "role": role,
                 "certificates": certs, "certificate": certs[ident.component], "roots": state.roots_pem.decode()}
 
     async def tokens(self) -> dict[str, str]:

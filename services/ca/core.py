@@ -219,6 +219,40 @@ def check_renewal(ident: Identity, components: list[str]) -> None:
                                f"not {others or 'nothing'}")
 
 
+ROLE_OF_NAME = {"worker": pki.WORKER, "manager": pki.MANAGER}
+
+
+def desired_role(node: dict[str, Any] | None) -> str | None:
+    """The role a node is being moved to (`shoal node promote|demote` set `spec.role`), or None when there is
+    no pending change: no node object (a raftstore-only machine, init's manager processes), or the desired
+    role is the one the node was last seen with (`role`, recorded by the dispatcher from its certificate)."""
+    if not node:
+        return None
+    desired = ((node.get("spec") or {}).get("role")) or "worker"
+    observed = node.get("role") or "worker"
+    return ROLE_OF_NAME.get(str(desired)) if desired != observed else None
+
+
+def renewal_role(ident: Identity, components: list[str], desired: str | None) -> str:
+    """The role a renewal is issued with. Without a pending role change: the caller's own, for its own
+    component only (check_renewal). Promotion (a worker node whose desired role is manager): its agent renews
+    as a manager and may ask for the manager components the node will run. Demotion (a manager node whose
+    desired role is worker): only its agent renews, as a worker; its manager processes get no new certificate."""
+    if desired is None or desired == ident.role or ident.role == pki.ADMIN:
+        check_renewal(ident, components)
+        return ident.role
+    if ident.component != "agent":
+        change = "promoted" if desired == pki.MANAGER else "demoted"
+        raise PermissionDenied(f"ca: node {ident.node_id} is being {change}; only its agent renews (as "
+                               f"{desired}), not its {ident.component!r}")
+    allowed = JOIN_COMPONENTS[desired]
+    refused = sorted(c for c in components if c not in allowed)
+    if refused or "agent" not in components:
+        raise PermissionDenied(f"ca: node {ident.node_id} becomes a {desired}: its agent renews and may ask for "
+                               f"{sorted(allowed)}, not {refused or 'nothing for the agent'}")
+    return desired
+
+
 def check_hosts(hosts: list[str]) -> tuple[str, ...]:
     if len(hosts) > MAX_HOSTS:
         raise InvalidArgument(f"ca: at most {MAX_HOSTS} hosts per certificate")
