@@ -78,9 +78,13 @@ def init_local(data_dir: Path, cert_root: Path, client_dir: Path, *, raft_member
                          hosts=all_hosts)
     write_admin_bundle(signer, client_dir)
     tokens = {"worker": pki.new_token_secret(), "manager": pki.new_token_secret()}
+    # the certificates issued here, so a root rotation waits for them too (the CA records the ones it issues)
+    holders: dict[str, list[str]] = {manager: list(MANAGER_PROCESSES)}
+    for node in raft_nodes:
+        holders.setdefault(node, []).append("raftstore")
     pki.write_private(cert_root / CA_BOOTSTRAP, json.dumps({
         "cluster_id": signer.cluster_id, "root_cert": signer.root_pem.decode(), "root_key": signer.key_pem.decode(),
-        "tokens": tokens}).encode())
+        "tokens": tokens, "holders": holders}).encode())
     worker_token = pki.make_token(signer.root, tokens["worker"])
     pki.write_private(cert_root / WORKER_TOKEN_FILE, worker_token.encode())
     info = {"cluster_id": signer.cluster_id, "manager_node": manager, "raft_nodes": raft_nodes}

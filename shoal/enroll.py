@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import ssl
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "agent"
 RENEW_RETRY_MAX = 30.0
+DEFAULT_ROOT_POLL = 30.0
 
 
 class JoinRefused(Exception):
@@ -184,35 +186,98 @@ async def renew(creds: Credentials, ca_urls: Sequence[str], *, hosts: Sequence[s
             reply = resp.json()
             cert = reply["certificate"].encode()
             ident = pki.identity_of(pki.load_cert(cert))
-            if (ident.node_id, ident.role, ident.component) != (creds.identity.node_id, creds.identity.role,
-                                                                 creds.identity.component):
+            # The role may change (the node was promoted or demoted: the CA decides from the store); the node
+            # id and component may not.
+            if (ident.node_id, ident.component) != (creds.identity.node_id, creds.identity.component):
                 raise JoinRefused(f"renew: the CA renewed a different identity ({ident.describe()})")
+            if ident.role != creds.identity.role:
+                log.info("renew: node %s is now a %s (was %s)", ident.node_id, ident.role, creds.identity.role)
             pki.write_identity(creds.dir, cert, pki.key_pem(key), reply["roots"].encode())
             creds.reload()
             return ident
     raise CAUnavailable("renew: renewal failed: " + "; ".join(errors))
 
 
+def root_poll_interval() -> float:
+    """Seconds between two looks at the CA's roots (`SHOAL_ROOT_POLL`, default 30): how soon a process notices
+    a root rotation."""
+    try:
+        return max(0.1, float(os.environ.get("SHOAL_ROOT_POLL", DEFAULT_ROOT_POLL)))
+    except ValueError:
+        return DEFAULT_ROOT_POLL
+
+
+def roots_decision(cert_pem: bytes, roots_on_disk: bytes, roots_now: bytes) -> str:
+    """What a process does with the CA's current roots: "renew" when its certificate was not issued by the
+    current (first) root — a root rotation began; "roots" when only the trusted set changed (the old root was
+    dropped): rewrite the root file; "" otherwise."""
+    current = pki.load_certs(roots_now) if roots_now.strip() else []
+    if not current:
+        return ""
+    if not pki.issued_by(pki.load_cert(cert_pem), current[0]):
+        return "renew"
+    return "roots" if roots_now.strip() != roots_on_disk.strip() else ""
+
+
+async def fetch_current_roots(creds: Credentials, ca_urls: Sequence[str], timeout: float = 10.0) -> bytes | None:
+    """The roots the first answering CA trusts now (over mutual TLS with `creds`), or None."""
+    async with transport.http_client(creds, timeout=timeout) as client:
+        for url in ca_urls:
+            try:
+                resp = await client.get(url.rstrip("/") + "/v1/ca/roots")
+            except (httpx.HTTPError, OSError):
+                continue
+            if resp.status_code == 200 and resp.content:
+                return resp.content
+    return None
+
+
 class Renewer:
-    """Renews the certificate at a random 50-80 % of its lifetime (SwarmKit's spread), retrying failures."""
+    """Renews the certificate at a random 50-80 % of its lifetime (SwarmKit's spread), retrying failures, and
+    at once when the CA's current root did not issue it (a root rotation); follows the CA's trusted roots."""
 
     def __init__(self, creds: Credentials, ca_urls: Sequence[str], *, hosts: Sequence[str] | None = None,
-                 clock: Clock | None = None, rng: random.Random | None = None) -> None:
+                 clock: Clock | None = None, rng: random.Random | None = None,
+                 root_poll: float | None = None) -> None:
         self.creds = creds
         self.ca_urls = list(ca_urls)
         self.hosts = None if hosts is None else list(hosts)
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
+        self.root_poll = root_poll if root_poll is not None else root_poll_interval()
         self.renewals = 0
 
     def next_renewal(self) -> float:
         cert = pki.load_cert(self.creds.cert_file.read_bytes())
         return pki.renew_at(cert, self.rng.uniform(0.5, 0.8))
 
+    async def check_roots(self) -> bool:
+        """True when the certificate must be renewed now for a new root; rewrites the root file when only the
+        trusted set changed (SSL contexts can only add roots: a dropped root leaves a running process's trust
+        at its next start)."""
+        roots = await fetch_current_roots(self.creds, self.ca_urls)
+        if roots is None:
+            return False
+        try:
+            decision = roots_decision(self.creds.cert_file.read_bytes(), self.creds.roots_pem, roots)
+        except (OSError, pki.PKIError) as e:
+            log.info("renew: cannot compare the roots: %s", e)
+            return False
+        if decision == "roots":
+            pki.write_private(self.creds.root_file, roots)
+            log.info("renew: the cluster's trusted roots changed; %s updated", self.creds.root_file)
+        elif decision == "renew":
+            log.info("renew: the cluster's root was rotated; renewing %s onto the new root",
+                     self.creds.identity.describe())
+        return decision == "renew"
+
     async def run(self) -> None:
         while True:
             at = self.next_renewal()
-            await asyncio.sleep(max(0.0, at - self.clock.now()))
+            while self.clock.now() < at:
+                await asyncio.sleep(max(0.0, min(at - self.clock.now(), self.root_poll * self.rng.uniform(0.8, 1.2))))
+                if self.clock.now() < at and await self.check_roots():
+                    break
             backoff = 0.5
             while True:
                 try:

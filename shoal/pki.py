@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -117,10 +118,13 @@ def _utc(now: float) -> dt.datetime:
 
 # ---- the root ---------------------------------------------------------------------------------------------------
 def create_root(cluster_id: str, now: float, *, key: ec.EllipticCurvePrivateKey | None = None,
-                lifetime: dt.timedelta = ROOT_LIFETIME) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A self-signed root CA for the cluster (CN `swarm-ca`, as SwarmKit's)."""
+                lifetime: dt.timedelta = ROOT_LIFETIME,
+                common_name: str = "swarm-ca") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-signed root CA for the cluster (CN `swarm-ca`, as SwarmKit's). A rotated root gets a name of its
+    own (`rotated_root_name`): OpenSSL picks an issuer by name and does not try a second root of the same name
+    whose signature would match, so two trusted roots of one name would refuse half of the certificates."""
     key = key or new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "swarm-ca"),
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster_id)])
     start = _utc(now) - BACKDATE
     cert = (
@@ -136,6 +140,11 @@ def create_root(cluster_id: str, now: float, *, key: ec.EllipticCurvePrivateKey 
     return cert, key
 
 
+def rotated_root_name() -> str:
+    """The common name of a root made by a root rotation: `swarm-ca-<random>` (see `create_root`)."""
+    return f"swarm-ca-{secrets.token_hex(6)}"
+
+
 def cross_sign(new_root: x509.Certificate, old_root: x509.Certificate,
                old_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
     """`new_root`'s subject and key, signed by the old root: nodes that trust only the old root trust
@@ -147,6 +156,16 @@ def cross_sign(new_root: x509.Certificate, old_root: x509.Certificate,
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(old_key, hashes.SHA256())
     )
+
+
+def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """True when `issuer`'s key signed `cert` (an old and a new root share their subject: the signature
+    tells them apart)."""
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def root_digest(root: x509.Certificate) -> str:

@@ -324,8 +324,8 @@ class Supervisor:
 
     def _renew_nats(self) -> None:
         """nats-server does not renew its own certificate: the supervisor renews it through the CA at 50-80 %
-        of its lifetime (with the certificate itself, as every process does) and makes the server reload it
-        (SIGHUP: established connections stay up)."""
+        of its lifetime (with the certificate itself, as every process does), or at once after a root rotation,
+        and makes the server reload it (SIGHUP: established connections stay up)."""
         import asyncio
         import random
 
@@ -340,8 +340,15 @@ class Supervisor:
             except (transport.TransportError, OSError, pki.PKIError) as e:
                 log.warning("nats certificate unreadable (%s)", e)
                 return
-            if self._stop.wait(max(0.0, at - time.time())):
-                return
+            renewer = enroll.Renewer(creds, ca_urls)
+            rotated = False
+            while not rotated and time.time() < at:  # look at the roots meanwhile: a root rotation renews now
+                if self._stop.wait(max(0.0, min(at - time.time(), renewer.root_poll))):
+                    return
+                roots = creds.roots_pem
+                rotated = asyncio.run(renewer.check_roots())
+                if not rotated and creds.roots_pem != roots:
+                    self.kill("nats", signal.SIGHUP)  # the trusted roots changed: nats-server re-reads them
             try:
                 asyncio.run(enroll.renew(creds, ca_urls))
             except (enroll.CAUnavailable, enroll.JoinRefused) as e:

@@ -9,6 +9,9 @@
     POST /v1/tokens/rotate   (gateway only) {role: worker|manager} -> the tokens after rotation
     GET  /v1/unlock-key      (gateway only) -> {unlock_key}: the autolock key ("" while autolock is off)
     POST /v1/unlock-key/rotate (gateway only) -> {unlock_key}: a new one (409 while autolock is off)
+    GET  /v1/ca              (gateway only) -> {root_digest, rotating, started, pending: [{node_id, component}],
+                             root_cert}
+    POST /v1/ca/rotate       (gateway only) -> the same, just after a new root was made (409 while one rotates)
 
 plus /healthz, /readyz, /metrics, /v1/status. Who may call what: `core.policy` (applied by transport.Guard)."""
 
@@ -73,6 +76,14 @@ def build_router(ca: CertificateAuthority) -> APIRouter:
     @router.get("/ca/roots", summary="The cluster's trusted root certificates (PEM)")
     async def roots() -> Response:
         return Response(await ca.roots(), media_type="application/x-pem-file")
+
+    @router.get("/ca", summary="The current root and the progress of a root rotation (gateway only)")
+    async def ca_status() -> dict[str, Any]:
+        return await ca.rotation_status()
+
+    @router.post("/ca/rotate", summary="Start a root rotation (gateway only)")
+    async def ca_rotate() -> dict[str, Any]:
+        return await ca.rotate_root()
 
     @router.get("/tokens", summary="The join tokens (gateway only)")
     async def tokens() -> dict[str, str]:

@@ -65,6 +65,7 @@ class CertificateAuthority:
                 await self.bootstrap()
                 await self.refresh_revocations()
                 await self.follow_autolock()
+                await self.reconcile_rotation()
                 self._ready.set()
                 backoff = self.settings.revocation_poll
             except (ShoalError, httpx.HTTPError, OSError) as e:
@@ -84,7 +85,8 @@ class CertificateAuthority:
             raise InvalidArgument(f"ca: cannot read the bootstrap file {path}: {e}") from None
         obj = core.ca_object(data)
         try:
-            await self.store.txn([t.create(Kind.CA, obj)])
+            holders = [t.create(Kind.CA, h) for h in core.bootstrap_holders(data)]
+            await self.store.txn([t.create(Kind.CA, obj), *holders])
             log.info("ca: root CA of cluster %s loaded into the store", obj["cluster_id"])
         except AlreadyExists:
             pass
@@ -151,6 +153,74 @@ class CertificateAuthority:
                               "initialised? SHOAL_CA_BOOTSTRAP loads it)") from None
         return CAState.from_obj(obj)
 
+    # ---- root rotation -----------------------------------------------------------------------------------
+    async def _holders(self) -> list[dict[str, Any]]:
+        _, objs = await self.store.list(Kind.CA)
+        return [o for o in objs if str(o.get("id", "")).startswith(core.HOLDER_PREFIX)]
+
+    async def rotation_status(self) -> dict[str, Any]:
+        """The current root's digest and, during a rotation, the certificates still on the old root."""
+        state = await self.state()
+        pending = core.rotation_pending(await self._holders(), removed_node_ids(await self._cluster()),
+                                        state.digest) if state.rotating else []
+        return {"root_digest": state.digest, "rotating": state.rotating,
+                "started": state.rotation_started or None,
+                "pending": [{"node_id": n, "component": c} for n, c in pending],
+                "root_cert": state.root_pem.decode()}
+
+    async def rotate_root(self) -> dict[str, Any]:
+        """Start a root rotation (core.start_rotation); every node renews onto the new root when it next polls
+        the roots (enroll.Renewer), and `reconcile_rotation` drops the old root once all have."""
+        obj = await self.store.get(Kind.CA, core.CA_OBJECT_ID)
+        new = core.start_rotation(obj, self.clock.now())
+        try:
+            await self.store.txn([t.update(Kind.CA, new, expect_version=obj["meta"]["version"])])
+        except Conflict:
+            raise Conflict("ca: the ca object changed during the rotation; retry") from None
+        self.metrics.inc("ca_root_rotations_total", help="root rotations started")
+        log.info("ca: root rotation started; the new root is %s", core.CAState.from_obj(new).digest[:12])
+        return await self.rotation_status()
+
+    async def reconcile_rotation(self) -> bool:
+        """Finish a rotation whose every holder (removed nodes aside) has a certificate of the new root; True
+        when it finished now. Any CA may do it: the update is conditional on the version it read."""
+        obj = await self.store.get(Kind.CA, core.CA_OBJECT_ID)
+        state = CAState.from_obj(obj)
+        if not state.rotating:
+            return False
+        pending = core.rotation_pending(await self._holders(), removed_node_ids(await self._cluster()),
+                                        state.digest)
+        if pending:
+            return False
+        try:
+            await self.store.txn([t.update(Kind.CA, core.finish_rotation(obj), expect_version=obj["meta"]["version"])])
+        except Conflict:
+            return False
+        log.info("ca: root rotation finished: every node renewed; the old root is no longer trusted")
+        return True
+
+    async def _record(self, node_id: str, issued: dict[str, str], *, only: bool = False) -> None:
+        """Remember which root issued the node's certificates (the holder object), before answering. `only`:
+        these are all the node holds now (a worker: a demoted node's manager certificates are not waited for)."""
+        for _ in range(10):
+            try:
+                existing: dict[str, Any] | None = await self.store.get(Kind.CA, core.holder_id(node_id))
+            except NotFound:
+                existing = None
+            new = core.holder_record(existing, node_id, issued)
+            if only:
+                new["issuers"] = dict(issued)
+            if existing is not None and new == existing:
+                return
+            op = (t.create(Kind.CA, new) if existing is None
+                  else t.update(Kind.CA, new, expect_version=existing["meta"]["version"]))
+            try:
+                await self.store.txn([op])
+                return
+            except (Conflict, AlreadyExists):
+                continue
+        raise Unavailable(f"ca: could not record the certificates of node {node_id}; retry")
+
     def signer(self, state: CAState) -> Signer:
         if self._signer is None or self._signer[0] != state.root_pem + state.key_pem:
             self._signer = (state.root_pem + state.key_pem, Signer.load(state.root_pem, state.key_pem))
@@ -164,10 +234,13 @@ class CertificateAuthority:
             return None
 
     async def roots(self) -> bytes:
-        return self.signer(await self.state()).roots_pem
+        return (await self.state()).roots_pem
 
-    async def _sign_all(self, signer: Signer, csrs: dict[str, str], *, node_id: str, role: str,
+    async def _sign_all(self, state: CAState, csrs: dict[str, str], *, node_id: str, role: str,
                         hosts: tuple[str, ...], cluster: dict[str, Any] | None) -> dict[str, str]:
+        """Sign every CSR (a certificate file: the leaf, then the cross-signed root during a rotation) and
+        record the issuing root in the node's holder object."""
+        signer = self.signer(state)
         lifetime = core.cert_lifetime(cluster, self.settings.test_cert_expiry)
         parsed = {}
         for component, csr in csrs.items():
@@ -177,10 +250,13 @@ class CertificateAuthority:
                 raise InvalidArgument(f"ca: the CSR for {component!r}: {e}") from None
         now = self.clock.now()
         async with self._signing:
-            return {c: pki.cert_pem(pki.issue(p, ca_cert=signer.root, ca_key=signer.key, node_id=node_id,
-                                              role=role, cluster_id=signer.cluster_id, component=c, now=now,
-                                              lifetime=lifetime, hosts=hosts)).decode()
-                    for c, p in parsed.items()}
+            certs = {c: (pki.cert_pem(pki.issue(p, ca_cert=signer.root, ca_key=signer.key, node_id=node_id,
+                                                role=role, cluster_id=signer.cluster_id, component=c, now=now,
+                                                lifetime=lifetime, hosts=hosts)) + state.chain_pem).decode()
+                     for c, p in parsed.items()}
+        if role != pki.ADMIN:  # admin bundles are not nodes: a rotation does not wait for them
+            await self._record(node_id, dict.fromkeys(certs, state.digest), only=role == pki.WORKER)
+        return certs
 
     # ---- the API -----------------------------------------------------------------------------------------
     async def join(self, token: str, csrs: dict[str, str], hosts: list[str], hostname: str,
@@ -200,12 +276,12 @@ class CertificateAuthority:
         core.check_join_components(role, list(csrs))
         signer = self.signer(state)
         node_id = new_id()
-        certs = await self._sign_all(signer, csrs, node_id=node_id, role=role, hosts=core.check_hosts(hosts),
+        certs = await self._sign_all(state, csrs, node_id=node_id, role=role, hosts=core.check_hosts(hosts),
                                      cluster=await self._cluster())
         self.metrics.inc("ca_joins_total", help="nodes joined")
         log.info("ca: %s (%s) joined as %s with %s", hostname or "a node", client, node_id, role)
         return {"node_id": node_id, "cluster_id": signer.cluster_id, "role": role, "certificates": certs,
-                "roots": signer.roots_pem.decode(), "managers": await self.managers()}
+                "roots": state.roots_pem.decode(), "managers": await self.managers()}
 
     async def managers(self) -> list[str]:
         """The addresses of the machines holding raft members: a joining node reaches every manager endpoint
@@ -220,8 +296,16 @@ class CertificateAuthority:
             return []
         return sorted({str(httpx.URL(m["api_url"]).host) for m in members if m.get("api_url")})
 
+    async def _node(self, node_id: str) -> dict[str, Any] | None:
+        try:
+            node: dict[str, Any] = await self.store.get(Kind.NODE, node_id)
+            return node
+        except NotFound:
+            return None
+
     async def renew(self, ident: Identity, csrs: dict[str, str], hosts: list[str]) -> dict[str, Any]:
-        core.check_renewal(ident, list(csrs))
+        # The node's desired role in the store decides a promotion or demotion (core.renewal_role).
+        role = core.renewal_role(ident, list(csrs), core.desired_role(await self._node(ident.node_id)))
         cluster = await self._cluster()
         if ident.node_id in removed_node_ids(cluster):  # the store is the truth, not our last poll
             raise PermissionDenied(f"ca: node {ident.node_id} was removed from the cluster; it cannot renew")
@@ -229,12 +313,14 @@ class CertificateAuthority:
         signer = self.signer(state)
         if ident.cluster_id != signer.cluster_id:
             raise PermissionDenied(f"ca: {ident.describe()} belongs to another cluster")
-        certs = await self._sign_all(signer, csrs, node_id=ident.node_id, role=ident.role,
+        certs = await self._sign_all(state, csrs, node_id=ident.node_id, role=role,
                                      hosts=core.check_hosts(hosts), cluster=cluster)
         self.metrics.inc("ca_renewals_total", help="certificates renewed")
+        if role != ident.role:
+            log.info("ca: node %s renewed as %s (was %s)", ident.node_id, role, ident.role)
         log.info("ca: renewed the certificate of %s", ident.describe())
-        return {"node_id": ident.node_id, "cluster_id": signer.cluster_id, "role": ident.role,
-                "certificates": certs, "certificate": certs[ident.component], "roots": signer.roots_pem.decode()}
+        return {"node_id": ident.node_id, "cluster_id": signer.cluster_id, "role": role,
+                "certificates": certs, "certificate": certs[ident.component], "roots": state.roots_pem.decode()}
 
     async def tokens(self) -> dict[str, str]:
         state = await self.state()

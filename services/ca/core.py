@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shoal import pki
-from shoal.errors import InvalidArgument, ShoalError
+from shoal.errors import Conflict, InvalidArgument, ShoalError
 from shoal.pki import Identity
 
 CA_OBJECT_ID = "root"
@@ -21,6 +21,7 @@ TOKEN_ROLES = {"worker": pki.WORKER, "manager": pki.MANAGER}
 #: what a joiner may ask certificates for, by role (a manager node also runs an agent)
 JOIN_COMPONENTS = {pki.WORKER: frozenset({"agent"}), pki.MANAGER: frozenset({*pki.MANAGER_COMPONENTS, "agent"})}
 ANONYMOUS_PATHS = ("/v1/join", "/v1/ca/roots")
+GATEWAY_PATHS = frozenset({"/v1/ca", "/v1/ca/rotate"})
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/status"})
 MAX_HOSTS = 16
 
@@ -51,19 +52,100 @@ class CAState:
     key_pem: bytes
     tokens: dict[str, str]  # "worker" / "manager" -> secret
     version: int = 0
+    #: during a root rotation: the previous root (still trusted) and the new root cross-signed by it
+    old_root_pem: bytes = b""
+    cross_signed_pem: bytes = b""
+    rotation_started: float = 0.0
 
     @classmethod
     def from_obj(cls, obj: dict[str, Any]) -> CAState:
         try:
+            rot = obj.get("rotation") or {}
             return cls(cluster_id=str(obj["cluster_id"]), root_pem=str(obj["root_cert"]).encode(),
                        key_pem=str(obj["root_key"]).encode(),
                        tokens={r: str(obj["tokens"][r]) for r in TOKEN_ROLES},
-                       version=int(obj.get("meta", {}).get("version", 0)))
-        except (KeyError, TypeError) as e:
+                       version=int(obj.get("meta", {}).get("version", 0)),
+                       old_root_pem=str(rot.get("old_root", "")).encode(),
+                       cross_signed_pem=str(rot.get("cross_signed", "")).encode(),
+                       rotation_started=float(rot.get("started", 0.0)))
+        except (KeyError, TypeError, ValueError) as e:
             raise ShoalError(f"ca: the stored ca object is damaged (missing {e})") from None
+
+    @property
+    def rotating(self) -> bool:
+        return bool(self.old_root_pem)
+
+    @property
+    def roots_pem(self) -> bytes:
+        """The trusted roots, the current (signing) root first: during a rotation the old root too."""
+        return self.root_pem + (self.old_root_pem if self.rotating else b"")
+
+    @property
+    def chain_pem(self) -> bytes:
+        """What follows a leaf in its certificate file: the cross-signed intermediate during a rotation, so a
+        process that trusts only the old root still verifies a certificate of the new one."""
+        return self.cross_signed_pem if self.rotating else b""
+
+    @property
+    def digest(self) -> str:
+        return pki.root_digest(pki.load_cert(self.root_pem))
 
     def token(self, kind: str) -> str:
         return pki.make_token(pki.load_cert(self.root_pem), self.tokens[kind])
+
+
+# ---- root rotation -----------------------------------------------------------------------------------------------
+#: the `ca` objects that record, per node, which root issued each of its certificates: `holder-<node id>`
+HOLDER_PREFIX = "holder-"
+
+
+def holder_id(node_id: str) -> str:
+    return HOLDER_PREFIX + node_id
+
+
+def start_rotation(obj: dict[str, Any], now: float) -> dict[str, Any]:
+    """The `ca` object with a new root (SwarmKit's root rotation): the new root signs from now on and its
+    digest is in the join tokens; the old root stays trusted, and the new root cross-signed by the old key goes
+    with every certificate issued until every holder has renewed (`rotation_pending`). A rotation already in
+    progress is a 409: it must converge first (a node that will never come back is `shoal node rm`ed)."""
+    state = CAState.from_obj(obj)
+    if state.rotating:
+        raise Conflict("ca: a root rotation is already in progress; wait until every node has renewed its "
+                       "certificates (`shoal swarm ca` shows who is left; remove dead nodes with `shoal node rm`)")
+    old_root, old_key = pki.load_cert(state.root_pem), pki.load_key(state.key_pem)
+    new_root, new_key = pki.create_root(state.cluster_id, now, common_name=pki.rotated_root_name())
+    cross = pki.cross_sign(new_root, old_root, old_key)
+    return {**obj, "root_cert": pki.cert_pem(new_root).decode(), "root_key": pki.key_pem(new_key).decode(),
+            "rotation": {"old_root": state.root_pem.decode(), "cross_signed": pki.cert_pem(cross).decode(),
+                         "started": now}}
+
+
+def finish_rotation(obj: dict[str, Any]) -> dict[str, Any]:
+    """The `ca` object once every holder is on the new root: the old root is no longer trusted."""
+    return {k: v for k, v in obj.items() if k != "rotation"}
+
+
+def holder_record(existing: dict[str, Any] | None, node_id: str, issued: dict[str, str]) -> dict[str, Any]:
+    """The holder object of `node_id` after certificates for `issued` ({component: root digest}) were signed."""
+    issuers = dict((existing or {}).get("issuers") or {})
+    issuers.update(issued)
+    base = dict(existing or {"id": holder_id(node_id), "node_id": node_id})
+    return {**base, "issuers": issuers}
+
+
+def rotation_pending(holders: list[dict[str, Any]], removed: set[str], digest: str) -> list[tuple[str, str]]:
+    """(node id, component) of every certificate not yet issued by the root with `digest`, removed nodes
+    left out: a rotation is complete when this is empty. A node that is down keeps it from completing until
+    it comes back and renews (SwarmKit's TestSuccessfulRootRotation)."""
+    out = []
+    for h in holders:
+        node = str(h.get("node_id", ""))
+        if not node or node in removed:
+            continue
+        for component, issuer in sorted((h.get("issuers") or {}).items()):
+            if issuer != digest:
+                out.append((node, component))
+    return sorted(out)
 
 
 def ca_object(bootstrap: dict[str, Any]) -> dict[str, Any]:
@@ -84,6 +166,16 @@ def ca_object(bootstrap: dict[str, Any]) -> dict[str, Any]:
         raise InvalidArgument(f"ca: the bootstrap file is unusable: {e}") from None
     return {"id": CA_OBJECT_ID, "cluster_id": cluster_id, "root_cert": root_cert, "root_key": root_key,
             "tokens": tokens}
+
+
+def bootstrap_holders(bootstrap: dict[str, Any]) -> list[dict[str, Any]]:
+    """Holder objects for the certificates init issued itself (`holders`: {node id: [components]}), so a root
+    rotation waits for them too."""
+    raw = bootstrap.get("holders") or {}
+    if not isinstance(raw, dict):
+        raise InvalidArgument("ca: the bootstrap file's holders must map node ids to component lists")
+    digest = pki.root_digest(pki.load_cert(str(bootstrap["root_cert"]).encode()))
+    return [holder_record(None, str(node), {str(c): digest for c in comps}) for node, comps in raw.items()]
 
 
 def role_of_token(state: CAState, token: str) -> str:
@@ -127,6 +219,40 @@ def check_renewal(ident: Identity, components: list[str]) -> None:
                                f"not {others or 'nothing'}")
 
 
+ROLE_OF_NAME = {"worker": pki.WORKER, "manager": pki.MANAGER}
+
+
+def desired_role(node: dict[str, Any] | None) -> str | None:
+    """The role a node is being moved to (`shoal node promote|demote` set `spec.role`), or None when there is
+    no pending change: no node object (a raftstore-only machine, init's manager processes), or the desired
+    role is the one the node was last seen with (`role`, recorded by the dispatcher from its certificate)."""
+    if not node:
+        return None
+    desired = ((node.get("spec") or {}).get("role")) or "worker"
+    observed = node.get("role") or "worker"
+    return ROLE_OF_NAME.get(str(desired)) if desired != observed else None
+
+
+def renewal_role(ident: Identity, components: list[str], desired: str | None) -> str:
+    """The role a renewal is issued with. Without a pending role change: the caller's own, for its own
+    component only (check_renewal). Promotion (a worker node whose desired role is manager): its agent renews
+    as a manager and may ask for the manager components the node will run. Demotion (a manager node whose
+    desired role is worker): only its agent renews, as a worker; its manager processes get no new certificate."""
+    if desired is None or desired == ident.role or ident.role == pki.ADMIN:
+        check_renewal(ident, components)
+        return ident.role
+    if ident.component != "agent":
+        change = "promoted" if desired == pki.MANAGER else "demoted"
+        raise PermissionDenied(f"ca: node {ident.node_id} is being {change}; only its agent renews (as "
+                               f"{desired}), not its {ident.component!r}")
+    allowed = JOIN_COMPONENTS[desired]
+    refused = sorted(c for c in components if c not in allowed)
+    if refused or "agent" not in components:
+        raise PermissionDenied(f"ca: node {ident.node_id} becomes a {desired}: its agent renews and may ask for "
+                               f"{sorted(allowed)}, not {refused or 'nothing for the agent'}")
+    return desired
+
+
 def check_hosts(hosts: list[str]) -> tuple[str, ...]:
     if len(hosts) > MAX_HOSTS:
         raise InvalidArgument(f"ca: at most {MAX_HOSTS} hosts per certificate")
@@ -163,10 +289,11 @@ def policy(ident: Identity, method: str, path: str) -> str | None:
         return None
     if path == "/v1/renew":
         return None  # every certificate holder renews its own (the route keeps the identity)
-    if path.startswith(("/v1/tokens", "/v1/unlock-key")):
+    if path.startswith(("/v1/tokens", "/v1/unlock-key")) or path in GATEWAY_PATHS:
         if ident.role == pki.MANAGER and ident.component == "gateway":
             return None
-        return f"ca: only the gateway reads or rotates join tokens and the unlock key, not {ident.describe()}"
+        return (f"ca: only the gateway reads or rotates join tokens, the unlock key and the root, not "
+                f"{ident.describe()}")
     if path in OPS_PATHS and ident.role in (pki.MANAGER, pki.ADMIN):
         return None
     return f"ca: {ident.describe()} may not call {method} {path}"

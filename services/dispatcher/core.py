@@ -312,16 +312,28 @@ def node_state(node: Obj) -> NodeState:
     return NodeState(node.get("status", {}).get("state", NodeState.UNKNOWN))
 
 
-def registered_node(node_id: str, existing: Obj | None, description: Obj, addr: str | None, now: float) -> Obj:
+def registered_node(node_id: str, existing: Obj | None, description: Obj, addr: str | None, now: float, *,
+                    role: str | None = None) -> Obj:
     """The node object after a (re-)registration: description and address refreshed, state READY. The spec
-    (labels, availability, role) belongs to the user and is kept."""
+    (labels, availability, desired role) belongs to the user and is kept. `role` ("worker"/"manager", from the
+    agent's certificate) is the node's observed role (`role`, SwarmKit's node.Role); a new node's desired role
+    starts there. A node whose recorded role is not its certificate's while its desired role was never changed
+    from the recorded one (a node recorded before roles came from certificates) adopts the certificate's as
+    desired too, so the CA never demotes a manager nobody demoted (services/ca/core.py: desired_role)."""
     status = {"state": str(NodeState.READY), "message": "", "addr": addr, "timestamp": now}
     if existing is not None:
-        return {**existing, "description": description, "status": status}
+        out = {**existing, "description": description, "status": status}
+        if role is not None:
+            spec = dict(existing.get("spec") or {})
+            recorded = existing.get("role") or "worker"
+            if recorded != role and spec.get("role", "worker") == recorded:
+                out["spec"] = {**spec, "role": role}
+            out["role"] = role
+        return out
     return {
         "id": node_id,
-        "spec": {"name": None, "labels": {}, "role": "worker", "availability": "active"},
-        "role": "worker",
+        "spec": {"name": None, "labels": {}, "role": role or "worker", "availability": "active"},
+        "role": role or "worker",
         "status": status,
         "description": description,
     }

@@ -290,7 +290,7 @@ class Dispatcher:
         return sess
 
     async def register(self, node_id: str | None, description: Obj, addr: str | None, *,
-                       certified: bool = False) -> dict[str, Any]:
+                       certified: bool = False, role: str | None = None) -> dict[str, Any]:
         """Open a session for `node_id`. `certified`: the id comes from the caller's certificate, so it is
         the node's identity — a removed node is refused, never given another id (its certificate names the
         old one); uncertified (in-process callers and tests) a removed or missing id gets a new id."""
@@ -299,7 +299,8 @@ class Dispatcher:
             raise Unavailable(f"dispatcher: node {node_id} registered more than {self.limiter.limit} times in "
                               f"{self.limiter.window:.0f}s; back off and retry")
         now = self.clock.now()
-        node_id, result = await self._register_node(node_id, description, addr, now, certified=certified)
+        node_id, result = await self._register_node(node_id, description, addr, now, certified=certified,
+                                                    role=role)
         old = self.session_of.pop(node_id, None)
         if old is not None:
             self.sessions.pop(old, None)
@@ -315,7 +316,8 @@ class Dispatcher:
         return {"session_id": sess.id, "node_id": node_id, "heartbeat_period": self._jittered_period()}
 
     async def _register_node(self, node_id: str | None, description: Obj, addr: str | None,
-                             now: float, *, certified: bool = False) -> tuple[str, TxnResult]:
+                             now: float, *, certified: bool = False,
+                             role: str | None = None) -> tuple[str, TxnResult]:
         """Create or refresh the node object of a registration; returns the node's id. An agent without an id
         gets a new one. An id the cluster removed (`removed_nodes` of the cluster object, written with the
         node's deletion) is not brought back — the agent joins as a new node under a new id, as in SwarmKit
@@ -344,7 +346,7 @@ class Dispatcher:
                 elif cluster is not None:  # a removal committed after this read must not be undone by our create
                     checks.append(t.check(Kind.CLUSTER, DEFAULT_CLUSTER_ID,
                                           expect_version=cluster["meta"]["version"]))
-            obj = core.registered_node(nid, cur, description, addr, now)
+            obj = core.registered_node(nid, cur, description, addr, now, role=role)
             op = t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj)
             try:
                 result = await self.store.txn([op, *checks])

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.dispatcher.core import AGENT_STATES, PermissionDenied, Unauthenticated
 from services.dispatcher.loop import Dispatcher
+from shoal import pki
 from shoal.models.specs import MAX_ITEMS, MAX_MEMORY, MAX_NANO_CPUS, Key, Text
 from shoal.models.states import TaskState
 from shoal.transport import scope_identity
@@ -105,7 +106,9 @@ def build_router(dispatcher: Dispatcher) -> APIRouter:
                                    f"node {node_id}'s; a node registers only as itself")
         # SwarmKit records the address the manager sees the node at, unless the node says otherwise.
         addr = body.addr or (request.client.host if request.client else None)
-        return await dispatcher.register(node_id, body.description.model_dump(), addr, certified=True)
+        ident = scope_identity(request.scope)
+        role = {pki.MANAGER: "manager", pki.WORKER: "worker"}.get(ident.role) if ident else None
+        return await dispatcher.register(node_id, body.description.model_dump(), addr, certified=True, role=role)
 
     @router.post("/{session_id}/heartbeat", summary="Heartbeat; answers the next period")
     async def heartbeat(session_id: str, request: Request) -> dict[str, Any]:

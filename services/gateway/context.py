@@ -107,6 +107,8 @@ class GatewayContext:
             if isinstance(data, dict) and path == "/v1/tokens":
                 # `shoal swarm join --token T HOST:PORT` dials a manager's CA: this one answers
                 data = {**data, "join_addr": url.split("://", 1)[-1].rstrip("/")}
+            if isinstance(data, dict) and path.startswith("/v1/ca"):
+                data = {**data, "ca_url": url.rstrip("/")}  # where an admin renews its bundle after a rotation
             return data
         raise Unavailable("gateway: no CA service answered (" + "; ".join(errors) + ")")
 

@@ -4,6 +4,7 @@ one with its data, when a majority of the members is lost for good."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -14,8 +15,11 @@ from services.raftstore.app import create_app
 from services.raftstore.member import Member
 from services.raftstore.settings import RaftstoreSettings
 from shoal.bus.nats import NatsBus
+from shoal.cluster import removed_node_ids
+from shoal.errors import NotFound
+from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.runner import freeze_heap, run, serve, setup_logging
-from shoal.transport import load_credentials
+from shoal.transport import Revocations, load_credentials
 
 log = logging.getLogger("services.raftstore")
 
@@ -50,7 +54,25 @@ async def main() -> None:
     app = create_app(settings, member, bus, creds=creds)
     log.info("raftstore %d (node %s): API on %s:%d, raft peers on %s, data in %s (mutual TLS)", member.me.id,
              member.me.node_id, settings.host, settings.api_port(), member.me.peer_addr, settings.data_dir)
-    await serve(app, settings.host, settings.api_port(), creds, access.policy, renew_with=settings.ca_urls)
+    revoked = Revocations()
+    follow = asyncio.create_task(follow_revocations(member, revoked), name="raftstore.revocations")
+    try:
+        await serve(app, settings.host, settings.api_port(), creds, access.policy, revoked=revoked,
+                    renew_with=settings.ca_urls)
+    finally:
+        follow.cancel()
+
+
+async def follow_revocations(member: Member, revoked: Revocations, interval: float = 1.0) -> None:
+    """Keep Guard's list of removed nodes current from this member's own applied state (the cluster object's
+    `removed_nodes`): a removed node's certificates are refused by the store too, manager components included."""
+    while True:
+        try:
+            cluster = member.driver.fsm.mem.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
+        except NotFound:
+            cluster = None
+        revoked.update(removed_node_ids(cluster))
+        await asyncio.sleep(interval)
 
 
 if __name__ == "__main__":

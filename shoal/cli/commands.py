@@ -764,6 +764,24 @@ def cmd_node_update(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node_role(role: str) -> Callable[[argparse.Namespace], int]:
+    """`shoal node promote|demote NODE...` (Docker's): `node update --role` on each node. The CA issues the
+    new role when the node next renews its certificate (docs/security.md, "Promotion and demotion")."""
+    def run(a: argparse.Namespace) -> int:
+        gw = gateway_of(a)
+        try:
+            for ref in a.nodes:
+                _read_modify_write(gw, f"/v1/nodes/{ref}", "PATCH",
+                                   lambda current: {"version": current["meta"]["version"], "role": role},
+                                   write_path=lambda current: f"/v1/nodes/{current['id']}")
+                word = "promoted to a manager" if role == "manager" else "demoted to a worker"
+                print(f"Node {ref} {word} in the swarm.")
+        finally:
+            gw.close()
+        return 0
+    return run
+
+
 def cmd_node_rm(a: argparse.Namespace) -> int:
     return _remove(a, "/v1/nodes", {"force": "true"} if a.force else None)
 
@@ -969,6 +987,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     nupdate.add_argument("--label-rm", action="append", metavar="KEY", help="remove a label")
     nupdate.add_argument("node", metavar="NODE")
     nupdate.set_defaults(func=cmd_node_update)
+    for verb, role in (("promote", "manager"), ("demote", "worker")):
+        p = nsub.add_parser(verb, parents=[parent], help=f"make nodes {role}s (their desired role)")
+        p.add_argument("nodes", nargs="+", metavar="NODE")
+        p.set_defaults(func=cmd_node_role(role))
     nrm = _add_on_refs(nsub, parent, "rm", "NODE", "remove nodes from the cluster", cmd_node_rm,
                        aliases=("remove",))
     nrm.add_argument("-f", "--force", action="store_true", help="remove a node even if it is ready")

@@ -152,9 +152,10 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
                     help="a raftstore member to unlock (default: those of the local cluster's supervisor.json)")
     ul.add_argument("--data-dir", help="the local cluster's data directory (default $SHOAL_DATA_DIR or ~/.shoal)")
     ul.set_defaults(func=cmd_unlock)
-    from shoal.cli import swarm_node
+    from shoal.cli import swarm_ca, swarm_node
 
     swarm_node.add_parsers(ssub)
+    swarm_ca.add_parser(ssub, parent)
 
     env = sub.add_parser("env", help="print shell exports for the local cluster: eval $(shoal env)")
     env.add_argument("--data-dir", help="the cluster's data directory (default $SHOAL_DATA_DIR or ~/.shoal)")
