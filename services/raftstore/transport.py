@@ -224,6 +224,7 @@ class PeerTransport:
         #: members outside the table that dialled us: id -> the address of their hello and their certificate's CN
         self.remotes: dict[int, PeerAddr] = {}
         self._hello = b""
+        self._stopping = False
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
@@ -296,6 +297,11 @@ class PeerTransport:
         self.limiter.warning(key, msg, *args)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._stopping:
+            # accepted while stopping (the TLS handshake ended after stop() closed the others): close it too,
+            # or the dialler would wait on a connection nobody reads
+            writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._conns[task] = writer
@@ -371,6 +377,7 @@ class PeerTransport:
             del self._peers[pid]
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         for p in self._peers.values():
