@@ -48,3 +48,10 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", gateway())
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_gateway_conforms_to_its_schema(case: schemathesis.Case) -> None:
     case.call_and_validate(excluded_checks=NOT_YET)
+
+
+@pytest.mark.soak
+@schema.parametrize()
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+def test_gateway_conforms_to_its_schema_at_length(case: schemathesis.Case) -> None:
+    case.call_and_validate(excluded_checks=NOT_YET)
