@@ -34,7 +34,50 @@ def format_validation_error(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+#: the error answers every route may give (docs/api.md): what the OpenAPI schema documents for each operation
+ERROR_RESPONSES = {
+    "400": "invalid input (a field, a body that is not JSON, a version missing)",
+    "403": "the caller's certificate may not do this (docs/security.md)",
+    "404": "no such object or route",
+    "409": "a name taken or a stale version",
+    "413": "body over the server's limit",
+    "503": "the store is unavailable, or the server is overloaded",
+}
+_ERROR_SCHEMA = {"type": "object", "required": ["message", "code"],
+                 "properties": {"message": {"type": "string"}, "code": {"type": "string"}}}
+
+
+def document_errors(app: FastAPI) -> None:
+    """Make the app's OpenAPI schema say what its routes really answer: the `{message, code}` errors above on
+    every operation, and no FastAPI 422 (validation errors are 400 here), so schema checkers (schemathesis)
+    find the documented codes."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
+        for ops in schema.get("paths", {}).values():
+            for op in ops.values():
+                if not isinstance(op, dict) or "responses" not in op:
+                    continue
+                responses = op["responses"]
+                responses.pop("422", None)
+                for status, why in ERROR_RESPONSES.items():
+                    responses.setdefault(status, {"description": why, "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema["components"]["schemas"].pop(name, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    document_errors(app)
+
     @app.exception_handler(ShoalError)
     async def _shoal_error(_: Request, exc: ShoalError) -> JSONResponse:
         return JSONResponse(exc.to_json(), status_code=exc.status)
@@ -72,7 +115,7 @@ def ops_router(registry: Registry, ready: Callable[[], bool] = lambda: True,
         ok = ready()
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
-    @router.get("/metrics")
+    @router.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(registry.render(), media_type="text/plain; version=0.0.4")
 

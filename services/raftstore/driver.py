@@ -42,6 +42,7 @@ from services.raftstore.raft import (
     HardState,
     MemoryStorage,
     Message,
+    MessageRefused,
     ProposalDropped,
     RawNode,
     Ready,
@@ -49,6 +50,7 @@ from services.raftstore.raft import (
     Snapshot,
 )
 from services.raftstore.wal import WAL, Replayed, WalCorrupt
+from services.raftstore.wirecheck import payload_problem
 from shoal.errors import Conflict, InvalidArgument, NotLeader, OutcomeUnknown, ShoalError, Unavailable
 from shoal.metrics import Registry
 from shoal.store.txn import TxnResult
@@ -330,8 +332,7 @@ class Driver:
         while self._inbox:
             m = self._inbox.popleft()
             if m.frm not in blocked:
-                self._heard[m.frm] = self._tick_count
-                node.step(m)
+                self._step(m)
         if self._transfers:
             self._take_transfers()
         if self._conf_proposals:
@@ -340,6 +341,24 @@ class Driver:
             self._take_proposals()
         if self._reads:
             self._take_reads()
+
+    def _step(self, m: Message) -> None:
+        """Hand a peer's message to the core. Whatever it claims, the member goes on: a message that cannot be
+        true is dropped and counted (raft/sanity.py, wirecheck.py), never allowed to stop the loop (issue 16)."""
+        try:
+            why = payload_problem(m)
+            if why is not None:
+                raise MessageRefused(f"raft: {m.type.name} from member {m.frm} refused: {why}")
+            self.node.step(m)
+            self._heard[m.frm] = self._tick_count
+        except MessageRefused as e:
+            self.metrics.inc("raft_messages_refused_total", 1, "peer messages that could not be true, dropped")
+            log.warning("raftstore %d: %s", self.id, e)
+        except ProposalDropped:
+            pass
+        except Exception:
+            self.metrics.inc("raft_messages_failed_total", 1, "peer messages whose handling failed, dropped")
+            log.exception("raftstore %d: handling a %s from member %d failed; dropped", self.id, m.type.name, m.frm)
 
     def _take_proposals(self) -> None:
         batch: list[tuple[bytes, asyncio.Future[TxnResult]]] = []

@@ -61,7 +61,8 @@ class Member:
         # the leader's snapshot.
         membership = Membership(bootstrap)
         peers = [] if settings.raft_join else [m.id for m in bootstrap]
-        self.transport = PeerTransport(self.me.id, {}, deliver=lambda _m: None, creds=creds, metrics=self.metrics)
+        self.transport = PeerTransport(self.me.id, {}, deliver=lambda _m: None, creds=creds, metrics=self.metrics,
+                                       max_message=settings.raft_max_message)
         cfg = DriverConfig(tick=settings.raft_tick, election_ticks=settings.raft_election_ticks,
                            heartbeat_ticks=settings.raft_heartbeat_ticks, read_timeout=settings.read_timeout,
                            snapshot_interval=settings.snapshot_interval, snapshot_tail=settings.snapshot_tail,

@@ -85,6 +85,7 @@ class RaftstoreSettings(CommonSettings):
     snapshot_tail: int = 500  # entries kept after a snapshot for slow followers
     fsync_in_thread: bool = False  # fsync on a worker thread while the loop keeps serving (docs/performance.md)
     disk_reserve: int = 16 << 20  # bytes free below which the leader refuses writes
+    raft_max_message: int = 256 << 20  # largest raft peer message (a snapshot of the whole store) sent or taken
     raft_join: bool = False
     force_new_cluster: bool = False
 

@@ -3,7 +3,12 @@
 Each member listens on its peer address and keeps one outgoing connection per peer. Frames are
 `u32 length | part of an encoded message` (codec.py): a message larger than MAX_CHUNK (1 MiB; a snapshot, or
 an append carrying a large entry) goes out as several frames, each but the last with the MORE bit set in its
-length, and the receiver joins them before decoding. Sending never blocks the driver: each peer has a bounded queue that
+length, and the receiver joins them before decoding — up to MAX_MESSAGE (a whole snapshot), with at most that
+much (plus 16 MiB) partly received over all connections; a frame begun and not finished within FRAME_TIMEOUT
+closes its connection, and a peer node keeps at most MAX_CONNS_PER_PEER accepted connections (MAX_CONNS in all).
+What a received message claims is checked by the core (raft/sanity.py) and the driver (wirecheck.py).
+
+Sending never blocks the driver: each peer has a bounded queue that
 a writer task drains, batching whatever is queued into one write; when the queue is full the message is
 dropped, which Raft tolerates (heartbeats and appends are retried). A broken connection is re-dialled with
 backoff, dropping what was queued for it.
@@ -47,7 +52,15 @@ log = logging.getLogger(__name__)
 _LEN = struct.Struct("<I")
 MORE = 1 << 31  # in a frame's length: more frames of the same message follow
 MAX_CHUNK = 1 << 20  # no frame carries more than this
-MAX_MESSAGE = 1 << 31  # a reassembled message larger than this is refused
+#: a reassembled message larger than this is refused: the largest legitimate message is a snapshot of the whole
+#: store (SHOAL_RAFT_MAX_MESSAGE; the leader warns when its snapshot outgrows it, docs/operations.md)
+MAX_MESSAGE = 256 << 20
+#: once a frame has begun, each further read of it (and of the message's next frames) must come within this
+FRAME_TIMEOUT = 10.0
+#: accepted connections per peer node (the oldest is closed for a new one: a peer that restarted behind a
+#: partition may have left half-open ones) and in all
+MAX_CONNS_PER_PEER = 4
+MAX_CONNS = 64
 PEER_COMPONENT = "raftstore"
 HANDSHAKE_TIMEOUT = 5.0
 LOG_EVERY = 10.0  # seconds between two log lines about the same refused peer
@@ -115,6 +128,7 @@ class _Peer:
         self.hello = b""
         self.queue: deque[Message] = deque()
         self.queue_size = queue_size
+        self.max_message = MAX_MESSAGE
         self.ready = asyncio.Event()
         self.connected = False
         self.stopped = False
@@ -198,7 +212,15 @@ class _Peer:
                 await self.ready.wait()
             parts: list[bytes] = []
             while self.queue:
-                parts.extend(frames(encode_message(self.queue.popleft())))
+                m = self.queue.popleft()
+                body = encode_message(m)
+                if len(body) > self.max_message:
+                    self.metrics.inc("raft_messages_too_large_total", 1, "raft messages over the peer size limit")
+                    self.limiter.warning(f"too-large:{self.id}", "transport: a %s of %d bytes to member %d is over "
+                                         "the %d-byte limit (SHOAL_RAFT_MAX_MESSAGE) and was not sent; raise the "
+                                         "limit on every member", m.type.name, len(body), self.id, self.max_message)
+                    continue
+                parts.extend(frames(body))
             writer.write(b"".join(parts))
             await writer.drain()
             if writer.is_closing():
@@ -207,10 +229,18 @@ class _Peer:
 
 class PeerTransport:
     def __init__(self, self_id: int, peers: Mapping[int, PeerAddr], deliver: Callable[[Message], None],
-                 *, creds: Credentials, queue_size: int = 4096, metrics: Registry | None = None) -> None:
+                 *, creds: Credentials, queue_size: int = 4096, metrics: Registry | None = None,
+                 max_message: int = MAX_MESSAGE, frame_timeout: float = FRAME_TIMEOUT,
+                 max_conns_per_peer: int = MAX_CONNS_PER_PEER, max_conns: int = MAX_CONNS) -> None:
         """`peers`: every member's address and node id; `deliver` takes each received message; `creds`: this
-        member's raftstore certificate."""
+        member's raftstore certificate; the rest bound what a connection may hold (module doc)."""
         self.id = self_id
+        self.max_message, self.frame_timeout = max_message, frame_timeout
+        self.max_conns_per_peer, self.max_conns = max_conns_per_peer, max_conns
+        #: bytes of partly received messages, over every connection (bounded by max_message + 16 MiB)
+        self.buffered = 0
+        #: accepted connections of each peer node, oldest first
+        self._conns_of: dict[str, list[asyncio.StreamWriter]] = {}
         self.deliver = deliver
         self.creds = creds
         self.metrics = metrics or Registry()
@@ -267,6 +297,7 @@ class PeerTransport:
     def _add_peer(self, pid: int, addr: PeerAddr, *, remote: bool) -> _Peer:
         peer = _Peer(pid, addr, self.queue_size, self.creds, self.metrics, self.limiter, remote=remote)
         peer.hello = self._hello
+        peer.max_message = self.max_message
         self._peers[pid] = peer
         if self._server is not None:
             self._tasks.append(asyncio.create_task(peer.run(), name=f"raft.peer.{pid}"))
@@ -293,7 +324,7 @@ class PeerTransport:
         return {pid: p.connected for pid, p in self._peers.items() if not p.remote}
 
     def _refused(self, name: str, key: str, msg: str, *args: object) -> None:
-        self.metrics.inc(name, 1, "raft peer connections or messages refused (certificate)")
+        self.metrics.inc(name, 1, "raft peer connections, frames or messages refused (certificate, limits)")
         self.limiter.warning(key, msg, *args)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -315,22 +346,15 @@ class PeerTransport:
                 self._conns.pop(task, None)
             return
         node_id = ident.node_id
+        if not self._admit(node_id, writer):
+            if task is not None:
+                self._conns.pop(task, None)
+            return
         try:
             while True:
-                chunks: list[bytes] = []
-                size = 0
-                while True:
-                    (n,) = _LEN.unpack(await reader.readexactly(_LEN.size))
-                    more, n = n & MORE, n & ~MORE
-                    size += n
-                    if n > MAX_CHUNK or size > MAX_MESSAGE:
-                        log.warning("transport: refusing an oversized frame (%d bytes, message so far %d) from "
-                                    "%s", n, size, writer.get_extra_info("peername"))
-                        return
-                    chunks.append(await reader.readexactly(n))
-                    if not more:
-                        break
-                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                body = await self._read_message(reader, writer)
+                if body is None:
+                    return
                 hello = decode_hello(body)
                 if hello is not None:
                     self._heard_hello(*hello, node_id=node_id)
@@ -338,8 +362,9 @@ class PeerTransport:
                 try:
                     msg = decode_message(body)
                 except DecodeError as e:
-                    log.warning("transport: dropping an undecodable frame: %s", e)
                     self.metrics.inc("raft_messages_undecodable_total", 1, "peer frames that did not decode")
+                    self.limiter.warning(f"undecodable:{node_id}", "transport: dropping an undecodable frame from "
+                                         "node %s: %s", node_id, e)
                     continue
                 if msg.to != self.id or msg.frm in self.blocked:
                     continue
@@ -356,6 +381,63 @@ class PeerTransport:
             writer.close()
             if task is not None:
                 self._conns.pop(task, None)
+            conns = self._conns_of.get(node_id, [])
+            if writer in conns:
+                conns.remove(writer)
+            if not conns:
+                self._conns_of.pop(node_id, None)
+
+    def _admit(self, node_id: str, writer: asyncio.StreamWriter) -> bool:
+        """Count a new connection of `node_id`: past the per-peer cap its oldest connection is closed, past the
+        total cap the new one is refused."""
+        conns = self._conns_of.setdefault(node_id, [])
+        if len(self._conns) > self.max_conns:
+            if not conns:
+                self._conns_of.pop(node_id, None)
+            self._refused("raft_peer_connections_refused_total", "conn:total", "transport: refusing a raft peer "
+                          "connection from node %s: %d connections are open already", node_id, len(self._conns) - 1)
+            writer.close()
+            return False
+        while len(conns) >= self.max_conns_per_peer:
+            self._refused("raft_peer_connections_refused_total", f"conn:per-peer:{node_id}", "transport: node %s "
+                          "opened more than %d raft connections: closing its oldest", node_id,
+                          self.max_conns_per_peer)
+            conns.pop(0).close()
+        conns.append(writer)
+        return True
+
+    async def _read_message(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes | None:
+        """The next whole message (its frames joined), or None when the connection must be closed: a frame or
+        message over the limits, or a frame left half-sent for `frame_timeout`. Between messages a connection
+        may stay idle (a follower may have nothing to say to a follower)."""
+        chunks: list[bytes] = []
+        size = held = 0
+        first = await reader.readexactly(1)  # idle until a message begins
+        try:
+            while True:
+                async with asyncio.timeout(self.frame_timeout):
+                    (n,) = _LEN.unpack(first + await reader.readexactly(_LEN.size - len(first)))
+                first = b""
+                more, n = n & MORE, n & ~MORE
+                size += n
+                if n > MAX_CHUNK or size > self.max_message or self.buffered + n > self.max_message + (16 << 20):
+                    self._refused("raft_peer_frames_refused_total", f"size:{writer.get_extra_info('peername')}",
+                                  "transport: refusing an oversized frame (%d bytes, message so far %d, limit %d) "
+                                  "from %s", n, size, self.max_message, writer.get_extra_info("peername"))
+                    return None
+                self.buffered += n
+                held += n
+                async with asyncio.timeout(self.frame_timeout):
+                    chunks.append(await reader.readexactly(n))
+                if not more:
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except TimeoutError:
+            self._refused("raft_peer_frames_refused_total", f"slow:{writer.get_extra_info('peername')}",
+                          "transport: closing a raft peer connection from %s: a frame was left half-sent for %.0fs",
+                          writer.get_extra_info("peername"), self.frame_timeout)
+            return None
+        finally:
+            self.buffered -= held
 
     def _heard_hello(self, pid: int, host: str, port: int, *, node_id: str) -> None:
         """A dialler's hello: remember a member our table lacks as a remote (bound to its certificate's node)."""

@@ -30,6 +30,7 @@ from services.raftstore.raft import (
     HardState,
     MemoryStorage,
     Message,
+    MessageRefused,
     ProposalDropped,
     RawNode,
     Role,
@@ -60,6 +61,7 @@ class SimNetwork:
         voters = list(range(1, members + 1)) if isinstance(members, int) else list(members)
         ids = voters + [max(voters) + k for k in range(1, spares + 1)]
         self.ids = ids
+        self.refused = 0  # messages the members refused as impossible (raft/sanity.py)
         self.bootstrap = tuple(voters)
         self.snapshot_every = snapshot_every
         self.snapshot_tail = snapshot_tail
@@ -189,7 +191,10 @@ class SimNetwork:
                 continue  # the receiver drops what an id it removed sends
             if sender is not None and msg.to in sender.removed:
                 continue  # the sender hung up on an id it removed (checked at delivery: a change may be late)
-            member.node.step(msg)
+            try:
+                member.node.step(msg)
+            except MessageRefused:
+                self.refused += 1  # as the driver does: dropped and counted (raft/sanity.py)
             n += 1
         return n
 

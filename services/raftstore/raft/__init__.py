@@ -2,7 +2,7 @@
 log, progress tracking, quorum arithmetic and read-index bookkeeping. No I/O, no clock, injected randomness."""
 
 from services.raftstore.raft.config import Config
-from services.raftstore.raft.errors import LogCompacted, LogUnavailable, ProposalDropped, RaftError
+from services.raftstore.raft.errors import LogCompacted, LogUnavailable, MessageRefused, ProposalDropped, RaftError
 from services.raftstore.raft.messages import (
     NONE,
     ConfChange,
@@ -23,6 +23,6 @@ from services.raftstore.raft.storage import MemoryStorage, Storage
 
 __all__ = [
     "NONE", "ConfChange", "ConfChangeType", "ConfState", "Config", "Entry", "EntryType", "HardState", "LogCompacted",
-    "LogUnavailable", "MemoryStorage", "Message", "MsgType", "ProposalDropped", "RaftError", "RawNode", "ReadState",
-    "Ready", "Role", "Snapshot", "SoftState", "Storage",
+    "LogUnavailable", "MemoryStorage", "Message", "MessageRefused", "MsgType", "ProposalDropped", "RaftError",
+    "RawNode", "ReadState", "Ready", "Role", "Snapshot", "SoftState", "Storage",
 ]

@@ -17,3 +17,7 @@ class LogCompacted(RaftError):
 
 class LogUnavailable(RaftError):
     """The requested index is past the last index of the log."""
+
+
+class MessageRefused(RaftError):
+    """A message from a peer claims what cannot be true (raft/sanity.py); it was dropped, nothing changed."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.raftstore.raft.errors import LogCompacted, LogUnavailable
+from services.raftstore.raft.errors import LogCompacted, LogUnavailable, MessageRefused
 from services.raftstore.raft.messages import Entry, Snapshot
 from services.raftstore.raft.storage import Storage, limit_size
 
@@ -128,7 +128,8 @@ class RaftLog:
         conflict = self.find_conflict(ents)
         if conflict:
             if conflict <= self.committed:
-                raise AssertionError(
+                # Only a lying leader sends this (§5.4 Leader Completeness): refuse it before changing anything.
+                raise MessageRefused(
                     f"raft: entry {conflict} conflicts with a committed entry (committed {self.committed})"
                 )
             self.append(ents[conflict - index - 1:])

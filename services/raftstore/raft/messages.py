@@ -150,6 +150,10 @@ class Message:
     snapshot: Snapshot | None = None  # SNAP only
 
 
+#: the context of vote requests sent on a leader's behalf (TIMEOUT_NOW): voters drop their leader stickiness
+CAMPAIGN_TRANSFER = b"transfer"
+
+
 def vote_response_type(t: MsgType) -> MsgType:
     if t == MsgType.VOTE:
         return MsgType.VOTE_RESP

@@ -14,6 +14,7 @@ from services.raftstore.raft.config import Config
 from services.raftstore.raft.errors import LogCompacted, ProposalDropped
 from services.raftstore.raft.log import RaftLog
 from services.raftstore.raft.messages import (
+    CAMPAIGN_TRANSFER,
     NONE,
     ConfChange,
     ConfChangeType,
@@ -36,8 +37,6 @@ from services.raftstore.raft.storage import Storage
 
 # Messages that are never stamped with the sender's term: local inputs and requests forwarded to the leader.
 _UNTERMED = frozenset({MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM, MsgType.PROP, MsgType.READ_INDEX})
-#: the context of vote requests sent on a leader's behalf (TIMEOUT_NOW): voters drop their leader stickiness
-CAMPAIGN_TRANSFER = b"transfer"
 #: the context of an append rejection from a member that knows no membership yet: it needs a snapshot
 NEED_SNAPSHOT = roles.NEED_SNAPSHOT
 
@@ -263,10 +262,12 @@ class Raft:
         if m.term > self.term:
             if m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
                 # Leader stickiness (dissertation §4.2.3 / §6.2): while we hear from a live leader, ignore
-                # candidates; otherwise a member that only lost contact with us could depose it.
+                # candidates; otherwise a member that only lost contact with us could depose it. A transferee
+                # (TIMEOUT_NOW) campaigns one term past the leader it was caught up with: a "transfer" vote of
+                # any other term is an ordinary one (it cannot move our term by a thousand).
                 in_lease = (self.cfg.check_quorum and self.lead != NONE
                             and self.election_elapsed < self.cfg.election_tick
-                            and m.context != CAMPAIGN_TRANSFER)
+                            and not (m.context == CAMPAIGN_TRANSFER and m.term == self.term + 1))
                 if in_lease:
                     return False
             if m.type == MsgType.PRE_VOTE or (m.type == MsgType.PRE_VOTE_RESP and not m.reject):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.raftstore.raft.config import Config
-from services.raftstore.raft.errors import ProposalDropped
+from services.raftstore.raft.errors import MessageRefused, ProposalDropped
 from services.raftstore.raft.messages import (
     ConfChange,
     ConfState,
@@ -22,6 +22,7 @@ from services.raftstore.raft.messages import (
     SoftState,
 )
 from services.raftstore.raft.node import Raft
+from services.raftstore.raft.sanity import impossible
 from services.raftstore.raft.storage import Storage
 
 _LOCAL_ONLY = frozenset({MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM, MsgType.PROP})
@@ -75,13 +76,16 @@ class RawNode:
         """Deliver a message from a peer. Local-only kinds and messages from ourselves are ignored. A member
         not in our membership may still be the leader of a cluster we are joining, or a candidate of a
         configuration we have not applied yet; the driver drops messages from removed members before they get
-        here."""
+        here. Raises MessageRefused for a message that cannot be true (sanity.py); the log is left as it was."""
         if m.type in _LOCAL_ONLY or m.frm == self.raft.id or m.frm <= 0:
             return
         r = self.raft
         if m.frm not in r.voters and m.frm not in r.learners and r.voters and self.id in r.voters \
                 and m.type not in _FROM_ANYONE:
             return  # a stranger's answer: nothing to do with our elections or our progress
+        why = impossible(r, m)
+        if why is not None:
+            raise MessageRefused(f"raft: {m.type.name} from member {m.frm} refused: {why}")
         self.raft.step(m)
 
     def propose(self, data: bytes) -> int:
@@ -196,4 +200,4 @@ class RawNode:
         return out
 
 
-__all__ = ["ProposalDropped", "RawNode", "Ready"]
+__all__ = ["MessageRefused", "ProposalDropped", "RawNode", "Ready"]
