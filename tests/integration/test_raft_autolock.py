@@ -54,8 +54,9 @@ def test_a_killed_autolocked_member_is_locked_until_unlocked_then_catches_up(clu
     key = unlockkey.new()
     lead = cluster.wait_leader(15)
     with sync_http_client(cluster.certs.client("ca"), timeout=10) as ca, \
+            sync_http_client(cluster.certs.client("gateway"), timeout=10) as gw, \
             sync_http_client(cluster.certs.client("admin", pki.ADMIN), timeout=10) as admin:
-        write(ca, cluster.url(lead), txn("create", "config", {"id": "c1", "data": secret}))
+        write(gw, cluster.url(lead), txn("create", "config", {"id": "c1", "data": secret}))
         write(ca, cluster.url(lead), txn("create", unlockkey.KIND, {"id": unlockkey.OBJECT_ID, "key": key}))
         eventually(lambda: all(keys_mode(cluster, i) == "autolock" for i in cluster.ids), 20,
                    "every member to wrap its keys under the unlock key")
@@ -64,7 +65,7 @@ def test_a_killed_autolocked_member_is_locked_until_unlocked_then_catches_up(clu
 
         victim = next(i for i in cluster.ids if i != lead)
         cluster.kill(victim)
-        write(ca, cluster.url(lead), txn("create", "config", {"id": "c2", "data": "while-down"}))
+        write(gw, cluster.url(lead), txn("create", "config", {"id": "c2", "data": "while-down"}))
         cluster.start(victim)
         url = cluster.url(victim)
 
