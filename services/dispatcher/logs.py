@@ -55,8 +55,19 @@ class LogBroker:
         self.requests: dict[str, LogRequest] = {}
         self._waiting: dict[str, list[LogRequest]] = {}  # node id -> not yet picked up
         self._events: dict[str, asyncio.Event] = {}
+        self.stopped = False
+
+    def stop(self) -> None:
+        """The dispatcher stops: every request ends and every log long poll answers (503 from then on)."""
+        self.stopped = True
+        for req in list(self.requests.values()):
+            self.close(req.id)
+        for ev in self._events.values():
+            ev.set()
 
     def open(self, node_id: str, query: LogQuery) -> LogRequest:
+        if self.stopped:
+            raise Unavailable("dispatcher: shutting down; use another dispatcher")
         if len(self.requests) >= MAX_REQUESTS:
             raise Unavailable(f"dispatcher: {MAX_REQUESTS} log requests are open; retry later")
         if sum(1 for r in self.requests.values() if r.node_id == node_id) >= MAX_PER_NODE:
@@ -90,6 +101,8 @@ class LogBroker:
 
     async def poll(self, node_id: str, wait: float) -> list[dict[str, Any]]:
         """The agent's long poll: the requests for its node not yet picked up (waits up to `wait` for one)."""
+        if self.stopped:
+            raise Unavailable("dispatcher: shutting down; use another dispatcher")
         ev = self._event(node_id)
         if not self._waiting.get(node_id):
             ev.clear()

@@ -104,8 +104,7 @@ class Dispatcher:
         self._wake.set()
         for ev in self._node_events.values():
             ev.set()  # long polls notice the stop and answer at once
-        for node_id in list(self.session_of):
-            self.logs.drop_node(node_id)  # log readers get the end; the agents' next posts get 410
+        self.logs.stop()  # log readers get the end, log long polls answer, the agents' next posts get 410
 
     async def run(self) -> None:
         if not await self._bootstrap():
