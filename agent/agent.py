@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from agent import logs as task_logs
 from agent.executors import build_executors
 from agent.node import describe
 from agent.payloads import TaskFiles, default_base
@@ -154,6 +155,7 @@ class Agent:
         want (SwarmKit's worker reconciles on every assignment set; this also catches what escaped one)."""
         while True:
             await asyncio.sleep(self.settings.reconcile_interval)
+            task_logs.rotate(self.state.log_dir)  # process tasks' log files stay bounded (agent/logs.py)
             if self.session.connected.is_set():
                 self.worker.reconcile()
 

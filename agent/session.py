@@ -20,7 +20,10 @@ from typing import Any
 
 import httpx
 
+from agent import logs as task_logs
 from agent.worker import Worker
+from shoal import logs
+from shoal.errors import InvalidArgument
 from shoal.models.states import TaskState
 from shoal.transport import http_client
 
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 8.0
 STATUS_BATCH = 1024  # SwarmKit's agent sends status updates in batches of 1024
+MAX_LOG_REQUESTS = 32  # answered at once (the dispatcher holds as many per node)
 
 
 async def expand_url(url: str, timeout: float = 2.0) -> list[str]:
@@ -123,6 +127,20 @@ class DispatcherClient:
     async def assignments(self, session_id: str, after: int, wait: float) -> Any:
         return await self._call("GET", f"/v1/sessions/{session_id}/assignments",
                                 params={"after": after, "wait": wait}, timeout=wait + self.timeout)
+
+    async def log_requests(self, session_id: str, wait: float) -> Any:
+        return await self._call("GET", f"/v1/sessions/{session_id}/logs", params={"wait": wait},
+                                timeout=wait + self.timeout)
+
+    async def log_chunk(self, session_id: str, request_id: str, chunk: bytes, done: bool) -> bool:
+        """Send a chunk of a log request's records; False once the dispatcher says its reader is gone (410)."""
+        try:
+            resp = await self.http.post(f"{self.base}/v1/sessions/{session_id}/logs/{request_id}", content=chunk,
+                                        params={"done": "true"} if done else None, timeout=logs.PUSH_WAIT)
+        except (httpx.HTTPError, OSError) as e:
+            log.info("agent: log request %s ended: %s", request_id, e)
+            return False
+        return resp.status_code < 400
 
     async def report(self, session_id: str, updates: list[tuple[str, dict[str, Any]]]) -> Any:
         body = {"updates": [{"task_id": tid, "status": st} for tid, st in updates]}
@@ -262,6 +280,7 @@ class AgentSession:
         loops = [asyncio.create_task(self._heartbeats(client, sid)),
                  asyncio.create_task(self._assignments(client, sid)),
                  asyncio.create_task(self._reports(client, sid)),
+                 asyncio.create_task(self._logs(client, sid)),
                  asyncio.create_task(self._renewal())]
         try:
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
@@ -298,6 +317,41 @@ class AgentSession:
             if not self.connected.is_set():
                 self._backoff = 0.0  # a working session: the next failure starts the backoff afresh
                 self.connected.set()
+
+    async def _logs(self, client: DispatcherClient, sid: str) -> None:
+        """Log requests arrive on their own long poll of the session (docs/agent-protocol.md, "Logs"); each is
+        answered by a task of its own, all of them ended with the session."""
+        answering: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                reply = await client.log_requests(sid, self.poll_wait)
+                for req in reply.get("requests", ()) if isinstance(reply, dict) else ():
+                    if len(answering) >= MAX_LOG_REQUESTS:
+                        log.warning("agent: %d log requests in progress; dropping one", len(answering))
+                        continue
+                    job = asyncio.create_task(self._answer_logs(client, sid, req))
+                    answering.add(job)
+                    job.add_done_callback(answering.discard)
+        finally:
+            for job in answering:
+                job.cancel()
+
+    async def _answer_logs(self, client: DispatcherClient, sid: str, req: Any) -> None:
+        try:
+            rid = str(req["id"])
+            query = logs.LogQuery.from_wire(req)
+        except (KeyError, TypeError, InvalidArgument) as e:
+            log.warning("agent: unreadable log request: %s", e)
+            return
+
+        async def post(chunk: bytes, done: bool) -> bool:
+            return await client.log_chunk(sid, rid, chunk, done)
+
+        try:
+            await task_logs.answer(query, self.worker.managers, post)
+        except Exception:
+            log.exception("agent: log request %s failed", rid)
+            await post(b"", True)
 
     async def _reports(self, client: DispatcherClient, sid: str) -> None:
         while True:

@@ -178,6 +178,8 @@ class NodeLayout(Layout):
                 continue
             env = {**common, "SHOAL_PORT": str(self.port_of(name)), "SHOAL_INSTANCE": f"{name}@{cfg.advertise}",
                    "SHOAL_CERT_DIR": str(self.cert_dir(name))}
+            if name == "gateway":  # task logs come from the dispatcher holding the node's session
+                env["SHOAL_DISPATCHER_URLS"] = ",".join(_url(m, ports.dispatcher) for m in managers)
             if name == "ca" and (self.cert_root / CA_BOOTSTRAP).exists():
                 env["SHOAL_CA_BOOTSTRAP"] = str(self.cert_root / CA_BOOTSTRAP)
             # the CA is healthy once it serves the cluster's root (it loads it into the store first): joins work

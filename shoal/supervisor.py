@@ -180,6 +180,8 @@ class Layout:
                    "SHOAL_CERT_DIR": str(self.cert_dir(name))}
             if name == "dispatcher":
                 env["SHOAL_HEARTBEAT_PERIOD"] = str(self.heartbeat_period)
+            if name == "gateway":
+                env["SHOAL_DISPATCHER_URLS"] = self.url_of("dispatcher")  # task logs (services/gateway/logs.py)
             if name == "ca":
                 env["SHOAL_CA_BOOTSTRAP"] = str(self.cert_root / CA_BOOTSTRAP)
             # the CA is healthy once it serves the cluster's root (it loads it into the store first): joins work

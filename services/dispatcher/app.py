@@ -8,7 +8,7 @@ import random
 from fastapi import FastAPI
 
 from services.dispatcher.loop import Dispatcher
-from services.dispatcher.routes import build_router
+from services.dispatcher.routes import build_logs_router, build_router
 from services.dispatcher.settings import DispatcherSettings
 from shoal.bus.base import Bus
 from shoal.clock import Clock
@@ -24,6 +24,7 @@ def create_app(settings: DispatcherSettings, *, store: Store, bus: Bus, clock: C
     current from the cluster object's removed nodes."""
     dispatcher = Dispatcher(settings, store=store, bus=bus, clock=clock,
                             instance=settings.instance_name("dispatcher"), rng=rng, revocations=revocations)
-    app = create_subsystem_app("dispatcher", dispatcher, routers=[build_router(dispatcher)])
+    routers = [build_router(dispatcher), build_logs_router(dispatcher)]
+    app = create_subsystem_app("dispatcher", dispatcher, routers=routers)
     app.state.dispatcher = dispatcher
     return app

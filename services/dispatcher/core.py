@@ -57,13 +57,16 @@ OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/status"})
 
 def policy(ident: Identity, method: str, path: str) -> str | None:
     """Who may call what on a dispatcher's port (docs/security.md): the agent protocol for the `agent`
-    certificate of a worker or manager node, ops routes for managers and admins, nothing else."""
+    certificate of a worker or manager node, ops routes for managers and admins, `/v1/logs` for gateways,
+    nothing else."""
     if path == "/v1/sessions" or path.startswith("/v1/sessions/"):
         if ident.component == "agent" and ident.role in (pki.WORKER, pki.MANAGER):
             return None
         return f"dispatcher: only a node's agent certificate opens sessions, not {ident.describe()}"
     if path in OPS_PATHS and ident.role in (pki.MANAGER, pki.ADMIN):
         return None
+    if path == "/v1/logs" and ident.component == "gateway" and ident.role == pki.MANAGER:
+        return None  # a gateway reading a node's task logs (services/dispatcher/logs.py)
     return f"dispatcher: {ident.describe()} may not call {method} {path}"
 
 

@@ -25,6 +25,7 @@ from services.dispatcher.core import (
     Verdict,
     heartbeat_from_message,
 )
+from services.dispatcher.logs import LogBroker
 from services.dispatcher.settings import DispatcherSettings
 from shoal.bus.base import Bus
 from shoal.bus.subjects import NODE_HEARTBEAT, STORE_EVENTS
@@ -69,6 +70,7 @@ class Dispatcher:
         self.session_of: dict[str, str] = {}  # node id -> session id
         self.liveness = Liveness(started_at=0.0)
         self.limiter = RegistrationLimiter()
+        self.logs = LogBroker()  # log requests of gateways, picked up by agents on their sessions
         self._cluster: Obj | None = None
         self._tasks_of: dict[str, set[str]] = {}  # node id -> ids of tasks naming it
         self._node_of: dict[str, str] = {}  # task id -> node id
@@ -102,6 +104,7 @@ class Dispatcher:
         self._wake.set()
         for ev in self._node_events.values():
             ev.set()  # long polls notice the stop and answer at once
+        self.logs.stop()  # log readers get the end, log long polls answer, the agents' next posts get 410
 
     async def run(self) -> None:
         if not await self._bootstrap():
@@ -304,6 +307,7 @@ class Dispatcher:
         old = self.session_of.pop(node_id, None)
         if old is not None:
             self.sessions.pop(old, None)
+            self.logs.drop_node(node_id)
         sess = Session(id=new_id(), node_id=node_id, min_revision=result.revision if result else 0)
         self.sessions[sess.id] = sess
         self.session_of[node_id] = sess.id
@@ -419,6 +423,7 @@ class Dispatcher:
         if sid is not None:
             self.sessions.pop(sid, None)
             self._wake_node(node_id)
+            self.logs.drop_node(node_id)
 
     # ---- assignments -------------------------------------------------------------------------------------
     async def assignments(self, session_id: str, after: int, wait: float,

@@ -4,6 +4,10 @@
     POST /v1/sessions/{sid}/heartbeat          heartbeat     -> {period}                 (404: register again)
     GET  /v1/sessions/{sid}/assignments?after=SEQ&wait=S     -> complete | incremental   (long poll)
     POST /v1/sessions/{sid}/status             {updates}     -> {accepted}               (403: not your task)
+    GET  /v1/sessions/{sid}/logs?wait=S        log requests for the node                 (long poll)
+    POST /v1/sessions/{sid}/logs/{rid}[?done=true]  an NDJSON chunk of records -> 204     (410: reader gone)
+    POST /v1/logs                              {node_id, task_ids, tail, since, follow} -> NDJSON stream
+                                               (gateways only; 404 no_session: not a node of this dispatcher)
 
 The caller's node id is the CN of its certificate (`scope["shoal.identity"]`), never a field of the body:
 register opens a session for that node (a differing body `node_id` is refused with 403), and a session may
@@ -14,12 +18,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.dispatcher.core import AGENT_STATES, PermissionDenied, Unauthenticated
+from services.dispatcher.logs import NoSession
 from services.dispatcher.loop import Dispatcher
-from shoal import pki
+from shoal import logs, pki
+from shoal.errors import InvalidArgument
 from shoal.models.specs import MAX_ITEMS, MAX_MEMORY, MAX_NANO_CPUS, Key, Text
 from shoal.models.states import TaskState
 from shoal.transport import scope_identity
@@ -123,5 +130,57 @@ def build_router(dispatcher: Dispatcher) -> APIRouter:
     async def status(session_id: str, body: StatusReport, request: Request) -> dict[str, Any]:
         updates = [(u.task_id, u.status.model_dump()) for u in body.updates]
         return {"accepted": dispatcher.report_status(session_id, updates, caller(request))}
+
+    @router.get("/{session_id}/logs", summary="Long poll for log requests of the node's tasks")
+    async def log_requests(session_id: str, request: Request,
+                           wait: float = Query(0.0, ge=0.0)) -> dict[str, Any]:
+        sess = dispatcher.session(session_id, caller(request))
+        wait = min(wait, dispatcher.settings.assignment_max_wait)
+        return {"requests": await dispatcher.logs.poll(sess.node_id, wait)}
+
+    @router.post("/{session_id}/logs/{request_id}", status_code=204, summary="Send a chunk of log records")
+    async def log_chunk(session_id: str, request_id: str, request: Request, done: bool = False) -> Response:
+        sess = dispatcher.session(session_id, caller(request))
+        data = await read_bounded(request, logs.CHUNK_BYTES + logs.MAX_LINE)
+        if data:
+            logs.parse_chunk(data)  # a malformed chunk is refused here, not passed to the reader
+            await dispatcher.logs.push(sess.node_id, request_id, data)
+        if done:
+            await dispatcher.logs.push(sess.node_id, request_id, None)
+        return Response(status_code=204)
+
+    return router
+
+
+async def read_bounded(request: Request, limit: int) -> bytes:
+    buf = bytearray()
+    async for part in request.stream():
+        buf += part
+        if len(buf) > limit:
+            raise InvalidArgument(f"dispatcher: a log chunk is at most {limit} bytes")
+    return bytes(buf)
+
+
+class LogReadRequest(Body):
+    node_id: str = Field(pattern=NODE_ID_PATTERN)
+    task_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(min_length=1,
+                                                                              max_length=logs.MAX_TASKS)
+    tail: int | None = Field(default=None, ge=0, le=logs.MAX_TAIL)
+    since: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    follow: bool = False
+
+
+def build_logs_router(dispatcher: Dispatcher) -> APIRouter:
+    """`POST /v1/logs` for gateways: the records of a node's tasks, streamed as NDJSON once its agent picks
+    the request up on its session (services/dispatcher/logs.py)."""
+    router = APIRouter(tags=["logs"])
+
+    @router.post("/v1/logs", summary="Stream the logs of tasks of a node whose session is here")
+    async def read_logs(body: LogReadRequest) -> StreamingResponse:
+        if body.node_id not in dispatcher.session_of:
+            raise NoSession(f"dispatcher: node {body.node_id} has no session with {dispatcher.instance}")
+        query = logs.LogQuery(tuple(body.task_ids), body.tail, body.since, body.follow)
+        req = dispatcher.logs.open(body.node_id, query)
+        return StreamingResponse(dispatcher.logs.stream(req), media_type="application/x-ndjson")
 
     return router

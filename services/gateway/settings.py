@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from shoal.config import CommonSettings
+from typing import Annotated
+
+from pydantic import field_validator
+from pydantic_settings import NoDecode
+
+from shoal.config import CommonSettings, split_list
 
 DEFAULT_PORT = 4242  # SwarmKit's remote API port (`swarmd --listen-remote-api`)
 
@@ -17,7 +22,9 @@ class GatewaySettings(CommonSettings):
     `SHOAL_READY_PROBE_INTERVAL` — seconds between the store probes behind `/readyz` (and the re-reads of the
     cluster object's removed nodes, whose certificates the gateway then refuses);
     `SHOAL_CA_URLS` — comma-separated URLs of the CA services the join-token requests are relayed to;
-    `SHOAL_CA_TIMEOUT` — seconds one CA request may take."""
+    `SHOAL_CA_TIMEOUT` — seconds one CA request may take;
+    `SHOAL_DISPATCHER_URLS` — comma-separated URLs of the dispatchers, asked for task logs (the one holding a
+    node's session streams them)."""
 
     port: int = DEFAULT_PORT
     store_timeout: float = 10.0
@@ -25,3 +32,6 @@ class GatewaySettings(CommonSettings):
     member_status_timeout: float = 2.0
     ready_probe_interval: float = 2.0
     ca_timeout: float = 5.0
+    dispatcher_urls: Annotated[list[str], NoDecode] = []
+
+    _split_dispatchers = field_validator("dispatcher_urls", mode="before")(split_list)

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from shoal import logs
 from shoal.cli import identity, table
 from shoal.models.duration import parse_duration
 from shoal.models.specs import MIN_NODE_CERT_EXPIRY
@@ -626,6 +627,51 @@ def cmd_service_ps(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_service_logs(a: argparse.Namespace) -> int:
+    """`shoal service logs [-f] [--tail N] [-t] [--since S] SERVICE|TASK`: a service's (or one task's) output,
+    each line prefixed `<service>.<slot>.<task>@<node> |` like `docker service logs`."""
+    gw = gateway_of(a)
+    try:
+        try:
+            gw.get(f"/v1/services/{a.ref}")
+            path, tasks = f"/v1/services/{a.ref}/logs", gw.items("/v1/tasks", service=a.ref)
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            try:
+                task = gw.get(f"/v1/tasks/{a.ref}")
+            except ApiError as e2:
+                if e2.status == 404:
+                    raise CliError(f"no such task or service: {a.ref}") from None
+                raise
+            path, tasks = f"/v1/tasks/{task['id']}/logs", [task]
+        nodes = {n["id"]: table.hostname(n) or table.short_id(n["id"]) for n in gw.items("/v1/nodes")}
+        prefix = {t["id"]: f"{t.get('service_name') or 'task'}.{t.get('slot') or t.get('node_id')}."
+                           f"{t['id'][:12]}@{nodes.get(t.get('node_id') or '', '?')}" for t in tasks}
+        params = {"follow": str(a.follow).lower(), "tail": a.tail, "timestamps": str(a.timestamps).lower()}
+        if a.since:
+            params["since"] = a.since
+        try:
+            with gw.http.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise ApiError(resp.status_code, _error_message(resp), _error_code(resp))
+                for line in resp.iter_lines():
+                    if not line.strip():
+                        continue
+                    rec = json.loads(line)
+                    text = logs.text_line(rec, timestamps=a.timestamps,
+                                          prefix=prefix.get(rec["task_id"], rec["task_id"][:12]))
+                    print(text, file=sys.stderr if rec["stream"] != "stdout" else sys.stdout, flush=True)
+        except httpx.HTTPError as e:
+            raise CliError(f"the log stream from {gw.url} broke: {e}") from e
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        gw.close()
+    return 0
+
+
 def _for_each(refs: list[str], action: Callable[[str], None]) -> int:
     """Apply `action` to every reference, reporting failures on stderr and carrying on (like docker)."""
     status = 0
@@ -960,6 +1006,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     ps.add_argument("-q", "--quiet", action="store_true", help="only print task ids")
     ps.add_argument("--no-trunc", action="store_true", help="do not truncate ids and errors")
     ps.set_defaults(func=cmd_service_ps)
+
+    lg = ssub.add_parser("logs", parents=[parent], help="show the output of a service's tasks (or one task's)")
+    lg.add_argument("ref", metavar="SERVICE|TASK")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    lg.add_argument("--tail", default="all", help="lines per task from the end (default all)")
+    lg.add_argument("-t", "--timestamps", action="store_true", help="show each line's time")
+    lg.add_argument("--since", default=None, help="only lines since a time (epoch, RFC 3339) or duration (10m)")
+    lg.set_defaults(func=cmd_service_logs)
 
     _add_on_refs(ssub, parent, "inspect", "SERVICE", "show services as JSON", cmd_service_inspect)
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import platform
 import re
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
@@ -28,11 +28,13 @@ from services.gateway.core import (
 )
 from services.gateway.docker import views as v
 from services.gateway.payloads import names_of, new_payload_object
+from services.gateway.routes import logs as log_routes
 from services.gateway.routes import networks as net_routes
 from services.gateway.routes import nodes as node_routes
 from services.gateway.routes import services as svc_routes
 from services.gateway.routes.cluster import _cluster_object, patch_cluster
 from services.gateway.routes.payloads import _remove
+from shoal import logs
 from shoal.errors import AlreadyExists, InvalidArgument, NotFound, ShoalError, Unavailable, VersionConflict
 from shoal.models.dockerspec import from_docker
 from shoal.models.kinds import Kind
@@ -304,14 +306,27 @@ async def delete_service(ref: str, ctx: Ctx) -> Response:
     return ok()
 
 
-LOGS_MESSAGE = ("service logs are not collected by shoal yet: use `shoal service ps` for task states and the "
-                "node's own logs (docs/docker-api.md)")
+async def _docker_logs(ctx: GatewayContext, tasks: list[Obj], follow: bool, tail: str | None,
+                       since: str | None, timestamps: bool) -> StreamingResponse:
+    """dockerd's swarm log stream: stdcopy frames of `[<time> ]<details> <line>` (shoal's own lines, such as
+    a node being down, on stderr). `docker service logs` then inspects each node, service and task named."""
+    where = {t["id"]: (t.get("node_id") or "", t.get("service_id") or "") for t in tasks}
+    records = log_routes.stream(ctx, tasks, tail, since, follow)
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for rec in records:
+            node_id, service_id = where.get(rec["task_id"], ("", ""))
+            yield logs.docker_log_frame(rec, node_id=node_id, service_id=service_id, timestamps=timestamps)
+
+    return StreamingResponse(frames(), media_type="application/vnd.docker.multiplexed-stream")
 
 
 @router.get("/services/{ref}/logs")
-async def service_logs(ref: str, ctx: Ctx) -> Response:
-    await _find(ctx, Kind.SERVICE, ref, service_names)
-    raise DockerError(501, LOGS_MESSAGE)
+async def service_logs(ref: str, ctx: Ctx, follow: bool = False, tail: str | None = None,
+                       since: str | None = None, timestamps: bool = False) -> Response:
+    service = await _find(ctx, Kind.SERVICE, ref, service_names)
+    _, tasks = await ctx.store.list(Kind.TASK, service_id=service["id"])
+    return await _docker_logs(ctx, tasks, follow, tail, since, timestamps)
 
 
 # ---- tasks -----------------------------------------------------------------------------------------------------
@@ -369,8 +384,14 @@ async def get_task(ref: str, ctx: Ctx) -> Obj:
 
 
 @router.get("/tasks/{ref}/logs")
-async def task_logs(ref: str) -> Response:
-    raise DockerError(501, LOGS_MESSAGE)
+async def task_logs(ref: str, ctx: Ctx, follow: bool = False, tail: str | None = None, since: str | None = None,
+                    timestamps: bool = False) -> Response:
+    _, tasks = await ctx.store.list(Kind.TASK)
+    try:
+        task = resolve(tasks, ref, "task", lambda _t: [])
+    except ShoalError as e:
+        raise _docker_message("task", ref, e) from None
+    return await _docker_logs(ctx, [task], follow, tail, since, timestamps)
 
 
 # ---- secrets and configs ---------------------------------------------------------------------------------------

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.gateway.routes import cluster, members, networks, nodes, payloads, services, swarm, tasks
+from services.gateway.routes import cluster, logs, members, networks, nodes, payloads, services, swarm, tasks
 
-ROUTERS: list[APIRouter] = [services.router, tasks.router, nodes.router, networks.router, cluster.router,
+ROUTERS: list[APIRouter] = [logs.router, services.router, tasks.router, nodes.router, networks.router, cluster.router,
                              members.router, swarm.router, payloads.secrets_router, payloads.configs_router]
 
 __all__ = ["ROUTERS"]
