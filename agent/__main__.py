@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import sys
 
 from agent.agent import Agent
@@ -69,6 +71,7 @@ async def main(settings: AgentSettings) -> None:
         log.error("%s", e)
         sys.exit(EXIT_JOIN_REFUSED)
     agent = Agent(settings, creds=creds)
+    agent.on_leave = lambda: os.kill(os.getpid(), signal.SIGTERM)  # removed from the cluster: exit gracefully
     await serve(create_app(agent), settings.host, settings.port, creds, transport.managers_only)
 
 

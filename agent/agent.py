@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import signal
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -51,6 +50,8 @@ class Agent:
         self._node_id = self.state.load_node_id()
         self.renewer: Renewer | None = None
         self.left = False
+        #: called once the node has left the cluster (the process entry point ends the process)
+        self.on_leave: Callable[[], None] | None = None
         if creds is not None:
             self._set_node_id(creds.identity.node_id)  # the certificate names the node, nothing else
             http = http or transport.http_client(creds, timeout=settings.rpc_timeout)
@@ -170,7 +171,8 @@ class Agent:
             for f in (self.creds.cert_file, self.creds.key_file, self.creds.root_file):
                 f.unlink(missing_ok=True)
         self.left = True
-        os.kill(os.getpid(), signal.SIGTERM)  # a graceful exit; the identity is gone, so no rejoin by accident
+        if self.on_leave is not None:
+            self.on_leave()  # `python -m agent`: a graceful exit of the process (restarted, it joins anew)
 
     def stop(self) -> None:
         self.session.stop()
