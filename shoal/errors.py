@@ -3,6 +3,7 @@
     ShoalError
     ├── InvalidArgument       400  bad input; nothing changed
     │   └── TxnTooLarge       413  transaction over the byte/op bounds
+    ├── Unauthenticated       401  no identity: no certificate, no valid join token
     ├── PermissionDenied      403  the caller's certificate does not allow this
     ├── NotFound              404
     ├── Conflict              409
@@ -41,6 +42,13 @@ class InvalidArgument(ShoalError):
 class TxnTooLarge(InvalidArgument):
     status = 413
     code = "txn_too_large"
+
+
+class Unauthenticated(ShoalError):
+    """401: no identity (no certificate, or no valid join token)."""
+
+    status = 401
+    code = "unauthenticated"
 
 
 class PermissionDenied(ShoalError):
@@ -92,8 +100,8 @@ class OutcomeUnknown(ShoalError):
 _BY_CODE: dict[str, type[ShoalError]] = {
     c.code: c
     for c in (
-        InvalidArgument, TxnTooLarge, PermissionDenied, NotFound, Conflict, AlreadyExists, VersionConflict,
-        PreconditionFailed, Compacted, Unavailable, NotLeader, OutcomeUnknown,
+        InvalidArgument, TxnTooLarge, Unauthenticated, PermissionDenied, NotFound, Conflict, AlreadyExists,
+        VersionConflict, PreconditionFailed, Compacted, Unavailable, NotLeader, OutcomeUnknown,
     )
 }
 

@@ -28,7 +28,7 @@ from shoal import enroll, pki, transport
 from shoal.bootstrap import CA_BOOTSTRAP, write_admin_bundle
 from shoal.certs import LOCAL_HOSTS, Signer
 from shoal.ids import new_id
-from shoal.supervisor import Layout, ProcSpec
+from shoal.supervisor import Layout, ProcSpec, process_problem
 
 NODE_FILE = "node.json"
 MANAGER_ROLES = ("nats", "raftstore", "ca", "gateway", "orchestrator", "allocator", "scheduler", "dispatcher")
@@ -140,15 +140,7 @@ class NodeLayout(Layout):
         return transport.sync_http_client(creds, timeout=2.0)
 
     def health_problem(self, specs: list[ProcSpec], http: httpx.Client) -> str:
-        for spec in specs:
-            if spec.health_url is None:
-                continue
-            try:
-                if http.get(spec.health_url).status_code != 200:
-                    return f"{spec.name} not healthy"
-            except httpx.HTTPError:
-                return f"{spec.name} not answering at {spec.health_url}"
-        return ""
+        return process_problem(specs, http)
 
     def specs(self) -> list[ProcSpec]:
         cfg, ports, py = self.cfg, self.cfg.ports, sys.executable

@@ -417,9 +417,8 @@ def admin_client(layout: Layout, timeout: float = 2.0, server_role: str | None =
     return transport.sync_http_client(creds, timeout=timeout, server_role=server_role)
 
 
-def health_problem(layout: Layout, specs: list[ProcSpec], http: httpx.Client) -> str:
-    """'' when healthy, else what is still missing. `http` must not insist on a manager's certificate: the
-    agents' own ports are served with their worker certificates."""
+def process_problem(specs: list[ProcSpec], http: httpx.Client) -> str:
+    """'' when every process with a health URL answers 200 there, else the first that does not."""
     for spec in specs:
         if spec.health_url is None:
             continue
@@ -428,6 +427,15 @@ def health_problem(layout: Layout, specs: list[ProcSpec], http: httpx.Client) ->
                 return f"{spec.name} not healthy"
         except httpx.HTTPError:
             return f"{spec.name} not answering at {spec.health_url}"
+    return ""
+
+
+def health_problem(layout: Layout, specs: list[ProcSpec], http: httpx.Client) -> str:
+    """'' when healthy, else what is still missing. `http` must not insist on a manager's certificate: the
+    agents' own ports are served with their worker certificates."""
+    problem = process_problem(specs, http)
+    if problem:
+        return problem
     try:
         cluster = http.get(layout.gateway_url + "/v1/cluster").json()
         if not cluster.get("raft", {}).get("leader"):

@@ -24,10 +24,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from services.ca.authority import CertificateAuthority
-from services.ca.core import PermissionDenied
 from services.ca.settings import CASettings
 from shoal.clock import Clock
-from shoal.errors import InvalidArgument
+from shoal.errors import InvalidArgument, PermissionDenied
 from shoal.service import create_subsystem_app
 from shoal.store.protocol import Store
 from shoal.transport import Revocations, scope_identity

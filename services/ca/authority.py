@@ -13,13 +13,22 @@ from typing import Any
 import httpx
 
 from services.ca import core
-from services.ca.core import CAState, PermissionDenied, TooManyRequests, Unauthenticated
+from services.ca.core import CAState, TooManyRequests
 from services.ca.settings import CASettings
 from shoal import pki, unlockkey
 from shoal.certs import Signer
 from shoal.clock import Clock, SystemClock
 from shoal.cluster import removed_node_ids
-from shoal.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, ShoalError, Unavailable
+from shoal.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ShoalError,
+    Unauthenticated,
+    Unavailable,
+)
 from shoal.ids import new_id
 from shoal.metrics import Registry
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind

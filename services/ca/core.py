@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shoal import pki
-from shoal.errors import Conflict, InvalidArgument, ShoalError
+from shoal.errors import Conflict, InvalidArgument, PermissionDenied, ShoalError, Unauthenticated
 from shoal.pki import Identity
 
 CA_OBJECT_ID = "root"
@@ -26,16 +26,6 @@ OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/status"})
 MAX_HOSTS = 16
 
 
-class Unauthenticated(ShoalError):
-    """401: no valid join token."""
-
-    status = 401
-    code = "unauthenticated"
-
-
-class PermissionDenied(ShoalError):
-    status = 403
-    code = "permission_denied"
 
 
 class TooManyRequests(ShoalError):

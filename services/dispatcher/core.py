@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from shoal import pki
-from shoal.errors import ShoalError
+from shoal.errors import PermissionDenied
 from shoal.models.objects import Obj, state_of
 from shoal.models.states import NodeState, TaskState
 from shoal.pki import Identity
@@ -38,18 +38,6 @@ AGENT_STATES = frozenset(s for s in TaskState if TaskState.ASSIGNED < s <= TaskS
 STATUS_FIELDS = ("state", "message", "err", "timestamp", "pid", "exit_code")
 
 
-class Unauthenticated(ShoalError):
-    """401: no certificate identity on the request."""
-
-    status = 401
-    code = "unauthenticated"
-
-
-class PermissionDenied(ShoalError):
-    """403: the caller may not act on this object (an agent reporting a task of another node)."""
-
-    status = 403
-    code = "permission_denied"
 
 
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/status"})

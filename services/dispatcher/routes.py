@@ -22,11 +22,11 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.dispatcher.core import AGENT_STATES, PermissionDenied, Unauthenticated
+from services.dispatcher.core import AGENT_STATES
 from services.dispatcher.logs import NoSession
 from services.dispatcher.loop import Dispatcher
 from shoal import logs, pki
-from shoal.errors import InvalidArgument
+from shoal.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from shoal.models.specs import MAX_ITEMS, MAX_MEMORY, MAX_NANO_CPUS, Key, Text
 from shoal.models.states import TaskState
 from shoal.transport import scope_identity

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shoal.errors import Conflict, InvalidArgument, NotFound, ShoalError, VersionConflict
+from shoal.errors import Conflict, InvalidArgument, NotFound, PermissionDenied, VersionConflict
 from shoal.ids import new_id
 from shoal.models.objects import is_attachment, new_attachment_task, task_status
 from shoal.models.specs import (
@@ -51,13 +51,6 @@ class FailedPrecondition(Conflict):
 
     code = "failed_precondition"
 
-
-class PermissionDenied(ShoalError):
-    """403: the operation is not allowed on this object (SwarmKit's PermissionDenied, e.g. attaching to a
-    network that is not attachable)."""
-
-    status = 403
-    code = "permission_denied"
 
 
 def resolve(objs: Iterable[Obj], ref: str, kind: str, names: Callable[[Obj], Iterable[str]]) -> Obj:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from services.ca import core
-from services.ca.core import PermissionDenied
 from services.dispatcher.core import registered_node
 from shoal import pki
+from shoal.errors import PermissionDenied
 from shoal.models.kinds import Kind
 from shoal.store import txn as t
 from tests.service.test_ca_service import CA, start_ca

@@ -16,11 +16,12 @@ import pytest
 
 from services.ca.app import create_app
 from services.ca.authority import CertificateAuthority
-from services.ca.core import ANONYMOUS_PATHS, CA_OBJECT_ID, PermissionDenied, policy
+from services.ca.core import ANONYMOUS_PATHS, CA_OBJECT_ID, policy
 from services.ca.settings import CASettings
 from shoal import enroll, pki, transport, unlockkey
 from shoal.certs import LOCAL_HOSTS, Signer
 from shoal.cluster import ensure_cluster, with_removed_node
+from shoal.errors import PermissionDenied
 from shoal.models.kinds import Kind
 from shoal.store import txn as t
 from shoal.store.local import LocalStore

@@ -23,14 +23,14 @@ from agent.executors.process import proc_start_time
 from agent.session import DispatcherClient, StatusRejected
 from agent.settings import AgentSettings
 from services.dispatcher.app import create_app
-from services.dispatcher.core import PermissionDenied, policy
+from services.dispatcher.core import policy
 from services.dispatcher.loop import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
 from shoal import pki, transport
 from shoal.bus import MemoryBus
 from shoal.certs import Signer
 from shoal.cluster import with_removed_node
-from shoal.errors import NotFound
+from shoal.errors import NotFound, PermissionDenied
 from shoal.models.objects import task_status
 from shoal.store import txn as t
 from shoal.store.local import LocalStore

@@ -8,10 +8,10 @@ import datetime as dt
 import pytest
 
 from services.ca import core
-from services.ca.core import CAState, PermissionDenied, Unauthenticated
+from services.ca.core import CAState
 from shoal import pki
 from shoal.certs import Signer
-from shoal.errors import InvalidArgument
+from shoal.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from shoal.pki import Identity
 
 
