@@ -41,3 +41,15 @@ def test_without_a_usable_tmpfs_the_files_go_under_the_state_dir(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(payloads, "SHM", tmp_path / "absent")
     assert default_base(tmp_path / "state", "h") == tmp_path / "state" / "task-files"
+
+
+def test_compose_agents_each_get_their_own_directory_under_the_shared_host_root() -> None:
+    from shoal.bootstrap import agent_task_files
+
+    root = {"SHOAL_TASK_FILES_ROOT": "/dev/shm/shoal-task-files/"}
+    a, b = agent_task_files(root, "3f2a9c1d"), agent_task_files(root, "77be01aa")
+    assert a == {"SHOAL_TASK_FILES_DIR": "/dev/shm/shoal-task-files/3f2a9c1d",
+                 "SHOAL_TASK_FILES_HOST_DIR": "/dev/shm/shoal-task-files/3f2a9c1d"}
+    assert a["SHOAL_TASK_FILES_DIR"] != b["SHOAL_TASK_FILES_DIR"]
+    assert agent_task_files({}, "h") == {}  # no root: the agent's own default
+    assert agent_task_files({**root, "SHOAL_TASK_FILES_DIR": "/x"}, "h") == {}  # explicit settings win
