@@ -181,3 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             env["SHOAL_CA_BOOTSTRAP"] = str(certs / CA_BOOTSTRAP)
     os.execvpe(command[0], command, env)
     return 0  # not reached
+
+
+if __name__ == "__main__":  # `python -m shoal.bootstrap …`: every compose container starts this way
+    raise SystemExit(main())
