@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import logging
 import os
 import posixpath
@@ -94,10 +95,13 @@ def _relative(target: str) -> str:
 
 
 def default_base(state_dir: Path, hostname: str) -> Path:
-    """`/dev/shm/shoal-<hostname>-<uid>` (tmpfs: payloads never touch a disk) when /dev/shm is usable, else
-    `<state dir>/task-files`."""
+    """`/dev/shm/shoal-<hostname>-<uid>-<8 hex of the state dir's digest>` (tmpfs: payloads never touch a disk)
+    when /dev/shm is usable, else `<state dir>/task-files`. The digest keeps two agents of one host and user
+    apart (two `shoal up` clusters both have an `<host>-agent-1`): each sweeps its base of the directories of
+    tasks it does not run, so a shared base would lose the other's files."""
     if SHM.is_dir() and os.access(SHM, os.W_OK | os.X_OK):
-        return SHM / f"shoal-{hostname}-{os.getuid()}"
+        digest = hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:8]
+        return SHM / f"shoal-{hostname}-{os.getuid()}-{digest}"
     return state_dir / "task-files"
 
 

@@ -82,12 +82,18 @@ class StatusRejected(Exception):
 class DispatcherClient:
     """JSON over HTTP to one dispatcher."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, http: httpx.AsyncClient, base_url: str, *, timeout: float = 5.0,
+                 server_name: str | None = None) -> None:
         self.http = http
         self.base = base_url.rstrip("/")
         self.timeout = timeout
+        #: the name a resolved address stands for: TLS checks the dispatcher's certificate against it (its SANs
+        #: carry the service name, not every container address)
+        self.server_name = server_name
 
     async def _call(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> Any:
+        if self.server_name:
+            kw["extensions"] = {**kw.get("extensions", {}), "sni_hostname": self.server_name}
         for attempt in range(2):
             try:
                 resp = await self.http.request(method, self.base + path, timeout=timeout or self.timeout, **kw)
@@ -194,6 +200,7 @@ class AgentSession:
         self.rng = rng or random.Random()
         self.index = self.rng.randrange(len(self.dispatchers))  # spread agents over the dispatchers
         self._url: str | None = None  # the concrete dispatcher URL in use (a resolved address, see `_next`)
+        self._names: dict[str, str] = {}  # a resolved address's URL -> the host name it was resolved from
         self._renew = asyncio.Event()
         self.session_id: str | None = None
         self.dispatcher: str | None = None
@@ -219,7 +226,9 @@ class AgentSession:
         that dispatcher's memory) and a dead dispatcher's address drops out once DNS forgets it."""
         candidates: list[str] = []
         for url in self.dispatchers:
-            candidates.extend(u for u in await expand_url(url) if u not in candidates)
+            expanded = await expand_url(url)
+            self._names.update({u: httpx.URL(url).host for u in expanded if u != url})
+            candidates.extend(u for u in expanded if u not in candidates)
         if failed is not None and failed in candidates:
             return candidates[(candidates.index(failed) + 1) % len(candidates)]
         if failed is not None and failed in self.dispatchers:
@@ -228,6 +237,7 @@ class AgentSession:
             return self.rng.choice(candidates)
         configured = self.dispatchers[self.index]
         expanded = await expand_url(configured)
+        self._names.update({u: httpx.URL(configured).host for u in expanded if u != configured})
         return expanded[0] if len(expanded) == 1 else self.rng.choice(expanded)
 
     async def run(self) -> None:
@@ -236,7 +246,8 @@ class AgentSession:
                 self._url = await self._next(None)
             url = self._url
             try:
-                await self._until_stopped(self._session(DispatcherClient(self.http, url, timeout=self.rpc_timeout)))
+                client = DispatcherClient(self.http, url, timeout=self.rpc_timeout, server_name=self._names.get(url))
+                await self._until_stopped(self._session(client))
             except NodeRemoved as e:
                 log.error("agent: %s", e)
                 self.removed = str(e)

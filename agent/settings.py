@@ -43,7 +43,7 @@ class AgentSettings(BaseSettings):
     `SHOAL_JOIN_TOKEN` — the worker (or manager) join token, used only while there is no certificate;
     `SHOAL_CA_URLS` — comma-separated CA URLs, for joining and for renewing the certificate;
     `SHOAL_TASK_FILES_DIR` — where tasks' secrets and configs are written, a directory per task (default
-        `/dev/shm/shoal-<hostname>-<uid>`, tmpfs, else `<state dir>/task-files`);
+        `/dev/shm/shoal-<hostname>-<uid>-<digest of the state dir>`, tmpfs, else `<state dir>/task-files`);
     `SHOAL_TASK_FILES_HOST_DIR` — that directory as the Docker engine's host sees it, for the bind mounts of
         container tasks (default: the same path; set it when the agent runs in a container);
     `SHOAL_RPC_TIMEOUT` (5 s), `SHOAL_ASSIGNMENTS_WAIT` (long-poll seconds, 20),

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +113,20 @@ def fill_members(template: str, ids: LocalIdentities) -> str:
     return ";".join(out)
 
 
+def agent_task_files(env: Mapping[str, str], hostname: str) -> dict[str, str]:
+    """Under compose an agent is a container that starts its tasks as sibling containers: their secrets and
+    configs must be in a directory both it and the engine see. `SHOAL_TASK_FILES_ROOT` names a host directory
+    mounted into every agent container at the same path; each agent (its container's hostname: every replica
+    of a scaled service has its own) gets `<root>/<hostname>` as SHOAL_TASK_FILES_DIR and
+    SHOAL_TASK_FILES_HOST_DIR — its own, as every agent removes the task directories it does not run. Settings
+    given explicitly are kept."""
+    root = env.get("SHOAL_TASK_FILES_ROOT", "").rstrip("/")
+    if not root or "SHOAL_TASK_FILES_DIR" in env:
+        return {}
+    own = f"{root}/{hostname}"
+    return {"SHOAL_TASK_FILES_DIR": own, "SHOAL_TASK_FILES_HOST_DIR": own}
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m shoal.bootstrap --data-dir D [--client-dir C] [--hosts a,b] [--as NAME] [-- COMMAND...]`:
     initialise the identities once, then exec COMMAND as process NAME with its identity in the environment.
@@ -156,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         command += ["-c", str(conf)]
     elif name.startswith("agent"):
         env["SHOAL_JOIN_TOKEN"] = ids.worker_token
+        env.update(agent_task_files(env, socket.gethostname()))
     else:
         env["SHOAL_CERT_DIR"] = str(certs / name)
         if name.startswith("raftstore-"):
@@ -164,3 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             env["SHOAL_CA_BOOTSTRAP"] = str(certs / CA_BOOTSTRAP)
     os.execvpe(command[0], command, env)
     return 0  # not reached
+
+
+if __name__ == "__main__":  # `python -m shoal.bootstrap …`: every compose container starts this way
+    raise SystemExit(main())

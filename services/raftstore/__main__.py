@@ -14,6 +14,7 @@ from services.raftstore import access, atrest, locked
 from services.raftstore.app import create_app
 from services.raftstore.member import Member
 from services.raftstore.settings import RaftstoreSettings
+from services.raftstore.wal import WalCorrupt
 from shoal.bus.nats import NatsBus
 from shoal.cluster import removed_node_ids
 from shoal.errors import NotFound
@@ -22,6 +23,8 @@ from shoal.runner import freeze_heap, run, serve, setup_logging
 from shoal.transport import Revocations, load_credentials
 
 log = logging.getLogger("services.raftstore")
+
+EXIT_REFUSED = 2  # the member's data or keys cannot be trusted or opened: it refuses to start
 
 
 async def main() -> None:
@@ -42,6 +45,11 @@ async def main() -> None:
                     settings.api_port())
         member = await locked.wait_for_unlock(settings.host, settings.api_port(), creds, open_member,
                                               settings.raft_id)
+    except (WalCorrupt, atrest.KeysUnusable) as e:
+        # Damaged or tampered data, or keys that do not open: one clear line naming the file (and the offset),
+        # no traceback, and an exit status a supervisor or an operator can tell from a crash.
+        log.critical("raftstore %d: %s", settings.raft_id, e)
+        sys.exit(EXIT_REFUSED)
     freeze_heap()  # the replayed store is long-lived: keep it out of every later collection
 
     def crashed(err: BaseException) -> None:

@@ -2,13 +2,17 @@
 scaled up with every scale flag, a 6-replica service of the task image created through the gateway runs as 6
 sibling containers; a host-mode published port answers on 127.0.0.1; the active scheduler container is killed
 and a standby takes over, a scale to 8 converges; a dispatcher container is stopped and its agents move to the
-others while their tasks keep running; `down` leaves nothing behind. The tests run in file order on one
+others while their tasks keep running; a container task reads a secret and a config (the agent container
+writes them where the engine can bind-mount them); `down` leaves nothing behind. The tests run in file order on one
 cluster (module fixture)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -31,6 +35,7 @@ PROJECT = f"shoalci{RUN_ID[:8]}"
 SERVICE = f"web-{RUN_ID[:6]}"
 SCALE = {"gateway": 2, "dispatcher": 3, "scheduler": 2, "orchestrator": 2, "allocator": 2, "agent": 3}
 TAKEOVER_TARGET, TOLERANCE = 2.0, 0.5
+TASK_FILES_ROOT = f"/dev/shm/shoal-compose-{RUN_ID}"  # where the agents write tasks' secrets (host tmpfs)
 
 
 def compose_cmd() -> list[str]:
@@ -74,7 +79,7 @@ class Compose:
         self.client_dir = Path(tempfile.mkdtemp(prefix="shoal-compose-client-"))
         self.env = {**os.environ, "SHOAL_IMAGE": images["SHOAL_IMAGE"], "SHOAL_GATEWAY_PORT": str(self.port),
                     "COMPOSE_HTTP_TIMEOUT": "900", "SHOAL_HEARTBEAT_PERIOD": "2",
-                    "SHOAL_CLIENT_DIR": str(self.client_dir)}
+                    "SHOAL_CLIENT_DIR": str(self.client_dir), "SHOAL_TASK_FILES_ROOT": TASK_FILES_ROOT}
         self.cmd = [*compose_cmd(), "-p", PROJECT, "-f", str(ROOT / "docker-compose.yml")]
         self.url = f"https://127.0.0.1:{self.port}"
         self._http: httpx.Client | None = None
@@ -163,6 +168,7 @@ def compose() -> Iterator[Compose]:
         leftovers = docker("ps", "-aq", "--filter", f"label=shoal.service.name={SERVICE}").split()
         if leftovers:
             docker("rm", "-f", "-v", *leftovers)
+        shutil.rmtree(TASK_FILES_ROOT, ignore_errors=True)
         c.http.close()
 
 
@@ -268,6 +274,38 @@ def test_a_stopped_dispatcher_hands_its_agents_over_and_their_tasks_keep_running
     assert len([x for x in tasks if x["status"]["state"] == "running"]) == 8
     nodes = compose.http.get("/v1/nodes").json()["items"]
     assert all(n["status"]["state"] == "ready" for n in nodes)
+
+
+def test_a_container_task_reads_its_secret_and_config_through_the_agent_container(compose: Compose) -> None:
+    """The agent is a container: it writes the task's files under the host directory it shares with the engine,
+    which bind-mounts them into the sibling task container."""
+    value = secrets.token_hex(24)
+    name = f"sec-{RUN_ID[:6]}"
+    for kind, data in (("secrets", value), ("configs", "listen 8080")):
+        r = compose.http.post(f"/v1/{kind}", json={"name": name, "data": base64.b64encode(data.encode()).decode()})
+        assert r.status_code == 201, r.text
+    script = (f"stat -c %a /run/secrets/{name}; sha256sum < /run/secrets/{name} | cut -c1-64; cat /etc/app.conf;"
+              " echo; echo done; exec sleep 3600")
+    spec = {"name": name, "mode": {"replicated": {"replicas": 1}},
+            "task": {"container": {"image": "shoal-task:local", "command": ["sh", "-c", script],
+                                   "labels": {RUN_LABEL: RUN_ID}, "stop_grace_period": "1s"},
+                     "secrets": [{"source": name, "mode": 0o400}],
+                     "configs": [{"source": name, "target": "/etc/app.conf"}]}}
+    r = compose.http.post("/v1/services", json=spec)
+    assert r.status_code == 201, r.text
+
+    def logs() -> list[str] | None:
+        ids = docker("ps", "-aq", "--filter", f"label=shoal.service.name={name}").split()
+        out = docker("logs", ids[0]) if ids else ""
+        return out.splitlines() if "done" in out else None
+
+    lines = eventually(logs, 120, "the task container to read its secret and config")
+    assert lines == ["400", hashlib.sha256(value.encode()).hexdigest(), "listen 8080", "done"], lines
+    assert compose.http.delete(f"/v1/services/{name}").status_code == 200
+    eventually(lambda: not docker("ps", "-aq", "--filter", f"label=shoal.service.name={name}").split(), 60,
+               "the task container removed")
+    eventually(lambda: not [p for p in Path(TASK_FILES_ROOT).rglob("*") if p.is_file()], 30,
+               "the task's files removed from the host directory")
 
 
 def test_down_leaves_nothing_behind(compose: Compose) -> None:

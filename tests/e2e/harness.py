@@ -133,14 +133,20 @@ class Cluster:
                 c.close()
 
     # ---- the `shoal` CLI, as a user runs it -----------------------------------------------------------------
-    def cli(self, *args: str, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        """Run `shoal ARGS...` (the venv's console script) against this cluster's gateway (SHOAL_URL). With
-        `check`, a non-zero exit fails the test, showing what the command printed."""
+    def cli(self, *args: str, check: bool = True, timeout: float = 30.0,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run `shoal ARGS...` (the venv's console script) against this cluster's gateway (SHOAL_URL), with
+        `input` on its stdin (else none). With `check`, a non-zero exit fails the test, showing what the
+        command printed."""
         exe = Path(sys.executable).parent / "shoal"
         argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "shoal.cli"]
         env = {**os.environ, "SHOAL_URL": self.layout.gateway_url, "SHOAL_CERT_PATH": str(self.layout.client_dir)}
-        done = subprocess.run([*argv, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        if input is None:
+            done = subprocess.run([*argv, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        else:
+            done = subprocess.run([*argv, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                                  input=input)
         if check:
             assert done.returncode == 0, f"shoal {' '.join(args)} exited {done.returncode}: {done.stderr}{done.stdout}"
         return done
