@@ -20,7 +20,7 @@ from agent.session import AgentSession, StatusQueue
 from agent.settings import AgentSettings
 from agent.state import AgentState
 from agent.worker import Worker
-from shoal import transport
+from shoal import pki, transport
 from shoal.clock import Clock, SystemClock
 from shoal.enroll import Renewer
 from shoal.metrics import Registry
@@ -58,6 +58,8 @@ class Agent:
             if settings.ca_urls:
                 self.renewer = Renewer(creds, settings.ca_urls, hosts=settings.cert_hosts(), clock=self.clock,
                                        rng=rng)
+                self.renewer.manager_components = {c: creds.dir / c for c in settings.manager_components}
+                self.renewer.on_role_change = self._role_changed
         self.queue = StatusQueue()
         files_dir = settings.task_files_dir or default_base(settings.resolved_state_dir(), settings.hostname)
         self.worker = Worker(self.executors, report=self._report, node_id=lambda: self._node_id or "",
@@ -74,6 +76,8 @@ class Agent:
             rpc_timeout=settings.rpc_timeout, poll_wait=settings.assignments_wait,
             status_interval=settings.status_interval, rng=rng,
         )
+        if self.renewer is not None:
+            self.session.on_role = self._desired_role
         self.metrics.gauge("agent_tasks", lambda: len(self.worker.managers), "tasks this agent drives")
         self.metrics.gauge("agent_connected", lambda: float(self.session.connected.is_set()),
                            "1 while a dispatcher session works")
@@ -109,6 +113,20 @@ class Agent:
                                 "advertising %s", executor.name, interval, ", ".join(executor.runtimes))
             if self._unprobed:
                 await asyncio.sleep(interval)
+
+    def _desired_role(self, name: str) -> None:
+        """The dispatcher's heartbeat answer says which role the node should have (`shoal node promote|demote`);
+        the renewer renews at once when the certificate says otherwise."""
+        role = {"worker": pki.WORKER, "manager": pki.MANAGER}.get(name)
+        if role is not None and self.renewer is not None:
+            if role != self.renewer.creds.identity.role and self.renewer.desired != role:
+                log.info("agent: the node is to become a %s; renewing its certificate now", name)
+            self.renewer.desire(role)
+
+    def _role_changed(self, role: str) -> None:
+        """The certificate now carries the new role: register again, so the dispatcher records it."""
+        log.info("agent: the node's certificate now says %s; registering again", role)
+        self.session.renew()
 
     def _set_node_id(self, node_id: str) -> None:
         if node_id != self._node_id:

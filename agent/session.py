@@ -211,6 +211,8 @@ class AgentSession:
         self._stopped = asyncio.Event()
         #: why the cluster removed this node, once a dispatcher said so (the session then ends for good)
         self.removed: str | None = None
+        #: told the node's desired role ("worker"/"manager") from every heartbeat answer that carries it
+        self.on_role: Callable[[str], None] | None = None
 
     def stop(self) -> None:
         self._stopped.set()
@@ -310,6 +312,9 @@ class AgentSession:
         while True:  # the first heartbeat goes out at once (SwarmKit's session.heartbeat)
             reply = await client.heartbeat(sid)
             self.period = float(reply.get("period", self.period))
+            role = reply.get("role")
+            if isinstance(role, str) and self.on_role is not None:
+                self.on_role(role)
             await asyncio.sleep(self.period)
 
     async def _assignments(self, client: DispatcherClient, sid: str) -> None:

@@ -42,6 +42,9 @@ class AgentSettings(BaseSettings):
         when the agent joins through a CA with `SHOAL_JOIN_TOKEN`;
     `SHOAL_JOIN_TOKEN` — the worker (or manager) join token, used only while there is no certificate;
     `SHOAL_CA_URLS` — comma-separated CA URLs, for joining and for renewing the certificate;
+    `SHOAL_MANAGER_COMPONENTS` — comma-separated manager components (`raftstore`, `gateway`, ...) a promoted
+        node's agent asks certificates for in its promoting renewal, each into `<cert dir>/<component>` (a swarm
+        machine's supervisor then runs them; empty: the agent alone changes role);
     `SHOAL_TASK_FILES_DIR` — where tasks' secrets and configs are written, a directory per task (default
         `/dev/shm/shoal-<hostname>-<uid>-<digest of the state dir>`, tmpfs, else `<state dir>/task-files`);
     `SHOAL_TASK_FILES_HOST_DIR` — that directory as the Docker engine's host sees it, for the bind mounts of
@@ -67,6 +70,7 @@ class AgentSettings(BaseSettings):
     cert_dir: Path | None = None
     join_token: str = ""
     ca_urls: Annotated[list[str], NoDecode] = []
+    manager_components: Annotated[list[str], NoDecode] = []
     cluster_id: str = "default"
     cgroup_root: str = ""
     reconcile_interval: float = 5.0
@@ -76,7 +80,8 @@ class AgentSettings(BaseSettings):
     assignments_wait: float = 20.0
     status_interval: float = 0.1
 
-    _split = field_validator("dispatchers", "executors", "ca_urls", mode="before")(split_list)
+    _split = field_validator("dispatchers", "executors", "ca_urls", "manager_components",
+                             mode="before")(split_list)
 
     def resolved_state_dir(self) -> Path:
         return (self.state_dir or Path.home() / ".shoal" / "agent" / self.hostname).expanduser()

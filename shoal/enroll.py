@@ -19,7 +19,7 @@ import logging
 import os
 import random
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,14 +165,20 @@ def _async(hook: Any) -> Any:
 
 
 async def renew(creds: Credentials, ca_urls: Sequence[str], *, hosts: Sequence[str] | None = None,
-                timeout: float = 10.0) -> pki.Identity:
+                timeout: float = 10.0, extra: Mapping[str, Path] | None = None) -> pki.Identity:
     """Renew `creds`' certificate through the first CA that answers; reloads `creds`. `hosts`: the names and
-    addresses the new certificate carries (default: those of the current one)."""
+    addresses the new certificate carries (default: those of the current one). `extra`: components certified in
+    the same renewal, each written to its directory — a promoted node's agent asks for its manager components
+    (the CA signs them only then; docs/security.md, "Promotion and demotion")."""
     errors = []
     key = pki.new_key()
     if hosts is None:
         hosts = pki.hosts_of(pki.load_cert(creds.cert_file.read_bytes()))
-    body = {"csr": pki.make_csr(key).decode(), "hosts": list(hosts)}
+    body: dict[str, Any] = {"csr": pki.make_csr(key).decode(), "hosts": list(hosts)}
+    extra_keys = {c: pki.new_key() for c in extra or {}}
+    if extra_keys:
+        body["csrs"] = {creds.identity.component: body.pop("csr"),
+                        **{c: pki.make_csr(k).decode() for c, k in extra_keys.items()}}
     async with transport.http_client(creds, timeout=timeout) as client:
         for url in ca_urls:
             try:
@@ -192,6 +198,10 @@ async def renew(creds: Credentials, ca_urls: Sequence[str], *, hosts: Sequence[s
                 raise JoinRefused(f"renew: the CA renewed a different identity ({ident.describe()})")
             if ident.role != creds.identity.role:
                 log.info("renew: node %s is now a %s (was %s)", ident.node_id, ident.role, creds.identity.role)
+            for comp, comp_key in extra_keys.items():
+                pem = (reply.get("certificates") or {}).get(comp)
+                if pem is not None and extra is not None:
+                    pki.write_identity(extra[comp], pem.encode(), pki.key_pem(comp_key), reply["roots"].encode())
             pki.write_identity(creds.dir, cert, pki.key_pem(key), reply["roots"].encode())
             creds.reload()
             return ident
@@ -246,6 +256,35 @@ class Renewer:
         self.rng = rng or random.Random()
         self.root_poll = root_poll if root_poll is not None else root_poll_interval()
         self.renewals = 0
+        #: the node's desired role as its dispatcher last said (None: not told); a difference from the
+        #: certificate's role renews at once (`desire`)
+        self.desired: str | None = None
+        #: components a promoted node asks for in its promoting renewal, each with its directory
+        self.manager_components: dict[str, Path] = {}
+        #: called with the new role after a renewal changed it (the agent registers again)
+        self.on_role_change: Callable[[str], None] | None = None
+        self._now = asyncio.Event()
+
+    def desire(self, role: str) -> None:
+        """The dispatcher says the node's desired role is `role` (pki.WORKER/MANAGER): renew at once when the
+        certificate says otherwise (a `shoal node promote|demote`)."""
+        self.desired = role
+        if role != self.creds.identity.role:
+            self._now.set()
+
+    def extra_components(self) -> dict[str, Path]:
+        """What the next renewal asks for besides the certificate itself: the manager components while a
+        worker is being promoted, nothing otherwise (the CA refuses them then)."""
+        promoting = self.desired == pki.MANAGER and self.creds.identity.role == pki.WORKER
+        return dict(self.manager_components) if promoting else {}
+
+    async def _wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True when a role change asked for a renewal now."""
+        try:
+            await asyncio.wait_for(self._now.wait(), max(0.0, seconds))
+        except TimeoutError:
+            return False
+        return True
 
     def next_renewal(self) -> float:
         cert = pki.load_cert(self.creds.cert_file.read_bytes())
@@ -274,14 +313,17 @@ class Renewer:
     async def run(self) -> None:
         while True:
             at = self.next_renewal()
-            while self.clock.now() < at:
-                await asyncio.sleep(max(0.0, min(at - self.clock.now(), self.root_poll * self.rng.uniform(0.8, 1.2))))
+            while self.clock.now() < at and not self._now.is_set():
+                if await self._wait(min(at - self.clock.now(), self.root_poll * self.rng.uniform(0.8, 1.2))):
+                    break
                 if self.clock.now() < at and await self.check_roots():
                     break
+            self._now.clear()
             backoff = 0.5
+            before = self.creds.identity.role
             while True:
                 try:
-                    ident = await renew(self.creds, self.ca_urls, hosts=self.hosts)
+                    ident = await renew(self.creds, self.ca_urls, hosts=self.hosts, extra=self.extra_components())
                     break
                 except (CAUnavailable, JoinRefused) as e:
                     left = self.creds.identity.not_after - self.clock.now()
@@ -291,3 +333,5 @@ class Renewer:
                     backoff = min(backoff * 2, RENEW_RETRY_MAX)
             self.renewals += 1
             log.info("renew: certificate of %s renewed; valid until %.0f", ident.describe(), ident.not_after)
+            if ident.role != before and self.on_role_change is not None:
+                self.on_role_change(ident.role)

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import shutil
 import socket
 import sys
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,7 +31,9 @@ from shoal import enroll, pki, transport
 from shoal.bootstrap import CA_BOOTSTRAP, write_admin_bundle
 from shoal.certs import LOCAL_HOSTS, Signer
 from shoal.ids import new_id
-from shoal.supervisor import Layout, ProcSpec, process_problem
+from shoal.supervisor import Layout, ProcSpec, Supervisor, process_problem
+
+log = logging.getLogger(__name__)
 
 NODE_FILE = "node.json"
 MANAGER_ROLES = ("nats", "raftstore", "ca", "gateway", "orchestrator", "allocator", "scheduler", "dispatcher")
@@ -180,7 +185,9 @@ class NodeLayout(Layout):
         env = {**common, "SHOAL_PORT": str(ports.agent),
                "SHOAL_DISPATCHERS": ",".join(_url(m, ports.dispatcher) for m in managers),
                "SHOAL_STATE_DIR": str(self.data_dir / "agent"), "SHOAL_CERT_DIR": str(self.cert_dir("agent")),
-               "SHOAL_HOSTNAME": socket.gethostname() + "-" + cfg.advertise, "SHOAL_STOP_TASKS_ON_EXIT": "true"}
+               "SHOAL_HOSTNAME": socket.gethostname() + "-" + cfg.advertise, "SHOAL_STOP_TASKS_ON_EXIT": "true",
+               # promoted, the agent asks for these in its renewal; NodeSupervisor then runs them
+               "SHOAL_MANAGER_COMPONENTS": ",".join(MANAGER_ROLES)}
         specs.append(ProcSpec("agent", [py, "-m", "agent"], env, None))
         return specs
 
@@ -303,3 +310,154 @@ def _add_raft_member(cfg: NodeConfig, cert_dir: Path) -> None:
 
 def _host(url: str) -> str:
     return httpx.URL(url).host
+
+
+# ---- promotion and demotion (`shoal node promote|demote`) -------------------------------------------------------
+ROLE_POLL = 1.0  # seconds between two looks at the agent's certificate
+
+
+def role_change(cfg: NodeConfig, cert_role: str) -> str:
+    """What the machine must do now that its agent's certificate says `cert_role` (the agent renews at once
+    when its dispatcher says the node's desired role changed): "promote", "demote" or ""."""
+    if cert_role == pki.MANAGER and not cfg.manager:
+        return "promote"
+    if cert_role == pki.WORKER and cfg.manager:
+        return "demote"
+    return ""
+
+
+def promoted_roles(cert_root: Path) -> list[str]:
+    """The manager roles whose certificates the promoting renewal wrote (in MANAGER_ROLES' order)."""
+    roles = []
+    for name in MANAGER_ROLES:
+        try:
+            ident = transport.Credentials(cert_root / name).identity
+        except (transport.TransportError, OSError, pki.PKIError):
+            continue
+        if ident.role == pki.MANAGER and ident.component == name:
+            roles.append(name)
+    return roles
+
+
+def promoted_config(cfg: NodeConfig, roles: list[str]) -> NodeConfig:
+    """The config of a worker promoted to run `roles` (its raft membership is added separately)."""
+    return NodeConfig(cfg.node_id, cfg.cluster_id, True, list(roles), cfg.advertise,
+                      [*[m for m in cfg.managers if m != cfg.advertise], cfg.advertise], ports=cfg.ports)
+
+
+def demoted_config(cfg: NodeConfig) -> NodeConfig:
+    """The config of a manager demoted to a worker: no manager role, no raft member, the other managers."""
+    others = [m for m in cfg.managers if m != cfg.advertise]
+    return NodeConfig(cfg.node_id, cfg.cluster_id, False, [], cfg.advertise, others or cfg.managers,
+                      ports=cfg.ports)
+
+
+def remove_raft_member(cfg: NodeConfig, cert_dir: Path) -> str:
+    """Remove this machine's raft member through any member (the leader refuses when the quorum would be
+    lost). '' when removed (or already gone), else why not."""
+    if cfg.raft_id is None:
+        return ""
+    creds = transport.Credentials(cert_dir)
+    last = "no raft member answered"
+    with transport.sync_http_client(creds, timeout=60.0) as http:
+        for m in [*[m for m in cfg.managers if m != cfg.advertise], cfg.advertise]:
+            try:
+                r = http.delete(_url(m, cfg.ports.raft_api) + f"/v1/members/{cfg.raft_id}")
+            except httpx.HTTPError as e:
+                last = f"{m}: {e}"
+                continue
+            if r.status_code in (200, 202, 204, 404):
+                return ""
+            try:
+                last = str(r.json().get("message") or r.text[:300])
+            except ValueError:
+                last = f"{r.status_code} {r.text[:300]}"
+            if r.status_code < 500:
+                return last
+    return last
+
+
+class NodeSupervisor(Supervisor):
+    """A swarm machine's supervisor: runs its layout, and changes its set of processes when the node is
+    promoted or demoted (its agent's certificate changes role: `role_change`)."""
+
+    layout: NodeLayout
+
+    def __init__(self, layout: NodeLayout, poll: float = ROLE_POLL) -> None:
+        super().__init__(layout)
+        self.poll = poll
+        self.waiting = ""  # why a role change waits (the demotion of a member the quorum needs), for logs/tests
+
+    def start(self) -> None:
+        super().start()
+        threading.Thread(target=self._watch_role, name="supervisor.role", daemon=True).start()
+
+    def _watch_role(self) -> None:
+        while not self._stop.wait(self.poll):
+            try:
+                self.reconcile_role()
+            except Exception:  # never let the watcher die
+                log.exception("node: acting on a role change failed; retrying")
+
+    def reconcile_role(self) -> str:
+        """Act on the agent certificate's role once; returns what was done ("promoted", "demoted", "" or
+        "waiting: why")."""
+        try:
+            cert_role = transport.Credentials(self.layout.cert_dir("agent")).identity.role
+        except (transport.TransportError, OSError, pki.PKIError) as e:
+            log.warning("node: cannot read the agent's certificate (%s)", e)
+            return ""
+        change = role_change(self.layout.cfg, cert_role)
+        if change == "promote":
+            return self._promote()
+        if change == "demote":
+            return self._demote()
+        return ""
+
+    def _promote(self) -> str:
+        cfg, root = self.layout.cfg, self.layout.cert_root
+        roles = promoted_roles(root)
+        if not roles:
+            return self._wait("the promotion waits for the manager certificates")
+        new = promoted_config(cfg, roles)
+        if "raftstore" in roles:
+            try:
+                _add_raft_member(new, root / "raftstore")
+            except NodeError as e:
+                return self._wait(f"the promotion waits: {e}")
+            new.managers = [*[m for m in new.managers if m != new.advertise], new.advertise]
+        new.save(self.data_dir)
+        self.layout.config = new
+        self.layout.prepare()
+        for spec in self.layout.specs():
+            if spec.name != "agent":
+                self.add_process(spec)
+        if "nats" in roles:
+            threading.Thread(target=self._renew_nats, name="supervisor.renew", daemon=True).start()
+        self.waiting = ""
+        log.info("node: promoted to a manager: running %s", ", ".join(roles))
+        return "promoted"
+
+    def _demote(self) -> str:
+        cfg, root = self.layout.cfg, self.layout.cert_root
+        if "raftstore" in cfg.roles and cfg.raft_id is not None:
+            why = remove_raft_member(cfg, root / "raftstore")
+            if why:
+                return self._wait(f"the demotion waits: the raft store keeps member {cfg.raft_id}: {why}")
+        for name in reversed([r for r in cfg.roles if r in self.children]):
+            self.remove_process(name)
+        for name in cfg.roles:
+            shutil.rmtree(root / name, ignore_errors=True)
+        shutil.rmtree(self.data_dir / "raft", ignore_errors=True)
+        new = demoted_config(cfg)
+        new.save(self.data_dir)
+        self.layout.config = new
+        self.waiting = ""
+        log.info("node: demoted to a worker: stopped %s", ", ".join(cfg.roles) or "nothing")
+        return "demoted"
+
+    def _wait(self, why: str) -> str:
+        if why != self.waiting:
+            log.warning("node: %s", why)
+        self.waiting = why
+        return "waiting: " + why

@@ -384,6 +384,25 @@ class Supervisor:
     def pid(self, name: str) -> int | None:
         return self.children[name].pid
 
+    def add_process(self, spec: ProcSpec) -> None:
+        """Start a new child at run time (a promoted swarm machine's manager processes)."""
+        with self._lock:
+            if spec.name in self.children:
+                return
+            child = Child(spec, self.log_dir, Path(__file__).resolve().parent.parent)
+            self.children[spec.name] = child
+            child.start()
+        self._write_state()
+
+    def remove_process(self, name: str) -> None:
+        """Stop a child for good and forget it (a demoted swarm machine's manager processes)."""
+        with self._lock:
+            child = self.children.pop(name, None)
+            if child is not None:
+                child.wanted = False
+                child.stop()
+        self._write_state()
+
     def _write_state(self) -> None:
         state = {
             "pid": os.getpid(),
@@ -505,15 +524,14 @@ def main(argv: list[str] | None = None) -> int:
 
     private_files()  # logs, state and data the supervised processes create: 0600 / 0700
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s supervisor: %(message)s")
-    layout: Layout
+    sup: Supervisor
     if a.node:
-        from shoal.node import NodeLayout
+        from shoal.node import NodeLayout, NodeSupervisor
 
-        layout = NodeLayout.for_node(a.data_dir.resolve())
+        sup = NodeSupervisor(NodeLayout.for_node(a.data_dir.resolve()))  # acts on promote/demote too
     else:
-        layout = Layout(a.data_dir.resolve(), base_port=a.base_port, gateway_port=a.gateway_port,
-                        agents=a.agents, heartbeat_period=a.heartbeat_period)
-    sup = Supervisor(layout)
+        sup = Supervisor(Layout(a.data_dir.resolve(), base_port=a.base_port, gateway_port=a.gateway_port,
+                                agents=a.agents, heartbeat_period=a.heartbeat_period))
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

@@ -330,6 +330,13 @@ def registered_node(node_id: str, existing: Obj | None, description: Obj, addr: 
     }
 
 
+def desired_role_name(node: Obj | None) -> str | None:
+    """The node's desired role ("worker"/"manager", `spec.role`, set by `shoal node promote|demote`) that a
+    heartbeat answer carries, or None when the node is not known (yet) or its spec says nothing valid."""
+    role = ((node or {}).get("spec") or {}).get("role")
+    return role if role in ("worker", "manager") else None
+
+
 def down_node(node: Obj, now: float) -> Obj:
     status = {**node.get("status", {}), "state": str(NodeState.DOWN), "message": DOWN_MESSAGE, "timestamp": now}
     return {**node, "status": status}

@@ -375,7 +375,11 @@ class Dispatcher:
                 and sess.node_id not in self._marking_ready:
             # Another dispatcher marked it DOWN (lost NATS heartbeats?) while it talks to us: it is alive.
             self._spawn(self._mark_ready(sess.node_id))
-        return {"period": self._jittered_period()}
+        reply: dict[str, Any] = {"period": self._jittered_period()}
+        role = core.desired_role_name(node)
+        if role is not None:  # the agent renews at once when its certificate says otherwise (promote/demote)
+            reply["role"] = role
+        return reply
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)

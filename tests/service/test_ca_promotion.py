@@ -4,17 +4,20 @@ role in the store (`spec.role`, set by `shoal node promote|demote`) differs from
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from services.ca import core
 from services.dispatcher.core import registered_node
-from shoal import pki
+from shoal import enroll, pki
 from shoal.errors import PermissionDenied
 from shoal.models.kinds import Kind
 from shoal.store import txn as t
+from shoal.transport import Credentials
 from tests.service.test_ca_service import CA, start_ca
 
 pytestmark = pytest.mark.timeout(60)
@@ -98,3 +101,50 @@ def test_the_dispatcher_records_the_certificates_role() -> None:
     done = registered_node("n", again, {}, None, 2.0, role="worker")
     assert (done["spec"]["role"], done["role"]) == ("worker", "worker")
     assert core.desired_role(done) is None
+
+
+async def test_the_renewer_told_a_new_role_renews_at_once_with_the_manager_components(ca: CA,
+                                                                                        tmp_path: Path) -> None:
+    """The node learns its desired role from its dispatcher's heartbeat answer (`Renewer.desire`): promoted,
+    its agent renews at once (not at 50-80 % of the lifetime) and gets its manager components' certificates in
+    the same renewal; demoted, it renews as a worker and asks for nothing else."""
+    joined = await enroll.join([ca.url], ca.tokens["worker"], tmp_path / "w", hostname="w",
+                               hosts=["127.0.0.1"])
+    creds = Credentials(tmp_path / "w")
+    renewer = enroll.Renewer(creds, [ca.url], root_poll=30.0)
+    renewer.manager_components = {c: tmp_path / "w" / c for c in ("raftstore", "gateway")}
+    changes: list[str] = []
+    renewer.on_role_change = changes.append
+    await node_with(ca, joined.node_id, observed="worker", desired="worker")
+    running = asyncio.create_task(renewer.run())
+    try:
+        renewer.desire(pki.WORKER)  # no change: nothing happens
+        await asyncio.sleep(0.3)
+        assert renewer.renewals == 0 and renewer.extra_components() == {}
+        node = await ca.store.get(Kind.NODE, joined.node_id)
+        await ca.store.txn([t.update(Kind.NODE, {**node, "spec": {**node["spec"], "role": "manager"}})])
+        renewer.desire(pki.MANAGER)
+        await _until(lambda: renewer.renewals == 1)
+        assert creds.identity.role == pki.MANAGER and changes == [pki.MANAGER]
+        for comp in ("raftstore", "gateway"):
+            ident = Credentials(tmp_path / "w" / comp).identity
+            assert (ident.node_id, ident.role, ident.component) == (joined.node_id, pki.MANAGER, comp)
+        # the dispatcher records the new role at the next registration; then the user demotes the node
+        node = await ca.store.get(Kind.NODE, joined.node_id)
+        await ca.store.txn([t.update(Kind.NODE, {**node, "role": "manager", "spec": {**node["spec"],
+                                                                                   "role": "worker"}})])
+        renewer.desire(pki.WORKER)
+        assert renewer.extra_components() == {}
+        await _until(lambda: renewer.renewals == 2)
+        assert creds.identity.role == pki.WORKER and changes == [pki.MANAGER, pki.WORKER]
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)

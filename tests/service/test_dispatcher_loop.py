@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from services.dispatcher.core import desired_role_name
 from services.dispatcher.loop import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
 from shoal.bus import MemoryBus
@@ -239,3 +240,16 @@ async def test_a_removal_racing_a_registration_is_not_undone() -> None:
     assert reg["node_id"] != "y" * 25
     assert store.mem.find("node", "y" * 25) is None
     await stop(d)
+
+
+async def test_the_heartbeat_answer_carries_the_nodes_desired_role(store: LocalStore) -> None:
+    """`shoal node promote|demote` sets the node's `spec.role`; the agent learns it from its next heartbeat
+    answer and renews its certificate at once when its role differs (shoal.enroll.Renewer.desire)."""
+    d = await started(store, FakeClock(time.time()))
+    reg = await d.register(None, DESCRIPTION, None)
+    assert (await d.heartbeat(reg["session_id"]))["role"] == "worker"
+    cur = await store.get("node", reg["node_id"])
+    res = await store.txn([t.update("node", {**cur, "spec": {**cur["spec"], "role": "manager"}})])
+    d.mirror.apply_written(res)
+    assert (await d.heartbeat(reg["session_id"]))["role"] == "manager"
+    assert desired_role_name({"spec": {"role": "bogus"}}) is None and desired_role_name(None) is None
