@@ -50,6 +50,7 @@ class Agent:
         self._node_id = self.state.load_node_id()
         self.renewer: Renewer | None = None
         self.left = False
+        self._closing: set[asyncio.Task[None]] = set()  # old HTTP clients being closed (kept referenced)
         #: called once the node has left the cluster (the process entry point ends the process)
         self.on_leave: Callable[[], None] | None = None
         if creds is not None:
@@ -124,8 +125,16 @@ class Agent:
             self.renewer.desire(role)
 
     def _role_changed(self, role: str) -> None:
-        """The certificate now carries the new role: register again, so the dispatcher records it."""
+        """The certificate now carries the new role: register again, so the dispatcher records it — over new
+        connections (a pooled one still carries the old certificate, and the dispatcher reads the role from
+        the connection's)."""
         log.info("agent: the node's certificate now says %s; registering again", role)
+        if self.creds is not None:
+            old = self.session.http
+            self.session.http = transport.http_client(self.creds, timeout=self.settings.rpc_timeout)
+            closing = asyncio.get_running_loop().create_task(old.aclose())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
         self.session.renew()
 
     def _set_node_id(self, node_id: str) -> None:

@@ -39,8 +39,10 @@ def machines() -> Iterator[netns.Machines]:
         m.down()
 
 
-def shoal(m: netns.Machines, i: int, *args: str, check: bool = True, timeout: float = 180) -> str:
-    done = m.run(i, [*SHOAL, *args], timeout=timeout, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+def shoal(m: netns.Machines, i: int, *args: str, check: bool = True, timeout: float = 180,
+          env: dict[str, str] | None = None) -> str:
+    done = m.run(i, [*SHOAL, *args], timeout=timeout, cwd=ROOT,
+                 env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     out = done.stdout + done.stderr
     if check:
         assert done.returncode == 0, f"machine {i}: shoal {' '.join(args)} exited {done.returncode}: {out}"
@@ -135,3 +137,43 @@ def n_addr(node: dict[str, Any]) -> str:
 
 def nodes_of(nodes: list[dict[str, Any]], addr: str) -> str:
     return next((n["id"] for n in nodes if n_addr(n) == addr), "")
+
+
+def test_a_worker_promoted_runs_the_manager_roles_and_demoted_gives_them_back(machines: netns.Machines,
+                                                                            tmp_path: Path) -> None:
+    """`shoal node promote`: the worker's node supervisor gets manager certificates through its agent's
+    renewal, joins its raftstore to the raft cluster (a voter once caught up) and starts the manager roles;
+    `shoal node demote` removes its raft member first, then stops them. A service runs throughout."""
+    m = machines
+    d1, d2 = tmp_path / "m1", tmp_path / "m2"
+    out = shoal(m, 1, "swarm", "init", "--advertise-addr", m.addr(1), "--data-dir", str(d1))
+    found = re.search(r"--token (SWMTKN-1-\S+) (\S+)", out)
+    assert found, out
+    shoal(m, 2, "swarm", "join", "--token", found.group(1), found.group(2), "--advertise-addr", m.addr(2),
+          "--data-dir", str(d2))
+    with admin(d1 / "client", m.addr(1)) as http:
+        def node2() -> dict[str, Any] | None:
+            return next((n for n in items(http.get("/v1/nodes").json())
+                         if n_addr(n) == m.addr(2) and n["status"]["state"] == "ready"), None)
+        worker = eventually(node2, 90, "the worker READY")
+        spec = {"name": "keep", "mode": {"replicated": {"replicas": 2}},
+                "task": {"process": {"command": ["sleep", "600"]}}}
+        assert http.post("/v1/services", json=spec).status_code == 201
+        eventually(lambda: len(running(http, "keep")) == 2 or None, 90, "2 running tasks")
+
+        def voters() -> int:
+            return sum(x["role"] == "voter" for x in http.get("/v1/cluster/members").json()["members"])
+        cli = {"SHOAL_URL": f"https://{m.addr(1)}:4242", "SHOAL_CERT_PATH": str(d1 / "client")}
+        shoal(m, 1, "node", "promote", worker["id"], env=cli)
+        eventually(lambda: voters() == 2 or None, 120, "the promoted machine's raftstore a voter")
+
+        def its_gateway_answers() -> bool:
+            with admin(d1 / "client", m.addr(2)) as gw2:
+                return gw2.get("/v1/nodes").status_code == 200
+        eventually(its_gateway_answers, 90, "the promoted machine's gateway answering")
+
+        shoal(m, 1, "node", "demote", worker["id"], env=cli)
+        eventually(lambda: voters() == 1 or None, 120, "the demoted machine's raft member removed")
+        eventually(lambda: not (d2 / "certificates" / "gateway").exists() or None, 60,
+                   "the demoted machine's manager processes stopped and their certificates deleted")
+        assert len(running(http, "keep")) == 2
