@@ -132,7 +132,15 @@ def random_frames(rng: random.Random) -> bytes:
 def test_a_lying_member_neither_kills_nor_splits_the_cluster(cluster: RaftProcs) -> None:
     rng = random.Random(16)
     lead = cluster.wait_leader(15)
+    if lead == LIAR:
+        # A lying *leader* is Raft's blind spot (its appends in its own term are the log): the lies below come
+        # from a follower, against members that know this term's honest leader.
+        r = cluster.http.post(cluster.url(lead) + "/v1/leader/transfer", json={"to": 1}, timeout=30)
+        assert r.status_code == 200, r.text
+        lead = cluster.wait_leader(15, among=[1, 2])
     targets = [i for i in cluster.ids if i != LIAR]
+    eventually(lambda: all(status(cluster, i)["leader"] == lead for i in targets), 10,
+               "the honest members to know the leader")
     assert cluster.http.post(cluster.url(lead) + "/v1/txn", json={"ops": [
         {"op": "create", "kind": "service", "object": {"id": "before", "spec": spec("before")}}]}).status_code == 200
 
