@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
@@ -31,7 +32,7 @@ from shoal.config import CommonSettings
 from shoal.errors import Conflict, InvalidArgument, NotFound, OutcomeUnknown, ShoalError
 from shoal.instances import Announcer
 from shoal.lease import LeaseKeeper
-from shoal.metrics import Registry
+from shoal.metrics import LAG_BUCKETS, Registry
 from shoal.plan import MAX_CHANGES_PER_TXN, Group, Plan, pack
 from shoal.runner import serve, setup_logging
 from shoal.service import LeaderOnly
@@ -202,7 +203,14 @@ class PlanLoop(ABC):
     async def _one_pass(self, lease: LeaseKeeper, mirror: StoreMirror) -> None:
         gen = mirror.generation
         now = self.clock.now()
+        started = time.perf_counter()
+        since = mirror.take_pending_since()
+        if since is not None:
+            self.metrics.observe("plan_lag_seconds", started - since, "a store change seen by the mirror, waiting "
+                                 "for the planning pass that takes it into account", buckets=LAG_BUCKETS)
         plan = self.plan(mirror, now)
+        self.metrics.observe("pass_duration_seconds", time.perf_counter() - started,
+                             "one planning pass of the pure core over the mirror (writes excluded)")
         self.passes += 1
         self.last_pass_at = now
         self.metrics.inc("passes", help="planning passes over the mirror")

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from services.gateway.context import CAError, GatewayContext
@@ -19,7 +19,7 @@ from services.gateway.routes import ROUTERS
 from services.gateway.settings import GatewaySettings
 from shoal.bus.base import Bus
 from shoal.errors import Unavailable
-from shoal.http import install_error_handlers, ops_router
+from shoal.http import install_error_handlers, instrument, ops_router
 from shoal.instances import Announcer
 from shoal.store.protocol import Store
 from shoal.transport import Revocations, http_client
@@ -88,14 +88,8 @@ def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClie
     async def _ca_refused(_: Request, exc: CAError) -> JSONResponse:
         return JSONResponse(exc.body, status_code=exc.status)
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        ctx.metrics.inc("gateway_requests_total", help="HTTP requests answered")
-        if response.status_code >= 400:
-            ctx.metrics.inc(f"gateway_responses_{response.status_code // 100}xx_total",
-                            help="HTTP error responses by class")
-        return response
+    # every request is counted by route template and status (shoal_http_requests_total, shoal.http.instrument)
+    instrument(app, ctx.metrics)
 
     app.include_router(ops_router(ctx.metrics, ctx.ready, lambda: {"name": "gateway"}))
 

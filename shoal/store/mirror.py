@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,8 @@ class StoreMirror:
         self._relist = True
         self._stopped = False
         self.resyncs = 0
+        #: perf_counter() of the oldest change from the store not yet taken by a planning pass (plan loop lag)
+        self.pending_since: float | None = None
 
     # ---- view --------------------------------------------------------------------------------------------
     def get(self, kind: str, obj_id: str) -> Obj | None:
@@ -83,7 +86,14 @@ class StoreMirror:
                 applied.append(c)
         return applied
 
-    def _bump(self) -> None:
+    def take_pending_since(self) -> float | None:
+        """When the oldest change not yet seen by a pass arrived (None: no news); a pass calls it as it starts."""
+        since, self.pending_since = self.pending_since, None
+        return since
+
+    def _bump(self, *, external: bool = False) -> None:
+        if external and self.pending_since is None:
+            self.pending_since = time.perf_counter()
         self.generation += 1
         self._changed.set()
         self._changed = asyncio.Event()
@@ -122,7 +132,7 @@ class StoreMirror:
         self.revision = max(self.revision, batch.revision)
         self._tombstones = {k: r for k, r in self._tombstones.items() if r > self.revision}
         if changes:
-            self._bump()
+            self._bump(external=True)
         return changes
 
     async def _list_all(self) -> None:
@@ -136,7 +146,7 @@ class StoreMirror:
         self.revision = min(revs) if revs else 0
         self._tombstones.clear()
         self.resyncs += 1
-        self._bump()
+        self._bump(external=True)
 
     async def run(self) -> None:
         if self.bus is not None:

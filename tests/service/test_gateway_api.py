@@ -545,7 +545,9 @@ def test_ops_routes_and_openapi(client: TestClient) -> None:
     create(client)
     assert client.get("/healthz").json()["status"] == "ok"
     assert client.get("/readyz").json() == {"ready": True}
-    assert "shoal_gateway_requests_total" in client.get("/metrics").text
+    metrics = client.get("/metrics").text
+    assert 'shoal_http_requests_total{method="POST",route="/v1/services",status="201"} 1.0' in metrics
+    assert "shoal_gateway_services_created_total 1.0" in metrics
     assert client.get("/v1/status").json()["store_ready"] is True
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/services", "/v1/services/{ref}", "/v1/tasks", "/v1/tasks/{ref}", "/v1/nodes",
