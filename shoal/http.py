@@ -147,6 +147,8 @@ class HttpMetrics:
                                          "status", labels=("method", "route", "status"))
         self.latency = registry.histogram("http_request_duration_seconds", "HTTP request latency (to the end of "
                                           "the response body), by route template", labels=("method", "route"))
+        #: (method, route, status) -> its counter and histogram children; bounded like the labels themselves
+        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -172,9 +174,12 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 
 
 def observe_request(m: HttpMetrics, method: str, route: str, status: int, seconds: float) -> None:
-    method = method if method in HTTP_METHODS else "OTHER"
-    m.requests.labels(method, route, str(status)).inc()
-    m.latency.labels(method, route).observe(seconds)
+    key = (method if method in HTTP_METHODS else "OTHER", route, status)
+    children = m.children.get(key)
+    if children is None:  # labels() validates and locks: once per series, not once per request
+        children = m.children[key] = (m.requests.labels(key[0], route, str(status)), m.latency.labels(key[0], route))
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def instrument(app: FastAPI, registry: Registry) -> HttpMetrics:

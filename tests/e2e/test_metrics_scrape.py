@@ -47,7 +47,7 @@ def test_every_process_serves_parseable_metrics_with_the_latency_histograms(clus
 
     def all_there() -> dict[str, dict[str, Any]] | None:
         got = {name: scrape(cluster, url) for name, url in processes.items()}
-        for name, fams in got.items():
+        for fams in got.values():
             # every app counts its requests by route template (the health checks, at least)
             if total(fams, "shoal_http_requests", "shoal_http_requests_total") <= 0:
                 return None
