@@ -83,7 +83,7 @@ def cmd_up(a: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     if scale:
         write_scale(data_dir, {**read_scale(data_dir), **scale})
-    print(f"shoal: {choose_runtimes(os.environ)}")
+    print(f"shoal: {choose_runtimes(os.environ)}", file=sys.stderr)  # stdout: only the URL (scripts read it)
     layout = Layout(data_dir, base_port=a.base_port, gateway_port=a.gateway_port, agents=a.agents,
                     heartbeat_period=a.heartbeat_period)
     if a.detach:
