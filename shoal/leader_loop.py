@@ -33,12 +33,15 @@ from shoal.errors import Conflict, InvalidArgument, NotFound, OutcomeUnknown, Sh
 from shoal.instances import Announcer
 from shoal.lease import LeaseKeeper
 from shoal.metrics import LAG_BUCKETS, Registry
+from shoal.models.kinds import Kind
+from shoal.models.states import state_label
 from shoal.plan import MAX_CHANGES_PER_TXN, Group, Plan, pack
 from shoal.runner import serve, setup_logging
 from shoal.service import LeaderOnly
 from shoal.store.client import StoreClient
 from shoal.store.mirror import StoreMirror
 from shoal.store.protocol import Store
+from shoal.store.txn import Op
 from shoal.transport import http_client, load_credentials, managers_only
 
 log = logging.getLogger(__name__)
@@ -248,12 +251,31 @@ class PlanLoop(ABC):
             except InvalidArgument:
                 self._batch_ops = max(2, self._batch_ops // 2)
                 raise
+            moves = task_moves(ops, mirror)
             mirror.apply_written(res)
+            for before, after in moves:
+                self.metrics.inc("task_state_transitions_total", help="task observed-state changes written by "
+                                 "this process (creates count from \"none\")", labels={"from": before, "to": after})
             self.metrics.inc("txns", help="transactions committed")
             self.metrics.inc("ops", len(ops) - 1, help="ops committed (lease checks excluded)")
             self._batch_ops = min(self.settings.max_txn_ops, self._batch_ops * 2)
             for g in batch:
                 self.committed(g)
+
+
+def task_moves(ops: list[Op], mirror: StoreMirror) -> list[tuple[str, str]]:
+    """(state before, state after) of each task these ops create or update whose observed state changes, the
+    state before read from the view the plan was made over."""
+    moves = []
+    for op in ops:
+        if op.get("kind") != Kind.TASK or op.get("op") not in ("create", "update"):
+            continue
+        obj = op["object"]
+        cur = mirror.objects.get(Kind.TASK, {}).get(obj["id"]) if op["op"] == "update" else None
+        before, after = state_label(cur.get("status") if cur else None), state_label(obj.get("status"))
+        if before != after:
+            moves.append((before, after))
+    return moves
 
 
 L = TypeVar("L", bound=PlanLoop)

@@ -231,14 +231,6 @@ def normalize_status(status: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def state_label(status: Mapping[str, Any] | None) -> str:
-    """A task state as a metric label: one of TaskState's values, or "unknown" (bounded label values)."""
-    try:
-        return str(TaskState(str((status or {}).get("state"))))
-    except ValueError:
-        return "unknown"
-
-
 def newer_status(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
     """Whether `b` should replace the queued `a` (only a strictly higher state does)."""
     return a is None or TaskState(b["state"]) > TaskState(a["state"])

@@ -37,7 +37,7 @@ from shoal.ids import new_id
 from shoal.metrics import LAG_BUCKETS, Registry
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.models.objects import Obj
-from shoal.models.states import NodeState
+from shoal.models.states import NodeState, state_label
 from shoal.store import txn as t
 from shoal.store.mirror import StoreMirror
 from shoal.store.protocol import Store
@@ -554,7 +554,7 @@ class Dispatcher:
                 task = self.mirror.get(Kind.TASK, tid)
                 if task is not None and core.judge_status(task, node_id, st) is Verdict.ACCEPT:
                     ops.append((tid, t.update(Kind.TASK, core.with_status(task, st))))
-                    moves[tid] = (core.state_label(task.get("status")), core.state_label(st))
+                    moves[tid] = (state_label(task.get("status")), state_label(st))
             retry: dict[str, tuple[str, dict[str, Any]]] = {}
             chunks = _chunks(ops)
             for i, chunk in enumerate(chunks):

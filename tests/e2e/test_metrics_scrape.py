@@ -66,6 +66,11 @@ def test_every_process_serves_parseable_metrics_with_the_latency_histograms(clus
             count(got["dispatcher"], "shoal_dispatcher_assignment_lag_seconds"),
             total(got["dispatcher"], "shoal_task_state_transitions", "shoal_task_state_transitions_total",
                   to="running"),
+            # the other writers of task states count theirs: created by the orchestrator, assigned by the scheduler
+            total(got["orchestrator"], "shoal_task_state_transitions", "shoal_task_state_transitions_total",
+                  **{"from": "none", "to": "new"}),
+            total(got["scheduler"], "shoal_task_state_transitions", "shoal_task_state_transitions_total",
+                  **{"from": "pending", "to": "assigned"}),
             total(got["gateway"], "shoal_http_requests", "shoal_http_requests_total", method="POST",
                   route="/v1/services", status="201"),
             total(got["gateway"], "shoal_http_requests", "shoal_http_requests_total", method="PUT",
