@@ -261,7 +261,7 @@ def _stop(data_dir: Path) -> int:
         return 0
     pid = int(state["pid"])
     cluster = cluster_id(data_dir)
-    docker_host = os.environ.get("SHOAL_DOCKER_HOST") or "unix:///var/run/docker.sock"
+    docker_host = docker_host_of(os.environ)  # the engine `shoal up` would have given the agents
     running = cluster_processes(cluster) + cluster_containers(cluster, docker_host)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
