@@ -33,7 +33,8 @@ from shoal.errors import NotFound, PermissionDenied, Unauthenticated
 from shoal.transport import scope_identity
 
 STATIC = Path(__file__).parent / "static"
-FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8",
+         "favicon.svg": "image/svg+xml"}
 KEEPALIVE = 15.0
 #: every dashboard answer: nothing inline or from elsewhere runs, no framing, the login token never leaves in a
 #: Referer, nothing is cached
@@ -46,7 +47,8 @@ HEADERS = {
     "Cache-Control": "no-store",
 }
 LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="0;url=/ui/"><title>shoal: signed in</title></head>
+<meta http-equiv="refresh" content="0;url=/ui/"><link rel="icon" href="/ui/static/favicon.svg">
+<title>shoal: signed in</title></head>
 <body><p>Signed in. <a href="/ui/">Open the dashboard</a>.</p></body></html>
 """
 
@@ -97,7 +99,8 @@ def install(app: FastAPI, ctx: GatewayContext, sessions: UiSessions, hub: Dashbo
     async def logout(request: Request) -> Response:
         enabled()
         sessions.logout(cookie_value(request.scope, COOKIE_NAME))
-        return HTMLResponse("<!doctype html><title>shoal</title><p>Signed out.</p>",
+        return HTMLResponse('<!doctype html><link rel="icon" href="/ui/static/favicon.svg"><title>shoal</title>'
+                            "<p>Signed out.</p>",
                             headers={**HEADERS, "Set-Cookie": clear_cookie_header()})
 
     @router.get("/ui/stream", summary="The dashboard's live view (Server-Sent Events)")

@@ -56,7 +56,8 @@ function renderServices(services) {
     if (s.update && s.update.message) update.title = s.update.message;
     const errors = el("ul", null, "errors");
     for (const e of s.errors) {
-      const li = el("li", `${e.name} ${e.state}: ${e.err || e.message || "exit " + e.exit_code}`);
+      const why = [...new Set([e.err, e.message].filter(Boolean))].join(" — ") || `exit ${e.exit_code}`;
+      const li = el("li", `${e.name} ${e.state}: ${why}`);
       li.title = `${e.id} on ${e.node} at ${clock(e.time)}`;
       errors.appendChild(li);
     }
