@@ -4,7 +4,7 @@ page without console errors; a service created through the API appears with its 
 live (no reload), a killed task's error appears — and the nodes, raft members and subsystems are there.
 
 Skipped, saying why, without chromium + chromium-driver or selenium; `.ci/run` installs them
-(scripts/browser.sh), so CI runs it."""
+(scripts/browser.sh) and sets SHOAL_REQUIRE_BROWSER=1, which makes their absence a failure."""
 
 from __future__ import annotations
 
@@ -32,8 +32,11 @@ except ImportError:  # pragma: no cover - the test extra installs it
     webdriver = None
 
 if webdriver is None or not CHROMIUM or not CHROMEDRIVER:
-    pytest.skip("the dashboard's browser test needs chromium, chromium-driver (apt) and selenium (the test "
-                "extra): `scripts/browser.sh` installs them", allow_module_level=True)
+    WHY = ("the dashboard's browser test needs chromium, chromium-driver (apt) and selenium (the test extra): "
+           "`scripts/browser.sh` installs them")
+    if os.environ.get("SHOAL_REQUIRE_BROWSER") == "1":  # .ci/run: a missing browser is a failure, not a skip
+        pytest.fail(WHY, pytrace=False)
+    pytest.skip(WHY, allow_module_level=True)
 
 
 @pytest.fixture
