@@ -71,19 +71,19 @@ def install(app: FastAPI, ctx: GatewayContext, sessions: UiSessions, hub: Dashbo
         enabled()
         return RedirectResponse("/ui/", status_code=307, headers=HEADERS)
 
-    @router.get("/ui/", summary="The dashboard page")
+    @router.get("/ui/", include_in_schema=False)
     async def page() -> Response:
         enabled()
         return HTMLResponse((STATIC / "index.html").read_text(), headers=HEADERS)
 
-    @router.get("/ui/static/{name}", summary="The dashboard's script and style sheet")
+    @router.get("/ui/static/{name}", include_in_schema=False)
     async def static(name: str) -> Response:
         enabled()
         if name not in FILES:
             raise NotFound(f"no dashboard file {name!r}; there are {', '.join(sorted(FILES))}")
         return Response((STATIC / name).read_bytes(), media_type=FILES[name], headers=HEADERS)
 
-    @router.get("/ui/login", summary="Exchange a one-time login token for a session cookie")
+    @router.get("/ui/login", include_in_schema=False)
     async def login(token: str = "") -> Response:
         enabled()
         granted = sessions.redeem(token)
@@ -95,7 +95,7 @@ def install(app: FastAPI, ctx: GatewayContext, sessions: UiSessions, hub: Dashbo
         ctx.metrics.inc("gateway_ui_logins_total", help="dashboard sessions opened")
         return HTMLResponse(LOGIN_PAGE, headers={**HEADERS, "Set-Cookie": set_cookie_header(granted)})
 
-    @router.get("/ui/logout", summary="Forget this browser's session")
+    @router.get("/ui/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
         enabled()
         sessions.logout(cookie_value(request.scope, COOKIE_NAME))
@@ -103,7 +103,7 @@ def install(app: FastAPI, ctx: GatewayContext, sessions: UiSessions, hub: Dashbo
                             "<p>Signed out.</p>",
                             headers={**HEADERS, "Set-Cookie": clear_cookie_header()})
 
-    @router.get("/ui/stream", summary="The dashboard's live view (Server-Sent Events)")
+    @router.get("/ui/stream", include_in_schema=False)
     async def stream() -> Response:
         enabled()
         browser = hub.subscribe()
@@ -122,7 +122,9 @@ def install(app: FastAPI, ctx: GatewayContext, sessions: UiSessions, hub: Dashbo
         return StreamingResponse(body(), media_type="text/event-stream",
                                  headers={**HEADERS, "X-Accel-Buffering": "no"})
 
-    @router.post("/v1/ui/login", summary="A one-time login link for the dashboard (`shoal ui`)")
+    @router.post("/v1/ui/login", summary="A one-time login link for the dashboard (`shoal ui`)",
+                 responses={401: {"description": "no client certificate (admins only)", "content": {
+                     "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}})
     async def new_login(request: Request) -> dict[str, Any]:
         enabled()
         who = scope_identity(request.scope)
