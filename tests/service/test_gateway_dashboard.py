@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -261,16 +262,27 @@ async def test_the_stream_sends_a_snapshot_then_changes_and_events(gw: Gateway) 
     assert not gw.app.state.ui_hub.browsers
 
 
+def hold_stream(gw: Gateway, cookie: str, release: threading.Event) -> int:
+    """Open the stream as a browser and keep it open until `release`; returns its status."""
+    with gw.browser() as b, b.stream("GET", "/ui/stream", headers={"cookie": f"{COOKIE_NAME}={cookie}"}) as r:
+        release.wait(20)
+        return r.status_code
+
+
 async def test_more_browsers_than_the_bound_get_503(tmp_path: Path) -> None:
     async for gw in serve(tmp_path, max_clients=1):
         cookie = await run(session_cookie, gw)
-        first = asyncio.create_task(asyncio.to_thread(read_stream, gw, cookie, 2, 3.0))
-        deadline = time.monotonic() + 5
-        while not gw.app.state.ui_hub.browsers and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        r = await run(get, gw, "/ui/stream", cookie)
-        assert r.status_code == 503 and r.json()["code"] == "ui_busy", r.text
-        await first
+        release = threading.Event()
+        first = asyncio.create_task(asyncio.to_thread(hold_stream, gw, cookie, release))
+        try:
+            deadline = time.monotonic() + 5
+            while not gw.app.state.ui_hub.browsers and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            r = await run(get, gw, "/ui/stream", cookie)
+            assert r.status_code == 503 and r.json()["code"] == "ui_busy", r.text
+        finally:
+            release.set()
+            assert await first == 200
 
 
 async def test_with_the_dashboard_off_the_gateway_needs_a_certificate(tmp_path: Path) -> None:

@@ -211,6 +211,7 @@ async def test_one_builder_serves_every_browser() -> None:
     # the store was listed once (4 kinds), watched and the snapshot built once per interval — not per browser
     assert store.lists == 4
     assert 3 <= hub.builds <= ticks + 2 and store.watches <= ticks + 2, (hub.builds, store.watches, ticks)
+    assert hub.workloads == 2  # the listing, then the service: the one pass over the tasks is not per second
     for b in browsers:
         got = [m for m in list(b.items) if m]
         assert got[0].startswith(b"event: snapshot") and any(m.startswith(b"event: events") for m in got)
@@ -248,4 +249,24 @@ async def test_the_builder_stops_after_the_last_browser_left() -> None:
     assert not hub.running and hub.snapshot is None
     b = hub.subscribe()  # and starts again for the next one
     assert hub.running
+    await hub.stop()
+
+
+async def test_lease_renewals_do_not_recompute_the_tasks_view() -> None:
+    store = LocalStore()
+    hub = hub_of(store)
+    hub.subscribe()
+    await asyncio.sleep(0.2)
+    lease = {"id": "scheduler", "holder": "scheduler-1", "term": 1, "expires_at": time.time() + 60}
+    await store.txn([t.create(Kind.LEASE, lease)])
+    for i in range(5):
+        current = await store.get(Kind.LEASE, "scheduler")
+        await store.txn([t.update(Kind.LEASE, {**current, "expires_at": time.time() + 60 + i})])
+        await asyncio.sleep(0.06)
+    await asyncio.sleep(0.2)
+    assert hub.workloads == 1 and hub.builds >= 8, (hub.workloads, hub.builds)
+    await store.txn([t.create(Kind.TASK, {"id": "t1", "service_id": "", "node_id": None, "slot": 0,
+                                          "desired_state": "running", "status": {"state": "new"}})])
+    await asyncio.sleep(0.2)
+    assert hub.workloads == 2 and hub.snapshot is not None and hub.snapshot["tasks"]["total"] == 1
     await hub.stop()

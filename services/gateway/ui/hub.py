@@ -3,7 +3,8 @@
 Whatever the number of browsers, a gateway follows the store once: a `StoreMirror` of nodes, services, tasks
 and leases (list once, then the watch every `interval`), the Raft status of each raftstore member polled once
 per `interval`, and the instances heard on NATS. Every `interval` it builds the snapshot
-(services/gateway/ui/snapshot.py) and sends it to every browser only when it changed, and the new events
+(services/gateway/ui/snapshot.py; the costly part, one pass over the tasks, only when nodes, services or tasks
+changed since the last one) and sends it to every browser only when it changed, and the new events
 (services/gateway/ui/feed.py) as they were seen. The hub starts with the first browser and stops `linger`
 seconds after the last one left (a page reload does not re-list the store).
 
@@ -26,7 +27,7 @@ from typing import Any
 import httpx
 
 from services.gateway.ui.feed import events_of
-from services.gateway.ui.snapshot import build_snapshot, raft_members, without_time
+from services.gateway.ui.snapshot import compose, raft_members, without_time, workload
 from shoal.errors import Compacted, ShoalError
 from shoal.models.kinds import Kind
 from shoal.store.mirror import StoreMirror
@@ -41,6 +42,7 @@ DEFAULT_QUEUE = 64
 DEFAULT_HISTORY = 200
 DEFAULT_LINGER = 30.0
 MIRRORED = (Kind.NODE, Kind.SERVICE, Kind.TASK, Kind.LEASE)
+WORKLOAD_KINDS = frozenset({Kind.NODE, Kind.SERVICE, Kind.TASK})
 
 
 class DashboardBusy(ShoalError):
@@ -113,11 +115,13 @@ class DashboardHub:
         self.snapshot: dict[str, Any] | None = None
         self._snapshot_msg: bytes | None = None
         self._pending: list[dict[str, Any]] = []
+        self._work: dict[str, Any] | None = None  # the nodes/services/tasks part, until one of them changes
         self._raft: dict[str, Any] = {"leader": None, "term": None, "commit_index": None, "members": []}
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.stopped = False
         self.builds = 0  # snapshots built (one per interval while running, whatever the number of browsers)
+        self.workloads = 0  # of which the costly part was recomputed (nodes, services or tasks changed)
         self.refused = 0
         self.dropped = 0  # browsers disconnected for not keeping up
 
@@ -151,6 +155,8 @@ class DashboardHub:
     # ---- the one builder ---------------------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
         self._pending += events_of(event, self.clock())
+        if any(c.kind in WORKLOAD_KINDS for c in event.changes):
+            self._work = None
 
     async def _poll_raft(self) -> None:
         while not self._stop.is_set():
@@ -174,7 +180,8 @@ class DashboardHub:
             while not self._stop.is_set():
                 store_error = None
                 try:
-                    await mirror.sync_once()
+                    if await mirror.sync_once() is None:  # listed again: anything may have changed
+                        self._work = None
                 except Compacted:
                     mirror.resync()  # re-list on the next step
                 except (ShoalError, httpx.HTTPError, OSError) as e:
@@ -193,12 +200,14 @@ class DashboardHub:
             raft.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await raft
-            self.snapshot = self._snapshot_msg = None  # a later start lists again: nothing stale is shown
+            self.snapshot = self._snapshot_msg = self._work = None  # a later start lists again: nothing stale
 
     def _publish(self, mirror: StoreMirror, store_error: str | None) -> None:
-        snap = build_snapshot(mirror.list(Kind.NODE), mirror.list(Kind.SERVICE), mirror.list(Kind.TASK),
-                              mirror.list(Kind.LEASE), self.instances(), self._raft, self.clock(),
-                              revision=mirror.revision, store_error=store_error)
+        if self._work is None:
+            self._work = workload(mirror.list(Kind.NODE), mirror.list(Kind.SERVICE), mirror.list(Kind.TASK))
+            self.workloads += 1
+        snap = compose(self._work, mirror.list(Kind.LEASE), self.instances(), self._raft, self.clock(),
+                       revision=mirror.revision, store_error=store_error)
         self.builds += 1
         messages = []
         if self.snapshot is None or without_time(snap) != without_time(self.snapshot):

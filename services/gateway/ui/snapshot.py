@@ -1,7 +1,8 @@
 """What the dashboard shows, computed from objects already in memory: pure, no I/O, the time injected.
 
-`build_snapshot` is called once per second per gateway (not per browser) by the hub (services/gateway/ui/hub.py)
-on its mirror of nodes, services, tasks and leases, the Raft status it polled and the instances heard on NATS.
+`build_snapshot` = `compose(workload(...), ...)`: the hub (services/gateway/ui/hub.py) calls `compose` once per
+second per gateway (not per browser) with the Raft status it polled and the instances heard on NATS, and
+`workload` (nodes, services, tasks from its mirror) only in the seconds when one of those kinds changed.
 One pass over the tasks; the result's size grows with nodes and services, not with tasks (tasks are counted,
 and only a bounded number of them are listed: the recent errors of each service and the tasks that should run
 but do not)."""
@@ -73,11 +74,10 @@ def raft_members(status: dict[str, Any] | None, members: list[dict[str, Any]]) -
     return {"leader": leader, "term": best.get("term"), "commit_index": commit, "members": out}
 
 
-def build_snapshot(nodes: Iterable[Obj], services: Iterable[Obj], tasks: Iterable[Obj], leases: Iterable[Obj],
-                   instances: Iterable[Obj], raft: dict[str, Any], now: float, *, revision: int = 0,
-                   store_error: str | None = None) -> dict[str, Any]:
-    """The whole dashboard as one JSON-able dict (module doc). Deterministic for the same inputs (sorted)."""
-    nodes, services, leases = list(nodes), list(services), list(leases)
+def workload(nodes: Iterable[Obj], services: Iterable[Obj], tasks: Iterable[Obj]) -> dict[str, Any]:
+    """The part of the snapshot made from nodes, services and tasks (the costly part: one pass over the tasks),
+    `{"nodes", "services", "tasks"}`. The hub recomputes it only when one of those kinds changed."""
+    nodes, services = list(nodes), list(services)
     node_names = {n["id"]: node_view(n, 0, 0)["hostname"] for n in nodes}
     by_state: Counter[str] = Counter()
     per_service: dict[str, list[Obj]] = defaultdict(list)
@@ -111,19 +111,35 @@ def build_snapshot(nodes: Iterable[Obj], services: Iterable[Obj], tasks: Iterabl
         })
     not_running.sort(key=_ts, reverse=True)
     return {
-        "revision": revision,
-        "time": now,
-        "store_error": store_error,
         "nodes": sorted((node_view(n, running_on[n["id"]], assigned_to[n["id"]]) for n in nodes),
                         key=lambda v: (str(v["hostname"]), v["id"])),
         "services": service_views,
         "tasks": {"total": sum(by_state.values()), "by_state": dict(sorted(by_state.items())),
                   "not_running": [task_line(t, node_names) for t in not_running[:MAX_NOT_RUNNING]],
                   "not_running_total": len(not_running)},
+    }
+
+
+def compose(work: dict[str, Any], leases: Iterable[Obj], instances: Iterable[Obj], raft: dict[str, Any],
+            now: float, *, revision: int = 0, store_error: str | None = None) -> dict[str, Any]:
+    """The whole snapshot: `work` (from `workload`) with the raft view, the instances and where it stands."""
+    return {
+        "revision": revision,
+        "time": now,
+        "store_error": store_error,
+        **work,
         "raft": raft,
         "instances": [{k: v for k, v in i.items() if k not in ("age", "last_seen", "pid")}
-                      for i in instance_view(instances, leases, now)],
+                      for i in instance_view(instances, list(leases), now)],
     }
+
+
+def build_snapshot(nodes: Iterable[Obj], services: Iterable[Obj], tasks: Iterable[Obj], leases: Iterable[Obj],
+                   instances: Iterable[Obj], raft: dict[str, Any], now: float, *, revision: int = 0,
+                   store_error: str | None = None) -> dict[str, Any]:
+    """The whole dashboard as one JSON-able dict (module doc). Deterministic for the same inputs (sorted)."""
+    return compose(workload(nodes, services, tasks), leases, instances, raft, now, revision=revision,
+                   store_error=store_error)
 
 
 def without_time(snapshot: dict[str, Any]) -> dict[str, Any]:
