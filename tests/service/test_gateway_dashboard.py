@@ -292,3 +292,11 @@ async def test_with_the_dashboard_off_the_gateway_needs_a_certificate(tmp_path: 
         with gw.admin() as h:
             assert (await run(h.get, "/ui/")).status_code == 404
             assert (await run(h.post, "/v1/ui/login")).status_code == 404
+
+
+async def test_an_admin_certificate_reaches_the_dashboard_without_logging_in(gw: Gateway) -> None:
+    with gw.admin() as h:
+        assert (await run(h.get, "/ui/")).status_code == 200
+        root = await run(h.get, "/")
+        assert root.status_code == 307 and root.headers["location"] == "/ui/"
+        assert (await run(h.get, "/_ping")).status_code == 200  # the Docker API's unversioned paths are untouched
