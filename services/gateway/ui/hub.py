@@ -186,7 +186,11 @@ class DashboardHub:
                     mirror.resync()  # re-list on the next step
                 except (ShoalError, httpx.HTTPError, OSError) as e:
                     store_error = str(e) or type(e).__name__
-                self._publish(mirror, store_error)
+                try:
+                    self._publish(mirror, store_error)
+                except Exception:  # a bug on odd data must not leave the browsers with a frozen page
+                    log.exception("dashboard: building the snapshot failed; retrying next interval")
+                    self._work = None
                 now = time.monotonic()
                 if self.browsers:
                     idle_since = None
