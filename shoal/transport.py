@@ -50,6 +50,11 @@ BUNDLE_NAMES = ("cert.pem", "key.pem", "ca.pem")
 Policy = Callable[[Identity, str, str], "str | None"]
 """(identity, method, path) -> None to allow, or the reason it is refused (a 403's message)."""
 
+Authenticator = Callable[[Any], "Identity | None"]
+"""(ASGI scope) -> the identity a credential other than a certificate proves (the gateway's dashboard session
+cookie), or None. Asked only for requests without a client certificate; the identity it returns goes through
+the same cluster, revocation and policy checks as a certificate's."""
+
 
 class TransportError(RuntimeError):
     """Credentials that cannot be used; raised at start-up (a security feature that cannot be enabled is an
@@ -282,13 +287,20 @@ class Guard:
     cluster_id: str
     revoked: Revocations = field(default_factory=Revocations)
     anonymous: frozenset[str] = frozenset()  # paths a caller without a certificate may call (the CA's join)
+    authenticate: Authenticator | None = None  # a credential other than a certificate (the dashboard's session)
+    login_hint: str = ""  # said to a caller without a certificate: how else it may get in
     refused: int = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        reason = self.check(scope_identity(scope), scope["method"], scope["path"])
+        ident = scope_identity(scope)
+        if ident is None and self.authenticate is not None and scope["path"] not in self.anonymous:
+            ident = self.authenticate(scope)
+            if ident is not None:
+                scope[IDENTITY_SCOPE_KEY] = ident
+        reason = self.check(ident, scope["method"], scope["path"])
         if reason is None:
             await self.app(scope, receive, send)
             return
@@ -304,7 +316,7 @@ class Guard:
         if ident is None:
             if path in self.anonymous:
                 return None
-            return 401, "transport: a client certificate of this cluster is required"
+            return 401, "transport: a client certificate of this cluster is required" + self.login_hint
         if ident.cluster_id != self.cluster_id:
             return 403, f"transport: the certificate belongs to cluster {ident.cluster_id!r}, not this one"
         if ident.node_id in self.revoked:
@@ -321,13 +333,16 @@ def managers_only(ident: Identity, method: str, path: str) -> str | None:
 
 
 def server_config(app: Any, host: str, port: int, creds: Credentials, policy: Policy, *,
-                  revoked: Revocations | None = None, anonymous: Iterable[str] = (), **kwargs: Any) -> uvicorn.Config:
+                  revoked: Revocations | None = None, anonymous: Iterable[str] = (),
+                  authenticate: Authenticator | None = None, login_hint: str = "", **kwargs: Any) -> uvicorn.Config:
     """uvicorn's Config for a shoal server: mutual TLS, the identity in the scope, `Guard` in front of
-    everything. `anonymous`: paths open to a TLS client without a certificate (only the CA's join); a server
-    with such paths asks for a client certificate without requiring it, and Guard refuses the rest."""
+    everything. `anonymous`: paths open to a TLS client without a certificate (the CA's join, the dashboard's
+    login link); a server with such paths, or an `authenticate` hook (the dashboard's session cookie), asks for
+    a client certificate without requiring it, and Guard refuses the rest (401, with `login_hint`)."""
     anonymous = frozenset(anonymous)
-    guard = Guard(app, policy, creds.identity.cluster_id, revoked or Revocations(), anonymous)
-    ctx = creds.context("server-join" if anonymous else "server")
+    guard = Guard(app, policy, creds.identity.cluster_id, revoked or Revocations(), anonymous, authenticate,
+                  login_hint)
+    ctx = creds.context("server-join" if anonymous or authenticate is not None else "server")
     limits = ServerLimits.from_env()
     protocol = type("IdentifiedHttpTools", (IdentifiedHttpTools,), {
         "max_connections": connection_budget(limits, raise_fd_limit()), "header_timeout": limits.header_timeout})

@@ -14,7 +14,7 @@ import asyncio
 import builtins
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -23,7 +23,7 @@ from shoal.bus.base import Bus
 from shoal.bus.subjects import STORE_EVENTS
 from shoal.errors import Compacted, ShoalError
 from shoal.store.protocol import Store
-from shoal.store.txn import Change, Obj, TxnResult
+from shoal.store.txn import Change, Event, Obj, TxnResult
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class StoreMirror:
         self.resyncs = 0
         #: perf_counter() of the oldest change from the store not yet taken by a planning pass (plan loop lag)
         self.pending_since: float | None = None
+        #: called with every committed transaction the watch returns, all kinds (the dashboard's event feed)
+        self.on_event: Callable[[Event], None] | None = None
 
     # ---- view --------------------------------------------------------------------------------------------
     def get(self, kind: str, obj_id: str) -> Obj | None:
@@ -129,6 +131,8 @@ class StoreMirror:
         changes: list[Change] = []
         for ev in batch.events:
             changes += self._apply(ev.changes, ev.revision)
+            if self.on_event is not None:
+                self.on_event(ev)
         self.revision = max(self.revision, batch.revision)
         self._tombstones = {k: r for k, r in self._tombstones.items() if r > self.revision}
         if changes:
