@@ -47,9 +47,14 @@ Ctx = Annotated[GatewayContext, Depends(get_context)]
 OUT_OF_SEQUENCE = "rpc error: code = Unknown desc = update out of sequence"
 #: Docker Engine API areas shoal does not serve: a clear 501 instead of Docker's "page not found"
 ENGINE_ONLY = ("containers", "images", "build", "volumes", "plugins", "exec", "events", "system", "session",
-               "commit", "auth", "grpc", "swarm/init", "swarm/join", "swarm/leave", "swarm/unlock")
-NOT_SUPPORTED = ("{what} is not supported by shoal: the gateway serves the Docker Engine API's swarm subset "
+               "commit", "auth", "grpc", "swarm/leave", "swarm/unlock")
+NOT_SUPPORTED = ("{what}: not supported by shoal. The gateway serves the Docker Engine API's swarm subset "
                  "(services, tasks, nodes, secrets, configs, networks, swarm); see docs/docker-api.md")
+#: dockerd's answer to `swarm init`/`swarm join` on a node already in a swarm (503, errSwarmExists), which the
+#: gateway always is; the second sentence says how shoal nodes join instead
+SWARM_EXISTS = ("This node is already part of a swarm. Use \"docker swarm leave\" to leave this swarm and join "
+                "another one. (shoal: this endpoint is the gateway of a running shoal cluster; add nodes with "
+                "`shoal swarm join-token worker|manager` and `shoal swarm join`)")
 
 
 class DockerError(ShoalError):
@@ -182,6 +187,14 @@ async def info(ctx: Ctx) -> Obj:
 async def swarm(ctx: Ctx) -> Obj:
     cluster = await _cluster_object(ctx)
     return v.swarm_view(cluster, "default", await _trust_root(ctx), await _tokens(ctx) or {})
+
+
+@router.post("/swarm/init")
+@router.post("/swarm/join")
+async def swarm_init_or_join(request: Request) -> Response:
+    """dockerd answers 503 when the node is already part of a swarm; the gateway always is one's."""
+    await request.body()  # read the request fully: the CLI keeps the connection alive
+    return JSONResponse({"message": SWARM_EXISTS}, status_code=503)
 
 
 @router.get("/swarm/unlockkey")
@@ -506,9 +519,10 @@ async def distribution(name: str) -> Response:
 
 def _unsupported(area: str) -> Callable[..., Awaitable[Response]]:
     async def handler(path: str = "") -> Response:
-        what = {"containers": "`docker run` and container commands", "images": "image commands",
-                "build": "`docker build`", "volumes": "volume commands", "exec": "`docker exec`",
-                "events": "`docker events`"}.get(area, f"/{area}")
+        what = {"containers": "`docker run` and the container commands", "images": "the image commands",
+                "build": "`docker build`", "volumes": "the volume commands", "exec": "`docker exec`",
+                "events": "`docker events`", "swarm/leave": "`docker swarm leave` (stop the node's agent "
+                "and `shoal node rm` it instead)"}.get(area, f"/{area}")
         return JSONResponse({"message": NOT_SUPPORTED.format(what=what)}, status_code=501)
     return handler
 
