@@ -2,8 +2,10 @@
 same mutual TLS as the rest of the gateway (DOCKER_HOST/DOCKER_TLS_VERIFY/DOCKER_CERT_PATH = the admin bundle).
 
 DOCKER_HOST is only ever set in the environment of the `docker` commands run here, never exported to the
-cluster's processes (the docker executor and image builds talk to the real engine). Without a docker client the
-tests skip, except in CI (`CI` set), where they fail loudly."""
+cluster's processes (the docker executor and image builds talk to the real engine). The client is
+SHOAL_DOCKER_CLI when set, else Debian's docker.io client (/usr/bin/docker, 20.10: what CI installs), else the
+first `docker` on PATH. Without a docker client the tests skip, except with SHOAL_REQUIRE_DOCKER=1 or in CI
+(`CI` set), where they fail loudly."""
 
 from __future__ import annotations
 
@@ -19,15 +21,36 @@ import pytest
 from tests.e2e.harness import Cluster, eventually
 
 pytestmark = pytest.mark.timeout(240)
-DOCKER = shutil.which("docker")
+DEBIAN_CLIENT = "/usr/bin/docker"  # docker.io's client (20.10 on bookworm); /usr/local/bin may hold another
+
+
+def docker_client() -> str | None:
+    """The `docker` client these tests drive (see the module's docstring)."""
+    chosen = os.environ.get("SHOAL_DOCKER_CLI")
+    if chosen:
+        return shutil.which(chosen)
+    if os.access(DEBIAN_CLIENT, os.X_OK):
+        return DEBIAN_CLIENT
+    return shutil.which("docker")
+
+
+def require_docker_client() -> str:
+    """The client, or a skip — a failure when the run must have one (SHOAL_REQUIRE_DOCKER=1, CI)."""
+    exe = docker_client()
+    if exe is None:
+        if os.environ.get("SHOAL_REQUIRE_DOCKER") == "1" or os.environ.get("CI"):
+            pytest.fail("the docker client is missing: install docker.io (scripts/docker-engine.sh) for the "
+                        "Docker API tests (SHOAL_REQUIRE_DOCKER=1 / CI)")
+        pytest.skip("no docker client on this machine")
+    return exe
+
+
+DOCKER = docker_client()
 
 
 @pytest.fixture(scope="module")
 def docker_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if DOCKER is None:
-        if os.environ.get("CI"):
-            pytest.fail("the docker client is missing: CI must install it (docker.io) for the Docker API tests")
-        pytest.skip("no docker client on this machine")
+    require_docker_client()
     c = Cluster(tmp_path_factory.mktemp("shoal-docker") / "shoal")
     try:
         c.start()
@@ -37,15 +60,25 @@ def docker_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
 
 
 def docker(cluster: Cluster, *args: str, check: bool = True, timeout: float = 60.0,
-           stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    host = cluster.layout.gateway_url.split("://", 1)[1]
-    config = cluster.layout.data_dir / "docker-config"
+           stdin: str | None = None, host: str | None = None, client: str | None = None,
+           cert_path: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the docker client against the cluster's gateway (or `host`), DOCKER_* set for this command only."""
+    host = host or cluster.layout.gateway_url.split("://", 1)[1]
+    return docker_at(host, cert_path or cluster.layout.client_dir, cluster.layout.data_dir / "docker-config", *args,
+                     check=check, timeout=timeout, stdin=stdin, client=client)
+
+
+def docker_at(host: str, cert_path: Path, config: Path, *args: str, check: bool = True, timeout: float = 60.0,
+              stdin: str | None = None, client: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`docker ARGS` with DOCKER_HOST=tcp://`host`, DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH=`cert_path` (the
+    admin bundle) in its own environment only; every other DOCKER_* variable of ours is dropped."""
     config.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=f"tcp://{host}", DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(cluster.layout.client_dir),
+    env.update(DOCKER_HOST=f"tcp://{host}", DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(cert_path),
                DOCKER_CONFIG=str(config))
-    assert DOCKER is not None
-    done = subprocess.run([DOCKER, *args], env=env, capture_output=True, text=True, timeout=timeout, input=stdin)
+    exe = client or DOCKER
+    assert exe is not None
+    done = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=timeout, input=stdin)
     if check:
         assert done.returncode == 0, f"docker {' '.join(args)} exited {done.returncode}: {done.stderr}{done.stdout}"
     return done

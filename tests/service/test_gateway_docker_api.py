@@ -248,5 +248,9 @@ def test_engine_only_calls_get_a_clear_not_supported(client: TestClient) -> None
         assert r.status_code == 503, (path, r.text)
         assert r.json()["message"].startswith("This node is already part of a swarm. Use \"docker swarm leave\"")
         assert "shoal swarm join" in r.json()["message"]
+    # the log endpoints want at least one stream, as dockerd does (the CLI always asks for both)
+    create(client)
+    r = client.get(f"{V}/services/web/logs?follow=0")
+    assert r.status_code == 400 and r.json()["message"] == "Bad parameters: you must choose at least one stream"
     r = client.post(f"{V}/swarm/leave?force=1")
     assert r.status_code == 501 and r.json()["message"].startswith("`docker swarm leave`")

@@ -55,6 +55,9 @@ def test_docker_frame_layout_matches_dockerd() -> None:
     assert err[0] == 2 and err[8:].startswith(b"1970-01-01T00:00:00.500000000Z ")
     buf = bytearray(frame + frame[:5])
     assert [s for s, _ in logs.read_docker_frames(buf)] == [1] and len(buf) == 5
+    # `docker service logs --raw` asks without details: only the (optional) time and the line
+    raw = logs.docker_log_frame(rec, node_id="nd", service_id="sv", timestamps=True, details=False)
+    assert raw[8:] == b"1970-01-01T00:00:00.500000000Z hello\n"
 
 
 def test_engine_line_parses_nanosecond_times() -> None:
