@@ -23,7 +23,7 @@ from agent.worker import Worker
 from shoal import logs
 from shoal.errors import InvalidArgument
 from shoal.models.states import TaskState
-from shoal.transport import expand_url, http_client
+from shoal.transport import expand_url, http_client, sni_extensions
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class DispatcherClient:
 
     async def _call(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> Any:
         if self.server_name:
-            kw["extensions"] = {**kw.get("extensions", {}), "sni_hostname": self.server_name}
+            kw["extensions"] = {**kw.get("extensions", {}), **sni_extensions(self.server_name)}
         for attempt in range(2):
             try:
                 resp = await self.http.request(method, self.base + path, timeout=timeout or self.timeout, **kw)
@@ -116,7 +116,8 @@ class DispatcherClient:
         """Send a chunk of a log request's records; False once the dispatcher says its reader is gone (410)."""
         try:
             resp = await self.http.post(f"{self.base}/v1/sessions/{session_id}/logs/{request_id}", content=chunk,
-                                        params={"done": "true"} if done else None, timeout=logs.PUSH_WAIT)
+                                        params={"done": "true"} if done else None, timeout=logs.PUSH_WAIT,
+                                        extensions=sni_extensions(self.server_name))
         except (httpx.HTTPError, OSError) as e:
             log.info("agent: log request %s ended: %s", request_id, e)
             return False
