@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,19 @@ def require_docker_client() -> str:
 
 
 DOCKER = docker_client()
+
+
+def docker_clients() -> list[str]:
+    """The clients the process-service session runs with: the chosen one (`docker_client`), plus the first
+    `docker` on PATH when that is another binary (e.g. Docker's 28.x client beside Debian's 20.10); ["missing"]
+    when there is none (the fixture then skips or fails)."""
+    first = docker_client()
+    other = shutil.which("docker")
+    out = [first] if first else []
+    if other and first and os.path.realpath(other) != os.path.realpath(first) \
+            and not os.environ.get("SHOAL_DOCKER_CLI"):
+        out.append(other)
+    return out or ["missing"]
 
 
 @pytest.fixture(scope="module")
@@ -84,68 +98,73 @@ def docker_at(host: str, cert_path: Path, config: Path, *args: str, check: bool 
     return done
 
 
-def test_docker_cli_session(docker_cluster: Cluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", docker_clients())
+def test_docker_cli_session(docker_cluster: Cluster, tmp_path: Path, client: str) -> None:
     c = docker_cluster
-    out = docker(c, "version", "--format", "{{.Server.APIVersion}}").stdout.strip()
+
+    def d(cluster: Cluster, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return docker(cluster, *args, client=client, **kw)
+
+    out = d(c, "version", "--format", "{{.Server.APIVersion}}").stdout.strip()
     assert out == "1.41"
-    nodes = eventually(lambda: [ln for ln in docker(c, "node", "ls").stdout.splitlines()[1:] if "Ready" in ln],
+    nodes = eventually(lambda: [ln for ln in d(c, "node", "ls").stdout.splitlines()[1:] if "Ready" in ln],
                        30, "the agents' nodes to be Ready in `docker node ls`")
     assert len(nodes) >= 2
-    node_id = json.loads(docker(c, "node", "inspect", "self").stdout)[0]["ID"]
-    docker(c, "node", "update", "--label-add", "zone=a", node_id)
-    assert json.loads(docker(c, "node", "inspect", node_id).stdout)[0]["Spec"]["Labels"] == {"zone": "a"}
+    node_id = json.loads(d(c, "node", "inspect", "self").stdout)[0]["ID"]
+    d(c, "node", "update", "--label-add", "zone=a", node_id)
+    assert json.loads(d(c, "node", "inspect", node_id).stdout)[0]["Spec"]["Labels"] == {"zone": "a"}
 
     # attached create: the progress bars end with the service converged
-    created = docker(c, "service", "create", "--name", "web", "--replicas", "2", "--update-monitor", "1s",
+    created = d(c, "service", "create", "--name", "web", "--replicas", "2", "--update-monitor", "1s",
                      "--container-label", "io.shoal.runtime=process", "--env", "GREETING=hi",
                      "shoal/process", "sleep", "300", timeout=120)
     assert "converged" in created.stdout + created.stderr
-    ls = docker(c, "service", "ls").stdout
+    ls = d(c, "service", "ls").stdout
     assert "web" in ls and "2/2" in ls, ls
-    ps = [ln for ln in docker(c, "service", "ps", "web").stdout.splitlines()[1:] if "Running" in ln]
+    ps = [ln for ln in d(c, "service", "ps", "web").stdout.splitlines()[1:] if "Running" in ln]
     assert len(ps) == 2, ps
-    spec = json.loads(docker(c, "service", "inspect", "web").stdout)[0]["Spec"]
+    spec = json.loads(d(c, "service", "inspect", "web").stdout)[0]["Spec"]
     assert spec["TaskTemplate"]["ContainerSpec"]["Command"] == ["sleep", "300"]
     # the /v1 API shows the same service as a process service
     assert c.http.get("/v1/services/web").json()["spec"]["task"]["process"]["env"] == {"GREETING": "hi"}
 
-    docker(c, "service", "scale", "web=3", "-d")
+    d(c, "service", "scale", "web=3", "-d")
     assert c.http.get("/v1/services/web").json()["spec"]["mode"]["replicated"]["replicas"] == 3
-    docker(c, "service", "update", "-d", "--env-add", "A=B", "web")
+    d(c, "service", "update", "-d", "--env-add", "A=B", "web")
     assert c.http.get("/v1/services/web").json()["spec"]["task"]["process"]["env"] == {"GREETING": "hi", "A": "B"}
-    docker(c, "service", "rollback", "-d", "web")
+    d(c, "service", "rollback", "-d", "web")
     assert c.http.get("/v1/services/web").json()["spec"]["task"]["process"]["env"] == {"GREETING": "hi"}
 
     # errors of bad calls, as the CLI prints them
-    missing = docker(c, "service", "inspect", "nope", check=False)
+    missing = d(c, "service", "inspect", "nope", check=False)
     assert missing.returncode != 0 and "no such service: nope" in missing.stderr.lower()
-    clash = docker(c, "service", "create", "-d", "--name", "web", "--container-label", "io.shoal.runtime=process",
+    clash = d(c, "service", "create", "-d", "--name", "web", "--container-label", "io.shoal.runtime=process",
                    "shoal/process", "sleep", "1", check=False)
     assert clash.returncode != 0 and "service web already exists" in clash.stderr
-    unsupported = docker(c, "service", "create", "-d", "--name", "tty", "-t", "busybox:1", check=False)
+    unsupported = d(c, "service", "create", "-d", "--name", "tty", "-t", "busybox:1", check=False)
     assert unsupported.returncode != 0 and "TaskTemplate.ContainerSpec.TTY is not supported by shoal" in \
         unsupported.stderr
-    run = docker(c, "run", "--rm", "busybox:1", "true", check=False)
+    run = d(c, "run", "--rm", "busybox:1", "true", check=False)
     assert run.returncode != 0 and "not supported by shoal" in run.stderr
 
     # secrets, configs, networks, join tokens
-    docker(c, "secret", "create", "pw", "-", stdin="s3cret")
-    assert "pw" in docker(c, "secret", "ls").stdout
-    assert "Data" not in json.loads(docker(c, "secret", "inspect", "pw").stdout)[0]["Spec"]
-    docker(c, "secret", "rm", "pw")
+    d(c, "secret", "create", "pw", "-", stdin="s3cret")
+    assert "pw" in d(c, "secret", "ls").stdout
+    assert "Data" not in json.loads(d(c, "secret", "inspect", "pw").stdout)[0]["Spec"]
+    d(c, "secret", "rm", "pw")
     conf = tmp_path / "app.conf"
     conf.write_text("x=1\n")
-    docker(c, "config", "create", "app", str(conf))
-    assert json.loads(docker(c, "config", "inspect", "app").stdout)[0]["Spec"]["Name"] == "app"
-    docker(c, "config", "rm", "app")
-    docker(c, "network", "create", "-d", "overlay", "backend")
-    nets = docker(c, "network", "ls").stdout
+    d(c, "config", "create", "app", str(conf))
+    assert json.loads(d(c, "config", "inspect", "app").stdout)[0]["Spec"]["Name"] == "app"
+    d(c, "config", "rm", "app")
+    d(c, "network", "create", "-d", "overlay", "backend")
+    nets = d(c, "network", "ls").stdout
     assert "backend" in nets and "ingress" in nets
-    docker(c, "network", "rm", "backend")
-    token = docker(c, "swarm", "join-token", "-q", "worker").stdout.strip()
+    d(c, "network", "rm", "backend")
+    token = d(c, "swarm", "join-token", "-q", "worker").stdout.strip()
     assert token.startswith("SWMTKN-") or token
 
-    docker(c, "service", "rm", "web")
-    assert "web" not in docker(c, "service", "ls").stdout
-    gone = docker(c, "service", "ps", "web", check=False)
+    d(c, "service", "rm", "web")
+    assert "web" not in d(c, "service", "ls").stdout
+    gone = d(c, "service", "ps", "web", check=False)
     assert gone.returncode != 0 and "no such service: web" in gone.stderr
