@@ -51,8 +51,8 @@ DOCKER = docker_client()
 
 def docker_clients() -> list[str]:
     """The clients the process-service session runs with: the chosen one (`docker_client`), plus the first
-    `docker` on PATH when that is another binary (e.g. Docker's 28.x client beside Debian's 20.10); ["missing"]
-    when there is none (the fixture then skips or fails)."""
+    `docker` on PATH when that is another binary (e.g. Docker's 28.x client beside Debian's 20.10: soak tier,
+    about 25 s); ["missing"] when there is none (the fixture then skips or fails)."""
     first = docker_client()
     other = shutil.which("docker")
     out = [first] if first else []
@@ -98,7 +98,8 @@ def docker_at(host: str, cert_path: Path, config: Path, *args: str, check: bool 
     return done
 
 
-@pytest.mark.parametrize("client", docker_clients())
+@pytest.mark.parametrize("client", [pytest.param(x, marks=[pytest.mark.soak] if i else [])
+                                    for i, x in enumerate(docker_clients())])
 def test_docker_cli_session(docker_cluster: Cluster, tmp_path: Path, client: str) -> None:
     c = docker_cluster
 
