@@ -283,6 +283,11 @@ def test_container_logs_through_docker_and_shoal_service_logs(cli_cluster: Clust
     numbers = [int(m) for m in re.findall(r"\| out-(\d+)", followed)]
     assert len(numbers) >= 3 and numbers == sorted(numbers), followed
 
+    # one task's logs, by its ID (the CLI asks /services/{id} first, then /tasks/{id} on the 404)
+    (task,) = [x for x in c.tasks("talk") if x["desired_state"] == "running"]
+    one = d(c, "service", "logs", "--tail", "2", task["id"])
+    assert one.stdout and all(f"talk.1.{task['id'][:12]}@" in ln for ln in one.stdout.splitlines()), one.stdout
+
     shoal = c.cli("service", "logs", "--tail", "4", "-t", "talk")
     lines = [ln for ln in shoal.stdout.splitlines() if "| out-" in ln or "| err-" in ln]
     assert lines and all(ln.startswith("20") and "talk.1" in ln for ln in lines), shoal.stdout
