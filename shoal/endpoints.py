@@ -26,7 +26,6 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from shoal.models.objects import Obj
 from shoal.models.states import NodeState, TaskState
@@ -253,3 +252,25 @@ def discovery(t: Obj) -> Obj:
                               "tasks": tasks,
                               "addresses": sorted({a for b in entry["backends"] for a in b["addresses"].values()})}
     return out
+
+
+# ---- observability -----------------------------------------------------------------------------------------
+
+def network_view(network: Obj, services: Iterable[Obj], tasks: Iterable[Obj], nodes: Iterable[Obj]) -> Obj:
+    """What `GET /v1/networks/{ref}` adds to the network object: each node's attachment (its load-balancer
+    address on the network, its node address) and the endpoints of the services on it — their VIP on this
+    network, their ports and the backends currently behind them."""
+    nid = str(network["id"])
+    node_list = list(nodes)
+    attached = []
+    for n in sorted(node_list, key=lambda x: str(x["id"])):
+        for att in n.get("attachments") or []:
+            if str(att.get("network_id")) == nid:
+                attached.append({"node_id": n["id"], "hostname": (n.get("description") or {}).get("hostname"),
+                                 "node_addr": (n.get("status") or {}).get("addr"), "address": att.get("address")})
+    rows = []
+    for row in table(services, tasks, node_list):
+        if nid not in row["networks"]:
+            continue
+        rows.append({**row, "vips": [v for v in row["vips"] if v["network_id"] == nid]})
+    return {"nodes": attached, "endpoints": rows}

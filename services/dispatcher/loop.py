@@ -27,6 +27,7 @@ from services.dispatcher.core import (
 )
 from services.dispatcher.logs import LogBroker
 from services.dispatcher.settings import DispatcherSettings
+from shoal import endpoints
 from shoal.bus.base import Bus
 from shoal.bus.subjects import NODE_HEARTBEAT, STORE_EVENTS
 from shoal.clock import Clock, SystemClock
@@ -64,7 +65,8 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.revocations = revocations or Revocations()
         self.metrics = Registry()
-        self.mirror = StoreMirror(store, [Kind.CLUSTER, Kind.NODE, Kind.TASK, Kind.SECRET, Kind.CONFIG],
+        self.mirror = StoreMirror(store, [Kind.CLUSTER, Kind.NODE, Kind.TASK, Kind.SECRET, Kind.CONFIG,
+                                          Kind.SERVICE],
                                   poll_interval=settings.poll_interval)
         self.sessions: dict[str, Session] = {}
         self.session_of: dict[str, str] = {}  # node id -> session id
@@ -85,6 +87,8 @@ class Dispatcher:
         self._marking_ready: set[str] = set()
         self._bus_resumed_at = float("-inf")
         self._background: set[asyncio.Task[None]] = set()
+        self._endpoint_rows: list[Obj] | None = None  # shoal.endpoints.table of the view (None: recompute)
+        self._endpoints_event = asyncio.Event()  # set (and replaced) when the table may have changed
         self.metrics.gauge("dispatcher_sessions", lambda: len(self.sessions), "agent sessions open here")
         self.metrics.gauge("dispatcher_status_pending", lambda: len(self._pending),
                            "task status reports waiting for the next batch write")
@@ -104,6 +108,7 @@ class Dispatcher:
         self._wake.set()
         for ev in self._node_events.values():
             ev.set()  # long polls notice the stop and answer at once
+        self._endpoints_event.set()
         self.logs.stop()  # log readers get the end, log long polls answer, the agents' next posts get 410
 
     async def run(self) -> None:
@@ -207,6 +212,10 @@ class Dispatcher:
             self._wake.clear()
 
     def _absorb(self, changes: Iterable[Change] | None) -> None:
+        if changes is not None:
+            changes = list(changes)
+        if changes is None or any(c.kind in (Kind.TASK, Kind.SERVICE, Kind.NODE) for c in changes):
+            self._endpoints_changed()
         if changes is None:  # re-listed: everything may have changed
             self._tasks_of.clear()
             self._node_of.clear()
@@ -242,6 +251,49 @@ class Dispatcher:
             for affected in (old, new):
                 if affected is not None:
                     self._wake_node(affected)
+
+    def _endpoints_changed(self) -> None:
+        self._endpoint_rows = None
+        ev, self._endpoints_event = self._endpoints_event, asyncio.Event()
+        ev.set()
+
+    def node_endpoints(self, node_id: str) -> Obj:
+        """The endpoint table node `node_id` receives (shoal/endpoints.py), from this dispatcher's view."""
+        if self._endpoint_rows is None:
+            self._endpoint_rows = endpoints.table(self.mirror.list(Kind.SERVICE), self.mirror.list(Kind.TASK),
+                                                  self.mirror.list(Kind.NODE))
+        node = self.mirror.get(Kind.NODE, node_id) or {}
+        own = [t for tid in self._tasks_of.get(node_id, ()) if (t := self.mirror.get(Kind.TASK, tid))]
+        return endpoints.node_table(self._endpoint_rows, node_id, (node.get("status") or {}).get("addr"), own)
+
+    async def endpoint_table(self, session_id: str, version: str, wait: float,
+                             caller: str | None = None) -> dict[str, Any]:
+        """Long poll: the node's endpoint table when its version is not `version`, else (after `wait`)
+        `{"version": version, "unchanged": true}`."""
+        sess = self.session(session_id, caller)
+        self._require_ready()
+        await self._catch_up(sess.min_revision)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(wait, 0.0), self.settings.assignment_max_wait)
+        while True:
+            ev = self._endpoints_event
+            if self.sessions.get(session_id) is not sess:
+                raise NotFound(f"dispatcher: session {session_id!r} was replaced or expired; register again")
+            self._require_ready()
+            table = self.node_endpoints(sess.node_id)
+            if table["version"] != version:
+                self.metrics.inc("dispatcher_endpoint_tables_total", help="endpoint tables sent")
+                return table
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return {"version": version, "unchanged": True}
+            try:
+                await asyncio.wait_for(ev.wait(), remaining)
+            except TimeoutError:
+                continue
+            delay = min(self.settings.assignment_batch_delay, max(0.0, deadline - loop.time()))
+            if delay > 0:
+                await asyncio.sleep(delay)
 
     def _wake_node(self, node_id: str) -> None:
         ev = self._node_events.pop(node_id, None)
