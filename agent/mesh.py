@@ -14,7 +14,9 @@ A listener is open exactly while its port has at least one reachable backend: wi
 task gone) it is closed, so clients get "connection refused" rather than an accepted connection that dies; a
 port that leaves the table is closed. Each connection goes to the backend with the fewest connections open
 through this listener (ties in turn); a backend that refuses or does not answer within `connect_timeout` is
-skipped for the next one. Bytes are copied both ways until both sides are done (half-closes passed on).
+skipped for the next one, and one that closes before answering anything while the client waits gets the
+client's bytes replayed to the next one (`Relay`). Bytes are copied both ways until both sides are done
+(half-closes passed on).
 
 The last table is saved in the state directory, so a restarted agent opens its listeners before it reaches a
 dispatcher again; the next table replaces it."""
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import endpoints
-from shoal.lb import pipe
+from shoal.lb import CHUNK, pipe
 from shoal.models.objects import Obj
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class Listener:
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
+        relay = Relay()
         for addr in self.order():
             try:
                 backend_r, backend_w = await asyncio.wait_for(asyncio.open_connection(*addr), self.connect_timeout)
@@ -110,16 +113,89 @@ class Listener:
                 continue
             self.active[addr] = self.active.get(addr, 0) + 1
             try:
-                await asyncio.gather(pipe(client_r, backend_w), pipe(backend_r, client_w), return_exceptions=True)
+                if await relay.run(client_r, client_w, backend_r, backend_w):
+                    log.info("mesh: backend %s:%d of %s closed before answering; replaying to the next", *addr,
+                             self.service_id)
+                    continue
             finally:
                 self.active[addr] -= 1
-                for w in (client_w, backend_w):
-                    w.close()
+                backend_w.close()
+            client_w.close()
             return
         self.failed += 1
         log.warning("mesh: no backend of service %s answers on %s:%d; closing the connection", self.service_id,
                     self.host, self.port)
         client_w.close()
+
+
+REPLAY_MAX = 64 * 1024  # bytes of a client's request kept to replay it to another backend
+
+
+class Relay:
+    """Copies one client connection to a backend and back. Until the backend's first byte, what the client sent
+    is kept (up to `REPLAY_MAX`): a backend that closes or resets the connection before answering anything,
+    while the client still waits for an answer (it has not half-closed), is given up and `run` returns True,
+    so the caller connects to the next backend and the kept bytes are sent there first — a backend killed
+    between accepting and answering costs the client nothing (haproxy's `retry-on empty-response`). A client
+    that half-closed (it said all it had, e.g. an upload) is never replayed: the backend may have consumed it."""
+
+    def __init__(self) -> None:
+        self.sent = bytearray()
+        self.replayable = True
+        self.answered = False
+        self.client_eof = False
+
+    async def run(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
+                  backend_r: asyncio.StreamReader, backend_w: asyncio.StreamWriter) -> bool:
+        if self.sent:
+            backend_w.write(bytes(self.sent))
+        up = asyncio.create_task(self._upstream(client_r, backend_w))
+        retry = await self._downstream(backend_r, client_w)
+        if retry:
+            up.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await up
+            return True
+        with contextlib.suppress(Exception):
+            await up
+        return False
+
+    async def _upstream(self, client_r: asyncio.StreamReader, backend_w: asyncio.StreamWriter) -> None:
+        try:
+            while data := await client_r.read(CHUNK):
+                if not self.answered:
+                    if len(self.sent) + len(data) <= REPLAY_MAX:
+                        self.sent += data
+                    else:
+                        self.replayable = False
+                backend_w.write(data)
+                await backend_w.drain()
+            self.client_eof = True
+            if backend_w.can_write_eof():
+                backend_w.write_eof()
+        except (ConnectionError, OSError):
+            pass  # the backend went away: the downstream side decides (replay, or the end)
+
+    async def _downstream(self, backend_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> bool:
+        try:
+            first = await backend_r.read(CHUNK)
+        except (ConnectionError, OSError):
+            first = b""
+        if not first:
+            if self.replayable and not self.client_eof:
+                return True
+            with contextlib.suppress(ConnectionError, OSError):
+                if client_w.can_write_eof():
+                    client_w.write_eof()
+            return False
+        self.answered = True
+        try:
+            client_w.write(first)
+            await client_w.drain()
+        except (ConnectionError, OSError):
+            return False
+        await pipe(backend_r, client_w)
+        return False
 
 
 class Mesh:

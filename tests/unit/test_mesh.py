@@ -131,3 +131,45 @@ async def test_service_listener_and_discovery_files(mesh: Mesh) -> None:
     found = json.loads(Path(mesh.task_env()["SHOAL_ENDPOINTS_FILE"]).read_text())
     assert found["web"]["tasks"]["8080/tcp"] == [f"127.0.0.1:{a.port}"]
     await a.stop()
+
+
+async def test_a_backend_closing_before_answering_is_replayed_elsewhere_but_uploads_are_not(mesh: Mesh) -> None:
+    """A backend that accepts and closes without a byte (killed between accept and answer) costs the client
+    nothing: its request goes to the next backend. A client that half-closed (an upload) is never replayed."""
+    got: dict[str, list[bytes]] = {"dead": [], "good": []}
+    uploads = False
+
+    async def dead(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        got["dead"].append(await (r.read() if uploads else r.read(100)))  # an upload: consumed to its end
+        w.transport.abort()  # reset, nothing answered
+
+    async def good(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        data = await r.read(100)
+        got["good"].append(data)
+        w.write(b"answer:" + data)
+        await w.drain()
+        w.close()
+
+    servers = [await asyncio.start_server(dead, "127.0.0.1", 0), await asyncio.start_server(good, "127.0.0.1", 0)]
+    ports = [s.sockets[0].getsockname()[1] for s in servers]
+    published = free_port()
+    await mesh.apply(table(published, ports))
+    for i in range(6):
+        r, w = await asyncio.open_connection("127.0.0.1", published)
+        w.write(b"req%d" % i)
+        assert await r.read() == b"answer:req%d" % i  # never a failure, whichever backend came first
+        w.close()
+    assert got["dead"] and len(got["good"]) == 6
+    # an upload (the client half-closes): the dead backend's close is the end, no second delivery
+    got = {"dead": [], "good": []}
+    uploads = True
+    outcomes = []
+    for i in range(4):
+        r, w = await asyncio.open_connection("127.0.0.1", published)
+        w.write(b"up%d" % i)
+        w.write_eof()
+        outcomes.append(await r.read())
+        w.close()
+    assert len(got["dead"]) + len(got["good"]) == 4 and outcomes.count(b"") == len(got["dead"])
+    for s in servers:
+        s.close()
