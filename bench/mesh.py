@@ -1,8 +1,8 @@
 """shoal's routing mesh (userspace path, agent/mesh.py) against a direct connection and against haproxy, in
 the same run, over the same backends.
 
-    python bench/mesh.py                 # 5 s per measurement, 32 concurrent clients
-    python bench/mesh.py --quick         # 2 s per measurement
+    python bench/mesh.py                 # 5 s per measurement, 32 concurrent clients, median of 3 rounds
+    python bench/mesh.py --quick         # 2 s per measurement, one round
     python bench/mesh.py --seconds 10 --clients 64
 
 Every party is its own process on loopback:
@@ -206,10 +206,20 @@ def measure(kind: str, port: int, proxy_pid: int | None, args: argparse.Namespac
     return result
 
 
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the rounds."""
+    out: dict[str, Any] = {}
+    for key in rows[0]:
+        values = sorted(r[key] for r in rows)
+        out[key] = values[len(values) // 2]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--generate", choices=["requests", "bulk"])
     p.add_argument("--port", type=int)
@@ -219,7 +229,7 @@ def main() -> None:
         generate(args)
         return
     if args.quick:
-        args.seconds = 2.0
+        args.seconds, args.rounds = 2.0, 1
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not os.path.exists(haproxy):
         raise SystemExit("bench: haproxy is not installed (apt-get install haproxy): the comparison needs it")
@@ -240,15 +250,18 @@ def main() -> None:
         procs.append(ha)  # type: ignore[arg-type]
         for port in (mesh_http, mesh_bulk, ha_http, ha_bulk):
             wait_port(port)
-        rows: dict[str, dict[str, Any]] = {}
-        for name, http_port, bulk_port, pid in (("direct", http_ports[0], bulk_ports[0], None),
-                                                 ("mesh", mesh_http, mesh_bulk, mesh.pid),
-                                                 ("haproxy", ha_http, ha_bulk, ha.pid)):
-            req = measure("requests", http_port, pid, args)
-            blk = measure("bulk", bulk_port, pid, args)
-            rows[name] = {**req, "mb_per_s": blk["mb_per_s"], "req_cpu_s": req["proxy_cpu_s"],
-                          "bulk_cpu_s": blk["proxy_cpu_s"]}
-        print(f"{args.clients} clients, {args.seconds:g} s per measurement, cores: {os.cpu_count()}")
+        runs: dict[str, list[dict[str, Any]]] = {"direct": [], "mesh": [], "haproxy": []}
+        paths = (("direct", http_ports[0], bulk_ports[0], None), ("mesh", mesh_http, mesh_bulk, mesh.pid),
+                 ("haproxy", ha_http, ha_bulk, ha.pid))
+        for _ in range(args.rounds):  # rounds interleave the paths, so a burst of load elsewhere hits them all
+            for name, http_port, bulk_port, pid in paths:
+                req = measure("requests", http_port, pid, args)
+                blk = measure("bulk", bulk_port, pid, args)
+                runs[name].append({**req, "mb_per_s": blk["mb_per_s"], "req_cpu_s": req["proxy_cpu_s"],
+                                   "bulk_cpu_s": blk["proxy_cpu_s"]})
+        rows = {name: median_row(r) for name, r in runs.items()}
+        print(f"{args.clients} clients, {args.seconds:g} s per measurement, median of {args.rounds} interleaved "
+              f"rounds, cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
         print(f"{'path':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'bulk MB/s':>10} "
               f"{'CPU ms/1k req':>14} {'CPU ms/100MB':>13}")
         for name, r in rows.items():
