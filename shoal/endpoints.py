@@ -153,6 +153,16 @@ def node_networks(node_id: str, tasks: Iterable[Obj]) -> set[str]:
     return out
 
 
+def networks_by_node(tasks: Iterable[Obj]) -> dict[str, set[str]]:
+    """`node_networks` of every node at once."""
+    out: dict[str, set[str]] = {}
+    for task in tasks:
+        node = task.get("node_id")
+        if node and _live(task):
+            out.setdefault(str(node), set()).update(str(a.get("network_id")) for a in task.get("networks") or [])
+    return out
+
+
 def wanted_by(entry: Obj, networks: set[str]) -> bool:
     """Whether a node whose tasks are on `networks` needs the entry: ingress ports, or a shared network."""
     if any(p["publish_mode"] == "ingress" and p["published_port"] for p in entry["ports"]):

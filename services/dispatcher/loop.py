@@ -89,6 +89,7 @@ class Dispatcher:
         self._background: set[asyncio.Task[None]] = set()
         self._endpoint_rows: list[Obj] | None = None  # shoal.endpoints.table of the view (None: recompute)
         self._endpoints_event = asyncio.Event()  # set (and replaced) when the table may have changed
+        self._endpoint_nets: dict[str, set[str]] | None = None  # networks of each node's live tasks
         self.metrics.gauge("dispatcher_sessions", lambda: len(self.sessions), "agent sessions open here")
         self.metrics.gauge("dispatcher_status_pending", lambda: len(self._pending),
                            "task status reports waiting for the next batch write")
@@ -253,15 +254,28 @@ class Dispatcher:
                     self._wake_node(affected)
 
     def _endpoints_changed(self) -> None:
-        self._endpoint_rows = None
+        """Tasks, services or nodes changed: recompute the table (once per batch of changes, and only while some
+        session may poll it) and wake the endpoint long polls only if it really changed — most task changes
+        (NEW → ASSIGNED → … → STARTING) move no backend."""
+        if not self.sessions:
+            self._endpoint_rows = None  # computed at the next poll
+            return
+        rows = self._endpoint_table()
+        nets = endpoints.networks_by_node(self.mirror.list(Kind.TASK))  # which services each node is sent
+        if rows == self._endpoint_rows and nets == self._endpoint_nets:
+            return
+        self._endpoint_rows, self._endpoint_nets = rows, nets
         ev, self._endpoints_event = self._endpoints_event, asyncio.Event()
         ev.set()
+
+    def _endpoint_table(self) -> list[Obj]:
+        return endpoints.table(self.mirror.list(Kind.SERVICE), self.mirror.list(Kind.TASK),
+                               self.mirror.list(Kind.NODE))
 
     def node_endpoints(self, node_id: str) -> Obj:
         """The endpoint table node `node_id` receives (shoal/endpoints.py), from this dispatcher's view."""
         if self._endpoint_rows is None:
-            self._endpoint_rows = endpoints.table(self.mirror.list(Kind.SERVICE), self.mirror.list(Kind.TASK),
-                                                  self.mirror.list(Kind.NODE))
+            self._endpoint_rows = self._endpoint_table()
         node = self.mirror.get(Kind.NODE, node_id) or {}
         own = [t for tid in self._tasks_of.get(node_id, ()) if (t := self.mirror.get(Kind.TASK, tid))]
         return endpoints.node_table(self._endpoint_rows, node_id, (node.get("status") or {}).get("addr"), own)

@@ -101,3 +101,11 @@ def test_bad_port_status_is_ignored() -> None:
     t = task("t1", "s1", "a")
     t["status"]["port_status"] = {"ports": [{"target_port": "x"}, {"target_port": 8080, "published_port": 70000}]}
     assert ep.host_ports(t) == {}
+
+
+def test_networks_by_node_is_node_networks_of_each_node() -> None:
+    tasks = [task("t1", "s1", "a", net="n1"), task("t2", "s1", "a", "starting", net="n2"),
+             task("t3", "s1", "b", "failed", net="n3"), task("t4", "s1", "b", desired="shutdown", net="n4")]
+    by_node = ep.networks_by_node(tasks)
+    assert by_node == {"a": {"n1", "n2"}} == {n: ep.node_networks(n, tasks) for n in ("a",)}
+    assert ep.node_networks("b", tasks) == set()
