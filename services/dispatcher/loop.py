@@ -51,6 +51,7 @@ CHUNK_BYTES = 1_000_000  # well under the 1.5 MiB transaction bound
 WRITE_ATTEMPTS = 6
 CATCH_UP_TIMEOUT = 5.0
 JITTER = 0.1  # SwarmKit: 5 s ± 0.5 s
+ENDPOINTS_INTERVAL = 0.1  # the endpoint table is recomputed at most this often (SwarmKit batches for 100 ms too)
 
 
 class Dispatcher:
@@ -90,6 +91,8 @@ class Dispatcher:
         self._endpoint_rows: list[Obj] | None = None  # shoal.endpoints.table of the view (None: recompute)
         self._endpoints_event = asyncio.Event()  # set (and replaced) when the table may have changed
         self._endpoint_nets: dict[str, set[str]] | None = None  # networks of each node's live tasks
+        self._endpoints_dirty = asyncio.Event()  # the view changed in a way that may move the table
+        self._node_tables: dict[tuple[frozenset[str], str | None], Obj] = {}  # per (networks, addr), this table
         self.metrics.gauge("dispatcher_sessions", lambda: len(self.sessions), "agent sessions open here")
         self.metrics.gauge("dispatcher_status_pending", lambda: len(self._pending),
                            "task status reports waiting for the next batch write")
@@ -119,6 +122,7 @@ class Dispatcher:
         await self.bus.subscribe(NODE_HEARTBEAT, self._on_heartbeat_message)
         self.bus.on_reconnect(self._on_bus_reconnect)
         loops = [asyncio.create_task(self._follow(), name="dispatcher.follow"),
+                 asyncio.create_task(self._endpoints_loop(), name="dispatcher.endpoints"),
                  asyncio.create_task(self._expire_loop(), name="dispatcher.expire"),
                  asyncio.create_task(self._flush_loop(), name="dispatcher.flush")]
         try:
@@ -216,7 +220,7 @@ class Dispatcher:
         if changes is not None:
             changes = list(changes)
         if changes is None or any(c.kind in (Kind.TASK, Kind.SERVICE, Kind.NODE) for c in changes):
-            self._endpoints_changed()
+            self._endpoints_dirty.set()
         if changes is None:  # re-listed: everything may have changed
             self._tasks_of.clear()
             self._node_of.clear()
@@ -253,17 +257,31 @@ class Dispatcher:
                 if affected is not None:
                     self._wake_node(affected)
 
-    def _endpoints_changed(self) -> None:
-        """Tasks, services or nodes changed: recompute the table (once per batch of changes, and only while some
-        session may poll it) and wake the endpoint long polls only if it really changed — most task changes
-        (NEW → ASSIGNED → … → STARTING) move no backend."""
+    async def _endpoints_loop(self) -> None:
+        """Recompute the endpoint table after changes of tasks, services or nodes — at most every
+        `ENDPOINTS_INTERVAL` (a burst of changes costs one computation, O(tasks)), and only while sessions may
+        poll it — and wake the endpoint long polls only if it really changed: most task changes (NEW → ASSIGNED
+        → … → STARTING) move no backend."""
+        while not self._stopped:
+            await self._endpoints_dirty.wait()
+            self._endpoints_dirty.clear()
+            try:
+                self._refresh_endpoints()
+            except Exception:  # a malformed object must not stop the table for everyone
+                log.exception("dispatcher: computing the endpoint table failed")
+            await self._sleep_or_stop(ENDPOINTS_INTERVAL)
+
+    def _refresh_endpoints(self) -> None:
         if not self.sessions:
             self._endpoint_rows = None  # computed at the next poll
+            self._node_tables.clear()
             return
         rows = self._endpoint_table()
         nets = endpoints.networks_by_node(self.mirror.list(Kind.TASK))  # which services each node is sent
         if rows == self._endpoint_rows and nets == self._endpoint_nets:
             return
+        if rows != self._endpoint_rows:
+            self._node_tables.clear()
         self._endpoint_rows, self._endpoint_nets = rows, nets
         ev, self._endpoints_event = self._endpoints_event, asyncio.Event()
         ev.set()
@@ -273,12 +291,21 @@ class Dispatcher:
                                self.mirror.list(Kind.NODE))
 
     def node_endpoints(self, node_id: str) -> Obj:
-        """The endpoint table node `node_id` receives (shoal/endpoints.py), from this dispatcher's view."""
+        """The endpoint table node `node_id` receives (shoal/endpoints.py), from this dispatcher's view; nodes
+        with the same networks and address share one computation."""
         if self._endpoint_rows is None:
             self._endpoint_rows = self._endpoint_table()
+            self._node_tables.clear()
         node = self.mirror.get(Kind.NODE, node_id) or {}
+        addr = (node.get("status") or {}).get("addr")
         own = [t for tid in self._tasks_of.get(node_id, ()) if (t := self.mirror.get(Kind.TASK, tid))]
-        return endpoints.node_table(self._endpoint_rows, node_id, (node.get("status") or {}).get("addr"), own)
+        key = (frozenset(endpoints.node_networks(node_id, own)), addr)
+        table = self._node_tables.get(key)
+        if table is None:
+            if len(self._node_tables) > 4096:
+                self._node_tables.clear()
+            table = self._node_tables[key] = endpoints.node_table(self._endpoint_rows, node_id, addr, own)
+        return table
 
     async def endpoint_table(self, session_id: str, version: str, wait: float,
                              caller: str | None = None) -> dict[str, Any]:
