@@ -161,6 +161,10 @@ def test_routing_mesh_and_discovery_for_process_tasks(cluster: Cluster, tmp_path
     ingress = cluster.http.get("/v1/networks/ingress").json()
     [row] = [s for s in ingress["endpoints"] if s["name"] == "web"]
     assert row["ports"][0]["published_port"] == port and len(row["backends"]) == 2
+    shown = json.loads(cluster.cli("network", "inspect", "meshnet").stdout)
+    shown = shown[0] if isinstance(shown, list) else shown
+    assert {b["task_id"] for s in shown["endpoints"] for b in s["backends"] if s["name"] == "web"} == ids
+    assert {a["node_addr"] for a in shown["node_attachments"]} <= set(addrs)
 
     # kill one replica: once it has left RUNNING, no request fails
     victim = web[0]
