@@ -108,6 +108,8 @@ def refused(addr: str, port: int) -> bool:
         socket.create_connection((addr, port), timeout=2).close()
     except ConnectionRefusedError:
         return True
+    except OSError:
+        return False  # e.g. reset while the listener closes: ask again
     return False
 
 

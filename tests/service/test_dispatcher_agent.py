@@ -480,11 +480,11 @@ async def test_the_endpoint_table_follows_task_states_and_port_status(env: dict[
     async def answer() -> bytes | None:
         try:
             r, w = await asyncio.open_connection(addr, published)
+            w.write(b"GET / HTTP/1.0\r\n\r\n")
+            data = await r.read()
+            w.close()
         except OSError:
             return None
-        w.write(b"GET / HTTP/1.0\r\n\r\n")
-        data = await r.read()
-        w.close()
         return data if data.endswith(b"hello") else None
     await until(answer, "the ingress port answering through the mesh")
     # stopped: no longer a backend, and the listener is closed (connection refused)
@@ -496,6 +496,8 @@ async def test_the_endpoint_table_follows_task_states_and_port_status(env: dict[
             _, w = await asyncio.open_connection(addr, published)
         except ConnectionRefusedError:
             return True
+        except OSError:
+            return False  # reset while the listener closes: ask again
         w.close()
         return False
     await until(refused, "the ingress port closed")
