@@ -14,6 +14,7 @@ import httpx
 
 from agent import logs as task_logs
 from agent.executors import build_executors
+from agent.mesh import Mesh
 from agent.node import describe
 from agent.payloads import TaskFiles, default_base
 from agent.session import AgentSession, StatusQueue
@@ -42,11 +43,13 @@ class Agent:
         self.metrics = Registry()
         self.creds = creds
         self.state = AgentState(settings.resolved_state_dir())
+        self.mesh = Mesh(self.state.dir, default_addr=settings.addr)  # routing mesh, service discovery
         self.executors = build_executors(settings.executors, self.state.log_dir,
                                          owner=Owner(creds.identity.cluster_id if creds else settings.cluster_id,
                                                      settings.hostname),
                                          docker_host=settings.docker_host, publish_ip=settings.docker_publish_ip,
-                                         cgroup_root=settings.cgroup_root)
+                                         cgroup_root=settings.cgroup_root, node_addr=settings.addr or "",
+                                         task_env=self.mesh.task_env())
         self._node_id = self.state.load_node_id()
         self.renewer: Renewer | None = None
         self.left = False
@@ -77,6 +80,7 @@ class Agent:
             rpc_timeout=settings.rpc_timeout, poll_wait=settings.assignments_wait,
             status_interval=settings.status_interval, rng=rng,
         )
+        self.session.on_endpoints = self.mesh.apply
         if self.renewer is not None:
             self.session.on_role = self._desired_role
         self.metrics.gauge("agent_tasks", lambda: len(self.worker.managers), "tasks this agent drives")
@@ -148,6 +152,8 @@ class Agent:
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     async def run(self) -> None:
+        await self.mesh.restore()  # the routing mesh listens again before a dispatcher answers
+        self.session.endpoints_version = self.mesh.version
         restored = self.worker.restore()
         if restored:
             log.info("agent: resumed %d tasks from %s", restored, self.state.dir)
@@ -209,6 +215,7 @@ class Agent:
         if not self.left:  # a node that left has stopped its tasks and must not save them again
             await self.worker.close(stop_tasks=self.settings.stop_tasks_on_exit, grace=self.settings.exit_grace)
         await self.session.close()
+        await self.mesh.close()
         for executor in {id(e): e for e in self.executors.values()}.values():
             close = getattr(executor, "close", None)
             if close is not None:
@@ -224,6 +231,7 @@ class Agent:
                 "heartbeat_period": self.session.period, "sessions": self.session.sessions,
                 "tasks": len(self.worker.managers), "status_pending": len(self.queue.pending),
                 "executors": sorted(self.executors), "advertised": self.description["executors"],
+                "mesh": self.mesh.status(),
                 "certificate": None if self.creds is None else {
                     "role": self.creds.identity.role, "not_after": self.creds.identity.not_after,
                     "renewals": self.renewer.renewals if self.renewer else 0}}

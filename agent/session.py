@@ -108,6 +108,10 @@ class DispatcherClient:
         return await self._call("GET", f"/v1/sessions/{session_id}/assignments",
                                 params={"after": after, "wait": wait}, timeout=wait + self.timeout)
 
+    async def endpoints(self, session_id: str, version: str, wait: float) -> Any:
+        return await self._call("GET", f"/v1/sessions/{session_id}/endpoints",
+                                params={"version": version, "wait": wait}, timeout=wait + self.timeout)
+
     async def log_requests(self, session_id: str, wait: float) -> Any:
         return await self._call("GET", f"/v1/sessions/{session_id}/logs", params={"wait": wait},
                                 timeout=wait + self.timeout)
@@ -188,6 +192,9 @@ class AgentSession:
         self.removed: str | None = None
         #: told the node's desired role ("worker"/"manager") from every heartbeat answer that carries it
         self.on_role: Callable[[str], None] | None = None
+        #: given every new endpoint table (agent/mesh.py); `endpoints_version` is the one applied last
+        self.on_endpoints: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        self.endpoints_version = ""
 
     def stop(self) -> None:
         self._stopped.set()
@@ -269,6 +276,7 @@ class AgentSession:
                  asyncio.create_task(self._assignments(client, sid)),
                  asyncio.create_task(self._reports(client, sid)),
                  asyncio.create_task(self._logs(client, sid)),
+                 asyncio.create_task(self._endpoints(client, sid)),
                  asyncio.create_task(self._renewal())]
         try:
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
@@ -308,6 +316,22 @@ class AgentSession:
             if not self.connected.is_set():
                 self._backoff = 0.0  # a working session: the next failure starts the backoff afresh
                 self.connected.set()
+
+    async def _endpoints(self, client: DispatcherClient, sid: str) -> None:
+        """The node's endpoint table arrives on its own long poll of the session, versioned by content
+        (docs/agent-protocol.md, "Endpoints"); each new one goes to the mesh."""
+        if self.on_endpoints is None:
+            await asyncio.Event().wait()
+        assert self.on_endpoints is not None
+        while True:
+            msg = await client.endpoints(sid, self.endpoints_version, self.poll_wait)
+            if not isinstance(msg, dict) or msg.get("unchanged") or not isinstance(msg.get("version"), str):
+                continue
+            try:
+                await self.on_endpoints(msg)
+            except Exception:  # the mesh must never end the session (tasks would be reconciled for nothing)
+                log.exception("agent: applying endpoint table %s failed", msg.get("version"))
+            self.endpoints_version = msg["version"]
 
     async def _logs(self, client: DispatcherClient, sid: str) -> None:
         """Log requests arrive on their own long poll of the session (docs/agent-protocol.md, "Logs"); each is

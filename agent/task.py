@@ -154,8 +154,12 @@ class TaskManager:
         ctl = self.controller
         if exit_code is None and ctl is not None and state.terminal:
             exit_code = ctl.exit_code
+        extra: dict[str, Any] = {}
+        ports = getattr(ctl, "port_status", None)
+        if ports and not state.terminal:  # where other nodes reach the task (shoal/endpoints.py)
+            extra["port_status"] = ports
         self.status = task_status(state, self.clock.now(), message, err=err,
-                                  pid=ctl.pid if ctl is not None else None, exit_code=exit_code)
+                                  pid=ctl.pid if ctl is not None else None, exit_code=exit_code, **extra)
         log.info("task %s: %s (%s)", self.id, state, message)
         self.on_status(self, True)
 

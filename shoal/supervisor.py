@@ -144,6 +144,11 @@ class Layout:
     def gateway_url(self) -> str:
         return f"https://{self.host}:{self.gateway_port}"
 
+    def agent_addr(self, i: int) -> str:
+        """The address agent `i` advertises (SHOAL_ADDR): on loopback each local node gets its own, 127.0.0.<i+1>,
+        so the routing mesh of each node listens on its own address (docs/networking.md)."""
+        return f"127.0.0.{i + 1}" if self.host == "127.0.0.1" else self.host
+
     def raft_api(self, i: int) -> str:
         return f"https://{self.host}:{self.base_port + i}"
 
@@ -281,6 +286,7 @@ class Layout:
                    "SHOAL_STATE_DIR": str(self.data_dir / "agents" / name),
                    "SHOAL_CERT_DIR": str(self.cert_dir(name)),
                    "SHOAL_HOSTNAME": f"{self._hostname()}-{name}",
+                   "SHOAL_ADDR": self.agent_addr(i),
                    # `shoal down` leaves nothing running: processes and containers (SHOAL_EXECUTORS=process,docker)
                    "SHOAL_STOP_TASKS_ON_EXIT": "true"}
             if ids.worker_token:

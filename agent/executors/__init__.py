@@ -4,6 +4,7 @@ tests)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from agent.executors.base import Controller, Executor, ExecutorError, ExitError, RetryableError
@@ -17,16 +18,19 @@ __all__ = ["Controller", "Executor", "ExecutorError", "ExitError", "RetryableErr
 
 
 def build_executors(names: list[str], log_dir: Path, *, owner: Owner, docker_host: str = DEFAULT_HOST,
-                    publish_ip: str = "", cgroup_root: str = "") -> dict[str, Executor]:
+                    publish_ip: str = "", cgroup_root: str = "", node_addr: str = "",
+                    task_env: Mapping[str, str] | None = None) -> dict[str, Executor]:
     """The executor serving each runtime, from the configured names (first one wins for a runtime).
     `owner` (cluster id, host name) marks every workload (`shoal.workloads`); `cgroup_root` chooses how process
     tasks are marked (SHOAL_CGROUP_ROOT); `docker_host` and `publish_ip` configure the docker executor
-    (SHOAL_DOCKER_HOST, SHOAL_DOCKER_PUBLISH_IP)."""
+    (SHOAL_DOCKER_HOST, SHOAL_DOCKER_PUBLISH_IP); `node_addr` (SHOAL_ADDR) and `task_env` (the node's discovery
+    files, agent/mesh.py) go to process tasks."""
     by_runtime: dict[str, Executor] = {}
     for name in names:
         executor: Executor
         if name == "process":
-            executor = ProcessExecutor(log_dir, marks=task_marks(owner, cgroup_root))
+            executor = ProcessExecutor(log_dir, marks=task_marks(owner, cgroup_root), bind_ip=node_addr,
+                                       extra_env=task_env)
         elif name == "hollow":
             executor = HollowExecutor()
         elif name == "docker":

@@ -25,8 +25,10 @@ Mapping of `ContainerSpec` (SwarmKit's containerConfig/hostConfig): `command` �
 `SHOAL_SERVICE_ID`, `SHOAL_SERVICE_NAME`, `SHOAL_NODE_ID`), `dir`, `user`, `hostname`, `labels`, `mounts`
 (bind, volume — named or anonymous —, tmpfs), `stop_signal`, `stop_grace_period` (StopTimeout), `healthcheck`
 (empty test or zero durations inherit the image's), `read_only`, `init`; `resources.limits` → NanoCpus and
-Memory; the task's `endpoint.ports` in `host` publish mode → bindings on the node (`published_port` 0: the
-engine picks). No restart policy: the orchestrator replaces failed tasks."""
+Memory; the task's `endpoint.ports` → bindings on the node: `host` publish mode as given (`published_port` 0:
+the engine picks), `ingress` mode on a port the engine picks (the routing mesh forwards the published port
+there; reported as `status.port_status`, docs/networking.md). No restart policy: the orchestrator replaces
+failed tasks."""
 
 from __future__ import annotations
 
@@ -79,10 +81,28 @@ def health_config(check: HealthCheck | None) -> Obj | None:
             "Retries": int(check.retries), "StartPeriod": _ns(check.start_period)}
 
 
-def host_ports(task: Obj) -> list[Obj]:
-    """The task's ports published in `host` mode (copied from the service's endpoint into `task.endpoint`)."""
+def published_ports(task: Obj) -> list[Obj]:
+    """Every port of the task's service endpoint: host-mode ones are bound on the node as given; ingress-mode
+    ones on a port the engine picks, where the routing mesh of every node reaches them (docs/networking.md)."""
     ports = (task.get("endpoint") or {}).get("ports") or []
-    return [p for p in ports if isinstance(p, dict) and p.get("publish_mode") == "host" and p.get("target_port")]
+    return [p for p in ports if isinstance(p, dict) and p.get("target_port")]
+
+
+def port_status(task: Obj, ct: Obj) -> dict[str, Any] | None:
+    """SwarmKit's PortStatus from the engine's view of the container (`NetworkSettings.Ports`): the host port
+    each target port is bound to on the node."""
+    bound = ((ct.get("NetworkSettings") or {}).get("Ports")) or {}
+    out = []
+    for p in published_ports(task):
+        proto = str(p.get("protocol") or "tcp")
+        key = f"{int(p['target_port'])}/{proto}"
+        for b in bound.get(key) or []:
+            if str(b.get("HostPort") or "").isdigit():
+                out.append({"protocol": proto, "target_port": int(p["target_port"]),
+                            "published_port": int(b["HostPort"]), "publish_mode": str(p.get("publish_mode")
+                                                                                       or "ingress")})
+                break
+    return {"ports": out} if out else None
 
 
 def task_env(task: Obj, node_id: str, spec_env: Mapping[str, str]) -> list[str]:
@@ -126,11 +146,14 @@ def container_config(task: Obj, spec: ContainerSpec, node_id: str, *, publish_ip
         mounts.append({"Type": "bind", "Source": f["host_path"], "Target": f["target"], "ReadOnly": True})
     exposed: dict[str, Obj] = {}
     bindings: dict[str, list[Obj]] = {}
-    for p in host_ports(task):
+    for p in published_ports(task):
         key = f"{int(p['target_port'])}/{p.get('protocol') or 'tcp'}"
+        if key in bindings:
+            continue
         exposed[key] = {}
-        published = int(p.get("published_port") or 0)
-        bindings.setdefault(key, []).append({"HostIp": publish_ip, "HostPort": str(published) if published else ""})
+        host_mode = (p.get("publish_mode") or "ingress") == "host"
+        published = int(p.get("published_port") or 0) if host_mode else 0  # ingress: the mesh owns the port
+        bindings[key] = [{"HostIp": publish_ip, "HostPort": str(published) if published else ""}]
     host: Obj = {
         "RestartPolicy": {"Name": "no"},
         "ReadonlyRootfs": spec.read_only,
@@ -196,6 +219,8 @@ class DockerController:
         self._exit_code: int | None = None
         self._health: str | None = None
         self._unhealthy = False
+        #: where the task's ports are bound on the node, once the engine said (shoal/endpoints.py)
+        self.port_status: dict[str, Any] | None = None
 
     # ---- Controller --------------------------------------------------------------------------------------
     @property
@@ -257,6 +282,7 @@ class DockerController:
                 except EngineError as e:
                     raise ExecutorError(f"docker: starting the container failed: {e.message}") from e
                 ct = await self._require()
+            self._observe_ports(ct)
             await self._until_healthy(ct)
         except EngineUnavailable as e:
             raise RetryableError(str(e)) from e
@@ -286,6 +312,7 @@ class DockerController:
             if ct is None:
                 raise ExitError("container is gone (removed outside shoal)", None)
             self._observe(ct.get("State") or {})
+            self._observe_ports(ct)
             ref = self.container_id or self.name
             waiter = asyncio.create_task(self.engine.wait(ref))
             watcher = asyncio.create_task(self._watch_health()) if self._health is not None else None
@@ -377,6 +404,11 @@ class DockerController:
             await self.engine.remove(self.container_id or self.name)
         except EngineError as e:
             raise ExecutorError(f"docker: removing the container failed: {e.message}") from e
+
+    def _observe_ports(self, ct: Obj) -> None:
+        found = port_status(self.task, ct)
+        if found is not None:
+            self.port_status = found
 
     def _observe(self, state: Obj) -> None:
         if state.get("Pid"):

@@ -27,6 +27,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,10 +118,58 @@ def _passwd(uid: int) -> pwd.struct_passwd | None:
         return None
 
 
-def task_env(task: Obj, node_id: str, spec_env: Mapping[str, str], run_as: RunAs | None = None) -> dict[str, str]:
+def task_ports(task: Obj) -> list[Obj]:
+    """The ports of the task's service endpoint (copied to `task.endpoint.ports` by the allocator)."""
+    return [p for p in ((task.get("endpoint") or {}).get("ports") or []) if int(p.get("target_port") or 0) > 0]
+
+
+def assign_host_ports(ports: list[Obj], bind_ip: str = "") -> dict[str, int]:
+    """A host port for each of the task's ports (`"8080/tcp"` → port), the node-side end of the routing mesh
+    (docs/networking.md): a host-mode port with a published port is that port (the task binds it itself);
+    every other one gets a port the kernel reports free on `bind_ip` (all addresses by default). The ports are
+    held until all are chosen, so one task never gets the same one twice."""
+    out: dict[str, int] = {}
+    held: list[socket.socket] = []
+    try:
+        for p in ports:
+            proto = str(p.get("protocol") or "tcp")
+            key = f"{int(p['target_port'])}/{proto}"
+            if key in out:
+                continue
+            if (p.get("publish_mode") or "ingress") == "host" and int(p.get("published_port") or 0):
+                out[key] = int(p["published_port"])
+                continue
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM)
+            held.append(s)
+            s.bind((bind_ip, 0))
+            out[key] = int(s.getsockname()[1])
+    finally:
+        for s in held:
+            s.close()
+    return out
+
+
+def port_env(host_ports: Mapping[str, int], bind_ip: str = "") -> dict[str, str]:
+    """`SHOAL_PORT_<target>` (tcp; `SHOAL_PORT_<target>_UDP` for udp) = the host port to listen on, `PORT` the
+    first tcp one, `SHOAL_BIND_ADDR` the node's address when known (docs/networking.md)."""
+    env: dict[str, str] = {}
+    for key, port in host_ports.items():
+        target, proto = key.split("/")
+        env[f"SHOAL_PORT_{target}" + ("" if proto == "tcp" else f"_{proto.upper()}")] = str(port)
+        if proto == "tcp":
+            env.setdefault("PORT", str(port))
+    if host_ports and bind_ip:
+        env["SHOAL_BIND_ADDR"] = bind_ip
+    return env
+
+
+def task_env(task: Obj, node_id: str, spec_env: Mapping[str, str], run_as: RunAs | None = None, *,
+             host_ports: Mapping[str, int] | None = None, bind_ip: str = "",
+             extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """A task's whole environment, built from nothing (issue 9: tasks hold no cluster credentials): a minimal
-    PATH/HOME/USER/LANG, the task's SHOAL_TASK_* names, then the spec's `env`. Never the agent's environment
-    (its certificate directory, join token or anything else it was started with)."""
+    PATH/HOME/USER/LANG, the task's SHOAL_TASK_* names, its ports and the node's discovery files (`extra`),
+    then the spec's `env`. Never the agent's environment (its certificate directory, join token or anything
+    else it was started with)."""
     who = run_as or resolve_user(None)
     env = {"PATH": TASK_PATH, "HOME": who.home, "USER": who.name, "LOGNAME": who.name, "LANG": "C.UTF-8",
            "SHOAL_TASK_ID": task["id"],
@@ -129,6 +178,8 @@ def task_env(task: Obj, node_id: str, spec_env: Mapping[str, str], run_as: RunAs
            "SHOAL_SERVICE_ID": str(task.get("service_id") or ""),
            "SHOAL_SERVICE_NAME": str(task.get("service_name") or ""),
            "SHOAL_NODE_ID": node_id}
+    env.update(port_env(host_ports or {}, bind_ip))
+    env.update(extra or {})
     env.update(spec_env)
     files = task.get("files")
     if files:  # the task's own secrets and configs (agent/payloads.py)
@@ -150,8 +201,13 @@ def drop_privileges(command: list[str], uid: int, gid: int | None) -> tuple[list
 
 class ProcessController:
     def __init__(self, task: Obj, *, node_id: str, log_dir: Path, marks: TaskMarks,
-                 saved: Mapping[str, Any] | None = None, kill_timeout: float = 5.0) -> None:
+                 saved: Mapping[str, Any] | None = None, kill_timeout: float = 5.0, bind_ip: str = "",
+                 extra_env: Mapping[str, str] | None = None) -> None:
         self.task = task
+        self.bind_ip = bind_ip
+        self.extra_env = dict(extra_env or {})
+        #: host port per target port ("8080/tcp"), chosen at prepare, kept across agent restarts (saved)
+        self.host_ports: dict[str, int] = {str(k): int(v) for k, v in ((saved or {}).get("host_ports") or {}).items()}
         self.node_id = node_id
         self.marks = marks
         self.log_path = log_dir / f"{task['id']}.log"
@@ -186,7 +242,24 @@ class ProcessController:
         return str(self._health.state) if self._health is not None else None
 
     def saved(self) -> dict[str, Any]:
-        return {"pid": self._pid, "start_time": self._start_time} if self._pid else {}
+        out: dict[str, Any] = {"pid": self._pid, "start_time": self._start_time} if self._pid else {}
+        if self.host_ports:
+            out["host_ports"] = dict(self.host_ports)
+        return out
+
+    @property
+    def port_status(self) -> dict[str, Any] | None:
+        """Where the task's ports are reached on this node (reported in the task status: shoal/endpoints.py)."""
+        if not self.host_ports:
+            return None
+        modes = {f"{int(p['target_port'])}/{p.get('protocol') or 'tcp'}": str(p.get("publish_mode") or "ingress")
+                 for p in task_ports(self.task)}
+        return {"ports": [{"protocol": k.split("/")[1], "target_port": int(k.split("/")[0]), "published_port": v,
+                           "publish_mode": modes.get(k, "ingress")} for k, v in sorted(self.host_ports.items())]}
+
+    def _env(self, run_as: RunAs | None) -> dict[str, str]:
+        return task_env(self.task, self.node_id, self.spec.env, run_as, host_ports=self.host_ports,
+                        bind_ip=self.bind_ip, extra=self.extra_env)
 
     @property
     def spec(self) -> ProcessSpec:
@@ -209,7 +282,12 @@ class ProcessController:
                         self._run_as.gid if self._run_as.gid is not None else -1)
             except OSError as e:
                 raise ExecutorError(f"process executor: cannot give the task's secrets to its user: {e}") from e
-        env = task_env(self.task, self.node_id, spec.env, self._run_as)
+        if not self.host_ports and task_ports(self.task):
+            try:
+                self.host_ports = assign_host_ports(task_ports(self.task), self.bind_ip)
+            except OSError as e:
+                raise ExecutorError(f"process executor: cannot find free host ports for the task: {e}") from e
+        env = self._env(self._run_as)
         exe = spec.command[0]
         if os.sep in exe:
             path = exe if os.path.isabs(exe) or spec.dir is None else os.path.join(spec.dir, exe)
@@ -269,7 +347,7 @@ class ProcessController:
             self.marks.create(self.node_id, tid)  # the durable trace, before anything runs
         except OSError as e:
             raise ExecutorError(f"process executor: cannot mark the task's processes: {e}") from e
-        argv, env = self.marks.wrap(self.node_id, tid, command, task_env(self.task, self.node_id, spec.env, run_as))
+        argv, env = self.marks.wrap(self.node_id, tid, command, self._env(run_as))
         try:
             with open(self.log_path, "ab") as log:
                 self._proc = await asyncio.create_subprocess_exec(
@@ -323,7 +401,7 @@ class ProcessController:
         assert self._health is not None
         if await self._wait_exit(cfg.interval):
             return None
-        ok = await probe(cfg, task_env(self.task, self.node_id, self.spec.env, self._run_as), self.spec.dir)
+        ok = await probe(cfg, self._env(self._run_as), self.spec.dir)
         if not self._alive():
             return None
         return self._health.record(ok, asyncio.get_running_loop().time())
@@ -414,8 +492,11 @@ class ProcessExecutor:
 
     name = "process"
 
-    def __init__(self, log_dir: Path, *, marks: TaskMarks, kill_timeout: float = 5.0) -> None:
+    def __init__(self, log_dir: Path, *, marks: TaskMarks, kill_timeout: float = 5.0, bind_ip: str = "",
+                 extra_env: Mapping[str, str] | None = None) -> None:
         self.log_dir = log_dir
+        self.bind_ip = bind_ip  # the node's address (SHOAL_ADDR): host ports are checked free there
+        self.extra_env = extra_env or {}  # the node's discovery files (agent/mesh.py), for every task
         self.marks = marks
         self.kill_timeout = kill_timeout
 
@@ -425,7 +506,7 @@ class ProcessExecutor:
 
     def controller(self, task: Obj, *, node_id: str, saved: Mapping[str, Any] | None = None) -> ProcessController:
         return ProcessController(task, node_id=node_id, log_dir=self.log_dir, marks=self.marks, saved=saved,
-                                 kill_timeout=self.kill_timeout)
+                                 kill_timeout=self.kill_timeout, bind_ip=self.bind_ip, extra_env=self.extra_env)
 
     async def sweep(self, node_id: str, keep: Callable[[str], bool]) -> list[str]:
         """Kill the marked processes of tasks this node no longer runs (`keep(task_id)` false, asked just

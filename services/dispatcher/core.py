@@ -226,6 +226,8 @@ def judge_status(task: Obj | None, node_id: str, status: Mapping[str, Any]) -> V
 def normalize_status(status: Mapping[str, Any]) -> dict[str, Any]:
     """The stored status shape (objects.py), unknown keys dropped."""
     out = {k: status.get(k) for k in STATUS_FIELDS}
+    if status.get("port_status"):  # the host ports the agent gave the task (shoal/endpoints.py), when any
+        out["port_status"] = status["port_status"]
     out["state"] = str(TaskState(status["state"]))
     out["message"] = out["message"] or ""
     return out

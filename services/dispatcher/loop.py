@@ -28,6 +28,7 @@ from services.dispatcher.core import (
 )
 from services.dispatcher.logs import LogBroker
 from services.dispatcher.settings import DispatcherSettings
+from shoal import endpoints
 from shoal.bus.base import Bus
 from shoal.bus.subjects import NODE_HEARTBEAT, STORE_EVENTS
 from shoal.clock import Clock, SystemClock
@@ -51,6 +52,7 @@ CHUNK_BYTES = 1_000_000  # well under the 1.5 MiB transaction bound
 WRITE_ATTEMPTS = 6
 CATCH_UP_TIMEOUT = 5.0
 JITTER = 0.1  # SwarmKit: 5 s ± 0.5 s
+ENDPOINTS_INTERVAL = 0.1  # the endpoint table is recomputed at most this often (SwarmKit batches for 100 ms too)
 
 
 class Dispatcher:
@@ -65,7 +67,8 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.revocations = revocations or Revocations()
         self.metrics = Registry()
-        self.mirror = StoreMirror(store, [Kind.CLUSTER, Kind.NODE, Kind.TASK, Kind.SECRET, Kind.CONFIG],
+        self.mirror = StoreMirror(store, [Kind.CLUSTER, Kind.NODE, Kind.TASK, Kind.SECRET, Kind.CONFIG,
+                                          Kind.SERVICE],
                                   poll_interval=settings.poll_interval)
         self.sessions: dict[str, Session] = {}
         self.session_of: dict[str, str] = {}  # node id -> session id
@@ -87,6 +90,11 @@ class Dispatcher:
         self._marking_ready: set[str] = set()
         self._bus_resumed_at = float("-inf")
         self._background: set[asyncio.Task[None]] = set()
+        self._endpoint_rows: list[Obj] | None = None  # shoal.endpoints.table of the view (None: recompute)
+        self._endpoints_event = asyncio.Event()  # set (and replaced) when the table may have changed
+        self._endpoint_nets: dict[str, set[str]] | None = None  # networks of each node's live tasks
+        self._endpoints_dirty = asyncio.Event()  # the view changed in a way that may move the table
+        self._node_tables: dict[tuple[frozenset[str], str | None], Obj] = {}  # per (networks, addr), this table
         self.metrics.gauge("dispatcher_sessions", lambda: len(self.sessions), "agent sessions open here")
         self.metrics.gauge("dispatcher_status_pending", lambda: len(self._pending),
                            "task status reports waiting for the next batch write")
@@ -106,6 +114,7 @@ class Dispatcher:
         self._wake.set()
         for ev in self._node_events.values():
             ev.set()  # long polls notice the stop and answer at once
+        self._endpoints_event.set()
         self.logs.stop()  # log readers get the end, log long polls answer, the agents' next posts get 410
 
     async def run(self) -> None:
@@ -115,6 +124,7 @@ class Dispatcher:
         await self.bus.subscribe(NODE_HEARTBEAT, self._on_heartbeat_message)
         self.bus.on_reconnect(self._on_bus_reconnect)
         loops = [asyncio.create_task(self._follow(), name="dispatcher.follow"),
+                 asyncio.create_task(self._endpoints_loop(), name="dispatcher.endpoints"),
                  asyncio.create_task(self._expire_loop(), name="dispatcher.expire"),
                  asyncio.create_task(self._flush_loop(), name="dispatcher.flush")]
         try:
@@ -209,6 +219,10 @@ class Dispatcher:
             self._wake.clear()
 
     def _absorb(self, changes: Iterable[Change] | None) -> None:
+        if changes is not None:
+            changes = list(changes)
+        if changes is None or any(c.kind in (Kind.TASK, Kind.SERVICE, Kind.NODE) for c in changes):
+            self._endpoints_dirty.set()
         if changes is None:  # re-listed: everything may have changed
             self._tasks_of.clear()
             self._node_of.clear()
@@ -245,6 +259,85 @@ class Dispatcher:
                 if affected is not None:
                     self._changed_at.setdefault(affected, time.perf_counter())
                     self._wake_node(affected)
+
+    async def _endpoints_loop(self) -> None:
+        """Recompute the endpoint table after changes of tasks, services or nodes — at most every
+        `ENDPOINTS_INTERVAL` (a burst of changes costs one computation, O(tasks)), and only while sessions may
+        poll it — and wake the endpoint long polls only if it really changed: most task changes (NEW → ASSIGNED
+        → … → STARTING) move no backend."""
+        while not self._stopped:
+            await self._endpoints_dirty.wait()
+            self._endpoints_dirty.clear()
+            try:
+                self._refresh_endpoints()
+            except Exception:  # a malformed object must not stop the table for everyone
+                log.exception("dispatcher: computing the endpoint table failed")
+            await self._sleep_or_stop(ENDPOINTS_INTERVAL)
+
+    def _refresh_endpoints(self) -> None:
+        if not self.sessions:
+            self._endpoint_rows = None  # computed at the next poll
+            self._node_tables.clear()
+            return
+        rows = self._endpoint_table()
+        nets = endpoints.networks_by_node(self.mirror.list(Kind.TASK))  # which services each node is sent
+        if rows == self._endpoint_rows and nets == self._endpoint_nets:
+            return
+        if rows != self._endpoint_rows:
+            self._node_tables.clear()
+        self._endpoint_rows, self._endpoint_nets = rows, nets
+        ev, self._endpoints_event = self._endpoints_event, asyncio.Event()
+        ev.set()
+
+    def _endpoint_table(self) -> list[Obj]:
+        return endpoints.table(self.mirror.list(Kind.SERVICE), self.mirror.list(Kind.TASK),
+                               self.mirror.list(Kind.NODE))
+
+    def node_endpoints(self, node_id: str) -> Obj:
+        """The endpoint table node `node_id` receives (shoal/endpoints.py), from this dispatcher's view; nodes
+        with the same networks and address share one computation."""
+        if self._endpoint_rows is None:
+            self._endpoint_rows = self._endpoint_table()
+            self._node_tables.clear()
+        node = self.mirror.get(Kind.NODE, node_id) or {}
+        addr = (node.get("status") or {}).get("addr")
+        own = [t for tid in self._tasks_of.get(node_id, ()) if (t := self.mirror.get(Kind.TASK, tid))]
+        key = (frozenset(endpoints.node_networks(node_id, own)), addr)
+        table = self._node_tables.get(key)
+        if table is None:
+            if len(self._node_tables) > 4096:
+                self._node_tables.clear()
+            table = self._node_tables[key] = endpoints.node_table(self._endpoint_rows, node_id, addr, own)
+        return table
+
+    async def endpoint_table(self, session_id: str, version: str, wait: float,
+                             caller: str | None = None) -> dict[str, Any]:
+        """Long poll: the node's endpoint table when its version is not `version`, else (after `wait`)
+        `{"version": version, "unchanged": true}`."""
+        sess = self.session(session_id, caller)
+        self._require_ready()
+        await self._catch_up(sess.min_revision)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(wait, 0.0), self.settings.assignment_max_wait)
+        while True:
+            ev = self._endpoints_event
+            if self.sessions.get(session_id) is not sess:
+                raise NotFound(f"dispatcher: session {session_id!r} was replaced or expired; register again")
+            self._require_ready()
+            table = self.node_endpoints(sess.node_id)
+            if table["version"] != version:
+                self.metrics.inc("dispatcher_endpoint_tables_total", help="endpoint tables sent")
+                return table
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return {"version": version, "unchanged": True}
+            try:
+                await asyncio.wait_for(ev.wait(), remaining)
+            except TimeoutError:
+                continue
+            delay = min(self.settings.assignment_batch_delay, max(0.0, deadline - loop.time()))
+            if delay > 0:
+                await asyncio.sleep(delay)
 
     def _wake_node(self, node_id: str) -> None:
         ev = self._node_events.pop(node_id, None)

@@ -4,6 +4,7 @@
     POST /v1/sessions/{sid}/heartbeat          heartbeat     -> {period, role}           (404: register again)
     GET  /v1/sessions/{sid}/assignments?after=SEQ&wait=S     -> complete | incremental   (long poll)
     POST /v1/sessions/{sid}/status             {updates}     -> {accepted}               (403: not your task)
+    GET  /v1/sessions/{sid}/endpoints?version=V&wait=S -> the node's endpoint table       (long poll)
     GET  /v1/sessions/{sid}/logs?wait=S        log requests for the node                 (long poll)
     POST /v1/sessions/{sid}/logs/{rid}[?done=true]  an NDJSON chunk of records -> 204     (410: reader gone)
     POST /v1/logs                              {node_id, task_ids, tail, since, follow} -> NDJSON stream
@@ -16,7 +17,7 @@ edge); unknown fields are ignored so agents and dispatchers of neighbouring vers
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -63,6 +64,20 @@ class RegisterRequest(Body):
     addr: Key | None = None
 
 
+class PortState(Body):
+    """One port a task can be reached on from other nodes: its `target_port` at the node's `published_port`
+    (SwarmKit's PortStatus; shoal/endpoints.py)."""
+
+    protocol: Literal["tcp", "udp", "sctp"] = "tcp"
+    target_port: int = Field(ge=1, le=65535)
+    published_port: int = Field(ge=1, le=65535)
+    publish_mode: Literal["ingress", "host"] = "ingress"
+
+
+class PortStatus(Body):
+    ports: list[PortState] = Field(default_factory=list, max_length=MAX_ITEMS)
+
+
 class ReportedStatus(Body):
     state: str
     message: str = ""  # free text (an error's output may span lines); bounded by the body limit
@@ -70,6 +85,7 @@ class ReportedStatus(Body):
     timestamp: float | None = Field(default=None, allow_inf_nan=False)
     pid: int | None = Field(default=None, ge=0, le=2**32)
     exit_code: int | None = Field(default=None, ge=-(2**31), le=2**32)
+    port_status: PortStatus | None = None
 
     @field_validator("state")
     @classmethod
@@ -125,6 +141,12 @@ def build_router(dispatcher: Dispatcher) -> APIRouter:
     async def assignments(session_id: str, request: Request, after: int = Query(0, ge=0),
                           wait: float = Query(0.0, ge=0.0)) -> dict[str, Any]:
         return await dispatcher.assignments(session_id, after, wait, caller(request))
+
+    @router.get("/{session_id}/endpoints", summary="Long poll for the node's endpoint table")
+    async def endpoint_table(session_id: str, request: Request,
+                             version: str = Query("", max_length=64),
+                             wait: float = Query(0.0, ge=0.0)) -> dict[str, Any]:
+        return await dispatcher.endpoint_table(session_id, version, wait, caller(request))
 
     @router.post("/{session_id}/status", summary="Report task statuses (own tasks only)")
     async def status(session_id: str, body: StatusReport, request: Request) -> dict[str, Any]:

@@ -228,3 +228,51 @@ async def test_stop_tasks_on_exit_removes_containers(env: Env, task_image: str) 
     await env.stop_agent(agent)  # what `shoal down` / `docker compose down` do (the variable set true)
     assert time.monotonic() - t0 < 15
     assert not await env.containers(**{LABEL_NODE: agent.node_id})
+
+
+async def test_container_tasks_behind_the_routing_mesh_of_two_nodes(env: Env, task_image: str) -> None:
+    """Two agents advertising 127.0.0.2 and 127.0.0.3, one container task each behind an ingress published
+    port: the mesh of each node answers with both containers (bound where the engine picked, reported as
+    port_status); a container that stops leaves the mesh (docs/networking.md)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        published = s.getsockname()[1]
+    ports = [{"protocol": "tcp", "target_port": 8080, "published_port": published, "publish_mode": "ingress"}]
+    await env.store.txn([t.create("service", {
+        "id": "svc", "spec": {"name": "dagent", "endpoint": {"mode": "vip"}, "task": {}},
+        "endpoint": {"ports": ports, "virtual_ips": []}})])
+    a = await env.agent("mesh-a", addr="127.0.0.2")
+    b = await env.agent("mesh-b", addr="127.0.0.3")
+    tids = []
+    for agent in (a, b):
+        assert agent.node_id is not None
+        tid = await env.assign(agent.node_id, task_image,
+                               ["sh", "-c", 'echo "$SHOAL_TASK_ID" > /www/index.html; exec httpd -f -p 8080 -h /www'],
+                               init=True)
+        cur = await env.store.get("task", tid)
+        await env.store.txn([t.update("task", {**cur, "endpoint": {"ports": ports}})])
+        tids.append(tid)
+    for tid in tids:
+        running = await env.task_in(tid, "running")
+        assert running["status"]["port_status"]["ports"][0]["target_port"] == 8080
+
+    async def fetch(addr: str) -> str:
+        r, w = await asyncio.open_connection(addr, published)
+        w.write(b"GET / HTTP/1.0\r\n\r\n")
+        data = await r.read()
+        w.close()
+        return data.partition(b"\r\n\r\n")[2].decode().strip()
+
+    async def answered_everywhere(want: set[str], n: int) -> bool:
+        try:
+            for addr in ("127.0.0.2", "127.0.0.3"):
+                if {await fetch(addr) for _ in range(n)} != want:
+                    return False
+        except OSError:
+            return False
+        return True
+    await until(lambda: answered_everywhere(set(tids), 8), "both containers answering through both nodes' mesh")
+    await env.set_desired(tids[0], "shutdown")
+    await env.task_in(tids[0], "shutdown")
+
+    await until(lambda: answered_everywhere({tids[1]}, 6), "the stopped container gone from the mesh")

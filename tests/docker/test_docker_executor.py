@@ -185,6 +185,40 @@ async def test_host_mode_port_is_reachable_on_loopback(executor: DockerExecutor,
         await ctl.shutdown()
 
 
+async def test_ingress_port_is_bound_where_the_engine_says_and_reported(executor: DockerExecutor,
+                                                                         task_image: str) -> None:
+    """An ingress-mode port is bound on a port the engine picks (the mesh owns the published one) and the
+    controller reports it as port_status (docs/networking.md); a new controller (agent restart) learns it too."""
+    task = make_task(task_image, command=["sh", "-c", "echo via-mesh > /www/index.html; "
+                                                      "exec httpd -f -p 8080 -h /www"], init=True,
+                     ports=[{"target_port": 8080, "published_port": 30999, "protocol": "tcp",
+                             "publish_mode": "ingress"}])
+    ctl = await started(executor, task)
+    try:
+        assert ctl.port_status is not None
+        [p] = ctl.port_status["ports"]
+        assert p["target_port"] == 8080 and p["publish_mode"] == "ingress" and p["published_port"] != 30999
+        body = ""
+        async with httpx.AsyncClient(timeout=2) as http:
+            for _ in range(50):
+                try:
+                    body = (await http.get(f"http://127.0.0.1:{p['published_port']}/")).text
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
+        assert body.strip() == "via-mesh"
+        again = executor.controller(task, node_id=task["node_id"], saved=ctl.saved())
+        waiting = asyncio.create_task(again.wait())
+        for _ in range(50):
+            if again.port_status is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert again.port_status == ctl.port_status
+        waiting.cancel()
+    finally:
+        await ctl.shutdown()
+
+
 async def test_a_new_controller_adopts_the_container_and_learns_its_exit(executor: DockerExecutor,
                                                                          task_image: str) -> None:
     task = make_task(task_image, command=["sh", "-c", "sleep 1; exit 5"])

@@ -9,6 +9,7 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -372,7 +373,8 @@ async def test_a_node_cannot_use_another_nodes_session(env: dict[str, Any]) -> N
         beat = await http.post(url + "/heartbeat")
         poll = await http.get(url + "/assignments", params={"after": 0, "wait": 0})
         report = await http.post(url + "/status", json={"updates": []})
-    for r in (beat, poll, report):
+        table = await http.get(url + "/endpoints", params={"version": "", "wait": 0})
+    for r in (beat, poll, report, table):
         assert r.status_code == 403 and "belongs to another node" in r.json()["message"], r.text
     async with transport.http_client(a.agent.creds) as http:  # its owner still may
         assert (await http.post(url + "/heartbeat")).status_code == 200
@@ -435,3 +437,67 @@ async def test_a_removed_node_is_refused(env: dict[str, Any]) -> None:
     # behind Guard, a certified registration of a removed node is refused (never re-created under a new id)
     with pytest.raises(PermissionDenied):
         await d.register(a.node_id, {"hostname": "x"}, None, certified=True)
+
+
+async def test_the_endpoint_table_follows_task_states_and_port_status(env: dict[str, Any]) -> None:
+    """A process task with a declared port gets a host port (PORT), reports it as its port_status, and the
+    node's endpoint table lists it as a backend while RUNNING, and not once it is stopped; the agent's mesh
+    then listens on the ingress port on the node's address and forwards to the task."""
+    store: LocalStore = env["store"]
+    a: RunningAgent = await env["start_agent"]()
+    # the node as a READY node with an address (registration wrote it), a service publishing an ingress port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        published = s.getsockname()[1]
+    svc = {"id": "svc", "spec": {"name": "web", "endpoint": {"mode": "vip"}, "task": {}},
+           "endpoint": {"ports": [{"protocol": "tcp", "target_port": 8080, "published_port": published,
+                                   "publish_mode": "ingress"}], "virtual_ips": []}}
+    await store.txn([t.create("service", svc)])
+    server = ("import http.server, os\n"
+              "class H(http.server.BaseHTTPRequestHandler):\n"
+              "    def do_GET(self):\n"
+              "        self.send_response(200); self.end_headers(); self.wfile.write(b'hello')\n"
+              "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n")
+    task = {"id": "t1", "service_id": "svc", "service_name": "web", "slot": 1, "node_id": a.node_id,
+            "desired_state": "running", "spec_version": 1, "runtime": "process",
+            "endpoint": {"ports": svc["endpoint"]["ports"]},
+            "spec": {"process": {"command": [sys.executable, "-c", server], "stop_grace_period": 1.0}},
+            "status": task_status("assigned", time.time(), "scheduled")}
+    await store.txn([t.create("task", task)])
+    running = await task_in(store, "t1", "running")
+    [ps] = running["status"]["port_status"]["ports"]
+    assert ps["target_port"] == 8080 and ps["published_port"] > 0
+
+    def backends() -> list[Any]:
+        table = env["d1"].dispatcher.node_endpoints(a.node_id)
+        return [b for svc in table["services"] for b in svc["backends"]]
+
+    [b] = await until(backends, "the task as a backend")
+    assert b["ports"] == {"8080/tcp": ps["published_port"]}
+    # the agent's mesh: a listener on the ingress port of the node's address, answering through the task
+    addr = b["node_addr"]
+
+    async def answer() -> bytes | None:
+        try:
+            r, w = await asyncio.open_connection(addr, published)
+            w.write(b"GET / HTTP/1.0\r\n\r\n")
+            data = await r.read()
+            w.close()
+        except OSError:
+            return None
+        return data if data.endswith(b"hello") else None
+    await until(answer, "the ingress port answering through the mesh")
+    # stopped: no longer a backend, and the listener is closed (connection refused)
+    await set_desired(store, "t1", "shutdown")
+    await until(lambda: not backends(), "the task gone from the table")
+
+    async def refused() -> bool:
+        try:
+            _, w = await asyncio.open_connection(addr, published)
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False  # reset while the listener closes: ask again
+        w.close()
+        return False
+    await until(refused, "the ingress port closed")

@@ -73,10 +73,12 @@ def test_full_spec_maps_every_field() -> None:
                               {"Type": "tmpfs", "Target": "/scratch", "ReadOnly": False}]
     assert host["ReadonlyRootfs"] is True and host["Init"] is True
     assert host["NanoCpus"] == 500_000_000 and host["Memory"] == 64 * 1024 * 1024
-    # Only host-mode ports are bound on the node; 0 lets the engine choose.
-    assert cfg["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
+    # Host-mode ports are bound as given (0 lets the engine choose); ingress ones on a port the engine picks
+    # (the mesh owns the published port 30443 and forwards to it).
+    assert cfg["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}, "443/tcp": {}}
     assert host["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}],
-                                    "53/udp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
+                                    "53/udp": [{"HostIp": "127.0.0.1", "HostPort": ""}],
+                                    "443/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
 
 
 def test_health_none_disables_and_empty_test_inherits() -> None:

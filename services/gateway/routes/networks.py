@@ -25,6 +25,7 @@ from services.gateway.core import (
     resolve,
 )
 from services.gateway.routes.nodes import find_node
+from shoal import endpoints
 from shoal.errors import AlreadyExists, Conflict, NotFound, VersionConflict
 from shoal.models.kinds import Kind
 from shoal.models.specs import NetworkSpec
@@ -74,9 +75,15 @@ async def list_networks(ctx: Ctx) -> dict[str, Any]:
     return {"revision": revision, "items": networks}
 
 
-@router.get("/{ref}", summary="Inspect a network (id, name or unique id prefix)")
+@router.get("/{ref}", summary="Inspect a network (id, name or unique id prefix), with each node's attachment "
+            "and the endpoints behind each service VIP and published port")
 async def get_network(ref: str, ctx: Ctx) -> Obj:
-    return await find_network(ctx.store, ref)
+    network = await find_network(ctx.store, ref)
+    _, services = await ctx.store.list(Kind.SERVICE)
+    _, tasks = await ctx.store.list(Kind.TASK)
+    _, nodes = await ctx.store.list(Kind.NODE)
+    view = endpoints.network_view(network, services, tasks, nodes)
+    return {**network, "node_attachments": view["nodes"], "endpoints": view["endpoints"]}
 
 
 @router.delete("/{ref}", summary="Remove a network (409 while services or tasks use it)")

@@ -1,0 +1,289 @@
+"""shoal's routing mesh (userspace path, agent/mesh.py) against a direct connection and against haproxy, in
+the same run, over the same backends.
+
+    python bench/mesh.py                 # 5 s per measurement, 32 concurrent clients, median of 3 rounds
+    python bench/mesh.py --quick         # 2 s per measurement, one round
+    python bench/mesh.py --seconds 10 --clients 64
+
+Every party is its own process on loopback:
+- backends: one process serving two HTTP backends (a fixed 2-byte answer, `Connection: close`) and two bulk
+  sinks (read and discard);
+- the mesh: `agent.mesh.Mesh` fed a table with both backends behind one ingress port (what each agent runs);
+- haproxy (Debian's package, `apt-get install haproxy`): `mode tcp`, `balance leastconn`, the same backends —
+  the same job as the mesh (layer-4, one backend per connection, fewest connections first);
+- the load generator: a separate process of asyncio clients.
+
+Measured for each path (direct to one backend, through the mesh, through haproxy):
+- short requests: C clients each opening a connection, sending `GET / HTTP/1.0`, reading the answer to EOF,
+  back to back for S seconds: requests/s and p50/p99 latency (one request = one connection, as a client of a
+  published port without keep-alive);
+- bulk: one connection writing 64 KiB chunks for S seconds: MB/s;
+- CPU: utime+stime of the proxy process over each window, per request and per MB.
+
+The load generator is Python and shares the machine's cores with everything else, so the direct figures are a
+ceiling of the generator, not of the kernel; compare ratios, which are measured in the same run. Issue 12's
+targets: a userspace path >= 0.3x haproxy's requests/s and bulk throughput."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+BACKENDS = r"""
+import asyncio, sys
+ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+async def http(r, w):
+    try:
+        await r.readuntil(b"\r\n\r\n")
+        w.write(ANSWER)
+        await w.drain()
+    except Exception:
+        pass
+    w.close()
+async def sink(r, w):
+    while await r.read(1 << 16):
+        pass
+    w.close()
+async def main():
+    ports = [int(p) for p in sys.argv[1:]]
+    servers = [await asyncio.start_server(http, "127.0.0.1", ports[0], backlog=1024),
+               await asyncio.start_server(http, "127.0.0.1", ports[1], backlog=1024),
+               await asyncio.start_server(sink, "127.0.0.1", ports[2]),
+               await asyncio.start_server(sink, "127.0.0.1", ports[3])]
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+MESH = r"""
+import asyncio, json, sys, tempfile
+from pathlib import Path
+from agent.mesh import Mesh
+async def main():
+    table = json.loads(sys.argv[1])
+    mesh = Mesh(Path(tempfile.mkdtemp()))
+    await mesh.apply(table)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def start(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "ready" not in line:
+        proc.kill()
+        raise SystemExit(f"bench: {argv[0]} did not start: {line!r}")
+    return proc
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"bench: nothing listens on {port}")
+
+
+def mesh_table(published: int, http_ports: list[int], bulk_published: int, bulk_ports: list[int]) -> dict[str, Any]:
+    def svc(sid: str, pub: int, ports: list[int]) -> dict[str, Any]:
+        return {"id": sid, "name": sid, "mode": "dnsrr", "networks": [], "vips": [],
+                "ports": [{"protocol": "tcp", "target_port": 80, "published_port": pub, "publish_mode": "ingress"}],
+                "backends": [{"task_id": f"{sid}{i}", "node_id": "n", "node_addr": "127.0.0.1", "addresses": {},
+                              "ports": {"80/tcp": p}} for i, p in enumerate(ports)], "backends_truncated": False}
+    return {"version": "bench", "node_addr": "127.0.0.1",
+            "services": [svc("http", published, http_ports), svc("bulk", bulk_published, bulk_ports)]}
+
+
+def haproxy_config(published: int, http_ports: list[int], bulk_published: int, bulk_ports: list[int]) -> str:
+    lines = ["global", "  maxconn 4000", "defaults", "  mode tcp", "  timeout connect 2s",
+             "  timeout client 30s", "  timeout server 30s", "  balance leastconn"]
+    for name, pub, ports in (("http", published, http_ports), ("bulk", bulk_published, bulk_ports)):
+        lines += [f"listen {name}", f"  bind 127.0.0.1:{pub}"]
+        lines += [f"  server {name}{i} 127.0.0.1:{p}" for i, p in enumerate(ports)]
+    return "\n".join(lines) + "\n"
+
+
+# ---- load generator (runs in a child process: `--generate`) ---------------------------------------------------
+async def requests(port: int, clients: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+
+    async def client() -> None:
+        nonlocal errors
+        while loop.time() < end:
+            t0 = loop.time()
+            try:
+                r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.write(b"GET / HTTP/1.0\r\nHost: bench\r\n\r\n")
+                data = await r.read()
+                w.close()
+                if not data.endswith(b"ok"):
+                    errors += 1
+                    continue
+            except OSError:
+                errors += 1
+                continue
+            latencies.append(loop.time() - t0)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+    return {"requests": len(latencies), "rps": len(latencies) / seconds, "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+            "errors": errors}
+
+
+async def bulk(port: int, seconds: float) -> dict[str, Any]:
+    _, w = await asyncio.open_connection("127.0.0.1", port)
+    chunk = b"x" * (1 << 16)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    sent = 0
+    while loop.time() < end:
+        w.write(chunk)
+        await w.drain()
+        sent += len(chunk)
+    w.close()
+    return {"mb_per_s": sent / seconds / 1e6}
+
+
+def generate(args: argparse.Namespace) -> None:
+    if args.mode == "requests":
+        out = asyncio.run(requests(args.port, args.clients, args.seconds))
+    else:
+        out = asyncio.run(bulk(args.port, args.seconds))
+    print(json.dumps(out))
+
+
+def measure(kind: str, port: int, proxy_pid: int | None, args: argparse.Namespace) -> dict[str, Any]:
+    cpu0 = cpu_seconds(proxy_pid) if proxy_pid else 0.0
+    out = subprocess.run([sys.executable, __file__, "--generate", kind, "--port", str(port), "--clients",
+                          str(args.clients), "--seconds", str(args.seconds)], capture_output=True, text=True,
+                         check=True)
+    result: dict[str, Any] = json.loads(out.stdout)
+    result["proxy_cpu_s"] = (cpu_seconds(proxy_pid) - cpu0) if proxy_pid else 0.0
+    return result
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the rounds."""
+    out: dict[str, Any] = {}
+    for key in rows[0]:
+        values = sorted(r[key] for r in rows)
+        out[key] = values[len(values) // 2]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--generate", choices=["requests", "bulk"])
+    p.add_argument("--port", type=int)
+    args = p.parse_args()
+    if args.generate:
+        args.mode = args.generate
+        generate(args)
+        return
+    if args.quick:
+        args.seconds, args.rounds = 2.0, 1
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not os.path.exists(haproxy):
+        raise SystemExit("bench: haproxy is not installed (apt-get install haproxy): the comparison needs it")
+    ports = free_ports(8)
+    http_ports, bulk_ports = ports[0:2], ports[2:4]
+    mesh_http, mesh_bulk, ha_http, ha_bulk = ports[4:8]
+    procs: list[subprocess.Popen[str]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="shoal-bench-mesh-"))
+    try:
+        procs.append(start([sys.executable, "-c", BACKENDS, *map(str, http_ports + bulk_ports)]))
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        mesh = start([sys.executable, "-c", MESH,
+                      json.dumps(mesh_table(mesh_http, http_ports, mesh_bulk, bulk_ports))], env)
+        procs.append(mesh)
+        cfg = tmp / "haproxy.cfg"
+        cfg.write_text(haproxy_config(ha_http, http_ports, ha_bulk, bulk_ports))
+        ha = subprocess.Popen([haproxy, "-f", str(cfg), "-db"], stdout=subprocess.DEVNULL)
+        procs.append(ha)  # type: ignore[arg-type]
+        for port in (mesh_http, mesh_bulk, ha_http, ha_bulk):
+            wait_port(port)
+        runs: dict[str, list[dict[str, Any]]] = {"direct": [], "mesh": [], "haproxy": []}
+        paths = (("direct", http_ports[0], bulk_ports[0], None), ("mesh", mesh_http, mesh_bulk, mesh.pid),
+                 ("haproxy", ha_http, ha_bulk, ha.pid))
+        for _ in range(args.rounds):  # rounds interleave the paths, so a burst of load elsewhere hits them all
+            for name, http_port, bulk_port, pid in paths:
+                req = measure("requests", http_port, pid, args)
+                blk = measure("bulk", bulk_port, pid, args)
+                runs[name].append({**req, "mb_per_s": blk["mb_per_s"], "req_cpu_s": req["proxy_cpu_s"],
+                                   "bulk_cpu_s": blk["proxy_cpu_s"]})
+        rows = {name: median_row(r) for name, r in runs.items()}
+        print(f"{args.clients} clients, {args.seconds:g} s per measurement, median of {args.rounds} interleaved "
+              f"rounds, cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
+        print(f"{'path':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'bulk MB/s':>10} "
+              f"{'CPU ms/1k req':>14} {'CPU ms/100MB':>13}")
+        for name, r in rows.items():
+            per_kreq = r["req_cpu_s"] / max(r["requests"], 1) * 1e6
+            per_100mb = r["bulk_cpu_s"] / max(r["mb_per_s"] * args.seconds, 1e-9) * 1e5
+            print(f"{name:<8} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7} "
+                  f"{r['mb_per_s']:>10.0f} {per_kreq:>14.1f} {per_100mb:>13.1f}")
+        m, h, d = rows["mesh"], rows["haproxy"], rows["direct"]
+        print(f"mesh / haproxy: req/s {m['rps'] / h['rps']:.2f}x, p99 {m['p99_ms'] / h['p99_ms']:.2f}x, "
+              f"bulk {m['mb_per_s'] / h['mb_per_s']:.2f}x   (target for a userspace path: >= 0.3x)")
+        print(f"mesh / direct:  req/s {m['rps'] / d['rps']:.2f}x, p99 {m['p99_ms'] / d['p99_ms']:.2f}x, "
+              f"bulk {m['mb_per_s'] / d['mb_per_s']:.2f}x")
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
