@@ -13,13 +13,13 @@ from collections.abc import Sequence
 
 import httpx
 
-from shoal.cli import commands
+from shoal.cli import client, commands
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoal", description="Drive a shoal cluster through its gateway.")
-    parser.add_argument("--url", default=commands.default_url(),
-                        help=f"gateway URL (env SHOAL_URL, default {commands.DEFAULT_URL})")
+    parser.add_argument("--url", default=client.default_url(),
+                        help=f"gateway URL (env SHOAL_URL, default {client.DEFAULT_URL})")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     commands.add_parsers(sub)
     try:
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None, *, http: httpx.Client | None = None)
     args.http = http
     try:
         return int(func(args) or 0)
-    except commands.CliError as e:
+    except client.CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shoal.cli import build_parser, commands, main
-from shoal.cli.commands import CliError
+from shoal.cli import build_parser, main, service_spec
+from shoal.cli.client import CliError
 from shoal.cli.payloads import parse_ref
 from shoal.models.specs import ServiceSpec
 
@@ -28,13 +28,13 @@ def test_reference_forms() -> None:
     args = build_parser().parse_args(["service", "create", "--name", "w", "--secret", "pw", "--secret",
                                       "source=pw,target=other,mode=0440", "--config", "source=c,target=/etc/c",
                                       "--", "sleep", "1"])
-    spec = commands.build_spec(args)
+    spec = service_spec.build_spec(args)
     assert spec["task"]["secrets"] == [{"source": "pw"}, {"source": "pw", "target": "other", "mode": 0o440}]
     assert spec["task"]["configs"] == [{"source": "c", "target": "/etc/c"}]
     ServiceSpec.model_validate(spec)
     upd = build_parser().parse_args(["service", "update", "--secret-rm", "pw", "--secret-add", "new",
                                      "--config-rm", "c", "w"])
-    after = commands.apply_update(spec, upd)
+    after = service_spec.apply_update(spec, upd)
     assert after["task"]["secrets"] == [{"source": "new"}] and after["task"]["configs"] == []
 
 
