@@ -7,12 +7,12 @@ Every command is `cmd_*(args) -> int`; errors are raised as `client.CliError` an
 
 from __future__ import annotations
 
-from shoal.cli import cluster, networks, nodes, payloads, services, swarm
+from shoal.cli import cluster, events, networks, nodes, payloads, services, swarm
 from shoal.cli.flags import SubParsers, help_of, url_parent
 
 
 def add_parsers(sub: SubParsers) -> None:
-    """`service`, `node`, `network`, `cluster`, `swarm`, `secret` and `config` under the top-level
+    """`service`, `node`, `network`, `cluster`, `swarm`, `secret`, `config` and `events` under the top-level
     subcommands."""
     parent = url_parent()
     services.add_parsers(sub, parent)
@@ -21,6 +21,7 @@ def add_parsers(sub: SubParsers) -> None:
     cluster.add_parsers(sub, parent)
     swarm.add_parsers(sub, parent)
     payloads.add_parsers(sub, parent, help_of)
+    events.add_parsers(sub, parent)
 
 
 __all__ = ["add_parsers"]
