@@ -24,7 +24,8 @@ from shoal.cli.client import (
     read_modify_write,
 )
 from shoal.cli.flags import Spec, SubParsers, add_ls, add_on_refs, help_of
-from shoal.cli.output import create, for_each, inspect, list_objects, remove
+from shoal.cli.follow import add_follow_flags, follow_service
+from shoal.cli.output import for_each, inspect, list_objects, remove
 from shoal.cli.service_spec import NetworkResolver, add_shared_flags, apply_update, build_spec, parse_scale
 
 
@@ -54,7 +55,16 @@ def _set_replicas(n: int, ref: str) -> Callable[[Spec], Spec]:
 
 
 def cmd_service_create(a: argparse.Namespace) -> int:
-    return create(a, "/v1/services", build_spec(a))
+    """Create, print the id, then follow the service until it has converged (unless `--detach`)."""
+    spec = build_spec(a)
+    gw = gateway_of(a)
+    try:
+        created = gw.request("POST", "/v1/services", body=spec)
+        print(created["id"], flush=True)
+        follow_service(gw, a, created["id"])
+    finally:
+        gw.close()
+    return 0
 
 
 def cmd_service_ls(a: argparse.Namespace) -> int:
@@ -136,12 +146,16 @@ def cmd_service_scale(a: argparse.Namespace) -> int:
     replicas = dict(parse_scale(a.specs))
     gw = gateway_of(a)
 
+    scaled: list[str] = []
+
     def scale(ref: str) -> None:
         modify_service(gw, ref, _set_replicas(replicas[ref], ref))
-        print(f"{ref} scaled to {replicas[ref]}")
+        print(f"{ref} scaled to {replicas[ref]}", flush=True)
+        scaled.append(ref)
 
     try:
-        return for_each(list(replicas), scale)
+        status = for_each(list(replicas), scale)
+        return for_each(scaled, lambda ref: follow_service(gw, a, ref)) or status
     finally:
         gw.close()
 
@@ -163,9 +177,10 @@ def cmd_service_update(a: argparse.Namespace) -> int:
     try:
         resolver = _network_resolver(gw)
         modify_service(gw, a.service, lambda spec: apply_update(spec, a, resolver))
+        print(a.service, flush=True)
+        follow_service(gw, a, a.service)
     finally:
         gw.close()
-    print(a.service)
     return 0
 
 
@@ -173,9 +188,10 @@ def cmd_service_rollback(a: argparse.Namespace) -> int:
     gw = gateway_of(a)
     try:
         gw.request("POST", f"/v1/services/{a.service}/rollback")
+        print(a.service, flush=True)
+        follow_service(gw, a, a.service, rollback=True)
     finally:
         gw.close()
-    print(a.service)
     return 0
 
 
@@ -208,6 +224,7 @@ def add_service_create(ssub: argparse._SubParsersAction, parent: argparse.Argume
     payloads.add_service_flags(c, update=False)
     add_shared_flags(c)
     c.add_argument("command", nargs="*", metavar="COMMAND", help="command and arguments, after `--`")
+    add_follow_flags(c)
     c.set_defaults(func=cmd_service_create)
 
 
@@ -237,6 +254,7 @@ def add_service_update(ssub: argparse._SubParsersAction, parent: argparse.Argume
     payloads.add_service_flags(u, update=True)
     add_shared_flags(u)
     u.add_argument("service", metavar="SERVICE")
+    add_follow_flags(u)
     u.set_defaults(func=cmd_service_update)
 
 
@@ -269,10 +287,12 @@ def add_parsers(sub: SubParsers, parent: argparse.ArgumentParser) -> None:
     scale = ssub.add_parser("scale", parents=[parent],
                             help="set the replicas of replicated services (total completions of jobs)")
     scale.add_argument("specs", nargs="+", metavar="SERVICE=REPLICAS")
+    add_follow_flags(scale)
     scale.set_defaults(func=cmd_service_scale)
 
     rollback = ssub.add_parser("rollback", parents=[parent], help="revert a service to its previous spec")
     rollback.add_argument("service", metavar="SERVICE")
+    add_follow_flags(rollback)
     rollback.set_defaults(func=cmd_service_rollback)
 
     add_on_refs(ssub, parent, "rm", "SERVICE", "remove services", cmd_service_rm, aliases=("remove",))

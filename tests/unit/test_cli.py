@@ -225,7 +225,7 @@ def test_scale_retries_on_409(capsys: pytest.CaptureFixture[str]) -> None:
         assert body["spec"]["mode"]["replicated"]["replicas"] == 5
         return httpx.Response(200, json={**SVC, "spec": body["spec"]})
 
-    assert main(["service", "scale", "web=5"], http=mock(handler)) == 0
+    assert main(["service", "scale", "--detach", "web=5"], http=mock(handler)) == 0
     assert seen == [("GET", "/v1/services/web"), ("PUT", 7), ("GET", "/v1/services/web"), ("PUT", 9)]
     assert capsys.readouterr().out == "web scaled to 5\n"
 
@@ -239,7 +239,7 @@ def test_scale_gives_up_after_repeated_conflicts(capsys: pytest.CaptureFixture[s
         puts.append(1)
         return httpx.Response(409, json={"message": "service 'web' is at version 8, not 7"})
 
-    assert main(["service", "scale", "web=5"], http=mock(handler)) == 1
+    assert main(["service", "scale", "--detach", "web=5"], http=mock(handler)) == 1
     assert len(puts) == client.SCALE_ATTEMPTS
     assert "error: service 'web' is at version 8, not 7" in capsys.readouterr().err
 
@@ -253,7 +253,7 @@ def test_scale_does_not_retry_other_errors(capsys: pytest.CaptureFixture[str]) -
             return httpx.Response(200, json=SVC)
         return httpx.Response(400, json={"message": "invalid request: spec.mode.replicated.replicas: too many"})
 
-    assert main(["service", "scale", "web=5"], http=mock(handler)) == 1
+    assert main(["service", "scale", "--detach", "web=5"], http=mock(handler)) == 1
     assert calls == ["GET", "PUT"]
     assert "spec.mode.replicated.replicas" in capsys.readouterr().err
 
@@ -262,7 +262,7 @@ def test_bad_scale_specifier_changes_nothing(capsys: pytest.CaptureFixture[str])
     def handler(request: httpx.Request) -> httpx.Response:
         raise AssertionError("no request expected")
 
-    assert main(["service", "scale", "web=5", "api"], http=mock(handler)) == 1
+    assert main(["service", "scale", "--detach", "web=5", "api"], http=mock(handler)) == 1
     assert "invalid scale specifier 'api'" in capsys.readouterr().err
 
 
@@ -309,13 +309,13 @@ def test_round_trip_through_the_gateway_app(capsys: pytest.CaptureFixture[str]) 
     app = create_app(GatewaySettings(store_members=["http://m1"]), store=store,
                      http=httpx.AsyncClient(transport=httpx.MockTransport(members)))
     with TestClient(app) as gw:
-        assert main(["service", "create", "--name", "web", "--replicas", "2", "--reserve-memory", "64M", "--",
+        assert main(["service", "create", "-d", "--name", "web", "--replicas", "2", "--reserve-memory", "64M", "--",
                      "sleep", "300"], http=gw) == 0
         sid = capsys.readouterr().out.strip()
         assert store.mem.get("service", sid)["spec"]["task"]["resources"]["reservations"]["memory_bytes"] == 64 << 20
-        assert main(["service", "create", "--name", "WEB", "--", "x"], http=gw) == 1
+        assert main(["service", "create", "--detach", "--name", "WEB", "--", "x"], http=gw) == 1
         assert capsys.readouterr().err == "error: service 'WEB' already exists\n"
-        assert main(["service", "scale", "web=4"], http=gw) == 0
+        assert main(["service", "scale", "--detach", "web=4"], http=gw) == 0
         assert main(["service", "ls"], http=gw) == 0
         out = capsys.readouterr().out.splitlines()
         assert out[0] == "web scaled to 4"
@@ -509,7 +509,7 @@ def test_service_update_retries_stale_versions_only(capsys: pytest.CaptureFixtur
         return httpx.Response(409, json={"message": "port 80/tcp is already in use by service 'api'",
                                          "code": "port_in_use"})
 
-    assert main(["service", "update", "--force", "web"], http=mock(handler)) == 1
+    assert main(["service", "update", "--detach", "--force", "web"], http=mock(handler)) == 1
     assert puts == [7, 8]
     assert "error: port 80/tcp is already in use by service 'api'" in capsys.readouterr().err
 
@@ -521,7 +521,7 @@ def test_service_rollback_posts(capsys: pytest.CaptureFixture[str]) -> None:
         seen.append((request.method, request.url.path))
         return httpx.Response(200, json=SVC)
 
-    assert main(["service", "rollback", "web"], http=mock(handler)) == 0
+    assert main(["service", "rollback", "--detach", "web"], http=mock(handler)) == 0
     assert seen == [("POST", "/v1/services/web/rollback")]
     assert capsys.readouterr().out == "web\n"
 
@@ -626,15 +626,15 @@ def test_issue4_round_trip_through_the_gateway_app(capsys: pytest.CaptureFixture
         net_id = capsys.readouterr().out.strip()
         assert main(["network", "create", "front"], http=gw) == 0
         capsys.readouterr()
-        assert main(["service", "create", "--name", "web", "--network", "back", "--publish", "8080:80",
+        assert main(["service", "create", "--detach", "--name", "web", "--network", "back", "--publish", "8080:80",
                      "--update-order", "start-first", "--", "sleep", "300"], http=gw) == 0
         sid = capsys.readouterr().out.strip()
         stored = store.mem.get("service", sid)
         assert stored["spec"]["task"]["networks"] == [{"target": net_id, "aliases": []}]
         assert stored["spec"]["update_config"]["order"] == "start-first"
-        assert main(["service", "create", "--name", "api", "-p", "8080:81", "--", "x"], http=gw) == 1
+        assert main(["service", "create", "--detach", "--name", "api", "-p", "8080:81", "--", "x"], http=gw) == 1
         assert "port 8080/tcp is already in use by service 'web'" in capsys.readouterr().err
-        assert main(["service", "update", "--network-rm", "back", "--network-add", "front", "--force",
+        assert main(["service", "update", "--detach", "--network-rm", "back", "--network-add", "front", "--force",
                      "--replicas", "3", "web"], http=gw) == 0
         capsys.readouterr()
         stored = store.mem.get("service", sid)
@@ -643,11 +643,11 @@ def test_issue4_round_trip_through_the_gateway_app(capsys: pytest.CaptureFixture
         assert front is not None and [n["target"] for n in stored["spec"]["task"]["networks"]] == [front["id"]]
         assert main(["network", "rm", "front"], http=gw) == 1
         assert "network 'front' is in use by service 'web'" in capsys.readouterr().err
-        assert main(["service", "rollback", "web"], http=gw) == 0
+        assert main(["service", "rollback", "--detach", "web"], http=gw) == 0
         stored = store.mem.get("service", sid)
         assert stored["spec"]["mode"]["replicated"]["replicas"] == 1
         assert stored["update_status"]["state"] == "rollback_started"
-        assert main(["service", "create", "--name", "batch", "--mode", "replicated-job", "--replicas", "5",
+        assert main(["service", "create", "--detach", "--name", "batch", "--mode", "replicated-job", "--replicas", "5",
                      "--max-concurrent", "2", "--", "true"], http=gw) == 0
         capsys.readouterr()
         assert main(["service", "ls"], http=gw) == 0

@@ -37,8 +37,8 @@ def gw(store: LocalStore) -> Iterator[TestClient]:
 
 
 def changes(gw: TestClient) -> None:
-    assert main(["service", "create", "--name", "web", "--", "sleep", "300"], http=gw) == 0
-    assert main(["service", "scale", "web=3"], http=gw) == 0
+    assert main(["service", "create", "--detach", "--name", "web", "--", "sleep", "300"], http=gw) == 0
+    assert main(["service", "scale", "--detach", "web=3"], http=gw) == 0
     assert main(["service", "rm", "web"], http=gw) == 0
 
 
@@ -67,7 +67,7 @@ def test_events_prints_the_changes_in_order_like_docker(gw: TestClient, store: L
 def test_a_compacted_since_warns_and_goes_on_from_the_oldest_retained(gw: TestClient, store: LocalStore,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     for i in range(6):
-        assert main(["service", "create", "--name", f"s{i}", "--", "true"], http=gw) == 0
+        assert main(["service", "create", "--detach", "--name", f"s{i}", "--", "true"], http=gw) == 0
     capsys.readouterr()
     assert main(["events", "--since", "0", "--until", str(store.mem.revision)], http=gw) == 0
     out, err = capsys.readouterr()

@@ -66,14 +66,14 @@ def test_secret_and_config_commands_round_trip(capsys: pytest.CaptureFixture[str
         assert main(["secret", "inspect", "pw"], http=gw) == 0
         shown = json.loads(capsys.readouterr().out)
         assert "data" not in repr(shown) and base64.b64encode(b"hunter2").decode() not in repr(shown)
-        assert main(["service", "create", "--name", "web", "--secret", "source=pw,mode=0400", "--config",
+        assert main(["service", "create", "--detach", "--name", "web", "--secret", "source=pw,mode=0400", "--config",
                      "app.conf", "--", "sleep", "30"], http=gw) == 0
         capsys.readouterr()
         assert main(["secret", "rm", "pw"], http=gw) == 1
         assert "in use by service 'web'" in capsys.readouterr().err
-        assert main(["service", "update", "--secret-rm", "pw", "--config-rm", "app.conf", "web"], http=gw) == 0
+        assert main(["service", "update", "-d", "--secret-rm", "pw", "--config-rm", "app.conf", "web"], http=gw) == 0
         capsys.readouterr()
         assert main(["secret", "rm", "pw"], http=gw) == 0 and main(["config", "rm", "app.conf"], http=gw) == 0
         assert store.mem.count("secret") == store.mem.count("config") == 0
-        assert main(["service", "update", "--secret-add", "nope", "web"], http=gw) == 1
+        assert main(["service", "update", "--detach", "--secret-add", "nope", "web"], http=gw) == 1
         assert "secret 'nope' not found" in capsys.readouterr().err
