@@ -156,8 +156,8 @@ class Tracker:
         for tid, t in waiting.items():
             since = self._waiting_since.setdefault(tid, now)
             if now - since >= self.pending_bound:
-                return (f"task {task_label(t)} is still {_state(t)} after {now - since:.0f}s: "
-                        f"{(t.get('status') or {}).get('err')}")
+                return (f"task {task_label(t)} is still {_state(t)} after {now - since:.0f}s (the bound is "
+                        f"{self.pending_bound:g}s): {(t.get('status') or {}).get('err')}")
         return None
 
     def _new_failures(self, service: Obj, own: list[Obj]) -> list[Obj]:
