@@ -1,13 +1,19 @@
 """`shoal service create|update|scale|rollback` follow the change on a real `shoal up` cluster (process
 runtime), as a script runs them (stdout not a terminal: plain lines): a service that converges exits 0 saying so;
 an impossible constraint exits 1 within `--pending-timeout` with the scheduler's reason; an update whose new
-tasks fail, with failure action pause, exits 1 naming the task error; `--detach` returns at once."""
+tasks fail, with failure action pause, exits 1 naming the task error; `--detach` returns at once; on a
+terminal (a pty) the progress is the live table."""
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +80,31 @@ def test_a_failing_update_with_failure_action_pause_names_the_task_error(cluster
     assert "error: guard: update paused: update paused due to failure or early termination of task" in done.stderr
     assert "task: non-zero exit (3)" in done.stderr, done.stderr
     cluster.cli("service", "rm", "guard")
+
+
+def test_on_a_terminal_the_progress_is_a_live_table(cluster: Cluster) -> None:
+    exe = Path(sys.executable).parent / "shoal"
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "shoal.cli"]
+    env = {**os.environ, "SHOAL_URL": cluster.layout.gateway_url, "SHOAL_CERT_PATH": str(cluster.layout.client_dir),
+           "TERM": "xterm", "COLUMNS": "120"}
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*argv, "service", "create", "--name", "tty", "--replicas", "2", "--", "sleep", "300"],
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed: the command exited
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=30) == 0, out
+    text = out.decode(errors="replace")
+    assert "\x1b[" in text, "a terminal gets the live (redrawn, coloured) view"
+    assert "TASK" in text and "STATE" in text and "tty: 2/2 running" in text, text
+    assert "verify: service tty converged" in text
+    cluster.cli("service", "rm", "tty")
