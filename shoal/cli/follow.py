@@ -12,11 +12,13 @@ from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
 from shoal.cli import table
-from shoal.cli.client import CliError, Gateway
+from shoal.cli.client import ApiError, CliError, Gateway
 from shoal.cli.progress import Slot, Tracker, Verdict
 from shoal.models.duration import parse_duration
 
 POLL_INTERVAL = 0.5
+#: how long the gateway may be unavailable (503: no store leader during an election...) while following
+UNAVAILABLE_FOR = 30.0
 DEFAULT_PENDING_TIMEOUT = 30.0
 
 
@@ -100,12 +102,23 @@ def follow(gw: Gateway, ref: str, tracker: Tracker, renderer: Renderer, *, out: 
            sleep: Callable[[float], None] = time.sleep) -> None:
     """Poll the service and its tasks until the tracker's verdict is final; CliError when it failed."""
     nodes: dict[str, str] = {}
+    unavailable_since: float | None = None
     try:
         while True:
-            service: dict[str, Any] = gw.get(f"/v1/services/{ref}")
-            tasks = gw.items("/v1/tasks", service=service["id"])
-            if any(t.get("node_id") and t["node_id"] not in nodes for t in tasks):
-                nodes = {n["id"]: table.hostname(n) or table.short_id(n["id"]) for n in gw.items("/v1/nodes")}
+            try:
+                service: dict[str, Any] = gw.get(f"/v1/services/{ref}")
+                tasks = gw.items("/v1/tasks", service=service["id"])
+                if any(t.get("node_id") and t["node_id"] not in nodes for t in tasks):
+                    nodes = {n["id"]: table.hostname(n) or table.short_id(n["id"]) for n in gw.items("/v1/nodes")}
+            except ApiError as e:
+                if e.status != 503:
+                    raise
+                unavailable_since = unavailable_since if unavailable_since is not None else now()
+                if now() - unavailable_since > UNAVAILABLE_FOR:
+                    raise
+                sleep(interval)
+                continue
+            unavailable_since = None
             slots, verdict = tracker.observe(service, tasks, now())
             renderer.show(str(service["spec"]["name"]), slots, verdict, nodes)
             if verdict.done:

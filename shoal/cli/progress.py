@@ -96,12 +96,14 @@ class Tracker:
     failure_limit: int = 3
     rollback: bool = False
     _history: set[str] | None = None
+    _started: float | None = None
     _waiting_since: dict[str, float] = field(default_factory=dict)
 
     def observe(self, service: Obj, tasks: Sequence[Obj], now: float) -> tuple[list[Slot], Verdict]:
         own = [t for t in tasks if t.get("service_id") == service["id"]]
         if self._history is None:
             self._history = {t["id"] for t in own if _state(t) in TERMINAL_STATES}
+            self._started = now
         slots = self._slots(service, own)
         return slots, self._verdict(service, own, now)
 
@@ -143,7 +145,9 @@ class Tracker:
         summary = f"{len(good)}/{desired} running" + (f" ({ustate.replace('_', ' ')})" if active else "")
         converged = not active and len(good) == len(meant) == desired
         if mode_of(service) == "global" and desired == 0:
-            converged = False  # its tasks are not made yet (or no node is eligible: then pending says why)
+            # its tasks are not made yet — or no node is eligible (Docker's "0 out of 0"), once it has had time
+            converged = now - (self._started if self._started is not None else now) >= self.pending_bound
+            summary += " (no eligible node)" if converged else ""
         return Verdict(converged, True, summary)
 
     def _stuck_pending(self, own: list[Obj], now: float) -> str | None:

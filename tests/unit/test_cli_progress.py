@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import pytest
+
 from shoal.cli.follow import PlainRenderer
 from shoal.cli.progress import Tracker
 
@@ -111,3 +113,42 @@ def test_plain_output_prints_a_line_per_change() -> None:
         r.show("web", slots, v, {"n1": "host-1"})
     assert out.getvalue().splitlines() == ["  web.1: pending on host-1: pending", "web: 0/1 running",
                                            "  web.1: running on host-1: running", "web: 1/1 running"]
+
+
+def test_a_global_service_without_tasks_is_done_once_it_had_time_to_get_some() -> None:
+    svc = service(mode="global")
+    svc["status"]["desired"] = 0
+    tr = Tracker(pending_bound=5)
+    assert not tr.observe(svc, [], 100)[1].done
+    _, v = tr.observe(svc, [], 105)
+    assert (v.done, v.ok, v.summary) == (True, True, "0/0 running (no eligible node)")
+
+
+def test_following_rides_out_an_unavailable_gateway_but_not_for_ever() -> None:
+    import httpx
+
+    from shoal.cli.client import CliError, Gateway
+    from shoal.cli.follow import NoRenderer, follow
+
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            return httpx.Response(503, json={"message": "no raft leader", "code": "unavailable"})
+        if request.url.path == "/v1/services/web":
+            return httpx.Response(200, json={**service(1), "status": {"desired": 1, "running": 1, "completed": 0}})
+        return httpx.Response(200, json={"items": [task("a", 1, "running")] if "tasks" in request.url.path
+                                         else [{"id": "n1", "description": {"hostname": "host-1"}}]})
+
+    gw = Gateway("http://gw", httpx.Client(transport=httpx.MockTransport(handler), base_url="http://gw"))
+    out = io.StringIO()
+    follow(gw, "web", Tracker(), NoRenderer(), out=out, sleep=lambda _: None)
+    assert out.getvalue() == "verify: service web converged\n"
+
+    clock = iter(range(0, 1000, 10))
+    always = Gateway("http://gw", httpx.Client(transport=httpx.MockTransport(
+        lambda r: httpx.Response(503, json={"message": "no raft leader", "code": "unavailable"})),
+        base_url="http://gw"))
+    with pytest.raises(CliError, match="no raft leader"):
+        follow(always, "web", Tracker(), NoRenderer(), out=out, sleep=lambda _: None, now=lambda: float(next(clock)))
