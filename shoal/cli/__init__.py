@@ -2,7 +2,7 @@
 
 Commands register themselves through `add_parsers(subparsers)` and `set_defaults(func=cmd)` where
 `cmd(args) -> int`: the user commands live in one module per resource (services, nodes, networks, cluster,
-payloads, swarm, events), assembled by `shoal.cli.commands`; `shoal up` / `shoal down` in `shoal.cli.up` (loaded
+payloads, swarm, events, ui), assembled by `shoal.cli.commands`; `shoal up` / `shoal down` in `shoal.cli.up` (loaded
 when present). `--url` / SHOAL_URL selects the gateway."""
 
 from __future__ import annotations
