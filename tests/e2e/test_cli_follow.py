@@ -2,10 +2,11 @@
 runtime), as a script runs them (stdout not a terminal: plain lines): a service that converges exits 0 saying so;
 an impossible constraint exits 1 within `--pending-timeout` with the scheduler's reason; an update whose new
 tasks fail, with failure action pause, exits 1 naming the task error; `--detach` returns at once; on a
-terminal (a pty) the progress is the live table."""
+terminal (a pty) the progress is the live table. `shoal events` shows who made the changes."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -38,6 +39,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def test_create_and_scale_follow_until_converged(cluster: Cluster) -> None:
+    start = cluster.http.get("/v1/services").json()["revision"]
     done = cluster.cli("service", "create", "--name", "web", "--replicas", "2", "--restart-delay", "1s",
                        "--stop-grace-period", "1s", "--", "sleep", "300", timeout=90)
     lines = done.stdout.splitlines()
@@ -50,6 +52,20 @@ def test_create_and_scale_follow_until_converged(cluster: Cluster) -> None:
     scaled = cluster.cli("service", "scale", "web=3", timeout=90)
     assert scaled.stdout.splitlines()[0] == "web scaled to 3"
     assert "web: 3/3 running" in scaled.stdout and scaled.stdout.endswith("verify: service web converged\n")
+
+    # `shoal events`: the two changes, made through the gateway (its certificate: the actor), tasks by the
+    # orchestrator, their states reported through the dispatcher
+    until = cluster.http.get("/v1/services").json()["revision"]
+    ev = cluster.cli("events", "--since", str(start), "--until", str(until), "--filter", "type=service")
+    seen = [(line.split(" ")[2], re.search(r"\(name=web, actor=(\w+)@\S+, rev=\d+\)$", line))
+            for line in ev.stdout.splitlines()]
+    assert all(m for _, m in seen), ev.stdout
+    by = [(action, m.group(1)) for action, m in seen if m]
+    assert by[0] == ("create", "gateway") and ("update", "gateway") in by, by  # the create and the scale
+    assert {who for _, who in by} <= {"gateway", "allocator", "orchestrator"}, by  # endpoint, update status
+    tasks = cluster.cli("events", "--since", str(start), "--until", str(until), "--filter", "type=task", "--json")
+    actors = {json.loads(line)["actor"].split("@")[0] for line in tasks.stdout.splitlines()}
+    assert {"orchestrator", "dispatcher"} <= actors, actors
 
     started = time.monotonic()
     detached = cluster.cli("service", "scale", "--detach", "web=1")
