@@ -34,6 +34,9 @@ PAYLOAD_READERS = frozenset({"gateway", "dispatcher"})
 PAYLOAD_WRITERS = frozenset({"gateway"})
 ON_BEHALF_HEADER = "x-shoal-on-behalf-of"
 ON_BEHALF_HEADER_RAW = ON_BEHALF_HEADER.encode()
+#: the node id of the original caller of a forwarded write (its actor, recorded with the transaction)
+ON_BEHALF_NODE_HEADER = "x-shoal-on-behalf-of-node"
+ON_BEHALF_NODE_HEADER_RAW = ON_BEHALF_NODE_HEADER.encode()
 
 
 def _parts(path: str) -> list[str]:
@@ -75,6 +78,17 @@ def caller_component(ident: Identity | None, on_behalf_of: str | None) -> str:
     if on_behalf_of is not None and ident.role == pki.MANAGER and ident.component == "raftstore":
         return on_behalf_of
     return ident.component
+
+
+def caller_actor(ident: Identity | None, on_behalf_of: str | None, on_behalf_node: str | None) -> str | None:
+    """Who wrote a transaction, recorded with it (`"<component>@<node id>"`, the store's events): the caller's
+    certificate, or — from a raftstore member forwarding a write — the original caller as that member names it
+    (believed from raftstore members only, like `caller_component`). None without an identity (in-process)."""
+    if ident is None:
+        return None
+    if on_behalf_of is not None and ident.role == pki.MANAGER and ident.component == "raftstore":
+        return f"{on_behalf_of}@{on_behalf_node or 'unknown'}"
+    return f"{ident.component}@{ident.node_id}"
 
 
 def scope_component(scope: Any) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from services.raftstore.access import ON_BEHALF_HEADER_RAW
+from services.raftstore.access import ON_BEHALF_HEADER_RAW, ON_BEHALF_NODE_HEADER_RAW
 from services.raftstore.hints import HintPublisher
 from services.raftstore.member import Member
 from services.raftstore.routes import members, reads, writes
@@ -37,7 +37,8 @@ from shoal.transport import Credentials, scope_identity
 
 log = logging.getLogger(__name__)
 
-WriteHandler = Callable[[bytes, "Identity | None", "str | None", "str | None"], Awaitable[tuple[int, bytes]]]
+WriteHandler = Callable[[bytes, "Identity | None", "str | None", "str | None", "str | None"],
+                        Awaitable[tuple[int, bytes]]]
 
 
 class RaftstoreApp(FastAPI):
@@ -64,14 +65,17 @@ class RaftstoreApp(FastAPI):
             if not message.get("more_body", False):
                 break
         start = time.perf_counter()
-        forwarded_by = on_behalf_of = None
+        forwarded_by = on_behalf_of = on_behalf_node = None
         for k, v in scope["headers"]:
             if k == FORWARDED_HEADER_RAW:
                 forwarded_by = v.decode()
             elif k == ON_BEHALF_HEADER_RAW:
                 on_behalf_of = v.decode()
+            elif k == ON_BEHALF_NODE_HEADER_RAW:
+                on_behalf_node = v.decode()
         try:
-            status, body = await handler(b"".join(chunks), scope_identity(scope), forwarded_by, on_behalf_of)
+            status, body = await handler(b"".join(chunks), scope_identity(scope), forwarded_by, on_behalf_of,
+                                         on_behalf_node)
         except ShoalError as e:
             status, body = e.status, json.dumps(e.to_json(), separators=(",", ":")).encode()
         except Exception as e:  # the same answer the framework's error middleware would give, logged
@@ -132,8 +136,8 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
     app.include_router(ops_router(metrics, driver.ready, lambda: {"id": member.me.id, "role": driver.role.label}))
 
     async def write(raw: bytes, ident: Identity | None, forwarded_by: str | None,
-                    on_behalf_of: str | None) -> tuple[int, bytes]:
-        return await writes.write(ctx, raw, ident, forwarded_by, on_behalf_of)
+                    on_behalf_of: str | None, on_behalf_node: str | None) -> tuple[int, bytes]:
+        return await writes.write(ctx, raw, ident, forwarded_by, on_behalf_of, on_behalf_node)
 
     app.write_handler = write
     app.include_router(reads.router(ctx))

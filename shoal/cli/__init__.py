@@ -1,8 +1,9 @@
 """The `shoal` command line: `main(argv) -> int` builds the argparse tree and runs the chosen command.
 
 Commands register themselves through `add_parsers(subparsers)` and `set_defaults(func=cmd)` where
-`cmd(args) -> int`: the user commands (service, node, cluster) live in `shoal.cli.commands`; `shoal up` /
-`shoal down` in `shoal.cli.up` (loaded when present). `--url` / SHOAL_URL selects the gateway."""
+`cmd(args) -> int`: the user commands live in one module per resource (services, nodes, networks, cluster,
+payloads, swarm, events, ui), assembled by `shoal.cli.commands`; `shoal up` / `shoal down` in `shoal.cli.up` (loaded
+when present). `--url` / SHOAL_URL selects the gateway."""
 
 from __future__ import annotations
 
@@ -13,18 +14,15 @@ from collections.abc import Sequence
 
 import httpx
 
-from shoal.cli import commands
+from shoal.cli import client, commands
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoal", description="Drive a shoal cluster through its gateway.")
-    parser.add_argument("--url", default=commands.default_url(),
-                        help=f"gateway URL (env SHOAL_URL, default {commands.DEFAULT_URL})")
+    parser.add_argument("--url", default=client.default_url(),
+                        help=f"gateway URL (env SHOAL_URL, default {client.DEFAULT_URL})")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     commands.add_parsers(sub)
-    from shoal.cli import ui
-
-    ui.add_parsers(sub, commands._url_parent())
     try:
         from shoal.cli import up
     except ImportError:  # `shoal up` / `shoal down` ship separately; the rest works without them
@@ -49,7 +47,7 @@ def main(argv: Sequence[str] | None = None, *, http: httpx.Client | None = None)
     args.http = http
     try:
         return int(func(args) or 0)
-    except commands.CliError as e:
+    except client.CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

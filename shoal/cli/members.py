@@ -7,7 +7,8 @@ import argparse
 from typing import Any
 
 from shoal.cli import table
-from shoal.cli.commands import Gateway, _print_json
+from shoal.cli.client import Gateway
+from shoal.cli.output import print_json
 
 MEMBER_HEADERS = ("id", "role", "leader", "api url", "peer address", "match index")
 #: adding a member waits for it to catch up and be promoted
@@ -40,7 +41,7 @@ def cmd_member_ls(a: argparse.Namespace) -> int:
     finally:
         gw.close()
     if a.json:
-        _print_json(view)
+        print_json(view)
     else:
         _print_view(view)
     return 0

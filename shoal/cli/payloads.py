@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from shoal.cli import table
-from shoal.cli.commands import CliError, Spec, _create, _inspect, _list, _remove, parse_pairs
+from shoal.cli import output, table
+from shoal.cli.client import CliError
+from shoal.cli.flags import Spec, parse_pairs
 
 REF_KEYS = ("source", "target", "uid", "gid", "mode")
 HEADERS = ("ID", "NAME", "CREATED", "UPDATED")
@@ -115,18 +116,18 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         def cmd_create(a: argparse.Namespace, path: str = path) -> int:
             spec = {"name": a.name, "labels": parse_pairs(a.label, "--label"),
                     "data": base64.b64encode(read_data(a.file)).decode()}
-            return _create(a, path, spec)
+            return output.create(a, path, spec)
 
         create.set_defaults(func=cmd_create)
         ls = ksub.add_parser("ls", aliases=["list"], parents=[parent], help=f"list {kind}s")
         ls.add_argument("-q", "--quiet", action="store_true", help="only print ids")
         ls.add_argument("--no-trunc", action="store_true", help="do not truncate ids")
-        ls.set_defaults(func=lambda a, path=path: _list(a, path, HEADERS, rows))
+        ls.set_defaults(func=lambda a, path=path: output.list_objects(a, path, HEADERS, rows))
         for name, aliases, text, func in (
                 ("inspect", (), f"show {kind}s as JSON" + (" (never their data)" if kind == "secret" else ""),
-                 lambda a, path=path: _inspect(a, path)),
+                 lambda a, path=path: output.inspect(a, path)),
                 ("rm", ("remove",), f"remove {kind}s (refused while a service uses one)",
-                 lambda a, path=path: _remove(a, path))):
+                 lambda a, path=path: output.remove(a, path))):
             cmd = ksub.add_parser(name, aliases=list(aliases), parents=[parent], help=text)
             cmd.add_argument("refs", nargs="+", metavar=kind.upper())
             cmd.set_defaults(func=func)

@@ -14,7 +14,8 @@ import httpx
 
 from shoal import transport, unlockkey
 from shoal.cli import identity
-from shoal.cli.commands import CliError, add_cluster_update_flags, gateway_of, unlock_key_text
+from shoal.cli.client import CliError, gateway_of
+from shoal.cli.cluster import add_cluster_update_flags, unlock_key_text
 
 ROLES = ("worker", "manager")
 

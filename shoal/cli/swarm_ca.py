@@ -14,7 +14,7 @@ import httpx
 
 from shoal import pki, transport
 from shoal.cli import identity
-from shoal.cli.commands import CliError, Gateway, gateway_of
+from shoal.cli.client import CliError, Gateway, gateway_of
 
 
 def progress_text(status: dict[str, Any]) -> str:

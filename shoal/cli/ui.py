@@ -10,7 +10,7 @@ import argparse
 import sys
 import webbrowser
 
-from shoal.cli.commands import CliError, gateway_of
+from shoal.cli.client import CliError, gateway_of
 
 
 def cmd_ui(a: argparse.Namespace) -> int:

@@ -155,7 +155,9 @@ class MemoryStore:
         if changes:
             if len(self._history) == self._history.maxlen:
                 self.compact_revision = self._history[0].revision
-            self._history.append(Event(revision, tuple(changes)))
+            actor = txn.get("actor")
+            self._history.append(Event(revision, tuple(changes), float(txn.get("time") or 0.0),
+                                       actor if isinstance(actor, str) else None))
         return TxnResult(revision, changes)
 
     def _stage(self, txn: Mapping[str, Any], revision: int) -> builtins.list[tuple[str, str, str, Obj]]:

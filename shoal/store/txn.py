@@ -74,17 +74,28 @@ class Change:
 
 @dataclass(frozen=True)
 class Event:
-    """All changes of one committed transaction, at its revision."""
+    """All changes of one committed transaction, at its revision; `time` is the transaction's (stamped by the
+    Raft leader) and `actor` who wrote it, `"<component>@<node id>"` from the writer's certificate as the
+    raftstore saw it (None when unknown: an in-process store, or an entry written before actors were kept)."""
 
     revision: int
     changes: tuple[Change, ...]
+    time: float = 0.0
+    actor: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"revision": self.revision, "changes": [c.to_json() for c in self.changes]}
+        out: dict[str, Any] = {"revision": self.revision, "changes": [c.to_json() for c in self.changes]}
+        if self.time:
+            out["time"] = self.time
+        if self.actor is not None:
+            out["actor"] = self.actor
+        return out
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> Event:
-        return Event(int(d["revision"]), tuple(Change.from_json(c) for c in d["changes"]))
+        actor = d.get("actor")
+        return Event(int(d["revision"]), tuple(Change.from_json(c) for c in d["changes"]),
+                     float(d.get("time") or 0.0), None if actor is None else str(actor))
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ def remove_service(cluster: Cluster, name: str) -> None:
 # ---- jobs -------------------------------------------------------------------------------------------------------
 def test_replicated_job_runs_to_completion_and_again_on_a_spec_update(cluster: Cluster, tmp_path: Path) -> None:
     out = tmp_path / "runs.txt"
-    created = cluster.cli("service", "create", "--name", "batch", "--mode", "replicated-job",
+    created = cluster.cli("service", "create", "--detach", "--name", "batch", "--mode", "replicated-job",
                           "--total-completions", "4", "--max-concurrent", "2", "-e", "RUN=1",
                           "--", "sh", "-c", f'echo "$RUN" >> {out}; sleep 1')
     service_id = created.stdout.strip()
@@ -135,7 +135,7 @@ def test_replicated_job_runs_to_completion_and_again_on_a_spec_update(cluster: C
                                 for r in ps), ps
 
     # A spec update is a new job iteration: the job runs again, to 4 more completions, with the new spec.
-    assert cluster.cli("service", "update", "--env-add", "RUN=2", "batch").stdout.strip() == "batch"
+    assert cluster.cli("service", "update", "--detach", "--env-add", "RUN=2", "batch").stdout.strip() == "batch"
     assert service(cluster, "batch")["job_status"]["job_iteration"] == 1
     most_running = 0
     second = eventually(lambda: four_complete(1), 30, "4 completions of the job's second iteration", interval=0.1)
@@ -150,7 +150,7 @@ def test_replicated_job_runs_to_completion_and_again_on_a_spec_update(cluster: C
 
 def test_global_job_runs_once_on_every_node(cluster: Cluster, tmp_path: Path) -> None:
     out = tmp_path / "nodes.txt"
-    cluster.cli("service", "create", "--name", "sweep", "--mode", "global-job",
+    cluster.cli("service", "create", "--detach", "--name", "sweep", "--mode", "global-job",
                 "--", "sh", "-c", f"echo ran >> {out}")
     nodes = {n["id"] for n in ready_nodes(cluster).values()}
     assert len(nodes) == AGENTS
@@ -178,14 +178,14 @@ GUARDED = ["sh", "-c", 'test "$V" != bad || exit 3; exec sleep 300']
 
 
 def test_failed_update_rolls_back_automatically(cluster: Cluster) -> None:
-    cluster.cli("service", "create", "--name", "roll", "--replicas", "3", "-e", "V=1",
+    cluster.cli("service", "create", "--detach", "--name", "roll", "--replicas", "3", "-e", "V=1",
                 "--update-failure-action", "rollback", "--update-monitor", "3s", "--update-parallelism", "1",
                 "--rollback-monitor", "1s", "--restart-delay", "1s", "--stop-grace-period", "1s", "--", *GUARDED)
     before = cluster.wait_running("roll", 3, timeout=30)
     row = service_ls(cluster)["roll"]
     assert (row["MODE"], row["REPLICAS"]) == ("replicated", "3/3")
 
-    cluster.cli("service", "update", "--env-add", "V=bad", "roll")
+    cluster.cli("service", "update", "--detach", "--env-add", "V=bad", "roll")
     assert service(cluster, "roll")["spec"]["task"]["process"]["env"] == {"V": "bad"}
     states: list[str] = []
 
@@ -213,13 +213,13 @@ def test_failed_update_rolls_back_automatically(cluster: Cluster) -> None:
                and r["ERROR"] == '"task: non-zero exit (3)"' for r in ps), ps
 
     # A finished rollback leaves no previous spec: asking for another is refused, saying why.
-    again = cluster.cli("service", "rollback", "roll", check=False)
+    again = cluster.cli("service", "rollback", "--detach", "roll", check=False)
     assert again.returncode == 1 and "previous" in again.stderr, again
     remove_service(cluster, "roll")
 
 
 def test_manual_rollback_and_forced_update(cluster: Cluster) -> None:
-    cluster.cli("service", "create", "--name", "manual", "--replicas", "3", "-e", "V=1",
+    cluster.cli("service", "create", "--detach", "--name", "manual", "--replicas", "3", "-e", "V=1",
                 "--update-monitor", "1s", "--update-parallelism", "0", "--rollback-monitor", "1s",
                 "--rollback-parallelism", "0", "--restart-delay", "1s", "--stop-grace-period", "1s", "--", *GUARDED)
     cluster.wait_running("manual", 3, timeout=30)
@@ -230,10 +230,10 @@ def test_manual_rollback_and_forced_update(cluster: Cluster) -> None:
         live = cluster.running("manual")
         return live if len(live) == 3 and all(env_of(t["status"]["pid"])["V"] == v for t in live) else None
 
-    cluster.cli("service", "update", "--env-add", "V=2", "manual")
+    cluster.cli("service", "update", "--detach", "--env-add", "V=2", "manual")
     v2 = eventually(lambda: on_spec("2", "completed"), 30, "the update to V=2 to complete")
 
-    assert cluster.cli("service", "rollback", "manual").stdout.strip() == "manual"
+    assert cluster.cli("service", "rollback", "--detach", "manual").stdout.strip() == "manual"
     svc = service(cluster, "manual")
     assert svc["spec"]["task"]["process"]["env"] == {"V": "1"}
     assert svc["update_status"]["state"] == "rollback_started"
@@ -242,7 +242,7 @@ def test_manual_rollback_and_forced_update(cluster: Cluster) -> None:
 
     # --force: nothing in the spec changes but the counter, and every task is replaced.
     force_before = service(cluster, "manual")["spec"]["task"].get("force_update", 0)
-    cluster.cli("service", "update", "--force", "manual")
+    cluster.cli("service", "update", "--detach", "--force", "manual")
     assert service(cluster, "manual")["spec"]["task"]["force_update"] == force_before + 1
     forced = eventually(lambda: on_spec("1", "completed"), 30, "the forced update to complete")
     assert not {t["id"] for t in forced} & {t["id"] for t in v1}, "every task was replaced"
@@ -252,7 +252,7 @@ def test_manual_rollback_and_forced_update(cluster: Cluster) -> None:
 
 # ---- nodes -------------------------------------------------------------------------------------------------------
 def test_drain_pause_and_active_availability(cluster: Cluster) -> None:
-    cluster.cli("service", "create", "--name", "spread", "--replicas", "6", "--restart-delay", "1s",
+    cluster.cli("service", "create", "--detach", "--name", "spread", "--replicas", "6", "--restart-delay", "1s",
                 "--stop-grace-period", "1s", "--", "sleep", "300")
     live = cluster.wait_running("spread", 6, timeout=30)
     nodes = ready_nodes(cluster)
@@ -278,7 +278,7 @@ def test_drain_pause_and_active_availability(cluster: Cluster) -> None:
     assert node_ls(cluster)[host]["AVAILABILITY"] == "Active"
     time.sleep(1.0)
     assert not on_node(cluster.running("spread"), node_id)
-    assert cluster.cli("service", "scale", "spread=9").stdout.strip() == "spread scaled to 9"
+    assert cluster.cli("service", "scale", "--detach", "spread=9").stdout.strip() == "spread scaled to 9"
     back = cluster.wait_running("spread", 9, timeout=30)
     kept = on_node(back, node_id)
     assert len(kept) == 3
@@ -286,7 +286,7 @@ def test_drain_pause_and_active_availability(cluster: Cluster) -> None:
     # Pause: the node keeps its tasks but gets no new ones.
     cluster.cli("node", "update", "--availability", "pause", host)
     assert node_ls(cluster)[host]["AVAILABILITY"] == "Pause"
-    cluster.cli("service", "scale", "spread=12")
+    cluster.cli("service", "scale", "--detach", "spread=12")
     grown = cluster.wait_running("spread", 12, timeout=30)
     assert {t["id"] for t in on_node(grown, node_id)} == {t["id"] for t in kept}
     assert service_ls(cluster)["spread"]["REPLICAS"] == "12/12"
@@ -302,8 +302,8 @@ def test_node_labels_and_a_constraint_on_them(cluster: Cluster) -> None:
     node = cluster.http.get(f"/v1/nodes/{host}").json()
     assert node["spec"]["labels"] == {"zone": "a"}
     try:
-        cluster.cli("service", "create", "--name", "zoned", "--replicas", "3", "--constraint", "node.labels.zone==a",
-                    "--", "sleep", "300")
+        cluster.cli("service", "create", "-d", "--name", "zoned", "--replicas", "3", "--constraint",
+                    "node.labels.zone==a", "--", "sleep", "300")
         live = cluster.wait_running("zoned", 3, timeout=30)
         assert {t["node_id"] for t in live} == {node["id"]}, "only the labelled node takes the tasks"
         assert {r["NODE"] for r in service_ps(cluster, "zoned")} == {host}
@@ -315,7 +315,7 @@ def test_node_labels_and_a_constraint_on_them(cluster: Cluster) -> None:
 
 def test_node_rm_refuses_a_ready_node_and_force_reschedules_its_tasks(cluster: Cluster) -> None:
     """Last: the removed node's agent keeps running and joins again as a new node, so the node set changes."""
-    cluster.cli("service", "create", "--name", "stay", "--replicas", "3", "--restart-delay", "1s",
+    cluster.cli("service", "create", "--detach", "--name", "stay", "--replicas", "3", "--restart-delay", "1s",
                 "--stop-grace-period", "1s", "--", "sleep", "300")
     live = cluster.wait_running("stay", 3, timeout=30)
     nodes = ready_nodes(cluster)

@@ -152,6 +152,24 @@ def test_the_leader_authorizes_the_original_caller_of_a_forwarded_write(cluster:
         assert r.status_code == 200, r.text
 
 
+def test_a_write_through_a_follower_records_its_original_writer(cluster: RaftProcs) -> None:
+    """The actor kept with each transaction (the store's events) is the writer's certificate — through a
+    follower too, which names the original writer's component and node to the leader."""
+    lead, follower = follower_of(cluster)
+    with client(cluster, "gateway") as gw:
+        for i, name in ((follower, "via-follower"), (lead, "direct")):
+            r = gw.post(cluster.url(i) + "/v1/txn", json=txn("service", {"id": name, "spec": spec(name)}))
+            assert r.status_code == 200, r.text
+            rev = r.json()["revision"]
+            for j in (lead, follower):
+                def event(j: int = j, rev: int = rev) -> dict[str, Any] | None:
+                    body = gw.get(cluster.url(j) + "/v1/watch", params={"after": rev - 1}).json()
+                    return next((e for e in body["events"] if e["revision"] == rev), None)
+
+                seen = eventually(event, 10, f"revision {rev} in member {j}'s watch")
+                assert seen["actor"] == "gateway@gateway-client", seen
+
+
 def test_membership_changes_are_for_the_gateway_and_raftstore_only(cluster: RaftProcs) -> None:
     lead, follower = follower_of(cluster)
     body = {"api_url": "https://127.0.0.1:1", "peer_addr": "127.0.0.1:2", "node_id": "n9", "wait": 0}

@@ -119,6 +119,15 @@ async def test_a_worker_and_a_manager_non_admin_get_403_on_the_api(gateway: tupl
     assert await call(manager, url, "/healthz") == 200
 
 
+async def test_only_an_admin_reads_the_event_stream(gateway: tuple[Cluster, str, LocalStore]) -> None:
+    c, url, store = gateway
+    until = f"/v1/events?since=0&until={store.mem.revision}"
+    assert await call(c.creds("admin-3", pki.ADMIN, "admin"), url, until) == 200
+    assert await call(c.creds("w2", pki.WORKER, "agent"), url, until) == 403
+    assert await call(c.creds("m2", pki.MANAGER, "orchestrator"), url, until) == 403
+    assert await call(c.creds("m3", pki.MANAGER, "gateway"), url, "/v1/events") == 403
+
+
 async def test_clients_without_a_certificate_or_of_another_cluster_are_refused(
         gateway: tuple[Cluster, str, LocalStore]) -> None:
     c, url, _ = gateway

@@ -41,17 +41,25 @@ def gateway() -> FastAPI:
                       ca_http=httpx.AsyncClient(transport=mock))
 
 
+def bounded(case: schemathesis.Case) -> schemathesis.Case:
+    """The event stream follows the cluster until the client leaves; here it is asked to end at once (`until`
+    at or before its start), so every generated request gets a whole answer."""
+    if case.path == "/v1/events":
+        case.query = {**(case.query or {}), "until": 0}
+    return case
+
+
 schema = schemathesis.openapi.from_asgi("/openapi.json", gateway())
 
 
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_gateway_conforms_to_its_schema(case: schemathesis.Case) -> None:
-    case.call_and_validate(excluded_checks=NOT_YET)
+    bounded(case).call_and_validate(excluded_checks=NOT_YET)
 
 
 @pytest.mark.soak
 @schema.parametrize()
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 def test_gateway_conforms_to_its_schema_at_length(case: schemathesis.Case) -> None:
-    case.call_and_validate(excluded_checks=NOT_YET)
+    bounded(case).call_and_validate(excluded_checks=NOT_YET)

@@ -13,7 +13,7 @@ import pytest
 
 from shoal import pki
 from shoal.certs import Signer
-from shoal.cli import build_parser, commands, identity, main, table
+from shoal.cli import build_parser, client, flags, identity, main, networks, service_spec, table
 from shoal.models.specs import ServiceSpec
 
 pytestmark = pytest.mark.timeout(30)
@@ -23,7 +23,7 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 def spec_of(*argv: str) -> dict[str, Any]:
     args = build_parser().parse_args(["service", "create", *argv])
-    return commands.build_spec(args)
+    return service_spec.build_spec(args)
 
 
 def mock(handler: Handler) -> httpx.Client:
@@ -75,7 +75,7 @@ def test_image_selects_the_container_runtime() -> None:
     (["--name", "web", "--mode", "global", "--replicas", "2", "--", "x"], "--replicas can only be used"),
 ])
 def test_create_flag_errors(argv: list[str], needle: str) -> None:
-    with pytest.raises(commands.CliError) as e:
+    with pytest.raises(client.CliError) as e:
         spec_of(*argv)
     assert needle in str(e.value)
 
@@ -85,14 +85,14 @@ def test_create_flag_errors(argv: list[str], needle: str) -> None:
     ("10k", 10 << 10), ("2GB", 2 << 30), ("100b", 100),
 ])
 def test_parse_bytes(text: str, expected: int) -> None:
-    assert commands.parse_bytes(text) == expected
+    assert flags.parse_bytes(text) == expected
 
 
 def test_parse_scale() -> None:
-    assert commands.parse_scale(["web=5", "api=0"]) == [("web", 5), ("api", 0)]
+    assert service_spec.parse_scale(["web=5", "api=0"]) == [("web", 5), ("api", 0)]
     for bad in ("web", "web=", "=3", "web=-1", "web=two"):
-        with pytest.raises(commands.CliError, match="invalid scale specifier"):
-            commands.parse_scale([bad])
+        with pytest.raises(client.CliError, match="invalid scale specifier"):
+            service_spec.parse_scale([bad])
 
 
 def test_url_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,7 +225,7 @@ def test_scale_retries_on_409(capsys: pytest.CaptureFixture[str]) -> None:
         assert body["spec"]["mode"]["replicated"]["replicas"] == 5
         return httpx.Response(200, json={**SVC, "spec": body["spec"]})
 
-    assert main(["service", "scale", "web=5"], http=mock(handler)) == 0
+    assert main(["service", "scale", "--detach", "web=5"], http=mock(handler)) == 0
     assert seen == [("GET", "/v1/services/web"), ("PUT", 7), ("GET", "/v1/services/web"), ("PUT", 9)]
     assert capsys.readouterr().out == "web scaled to 5\n"
 
@@ -239,8 +239,8 @@ def test_scale_gives_up_after_repeated_conflicts(capsys: pytest.CaptureFixture[s
         puts.append(1)
         return httpx.Response(409, json={"message": "service 'web' is at version 8, not 7"})
 
-    assert main(["service", "scale", "web=5"], http=mock(handler)) == 1
-    assert len(puts) == commands.SCALE_ATTEMPTS
+    assert main(["service", "scale", "--detach", "web=5"], http=mock(handler)) == 1
+    assert len(puts) == client.SCALE_ATTEMPTS
     assert "error: service 'web' is at version 8, not 7" in capsys.readouterr().err
 
 
@@ -253,7 +253,7 @@ def test_scale_does_not_retry_other_errors(capsys: pytest.CaptureFixture[str]) -
             return httpx.Response(200, json=SVC)
         return httpx.Response(400, json={"message": "invalid request: spec.mode.replicated.replicas: too many"})
 
-    assert main(["service", "scale", "web=5"], http=mock(handler)) == 1
+    assert main(["service", "scale", "--detach", "web=5"], http=mock(handler)) == 1
     assert calls == ["GET", "PUT"]
     assert "spec.mode.replicated.replicas" in capsys.readouterr().err
 
@@ -262,7 +262,7 @@ def test_bad_scale_specifier_changes_nothing(capsys: pytest.CaptureFixture[str])
     def handler(request: httpx.Request) -> httpx.Response:
         raise AssertionError("no request expected")
 
-    assert main(["service", "scale", "web=5", "api"], http=mock(handler)) == 1
+    assert main(["service", "scale", "--detach", "web=5", "api"], http=mock(handler)) == 1
     assert "invalid scale specifier 'api'" in capsys.readouterr().err
 
 
@@ -309,13 +309,13 @@ def test_round_trip_through_the_gateway_app(capsys: pytest.CaptureFixture[str]) 
     app = create_app(GatewaySettings(store_members=["http://m1"]), store=store,
                      http=httpx.AsyncClient(transport=httpx.MockTransport(members)))
     with TestClient(app) as gw:
-        assert main(["service", "create", "--name", "web", "--replicas", "2", "--reserve-memory", "64M", "--",
+        assert main(["service", "create", "-d", "--name", "web", "--replicas", "2", "--reserve-memory", "64M", "--",
                      "sleep", "300"], http=gw) == 0
         sid = capsys.readouterr().out.strip()
         assert store.mem.get("service", sid)["spec"]["task"]["resources"]["reservations"]["memory_bytes"] == 64 << 20
-        assert main(["service", "create", "--name", "WEB", "--", "x"], http=gw) == 1
+        assert main(["service", "create", "--detach", "--name", "WEB", "--", "x"], http=gw) == 1
         assert capsys.readouterr().err == "error: service 'WEB' already exists\n"
-        assert main(["service", "scale", "web=4"], http=gw) == 0
+        assert main(["service", "scale", "--detach", "web=4"], http=gw) == 0
         assert main(["service", "ls"], http=gw) == 0
         out = capsys.readouterr().out.splitlines()
         assert out[0] == "web scaled to 4"
@@ -382,7 +382,7 @@ def test_create_modes(argv: list[str], mode: dict[str, Any]) -> None:
     (["--no-healthcheck", "--health-cmd", "true"], "--no-healthcheck conflicts"),
 ])
 def test_create_issue4_flag_errors(argv: list[str], needle: str) -> None:
-    with pytest.raises(commands.CliError) as e:
+    with pytest.raises(client.CliError) as e:
         spec_of("--name", "web", *argv, "--", "x")
     assert needle in str(e.value)
 
@@ -431,7 +431,7 @@ def test_update_flags_map_onto_the_current_spec() -> None:
         "--restart-condition", "on-failure", "--restart-max-attempts", "2", "--stop-grace-period", "30s",
         "--reserve-memory", "64M", "--replicas-max-per-node", "1", "--placement-pref-add", "spread=node.labels.rack",
         "--health-cmd", "true", "--health-retries", "2", "--force")
-    spec = commands.apply_update(base_spec(), a)
+    spec = service_spec.apply_update(base_spec(), a)
     task = spec["task"]
     assert spec["mode"] == {"replicated": {"replicas": 4}}
     assert task["process"]["env"] == {"A": "one", "C": "3"}
@@ -447,7 +447,7 @@ def test_update_flags_map_onto_the_current_spec() -> None:
     assert task["resources"]["reservations"]["memory_bytes"] == 64 << 20
     assert task["process"]["healthcheck"] == {"test": ["CMD-SHELL", "true"], "retries": 2}
     assert task["force_update"] == 1
-    assert commands.apply_update(spec, update_args("--force"))["task"]["force_update"] == 2
+    assert service_spec.apply_update(spec, update_args("--force"))["task"]["force_update"] == 2
     ServiceSpec.model_validate(spec)
 
 
@@ -455,21 +455,21 @@ def test_update_ports_and_networks() -> None:
     ids = {"front": "f" * 25, "back": "n" * 25}
     a = update_args("--publish-add", "published=8080,target=8000", "--publish", "9000:90", "--publish-rm", "53/udp",
                     "--network-rm", "back", "--network-add", "name=front,alias=web")
-    spec = commands.apply_update(base_spec(), a, ids.__getitem__)
+    spec = service_spec.apply_update(base_spec(), a, ids.__getitem__)
     assert spec["endpoint"]["ports"] == [{"published_port": 8080, "target_port": 8000},
                                          {"published_port": 9000, "target_port": 90}]
     assert spec["task"]["networks"] == [{"target": "f" * 25, "aliases": ["web"]}]
-    again = commands.apply_update(spec, update_args("--network-add", "front"), ids.__getitem__)
+    again = service_spec.apply_update(spec, update_args("--network-add", "front"), ids.__getitem__)
     assert again["task"]["networks"] == [{"target": "f" * 25}]  # re-adding replaces, never duplicates
     ServiceSpec.model_validate(again)
 
 
 def test_update_health_merges_and_no_healthcheck_replaces() -> None:
-    spec = commands.apply_update(base_spec(), update_args("--health-cmd", "check", "--health-interval", "3s"))
-    spec = commands.apply_update(spec, update_args("--health-timeout", "1s"))
+    spec = service_spec.apply_update(base_spec(), update_args("--health-cmd", "check", "--health-interval", "3s"))
+    spec = service_spec.apply_update(spec, update_args("--health-timeout", "1s"))
     assert spec["task"]["process"]["healthcheck"] == {"test": ["CMD-SHELL", "check"], "interval": "3s",
                                                       "timeout": "1s"}
-    spec = commands.apply_update(spec, update_args("--no-healthcheck"))
+    spec = service_spec.apply_update(spec, update_args("--no-healthcheck"))
     assert spec["task"]["process"]["healthcheck"] == {"test": ["NONE"]}
 
 
@@ -483,15 +483,15 @@ def test_update_health_merges_and_no_healthcheck_replaces() -> None:
 def test_update_mode_specific_flags(mode: dict[str, Any], argv: list[str], expected: Any) -> None:
     spec = {**base_spec(), "mode": mode}
     if isinstance(expected, str):
-        with pytest.raises(commands.CliError, match=expected.replace("(", r"\(")):
-            commands.apply_update(spec, update_args(*argv))
+        with pytest.raises(client.CliError, match=expected.replace("(", r"\(")):
+            service_spec.apply_update(spec, update_args(*argv))
     else:
-        assert commands.apply_update(spec, update_args(*argv))["mode"] == expected
+        assert service_spec.apply_update(spec, update_args(*argv))["mode"] == expected
 
 
 def test_update_image_of_a_container_service() -> None:
     spec = {**base_spec(), "task": {"container": {"image": "nginx:1.24"}}}
-    assert commands.apply_update(spec, update_args("--image", "nginx:1.25"))["task"]["container"]["image"] == \
+    assert service_spec.apply_update(spec, update_args("--image", "nginx:1.25"))["task"]["container"]["image"] == \
         "nginx:1.25"
 
 
@@ -509,7 +509,7 @@ def test_service_update_retries_stale_versions_only(capsys: pytest.CaptureFixtur
         return httpx.Response(409, json={"message": "port 80/tcp is already in use by service 'api'",
                                          "code": "port_in_use"})
 
-    assert main(["service", "update", "--force", "web"], http=mock(handler)) == 1
+    assert main(["service", "update", "--detach", "--force", "web"], http=mock(handler)) == 1
     assert puts == [7, 8]
     assert "error: port 80/tcp is already in use by service 'api'" in capsys.readouterr().err
 
@@ -521,7 +521,7 @@ def test_service_rollback_posts(capsys: pytest.CaptureFixture[str]) -> None:
         seen.append((request.method, request.url.path))
         return httpx.Response(200, json=SVC)
 
-    assert main(["service", "rollback", "web"], http=mock(handler)) == 0
+    assert main(["service", "rollback", "--detach", "web"], http=mock(handler)) == 0
     assert seen == [("POST", "/v1/services/web/rollback")]
     assert capsys.readouterr().out == "web\n"
 
@@ -576,12 +576,12 @@ def test_cluster_update(capsys: pytest.CaptureFixture[str]) -> None:
 def test_network_create_flags() -> None:
     args = build_parser().parse_args(["network", "create", "--subnet", "10.1.0.0/24", "--gateway", "10.1.0.1",
                                       "--attachable", "--internal", "--label", "a=b", "--driver", "overlay", "back"])
-    assert commands.network_spec(args) == {"name": "back", "driver": "overlay",
+    assert networks.network_spec(args) == {"name": "back", "driver": "overlay",
                                            "ipam": {"subnet": "10.1.0.0/24", "gateway": "10.1.0.1"},
                                            "attachable": True, "internal": True, "labels": {"a": "b"}}
-    assert commands.network_spec(build_parser().parse_args(["network", "create", "x"])) == {"name": "x"}
-    with pytest.raises(commands.CliError, match="--gateway needs --subnet"):
-        commands.network_spec(build_parser().parse_args(["network", "create", "--gateway", "10.0.0.1", "x"]))
+    assert networks.network_spec(build_parser().parse_args(["network", "create", "x"])) == {"name": "x"}
+    with pytest.raises(client.CliError, match="--gateway needs --subnet"):
+        networks.network_spec(build_parser().parse_args(["network", "create", "--gateway", "10.0.0.1", "x"]))
 
 
 @pytest.mark.parametrize(("mode", "status", "text", "name"), [
@@ -626,15 +626,15 @@ def test_issue4_round_trip_through_the_gateway_app(capsys: pytest.CaptureFixture
         net_id = capsys.readouterr().out.strip()
         assert main(["network", "create", "front"], http=gw) == 0
         capsys.readouterr()
-        assert main(["service", "create", "--name", "web", "--network", "back", "--publish", "8080:80",
+        assert main(["service", "create", "--detach", "--name", "web", "--network", "back", "--publish", "8080:80",
                      "--update-order", "start-first", "--", "sleep", "300"], http=gw) == 0
         sid = capsys.readouterr().out.strip()
         stored = store.mem.get("service", sid)
         assert stored["spec"]["task"]["networks"] == [{"target": net_id, "aliases": []}]
         assert stored["spec"]["update_config"]["order"] == "start-first"
-        assert main(["service", "create", "--name", "api", "-p", "8080:81", "--", "x"], http=gw) == 1
+        assert main(["service", "create", "--detach", "--name", "api", "-p", "8080:81", "--", "x"], http=gw) == 1
         assert "port 8080/tcp is already in use by service 'web'" in capsys.readouterr().err
-        assert main(["service", "update", "--network-rm", "back", "--network-add", "front", "--force",
+        assert main(["service", "update", "--detach", "--network-rm", "back", "--network-add", "front", "--force",
                      "--replicas", "3", "web"], http=gw) == 0
         capsys.readouterr()
         stored = store.mem.get("service", sid)
@@ -643,11 +643,11 @@ def test_issue4_round_trip_through_the_gateway_app(capsys: pytest.CaptureFixture
         assert front is not None and [n["target"] for n in stored["spec"]["task"]["networks"]] == [front["id"]]
         assert main(["network", "rm", "front"], http=gw) == 1
         assert "network 'front' is in use by service 'web'" in capsys.readouterr().err
-        assert main(["service", "rollback", "web"], http=gw) == 0
+        assert main(["service", "rollback", "--detach", "web"], http=gw) == 0
         stored = store.mem.get("service", sid)
         assert stored["spec"]["mode"]["replicated"]["replicas"] == 1
         assert stored["update_status"]["state"] == "rollback_started"
-        assert main(["service", "create", "--name", "batch", "--mode", "replicated-job", "--replicas", "5",
+        assert main(["service", "create", "--detach", "--name", "batch", "--mode", "replicated-job", "--replicas", "5",
                      "--max-concurrent", "2", "--", "true"], http=gw) == 0
         capsys.readouterr()
         assert main(["service", "ls"], http=gw) == 0
@@ -695,7 +695,7 @@ def test_network_attach_and_detach_through_the_gateway_app(capsys: pytest.Captur
 
     args = build_parser().parse_args(["network", "attach", "--node", "host-a", "--container", "c1", "--alias", "db",
                                       "--alias", "cache", "shared"])
-    assert commands.attach_request(args) == {"node_id": "host-a", "container_id": "c1", "aliases": ["db", "cache"]}
+    assert networks.attach_request(args) == {"node_id": "host-a", "container_id": "c1", "aliases": ["db", "cache"]}
     store = LocalStore()
     app = create_app(GatewaySettings(store_members=["http://m1"]), store=store,
                      http=httpx.AsyncClient(transport=httpx.MockTransport(members)))

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shoal.cli import build_parser, commands, main
-from shoal.cli.commands import CliError
+from shoal.cli import build_parser, main, service_spec
+from shoal.cli.client import CliError
 from shoal.cli.payloads import parse_ref
 from shoal.models.specs import ServiceSpec
 
@@ -28,13 +28,13 @@ def test_reference_forms() -> None:
     args = build_parser().parse_args(["service", "create", "--name", "w", "--secret", "pw", "--secret",
                                       "source=pw,target=other,mode=0440", "--config", "source=c,target=/etc/c",
                                       "--", "sleep", "1"])
-    spec = commands.build_spec(args)
+    spec = service_spec.build_spec(args)
     assert spec["task"]["secrets"] == [{"source": "pw"}, {"source": "pw", "target": "other", "mode": 0o440}]
     assert spec["task"]["configs"] == [{"source": "c", "target": "/etc/c"}]
     ServiceSpec.model_validate(spec)
     upd = build_parser().parse_args(["service", "update", "--secret-rm", "pw", "--secret-add", "new",
                                      "--config-rm", "c", "w"])
-    after = commands.apply_update(spec, upd)
+    after = service_spec.apply_update(spec, upd)
     assert after["task"]["secrets"] == [{"source": "new"}] and after["task"]["configs"] == []
 
 
@@ -66,14 +66,14 @@ def test_secret_and_config_commands_round_trip(capsys: pytest.CaptureFixture[str
         assert main(["secret", "inspect", "pw"], http=gw) == 0
         shown = json.loads(capsys.readouterr().out)
         assert "data" not in repr(shown) and base64.b64encode(b"hunter2").decode() not in repr(shown)
-        assert main(["service", "create", "--name", "web", "--secret", "source=pw,mode=0400", "--config",
+        assert main(["service", "create", "--detach", "--name", "web", "--secret", "source=pw,mode=0400", "--config",
                      "app.conf", "--", "sleep", "30"], http=gw) == 0
         capsys.readouterr()
         assert main(["secret", "rm", "pw"], http=gw) == 1
         assert "in use by service 'web'" in capsys.readouterr().err
-        assert main(["service", "update", "--secret-rm", "pw", "--config-rm", "app.conf", "web"], http=gw) == 0
+        assert main(["service", "update", "-d", "--secret-rm", "pw", "--config-rm", "app.conf", "web"], http=gw) == 0
         capsys.readouterr()
         assert main(["secret", "rm", "pw"], http=gw) == 0 and main(["config", "rm", "app.conf"], http=gw) == 0
         assert store.mem.count("secret") == store.mem.count("config") == 0
-        assert main(["service", "update", "--secret-add", "nope", "web"], http=gw) == 1
+        assert main(["service", "update", "--detach", "--secret-add", "nope", "web"], http=gw) == 1
         assert "secret 'nope' not found" in capsys.readouterr().err

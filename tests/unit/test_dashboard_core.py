@@ -173,6 +173,9 @@ def test_the_feed_names_objects_and_leaves_leases_out() -> None:
         ("service", "create", "web", 7, 5.0), ("task", "update", "web.2", 7, 9.0), ("node", "delete", "a", 7, 9.0)]
     assert "boom" in out[1]["detail"]
     assert set(out[0]) >= {"rev", "time", "kind", "action", "id", "name", "actor"}
+    assert out[0]["actor"] is None  # the store did not say who wrote it
+    written = Event(8, (Change("update", Kind.SERVICE, "s1", svc),), 9.5, "gateway@node-1")
+    assert events_of(written, 10.0)[0]["actor"] == "gateway@node-1"
 
 
 # ---- hub -----------------------------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.gateway.routes import cluster, logs, members, networks, nodes, payloads, services, swarm, tasks
+from services.gateway.routes import cluster, events, logs, members, networks, nodes, payloads, services, swarm, tasks
 
-ROUTERS: list[APIRouter] = [logs.router, services.router, tasks.router, nodes.router, networks.router, cluster.router,
-                             members.router, swarm.router, payloads.secrets_router, payloads.configs_router]
+ROUTERS: list[APIRouter] = [events.router, logs.router, services.router, tasks.router, nodes.router, networks.router,
+                             cluster.router, members.router, swarm.router, payloads.secrets_router,
+                             payloads.configs_router]
 
 __all__ = ["ROUTERS"]

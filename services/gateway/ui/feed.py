@@ -50,8 +50,9 @@ def _detail(change: Change) -> str:
 
 def events_of(event: Event, time: float, actor: str | None = None) -> list[dict[str, Any]]:
     """The feed's events for one committed transaction at `event.revision`. `time` is when it was seen (a
-    deleted object carries no time of its own); `actor` is who wrote it when the store says (it does not yet:
-    None)."""
+    deleted object carries no time of its own); `actor` is who wrote it: given, or as the raftstore recorded it
+    with the transaction (`"<component>@<node id>"`, services/gateway/events.py), None when unknown."""
+    actor = actor if actor is not None else event.actor
     out = []
     for c in event.changes:
         if c.kind not in FEED_KINDS:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from fastapi import Request, Response
 
-from services.raftstore.access import ON_BEHALF_HEADER, scope_component
+from services.raftstore.access import ON_BEHALF_HEADER, ON_BEHALF_NODE_HEADER, scope_component
 from services.raftstore.driver import Driver
 from services.raftstore.member import Member
 from services.raftstore.settings import RaftstoreSettings
@@ -84,9 +84,10 @@ class Context:
             await self.driver.read_barrier()
 
     async def forward(self, method: str, path: str, raw: bytes, forwarded_by: str | None,
-                      component: str) -> Response:
+                      component: str, node: str | None = None) -> Response:
         """Send this request, as it came, to the leader's API (writes and membership changes), naming the
-        original caller's `component` for the leader to authorize (services/raftstore/access.py)."""
+        original caller's `component` for the leader to authorize (services/raftstore/access.py) and its `node`
+        id for the leader to record as the write's actor."""
         driver, me = self.driver, self.member.me
         leader = self.member.member(driver.leader_id)
         if leader is None:
@@ -99,6 +100,8 @@ class Context:
         url = leader.api_url + path
         self.member.metrics.inc("store_forwarded_writes_total", 1, "writes forwarded to the raft leader")
         headers = {FORWARDED_HEADER: str(me.id), ON_BEHALF_HEADER: component, "content-type": "application/json"}
+        if node:
+            headers[ON_BEHALF_NODE_HEADER] = node
         try:
             resp = await self.forwarder().request(method, url, content=raw, timeout=FORWARD_TIMEOUT,
                                                   headers=headers)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from services.raftstore.access import caller_component, check_txn
+from services.raftstore.access import caller_actor, caller_component, check_txn
 from services.raftstore.fsm import encode_txn
 from services.raftstore.routes.context import Context
 from shoal.errors import InvalidArgument
@@ -19,8 +19,9 @@ from shoal.store.memory import validate_txn
 
 
 async def write(ctx: Context, raw: bytes, ident: Identity | None, forwarded_by: str | None,
-                on_behalf_of: str | None) -> tuple[int, bytes]:
-    """Answer status and JSON body of one transaction from `ident` (on behalf of a forwarding member's caller)."""
+                on_behalf_of: str | None, on_behalf_node: str | None = None) -> tuple[int, bytes]:
+    """Answer status and JSON body of one transaction from `ident` (on behalf of a forwarding member's caller).
+    The leader records who wrote it (`actor`, services/raftstore/access.py `caller_actor`) in the entry."""
     try:
         body = json.loads(raw)
     except ValueError as e:
@@ -33,10 +34,14 @@ async def write(ctx: Context, raw: bytes, ident: Identity | None, forwarded_by: 
     driver = ctx.driver
     if not driver.is_leader:
         validate_txn(body, encoded_size=len(raw))
-        resp = await ctx.forward("POST", "/v1/txn", raw, forwarded_by, component)
+        actor = caller_actor(ident, on_behalf_of, on_behalf_node)
+        resp = await ctx.forward("POST", "/v1/txn", raw, forwarded_by, component,
+                                 node=None if actor is None else actor.partition("@")[2])
         return resp.status_code, bytes(resp.body)
     # The leader picks the timestamp once, so every replica applies identical bytes.
-    stamped = {"ops": body.get("ops"), "time": ctx.clock.now()}
+    stamped: dict[str, object] = {"ops": body.get("ops"), "time": ctx.clock.now()}
+    if (actor := caller_actor(ident, on_behalf_of, on_behalf_node)) is not None:
+        stamped["actor"] = actor
     data = encode_txn(stamped)
     validate_txn(stamped, encoded_size=len(data))
     # the store refuses what the API would refuse: no path stores an object its consumers cannot read
