@@ -13,8 +13,21 @@ from services.raftstore.access import check_kind as check_kind_allowed
 from services.raftstore.access import redact_events, redact_objects, scope_component
 from services.raftstore.routes.context import Context, check_kind, json_response
 from shoal.errors import InvalidArgument
+from shoal.store.txn import continue_after, continue_token
 
 MAX_WATCH_WAIT = 60.0
+
+
+def _limit(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise InvalidArgument(f"store: limit must be a whole number of at least 1, not {raw!r}")
+    return limit
 
 
 def router(ctx: Context) -> APIRouter:
@@ -29,11 +42,26 @@ def router(ctx: Context) -> APIRouter:
         check_kind_allowed(component, kind)
         filters = dict(request.query_params)
         stale = filters.pop("stale", None)
-        if "kind" in filters:
-            raise InvalidArgument("store: 'kind' is not a filterable field")
+        for reserved in ("kind", "after"):
+            if reserved in filters:
+                raise InvalidArgument(f"store: {reserved!r} is not a filterable field")
+        limit = _limit(filters.pop("limit", None))
+        token = filters.pop("continue", None)
+        after = continue_after(token) if token else None
+        name, id_prefix = filters.pop("name", None), filters.pop("id_prefix", None)
         await ctx.barrier(stale)
-        items = redact_objects(component, kind, mem.list(kind, **filters))
-        return json_response({"revision": mem.revision, "items": items})
+        objs, last = mem.page(kind, limit=limit, after=after, name=name, id_prefix=id_prefix, **filters)
+        return json_response({"revision": mem.revision, "items": redact_objects(component, kind, objs),
+                              "continue": continue_token(last) if last is not None else None})
+
+    @r.get("/v1/counts/{kind}")
+    async def count_objects(kind: str, request: Request) -> Response:
+        check_kind(kind)
+        check_kind_allowed(scope_component(request.scope), kind)
+        filters = dict(request.query_params)
+        stale = filters.pop("stale", None)
+        await ctx.barrier(stale)
+        return json_response({"revision": mem.revision, "groups": mem.counts(kind, **filters)})
 
     @r.get("/v1/objects/{kind}/{obj_id}")
     async def get_object(kind: str, obj_id: str, request: Request, stale: str | None = None) -> Response:
