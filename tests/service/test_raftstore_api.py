@@ -154,7 +154,9 @@ async def test_the_leader_publishes_a_hint_per_committed_change(solo: Harness) -
 async def test_status_readyz_and_metrics(solo: Harness) -> None:
     st = (await solo.http.get("/v1/status")).json()
     assert st["role"] == "leader" and st["leader"] == 1 and st["applied_index"] == st["commit_index"]
-    assert st["members"][0]["id"] == 1 and len(st["state_hash"]) == 64
+    assert st["members"][0]["id"] == 1 and st["state_hash"] is None  # O(objects): only when asked
+    hashed = (await solo.http.get("/v1/status", params={"hash": "true"})).json()
+    assert hashed["state_hash"] == solo.member.driver.fsm.mem.state_hash() and len(hashed["state_hash"]) == 64
     assert (await solo.http.get("/readyz")).status_code == 200
     assert "shoal_raft_fsyncs_total" in (await solo.http.get("/metrics")).text
 

@@ -83,9 +83,12 @@ def router(ctx: Context) -> APIRouter:
         return json_response({"revision": mem.revision, "events": visible})
 
     @r.get("/v1/status")
-    async def status() -> Response:
+    async def status(state_hash: bool = Query(False, alias="hash")) -> Response:
+        """`hash=true` adds `state_hash`, a digest of every object (O(objects): computed only when asked and
+        cached per revision — the gateway's readiness probe and `shoal cluster` poll this route, and at 100k
+        tasks hashing on every poll was most of a member's CPU)."""
         driver, member = ctx.driver, ctx.member
-        if hash_cache["revision"] != mem.revision:
+        if state_hash and hash_cache["revision"] != mem.revision:
             hash_cache.update(revision=mem.revision, hash=mem.state_hash())
         leader = member.member(driver.leader_id)
         return json_response({
@@ -96,7 +99,7 @@ def router(ctx: Context) -> APIRouter:
             "term": driver.term,
             "commit_index": driver.commit_index,
             "applied_index": driver.applied_index,
-            "state_hash": hash_cache["hash"],
+            "state_hash": hash_cache["hash"] if state_hash else None,
             "members": [m.to_json() for m in member.members],
             "voters": list(driver.node.raft.voters),
             "learners": list(driver.node.raft.learners),
