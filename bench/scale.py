@@ -46,12 +46,13 @@ def running_total(cluster: LocalCluster) -> tuple[int, int]:
     return sum(s["status"]["running"] for s in items), sum(s["status"]["desired"] for s in items)
 
 
-def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data_dir: Path) -> dict[str, Any]:
+def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data_dir: Path,
+        start_timeout: float | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"nodes": nodes, "tasks": tasks, "services": services}
     cluster = LocalCluster(data_dir, agents=0, hollow_nodes=nodes, heartbeat_period=5.0)
     t_start = time.perf_counter()
     try:
-        cluster.start(timeout=max(120.0, nodes * 0.5))
+        cluster.start(timeout=start_timeout or max(180.0, nodes * 1.5))
         out["cluster_ready_s"] = time.perf_counter() - t_start
         print(f"cluster with {nodes} hollow nodes ready in {out['cluster_ready_s']:.1f} s (load {loadavg()})",
               flush=True)
@@ -132,15 +133,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--services", type=int, default=10)
     p.add_argument("--idle", type=float, default=30.0, help="seconds of idle heartbeats measured (0: skip)")
     p.add_argument("--timeout", type=float, default=600.0, help="give up waiting for RUNNING after this")
+    p.add_argument("--start-timeout", type=float, help="seconds for every node to be READY (default 1.5 s a node)")
     p.add_argument("--data-dir", type=Path, help="keep the cluster's data here (default: a temporary dir)")
     a = p.parse_args(argv)
     print(f"scale: {a.nodes} hollow nodes, {a.tasks} tasks, {a.services} services (load {loadavg()})", flush=True)
     core = scheduler_core_seconds(a.nodes, a.tasks)
     if a.data_dir is not None:
-        r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, a.data_dir)
+        r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, a.data_dir, a.start_timeout)
     else:
         with tempfile.TemporaryDirectory(prefix="shoal-bench-scale-") as tmp:
-            r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, Path(tmp))
+            r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, Path(tmp), a.start_timeout)
     r["core_seconds"] = core
     report(r, core)
     return r
