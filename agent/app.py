@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from agent.agent import Agent
-from shoal.http import install_error_handlers, ops_router
+from shoal.http import install_error_handlers, instrument, ops_router
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ def create_app(agent: Agent) -> FastAPI:
     app = FastAPI(title="shoal agent", lifespan=lifespan)
     app.state.agent = agent
     install_error_handlers(app)
+    instrument(app, agent.metrics)
     app.include_router(ops_router(agent.metrics, agent.ready, lambda: {"name": "agent"}))
 
     @app.get("/v1/status")

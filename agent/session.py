@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import random
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -25,7 +23,7 @@ from agent.worker import Worker
 from shoal import logs
 from shoal.errors import InvalidArgument
 from shoal.models.states import TaskState
-from shoal.transport import http_client
+from shoal.transport import expand_url, http_client, sni_extensions
 
 log = logging.getLogger(__name__)
 
@@ -33,30 +31,6 @@ BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 8.0
 STATUS_BATCH = 1024  # SwarmKit's agent sends status updates in batches of 1024
 MAX_LOG_REQUESTS = 32  # answered at once (the dispatcher holds as many per node)
-
-
-async def expand_url(url: str, timeout: float = 2.0) -> list[str]:
-    """`url` with its host name replaced by each address it resolves to, when it resolves to several; else
-    `[url]` (an IP literal, one address, or a name that does not resolve now)."""
-    parsed = httpx.URL(url)
-    host = parsed.host
-    try:
-        ipaddress.ip_address(host)
-        return [url]
-    except ValueError:
-        pass
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        infos = await asyncio.wait_for(
-            asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
-    except (OSError, TimeoutError):
-        return [url]
-    families = {info[0] for info in infos}
-    family = socket.AF_INET if socket.AF_INET in families else socket.AF_INET6  # `localhost` is one host
-    addrs = sorted({str(info[4][0]) for info in infos if info[0] == family})
-    if len(addrs) <= 1:
-        return [url]
-    return [str(parsed.copy_with(host=a)).rstrip("/") for a in addrs]
 
 
 class SessionInvalid(Exception):
@@ -93,7 +67,7 @@ class DispatcherClient:
 
     async def _call(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> Any:
         if self.server_name:
-            kw["extensions"] = {**kw.get("extensions", {}), "sni_hostname": self.server_name}
+            kw["extensions"] = {**kw.get("extensions", {}), **sni_extensions(self.server_name)}
         for attempt in range(2):
             try:
                 resp = await self.http.request(method, self.base + path, timeout=timeout or self.timeout, **kw)
@@ -142,7 +116,8 @@ class DispatcherClient:
         """Send a chunk of a log request's records; False once the dispatcher says its reader is gone (410)."""
         try:
             resp = await self.http.post(f"{self.base}/v1/sessions/{session_id}/logs/{request_id}", content=chunk,
-                                        params={"done": "true"} if done else None, timeout=logs.PUSH_WAIT)
+                                        params={"done": "true"} if done else None, timeout=logs.PUSH_WAIT,
+                                        extensions=sni_extensions(self.server_name))
         except (httpx.HTTPError, OSError) as e:
             log.info("agent: log request %s ended: %s", request_id, e)
             return False

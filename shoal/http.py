@@ -5,6 +5,7 @@ mapping ShoalError (and request validation) to `{"message": ...}` with a 4xx/5xx
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shoal.errors import ShoalError
-from shoal.metrics import Registry
+from shoal.metrics import CONTENT_TYPE, Registry
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,72 @@ def ops_router(registry: Registry, ready: Callable[[], bool] = lambda: True,
 
     @router.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(registry.render(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(registry.render(), media_type=CONTENT_TYPE)
 
     return router
+
+
+#: the route label of a request no route matched (404s, scanners): one series, whatever the path
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+def route_template(scope: dict[str, Any]) -> str:
+    """The template of the route that answered (`/v1/services/{ref}`), never the raw path: label values stay
+    bounded whatever clients send."""
+    route = scope.get("route")
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return str(path) if path else UNMATCHED_ROUTE
+
+
+class HttpMetrics:
+    """ASGI middleware every shoal app installs (`instrument`): `shoal_http_requests_total{method,route,status}`
+    and `shoal_http_request_duration_seconds{method,route}`, labelled by route template. A plain ASGI class
+    rather than `@app.middleware("http")`: no request object, no extra task per request (docs/performance.md
+    has its measured cost)."""
+
+    def __init__(self, app: Any, registry: Registry) -> None:
+        self.app = app
+        self.requests = registry.counter("http_requests_total", "HTTP requests answered, by route template and "
+                                         "status", labels=("method", "route", "status"))
+        self.latency = registry.histogram("http_request_duration_seconds", "HTTP request latency (to the end of "
+                                          "the response body), by route template", labels=("method", "route"))
+        #: (method, route, status) -> its counter and histogram children; bounded like the labels themselves
+        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            observe_request(self, scope["method"], route_template(scope), status, time.perf_counter() - start)
+
+
+#: methods labelled as themselves; any other (a client may send any token) is labelled OTHER
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def observe_request(m: HttpMetrics, method: str, route: str, status: int, seconds: float) -> None:
+    key = (method if method in HTTP_METHODS else "OTHER", route, status)
+    children = m.children.get(key)
+    if children is None:  # labels() validates and locks: once per series, not once per request
+        children = m.children[key] = (m.requests.labels(key[0], route, str(status)), m.latency.labels(key[0], route))
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+def instrument(app: FastAPI, registry: Registry) -> HttpMetrics:
+    """Install the HTTP request metrics on `app` (counted into `registry`). Returns the middleware's metrics for
+    an app that answers some requests outside the middleware stack (the raftstore's `/v1/txn` fast path)."""
+    app.add_middleware(HttpMetrics, registry=registry)
+    return HttpMetrics(lambda *_: None, registry)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
@@ -31,13 +32,16 @@ from shoal.config import CommonSettings
 from shoal.errors import Conflict, InvalidArgument, NotFound, OutcomeUnknown, ShoalError
 from shoal.instances import Announcer
 from shoal.lease import LeaseKeeper
-from shoal.metrics import Registry
+from shoal.metrics import LAG_BUCKETS, Registry
+from shoal.models.kinds import Kind
+from shoal.models.states import state_label
 from shoal.plan import MAX_CHANGES_PER_TXN, Group, Plan, pack
 from shoal.runner import serve, setup_logging
 from shoal.service import LeaderOnly
 from shoal.store.client import StoreClient
 from shoal.store.mirror import StoreMirror
 from shoal.store.protocol import Store
+from shoal.store.txn import Op
 from shoal.transport import http_client, load_credentials, managers_only
 
 log = logging.getLogger(__name__)
@@ -202,7 +206,14 @@ class PlanLoop(ABC):
     async def _one_pass(self, lease: LeaseKeeper, mirror: StoreMirror) -> None:
         gen = mirror.generation
         now = self.clock.now()
+        started = time.perf_counter()
+        since = mirror.take_pending_since()
+        if since is not None:
+            self.metrics.observe("plan_lag_seconds", started - since, "a store change seen by the mirror, waiting "
+                                 "for the planning pass that takes it into account", buckets=LAG_BUCKETS)
         plan = self.plan(mirror, now)
+        self.metrics.observe("pass_duration_seconds", time.perf_counter() - started,
+                             "one planning pass of the pure core over the mirror (writes excluded)")
         self.passes += 1
         self.last_pass_at = now
         self.metrics.inc("passes", help="planning passes over the mirror")
@@ -240,12 +251,31 @@ class PlanLoop(ABC):
             except InvalidArgument:
                 self._batch_ops = max(2, self._batch_ops // 2)
                 raise
+            moves = task_moves(ops, mirror)
             mirror.apply_written(res)
+            for before, after in moves:
+                self.metrics.inc("task_state_transitions_total", help="task observed-state changes written by "
+                                 "this process (creates count from \"none\")", labels={"from": before, "to": after})
             self.metrics.inc("txns", help="transactions committed")
             self.metrics.inc("ops", len(ops) - 1, help="ops committed (lease checks excluded)")
             self._batch_ops = min(self.settings.max_txn_ops, self._batch_ops * 2)
             for g in batch:
                 self.committed(g)
+
+
+def task_moves(ops: list[Op], mirror: StoreMirror) -> list[tuple[str, str]]:
+    """(state before, state after) of each task these ops create or update whose observed state changes, the
+    state before read from the view the plan was made over."""
+    moves = []
+    for op in ops:
+        if op.get("kind") != Kind.TASK or op.get("op") not in ("create", "update"):
+            continue
+        obj = op["object"]
+        cur = mirror.objects.get(Kind.TASK, {}).get(obj["id"]) if op["op"] == "update" else None
+        before, after = state_label(cur.get("status") if cur else None), state_label(obj.get("status"))
+        if before != after:
+            moves.append((before, after))
+    return moves
 
 
 L = TypeVar("L", bound=PlanLoop)

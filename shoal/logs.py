@@ -182,11 +182,15 @@ def docker_details(node_id: str, service_id: str, task_id: str) -> str:
     return ",".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
 
 
-def docker_log_frame(rec: Record, *, node_id: str, service_id: str, timestamps: bool) -> bytes:
+def docker_log_frame(rec: Record, *, node_id: str, service_id: str, timestamps: bool,
+                     details: bool = True) -> bytes:
     """A record as dockerd's `/services/{id}/logs` writes it: `[<RFC3339Nano> ]<details> <line>\\n` in a
-    frame of its stream (shoal's own lines go to stderr)."""
+    frame of its stream (shoal's own lines go to stderr); without `details` (`docker service logs --raw`) just
+    `[<RFC3339Nano> ]<line>\\n`."""
     head = f"{rfc3339(rec['time'])} " if timestamps else ""
-    body = f"{head}{docker_details(node_id, service_id, rec['task_id'])} {rec['line']}\n".encode()
+    if details:
+        head += docker_details(node_id, service_id, rec["task_id"]) + " "
+    body = f"{head}{rec['line']}\n".encode()
     return docker_frame(STDOUT if rec["stream"] == "stdout" else STDERR, body)
 
 

@@ -382,6 +382,7 @@ class NodeSupervisor(Supervisor):
     promoted or demoted (its agent's certificate changes role: `role_change`)."""
 
     layout: NodeLayout
+    specs_scalable = False  # a swarm machine runs one instance of each of its roles; more machines scale it
 
     def __init__(self, layout: NodeLayout, poll: float = ROLE_POLL) -> None:
         super().__init__(layout)

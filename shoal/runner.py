@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from shoal.enroll import Renewer
 from shoal.limits import install_log_guard
-from shoal.transport import Credentials, Policy, Revocations, server_config
+from shoal.transport import Authenticator, Credentials, Policy, Revocations, server_config
 
 #: files a shoal process creates are private to its user (issue 16): directories 0700, files (WAL, snapshots,
 #: locks, agent state, logs) 0600, whatever the umask it was started with
@@ -61,12 +61,13 @@ async def refreeze_heap(interval: float = 60.0) -> None:
 
 async def serve(app: FastAPI, host: str, port: int, creds: Credentials, policy: Policy, *,
                 revoked: Revocations | None = None, anonymous: tuple[str, ...] = (),
+                authenticate: Authenticator | None = None, login_hint: str = "",
                 renew_with: Sequence[str] = (), **config: Any) -> None:
     """Serve `app` over mutual TLS (shoal.transport) in this event loop; returns after a graceful shutdown
     (lifespan exit runs first). `policy` decides, from the caller's certificate, what it may call. With
     `renew_with` (CA URLs), the process renews its own certificate at 50-80 % of its lifetime."""
     server = uvicorn.Server(server_config(app, host, port, creds, policy, revoked=revoked, anonymous=anonymous,
-                                          **config))
+                                          authenticate=authenticate, login_hint=login_hint, **config))
     async with asyncio.TaskGroup() as tg:
         serving = tg.create_task(server.serve())
         background = [tg.create_task(keep_credentials_fresh(creds), name="credentials.reload")]

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from fastapi import APIRouter, FastAPI
 
 from shoal.bus.base import Bus
-from shoal.http import install_error_handlers, ops_router
+from shoal.http import install_error_handlers, instrument, ops_router
 from shoal.lease import LeaseKeeper
 from shoal.metrics import Registry
 from shoal.store.protocol import Store
@@ -54,6 +54,7 @@ def create_subsystem_app(name: str, subsystem: Subsystem, *, routers: list[APIRo
 
     app = FastAPI(title=f"shoal {name}", lifespan=lifespan)
     install_error_handlers(app)
+    instrument(app, subsystem.metrics)
     app.include_router(ops_router(subsystem.metrics, subsystem.ready, lambda: {"name": name}))
 
     @app.get("/v1/status")

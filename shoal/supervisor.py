@@ -26,6 +26,7 @@ import httpx
 
 from shoal import transport
 from shoal.bootstrap import CA_BOOTSTRAP, BootstrapError, init_local, read_local
+from shoal.enroll import has_identity
 from shoal.runner import private_opener
 from shoal.workloads import Workload, stop_cluster
 
@@ -33,6 +34,58 @@ log = logging.getLogger("shoal.supervisor")
 
 STATE_FILE = "supervisor.json"
 HOLLOW = "hollow-agents"  # the process running `shoal up --hollow-nodes N` (agent/hollow.py)
+#: the number of instances wanted per scalable role (`shoal up --scale`, `shoal scale`): {"dispatcher": 3}
+SCALE_FILE = "scale.json"
+#: the ports of the extra instances, kept across restarts: {"dispatcher-2": 41234}
+PORTS_FILE = "scaled-ports.json"
+#: the roles a local cluster runs more instances of on request: the leader-only ones (one active, the others
+#: standby on their lease), and the dispatcher and gateway (every instance serves)
+SCALABLE = ("gateway", "dispatcher", "orchestrator", "allocator", "scheduler")
+MAX_INSTANCES = 9
+
+
+class ScaleError(ValueError):
+    """A scale request that cannot be carried out; the message says what to fix."""
+
+
+def parse_scale(items: list[str]) -> dict[str, int]:
+    """`["dispatcher=3", "gateway=2"]` -> {"dispatcher": 3, "gateway": 2}, or ScaleError saying what is wrong."""
+    out: dict[str, int] = {}
+    for item in items:
+        role, sep, count = item.partition("=")
+        if not sep or not count.strip().isdigit():
+            raise ScaleError(f"scale: {item!r} is not ROLE=N (for example dispatcher=3)")
+        if role not in SCALABLE:
+            raise ScaleError(f"scale: {role!r} cannot be scaled; roles are {', '.join(SCALABLE)}")
+        n = int(count)
+        if not 1 <= n <= MAX_INSTANCES:
+            raise ScaleError(f"scale: {role}={n}: a role runs 1 to {MAX_INSTANCES} instances")
+        out[role] = n
+    return out
+
+
+def read_scale(data_dir: Path) -> dict[str, int]:
+    try:
+        raw = json.loads((data_dir / SCALE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {r: int(n) for r, n in raw.items() if r in SCALABLE and isinstance(n, int) and 1 <= n <= MAX_INSTANCES}
+
+
+def write_scale(data_dir: Path, scale: dict[str, int]) -> None:
+    tmp = data_dir / (SCALE_FILE + ".tmp")
+    tmp.write_text(json.dumps(dict(sorted(scale.items()))))
+    tmp.replace(data_dir / SCALE_FILE)
+
+
+def extra_names(scale: dict[str, int]) -> list[str]:
+    """The extra instances `scale` asks for, beyond each role's first: dispatcher-2, dispatcher-3, ..."""
+    return [f"{role}-{k}" for role in SCALABLE for k in range(2, scale.get(role, 1) + 1)]
+
+
+def role_of(name: str) -> str:
+    return name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() and name.rsplit("-", 1)[0] in SCALABLE \
+        else name
 
 
 def cluster_id(data_dir: Path) -> str:
@@ -84,6 +137,8 @@ class Layout:
     extra_env: dict[str, str] = field(default_factory=dict)
     #: the lifetime of the certificates init issues (tests; the CA's own follow the cluster's setting)
     cert_lifetime: float | None = None
+    #: the ports of the extra instances of scaled roles ("dispatcher-2" -> port); see `assign_ports`
+    extra_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def nats_url(self) -> str:
@@ -121,6 +176,8 @@ class Layout:
         return self.cert_root / name
 
     def port_of(self, name: str) -> int:
+        if name in self.extra_ports:
+            return self.extra_ports[name]
         fixed = {"orchestrator": 21, "allocator": 22, "scheduler": 23, "dispatcher": 24, "ca": 25}
         if name in fixed:
             return self.base_port + fixed[name]
@@ -156,11 +213,27 @@ class Layout:
     def health_problem(self, specs: list[ProcSpec], http: httpx.Client) -> str:
         return health_problem(self, specs, http)
 
-    def specs(self) -> list[ProcSpec]:
-        """Processes in start order (stopped in reverse). Needs the identities `prepare()` made."""
-        py = sys.executable
-        ids = read_local(self.cert_root)
-        common = {
+    def assign_ports(self, names: list[str]) -> None:
+        """Give each extra instance in `names` a port: the one it had before (PORTS_FILE), else a free one."""
+        path = self.data_dir / PORTS_FILE
+        try:
+            known = {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+        except (OSError, ValueError):
+            known = {}
+        if not names:
+            return
+        for name in names:
+            self.extra_ports[name] = known.get(name) or self.extra_ports.get(name) or _free_port(self.host)
+        known.update(self.extra_ports)
+        path.write_text(json.dumps(known, indent=2))
+
+    def instances_of(self, role: str) -> list[str]:
+        """The instances of `role` this layout knows: the first, then the extras with a port."""
+        extras = sorted((n for n in self.extra_ports if role_of(n) == role), key=lambda n: int(n.rsplit("-", 1)[1]))
+        return [role, *extras]
+
+    def _common_env(self) -> dict[str, str]:
+        return {
             "SHOAL_NATS_URL": self.nats_url,
             "SHOAL_STORE_MEMBERS": ",".join(self.store_members),
             "SHOAL_HOST": self.host,
@@ -169,6 +242,30 @@ class Layout:
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
+
+    def component_spec(self, name: str) -> ProcSpec:
+        """The process of a control-plane component: its first instance (`dispatcher`) or an extra one
+        (`dispatcher-2`, with the certificate its own manager join wrote under certificates/dispatcher-2)."""
+        role = role_of(name)
+        number = 1 if name == role else int(name.rsplit("-", 1)[1])
+        env = {**self._common_env(), "SHOAL_PORT": str(self.port_of(name)), "SHOAL_INSTANCE": f"{role}-{number}",
+               "SHOAL_CERT_DIR": str(self.cert_dir(name))}
+        if role == "dispatcher":
+            env["SHOAL_HEARTBEAT_PERIOD"] = str(self.heartbeat_period)
+        if role == "gateway":  # task logs (services/gateway/logs.py)
+            env["SHOAL_DISPATCHER_URLS"] = ",".join(self.url_of(d) for d in self.instances_of("dispatcher"))
+        if role == "ca":
+            env["SHOAL_CA_BOOTSTRAP"] = str(self.cert_root / CA_BOOTSTRAP)
+        # the CA is healthy once it serves the cluster's root (it loads it into the store first): joins work
+        probe = "/readyz" if role == "ca" else "/healthz"
+        return ProcSpec(name, [sys.executable, "-m", f"services.{role}"], env, self.url_of(name) + probe)
+
+    def specs(self) -> list[ProcSpec]:
+        """Processes in start order (stopped in reverse). Needs the identities `prepare()` made. The extra
+        instances of scaled roles are not among them: each needs its own join first (Supervisor.scale)."""
+        py = sys.executable
+        ids = read_local(self.cert_root)
+        common = self._common_env()
         nats_bin = shutil.which("nats-server") or str(Path(py).parent / "nats-server")
         specs = [ProcSpec("nats", [nats_bin, "-c", str(self.data_dir / "nats" / "nats.conf")], {}, None)]
         members = ";".join(f"{i}={self.raft_api(i)},{self.raft_peer(i)},{ids.raft_nodes[i - 1]}"
@@ -180,21 +277,11 @@ class Layout:
                    "SHOAL_DATA_DIR": str(self.data_dir / "raft" / str(i))}
             specs.append(ProcSpec(name, [py, "-m", "services.raftstore"], env, self.raft_api(i) + "/healthz"))
         for name in ("ca", "gateway", "orchestrator", "allocator", "scheduler", "dispatcher"):
-            env = {**common, "SHOAL_PORT": str(self.port_of(name)), "SHOAL_INSTANCE": f"{name}-1",
-                   "SHOAL_CERT_DIR": str(self.cert_dir(name))}
-            if name == "dispatcher":
-                env["SHOAL_HEARTBEAT_PERIOD"] = str(self.heartbeat_period)
-            if name == "gateway":
-                env["SHOAL_DISPATCHER_URLS"] = self.url_of("dispatcher")  # task logs (services/gateway/logs.py)
-            if name == "ca":
-                env["SHOAL_CA_BOOTSTRAP"] = str(self.cert_root / CA_BOOTSTRAP)
-            # the CA is healthy once it serves the cluster's root (it loads it into the store first): joins work
-            probe = "/readyz" if name == "ca" else "/healthz"
-            specs.append(ProcSpec(name, [py, "-m", f"services.{name}"], env, self.url_of(name) + probe))
+            specs.append(self.component_spec(name))
         for i in range(1, self.agents + 1):
             name = f"agent-{i}"
             env = {**common, "SHOAL_PORT": str(self.port_of(name)),
-                   "SHOAL_DISPATCHERS": self.url_of("dispatcher"),
+                   "SHOAL_DISPATCHERS": ",".join(self.url_of(d) for d in self.instances_of("dispatcher")),
                    "SHOAL_STATE_DIR": str(self.data_dir / "agents" / name),
                    "SHOAL_CERT_DIR": str(self.cert_dir(name)),
                    "SHOAL_HOSTNAME": f"{self._hostname()}-{name}",
@@ -276,11 +363,18 @@ class Supervisor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.leftovers: list[Workload] = []
+        #: set to make the scaler look at SCALE_FILE again (`shoal scale` signals SIGUSR1 to the daemon)
+        self.rescale = threading.Event()
+        #: what the scaler has not done yet ("" once every wanted extra instance runs), for health and status
+        self.scale_problem = ""
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.init()
+        wanted = extra_names(read_scale(self.data_dir))
+        self.layout.assign_ports(wanted)  # before the specs: agents are told of every dispatcher
+        self.scale_problem = "starting extra instances" if wanted else ""
         repo_root = Path(__file__).resolve().parent.parent
         for spec in self.layout.specs():
             child = Child(spec, self.log_dir, repo_root)
@@ -293,6 +387,67 @@ class Supervisor:
         self._thread.start()
         if "nats" in self.children:
             threading.Thread(target=self._renew_nats, name="supervisor.renew", daemon=True).start()
+        if self.specs_scalable:
+            self.rescale.set()
+            threading.Thread(target=self._scaler, name="supervisor.scale", daemon=True).start()
+
+    #: whether this supervisor runs extra instances of scaled roles (a local cluster's; not a swarm node's)
+    specs_scalable = True
+
+    # ---- scaling (`shoal up --scale`, `shoal scale`) ---------------------------------------------------------
+    def _scaler(self) -> None:
+        """Bring the extra instances to what SCALE_FILE asks, whenever `rescale` is set: each new one joins the
+        cluster through the CA with the manager token as a node of its own certified for that one component
+        (the role-per-node join `shoal swarm join --roles dispatcher` makes), then runs; one no longer wanted is
+        stopped and its certificate deleted."""
+        while not self._stop.is_set():
+            if not self.rescale.wait(0.5):
+                continue
+            self.rescale.clear()
+            try:
+                self.scale_to(read_scale(self.data_dir))
+            except Exception as e:  # the CA or gateway not up yet: try again shortly
+                self.scale_problem = f"scaling: {e}"
+                log.warning("scaling: %s; retrying", e)
+                if self._stop.wait(1.0):
+                    return
+                self.rescale.set()
+
+    def scale_to(self, scale: dict[str, int]) -> None:
+        wanted = extra_names(scale)
+        running = [n for n in self.children if role_of(n) != n]
+        for name in running:
+            if name not in wanted:
+                log.info("scaling: stopping %s", name)
+                self.remove_process(name)
+                shutil.rmtree(self.layout.cert_dir(name), ignore_errors=True)
+        missing = [n for n in wanted if n not in self.children]
+        if missing:
+            self.scale_problem = f"starting {', '.join(missing)}"
+            self.layout.assign_ports(missing)
+            self._join_extras([n for n in missing if not has_identity(self.layout.cert_dir(n))])
+            for name in missing:
+                log.info("scaling: starting %s on port %d", name, self.layout.port_of(name))
+                self.add_process(self.layout.component_spec(name))
+        self.scale_problem = ""
+
+    def _join_extras(self, names: list[str]) -> None:
+        import asyncio
+
+        from shoal import enroll
+
+        if not names:
+            return
+        with admin_client(self.layout, timeout=10.0) as http:
+            r = http.get(self.layout.gateway_url + "/v1/swarm/join-tokens")
+            if r.status_code != 200:
+                raise RuntimeError(f"the manager join token could not be read ({r.status_code} {r.text[:200]})")
+            token = str(r.json()["manager"])
+        hosts = [self.layout.host, "localhost", "127.0.0.1"]
+        for name in names:
+            dirs = {role_of(name): self.layout.cert_dir(name)}
+            asyncio.run(enroll.join_components(self.layout.ca_urls(), token, dirs,
+                                               hostname=f"{Layout._hostname()}-{name}", hosts=hosts))
 
     def init(self) -> None:
         self.layout.prepare()
@@ -421,6 +576,7 @@ class Supervisor:
             "children": {n: c.pid for n, c in self.children.items()},
             "layout": {"base_port": self.layout.base_port, "gateway_port": self.layout.gateway_port,
                        "agents": self.layout.agents, "host": self.layout.host},
+            "instances": {n: self.layout.url_of(n) for n in self.children if role_of(n) in SCALABLE},
         }
         tmp = self.data_dir / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(state, indent=2))
@@ -434,10 +590,13 @@ class Supervisor:
             for c in self.children.values():
                 if c.wanted and not c.alive() and c.restarts > 3:
                     return f"{c.spec.name} keeps exiting; see {c.log_path}"
-            return ""
+            return self.scale_problem
 
+        deadline = time.monotonic() + timeout
+        while self.scale_problem and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.2)  # the extra instances join (through the CA) once the first ones serve
         wanted = [c.spec for c in self.children.values() if c.wanted]
-        wait_healthy(self.layout, wanted, timeout, extra_check=crashing)
+        wait_healthy(self.layout, wanted, max(1.0, deadline - time.monotonic()), extra_check=crashing)
 
 
 def admin_client(layout: Layout, timeout: float = 2.0, server_role: str | None = "swarm-manager") -> httpx.Client:
@@ -495,6 +654,14 @@ def wait_healthy(layout: Layout, specs: list[ProcSpec], timeout: float,
     raise TimeoutError(f"cluster not healthy after {timeout:.0f}s: {problem} (logs in {layout.data_dir / 'logs'})")
 
 
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def _wait_port(host: str, port: int, timeout: float) -> None:
     import socket
 
@@ -549,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGUSR1, lambda *_: sup.rescale.set())  # `shoal scale` changed SCALE_FILE
     sup.start()
     done.wait()
     log.info("stopping every process")

@@ -20,8 +20,10 @@ its TLS settings and its peer's identity here, so that mutual TLS is on for ever
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -49,6 +51,11 @@ BUNDLE_NAMES = ("cert.pem", "key.pem", "ca.pem")
 
 Policy = Callable[[Identity, str, str], "str | None"]
 """(identity, method, path) -> None to allow, or the reason it is refused (a 403's message)."""
+
+Authenticator = Callable[[Any], "Identity | None"]
+"""(ASGI scope) -> the identity a credential other than a certificate proves (the gateway's dashboard session
+cookie), or None. Asked only for requests without a client certificate; the identity it returns goes through
+the same cluster, revocation and policy checks as a certificate's."""
 
 
 class TransportError(RuntimeError):
@@ -282,13 +289,20 @@ class Guard:
     cluster_id: str
     revoked: Revocations = field(default_factory=Revocations)
     anonymous: frozenset[str] = frozenset()  # paths a caller without a certificate may call (the CA's join)
+    authenticate: Authenticator | None = None  # a credential other than a certificate (the dashboard's session)
+    login_hint: str = ""  # said to a caller without a certificate: how else it may get in
     refused: int = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        reason = self.check(scope_identity(scope), scope["method"], scope["path"])
+        ident = scope_identity(scope)
+        if ident is None and self.authenticate is not None and scope["path"] not in self.anonymous:
+            ident = self.authenticate(scope)
+            if ident is not None:
+                scope[IDENTITY_SCOPE_KEY] = ident
+        reason = self.check(ident, scope["method"], scope["path"])
         if reason is None:
             await self.app(scope, receive, send)
             return
@@ -304,7 +318,7 @@ class Guard:
         if ident is None:
             if path in self.anonymous:
                 return None
-            return 401, "transport: a client certificate of this cluster is required"
+            return 401, "transport: a client certificate of this cluster is required" + self.login_hint
         if ident.cluster_id != self.cluster_id:
             return 403, f"transport: the certificate belongs to cluster {ident.cluster_id!r}, not this one"
         if ident.node_id in self.revoked:
@@ -321,13 +335,16 @@ def managers_only(ident: Identity, method: str, path: str) -> str | None:
 
 
 def server_config(app: Any, host: str, port: int, creds: Credentials, policy: Policy, *,
-                  revoked: Revocations | None = None, anonymous: Iterable[str] = (), **kwargs: Any) -> uvicorn.Config:
+                  revoked: Revocations | None = None, anonymous: Iterable[str] = (),
+                  authenticate: Authenticator | None = None, login_hint: str = "", **kwargs: Any) -> uvicorn.Config:
     """uvicorn's Config for a shoal server: mutual TLS, the identity in the scope, `Guard` in front of
-    everything. `anonymous`: paths open to a TLS client without a certificate (only the CA's join); a server
-    with such paths asks for a client certificate without requiring it, and Guard refuses the rest."""
+    everything. `anonymous`: paths open to a TLS client without a certificate (the CA's join, the dashboard's
+    login link); a server with such paths, or an `authenticate` hook (the dashboard's session cookie), asks for
+    a client certificate without requiring it, and Guard refuses the rest (401, with `login_hint`)."""
     anonymous = frozenset(anonymous)
-    guard = Guard(app, policy, creds.identity.cluster_id, revoked or Revocations(), anonymous)
-    ctx = creds.context("server-join" if anonymous else "server")
+    guard = Guard(app, policy, creds.identity.cluster_id, revoked or Revocations(), anonymous, authenticate,
+                  login_hint)
+    ctx = creds.context("server-join" if anonymous or authenticate is not None else "server")
     limits = ServerLimits.from_env()
     protocol = type("IdentifiedHttpTools", (IdentifiedHttpTools,), {
         "max_connections": connection_budget(limits, raise_fd_limit()), "header_timeout": limits.header_timeout})
@@ -355,6 +372,55 @@ def check_server_role(response: httpx.Response, role: str) -> None:
     if ident is None or ident.role != role:
         who = ident.describe() if ident else "a server without a certificate"
         raise httpx.RemoteProtocolError(f"transport: {response.url} is served by {who}, not a {role}")
+
+
+async def expand_url(url: str, timeout: float = 2.0) -> list[str]:
+    """`url` with its host name replaced by each address it resolves to, when it resolves to several; else
+    `[url]` (an IP literal, one address, or a name that does not resolve now). A scaled compose service (the
+    dispatchers) is one name for several containers: a client that must reach a particular one (an agent's
+    session, the gateway looking for the dispatcher holding a node's session) dials each address, checking the
+    certificate against the name with `sni_extensions` (the certificates name the service, not each address)."""
+    parsed = httpx.URL(url)
+    host = parsed.host
+    try:
+        ipaddress.ip_address(host)
+        return [url]
+    except ValueError:
+        pass
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+    except (OSError, TimeoutError):
+        return [url]
+    families = {info[0] for info in infos}
+    family = socket.AF_INET if socket.AF_INET in families else socket.AF_INET6  # `localhost` is one host
+    addrs = sorted({str(info[4][0]) for info in infos if info[0] == family})
+    if len(addrs) <= 1:
+        return [url]
+    return [str(parsed.copy_with(host=a)).rstrip("/") for a in addrs]
+
+
+async def expand_urls(urls: Iterable[str], timeout: float = 2.0) -> list[tuple[str, str | None]]:
+    """Every address of every URL (`expand_url`), once each, with the host name an address was resolved from
+    (None for a URL used as configured): `(url, server_name)` pairs in the order given."""
+    out: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
+    for url in urls:
+        url = url.rstrip("/")
+        expanded = await expand_url(url, timeout)
+        name = httpx.URL(url).host if expanded != [url] else None
+        for u in expanded:
+            if u not in seen:
+                seen.add(u)
+                out.append((u, name))
+    return out
+
+
+def sni_extensions(server_name: str | None) -> dict[str, Any]:
+    """httpx request extensions that check the server's certificate against `server_name` (SNI and host name)
+    instead of the address dialled; none for a URL dialled by the name it was configured with."""
+    return {"sni_hostname": server_name} if server_name else {}
 
 
 def _limits() -> httpx.Limits:

@@ -26,6 +26,9 @@ MAX_PER_NODE = 32
 MAX_REQUESTS = 1024
 PUSH_TIMEOUT = 30.0
 PICKUP_TIMEOUT = 10.0  # an agent that does not pick a request up in this time is not answering
+#: an agent that picked a request up and then sends nothing for this long (it posts an empty chunk every 5 s of a
+#: quiet follow: agent/logs.py KEEPALIVE) cannot reach this dispatcher with its chunks: the request ends
+SILENCE_TIMEOUT = 30.0
 
 
 class Gone(ShoalError):
@@ -137,7 +140,12 @@ class LogBroker:
                                    f"{PICKUP_TIMEOUT:.0f}s (overloaded or unreachable)")
                 return
             while True:
-                chunk = await req.queue.get()
+                try:
+                    chunk = await asyncio.wait_for(req.queue.get(), SILENCE_TIMEOUT)
+                except TimeoutError:
+                    yield _notice(req, f"node {req.node_id} sent nothing for {SILENCE_TIMEOUT:.0f}s after picking "
+                                       "up the log request (its posts do not arrive); request ended")
+                    return
                 if chunk is None:
                     return
                 yield chunk

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,10 +34,10 @@ from shoal.clock import Clock, SystemClock
 from shoal.cluster import ensure_cluster, heartbeat_period, removed_node_ids
 from shoal.errors import Compacted, Conflict, NotFound, ShoalError, Unavailable
 from shoal.ids import new_id
-from shoal.metrics import Registry
+from shoal.metrics import LAG_BUCKETS, Registry
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.models.objects import Obj
-from shoal.models.states import NodeState
+from shoal.models.states import NodeState, state_label
 from shoal.store import txn as t
 from shoal.store.mirror import StoreMirror
 from shoal.store.protocol import Store
@@ -75,6 +76,7 @@ class Dispatcher:
         self._tasks_of: dict[str, set[str]] = {}  # node id -> ids of tasks naming it
         self._node_of: dict[str, str] = {}  # task id -> node id
         self._node_events: dict[str, asyncio.Event] = {}
+        self._changed_at: dict[str, float] = {}  # node id -> perf_counter() of its oldest task change not yet sent
         self._pending: dict[str, tuple[str, dict[str, Any]]] = {}  # task id -> (reporting node, status)
         self._has_pending = asyncio.Event()
         self._batch_full = asyncio.Event()
@@ -241,6 +243,7 @@ class Dispatcher:
                     self._tasks_of.setdefault(new, set()).add(c.id)
             for affected in (old, new):
                 if affected is not None:
+                    self._changed_at.setdefault(affected, time.perf_counter())
                     self._wake_node(affected)
 
     def _wake_node(self, node_id: str) -> None:
@@ -365,6 +368,10 @@ class Dispatcher:
         return round(self.period() * (1 + self.rng.uniform(-JITTER, JITTER)), 3)
 
     async def heartbeat(self, session_id: str, caller: str | None = None) -> dict[str, Any]:
+        with self.metrics.time("dispatcher_heartbeat_duration_seconds", "handling one agent heartbeat"):
+            return await self._heartbeat(session_id, caller)
+
+    async def _heartbeat(self, session_id: str, caller: str | None) -> dict[str, Any]:
         sess = self.session(session_id, caller)
         now = self.clock.now()
         self.liveness.beat(sess.node_id, now)
@@ -423,6 +430,7 @@ class Dispatcher:
         raise Unavailable(f"dispatcher: node {node_id} kept changing under {WRITE_ATTEMPTS} write attempts")
 
     def _drop_sessions_of(self, node_id: str) -> None:
+        self._changed_at.pop(node_id, None)
         sid = self.session_of.pop(node_id, None)
         if sid is not None:
             self.sessions.pop(sid, None)
@@ -444,9 +452,14 @@ class Dispatcher:
                 raise NotFound(f"dispatcher: session {session_id!r} was replaced or expired; register again")
             self._require_ready()
             tasks = self.node_tasks(sess.node_id)
+            changed_at = self._changed_at.pop(sess.node_id, None)
             msg = sess.stream.next_message(after, tasks, self.node_dependencies(tasks.values()))
             if msg is not None:
                 self.metrics.inc("dispatcher_assignment_messages_total", help="assignment messages sent")
+                if changed_at is not None:
+                    self.metrics.observe("dispatcher_assignment_lag_seconds", time.perf_counter() - changed_at,
+                                         "a task change for a node in this dispatcher's view, to the assignment "
+                                         "message that carries it (batching delay included)", buckets=LAG_BUCKETS)
                 return msg
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -536,10 +549,12 @@ class Dispatcher:
         todo = batch
         for _ in range(WRITE_ATTEMPTS):
             ops: list[tuple[str, Op]] = []
+            moves: dict[str, tuple[str, str]] = {}  # task id -> (state before, state reported)
             for tid, (node_id, st) in todo.items():
                 task = self.mirror.get(Kind.TASK, tid)
                 if task is not None and core.judge_status(task, node_id, st) is Verdict.ACCEPT:
                     ops.append((tid, t.update(Kind.TASK, core.with_status(task, st))))
+                    moves[tid] = (state_label(task.get("status")), state_label(st))
             retry: dict[str, tuple[str, dict[str, Any]]] = {}
             chunks = _chunks(ops)
             for i, chunk in enumerate(chunks):
@@ -561,6 +576,12 @@ class Dispatcher:
                     return
                 self._apply_written(result)
                 self.metrics.inc("dispatcher_status_writes_total", len(chunk), help="task statuses written")
+                for tid, _ in chunk:
+                    before, after = moves[tid]
+                    if before != after:
+                        self.metrics.inc("task_state_transitions_total", help="task observed-state changes "
+                                         "reported by agents and written by this dispatcher",
+                                         labels={"from": before, "to": after})
             if not retry:
                 return
             todo = retry

@@ -1,19 +1,27 @@
 """`python -m services.gateway`: serve the REST API on SHOAL_HOST:SHOAL_PORT (default 127.0.0.1:4242) over
 the raftstore members in SHOAL_STORE_MEMBERS, over mutual TLS with the identity in SHOAL_CERT_DIR (admins only;
-services/gateway/policy.py). Flags override the environment."""
+services/gateway/policy.py), and the dashboard under /ui/ (a browser gets in with a login link from `shoal ui`;
+SHOAL_UI=false turns it off and makes every request need a certificate). Flags override the environment."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+from typing import Any
 
 from services.gateway.app import create_app
 from services.gateway.policy import gateway_policy
 from services.gateway.settings import GatewaySettings
+from services.gateway.ui.sessions import LOGIN_PATH, UiSessions
 from shoal import transport
 from shoal.bus.nats import NatsBus
 from shoal.runner import run, serve, setup_logging
 from shoal.store.client import StoreClient
+
+#: seconds requests still in progress get when the gateway stops (dashboard streams and log follows never end
+#: on their own)
+GRACEFUL_SHUTDOWN = 2
+UI_LOGIN_HINT = " (a browser: open the login link `shoal ui` prints)"
 
 
 def parse_settings(argv: list[str] | None = None) -> GatewaySettings:
@@ -37,9 +45,16 @@ async def main(settings: GatewaySettings) -> None:
     revoked = transport.Revocations()
     bus = await NatsBus.connect(settings.nats_url, name, creds)  # instance heartbeats for /v1/cluster; optional
     try:
-        app = create_app(settings, store=store, http=member_http, bus=bus, revoked=revoked, ca_http=ca_http)
+        sessions = UiSessions(creds.identity.cluster_id, token_ttl=settings.ui_token_ttl,
+                              session_ttl=settings.ui_session_ttl)
+        app = create_app(settings, store=store, http=member_http, bus=bus, revoked=revoked, ca_http=ca_http,
+                         ui_sessions=sessions)
+        # With the dashboard on, a TLS client without a certificate is let in to the login path and, with a
+        # live session cookie, to the dashboard; everything else still needs an admin certificate (Guard).
+        ui: dict[str, Any] = {"anonymous": (LOGIN_PATH,), "authenticate": sessions.authenticate,
+                              "login_hint": UI_LOGIN_HINT} if settings.ui else {}
         await serve(app, settings.host, settings.port, creds, gateway_policy, revoked=revoked,
-                    renew_with=settings.ca_urls)
+                    renew_with=settings.ca_urls, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, **ui)
     finally:
         with contextlib.suppress(Exception):
             await bus.close()

@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from services.gateway.context import CAError, GatewayContext
 from services.gateway.docker import install as install_docker_api
 from services.gateway.routes import ROUTERS
+from services.gateway.routes.cluster import _attempt
 from services.gateway.settings import GatewaySettings
+from services.gateway.ui import routes as ui_routes
+from services.gateway.ui.hub import DashboardHub
+from services.gateway.ui.sessions import UiSessions
 from shoal.bus.base import Bus
 from shoal.errors import Unavailable
-from shoal.http import install_error_handlers, ops_router
+from shoal.http import install_error_handlers, instrument, ops_router
 from shoal.instances import Announcer
 from shoal.store.protocol import Store
 from shoal.transport import Revocations, http_client
@@ -35,15 +39,26 @@ def unavailable_message(exc: Unavailable) -> str:
 
 def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClient | None = None,
                bus: Bus | None = None, revoked: Revocations | None = None,
-               ca_http: httpx.AsyncClient | None = None) -> FastAPI:
+               ca_http: httpx.AsyncClient | None = None, ui_sessions: UiSessions | None = None) -> FastAPI:
     """The gateway over `store`. `http` (for raftstore member status) defaults to a client from
     an in-process client (tests), closed with the app; the store belongs to the caller. With a `bus`, the
     gateway collects instance heartbeats (and announces itself) for `GET /v1/cluster`. `revoked` is kept
     current from the cluster object's removed nodes (the server's Guard refuses them); `ca_http` relays the
-    join-token requests to SHOAL_CA_URLS (both belong to the caller)."""
+    join-token requests to SHOAL_CA_URLS (both belong to the caller). `ui_sessions` are the dashboard's
+    logins, shared with the server's Guard (which asks them about session cookies; services/gateway/ui)."""
     own_http = http is None
     ctx = GatewayContext(settings, store, http or http_client(None, timeout=settings.member_status_timeout),
                          revoked=revoked, ca_http=ca_http)
+    sessions = ui_sessions or UiSessions("", token_ttl=settings.ui_token_ttl, session_ttl=settings.ui_session_ttl)
+
+    async def raft_status() -> dict[str, Any]:
+        members, (status, _) = await asyncio.gather(
+            asyncio.gather(*(ctx.member_status(u) for u in settings.store_members)),
+            _attempt(ctx.store.status(), settings.member_status_timeout))
+        return {"status": status, "members": list(members)}
+
+    hub = DashboardHub(store, raft_status=raft_status, instances=ctx.instances.instances,
+                       interval=settings.ui_interval, max_clients=settings.ui_max_clients)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +74,7 @@ def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClie
         finally:
             if announcer is not None:
                 await announcer.stop()
+            await hub.stop()
             ctx.stop()
             probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -75,6 +91,8 @@ def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClie
         lifespan=lifespan,
     )
     app.state.gateway = ctx
+    app.state.ui_hub = hub
+    app.state.ui_sessions = sessions
     install_error_handlers(app)
 
     @app.exception_handler(Unavailable)
@@ -88,14 +106,8 @@ def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClie
     async def _ca_refused(_: Request, exc: CAError) -> JSONResponse:
         return JSONResponse(exc.body, status_code=exc.status)
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        ctx.metrics.inc("gateway_requests_total", help="HTTP requests answered")
-        if response.status_code >= 400:
-            ctx.metrics.inc(f"gateway_responses_{response.status_code // 100}xx_total",
-                            help="HTTP error responses by class")
-        return response
+    # every request is counted by route template and status (shoal_http_requests_total, shoal.http.instrument)
+    instrument(app, ctx.metrics)
 
     app.include_router(ops_router(ctx.metrics, ctx.ready, lambda: {"name": "gateway"}))
 
@@ -107,5 +119,6 @@ def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClie
 
     for router in ROUTERS:
         app.include_router(router)
+    ui_routes.install(app, ctx, sessions, hub)  # the dashboard: /, /ui/... (services/gateway/ui)
     install_docker_api(app)  # the Docker Engine API's swarm subset (services/gateway/docker, docs/docker-api.md)
     return app

@@ -35,6 +35,30 @@ class CAError(Exception):
                      "code": str(body.get("code") if ok else "") or "ca_refused"}
 
 
+MAX_HOLDERS = 10_000  # node ids whose last dispatcher is remembered
+
+
+class Holders:
+    """Which dispatcher URL last streamed each node's logs (asked first next time), bounded: the oldest entry
+    goes first when full. A wrong guess costs one 404."""
+
+    def __init__(self, limit: int = MAX_HOLDERS) -> None:
+        self.limit = limit
+        self._by_node: dict[str, str] = {}
+
+    def get(self, node_id: str) -> str | None:
+        return self._by_node.get(node_id)
+
+    def remember(self, node_id: str, url: str) -> None:
+        self._by_node.pop(node_id, None)
+        self._by_node[node_id] = url
+        while len(self._by_node) > self.limit:
+            del self._by_node[next(iter(self._by_node))]
+
+    def forget(self, node_id: str) -> None:
+        self._by_node.pop(node_id, None)
+
+
 class GatewayContext:
     def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient, *,
                  revoked: Revocations | None = None, ca_http: httpx.AsyncClient | None = None) -> None:
@@ -47,6 +71,7 @@ class GatewayContext:
         self.store_ready = False
         self.store_problem = "not probed yet"
         self.instances = InstanceRegistry()  # fed by NATS instance heartbeats when the gateway has a bus
+        self.log_holders = Holders()  # the dispatcher that last streamed each node's logs
         self._stopped = asyncio.Event()
 
     def ready(self) -> bool:

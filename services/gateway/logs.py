@@ -1,9 +1,14 @@
 """Task logs through the gateway: find each task's node, the dispatcher holding that node's session, and merge
 the NDJSON streams those dispatchers send (services/dispatcher/logs.py has the other half).
 
-The gateway asks each of `SHOAL_DISPATCHER_URLS` in turn (a dispatcher that does not hold the node's session
-answers 404 `no_session` at once): sessions live in dispatchers' memory only, and recording them in the store
-would cost a Raft write per registration for a lookup that a few quick requests answer. A node that is DOWN, or
+The gateway asks each dispatcher in turn (one that does not hold the node's session answers 404 `no_session` at
+once): every address of every `SHOAL_DISPATCHER_URLS` entry, since a scaled compose service is one name for
+several containers (the agents resolve it the same way and stay with one address per session), checking each
+certificate against the name it was resolved from. The dispatcher that last held a node's session is asked
+first (`Holders`). Sessions live in dispatchers' memory only: recording them in the store would cost a Raft
+write per registration for a lookup that a few quick requests answer. (The instance registry of
+shoal/instances.py is not used for this: it knows each dispatcher's host name and port, but not an address the
+gateway can dial and check a certificate for; the configured names are what agents dial too.) A node that is DOWN, or
 that no dispatcher holds, yields one line saying so instead of a hang. Everything is streamed through a queue
 of `QUEUE_RECORDS` records: a slow reader back-pressures the dispatchers (and they the agents)."""
 
@@ -19,7 +24,7 @@ from typing import Any
 import httpx
 
 from services.gateway.context import GatewayContext
-from shoal import logs
+from shoal import logs, transport
 from shoal.errors import NotFound
 from shoal.logs import LogQuery, Record
 from shoal.models.kinds import Kind
@@ -30,6 +35,10 @@ log = logging.getLogger(__name__)
 
 QUEUE_RECORDS = 1024
 CONNECT_TIMEOUT = 5.0
+def ask_order(candidates: list[tuple[str, str | None]], holder: str | None) -> list[tuple[str, str | None]]:
+    """The dispatchers to ask, the remembered holder first."""
+    first = [c for c in candidates if c[0] == holder]
+    return first + [c for c in candidates if c[0] != holder]
 
 
 def notice(task_id: str, text: str) -> Record:
@@ -91,15 +100,19 @@ async def node_records(ctx: GatewayContext, node_id: str, query: LogQuery) -> As
         return
     body = {"node_id": node_id, **query.to_wire()}
     timeout = httpx.Timeout(CONNECT_TIMEOUT, read=None)
-    for url in urls:
+    holders = ctx.log_holders
+    candidates = await transport.expand_urls(urls)
+    for url, name in ask_order(candidates, holders.get(node_id)):
         try:
-            async with ctx.http.stream("POST", url.rstrip("/") + "/v1/logs", json=body, timeout=timeout) as resp:
+            async with ctx.http.stream("POST", url + "/v1/logs", json=body, timeout=timeout,
+                                       extensions=transport.sni_extensions(name)) as resp:
                 if resp.status_code == 404:
                     continue  # not this dispatcher's node
                 if resp.status_code >= 400:
                     text = (await resp.aread()).decode(errors="replace")
                     yield notice(first, f"dispatcher {url}: {_message(text)}")
                     return
+                holders.remember(node_id, url)
                 async for line in resp.aiter_lines():
                     if line.strip():
                         yield from_wire(line)
@@ -107,7 +120,9 @@ async def node_records(ctx: GatewayContext, node_id: str, query: LogQuery) -> As
         except (httpx.HTTPError, OSError) as e:
             log.info("gateway: dispatcher %s for the logs of node %s: %s", url, node_id, e)
             continue
-    yield notice(first, f"node {node_id} has no session with a reachable dispatcher: its logs cannot be read")
+    holders.forget(node_id)
+    yield notice(first, f"node {node_id} has no session with a reachable dispatcher "
+                        f"(asked {len(candidates)}): its logs cannot be read")
 
 
 def from_wire(line: str) -> Record:

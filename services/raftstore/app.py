@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -28,7 +29,8 @@ from shoal.bus.base import Bus
 from shoal.bus.nats import NatsBus
 from shoal.clock import Clock, SystemClock
 from shoal.errors import ShoalError
-from shoal.http import install_error_handlers, ops_router
+from shoal.http import HttpMetrics, install_error_handlers, instrument, observe_request, ops_router
+from shoal.metrics import Registry
 from shoal.pki import Identity
 from shoal.runner import refreeze_heap
 from shoal.transport import Credentials, scope_identity
@@ -45,6 +47,8 @@ class RaftstoreApp(FastAPI):
     caller's identity (from the Guard's scope) goes to the handler, which applies the kind-`ca` rule itself."""
 
     write_handler: WriteHandler | None = None
+    http_metrics: HttpMetrics | None = None
+    metrics: Registry | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         handler = self.write_handler
@@ -59,6 +63,7 @@ class RaftstoreApp(FastAPI):
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
+        start = time.perf_counter()
         forwarded_by = on_behalf_of = None
         for k, v in scope["headers"]:
             if k == FORWARDED_HEADER_RAW:
@@ -77,6 +82,13 @@ class RaftstoreApp(FastAPI):
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+        elapsed = time.perf_counter() - start
+        if self.metrics is not None:
+            self.metrics.observe("store_txn_duration_seconds", elapsed,
+                                 "POST /v1/txn on this member, received to answered (forwarding, raft commit "
+                                 "and apply included)", labels={"outcome": "ok" if status < 400 else "error"})
+        if self.http_metrics is not None:
+            observe_request(self.http_metrics, "POST", "/v1/txn", status, elapsed)
 
 
 def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = None, *,
@@ -111,6 +123,8 @@ def create_app(settings: RaftstoreSettings, member: Member, bus: Bus | None = No
 
     app = RaftstoreApp(title=f"shoal raftstore {member.me.id}", lifespan=lifespan)
     install_error_handlers(app)
+    app.http_metrics = instrument(app, metrics)
+    app.metrics = metrics
     metrics.gauge("raft_term", lambda: driver.term, "current raft term")
     metrics.gauge("raft_commit_index", lambda: driver.commit_index, "raft commit index")
     metrics.gauge("raft_applied_index", lambda: driver.applied_index, "last applied raft index")

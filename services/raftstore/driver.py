@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ class _Pending:
     term: int
     future: asyncio.Future[Any]
     parsed: dict[str, Any] | None = None  # the transaction, already decoded by the API handler
+    proposed: float = 0.0  # perf_counter() when proposed: for the commit latency histogram
 
 
 def encode_state(fsm: FSM, membership: Membership) -> bytes:
@@ -385,8 +387,9 @@ class Driver:
                 _settle(fut, exc=self._not_leader())
             return
         term = self.node.term
+        now = time.perf_counter()
         for index, (_, fut) in zip(indexes, batch, strict=True):
-            self._pending[index] = _Pending(term, fut, self._parsed.pop(id(fut), None))
+            self._pending[index] = _Pending(term, fut, self._parsed.pop(id(fut), None), now)
         self.metrics.inc("raft_proposals_total", len(batch), "transactions proposed by this member")
         self.metrics.inc("raft_proposal_batches_total", 1, "proposal batches (one Ready each)")
         if self._proposals:
@@ -455,6 +458,7 @@ class Driver:
         if rd.snapshot is not None:  # 0. a snapshot from the leader replaces the log and the state machine
             self._install(rd)
         if rd.entries or rd.hard_state is not None:  # 1. persist (one fsync for the whole batch)
+            started = time.perf_counter()
             if rd.must_sync and self.cfg.fsync_in_thread:
                 await asyncio.to_thread(self.wal.save, rd.hard_state, rd.entries)
             else:
@@ -464,6 +468,8 @@ class Driver:
                 self.storage.set_hard_state(rd.hard_state)
             if rd.must_sync:
                 self.metrics.inc("raft_fsyncs_total", 1, "WAL fsyncs (one per Ready with new entries/term/vote)")
+                self.metrics.observe("raft_fsync_duration_seconds", time.perf_counter() - started,
+                                     "WAL write and fsync of one Ready (entries, term, vote)")
             if rd.entries:
                 self.metrics.inc("raft_persisted_entries_total", len(rd.entries), "entries made durable")
         if rd.messages:  # 2. send
@@ -582,6 +588,9 @@ class Driver:
                 ours = pending is not None and pending.term == e.term
                 result = self.fsm.apply(e, pending.parsed if ours and pending is not None else None)
             if pending is not None:
+                if pending.proposed and pending.term == e.term:
+                    self.metrics.observe("raft_commit_duration_seconds", time.perf_counter() - pending.proposed,
+                                         "a transaction proposed by this member: proposed to committed and applied")
                 if pending.term != e.term:
                     # Another entry committed at this index: ours was overwritten and can never commit.
                     _settle(pending.future, exc=NotLeader(

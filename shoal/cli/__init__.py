@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"gateway URL (env SHOAL_URL, default {commands.DEFAULT_URL})")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     commands.add_parsers(sub)
+    from shoal.cli import ui
+
+    ui.add_parsers(sub, commands._url_parent())
     try:
         from shoal.cli import up
     except ImportError:  # `shoal up` / `shoal down` ship separately; the rest works without them

@@ -4,8 +4,10 @@ On the wire every state is its lowercase name; the rank below gives the order (S
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import total_ordering
+from typing import Any
 
 
 @total_ordering
@@ -78,3 +80,14 @@ class Availability(StrEnum):
 class NodeRole(StrEnum):
     WORKER = "worker"
     MANAGER = "manager"
+
+
+def state_label(status: Mapping[str, Any] | None) -> str:
+    """A task status's state as a metric label: one of TaskState's values, or "unknown" (bounded label values;
+    "none" for no status at all: a task being created)."""
+    if status is None:
+        return "none"
+    try:
+        return str(TaskState(str(status.get("state"))))
+    except ValueError:
+        return "unknown"

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ from shoal.bus.base import Bus
 from shoal.bus.subjects import STORE_EVENTS
 from shoal.errors import Compacted, ShoalError
 from shoal.store.protocol import Store
-from shoal.store.txn import Change, Obj, TxnResult
+from shoal.store.txn import Change, Event, Obj, TxnResult
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ class StoreMirror:
         self._relist = True
         self._stopped = False
         self.resyncs = 0
+        #: perf_counter() of the oldest change from the store not yet taken by a planning pass (plan loop lag)
+        self.pending_since: float | None = None
+        #: called with every committed transaction the watch returns, all kinds (the dashboard's event feed)
+        self.on_event: Callable[[Event], None] | None = None
 
     # ---- view --------------------------------------------------------------------------------------------
     def get(self, kind: str, obj_id: str) -> Obj | None:
@@ -83,7 +88,14 @@ class StoreMirror:
                 applied.append(c)
         return applied
 
-    def _bump(self) -> None:
+    def take_pending_since(self) -> float | None:
+        """When the oldest change not yet seen by a pass arrived (None: no news); a pass calls it as it starts."""
+        since, self.pending_since = self.pending_since, None
+        return since
+
+    def _bump(self, *, external: bool = False) -> None:
+        if external and self.pending_since is None:
+            self.pending_since = time.perf_counter()
         self.generation += 1
         self._changed.set()
         self._changed = asyncio.Event()
@@ -119,10 +131,12 @@ class StoreMirror:
         changes: list[Change] = []
         for ev in batch.events:
             changes += self._apply(ev.changes, ev.revision)
+            if self.on_event is not None:
+                self.on_event(ev)
         self.revision = max(self.revision, batch.revision)
         self._tombstones = {k: r for k, r in self._tombstones.items() if r > self.revision}
         if changes:
-            self._bump()
+            self._bump(external=True)
         return changes
 
     async def _list_all(self) -> None:
@@ -136,7 +150,7 @@ class StoreMirror:
         self.revision = min(revs) if revs else 0
         self._tombstones.clear()
         self.resyncs += 1
-        self._bump()
+        self._bump(external=True)
 
     async def run(self) -> None:
         if self.bus is not None:

@@ -3,8 +3,9 @@ scaled up with every scale flag, a 6-replica service of the task image created t
 sibling containers; a host-mode published port answers on 127.0.0.1; the active scheduler container is killed
 and a standby takes over, a scale to 8 converges; a dispatcher container is stopped and its agents move to the
 others while their tasks keep running; a container task reads a secret and a config (the agent container
-writes them where the engine can bind-mount them); `down` leaves nothing behind. The tests run in file order on one
-cluster (module fixture)."""
+writes them where the engine can bind-mount them); the real `docker` CLI creates a service and reads the logs of
+its tasks on every agent (through the scaled dispatchers); `down` leaves nothing behind. The tests run in file
+order on one cluster (module fixture)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -27,6 +29,7 @@ import pytest
 
 from shoal import transport
 from tests.docker.conftest import ROOT, RUN_ID, RUN_LABEL, build_images
+from tests.e2e.test_docker_cli import docker_at, require_docker_client
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(900)]
 
@@ -306,6 +309,44 @@ def test_a_container_task_reads_its_secret_and_config_through_the_agent_containe
                "the task container removed")
     eventually(lambda: not [p for p in Path(TASK_FILES_ROOT).rglob("*") if p.is_file()], 30,
                "the task's files removed from the host directory")
+
+
+def test_the_docker_cli_drives_the_compose_cluster_and_reads_logs_through_every_dispatcher(compose: Compose) -> None:
+    """A short session of the real `docker` CLI (tests/e2e/test_docker_cli.py picks it) through the balancer, with
+    the bundle the bootstrap wrote: nodes, an attached create converging, and `docker service logs` of a task on
+    every agent — the agents' sessions are spread over the scaled dispatchers behind one name, which the gateway
+    resolves to each address to find the holder (before, it asked one of them and most nodes said "no session")."""
+    require_docker_client()
+    name = f"cli-{RUN_ID[:6]}"
+    config = Path(tempfile.mkdtemp(prefix="shoal-compose-docker-config-"))
+
+    def d(*args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return docker_at(f"127.0.0.1:{compose.port}", compose.client_dir, config, *args, timeout=timeout,
+                         check=check)
+
+    assert d("version", "--format", "{{.Server.APIVersion}}").stdout.strip() == "1.41"
+    ready = [ln for ln in d("node", "ls").stdout.splitlines()[1:] if " Ready " in ln]
+    assert len(ready) == SCALE["agent"], ready
+    script = 'i=0; while true; do i=$((i+1)); echo "line-$i of $SHOAL_TASK_SLOT"; sleep 0.5; done'
+    created = d("service", "create", "--name", name, "--replicas", "3", "--update-monitor", "1s",
+                "--stop-grace-period", "1s",
+                "--container-label", f"{RUN_LABEL}={RUN_ID}", "shoal-task:local", "sh", "-c", script, timeout=240)
+    assert re.search(r"verify: Service (\w+ )?converged\s*$", created.stdout), created.stdout + created.stderr
+    tasks = compose.http.get("/v1/tasks", params={"service": name}).json()["items"]
+    running = [x for x in tasks if x["status"]["state"] == "running"]
+    nodes = {x["node_id"] for x in running}
+
+    def every_task_logged() -> subprocess.CompletedProcess[str] | None:
+        out = d("service", "logs", "--tail", "2", name)
+        slots = set(re.findall(r"\| line-\d+ of (\d+)", out.stdout))
+        return out if slots == {"1", "2", "3"} and "cannot be read" not in out.stderr else None
+
+    logs = eventually(every_task_logged, 60, f"`docker service logs` to show a line of each task on {nodes}")
+    assert len(nodes) >= 2, f"the tasks should be spread over the agents: {running}"
+    assert not logs.stderr.strip(), logs.stderr
+    d("service", "rm", name)
+    eventually(lambda: not docker("ps", "-aq", "--filter", f"label=shoal.service.name={name}").split(), 60,
+               "the service's containers removed")
 
 
 def test_down_leaves_nothing_behind(compose: Compose) -> None:

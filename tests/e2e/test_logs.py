@@ -5,15 +5,13 @@ logs` reads the Docker stream format."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from tests.e2e.harness import Cluster, eventually
-from tests.e2e.test_docker_cli import docker
+from tests.e2e.test_docker_cli import docker, require_docker_client
 
 pytestmark = pytest.mark.timeout(240)
 PRINTER = ["/bin/sh", "-c", 'i=0; while true; do i=$((i+1)); echo "line-$i from $SHOAL_TASK_SLOT"; '
@@ -77,10 +75,7 @@ def test_service_and_task_logs(cluster: Cluster) -> None:
 
 
 def test_docker_service_logs(cluster: Cluster) -> None:
-    if shutil.which("docker") is None:
-        if os.environ.get("CI"):
-            pytest.fail("the docker client is missing: CI must install it (docker.io)")
-        pytest.skip("no docker client on this machine")
+    require_docker_client()
     c = cluster
     c.create_service("chat", 1, command=PRINTER)
     c.wait_running("chat", 1)

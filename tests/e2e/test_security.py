@@ -1,6 +1,7 @@
 """Secure by default on a real `shoal up` cluster: every listening socket of every cluster process refuses
 plaintext and TLS clients without a certificate (found by asking the kernel, so a new port cannot slip
-through); a worker's certificate reaches neither the public API nor the store; a join needs the right token."""
+through; the CA's join path and the gateway's dashboard login answer such a client, with 401 for all else);
+a worker's certificate reaches neither the public API nor the store; a join needs the right token."""
 
 from __future__ import annotations
 
@@ -72,12 +73,17 @@ def test_every_listening_socket_refuses_plaintext_and_certless_tls(cluster: Clus
     assert len(ports) >= len(pids) + cluster.layout.raft_members, ports
     roots = cluster.layout.client_dir / "ca.pem"
     ca_port = cluster.layout.port_of("ca")
+    gateway_port = int(cluster.layout.gateway_url.rsplit(":", 1)[1])
     for port, pid in sorted(ports.items()):
         who = f"{names[pid]} on port {port}"
         assert not plaintext_answered(port), f"{who} answered plaintext"
         status = certless_tls_answered(port, roots)
         if port == ca_port:
             assert status == 401, f"{who}: a caller without a certificate reaches only the join path ({status})"
+        elif port == gateway_port:  # the dashboard's login path is open (a browser has no certificate)
+            for path in ("/healthz", "/v1/services", "/ui/", "/ui/stream", "/ui/login?token=guess"):
+                status = certless_tls_answered(port, roots, path)
+                assert status == 401, f"{who}: a caller without a certificate or a session reached {path} ({status})"
         else:
             assert status is None, f"{who} served a TLS client without a certificate ({status})"
 

@@ -191,7 +191,7 @@ def test_a_frozen_active_instance_is_replaced_and_its_fenced_write_refused(clust
     cluster.wait_running("web", 1)
     before = lease(cluster, "orchestrator")
     assert before["holder"] == active
-    txns_before = metric(cluster, url, "txns")
+    txns_before = metric(cluster, url, "txns_total")
 
     # The active orchestrator's next write (the task of a scale-up) is caught in flight; then it freezes.
     proxy.hold_next()
@@ -226,7 +226,7 @@ def test_a_frozen_active_instance_is_replaced_and_its_fenced_write_refused(clust
     eventually(lambda: cluster.manager_http.get(url + "/v1/status", timeout=5).json()["active"] is False, 10,
                "the resumed ex-active to stand down")
     time.sleep(1.5)
-    assert metric(cluster, url, "txns") == txns_before, "the resumed ex-active committed a transaction"
+    assert metric(cluster, url, "txns_total") == txns_before, "the resumed ex-active committed a transaction"
     late = [x for x in proxy.txns[proxy.txns.index(held) + 1:] if any(op.get("kind") != "lease" for op in x["ops"])]
     assert all(x.get("status") != 200 for x in late), late
     assert lease(cluster, "orchestrator")["holder"] == standby

@@ -33,12 +33,21 @@ async def test_a_dispatcher_dialled_by_address_is_checked_against_its_service_na
     async def heartbeat(sid: str) -> dict[str, Any]:
         return {"period": 1.0}
 
+    @app.post("/v1/sessions/{sid}/logs/{rid}")
+    async def log_chunk(sid: str, rid: str) -> dict[str, Any]:
+        return {}
+
     server = await TLSServer(app, transport.Credentials(server_dir), lambda ident, method, path: None).start()
     http = transport.http_client(node_creds(signer, tmp_path / "agent"), timeout=5.0)
     try:
         with pytest.raises(DispatcherUnavailable, match="not valid for"):
             await DispatcherClient(http, server.url).heartbeat("s1")
+        assert await DispatcherClient(http, server.url).log_chunk("s1", "r1", b"", True) is False
         named = DispatcherClient(http, server.url, server_name="dispatcher")
+        # log chunks are checked against the name too (they were not: every log request of a scaled compose
+        # cluster's agents ended with "certificate is not valid for <address>", and the reader waited for ever).
+        # First on this client, so the connection is not one a named call already opened.
+        assert await named.log_chunk("s1", "r1", b"", True) is True
         assert await named.heartbeat("s1") == {"period": 1.0}
 
         # the session remembers which name each resolved address stands for

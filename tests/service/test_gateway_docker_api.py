@@ -240,4 +240,17 @@ def test_nodes_update_with_version(client: TestClient, store: LocalStore) -> Non
 def test_engine_only_calls_get_a_clear_not_supported(client: TestClient) -> None:
     r = client.post(f"{V}/containers/create", json={"Image": "busybox"})
     assert r.status_code == 501 and "not supported by shoal" in r.json()["message"]
+    assert r.headers["content-type"] == "application/json"
     assert client.get(f"{V}/distribution/busybox:1/json").status_code == 404
+    # swarm init/join: dockerd's answer for a node already in a swarm (the gateway always is), plus how to join
+    for path in ("/swarm/init", "/swarm/join"):
+        r = client.post(f"{V}{path}", json={"ListenAddr": "0.0.0.0:2377", "RemoteAddrs": ["10.0.0.1:2377"]})
+        assert r.status_code == 503, (path, r.text)
+        assert r.json()["message"].startswith("This node is already part of a swarm. Use \"docker swarm leave\"")
+        assert "shoal swarm join" in r.json()["message"]
+    # the log endpoints want at least one stream, as dockerd does (the CLI always asks for both)
+    create(client)
+    r = client.get(f"{V}/services/web/logs?follow=0")
+    assert r.status_code == 400 and r.json()["message"] == "Bad parameters: you must choose at least one stream"
+    r = client.post(f"{V}/swarm/leave?force=1")
+    assert r.status_code == 501 and r.json()["message"].startswith("`docker swarm leave`")

@@ -19,23 +19,24 @@ from shoal.transport import Credentials, Policy, Revocations, server_config
 
 class TLSServer:
     def __init__(self, app: Any, creds: Credentials, policy: Policy, *, revoked: Revocations | None = None,
-                 anonymous: Iterable[str] = ()) -> None:
+                 anonymous: Iterable[str] = (), host: str = "127.0.0.1", port: int = 0) -> None:
         self.app, self.creds, self.policy, self.revoked = app, creds, policy, revoked
         self.anonymous = tuple(anonymous)
-        self.port = 0
+        self.host = host
+        self.port = port
         self.server: uvicorn.Server | None = None
         self.task: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     async def start(self) -> TLSServer:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
+        sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        config = server_config(self.app, "127.0.0.1", self.port, self.creds, self.policy, revoked=self.revoked,
+        config = server_config(self.app, self.host, self.port, self.creds, self.policy, revoked=self.revoked,
                                anonymous=self.anonymous)
         self.server = uvicorn.Server(config)
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]))

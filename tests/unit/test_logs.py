@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.logs import file_records, rotate
+from services.dispatcher import logs as broker_logs
 from services.dispatcher.logs import Gone, LogBroker
 from shoal import logs
 from shoal.errors import InvalidArgument
@@ -55,6 +56,9 @@ def test_docker_frame_layout_matches_dockerd() -> None:
     assert err[0] == 2 and err[8:].startswith(b"1970-01-01T00:00:00.500000000Z ")
     buf = bytearray(frame + frame[:5])
     assert [s for s, _ in logs.read_docker_frames(buf)] == [1] and len(buf) == 5
+    # `docker service logs --raw` asks without details: only the (optional) time and the line
+    raw = logs.docker_log_frame(rec, node_id="nd", service_id="sv", timestamps=True, details=False)
+    assert raw[8:] == b"1970-01-01T00:00:00.500000000Z hello\n"
 
 
 def test_engine_line_parses_nanosecond_times() -> None:
@@ -91,3 +95,26 @@ def test_broker_back_pressure_and_gone() -> None:
             await broker.push("n2", broker.open("n1", logs.LogQuery(("t1",))).id, b"z")  # not n2's request
 
     asyncio.run(main())
+
+
+def test_broker_ends_a_request_whose_agent_goes_silent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent that picked a request up but whose posts never arrive (seen: a TLS name mismatch on its chunk
+    posts) must not hold the reader for ever: after SILENCE_TIMEOUT without even a keep-alive, one notice, end."""
+    monkeypatch.setattr(broker_logs, "SILENCE_TIMEOUT", 0.2)
+
+    async def main() -> list[bytes]:
+        broker = LogBroker()
+        req = broker.open("n1", logs.LogQuery(("t1",), follow=True))
+        await broker.poll("n1", 0.0)
+        await broker.push("n1", req.id, b"first\n")
+        got = []
+        async for chunk in broker.stream(req):
+            got.append(chunk)
+        with pytest.raises(Gone):  # closed: a late post is told to stop
+            await broker.push("n1", req.id, b"late")
+        return got
+
+    got = asyncio.run(asyncio.wait_for(main(), 5))
+    assert got[0] == b"first\n" and len(got) == 2
+    notice = logs.parse_chunk(got[1])[0]
+    assert notice["stream"] == "shoal" and "sent nothing for 0s" in notice["line"]

@@ -47,9 +47,14 @@ Ctx = Annotated[GatewayContext, Depends(get_context)]
 OUT_OF_SEQUENCE = "rpc error: code = Unknown desc = update out of sequence"
 #: Docker Engine API areas shoal does not serve: a clear 501 instead of Docker's "page not found"
 ENGINE_ONLY = ("containers", "images", "build", "volumes", "plugins", "exec", "events", "system", "session",
-               "commit", "auth", "grpc", "swarm/init", "swarm/join", "swarm/leave", "swarm/unlock")
-NOT_SUPPORTED = ("{what} is not supported by shoal: the gateway serves the Docker Engine API's swarm subset "
+               "commit", "auth", "grpc", "swarm/leave", "swarm/unlock")
+NOT_SUPPORTED = ("{what}: not supported by shoal. The gateway serves the Docker Engine API's swarm subset "
                  "(services, tasks, nodes, secrets, configs, networks, swarm); see docs/docker-api.md")
+#: dockerd's answer to `swarm init`/`swarm join` on a node already in a swarm (503, errSwarmExists), which the
+#: gateway always is; the second sentence says how shoal nodes join instead
+SWARM_EXISTS = ("This node is already part of a swarm. Use \"docker swarm leave\" to leave this swarm and join "
+                "another one. (shoal: this endpoint is the gateway of a running shoal cluster; add nodes with "
+                "`shoal swarm join-token worker|manager` and `shoal swarm join`)")
 
 
 class DockerError(ShoalError):
@@ -184,6 +189,14 @@ async def swarm(ctx: Ctx) -> Obj:
     return v.swarm_view(cluster, "default", await _trust_root(ctx), await _tokens(ctx) or {})
 
 
+@router.post("/swarm/init")
+@router.post("/swarm/join")
+async def swarm_init_or_join(request: Request) -> Response:
+    """dockerd answers 503 when the node is already part of a swarm; the gateway always is one's."""
+    await request.body()  # read the request fully: the CLI keeps the connection alive
+    return JSONResponse({"message": SWARM_EXISTS}, status_code=503)
+
+
 @router.get("/swarm/unlockkey")
 async def unlock_key() -> Obj:
     return {"UnlockKey": ""}
@@ -306,27 +319,45 @@ async def delete_service(ref: str, ctx: Ctx) -> Response:
     return ok()
 
 
-async def _docker_logs(ctx: GatewayContext, tasks: list[Obj], follow: bool, tail: str | None,
-                       since: str | None, timestamps: bool) -> StreamingResponse:
+class LogParams:
+    """The query of dockerd's log endpoints the CLI sends: `stdout=1&stderr=1&details=1&tail=…[&follow=1]
+    [&timestamps=1][&since=…]` (`--raw` drops `details`)."""
+
+    def __init__(self, follow: bool = False, tail: str | None = None, since: str | None = None,
+                 timestamps: bool = False, details: bool = False, stdout: bool = False,
+                 stderr: bool = False) -> None:
+        if not (stdout or stderr):
+            raise DockerError(400, "Bad parameters: you must choose at least one stream")
+        self.follow, self.tail, self.since, self.timestamps, self.details = follow, tail, since, timestamps, details
+        self.streams = {"shoal"} | ({"stdout"} if stdout else set()) | ({"stderr"} if stderr else set())
+
+
+LogQueryParams = Annotated[LogParams, Depends()]
+
+
+async def _docker_logs(ctx: GatewayContext, tasks: list[Obj], q: LogParams) -> StreamingResponse:
     """dockerd's swarm log stream: stdcopy frames of `[<time> ]<details> <line>` (shoal's own lines, such as
-    a node being down, on stderr). `docker service logs` then inspects each node, service and task named."""
+    a node being down, on stderr, whatever streams were asked for). `docker service logs` then inspects each
+    node, service and task named."""
     where = {t["id"]: (t.get("node_id") or "", t.get("service_id") or "") for t in tasks}
-    records = log_routes.stream(ctx, tasks, tail, since, follow)
+    records = log_routes.stream(ctx, tasks, q.tail, q.since, q.follow)
 
     async def frames() -> AsyncIterator[bytes]:
         async for rec in records:
+            if rec["stream"] not in q.streams:
+                continue
             node_id, service_id = where.get(rec["task_id"], ("", ""))
-            yield logs.docker_log_frame(rec, node_id=node_id, service_id=service_id, timestamps=timestamps)
+            yield logs.docker_log_frame(rec, node_id=node_id, service_id=service_id, timestamps=q.timestamps,
+                                        details=q.details)
 
     return StreamingResponse(frames(), media_type="application/vnd.docker.multiplexed-stream")
 
 
 @router.get("/services/{ref}/logs")
-async def service_logs(ref: str, ctx: Ctx, follow: bool = False, tail: str | None = None,
-                       since: str | None = None, timestamps: bool = False) -> Response:
+async def service_logs(ref: str, ctx: Ctx, q: LogQueryParams) -> Response:
     service = await _find(ctx, Kind.SERVICE, ref, service_names)
     _, tasks = await ctx.store.list(Kind.TASK, service_id=service["id"])
-    return await _docker_logs(ctx, tasks, follow, tail, since, timestamps)
+    return await _docker_logs(ctx, tasks, q)
 
 
 # ---- tasks -----------------------------------------------------------------------------------------------------
@@ -384,14 +415,13 @@ async def get_task(ref: str, ctx: Ctx) -> Obj:
 
 
 @router.get("/tasks/{ref}/logs")
-async def task_logs(ref: str, ctx: Ctx, follow: bool = False, tail: str | None = None, since: str | None = None,
-                    timestamps: bool = False) -> Response:
+async def task_logs(ref: str, ctx: Ctx, q: LogQueryParams) -> Response:
     _, tasks = await ctx.store.list(Kind.TASK)
     try:
         task = resolve(tasks, ref, "task", lambda _t: [])
     except ShoalError as e:
         raise _docker_message("task", ref, e) from None
-    return await _docker_logs(ctx, [task], follow, tail, since, timestamps)
+    return await _docker_logs(ctx, [task], q)
 
 
 # ---- secrets and configs ---------------------------------------------------------------------------------------
@@ -506,9 +536,10 @@ async def distribution(name: str) -> Response:
 
 def _unsupported(area: str) -> Callable[..., Awaitable[Response]]:
     async def handler(path: str = "") -> Response:
-        what = {"containers": "`docker run` and container commands", "images": "image commands",
-                "build": "`docker build`", "volumes": "volume commands", "exec": "`docker exec`",
-                "events": "`docker events`"}.get(area, f"/{area}")
+        what = {"containers": "`docker run` and the container commands", "images": "the image commands",
+                "build": "`docker build`", "volumes": "the volume commands", "exec": "`docker exec`",
+                "events": "`docker events`", "swarm/leave": "`docker swarm leave` (stop the node's agent "
+                "and `shoal node rm` it instead)"}.get(area, f"/{area}")
         return JSONResponse({"message": NOT_SUPPORTED.format(what=what)}, status_code=501)
     return handler
 
