@@ -33,6 +33,7 @@ from shoal.workloads import Workload, stop_cluster
 log = logging.getLogger("shoal.supervisor")
 
 STATE_FILE = "supervisor.json"
+HOLLOW = "hollow-agents"  # the process running `shoal up --hollow-nodes N` (agent/hollow.py)
 #: the number of instances wanted per scalable role (`shoal up --scale`, `shoal scale`): {"dispatcher": 3}
 SCALE_FILE = "scale.json"
 #: the ports of the extra instances, kept across restarts: {"dispatcher-2": 41234}
@@ -126,6 +127,9 @@ class Layout:
     base_port: int = 4300
     gateway_port: int = 4242
     agents: int = 2
+    #: worker nodes simulated in one process (`python -m agent.hollow`: real identities, sessions and
+    #: heartbeats, hollow task runtime); 0: none
+    hollow_nodes: int = 0
     host: str = "127.0.0.1"
     raft_members: int = 3
     heartbeat_period: float = 5.0
@@ -292,6 +296,12 @@ class Layout:
             if ids.worker_token:
                 env["SHOAL_JOIN_TOKEN"] = ids.worker_token
             specs.append(ProcSpec(name, [py, "-m", "agent"], env, self.url_of(name) + "/healthz"))
+        if self.hollow_nodes:
+            env = {**common, "SHOAL_DISPATCHERS": self.url_of("dispatcher"),
+                   "SHOAL_JOIN_TOKEN": ids.worker_token or ""}
+            specs.append(ProcSpec(HOLLOW, [py, "-m", "agent.hollow", "--nodes", str(self.hollow_nodes),
+                                           "--state-root", str(self.data_dir / "hollow"),
+                                           "--prefix", f"{self._hostname()}-hollow"], env, None))
         return specs
 
     @staticmethod
@@ -630,6 +640,8 @@ def health_problem(layout: Layout, specs: list[ProcSpec], http: httpx.Client) ->
     items = nodes.get("items", nodes) if isinstance(nodes, dict) else nodes
     ready = [n for n in items if n.get("status", {}).get("state") == "ready"]
     agents = sum(1 for s in specs if s.name.startswith("agent-"))
+    if any(s.name == HOLLOW for s in specs):
+        agents += layout.hollow_nodes
     if len(ready) < agents:
         return f"{len(ready)}/{agents} agents registered"
     return ""
@@ -691,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gateway-port", type=int, default=4242)
     p.add_argument("--agents", type=int, default=2)
     p.add_argument("--heartbeat-period", type=float, default=5.0)
+    p.add_argument("--hollow-nodes", type=int, default=0)
     p.add_argument("--node", action="store_true", help="run the roles of a swarm node (`shoal swarm init/join`)")
     a = p.parse_args(argv)
     from shoal.runner import private_files
@@ -704,7 +717,8 @@ def main(argv: list[str] | None = None) -> int:
         sup = NodeSupervisor(NodeLayout.for_node(a.data_dir.resolve()))  # acts on promote/demote too
     else:
         sup = Supervisor(Layout(a.data_dir.resolve(), base_port=a.base_port, gateway_port=a.gateway_port,
-                                agents=a.agents, heartbeat_period=a.heartbeat_period))
+                                agents=a.agents, heartbeat_period=a.heartbeat_period,
+                                hollow_nodes=a.hollow_nodes))
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

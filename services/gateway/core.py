@@ -4,6 +4,7 @@ port conflicts, network references, networks in use). No I/O: the routes read th
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -102,8 +103,26 @@ def _observed(task: Obj) -> str:
     return str((task.get("status") or {}).get("state") or "")
 
 
+#: the task fields a service's status counts by: the store keeps live counts of these (`COUNTED_FIELDS`)
+STATUS_FIELDS = ("service_id", "desired_state", "status.state", "job_iteration")
+
+
+def task_groups(tasks: Iterable[Obj]) -> list[dict[str, Any]]:
+    """`tasks` counted the way the store counts them (`GET /v1/counts/task`): `[{"values", "count"}]`."""
+    counts: Counter[tuple[Any, ...]] = Counter(
+        (t.get("service_id"), t.get("desired_state"), (t.get("status") or {}).get("state"), t.get("job_iteration"))
+        for t in tasks)
+    return [{"values": dict(zip(STATUS_FIELDS, key, strict=True)), "count": n} for key, n in counts.items()]
+
+
 def service_status(service: Obj, tasks: Iterable[Obj]) -> dict[str, int]:
-    """`docker service ls` REPLICAS: desired tasks, tasks running that should run, and completed tasks.
+    """`status_from_counts` of a service's task objects."""
+    return status_from_counts(service, task_groups(tasks))
+
+
+def status_from_counts(service: Obj, groups: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """`docker service ls` REPLICAS from task counts (`task_groups`, or the store's): desired tasks, tasks
+    running that should run, and completed tasks.
 
     - replicated: desired = `replicas`; running = tasks desired *and* observed running; completed = tasks
       observed complete;
@@ -112,30 +131,49 @@ def service_status(service: Obj, tasks: Iterable[Obj]) -> dict[str, int]:
       replicated_job: desired = `total_completions`; global_job: desired = its tasks of this iteration that
       are meant to complete (one per eligible node). running = observed running and desired ≤ complete;
       completed = observed complete."""
-    own = [t for t in tasks if t.get("service_id") == service["id"]]
+    own = [(g["values"], int(g["count"])) for g in groups if g["values"].get("service_id") == service["id"]]
+
+    def count(pred: Callable[[dict[str, Any]], bool]) -> int:
+        return sum(n for v, n in own if pred(v))
+
+    def observed(v: dict[str, Any]) -> str:
+        return str(v.get("status.state") or "")
+
     spec = service["spec"]
     kind = mode_of(spec)
-    completed_tasks = [t for t in own if _observed(t) == TaskState.COMPLETE]
+    completed = count(lambda v: observed(v) == TaskState.COMPLETE)
     if kind in JOB_MODES:
         it = job_iteration(service)
-        current = [t for t in own if int(t.get("job_iteration") or 0) == it]
-        meant = [t for t in current if t.get("desired_state") in (TaskState.RUNNING, TaskState.COMPLETE)]
-        running = sum(1 for t in meant if _observed(t) == TaskState.RUNNING)
-        completed = sum(1 for t in current if _observed(t) == TaskState.COMPLETE)
+
+        def current(v: dict[str, Any]) -> bool:
+            return int(v.get("job_iteration") or 0) == it
+
+        def meant(v: dict[str, Any]) -> bool:
+            return current(v) and v.get("desired_state") in (TaskState.RUNNING, TaskState.COMPLETE)
+
+        running = count(lambda v: meant(v) and observed(v) == TaskState.RUNNING)
+        completed = count(lambda v: current(v) and observed(v) == TaskState.COMPLETE)
         if kind == "replicated_job":
             job = spec["mode"]["replicated_job"]
             desired = int(job.get("total_completions", job.get("max_concurrent", 1)))
         else:
-            desired = len(meant)
+            desired = count(meant)
         return {"desired": desired, "running": running, "completed": completed}
-    should_run = [t for t in own if t.get("desired_state") == TaskState.RUNNING]
-    running = sum(1 for t in should_run if _observed(t) == TaskState.RUNNING)
-    desired = int(spec["mode"]["replicated"].get("replicas", 1)) if kind == "replicated" else len(should_run)
-    return {"desired": desired, "running": running, "completed": len(completed_tasks)}
+
+    def should_run(v: dict[str, Any]) -> bool:
+        return bool(v.get("desired_state") == TaskState.RUNNING)
+
+    running = count(lambda v: should_run(v) and observed(v) == TaskState.RUNNING)
+    desired = int(spec["mode"]["replicated"].get("replicas", 1)) if kind == "replicated" else count(should_run)
+    return {"desired": desired, "running": running, "completed": completed}
 
 
 def with_status(service: Obj, tasks: Iterable[Obj]) -> Obj:
     return {**service, "status": service_status(service, tasks)}
+
+
+def with_counted_status(service: Obj, groups: Iterable[dict[str, Any]]) -> Obj:
+    return {**service, "status": status_from_counts(service, groups)}
 
 
 def name_taken(services: Iterable[Obj], name: str, except_id: str | None = None) -> bool:

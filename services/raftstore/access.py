@@ -52,7 +52,7 @@ def is_membership_change(method: str, path: str) -> bool:
 
 def reads_ca(path: str) -> bool:
     parts = _parts(path)
-    return parts[:2] == ["v1", "objects"] and len(parts) > 2 and parts[2] == CA_KIND
+    return parts[:1] == ["v1"] and parts[1:2] in (["objects"], ["counts"]) and len(parts) > 2 and parts[2] == CA_KIND
 
 
 def policy(ident: Identity, method: str, path: str) -> str | None:

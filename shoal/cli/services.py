@@ -75,8 +75,12 @@ def cmd_service_ps(a: argparse.Namespace) -> int:
     gw = gateway_of(a)
     try:
         tasks: list[dict[str, Any]] = []
-        for ref in a.services:
-            tasks += gw.items("/v1/tasks", service=ref)
+        for ref in a.services:  # paged: a 100k-task service is read 5,000 tasks at a time
+            token: str | None = ""
+            while token is not None:
+                d = gw.get("/v1/tasks", service=ref, limit="5000", **({"next": token} if token else {}))
+                tasks += d["items"]
+                token = d.get("next")
         nodes = {n["id"]: table.hostname(n) or table.short_id(n["id"]) for n in gw.items("/v1/nodes")}
     finally:
         gw.close()

@@ -49,6 +49,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="state and logs (default ~/.shoal)")
     up.add_argument("--gateway-port", type=int, default=4242, help="gateway port (default 4242)")
     up.add_argument("--base-port", type=int, default=4300, help="first of the internal ports (default 4300)")
+    up.add_argument("--hollow-nodes", type=int, default=0,
+                    help="also run N simulated worker nodes in one process (agent/hollow.py; default 0)")
     up.add_argument("--heartbeat-period", type=float, default=5.0, help="agent heartbeat period in seconds")
     up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for a healthy cluster")
     up.add_argument("--scale", action="append", default=[], metavar="ROLE=N",
@@ -72,8 +74,8 @@ def cmd_up(a: argparse.Namespace) -> int:
         print(f"shoal: a cluster is already running from {data_dir} (supervisor pid {state['pid']}); "
               f"gateway {state['gateway_url']}. Run `shoal down --data-dir {data_dir}` first.", file=sys.stderr)
         return 1
-    if a.agents < 0:
-        print("shoal: --agents must be 0 or more", file=sys.stderr)
+    if a.agents < 0 or a.hollow_nodes < 0:
+        print("shoal: --agents and --hollow-nodes must be 0 or more", file=sys.stderr)
         return 2
     try:
         scale = parse_scale(a.scale)
@@ -85,7 +87,7 @@ def cmd_up(a: argparse.Namespace) -> int:
         write_scale(data_dir, {**read_scale(data_dir), **scale})
     print(f"shoal: {choose_runtimes(os.environ)}", file=sys.stderr)  # stdout: only the URL (scripts read it)
     layout = Layout(data_dir, base_port=a.base_port, gateway_port=a.gateway_port, agents=a.agents,
-                    heartbeat_period=a.heartbeat_period)
+                    heartbeat_period=a.heartbeat_period, hollow_nodes=a.hollow_nodes)
     if a.detach:
         return _up_detached(a, layout)
     sup = Supervisor(layout)
@@ -116,7 +118,8 @@ def _up_detached(a: argparse.Namespace, layout: Layout) -> int:
         proc = subprocess.Popen(
             [sys.executable, "-m", "shoal.supervisor", "--data-dir", str(layout.data_dir),
              "--base-port", str(layout.base_port), "--gateway-port", str(layout.gateway_port),
-             "--agents", str(layout.agents), "--heartbeat-period", str(layout.heartbeat_period)],
+             "--agents", str(layout.agents), "--heartbeat-period", str(layout.heartbeat_period),
+             "--hollow-nodes", str(layout.hollow_nodes)],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             cwd=Path(__file__).resolve().parents[2],
         )

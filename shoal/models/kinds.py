@@ -28,4 +28,10 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     Kind.NODE: ("role",),
 }
 
+#: per kind, the fields the store keeps live counts of (`MemoryStore.counts`, `GET /v1/counts/{kind}`): the
+#: gateway answers a service's replica status from these instead of reading its tasks.
+COUNTED_FIELDS: dict[str, tuple[str, ...]] = {
+    Kind.TASK: ("service_id", "desired_state", "status.state", "job_iteration"),
+}
+
 DEFAULT_CLUSTER_ID = "default"

@@ -9,7 +9,9 @@ what the store lets the caller do follows from that certificate's component (doc
 
 HTTP API of a raftstore member (docs/api.md has the full contract):
     POST /v1/txn                         {"ops": [...]} -> {"revision", "changes": [...]}
-    GET  /v1/objects/{kind}?f=v&stale=1  -> {"revision", "items"}
+    GET  /v1/objects/{kind}?f=v&stale=1  -> {"revision", "items", "continue"}
+         (&limit=N&continue=TOKEN&name=NAME&id_prefix=P: a page, see Store.page)
+    GET  /v1/counts/{kind}?f=v           -> {"revision", "groups": [{"values", "count"}]}
     GET  /v1/objects/{kind}/{id}         -> object
     GET  /v1/watch?after=N&wait=S        -> {"revision", "events": [{"revision", "changes": [...]}]}
     GET  /v1/status                      -> raft status of that member
@@ -18,6 +20,7 @@ HTTP API of a raftstore member (docs/api.md has the full contract):
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +28,7 @@ import httpx
 
 from shoal.errors import OutcomeUnknown, ShoalError, Unavailable, error_from_json
 from shoal.models.stored import Readable
-from shoal.store.txn import Obj, Op, TxnResult, WatchBatch
+from shoal.store.txn import Obj, Op, Page, TxnResult, WatchBatch
 from shoal.transport import Credentials, http_client
 
 
@@ -111,6 +114,24 @@ class StoreClient:
         d = await self._request("GET", f"/v1/objects/{kind}", params=params)
         # objects stored before the store validated writes may be unreadable: skipped (logged, counted)
         return int(d["revision"]), self.readable.filter(kind, d["items"])
+
+    async def page(self, kind: str, *, limit: int | None = None, cont: str | None = None, name: str | None = None,
+                   id_prefix: str | None = None, **filters: Any) -> Page:
+        params = {k: str(v) for k, v in filters.items() if v is not None}
+        for k, v in (("limit", limit), ("continue", cont), ("name", name), ("id_prefix", id_prefix)):
+            if v is not None:
+                params[k] = str(v)
+        if self._stale:
+            params["stale"] = "true"
+        d = await self._request("GET", f"/v1/objects/{kind}", params=params)
+        return Page(int(d["revision"]), self.readable.filter(kind, d["items"]), d.get("continue"))
+
+    async def counts(self, kind: str, **filters: Any) -> tuple[int, builtins.list[dict[str, Any]]]:
+        params = {k: str(v) for k, v in filters.items() if v is not None}
+        if self._stale:
+            params["stale"] = "true"
+        d = await self._request("GET", f"/v1/counts/{kind}", params=params)
+        return int(d["revision"]), list(d["groups"])
 
     async def watch(self, after: int, wait: float = 0.0) -> WatchBatch:
         d = await self._request(

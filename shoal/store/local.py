@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import time
 from collections.abc import Callable
 from typing import Any
 
 from shoal.store.memory import MemoryStore, validate_txn
-from shoal.store.txn import Obj, Op, TxnResult, WatchBatch
+from shoal.store.txn import Obj, Op, Page, TxnResult, WatchBatch, continue_after, continue_token
 
 
 class LocalStore:
@@ -36,6 +37,15 @@ class LocalStore:
 
     async def list(self, kind: str, **filters: Any) -> tuple[int, list[Obj]]:
         return self.mem.revision, copy.deepcopy(self.mem.list(kind, **filters))
+
+    async def page(self, kind: str, *, limit: int | None = None, cont: str | None = None, name: str | None = None,
+                   id_prefix: str | None = None, **filters: Any) -> Page:
+        after = continue_after(cont) if cont else None
+        items, last = self.mem.page(kind, limit=limit, after=after, name=name, id_prefix=id_prefix, **filters)
+        return Page(self.mem.revision, copy.deepcopy(items), continue_token(last) if last is not None else None)
+
+    async def counts(self, kind: str, **filters: Any) -> tuple[int, builtins.list[dict[str, Any]]]:
+        return self.mem.revision, copy.deepcopy(self.mem.counts(kind, **filters))
 
     async def watch(self, after: int, wait: float = 0.0) -> WatchBatch:
         events = self.mem.events_since(after)

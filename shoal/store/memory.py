@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sortedcontainers import SortedList
+
 from shoal.errors import (
     AlreadyExists,
     Compacted,
@@ -23,7 +25,7 @@ from shoal.errors import (
     TxnTooLarge,
     VersionConflict,
 )
-from shoal.models.kinds import INDEXED_FIELDS, NAMED_KINDS, Kind
+from shoal.models.kinds import COUNTED_FIELDS, INDEXED_FIELDS, NAMED_KINDS, Kind
 from shoal.store.txn import MAX_TXN_BYTES, MAX_TXN_OPS, Change, Event, Obj, TxnResult
 
 _KINDS = frozenset(k.value for k in Kind)
@@ -62,6 +64,13 @@ def _field(obj: Obj, dotted: str) -> Any:
     return cur
 
 
+def _key(value: Any) -> Any:
+    """An index or count key for a field's value: scalars as they are, anything else as canonical JSON."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def _name_key(kind: str, obj: Obj) -> str | None:
     if kind not in NAMED_KINDS:
         return None
@@ -70,14 +79,24 @@ def _name_key(kind: str, obj: Obj) -> str | None:
 
 
 class MemoryStore:
-    """Objects by kind and id, secondary indexes, unique names, and a bounded history of committed events."""
+    """Objects by kind and id, secondary indexes, unique names, live counts, and a bounded history of committed
+    events.
+
+    Every kind's ids are kept sorted, and so is each secondary index bucket (`INDEXED_FIELDS`: the ids of the
+    objects with one value of the field), so a filtered page (`page`) starts where the last one ended
+    (O(log n)) and reads only the objects it returns plus those its unindexed filters skip. `COUNTED_FIELDS`
+    keep a count per combination of their values, updated on every write: `counts` answers "how many tasks
+    of this service run" without reading a task. All of it is derived state, rebuilt by `restore`."""
 
     def __init__(self, history: int = 10_000) -> None:
         self._objects: dict[str, dict[str, Obj]] = {k: {} for k in _KINDS}
+        self._ids: dict[str, SortedList] = {k: SortedList() for k in _KINDS}
         self._names: dict[str, dict[str, str]] = {k: {} for k in _KINDS}
-        self._index: dict[str, dict[str, dict[Any, set[str]]]] = {
+        self._index: dict[str, dict[str, dict[Any, SortedList]]] = {
             k: {f: {} for f in INDEXED_FIELDS.get(k, ())} for k in _KINDS
         }
+        self._counted: dict[str, tuple[str, ...]] = {k: COUNTED_FIELDS.get(k, ()) for k in _KINDS}
+        self._counts: dict[str, dict[tuple[Any, ...], int]] = {k: {} for k in _KINDS}
         self._history: deque[Event] = deque(maxlen=history)
         self.revision = 0
         self.compact_revision = 0
@@ -98,19 +117,69 @@ class MemoryStore:
 
     def list(self, kind: str, **filters: Any) -> list[Obj]:
         """Objects of `kind` whose fields equal every filter (None filters are ignored); sorted by id."""
+        return self.page(kind, **filters)[0]
+
+    def page(self, kind: str, *, limit: int | None = None, after: str | None = None, name: str | None = None,
+             id_prefix: str | None = None, **filters: Any) -> tuple[builtins.list[Obj], str | None]:
+        """Up to `limit` objects of `kind` (all when None) with id > `after`, in id order, whose fields equal
+        every filter (dotted names reach nested fields; None filters are ignored); `name`: only the object
+        with that name (case-insensitive, named kinds); `id_prefix`: only ids starting with it. Returns the
+        page and the id to continue after (None when nothing matching follows)."""
         if kind not in self._objects:
             raise InvalidArgument(f"store: unknown kind {kind!r}")
+        if limit is not None and limit < 1:
+            raise InvalidArgument(f"store: limit must be at least 1, not {limit}")
         objs = self._objects[kind]
         wanted = {k: v for k, v in filters.items() if v is not None}
-        ids: Iterable[str] | None = None
-        index = self._index[kind]
-        for f, v in wanted.items():
-            if f in index:
-                hit = index[f].get(v, set())
-                ids = hit if ids is None else set(ids) & hit
-        candidates = (objs[i] for i in ids) if ids is not None else objs.values()
-        out = [o for o in candidates if all(_field(o, f) == v for f, v in wanted.items())]
-        out.sort(key=lambda o: o["id"])
+        source: Iterable[str]
+        if name is not None:
+            if kind not in NAMED_KINDS:
+                raise InvalidArgument(f"store: kind {kind!r} has no names; filter by a field instead")
+            oid = self._names[kind].get(name.lower())
+            source = [oid] if oid is not None and (after is None or oid > after) else []
+        else:
+            index = self._index[kind]
+            bucket: SortedList = self._ids[kind]
+            for f, v in wanted.items():
+                if f in index:
+                    hit = index[f].get(_key(v))
+                    if hit is None:
+                        return [], None
+                    if len(hit) < len(bucket):
+                        bucket = hit
+            if after is not None and (id_prefix is None or after >= id_prefix):
+                source = bucket.irange(minimum=after, inclusive=(False, True))
+            else:
+                source = bucket.irange(minimum=id_prefix) if id_prefix else bucket
+        out: builtins.list[Obj] = []
+        for oid in source:
+            if id_prefix is not None and not oid.startswith(id_prefix):
+                if name is None:
+                    break  # sorted: no later id has the prefix
+                continue
+            o = objs[oid]
+            if all(_field(o, f) == v for f, v in wanted.items()):
+                if limit is not None and len(out) == limit:
+                    return out, out[-1]["id"]  # one more matches: there is a next page
+                out.append(o)
+        return out, None
+
+    def counts(self, kind: str, **filters: Any) -> builtins.list[dict[str, Any]]:
+        """How many objects of `kind` have each combination of its counted fields' values (`COUNTED_FIELDS`),
+        only the combinations whose values equal every filter (compared as strings: they come from a URL)
+        and with at least one object: `[{"values": {field: value}, "count": n}]`, largest count first."""
+        if kind not in self._objects:
+            raise InvalidArgument(f"store: unknown kind {kind!r}")
+        fields = self._counted[kind]
+        unknown = sorted(set(filters) - set(fields))
+        if unknown:
+            raise InvalidArgument(f"store: kind {kind!r} counts by {list(fields)}; cannot filter counts by "
+                                  f"{unknown}")
+        wanted = [(fields.index(f), str(v)) for f, v in filters.items() if v is not None]
+        out: builtins.list[dict[str, Any]] = [{"values": dict(zip(fields, key, strict=True)), "count": n}
+               for key, n in self._counts[kind].items()
+               if all(key[i] is not None and str(key[i]) == v for i, v in wanted)]
+        out.sort(key=lambda g: -g["count"])
         return out
 
     def count(self, kind: str) -> int:
@@ -145,12 +214,15 @@ class MemoryStore:
                 assert old is not None
                 self._unindex(kind, old)
                 del self._objects[kind][obj_id]
+                self._ids[kind].remove(obj_id)
                 changes.append(Change("delete", kind, obj_id, old))
             else:
-                if old is not None:
-                    self._unindex(kind, old)
+                if old is None:
+                    self._ids[kind].add(obj_id)
+                    self._reindex(kind, obj)
+                else:
+                    self._reindex(kind, obj, old)
                 self._objects[kind][obj_id] = obj
-                self._reindex(kind, obj)
                 changes.append(Change(action, kind, obj_id, obj))  # type: ignore[arg-type]
         if changes:
             if len(self._history) == self._history.maxlen:
@@ -225,20 +297,61 @@ class MemoryStore:
             staged.append((kind_op, kind, oid, obj))
         return staged
 
-    def _reindex(self, kind: str, obj: Obj) -> None:
+    def _reindex(self, kind: str, obj: Obj, old: Obj | None = None) -> None:
+        """Index `obj` (replacing `old`, the same object's previous version: only the entries whose value
+        changed move)."""
+        oid = obj["id"]
         for f, idx in self._index[kind].items():
-            idx.setdefault(_field(obj, f), set()).add(obj["id"])
-        key = _name_key(kind, obj)
-        if key is not None:
-            self._names[kind][key] = obj["id"]
+            v = _key(_field(obj, f))
+            if old is not None:
+                was = _key(_field(old, f))
+                if was == v:
+                    continue
+                self._drop(idx, was, oid)
+            bucket = idx.get(v)
+            if bucket is None:
+                idx[v] = SortedList((oid,))
+            else:
+                bucket.add(oid)
+        counted = self._counted[kind]
+        if counted:
+            key = tuple(_key(_field(obj, f)) for f in counted)
+            if old is not None:
+                was_key = tuple(_key(_field(old, f)) for f in counted)
+                if was_key == key:
+                    counted = ()
+                else:
+                    self._uncount(kind, was_key)
+            if counted:
+                self._counts[kind][key] = self._counts[kind].get(key, 0) + 1
+        if old is not None:
+            old_name = _name_key(kind, old)
+            if old_name is not None and old_name != _name_key(kind, obj) and self._names[kind].get(old_name) == oid:
+                del self._names[kind][old_name]
+        key_name = _name_key(kind, obj)
+        if key_name is not None:
+            self._names[kind][key_name] = oid
+
+    @staticmethod
+    def _drop(idx: dict[Any, SortedList], value: Any, oid: str) -> None:
+        ids = idx.get(value)
+        if ids is not None:
+            ids.discard(oid)
+            if not ids:
+                del idx[value]
+
+    def _uncount(self, kind: str, key: tuple[Any, ...]) -> None:
+        n = self._counts[kind].get(key, 0) - 1
+        if n > 0:
+            self._counts[kind][key] = n
+        else:
+            self._counts[kind].pop(key, None)
 
     def _unindex(self, kind: str, obj: Obj) -> None:
         for f, idx in self._index[kind].items():
-            ids = idx.get(_field(obj, f))
-            if ids is not None:
-                ids.discard(obj["id"])
-                if not ids:
-                    del idx[_field(obj, f)]
+            self._drop(idx, _key(_field(obj, f)), obj["id"])
+        if self._counted[kind]:
+            self._uncount(kind, tuple(_key(_field(obj, f)) for f in self._counted[kind]))
         key = _name_key(kind, obj)
         if key is not None and self._names[kind].get(key) == obj["id"]:
             del self._names[kind][key]
@@ -258,6 +371,7 @@ class MemoryStore:
             for obj in objs:
                 self._objects[kind][obj["id"]] = obj
                 self._reindex(kind, obj)
+            self._ids[kind] = SortedList(self._objects[kind])
         self.revision = int(snap["revision"])
         self.compact_revision = self.revision
 

@@ -3,9 +3,10 @@ both satisfy it."""
 
 from __future__ import annotations
 
+import builtins
 from typing import Any, Protocol
 
-from shoal.store.txn import Obj, Op, TxnResult, WatchBatch
+from shoal.store.txn import Obj, Op, Page, TxnResult, WatchBatch
 
 
 class Store(Protocol):
@@ -18,6 +19,16 @@ class Store(Protocol):
 
     async def list(self, kind: str, **filters: Any) -> tuple[int, list[Obj]]:
         """(revision, objects): a linearizable list; watching from `revision` misses nothing after it."""
+
+    async def page(self, kind: str, *, limit: int | None = None, cont: str | None = None, name: str | None = None,
+                   id_prefix: str | None = None, **filters: Any) -> Page:
+        """A linearizable page of `list`: up to `limit` objects in id order after the `cont` token of the
+        previous page, filtered in the store (fields, `name` through the name index, `id_prefix`). Pages are
+        read one by one, each at its own revision: an object that exists throughout a walk appears exactly
+        once (in the version its page read); one created or removed during the walk may or may not."""
+
+    async def counts(self, kind: str, **filters: Any) -> tuple[int, builtins.list[dict[str, Any]]]:
+        """(revision, groups): linearizable counts of `kind` by its counted fields (MemoryStore.counts)."""
 
     async def watch(self, after: int, wait: float = 0.0) -> WatchBatch:
         """Committed events with revision > `after`, waiting up to `wait` seconds for the first one.

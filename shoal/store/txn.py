@@ -15,8 +15,12 @@ replica applies the same bytes)."""
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from shoal.errors import InvalidArgument
 
 Obj = dict[str, Any]
 Op = dict[str, Any]
@@ -130,3 +134,39 @@ class WatchBatch:
     @staticmethod
     def from_json(d: dict[str, Any]) -> WatchBatch:
         return WatchBatch(int(d["revision"]), [Event.from_json(e) for e in d["events"]])
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a filtered list: the objects, in id order, and the token that continues after them (None
+    on the last page). Each page is read on its own (linearizable, at `revision`); see `Store.page`."""
+
+    revision: int
+    items: list[Obj]
+    next: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"revision": self.revision, "items": self.items, "continue": self.next}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Page:
+        return Page(int(d["revision"]), list(d["items"]), d.get("continue"))
+
+
+def continue_token(after_id: str) -> str:
+    """The opaque token a page hands out to continue after the object `after_id`."""
+    return base64.urlsafe_b64encode(json.dumps({"after": after_id}).encode()).decode().rstrip("=")
+
+
+def continue_after(token: str) -> str:
+    """The id a `continue_token` continues after; InvalidArgument for anything this store did not hand out."""
+    try:
+        d = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        after = d["after"]
+    except (ValueError, TypeError, KeyError) as e:
+        raise InvalidArgument(f"store: continue token {token[:40]!r} is not one a page handed out; start the "
+                              "listing again without it") from e
+    if not isinstance(after, str):
+        raise InvalidArgument(f"store: continue token {token[:40]!r} is not one a page handed out; start the "
+                              "listing again without it")
+    return after

@@ -184,7 +184,7 @@ class RaftProcs:
 
     def status(self, i: int) -> dict[str, Any] | None:
         try:
-            r = self.http.get(self.url(i) + "/v1/status")
+            r = self.http.get(self.url(i) + "/v1/status", params={"hash": "true"})
             return r.json() if r.status_code == 200 else None
         except httpx.HTTPError:
             return None

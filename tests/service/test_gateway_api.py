@@ -19,7 +19,7 @@ from shoal.errors import AlreadyExists, OutcomeUnknown, Unavailable
 from shoal.models.objects import new_task, task_status
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
-from shoal.store.txn import Obj, Op, TxnResult, WatchBatch
+from shoal.store.txn import Obj, Op, Page, TxnResult, WatchBatch
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -446,6 +446,12 @@ class DownStore:
         return await self._fail()  # type: ignore[no-any-return]
 
     async def list(self, kind: str, **filters: Any) -> tuple[int, list[Obj]]:
+        return await self._fail()  # type: ignore[no-any-return]
+
+    async def page(self, kind: str, **filters: Any) -> Page:
+        return await self._fail()  # type: ignore[no-any-return]
+
+    async def counts(self, kind: str, **filters: Any) -> tuple[int, list[dict[str, Any]]]:
         return await self._fail()  # type: ignore[no-any-return]
 
     async def watch(self, after: int, wait: float = 0.0) -> WatchBatch:

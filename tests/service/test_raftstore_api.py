@@ -154,7 +154,9 @@ async def test_the_leader_publishes_a_hint_per_committed_change(solo: Harness) -
 async def test_status_readyz_and_metrics(solo: Harness) -> None:
     st = (await solo.http.get("/v1/status")).json()
     assert st["role"] == "leader" and st["leader"] == 1 and st["applied_index"] == st["commit_index"]
-    assert st["members"][0]["id"] == 1 and len(st["state_hash"]) == 64
+    assert st["members"][0]["id"] == 1 and st["state_hash"] is None  # O(objects): only when asked
+    hashed = (await solo.http.get("/v1/status", params={"hash": "true"})).json()
+    assert hashed["state_hash"] == solo.member.driver.fsm.mem.state_hash() and len(hashed["state_hash"]) == 64
     assert (await solo.http.get("/readyz")).status_code == 200
     assert "shoal_raft_fsyncs_total" in (await solo.http.get("/metrics")).text
 
@@ -275,3 +277,39 @@ async def test_a_leader_short_of_disk_refuses_writes_clearly_and_keeps_serving_r
     assert [o["id"] for o in (await solo.client.list("service"))[1]] == ["s1"]
     driver.cfg = dataclasses.replace(driver.cfg, disk_reserve=0)
     await solo.client.txn([t.create("service", {"id": "s2", "spec": spec("x")})])
+
+
+async def test_pages_counts_names_and_prefixes_are_served_by_the_member(solo: Harness) -> None:
+    tasks = [{"id": f"t{i:03d}", "service_id": "s1" if i % 3 else "s2", "desired_state": "running",
+              "status": {"state": "running" if i % 2 else "pending"}} for i in range(50)]
+    await solo.client.txn([t.create("task", x) for x in tasks])
+    await solo.client.txn([t.create("service", {"id": "svc1", "spec": spec("Web")})])
+    ids: list[str] = []
+    token = None
+    while True:
+        page = await solo.client.page("task", limit=7, cont=token, service_id="s1")
+        ids += [o["id"] for o in page.items]
+        token = page.next
+        if token is None:
+            break
+    assert ids == sorted(x["id"] for x in tasks if x["service_id"] == "s1")
+    running = await solo.client.page("task", **{"status.state": "running", "service_id": "s2"})
+    assert [o["id"] for o in running.items] == [x["id"] for x in tasks
+                                                if x["service_id"] == "s2" and x["status"]["state"] == "running"]
+    assert [o["id"] for o in (await solo.client.page("service", name="WEB")).items] == ["svc1"]
+    assert [o["id"] for o in (await solo.client.page("task", id_prefix="t04")).items] == [f"t04{i}" for i in range(10)]
+    rev, groups = await solo.client.counts("task", service_id="s2")
+    assert rev >= page.revision
+    assert sum(g["count"] for g in groups) == 17
+    assert {g["values"]["status.state"] for g in groups} == {"running", "pending"}
+    with pytest.raises(InvalidArgument, match="continue token"):
+        await solo.client.page("task", limit=5, cont="garbage")
+    with pytest.raises(InvalidArgument, match="limit"):
+        await solo.client.page("task", limit=0)
+    with pytest.raises(InvalidArgument, match="cannot filter counts"):
+        await solo.client.counts("task", node_id="n1")
+
+
+async def test_counts_of_kind_ca_are_refused_like_its_lists(solo: Harness) -> None:
+    r = await solo.http.get("http://store/v1/counts/ca")
+    assert r.status_code == 403 and "only the CA" in r.json()["message"]

@@ -35,6 +35,10 @@ def ident(component: str, role: str = pki.MANAGER) -> Identity:
     (ident("gateway"), "GET", "//v1//objects/ca/", False),
     (ident("gateway"), "GET", "/v1/objects/cat", True),  # not kind ca (and refused later as an unknown kind)
     (ident("ca"), "GET", "/v1/objects/ca/root", True),
+    (ident("gateway"), "GET", "/v1/counts/ca", False),
+    (ident("gateway"), "GET", "/v1/counts/task", True),
+    (ident("agent", pki.WORKER), "GET", "/v1/counts/task", False),
+    (ident("ca"), "GET", "/v1/counts/ca", True),
     (ident("scheduler"), "POST", "/v1/members", False),
     (ident("scheduler"), "DELETE", "/v1/members/3", False),
     (ident("scheduler"), "POST", "/v1/leader/transfer", False),

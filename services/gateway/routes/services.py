@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.gateway import lookup
 from services.gateway.context import GatewayContext, get_context
 from services.gateway.core import (
     already_exists_message,
@@ -27,6 +28,7 @@ from services.gateway.core import (
     service_names,
     service_network_ids,
     updated_service,
+    with_counted_status,
     with_status,
 )
 from services.gateway.payloads import resolve_refs
@@ -72,9 +74,14 @@ class ServiceRollback(BaseModel):
 
 
 async def find_service(store: Store, ref: str) -> Obj:
-    """The service `ref` names: an id, a name (case-insensitive) or a unique id prefix."""
-    _, services = await store.list(Kind.SERVICE)
-    return resolve(services, ref, "service", service_names)
+    """The service `ref` names: an id, a name (case-insensitive) or a unique id prefix (store-side lookups)."""
+    return await lookup.find(store, Kind.SERVICE, ref, "service")
+
+
+async def counted_status(store: Store, service: Obj) -> Obj:
+    """`service` with its replica status, from the store's task counts (no task is read)."""
+    _, groups = await store.counts(Kind.TASK, service_id=service["id"])
+    return with_counted_status(service, groups)
 
 
 async def _networks_moved(store: Store, touched: list[Obj], checked: list[tuple[str, Obj]] | None = None) -> bool:
@@ -165,19 +172,17 @@ async def create_service(
 @router.get("", summary="List services with their task counts")
 async def list_services(ctx: Ctx) -> dict[str, Any]:
     revision, services = await ctx.store.list(Kind.SERVICE)
-    _, tasks = await ctx.store.list(Kind.TASK)
-    by_service: dict[str, list[Obj]] = defaultdict(list)
-    for task in tasks:
-        by_service[task.get("service_id", "")].append(task)
+    _, groups = await ctx.store.counts(Kind.TASK)  # a few groups per service, not the tasks
+    by_service: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for g in groups:
+        by_service[g["values"].get("service_id") or ""].append(g)
     services.sort(key=lambda s: s["spec"]["name"].lower())
-    return {"revision": revision, "items": [with_status(s, by_service[s["id"]]) for s in services]}
+    return {"revision": revision, "items": [with_counted_status(s, by_service[s["id"]]) for s in services]}
 
 
 @router.get("/{ref}", summary="Inspect a service (id, name or unique id prefix)")
 async def get_service(ref: str, ctx: Ctx) -> Obj:
-    service = await find_service(ctx.store, ref)
-    _, tasks = await ctx.store.list(Kind.TASK, service_id=service["id"])
-    return with_status(service, tasks)
+    return await counted_status(ctx.store, await find_service(ctx.store, ref))
 
 
 async def _commit_service_change(ctx: GatewayContext, ref: str, version: int | None,
@@ -209,9 +214,7 @@ async def _commit_service_change(ctx: GatewayContext, ref: str, version: int | N
         if "built" not in found:
             raise
         raise NotFound(f"service {found['current']['spec']['name']!r} not found (it was removed)") from e
-    service = res.objects[0]
-    _, tasks = await ctx.store.list(Kind.TASK, service_id=service["id"])
-    return with_status(service, tasks)
+    return await counted_status(ctx.store, res.objects[0])
 
 
 @router.put("/{ref}", summary="Replace a service's spec (send the version you read)")

@@ -13,8 +13,21 @@ from services.raftstore.access import check_kind as check_kind_allowed
 from services.raftstore.access import redact_events, redact_objects, scope_component
 from services.raftstore.routes.context import Context, check_kind, json_response
 from shoal.errors import InvalidArgument
+from shoal.store.txn import continue_after, continue_token
 
 MAX_WATCH_WAIT = 60.0
+
+
+def _limit(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise InvalidArgument(f"store: limit must be a whole number of at least 1, not {raw!r}")
+    return limit
 
 
 def router(ctx: Context) -> APIRouter:
@@ -29,11 +42,26 @@ def router(ctx: Context) -> APIRouter:
         check_kind_allowed(component, kind)
         filters = dict(request.query_params)
         stale = filters.pop("stale", None)
-        if "kind" in filters:
-            raise InvalidArgument("store: 'kind' is not a filterable field")
+        for reserved in ("kind", "after"):
+            if reserved in filters:
+                raise InvalidArgument(f"store: {reserved!r} is not a filterable field")
+        limit = _limit(filters.pop("limit", None))
+        token = filters.pop("continue", None)
+        after = continue_after(token) if token else None
+        name, id_prefix = filters.pop("name", None), filters.pop("id_prefix", None)
         await ctx.barrier(stale)
-        items = redact_objects(component, kind, mem.list(kind, **filters))
-        return json_response({"revision": mem.revision, "items": items})
+        objs, last = mem.page(kind, limit=limit, after=after, name=name, id_prefix=id_prefix, **filters)
+        return json_response({"revision": mem.revision, "items": redact_objects(component, kind, objs),
+                              "continue": continue_token(last) if last is not None else None})
+
+    @r.get("/v1/counts/{kind}")
+    async def count_objects(kind: str, request: Request) -> Response:
+        check_kind(kind)
+        check_kind_allowed(scope_component(request.scope), kind)
+        filters = dict(request.query_params)
+        stale = filters.pop("stale", None)
+        await ctx.barrier(stale)
+        return json_response({"revision": mem.revision, "groups": mem.counts(kind, **filters)})
 
     @r.get("/v1/objects/{kind}/{obj_id}")
     async def get_object(kind: str, obj_id: str, request: Request, stale: str | None = None) -> Response:
@@ -55,9 +83,12 @@ def router(ctx: Context) -> APIRouter:
         return json_response({"revision": mem.revision, "events": visible})
 
     @r.get("/v1/status")
-    async def status() -> Response:
+    async def status(state_hash: bool = Query(False, alias="hash")) -> Response:
+        """`hash=true` adds `state_hash`, a digest of every object (O(objects): computed only when asked and
+        cached per revision — the gateway's readiness probe and `shoal cluster` poll this route, and at 100k
+        tasks hashing on every poll was most of a member's CPU)."""
         driver, member = ctx.driver, ctx.member
-        if hash_cache["revision"] != mem.revision:
+        if state_hash and hash_cache["revision"] != mem.revision:
             hash_cache.update(revision=mem.revision, hash=mem.state_hash())
         leader = member.member(driver.leader_id)
         return json_response({
@@ -68,7 +99,7 @@ def router(ctx: Context) -> APIRouter:
             "term": driver.term,
             "commit_index": driver.commit_index,
             "applied_index": driver.applied_index,
-            "state_hash": hash_cache["hash"],
+            "state_hash": hash_cache["hash"] if state_hash else None,
             "members": [m.to_json() for m in member.members],
             "voters": list(driver.node.raft.voters),
             "learners": list(driver.node.raft.learners),

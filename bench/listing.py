@@ -1,0 +1,207 @@
+"""Listing at scale (issue 13, item 3): the gateway's task and service reads over a real raftstore holding N tasks,
+paged and counted in the store, against the full reads the gateway did before (the peer, measured in the same run).
+
+    python bench/listing.py                          # 100,000 tasks of one service, 3 rounds
+    python bench/listing.py --tasks 2000 --rounds 1  # CI-sized (tests/integration/test_bench_listing.py)
+
+One raftstore member runs as its own process (`python -m services.raftstore`, fsync on, mutual TLS); the gateway
+runs in this process over a StoreClient with the gateway's certificate (the same store path a gateway process
+uses; its HTTP answers are taken through httpx's ASGI transport, JSON encoding included). The tasks are written
+straight to the store, 500 per transaction, as the orchestrator would (state RUNNING, one service, `--services`
+spreads them). Measured, best of `--rounds` after a warm-up read:
+
+- `GET /v1/tasks` (every task in one answer) and a paged walk `GET /v1/tasks?service=S&limit=5000&next=...`
+  (what `shoal service ps S` does), against the peer: one full store list of the kind (the old route);
+- `GET /v1/services/{name}` (store-side name lookup + task counts) against the old way: list every service,
+  resolve in the gateway, list the service's tasks and count them;
+- `GET /v1/services` (counts of every service) against the old way: list every task and count them.
+
+Ratios are shoal-now / old-way (below 1 is faster)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+
+from services.gateway.app import create_app
+from services.gateway.core import resolve, service_names, with_status
+from services.gateway.settings import GatewaySettings
+from shoal.models.kinds import Kind
+from shoal.models.objects import new_task, task_status
+from shoal.models.states import TaskState
+from shoal.store import txn as t
+from shoal.store.client import StoreClient
+from tests.integration.raftprocs import RaftProcs
+
+PAGE = 5000
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+CPU: dict[str, float] = {}  # operation -> best CPU seconds (this process + the raftstore member)
+STORE_PID: list[int] = []
+
+
+def _cpu_now() -> float:
+    own = time.process_time()
+    if not STORE_PID:
+        return own
+    fields = Path(f"/proc/{STORE_PID[0]}/stat").read_text().rsplit(")", 1)[1].split()
+    return own + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def best(rounds: int, fn: Callable[[], Awaitable[Any]], name: str = "") -> float:
+    """Best wall time of `rounds` runs after a warm-up; the best CPU time (this process, which runs the
+    gateway and the client, plus the raftstore member) goes to CPU[name]: on a loaded machine the wall time
+    is mostly waiting for a core, the CPU time is what the operation costs."""
+    await fn()  # warm-up
+    times, cpus = [], []
+    for _ in range(rounds):
+        t0, c0 = time.perf_counter(), _cpu_now()
+        await fn()
+        times.append(time.perf_counter() - t0)
+        cpus.append(_cpu_now() - c0)
+    CPU[name] = min(cpus)
+    return min(times)
+
+
+async def run(tasks: int, services: int, rounds: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-listing-") as tmp:
+        cluster = RaftProcs(Path(tmp), 1).start_all()
+        try:
+            cluster.wait_leader(30)
+            STORE_PID[:] = [cluster.procs[1].pid]
+            store = StoreClient(cluster.urls, creds=cluster.certs.client("gateway"), timeout=120.0)
+            app = create_app(GatewaySettings(store_members=cluster.urls), store=store)
+            async with app.router.lifespan_context(app):
+                gw = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway",
+                                       timeout=120.0)
+                return await measure(gw, store, tasks, services, rounds)
+        finally:
+            cluster.close()
+
+
+async def measure(gw: httpx.AsyncClient, store: StoreClient, tasks: int, services: int,
+                  rounds: int) -> dict[str, float]:
+    made = []
+    for i in range(services):
+        spec = {"name": f"svc{i}", "mode": {"replicated": {"replicas": tasks // services}},
+                "task": {"process": {"command": ["sleep", "300"]}}}
+        r = await gw.post("/v1/services", json=spec)
+        r.raise_for_status()
+        made.append(r.json())
+    t0 = time.perf_counter()
+    batch: list[dict[str, Any]] = []
+    for n in range(tasks):
+        service = made[n % services]
+        task = new_task(service, n // services + 1, time.time(), node_id=f"node{n % 1000:04d}")
+        task["status"] = task_status(TaskState.RUNNING, time.time())
+        batch.append(t.create(Kind.TASK, task))
+        if len(batch) == 500 or n == tasks - 1:
+            await store.txn(batch)
+            batch = []
+    print(f"wrote {tasks} tasks in {time.perf_counter() - t0:.1f} s (load {loadavg()})", flush=True)
+    name = made[0]["spec"]["name"]
+    per_service = tasks // services
+
+    async def all_tasks() -> None:
+        r = await gw.get("/v1/tasks")
+        assert len(r.json()["items"]) == tasks
+
+    async def walk() -> None:
+        got, token = 0, None
+        while True:
+            r = await gw.get("/v1/tasks", params={"service": name, "limit": PAGE, **({"next": token} if token else {})})
+            body = r.json()
+            got += len(body["items"])
+            token = body["next"]
+            if token is None:
+                break
+        assert got == per_service, got
+
+    async def old_full_list() -> None:
+        _, items = await store.list(Kind.TASK)
+        assert len(items) == tasks
+
+    async def inspect() -> None:
+        r = await gw.get(f"/v1/services/{name}")
+        assert r.json()["status"]["running"] == per_service
+
+    async def old_inspect() -> None:
+        _, svcs = await store.list(Kind.SERVICE)
+        service = resolve(svcs, name, "service", service_names)
+        _, own = await store.list(Kind.TASK, service_id=service["id"])
+        assert with_status(service, own)["status"]["running"] == per_service
+
+    async def services_ls() -> None:
+        r = await gw.get("/v1/services")
+        assert sum(s["status"]["running"] for s in r.json()["items"]) == tasks
+
+    async def old_services_ls() -> None:
+        _, svcs = await store.list(Kind.SERVICE)
+        _, items = await store.list(Kind.TASK)
+        by: dict[str, list[Any]] = defaultdict(list)
+        for x in items:
+            by[x["service_id"]].append(x)
+        assert sum(with_status(s, by[s["id"]])["status"]["running"] for s in svcs) == tasks
+
+    ops: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        ("GET /v1/tasks (all)", all_tasks),
+        (f"GET /v1/tasks?service&limit={PAGE} walk", walk),
+        ("old: store list of every task", old_full_list),
+        ("GET /v1/services/{name}", inspect),
+        ("old: inspect by listing", old_inspect),
+        ("GET /v1/services", services_ls),
+        ("old: services by listing every task", old_services_ls),
+    ]
+    out = {}
+    for label, fn in ops:
+        out[label] = await best(rounds, fn, label)
+    return out
+
+
+def listing_cpu(name: str) -> float:
+    return CPU.get(name, float("nan"))
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", type=int, default=100_000)
+    p.add_argument("--services", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3)
+    a = p.parse_args(argv)
+    print(f"listing: {a.tasks} tasks, {a.services} service(s), best of {a.rounds}; load {loadavg()}", flush=True)
+    r = asyncio.run(run(a.tasks, a.services, a.rounds))
+    print(f"  {'operation':45s} {'wall':>10s} {'CPU (gateway+client, store)':>28s}")
+    for k, v in r.items():
+        print(f"  {k:45s} {v * 1e3:7.1f} ms {listing_cpu(k) * 1e3:21.1f} ms")
+    walk = r[f"GET /v1/tasks?service&limit={PAGE} walk"]
+    c = CPU
+    print(f"CPU ratios (now / old): all tasks {c['GET /v1/tasks (all)'] / c['old: store list of every task']:.2f}x, "
+          f"inspect {c['GET /v1/services/{name}'] / c['old: inspect by listing']:.3f}x, "
+          f"service ls {c['GET /v1/services'] / c['old: services by listing every task']:.3f}x")
+    print(f"wall ratios (now / old): all tasks {r['GET /v1/tasks (all)'] / r['old: store list of every task']:.2f}x, "
+          f"service walk {walk / r['old: store list of every task']:.2f}x, "
+          f"inspect {r['GET /v1/services/{name}'] / r['old: inspect by listing']:.3f}x, "
+          f"service ls {r['GET /v1/services'] / r['old: services by listing every task']:.3f}x "
+          f"(load {loadavg()})", flush=True)
+    return r
+
+
+if __name__ == "__main__":
+    main()

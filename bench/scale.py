@@ -1,0 +1,152 @@
+"""shoal end to end at scale (issue 13, item 2): N hollow nodes, services totalling M replicas, until every task
+is RUNNING.
+
+    python bench/scale.py --nodes 1000 --tasks 100000 --services 10   # the issue's target size
+    python bench/scale.py --nodes 50 --tasks 2000                      # the soak test's size
+    python bench/scale.py --nodes 5 --tasks 100 --idle 0               # CI-sized (tests/e2e/test_bench_scale.py)
+
+A real `shoal up` cluster on free loopback ports (NATS, 3 raftstores with fsync, CA, gateway, orchestrator,
+allocator, scheduler, one dispatcher) with no agent processes and `--hollow-nodes N` (agent/hollow.py: N agents in
+one process, each joined through the CA with its own certificate, session, heartbeats and assignment stream;
+only the task runtime is simulated). Once every node is READY, `--idle` seconds of heartbeats measure the
+dispatcher's CPU with N nodes connected (item 7). Then the services are created through the gateway (replicated,
+a process task the hollow executor "runs") and `GET /v1/services` is polled every 0.5 s until the running
+replicas add up to M; that poll is also the latency probe (p50/p99 during the run).
+
+Reported: end-to-end time (first create to all RUNNING) and tasks/s; raft entries (the leader's commit index
+moved) and their rate; WAL bytes written on member 1 and its snapshot size; the peak RSS of every process and
+its growth per 1,000 tasks; CPU seconds per task by process. The peer measured in the same run: the scheduler's
+pure core placing the same M tasks on N nodes (bench/scheduler.py's case), so `e2e / core` says how much of the
+time is the path rather than the algorithm."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.clusterbench import LocalCluster, Sampler, dir_bytes, loadavg, mib, pct
+
+
+def scheduler_core_seconds(nodes: int, tasks: int) -> float:
+    """The scheduler's pure core placing `tasks` on `nodes` (the same case bench/scheduler.py runs)."""
+    from bench.scheduler import Case, run_case
+
+    return float(run_case(Case("peer", nodes, tasks, False)).wall)
+
+
+def running_total(cluster: LocalCluster) -> tuple[int, int]:
+    items = cluster.admin.get("/v1/services").json()["items"]
+    return sum(s["status"]["running"] for s in items), sum(s["status"]["desired"] for s in items)
+
+
+def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data_dir: Path,
+        start_timeout: float | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"nodes": nodes, "tasks": tasks, "services": services}
+    cluster = LocalCluster(data_dir, agents=0, hollow_nodes=nodes, heartbeat_period=5.0)
+    t_start = time.perf_counter()
+    try:
+        cluster.start(timeout=start_timeout or max(180.0, nodes * 1.5))
+        out["cluster_ready_s"] = time.perf_counter() - t_start
+        print(f"cluster with {nodes} hollow nodes ready in {out['cluster_ready_s']:.1f} s (load {loadavg()})",
+              flush=True)
+        if idle > 0:
+            c0 = cluster.cpu()
+            time.sleep(idle)
+            c1 = cluster.cpu()
+            out["idle_cpu_pct"] = {k: 100 * (c1[k] - c0.get(k, 0.0)) / idle for k in c1}
+            print(f"idle {idle:.0f} s with {nodes} nodes heartbeating every 5 s: dispatcher "
+                  f"{out['idle_cpu_pct'].get('dispatcher', 0):.1f} % of a core, hollow-agents "
+                  f"{out['idle_cpu_pct'].get('hollow-agents', 0):.1f} % (load {loadavg()})", flush=True)
+        rss0 = cluster.rss()
+        cpu0 = cluster.cpu()
+        commit0 = int(cluster.raft_status()["commit_index"])
+        wal0 = dir_bytes(cluster.layout.data_dir / "raft" / "1")
+        sampler = Sampler(cluster, lambda: cluster.admin.get("/v1/services").raise_for_status()).start()
+        t0 = time.perf_counter()
+        per = [tasks // services + (1 if i < tasks % services else 0) for i in range(services)]
+        for i, n in enumerate(per):
+            r = cluster.admin.post("/v1/services", json={
+                "name": f"scale{i}", "mode": {"replicated": {"replicas": n}},
+                "task": {"process": {"command": ["sleep", "infinity"]}}})
+            r.raise_for_status()
+        running = 0
+        deadline = t0 + timeout
+        while True:
+            running, _ = running_total(cluster)
+            if running >= tasks or time.perf_counter() > deadline:
+                break
+            time.sleep(0.5)
+        elapsed = time.perf_counter() - t0
+        sampler.stop()
+        cpu1 = cluster.cpu()
+        commit1 = int(cluster.raft_status()["commit_index"])
+        raft_dir = cluster.layout.data_dir / "raft" / "1"
+        out.update({
+            "running": running, "seconds": elapsed, "tasks_per_s": running / elapsed,
+            "raft_entries": commit1 - commit0, "raft_entries_per_s": (commit1 - commit0) / elapsed,
+            "wal_bytes": dir_bytes(raft_dir) - wal0,
+            "snapshot_bytes": sum(p.stat().st_size for p in raft_dir.rglob("*snap*") if p.is_file()),
+            "services_p50_ms": 1e3 * pct(sampler.latencies, 0.5),
+            "services_p99_ms": 1e3 * pct(sampler.latencies, 0.99), "probes": len(sampler.latencies),
+            "peak_rss": sampler.peak_rss, "rss_before": rss0,
+            "cpu_s": {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1},
+        })
+        if running < tasks:
+            out["timed_out"] = True
+    finally:
+        cluster.stop()
+    return out
+
+
+def report(r: dict[str, Any], core: float | None) -> None:
+    print(f"\n{r['nodes']} hollow nodes, {r['tasks']} replicas in {r['services']} services (load {loadavg()})")
+    state = "TIMED OUT at " if r.get("timed_out") else ""
+    print(f"  {state}{r['running']}/{r['tasks']} RUNNING in {r['seconds']:.1f} s: {r['tasks_per_s']:.0f} tasks/s")
+    print(f"  raft entries {r['raft_entries']} ({r['raft_entries_per_s']:.0f}/s), WAL +{mib(r['wal_bytes'])}, "
+          f"snapshot {mib(r['snapshot_bytes'])}")
+    print(f"  GET /v1/services during the run: p50 {r['services_p50_ms']:.0f} ms, p99 {r['services_p99_ms']:.0f} ms "
+          f"({r['probes']} probes)")
+    total_cpu = sum(r["cpu_s"].values())
+    print(f"  CPU {1e3 * total_cpu / max(1, r['running']):.2f} ms per task summed over processes:")
+    k = max(1, r["tasks"]) / 1000
+    for name in sorted(r["peak_rss"], key=lambda n: -r["peak_rss"][n]):
+        grow = (r["peak_rss"][name] - r["rss_before"].get(name, 0)) / k
+        print(f"    {name:16s} peak RSS {mib(r['peak_rss'][name]):>9s}  +{grow / 2**10:7.0f} KiB per 1k tasks  "
+              f"CPU {r['cpu_s'].get(name, 0):6.1f} s ({100 * r['cpu_s'].get(name, 0) / max(total_cpu, 1e-9):.0f} %)")
+    print(f"  peak RSS summed: {mib(sum(r['peak_rss'].values()))}")
+    if core is not None:
+        print(f"  peer: the scheduler core places {r['tasks']} tasks on {r['nodes']} nodes in {core:.2f} s; "
+              f"end to end / core = {r['seconds'] / max(core, 1e-9):.0f}x")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--tasks", type=int, default=100_000)
+    p.add_argument("--services", type=int, default=10)
+    p.add_argument("--idle", type=float, default=30.0, help="seconds of idle heartbeats measured (0: skip)")
+    p.add_argument("--timeout", type=float, default=600.0, help="give up waiting for RUNNING after this")
+    p.add_argument("--start-timeout", type=float, help="seconds for every node to be READY (default 1.5 s a node)")
+    p.add_argument("--data-dir", type=Path, help="keep the cluster's data here (default: a temporary dir)")
+    a = p.parse_args(argv)
+    print(f"scale: {a.nodes} hollow nodes, {a.tasks} tasks, {a.services} services (load {loadavg()})", flush=True)
+    core = scheduler_core_seconds(a.nodes, a.tasks)
+    if a.data_dir is not None:
+        r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, a.data_dir, a.start_timeout)
+    else:
+        with tempfile.TemporaryDirectory(prefix="shoal-bench-scale-") as tmp:
+            r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, Path(tmp), a.start_timeout)
+    r["core_seconds"] = core
+    report(r, core)
+    return r
+
+
+if __name__ == "__main__":
+    main()
