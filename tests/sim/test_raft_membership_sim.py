@@ -170,6 +170,15 @@ def test_4_membership_changes_under_faults_keep_raft_safe_and_live(membership_se
     _run(membership_seeds)
 
 
+@pytest.mark.parametrize("seed", [876320343])
+def test_issue_17_membership_schedules_that_lost_their_leader_for_good(seed: int) -> None:
+    """876320343 (back-to-back changes, no pre-vote): a removed member, still granted by a voter that had not
+    applied its removal, took that vote first in every term from the one candidate able to win, which restarted
+    its election timer on every refusal (a lost election or a refusal of a newer term must not restart it,
+    §5.2 / Figure 2)."""
+    _run([seed])
+
+
 @pytest.mark.soak
 @pytest.mark.timeout(900)
 def test_soak_membership_changes_on_seeds_of_this_commit() -> None:
