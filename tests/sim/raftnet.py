@@ -50,6 +50,7 @@ class Member:
     applied: list[Entry] = field(default_factory=list)  # what its state machine applied since (re)start
     removed: set[int] = field(default_factory=set)  # ids whose removal this member applied (its member table)
     read_states: list[tuple[int, bytes]] = field(default_factory=list)
+    started: bool = False  # it ran once: it has a data directory, and its supervisor brings it back after a crash
 
 
 class SimNetwork:
@@ -95,6 +96,7 @@ class SimNetwork:
         peers = self.bootstrap if i in self.bootstrap else ()
         cfg = Config(id=i, peers=peers, rng=random.Random(self.rng.random()), **self.cfg)  # type: ignore[arg-type]
         m.node = RawNode(cfg, m.storage)
+        m.started = True
         m.applied = _decode_state(m.storage.snapshot())
         # the member table of a restart: the snapshot's, plus the changes committed after it (as driver.py)
         committed = m.storage.entries(m.storage.first_index(), m.storage.initial_state().commit + 1) \

@@ -49,10 +49,12 @@ def in_cluster(net: SimNetwork) -> list[int]:
 
 
 def may_start(net: SimNetwork, i: int) -> bool:
-    """Removed members stay down; a spare starts only once some member added it."""
+    """Removed members stay down; a spare starts only once some member added it, and a member that ran once
+    comes back after a crash (as its supervisor restarts it, with its data) — even when no member that is up
+    knows it: the members that are down may be the ones that hold the newest configuration."""
     if i in net.removed:
         return False
-    return i in net.bootstrap or any(
+    return i in net.bootstrap or net.members[i].started or any(
         net.up(j) and i in net.node(j).conf_state().members() for j in net.ids)
 
 

@@ -170,6 +170,36 @@ def test_4_membership_changes_under_faults_keep_raft_safe_and_live(membership_se
     _run(membership_seeds)
 
 
+@pytest.mark.parametrize("seed", [876320343, 11051, 11407])
+def test_issue_17_membership_schedules_that_lost_their_leader_for_good(seed: int) -> None:
+    """876320343 (back-to-back changes, no pre-vote): a removed member, still granted by a voter that had not
+    applied its removal, took that vote first in every term from the one candidate able to win, which restarted
+    its election timer on every refusal (a lost election or a refusal of a newer term must not restart it,
+    §5.2 / Figure 2). 11051 and 11407 (back-to-back, found by the 3,000-seed sweep): the members holding the
+    newest configuration were down when the faults stopped and the simulation never restarted them, because
+    no member that was up knew them (see the test below); Raft was not at fault."""
+    _run([seed])
+
+
+def test_a_member_that_ran_once_comes_back_after_a_crash_even_if_no_live_member_knows_it() -> None:
+    """The simulation's model of a supervisor: a member that ran has a data directory and is restarted after a
+    crash. Asking the members that are up whether they know it is not enough — they may be the ones that lag
+    behind the change that added it, while it holds the newest configuration (seeds 11051, 11407)."""
+    net = SimNetwork(3, seed=1, spares=2)
+    net.elect(1)
+    assert net.change(1, ConfChangeType.ADD_LEARNER, 4) is not None
+    net.start(4)
+    net.stabilize()
+    assert not may_start(net, 5) and 4 in net.node(1).conf_state().learners
+    for i in (1, 2, 3, 4):
+        net.crash(i)
+    assert may_start(net, 4), "a member that ran comes back with its data"
+    net.start(1)
+    assert may_start(net, 4)
+    net.removed.add(4)
+    assert not may_start(net, 4), "a removed member stays down"
+
+
 @pytest.mark.soak
 @pytest.mark.timeout(900)
 def test_soak_membership_changes_on_seeds_of_this_commit() -> None:

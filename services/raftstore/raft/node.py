@@ -81,7 +81,7 @@ class Raft:
         for e in self.log.slice(self.log.first_index(), self.log.committed + 1):
             if e.type == EntryType.CONF_CHANGE:
                 self._change_conf(ConfChange.decode(e.data))
-        self.become_follower(self.term, NONE)
+        self._reset(self.term)  # a follower of no known leader, with a freshly randomized election timeout
 
     # ---- reported state -----------------------------------------------------------------------------------
     def soft_state(self) -> SoftState:
@@ -128,9 +128,24 @@ class Raft:
         self.lead_transferee = NONE
 
     def become_follower(self, term: int, lead: int) -> None:
+        """Follow `lead` (NONE: no leader known yet) in `term`.
+
+        Figure 2 / §5.2: the election timer restarts when we hear from a leader, grant a vote or start a
+        campaign — not when a (pre-)election is lost, nor when a message of a newer term without a leader
+        (a vote request, a refusal) makes us a follower. Each candidate waits out the randomized timeout it drew
+        when its election started (§5.2's answer to split votes); restarting it on a refusal pushes back, round
+        after round, the candidate that is refused (the one the voter does not pick first) while a candidate
+        that is granted votes but can never win keeps its rhythm — and takes the shared voter's vote first in
+        every new term: no leader ever again (issue 17: a removed member whose removal that voter had not
+        applied yet, or a member with a stale configuration, always ahead of the one candidate able to win). A
+        leader that steps down had no election timer running: it starts one."""
+        keep = lead == NONE and self.role != Role.LEADER
+        elapsed, timeout = self.election_elapsed, self.randomized_election_timeout
         self._reset(term)
         self.lead = lead
         self.role = Role.FOLLOWER
+        if keep:
+            self.election_elapsed, self.randomized_election_timeout = elapsed, timeout
 
     def become_pre_candidate(self) -> None:
         if self.role == Role.LEADER:
@@ -273,15 +288,10 @@ class Raft:
             if m.type == MsgType.PRE_VOTE or (m.type == MsgType.PRE_VOTE_RESP and not m.reject):
                 return True  # pre-votes never move terms; a granted one carries the term we would campaign at
             leader = m.frm if m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP) else NONE
-            if m.type == MsgType.VOTE:
-                # Figure 2: the election timer restarts on hearing from the current leader or on granting a vote
-                # (handle_vote_request), not on merely adopting a candidate's term. Otherwise a candidate that
-                # can never win (a stale log, a configuration others have moved past) would hold back, with
-                # each new term, the timer of the member that could — and no leader is ever elected.
-                elapsed, timeout = self.election_elapsed, self.randomized_election_timeout
-                self.become_follower(m.term, leader)
-                self.election_elapsed, self.randomized_election_timeout = elapsed, timeout
-                return True
+            # Without a leader (a vote request, a refusal of ours) the election timer keeps running: adopting
+            # a newer term does not restart it (become_follower, Figure 2). Otherwise a candidate that can never
+            # win (a stale log, a configuration others have moved past) would hold back, with each new term, the
+            # timer of the member that could — and no leader is ever elected.
             self.become_follower(m.term, leader)
             return True
         # m.term < self.term: stale.
