@@ -1,4 +1,4 @@
-"""Scheduler micro-benchmark: the pure core (`services.scheduler.core.plan`), mirroring SwarmKit's
+"""Scheduler micro-benchmark: the pure core (`shoal.planning.scheduler.core.plan`), mirroring SwarmKit's
 `BenchmarkScheduler*` cases (`manager/scheduler/scheduler_test.go`).
 
     python bench/scheduler.py                 # default cases (a minute or two on 2 cores)
@@ -40,9 +40,9 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from services.scheduler import core
 from shoal.models.kinds import Kind
 from shoal.plan import pack
+from shoal.planning.scheduler import core
 from shoal.store import txn as t
 from shoal.store.memory import MemoryStore
 

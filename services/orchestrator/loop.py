@@ -10,10 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from services.orchestrator.core import Seen, View, reconcile
-from services.orchestrator.enforcer import NodeChecked, version_of
-from services.orchestrator.modes import UPDATE
-from services.orchestrator.restart import RestartHistory, RestartNote, status_time
 from services.orchestrator.settings import OrchestratorSettings
 from shoal.bus.base import Bus
 from shoal.clock import Clock
@@ -22,6 +18,10 @@ from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.models.objects import state_of
 from shoal.models.states import TaskState
 from shoal.plan import Group, Plan
+from shoal.planning.orchestrator.core import Seen, View, reconcile
+from shoal.planning.orchestrator.enforcer import NodeChecked, version_of
+from shoal.planning.orchestrator.modes import UPDATE
+from shoal.planning.orchestrator.restart import RestartHistory, RestartNote, status_time
 from shoal.store.mirror import StoreMirror
 from shoal.store.protocol import Store
 

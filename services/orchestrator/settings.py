@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.orchestrator.restart import STOP_TIMEOUT
 from shoal.leader_loop import LeaderSettings
+from shoal.planning.orchestrator.restart import STOP_TIMEOUT
 
 DEFAULT_PORT = 4321
 

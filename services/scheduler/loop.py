@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from services.scheduler import core
-from services.scheduler.nodeinfo import FailureLog
 from services.scheduler.settings import SchedulerSettings
 from shoal.bus.base import Bus
 from shoal.clock import Clock
 from shoal.leader_loop import PlanLoop
 from shoal.models.kinds import Kind
 from shoal.plan import Plan
+from shoal.planning.scheduler import core
+from shoal.planning.scheduler.nodeinfo import FailureLog
 from shoal.store.mirror import StoreMirror
 from shoal.store.protocol import Store
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.scheduler.core import DEBOUNCE_GAP, MAX_LATENCY
 from shoal.leader_loop import LeaderSettings
+from shoal.planning.scheduler.core import DEBOUNCE_GAP, MAX_LATENCY
 
 DEFAULT_PORT = 4323
 

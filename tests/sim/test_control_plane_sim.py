@@ -27,11 +27,17 @@ from typing import Any
 import pytest
 
 from services.allocator import core as allocator
-from services.orchestrator import enforcer
-from services.orchestrator.core import Seen, View, reconcile
-from services.orchestrator.enforcer import NodeChecked, version_of
-from services.orchestrator.modes import UPDATE, by_node, is_job, slot_key
-from services.orchestrator.restart import (
+from shoal.cluster import default_cluster
+from shoal.errors import ShoalError
+from shoal.models.kinds import Kind
+from shoal.models.objects import Obj, desired_of, state_of
+from shoal.models.states import TaskState
+from shoal.plan import Plan, pack
+from shoal.planning.orchestrator import enforcer
+from shoal.planning.orchestrator.core import Seen, View, reconcile
+from shoal.planning.orchestrator.enforcer import NodeChecked, version_of
+from shoal.planning.orchestrator.modes import UPDATE, by_node, is_job, slot_key
+from shoal.planning.orchestrator.restart import (
     STOP_TIMEOUT,
     RestartHistory,
     RestartNote,
@@ -40,14 +46,8 @@ from services.orchestrator.restart import (
     status_time,
     stopped,
 )
-from services.scheduler import core as scheduler
-from services.scheduler.nodeinfo import Reservation
-from shoal.cluster import default_cluster
-from shoal.errors import ShoalError
-from shoal.models.kinds import Kind
-from shoal.models.objects import Obj, desired_of, state_of
-from shoal.models.states import TaskState
-from shoal.plan import Plan, pack
+from shoal.planning.scheduler import core as scheduler
+from shoal.planning.scheduler.nodeinfo import Reservation
 from shoal.store import txn as t
 from shoal.store.memory import MemoryStore
 from shoal.store.txn import Change, TxnResult

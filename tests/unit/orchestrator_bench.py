@@ -9,10 +9,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from services.orchestrator.core import Seen, View, reconcile
-from services.orchestrator.enforcer import NodeChecked, version_of
-from services.orchestrator.modes import UPDATE
-from services.orchestrator.restart import RestartHistory, RestartNote, status_time
 from shoal.cluster import default_cluster
 from shoal.errors import ShoalError
 from shoal.models.kinds import Kind
@@ -20,6 +16,10 @@ from shoal.models.objects import Obj, desired_of, state_of, task_status
 from shoal.models.states import TaskState
 from shoal.placement import constraints_of, node_matches
 from shoal.plan import Plan
+from shoal.planning.orchestrator.core import Seen, View, reconcile
+from shoal.planning.orchestrator.enforcer import NodeChecked, version_of
+from shoal.planning.orchestrator.modes import UPDATE
+from shoal.planning.orchestrator.restart import RestartHistory, RestartNote, status_time
 from shoal.store import txn as t
 from tests.sim.cp_fakes import World, agent_ops, make_node, report, respec, service_of, set_env
 

@@ -13,10 +13,10 @@ import pytest
 
 from agent.executors.attachment import AttachmentExecutor
 from agent.worker import Worker
-from services.orchestrator.core import View, reconcile
-from services.orchestrator.restart import RestartHistory
-from services.scheduler.core import plan as schedule_plan
 from shoal.models.objects import ATTACHMENT_RUNTIME, Obj, new_attachment_task, new_task, task_name, task_status
+from shoal.planning.orchestrator.core import View, reconcile
+from shoal.planning.orchestrator.restart import RestartHistory
+from shoal.planning.scheduler.core import plan as schedule_plan
 from tests.sim.cp_fakes import make_node, make_service, with_meta
 
 NOW = 1000.0

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.orchestrator import enforcer
-from services.orchestrator.core import Seen, View, reconcile
-from services.orchestrator.modes import make_task
-from services.orchestrator.restart import RestartHistory
 from shoal.models.objects import Obj, state_of, task_status
 from shoal.models.states import TaskState
 from shoal.placement import node_matches
+from shoal.planning.orchestrator import enforcer
+from shoal.planning.orchestrator.core import Seen, View, reconcile
+from shoal.planning.orchestrator.modes import make_task
+from shoal.planning.orchestrator.restart import RestartHistory
 from tests.sim.cp_fakes import CPU, GiB, make_node, with_meta
 from tests.unit.orchestrator_bench import Bench, service_of
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.orchestrator.core import View, reconcile
-from services.orchestrator.restart import RestartHistory
 from shoal.models.objects import desired_of, state_of
 from shoal.models.states import TaskState
+from shoal.planning.orchestrator.core import View, reconcile
+from shoal.planning.orchestrator.restart import RestartHistory
 from tests.sim.cp_fakes import make_node, with_meta
 from tests.unit.orchestrator_bench import Bench, service_of, set_env
 

@@ -8,19 +8,19 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.orchestrator.core import View, reconcile
-from services.orchestrator.restart import (
+from shoal.cluster import default_cluster
+from shoal.models.kinds import Kind
+from shoal.models.objects import Obj, desired_of, new_task, state_of, task_status
+from shoal.models.states import TaskState
+from shoal.plan import Plan
+from shoal.planning.orchestrator.core import View, reconcile
+from shoal.planning.orchestrator.restart import (
     STOP_TIMEOUT,
     RestartHistory,
     RestartNote,
     release,
     restart_decision,
 )
-from shoal.cluster import default_cluster
-from shoal.models.kinds import Kind
-from shoal.models.objects import Obj, desired_of, new_task, state_of, task_status
-from shoal.models.states import TaskState
-from shoal.plan import Plan
 from tests.sim.cp_fakes import World, make_node, make_service, scaled, set_node_state, with_meta
 
 NOW = 1000.0

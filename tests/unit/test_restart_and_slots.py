@@ -3,10 +3,10 @@ over the pure core with fake agents."""
 
 from __future__ import annotations
 
-from services.orchestrator.core import View, reconcile
-from services.orchestrator.restart import RestartHistory
 from shoal.models.objects import Obj, desired_of, state_of, task_status
 from shoal.models.states import TaskState
+from shoal.planning.orchestrator.core import View, reconcile
+from shoal.planning.orchestrator.restart import RestartHistory
 from tests.sim.cp_fakes import make_node, with_meta
 from tests.unit.orchestrator_bench import Bench, service_of
 
@@ -98,7 +98,7 @@ def test_drained_tasks_are_restarted_elsewhere_without_the_delay() -> None:
 # ---- §5 point 3: slots are implicit --------------------------------------------------------------------------
 def mk(svc: Obj, slot: int, state: str = "running", desired: str = "running", node: str | None = "n1",
        created: float = 0.0) -> Obj:
-    from services.orchestrator.modes import make_task
+    from shoal.planning.orchestrator.modes import make_task
     task = {**make_task(svc, slot, created), "desired_state": desired, "node_id": node,
             "status": task_status(state, created)}
     return with_meta(task, created_at=created)

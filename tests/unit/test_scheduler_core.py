@@ -8,13 +8,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scheduler import nodeinfo
-from services.scheduler.constraints import Constraint
-from services.scheduler.core import Debouncer, no_suitable_node, plan, schedule, spread_key
-from services.scheduler.filters import Pipeline, TaskInfo
-from services.scheduler.nodeinfo import FailureLog
 from shoal.models.objects import Obj, new_task, task_status
 from shoal.models.states import TaskState
+from shoal.planning.scheduler import nodeinfo
+from shoal.planning.scheduler.constraints import Constraint
+from shoal.planning.scheduler.core import Debouncer, no_suitable_node, plan, schedule, spread_key
+from shoal.planning.scheduler.filters import Pipeline, TaskInfo
+from shoal.planning.scheduler.nodeinfo import FailureLog
 from tests.sim.cp_fakes import GiB, make_node, make_service, with_meta
 
 NOW = 1000.0

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.orchestrator.core import Seen, View, reconcile
-from services.orchestrator.dirty import slot_dirty, task_dirty
-from services.orchestrator.modes import UPDATE, make_task
-from services.orchestrator.restart import STOP_TIMEOUT, RestartHistory
-from services.orchestrator.updater import Config, failed
 from shoal.models.kinds import Kind
 from shoal.models.objects import Obj, desired_of, state_of, task_status
 from shoal.models.states import TaskState
+from shoal.planning.orchestrator.core import Seen, View, reconcile
+from shoal.planning.orchestrator.dirty import slot_dirty, task_dirty
+from shoal.planning.orchestrator.modes import UPDATE, make_task
+from shoal.planning.orchestrator.restart import STOP_TIMEOUT, RestartHistory
+from shoal.planning.orchestrator.updater import Config, failed
 from tests.sim.cp_fakes import make_node, with_meta
 from tests.unit.orchestrator_bench import Bench, service_of, set_env
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from services.orchestrator import eligibility, restart
-from services.orchestrator.draft import Draft
-from services.orchestrator.modes import is_job, job_iteration, make_task, slot_key, task_iteration
-from services.orchestrator.restart import RestartHistory, created_at, status_time
 from shoal.models.objects import Obj, desired_of, state_of
 from shoal.models.states import TaskState
+from shoal.planning.orchestrator import eligibility, restart
+from shoal.planning.orchestrator.draft import Draft
+from shoal.planning.orchestrator.modes import is_job, job_iteration, make_task, slot_key, task_iteration
+from shoal.planning.orchestrator.restart import RestartHistory, created_at, status_time
 
 #: Job tasks are created with desired COMPLETE, as SwarmKit does (the allocator and scheduler take desired
 #: COMPLETE like RUNNING; the agent runs both alike: RUNNING until the process exits, then COMPLETE or FAILED).

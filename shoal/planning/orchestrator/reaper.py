@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from services.orchestrator.modes import slot_key
-from services.orchestrator.restart import RestartPolicy, created_at, status_time
 from shoal.models.objects import Obj, desired_of, state_of
 from shoal.models.specs import JOB_MODES, mode_kind
 from shoal.models.states import TaskState
+from shoal.planning.orchestrator.modes import slot_key
+from shoal.planning.orchestrator.restart import RestartPolicy, created_at, status_time
 
 
 def finished(task: Obj, nodes: Mapping[str, Obj]) -> bool:

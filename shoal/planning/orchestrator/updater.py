@@ -26,14 +26,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.orchestrator import update_status as us
-from services.orchestrator.dirty import slot_dirty, task_dirty
-from services.orchestrator.draft import Draft, Seen
-from services.orchestrator.modes import UPDATE, SlotKey, by_node, make_task, slot_key
-from services.orchestrator.restart import created_at, status_time
 from shoal.models.duration import parse_duration
 from shoal.models.objects import Obj, desired_of, state_of
 from shoal.models.states import TaskState
+from shoal.planning.orchestrator import update_status as us
+from shoal.planning.orchestrator.dirty import slot_dirty, task_dirty
+from shoal.planning.orchestrator.draft import Draft, Seen
+from shoal.planning.orchestrator.modes import UPDATE, SlotKey, by_node, make_task, slot_key
+from shoal.planning.orchestrator.restart import created_at, status_time
 
 #: observed states that end a task early; SHUTDOWN is not one: only the manager asks for it
 FAILURE_STATES = frozenset({TaskState.COMPLETE, TaskState.FAILED, TaskState.REJECTED, TaskState.ORPHANED})

@@ -9,11 +9,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.orchestrator.modes import SlotKey, slot_key
 from shoal.models.kinds import Kind
 from shoal.models.objects import Obj, desired_of
 from shoal.models.states import TaskState
 from shoal.plan import Plan
+from shoal.planning.orchestrator.modes import SlotKey, slot_key
 from shoal.store import txn as t
 from shoal.store.txn import Op
 

@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.scheduler.constraints import Constraint, parse_all
-from services.scheduler.nodeinfo import HostPort, NodeInfo, Reservation, host_ports_of, spec_version
 from shoal.models.objects import ATTACHMENT_RUNTIME, Obj
+from shoal.planning.scheduler.constraints import Constraint, parse_all
+from shoal.planning.scheduler.nodeinfo import HostPort, NodeInfo, Reservation, host_ports_of, spec_version
 
 
 @dataclass(frozen=True)

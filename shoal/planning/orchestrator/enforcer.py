@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.orchestrator.draft import Draft
-from services.orchestrator.restart import created_at
 from shoal.models.objects import Obj, desired_of, state_of, task_status
 from shoal.models.states import TaskState
 from shoal.placement import constraints_of, node_matches, node_resources, reservations_of
+from shoal.planning.orchestrator.draft import Draft
+from shoal.planning.orchestrator.restart import created_at
 
 MESSAGE = "task rejected by constraint enforcer"
 ERR = "assigned node no longer meets constraints"

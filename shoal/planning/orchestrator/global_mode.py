@@ -9,13 +9,13 @@ rolling update (paused nodes get no updated tasks)."""
 
 from __future__ import annotations
 
-from services.orchestrator import eligibility
-from services.orchestrator.draft import Draft
-from services.orchestrator.modes import SlotKey, make_task
-from services.orchestrator.restart import RestartHistory, restart_decision
-from services.orchestrator.slots import newest
 from shoal.models.objects import Obj, desired_of
 from shoal.models.states import TaskState
+from shoal.planning.orchestrator import eligibility
+from shoal.planning.orchestrator.draft import Draft
+from shoal.planning.orchestrator.modes import SlotKey, make_task
+from shoal.planning.orchestrator.restart import RestartHistory, restart_decision
+from shoal.planning.orchestrator.slots import newest
 
 
 def reconcile(d: Draft, service: Obj, tasks: list[Obj], history: RestartHistory,

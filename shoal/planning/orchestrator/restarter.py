@@ -16,12 +16,12 @@ passed and the task it replaces stopped (`restart.release`)."""
 
 from __future__ import annotations
 
-from services.orchestrator import eligibility, jobs, restart
-from services.orchestrator.draft import Draft
-from services.orchestrator.modes import RESTART, SlotKey, by_node, is_job, make_task, slot_key
-from services.orchestrator.restart import RestartHistory, RestartNote, RestartPolicy
 from shoal.models.objects import Obj, desired_of, state_of
 from shoal.models.states import TaskState
+from shoal.planning.orchestrator import eligibility, jobs, restart
+from shoal.planning.orchestrator.draft import Draft
+from shoal.planning.orchestrator.modes import RESTART, SlotKey, by_node, is_job, make_task, slot_key
+from shoal.planning.orchestrator.restart import RestartHistory, RestartNote, RestartPolicy
 from shoal.store.txn import Op
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from services.orchestrator.modes import UPDATE, SlotKey, slot_key
 from shoal.models.duration import parse_duration
 from shoal.models.objects import Obj, desired_of, state_of
 from shoal.models.states import TaskState
+from shoal.planning.orchestrator.modes import UPDATE, SlotKey, slot_key
 
 #: how long a released replacement waits for the old task to stop (SwarmKit's restart `TaskTimeout`).
 STOP_TIMEOUT = 60.0

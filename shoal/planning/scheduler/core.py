@@ -23,13 +23,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from services.scheduler import nodeinfo
-from services.scheduler.filters import Pipeline, TaskInfo
-from services.scheduler.nodeinfo import MAX_FAILURES, NodeInfo, host_ports_of, rank, spec_version
 from shoal.models.kinds import Kind
 from shoal.models.objects import Obj, task_status
 from shoal.models.states import TaskState
 from shoal.plan import Plan
+from shoal.planning.scheduler import nodeinfo
+from shoal.planning.scheduler.filters import Pipeline, TaskInfo
+from shoal.planning.scheduler.nodeinfo import MAX_FAILURES, NodeInfo, host_ports_of, rank, spec_version
 from shoal.store import txn as t
 
 ASSIGNED_MESSAGE = "scheduler assigned task to node"

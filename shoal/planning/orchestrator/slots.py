@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from services.orchestrator.restart import RestartHistory, created_at, restart_decision, status_time
 from shoal.models.objects import Obj, desired_of, state_of
 from shoal.models.states import TaskState
+from shoal.planning.orchestrator.restart import RestartHistory, created_at, restart_decision, status_time
 
 
 @dataclass

@@ -7,12 +7,12 @@ Returns the kept slots for the update supervisor (SwarmKit calls `updater.Update
 
 from __future__ import annotations
 
-from services.orchestrator.draft import Draft
-from services.orchestrator.modes import SlotKey, make_task, replicas
-from services.orchestrator.restart import RestartHistory
-from services.orchestrator.slots import Slot, classify, free_numbers, group_slots, removal_order
 from shoal.models.objects import Obj
 from shoal.models.states import TaskState
+from shoal.planning.orchestrator.draft import Draft
+from shoal.planning.orchestrator.modes import SlotKey, make_task, replicas
+from shoal.planning.orchestrator.restart import RestartHistory
+from shoal.planning.orchestrator.slots import Slot, classify, free_numbers, group_slots, removal_order
 
 
 def scale(d: Draft, service: Obj, tasks: list[Obj], history: RestartHistory,

@@ -21,15 +21,15 @@ once per pass (the next pass, over the view including this pass's writes, contin
 
 from __future__ import annotations
 
-from services.orchestrator import enforcer, global_mode, jobs, reaper, replicated, restart, restarter, updater
-from services.orchestrator.draft import Draft, Seen, View
-from services.orchestrator.modes import mode
-from services.orchestrator.restart import RestartHistory
 from shoal.cluster import task_history_limit
 from shoal.models.kinds import Kind
 from shoal.models.objects import Obj, is_attachment
 from shoal.models.states import TaskState
 from shoal.plan import Plan
+from shoal.planning.orchestrator import enforcer, global_mode, jobs, reaper, replicated, restart, restarter, updater
+from shoal.planning.orchestrator.draft import Draft, Seen, View
+from shoal.planning.orchestrator.modes import mode
+from shoal.planning.orchestrator.restart import RestartHistory
 from shoal.store import txn as t
 
 __all__ = ["Seen", "View", "reconcile"]

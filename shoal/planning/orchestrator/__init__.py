@@ -1,0 +1,1 @@
+"""The orchestrator's pure core (run by services/orchestrator/loop.py)."""

@@ -1,0 +1,1 @@
+"""The scheduler's pure core (run by services/scheduler/loop.py)."""
