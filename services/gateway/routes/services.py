@@ -33,8 +33,10 @@ from services.gateway.core import (
 )
 from services.gateway.payloads import resolve_refs
 from shoal.errors import AlreadyExists, Conflict, NotFound, VersionConflict
-from shoal.models.kinds import Kind
+from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.models.specs import ServiceSpec
+from shoal.planning.dryrun import plan_change
+from shoal.planning.orchestrator.draft import View
 from shoal.store import txn as t
 from shoal.store.protocol import Store
 from shoal.store.txn import Obj, Op, TxnResult
@@ -145,6 +147,26 @@ async def write_service(ctx: GatewayContext, build: Callable[[list[Obj], list[Ob
                    "written; retry")
 
 
+def created_service(spec: ServiceSpec, wire: Obj, refs: Refs, services: list[Obj], networks: list[Obj]) -> Obj:
+    """The service `POST /v1/services` would write (and its plan simulates), or the reason it is refused."""
+    # Checking the name first keeps an obvious duplicate from costing a Raft log entry; the store's unique
+    # name index still decides races between gateways.
+    if name_taken(services, spec.name):
+        raise AlreadyExists(already_exists_message(spec.name))
+    resolved, _ = resolve_service_networks(refs.resolve(wire), networks)
+    check_port_conflicts(resolved, services)
+    return new_service(resolved, time.time())
+
+
+def changed_service(body: ServiceUpdate, wire: Obj, refs: Refs, current: Obj, services: list[Obj],
+                    networks: list[Obj]) -> Obj:
+    """The service `PUT /v1/services/{ref}` would write (and its plan simulates), or the reason it is refused."""
+    resolved, _ = resolve_service_networks(refs.resolve(wire, "spec."), networks, field="spec.")
+    new = updated_service(current, body.version, resolved, time.time())
+    check_port_conflicts(resolved, services, except_id=current["id"])
+    return new
+
+
 @router.post("", status_code=201, summary="Create a service")
 async def create_service(
     spec: Annotated[ServiceSpec, Body(openapi_examples={"process": {"value": EXAMPLE_SPEC}})], ctx: Ctx,
@@ -153,13 +175,8 @@ async def create_service(
     refs = Refs()
 
     def build(services: list[Obj], networks: list[Obj]) -> tuple[Op, Obj]:
-        # Checking the name first keeps an obvious duplicate from costing a Raft log entry; the store's unique
-        # name index still decides races between gateways.
-        if name_taken(services, spec.name):
-            raise AlreadyExists(already_exists_message(spec.name))
-        resolved, _ = resolve_service_networks(refs.resolve(wire), networks)
-        check_port_conflicts(resolved, services)
-        return t.create(Kind.SERVICE, new_service(resolved, time.time())), resolved
+        service = created_service(spec, wire, refs, services, networks)
+        return t.create(Kind.SERVICE, service), service["spec"]
 
     try:
         res = await write_service(ctx, build, refs)
@@ -223,10 +240,7 @@ async def update_service(ref: str, body: ServiceUpdate, ctx: Ctx) -> Obj:
     refs = Refs()
 
     def change(current: Obj, services: list[Obj], networks: list[Obj]) -> Obj:
-        resolved, _ = resolve_service_networks(refs.resolve(wire, "spec."), networks, field="spec.")
-        new = updated_service(current, body.version, resolved, time.time())
-        check_port_conflicts(resolved, services, except_id=current["id"])
-        return new
+        return changed_service(body, wire, refs, current, services, networks)
 
     out = await _commit_service_change(ctx, ref, body.version, change, refs)
     ctx.metrics.inc("gateway_services_updated_total", help="service specs updated through this gateway")
@@ -259,3 +273,42 @@ async def delete_service(ref: str, ctx: Ctx) -> Obj:
         raise NotFound(f"service {service['spec']['name']!r} not found (it was already removed)") from e
     ctx.metrics.inc("gateway_services_removed_total", help="services removed through this gateway")
     return res.objects[0]
+
+
+# ---- dry-run plans (shoal/planning/dryrun.py) -----------------------------------------------------------------
+async def _plan_inputs(ctx: GatewayContext, refs: Refs) -> tuple[int, list[Obj], list[Obj], View]:
+    """What a plan reads — services, networks, secrets, configs, tasks, nodes, the cluster — and nothing else:
+    a plan never writes. Returns the store revision of the services read, the services, the networks and the
+    orchestrator's view."""
+    revision, services = await ctx.store.list(Kind.SERVICE)
+    _, networks = await ctx.store.list(Kind.NETWORK)
+    refs.secrets = (await ctx.store.list(Kind.SECRET))[1]
+    refs.configs = (await ctx.store.list(Kind.CONFIG))[1]
+    _, tasks = await ctx.store.list(Kind.TASK)
+    _, nodes = await ctx.store.list(Kind.NODE)
+    try:
+        cluster: Obj | None = await ctx.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
+    except NotFound:
+        cluster = None
+    view = View(services={x["id"]: x for x in services}, tasks={x["id"]: x for x in tasks},
+                nodes={x["id"]: x for x in nodes}, cluster=cluster)
+    return revision, services, networks, view
+
+
+@router.post("/plan", summary="Plan a new service: what creating it would do (writes nothing)")
+async def plan_new_service(
+    spec: Annotated[ServiceSpec, Body(openapi_examples={"process": {"value": EXAMPLE_SPEC}})], ctx: Ctx,
+) -> Obj:
+    refs = Refs()
+    revision, services, networks, view = await _plan_inputs(ctx, refs)
+    proposed = created_service(spec, spec.wire(), refs, services, networks)
+    return {"revision": revision, **plan_change(view, proposed, time.time())}
+
+
+@router.post("/{ref}/plan", summary="Plan a spec change: what `PUT /v1/services/{ref}` would do (writes nothing)")
+async def plan_service_update(ref: str, body: ServiceUpdate, ctx: Ctx) -> Obj:
+    refs = Refs()
+    revision, services, networks, view = await _plan_inputs(ctx, refs)
+    current = resolve(services, ref, "service", service_names)
+    proposed = changed_service(body, body.spec.wire(), refs, current, services, networks)
+    return {"revision": revision, **plan_change(view, proposed, time.time())}
