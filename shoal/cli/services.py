@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from shoal import logs
-from shoal.cli import payloads, table
+from shoal.cli import payloads, plans, table
 from shoal.cli.client import (
     SCALE_ATTEMPTS,
     ApiError,
@@ -59,6 +59,8 @@ def cmd_service_create(a: argparse.Namespace) -> int:
     spec = build_spec(a)
     gw = gateway_of(a)
     try:
+        if a.dry_run:
+            return plans.show(gw, a, plans.plan_new(gw, spec))
         created = gw.request("POST", "/v1/services", body=spec)
         print(created["id"], flush=True)
         follow_service(gw, a, created["id"])
@@ -180,6 +182,10 @@ def cmd_service_update(a: argparse.Namespace) -> int:
     gw = gateway_of(a)
     try:
         resolver = _network_resolver(gw)
+        if a.dry_run:
+            current = gw.get(f"/v1/services/{a.service}")
+            spec = apply_update(json.loads(json.dumps(current["spec"])), a, resolver)
+            return plans.show(gw, a, plans.plan_update(gw, current, spec))
         modify_service(gw, a.service, lambda spec: apply_update(spec, a, resolver))
         print(a.service, flush=True)
         follow_service(gw, a, a.service)
@@ -228,6 +234,7 @@ def add_service_create(ssub: argparse._SubParsersAction, parent: argparse.Argume
     payloads.add_service_flags(c, update=False)
     add_shared_flags(c)
     c.add_argument("command", nargs="*", metavar="COMMAND", help="command and arguments, after `--`")
+    plans.add_plan_flags(c)
     add_follow_flags(c)
     c.set_defaults(func=cmd_service_create)
 
@@ -237,6 +244,22 @@ def add_service_update(ssub: argparse._SubParsersAction, parent: argparse.Argume
         "update", parents=[parent], help="change a service (read, modify, write back; retried on conflicts)",
         usage="shoal service update [options] SERVICE",
     )
+    add_update_flags(u)
+    plans.add_plan_flags(u)
+    add_follow_flags(u)
+    u.set_defaults(func=cmd_service_update)
+    p = ssub.add_parser(
+        "plan", parents=[parent], help="what `service update` with these flags would do, writing nothing",
+        usage="shoal service plan [update options] [--json] SERVICE",
+        description="Tasks that would be created, stopped or replaced (and on which nodes), and which would stay "
+        "pending and why — computed by the orchestrator's and scheduler's own logic over the cluster's state.",
+    )
+    add_update_flags(p)
+    plans.add_plan_flags(p, command=True)
+    p.set_defaults(func=cmd_service_update, dry_run=True)
+
+
+def add_update_flags(u: argparse.ArgumentParser) -> None:
     u.add_argument("--image", help="new container image (container runtime)")
     u.add_argument("--replicas", type=int, help="replicas (replicated) or total completions (replicated-job)")
     u.add_argument("--env-add", action="append", metavar="KEY=VALUE", help="add or change a variable")
@@ -258,8 +281,6 @@ def add_service_update(ssub: argparse._SubParsersAction, parent: argparse.Argume
     payloads.add_service_flags(u, update=True)
     add_shared_flags(u)
     u.add_argument("service", metavar="SERVICE")
-    add_follow_flags(u)
-    u.set_defaults(func=cmd_service_update)
 
 
 def add_parsers(sub: SubParsers, parent: argparse.ArgumentParser) -> None:
