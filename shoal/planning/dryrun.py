@@ -17,20 +17,21 @@ placement sees it, but not reported):
   supervisor after the constraint enforcer rejected the old one) — on the same or another node (`moved`);
 - `unchanged`: live tasks that keep running;
 - `pending`: created tasks the scheduler could not place, with its reason (`status.err`, as it writes it).
-`converged` is False when the rounds ran out before the copy stopped changing (the plan is then partial)."""
+`converged` is False when the rounds (or the work budget, `MAX_WORK`) ran out before a round changed nothing:
+the plan is then partial."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from shoal.models.kinds import Kind
 from shoal.models.objects import Obj, desired_of, is_attachment, state_of, task_status
 from shoal.models.states import TaskState
 from shoal.plan import Plan
 from shoal.planning.orchestrator.core import Seen, View, reconcile
+from shoal.planning.orchestrator.enforcer import version_of
 from shoal.planning.orchestrator.modes import slot_key
 from shoal.planning.orchestrator.restart import RestartHistory, RestartNote
 from shoal.planning.scheduler import core as scheduler
@@ -42,6 +43,9 @@ STEP = 3600.0
 BASE_ROUNDS = 30
 ROUNDS_PER_TASK = 6
 MAX_ROUNDS = 3000
+#: and at most this many (tasks + nodes) * rounds: a plan is answered within seconds, not minutes (a 1,000-task
+#: service updated one task at a time is partial: `converged` False)
+MAX_WORK = 300_000
 
 
 @dataclass
@@ -101,12 +105,6 @@ class _Copy:
         return changed
 
 
-def _fingerprint(c: _Copy) -> tuple[Any, ...]:
-    return (tuple(sorted((tid, x.get("node_id"), str(x.get("desired_state")), state_of(x).value,
-                          (x.get("status") or {}).get("err")) for tid, x in c.tasks.items())),
-            tuple(sorted((sid, str(s.get("update_status"))) for sid, s in c.services.items())))
-
-
 def _slot(task: Obj, service: Obj) -> str:
     return str(slot_key(task, service)[1])
 
@@ -131,9 +129,12 @@ def plan_change(view: View, proposed: Obj, now: float, *, max_rounds: int | None
     created: dict[str, Obj] = {}
     last: Obj = {}
     converged = False
+    checked: dict[str, int] | None = None  # the enforcer looks at every node once: nodes do not change here
+    work = 0
     for _ in range(rounds):
-        mark = _fingerprint(c)
-        p = reconcile(View(c.services, c.tasks, c.nodes, c.cluster), history, c.now, seen=Seen(since=now))
+        p = reconcile(View(c.services, c.tasks, c.nodes, c.cluster), history, c.now,
+                      seen=Seen(since=now, nodes_checked=checked))
+        checked = {nid: version_of(node) for nid, node in c.nodes.items()}
         for x in c.apply(p):
             if x.get("service_id") == sid:
                 created[x["id"]] = x
@@ -142,12 +143,15 @@ def plan_change(view: View, proposed: Obj, now: float, *, max_rounds: int | None
                 history.record(g.note)
         sp, _decisions = scheduler.plan(list(c.tasks.values()), c.nodes.values(), c.now)
         c.apply(sp)
-        c.workers()
+        moved = c.workers()
         for tid in list(created):
             if tid in c.tasks:
                 last[tid] = c.tasks[tid]
-        if _fingerprint(c) == mark:
+        if not p.groups and not sp.groups and not moved:
             converged = True
+            break
+        work += len(c.tasks) + len(c.nodes)
+        if work > MAX_WORK:
             break
         c.now += STEP
     return _summarise(c.services.get(sid) or proposed, before, live_before, created, last, c.tasks, converged)

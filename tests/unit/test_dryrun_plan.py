@@ -84,3 +84,33 @@ def test_a_constraint_change_moves_tasks_off_a_node_that_no_longer_fits() -> Non
     moved = [r for r in out["replace"] if r["moved"]]
     assert [(r["old"]["node_id"], r["new"]["node_id"]) for r in moved] == [("n2", "n1")]
     assert out["nodes"]["n2"]["stop"] == 1 and out["nodes"]["n1"]["create"] == 1
+
+
+def test_a_plan_cut_short_says_it_is_partial() -> None:
+    svc = make_service("web", 6)
+    svc["spec"]["update_config"] = {"parallelism": 1}
+    tasks = [running(svc, n, "n1") for n in range(1, 7)]
+    task = {**svc["spec"]["task"], "process": {"command": ["sleep", "2000"]}}
+    out = plan_change(world(svc, tasks, NODES), updated(svc, task=task), NOW, max_rounds=4)
+    assert not out["converged"]
+    assert 0 < out["summary"]["replace"] < 6
+
+
+def test_the_cli_renders_the_summary_nodes_moves_and_pending() -> None:
+    from shoal.cli.plans import render
+
+    svc = make_service("web", 2)
+    tasks = [running(svc, 1, "n1"), running(svc, 2, "n2")]
+    task = {**svc["spec"]["task"], "placement": {"constraints": ["node.labels.zone==a"], "max_replicas": 0}}
+    plan = plan_change(world(svc, tasks, NODES), updated(scaled(svc, 3), task=task), NOW)
+    text = render(plan, {"n1": "alpha", "n2": "beta"})
+    lines = text.splitlines()
+    assert lines[0] == "plan for service web (spec version 2): create 1, stop 0, replace 2, unchanged 0", text
+    assert any(line.split() == ["alpha", "2", "0", "1", "0"] for line in lines), text
+    assert any(line.split() == ["beta", "0", "1", "0", "0"] for line in lines), text
+    assert "move slot 2: beta -> alpha" in lines
+
+    nowhere = make_service("db", 1, constraints=["node.labels.zone==c"])
+    text = render(plan_change(world(svc, tasks, NODES), nowhere, NOW), {})
+    assert text.splitlines()[-1] == ("pending slot 1: no suitable node (constraint node.labels.zone==c not "
+                                     "satisfied on 2 nodes)"), text

@@ -5,6 +5,7 @@ all-or-nothing transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -302,7 +303,7 @@ async def plan_new_service(
     refs = Refs()
     revision, services, networks, view = await _plan_inputs(ctx, refs)
     proposed = created_service(spec, spec.wire(), refs, services, networks)
-    return {"revision": revision, **plan_change(view, proposed, time.time())}
+    return {"revision": revision, **await _simulate(view, proposed)}
 
 
 @router.post("/{ref}/plan", summary="Plan a spec change: what `PUT /v1/services/{ref}` would do (writes nothing)")
@@ -311,4 +312,10 @@ async def plan_service_update(ref: str, body: ServiceUpdate, ctx: Ctx) -> Obj:
     revision, services, networks, view = await _plan_inputs(ctx, refs)
     current = resolve(services, ref, "service", service_names)
     proposed = changed_service(body, body.spec.wire(), refs, current, services, networks)
-    return {"revision": revision, **plan_change(view, proposed, time.time())}
+    return {"revision": revision, **await _simulate(view, proposed)}
+
+
+async def _simulate(view: View, proposed: Obj) -> Obj:
+    """The plan, computed off the event loop (up to a few seconds of CPU for a large rolling update, see
+    `dryrun.MAX_WORK`): other requests keep being served meanwhile."""
+    return await asyncio.to_thread(plan_change, view, proposed, time.time())
