@@ -45,7 +45,7 @@ ROUNDS_PER_TASK = 6
 MAX_ROUNDS = 3000
 #: and at most this many (tasks + nodes) * rounds: a plan is answered within seconds, not minutes (a 1,000-task
 #: service updated one task at a time is partial: `converged` False)
-MAX_WORK = 300_000
+MAX_WORK = 150_000
 
 
 @dataclass
