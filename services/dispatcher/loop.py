@@ -40,6 +40,7 @@ from shoal.models.states import NodeState
 from shoal.store import txn as t
 from shoal.store.mirror import StoreMirror
 from shoal.store.protocol import Store
+from shoal.store.rmw import read_modify_write
 from shoal.store.txn import Change, Op, TxnResult
 from shoal.transport import Revocations
 
@@ -326,7 +327,10 @@ class Dispatcher:
         gets a new one. An id the cluster removed (`removed_nodes` of the cluster object, written with the
         node's deletion) is not brought back — the agent joins as a new node under a new id, as in SwarmKit
         where a removed node cannot rejoin under its old identity."""
-        for _ in range(WRITE_ATTEMPTS):
+        nid = ""
+
+        async def plan() -> list[Op]:
+            nonlocal node_id, nid
             nid = node_id or new_id()
             cur: Obj | None = None
             checks: list[Op] = []
@@ -351,14 +355,16 @@ class Dispatcher:
                     checks.append(t.check(Kind.CLUSTER, DEFAULT_CLUSTER_ID,
                                           expect_version=cluster["meta"]["version"]))
             obj = core.registered_node(nid, cur, description, addr, now, role=role)
-            op = t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj)
-            try:
-                result = await self.store.txn([op, *checks])
-            except (Conflict, NotFound):
-                continue
-            self._apply_written(result)
-            return nid, result
-        raise Unavailable(f"dispatcher: node {node_id} kept changing under {WRITE_ATTEMPTS} write attempts")
+            return [t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj), *checks]
+
+        result = await read_modify_write(self.store, plan, attempts=WRITE_ATTEMPTS, retry_on=(Conflict, NotFound),
+                                         exhausted=Unavailable, conflict=self._kept_changing(node_id))
+        self._apply_written(result)
+        return nid, result
+
+    @staticmethod
+    def _kept_changing(node_id: str | None) -> str:
+        return f"dispatcher: node {node_id} kept changing under {WRITE_ATTEMPTS} write attempts"
 
     def _jittered_period(self) -> float:
         # Jitter spreads the heartbeats of agents that all registered at once (after a dispatcher restart).
@@ -405,7 +411,7 @@ class Dispatcher:
 
     async def _write_node(self, node_id: str, build: Callable[[Obj | None], Obj | None]) -> TxnResult | None:
         """Read-modify-write of one node with a version precondition, re-reading on conflict."""
-        for _ in range(WRITE_ATTEMPTS):
+        async def plan() -> list[Op] | None:
             try:
                 cur: Obj | None = await self.store.get(Kind.NODE, node_id)
             except NotFound:
@@ -413,14 +419,13 @@ class Dispatcher:
             obj = build(cur)
             if obj is None:
                 return None
-            op = t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj)
-            try:
-                result = await self.store.txn([op])
-            except (Conflict, NotFound):
-                continue
+            return [t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj)]
+
+        result = await read_modify_write(self.store, plan, attempts=WRITE_ATTEMPTS, retry_on=(Conflict, NotFound),
+                                         exhausted=Unavailable, conflict=self._kept_changing(node_id))
+        if result is not None:
             self._apply_written(result)
-            return result
-        raise Unavailable(f"dispatcher: node {node_id} kept changing under {WRITE_ATTEMPTS} write attempts")
+        return result
 
     def _drop_sessions_of(self, node_id: str) -> None:
         sid = self.session_of.pop(node_id, None)

@@ -30,11 +30,12 @@ from services.gateway.core import (
     with_status,
 )
 from services.gateway.payloads import resolve_refs
-from shoal.errors import AlreadyExists, Conflict, NotFound, VersionConflict
+from shoal.errors import AlreadyExists, NotFound, VersionConflict
 from shoal.models.kinds import Kind
 from shoal.models.specs import ServiceSpec
 from shoal.store import txn as t
 from shoal.store.protocol import Store
+from shoal.store.rmw import read_modify_write
 from shoal.store.txn import Obj, Op, TxnResult
 
 router = APIRouter(prefix="/v1/services", tags=["services"])
@@ -117,7 +118,11 @@ async def write_service(ctx: GatewayContext, build: Callable[[list[Obj], list[Ob
     `refs` (filled here with the secrets and configs read, for `refs.resolve` inside `build`): the secrets and
     configs the spec references are checked at the version read (their removal first moves that version, see
     services/gateway/payloads.py), so a service never commits a reference to a removed one."""
-    for _ in range(NETWORK_RACE_ATTEMPTS):
+    touched: list[Obj] = []
+    checked: list[tuple[str, Obj]] = []
+
+    async def plan() -> list[Op]:
+        nonlocal touched, checked
         _, services = await ctx.store.list(Kind.SERVICE)
         _, networks = await ctx.store.list(Kind.NETWORK)
         if refs is not None:
@@ -129,13 +134,14 @@ async def write_service(ctx: GatewayContext, build: Callable[[list[Obj], list[Ob
         touched = [n for n in networks if n["id"] in referenced]
         checked = list(refs.used) if refs is not None else []
         checks = [t.check(k, o["id"], expect_version=o["meta"]["version"]) for k, o in checked]
-        try:
-            return await ctx.store.txn([op, *(t.update(Kind.NETWORK, n) for n in touched), *checks])
-        except (VersionConflict, NotFound):
-            if not await _networks_moved(ctx.store, touched, checked):
-                raise
-    raise Conflict("the networks, secrets or configs this service references kept changing while it was being "
-                   "written; retry")
+        return [op, *(t.update(Kind.NETWORK, n) for n in touched), *checks]
+
+    async def references_moved(_: Exception) -> bool:
+        return await _networks_moved(ctx.store, touched, checked)
+
+    return await read_modify_write(ctx.store, plan, attempts=NETWORK_RACE_ATTEMPTS, should_retry=references_moved,
+                                   conflict="the networks, secrets or configs this service references kept "
+                                            "changing while it was being written; retry")
 
 
 @router.post("", status_code=201, summary="Create a service")
