@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 from services.raftstore.access import check_kind as check_kind_allowed
 from services.raftstore.access import redact_events, redact_objects, scope_component
 from services.raftstore.routes.context import Context, check_kind, json_response
+from services.raftstore.status import status_of
 from shoal.errors import InvalidArgument
 
 MAX_WATCH_WAIT = 60.0
@@ -56,26 +57,8 @@ def router(ctx: Context) -> APIRouter:
 
     @r.get("/v1/status")
     async def status() -> Response:
-        driver, member = ctx.driver, ctx.member
         if hash_cache["revision"] != mem.revision:
             hash_cache.update(revision=mem.revision, hash=mem.state_hash())
-        leader = member.member(driver.leader_id)
-        return json_response({
-            "id": member.me.id,
-            "role": driver.role.label,
-            "leader": driver.leader_id,
-            "leader_url": leader.api_url if leader else None,
-            "term": driver.term,
-            "commit_index": driver.commit_index,
-            "applied_index": driver.applied_index,
-            "state_hash": hash_cache["hash"],
-            "members": [m.to_json() for m in member.members],
-            "voters": list(driver.node.raft.voters),
-            "learners": list(driver.node.raft.learners),
-            "removed": sorted(driver.membership.removed),
-            "snapshot_index": driver.storage.snapshot().index,
-            "first_index": driver.storage.first_index(),
-            "peers_connected": member.transport.connected(),
-        })
+        return json_response(status_of(ctx.member, str(hash_cache["hash"])).to_json())
 
     return r
