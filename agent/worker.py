@@ -25,16 +25,12 @@ from agent.payloads import KINDS, PayloadError, Payloads, TaskFiles
 from agent.state import AgentState
 from agent.task import TaskManager
 from shoal.clock import Clock, SystemClock
-from shoal.models.objects import Obj, task_name
+from shoal.models.objects import Obj, runtime_of, task_name
 from shoal.models.states import TaskState
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[str, dict[str, Any]], None]
-
-
-def runtime_of(task: Obj) -> str:
-    return str(task.get("runtime") or ("process" if "process" in task.get("spec", {}) else "container"))
 
 
 class Worker:

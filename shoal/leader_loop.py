@@ -25,7 +25,6 @@ from fastapi import FastAPI
 
 from shoal.bus.base import Bus
 from shoal.bus.nats import NatsBus
-from shoal.bus.subjects import STORE_EVENTS
 from shoal.clock import Clock
 from shoal.config import CommonSettings
 from shoal.errors import Conflict, InvalidArgument, NotFound, OutcomeUnknown, ShoalError
@@ -36,7 +35,7 @@ from shoal.plan import MAX_CHANGES_PER_TXN, Group, Plan, pack
 from shoal.runner import serve, setup_logging
 from shoal.service import LeaderOnly
 from shoal.store.client import StoreClient
-from shoal.store.mirror import StoreMirror
+from shoal.store.mirror import HintRelay, StoreMirror
 from shoal.store.protocol import Store
 from shoal.transport import http_client, load_credentials, managers_only
 
@@ -58,35 +57,6 @@ class LeaderSettings(CommonSettings):
     store_timeout: float = 10.0
     store_retry_for: float = 5.0
     max_idle: float = 10.0
-
-
-class HintRelay:
-    """Subscribes once per process and forwards store-event hints to whichever mirror is current, so a
-    re-activation does not pile up subscriptions; a bus reconnect makes the current mirror re-list."""
-
-    def __init__(self) -> None:
-        self.mirror: StoreMirror | None = None
-        self.attached = False
-
-    async def attach(self, bus: Bus) -> None:
-        await bus.subscribe(STORE_EVENTS, self._on_hint)
-        bus.on_reconnect(self._on_reconnect)
-        self.attached = True
-        if self.mirror is not None:  # hints may have been missed while detached
-            self.mirror.wake()
-
-    async def _on_hint(self, data: dict[str, Any]) -> None:
-        m = self.mirror
-        try:
-            revision = int(data.get("revision", 0))
-        except (TypeError, ValueError):
-            return
-        if m is not None and revision > m.revision:
-            m.wake()
-
-    def _on_reconnect(self) -> None:
-        if self.mirror is not None:
-            self.mirror.resync()
 
 
 class _Stale(Exception):
@@ -181,7 +151,7 @@ class PlanLoop(ABC):
 
     # ---- the active loop --------------------------------------------------------------------------------
     async def _work(self, lease: LeaseKeeper) -> None:
-        mirror = StoreMirror(self.store, self.kinds, poll_interval=self.settings.poll_interval)
+        mirror = StoreMirror(self.store, self.kinds, poll_interval=self.settings.poll_interval, name=self.name)
         self.mirror = mirror
         self.relay.mirror = mirror
         sync = asyncio.create_task(mirror.run(), name=f"{self.name}.mirror")

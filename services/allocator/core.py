@@ -57,17 +57,15 @@ from services.allocator.ipam import (
 )
 from shoal.ids import new_id
 from shoal.models.kinds import Kind
-from shoal.models.objects import Obj, task_status
-from shoal.models.states import TaskState
+from shoal.models.objects import Obj, status_state, task_status
+from shoal.models.states import TaskState, task_rank
 from shoal.plan import Plan
 from shoal.store import txn as t
 
 PENDING_MESSAGE = "pending task scheduling"  # SwarmKit's message, shown by `service ps`
 INGRESS_NAME = "ingress"
 
-_RANK = {s.value: i for i, s in enumerate(TaskState)}
-_NEW, _RUNNING, _COMPLETE = (_RANK[TaskState.NEW.value], _RANK[TaskState.RUNNING.value],
-                             _RANK[TaskState.COMPLETE.value])
+_RUNNING, _COMPLETE = TaskState.RUNNING.rank, TaskState.COMPLETE.rank
 
 
 @dataclass(frozen=True)
@@ -98,15 +96,10 @@ class Reserved:
     obj: Obj
 
 
-def _rank(state: object) -> int:
-    return _RANK.get(str(state), _NEW)
-
-
 def task_dead(task: Obj) -> bool:
     """Desired and observed state both past RUNNING: it will not run again and has stopped (SwarmKit's
     `taskDead`), so its addresses are free even before the reaper deletes it."""
-    return _rank(task.get("desired_state")) > _RUNNING and \
-        _rank((task.get("status") or {}).get("state")) > _RUNNING
+    return task_rank(task.get("desired_state")) > _RUNNING and task_rank(status_state(task)) > _RUNNING
 
 
 def _age(obj: Obj) -> tuple[float, str]:
@@ -665,8 +658,7 @@ def allocate(task: Obj, state: AllocatorState, voters: Sequence[Voter] = VOTERS)
 def wants_allocation(task: Obj) -> bool:
     """NEW and still meant to run (desired ≤ RUNNING, or COMPLETE for job tasks): a task whose desired state is
     SHUTDOWN or REMOVE is never allocated (SwarmKit skips dead tasks); the orchestrator's reaper deletes it."""
-    status = task.get("status") or {}
-    return status.get("state") == TaskState.NEW.value and _rank(task.get("desired_state")) <= _COMPLETE
+    return status_state(task) == TaskState.NEW.value and task_rank(task.get("desired_state")) <= _COMPLETE
 
 
 def plan(tasks: Iterable[Obj], state: AllocatorState, now: float, *, limit: int = 199,
@@ -680,8 +672,7 @@ def plan(tasks: Iterable[Obj], state: AllocatorState, now: float, *, limit: int 
     if state.services is not None:
         _plan_ingress(state, out, budget)
         _plan_services(state, out, budget)
-    todo = sorted((x for x in tasks if (x.get("status") or {}).get("state") == "new" and wants_allocation(x)),
-                  key=_age)
+    todo = sorted((x for x in tasks if wants_allocation(x)), key=_age)
     for task in todo:
         if budget.left <= 0:
             break

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import httpx
@@ -28,17 +28,17 @@ from services.dispatcher.core import (
 from services.dispatcher.logs import LogBroker
 from services.dispatcher.settings import DispatcherSettings
 from shoal.bus.base import Bus
-from shoal.bus.subjects import NODE_HEARTBEAT, STORE_EVENTS
+from shoal.bus.subjects import NODE_HEARTBEAT
 from shoal.clock import Clock, SystemClock
 from shoal.cluster import ensure_cluster, heartbeat_period, removed_node_ids
-from shoal.errors import Compacted, Conflict, NotFound, ShoalError, Unavailable
+from shoal.errors import Conflict, NotFound, ShoalError, Unavailable
 from shoal.ids import new_id
 from shoal.metrics import Registry
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.models.objects import Obj
 from shoal.models.states import NodeState
 from shoal.store import txn as t
-from shoal.store.mirror import StoreMirror
+from shoal.store.mirror import HintRelay, StoreMirror
 from shoal.store.protocol import Store
 from shoal.store.rmw import read_modify_write
 from shoal.store.txn import Change, Op, TxnResult
@@ -66,7 +66,8 @@ class Dispatcher:
         self.revocations = revocations or Revocations()
         self.metrics = Registry()
         self.mirror = StoreMirror(store, [Kind.CLUSTER, Kind.NODE, Kind.TASK, Kind.SECRET, Kind.CONFIG],
-                                  poll_interval=settings.poll_interval)
+                                  poll_interval=settings.poll_interval, on_sync=self._on_sync, name="dispatcher")
+        self.relay = HintRelay(self.mirror)
         self.sessions: dict[str, Session] = {}
         self.session_of: dict[str, str] = {}  # node id -> session id
         self.liveness = Liveness(started_at=0.0)
@@ -79,7 +80,6 @@ class Dispatcher:
         self._pending: dict[str, tuple[str, dict[str, Any]]] = {}  # task id -> (reporting node, status)
         self._has_pending = asyncio.Event()
         self._batch_full = asyncio.Event()
-        self._wake = asyncio.Event()
         self._view_ready = asyncio.Event()
         self._stop_event = asyncio.Event()
         self._stopped = False
@@ -102,7 +102,7 @@ class Dispatcher:
     def stop(self) -> None:
         self._stopped = True
         self._stop_event.set()
-        self._wake.set()
+        self.mirror.stop()
         for ev in self._node_events.values():
             ev.set()  # long polls notice the stop and answer at once
         self.logs.stop()  # log readers get the end, log long polls answer, the agents' next posts get 410
@@ -110,10 +110,10 @@ class Dispatcher:
     async def run(self) -> None:
         if not await self._bootstrap():
             return
-        await self.bus.subscribe(STORE_EVENTS, self._on_store_hint)
+        await self.relay.attach(self.bus)
         await self.bus.subscribe(NODE_HEARTBEAT, self._on_heartbeat_message)
         self.bus.on_reconnect(self._on_bus_reconnect)
-        loops = [asyncio.create_task(self._follow(), name="dispatcher.follow"),
+        loops = [asyncio.create_task(self.mirror.run(), name="dispatcher.follow"),
                  asyncio.create_task(self._expire_loop(), name="dispatcher.expire"),
                  asyncio.create_task(self._flush_loop(), name="dispatcher.flush")]
         try:
@@ -154,16 +154,10 @@ class Dispatcher:
         return heartbeat_period(self.mirror.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID) or self._cluster)
 
     # ---- following the store -----------------------------------------------------------------------------
-    async def _on_store_hint(self, data: dict[str, Any]) -> None:
-        if int(data.get("revision", 0)) > self.mirror.revision:
-            self._wake.set()
-
     def _on_bus_reconnect(self) -> None:
-        # Hints and other dispatchers' heartbeats were lost meanwhile: re-list, and give every node a full
-        # grace before judging it from what we hear.
+        # Other dispatchers' heartbeats were lost meanwhile: give every node a full grace before judging it from
+        # what we hear (the relay makes the mirror re-list: hints were lost too).
         self._bus_resumed_at = self.clock.now()
-        self.mirror.resync()
-        self._wake.set()
 
     def _bus_trusted(self, now: float) -> bool:
         """Whether silence on the bus means silence of the nodes: connected, and long enough ago
@@ -173,39 +167,19 @@ class Dispatcher:
 
     def wake(self) -> None:
         """Fetch the store's new events now (tests and in-process hints)."""
-        self._wake.set()
+        self.mirror.wake()
 
-    async def _follow(self) -> None:
-        """StoreMirror's run loop, kept here so every batch of changes also updates the per-node task index
-        and wakes exactly the long polls of the nodes concerned."""
-        backoff = 0.1
-        while not self._stopped:
-            try:
-                changes = await self.mirror.sync_once()
-            except Compacted:
-                log.info("dispatcher: watch revision %d compacted; re-listing", self.mirror.revision)
-                self.mirror.resync()
-                continue
-            except (ShoalError, httpx.HTTPError, OSError) as e:
-                log.warning("dispatcher: store unavailable (%s); retrying in %.1fs", e, backoff)
-                await self._sleep_or_stop(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.1
-            self._absorb(changes)
-            self.revocations.update(removed_node_ids(self.mirror.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)))
-            if not self._view_ready.is_set():
-                # SwarmKit's markNodesUnknown: nodes READY now get a longer grace to find this dispatcher.
-                self.liveness = Liveness(started_at=self.clock.now())
-                self.liveness.seed(self.mirror.list(Kind.NODE))
-                self.mirror.ready.set()
-                self._view_ready.set()
-                log.info("dispatcher %s: store view ready at revision %d", self.instance, self.mirror.revision)
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+    def _on_sync(self, changes: Sequence[Change] | None) -> None:
+        """Every batch the mirror takes in also updates the per-node task index and wakes exactly the long
+        polls of the nodes concerned."""
+        self._absorb(changes)
+        self.revocations.update(removed_node_ids(self.mirror.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)))
+        if not self._view_ready.is_set():
+            # SwarmKit's markNodesUnknown: nodes READY now get a longer grace to find this dispatcher.
+            self.liveness = Liveness(started_at=self.clock.now())
+            self.liveness.seed(self.mirror.list(Kind.NODE))
+            self._view_ready.set()
+            log.info("dispatcher %s: store view ready at revision %d", self.instance, self.mirror.revision)
 
     def _absorb(self, changes: Iterable[Change] | None) -> None:
         if changes is None:  # re-listed: everything may have changed
@@ -475,7 +449,7 @@ class Dispatcher:
         while self.mirror.revision < revision:
             if loop.time() > deadline or self._stopped:
                 raise Unavailable(f"dispatcher: store view is behind revision {revision}; retry shortly")
-            self._wake.set()
+            self.mirror.wake()
             await asyncio.sleep(0.01)
 
     # ---- status intake -----------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ from collections.abc import Iterable
 
 from services.orchestrator import eligibility, restart
 from services.orchestrator.draft import Draft
-from services.orchestrator.modes import is_job, job_iteration, make_task, slot_key, task_iteration
+from services.orchestrator.modes import is_job, make_task, slot_key
 from services.orchestrator.restart import RestartHistory, created_at, status_time
-from shoal.models.objects import Obj, desired_of, state_of
+from shoal.models.objects import Obj, desired_of, job_iteration, state_of, task_iteration
 from shoal.models.states import TaskState
 
 #: Job tasks are created with desired COMPLETE, as SwarmKit does (the allocator and scheduler take desired

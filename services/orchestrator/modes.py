@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shoal.models.objects import Obj, new_task
+from shoal.models.objects import Obj, job_iteration, new_task
 from shoal.models.specs import JOB_MODES, mode_kind
 from shoal.models.states import TaskState
 
@@ -39,14 +39,6 @@ def by_node(service: Obj) -> bool:
 
 def replicas(service: Obj) -> int:
     return int(((service["spec"].get("mode") or {}).get("replicated") or {}).get("replicas", 1))
-
-
-def job_iteration(service: Obj) -> int:
-    return int((service.get("job_status") or {}).get("job_iteration") or 0)
-
-
-def task_iteration(task: Obj) -> int:
-    return int(task.get("job_iteration") or 0)
 
 
 def slot_key(task: Obj, service: Obj | None) -> SlotKey:
