@@ -18,6 +18,7 @@ from services.gateway.docker import install as install_docker_api
 from services.gateway.routes import ROUTERS
 from services.gateway.settings import GatewaySettings
 from shoal.bus.base import Bus
+from shoal.clock import Clock
 from shoal.errors import Unavailable
 from shoal.http import install_error_handlers, ops_router
 from shoal.instances import Announcer
@@ -35,7 +36,7 @@ def unavailable_message(exc: Unavailable) -> str:
 
 def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClient | None = None,
                bus: Bus | None = None, revoked: Revocations | None = None,
-               ca_http: httpx.AsyncClient | None = None) -> FastAPI:
+               ca_http: httpx.AsyncClient | None = None, clock: Clock | None = None) -> FastAPI:
     """The gateway over `store`. `http` (for raftstore member status) defaults to a client from
     an in-process client (tests), closed with the app; the store belongs to the caller. With a `bus`, the
     gateway collects instance heartbeats (and announces itself) for `GET /v1/cluster`. `revoked` is kept
@@ -43,7 +44,7 @@ def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClie
     join-token requests to SHOAL_CA_URLS (both belong to the caller)."""
     own_http = http is None
     ctx = GatewayContext(settings, store, http or http_client(None, timeout=settings.member_status_timeout),
-                         revoked=revoked, ca_http=ca_http)
+                         revoked=revoked, ca_http=ca_http, clock=clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

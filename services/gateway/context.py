@@ -13,6 +13,7 @@ import httpx
 from fastapi import Request
 
 from services.gateway.settings import GatewaySettings
+from shoal.clock import Clock, SystemClock
 from shoal.cluster import removed_node_ids
 from shoal.errors import NotFound, ShoalError, Unavailable
 from shoal.instances import InstanceRegistry
@@ -37,8 +38,10 @@ class CAError(Exception):
 
 class GatewayContext:
     def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient, *,
-                 revoked: Revocations | None = None, ca_http: httpx.AsyncClient | None = None) -> None:
+                 revoked: Revocations | None = None, ca_http: httpx.AsyncClient | None = None,
+                 clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock: Clock = clock or SystemClock()  # timestamps the routes write (created_at, orphaned at, ...)
         self.store = store
         self.http = http
         self.revoked = revoked if revoked is not None else Revocations()

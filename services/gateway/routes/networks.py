@@ -8,7 +8,6 @@ attaches to it or a live task (an attachment included) is attached to it."""
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
@@ -109,7 +108,7 @@ async def attach(ref: str, body: AttachRequest, ctx: Ctx) -> Obj:
     async def plan() -> list[Op]:
         network = await find_network(ctx.store, ref)
         node = await find_node(ctx.store, body.node_id)
-        task = new_attachment(network, node, body, time.time())
+        task = new_attachment(network, node, body, ctx.clock.now())
         return [t.create(Kind.TASK, task), t.update(Kind.NETWORK, network), t.check(Kind.NODE, node["id"])]
 
     res = await read_modify_write(ctx.store, plan, attempts=WRITE_ATTEMPTS,

@@ -4,7 +4,6 @@ dispatcher; the gateway only writes their `spec`, and deletes them (orphaning th
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -88,7 +87,7 @@ async def delete_node(
         node = await find_node(ctx.store, ref)
         check_node_removable(node, force)
         _, tasks = await ctx.store.list(Kind.TASK, node_id=node["id"])
-        now = time.time()
+        now = ctx.clock.now()
         orphans = orphaned_tasks(node["id"], tasks, now)
         try:
             cluster: Obj | None = await ctx.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)

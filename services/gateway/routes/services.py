@@ -5,7 +5,6 @@ all-or-nothing transaction."""
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -158,7 +157,7 @@ async def create_service(
             raise AlreadyExists(already_exists_message(spec.name))
         resolved, _ = resolve_service_networks(refs.resolve(wire), networks)
         check_port_conflicts(resolved, services)
-        return t.create(Kind.SERVICE, new_service(resolved, time.time())), resolved
+        return t.create(Kind.SERVICE, new_service(resolved, ctx.clock.now())), resolved
 
     try:
         res = await write_service(ctx, build, refs)
@@ -227,7 +226,7 @@ async def update_service(ref: str, body: ServiceUpdate, ctx: Ctx) -> Obj:
 
     def change(current: Obj, services: list[Obj], networks: list[Obj]) -> Obj:
         resolved, _ = resolve_service_networks(refs.resolve(wire, "spec."), networks, field="spec.")
-        new = updated_service(current, body.version, resolved, time.time())
+        new = updated_service(current, body.version, resolved, ctx.clock.now())
         check_port_conflicts(resolved, services, except_id=current["id"])
         return new
 
@@ -244,7 +243,7 @@ async def rollback_service(ref: str, ctx: Ctx, body: Annotated[ServiceRollback |
     def change(current: Obj, services: list[Obj], networks: list[Obj]) -> Obj:
         previous = refs.resolve(normalised_previous_spec(current), "previous_spec.")
         resolved, _ = resolve_service_networks(previous, networks, field="previous_spec.")
-        new = rolled_back_service(current, version, resolved, time.time())
+        new = rolled_back_service(current, version, resolved, ctx.clock.now())
         check_port_conflicts(resolved, services, except_id=current["id"])
         return new
 
