@@ -48,11 +48,6 @@ def make_client(store: Any) -> TestClient:
 
 
 @pytest.fixture
-def store() -> LocalStore:
-    return LocalStore()
-
-
-@pytest.fixture
 def client(store: LocalStore) -> Iterator[TestClient]:
     with make_client(store) as c:
         yield c

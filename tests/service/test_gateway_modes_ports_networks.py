@@ -1,6 +1,6 @@
-"""The gateway's issue-4 API over a LocalStore (FastAPI TestClient): job modes, update/rollback configs,
-manual rollback, published ports, networks, node update/removal and cluster patch. Every refusal is checked for
-its status, a message naming the field, and an untouched store."""
+"""The gateway's service modes, ports and networks API over a LocalStore (FastAPI TestClient): job modes,
+update/rollback configs, manual rollback, published ports, networks, node update/removal and cluster patch.
+Every refusal is checked for its status, a message naming the field, and an untouched store."""
 
 from __future__ import annotations
 
@@ -30,11 +30,6 @@ def members(request: httpx.Request) -> httpx.Response:
 def make_client(store: Any) -> TestClient:
     http = httpx.AsyncClient(transport=httpx.MockTransport(members))
     return TestClient(create_app(GatewaySettings(store_members=["http://m1"]), store=store, http=http))
-
-
-@pytest.fixture
-def store() -> LocalStore:
-    return LocalStore()
 
 
 @pytest.fixture
