@@ -78,7 +78,7 @@ class PlanLoop(ABC):
         self.relay = HintRelay()
         self._bus = bus
         self.leader = LeaderOnly(store, self.name, settings.instance_name(self.name), self._work,
-                                 lease_duration=settings.lease_duration)
+                                 lease_duration=settings.lease_duration, clock=clock)
         self.mirror: StoreMirror | None = None
         self.passes = 0
         self.last_pass_at: float | None = None

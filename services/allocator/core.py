@@ -416,7 +416,7 @@ def ingress_network(network_id: str, subnet: IPNetwork) -> Obj:
             "ipam": {"subnet": str(subnet), "gateway": gateway}}
 
 
-def _plan_ingress(state: AllocatorState, out: Plan, budget: _Budget) -> None:
+def _plan_ingress(state: AllocatorState, out: Plan, budget: _Budget, ids: Callable[[], str]) -> None:
     services = state.services or {}
     if state.ingress_id is not None or not any(needs_ingress(s) for s in services.values()):
         return
@@ -435,7 +435,7 @@ def _plan_ingress(state: AllocatorState, out: Plan, budget: _Budget) -> None:
     if not budget.take():
         state.ingress_pending = True
         return
-    nid = new_id()
+    nid = ids()
     subnet = parse_network(INGRESS_SUBNET)
     if subnet is None or state.subnets.reserve(subnet, nid) is not None:
         subnet = state.subnets.take(nid)  # 10.255.0.0/16 is taken by a user network: fall back to a /24
@@ -662,15 +662,16 @@ def wants_allocation(task: Obj) -> bool:
 
 
 def plan(tasks: Iterable[Obj], state: AllocatorState, now: float, *, limit: int = 199,
-         voters: Sequence[Voter] = VOTERS) -> Plan:
+         voters: Sequence[Voter] = VOTERS, ids: Callable[[], str] = new_id) -> Plan:
     """One pass: networks, the ingress network, service endpoints, tasks (oldest first), then node
     load-balancer IPs (when `state` tracks nodes); at most `limit` groups (one bounded transaction; the rest go
-    next pass). Every group's note is the `Reserved` write."""
+    next pass). Every group's note is the `Reserved` write. `ids` names what the pass creates (the ingress
+    network): injected, so a simulation replays the same ids from its seed."""
     out = Plan()
     budget = _Budget(limit)
     _plan_networks(state, out, budget)
     if state.services is not None:
-        _plan_ingress(state, out, budget)
+        _plan_ingress(state, out, budget, ids)
         _plan_services(state, out, budget)
     todo = sorted((x for x in tasks if wants_allocation(x)), key=_age)
     for task in todo:

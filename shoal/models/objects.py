@@ -33,6 +33,7 @@ lease    {id: subsystem name, holder, term, expires_at, duration}
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from shoal.ids import new_id
@@ -52,11 +53,12 @@ def task_status(state: TaskState | str, now: float, message: str = "", **extra: 
 
 
 def new_task(service: Obj, slot: int, now: float, *, desired: TaskState = TaskState.RUNNING,
-             node_id: str | None = None) -> Obj:
-    """A task in state NEW for `slot` of `service`, copying its current task spec (SwarmKit's NewTask)."""
+             node_id: str | None = None, ids: Callable[[], str] | None = None) -> Obj:
+    """A task in state NEW for `slot` of `service`, copying its current task spec (SwarmKit's NewTask). `ids`
+    makes its id (default: `shoal.ids.new_id`, looked up at call time)."""
     tspec = service["spec"]["task"]
     return {
-        "id": new_id(),
+        "id": (ids or new_id)(),
         "service_id": service["id"],
         "service_name": service["spec"]["name"],
         "slot": slot,
@@ -70,11 +72,11 @@ def new_task(service: Obj, slot: int, now: float, *, desired: TaskState = TaskSt
 
 
 def new_attachment_task(network_id: str, node_id: str, now: float, *, container_id: str = "",
-                        aliases: list[str] | None = None) -> Obj:
+                        aliases: list[str] | None = None, ids: Callable[[], str] | None = None) -> Obj:
     """A network attachment task (SwarmKit's `ResourceAllocator.AttachNetwork`): no service, bound to `node_id`,
     desired RUNNING, runtime `attachment`; the allocator gives it an address on `network_id` like any task."""
     return {
-        "id": new_id(),
+        "id": (ids or new_id)(),
         "service_id": "",
         "service_name": "",
         "slot": 0,

@@ -44,3 +44,12 @@ def test_job_iterations() -> None:
     assert job_iteration({"job_status": {"job_iteration": 3}}) == 3
     assert job_iteration({"job_status": None}) == job_iteration({}) == 0
     assert task_iteration({"job_iteration": 2}) == 2 and task_iteration({}) == 0
+
+
+def test_new_tasks_take_their_ids_from_the_injected_source() -> None:
+    from shoal.models.objects import new_attachment_task, new_task
+
+    service = {"id": "s1", "spec": {"name": "web", "task": {"process": {"command": ["true"]}}}}
+    assert new_task(service, 1, 0.0, ids=lambda: "t" * 25)["id"] == "t" * 25
+    assert new_attachment_task("n1", "node1", 0.0, ids=lambda: "a" * 25)["id"] == "a" * 25
+    assert len(new_task(service, 1, 0.0)["id"]) == 25  # default: shoal.ids.new_id
