@@ -20,21 +20,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
-import httpx
 from fastapi import FastAPI
 
 from shoal.bus.base import Bus
 from shoal.bus.nats import NatsBus
 from shoal.clock import Clock
 from shoal.config import CommonSettings
-from shoal.errors import Conflict, InvalidArgument, NotFound, OutcomeUnknown, ShoalError
+from shoal.errors import Conflict, InvalidArgument, NotFound, OutcomeUnknown
 from shoal.instances import Announcer
 from shoal.lease import LeaseKeeper
 from shoal.metrics import Registry
 from shoal.plan import MAX_CHANGES_PER_TXN, Group, Plan, pack
 from shoal.runner import serve, setup_logging
 from shoal.service import LeaderOnly
-from shoal.store.client import StoreClient
+from shoal.store.client import STORE_FAILURES, StoreClient
 from shoal.store.mirror import HintRelay, StoreMirror
 from shoal.store.protocol import Store
 from shoal.transport import http_client, load_credentials, managers_only
@@ -187,7 +186,7 @@ class PlanLoop(ABC):
                 mirror.wake()
                 await mirror.wait_changed(mirror.generation, self.settings.poll_interval)
                 return
-            except (ShoalError, httpx.HTTPError, OSError) as e:
+            except STORE_FAILURES as e:
                 self.metrics.inc("write_errors", help="writes that failed for another reason")
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.warning("%s: write failed: %s", self.name, self.last_error)

@@ -14,8 +14,6 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import httpx
-
 from services.dispatcher import core
 from services.dispatcher.core import (
     Liveness,
@@ -31,13 +29,14 @@ from shoal.bus.base import Bus
 from shoal.bus.subjects import NODE_HEARTBEAT
 from shoal.clock import Clock, SystemClock
 from shoal.cluster import ensure_cluster, heartbeat_period, removed_node_ids
-from shoal.errors import Conflict, NotFound, ShoalError, Unavailable
+from shoal.errors import Conflict, NotFound, Unavailable
 from shoal.ids import new_id
 from shoal.metrics import Registry
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.models.objects import Obj
 from shoal.models.states import NodeState
 from shoal.store import txn as t
+from shoal.store.client import STORE_FAILURES
 from shoal.store.mirror import HintRelay, StoreMirror
 from shoal.store.protocol import Store
 from shoal.store.rmw import read_modify_write
@@ -128,7 +127,7 @@ class Dispatcher:
                 batch, self._pending = self._pending, {}
                 try:
                     await asyncio.wait_for(self._write_statuses(batch), 2.0)
-                except (TimeoutError, ShoalError, httpx.HTTPError, OSError) as e:
+                except STORE_FAILURES as e:  # TimeoutError is an OSError
                     log.warning("dispatcher: %d status reports not written at shutdown: %s", len(batch), e)
 
     async def _bootstrap(self) -> bool:
@@ -138,7 +137,7 @@ class Dispatcher:
             try:
                 self._cluster = await ensure_cluster(self.store, self.settings.heartbeat_period)
                 return True
-            except (ShoalError, httpx.HTTPError, OSError) as e:
+            except STORE_FAILURES as e:
                 log.warning("dispatcher: store unavailable at start (%s); retrying in %.1fs", e, backoff)
                 await self._sleep_or_stop(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -378,7 +377,7 @@ class Dispatcher:
 
             await self._write_node(node_id, build)
             log.info("dispatcher: node %s heartbeats here again; marked READY", node_id)
-        except (ShoalError, httpx.HTTPError, OSError) as e:
+        except STORE_FAILURES as e:
             log.warning("dispatcher: could not mark node %s READY: %s", node_id, e)
         finally:
             self._marking_ready.discard(node_id)
@@ -531,7 +530,7 @@ class Dispatcher:
                     gone = await self._refresh_tasks(ids)
                     retry.update({tid: todo[tid] for tid in ids if tid not in gone})
                     continue
-                except (ShoalError, httpx.HTTPError, OSError) as e:
+                except STORE_FAILURES as e:
                     # Unavailable or outcome unknown: queue again (a repeat is dropped as a duplicate).
                     log.warning("dispatcher: status write failed (%s); retrying with the next batch", e)
                     left = [tid for ch in chunks[i:] for tid, _ in ch]
@@ -588,7 +587,7 @@ class Dispatcher:
                 continue
             try:
                 await self.expire_nodes()
-            except (ShoalError, httpx.HTTPError, OSError) as e:
+            except STORE_FAILURES as e:
                 log.warning("dispatcher: heartbeat expiry pass failed: %s", e)
 
     async def expire_nodes(self) -> list[str]:

@@ -28,6 +28,11 @@ from shoal.models.stored import Readable
 from shoal.store.txn import Obj, Op, TxnResult, WatchBatch
 from shoal.transport import Credentials, http_client
 
+#: What a call to a Store may raise when the store cannot answer: the typed errors, plus the transport errors
+#: StoreClient does not turn into them (a request that failed outside the cases it classifies). The loops that
+#: retry a store call catch exactly this.
+STORE_FAILURES: tuple[type[Exception], ...] = (ShoalError, httpx.HTTPError, OSError)
+
 
 class StoreClient:
     def __init__(

@@ -20,11 +20,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import httpx
-
 from shoal.bus.base import Bus
 from shoal.bus.subjects import STORE_EVENTS
-from shoal.errors import Compacted, ShoalError
+from shoal.errors import Compacted
+from shoal.store.client import STORE_FAILURES
 from shoal.store.protocol import Store
 from shoal.store.txn import Change, Obj, TxnResult
 
@@ -155,7 +154,7 @@ class StoreMirror:
                 log.info("%s: watch revision %d compacted; re-listing", self.name, self.revision)
                 self._relist = True
                 continue
-            except (ShoalError, httpx.HTTPError, OSError) as e:
+            except STORE_FAILURES as e:
                 log.warning("%s: store unavailable (%s); retrying in %.1fs", self.name, e, backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), backoff)
