@@ -24,6 +24,7 @@ from services.dispatcher.core import (
     heartbeat_from_message,
 )
 from services.dispatcher.logs import LogBroker
+from services.dispatcher.nodeindex import NodeIndex
 from services.dispatcher.settings import DispatcherSettings
 from shoal.bus.base import Bus
 from shoal.bus.subjects import NODE_HEARTBEAT
@@ -73,9 +74,7 @@ class Dispatcher:
         self.limiter = RegistrationLimiter()
         self.logs = LogBroker()  # log requests of gateways, picked up by agents on their sessions
         self._cluster: Obj | None = None
-        self._tasks_of: dict[str, set[str]] = {}  # node id -> ids of tasks naming it
-        self._node_of: dict[str, str] = {}  # task id -> node id
-        self._node_events: dict[str, asyncio.Event] = {}
+        self.index = NodeIndex(self.mirror)
         self._pending: dict[str, tuple[str, dict[str, Any]]] = {}  # task id -> (reporting node, status)
         self._has_pending = asyncio.Event()
         self._batch_full = asyncio.Event()
@@ -102,7 +101,7 @@ class Dispatcher:
         self._stopped = True
         self._stop_event.set()
         self.mirror.stop()
-        for ev in self._node_events.values():
+        for ev in self.index.events.values():
             ev.set()  # long polls notice the stop and answer at once
         self.logs.stop()  # log readers get the end, log long polls answer, the agents' next posts get 410
 
@@ -181,67 +180,14 @@ class Dispatcher:
             log.info("dispatcher %s: store view ready at revision %d", self.instance, self.mirror.revision)
 
     def _absorb(self, changes: Iterable[Change] | None) -> None:
-        if changes is None:  # re-listed: everything may have changed
-            self._tasks_of.clear()
-            self._node_of.clear()
-            for task in self.mirror.objects[Kind.TASK].values():
-                if task.get("node_id"):
-                    self._node_of[task["id"]] = task["node_id"]
-                    self._tasks_of.setdefault(task["node_id"], set()).add(task["id"])
-            for node_id in list(self._node_events):
-                self._wake_node(node_id)
-            return
-        for c in changes:
-            if c.kind in (Kind.SECRET, Kind.CONFIG):
-                # rare (data is immutable): a task may have arrived before the secret it references
-                for node_id in list(self._node_events):
-                    self._wake_node(node_id)
-                continue
-            if c.kind == Kind.NODE and c.action == "delete":
-                # Removed (its tasks orphaned): end its session, so the agent registers again and the complete
-                # set it then receives, with those tasks ORPHANED, makes it stop them.
-                self._drop_sessions_of(c.id)
-                self.liveness.forget(c.id)
-            if c.kind != Kind.TASK:
-                continue
-            old = self._node_of.get(c.id)
-            new: str | None = c.object.get("node_id") if c.action != "delete" else None
-            if old != new:
-                if old is not None:
-                    self._tasks_of.get(old, set()).discard(c.id)
-                    del self._node_of[c.id]
-                if new is not None:
-                    self._node_of[c.id] = new
-                    self._tasks_of.setdefault(new, set()).add(c.id)
-            for affected in (old, new):
-                if affected is not None:
-                    self._wake_node(affected)
-
-    def _wake_node(self, node_id: str) -> None:
-        ev = self._node_events.pop(node_id, None)
-        if ev is not None:
-            ev.set()
-
-    def _node_event(self, node_id: str) -> asyncio.Event:
-        return self._node_events.setdefault(node_id, asyncio.Event())
+        for node_id in self.index.absorb(changes):
+            # Removed (its tasks orphaned): end its session, so the agent registers again and the complete
+            # set it then receives, with those tasks ORPHANED, makes it stop them.
+            self._drop_sessions_of(node_id)
+            self.liveness.forget(node_id)
 
     def node_tasks(self, node_id: str) -> dict[str, Obj]:
-        """The tasks node `node_id` must hold: assigned to it, observed state ≥ ASSIGNED."""
-        out = {}
-        for tid in self._tasks_of.get(node_id, ()):
-            task = self.mirror.get(Kind.TASK, tid)
-            if task is not None and core.is_assigned_to(task, node_id):
-                out[tid] = task
-        return out
-
-    def node_dependencies(self, tasks: Iterable[Obj]) -> dict[str, dict[str, Obj]]:
-        """The secrets and configs `tasks` (a node's) reference while they need them, as the node receives them.
-        One that is not in the view (yet) is left out; its arrival wakes the node's long poll."""
-        out: dict[str, dict[str, Obj]] = {}
-        for kind, ids in core.dependency_ids(tasks).items():
-            objs = (self.mirror.get(kind, i) for i in sorted(ids))
-            out[kind] = {o["id"]: core.payload_view(o) for o in objs if o is not None}
-        return out
+        return self.index.tasks(node_id)
 
     def _apply_written(self, result: TxnResult) -> None:
         self.mirror.apply_written(result)
@@ -285,7 +231,7 @@ class Dispatcher:
         sess = Session(id=new_id(), node_id=node_id, min_revision=result.revision if result else 0)
         self.sessions[sess.id] = sess
         self.session_of[node_id] = sess.id
-        self._wake_node(node_id)  # a long poll of the replaced session ends
+        self.index.wake(node_id)  # a long poll of the replaced session ends
         self.liveness.beat(node_id, now)
         await self.bus.publish(NODE_HEARTBEAT, {"node_id": node_id, "at": now})
         self.metrics.inc("dispatcher_registrations_total", help="agent registrations")
@@ -404,7 +350,7 @@ class Dispatcher:
         sid = self.session_of.pop(node_id, None)
         if sid is not None:
             self.sessions.pop(sid, None)
-            self._wake_node(node_id)
+            self.index.wake(node_id)
             self.logs.drop_node(node_id)
 
     # ---- assignments -------------------------------------------------------------------------------------
@@ -417,12 +363,12 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(max(wait, 0.0), self.settings.assignment_max_wait)
         while True:
-            ev = self._node_event(sess.node_id)
+            ev = self.index.event(sess.node_id)
             if self.sessions.get(session_id) is not sess:
                 raise NotFound(f"dispatcher: session {session_id!r} was replaced or expired; register again")
             self._require_ready()
             tasks = self.node_tasks(sess.node_id)
-            msg = sess.stream.next_message(after, tasks, self.node_dependencies(tasks.values()))
+            msg = sess.stream.next_message(after, tasks, self.index.dependencies(tasks.values()))
             if msg is not None:
                 self.metrics.inc("dispatcher_assignment_messages_total", help="assignment messages sent")
                 return msg
