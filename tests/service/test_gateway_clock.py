@@ -17,6 +17,7 @@ from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.models.objects import new_task, task_status
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
+from tests.service.gateway_kit import run
 from tests.sim.cp_fakes import make_node
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,12 +36,6 @@ def client(store: LocalStore) -> Iterator[TestClient]:
         yield c
 
 
-def _seed(client: TestClient, store: LocalStore, *ops: t.Op) -> None:
-    async def go() -> None:
-        await store.txn(list(ops))
-    client.portal.call(go)  # type: ignore[union-attr]
-
-
 def test_a_job_service_starts_at_the_injected_time(client: TestClient, store: LocalStore) -> None:
     r = client.post("/v1/services", json={"name": "once", "mode": {"replicated_job": {}},
                                           "task": {"process": {"command": ["true"]}}})
@@ -53,7 +48,7 @@ def test_node_removal_and_attachments_are_stamped_by_the_injected_clock(client: 
     node = make_node("n" * 25, hostname="host-n", state="down")
     service = {"id": "s" * 25, "spec": {"name": "web", "task": {"process": {"command": ["sleep", "1"]}}}}
     task = {**new_task(service, 1, 5.0, node_id=node["id"]), "status": task_status("running", 5.0)}
-    _seed(client, store, t.create(Kind.NODE, node), t.create(Kind.TASK, task))
+    run(client, store.txn([t.create(Kind.NODE, node), t.create(Kind.TASK, task)]))
     r = client.post("/v1/networks", json={"name": "front", "attachable": True})
     assert r.status_code == 201, r.text
     r = client.post("/v1/networks/front/attachments", json={"node_id": node["id"]})
