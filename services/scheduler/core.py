@@ -37,6 +37,7 @@ DEBOUNCE_GAP = 0.05
 MAX_LATENCY = 1.0
 
 _COMPLETE = TaskState.COMPLETE.rank
+_PENDING = TaskState.PENDING.value
 SpreadKey = tuple[int, int, int, str]
 
 
@@ -242,16 +243,24 @@ def _place_preassigned(task: Obj, ti: TaskInfo, infos: Mapping[str, NodeInfo], p
     return Decision(task["id"], info.id, None, generic)
 
 
+def pending_fate(task: Obj) -> bool | None:
+    """None when the task is not PENDING; else whether it is still meant to run (desired RUNNING, or COMPLETE
+    for job tasks). `schedulable` and `doomed` are its two answers; a pass asks it once per task."""
+    if status_state(task) != _PENDING:
+        return None
+    return task_rank(task.get("desired_state")) <= _COMPLETE
+
+
 def schedulable(task: Obj) -> bool:
     """PENDING and meant to run (desired RUNNING, or COMPLETE for job tasks)."""
-    return status_state(task) == TaskState.PENDING.value and task_rank(task.get("desired_state")) <= _COMPLETE
+    return pending_fate(task) is True
 
 
 def doomed(task: Obj) -> bool:
     """PENDING but no longer meant to run: SwarmKit moves such tasks straight to SHUTDOWN instead of placing
     them (for older spec versions); we do it for every version — nothing can run a task that is never
     assigned, and the restart supervisor and the reaper then see it as stopped."""
-    return status_state(task) == TaskState.PENDING.value and task_rank(task.get("desired_state")) > _COMPLETE
+    return pending_fate(task) is False
 
 
 def plan(tasks: Iterable[Obj], nodes: Iterable[Obj], now: float, *, pipeline: Pipeline | None = None,
@@ -263,11 +272,14 @@ def plan(tasks: Iterable[Obj], nodes: Iterable[Obj], now: float, *, pipeline: Pi
     out = Plan()
     pending: list[Obj] = []
     for task in all_tasks:
-        if doomed(task):
+        fate = pending_fate(task)
+        if fate is None:
+            continue
+        if fate:
+            pending.append(task)
+        else:  # doomed
             status = task_status(TaskState.SHUTDOWN, now, SHUTDOWN_MESSAGE)
             out.add([t.update(Kind.TASK, {**task, "status": status})])
-        elif schedulable(task):
-            pending.append(task)
     if not pending:
         return out, []
     by_id = {x["id"]: x for x in pending}

@@ -107,7 +107,7 @@ def status_state(obj: Obj) -> str | None:
     """`status.state` of a task or node as stored, None when it has none (objects written by older versions,
     or test fixtures, may lack a status)."""
     state = (obj.get("status") or {}).get("state")
-    return None if state is None else str(state)
+    return state if state is None or isinstance(state, str) else str(state)
 
 
 def spec_runtime(task_spec: Obj) -> str:
