@@ -5,7 +5,6 @@ all-or-nothing transaction."""
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,11 +31,12 @@ from services.gateway.core import (
     with_status,
 )
 from services.gateway.payloads import resolve_refs
-from shoal.errors import AlreadyExists, Conflict, NotFound, VersionConflict
+from shoal.errors import AlreadyExists, NotFound, VersionConflict
 from shoal.models.kinds import Kind
 from shoal.models.specs import ServiceSpec
 from shoal.store import txn as t
 from shoal.store.protocol import Store
+from shoal.store.rmw import read_modify_write
 from shoal.store.txn import Obj, Op, TxnResult
 
 router = APIRouter(prefix="/v1/services", tags=["services"])
@@ -124,7 +124,11 @@ async def write_service(ctx: GatewayContext, build: Callable[[list[Obj], list[Ob
     `refs` (filled here with the secrets and configs read, for `refs.resolve` inside `build`): the secrets and
     configs the spec references are checked at the version read (their removal first moves that version, see
     services/gateway/payloads.py), so a service never commits a reference to a removed one."""
-    for _ in range(NETWORK_RACE_ATTEMPTS):
+    touched: list[Obj] = []
+    checked: list[tuple[str, Obj]] = []
+
+    async def plan() -> list[Op]:
+        nonlocal touched, checked
         _, services = await ctx.store.list(Kind.SERVICE)
         _, networks = await ctx.store.list(Kind.NETWORK)
         if refs is not None:
@@ -136,13 +140,14 @@ async def write_service(ctx: GatewayContext, build: Callable[[list[Obj], list[Ob
         touched = [n for n in networks if n["id"] in referenced]
         checked = list(refs.used) if refs is not None else []
         checks = [t.check(k, o["id"], expect_version=o["meta"]["version"]) for k, o in checked]
-        try:
-            return await ctx.store.txn([op, *(t.update(Kind.NETWORK, n) for n in touched), *checks])
-        except (VersionConflict, NotFound):
-            if not await _networks_moved(ctx.store, touched, checked):
-                raise
-    raise Conflict("the networks, secrets or configs this service references kept changing while it was being "
-                   "written; retry")
+        return [op, *(t.update(Kind.NETWORK, n) for n in touched), *checks]
+
+    async def references_moved(_: Exception) -> bool:
+        return await _networks_moved(ctx.store, touched, checked)
+
+    return await read_modify_write(ctx.store, plan, attempts=NETWORK_RACE_ATTEMPTS, should_retry=references_moved,
+                                   conflict="the networks, secrets or configs this service references kept "
+                                            "changing while it was being written; retry")
 
 
 @router.post("", status_code=201, summary="Create a service")
@@ -159,7 +164,7 @@ async def create_service(
             raise AlreadyExists(already_exists_message(spec.name))
         resolved, _ = resolve_service_networks(refs.resolve(wire), networks)
         check_port_conflicts(resolved, services)
-        return t.create(Kind.SERVICE, new_service(resolved, time.time())), resolved
+        return t.create(Kind.SERVICE, new_service(resolved, ctx.clock.now())), resolved
 
     try:
         res = await write_service(ctx, build, refs)
@@ -224,7 +229,7 @@ async def update_service(ref: str, body: ServiceUpdate, ctx: Ctx) -> Obj:
 
     def change(current: Obj, services: list[Obj], networks: list[Obj]) -> Obj:
         resolved, _ = resolve_service_networks(refs.resolve(wire, "spec."), networks, field="spec.")
-        new = updated_service(current, body.version, resolved, time.time())
+        new = updated_service(current, body.version, resolved, ctx.clock.now())
         check_port_conflicts(resolved, services, except_id=current["id"])
         return new
 
@@ -241,7 +246,7 @@ async def rollback_service(ref: str, ctx: Ctx, body: Annotated[ServiceRollback |
     def change(current: Obj, services: list[Obj], networks: list[Obj]) -> Obj:
         previous = refs.resolve(normalised_previous_spec(current), "previous_spec.")
         resolved, _ = resolve_service_networks(previous, networks, field="previous_spec.")
-        new = rolled_back_service(current, version, resolved, time.time())
+        new = rolled_back_service(current, version, resolved, ctx.clock.now())
         check_port_conflicts(resolved, services, except_id=current["id"])
         return new
 
