@@ -14,6 +14,7 @@ import httpx
 
 from agent import logs as task_logs
 from agent.executors import build_executors
+from agent.executors.base import distinct
 from agent.mesh import Mesh
 from agent.node import describe
 from agent.payloads import TaskFiles, default_base
@@ -71,7 +72,7 @@ class Agent:
                              task_files=TaskFiles(files_dir, settings.task_files_host_dir))
         # Executors that must find their runtime first (`probe`: the docker engine) are advertised once it
         # answers; their tasks still get controllers meanwhile (a restored container task keeps being driven).
-        self._unprobed = {e.name for e in self.executors.values() if getattr(e, "probe", None) is not None}
+        self._unprobed = {e.name for e in distinct(self.executors.values()) if e.probes}
         self.description = describe(settings.hostname, self.advertised())
         self._prober: asyncio.Task[None] | None = None
         self.session = AgentSession(
@@ -102,11 +103,10 @@ class Agent:
         available one updates the node description and registers the node again."""
         warned: set[str] = set()
         while self._unprobed:
-            for executor in {id(e): e for e in self.executors.values()}.values():
-                probe = getattr(executor, "probe", None)
-                if executor.name not in self._unprobed or probe is None:
+            for executor in distinct(self.executors.values()):
+                if executor.name not in self._unprobed or not executor.probes:
                     continue
-                if await probe():
+                if await executor.probe():
                     self._unprobed.discard(executor.name)
                     self.description = describe(self.settings.hostname, self.advertised())
                     log.info("agent: %s executor available; node offers %s", executor.name,
@@ -216,10 +216,8 @@ class Agent:
             await self.worker.close(stop_tasks=self.settings.stop_tasks_on_exit, grace=self.settings.exit_grace)
         await self.session.close()
         await self.mesh.close()
-        for executor in {id(e): e for e in self.executors.values()}.values():
-            close = getattr(executor, "close", None)
-            if close is not None:
-                await close()
+        for executor in distinct(self.executors.values()):
+            await executor.close()
 
     def ready(self) -> bool:
         return self.session.connected.is_set()

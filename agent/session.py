@@ -20,7 +20,7 @@ import httpx
 
 from agent import logs as task_logs
 from agent.worker import Worker
-from shoal import logs
+from shoal import errors, logs
 from shoal.errors import InvalidArgument
 from shoal.models.states import TaskState
 from shoal.transport import expand_url, http_client, sni_extensions
@@ -82,20 +82,16 @@ class DispatcherClient:
                 raise DispatcherUnavailable(f"{self.base}: {type(e).__name__}: {e}") from e
         if resp.status_code < 400:
             return resp.json()
-        try:
-            body = resp.json()
-        except ValueError:
-            body = {"message": resp.text}
-        message = str(body.get("message", f"HTTP {resp.status_code}")) if isinstance(body, dict) else str(body)
+        err = errors.error_from_response(resp)
         if resp.status_code == 404:
-            raise SessionInvalid(message)
-        if resp.status_code == 403 and isinstance(body, dict) and body.get("code") == "node_removed":
-            raise NodeRemoved(message)
+            raise SessionInvalid(err.message)
+        if isinstance(err, errors.NodeRemoved):
+            raise NodeRemoved(err.message)
         if resp.status_code == 403:
-            raise StatusRejected(message, list(body.get("task_ids", [])) if isinstance(body, dict) else [])
+            raise StatusRejected(err.message, [str(x) for x in err.details.get("task_ids") or []])
         if resp.status_code >= 500:
-            raise DispatcherUnavailable(f"{self.base}: {message}")
-        raise ValueError(f"dispatcher {self.base} refused the request ({resp.status_code}): {message}")
+            raise DispatcherUnavailable(f"{self.base}: {err.message}")
+        raise ValueError(f"dispatcher {self.base} refused the request ({resp.status_code}): {err.message}")
 
     async def register(self, node_id: str | None, description: dict[str, Any], addr: str | None) -> Any:
         return await self._call("POST", "/v1/sessions",

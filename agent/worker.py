@@ -20,21 +20,17 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from agent.executors.attachment import AttachmentExecutor
-from agent.executors.base import Executor, ExecutorError
+from agent.executors.base import Executor, ExecutorError, distinct
 from agent.payloads import KINDS, PayloadError, Payloads, TaskFiles
 from agent.state import AgentState
 from agent.task import TaskManager
 from shoal.clock import Clock, SystemClock
-from shoal.models.objects import Obj, task_name
+from shoal.models.objects import Obj, runtime_of, task_name
 from shoal.models.states import TaskState
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[str, dict[str, Any]], None]
-
-
-def runtime_of(task: Obj) -> str:
-    return str(task.get("runtime") or ("process" if "process" in task.get("spec", {}) else "container"))
 
 
 class Worker:
@@ -83,12 +79,11 @@ class Worker:
             return  # restored from the saved state only: it may lack tasks started just before a crash
         if self.task_files is not None:
             self.task_files.sweep(self.managers.keys() | self._forgetting_ids)
-        for executor in {id(e): e for e in self.executors.values()}.values():
-            sweep = getattr(executor, "sweep", None)
-            if sweep is None or not node_id or executor.name in self._sweeping:
+        for executor in distinct(self.executors.values()):
+            if not executor.sweeps or not node_id or executor.name in self._sweeping:
                 continue
             self._sweeping.add(executor.name)
-            bg = asyncio.create_task(self._run_sweep(executor.name, sweep, node_id), name="sweep")
+            bg = asyncio.create_task(self._run_sweep(executor.name, executor.sweep, node_id), name="sweep")
             self._forgetting.add(bg)
             bg.add_done_callback(self._forgetting.discard)
 
@@ -224,7 +219,7 @@ class Worker:
                         "runtime": runtime_of(mgr.task), "desired_state": str(mgr.desired),
                         "state": st.get("state"), "message": st.get("message"), "err": st.get("err"),
                         "pid": st.get("pid"), "exit_code": st.get("exit_code"),
-                        "health": getattr(mgr.controller, "health", None),
+                        "health": mgr.controller.health if mgr.controller is not None else None,
                         "timestamp": st.get("timestamp")})
         return out
 
@@ -237,7 +232,7 @@ class Worker:
         def stops(m: TaskManager) -> bool:
             if stop_tasks is not None:
                 return stop_tasks
-            return not getattr(m.controller, "survives_agent_exit", False)
+            return m.controller is None or not m.controller.survives_agent_exit
 
         stopping = [m for m in managers if stops(m)]
         await asyncio.gather(*(m.close(stop=False) for m in managers if not stops(m)), return_exceptions=True)

@@ -43,6 +43,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from shoal.models.kinds import Kind
 from shoal.plan import pack
 from shoal.planning.scheduler import core
+from shoal.runner import gc_paused
 from shoal.store import txn as t
 from shoal.store.memory import MemoryStore
 
@@ -132,11 +133,13 @@ def _pass(case: Case, nodes: list[dict[str, Any]], tasks: list[dict[str, Any]], 
     """One timed scheduling pass; with `store`, the objects are created in a MemoryStore first and the plan
     committed in 200-op transactions afterwards."""
     if not store:
-        return core.plan(tasks, nodes, NOW)
+        with gc_paused():  # as the scheduler's loop runs a pass
+            return core.plan(tasks, nodes, NOW)
     mem = MemoryStore()
     nodes = _create_all(mem, Kind.NODE, nodes)
     tasks = _create_all(mem, Kind.TASK, tasks)
-    out, decisions = core.plan(tasks, nodes, NOW)
+    with gc_paused():
+        out, decisions = core.plan(tasks, nodes, NOW)
     for batch in pack(out.groups):
         mem.apply({"ops": [op for g in batch for op in g.ops], "time": NOW}, mem.revision + 1)
     return out, decisions

@@ -53,6 +53,24 @@ def read_local(cert_root: Path) -> LocalIdentities:
                            [str(x) for x in info["raft_nodes"]], token)
 
 
+def private_dirs(*dirs: Path) -> None:
+    """Create `dirs` (and their parents) readable by this user only; existing ones are narrowed to 0700."""
+    for private in dirs:
+        private.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private.chmod(0o700)
+
+
+def hand_over_ca(cert_root: Path, signer: Signer, holders: Mapping[str, list[str]]) -> tuple[str, str]:
+    """Write `ca-bootstrap.json` (root certificate and key, fresh join-token secrets, and the certificates
+    issued before the CA service ran: `holders` maps node id to components, so a root rotation waits for them
+    too — the CA records the ones it issues itself) and return the (worker, manager) join tokens."""
+    tokens = {"worker": pki.new_token_secret(), "manager": pki.new_token_secret()}
+    pki.write_private(cert_root / CA_BOOTSTRAP, json.dumps({
+        "cluster_id": signer.cluster_id, "root_cert": signer.root_pem.decode(), "root_key": signer.key_pem.decode(),
+        "tokens": tokens, "holders": dict(holders)}).encode())
+    return pki.make_token(signer.root, tokens["worker"]), pki.make_token(signer.root, tokens["manager"])
+
+
 def init_local(data_dir: Path, cert_root: Path, client_dir: Path, *, raft_members: int,
                hosts: tuple[str, ...] = LOCAL_HOSTS, lifetime: dt.timedelta | None = None) -> LocalIdentities:
     """Initialise the cluster's identities once; later calls return what the first one made. A data directory
@@ -64,9 +82,7 @@ def init_local(data_dir: Path, cert_root: Path, client_dir: Path, *, raft_member
             f"bootstrap: {data_dir} holds a cluster made before shoal required certificates (raft data without "
             f"{cert_root}). Its members cannot be given identities in place: export what you need "
             "(`shoal service ls`), stop it, and start a new cluster with another --data-dir (or remove this one)")
-    for private in (data_dir, cert_root):
-        private.mkdir(parents=True, exist_ok=True, mode=0o700)
-        private.chmod(0o700)
+    private_dirs(data_dir, cert_root)
     signer = Signer.new()
     if lifetime is not None:
         signer.lifetime = lifetime
@@ -79,15 +95,10 @@ def init_local(data_dir: Path, cert_root: Path, client_dir: Path, *, raft_member
         signer.issue_dir(cert_root / f"raftstore-{i}", node_id=node, role=pki.MANAGER, component="raftstore",
                          hosts=all_hosts)
     write_admin_bundle(signer, client_dir)
-    tokens = {"worker": pki.new_token_secret(), "manager": pki.new_token_secret()}
-    # the certificates issued here, so a root rotation waits for them too (the CA records the ones it issues)
     holders: dict[str, list[str]] = {manager: list(MANAGER_PROCESSES)}
     for node in raft_nodes:
         holders.setdefault(node, []).append("raftstore")
-    pki.write_private(cert_root / CA_BOOTSTRAP, json.dumps({
-        "cluster_id": signer.cluster_id, "root_cert": signer.root_pem.decode(), "root_key": signer.key_pem.decode(),
-        "tokens": tokens, "holders": holders}).encode())
-    worker_token = pki.make_token(signer.root, tokens["worker"])
+    worker_token, _ = hand_over_ca(cert_root, signer, holders)
     pki.write_private(cert_root / WORKER_TOKEN_FILE, worker_token.encode())
     info = {"cluster_id": signer.cluster_id, "manager_node": manager, "raft_nodes": raft_nodes}
     pki.write_private(cert_root / CLUSTER_FILE, json.dumps(info, indent=2).encode())

@@ -5,6 +5,7 @@
     │   └── TxnTooLarge       413  transaction over the byte/op bounds
     ├── Unauthenticated       401  no identity: no certificate, no valid join token
     ├── PermissionDenied      403  the caller's certificate does not allow this
+    │   └── NodeRemoved           the certificate's node was removed from the cluster (revoked)
     ├── NotFound              404
     ├── Conflict              409
     │   ├── AlreadyExists         id or name taken
@@ -18,7 +19,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 
 class ShoalError(Exception):
@@ -54,6 +55,12 @@ class Unauthenticated(ShoalError):
 class PermissionDenied(ShoalError):
     status = 403
     code = "permission_denied"
+
+
+class NodeRemoved(PermissionDenied):
+    """403 from the transport Guard: the caller's node was removed (`shoal node rm`), its certificate revoked."""
+
+    code = "node_removed"
 
 
 class NotFound(ShoalError):
@@ -100,7 +107,8 @@ class OutcomeUnknown(ShoalError):
 _BY_CODE: dict[str, type[ShoalError]] = {
     c.code: c
     for c in (
-        InvalidArgument, TxnTooLarge, Unauthenticated, PermissionDenied, NotFound, Conflict, AlreadyExists,
+        InvalidArgument, TxnTooLarge, Unauthenticated, PermissionDenied, NodeRemoved, NotFound, Conflict,
+        AlreadyExists,
         VersionConflict, PreconditionFailed, Compacted, Unavailable, NotLeader, OutcomeUnknown,
     )
 }
@@ -121,3 +129,27 @@ def error_from_json(status: int, body: Any) -> ShoalError:
         if c.status == status:
             return c(message, **details)
     return ShoalError(message, **details)
+
+
+class Response(Protocol):
+    """What `error_from_response` reads of an HTTP answer (an httpx.Response; kept abstract so this module
+    stays free of the HTTP client)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self) -> Any: ...
+
+
+def error_from_response(resp: Response) -> ShoalError:
+    """The typed error of a peer's answer of 400 or more: its `{"message", "code", ...}` body rebuilt by
+    `error_from_json`; a body that is not JSON is quoted in the message. The one decoder of error answers
+    (store client, agent session, gateway relays)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = resp.text
+    return error_from_json(resp.status_code, body)

@@ -21,15 +21,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
-import httpx
 from fastapi import FastAPI
 
 from shoal.bus.base import Bus
 from shoal.bus.nats import NatsBus
-from shoal.bus.subjects import STORE_EVENTS
 from shoal.clock import Clock
 from shoal.config import CommonSettings
-from shoal.errors import Conflict, InvalidArgument, NotFound, OutcomeUnknown, ShoalError
+from shoal.errors import Conflict, InvalidArgument, NotFound, OutcomeUnknown
 from shoal.instances import Announcer
 from shoal.lease import LeaseKeeper
 from shoal.metrics import LAG_BUCKETS, Registry
@@ -38,8 +36,8 @@ from shoal.models.states import state_label
 from shoal.plan import MAX_CHANGES_PER_TXN, Group, Plan, pack
 from shoal.runner import serve, setup_logging
 from shoal.service import LeaderOnly
-from shoal.store.client import StoreClient
-from shoal.store.mirror import StoreMirror
+from shoal.store.client import STORE_FAILURES, StoreClient
+from shoal.store.mirror import HintRelay, StoreMirror
 from shoal.store.protocol import Store
 from shoal.store.txn import Op
 from shoal.transport import http_client, load_credentials, managers_only
@@ -64,35 +62,6 @@ class LeaderSettings(CommonSettings):
     max_idle: float = 10.0
 
 
-class HintRelay:
-    """Subscribes once per process and forwards store-event hints to whichever mirror is current, so a
-    re-activation does not pile up subscriptions; a bus reconnect makes the current mirror re-list."""
-
-    def __init__(self) -> None:
-        self.mirror: StoreMirror | None = None
-        self.attached = False
-
-    async def attach(self, bus: Bus) -> None:
-        await bus.subscribe(STORE_EVENTS, self._on_hint)
-        bus.on_reconnect(self._on_reconnect)
-        self.attached = True
-        if self.mirror is not None:  # hints may have been missed while detached
-            self.mirror.wake()
-
-    async def _on_hint(self, data: dict[str, Any]) -> None:
-        m = self.mirror
-        try:
-            revision = int(data.get("revision", 0))
-        except (TypeError, ValueError):
-            return
-        if m is not None and revision > m.revision:
-            m.wake()
-
-    def _on_reconnect(self) -> None:
-        if self.mirror is not None:
-            self.mirror.resync()
-
-
 class _Stale(Exception):
     """A write failed on a precondition: the view (or the lease) is out of date."""
 
@@ -112,7 +81,7 @@ class PlanLoop(ABC):
         self.relay = HintRelay()
         self._bus = bus
         self.leader = LeaderOnly(store, self.name, settings.instance_name(self.name), self._work,
-                                 lease_duration=settings.lease_duration)
+                                 lease_duration=settings.lease_duration, clock=clock)
         self.mirror: StoreMirror | None = None
         self.passes = 0
         self.last_pass_at: float | None = None
@@ -185,7 +154,7 @@ class PlanLoop(ABC):
 
     # ---- the active loop --------------------------------------------------------------------------------
     async def _work(self, lease: LeaseKeeper) -> None:
-        mirror = StoreMirror(self.store, self.kinds, poll_interval=self.settings.poll_interval)
+        mirror = StoreMirror(self.store, self.kinds, poll_interval=self.settings.poll_interval, name=self.name)
         self.mirror = mirror
         self.relay.mirror = mirror
         sync = asyncio.create_task(mirror.run(), name=f"{self.name}.mirror")
@@ -228,7 +197,7 @@ class PlanLoop(ABC):
                 mirror.wake()
                 await mirror.wait_changed(mirror.generation, self.settings.poll_interval)
                 return
-            except (ShoalError, httpx.HTTPError, OSError) as e:
+            except STORE_FAILURES as e:
                 self.metrics.inc("write_errors", help="writes that failed for another reason")
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.warning("%s: write failed: %s", self.name, self.last_error)

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from shoal import enroll, pki, transport
-from shoal.bootstrap import CA_BOOTSTRAP, write_admin_bundle
+from shoal.bootstrap import CA_BOOTSTRAP, hand_over_ca, private_dirs, write_admin_bundle
 from shoal.certs import LOCAL_HOSTS, Signer
 from shoal.ids import new_id
 from shoal.supervisor import Layout, ProcSpec, Supervisor, process_problem
@@ -217,9 +217,7 @@ def init(data_dir: Path, advertise: str, ports: Ports = Ports()) -> tuple[NodeCo
         raise NodeError(f"node: {data_dir} already belongs to a swarm (`shoal swarm leave` first, or use another "
                         "--data-dir)")
     root = data_dir / "certificates"
-    for private in (data_dir, root):
-        private.mkdir(parents=True, exist_ok=True, mode=0o700)
-        private.chmod(0o700)
+    private_dirs(data_dir, root)
     signer = Signer.new()
     node_id = new_id()
     hosts = (advertise, *LOCAL_HOSTS)
@@ -227,15 +225,13 @@ def init(data_dir: Path, advertise: str, ports: Ports = Ports()) -> tuple[NodeCo
         signer.issue_dir(root / name, node_id=node_id, role=pki.MANAGER, component=name, hosts=hosts)
     signer.issue_dir(root, node_id=node_id, role=pki.MANAGER, component="agent", hosts=hosts)
     write_admin_bundle(signer, data_dir / "client")
-    secrets = {"worker": pki.new_token_secret(), "manager": pki.new_token_secret()}
-    pki.write_private(root / CA_BOOTSTRAP, json.dumps({
-        "cluster_id": signer.cluster_id, "root_cert": signer.root_pem.decode(), "root_key": signer.key_pem.decode(),
-        "tokens": secrets}).encode())
+    # the certificates issued here, so a root rotation waits for them too
+    worker_token, manager_token = hand_over_ca(root, signer, {node_id: [*MANAGER_ROLES, "agent"]})
     members = f"1={_url(advertise, ports.raft_api)},{advertise}:{ports.raft_peer},{node_id}"
     cfg = NodeConfig(node_id, signer.cluster_id, True, list(MANAGER_ROLES), advertise, [advertise], raft_id=1,
                      raft_members=members, ports=ports)
     cfg.save(data_dir)
-    return cfg, pki.make_token(signer.root, secrets["worker"]), pki.make_token(signer.root, secrets["manager"])
+    return cfg, worker_token, manager_token
 
 
 # ---- join -----------------------------------------------------------------------------------------------------
@@ -255,9 +251,7 @@ def join(data_dir: Path, token: str, remote: str, advertise: str, roles: list[st
     if unknown:
         raise NodeError(f"join: unknown roles {unknown}; roles are {', '.join(MANAGER_ROLES)}")
     root_dir = data_dir / "certificates"
-    for private in (data_dir, root_dir):
-        private.mkdir(parents=True, exist_ok=True, mode=0o700)
-        private.chmod(0o700)
+    private_dirs(data_dir, root_dir)
     # The token alone says which role this machine gets: the manager processes are asked `if_manager` (the CA
     # signs them for the manager token only); with --roles the user says it is the manager token.
     managed = {r: root_dir / r for r in wanted}

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from fastapi import APIRouter, FastAPI
 
 from shoal.bus.base import Bus
+from shoal.clock import Clock
 from shoal.http import install_error_handlers, instrument, ops_router
 from shoal.lease import LeaseKeeper
 from shoal.metrics import Registry
@@ -72,8 +73,9 @@ class LeaderOnly:
     are on every leader change)."""
 
     def __init__(self, store: Store, name: str, holder: str, work: Callable[[LeaseKeeper], Coroutine[Any, Any, None]],
-                 *, lease_duration: float = 1.5) -> None:
+                 *, lease_duration: float = 1.5, clock: Clock | None = None) -> None:
         self.store = store
+        self.clock = clock  # the lease keeper's (None: the system clock)
         self.name = name
         self.holder = holder
         self.work = work
@@ -88,7 +90,7 @@ class LeaderOnly:
 
     async def run(self) -> None:
         while not self._stopped:
-            lease = LeaseKeeper(self.store, self.name, self.holder, duration=self.lease_duration)
+            lease = LeaseKeeper(self.store, self.name, self.holder, duration=self.lease_duration, clock=self.clock)
             self.lease = lease
             keeper = asyncio.create_task(lease.run())
             active = asyncio.create_task(lease.active.wait())

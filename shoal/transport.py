@@ -157,12 +157,6 @@ def load_credentials(cert_dir: str | Path | None) -> Credentials:
     return Credentials(Path(cert_dir))
 
 
-def load_client_bundle(path: str | Path) -> Credentials:
-    """An admin client bundle: `<path>/{ca.pem, cert.pem, key.pem}` (what `shoal env` points SHOAL_CERT_PATH
-    and DOCKER_CERT_PATH at)."""
-    return Credentials.client_bundle(Path(path))
-
-
 def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Identity | None:
     """The verified peer's identity on a TLS connection (None when it sent no certificate)."""
     if ssl_object is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agent.executors.base import Obj
+from agent.executors.base import BaseExecutor, Obj
 from agent.executors.hollow import HollowController
 from shoal.models.objects import ATTACHMENT_RUNTIME
 
@@ -24,7 +24,7 @@ class AttachmentController(HollowController):
         super().__init__(task, env={})
 
 
-class AttachmentExecutor:
+class AttachmentExecutor(BaseExecutor):
     name = ATTACHMENT_RUNTIME
 
     @property

@@ -7,11 +7,15 @@ forgotten. Errors say what the driver should do:
     ExecutorError        fatal: REJECTED before STARTING, FAILED at or after it
     └── ExitError        the workload ended unsuccessfully (carries the exit code)
     RetryableError       temporary: the driver tries the same step again after a second
+
+Every executor derives from `BaseExecutor` and every controller from `BaseController`: the optional parts of
+the seam (an executor's `probe`/`sweep`/`close`, a controller's `health` and `survives_agent_exit`) are declared
+there with their do-nothing defaults, so the agent calls them directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 Obj = dict[str, Any]
@@ -66,9 +70,30 @@ class Controller(Protocol):
     def saved(self) -> dict[str, Any]:
         """What a later agent process needs to find this workload again (persisted with the task)."""
 
+    @property
+    def health(self) -> str | None:
+        """The workload's health status (starting/healthy/unhealthy); None without a health check."""
+
+    #: the workload outlives the agent process (containers do; process groups do not)
+    survives_agent_exit: bool
+
+
+class BaseController:
+    """The defaults of a controller's optional parts (see `Controller`)."""
+
+    survives_agent_exit: bool = False
+
+    @property
+    def health(self) -> str | None:
+        return None
+
 
 class Executor(Protocol):
     name: str
+    #: it must find its runtime first (`probe`) before its runtimes are advertised (the docker engine)
+    probes: bool
+    #: it removes this host's workloads of tasks no longer assigned here (`sweep`)
+    sweeps: bool
 
     @property
     def runtimes(self) -> tuple[str, ...]:
@@ -77,3 +102,35 @@ class Executor(Protocol):
     def controller(self, task: Obj, *, node_id: str, saved: Mapping[str, Any] | None = None) -> Controller:
         """A controller for `task`; `saved` is what an earlier controller's `saved()` returned. Raises
         ExecutorError when the task cannot run here at all."""
+
+    async def probe(self) -> bool:
+        """Whether the runtime answers (only called when `probes`)."""
+
+    async def sweep(self, node_id: str, keep: Callable[[str], bool]) -> list[str]:
+        """Remove this host's workloads of node `node_id` whose task `keep` rejects; returns what it removed
+        (only called when `sweeps`)."""
+
+    async def close(self) -> None:
+        """Release the executor's connections when the agent stops."""
+
+
+class BaseExecutor:
+    """The defaults of an executor's optional parts (see `Executor`)."""
+
+    name: str
+    probes: bool = False
+    sweeps: bool = False
+
+    async def probe(self) -> bool:
+        return True
+
+    async def sweep(self, node_id: str, keep: Callable[[str], bool]) -> list[str]:
+        return []
+
+    async def close(self) -> None:
+        return None
+
+
+def distinct(executors: Iterable[Executor]) -> list[Executor]:
+    """Each executor once (one may serve several runtimes), in the order given."""
+    return list(dict.fromkeys(executors))

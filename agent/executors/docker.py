@@ -42,7 +42,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.executors.base import ExecutorError, ExitError, Obj, RetryableError
+from agent.executors.base import BaseController, BaseExecutor, ExecutorError, ExitError, Obj, RetryableError
 from agent.executors.docker_engine import DEFAULT_HOST, DockerEngine, EngineError, EngineUnavailable
 from shoal.models.objects import task_name
 from shoal.models.specs import ContainerSpec, HealthCheck, Resources
@@ -198,7 +198,7 @@ def _never_started(state: Obj) -> bool:
     return state.get("Status") == "created" or str(state.get("StartedAt", "")).startswith("0001-")
 
 
-class DockerController:
+class DockerController(BaseController):
     """Drives one task's container. Stateless beyond the container id: every decision is made from what the
     engine reports, so a restarted agent (or a repeated operation) picks up where it was."""
 
@@ -462,11 +462,13 @@ class DockerController:
         return ct
 
 
-class DockerExecutor:
+class DockerExecutor(BaseExecutor):
     """Runs `container` tasks on the engine at `host` (`SHOAL_DOCKER_HOST`). The node advertises the
     `container` runtime only once `probe()` found the engine answering."""
 
     name = "docker"
+    probes = True
+    sweeps = True
 
     def __init__(self, host: str = DEFAULT_HOST, *, publish_ip: str = "", engine: DockerEngine | None = None,
                  owner: Owner | None = None) -> None:

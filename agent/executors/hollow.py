@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from agent.executors.base import ExitError, Obj
+from agent.executors.base import BaseController, BaseExecutor, ExitError, Obj
 
 
 def _env(task: Obj) -> Mapping[str, str]:
@@ -22,7 +22,7 @@ def _env(task: Obj) -> Mapping[str, str]:
     return env if isinstance(env, dict) else {}
 
 
-class HollowController:
+class HollowController(BaseController):
     def __init__(self, task: Obj, env: Mapping[str, str] | None = None) -> None:
         """`env`: the SHOAL_HOLLOW_* settings; read from the task's spec when not given ({} = run until shut down)."""
         env = _env(task) if env is None else env
@@ -70,7 +70,7 @@ class HollowController:
         return None
 
 
-class HollowExecutor:
+class HollowExecutor(BaseExecutor):
     name = "hollow"
 
     @property

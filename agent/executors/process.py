@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.executors.base import ExecutorError, ExitError, Obj
+from agent.executors.base import BaseController, BaseExecutor, ExecutorError, ExitError, Obj
 from agent.executors.health import Health, HealthConfig, HealthTracker, probe
 from agent.payloads import give_to
 from shoal.models.objects import task_name
@@ -199,7 +199,7 @@ def drop_privileges(command: list[str], uid: int, gid: int | None) -> tuple[list
     return command, {"user": uid, "group": gid, "extra_groups": []}
 
 
-class ProcessController:
+class ProcessController(BaseController):
     def __init__(self, task: Obj, *, node_id: str, log_dir: Path, marks: TaskMarks,
                  saved: Mapping[str, Any] | None = None, kill_timeout: float = 5.0, bind_ip: str = "",
                  extra_env: Mapping[str, str] | None = None) -> None:
@@ -487,10 +487,11 @@ class ProcessController:
         return True
 
 
-class ProcessExecutor:
+class ProcessExecutor(BaseExecutor):
     """Runs `process` tasks; logs under `log_dir`."""
 
     name = "process"
+    sweeps = True
 
     def __init__(self, log_dir: Path, *, marks: TaskMarks, kill_timeout: float = 5.0, bind_ip: str = "",
                  extra_env: Mapping[str, str] | None = None) -> None:

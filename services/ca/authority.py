@@ -34,6 +34,7 @@ from shoal.metrics import Registry
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.pki import Identity
 from shoal.store import txn as t
+from shoal.store.client import STORE_FAILURES
 from shoal.store.protocol import Store
 from shoal.transport import Revocations
 
@@ -77,7 +78,7 @@ class CertificateAuthority:
                 await self.reconcile_rotation()
                 self._ready.set()
                 backoff = self.settings.revocation_poll
-            except (ShoalError, httpx.HTTPError, OSError) as e:
+            except STORE_FAILURES as e:
                 log.warning("ca: store unavailable (%s); retrying in %.1fs", e, backoff)
                 backoff = min(backoff * 2, self.settings.revocation_poll)
             with contextlib.suppress(TimeoutError):

@@ -12,10 +12,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
-
-import httpx
 
 from services.dispatcher import core
 from services.dispatcher.core import (
@@ -27,21 +25,24 @@ from services.dispatcher.core import (
     heartbeat_from_message,
 )
 from services.dispatcher.logs import LogBroker
+from services.dispatcher.nodeindex import NodeIndex
 from services.dispatcher.settings import DispatcherSettings
 from shoal import endpoints
 from shoal.bus.base import Bus
-from shoal.bus.subjects import NODE_HEARTBEAT, STORE_EVENTS
+from shoal.bus.subjects import NODE_HEARTBEAT
 from shoal.clock import Clock, SystemClock
 from shoal.cluster import ensure_cluster, heartbeat_period, removed_node_ids
-from shoal.errors import Compacted, Conflict, NotFound, ShoalError, Unavailable
+from shoal.errors import Conflict, NotFound, Unavailable
 from shoal.ids import new_id
 from shoal.metrics import LAG_BUCKETS, Registry
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.models.objects import Obj
 from shoal.models.states import NodeState, state_label
 from shoal.store import txn as t
-from shoal.store.mirror import StoreMirror
+from shoal.store.client import STORE_FAILURES
+from shoal.store.mirror import HintRelay, StoreMirror
 from shoal.store.protocol import Store
+from shoal.store.rmw import read_modify_write
 from shoal.store.txn import Change, Op, TxnResult
 from shoal.transport import Revocations
 
@@ -69,21 +70,18 @@ class Dispatcher:
         self.metrics = Registry()
         self.mirror = StoreMirror(store, [Kind.CLUSTER, Kind.NODE, Kind.TASK, Kind.SECRET, Kind.CONFIG,
                                           Kind.SERVICE],
-                                  poll_interval=settings.poll_interval)
+                                  poll_interval=settings.poll_interval, on_sync=self._on_sync, name="dispatcher")
+        self.relay = HintRelay(self.mirror)
         self.sessions: dict[str, Session] = {}
         self.session_of: dict[str, str] = {}  # node id -> session id
         self.liveness = Liveness(started_at=0.0)
         self.limiter = RegistrationLimiter()
         self.logs = LogBroker()  # log requests of gateways, picked up by agents on their sessions
         self._cluster: Obj | None = None
-        self._tasks_of: dict[str, set[str]] = {}  # node id -> ids of tasks naming it
-        self._node_of: dict[str, str] = {}  # task id -> node id
-        self._node_events: dict[str, asyncio.Event] = {}
-        self._changed_at: dict[str, float] = {}  # node id -> perf_counter() of its oldest task change not yet sent
+        self.index = NodeIndex(self.mirror)
         self._pending: dict[str, tuple[str, dict[str, Any]]] = {}  # task id -> (reporting node, status)
         self._has_pending = asyncio.Event()
         self._batch_full = asyncio.Event()
-        self._wake = asyncio.Event()
         self._view_ready = asyncio.Event()
         self._stop_event = asyncio.Event()
         self._stopped = False
@@ -111,8 +109,8 @@ class Dispatcher:
     def stop(self) -> None:
         self._stopped = True
         self._stop_event.set()
-        self._wake.set()
-        for ev in self._node_events.values():
+        self.mirror.stop()
+        for ev in self.index.events.values():
             ev.set()  # long polls notice the stop and answer at once
         self._endpoints_event.set()
         self.logs.stop()  # log readers get the end, log long polls answer, the agents' next posts get 410
@@ -120,10 +118,10 @@ class Dispatcher:
     async def run(self) -> None:
         if not await self._bootstrap():
             return
-        await self.bus.subscribe(STORE_EVENTS, self._on_store_hint)
+        await self.relay.attach(self.bus)
         await self.bus.subscribe(NODE_HEARTBEAT, self._on_heartbeat_message)
         self.bus.on_reconnect(self._on_bus_reconnect)
-        loops = [asyncio.create_task(self._follow(), name="dispatcher.follow"),
+        loops = [asyncio.create_task(self.mirror.run(), name="dispatcher.follow"),
                  asyncio.create_task(self._endpoints_loop(), name="dispatcher.endpoints"),
                  asyncio.create_task(self._expire_loop(), name="dispatcher.expire"),
                  asyncio.create_task(self._flush_loop(), name="dispatcher.flush")]
@@ -139,7 +137,7 @@ class Dispatcher:
                 batch, self._pending = self._pending, {}
                 try:
                     await asyncio.wait_for(self._write_statuses(batch), 2.0)
-                except (TimeoutError, ShoalError, httpx.HTTPError, OSError) as e:
+                except STORE_FAILURES as e:  # TimeoutError is an OSError
                     log.warning("dispatcher: %d status reports not written at shutdown: %s", len(batch), e)
 
     async def _bootstrap(self) -> bool:
@@ -149,7 +147,7 @@ class Dispatcher:
             try:
                 self._cluster = await ensure_cluster(self.store, self.settings.heartbeat_period)
                 return True
-            except (ShoalError, httpx.HTTPError, OSError) as e:
+            except STORE_FAILURES as e:
                 log.warning("dispatcher: store unavailable at start (%s); retrying in %.1fs", e, backoff)
                 await self._sleep_or_stop(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -165,16 +163,10 @@ class Dispatcher:
         return heartbeat_period(self.mirror.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID) or self._cluster)
 
     # ---- following the store -----------------------------------------------------------------------------
-    async def _on_store_hint(self, data: dict[str, Any]) -> None:
-        if int(data.get("revision", 0)) > self.mirror.revision:
-            self._wake.set()
-
     def _on_bus_reconnect(self) -> None:
-        # Hints and other dispatchers' heartbeats were lost meanwhile: re-list, and give every node a full
-        # grace before judging it from what we hear.
+        # Other dispatchers' heartbeats were lost meanwhile: give every node a full grace before judging it from
+        # what we hear (the relay makes the mirror re-list: hints were lost too).
         self._bus_resumed_at = self.clock.now()
-        self.mirror.resync()
-        self._wake.set()
 
     def _bus_trusted(self, now: float) -> bool:
         """Whether silence on the bus means silence of the nodes: connected, and long enough ago
@@ -184,81 +176,30 @@ class Dispatcher:
 
     def wake(self) -> None:
         """Fetch the store's new events now (tests and in-process hints)."""
-        self._wake.set()
+        self.mirror.wake()
 
-    async def _follow(self) -> None:
-        """StoreMirror's run loop, kept here so every batch of changes also updates the per-node task index
-        and wakes exactly the long polls of the nodes concerned."""
-        backoff = 0.1
-        while not self._stopped:
-            try:
-                changes = await self.mirror.sync_once()
-            except Compacted:
-                log.info("dispatcher: watch revision %d compacted; re-listing", self.mirror.revision)
-                self.mirror.resync()
-                continue
-            except (ShoalError, httpx.HTTPError, OSError) as e:
-                log.warning("dispatcher: store unavailable (%s); retrying in %.1fs", e, backoff)
-                await self._sleep_or_stop(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.1
-            self._absorb(changes)
-            self.revocations.update(removed_node_ids(self.mirror.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)))
-            if not self._view_ready.is_set():
-                # SwarmKit's markNodesUnknown: nodes READY now get a longer grace to find this dispatcher.
-                self.liveness = Liveness(started_at=self.clock.now())
-                self.liveness.seed(self.mirror.list(Kind.NODE))
-                self.mirror.ready.set()
-                self._view_ready.set()
-                log.info("dispatcher %s: store view ready at revision %d", self.instance, self.mirror.revision)
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+    def _on_sync(self, changes: Sequence[Change] | None) -> None:
+        """Every batch the mirror takes in also updates the per-node task index and wakes exactly the long
+        polls of the nodes concerned."""
+        self._absorb(changes)
+        self.revocations.update(removed_node_ids(self.mirror.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)))
+        if not self._view_ready.is_set():
+            # SwarmKit's markNodesUnknown: nodes READY now get a longer grace to find this dispatcher.
+            self.liveness = Liveness(started_at=self.clock.now())
+            self.liveness.seed(self.mirror.list(Kind.NODE))
+            self._view_ready.set()
+            log.info("dispatcher %s: store view ready at revision %d", self.instance, self.mirror.revision)
 
     def _absorb(self, changes: Iterable[Change] | None) -> None:
         if changes is not None:
             changes = list(changes)
         if changes is None or any(c.kind in (Kind.TASK, Kind.SERVICE, Kind.NODE) for c in changes):
             self._endpoints_dirty.set()
-        if changes is None:  # re-listed: everything may have changed
-            self._tasks_of.clear()
-            self._node_of.clear()
-            for task in self.mirror.objects[Kind.TASK].values():
-                if task.get("node_id"):
-                    self._node_of[task["id"]] = task["node_id"]
-                    self._tasks_of.setdefault(task["node_id"], set()).add(task["id"])
-            for node_id in list(self._node_events):
-                self._wake_node(node_id)
-            return
-        for c in changes:
-            if c.kind in (Kind.SECRET, Kind.CONFIG):
-                # rare (data is immutable): a task may have arrived before the secret it references
-                for node_id in list(self._node_events):
-                    self._wake_node(node_id)
-                continue
-            if c.kind == Kind.NODE and c.action == "delete":
-                # Removed (its tasks orphaned): end its session, so the agent registers again and the complete
-                # set it then receives, with those tasks ORPHANED, makes it stop them.
-                self._drop_sessions_of(c.id)
-                self.liveness.forget(c.id)
-            if c.kind != Kind.TASK:
-                continue
-            old = self._node_of.get(c.id)
-            new: str | None = c.object.get("node_id") if c.action != "delete" else None
-            if old != new:
-                if old is not None:
-                    self._tasks_of.get(old, set()).discard(c.id)
-                    del self._node_of[c.id]
-                if new is not None:
-                    self._node_of[c.id] = new
-                    self._tasks_of.setdefault(new, set()).add(c.id)
-            for affected in (old, new):
-                if affected is not None:
-                    self._changed_at.setdefault(affected, time.perf_counter())
-                    self._wake_node(affected)
+        for node_id in self.index.absorb(changes):
+            # Removed (its tasks orphaned): end its session, so the agent registers again and the complete
+            # set it then receives, with those tasks ORPHANED, makes it stop them.
+            self._drop_sessions_of(node_id)
+            self.liveness.forget(node_id)
 
     async def _endpoints_loop(self) -> None:
         """Recompute the endpoint table after changes of tasks, services or nodes — at most every
@@ -301,7 +242,7 @@ class Dispatcher:
             self._node_tables.clear()
         node = self.mirror.get(Kind.NODE, node_id) or {}
         addr = (node.get("status") or {}).get("addr")
-        own = [t for tid in self._tasks_of.get(node_id, ()) if (t := self.mirror.get(Kind.TASK, tid))]
+        own = [t for tid in self.index.tasks_of.get(node_id, ()) if (t := self.mirror.get(Kind.TASK, tid))]
         key = (frozenset(endpoints.node_networks(node_id, own)), addr)
         table = self._node_tables.get(key)
         if table is None:
@@ -339,31 +280,9 @@ class Dispatcher:
             if delay > 0:
                 await asyncio.sleep(delay)
 
-    def _wake_node(self, node_id: str) -> None:
-        ev = self._node_events.pop(node_id, None)
-        if ev is not None:
-            ev.set()
-
-    def _node_event(self, node_id: str) -> asyncio.Event:
-        return self._node_events.setdefault(node_id, asyncio.Event())
 
     def node_tasks(self, node_id: str) -> dict[str, Obj]:
-        """The tasks node `node_id` must hold: assigned to it, observed state ≥ ASSIGNED."""
-        out = {}
-        for tid in self._tasks_of.get(node_id, ()):
-            task = self.mirror.get(Kind.TASK, tid)
-            if task is not None and core.is_assigned_to(task, node_id):
-                out[tid] = task
-        return out
-
-    def node_dependencies(self, tasks: Iterable[Obj]) -> dict[str, dict[str, Obj]]:
-        """The secrets and configs `tasks` (a node's) reference while they need them, as the node receives them.
-        One that is not in the view (yet) is left out; its arrival wakes the node's long poll."""
-        out: dict[str, dict[str, Obj]] = {}
-        for kind, ids in core.dependency_ids(tasks).items():
-            objs = (self.mirror.get(kind, i) for i in sorted(ids))
-            out[kind] = {o["id"]: core.payload_view(o) for o in objs if o is not None}
-        return out
+        return self.index.tasks(node_id)
 
     def _apply_written(self, result: TxnResult) -> None:
         self.mirror.apply_written(result)
@@ -407,7 +326,7 @@ class Dispatcher:
         sess = Session(id=new_id(), node_id=node_id, min_revision=result.revision if result else 0)
         self.sessions[sess.id] = sess
         self.session_of[node_id] = sess.id
-        self._wake_node(node_id)  # a long poll of the replaced session ends
+        self.index.wake(node_id)  # a long poll of the replaced session ends
         self.liveness.beat(node_id, now)
         await self.bus.publish(NODE_HEARTBEAT, {"node_id": node_id, "at": now})
         self.metrics.inc("dispatcher_registrations_total", help="agent registrations")
@@ -422,7 +341,10 @@ class Dispatcher:
         gets a new one. An id the cluster removed (`removed_nodes` of the cluster object, written with the
         node's deletion) is not brought back — the agent joins as a new node under a new id, as in SwarmKit
         where a removed node cannot rejoin under its old identity."""
-        for _ in range(WRITE_ATTEMPTS):
+        nid = ""
+
+        async def plan() -> list[Op]:
+            nonlocal node_id, nid
             nid = node_id or new_id()
             cur: Obj | None = None
             checks: list[Op] = []
@@ -447,14 +369,16 @@ class Dispatcher:
                     checks.append(t.check(Kind.CLUSTER, DEFAULT_CLUSTER_ID,
                                           expect_version=cluster["meta"]["version"]))
             obj = core.registered_node(nid, cur, description, addr, now, role=role)
-            op = t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj)
-            try:
-                result = await self.store.txn([op, *checks])
-            except (Conflict, NotFound):
-                continue
-            self._apply_written(result)
-            return nid, result
-        raise Unavailable(f"dispatcher: node {node_id} kept changing under {WRITE_ATTEMPTS} write attempts")
+            return [t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj), *checks]
+
+        result = await read_modify_write(self.store, plan, attempts=WRITE_ATTEMPTS, retry_on=(Conflict, NotFound),
+                                         exhausted=Unavailable, conflict=self._kept_changing(node_id))
+        self._apply_written(result)
+        return nid, result
+
+    @staticmethod
+    def _kept_changing(node_id: str | None) -> str:
+        return f"dispatcher: node {node_id} kept changing under {WRITE_ATTEMPTS} write attempts"
 
     def _jittered_period(self) -> float:
         # Jitter spreads the heartbeats of agents that all registered at once (after a dispatcher restart).
@@ -498,14 +422,14 @@ class Dispatcher:
 
             await self._write_node(node_id, build)
             log.info("dispatcher: node %s heartbeats here again; marked READY", node_id)
-        except (ShoalError, httpx.HTTPError, OSError) as e:
+        except STORE_FAILURES as e:
             log.warning("dispatcher: could not mark node %s READY: %s", node_id, e)
         finally:
             self._marking_ready.discard(node_id)
 
     async def _write_node(self, node_id: str, build: Callable[[Obj | None], Obj | None]) -> TxnResult | None:
         """Read-modify-write of one node with a version precondition, re-reading on conflict."""
-        for _ in range(WRITE_ATTEMPTS):
+        async def plan() -> list[Op] | None:
             try:
                 cur: Obj | None = await self.store.get(Kind.NODE, node_id)
             except NotFound:
@@ -513,21 +437,20 @@ class Dispatcher:
             obj = build(cur)
             if obj is None:
                 return None
-            op = t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj)
-            try:
-                result = await self.store.txn([op])
-            except (Conflict, NotFound):
-                continue
+            return [t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj)]
+
+        result = await read_modify_write(self.store, plan, attempts=WRITE_ATTEMPTS, retry_on=(Conflict, NotFound),
+                                         exhausted=Unavailable, conflict=self._kept_changing(node_id))
+        if result is not None:
             self._apply_written(result)
-            return result
-        raise Unavailable(f"dispatcher: node {node_id} kept changing under {WRITE_ATTEMPTS} write attempts")
+        return result
 
     def _drop_sessions_of(self, node_id: str) -> None:
-        self._changed_at.pop(node_id, None)
+        self.index.changed_at.pop(node_id, None)
         sid = self.session_of.pop(node_id, None)
         if sid is not None:
             self.sessions.pop(sid, None)
-            self._wake_node(node_id)
+            self.index.wake(node_id)
             self.logs.drop_node(node_id)
 
     # ---- assignments -------------------------------------------------------------------------------------
@@ -540,13 +463,13 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(max(wait, 0.0), self.settings.assignment_max_wait)
         while True:
-            ev = self._node_event(sess.node_id)
+            ev = self.index.event(sess.node_id)
             if self.sessions.get(session_id) is not sess:
                 raise NotFound(f"dispatcher: session {session_id!r} was replaced or expired; register again")
             self._require_ready()
             tasks = self.node_tasks(sess.node_id)
-            changed_at = self._changed_at.pop(sess.node_id, None)
-            msg = sess.stream.next_message(after, tasks, self.node_dependencies(tasks.values()))
+            changed_at = self.index.changed_at.pop(sess.node_id, None)
+            msg = sess.stream.next_message(after, tasks, self.index.dependencies(tasks.values()))
             if msg is not None:
                 self.metrics.inc("dispatcher_assignment_messages_total", help="assignment messages sent")
                 if changed_at is not None:
@@ -576,7 +499,7 @@ class Dispatcher:
         while self.mirror.revision < revision:
             if loop.time() > deadline or self._stopped:
                 raise Unavailable(f"dispatcher: store view is behind revision {revision}; retry shortly")
-            self._wake.set()
+            self.mirror.wake()
             await asyncio.sleep(0.01)
 
     # ---- status intake -----------------------------------------------------------------------------------
@@ -660,7 +583,7 @@ class Dispatcher:
                     gone = await self._refresh_tasks(ids)
                     retry.update({tid: todo[tid] for tid in ids if tid not in gone})
                     continue
-                except (ShoalError, httpx.HTTPError, OSError) as e:
+                except STORE_FAILURES as e:
                     # Unavailable or outcome unknown: queue again (a repeat is dropped as a duplicate).
                     log.warning("dispatcher: status write failed (%s); retrying with the next batch", e)
                     left = [tid for ch in chunks[i:] for tid, _ in ch]
@@ -723,7 +646,7 @@ class Dispatcher:
                 continue
             try:
                 await self.expire_nodes()
-            except (ShoalError, httpx.HTTPError, OSError) as e:
+            except STORE_FAILURES as e:
                 log.warning("dispatcher: heartbeat expiry pass failed: %s", e)
 
     async def expire_nodes(self) -> list[str]:

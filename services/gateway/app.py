@@ -22,6 +22,7 @@ from services.gateway.ui import routes as ui_routes
 from services.gateway.ui.hub import DashboardHub
 from services.gateway.ui.sessions import UiSessions
 from shoal.bus.base import Bus
+from shoal.clock import Clock
 from shoal.errors import Unavailable
 from shoal.http import install_error_handlers, instrument, ops_router
 from shoal.instances import Announcer
@@ -39,7 +40,8 @@ def unavailable_message(exc: Unavailable) -> str:
 
 def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClient | None = None,
                bus: Bus | None = None, revoked: Revocations | None = None,
-               ca_http: httpx.AsyncClient | None = None, ui_sessions: UiSessions | None = None) -> FastAPI:
+               ca_http: httpx.AsyncClient | None = None, ui_sessions: UiSessions | None = None,
+               clock: Clock | None = None) -> FastAPI:
     """The gateway over `store`. `http` (for raftstore member status) defaults to a client from
     an in-process client (tests), closed with the app; the store belongs to the caller. With a `bus`, the
     gateway collects instance heartbeats (and announces itself) for `GET /v1/cluster`. `revoked` is kept
@@ -48,7 +50,7 @@ def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClie
     logins, shared with the server's Guard (which asks them about session cookies; services/gateway/ui)."""
     own_http = http is None
     ctx = GatewayContext(settings, store, http or http_client(None, timeout=settings.member_status_timeout),
-                         revoked=revoked, ca_http=ca_http)
+                         revoked=revoked, ca_http=ca_http, clock=clock)
     sessions = ui_sessions or UiSessions("", token_ttl=settings.ui_token_ttl, session_ttl=settings.ui_session_ttl)
 
     async def raft_status() -> dict[str, Any]:

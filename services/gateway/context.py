@@ -13,11 +13,13 @@ import httpx
 from fastapi import Request
 
 from services.gateway.settings import GatewaySettings
+from shoal.clock import Clock, SystemClock
 from shoal.cluster import removed_node_ids
-from shoal.errors import NotFound, ShoalError, Unavailable
+from shoal.errors import NotFound, Unavailable
 from shoal.instances import InstanceRegistry
 from shoal.metrics import Registry
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
+from shoal.store.client import STORE_FAILURES
 from shoal.store.protocol import Store
 from shoal.transport import Revocations
 
@@ -61,8 +63,10 @@ class Holders:
 
 class GatewayContext:
     def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient, *,
-                 revoked: Revocations | None = None, ca_http: httpx.AsyncClient | None = None) -> None:
+                 revoked: Revocations | None = None, ca_http: httpx.AsyncClient | None = None,
+                 clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock: Clock = clock or SystemClock()  # timestamps the routes write (created_at, orphaned at, ...)
         self.store = store
         self.http = http
         self.revoked = revoked if revoked is not None else Revocations()
@@ -85,7 +89,7 @@ class GatewayContext:
         """One readiness check: the store answers its status and knows a Raft leader."""
         try:
             st = await asyncio.wait_for(self.store.status(), self.settings.member_status_timeout)
-        except (ShoalError, httpx.HTTPError, TimeoutError, OSError) as e:
+        except STORE_FAILURES as e:  # TimeoutError is an OSError
             self.mark_unavailable(str(e) or type(e).__name__)
             return False
         if not st.get("leader"):
@@ -101,7 +105,7 @@ class GatewayContext:
             cluster = await self.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
         except NotFound:
             cluster = None
-        except (ShoalError, httpx.HTTPError, OSError) as e:
+        except STORE_FAILURES as e:
             log.debug("gateway: cannot read the removed nodes (%s); keeping the last list", e)
             return
         self.revoked.update(removed_node_ids(cluster))

@@ -12,7 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shoal.errors import Conflict, InvalidArgument, NotFound, PermissionDenied, VersionConflict
 from shoal.ids import new_id
-from shoal.models.objects import is_attachment, new_attachment_task, task_status
+from shoal.models.objects import (
+    is_attachment,
+    job_iteration,
+    new_attachment_task,
+    status_state,
+    task_status,
+)
 from shoal.models.specs import (
     JOB_MODES,
     AvailabilityName,
@@ -94,13 +100,8 @@ def mode_of(spec: dict[str, Any]) -> str:
     return mode_kind(spec)
 
 
-def job_iteration(service: Obj) -> int:
-    """The current iteration of a job service (0 at creation, +1 on every spec change)."""
-    return int((service.get("job_status") or {}).get("job_iteration") or 0)
-
-
 def _observed(task: Obj) -> str:
-    return str((task.get("status") or {}).get("state") or "")
+    return status_state(task) or ""
 
 
 #: the task fields a service's status counts by: the store keeps live counts of these (`COUNTED_FIELDS`)
@@ -486,7 +487,7 @@ def updated_node(current: Obj, body: NodeUpdate, nodes: Iterable[Obj]) -> Obj:
 
 def check_node_removable(node: Obj, force: bool) -> None:
     """Like SwarmKit's RemoveNode: a READY node is only removed with force (it is still running tasks)."""
-    state = str((node.get("status") or {}).get("state") or NodeState.UNKNOWN)
+    state = status_state(node) or NodeState.UNKNOWN.value
     if state == NodeState.READY and not force:
         name = next((n for n in node_names(node) if n), node["id"])
         raise FailedPrecondition(

@@ -28,6 +28,7 @@ from shoal import logs, transport
 from shoal.errors import NotFound
 from shoal.logs import LogQuery, Record
 from shoal.models.kinds import Kind
+from shoal.models.objects import status_state
 from shoal.models.states import NodeState
 from shoal.store.txn import Obj
 
@@ -90,7 +91,7 @@ async def node_records(ctx: GatewayContext, node_id: str, query: LogQuery) -> As
     if node is None:
         yield notice(first, f"node {node_id} is no longer in the cluster: its tasks' logs cannot be read")
         return
-    state = (node.get("status") or {}).get("state")
+    state = status_state(node)
     if state != str(NodeState.READY):
         yield notice(first, f"node {node_id} is {state}: its logs cannot be read")
         return

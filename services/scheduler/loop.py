@@ -17,6 +17,7 @@ from shoal.models.kinds import Kind
 from shoal.plan import Plan
 from shoal.planning.scheduler import core
 from shoal.planning.scheduler.nodeinfo import FailureLog
+from shoal.runner import gc_paused
 from shoal.store.mirror import StoreMirror
 from shoal.store.protocol import Store
 
@@ -49,7 +50,8 @@ class Scheduler(PlanLoop):
         if self.debounce.waiting and not self.debounce.due(now):
             return Plan(wake_at=self.debounce.deadline())
         self.debounce.reset()
-        out, decisions = core.plan(tasks, mirror.objects[Kind.NODE].values(), now, failures=failures)
+        with gc_paused():
+            out, decisions = core.plan(tasks, mirror.objects[Kind.NODE].values(), now, failures=failures)
         self.unschedulable = sum(1 for d in decisions if d.node_id is None)
         placed = len(decisions) - self.unschedulable
         if placed:

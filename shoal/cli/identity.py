@@ -42,7 +42,7 @@ def load_bundle(path: Path) -> transport.Credentials:
             "point SHOAL_CERT_PATH at a directory holding ca.pem, cert.pem and key.pem (copy one from a "
             "manager's <data-dir>/client)")
     try:
-        return transport.load_client_bundle(path)
+        return transport.Credentials.client_bundle(path)
     except transport.TransportError as e:
         raise IdentityError(str(e)) from None
 

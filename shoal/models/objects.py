@@ -33,6 +33,7 @@ lease    {id: subsystem name, holder, term, expires_at, duration}
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from shoal.ids import new_id
@@ -52,11 +53,12 @@ def task_status(state: TaskState | str, now: float, message: str = "", **extra: 
 
 
 def new_task(service: Obj, slot: int, now: float, *, desired: TaskState = TaskState.RUNNING,
-             node_id: str | None = None) -> Obj:
-    """A task in state NEW for `slot` of `service`, copying its current task spec (SwarmKit's NewTask)."""
+             node_id: str | None = None, ids: Callable[[], str] | None = None) -> Obj:
+    """A task in state NEW for `slot` of `service`, copying its current task spec (SwarmKit's NewTask). `ids`
+    makes its id (default: `shoal.ids.new_id`, looked up at call time)."""
     tspec = service["spec"]["task"]
     return {
-        "id": new_id(),
+        "id": (ids or new_id)(),
         "service_id": service["id"],
         "service_name": service["spec"]["name"],
         "slot": slot,
@@ -64,17 +66,17 @@ def new_task(service: Obj, slot: int, now: float, *, desired: TaskState = TaskSt
         "desired_state": str(desired),
         "spec_version": service.get("spec_version", 1),
         "spec": tspec,
-        "runtime": "process" if "process" in tspec else "container",
+        "runtime": spec_runtime(tspec),
         "status": task_status(TaskState.NEW, now, "created"),
     }
 
 
 def new_attachment_task(network_id: str, node_id: str, now: float, *, container_id: str = "",
-                        aliases: list[str] | None = None) -> Obj:
+                        aliases: list[str] | None = None, ids: Callable[[], str] | None = None) -> Obj:
     """A network attachment task (SwarmKit's `ResourceAllocator.AttachNetwork`): no service, bound to `node_id`,
     desired RUNNING, runtime `attachment`; the allocator gives it an address on `network_id` like any task."""
     return {
-        "id": new_id(),
+        "id": (ids or new_id)(),
         "service_id": "",
         "service_name": "",
         "slot": 0,
@@ -99,6 +101,38 @@ def task_name(task: Obj) -> str:
     slot = task.get("slot") or task.get("node_id") or 0
     service = task.get("service_name") or task.get("service_id") or ATTACHMENT_RUNTIME
     return f"{service}.{slot}.{task['id']}"
+
+
+def status_state(obj: Obj) -> str | None:
+    """`status.state` of a task or node as stored, None when it has none (objects written by older versions,
+    or test fixtures, may lack a status)."""
+    state = (obj.get("status") or {}).get("state")
+    return state if state is None or isinstance(state, str) else str(state)
+
+
+def spec_runtime(task_spec: Obj) -> str:
+    """The runtime a task spec asks for: `process` or `container`."""
+    return "process" if "process" in task_spec else "container"
+
+
+def runtime_of(task: Obj) -> str:
+    """A task's runtime: its `runtime` field, else what its spec asks for."""
+    return str(task.get("runtime") or spec_runtime(task.get("spec") or {}))
+
+
+def service_runtime(service: Obj) -> str:
+    """The runtime of a service's tasks."""
+    return spec_runtime(service["spec"].get("task") or {})
+
+
+def job_iteration(service: Obj) -> int:
+    """The current iteration of a job service (0 at creation, +1 on every spec change)."""
+    return int((service.get("job_status") or {}).get("job_iteration") or 0)
+
+
+def task_iteration(task: Obj) -> int:
+    """The job iteration a task was created for (0 for tasks of non-job services, or created before jobs)."""
+    return int(task.get("job_iteration") or 0)
 
 
 def state_of(task: Obj) -> TaskState:

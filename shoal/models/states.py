@@ -62,6 +62,13 @@ class TaskState(StrEnum):
 
 
 _TASK_RANK = {s: i * 64 for i, s in enumerate(TaskState)}
+_RANK_OF_NAME = {s.value: r for s, r in _TASK_RANK.items()}
+
+
+def task_rank(state: object) -> int:
+    """The rank of a task state as stored (`TaskState` or its wire name); a missing or unknown one ranks as NEW
+    (the one rank table: allocator and scheduler compare stored states with it)."""
+    return _RANK_OF_NAME.get(str(state), 0)
 
 
 class NodeState(StrEnum):

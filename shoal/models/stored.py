@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from shoal.models.kinds import Kind
+from shoal.models.objects import status_state
 from shoal.models.specs import ClusterSpec, NetworkSpec, NodeSpec, ServiceSpec
 from shoal.models.states import TaskState
 
@@ -60,7 +61,7 @@ def _task(obj: Obj) -> str | None:
         value = obj.get(key)
         if value is not None and not isinstance(value, dict):
             return f"{key} must be an object"
-    state = (obj.get("status") or {}).get("state")
+    state = status_state(obj)
     if state is not None and state not in _TASK_STATES:
         return f"status.state must be one of the task states (got {str(state)[:40]!r})"
     return None

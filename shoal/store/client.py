@@ -26,10 +26,15 @@ from typing import Any
 
 import httpx
 
-from shoal.errors import OutcomeUnknown, ShoalError, Unavailable, error_from_json
+from shoal.errors import OutcomeUnknown, ShoalError, Unavailable, error_from_response
 from shoal.models.stored import Readable
 from shoal.store.txn import Obj, Op, Page, TxnResult, WatchBatch
 from shoal.transport import Credentials, http_client
+
+#: What a call to a Store may raise when the store cannot answer: the typed errors, plus the transport errors
+#: StoreClient does not turn into them (a request that failed outside the cases it classifies). The loops that
+#: retry a store call catch exactly this.
+STORE_FAILURES: tuple[type[Exception], ...] = (ShoalError, httpx.HTTPError, OSError)
 
 
 class StoreClient:
@@ -82,11 +87,7 @@ class StoreClient:
             else:
                 if resp.status_code < 400:
                     return resp.json()
-                try:
-                    body = resp.json()
-                except ValueError:
-                    body = resp.text
-                err = error_from_json(resp.status_code, body)
+                err = error_from_response(resp)
                 if not isinstance(err, Unavailable):
                     raise err
                 last = err
@@ -144,10 +145,17 @@ class StoreClient:
         return result
 
     async def member_status(self, member: str) -> dict[str, Any]:
-        """Status of one given member (no failover), for cluster views."""
-        resp = await self._http.get(member.rstrip("/") + "/v1/status", timeout=2.0)
-        resp.raise_for_status()
-        result: dict[str, Any] = resp.json()
+        """Status of one given member (no failover), for cluster views. An error answer is raised typed; a
+        member that cannot be reached or answers garbage is `Unavailable` (never a raw httpx error)."""
+        try:
+            resp = await self._http.get(member.rstrip("/") + "/v1/status", timeout=2.0)
+            if resp.status_code >= 400:
+                raise error_from_response(resp)
+            result = resp.json()
+        except (httpx.HTTPError, OSError, ValueError) as e:
+            raise Unavailable(f"store: member {member} did not answer its status: {type(e).__name__}: {e}") from e
+        if not isinstance(result, dict):
+            raise Unavailable(f"store: member {member} answered a status that is not a JSON object")
         return result
 
     async def close(self) -> None:

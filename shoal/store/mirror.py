@@ -1,8 +1,11 @@
 """StoreMirror: a subsystem's local, eventually-consistent copy of some kinds (SwarmKit's ViewAndWatch).
 
 List on start, then follow the store's watch from the listed revision. A NATS hint with a newer revision wakes
-it at once; without hints it still polls every `poll_interval`, so a lost or duplicated hint delays work by at
-most one interval and never corrupts it. A bus reconnect or a Compacted answer forces a full re-list.
+it at once (`HintRelay`: one subscription per process, handed to whichever mirror is current); without hints it
+still polls every `poll_interval`, so a lost or duplicated hint delays work by at most one interval and never
+corrupts it. A bus reconnect or a Compacted answer forces a full re-list. This is the one store follower: the
+leader-only subsystems (shoal/leader_loop.py) and the dispatcher run `StoreMirror.run`; the dispatcher passes
+`on_sync` to index each batch of changes as it lands.
 
 Writers call `apply_written(result)` so their next decision already sees their own write (otherwise a
 reconciler could act twice on a stale view); later watch events for the same objects are applied only if
@@ -12,29 +15,34 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import httpx
-
 from shoal.bus.base import Bus
 from shoal.bus.subjects import STORE_EVENTS
-from shoal.errors import Compacted, ShoalError
+from shoal.errors import Compacted
+from shoal.store.client import STORE_FAILURES
 from shoal.store.protocol import Store
 from shoal.store.txn import Change, Event, Obj, TxnResult
 
 log = logging.getLogger(__name__)
 
 
+#: called after every successful sync with its changes (None after a full re-list: everything may have changed)
+OnSync = Callable[[Sequence[Change] | None], None]
+
+
 class StoreMirror:
-    def __init__(self, store: Store, kinds: Sequence[str], *, bus: Bus | None = None,
-                 poll_interval: float = 1.0) -> None:
+    def __init__(self, store: Store, kinds: Sequence[str], *, poll_interval: float = 1.0,
+                 on_sync: OnSync | None = None, name: str = "mirror") -> None:
         self.store = store
         self.kinds = list(kinds)
-        self.bus = bus
         self.poll_interval = poll_interval
+        self.on_sync = on_sync
+        self.name = name
         self.objects: dict[str, dict[str, Obj]] = {k: {} for k in self.kinds}
         self.revision = 0
         self.generation = 0
@@ -44,6 +52,7 @@ class StoreMirror:
         self._changed = asyncio.Event()
         self._relist = True
         self._stopped = False
+        self._stop = asyncio.Event()
         self.resyncs = 0
         #: perf_counter() of the oldest change from the store not yet taken by a planning pass (plan loop lag)
         self.pending_since: float | None = None
@@ -117,10 +126,6 @@ class StoreMirror:
                 pass
         return self.generation
 
-    async def _on_hint(self, data: dict[str, Any]) -> None:
-        if int(data.get("revision", 0)) > self.revision:
-            self._wake.set()
-
     async def sync_once(self) -> builtins.list[Change] | None:
         """One step: re-list if needed (returns None: everything may have changed) or fetch new events."""
         if self._relist:
@@ -153,30 +158,61 @@ class StoreMirror:
         self._bump(external=True)
 
     async def run(self) -> None:
-        if self.bus is not None:
-            await self.bus.subscribe(STORE_EVENTS, self._on_hint)
-            self.bus.on_reconnect(self.resync)
+        """Follow the store until `stop()`: sync, tell `on_sync`, mark ready, sleep until woken or the poll
+        interval; a store error backs off (0.1 s doubling to 2 s), a Compacted answer re-lists."""
         backoff = 0.1
         while not self._stopped:
             try:
-                await self.sync_once()
-                self.ready.set()
-                backoff = 0.1
+                changes = await self.sync_once()
             except Compacted:
-                log.info("mirror: watch revision %d compacted; re-listing", self.revision)
+                log.info("%s: watch revision %d compacted; re-listing", self.name, self.revision)
                 self._relist = True
                 continue
-            except (ShoalError, httpx.HTTPError, OSError) as e:
-                log.warning("mirror: store unavailable (%s); retrying in %.1fs", e, backoff)
-                await asyncio.sleep(backoff)
+            except STORE_FAILURES as e:
+                log.warning("%s: store unavailable (%s); retrying in %.1fs", self.name, e, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            try:
+            backoff = 0.1
+            if self.on_sync is not None:
+                self.on_sync(changes)
+            self.ready.set()
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     def stop(self) -> None:
         self._stopped = True
+        self._stop.set()
         self._wake.set()
+
+
+class HintRelay:
+    """Subscribes once per process to the raftstore's commit hints and forwards them to whichever mirror is
+    current, so a re-activation does not pile up subscriptions; a bus reconnect (hints were lost meanwhile)
+    makes the current mirror re-list."""
+
+    def __init__(self, mirror: StoreMirror | None = None) -> None:
+        self.mirror = mirror
+        self.attached = False
+
+    async def attach(self, bus: Bus) -> None:
+        await bus.subscribe(STORE_EVENTS, self._on_hint)
+        bus.on_reconnect(self._on_reconnect)
+        self.attached = True
+        if self.mirror is not None:  # hints may have been missed while detached
+            self.mirror.wake()
+
+    async def _on_hint(self, data: dict[str, Any]) -> None:
+        m = self.mirror
+        try:
+            revision = int(data.get("revision", 0))
+        except (TypeError, ValueError):
+            return
+        if m is not None and revision > m.revision:
+            m.wake()
+
+    def _on_reconnect(self) -> None:
+        if self.mirror is not None:
+            self.mirror.resync()

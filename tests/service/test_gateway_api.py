@@ -20,6 +20,7 @@ from shoal.models.objects import new_task, task_status
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
 from shoal.store.txn import Obj, Op, Page, TxnResult, WatchBatch
+from tests.service.gateway_kit import fingerprint, run
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -48,25 +49,9 @@ def make_client(store: Any) -> TestClient:
 
 
 @pytest.fixture
-def store() -> LocalStore:
-    return LocalStore()
-
-
-@pytest.fixture
 def client(store: LocalStore) -> Iterator[TestClient]:
     with make_client(store) as c:
         yield c
-
-
-def fingerprint(store: LocalStore) -> tuple[int, str]:
-    return store.mem.revision, store.mem.state_hash()
-
-
-def run(client: TestClient, coro: Any) -> Any:
-    async def go() -> Any:
-        return await coro
-
-    return client.portal.call(go)  # type: ignore[union-attr]
 
 
 def create(client: TestClient, **overrides: Any) -> Obj:

@@ -28,11 +28,6 @@ def _status(_: httpx.Request) -> httpx.Response:
 
 
 @pytest.fixture
-def store() -> LocalStore:
-    return LocalStore()
-
-
-@pytest.fixture
 def client(store: LocalStore) -> Iterator[TestClient]:
     http = httpx.AsyncClient(transport=httpx.MockTransport(_status))
     settings = GatewaySettings(store_members=["http://store-1:4301"], ready_probe_interval=0.05)

@@ -22,11 +22,6 @@ def b64(raw: bytes) -> str:
 
 
 @pytest.fixture
-def store() -> LocalStore:
-    return LocalStore()
-
-
-@pytest.fixture
 def client(store: LocalStore) -> Iterator[TestClient]:
     with make_client(store) as c:
         yield c

@@ -25,15 +25,18 @@ from shoal.models.objects import ATTACHMENT_RUNTIME, Obj, task_status
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
 from tests.service.test_control_plane import FAST, ControlPlane, eventually
-from tests.service.test_gateway_issue4 import RacingStore, fingerprint, make_client, members, net, refused, run
+from tests.service.test_gateway_modes_ports_networks import (
+    RacingStore,
+    fingerprint,
+    make_client,
+    members,
+    net,
+    refused,
+    run,
+)
 from tests.sim.cp_fakes import make_node
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def store() -> LocalStore:
-    return LocalStore()
 
 
 @pytest.fixture

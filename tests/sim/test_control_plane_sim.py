@@ -21,6 +21,7 @@ completions of the current iteration for jobs, and no update left in progress.""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,7 @@ class ActorView:
 @dataclass
 class Sim:
     seed: int
+    ids: Callable[[], str] | None = None  # task ids (None: shoal.ids.new_id)
     mem: MemoryStore = field(default_factory=MemoryStore)
     now: float = 1_000_000.0
     writer: dict[int, str] = field(default_factory=dict)
@@ -173,8 +175,8 @@ class Sim:
             if task.get("created_by") == UPDATE and state_of(task) == TaskState.RUNNING:
                 self.running_at.setdefault(task["id"], status_time(task))
         seen = Seen(dict(self.running_at), since=self.since, nodes_checked=dict(self.nodes_checked))
-        plan = reconcile(View(v[Kind.SERVICE], v[Kind.TASK], v[Kind.NODE], v[Kind.CLUSTER].get("default")),
-                         self.history, self.now, seen=seen)
+        plan = reconcile(View(v[Kind.SERVICE], v[Kind.TASK], v[Kind.NODE], v[Kind.CLUSTER].get("default"),
+                              ids=self.ids), self.history, self.now, seen=seen)
         pending = {g.note.node_id for g in plan.groups if isinstance(g.note, NodeChecked)}
         self.nodes_checked = {nid: (self.nodes_checked.get(nid, -1) if nid in pending else version_of(node))
                               for nid, node in v[Kind.NODE].items()}
@@ -486,22 +488,22 @@ class Sim:
 
 
 
-def seeded_ids(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
-    """Object ids from the seed too, so a failing seed replays exactly (ids order several iterations)."""
+def seeded_ids(monkeypatch: pytest.MonkeyPatch, seed: int) -> Callable[[], str]:
+    """Object ids from the seed too, so a failing seed replays exactly (ids order several iterations): the
+    orchestrator's tasks get them through its View (`ids`), the fake services through cp_fakes."""
     rng = random.Random(f"ids-{seed}")
     alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
 
     def new_id() -> str:
         return "".join(rng.choice(alphabet) for _ in range(25))
 
-    monkeypatch.setattr("shoal.models.objects.new_id", new_id)
     monkeypatch.setattr("tests.sim.cp_fakes.new_id", new_id)
+    return new_id
 
 
 @pytest.mark.parametrize("seed", range(10))
 def test_random_faults_keep_invariants_and_converge(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    seeded_ids(monkeypatch, seed)
-    sim = Sim(seed)
+    sim = Sim(seed, ids=seeded_ids(monkeypatch, seed))
     for _ in range(600):
         sim.random_step()
     # Faults stop: every node comes back, and the control plane must converge.

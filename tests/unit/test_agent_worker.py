@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agent.driver import Step, failure_state, plan
-from agent.executors.base import ExecutorError, ExitError
+from agent.executors.base import BaseController, BaseExecutor, ExecutorError, ExitError
 from agent.session import StatusQueue
 from agent.state import AgentState
 from agent.worker import Worker
@@ -58,7 +58,7 @@ def test_fatal_errors_reject_before_starting_and_fail_after() -> None:
 
 # ---- a fake executor --------------------------------------------------------------------------------------
 
-class FakeController:
+class FakeController(BaseController):
     def __init__(self, task: dict[str, Any], saved: Mapping[str, Any] | None) -> None:
         env = task["spec"]["process"].get("env", {})
         self.fail = env.get("FAIL")  # "prepare" | "start"
@@ -110,7 +110,7 @@ class FakeController:
         self.calls.append("remove")
 
 
-class FakeExecutor:
+class FakeExecutor(BaseExecutor):
     name = "process"
 
     def __init__(self) -> None:

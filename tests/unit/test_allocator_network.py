@@ -463,3 +463,11 @@ def apply_late(w: World, ops: list[t.Op]) -> None:
             w.apply([op])
         except Exception:  # stale by now: it can never land
             pass
+
+
+def test_the_ingress_network_is_named_by_the_injected_ids() -> None:
+    w = World(NOW)
+    service(w, "web", ports=({"target_port": 80},))
+    out = plan(w.mem.list(Kind.TASK), build(w), w.now, ids=lambda: "i" * 25)
+    created = [op["object"] for op in out.ops if op["op"] == "create" and op["kind"] == Kind.NETWORK]
+    assert [(n["id"], n["spec"]["name"]) for n in created] == [("i" * 25, "ingress")]

@@ -6,10 +6,12 @@ import asyncio
 
 from shoal.bus import MemoryBus
 from shoal.bus.subjects import STORE_EVENTS
+from shoal.errors import Unavailable
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
 from shoal.store.memory import MemoryStore
-from shoal.store.mirror import StoreMirror
+from shoal.store.mirror import HintRelay, StoreMirror
+from shoal.store.txn import WatchBatch
 
 
 async def test_mirror_follows_store_and_own_writes() -> None:
@@ -32,14 +34,18 @@ async def test_lost_hints_only_delay_and_compaction_relists() -> None:
     store = LocalStore(MemoryStore(history=2))
     bus = MemoryBus()
     bus.drop_all = True
-    m = StoreMirror(store, ["task"], bus=bus, poll_interval=0.05)
+    relay = HintRelay()
+    await relay.attach(bus)
+    m = StoreMirror(store, ["task"], poll_interval=0.05)
+    relay.mirror = m
     runner = asyncio.create_task(m.run())
     await asyncio.wait_for(m.ready.wait(), 2)
     m.stop()
     await runner
     for i in range(5):  # more than the history while the mirror is stopped
         await store.txn([t.create("task", {"id": f"t{i}"})])
-    m2 = StoreMirror(store, ["task"], bus=bus, poll_interval=0.05)
+    m2 = StoreMirror(store, ["task"], poll_interval=0.05)
+    relay.mirror = m2
     m2.revision = 1
     m2._relist = False
     runner = asyncio.create_task(m2.run())
@@ -51,3 +57,50 @@ async def test_lost_hints_only_delay_and_compaction_relists() -> None:
     await bus.publish(STORE_EVENTS, {"revision": 999})
     m2.stop()
     await runner
+
+
+async def test_a_hint_wakes_the_mirror_before_its_poll_and_on_sync_sees_every_batch() -> None:
+    store = LocalStore()
+    seen: list[list[str] | None] = []
+    m = StoreMirror(store, ["task"], poll_interval=30.0,
+                    on_sync=lambda ch: seen.append(None if ch is None else [c.id for c in ch]))
+    relay = HintRelay(m)
+    bus = MemoryBus()
+    await relay.attach(bus)
+    runner = asyncio.create_task(m.run())
+    await asyncio.wait_for(m.ready.wait(), 2)
+    assert seen == [None]  # the first sync is a full list
+    res = await store.txn([t.create("task", {"id": "t1"})])
+    await bus.publish(STORE_EVENTS, {"revision": res.revision})
+    for _ in range(40):
+        if m.get("task", "t1") is not None:
+            break
+        await asyncio.sleep(0.025)
+    assert m.get("task", "t1") is not None  # long before the 30 s poll
+    assert ["t1"] in seen
+    m.stop()
+    await asyncio.wait_for(runner, 2)
+
+
+class _Down(LocalStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def list(self, kind: str, **filters: object) -> tuple[int, list[dict[str, object]]]:
+        self.calls += 1
+        raise Unavailable("store down")
+
+    async def watch(self, after: int, wait: float = 0.0) -> WatchBatch:
+        self.calls += 1
+        raise Unavailable("store down")
+
+
+async def test_an_unavailable_store_backs_off_and_stop_ends_the_backoff_at_once() -> None:
+    store = _Down()
+    m = StoreMirror(store, ["task"], poll_interval=0.05)
+    runner = asyncio.create_task(m.run())
+    await asyncio.sleep(0.5)
+    assert 2 <= store.calls <= 5 and not m.ready.is_set()  # 0.1, 0.2, 0.4 s apart: not a busy loop
+    m.stop()
+    await asyncio.wait_for(runner, 0.5)  # not the rest of a 0.8 s backoff

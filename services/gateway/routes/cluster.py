@@ -10,7 +10,6 @@ SwarmKit's defaults first (version 0) if nobody has yet."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
@@ -77,7 +76,7 @@ async def get_cluster(ctx: Ctx) -> dict[str, Any]:
     error = cluster_err or leases_err or status_err
     if error is not None:
         ctx.mark_unavailable(error)
-    now = time.time()
+    now = ctx.clock.now()
     return {
         "id": cluster["id"] if cluster else DEFAULT_CLUSTER_ID,
         "spec": cluster["spec"] if cluster else None,

@@ -7,7 +7,6 @@ a duration like `10m`). `timestamps` is accepted for symmetry with Docker: every
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -40,7 +39,7 @@ async def service_tasks(ctx: GatewayContext, ref: str) -> tuple[Obj, list[Obj]]:
 
 def stream(ctx: GatewayContext, tasks: list[Obj], tail: str | None, since: str | None,
            follow: bool) -> AsyncIterator[logs.Record]:
-    return task_records(ctx, tasks, tail=logs.parse_tail(tail), since=logs.parse_since(since, time.time()),
+    return task_records(ctx, tasks, tail=logs.parse_tail(tail), since=logs.parse_since(since, ctx.clock.now()),
                         follow=follow)
 
 

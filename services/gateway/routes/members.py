@@ -12,7 +12,7 @@ import httpx
 from fastapi import APIRouter, Body, Depends, Response
 
 from services.gateway.context import GatewayContext, get_context
-from shoal.errors import Unavailable, error_from_json
+from shoal.errors import Unavailable, error_from_response
 
 router = APIRouter(prefix="/v1/cluster", tags=["cluster"])
 Ctx = Annotated[GatewayContext, Depends(get_context)]
@@ -30,11 +30,7 @@ async def relay(ctx: GatewayContext, method: str, path: str, body: Any = None) -
             errors.append(f"{base}: {e}")
             continue  # never reached it: the next member may answer
         if resp.status_code >= 400:
-            try:
-                payload = resp.json()
-            except ValueError:
-                payload = resp.text
-            raise error_from_json(resp.status_code, payload)
+            raise error_from_response(resp)
         return Response(resp.content, status_code=resp.status_code, media_type="application/json")
     raise Unavailable(f"no raftstore member answered: {'; '.join(errors)}")
 

@@ -8,7 +8,6 @@ attaches to it or a live task (an attachment included) is attached to it."""
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
@@ -26,12 +25,13 @@ from services.gateway.core import (
 )
 from services.gateway.routes.nodes import find_node
 from shoal import endpoints
-from shoal.errors import AlreadyExists, Conflict, NotFound, VersionConflict
+from shoal.errors import AlreadyExists, NotFound
 from shoal.models.kinds import Kind
 from shoal.models.specs import NetworkSpec
 from shoal.store import txn as t
 from shoal.store.protocol import Store
-from shoal.store.txn import Obj
+from shoal.store.rmw import read_modify_write
+from shoal.store.txn import Obj, Op
 
 router = APIRouter(prefix="/v1/networks", tags=["networks"])
 Ctx = Annotated[GatewayContext, Depends(get_context)]
@@ -91,22 +91,17 @@ async def delete_network(ref: str, ctx: Ctx) -> Obj:
     """Check that nothing uses the network, then delete it expecting the version read. Every service write
     that references a network rewrites it (see `routes.services.write_service`), so a service attaching to the
     network after our check makes the delete fail and the check run again."""
-    for attempt in range(1, REMOVE_ATTEMPTS + 1):
+    async def plan() -> list[Op]:
         network = await find_network(ctx.store, ref)
         _, services = await ctx.store.list(Kind.SERVICE)
         _, tasks = await ctx.store.list(Kind.TASK)
         check_network_unused(network, services, tasks)
-        try:
-            res = await ctx.store.txn([t.delete(Kind.NETWORK, network["id"],
-                                                expect_version=network["meta"]["version"])])
-        except (VersionConflict, NotFound) as e:
-            if attempt == REMOVE_ATTEMPTS:
-                raise Conflict(f"network {network['spec']['name']!r} kept changing while being removed; "
-                               "retry") from e
-            continue
-        ctx.metrics.inc("gateway_networks_removed_total", help="networks removed through this gateway")
-        return res.objects[0]
-    raise AssertionError("unreachable")
+        return [t.delete(Kind.NETWORK, network["id"], expect_version=network["meta"]["version"])]
+
+    res = await read_modify_write(ctx.store, plan, attempts=REMOVE_ATTEMPTS,
+                                  conflict=f"network {ref!r} kept changing while being removed; retry")
+    ctx.metrics.inc("gateway_networks_removed_total", help="networks removed through this gateway")
+    return res.objects[0]
 
 
 # ---- attachments ---------------------------------------------------------------------------------------------
@@ -117,21 +112,17 @@ async def attach(ref: str, body: AttachRequest, ctx: Ctx) -> Obj:
     RUNNING); the allocator gives it an address and its node a load-balancer IP on the network. The network is
     rewritten (unchanged) in the same transaction and the node checked, so a removal of either in between makes
     this read again (and answer 404)."""
-    for attempt in range(1, WRITE_ATTEMPTS + 1):
+    async def plan() -> list[Op]:
         network = await find_network(ctx.store, ref)
         node = await find_node(ctx.store, body.node_id)
-        task = new_attachment(network, node, body, time.time())
-        try:
-            res = await ctx.store.txn([t.create(Kind.TASK, task), t.update(Kind.NETWORK, network),
-                                       t.check(Kind.NODE, node["id"])])
-        except (VersionConflict, NotFound):
-            if attempt == WRITE_ATTEMPTS:
-                raise Conflict(f"network {network['spec']['name']!r} kept changing while attaching; retry") from None
-            continue
-        ctx.metrics.inc("gateway_network_attachments_created_total", help="network attachments created")
-        created: Obj = res.objects[0]
-        return created
-    raise AssertionError("unreachable")
+        task = new_attachment(network, node, body, ctx.clock.now())
+        return [t.create(Kind.TASK, task), t.update(Kind.NETWORK, network), t.check(Kind.NODE, node["id"])]
+
+    res = await read_modify_write(ctx.store, plan, attempts=WRITE_ATTEMPTS,
+                                  conflict=f"network {ref!r} kept changing while attaching; retry")
+    ctx.metrics.inc("gateway_network_attachments_created_total", help="network attachments created")
+    created: Obj = res.objects[0]
+    return created
 
 
 @router.get("/{ref}/attachments", summary="List the attachment tasks of a network (with their addresses)")
@@ -147,24 +138,24 @@ async def detach(ref: str, task_ref: str, ctx: Ctx) -> Obj:
     """Raise the attachment task's desired state to REMOVE (SwarmKit deletes it at once; here removal is
     two-phase like every task's: the agent stops it, the reaper deletes it, and its address is free once it
     stopped). `task_ref`: the task id or a unique prefix. Repeating it answers the task as it is."""
-    for attempt in range(1, WRITE_ATTEMPTS + 1):
+    read: Obj = {}
+
+    async def plan() -> list[Op] | None:
+        nonlocal read
         network = await find_network(ctx.store, ref)
         _, tasks = await ctx.store.list(Kind.TASK)
         mine = attachments_of(network, tasks)
         try:
-            task = resolve(mine, task_ref, "attachment", lambda x: [])
+            read = resolve(mine, task_ref, "attachment", lambda x: [])
         except NotFound:
             raise NotFound(f"attachment {task_ref!r} not found on network {network['spec']['name']!r}") from None
-        new = detached(task)
-        if new is None:
-            return task
-        try:
-            res = await ctx.store.txn([t.update(Kind.TASK, new)])
-        except (VersionConflict, NotFound):
-            if attempt == WRITE_ATTEMPTS:
-                raise Conflict(f"attachment {task['id']} kept changing while being detached; retry") from None
-            continue
-        ctx.metrics.inc("gateway_network_attachments_removed_total", help="network attachments detached")
-        out: Obj = res.objects[0]
-        return out
-    raise AssertionError("unreachable")
+        new = detached(read)
+        return None if new is None else [t.update(Kind.TASK, new)]
+
+    res = await read_modify_write(ctx.store, plan, attempts=WRITE_ATTEMPTS,
+                                  conflict=f"attachment {task_ref!r} kept changing while being detached; retry")
+    if res is None:
+        return read
+    ctx.metrics.inc("gateway_network_attachments_removed_total", help="network attachments detached")
+    out: Obj = res.objects[0]
+    return out

@@ -4,7 +4,6 @@ dispatcher; the gateway only writes their `spec`, and deletes them (orphaning th
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -23,7 +22,8 @@ from shoal.errors import AlreadyExists, NotFound, VersionConflict
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.store import txn as t
 from shoal.store.protocol import Store
-from shoal.store.txn import Obj
+from shoal.store.rmw import read_modify_write
+from shoal.store.txn import Obj, Op
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 Ctx = Annotated[GatewayContext, Depends(get_context)]
@@ -80,11 +80,14 @@ async def delete_node(
     state `orphaned` and add its id to the cluster object's `removed_nodes` (SwarmKit's RemoveNode: an agent
     still holding the id joins again as a new node, it never brings the removed one back). Retried when the
     node, one of its tasks or the cluster object changes in between (e.g. the dispatcher writing a status)."""
-    for attempt in range(1, REMOVE_ATTEMPTS + 1):
+    orphans: list[Obj] = []
+
+    async def plan() -> list[Op]:
+        nonlocal orphans
         node = await find_node(ctx.store, ref)
         check_node_removable(node, force)
         _, tasks = await ctx.store.list(Kind.TASK, node_id=node["id"])
-        now = time.time()
+        now = ctx.clock.now()
         orphans = orphaned_tasks(node["id"], tasks, now)
         try:
             cluster: Obj | None = await ctx.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
@@ -92,14 +95,11 @@ async def delete_node(
             cluster = None
         remember = (t.create(Kind.CLUSTER, with_removed_node(default_cluster(), node["id"], now)) if cluster is None
                     else t.update(Kind.CLUSTER, with_removed_node(cluster, node["id"], now)))
-        ops = [t.delete(Kind.NODE, node["id"], expect_version=node["meta"]["version"]),
-               *(t.update(Kind.TASK, task) for task in orphans), remember]
-        try:
-            res = await ctx.store.txn(ops)
-        except (VersionConflict, NotFound, AlreadyExists):
-            if attempt == REMOVE_ATTEMPTS:
-                raise
-            continue
-        ctx.metrics.inc("gateway_nodes_removed_total", help="nodes removed through this gateway")
-        return {**res.objects[0], "orphaned_tasks": [x["id"] for x in orphans]}
-    raise AssertionError("unreachable")
+        return [t.delete(Kind.NODE, node["id"], expect_version=node["meta"]["version"]),
+                *(t.update(Kind.TASK, task) for task in orphans), remember]
+
+    res = await read_modify_write(ctx.store, plan, attempts=REMOVE_ATTEMPTS,
+                                  retry_on=(VersionConflict, NotFound, AlreadyExists),
+                                  conflict=f"node {ref!r} kept changing while being removed; retry")
+    ctx.metrics.inc("gateway_nodes_removed_total", help="nodes removed through this gateway")
+    return {**res.objects[0], "orphaned_tasks": [x["id"] for x in orphans]}

@@ -16,7 +16,8 @@ from shoal.models.kinds import Kind
 from shoal.models.secrets import ConfigSpec, PayloadUpdate, SecretSpec
 from shoal.store import txn as t
 from shoal.store.protocol import Store
-from shoal.store.txn import Obj
+from shoal.store.rmw import Retry, read_modify_write
+from shoal.store.txn import Obj, Op
 
 Ctx = Annotated[GatewayContext, Depends(get_context)]
 REMOVE_ATTEMPTS = 5
@@ -29,7 +30,7 @@ async def find_payload(store: Store, kind: str, ref: str) -> Obj:
 
 
 async def _remove(ctx: GatewayContext, kind: str, ref: str) -> Obj:
-    for attempt in range(1, REMOVE_ATTEMPTS + 1):
+    async def plan() -> list[Op]:
         obj = await find_payload(ctx.store, kind, ref)
         try:
             if not obj.get("removing"):  # phase 1: move the version, so racing service writes fail and re-read
@@ -41,13 +42,13 @@ async def _remove(ctx: GatewayContext, kind: str, ref: str) -> Obj:
             except Conflict:
                 await ctx.store.txn([t.update(kind, {k: v for k, v in obj.items() if k != "removing"})])
                 raise
-            res = await ctx.store.txn([t.delete(kind, obj["id"], expect_version=obj["meta"]["version"])])
         except (VersionConflict, NotFound) as e:
-            if attempt == REMOVE_ATTEMPTS:
-                raise Conflict(f"{kind} {obj['spec']['name']!r} kept changing while being removed; retry") from e
-            continue
-        return public_view(kind, res.objects[0])
-    raise AssertionError("unreachable")
+            raise Retry(str(e)) from e
+        return [t.delete(kind, obj["id"], expect_version=obj["meta"]["version"])]
+
+    res = await read_modify_write(ctx.store, plan, attempts=REMOVE_ATTEMPTS,
+                                  conflict=f"{kind} {ref!r} kept changing while being removed; retry")
+    return public_view(kind, res.objects[0])
 
 
 def build_router(kind: Kind, spec_model: type[SecretSpec] | type[ConfigSpec]) -> APIRouter:

@@ -6,7 +6,6 @@ all-or-nothing transaction."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,13 +32,14 @@ from services.gateway.core import (
     with_status,
 )
 from services.gateway.payloads import resolve_refs
-from shoal.errors import AlreadyExists, Conflict, NotFound, VersionConflict
+from shoal.errors import AlreadyExists, NotFound, VersionConflict
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.models.specs import ServiceSpec
 from shoal.planning.dryrun import plan_change
 from shoal.planning.orchestrator.draft import View
 from shoal.store import txn as t
 from shoal.store.protocol import Store
+from shoal.store.rmw import read_modify_write
 from shoal.store.txn import Obj, Op, TxnResult
 
 router = APIRouter(prefix="/v1/services", tags=["services"])
@@ -127,7 +127,11 @@ async def write_service(ctx: GatewayContext, build: Callable[[list[Obj], list[Ob
     `refs` (filled here with the secrets and configs read, for `refs.resolve` inside `build`): the secrets and
     configs the spec references are checked at the version read (their removal first moves that version, see
     services/gateway/payloads.py), so a service never commits a reference to a removed one."""
-    for _ in range(NETWORK_RACE_ATTEMPTS):
+    touched: list[Obj] = []
+    checked: list[tuple[str, Obj]] = []
+
+    async def plan() -> list[Op]:
+        nonlocal touched, checked
         _, services = await ctx.store.list(Kind.SERVICE)
         _, networks = await ctx.store.list(Kind.NETWORK)
         if refs is not None:
@@ -139,16 +143,18 @@ async def write_service(ctx: GatewayContext, build: Callable[[list[Obj], list[Ob
         touched = [n for n in networks if n["id"] in referenced]
         checked = list(refs.used) if refs is not None else []
         checks = [t.check(k, o["id"], expect_version=o["meta"]["version"]) for k, o in checked]
-        try:
-            return await ctx.store.txn([op, *(t.update(Kind.NETWORK, n) for n in touched), *checks])
-        except (VersionConflict, NotFound):
-            if not await _networks_moved(ctx.store, touched, checked):
-                raise
-    raise Conflict("the networks, secrets or configs this service references kept changing while it was being "
-                   "written; retry")
+        return [op, *(t.update(Kind.NETWORK, n) for n in touched), *checks]
+
+    async def references_moved(_: Exception) -> bool:
+        return await _networks_moved(ctx.store, touched, checked)
+
+    return await read_modify_write(ctx.store, plan, attempts=NETWORK_RACE_ATTEMPTS, should_retry=references_moved,
+                                   conflict="the networks, secrets or configs this service references kept "
+                                            "changing while it was being written; retry")
 
 
-def created_service(spec: ServiceSpec, wire: Obj, refs: Refs, services: list[Obj], networks: list[Obj]) -> Obj:
+def created_service(spec: ServiceSpec, wire: Obj, refs: Refs, services: list[Obj], networks: list[Obj],
+                    now: float) -> Obj:
     """The service `POST /v1/services` would write (and its plan simulates), or the reason it is refused."""
     # Checking the name first keeps an obvious duplicate from costing a Raft log entry; the store's unique
     # name index still decides races between gateways.
@@ -156,14 +162,14 @@ def created_service(spec: ServiceSpec, wire: Obj, refs: Refs, services: list[Obj
         raise AlreadyExists(already_exists_message(spec.name))
     resolved, _ = resolve_service_networks(refs.resolve(wire), networks)
     check_port_conflicts(resolved, services)
-    return new_service(resolved, time.time())
+    return new_service(resolved, now)
 
 
 def changed_service(body: ServiceUpdate, wire: Obj, refs: Refs, current: Obj, services: list[Obj],
-                    networks: list[Obj]) -> Obj:
+                    networks: list[Obj], now: float) -> Obj:
     """The service `PUT /v1/services/{ref}` would write (and its plan simulates), or the reason it is refused."""
     resolved, _ = resolve_service_networks(refs.resolve(wire, "spec."), networks, field="spec.")
-    new = updated_service(current, body.version, resolved, time.time())
+    new = updated_service(current, body.version, resolved, now)
     check_port_conflicts(resolved, services, except_id=current["id"])
     return new
 
@@ -176,7 +182,7 @@ async def create_service(
     refs = Refs()
 
     def build(services: list[Obj], networks: list[Obj]) -> tuple[Op, Obj]:
-        service = created_service(spec, wire, refs, services, networks)
+        service = created_service(spec, wire, refs, services, networks, ctx.clock.now())
         return t.create(Kind.SERVICE, service), service["spec"]
 
     try:
@@ -241,7 +247,7 @@ async def update_service(ref: str, body: ServiceUpdate, ctx: Ctx) -> Obj:
     refs = Refs()
 
     def change(current: Obj, services: list[Obj], networks: list[Obj]) -> Obj:
-        return changed_service(body, wire, refs, current, services, networks)
+        return changed_service(body, wire, refs, current, services, networks, ctx.clock.now())
 
     out = await _commit_service_change(ctx, ref, body.version, change, refs)
     ctx.metrics.inc("gateway_services_updated_total", help="service specs updated through this gateway")
@@ -256,7 +262,7 @@ async def rollback_service(ref: str, ctx: Ctx, body: Annotated[ServiceRollback |
     def change(current: Obj, services: list[Obj], networks: list[Obj]) -> Obj:
         previous = refs.resolve(normalised_previous_spec(current), "previous_spec.")
         resolved, _ = resolve_service_networks(previous, networks, field="previous_spec.")
-        new = rolled_back_service(current, version, resolved, time.time())
+        new = rolled_back_service(current, version, resolved, ctx.clock.now())
         check_port_conflicts(resolved, services, except_id=current["id"])
         return new
 
@@ -302,20 +308,22 @@ async def plan_new_service(
 ) -> Obj:
     refs = Refs()
     revision, services, networks, view = await _plan_inputs(ctx, refs)
-    proposed = created_service(spec, spec.wire(), refs, services, networks)
-    return {"revision": revision, **await _simulate(view, proposed)}
+    now = ctx.clock.now()
+    proposed = created_service(spec, spec.wire(), refs, services, networks, now)
+    return {"revision": revision, **await _simulate(view, proposed, now)}
 
 
 @router.post("/{ref}/plan", summary="Plan a spec change: what `PUT /v1/services/{ref}` would do (writes nothing)")
 async def plan_service_update(ref: str, body: ServiceUpdate, ctx: Ctx) -> Obj:
     refs = Refs()
     revision, services, networks, view = await _plan_inputs(ctx, refs)
+    now = ctx.clock.now()
     current = resolve(services, ref, "service", service_names)
-    proposed = changed_service(body, body.spec.wire(), refs, current, services, networks)
-    return {"revision": revision, **await _simulate(view, proposed)}
+    proposed = changed_service(body, body.spec.wire(), refs, current, services, networks, now)
+    return {"revision": revision, **await _simulate(view, proposed, now)}
 
 
-async def _simulate(view: View, proposed: Obj) -> Obj:
+async def _simulate(view: View, proposed: Obj, now: float) -> Obj:
     """The plan, computed off the event loop (up to a few seconds of CPU for a large rolling update, see
     `dryrun.MAX_WORK`): other requests keep being served meanwhile."""
-    return await asyncio.to_thread(plan_change, view, proposed, time.time())
+    return await asyncio.to_thread(plan_change, view, proposed, now)

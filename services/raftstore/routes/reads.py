@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 from services.raftstore.access import check_kind as check_kind_allowed
 from services.raftstore.access import redact_events, redact_objects, scope_component
 from services.raftstore.routes.context import Context, check_kind, json_response
+from services.raftstore.status import status_of
 from shoal.errors import InvalidArgument
 from shoal.store.txn import continue_after, continue_token
 
@@ -87,26 +88,8 @@ def router(ctx: Context) -> APIRouter:
         """`hash=true` adds `state_hash`, a digest of every object (O(objects): computed only when asked and
         cached per revision — the gateway's readiness probe and `shoal cluster` poll this route, and at 100k
         tasks hashing on every poll was most of a member's CPU)."""
-        driver, member = ctx.driver, ctx.member
         if state_hash and hash_cache["revision"] != mem.revision:
             hash_cache.update(revision=mem.revision, hash=mem.state_hash())
-        leader = member.member(driver.leader_id)
-        return json_response({
-            "id": member.me.id,
-            "role": driver.role.label,
-            "leader": driver.leader_id,
-            "leader_url": leader.api_url if leader else None,
-            "term": driver.term,
-            "commit_index": driver.commit_index,
-            "applied_index": driver.applied_index,
-            "state_hash": hash_cache["hash"] if state_hash else None,
-            "members": [m.to_json() for m in member.members],
-            "voters": list(driver.node.raft.voters),
-            "learners": list(driver.node.raft.learners),
-            "removed": sorted(driver.membership.removed),
-            "snapshot_index": driver.storage.snapshot().index,
-            "first_index": driver.storage.first_index(),
-            "peers_connected": member.transport.connected(),
-        })
+        return json_response(status_of(ctx.member, str(hash_cache["hash"]) if state_hash else None).to_json())
 
     return r

@@ -70,7 +70,7 @@ def split_attachments(view: View) -> tuple[View, list[Obj]]:
     if not attachments:
         return view, []
     tasks = {tid: x for tid, x in view.tasks.items() if not is_attachment(x)}
-    return View(services=view.services, tasks=tasks, nodes=view.nodes, cluster=view.cluster), attachments
+    return View(services=view.services, tasks=tasks, nodes=view.nodes, cluster=view.cluster, ids=view.ids), attachments
 
 
 def remove_orphans(d: Draft) -> None:

@@ -6,7 +6,7 @@ per pass; the next pass, over the view including this pass's writes, continues."
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from shoal.models.kinds import Kind
@@ -26,6 +26,8 @@ class View:
     tasks: Mapping[str, Obj]
     nodes: Mapping[str, Obj]
     cluster: Obj | None = None
+    #: makes the ids of the tasks a pass creates (None: `shoal.ids.new_id`); a simulation injects its seeded one
+    ids: Callable[[], str] | None = None
 
 
 @dataclass(frozen=True)

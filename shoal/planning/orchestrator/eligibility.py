@@ -8,21 +8,19 @@ node, or one that stopped matching, has its tasks shut down (not moved: the task
 
 from __future__ import annotations
 
-from shoal.models.objects import Obj
+from shoal.models.objects import Obj, service_runtime, status_state
+from shoal.models.states import NodeState
 from shoal.placement import constraints_of, node_matches, supports_runtime
-
-
-def runtime_of(service: Obj) -> str:
-    return "process" if "process" in (service["spec"].get("task") or {}) else "container"
 
 
 def fits(service: Obj, node: Obj) -> bool:
     """The node satisfies the service's *current* constraints and supports its runtime."""
-    return node_matches(constraints_of(service["spec"]["task"]), node) and supports_runtime(node, runtime_of(service))
+    return node_matches(constraints_of(service["spec"]["task"]), node) and \
+        supports_runtime(node, service_runtime(service))
 
 
 def _state(node: Obj) -> str:
-    return str((node.get("status") or {}).get("state") or "unknown")
+    return status_state(node) or NodeState.UNKNOWN.value
 
 
 def _availability(node: Obj) -> str:

@@ -37,7 +37,7 @@ def reconcile(d: Draft, service: Obj, tasks: list[Obj], history: RestartHistory,
         if live:
             slots.append(((service["id"], nid), live))
         elif _wants_task(d, group, service, history, now):
-            d.plan.add([d.create(make_task(service, 0, now, node_id=nid))])
+            d.plan.add([d.create(make_task(service, 0, now, node_id=nid, ids=d.view.ids))])
     return slots
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shoal.models.objects import Obj, desired_of, state_of
+from shoal.models.objects import Obj, desired_of, job_iteration, state_of, task_iteration
 from shoal.models.states import TaskState
 from shoal.planning.orchestrator import eligibility, restart
 from shoal.planning.orchestrator.draft import Draft
-from shoal.planning.orchestrator.modes import is_job, job_iteration, make_task, slot_key, task_iteration
+from shoal.planning.orchestrator.modes import is_job, make_task, slot_key
 from shoal.planning.orchestrator.restart import RestartHistory, created_at, status_time
 
 #: Job tasks are created with desired COMPLETE, as SwarmKit does (the allocator and scheduler take desired
@@ -114,7 +114,7 @@ def reconcile_replicated(d: Draft, service: Obj, tasks: list[Obj], history: Rest
     n = 0
     while want > 0 and n < spec["total"]:  # the lowest free slots in [0, total_completions)
         if why.get(n) is None:
-            d.plan.add([d.create(make_task(service, n, now, desired=create_state()))])
+            d.plan.add([d.create(make_task(service, n, now, desired=create_state(), ids=d.view.ids))])
             want -= 1
         n += 1
 
@@ -134,5 +134,5 @@ def reconcile_global(d: Draft, service: Obj, tasks: list[Obj], history: RestartH
     for nid in sorted(nodes):
         if eligibility.takes_new(service, nodes[nid]) and taken(per_node.get(nid, []), service, history, d,
                                                                   now) is None:
-            task = make_task(service, 0, now, desired=create_state(), node_id=nid)
+            task = make_task(service, 0, now, desired=create_state(), node_id=nid, ids=d.view.ids)
             d.plan.add([d.create(task)])

@@ -11,9 +11,10 @@ and global jobs by node (slot 0, `node_id` set at creation). Every task the orch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from shoal.models.objects import Obj, new_task
+from shoal.models.objects import Obj, job_iteration, new_task
 from shoal.models.specs import JOB_MODES, mode_kind
 from shoal.models.states import TaskState
 
@@ -41,14 +42,6 @@ def replicas(service: Obj) -> int:
     return int(((service["spec"].get("mode") or {}).get("replicated") or {}).get("replicas", 1))
 
 
-def job_iteration(service: Obj) -> int:
-    return int((service.get("job_status") or {}).get("job_iteration") or 0)
-
-
-def task_iteration(task: Obj) -> int:
-    return int(task.get("job_iteration") or 0)
-
-
 def slot_key(task: Obj, service: Obj | None) -> SlotKey:
     """The slot a task belongs to (SwarmKit's SlotTuple): its node for global modes, else its slot number."""
     if service is not None and by_node(service):
@@ -57,9 +50,10 @@ def slot_key(task: Obj, service: Obj | None) -> SlotKey:
 
 
 def make_task(service: Obj, slot: int, now: float, *, desired: TaskState = TaskState.RUNNING,
-              node_id: str | None = None, created_by: str | None = None) -> Obj:
-    """A NEW task of `service` for `slot` (or `node_id`), at the service's current spec."""
-    task = new_task(service, slot, now, desired=desired, node_id=node_id)
+              node_id: str | None = None, created_by: str | None = None, ids: Callable[[], str] | None = None) -> Obj:
+    """A NEW task of `service` for `slot` (or `node_id`), at the service's current spec; `ids` makes its id
+    (the pass's `View.ids`)."""
+    task = new_task(service, slot, now, desired=desired, node_id=node_id, ids=ids)
     task["endpoint_spec"] = (service.get("spec") or {}).get("endpoint")
     if created_by:
         task["created_by"] = created_by

@@ -28,7 +28,7 @@ def scale(d: Draft, service: Obj, tasks: list[Obj], history: RestartHistory,
     if len(slots) < want:
         numbers = free_numbers((s.number for s in slots), want - len(slots))
         for n in numbers:  # independent creates: separate groups, so big services split into bounded txns
-            d.plan.add([d.create(make_task(service, n, now))])
+            d.plan.add([d.create(make_task(service, n, now, ids=d.view.ids))])
         reused = set(numbers)
         dead = [s for s in dead if s.number not in reused]
     elif len(slots) > want:

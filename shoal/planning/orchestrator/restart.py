@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from shoal.models.duration import parse_duration
-from shoal.models.objects import Obj, desired_of, state_of
-from shoal.models.states import TaskState
+from shoal.models.objects import Obj, desired_of, state_of, status_state
+from shoal.models.states import NodeState, TaskState
 from shoal.planning.orchestrator.modes import UPDATE, SlotKey, slot_key
 
 #: how long a released replacement waits for the old task to stop (SwarmKit's restart `TaskTimeout`).
@@ -54,7 +54,7 @@ def node_down_or_gone(node_id: str | None, nodes: Mapping[str, Obj]) -> bool:
     if not node_id:
         return False
     node = nodes.get(node_id)
-    return node is None or (node.get("status") or {}).get("state") == "down"
+    return node is None or status_state(node) == NodeState.DOWN.value
 
 
 def node_drained(node_id: str | None, nodes: Mapping[str, Obj]) -> bool:

@@ -70,7 +70,7 @@ def _restart(d: Draft, dead: list[Obj], task: Obj, service: Obj, key: SlotKey, h
         d.plan.wake(retry_at)
         return ops, None
     repl = make_task(service, 0 if node_id else int(task.get("slot") or 0), now, desired=TaskState.READY,
-                     node_id=node_id, created_by=RESTART)
+                     node_id=node_id, created_by=RESTART, ids=d.view.ids)
     policy = RestartPolicy.of(repl)
     note = RestartNote(key, int(repl["spec_version"]), now, policy.max_attempts) if policy.max_attempts > 0 else None
     if policy.delay > 0:

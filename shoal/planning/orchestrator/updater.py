@@ -197,7 +197,7 @@ def _start(d: Draft, service: Obj, cfg: Config, key: SlotKey, live: list[Obj], n
     stop_first = cfg.order != "start-first"
     task = make_task(service, 0 if node_id else int(key[1]), now,
                      desired=TaskState.READY if stop_first else TaskState.RUNNING, node_id=node_id,
-                     created_by=UPDATE)
+                     created_by=UPDATE, ids=d.view.ids)
     serving = None if stop_first else max(live, key=lambda x: (state_of(x) == TaskState.RUNNING, _age(x)))
     ops = [d.create(task)]
     ops += [op for x in live if x is not serving and (op := d.raise_desired(x, TaskState.SHUTDOWN))]

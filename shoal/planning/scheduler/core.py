@@ -16,20 +16,18 @@ No I/O, no clock: `now` is given."""
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from shoal.models.kinds import Kind
-from shoal.models.objects import Obj, task_status
-from shoal.models.states import TaskState
+from shoal.models.objects import Obj, status_state, task_status
+from shoal.models.states import TaskState, task_rank
 from shoal.plan import Plan
 from shoal.planning.scheduler import nodeinfo
 from shoal.planning.scheduler.filters import Pipeline, TaskInfo
-from shoal.planning.scheduler.nodeinfo import MAX_FAILURES, NodeInfo, host_ports_of, rank, spec_version
+from shoal.planning.scheduler.nodeinfo import MAX_FAILURES, NodeInfo, host_ports_of, spec_version
 from shoal.store import txn as t
 
 ASSIGNED_MESSAGE = "scheduler assigned task to node"
@@ -38,7 +36,8 @@ SHUTDOWN_MESSAGE = "shut down before it was scheduled"
 DEBOUNCE_GAP = 0.05
 MAX_LATENCY = 1.0
 
-_PENDING, _COMPLETE = rank(TaskState.PENDING.value), rank(TaskState.COMPLETE.value)
+_COMPLETE = TaskState.COMPLETE.rank
+_PENDING = TaskState.PENDING.value
 SpreadKey = tuple[int, int, int, str]
 
 
@@ -195,7 +194,7 @@ class _GroupPlacer:
             self.touched.add(info.id)
             assert leaf.heap is not None
             heapq.heappush(leaf.heap, (spread_key(info, ti), info))
-            if rank(task.get("desired_state")) <= _COMPLETE:
+            if task_rank(task.get("desired_state")) <= _COMPLETE:
                 b: _Branch | None = leaf
                 while b is not None:
                     b.count += 1
@@ -244,18 +243,24 @@ def _place_preassigned(task: Obj, ti: TaskInfo, infos: Mapping[str, NodeInfo], p
     return Decision(task["id"], info.id, None, generic)
 
 
+def pending_fate(task: Obj) -> bool | None:
+    """None when the task is not PENDING; else whether it is still meant to run (desired RUNNING, or COMPLETE
+    for job tasks). `schedulable` and `doomed` are its two answers; a pass asks it once per task."""
+    if status_state(task) != _PENDING:
+        return None
+    return task_rank(task.get("desired_state")) <= _COMPLETE
+
+
 def schedulable(task: Obj) -> bool:
     """PENDING and meant to run (desired RUNNING, or COMPLETE for job tasks)."""
-    status = task.get("status") or {}
-    return status.get("state") == TaskState.PENDING.value and rank(task.get("desired_state")) <= _COMPLETE
+    return pending_fate(task) is True
 
 
 def doomed(task: Obj) -> bool:
     """PENDING but no longer meant to run: SwarmKit moves such tasks straight to SHUTDOWN instead of placing
     them (for older spec versions); we do it for every version — nothing can run a task that is never
     assigned, and the restart supervisor and the reaper then see it as stopped."""
-    status = task.get("status") or {}
-    return status.get("state") == TaskState.PENDING.value and rank(task.get("desired_state")) > _COMPLETE
+    return pending_fate(task) is False
 
 
 def plan(tasks: Iterable[Obj], nodes: Iterable[Obj], now: float, *, pipeline: Pipeline | None = None,
@@ -263,37 +268,18 @@ def plan(tasks: Iterable[Obj], nodes: Iterable[Obj], now: float, *, pipeline: Pi
     """One scheduling pass over all tasks: assignments (with the named generic resources claimed), refreshed
     errors (only when the text changes, so an unschedulable task does not cause a write loop), and shutdowns of
     doomed PENDING tasks."""
-    with _gc_paused():
-        return _plan(tasks, nodes, now, pipeline, failures)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Hold the cyclic garbage collector during a pass: a pass allocates O(nodes + tasks) objects, none in
-    reference cycles, and each automatic collection would walk the whole heap (the mirror's every task) —
-    about a third of a pass at 100k nodes. Reference counting still frees everything as usual."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _plan(tasks: Iterable[Obj], nodes: Iterable[Obj], now: float, pipeline: Pipeline | None,
-          failures: Mapping[tuple[str, str, int], int] | None) -> tuple[Plan, list[Decision]]:
     all_tasks = tasks if isinstance(tasks, list) else list(tasks)
     out = Plan()
     pending: list[Obj] = []
     for task in all_tasks:
-        if (task.get("status") or {}).get("state") != TaskState.PENDING.value:
+        fate = pending_fate(task)
+        if fate is None:
             continue
-        if rank(task.get("desired_state")) > _COMPLETE:
+        if fate:
+            pending.append(task)
+        else:  # doomed
             status = task_status(TaskState.SHUTDOWN, now, SHUTDOWN_MESSAGE)
             out.add([t.update(Kind.TASK, {**task, "status": status})])
-        else:
-            pending.append(task)
     if not pending:
         return out, []
     by_id = {x["id"]: x for x in pending}

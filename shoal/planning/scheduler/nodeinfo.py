@@ -21,15 +21,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from shoal import placement
-from shoal.models.objects import Obj
-from shoal.models.states import TaskState
+from shoal.models.objects import Obj, status_state
+from shoal.models.states import NodeState, TaskState, task_rank
 
 #: SwarmKit's `maxFailures` within `monitorFailures`: such a node sorts last for that service version.
 MAX_FAILURES = 5
 FAILURE_WINDOW = 300.0
 
-_RANK = {s.value: i for i, s in enumerate(TaskState)}
-_ASSIGNED, _RUNNING, _COMPLETE = _RANK["assigned"], _RANK["running"], _RANK["complete"]
+_ASSIGNED, _RUNNING, _COMPLETE = TaskState.ASSIGNED.rank, TaskState.RUNNING.rank, TaskState.COMPLETE.rank
 _FAILED_STATES = frozenset({TaskState.FAILED.value, TaskState.REJECTED.value})
 
 #: (service id, spec version)
@@ -45,11 +44,6 @@ _EXECUTORS: dict[tuple[str, ...], frozenset[str]] = {}
 def _executors(names: tuple[str, ...]) -> frozenset[str]:
     """One frozenset per distinct executor list (most nodes advertise the same ones)."""
     return _EXECUTORS.setdefault(names, frozenset(names))
-
-
-def rank(state: object) -> int:
-    """Position of a task state in the lifecycle (NEW = 0); unknown states count as NEW."""
-    return _RANK.get(str(state), 0)
 
 
 @dataclass(frozen=True)
@@ -126,7 +120,7 @@ class NodeInfo:
         res = desc.get("resources") or {}
         counts, named = generic_of(res) if res.get("generic") else (None, None)
         platform = desc.get("platform") or {}
-        ready = (node.get("status") or {}).get("state") == "ready" and \
+        ready = status_state(node) == NodeState.READY.value and \
             (node.get("spec") or {}).get("availability", "active") == "active"
         executors = desc.get("executors") or ()
         return NodeInfo(node["id"], node, int(res.get("nano_cpus") or 0), int(res.get("memory_bytes") or 0),
@@ -148,7 +142,7 @@ class NodeInfo:
             if self.host_ports is _NO_PORTS:
                 self.host_ports = set()
             self.host_ports.update(ports)
-        if rank(task.get("desired_state")) <= _COMPLETE:
+        if task_rank(task.get("desired_state")) <= _COMPLETE:
             sid = task["service_id"]
             self.active_by_service[sid] = self.active_by_service.get(sid, 0) + 1
             self.active += 1
@@ -255,7 +249,7 @@ def build(nodes: Iterable[Obj], tasks: Iterable[Obj], now: float, failure_window
         info = infos.get(nid)
         if info is None:
             continue
-        if _ASSIGNED <= rank((task.get("status") or {}).get("state")) <= _RUNNING:
+        if _ASSIGNED <= task_rank(status_state(task)) <= _RUNNING:
             key = (task["service_id"], spec_version(task))
             r = reservations.get(key)
             if r is None:

@@ -1,6 +1,6 @@
-"""The gateway's issue-4 API over a LocalStore (FastAPI TestClient): job modes, update/rollback configs,
-manual rollback, published ports, networks, node update/removal and cluster patch. Every refusal is checked for
-its status, a message naming the field, and an untouched store."""
+"""The gateway's service modes, ports and networks API over a LocalStore (FastAPI TestClient): job modes,
+update/rollback configs, manual rollback, published ports, networks, node update/removal and cluster patch.
+Every refusal is checked for its status, a message naming the field, and an untouched store."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from shoal.models.objects import new_task, task_status
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
 from shoal.store.txn import Obj, Op, TxnResult
+from tests.service.gateway_kit import fingerprint, run
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,25 +34,9 @@ def make_client(store: Any) -> TestClient:
 
 
 @pytest.fixture
-def store() -> LocalStore:
-    return LocalStore()
-
-
-@pytest.fixture
 def client(store: LocalStore) -> Iterator[TestClient]:
     with make_client(store) as c:
         yield c
-
-
-def fingerprint(store: LocalStore) -> tuple[int, str]:
-    return store.mem.revision, store.mem.state_hash()
-
-
-def run(client: TestClient, coro: Any) -> Any:
-    async def go() -> Any:
-        return await coro
-
-    return client.portal.call(go)  # type: ignore[union-attr]
 
 
 def spec(name: str = "web", **overrides: Any) -> dict[str, Any]:

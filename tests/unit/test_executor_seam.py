@@ -1,0 +1,40 @@
+"""The executor seam is declared, not discovered: every executor derives from `BaseExecutor` (probe, sweep and
+close with their defaults; `probes`/`sweeps` say which it really does) and every controller from
+`BaseController` (health, survives_agent_exit); `distinct` lists an executor serving several runtimes once."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from agent.executors import build_executors
+from agent.executors.attachment import AttachmentExecutor
+from agent.executors.base import BaseController, BaseExecutor, distinct
+from agent.executors.docker import DockerController, DockerExecutor
+from agent.executors.hollow import HollowController, HollowExecutor
+from agent.executors.process import ProcessExecutor
+from shoal.workloads import Owner
+
+
+def test_each_executor_declares_what_it_does_beyond_running_tasks(tmp_path: Path) -> None:
+    built = build_executors(["process", "docker", "hollow"], tmp_path,
+                            owner=Owner("c" * 25, "host"), docker_host=f"unix://{tmp_path}/none.sock")
+    kinds = {type(e): (e.probes, e.sweeps) for e in distinct(built.values())}
+    assert kinds == {ProcessExecutor: (False, True), DockerExecutor: (True, True)}  # hollow serves no runtime left
+    assert all(isinstance(e, BaseExecutor) for e in (*built.values(), HollowExecutor(), AttachmentExecutor()))
+
+
+def test_distinct_keeps_one_of_each_in_order() -> None:
+    hollow, attach = HollowExecutor(), AttachmentExecutor()
+    assert distinct([hollow, attach, hollow]) == [hollow, attach]
+
+
+def test_the_defaults_do_nothing() -> None:
+    ex = HollowExecutor()
+    assert not ex.probes and not ex.sweeps
+    assert asyncio.run(ex.probe()) is True
+    assert asyncio.run(ex.sweep("n1", lambda _: False)) == []
+    asyncio.run(ex.close())
+    ctl = HollowController({"id": "t1", "spec": {}}, env={})
+    assert isinstance(ctl, BaseController) and ctl.health is None and ctl.survives_agent_exit is False
+    assert DockerController.survives_agent_exit is True
