@@ -19,6 +19,7 @@ from shoal.models.kinds import Kind
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
 from shoal.transport import sync_http_client
+from tests.service.gateway_kit import fingerprint
 from tests.service.test_gateway_security import Cluster, gateway  # noqa: F401 (the mTLS gateway fixture)
 from tests.sim.cp_fakes import make_node
 
@@ -45,10 +46,6 @@ def client(store: LocalStore) -> Iterator[TestClient]:
     http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(503)))
     with TestClient(create_app(GatewaySettings(store_members=["http://unused:1"]), store=store, http=http)) as c:
         yield c
-
-
-def fingerprint(store: LocalStore) -> tuple[int, str]:
-    return store.mem.revision, store.mem.state_hash()
 
 
 def test_a_new_service_plan_places_its_tasks_and_writes_nothing(client: TestClient, store: LocalStore) -> None:
