@@ -190,7 +190,8 @@ def _summarise(service: Obj, before: Mapping[str, Obj], live_before: set[str], c
     stop = [_entry(x) for group in by_slot.values() for x in group]
     gone = {e["task_id"] for e in stop} | {r["old"]["task_id"] for r in replace}
     unchanged = [_entry(before[tid]) for tid in sorted(live_before) if tid not in gone]
-    pending = [{**_entry(x), "reason": (x.get("status") or {}).get("err") or "not scheduled yet"}
+    not_yet = "not placed before the plan was cut short" if not converged else "not scheduled"
+    pending = [{**_entry(x), "reason": (x.get("status") or {}).get("err") or not_yet}
                for x in made if not x.get("node_id")]
     nodes: dict[str, dict[str, int]] = {}
 

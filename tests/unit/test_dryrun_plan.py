@@ -114,3 +114,24 @@ def test_the_cli_renders_the_summary_nodes_moves_and_pending() -> None:
     text = render(plan_change(world(svc, tasks, NODES), nowhere, NOW), {})
     assert text.splitlines()[-1] == ("pending slot 1: no suitable node (constraint node.labels.zone==c not "
                                      "satisfied on 2 nodes)"), text
+
+
+def test_a_global_service_plans_one_task_per_fitting_node() -> None:
+    from tests.sim.cp_fakes import service_of
+
+    web = make_service("web", 1)
+    agent = service_of("agent", mode={"global": {}}, constraints=["node.labels.zone==b"])
+    nodes = [*NODES, make_node("n3", labels={"zone": "b"}), make_node("n4", labels={"zone": "b"}, state="down")]
+    out = plan_change(world(web, [], nodes), agent, NOW)
+    assert sorted(e["node_id"] for e in out["create"]) == ["n2", "n3"]
+    assert out["summary"]["pending"] == 0
+
+
+def test_a_job_plans_every_completion() -> None:
+    from tests.sim.cp_fakes import service_of
+
+    web = make_service("web", 1)
+    job = service_of("batch", mode={"replicated_job": {"max_concurrent": 2, "total_completions": 5}})
+    out = plan_change(world(web, [], NODES), job, NOW)
+    assert out["converged"] and out["summary"]["create"] == 5
+    assert sorted(e["slot"] for e in out["create"]) == [0, 1, 2, 3, 4]
