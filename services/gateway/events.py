@@ -27,8 +27,7 @@ Record = dict[str, Any]
 def parse_filters(kinds: Iterable[str], actions: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
     """`kind=` and `action=` query values (repeatable, or comma-separated) -> the sets followed; an unknown
     value is refused naming the accepted ones."""
-    want_kinds = frozenset(v.strip().lower() for k in kinds for v in k.split(",") if v.strip())
-    want_actions = frozenset(v.strip().lower() for a in actions for v in a.split(",") if v.strip())
+    want_kinds, want_actions = _values("kind", kinds, KINDS), _values("action", actions, ACTIONS)
     if bad := sorted(want_kinds - set(KINDS)):
         raise InvalidArgument(f"kind: unknown kind {', '.join(bad)}; use one of {', '.join(KINDS)}",
                               field="kind")
@@ -36,6 +35,14 @@ def parse_filters(kinds: Iterable[str], actions: Iterable[str]) -> tuple[frozens
         raise InvalidArgument(f"action: unknown action {', '.join(bad)}; use one of {', '.join(ACTIONS)}",
                               field="action")
     return want_kinds or DEFAULT_KINDS, want_actions or frozenset(ACTIONS)
+
+
+def _values(field: str, raw: Iterable[str], accepted: Iterable[str]) -> frozenset[str]:
+    """The values of a repeatable, comma-separated filter; an empty one (`kind=`, `kind=a,,b`) is refused."""
+    values = [v.strip().lower() for item in raw for v in item.split(",")]
+    if any(not v for v in values):
+        raise InvalidArgument(f"{field}: an empty value; use one of {', '.join(accepted)}", field=field)
+    return frozenset(values)
 
 
 def object_name(kind: str, obj: Obj) -> str:

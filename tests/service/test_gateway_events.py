@@ -128,6 +128,8 @@ def test_since_older_than_the_retained_history_starts_with_the_compaction_notice
 @pytest.mark.parametrize(("params", "field", "says"), [
     ({"kind": "servce"}, "kind", "unknown kind servce; use one of cluster, node, service"),
     ({"action": "remove"}, "action", "unknown action remove; use one of create, update, delete"),
+    ({"action": ""}, "action", "action: an empty value; use one of create"),
+    ({"kind": "service,,node"}, "kind", "kind: an empty value; use one of cluster"),
 ])
 def test_unknown_filters_are_refused_saying_what_to_use(params: dict[str, str], field: str, says: str) -> None:
     store = LocalStore()
