@@ -5,9 +5,10 @@ retried on stale-version conflicts."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -76,6 +77,20 @@ class Gateway:
         d = self.get(path, **params)
         items: list[dict[str, Any]] = d.get("items", []) if isinstance(d, dict) else list(d or [])
         return items
+
+    def stream_lines(self, path: str, params: dict[str, Any], what: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Follow an NDJSON stream of the gateway (events, logs): each non-empty line with its decoded record.
+        An error status raises ApiError; a broken stream CliError naming `what`."""
+        try:
+            with self.http.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise ApiError(resp.status_code, error_message(resp), error_code(resp))
+                for line in resp.iter_lines():
+                    if line.strip():
+                        yield line, json.loads(line)
+        except httpx.HTTPError as e:
+            raise CliError(f"the {what} stream from {self.url} broke: {e}") from e
 
     def close(self) -> None:
         if self._owned:

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from typing import Any
 
-import httpx
-
-from shoal.cli.client import ApiError, CliError, error_code, error_message, gateway_of
+from shoal.cli.client import CliError, gateway_of
 from shoal.cli.flags import SubParsers
 
 #: `--filter` keys -> the gateway's query parameters (Docker's names, and the gateway's own)
@@ -51,22 +48,13 @@ def cmd_events(a: argparse.Namespace) -> int:
         params["until"] = a.until
     gw = gateway_of(a)
     try:
-        with gw.http.stream("GET", "/v1/events", params=params, timeout=httpx.Timeout(30.0, read=None)) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                raise ApiError(resp.status_code, error_message(resp), error_code(resp))
-            for line in resp.iter_lines():
-                if not line.strip():
-                    continue
-                rec = json.loads(line)
-                if a.json:
-                    print(line, flush=True)
-                elif rec.get("action") == "compacted" and rec.get("kind") == "events":
-                    print(f"warning: {rec.get('message')}", file=sys.stderr, flush=True)
-                else:
-                    print(event_text(rec), flush=True)
-    except httpx.HTTPError as e:
-        raise CliError(f"the event stream from {gw.url} broke: {e}") from e
+        for line, rec in gw.stream_lines("/v1/events", params, "event"):
+            if a.json:
+                print(line, flush=True)
+            elif rec.get("action") == "compacted" and rec.get("kind") == "events":
+                print(f"warning: {rec.get('message')}", file=sys.stderr, flush=True)
+            else:
+                print(event_text(rec), flush=True)
     except KeyboardInterrupt:
         return 130
     finally:

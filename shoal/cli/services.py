@@ -9,8 +9,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from shoal import logs
 from shoal.cli import payloads, plans, table
 from shoal.cli.client import (
@@ -18,8 +16,6 @@ from shoal.cli.client import (
     ApiError,
     CliError,
     Gateway,
-    error_code,
-    error_message,
     gateway_of,
     read_modify_write,
 )
@@ -119,20 +115,10 @@ def cmd_service_logs(a: argparse.Namespace) -> int:
         params = {"follow": str(a.follow).lower(), "tail": a.tail, "timestamps": str(a.timestamps).lower()}
         if a.since:
             params["since"] = a.since
-        try:
-            with gw.http.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise ApiError(resp.status_code, error_message(resp), error_code(resp))
-                for line in resp.iter_lines():
-                    if not line.strip():
-                        continue
-                    rec = json.loads(line)
-                    text = logs.text_line(rec, timestamps=a.timestamps,
-                                          prefix=prefix.get(rec["task_id"], rec["task_id"][:12]))
-                    print(text, file=sys.stderr if rec["stream"] != "stdout" else sys.stdout, flush=True)
-        except httpx.HTTPError as e:
-            raise CliError(f"the log stream from {gw.url} broke: {e}") from e
+        for _, rec in gw.stream_lines(path, params, "log"):
+            text = logs.text_line(rec, timestamps=a.timestamps,
+                                  prefix=prefix.get(rec["task_id"], rec["task_id"][:12]))
+            print(text, file=sys.stderr if rec["stream"] != "stdout" else sys.stdout, flush=True)
     except KeyboardInterrupt:
         return 130
     finally:
