@@ -227,8 +227,13 @@ class Overlay:
         return path
 
     # ---- containers ---------------------------------------------------------------------------------------
-    async def attach(self, task: Obj, pid: int) -> Obj | None:
-        """Plumb the running container (`pid`) into its networks; returns its port_status (host forwarders)."""
+    def is_attached(self, task_id: str) -> bool:
+        return task_id in self.attached
+
+    async def attach(self, task: Obj, pid: int, previous: Obj | None = None) -> Obj | None:
+        """Plumb the running container (`pid`) into its networks (what it already has is kept: an agent restart
+        adopting it); returns its port_status (host forwarders, on the ports of `previous` when it is given and
+        they are free, so the routing mesh's view stays valid across an agent restart)."""
         tid = str(task["id"])
         atts = self.attachments(task)
         async with self._lock:
@@ -255,7 +260,7 @@ class Overlay:
                     await fw.close()
             entry = self.attached[tid] = _Attached(task, pid, atts)
             if atts:
-                await self._forward(entry, self.nets[atts[0].network_id])
+                await self._forward(entry, self.nets[atts[0].network_id], previous)
             for att in atts:
                 await self._sync(self.nets[att.network_id])
             self.write_hosts(task)
@@ -413,9 +418,11 @@ class Overlay:
             return sock
         return make
 
-    async def _forward(self, entry: _Attached, net: _Net) -> None:
+    async def _forward(self, entry: _Attached, net: _Net, previous: Obj | None) -> None:
         """A host forwarder per declared TCP port of the task, into its first network's namespace."""
         att = entry.attachments[0]
+        before = {int(p["target_port"]): int(p["published_port"]) for p in (previous or {}).get("ports") or []
+                  if p.get("protocol") == "tcp"}
         out = []
         seen: set[int] = set()
         for p in (entry.task.get("endpoint") or {}).get("ports") or []:
@@ -427,7 +434,12 @@ class Overlay:
             published = int(p.get("published_port") or 0) if mode == "host" else 0
             fw = Forwarder(net.path, att.address, target)
             try:
-                await fw.open(self._local_addr() or "0.0.0.0", published)
+                try:
+                    await fw.open(self._local_addr() or "0.0.0.0", published or before.get(target, 0))
+                except OSError:
+                    if published or not before.get(target):
+                        raise
+                    await fw.open(self._local_addr() or "0.0.0.0", 0)  # the earlier port was taken meanwhile
             except OSError as e:
                 raise OverlayError(f"cannot open host port {published or '(any)'} for target port {target}: {e}")\
                     from e

@@ -228,8 +228,10 @@ class DockerController(BaseController):
         self._exit_code: int | None = None
         self._health: str | None = None
         self._unhealthy = False
-        #: where the task's ports are bound on the node, once the engine said (shoal/endpoints.py)
-        self.port_status: dict[str, Any] | None = None
+        #: where the task's ports are bound on the node, once the engine (or the overlay's host forwarders) said
+        #: (shoal/endpoints.py); kept across agent restarts for the overlay's forwarders to reopen the same ports
+        self.port_status: dict[str, Any] | None = dict(saved["port_status"]) \
+            if saved and isinstance(saved.get("port_status"), dict) else None
 
     @property
     def overlay(self) -> Overlay | None:
@@ -253,7 +255,10 @@ class DockerController(BaseController):
         return self._health
 
     def saved(self) -> dict[str, Any]:
-        return {"container_id": self.container_id} if self.container_id else {}
+        out: dict[str, Any] = {"container_id": self.container_id} if self.container_id else {}
+        if self.port_status and self.overlay is not None:
+            out["port_status"] = self.port_status
+        return out
 
     @property
     def spec(self) -> ContainerSpec:
@@ -330,6 +335,8 @@ class DockerController(BaseController):
             ct = await self._find()
             if ct is None:
                 raise ExitError("container is gone (removed outside shoal)", None)
+            if self.overlay is not None and not self.overlay.is_attached(str(self.task["id"])):
+                await self._attach(ct)  # adopted by a restarted agent: its forwarders, entries and hosts file
             self._observe(ct.get("State") or {})
             self._observe_ports(ct)
             ref = self.container_id or self.name
@@ -435,7 +442,7 @@ class DockerController(BaseController):
         if self.overlay is None or not state.get("Running") or not state.get("Pid"):
             return
         try:
-            self.port_status = await self.overlay.attach(self.task, int(state["Pid"]))
+            self.port_status = await self.overlay.attach(self.task, int(state["Pid"]), self.port_status)
         except (OverlayError, OSError) as e:
             await self.overlay.detach(str(self.task["id"]))
             await self._stop_and_remove()

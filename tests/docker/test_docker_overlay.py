@@ -8,6 +8,7 @@ forwarders; nothing the agents created (namespaces, links) is left once the task
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -121,14 +122,12 @@ async def test_containers_reach_each_other_across_nodes_by_name_vip_and_address(
     # across VXLAN: the replica on the other node by its allocated address
     try:
         assert await until(lambda: fetch("http://10.199.7.4/"), "the remote replica by its address", 30) == wb
-    except AssertionError:
-        import json
+    except AssertionError:  # say what each node had
         print(json.dumps([a.overlay.status(), b.overlay.status(), a.mesh.table], indent=1, default=str))
         for ag in (a, b):
             ns = plan.ns_name(ag.node_id or "", net)
             for cmd in (["ip", "-n", ns, "-d", "link"], ["ip", "-n", ns, "neigh"], ["bridge", "-n", ns, "fdb"]):
                 print(cmd, subprocess.run(cmd, capture_output=True, text=True).stdout)
-        await asyncio.sleep(float(os.environ.get("OVL_DEBUG_SLEEP", "0")))
         raise
 
     # the VIP (the service name): both replicas answer
@@ -158,6 +157,19 @@ async def test_containers_reach_each_other_across_nodes_by_name_vip_and_address(
         return data.partition(b"\r\n\r\n")[2].decode().strip() or None
     for addr in ("127.0.0.2", "127.0.0.3"):
         assert await until(lambda addr=addr: mesh(addr), f"the mesh on {addr}", 20) in {wa, wb}
+
+    # node b's agent restarts (its container outlives it): the new process adopts the container, reopens its
+    # host port and the network's balancers and entries; everything keeps answering
+    before = (await env.store.get("task", wb))["status"]["port_status"]
+    await env.stop_agent(b)
+    b = await env.agent("ovl-b", addr="127.0.0.3")
+    assert b.overlay is not None
+    await until(lambda: b.overlay is not None and b.overlay.is_attached(wb), "the restarted agent re-attached", 30)
+    assert b.worker.managers[wb].controller.port_status == before  # type: ignore[union-attr]
+    seen.clear()
+    await until(both_behind_vip, "both replicas behind the VIP after the restart", 40)
+    assert await until(lambda: mesh("127.0.0.3"), "the mesh on the restarted node", 20) in {wa, wb}
+    assert await until(lambda: fetch("http://10.199.7.4/"), "the remote replica after the restart", 20) == wb
 
     # everything the agents created goes with the tasks and the agents
     assert a.node_id is not None and b.node_id is not None
