@@ -3,7 +3,9 @@
 httpd service placed one per node and a client container on one node, all on one network. The client reaches
 `http://<service>/` (the VIP: both replicas answer), `http://tasks.<service>/`, and the replica on the other
 node by its allocated address (across VXLAN); the routing mesh reaches the containers through the agent's host
-forwarders; nothing the agents created (namespaces, links) is left once the tasks and agents are gone."""
+forwarders; a restarted agent re-attaches its adopted container; a replica leaving RUNNING leaves the VIP,
+the hosts files and the other node's entries; nothing the agents created (namespaces, links) is left once the
+tasks and agents are gone."""
 
 from __future__ import annotations
 
@@ -29,12 +31,16 @@ from tests.docker.test_docker_agent import Env, until
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(240)]
 
 
+def _run(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
 def _links() -> str:
-    return subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return _run("ip", "-o", "link", "show")
 
 
 def _namespaces() -> str:
-    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return _run("ip", "netns", "list")
 
 
 @pytest.fixture
@@ -171,13 +177,23 @@ async def test_containers_reach_each_other_across_nodes_by_name_vip_and_address(
     assert await until(lambda: mesh("127.0.0.3"), "the mesh on the restarted node", 20) in {wa, wb}
     assert await until(lambda: fetch("http://10.199.7.4/"), "the remote replica after the restart", 20) == wb
 
-    # everything the agents created goes with the tasks and the agents
+    # a replica leaving RUNNING leaves the VIP, tasks.<service> and the other node's neighbour entries
     assert a.node_id is not None and b.node_id is not None
     names = [plan.ns_name(a.node_id, net), plan.ns_name(b.node_id, net)]
+    assert "10.199.7.3 " in _run("ip", "-n", names[1], "neigh", "show", "dev", "vx0")
+    await env.set_desired(wa, "shutdown")
+    await env.task_in(wa, "shutdown")
+    await until(lambda: "10.199.7.3\t" not in open_hosts(a, client), "the stopped replica out of the hosts file", 20)
+    await until(lambda: "10.199.7.3 " not in _run("ip", "-n", names[1], "neigh", "show", "dev", "vx0"),
+                "the stopped replica's entries gone from the other node", 20)
+    assert {await fetch(f"http://{web}/") for _ in range(4)} == {wb}
+    assert await fetch(f"http://tasks.{web}/") == wb
+
+    # everything the agents created goes with the tasks and the agents
     assert all(n in _namespaces() for n in names)
-    for tid in (wa, wb, client):
+    for tid in (wb, client):
         await env.set_desired(tid, "shutdown")
-    for tid in (wa, wb, client):
+    for tid in (wb, client):
         await env.task_in(tid, "shutdown", "complete", "failed")
     await until(lambda: not any(n in _namespaces() for n in names), "the network namespaces removed", 30)
     for agent in (a, b):
