@@ -46,6 +46,8 @@ def _namespaces() -> str:
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     if os.geteuid() != 0:
+        if os.environ.get("SHOAL_REQUIRE_DOCKER") == "1":
+            pytest.fail("SHOAL_REQUIRE_DOCKER=1 but not root: the overlay's kernel path needs it")
         pytest.skip("the overlay's kernel path needs root (namespaces, veths, VXLAN)")
     e = Env(tmp_path)
     await e.start()
