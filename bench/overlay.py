@@ -89,7 +89,7 @@ def setup(procs: list[subprocess.Popen[str]]) -> None:
         host_end, ct_end = plan.veth_names("bench", name, 0)
         for argv in plan.attach_commands(NODES[node][0], sleeper.pid, host_end, ct_end, att):
             sh(*argv)
-    for node, (ns, addr) in NODES.items():
+    for node, (ns, _addr) in NODES.items():
         peers = {plan.Peer(a, plan.mac(a), NODES[n][1], plan.vxlan_port(NODES[n][1]))
                  for n, a in ENDPOINTS.values() if n != node}
         for argv in plan.neighbour_commands(ns, peers, set()):
