@@ -27,6 +27,7 @@ Argv = list[str]
 DEFAULT_VXLAN_PORT = 4789  # IANA's VXLAN port, what a node with a routable address uses
 LOOPBACK_PORT_BASE = 4790  # nodes with loopback addresses (a local cluster on one machine) each get their own
 VNI_BASE = 4096  # Docker's overlay driver starts its VNIs there too
+MTU = 1450  # the containers' and the VXLAN's MTU: 1500 of an Ethernet underlay less VXLAN's 50 bytes (Docker's)
 PREFIX = "sh-"  # every link and namespace the agent creates starts with it (find leaks with `ip link | grep sh-`)
 
 
@@ -198,8 +199,8 @@ def network_commands(ns: str, vx: str, vni_: int, local: str, port: int, gateway
         ["ip", "-n", ns, "link", "add", "br0", "type", "bridge"],
         ["ip", "-n", ns, "addr", "add", f"{gateway}/{prefixlen}", "dev", "br0"],
         ["ip", "-n", ns, "link", "set", "br0", "up"],
-        ["ip", "link", "add", vx, "type", "vxlan", "id", str(vni_), "local", local, "dstport", str(port),
-         "nolearning", "proxy"],
+        ["ip", "link", "add", vx, "mtu", str(MTU), "type", "vxlan", "id", str(vni_), "local", local, "dstport",
+         str(port), "nolearning", "proxy"],
         ["ip", "link", "set", vx, "netns", ns],
         ["ip", "-n", ns, "link", "set", vx, "name", "vx0"],
         ["ip", "-n", ns, "link", "set", "vx0", "master", "br0", "up"],
@@ -212,7 +213,7 @@ def attach_commands(ns: str, pid: int, host_end: str, ct_end: str, att: Attachme
     ct = ["nsenter", f"--net=/proc/{pid}/ns/net", "ip"]
     eth = f"eth{att.index}"
     cmds = [
-        ["ip", "link", "add", host_end, "type", "veth", "peer", "name", ct_end],
+        ["ip", "link", "add", host_end, "mtu", str(MTU), "type", "veth", "peer", "name", ct_end, "mtu", str(MTU)],
         ["ip", "link", "set", host_end, "netns", ns],
         ["ip", "-n", ns, "link", "set", host_end, "master", "br0", "up"],
         ["ip", "link", "set", ct_end, "netns", str(pid)],

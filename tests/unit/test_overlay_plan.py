@@ -101,11 +101,12 @@ def test_command_plans() -> None:
     flat = [" ".join(c) for c in cmds]
     assert flat[0] == "ip netns add sh-ns"
     assert "ip -n sh-ns addr add 10.0.1.1/24 dev br0" in flat
-    assert "ip link add sh-x1 type vxlan id 5000 local 127.0.0.2 dstport 4792 nolearning proxy" in flat
+    assert "ip link add sh-x1 mtu 1450 type vxlan id 5000 local 127.0.0.2 dstport 4792 nolearning proxy" in flat
     assert flat.index("ip link set sh-x1 netns sh-ns") < flat.index("ip -n sh-ns link set vx0 master br0 up")
     att = plan.attachments(task("a", "10.0.1.3"))[0]
     flat = [" ".join(c) for c in plan.attach_commands("sh-ns", 4242, "sh-va", "sh-ca", att)]
     assert "ip link set sh-ca netns 4242" in flat
+    assert "ip link add sh-va mtu 1450 type veth peer name sh-ca mtu 1450" in flat
     assert "nsenter --net=/proc/4242/ns/net ip link set eth0 address 02:42:0a:00:01:03" in flat
     assert "nsenter --net=/proc/4242/ns/net ip addr add 10.0.1.3/24 dev eth0" in flat
     assert flat[-1] == "nsenter --net=/proc/4242/ns/net ip route replace default via 10.0.1.1 dev eth0"
