@@ -291,6 +291,7 @@ class Overlay:
     async def apply(self, table: Obj) -> None:
         async with self._lock:
             self.table = table
+            await self._sweep()
             for net in list(self.nets.values()):
                 try:
                     await self._sync(net)
@@ -371,6 +372,29 @@ class Overlay:
             for info in a.get("addr_info") or []:
                 if info.get("prefixlen") == 32:
                     net.vips.add(str(info.get("local")))
+
+    async def _sweep(self) -> None:
+        """Delete this node's namespaces that this process does not use and no container is plugged into (no
+        `sh-v…` veth left: a container's end goes with its namespace when it dies) — left by an agent that
+        crashed after its containers went. Other nodes' namespaces (agents sharing the machine) are not
+        touched: one may be between creating its namespace and plugging the first veth."""
+        node = self.node_id()
+        if not node:
+            return
+        mine = plan.ns_name(node, "")
+        try:
+            listed = await run(["ip", "netns", "list"])
+        except (OverlayError, OSError):
+            return
+        for line in listed.splitlines():
+            ns = line.split(" ", 1)[0]
+            if not ns.startswith(mine) or any(n.ns == ns for n in self.nets.values()):
+                continue
+            links = await run(["ip", "-n", ns, "-o", "link", "show"], check=False)
+            if f": {plan.PREFIX}v" in links:
+                continue
+            await run(["ip", "netns", "del", ns], check=False)
+            log.info("overlay: removed namespace %s, left by an earlier agent process with no container", ns)
 
     async def _drop_net(self, net: _Net) -> None:
         for lst in net.balancers.values():

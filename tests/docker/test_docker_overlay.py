@@ -3,9 +3,9 @@
 httpd service placed one per node and a client container on one node, all on one network. The client reaches
 `http://<service>/` (the VIP: both replicas answer), `http://tasks.<service>/`, and the replica on the other
 node by its allocated address (across VXLAN); the routing mesh reaches the containers through the agent's host
-forwarders; a restarted agent re-attaches its adopted container; a replica leaving RUNNING leaves the VIP,
-the hosts files and the other node's entries; nothing the agents created (namespaces, links) is left once the
-tasks and agents are gone."""
+forwarders; an orphaned namespace of a node is swept; a restarted agent re-attaches its adopted container; a
+replica leaving RUNNING leaves the VIP, the hosts files and the other node's entries; nothing the agents
+created (namespaces, links) is left once the tasks and agents are gone."""
 
 from __future__ import annotations
 
@@ -91,6 +91,11 @@ async def test_containers_reach_each_other_across_nodes_by_name_vip_and_address(
     for agent in (a, b):
         assert agent.overlay is not None
         assert agent.overlay.missing == [], agent.overlay.missing
+    # what a crashed agent could leave: a namespace of node a with no container in it (swept with a table)
+    assert a.node_id is not None
+    orphan = plan.ns_name(a.node_id, "orphan" + rid)
+    _run("ip", "netns", "add", orphan)
+    _run("ip", "-n", orphan, "link", "add", "br0", "type", "bridge")
 
     async def task(service: str, node: str | None, slot: int, address: str, command: list[str],
                    endpoint_ports: list[dict[str, Any]]) -> str:
@@ -115,6 +120,9 @@ async def test_containers_reach_each_other_across_nodes_by_name_vip_and_address(
     ct = {tid: (await env.containers(**{"shoal.task.id": tid}))[0]["Id"] for tid in (wa, wb, client)}
     inspect = await env.engine.inspect(ct[client])
     assert inspect is not None and inspect["HostConfig"]["NetworkMode"] == "none"
+
+    await until(lambda: orphan not in _namespaces(), "the orphaned namespace swept", 20)
+    assert all(plan.ns_name(n or "", net) in _namespaces() for n in (a.node_id, b.node_id))  # in use: kept
 
     # the client has the task's address on eth0 and the discovery hosts file
     code, out = await _exec(ct[client], "ip", "-o", "addr", "show", "eth0")
