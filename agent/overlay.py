@@ -104,7 +104,12 @@ class Forwarder:
         self.port = int(self.server.sockets[0].getsockname()[1])
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        sock = socket_in(self.netns)
+        try:
+            sock = socket_in(self.netns)
+        except OSError as e:  # the network's namespace is gone (the container is being detached)
+            log.debug("overlay: cannot enter %s: %s", self.netns, e)
+            client_w.close()
+            return
         sock.setblocking(False)
         try:
             await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (self.address, self.target)), 2.0)
@@ -262,7 +267,10 @@ class Overlay:
             if atts:
                 await self._forward(entry, self.nets[atts[0].network_id], previous)
             for att in atts:
-                await self._sync(self.nets[att.network_id])
+                try:
+                    await self._sync(self.nets[att.network_id])
+                except OverlayError as e:  # the entries follow with the next table; the container is plumbed
+                    log.warning("overlay: network %s: %s", att.network_id, e)
             self.write_hosts(task)
             return entry.port_status
 
@@ -279,9 +287,10 @@ class Overlay:
                 if task_id not in net.tasks:
                     continue
                 net.tasks.discard(task_id)
-                for i in range(4):
+                for i in range(len(entry.attachments) if entry is not None else 4):
                     host_end, _ = plan.veth_names(node, task_id, i)
                     await run(["ip", "-n", net.ns, "link", "del", host_end], check=False)
+                    await run(["ip", "link", "del", host_end], check=False)  # a plumbing that failed half-way
                 if not net.tasks:
                     await self._drop_net(net)
             with contextlib.suppress(OSError):

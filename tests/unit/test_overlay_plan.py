@@ -121,3 +121,35 @@ def test_command_plans() -> None:
                     "bridge -n sh-ns fdb replace 02:42:0a:00:01:04 dev vx0 dst 127.0.0.3 port 4793 self permanent"]
     assert [" ".join(c) for c in plan.vip_commands("sh-ns", {"10.0.1.2"}, {"10.0.1.7"})] == [
         "ip -n sh-ns addr del 10.0.1.7/32 dev br0", "ip -n sh-ns addr replace 10.0.1.2/32 dev br0"]
+
+
+async def test_the_overlay_applies_tables_as_diffs(tmp_path: Any, monkeypatch: Any) -> None:
+    """The shell (agent/overlay.py) over a recording fake of iproute2 (the real thing: tests/docker/
+    test_docker_overlay.py): a table adds the remote tasks' entries and the VIPs once, the same table again runs
+    nothing, a task gone from the table has its entries deleted."""
+    from agent import overlay as overlay_mod
+    ran: list[str] = []
+
+    async def fake_run(argv: list[str], *, check: bool = True) -> str:
+        ran.append(" ".join(argv))
+        return ""
+    monkeypatch.setattr(overlay_mod, "run", fake_run)
+    ov = overlay_mod.Overlay(tmp_path, node_id=lambda: "node1", addr="127.0.0.2")
+    ov.missing = []
+    net = ov.nets[NET] = overlay_mod._Net(NET, plan.ns_name("node1", NET))
+    t = table()
+    t["services"][0]["ports"] = []  # no balancers (they would listen inside a real namespace)
+    await ov.apply(t)
+    assert ran[0] == "ip netns list"  # the sweep
+    adds = [r for r in ran if "neigh replace" in r or "fdb replace" in r]
+    assert len(adds) == 6 and not any("del" in r for r in ran)  # 3 remote tasks: a neighbour and an FDB entry each
+    assert f"ip -n {net.ns} addr replace 10.0.1.2/32 dev br0" in ran
+    ran.clear()
+    await ov.apply(t)
+    assert ran == ["ip netns list"]  # nothing changed: nothing run
+    t["services"][1]["backends"] = t["services"][1]["backends"][:1]  # task d (10.0.1.6 on 127.0.0.4) is gone
+    ran.clear()
+    await ov.apply(t)
+    assert ran[1:] == [f"ip -n {net.ns} neigh del 10.0.1.6 dev vx0",
+                       f"bridge -n {net.ns} fdb del 02:42:0a:00:01:06 dev vx0 dst 127.0.0.4 self"]
+    assert ov.status()["networks"][0]["vips"] == ["10.0.1.2"]
