@@ -17,6 +17,7 @@ from agent.executors import build_executors
 from agent.executors.base import distinct
 from agent.mesh import Mesh
 from agent.node import describe
+from agent.overlay import Overlay
 from agent.payloads import TaskFiles, default_base
 from agent.session import AgentSession, StatusQueue
 from agent.settings import AgentSettings
@@ -45,12 +46,15 @@ class Agent:
         self.creds = creds
         self.state = AgentState(settings.resolved_state_dir())
         self.mesh = Mesh(self.state.dir, default_addr=settings.addr)  # routing mesh, service discovery
+        #: containers on overlay networks (kernel path), with the docker executor unless SHOAL_OVERLAY=false
+        self.overlay = Overlay(self.state.dir, node_id=lambda: self._node_id or "", addr=settings.addr) \
+            if settings.overlay and "docker" in settings.executors else None
         self.executors = build_executors(settings.executors, self.state.log_dir,
                                          owner=Owner(creds.identity.cluster_id if creds else settings.cluster_id,
                                                      settings.hostname),
                                          docker_host=settings.docker_host, publish_ip=settings.docker_publish_ip,
                                          cgroup_root=settings.cgroup_root, node_addr=settings.addr or "",
-                                         task_env=self.mesh.task_env())
+                                         task_env=self.mesh.task_env(), overlay=self.overlay)
         self._node_id = self.state.load_node_id()
         self.renewer: Renewer | None = None
         self.left = False
@@ -81,7 +85,7 @@ class Agent:
             rpc_timeout=settings.rpc_timeout, poll_wait=settings.assignments_wait,
             status_interval=settings.status_interval, rng=rng,
         )
-        self.session.on_endpoints = self.mesh.apply
+        self.session.on_endpoints = self._endpoints
         if self.renewer is not None:
             self.session.on_role = self._desired_role
         self.metrics.gauge("agent_tasks", lambda: len(self.worker.managers), "tasks this agent drives")
@@ -146,6 +150,12 @@ class Agent:
             self._node_id = node_id
             self.state.save_node_id(node_id)
 
+    async def _endpoints(self, table: dict[str, Any]) -> None:
+        """A new endpoint table: the routing mesh, then the overlay (its errors are logged, never raised)."""
+        await self.mesh.apply(table)
+        if self.overlay is not None:
+            await self.overlay.apply(table)
+
     def _report(self, task_id: str, status: dict[str, Any]) -> None:
         self.metrics.inc("agent_status_changes_total", help="task status changes queued for the dispatcher")
         self.queue.put(task_id, status)
@@ -154,6 +164,9 @@ class Agent:
     async def run(self) -> None:
         await self.mesh.restore()  # the routing mesh listens again before a dispatcher answers
         self.session.endpoints_version = self.mesh.version
+        if self.overlay is not None:
+            self.overlay.table = self.mesh.table
+            await self.overlay.check()  # says loudly what the kernel path lacks (then: the default bridge)
         restored = self.worker.restore()
         if restored:
             log.info("agent: resumed %d tasks from %s", restored, self.state.dir)
@@ -216,6 +229,8 @@ class Agent:
             await self.worker.close(stop_tasks=self.settings.stop_tasks_on_exit, grace=self.settings.exit_grace)
         await self.session.close()
         await self.mesh.close()
+        if self.overlay is not None:
+            await self.overlay.close()
         for executor in distinct(self.executors.values()):
             await executor.close()
 
@@ -230,6 +245,7 @@ class Agent:
                 "tasks": len(self.worker.managers), "status_pending": len(self.queue.pending),
                 "executors": sorted(self.executors), "advertised": self.description["executors"],
                 "mesh": self.mesh.status(),
+                "overlay": None if self.overlay is None else self.overlay.status(),
                 "certificate": None if self.creds is None else {
                     "role": self.creds.identity.role, "not_after": self.creds.identity.not_after,
                     "renewals": self.renewer.renewals if self.renewer else 0}}

@@ -29,6 +29,8 @@ import itertools
 import json
 import logging
 import os
+import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +46,14 @@ Addr = tuple[str, int]
 class Listener:
     """One listening address: its current backends, the connections open to each, the server while open."""
 
-    def __init__(self, kind: str, host: str, port: int, *, connect_timeout: float, reuse_port: bool) -> None:
+    def __init__(self, kind: str, host: str, port: int, *, connect_timeout: float, reuse_port: bool,
+                 sock_factory: Callable[[], socket.socket] | None = None) -> None:
+        """`sock_factory`: makes the listening socket (bound, listening) instead of binding `host:port` here —
+        the container overlay's VIP balancers listen inside a network namespace (agent/overlay.py)."""
         self.kind, self.host, self.port = kind, host, port
         self.connect_timeout = connect_timeout
         self.reuse_port = reuse_port
+        self.sock_factory = sock_factory
         self.service_id = ""
         self.backends: list[Addr] = []
         self.active: dict[Addr, int] = {}
@@ -72,8 +78,11 @@ class Listener:
         self.backends = list(backends)
         if self.backends and self.server is None:
             try:
-                self.server = await asyncio.start_server(self._handle, self.host, self.port,
-                                                         reuse_port=self.reuse_port or None)
+                if self.sock_factory is not None:
+                    self.server = await asyncio.start_server(self._handle, sock=self.sock_factory())
+                else:
+                    self.server = await asyncio.start_server(self._handle, self.host, self.port,
+                                                             reuse_port=self.reuse_port or None)
                 self.error = None
                 log.info("mesh: %s listener %s:%d open (service %s, %d backends)", self.kind, self.host, self.port,
                          service_id, len(self.backends))

@@ -23,6 +23,9 @@ class AgentSettings(BaseSettings):
         only while the engine answers) and/or `hollow`;
     `SHOAL_DOCKER_HOST` — the Docker engine of the docker executor (default `unix:///var/run/docker.sock`);
     `SHOAL_DOCKER_PUBLISH_IP` — the node address host-mode ports are bound to (default: all addresses);
+    `SHOAL_OVERLAY` — attach container tasks to their overlay networks through the kernel (namespace bridge,
+        veths, VXLAN; agent/overlay.py) when the docker executor runs (default true; checked at start, what is
+        missing is logged as an error and the containers stay on the engine's default bridge); `false`: never;
     `SHOAL_HOST` / `SHOAL_PORT` — where /healthz, /readyz, /metrics, /v1/status and /v1/tasks are served;
     `SHOAL_ADDR` — the address to advertise (default: what the dispatcher sees);
     `SHOAL_STOP_TASKS_ON_EXIT` — what the agent stops when it exits. Unset (the default): process tasks are
@@ -60,6 +63,7 @@ class AgentSettings(BaseSettings):
     executors: Annotated[list[str], NoDecode] = ["process"]
     docker_host: str = "unix:///var/run/docker.sock"
     docker_publish_ip: str = ""
+    overlay: bool = True
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     addr: str | None = None

@@ -12,8 +12,9 @@ FAILED once unhealthy (docs/agent-protocol.md, Executors), so leaving RUNNING re
 A backend is reached from another node at `<node address>:<host port>`: the node address is the one the node
 registered with (`node.status.addr`, `SHOAL_ADDR`), the host port is what the agent gave the task for each
 target port and reported in the task status (`status.port_status.ports[]`, SwarmKit's PortStatus). A task that
-reported no host port for a target port is not a backend of that port (container tasks without a host
-binding, for now); its network addresses are still listed (`addresses`, the allocator's).
+reported no host port for a target port is not a backend of that port; its network addresses are still
+listed (`addresses`, the allocator's: containers on overlay networks are reached by them across nodes,
+agent/overlay.py).
 
 The table a node receives (`node_table`) carries the services it needs: every service publishing an ingress
 port (the routing mesh listens on every node), and every service attached to a network one of the node's own

@@ -12,6 +12,7 @@ from agent.executors.docker import DockerExecutor
 from agent.executors.docker_engine import DEFAULT_HOST
 from agent.executors.hollow import HollowExecutor
 from agent.executors.process import ProcessExecutor
+from agent.overlay import Overlay
 from shoal.workloads import Owner, task_marks
 
 __all__ = ["Controller", "Executor", "ExecutorError", "ExitError", "RetryableError", "build_executors"]
@@ -19,12 +20,13 @@ __all__ = ["Controller", "Executor", "ExecutorError", "ExitError", "RetryableErr
 
 def build_executors(names: list[str], log_dir: Path, *, owner: Owner, docker_host: str = DEFAULT_HOST,
                     publish_ip: str = "", cgroup_root: str = "", node_addr: str = "",
-                    task_env: Mapping[str, str] | None = None) -> dict[str, Executor]:
+                    task_env: Mapping[str, str] | None = None, overlay: Overlay | None = None) -> dict[str, Executor]:
     """The executor serving each runtime, from the configured names (first one wins for a runtime).
     `owner` (cluster id, host name) marks every workload (`shoal.workloads`); `cgroup_root` chooses how process
     tasks are marked (SHOAL_CGROUP_ROOT); `docker_host` and `publish_ip` configure the docker executor
     (SHOAL_DOCKER_HOST, SHOAL_DOCKER_PUBLISH_IP); `node_addr` (SHOAL_ADDR) and `task_env` (the node's discovery
-    files, agent/mesh.py) go to process tasks."""
+    files, agent/mesh.py) go to process tasks; `overlay` attaches containers to their overlay networks
+    (agent/overlay.py)."""
     by_runtime: dict[str, Executor] = {}
     for name in names:
         executor: Executor
@@ -34,7 +36,7 @@ def build_executors(names: list[str], log_dir: Path, *, owner: Owner, docker_hos
         elif name == "hollow":
             executor = HollowExecutor()
         elif name == "docker":
-            executor = DockerExecutor(docker_host, publish_ip=publish_ip, owner=owner)
+            executor = DockerExecutor(docker_host, publish_ip=publish_ip, owner=owner, overlay=overlay)
         else:
             raise ValueError(f"agent: unknown executor {name!r} (known: process, docker, hollow)")
         for runtime in executor.runtimes:

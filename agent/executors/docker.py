@@ -44,6 +44,7 @@ from pydantic import ValidationError
 
 from agent.executors.base import BaseController, BaseExecutor, ExecutorError, ExitError, Obj, RetryableError
 from agent.executors.docker_engine import DEFAULT_HOST, DockerEngine, EngineError, EngineUnavailable
+from agent.overlay import Overlay, OverlayError
 from shoal.models.objects import task_name
 from shoal.models.specs import ContainerSpec, HealthCheck, Resources
 from shoal.workloads import LABEL_CLUSTER, LABEL_HOST, Owner
@@ -128,8 +129,11 @@ def task_labels(task: Obj, node_id: str, user: Mapping[str, str], owner: Owner |
 
 
 def container_config(task: Obj, spec: ContainerSpec, node_id: str, *, publish_ip: str = "",
-                     owner: Owner | None = None) -> Obj:
-    """The body of `POST /containers/create` for a task (pure; unit-tested without an engine)."""
+                     owner: Owner | None = None, hosts_file: str | None = None) -> Obj:
+    """The body of `POST /containers/create` for a task (pure; unit-tested without an engine). With
+    `hosts_file` the task is attached to overlay networks by the agent (agent/overlay.py): network mode `none`
+    (the agent plumbs its interfaces once it runs), no engine port bindings (the agent's host forwarders), and
+    the hosts file bind-mounted on /etc/hosts (service discovery)."""
     resources = Resources.model_validate((task.get("spec") or {}).get("resources") or {})
     mounts = []
     for m in spec.mounts:
@@ -144,9 +148,11 @@ def container_config(task: Obj, spec: ContainerSpec, node_id: str, *, publish_ip
     for f in (task.get("files") or {}).get("entries", []):
         # the task's secrets and configs (agent/payloads.py), from the host directory the engine sees
         mounts.append({"Type": "bind", "Source": f["host_path"], "Target": f["target"], "ReadOnly": True})
+    if hosts_file is not None:
+        mounts.append({"Type": "bind", "Source": hosts_file, "Target": "/etc/hosts", "ReadOnly": True})
     exposed: dict[str, Obj] = {}
     bindings: dict[str, list[Obj]] = {}
-    for p in published_ports(task):
+    for p in published_ports(task) if hosts_file is None else []:
         key = f"{int(p['target_port'])}/{p.get('protocol') or 'tcp'}"
         if key in bindings:
             continue
@@ -164,6 +170,8 @@ def container_config(task: Obj, spec: ContainerSpec, node_id: str, *, publish_ip
     }
     if spec.init is not None:
         host["Init"] = spec.init
+    if hosts_file is not None:
+        host["NetworkMode"] = "none"
     config: Obj = {
         "Image": spec.image,
         "Env": task_env(task, node_id, spec.env),
@@ -206,8 +214,9 @@ class DockerController(BaseController):
     survives_agent_exit = True
 
     def __init__(self, task: Obj, *, node_id: str, engine: DockerEngine, saved: Mapping[str, Any] | None = None,
-                 publish_ip: str = "", owner: Owner | None = None) -> None:
+                 publish_ip: str = "", owner: Owner | None = None, overlay: Overlay | None = None) -> None:
         self.task = task
+        self._overlay = overlay
         self.node_id = node_id
         self.owner = owner
         self.engine = engine
@@ -219,8 +228,17 @@ class DockerController(BaseController):
         self._exit_code: int | None = None
         self._health: str | None = None
         self._unhealthy = False
-        #: where the task's ports are bound on the node, once the engine said (shoal/endpoints.py)
-        self.port_status: dict[str, Any] | None = None
+        #: where the task's ports are bound on the node, once the engine (or the overlay's host forwarders) said
+        #: (shoal/endpoints.py); kept across agent restarts for the overlay's forwarders to reopen the same ports
+        self.port_status: dict[str, Any] | None = dict(saved["port_status"]) \
+            if saved and isinstance(saved.get("port_status"), dict) else None
+
+    @property
+    def overlay(self) -> Overlay | None:
+        """Attaches the container to the task's overlay networks; None without any, or when the kernel path
+        is unavailable (the container then stays on the engine's default bridge)."""
+        overlay = self._overlay
+        return overlay if overlay is not None and overlay.attachments(self.task) else None
 
     # ---- Controller --------------------------------------------------------------------------------------
     @property
@@ -237,7 +255,10 @@ class DockerController(BaseController):
         return self._health
 
     def saved(self) -> dict[str, Any]:
-        return {"container_id": self.container_id} if self.container_id else {}
+        out: dict[str, Any] = {"container_id": self.container_id} if self.container_id else {}
+        if self.port_status and self.overlay is not None:
+            out["port_status"] = self.port_status
+        return out
 
     @property
     def spec(self) -> ContainerSpec:
@@ -256,7 +277,9 @@ class DockerController(BaseController):
         try:
             if await self._find() is not None:
                 return  # created before (a repeated prepare, or an agent restart): adopt it
-            config = container_config(self.task, spec, self.node_id, publish_ip=self.publish_ip, owner=self.owner)
+            hosts = str(self.overlay.write_hosts(self.task)) if self.overlay is not None else None
+            config = container_config(self.task, spec, self.node_id, publish_ip=self.publish_ip, owner=self.owner,
+                                      hosts_file=hosts)
             if await self.engine.image_inspect(spec.image) is None:
                 log.info("docker: pulling %s for task %s", spec.image, self.task["id"])
                 try:
@@ -282,6 +305,7 @@ class DockerController(BaseController):
                 except EngineError as e:
                     raise ExecutorError(f"docker: starting the container failed: {e.message}") from e
                 ct = await self._require()
+            await self._attach(ct)
             self._observe_ports(ct)
             await self._until_healthy(ct)
         except EngineUnavailable as e:
@@ -311,6 +335,8 @@ class DockerController(BaseController):
             ct = await self._find()
             if ct is None:
                 raise ExitError("container is gone (removed outside shoal)", None)
+            if self.overlay is not None and not self.overlay.is_attached(str(self.task["id"])):
+                await self._attach(ct)  # adopted by a restarted agent: its forwarders, entries and hosts file
             self._observe(ct.get("State") or {})
             self._observe_ports(ct)
             ref = self.container_id or self.name
@@ -396,6 +422,8 @@ class DockerController(BaseController):
     async def _remove_recording_exit(self) -> None:
         ct = await self._find()
         if ct is None:
+            if self.overlay is not None:
+                await self.overlay.detach(str(self.task["id"]))
             return
         state = ct.get("State") or {}
         if not state.get("Running") and not _never_started(state):
@@ -404,8 +432,25 @@ class DockerController(BaseController):
             await self.engine.remove(self.container_id or self.name)
         except EngineError as e:
             raise ExecutorError(f"docker: removing the container failed: {e.message}") from e
+        if self.overlay is not None:
+            await self.overlay.detach(str(self.task["id"]))
+
+    async def _attach(self, ct: Obj) -> None:
+        """Plumb the running container into its overlay networks (agent/overlay.py); its host forwarders are
+        its port_status. A container that cannot be attached is stopped and the task fails."""
+        state = ct.get("State") or {}
+        if self.overlay is None or not state.get("Running") or not state.get("Pid"):
+            return
+        try:
+            self.port_status = await self.overlay.attach(self.task, int(state["Pid"]), self.port_status)
+        except (OverlayError, OSError) as e:
+            await self.overlay.detach(str(self.task["id"]))
+            await self._stop_and_remove()
+            raise ExecutorError(f"overlay: attaching the container to its networks failed: {e}") from e
 
     def _observe_ports(self, ct: Obj) -> None:
+        if self.overlay is not None:
+            return  # the agent's host forwarders, not the engine's bindings
         found = port_status(self.task, ct)
         if found is not None:
             self.port_status = found
@@ -471,12 +516,13 @@ class DockerExecutor(BaseExecutor):
     sweeps = True
 
     def __init__(self, host: str = DEFAULT_HOST, *, publish_ip: str = "", engine: DockerEngine | None = None,
-                 owner: Owner | None = None) -> None:
+                 owner: Owner | None = None, overlay: Overlay | None = None) -> None:
         """`owner` (cluster id and host name) labels every container, so `sweep` and `shoal down` find them
         whichever node id made them; without it only this node's containers are swept."""
         self.engine = engine or DockerEngine(host)
         self.publish_ip = publish_ip
         self.owner = owner
+        self.overlay = overlay  # containers attached to overlay networks (agent/overlay.py)
 
     @property
     def runtimes(self) -> tuple[str, ...]:
@@ -488,7 +534,7 @@ class DockerExecutor(BaseExecutor):
 
     def controller(self, task: Obj, *, node_id: str, saved: Mapping[str, Any] | None = None) -> DockerController:
         return DockerController(task, node_id=node_id, engine=self.engine, saved=saved, publish_ip=self.publish_ip,
-                                owner=self.owner)
+                                owner=self.owner, overlay=self.overlay)
 
     async def sweep(self, node_id: str, keep: Callable[[str], bool]) -> list[str]:
         """Remove this node's containers whose task is no longer assigned here (`keep(task_id)` false, checked

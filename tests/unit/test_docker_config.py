@@ -205,3 +205,34 @@ async def test_sweep_removes_unassigned_and_earlier_node_ids_of_this_host_only()
     config = container_config({"id": "t1", "service_name": "web", "slot": 1},
                               ContainerSpec.model_validate({"image": "busybox"}), "n1", owner=Owner("c1", "h1"))
     assert config["Labels"][LABEL_CLUSTER] == "c1" and config["Labels"][LABEL_HOST] == "h1"
+
+
+def test_overlay_attached_containers_get_no_engine_network_and_the_hosts_file() -> None:
+    """A container the agent attaches to overlay networks (agent/overlay.py): network mode none, no engine port
+    bindings (the agent's host forwarders stand in), the discovery hosts file on /etc/hosts."""
+    t = task({"image": "busybox"})
+    t["endpoint"] = {"ports": [{"protocol": "tcp", "target_port": 80, "published_port": 30001,
+                                "publish_mode": "ingress"}]}
+    cfg = container_config(t, ContainerSpec.model_validate({"image": "busybox"}), "n1", hosts_file="/s/hosts/tid1")
+    host = cfg["HostConfig"]
+    assert host["NetworkMode"] == "none" and host["PortBindings"] == {} and cfg["ExposedPorts"] == {}
+    assert {"Type": "bind", "Source": "/s/hosts/tid1", "Target": "/etc/hosts", "ReadOnly": True} in host["Mounts"]
+    plain = container_config(t, ContainerSpec.model_validate({"image": "busybox"}), "n1")
+    assert "NetworkMode" not in plain["HostConfig"] and plain["HostConfig"]["PortBindings"]
+
+
+async def test_overlay_check_names_what_is_missing_and_then_attaches_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent import overlay as overlay_mod
+    ov = overlay_mod.Overlay(tmp_path, node_id=lambda: "n1", addr="127.0.0.2")
+    t = {"id": "t1", "spec": {"networks": [{"target": "net1"}]},
+         "networks": [{"network_id": "net1", "addresses": ["10.0.1.3/24"]}]}
+    assert ov.attachments(t) == []  # not checked yet: nothing attached
+    monkeypatch.setattr(overlay_mod.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(overlay_mod.shutil, "which", lambda tool: None if tool == "bridge" else "/usr/bin/" + tool)
+    missing = await ov.check()
+    assert len(missing) == 2 and "root" in missing[0] and "`bridge`" in missing[1]
+    assert not ov.available and ov.attachments(t) == [] and ov.status()["missing"] == missing
+    executor = DockerExecutor("unix:///nonexistent.sock", overlay=ov)
+    assert executor.controller(t, node_id="n1").overlay is None  # the engine's default bridge, host ports
+    await executor.close()

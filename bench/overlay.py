@@ -1,0 +1,223 @@
+"""The containers' overlay data path (kernel: veth + bridge + VXLAN, agent/overlay.py) against a same-node bridge
+and against plain loopback, in the same run, with the same server and load generator.
+
+    sudo python bench/overlay.py             # 5 s per measurement, 32 concurrent clients, median of 3 rounds
+    sudo python bench/overlay.py --quick     # 2 s per measurement, one round
+
+Built with the agent's own plans (agent/overlay_plan.py), no Docker: two "nodes" (namespaces, as
+`agent/overlay.py` makes them: bridge with the gateway, VXLAN on the node's loopback address 127.0.0.2 / .3 with
+its derived port, neighbour/FDB entries for the other node's endpoints) and three "containers" (namespaces with a
+sleeping process, plumbed like a container's: a on node A, b on node B, c on node A). Paths:
+- `loopback`: generator and server in the host's namespace over 127.0.0.1 (the reference: no veth, no bridge);
+- `bridge`: a → c on one node (veth, bridge, veth);
+- `vxlan`: a → b across nodes (veth, bridge, VXLAN encapsulation over the underlay, bridge, veth).
+For each: short requests (C clients, a connection per request, `GET /` answered with 2 bytes): requests/s,
+p50/p99; bulk (one connection writing 64 KiB chunks): MB/s. The generator is Python and shares 2 cores with
+everything else, so the figures are the generator's ceiling as much as the kernel's: compare the ratios. The
+VIP balancers are the routing mesh's listener (bench/mesh.py measures it). Needs root; cleans up after itself
+(every namespace and link starts with `sh-bench`/`sh-`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agent import overlay_plan as plan  # noqa: E402
+
+NET = "benchnet"
+NODES = {"A": ("sh-bench-nA", "127.0.0.2"), "B": ("sh-bench-nB", "127.0.0.3")}
+ENDPOINTS = {"a": ("A", "10.203.0.3"), "b": ("B", "10.203.0.4"), "c": ("A", "10.203.0.5")}
+HTTP, SINK = 8080, 9000
+
+SERVER = r"""
+import asyncio, sys
+ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+async def http(r, w):
+    try:
+        await r.readuntil(b"\r\n\r\n")
+        w.write(ANSWER)
+        await w.drain()
+    except Exception:
+        pass
+    w.close()
+async def sink(r, w):
+    while await r.read(1 << 16):
+        pass
+    w.close()
+async def main():
+    host, http_port, sink_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    await asyncio.start_server(http, host, http_port, backlog=1024)
+    await asyncio.start_server(sink, host, sink_port)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def sh(*argv: str, check: bool = True) -> None:
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise SystemExit(f"bench: `{' '.join(argv)}` failed: {r.stderr.strip()}")
+
+
+def ep_ns(name: str) -> str:
+    return f"sh-bench-{name}"
+
+
+def setup(procs: list[subprocess.Popen[str]]) -> None:
+    subnet_gateway, prefix = "10.203.0.1", 24
+    for node, (ns, addr) in NODES.items():
+        for argv in plan.network_commands(ns, plan.vxlan_link("bench" + node, NET), plan.vni(NET), addr,
+                                          plan.vxlan_port(addr), subnet_gateway, prefix):
+            sh(*argv)
+    for name, (node, address) in ENDPOINTS.items():
+        sh("ip", "netns", "add", ep_ns(name))
+        sleeper = subprocess.Popen(["ip", "netns", "exec", ep_ns(name), "sleep", "3600"], text=True)
+        procs.append(sleeper)
+        time.sleep(0.1)  # `ip netns exec` has entered the namespace and exec'd sleep (same pid)
+        att = plan.Attachment(NET, 0, address, prefix, subnet_gateway)
+        host_end, ct_end = plan.veth_names("bench", name, 0)
+        for argv in plan.attach_commands(NODES[node][0], sleeper.pid, host_end, ct_end, att):
+            sh(*argv)
+    for node, (ns, _addr) in NODES.items():
+        peers = {plan.Peer(a, plan.mac(a), NODES[n][1], plan.vxlan_port(NODES[n][1]))
+                 for n, a in ENDPOINTS.values() if n != node}
+        for argv in plan.neighbour_commands(ns, peers, set()):
+            sh(*argv)
+
+
+def teardown(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
+    for name in ENDPOINTS:
+        sh("ip", "netns", "del", ep_ns(name), check=False)
+    for node, (ns, _) in NODES.items():
+        sh("ip", "netns", "del", ns, check=False)
+        sh("ip", "link", "del", plan.vxlan_link("bench" + node, NET), check=False)
+
+
+def start(argv: list[str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if "ready" not in proc.stdout.readline():
+        proc.kill()
+        raise SystemExit(f"bench: {argv} did not start")
+    return proc
+
+
+async def requests(host: str, port: int, clients: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+
+    async def client() -> None:
+        nonlocal errors
+        while loop.time() < end:
+            t0 = loop.time()
+            try:
+                r, w = await asyncio.open_connection(host, port)
+                w.write(b"GET / HTTP/1.0\r\nHost: bench\r\n\r\n")
+                data = await r.read()
+                w.close()
+                if not data.endswith(b"ok"):
+                    errors += 1
+                    continue
+            except OSError:
+                errors += 1
+                continue
+            latencies.append(loop.time() - t0)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+    return {"rps": len(latencies) / seconds, "p50_ms": pct(0.5), "p99_ms": pct(0.99), "errors": errors}
+
+
+async def bulk(host: str, port: int, seconds: float) -> dict[str, Any]:
+    _, w = await asyncio.open_connection(host, port)
+    chunk = b"x" * (1 << 16)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    sent = 0
+    while loop.time() < end:
+        w.write(chunk)
+        await w.drain()
+        sent += len(chunk)
+    w.close()
+    return {"mb_per_s": sent / seconds / 1e6}
+
+
+def measure(ns: str | None, host: str, args: argparse.Namespace) -> dict[str, Any]:
+    prefix = ["ip", "netns", "exec", ns] if ns else []
+    row: dict[str, Any] = {}
+    for kind, port in (("requests", HTTP), ("bulk", SINK)):
+        out = subprocess.run([*prefix, sys.executable, __file__, "--generate", kind, "--host", host, "--port",
+                              str(port), "--clients", str(args.clients), "--seconds", str(args.seconds)],
+                             capture_output=True, text=True, check=True)
+        row.update(json.loads(out.stdout))
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--generate", choices=["requests", "bulk"])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    args = p.parse_args()
+    if args.generate == "requests":
+        print(json.dumps(asyncio.run(requests(args.host, args.port, args.clients, args.seconds))))
+        return
+    if args.generate == "bulk":
+        print(json.dumps(asyncio.run(bulk(args.host, args.port, args.seconds))))
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("bench: needs root (namespaces, veths, VXLAN)")
+    if args.quick:
+        args.seconds, args.rounds = 2.0, 1
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        teardown([])  # what an interrupted run left
+        setup(procs)
+        procs.append(start([sys.executable, "-c", SERVER, "127.0.0.1", str(HTTP), str(SINK)]))
+        for name in ("b", "c"):
+            procs.append(start(["ip", "netns", "exec", ep_ns(name), sys.executable, "-c", SERVER, "0.0.0.0",
+                                str(HTTP), str(SINK)]))
+        paths = (("loopback", None, "127.0.0.1"), ("bridge", ep_ns("a"), ENDPOINTS["c"][1]),
+                 ("vxlan", ep_ns("a"), ENDPOINTS["b"][1]))
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in paths}
+        for _ in range(args.rounds):  # interleaved, so a burst of load elsewhere hits every path
+            for name, ns, host in paths:
+                runs[name].append(measure(ns, host, args))
+        med = {name: {k: sorted(r[k] for r in rows)[len(rows) // 2] for k in rows[0]} for name, rows in runs.items()}
+        print(f"{args.clients} clients, {args.seconds:g} s per measurement, median of {args.rounds} rounds")
+        print(f"{'path':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'bulk MB/s':>10}")
+        for name, r in med.items():
+            print(f"{name:<9} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7} "
+                  f"{r['mb_per_s']:>10.0f}")
+        v, b, lo = med["vxlan"], med["bridge"], med["loopback"]
+        print(f"vxlan / bridge:   req/s {v['rps'] / b['rps']:.2f}x, bulk {v['mb_per_s'] / b['mb_per_s']:.2f}x")
+        print(f"vxlan / loopback: req/s {v['rps'] / lo['rps']:.2f}x, bulk {v['mb_per_s'] / lo['mb_per_s']:.2f}x")
+    finally:
+        teardown(procs)
+
+
+if __name__ == "__main__":
+    main()
