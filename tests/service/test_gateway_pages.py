@@ -4,6 +4,7 @@ LocalStore records every full list)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -140,4 +141,31 @@ def test_finding_one_service_or_task_reads_no_full_list(client: TestClient, stor
         assert client.get(f"/v1/tasks/{ref}").json()["id"] == task["id"]
     assert client.get("/v1/tasks/web.1.zzzz").status_code == 404
     assert client.get("/v1/services/nope").status_code == 404
-    assert store.listed == []
+    assert [k for k, _ in store.listed if k == "task"] == []
+
+
+def test_task_lists_stream_as_json_or_ndjson_with_the_same_tasks(client: TestClient, store: SpyStore) -> None:
+    """`GET /v1/tasks` passes the store's encoded tasks through: the JSON answer (built around them, chunked)
+    and the NDJSON one carry exactly what the store holds, with the revision and the page token; and it
+    never lists a kind (a streamed page, not `list`)."""
+    web = create(client)
+    seed(client, store, web, 1234)  # more than one encoded chunk (wire.CHUNK)
+    held = sorted(store.mem.list("task"), key=lambda x: x["id"])
+    body = client.get("/v1/tasks", params={"service": "web"}).json()
+    assert body["items"] == held and body["next"] is None and body["revision"] == store.mem.revision
+
+    r = client.get("/v1/tasks", params={"service": "web"}, headers={"accept": "application/x-ndjson"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+    assert [json.loads(line) for line in r.text.splitlines()] == held
+    assert int(r.headers["shoal-revision"]) == store.mem.revision and "shoal-next" not in r.headers
+
+    first = client.get("/v1/tasks", params={"service": "web", "limit": 1000},
+                       headers={"accept": "application/x-ndjson"})
+    rest = client.get("/v1/tasks", params={"service": "web", "next": first.headers["shoal-next"]},
+                      headers={"accept": "application/x-ndjson"})
+    assert [json.loads(x)["id"] for x in (first.text + rest.text).splitlines()] == [x["id"] for x in held]
+
+    empty = client.get("/v1/tasks", params={"service": "web", "state": "failed"})
+    assert empty.json() == {"revision": store.mem.revision, "items": [], "next": None}
+    assert client.get("/v1/tasks", params={"service": "nope"}).status_code == 404  # refused before streaming
+    assert [k for k, _ in store.listed if k == "task"] == []
