@@ -69,16 +69,20 @@ def cmd_service_ls(a: argparse.Namespace) -> int:
     return list_objects(a, "/v1/services", table.SERVICE_HEADERS, table.service_rows)
 
 
-def service_tasks(gw: Gateway, refs: list[str]) -> list[dict[str, Any]]:
-    """Every task of the services `refs`: one streamed `GET /v1/tasks?service=` each (NDJSON, decoded as it
-    arrives; a 100k-task service is one answer, not 20 pages), following `Shoal-Next` should the gateway
-    ever cut the answer into pages."""
+#: what `service ps` shows of a task (the rest — above all the copy of the service's task spec — stays home)
+PS_FIELDS = "id,meta,service_id,service_name,slot,node_id,desired_state,status"
+
+
+def service_tasks(gw: Gateway, refs: list[str], fields: str | None = PS_FIELDS) -> list[dict[str, Any]]:
+    """Every task of the services `refs` (only `fields` of each): one streamed `GET /v1/tasks?service=` each
+    (NDJSON, decoded as it arrives; a 100k-task service is one answer, not 20 pages), following `Shoal-Next`
+    should the gateway ever cut the answer into pages."""
     tasks: list[dict[str, Any]] = []
     for ref in refs:
         token: str | None = ""
         while token is not None:
             headers: dict[str, str] = {}
-            params = {"service": ref, **({"next": token} if token else {})}
+            params = {"service": ref, **({"fields": fields} if fields else {}), **({"next": token} if token else {})}
             tasks.extend(gw.stream_records("/v1/tasks", params, "task list", headers))
             token = headers.get("shoal-next")
     return tasks

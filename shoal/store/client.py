@@ -138,7 +138,7 @@ class StoreClient:
         return Page(int(d["revision"]), self.readable.filter(kind, d["items"]), d.get("continue"))
 
     async def page_stream(self, kind: str, *, limit: int | None = None, cont: str | None = None,
-                          **filters: Any) -> wire.StreamedPage:
+                          fields: tuple[str, ...] | None = None, **filters: Any) -> wire.StreamedPage:
         """`page` as the member's NDJSON bytes, passed on undecoded (the gateway's task list). Fails over like
         any read until the member has answered with its headers; a connection that breaks later raises from
         the chunk iterator (httpx.HTTPError), since part of the page was handed on already."""
@@ -146,6 +146,8 @@ class StoreClient:
         for k, v in (("limit", limit), ("continue", cont)):
             if v is not None:
                 params[k] = str(v)
+        if fields is not None:
+            params["fields"] = ",".join(fields)
         if self._stale:
             params["stale"] = "true"
         resp = await self._request("GET", f"/v1/objects/{kind}", stream=True, params=params,

@@ -46,11 +46,11 @@ class LocalStore:
         return Page(self.mem.revision, copy.deepcopy(items), continue_token(last) if last is not None else None)
 
     async def page_stream(self, kind: str, *, limit: int | None = None, cont: str | None = None,
-                          **filters: Any) -> wire.StreamedPage:
+                          fields: tuple[str, ...] | None = None, **filters: Any) -> wire.StreamedPage:
         after = continue_after(cont) if cont else None
         items, last = self.mem.page(kind, limit=limit, after=after, **filters)
         return wire.StreamedPage(self.mem.revision, continue_token(last) if last is not None else None,
-                                 wire.ndjson_stream(items))
+                                 wire.ndjson_stream(wire.project(items, fields)))
 
     async def counts(self, kind: str, **filters: Any) -> tuple[int, builtins.list[dict[str, Any]]]:
         return self.mem.revision, copy.deepcopy(self.mem.counts(kind, **filters))

@@ -29,10 +29,11 @@ class Store(Protocol):
         once (in the version its page read); one created or removed during the walk may or may not."""
 
     async def page_stream(self, kind: str, *, limit: int | None = None, cont: str | None = None,
-                          **filters: Any) -> StreamedPage:
-        """`page` (field filters only) as NDJSON bytes to pass on without decoding them: one object per line,
-        the whole page read at one revision (`StreamedPage.revision`), `next` known before the first byte.
-        Unreadable objects are left out by the store."""
+                          fields: tuple[str, ...] | None = None, **filters: Any) -> StreamedPage:
+        """`page` (field filters only) as NDJSON bytes to pass on without decoding them: one object per line
+        (with `fields`, only those top-level fields and `id`: a list view's projection), the whole page read
+        at one revision (`StreamedPage.revision`), `next` known before the first byte. Unreadable objects are
+        left out by the store."""
 
     async def counts(self, kind: str, **filters: Any) -> tuple[int, builtins.list[dict[str, Any]]]:
         """(revision, groups): linearizable counts of `kind` by its counted fields (MemoryStore.counts)."""

@@ -25,6 +25,28 @@ CONTINUE_HEADER = "shoal-continue"
 CHUNK = 500  # objects per encoded chunk: ~430 KB of tasks
 
 
+def parse_fields(raw: str | None, allowed: frozenset[str] | None = None) -> tuple[str, ...] | None:
+    """The `fields` of a list request (`id,status,node_id`: top-level fields to keep of each object; `id` is
+    always kept), None when not given. ValueError, saying what to fix, for an empty or malformed list or, with
+    `allowed`, a field not in it."""
+    if raw is None:
+        return None
+    names = [f.strip() for f in raw.split(",")]
+    bad = [f for f in names if not f or not f.replace("_", "").isalnum() or not f.isascii() or len(f) > 64]
+    if bad or len(names) > 64:
+        raise ValueError(f"fields must be a comma-separated list of at most 64 top-level field names, not {raw!r}")
+    if allowed is not None and (unknown := sorted(set(names) - allowed)):
+        raise ValueError(f"unknown field(s) {unknown}; fields are {sorted(allowed)}")
+    return tuple(dict.fromkeys(["id", *names]))
+
+
+def project(objs: Iterable[dict[str, Any]], fields: tuple[str, ...] | None) -> Iterable[dict[str, Any]]:
+    """Each object with only `fields` (those it has), or the objects as they are when `fields` is None."""
+    if fields is None:
+        return objs
+    return ({f: o[f] for f in fields if f in o} for o in objs)
+
+
 def dumps(obj: Any) -> bytes:
     """Compact JSON bytes. orjson first; what it refuses (an integer beyond 64 bits, a non-string key — neither
     ever stored by shoal itself, but JSON allows the first) falls back to the standard library."""

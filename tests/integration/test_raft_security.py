@@ -283,3 +283,9 @@ def test_streamed_lists_keep_every_refusal_and_redaction(cluster: RaftProcs) -> 
 
             assert [s["spec"].get("data") for s in streamed(gw)] == ["c2VjcmV0"]  # control: a payload reader
             assert [s["spec"] for s in streamed(scheduler)] == [{"name": "stream-secret"}]
+            projected = scheduler.get(cluster.url(i) + "/v1/objects/secret", headers=NDJSON,
+                                      params={"id_prefix": "sec-stream", "fields": "spec"})
+            assert [json.loads(x) for x in projected.text.splitlines()] == [
+                {"id": "sec-stream", "spec": {"name": "stream-secret"}}]  # projected after the redaction
+            bad = scheduler.get(cluster.url(i) + "/v1/objects/secret", params={"fields": "spec.data"})
+            assert bad.status_code == 400 and "fields" in bad.json()["message"]

@@ -169,3 +169,22 @@ def test_task_lists_stream_as_json_or_ndjson_with_the_same_tasks(client: TestCli
     assert empty.json() == {"revision": store.mem.revision, "items": [], "next": None}
     assert client.get("/v1/tasks", params={"service": "nope"}).status_code == 404  # refused before streaming
     assert [k for k, _ in store.listed if k == "task"] == []
+
+
+def test_a_task_list_projects_fields_in_the_store_and_refuses_unknown_ones(client: TestClient,
+                                                                         store: SpyStore) -> None:
+    web = create(client)
+    seed(client, store, web, 20)
+    held = sorted(store.mem.list("task"), key=lambda x: x["id"])
+    want = [{"id": x["id"], "slot": x["slot"], "status": x["status"]} for x in held]
+    r = client.get("/v1/tasks", params={"service": "web", "fields": "slot,status"},
+                   headers={"accept": "application/x-ndjson"})
+    assert [json.loads(line) for line in r.text.splitlines()] == want
+    assert client.get("/v1/tasks", params={"fields": "slot,status"}).json()["items"] == want
+    before = store.mem.revision
+    for bad in ("slot,sttaus", "", "slot,,status", "spec.name"):
+        r = client.get("/v1/tasks", params={"fields": bad})
+        assert r.status_code == 400 and r.json()["code"] == "invalid_argument", (bad, r.text)
+        assert "field" in r.json()["message"]
+    assert "sttaus" in client.get("/v1/tasks", params={"fields": "slot,sttaus"}).json()["message"]
+    assert store.mem.revision == before

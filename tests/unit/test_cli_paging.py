@@ -37,6 +37,8 @@ def test_service_ps_streams_ndjson_and_follows_next(capsys: pytest.CaptureFixtur
     assert [p.get("next") for p, _ in seen] == [None, "tok1"]
     assert all(p["service"] == "web" and "limit" not in p and accept == "application/x-ndjson"
                for p, accept in seen)
+    assert all(set(p["fields"].split(",")) >= {"id", "slot", "status", "node_id", "desired_state"} and
+               "spec" not in p["fields"].split(",") for p, _ in seen)  # only what the table shows
 
 
 def test_service_ps_reports_a_line_that_is_not_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ from services.gateway import lookup
 from services.gateway.context import GatewayContext, get_context
 from services.gateway.routes.nodes import find_node
 from services.gateway.routes.services import find_service
-from shoal.errors import NotFound
+from shoal.errors import InvalidArgument, NotFound
 from shoal.ids import ID_LENGTH
 from shoal.models.kinds import Kind
 from shoal.models.objects import task_name
@@ -26,6 +26,10 @@ Ctx = Annotated[GatewayContext, Depends(get_context)]
 
 
 MAX_PAGE = 10_000
+#: the top-level fields of a task (docs/api.md), which `fields=` may name
+TASK_FIELDS = frozenset({"id", "meta", "service_id", "service_name", "slot", "node_id", "desired_state",
+                         "spec_version", "spec", "runtime", "status", "endpoint_spec", "job_iteration",
+                         "created_by", "networks", "endpoint", "assigned_generic_resources"})
 REVISION_HEADER = "Shoal-Revision"
 NEXT_HEADER = "Shoal-Next"
 LISTED: dict[int | str, dict[str, Any]] = {200: {
@@ -46,6 +50,8 @@ async def list_tasks(
     limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE,
                                        description="at most this many tasks (then `next` continues)")] = None,
     next_token: Annotated[str | None, Query(alias="next", description="the `next` token of the previous page")] = None,
+    fields: Annotated[str | None, Query(description="only these top-level task fields (comma-separated; `id` "
+                                        "always): a list view's projection, e.g. `shoal service ps`'s")] = None,
 ) -> StreamingResponse:
     """Tasks in id order. Without `limit`: all that match, in one answer. With it: one page and `next`, the
     token for the following page (null on the last). Each page is a linearizable read of its own: a task that
@@ -54,6 +60,10 @@ async def list_tasks(
     The store's encoded tasks are passed through as they arrive (never decoded here): `{"revision", "items",
     "next"}` built around them as a chunked answer, or the store's NDJSON as it is when the client asks for
     `application/x-ndjson` (what `shoal service ps` reads)."""
+    try:
+        wanted = wire.parse_fields(fields, TASK_FIELDS)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
     filters: dict[str, str] = {}
     # A deleted service's tasks live on until the reaper deletes them, so a full object id that no longer
     # resolves still filters by that literal id (yielding [] when nothing matches); a name that does not
@@ -66,7 +76,7 @@ async def list_tasks(
         filters["desired_state"] = str(desired_state)
     if state is not None:
         filters["status.state"] = str(state)
-    page = await ctx.store.page_stream(Kind.TASK, limit=limit, cont=next_token, **filters)
+    page = await ctx.store.page_stream(Kind.TASK, limit=limit, cont=next_token, fields=wanted, **filters)
     if wire.NDJSON in request.headers.get("accept", ""):
         headers = {REVISION_HEADER: str(page.revision)}
         if page.next is not None:

@@ -54,6 +54,10 @@ def router(ctx: Context) -> APIRouter:
         token = filters.pop("continue", None)
         after = continue_after(token) if token else None
         name, id_prefix = filters.pop("name", None), filters.pop("id_prefix", None)
+        try:
+            fields = wire.parse_fields(filters.pop("fields", None))
+        except ValueError as e:
+            raise InvalidArgument(f"store: {e}") from None
         await ctx.barrier(stale)
         objs, last = mem.page(kind, limit=limit, after=after, name=name, id_prefix=id_prefix, **filters)
         token = continue_token(last) if last is not None else None
@@ -61,12 +65,13 @@ def router(ctx: Context) -> APIRouter:
             # Streamed: the objects were taken by reference at this revision (the store replaces an object on
             # write, never changes one in place), so the answer is this page as of now however long the
             # client takes; each chunk is encoded when the client is ready for it.
-            visible = redact_objects(component, kind, readable.filter(kind, objs))
+            visible = wire.project(redact_objects(component, kind, readable.filter(kind, objs)), fields)
             headers = {wire.REVISION_HEADER: str(mem.revision)}
             if token is not None:
                 headers[wire.CONTINUE_HEADER] = token
             return StreamingResponse(wire.ndjson_stream(visible), media_type=wire.NDJSON, headers=headers)
-        return json_response({"revision": mem.revision, "items": redact_objects(component, kind, objs),
+        return json_response({"revision": mem.revision,
+                              "items": list(wire.project(redact_objects(component, kind, objs), fields)),
                               "continue": token})
 
     @r.get("/v1/counts/{kind}")
