@@ -128,7 +128,7 @@ async def best(rounds: int, fn: Callable[[], Awaitable[Any]], name: str = "") ->
     return min(times)
 
 
-async def run(tasks: int, services: int, rounds: int) -> dict[str, float]:
+async def run(tasks: int, services: int, rounds: int, only_tasks: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="shoal-bench-listing-") as tmp:
         cluster = RaftProcs(Path(tmp), 1).start_all()
         try:
@@ -146,7 +146,7 @@ async def run(tasks: int, services: int, rounds: int) -> dict[str, float]:
                                            timeout=120.0)
                     old = httpx.AsyncClient(transport=httpx.ASGITransport(app=old_app(store)),
                                             base_url="http://gateway", timeout=120.0)
-                    return await measure(gw, old, cli, store, tasks, services, rounds)
+                    return await measure(gw, old, cli, store, tasks, services, rounds, only_tasks)
             finally:
                 cli.close()
                 gw_proc.terminate()
@@ -156,7 +156,7 @@ async def run(tasks: int, services: int, rounds: int) -> dict[str, float]:
 
 
 async def measure(gw: httpx.AsyncClient, old: httpx.AsyncClient, cli: Gateway, store: StoreClient, tasks: int,
-                  services: int, rounds: int) -> dict[str, float]:
+                  services: int, rounds: int, only_tasks: bool = False) -> dict[str, float]:
     made = []
     for i in range(services):
         spec = {"name": f"svc{i}", "mode": {"replicated": {"replicas": tasks // services}},
@@ -252,6 +252,8 @@ async def measure(gw: httpx.AsyncClient, old: httpx.AsyncClient, cli: Gateway, s
         ("GET /v1/services", services_ls),
         ("old: services by listing every task", old_services_ls),
     ]
+    if only_tasks:
+        ops = [(k, f) for k, f in ops if "services" not in k and "inspect" not in k]
     out = {}
     for label, fn in ops:
         out[label] = await best(rounds, fn, label)
@@ -267,9 +269,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--tasks", type=int, default=100_000)
     p.add_argument("--services", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--only-tasks", action="store_true", help="only the task lists (skip the service reads)")
     a = p.parse_args(argv)
     print(f"listing: {a.tasks} tasks, {a.services} service(s), best of {a.rounds}; load {loadavg()}", flush=True)
-    r = asyncio.run(run(a.tasks, a.services, a.rounds))
+    r = asyncio.run(run(a.tasks, a.services, a.rounds, a.only_tasks))
     print(f"  {'operation':45s} {'wall':>10s} {'CPU (gateway+client, store)':>28s}")
     for k, v in r.items():
         print(f"  {k:45s} {v * 1e3:7.1f} ms {listing_cpu(k) * 1e3:21.1f} ms")
@@ -277,6 +280,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ps, all_e2e = r[PS], r["TLS: GET /v1/tasks (all), gateway process"]
     print(f"vs the {TARGET:.0f} s target: GET /v1/tasks over TLS {all_e2e / TARGET:.2f}x, service ps "
           f"{ps / TARGET:.2f}x ({'met' if max(ps, all_e2e) <= TARGET else 'MISSED'} at {a.tasks} tasks)")
+    if a.only_tasks:
+        print(f"CPU ratios (now / old): all tasks {c['GET /v1/tasks (all)'] / c['old: GET /v1/tasks (all)']:.2f}x, "
+              f"service ps {c[PS] / c[OLD_PS]:.2f}x; wall: all tasks "
+              f"{r['GET /v1/tasks (all)'] / r['old: GET /v1/tasks (all)']:.2f}x, service ps {ps / r[OLD_PS]:.2f}x "
+              f"(load {loadavg()})", flush=True)
+        return r
     print(f"CPU ratios (now / old): all tasks {c['GET /v1/tasks (all)'] / c['old: GET /v1/tasks (all)']:.2f}x, "
           f"service ps {c[PS] / c[OLD_PS]:.2f}x, "
           f"inspect {c['GET /v1/services/{name}'] / c['old: inspect by listing']:.3f}x, "
