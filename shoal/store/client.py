@@ -158,7 +158,7 @@ class StoreClient:
             await resp.aclose()
             raise Unavailable(f"store: a streamed {kind} page came without a valid {wire.REVISION_HEADER} "
                               "header") from e
-        return wire.StreamedPage(revision, resp.headers.get(wire.CONTINUE_HEADER), resp.aiter_raw(), resp.aclose)
+        return wire.StreamedPage(revision, resp.headers.get(wire.CONTINUE_HEADER), resp.aiter_bytes(), resp.aclose)
 
     async def counts(self, kind: str, **filters: Any) -> tuple[int, builtins.list[dict[str, Any]]]:
         params = {k: str(v) for k, v in filters.items() if v is not None}
