@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from shoal.models.objects import new_task, task_status
 from shoal.models.states import TaskState
 from shoal.store import txn as t
+from shoal.store import wire
 from shoal.store.local import LocalStore
 from shoal.store.txn import Obj
 from tests.service.test_gateway_api import create, make_client, run
@@ -188,3 +189,24 @@ def test_a_task_list_projects_fields_in_the_store_and_refuses_unknown_ones(clien
         assert "field" in r.json()["message"]
     assert "sttaus" in client.get("/v1/tasks", params={"fields": "slot,sttaus"}).json()["message"]
     assert store.mem.revision == before
+
+
+def test_the_store_stream_is_released_once_the_answer_is_sent(client: TestClient, store: SpyStore) -> None:
+    web = create(client)
+    seed(client, store, web, 3)
+    released: list[str] = []
+    opened = store.page_stream
+
+    async def tracked(kind: str, **kw: Any) -> wire.StreamedPage:
+        page = await opened(kind, **kw)
+
+        async def aclose() -> None:
+            released.append(kind)
+
+        return wire.StreamedPage(page.revision, page.next, page.chunks, aclose)
+
+    store.page_stream = tracked  # type: ignore[method-assign]
+    assert len(client.get("/v1/tasks").json()["items"]) == 3
+    r = client.get("/v1/tasks", headers={"accept": "application/x-ndjson"})
+    assert len(r.text.splitlines()) == 3
+    assert released == ["task", "task"]
