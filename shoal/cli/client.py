@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from shoal.cli import identity
+from shoal.store import wire
 from shoal.transport import sync_http_client
 
 DEFAULT_URL = "https://127.0.0.1:4242"
@@ -91,6 +92,29 @@ class Gateway:
                         yield line, json.loads(line)
         except httpx.HTTPError as e:
             raise CliError(f"the {what} stream from {self.url} broke: {e}") from e
+
+    def stream_records(self, path: str, params: dict[str, str], what: str,
+                       headers_out: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+        """The records of a list answered as NDJSON (`Accept: application/x-ndjson`: `GET /v1/tasks`), read and
+        decoded as they arrive (orjson; bytes split on line breaks, no text decoding per line). The answer's
+        headers go to `headers_out`. An error status raises ApiError; a broken stream CliError naming `what`."""
+        try:
+            with self.http.stream("GET", path, params=params, headers={"accept": wire.NDJSON},
+                                  timeout=httpx.Timeout(30.0, read=None)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise ApiError(resp.status_code, error_message(resp), error_code(resp))
+                if headers_out is not None:
+                    headers_out.update(resp.headers)
+                for line in wire.split_lines(resp.iter_bytes()):
+                    yield wire.loads(line)
+        except httpx.ConnectError as e:
+            raise CliError(f"cannot reach the shoal gateway at {self.url} ({e}); is the cluster running "
+                           "(`shoal up`)? Point SHOAL_URL or --url at a gateway.") from e
+        except httpx.HTTPError as e:
+            raise CliError(f"the {what} stream from {self.url} broke: {e}") from e
+        except ValueError as e:
+            raise CliError(f"the {what} stream from {self.url} sent a line that is not JSON: {e}") from e
 
     def close(self) -> None:
         if self._owned:

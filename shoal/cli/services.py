@@ -69,24 +69,37 @@ def cmd_service_ls(a: argparse.Namespace) -> int:
     return list_objects(a, "/v1/services", table.SERVICE_HEADERS, table.service_rows)
 
 
+#: what `service ps` shows of a task (the rest — above all the copy of the service's task spec — stays home)
+PS_FIELDS = "id,meta,service_id,service_name,slot,node_id,desired_state,status"
+
+
+def service_tasks(gw: Gateway, refs: list[str], fields: str | None = PS_FIELDS) -> list[dict[str, Any]]:
+    """Every task of the services `refs` (only `fields` of each): one streamed `GET /v1/tasks?service=` each
+    (NDJSON, decoded as it arrives; a 100k-task service is one answer, not 20 pages), following `Shoal-Next`
+    should the gateway ever cut the answer into pages."""
+    tasks: list[dict[str, Any]] = []
+    for ref in refs:
+        token: str | None = ""
+        while token is not None:
+            headers: dict[str, str] = {}
+            params = {"service": ref, **({"fields": fields} if fields else {}), **({"next": token} if token else {})}
+            tasks.extend(gw.stream_records("/v1/tasks", params, "task list", headers))
+            token = headers.get("shoal-next")
+    return tasks
+
+
 def cmd_service_ps(a: argparse.Namespace) -> int:
     gw = gateway_of(a)
     try:
-        tasks: list[dict[str, Any]] = []
-        for ref in a.services:  # paged: a 100k-task service is read 5,000 tasks at a time
-            token: str | None = ""
-            while token is not None:
-                d = gw.get("/v1/tasks", service=ref, limit="5000", **({"next": token} if token else {}))
-                tasks += d["items"]
-                token = d.get("next")
+        tasks = service_tasks(gw, a.services)
         nodes = {n["id"]: table.hostname(n) or table.short_id(n["id"]) for n in gw.items("/v1/nodes")}
     finally:
         gw.close()
-    rows = table.task_rows(tasks, nodes, time.time(), no_trunc=a.no_trunc)
     if a.quiet:
         for t in sorted(tasks, key=lambda t: t["id"]):
             print(t["id"])
         return 0
+    rows = table.task_rows(tasks, nodes, time.time(), no_trunc=a.no_trunc)
     print(table.format_table(table.TASK_HEADERS, rows))
     return 0
 

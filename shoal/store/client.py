@@ -28,6 +28,7 @@ import httpx
 
 from shoal.errors import OutcomeUnknown, ShoalError, Unavailable, error_from_response
 from shoal.models.stored import Readable
+from shoal.store import wire
 from shoal.store.txn import Obj, Op, Page, TxnResult, WatchBatch
 from shoal.transport import Credentials, http_client
 
@@ -60,7 +61,9 @@ class StoreClient:
         # raftstore port requires a certificate).
         self._http = client or http_client(creds, timeout=timeout)
 
-    async def _request(self, method: str, path: str, *, write: bool = False, **kwargs: Any) -> Any:
+    async def _request(self, method: str, path: str, *, write: bool = False, stream: bool = False,
+                       **kwargs: Any) -> Any:
+        """The decoded answer, or with `stream` the open httpx.Response (status < 400; the caller closes it)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._retry_for
         last: Exception | None = None
@@ -68,7 +71,11 @@ class StoreClient:
         while True:
             base = self.members[self._current]
             try:
-                resp = await self._http.request(method, base + path, **kwargs)
+                if stream:
+                    resp = await self._http.send(self._http.build_request(method, base + path, **kwargs),
+                                                 stream=True)
+                else:
+                    resp = await self._http.request(method, base + path, **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
                 last = e  # never reached the member: safe to try the next one, even for a write
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
@@ -86,7 +93,10 @@ class StoreClient:
                 last = e
             else:
                 if resp.status_code < 400:
-                    return resp.json()
+                    return resp if stream else resp.json()
+                if stream:
+                    await resp.aread()
+                    await resp.aclose()
                 err = error_from_response(resp)
                 if not isinstance(err, Unavailable):
                     raise err
@@ -126,6 +136,29 @@ class StoreClient:
             params["stale"] = "true"
         d = await self._request("GET", f"/v1/objects/{kind}", params=params)
         return Page(int(d["revision"]), self.readable.filter(kind, d["items"]), d.get("continue"))
+
+    async def page_stream(self, kind: str, *, limit: int | None = None, cont: str | None = None,
+                          fields: tuple[str, ...] | None = None, **filters: Any) -> wire.StreamedPage:
+        """`page` as the member's NDJSON bytes, passed on undecoded (the gateway's task list). Fails over like
+        any read until the member has answered with its headers; a connection that breaks later raises from
+        the chunk iterator (httpx.HTTPError), since part of the page was handed on already."""
+        params = {k: str(v) for k, v in filters.items() if v is not None}
+        for k, v in (("limit", limit), ("continue", cont)):
+            if v is not None:
+                params[k] = str(v)
+        if fields is not None:
+            params["fields"] = ",".join(fields)
+        if self._stale:
+            params["stale"] = "true"
+        resp = await self._request("GET", f"/v1/objects/{kind}", stream=True, params=params,
+                                   headers={"accept": wire.NDJSON})
+        try:
+            revision = int(resp.headers[wire.REVISION_HEADER])
+        except (KeyError, ValueError) as e:
+            await resp.aclose()
+            raise Unavailable(f"store: a streamed {kind} page came without a valid {wire.REVISION_HEADER} "
+                              "header") from e
+        return wire.StreamedPage(revision, resp.headers.get(wire.CONTINUE_HEADER), resp.aiter_bytes(), resp.aclose)
 
     async def counts(self, kind: str, **filters: Any) -> tuple[int, builtins.list[dict[str, Any]]]:
         params = {k: str(v) for k, v in filters.items() if v is not None}

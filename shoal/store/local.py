@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from shoal.store import wire
 from shoal.store.memory import MemoryStore, validate_txn
 from shoal.store.txn import Obj, Op, Page, TxnResult, WatchBatch, continue_after, continue_token
 
@@ -43,6 +44,13 @@ class LocalStore:
         after = continue_after(cont) if cont else None
         items, last = self.mem.page(kind, limit=limit, after=after, name=name, id_prefix=id_prefix, **filters)
         return Page(self.mem.revision, copy.deepcopy(items), continue_token(last) if last is not None else None)
+
+    async def page_stream(self, kind: str, *, limit: int | None = None, cont: str | None = None,
+                          fields: tuple[str, ...] | None = None, **filters: Any) -> wire.StreamedPage:
+        after = continue_after(cont) if cont else None
+        items, last = self.mem.page(kind, limit=limit, after=after, **filters)
+        return wire.StreamedPage(self.mem.revision, continue_token(last) if last is not None else None,
+                                 wire.ndjson_stream(wire.project(items, fields)))
 
     async def counts(self, kind: str, **filters: Any) -> tuple[int, builtins.list[dict[str, Any]]]:
         return self.mem.revision, copy.deepcopy(self.mem.counts(kind, **filters))

@@ -7,6 +7,7 @@ import builtins
 from typing import Any, Protocol
 
 from shoal.store.txn import Obj, Op, Page, TxnResult, WatchBatch
+from shoal.store.wire import StreamedPage
 
 
 class Store(Protocol):
@@ -26,6 +27,13 @@ class Store(Protocol):
         previous page, filtered in the store (fields, `name` through the name index, `id_prefix`). Pages are
         read one by one, each at its own revision: an object that exists throughout a walk appears exactly
         once (in the version its page read); one created or removed during the walk may or may not."""
+
+    async def page_stream(self, kind: str, *, limit: int | None = None, cont: str | None = None,
+                          fields: tuple[str, ...] | None = None, **filters: Any) -> StreamedPage:
+        """`page` (field filters only) as NDJSON bytes to pass on without decoding them: one object per line
+        (with `fields`, only those top-level fields and `id`: a list view's projection), the whole page read
+        at one revision (`StreamedPage.revision`), `next` known before the first byte. Unreadable objects are
+        left out by the store."""
 
     async def counts(self, kind: str, **filters: Any) -> tuple[int, builtins.list[dict[str, Any]]]:
         """(revision, groups): linearizable counts of `kind` by its counted fields (MemoryStore.counts)."""

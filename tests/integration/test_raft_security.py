@@ -6,6 +6,7 @@ without disturbing the cluster, next to a control showing the same request from 
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import ssl
@@ -255,3 +256,36 @@ def test_raft_peers_refuse_plaintext_other_components_and_wrong_node_ids(cluster
               [Message(MsgType.VOTE, to=target, frm=other, term=now + 1, context=b"transfer")])
     eventually(lambda: term_of(cluster, target) > now, 10, "the genuine peer's message to be delivered")
     cluster.wait_leader(20)  # the cluster settles in the new term
+
+
+NDJSON = {"accept": "application/x-ndjson"}
+
+
+def test_streamed_lists_keep_every_refusal_and_redaction(cluster: RaftProcs) -> None:
+    """The NDJSON list (`Accept: application/x-ndjson`, the gateway's task list) goes through the same checks
+    as the JSON one: a worker is refused, kind `ca` is the CA's, and secret payloads reach only the gateway
+    and the dispatcher."""
+    lead, follower = follower_of(cluster)
+    secret = {"id": "sec-stream", "spec": {"name": "stream-secret", "data": "c2VjcmV0"}}
+    with client(cluster, "gateway") as gw, client(cluster, "scheduler") as scheduler, \
+            client(cluster, "agent", pki.WORKER) as worker:
+        assert gw.post(cluster.url(lead) + "/v1/txn", json=txn("secret", secret)).status_code == 200
+        refused(worker.get(cluster.url(lead) + "/v1/objects/secret", headers=NDJSON), "only manager")
+        for i in (lead, follower):
+            refused(gw.get(cluster.url(i) + "/v1/objects/ca", headers=NDJSON), "readable only by the CA")
+
+            def streamed(who: httpx.Client, i: int = i) -> list[dict[str, Any]]:
+                r = who.get(cluster.url(i) + "/v1/objects/secret", params={"id_prefix": "sec-stream"},
+                            headers=NDJSON)
+                assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson", r.text
+                assert int(r.headers["shoal-revision"]) > 0
+                return [json.loads(line) for line in r.text.splitlines()]
+
+            assert [s["spec"].get("data") for s in streamed(gw)] == ["c2VjcmV0"]  # control: a payload reader
+            assert [s["spec"] for s in streamed(scheduler)] == [{"name": "stream-secret"}]
+            projected = scheduler.get(cluster.url(i) + "/v1/objects/secret", headers=NDJSON,
+                                      params={"id_prefix": "sec-stream", "fields": "spec"})
+            assert [json.loads(x) for x in projected.text.splitlines()] == [
+                {"id": "sec-stream", "spec": {"name": "stream-secret"}}]  # projected after the redaction
+            bad = scheduler.get(cluster.url(i) + "/v1/objects/secret", params={"fields": "spec.data"})
+            assert bad.status_code == 400 and "fields" in bad.json()["message"]

@@ -20,6 +20,7 @@ from shoal.models.objects import new_task, task_status
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
 from shoal.store.txn import Obj, Op, Page, TxnResult, WatchBatch
+from shoal.store.wire import StreamedPage
 from tests.service.gateway_kit import fingerprint, run
 
 pytestmark = pytest.mark.timeout(30)
@@ -434,6 +435,9 @@ class DownStore:
         return await self._fail()  # type: ignore[no-any-return]
 
     async def page(self, kind: str, **filters: Any) -> Page:
+        return await self._fail()  # type: ignore[no-any-return]
+
+    async def page_stream(self, kind: str, **filters: Any) -> StreamedPage:
         return await self._fail()  # type: ignore[no-any-return]
 
     async def counts(self, kind: str, **filters: Any) -> tuple[int, list[dict[str, Any]]]:

@@ -4,6 +4,7 @@ LocalStore records every full list)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from shoal.models.objects import new_task, task_status
 from shoal.models.states import TaskState
 from shoal.store import txn as t
+from shoal.store import wire
 from shoal.store.local import LocalStore
 from shoal.store.txn import Obj
 from tests.service.test_gateway_api import create, make_client, run
@@ -140,4 +142,71 @@ def test_finding_one_service_or_task_reads_no_full_list(client: TestClient, stor
         assert client.get(f"/v1/tasks/{ref}").json()["id"] == task["id"]
     assert client.get("/v1/tasks/web.1.zzzz").status_code == 404
     assert client.get("/v1/services/nope").status_code == 404
-    assert store.listed == []
+    assert [k for k, _ in store.listed if k == "task"] == []
+
+
+def test_task_lists_stream_as_json_or_ndjson_with_the_same_tasks(client: TestClient, store: SpyStore) -> None:
+    """`GET /v1/tasks` passes the store's encoded tasks through: the JSON answer (built around them, chunked)
+    and the NDJSON one carry exactly what the store holds, with the revision and the page token; and it
+    never lists a kind (a streamed page, not `list`)."""
+    web = create(client)
+    seed(client, store, web, 1234)  # more than one encoded chunk (wire.CHUNK)
+    held = sorted(store.mem.list("task"), key=lambda x: x["id"])
+    body = client.get("/v1/tasks", params={"service": "web"}).json()
+    assert body["items"] == held and body["next"] is None and body["revision"] == store.mem.revision
+
+    r = client.get("/v1/tasks", params={"service": "web"}, headers={"accept": "application/x-ndjson"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+    assert [json.loads(line) for line in r.text.splitlines()] == held
+    assert int(r.headers["shoal-revision"]) == store.mem.revision and "shoal-next" not in r.headers
+
+    first = client.get("/v1/tasks", params={"service": "web", "limit": 1000},
+                       headers={"accept": "application/x-ndjson"})
+    rest = client.get("/v1/tasks", params={"service": "web", "next": first.headers["shoal-next"]},
+                      headers={"accept": "application/x-ndjson"})
+    assert [json.loads(x)["id"] for x in (first.text + rest.text).splitlines()] == [x["id"] for x in held]
+
+    empty = client.get("/v1/tasks", params={"service": "web", "state": "failed"})
+    assert empty.json() == {"revision": store.mem.revision, "items": [], "next": None}
+    assert client.get("/v1/tasks", params={"service": "nope"}).status_code == 404  # refused before streaming
+    assert [k for k, _ in store.listed if k == "task"] == []
+
+
+def test_a_task_list_projects_fields_in_the_store_and_refuses_unknown_ones(client: TestClient,
+                                                                         store: SpyStore) -> None:
+    web = create(client)
+    seed(client, store, web, 20)
+    held = sorted(store.mem.list("task"), key=lambda x: x["id"])
+    want = [{"id": x["id"], "slot": x["slot"], "status": x["status"]} for x in held]
+    r = client.get("/v1/tasks", params={"service": "web", "fields": "slot,status"},
+                   headers={"accept": "application/x-ndjson"})
+    assert [json.loads(line) for line in r.text.splitlines()] == want
+    assert client.get("/v1/tasks", params={"fields": "slot,status"}).json()["items"] == want
+    before = store.mem.revision
+    for bad in ("slot,sttaus", "", "slot,,status", "spec.name"):
+        r = client.get("/v1/tasks", params={"fields": bad})
+        assert r.status_code == 400 and r.json()["code"] == "invalid_argument", (bad, r.text)
+        assert "field" in r.json()["message"]
+    assert "sttaus" in client.get("/v1/tasks", params={"fields": "slot,sttaus"}).json()["message"]
+    assert store.mem.revision == before
+
+
+def test_the_store_stream_is_released_once_the_answer_is_sent(client: TestClient, store: SpyStore) -> None:
+    web = create(client)
+    seed(client, store, web, 3)
+    released: list[str] = []
+    opened = store.page_stream
+
+    async def tracked(kind: str, **kw: Any) -> wire.StreamedPage:
+        page = await opened(kind, **kw)
+
+        async def aclose() -> None:
+            released.append(kind)
+
+        return wire.StreamedPage(page.revision, page.next, page.chunks, aclose)
+
+    store.page_stream = tracked  # type: ignore[method-assign]
+    assert len(client.get("/v1/tasks").json()["items"]) == 3
+    r = client.get("/v1/tasks", headers={"accept": "application/x-ndjson"})
+    assert len(r.text.splitlines()) == 3
+    assert released == ["task", "task"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from shoal.errors import NotFound, OutcomeUnknown
+from shoal.errors import InvalidArgument, NotFound, OutcomeUnknown, Unavailable
 from shoal.store import txn as t
 from shoal.store.client import StoreClient
 
@@ -68,3 +68,35 @@ async def test_list_skips_objects_no_consumer_can_read() -> None:
     _, tasks = await client.list("lease")  # kinds without a rule pass through
     assert len(tasks) == 4
     await client.close()
+
+
+async def test_a_streamed_page_fails_over_until_headers_and_hands_the_bytes_on_undecoded() -> None:
+    seen: list[tuple[str, str, str]] = []
+    body = b'{"id":"a"}\n{"id":"b"}\n'
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append((str(req.url.host), req.headers["accept"], req.url.params.get("fields", "")))
+        if req.url.host == "m0":
+            raise httpx.ConnectError("refused", request=req)
+        return httpx.Response(200, content=body, headers={"shoal-revision": "9", "shoal-continue": "tok",
+                                                          "content-type": "application/x-ndjson"})
+
+    page = await client_with(handler).page_stream("task", limit=2, fields=("id", "slot"), service_id="s")
+    assert (page.revision, page.next) == (9, "tok")
+    assert b"".join([c async for c in page.chunks]) == body
+    await page.aclose()
+    assert seen == [("m0", "application/x-ndjson", "id,slot"), ("m1", "application/x-ndjson", "id,slot")]
+
+
+async def test_a_streamed_page_raises_the_store_error_and_refuses_an_answer_without_a_revision() -> None:
+    def not_found(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"message": "store: limit must be ...", "code": "invalid_argument"})
+
+    with pytest.raises(InvalidArgument):
+        await client_with(not_found).page_stream("task", limit=0)
+
+    def headless(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b'{"id":"a"}\n')
+
+    with pytest.raises(Unavailable, match="shoal-revision"):
+        await client_with(headless).page_stream("task")

@@ -3,19 +3,22 @@ by the orchestrator, allocator, scheduler and dispatcher."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 
 from services.gateway import lookup
 from services.gateway.context import GatewayContext, get_context
 from services.gateway.routes.nodes import find_node
 from services.gateway.routes.services import find_service
-from shoal.errors import NotFound
+from shoal.errors import InvalidArgument, NotFound
 from shoal.ids import ID_LENGTH
 from shoal.models.kinds import Kind
 from shoal.models.objects import task_name
 from shoal.models.states import TaskState
+from shoal.store import wire
 from shoal.store.txn import Obj
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -23,10 +26,22 @@ Ctx = Annotated[GatewayContext, Depends(get_context)]
 
 
 MAX_PAGE = 10_000
+#: the top-level fields of a task (docs/api.md), which `fields=` may name
+TASK_FIELDS = frozenset({"id", "meta", "service_id", "service_name", "slot", "node_id", "desired_state",
+                         "spec_version", "spec", "runtime", "status", "endpoint_spec", "job_iteration",
+                         "created_by", "networks", "endpoint", "assigned_generic_resources"})
+REVISION_HEADER = "Shoal-Revision"
+NEXT_HEADER = "Shoal-Next"
+LISTED: dict[int | str, dict[str, Any]] = {200: {
+    "description": "`{revision, items, next}` (application/json), or with `Accept: application/x-ndjson` one task "
+                   "per line (revision and next in the `Shoal-Revision` and `Shoal-Next` headers)",
+    "content": {"application/json": {"schema": {"type": "object"}}, wire.NDJSON: {}}}}
 
 
-@router.get("", summary="List tasks (filtered in the store; `limit` and `next` page through)")
+@router.get("", summary="List tasks (filtered in the store; `limit` and `next` page through; streamed)",
+            response_model=None, responses=LISTED)
 async def list_tasks(
+    request: Request,
     ctx: Ctx,
     service: Annotated[str | None, Query(description="service id, name or unique id prefix")] = None,
     node: Annotated[str | None, Query(description="node id, hostname or unique id prefix")] = None,
@@ -35,10 +50,20 @@ async def list_tasks(
     limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE,
                                        description="at most this many tasks (then `next` continues)")] = None,
     next_token: Annotated[str | None, Query(alias="next", description="the `next` token of the previous page")] = None,
-) -> dict[str, Any]:
+    fields: Annotated[str | None, Query(description="only these top-level task fields (comma-separated; `id` "
+                                        "always): a list view's projection, e.g. `shoal service ps`'s")] = None,
+) -> StreamingResponse:
     """Tasks in id order. Without `limit`: all that match, in one answer. With it: one page and `next`, the
     token for the following page (null on the last). Each page is a linearizable read of its own: a task that
-    exists throughout a walk appears exactly once; one created or removed during it may or may not."""
+    exists throughout a walk appears exactly once; one created or removed during it may or may not.
+
+    The store's encoded tasks are passed through as they arrive (never decoded here): `{"revision", "items",
+    "next"}` built around them as a chunked answer, or the store's NDJSON as it is when the client asks for
+    `application/x-ndjson` (what `shoal service ps` reads)."""
+    try:
+        wanted = wire.parse_fields(fields, TASK_FIELDS)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
     filters: dict[str, str] = {}
     # A deleted service's tasks live on until the reaper deletes them, so a full object id that no longer
     # resolves still filters by that literal id (yielding [] when nothing matches); a name that does not
@@ -51,8 +76,29 @@ async def list_tasks(
         filters["desired_state"] = str(desired_state)
     if state is not None:
         filters["status.state"] = str(state)
-    page = await ctx.store.page(Kind.TASK, limit=limit, cont=next_token, **filters)
-    return {"revision": page.revision, "items": page.items, "next": page.next}
+    page = await ctx.store.page_stream(Kind.TASK, limit=limit, cont=next_token, fields=wanted, **filters)
+    if wire.NDJSON in request.headers.get("accept", ""):
+        headers = {REVISION_HEADER: str(page.revision)}
+        if page.next is not None:
+            headers[NEXT_HEADER] = page.next
+        return StreamingResponse(_closing(page, page.chunks), media_type=wire.NDJSON, headers=headers)
+    return StreamingResponse(_closing(page, _json_page(page)), media_type="application/json")
+
+
+async def _json_page(page: wire.StreamedPage) -> AsyncIterator[bytes]:
+    yield b'{"revision":%d,"items":[' % page.revision
+    async for c in wire.as_json_items(page.chunks):
+        yield c
+    yield b'],"next":' + wire.dumps(page.next) + b"}"
+
+
+async def _closing(page: wire.StreamedPage, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`body`, then the store's answer released — also when the client leaves half-way."""
+    try:
+        async for c in body:
+            yield c
+    finally:
+        await page.aclose()
 
 
 async def _resolved_or_literal(find: Any, ctx: GatewayContext, ref: str) -> str:

@@ -8,12 +8,15 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from services.raftstore.access import check_kind as check_kind_allowed
 from services.raftstore.access import redact_events, redact_objects, scope_component
 from services.raftstore.routes.context import Context, check_kind, json_response
 from services.raftstore.status import status_of
 from shoal.errors import InvalidArgument
+from shoal.models.stored import Readable
+from shoal.store import wire
 from shoal.store.txn import continue_after, continue_token
 
 MAX_WATCH_WAIT = 60.0
@@ -35,6 +38,7 @@ def router(ctx: Context) -> APIRouter:
     r = APIRouter()
     mem = ctx.driver.fsm.mem
     hash_cache: dict[str, Any] = {"revision": -1, "hash": ""}
+    readable = Readable()  # streamed pages skip unreadable objects here, as StoreClient.page does client-side
 
     @r.get("/v1/objects/{kind}")
     async def list_objects(kind: str, request: Request) -> Response:
@@ -50,10 +54,25 @@ def router(ctx: Context) -> APIRouter:
         token = filters.pop("continue", None)
         after = continue_after(token) if token else None
         name, id_prefix = filters.pop("name", None), filters.pop("id_prefix", None)
+        try:
+            fields = wire.parse_fields(filters.pop("fields", None))
+        except ValueError as e:
+            raise InvalidArgument(f"store: {e}") from None
         await ctx.barrier(stale)
         objs, last = mem.page(kind, limit=limit, after=after, name=name, id_prefix=id_prefix, **filters)
-        return json_response({"revision": mem.revision, "items": redact_objects(component, kind, objs),
-                              "continue": continue_token(last) if last is not None else None})
+        token = continue_token(last) if last is not None else None
+        if wire.NDJSON in request.headers.get("accept", ""):
+            # Streamed: the objects were taken by reference at this revision (the store replaces an object on
+            # write, never changes one in place), so the answer is this page as of now however long the
+            # client takes; each chunk is encoded when the client is ready for it.
+            visible = wire.project(redact_objects(component, kind, readable.filter(kind, objs)), fields)
+            headers = {wire.REVISION_HEADER: str(mem.revision)}
+            if token is not None:
+                headers[wire.CONTINUE_HEADER] = token
+            return StreamingResponse(wire.ndjson_stream(visible), media_type=wire.NDJSON, headers=headers)
+        return json_response({"revision": mem.revision,
+                              "items": list(wire.project(redact_objects(component, kind, objs), fields)),
+                              "continue": token})
 
     @r.get("/v1/counts/{kind}")
     async def count_objects(kind: str, request: Request) -> Response:
