@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from services.dispatcher import core
@@ -26,6 +26,7 @@ from services.dispatcher.core import (
 )
 from services.dispatcher.logs import LogBroker
 from services.dispatcher.nodeindex import NodeIndex
+from services.dispatcher.nodewrites import Busy, MarkDown, MarkReady, NodeWriter, Register
 from services.dispatcher.settings import DispatcherSettings
 from shoal import endpoints
 from shoal.bus.base import Bus
@@ -42,7 +43,6 @@ from shoal.store import txn as t
 from shoal.store.client import STORE_FAILURES
 from shoal.store.mirror import HintRelay, StoreMirror
 from shoal.store.protocol import Store
-from shoal.store.rmw import read_modify_write
 from shoal.store.txn import Change, Op, TxnResult
 from shoal.transport import Revocations
 
@@ -79,6 +79,10 @@ class Dispatcher:
         self.logs = LogBroker()  # log requests of gateways, picked up by agents on their sessions
         self._cluster: Obj | None = None
         self.index = NodeIndex(self.mirror)
+        # registrations, DOWN and READY marks: one bounded queue, one store transaction per interval
+        self.node_writer = NodeWriter(store, view=lambda nid: self.mirror.get(Kind.NODE, nid),
+                                      cluster=lambda: self.mirror.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
+                                      or self._cluster, apply=self._apply_written, new_id=new_id)
         self._pending: dict[str, tuple[str, dict[str, Any]]] = {}  # task id -> (reporting node, status)
         self._has_pending = asyncio.Event()
         self._batch_full = asyncio.Event()
@@ -87,7 +91,6 @@ class Dispatcher:
         self._stopped = False
         self._marking_ready: set[str] = set()
         self._bus_resumed_at = float("-inf")
-        self._background: set[asyncio.Task[None]] = set()
         self._endpoint_rows: list[Obj] | None = None  # shoal.endpoints.table of the view (None: recompute)
         self._endpoints_event = asyncio.Event()  # set (and replaced) when the table may have changed
         self._endpoint_nets: dict[str, set[str]] | None = None  # networks of each node's live tasks
@@ -96,6 +99,8 @@ class Dispatcher:
         self.metrics.gauge("dispatcher_sessions", lambda: len(self.sessions), "agent sessions open here")
         self.metrics.gauge("dispatcher_status_pending", lambda: len(self._pending),
                            "task status reports waiting for the next batch write")
+        self.metrics.gauge("dispatcher_node_writes_pending", self.node_writer.pending,
+                           "registrations and DOWN/READY marks waiting for the next node batch write")
 
     # ---- Subsystem ---------------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -124,15 +129,14 @@ class Dispatcher:
         loops = [asyncio.create_task(self.mirror.run(), name="dispatcher.follow"),
                  asyncio.create_task(self._endpoints_loop(), name="dispatcher.endpoints"),
                  asyncio.create_task(self._expire_loop(), name="dispatcher.expire"),
-                 asyncio.create_task(self._flush_loop(), name="dispatcher.flush")]
+                 asyncio.create_task(self._flush_loop(), name="dispatcher.flush"),
+                 asyncio.create_task(self.node_writer.run(), name="dispatcher.node-writes")]
         try:
             await self._stop_event.wait()
         finally:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            for bg in list(self._background):
-                bg.cancel()
             if self._pending:  # hand over what agents already reported (best effort: they re-report anyway)
                 batch, self._pending = self._pending, {}
                 try:
@@ -323,7 +327,7 @@ class Dispatcher:
         if old is not None:
             self.sessions.pop(old, None)
             self.logs.drop_node(node_id)
-        sess = Session(id=new_id(), node_id=node_id, min_revision=result.revision if result else 0)
+        sess = Session(id=new_id(), node_id=node_id, min_revision=result.revision if result else self.mirror.revision)
         self.sessions[sess.id] = sess
         self.session_of[node_id] = sess.id
         self.index.wake(node_id)  # a long poll of the replaced session ends
@@ -336,49 +340,16 @@ class Dispatcher:
 
     async def _register_node(self, node_id: str | None, description: Obj, addr: str | None,
                              now: float, *, certified: bool = False,
-                             role: str | None = None) -> tuple[str, TxnResult]:
-        """Create or refresh the node object of a registration; returns the node's id. An agent without an id
-        gets a new one. An id the cluster removed (`removed_nodes` of the cluster object, written with the
-        node's deletion) is not brought back — the agent joins as a new node under a new id, as in SwarmKit
-        where a removed node cannot rejoin under its old identity."""
-        nid = ""
-
-        async def plan() -> list[Op]:
-            nonlocal node_id, nid
-            nid = node_id or new_id()
-            cur: Obj | None = None
-            checks: list[Op] = []
-            if node_id is not None:
-                try:
-                    cur = await self.store.get(Kind.NODE, node_id)
-                except NotFound:
-                    cur = None
-            if cur is None and node_id is not None:
-                try:
-                    cluster: Obj | None = await self.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
-                except NotFound:
-                    cluster = None
-                if node_id in removed_node_ids(cluster) and certified:
-                    raise PermissionDenied(f"dispatcher: node {node_id} was removed from the cluster; its "
-                                           "certificate is revoked (join again with a join token)")
-                if node_id in removed_node_ids(cluster):
-                    log.info("dispatcher: node %s was removed from the cluster; it joins again as a new node",
-                             node_id)
-                    node_id, nid = None, new_id()
-                elif cluster is not None:  # a removal committed after this read must not be undone by our create
-                    checks.append(t.check(Kind.CLUSTER, DEFAULT_CLUSTER_ID,
-                                          expect_version=cluster["meta"]["version"]))
-            obj = core.registered_node(nid, cur, description, addr, now, role=role)
-            return [t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj), *checks]
-
-        result = await read_modify_write(self.store, plan, attempts=WRITE_ATTEMPTS, retry_on=(Conflict, NotFound),
-                                         exhausted=Unavailable, conflict=self._kept_changing(node_id))
-        self._apply_written(result)
-        return nid, result
-
-    @staticmethod
-    def _kept_changing(node_id: str | None) -> str:
-        return f"dispatcher: node {node_id} kept changing under {WRITE_ATTEMPTS} write attempts"
+                             role: str | None = None) -> tuple[str, TxnResult | None]:
+        """Create or refresh the node object of a registration (batched with the others: nodewrites.py);
+        returns the node's id. An agent without an id gets a new one. An id the cluster removed (`removed_nodes`
+        of the cluster object, written with the node's deletion) is not brought back — refused when the id is
+        the caller's certificate's, else the agent joins as a new node under a new id, as in SwarmKit where a
+        removed node cannot rejoin under its old identity."""
+        outcome, result = await self.node_writer.write(
+            Register(node_id, description, addr, now, role=role, certified=certified))
+        assert outcome.node_id is not None
+        return outcome.node_id, result
 
     def _jittered_period(self) -> float:
         # Jitter spreads the heartbeats of agents that all registered at once (after a dispatcher restart).
@@ -398,52 +369,31 @@ class Dispatcher:
         if node is not None and core.node_state(node) != NodeState.READY \
                 and sess.node_id not in self._marking_ready:
             # Another dispatcher marked it DOWN (lost NATS heartbeats?) while it talks to us: it is alive.
-            self._spawn(self._mark_ready(sess.node_id))
+            self._mark_ready(sess.node_id)
         reply: dict[str, Any] = {"period": self._jittered_period()}
         role = core.desired_role_name(node)
         if role is not None:  # the agent renews at once when its certificate says otherwise (promote/demote)
             reply["role"] = role
         return reply
 
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _mark_ready(self, node_id: str) -> None:
-        self._marking_ready.add(node_id)
+    def _mark_ready(self, node_id: str) -> None:
+        """Queue a READY mark (batched); when the queue is full the next heartbeat asks again."""
         try:
-            now = self.clock.now()
+            fut = self.node_writer.submit(MarkReady(node_id, self.clock.now()))
+        except Busy:
+            return
+        self._marking_ready.add(node_id)
 
-            def build(cur: Obj | None) -> Obj | None:
-                if cur is None or core.node_state(cur) == NodeState.READY:
-                    return None
-                return core.ready_node(cur, now)
-
-            await self._write_node(node_id, build)
-            log.info("dispatcher: node %s heartbeats here again; marked READY", node_id)
-        except STORE_FAILURES as e:
-            log.warning("dispatcher: could not mark node %s READY: %s", node_id, e)
-        finally:
+        def done(f: asyncio.Future[Any]) -> None:
             self._marking_ready.discard(node_id)
+            if f.cancelled():
+                return
+            if f.exception() is not None:
+                log.warning("dispatcher: could not mark node %s READY: %s", node_id, f.exception())
+            elif f.result()[0].written:
+                log.info("dispatcher: node %s heartbeats here again; marked READY", node_id)
 
-    async def _write_node(self, node_id: str, build: Callable[[Obj | None], Obj | None]) -> TxnResult | None:
-        """Read-modify-write of one node with a version precondition, re-reading on conflict."""
-        async def plan() -> list[Op] | None:
-            try:
-                cur: Obj | None = await self.store.get(Kind.NODE, node_id)
-            except NotFound:
-                cur = None
-            obj = build(cur)
-            if obj is None:
-                return None
-            return [t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj)]
-
-        result = await read_modify_write(self.store, plan, attempts=WRITE_ATTEMPTS, retry_on=(Conflict, NotFound),
-                                         exhausted=Unavailable, conflict=self._kept_changing(node_id))
-        if result is not None:
-            self._apply_written(result)
-        return result
+        fut.add_done_callback(done)
 
     def _drop_sessions_of(self, node_id: str) -> None:
         self.index.changed_at.pop(node_id, None)
@@ -666,12 +616,22 @@ class Dispatcher:
             # Without the bus we cannot hear the heartbeats other dispatchers receive: judge only the nodes
             # whose sessions are here, or a healthy node served elsewhere would flap DOWN and READY.
             expired = [n for n in expired if n["id"] in served]
+        futures: list[asyncio.Future[Any]] = []
         for node in expired:
             try:
-                result = await self.store.txn([t.update(Kind.NODE, core.down_node(node, now))])
-            except (Conflict, NotFound):
+                futures.append(self.node_writer.submit(MarkDown(node["id"], node["meta"]["version"], now)))
+            except Busy:
+                break  # the rest are judged again on the next pass
+        if futures and not self.node_writer.running:
+            await self.node_writer.flush()
+        for node, res in zip(expired, await asyncio.gather(*futures, return_exceptions=True), strict=False):
+            if isinstance(res, BaseException):
+                if not isinstance(res, STORE_FAILURES):
+                    raise res
+                log.warning("dispatcher: could not mark node %s DOWN: %s", node["id"], res)
+                continue
+            if not res[0].written:
                 continue  # changed under us: judged again on the next pass from a fresher view
-            self._apply_written(result)
             self._drop_sessions_of(node["id"])
             marked.append(node["id"])
             self.metrics.inc("dispatcher_nodes_down_total", help="nodes marked DOWN on heartbeat failure")
