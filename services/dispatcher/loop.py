@@ -197,13 +197,25 @@ class Dispatcher:
     def _absorb(self, changes: Iterable[Change] | None) -> None:
         if changes is not None:
             changes = list(changes)
-        if changes is None or any(c.kind in (Kind.TASK, Kind.SERVICE, Kind.NODE) for c in changes):
+        if changes is None or any(self._moves_endpoints(c) for c in changes):
             self._endpoints_dirty.set()
         for node_id in self.index.absorb(changes):
             # Removed (its tasks orphaned): end its session, so the agent registers again and the complete
             # set it then receives, with those tasks ORPHANED, makes it stop them.
             self._drop_sessions_of(node_id)
             self.liveness.forget(node_id)
+
+    def _moves_endpoints(self, c: Change) -> bool:
+        """Whether a change may move some node's endpoint table: services and nodes, and tasks attached to a
+        network or of a service some node receives (`endpoints.distributed`) — not the tasks of the others
+        (issue 13: at thousands of process tasks the table was recomputed, O(tasks), every 100 ms for
+        changes that moved nothing)."""
+        if c.kind != Kind.TASK:
+            return c.kind in (Kind.SERVICE, Kind.NODE)
+        if c.object.get("networks"):
+            return True
+        service = self.mirror.get(Kind.SERVICE, str(c.object.get("service_id") or ""))
+        return service is not None and endpoints.distributed(service)
 
     async def _endpoints_loop(self) -> None:
         """Recompute the endpoint table after changes of tasks, services or nodes — at most every
@@ -213,11 +225,13 @@ class Dispatcher:
         while not self._stopped:
             await self._endpoints_dirty.wait()
             self._endpoints_dirty.clear()
+            started = time.perf_counter()
             try:
                 self._refresh_endpoints()
             except Exception:  # a malformed object must not stop the table for everyone
                 log.exception("dispatcher: computing the endpoint table failed")
-            await self._sleep_or_stop(ENDPOINTS_INTERVAL)
+            # a computation costs O(tasks): at most a fifth of the time goes to it however busy the store is
+            await self._sleep_or_stop(max(ENDPOINTS_INTERVAL, 4 * (time.perf_counter() - started)))
 
     def _refresh_endpoints(self) -> None:
         if not self.sessions:
@@ -235,8 +249,9 @@ class Dispatcher:
         ev.set()
 
     def _endpoint_table(self) -> list[Obj]:
-        return endpoints.table(self.mirror.list(Kind.SERVICE), self.mirror.list(Kind.TASK),
-                               self.mirror.list(Kind.NODE))
+        self.metrics.inc("dispatcher_endpoint_computations_total", help="endpoint tables computed (O(tasks) each)")
+        services = [s for s in self.mirror.list(Kind.SERVICE) if endpoints.distributed(s)]
+        return endpoints.table(services, self.mirror.list(Kind.TASK) if services else (), self.mirror.list(Kind.NODE))
 
     def node_endpoints(self, node_id: str) -> Obj:
         """The endpoint table node `node_id` receives (shoal/endpoints.py), from this dispatcher's view; nodes

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from shoal import wire
 from shoal.errors import OutcomeUnknown, ShoalError, Unavailable, error_from_response
 from shoal.models.stored import Readable
 from shoal.store.txn import Obj, Op, Page, TxnResult, WatchBatch
@@ -35,6 +36,9 @@ from shoal.transport import Credentials, http_client
 #: StoreClient does not turn into them (a request that failed outside the cases it classifies). The loops that
 #: retry a store call catch exactly this.
 STORE_FAILURES: tuple[type[Exception], ...] = (ShoalError, httpx.HTTPError, OSError)
+
+
+JSON_HEADERS = {"content-type": "application/json"}
 
 
 class StoreClient:
@@ -86,7 +90,7 @@ class StoreClient:
                 last = e
             else:
                 if resp.status_code < 400:
-                    return resp.json()
+                    return wire.loads(resp.content)
                 err = error_from_response(resp)
                 if not isinstance(err, Unavailable):
                     raise err
@@ -100,7 +104,8 @@ class StoreClient:
             delay = min(delay * 2, 0.5)
 
     async def txn(self, ops: list[Op]) -> TxnResult:
-        d = await self._request("POST", "/v1/txn", write=True, json={"ops": ops})
+        d = await self._request("POST", "/v1/txn", write=True, content=wire.dumps({"ops": ops}),
+                                headers=JSON_HEADERS)
         return TxnResult.from_json(d)
 
     async def get(self, kind: str, obj_id: str) -> Obj:

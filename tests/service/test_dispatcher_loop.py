@@ -253,3 +253,30 @@ async def test_the_heartbeat_answer_carries_the_nodes_desired_role(store: LocalS
     d.mirror.apply_written(res)
     assert (await d.heartbeat(reg["session_id"]))["role"] == "manager"
     assert desired_role_name({"spec": {"role": "bogus"}}) is None and desired_role_name(None) is None
+
+
+async def test_task_changes_no_node_sees_do_not_recompute_the_endpoint_table(store: LocalStore) -> None:
+    clock = FakeClock(time.time())
+    d = await started(store, clock)
+    reg = await d.register(None, DESCRIPTION, None)
+    d.node_endpoints(reg["node_id"])  # a session polled the table: it is kept current from now on
+    plain = {"id": "s", "spec": {"name": "batch", "task": {}}, "endpoint": {"ports": []}}
+    web = {"id": "w", "spec": {"name": "web", "task": {}}, "endpoint": {"ports": [
+        {"protocol": "tcp", "target_port": 80, "published_port": 30080, "publish_mode": "ingress"}]}}
+    await store.txn([t.create("service", plain), t.create("service", web)])
+    d.wake()
+    await settle(store, lambda: asyncio.sleep(0, d.mirror.get("service", "w") is not None))
+    await asyncio.sleep(0.3)
+    before = d.metrics.value("dispatcher_endpoint_computations_total")
+    await store.txn([t.create("task", task(f"p{i}", reg["node_id"])) for i in range(50)])
+    d.wake()
+    await settle(store, lambda: asyncio.sleep(0, len(d.node_tasks(reg["node_id"])) == 50))
+    await asyncio.sleep(0.3)
+    assert d.metrics.value("dispatcher_endpoint_computations_total") == before  # service "batch": nobody's
+    await store.txn([t.create("task", {**task("w1", reg["node_id"]), "service_id": "w"})])
+    d.wake()
+
+    async def recomputed() -> bool:
+        return d.metrics.value("dispatcher_endpoint_computations_total") > before
+    await settle(store, recomputed)
+    await stop(d)
