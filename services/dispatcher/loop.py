@@ -21,6 +21,7 @@ from services.dispatcher.core import (
     PermissionDenied,
     RegistrationLimiter,
     Session,
+    Stalls,
     Verdict,
     heartbeat_from_message,
 )
@@ -76,6 +77,7 @@ class Dispatcher:
         self.session_of: dict[str, str] = {}  # node id -> session id
         self.liveness = Liveness(started_at=0.0)
         self.limiter = RegistrationLimiter()
+        self.stalls = Stalls()  # when this loop could not listen (heartbeat deadlines move by it)
         self.logs = LogBroker()  # log requests of gateways, picked up by agents on their sessions
         self._cluster: Obj | None = None
         self.index = NodeIndex(self.mirror)
@@ -606,7 +608,12 @@ class Dispatcher:
     async def _expire_loop(self) -> None:
         while not self._stopped:
             period = self.period()
-            await self._sleep_or_stop(min(max(period / 4, 0.02), 1.0))
+            interval = min(max(period / 4, 0.02), 1.0)
+            loop = asyncio.get_running_loop()
+            before = loop.time()
+            await self._sleep_or_stop(interval)
+            woke = loop.time()
+            self.stalls.note(woke, woke - before - interval)
             if not self._view_ready.is_set() or self._stopped:
                 continue
             try:
@@ -626,7 +633,8 @@ class Dispatcher:
             if now - self.liveness.last_seen.get(node_id, now) >= core.HEARTBEAT_GRACE * period:
                 self._drop_sessions_of(node_id)
         marked = []
-        expired = self.liveness.expired(self.mirror.list(Kind.NODE), now, period)
+        allowance = self.stalls.allowance(asyncio.get_running_loop().time(), core.HEARTBEAT_GRACE * period)
+        expired = self.liveness.expired(self.mirror.list(Kind.NODE), now, period, allowance)
         if not self._bus_trusted(now):
             # Without the bus we cannot hear the heartbeats other dispatchers receive: judge only the nodes
             # whose sessions are here, or a healthy node served elsewhere would flap DOWN and READY.

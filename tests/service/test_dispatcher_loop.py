@@ -280,3 +280,20 @@ async def test_task_changes_no_node_sees_do_not_recompute_the_endpoint_table(sto
         return d.metrics.value("dispatcher_endpoint_computations_total") > before
     await settle(store, recomputed)
     await stop(d)
+
+
+async def test_a_stalled_loop_moves_heartbeat_deadlines(store: LocalStore) -> None:
+    clock = FakeClock(time.time())
+    d = await started(store, clock)
+    reg = await d.register(None, DESCRIPTION, None)
+    await asyncio.sleep(0.3)  # the expiry loop is waiting on its timer
+    time.sleep(1.2)  # the event loop cannot run (a starved process, a huge batch): heartbeats would wait unread
+    await asyncio.sleep(0.5)
+    allowance = d.stalls.allowance(asyncio.get_running_loop().time(), 3 * P)
+    assert allowance >= 0.5
+    # silent for exactly the grace: not DOWN yet, the stall is excused; DOWN once the allowance has passed too
+    clock.advance(3 * P)
+    assert await d.expire_nodes() == []
+    clock.advance(allowance + 0.1)
+    assert await d.expire_nodes() == [reg["node_id"]]
+    await stop(d)
