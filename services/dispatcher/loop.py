@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from services.dispatcher import core
+from services.dispatcher.beats import BeatPublisher, beats_from_message
 from services.dispatcher.core import (
     Liveness,
     PermissionDenied,
@@ -23,7 +24,6 @@ from services.dispatcher.core import (
     Session,
     Stalls,
     Verdict,
-    heartbeat_from_message,
 )
 from services.dispatcher.logs import LogBroker
 from services.dispatcher.nodeindex import NodeIndex
@@ -77,6 +77,7 @@ class Dispatcher:
         self.session_of: dict[str, str] = {}  # node id -> session id
         self.liveness = Liveness(started_at=0.0)
         self.limiter = RegistrationLimiter()
+        self.beats = BeatPublisher(bus)  # the heartbeats heard here, for the other dispatchers
         self.stalls = Stalls()  # when this loop could not listen (heartbeat deadlines move by it)
         self.logs = LogBroker()  # log requests of gateways, picked up by agents on their sessions
         self._cluster: Obj | None = None
@@ -132,7 +133,8 @@ class Dispatcher:
                  asyncio.create_task(self._endpoints_loop(), name="dispatcher.endpoints"),
                  asyncio.create_task(self._expire_loop(), name="dispatcher.expire"),
                  asyncio.create_task(self._flush_loop(), name="dispatcher.flush"),
-                 asyncio.create_task(self.node_writer.run(), name="dispatcher.node-writes")]
+                 asyncio.create_task(self.node_writer.run(), name="dispatcher.node-writes"),
+                 asyncio.create_task(self.beats.run(), name="dispatcher.beats")]
         try:
             await self._stop_event.wait()
         finally:
@@ -349,7 +351,7 @@ class Dispatcher:
         self.session_of[node_id] = sess.id
         self.index.wake(node_id)  # a long poll of the replaced session ends
         self.liveness.beat(node_id, now)
-        await self.bus.publish(NODE_HEARTBEAT, {"node_id": node_id, "at": now})
+        self.beats.note(node_id, now)
         self.metrics.inc("dispatcher_registrations_total", help="agent registrations")
         log.info("dispatcher: node %s (%s) registered, session %s", node_id,
                  description.get("hostname"), sess.id)
@@ -380,7 +382,7 @@ class Dispatcher:
         sess = self.session(session_id, caller)
         now = self.clock.now()
         self.liveness.beat(sess.node_id, now)
-        await self.bus.publish(NODE_HEARTBEAT, {"node_id": sess.node_id, "at": now})
+        self.beats.note(sess.node_id, now)  # shared with the other dispatchers in batches
         self.metrics.inc("dispatcher_heartbeats_total", help="agent heartbeats")
         node = self.mirror.get(Kind.NODE, sess.node_id)
         if node is not None and core.node_state(node) != NodeState.READY \
@@ -594,16 +596,19 @@ class Dispatcher:
     # ---- liveness ----------------------------------------------------------------------------------------
     async def _on_heartbeat_message(self, data: dict[str, Any]) -> None:
         # validated at the edge (issue 16): a time that is not finite or not near now, or a node nobody knows
-        # (liveness is keyed by node id: remote input must not grow it), is dropped and counted
-        beat = heartbeat_from_message(data, self.clock.now())
-        if isinstance(beat, tuple) and self.mirror.get(Kind.NODE, beat[0]) is None:
-            beat = "unknown node"
-        if isinstance(beat, str):
-            self.metrics.inc("dispatcher_heartbeat_messages_dropped_total",
-                             help="NODE_HEARTBEAT messages dropped as impossible (bad time, unknown node)")
-            log.debug("dispatcher: heartbeat message dropped (%s)", beat)
-            return
-        self.liveness.beat(*beat)
+        # (liveness is keyed by node id: remote input must not grow it), is dropped and counted; a message
+        # carries one beat or a batch of them (services/dispatcher/beats.py)
+        heard, dropped = beats_from_message(data, self.clock.now())
+        for node_id, at in heard:
+            if self.mirror.get(Kind.NODE, node_id) is None:
+                dropped.append("unknown node")
+            else:
+                self.liveness.beat(node_id, at)
+        if dropped:
+            self.metrics.inc("dispatcher_heartbeat_messages_dropped_total", len(dropped),
+                             help="heartbeats from NODE_HEARTBEAT messages dropped as impossible (bad time, "
+                             "unknown node)")
+            log.debug("dispatcher: %d heartbeats of a message dropped (%s)", len(dropped), dropped[0])
 
     async def _expire_loop(self) -> None:
         while not self._stopped:

@@ -15,6 +15,7 @@ from services.dispatcher.core import desired_role_name
 from services.dispatcher.loop import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
 from shoal.bus import MemoryBus
+from shoal.bus.subjects import NODE_HEARTBEAT
 from shoal.clock import FakeClock
 from shoal.cluster import with_removed_node
 from shoal.errors import NotFound
@@ -297,3 +298,25 @@ async def test_a_stalled_loop_moves_heartbeat_deadlines(store: LocalStore) -> No
     clock.advance(allowance + 0.1)
     assert await d.expire_nodes() == [reg["node_id"]]
     await stop(d)
+
+
+async def test_another_dispatcher_hears_the_heartbeats_in_batches(store: LocalStore) -> None:
+    clock = FakeClock(time.time())
+    bus = MemoryBus()
+    d1 = await started(store, clock, bus)
+    d2 = await started(store, clock, bus)
+    regs = [await d1.register(None, DESCRIPTION, None) for _ in range(5)]
+    await settle(store, lambda: asyncio.sleep(0, all(d2.mirror.get("node", r["node_id"]) for r in regs)))
+    bus.published.clear()
+    for _ in range(4):
+        clock.advance(P)
+        for r in regs:
+            await d1.heartbeat(r["session_id"])
+        await asyncio.sleep(0.6)  # a flush interval
+    beats = [m for s, m in bus.published if s == NODE_HEARTBEAT]
+    assert 1 <= len(beats) <= 4 and all("beats" in m for m in beats)  # 20 heartbeats, a message per interval
+    assert all(d2.liveness.last_seen.get(r["node_id"]) == clock.now() for r in regs)
+    clock.advance(3 * P - 0.5)  # d1's nodes heard at d2 through the bus: not DOWN there
+    assert await d2.expire_nodes() == []
+    await stop(d1)
+    await stop(d2)
