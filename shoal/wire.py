@@ -1,7 +1,7 @@
 """Fast JSON for the hot wire paths (issue 13): the raftstore's answers (watch batches, pages, objects) and the
 StoreClient's reading of them — every subsystem follows the store, so each task change is encoded by a member
-and decoded by every follower. orjson encodes about 10x and decodes 1.3-2x faster than the standard library
-(measured in docs/performance.md). Encoding what orjson refuses (integers beyond 64 bits, keys that are not
+and decoded by every follower. orjson encodes about 5x and decodes about 1.8x faster than the standard library
+(bench/wire.py, docs/performance.md). Encoding what orjson refuses (integers beyond 64 bits, keys that are not
 strings or enums) falls back to `json`, as does decoding NaN/Infinity literals. One difference remains: orjson
 reads an integer beyond 64 bits as a float — no stored object has one (every integer field of the models is
 bounded well inside 64 bits, and the store refuses objects its consumers could not read)."""

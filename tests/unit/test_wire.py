@@ -23,3 +23,10 @@ def test_loads_reads_what_json_reads() -> None:
     assert wire.loads(b'{"a":[1,"x",null,true]}') == {"a": [1, "x", None, True]}
     assert wire.loads('{"n": 9223372036854775807}')["n"] == 2**63 - 1
     assert math.isnan(wire.loads(b'{"a": NaN}')["a"])
+
+
+def test_bench_wire_small_run() -> None:
+    from bench import wire as bench_wire
+
+    r = bench_wire.main(["--changes", "50", "--rounds", "2"])
+    assert r["dumps_ratio"] > 0 and r["loads_ratio"] > 0
