@@ -126,6 +126,15 @@ def service_entry(service: Obj, tasks: Iterable[Obj], nodes: Mapping[str, Obj]) 
             "backends_truncated": len(backends) > MAX_BACKENDS}
 
 
+def distributed(service: Obj) -> bool:
+    """Whether any node's table can carry the service (`wanted_by` some node): it publishes an ingress port or
+    is attached to a network. Rows of other services — process tasks without ports, say — reach no node, so a
+    dispatcher need not compute them, nor recompute anything when only their tasks change."""
+    if service_networks(service):
+        return True
+    return any(p["publish_mode"] == "ingress" and p["published_port"] for p in published_ports(service))
+
+
 def table(services: Iterable[Obj], tasks: Iterable[Obj], nodes: Iterable[Obj]) -> list[Obj]:
     """Every service's entry, by name. Tasks without a service (network attachments) are not backends."""
     by_service: dict[str, list[Obj]] = {}

@@ -7,6 +7,7 @@ import random
 
 from fastapi import FastAPI
 
+from services.dispatcher.fastpath import HeartbeatFastPath
 from services.dispatcher.loop import Dispatcher
 from services.dispatcher.routes import build_logs_router, build_router
 from services.dispatcher.settings import DispatcherSettings
@@ -26,5 +27,6 @@ def create_app(settings: DispatcherSettings, *, store: Store, bus: Bus, clock: C
                             instance=settings.instance_name("dispatcher"), rng=rng, revocations=revocations)
     routers = [build_router(dispatcher), build_logs_router(dispatcher)]
     app = create_subsystem_app("dispatcher", dispatcher, routers=routers)
+    app.add_middleware(HeartbeatFastPath, dispatcher=dispatcher)  # heartbeats outside the framework (fastpath.py)
     app.state.dispatcher = dispatcher
     return app

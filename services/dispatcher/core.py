@@ -295,10 +295,34 @@ class Liveness:
             return self.started_at + STARTUP_GRACE * period
         return base + HEARTBEAT_GRACE * period
 
-    def expired(self, nodes: Iterable[Obj], now: float, period: float) -> list[Obj]:
-        """READY nodes whose deadline has passed, by id."""
-        out = [n for n in nodes if node_state(n) == NodeState.READY and now >= self.deadline(n, period)]
+    def expired(self, nodes: Iterable[Obj], now: float, period: float, allowance: float = 0.0) -> list[Obj]:
+        """READY nodes whose deadline (moved by `allowance` seconds: `Stalls`) has passed, by id."""
+        out = [n for n in nodes
+               if node_state(n) == NodeState.READY and now >= self.deadline(n, period) + allowance]
         return sorted(out, key=lambda n: n["id"])
+
+
+STALL_MIN = 0.5  # a dispatcher's loop waking later than this after its timer counts as a stall
+
+
+@dataclass
+class Stalls:
+    """Times this dispatcher could not listen: its event loop ran a timer `late` seconds after it was due (the
+    process starved of CPU, or busy with a large batch). Heartbeats that arrived meanwhile waited unread in
+    the sockets, so silence during a stall is not the node's: `allowance` is how much of the grace window the
+    stalls took, and deadlines move by it (issue 13: on a machine at load 25, nodes alive and heartbeating
+    were marked DOWN and their tasks replaced, which made the run churn). Times are monotonic seconds."""
+
+    recent: deque[tuple[float, float]] = field(default_factory=deque)  # (when noticed, seconds lost)
+
+    def note(self, at: float, late: float) -> None:
+        if late >= STALL_MIN:
+            self.recent.append((at, late))
+
+    def allowance(self, now: float, window: float) -> float:
+        while self.recent and self.recent[0][0] < now - window:
+            self.recent.popleft()
+        return sum(late for _, late in self.recent)
 
 
 def node_state(node: Obj) -> NodeState:

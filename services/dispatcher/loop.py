@@ -12,20 +12,22 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from services.dispatcher import core
+from services.dispatcher.beats import BeatPublisher, beats_from_message
 from services.dispatcher.core import (
     Liveness,
     PermissionDenied,
     RegistrationLimiter,
     Session,
+    Stalls,
     Verdict,
-    heartbeat_from_message,
 )
 from services.dispatcher.logs import LogBroker
 from services.dispatcher.nodeindex import NodeIndex
+from services.dispatcher.nodewrites import Busy, MarkDown, MarkReady, NodeWriter, Register
 from services.dispatcher.settings import DispatcherSettings
 from shoal import endpoints
 from shoal.bus.base import Bus
@@ -42,7 +44,6 @@ from shoal.store import txn as t
 from shoal.store.client import STORE_FAILURES
 from shoal.store.mirror import HintRelay, StoreMirror
 from shoal.store.protocol import Store
-from shoal.store.rmw import read_modify_write
 from shoal.store.txn import Change, Op, TxnResult
 from shoal.transport import Revocations
 
@@ -76,9 +77,15 @@ class Dispatcher:
         self.session_of: dict[str, str] = {}  # node id -> session id
         self.liveness = Liveness(started_at=0.0)
         self.limiter = RegistrationLimiter()
+        self.beats = BeatPublisher(bus)  # the heartbeats heard here, for the other dispatchers
+        self.stalls = Stalls()  # when this loop could not listen (heartbeat deadlines move by it)
         self.logs = LogBroker()  # log requests of gateways, picked up by agents on their sessions
         self._cluster: Obj | None = None
         self.index = NodeIndex(self.mirror)
+        # registrations, DOWN and READY marks: one bounded queue, one store transaction per interval
+        self.node_writer = NodeWriter(store, view=lambda nid: self.mirror.get(Kind.NODE, nid),
+                                      cluster=lambda: self.mirror.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
+                                      or self._cluster, apply=self._apply_written, new_id=new_id)
         self._pending: dict[str, tuple[str, dict[str, Any]]] = {}  # task id -> (reporting node, status)
         self._has_pending = asyncio.Event()
         self._batch_full = asyncio.Event()
@@ -87,7 +94,6 @@ class Dispatcher:
         self._stopped = False
         self._marking_ready: set[str] = set()
         self._bus_resumed_at = float("-inf")
-        self._background: set[asyncio.Task[None]] = set()
         self._endpoint_rows: list[Obj] | None = None  # shoal.endpoints.table of the view (None: recompute)
         self._endpoints_event = asyncio.Event()  # set (and replaced) when the table may have changed
         self._endpoint_nets: dict[str, set[str]] | None = None  # networks of each node's live tasks
@@ -96,6 +102,8 @@ class Dispatcher:
         self.metrics.gauge("dispatcher_sessions", lambda: len(self.sessions), "agent sessions open here")
         self.metrics.gauge("dispatcher_status_pending", lambda: len(self._pending),
                            "task status reports waiting for the next batch write")
+        self.metrics.gauge("dispatcher_node_writes_pending", self.node_writer.pending,
+                           "registrations and DOWN/READY marks waiting for the next node batch write")
 
     # ---- Subsystem ---------------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -124,15 +132,15 @@ class Dispatcher:
         loops = [asyncio.create_task(self.mirror.run(), name="dispatcher.follow"),
                  asyncio.create_task(self._endpoints_loop(), name="dispatcher.endpoints"),
                  asyncio.create_task(self._expire_loop(), name="dispatcher.expire"),
-                 asyncio.create_task(self._flush_loop(), name="dispatcher.flush")]
+                 asyncio.create_task(self._flush_loop(), name="dispatcher.flush"),
+                 asyncio.create_task(self.node_writer.run(), name="dispatcher.node-writes"),
+                 asyncio.create_task(self.beats.run(), name="dispatcher.beats")]
         try:
             await self._stop_event.wait()
         finally:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            for bg in list(self._background):
-                bg.cancel()
             if self._pending:  # hand over what agents already reported (best effort: they re-report anyway)
                 batch, self._pending = self._pending, {}
                 try:
@@ -193,13 +201,25 @@ class Dispatcher:
     def _absorb(self, changes: Iterable[Change] | None) -> None:
         if changes is not None:
             changes = list(changes)
-        if changes is None or any(c.kind in (Kind.TASK, Kind.SERVICE, Kind.NODE) for c in changes):
+        if changes is None or any(self._moves_endpoints(c) for c in changes):
             self._endpoints_dirty.set()
         for node_id in self.index.absorb(changes):
             # Removed (its tasks orphaned): end its session, so the agent registers again and the complete
             # set it then receives, with those tasks ORPHANED, makes it stop them.
             self._drop_sessions_of(node_id)
             self.liveness.forget(node_id)
+
+    def _moves_endpoints(self, c: Change) -> bool:
+        """Whether a change may move some node's endpoint table: services and nodes, and tasks attached to a
+        network or of a service some node receives (`endpoints.distributed`) — not the tasks of the others
+        (issue 13: at thousands of process tasks the table was recomputed, O(tasks), every 100 ms for
+        changes that moved nothing)."""
+        if c.kind != Kind.TASK:
+            return c.kind in (Kind.SERVICE, Kind.NODE)
+        if c.object.get("networks"):
+            return True
+        service = self.mirror.get(Kind.SERVICE, str(c.object.get("service_id") or ""))
+        return service is not None and endpoints.distributed(service)
 
     async def _endpoints_loop(self) -> None:
         """Recompute the endpoint table after changes of tasks, services or nodes — at most every
@@ -209,11 +229,13 @@ class Dispatcher:
         while not self._stopped:
             await self._endpoints_dirty.wait()
             self._endpoints_dirty.clear()
+            started = time.perf_counter()
             try:
                 self._refresh_endpoints()
             except Exception:  # a malformed object must not stop the table for everyone
                 log.exception("dispatcher: computing the endpoint table failed")
-            await self._sleep_or_stop(ENDPOINTS_INTERVAL)
+            # a computation costs O(tasks): at most a fifth of the time goes to it however busy the store is
+            await self._sleep_or_stop(max(ENDPOINTS_INTERVAL, 4 * (time.perf_counter() - started)))
 
     def _refresh_endpoints(self) -> None:
         if not self.sessions:
@@ -231,8 +253,9 @@ class Dispatcher:
         ev.set()
 
     def _endpoint_table(self) -> list[Obj]:
-        return endpoints.table(self.mirror.list(Kind.SERVICE), self.mirror.list(Kind.TASK),
-                               self.mirror.list(Kind.NODE))
+        self.metrics.inc("dispatcher_endpoint_computations_total", help="endpoint tables computed (O(tasks) each)")
+        services = [s for s in self.mirror.list(Kind.SERVICE) if endpoints.distributed(s)]
+        return endpoints.table(services, self.mirror.list(Kind.TASK) if services else (), self.mirror.list(Kind.NODE))
 
     def node_endpoints(self, node_id: str) -> Obj:
         """The endpoint table node `node_id` receives (shoal/endpoints.py), from this dispatcher's view; nodes
@@ -323,12 +346,12 @@ class Dispatcher:
         if old is not None:
             self.sessions.pop(old, None)
             self.logs.drop_node(node_id)
-        sess = Session(id=new_id(), node_id=node_id, min_revision=result.revision if result else 0)
+        sess = Session(id=new_id(), node_id=node_id, min_revision=result.revision if result else self.mirror.revision)
         self.sessions[sess.id] = sess
         self.session_of[node_id] = sess.id
         self.index.wake(node_id)  # a long poll of the replaced session ends
         self.liveness.beat(node_id, now)
-        await self.bus.publish(NODE_HEARTBEAT, {"node_id": node_id, "at": now})
+        self.beats.note(node_id, now)
         self.metrics.inc("dispatcher_registrations_total", help="agent registrations")
         log.info("dispatcher: node %s (%s) registered, session %s", node_id,
                  description.get("hostname"), sess.id)
@@ -336,49 +359,16 @@ class Dispatcher:
 
     async def _register_node(self, node_id: str | None, description: Obj, addr: str | None,
                              now: float, *, certified: bool = False,
-                             role: str | None = None) -> tuple[str, TxnResult]:
-        """Create or refresh the node object of a registration; returns the node's id. An agent without an id
-        gets a new one. An id the cluster removed (`removed_nodes` of the cluster object, written with the
-        node's deletion) is not brought back — the agent joins as a new node under a new id, as in SwarmKit
-        where a removed node cannot rejoin under its old identity."""
-        nid = ""
-
-        async def plan() -> list[Op]:
-            nonlocal node_id, nid
-            nid = node_id or new_id()
-            cur: Obj | None = None
-            checks: list[Op] = []
-            if node_id is not None:
-                try:
-                    cur = await self.store.get(Kind.NODE, node_id)
-                except NotFound:
-                    cur = None
-            if cur is None and node_id is not None:
-                try:
-                    cluster: Obj | None = await self.store.get(Kind.CLUSTER, DEFAULT_CLUSTER_ID)
-                except NotFound:
-                    cluster = None
-                if node_id in removed_node_ids(cluster) and certified:
-                    raise PermissionDenied(f"dispatcher: node {node_id} was removed from the cluster; its "
-                                           "certificate is revoked (join again with a join token)")
-                if node_id in removed_node_ids(cluster):
-                    log.info("dispatcher: node %s was removed from the cluster; it joins again as a new node",
-                             node_id)
-                    node_id, nid = None, new_id()
-                elif cluster is not None:  # a removal committed after this read must not be undone by our create
-                    checks.append(t.check(Kind.CLUSTER, DEFAULT_CLUSTER_ID,
-                                          expect_version=cluster["meta"]["version"]))
-            obj = core.registered_node(nid, cur, description, addr, now, role=role)
-            return [t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj), *checks]
-
-        result = await read_modify_write(self.store, plan, attempts=WRITE_ATTEMPTS, retry_on=(Conflict, NotFound),
-                                         exhausted=Unavailable, conflict=self._kept_changing(node_id))
-        self._apply_written(result)
-        return nid, result
-
-    @staticmethod
-    def _kept_changing(node_id: str | None) -> str:
-        return f"dispatcher: node {node_id} kept changing under {WRITE_ATTEMPTS} write attempts"
+                             role: str | None = None) -> tuple[str, TxnResult | None]:
+        """Create or refresh the node object of a registration (batched with the others: nodewrites.py);
+        returns the node's id. An agent without an id gets a new one. An id the cluster removed (`removed_nodes`
+        of the cluster object, written with the node's deletion) is not brought back — refused when the id is
+        the caller's certificate's, else the agent joins as a new node under a new id, as in SwarmKit where a
+        removed node cannot rejoin under its old identity."""
+        outcome, result = await self.node_writer.write(
+            Register(node_id, description, addr, now, role=role, certified=certified))
+        assert outcome.node_id is not None
+        return outcome.node_id, result
 
     def _jittered_period(self) -> float:
         # Jitter spreads the heartbeats of agents that all registered at once (after a dispatcher restart).
@@ -392,58 +382,37 @@ class Dispatcher:
         sess = self.session(session_id, caller)
         now = self.clock.now()
         self.liveness.beat(sess.node_id, now)
-        await self.bus.publish(NODE_HEARTBEAT, {"node_id": sess.node_id, "at": now})
+        self.beats.note(sess.node_id, now)  # shared with the other dispatchers in batches
         self.metrics.inc("dispatcher_heartbeats_total", help="agent heartbeats")
         node = self.mirror.get(Kind.NODE, sess.node_id)
         if node is not None and core.node_state(node) != NodeState.READY \
                 and sess.node_id not in self._marking_ready:
             # Another dispatcher marked it DOWN (lost NATS heartbeats?) while it talks to us: it is alive.
-            self._spawn(self._mark_ready(sess.node_id))
+            self._mark_ready(sess.node_id)
         reply: dict[str, Any] = {"period": self._jittered_period()}
         role = core.desired_role_name(node)
         if role is not None:  # the agent renews at once when its certificate says otherwise (promote/demote)
             reply["role"] = role
         return reply
 
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _mark_ready(self, node_id: str) -> None:
-        self._marking_ready.add(node_id)
+    def _mark_ready(self, node_id: str) -> None:
+        """Queue a READY mark (batched); when the queue is full the next heartbeat asks again."""
         try:
-            now = self.clock.now()
+            fut = self.node_writer.submit(MarkReady(node_id, self.clock.now()))
+        except Busy:
+            return
+        self._marking_ready.add(node_id)
 
-            def build(cur: Obj | None) -> Obj | None:
-                if cur is None or core.node_state(cur) == NodeState.READY:
-                    return None
-                return core.ready_node(cur, now)
-
-            await self._write_node(node_id, build)
-            log.info("dispatcher: node %s heartbeats here again; marked READY", node_id)
-        except STORE_FAILURES as e:
-            log.warning("dispatcher: could not mark node %s READY: %s", node_id, e)
-        finally:
+        def done(f: asyncio.Future[Any]) -> None:
             self._marking_ready.discard(node_id)
+            if f.cancelled():
+                return
+            if f.exception() is not None:
+                log.warning("dispatcher: could not mark node %s READY: %s", node_id, f.exception())
+            elif f.result()[0].written:
+                log.info("dispatcher: node %s heartbeats here again; marked READY", node_id)
 
-    async def _write_node(self, node_id: str, build: Callable[[Obj | None], Obj | None]) -> TxnResult | None:
-        """Read-modify-write of one node with a version precondition, re-reading on conflict."""
-        async def plan() -> list[Op] | None:
-            try:
-                cur: Obj | None = await self.store.get(Kind.NODE, node_id)
-            except NotFound:
-                cur = None
-            obj = build(cur)
-            if obj is None:
-                return None
-            return [t.create(Kind.NODE, obj) if cur is None else t.update(Kind.NODE, obj)]
-
-        result = await read_modify_write(self.store, plan, attempts=WRITE_ATTEMPTS, retry_on=(Conflict, NotFound),
-                                         exhausted=Unavailable, conflict=self._kept_changing(node_id))
-        if result is not None:
-            self._apply_written(result)
-        return result
+        fut.add_done_callback(done)
 
     def _drop_sessions_of(self, node_id: str) -> None:
         self.index.changed_at.pop(node_id, None)
@@ -627,21 +596,29 @@ class Dispatcher:
     # ---- liveness ----------------------------------------------------------------------------------------
     async def _on_heartbeat_message(self, data: dict[str, Any]) -> None:
         # validated at the edge (issue 16): a time that is not finite or not near now, or a node nobody knows
-        # (liveness is keyed by node id: remote input must not grow it), is dropped and counted
-        beat = heartbeat_from_message(data, self.clock.now())
-        if isinstance(beat, tuple) and self.mirror.get(Kind.NODE, beat[0]) is None:
-            beat = "unknown node"
-        if isinstance(beat, str):
-            self.metrics.inc("dispatcher_heartbeat_messages_dropped_total",
-                             help="NODE_HEARTBEAT messages dropped as impossible (bad time, unknown node)")
-            log.debug("dispatcher: heartbeat message dropped (%s)", beat)
-            return
-        self.liveness.beat(*beat)
+        # (liveness is keyed by node id: remote input must not grow it), is dropped and counted; a message
+        # carries one beat or a batch of them (services/dispatcher/beats.py)
+        heard, dropped = beats_from_message(data, self.clock.now())
+        for node_id, at in heard:
+            if self.mirror.get(Kind.NODE, node_id) is None:
+                dropped.append("unknown node")
+            else:
+                self.liveness.beat(node_id, at)
+        if dropped:
+            self.metrics.inc("dispatcher_heartbeat_messages_dropped_total", len(dropped),
+                             help="heartbeats from NODE_HEARTBEAT messages dropped as impossible (bad time, "
+                             "unknown node)")
+            log.debug("dispatcher: %d heartbeats of a message dropped (%s)", len(dropped), dropped[0])
 
     async def _expire_loop(self) -> None:
         while not self._stopped:
             period = self.period()
-            await self._sleep_or_stop(min(max(period / 4, 0.02), 1.0))
+            interval = min(max(period / 4, 0.02), 1.0)
+            loop = asyncio.get_running_loop()
+            before = loop.time()
+            await self._sleep_or_stop(interval)
+            woke = loop.time()
+            self.stalls.note(woke, woke - before - interval)
             if not self._view_ready.is_set() or self._stopped:
                 continue
             try:
@@ -661,17 +638,28 @@ class Dispatcher:
             if now - self.liveness.last_seen.get(node_id, now) >= core.HEARTBEAT_GRACE * period:
                 self._drop_sessions_of(node_id)
         marked = []
-        expired = self.liveness.expired(self.mirror.list(Kind.NODE), now, period)
+        allowance = self.stalls.allowance(asyncio.get_running_loop().time(), core.HEARTBEAT_GRACE * period)
+        expired = self.liveness.expired(self.mirror.list(Kind.NODE), now, period, allowance)
         if not self._bus_trusted(now):
             # Without the bus we cannot hear the heartbeats other dispatchers receive: judge only the nodes
             # whose sessions are here, or a healthy node served elsewhere would flap DOWN and READY.
             expired = [n for n in expired if n["id"] in served]
+        futures: list[asyncio.Future[Any]] = []
         for node in expired:
             try:
-                result = await self.store.txn([t.update(Kind.NODE, core.down_node(node, now))])
-            except (Conflict, NotFound):
+                futures.append(self.node_writer.submit(MarkDown(node["id"], node["meta"]["version"], now)))
+            except Busy:
+                break  # the rest are judged again on the next pass
+        if futures and not self.node_writer.running:
+            await self.node_writer.flush()
+        for node, res in zip(expired, await asyncio.gather(*futures, return_exceptions=True), strict=False):
+            if isinstance(res, BaseException):
+                if not isinstance(res, STORE_FAILURES):
+                    raise res
+                log.warning("dispatcher: could not mark node %s DOWN: %s", node["id"], res)
+                continue
+            if not res[0].written:
                 continue  # changed under us: judged again on the next pass from a fresher view
-            self._apply_written(result)
             self._drop_sessions_of(node["id"])
             marked.append(node["id"])
             self.metrics.inc("dispatcher_nodes_down_total", help="nodes marked DOWN on heartbeat failure")

@@ -38,6 +38,9 @@ from shoal.transport import Credentials, http_client
 STORE_FAILURES: tuple[type[Exception], ...] = (ShoalError, httpx.HTTPError, OSError)
 
 
+JSON_HEADERS = {"content-type": "application/json"}
+
+
 class StoreClient:
     def __init__(
         self,
@@ -93,7 +96,7 @@ class StoreClient:
                 last = e
             else:
                 if resp.status_code < 400:
-                    return resp if stream else resp.json()
+                    return resp if stream else wire.loads(resp.content)
                 if stream:
                     await resp.aread()
                     await resp.aclose()
@@ -110,7 +113,8 @@ class StoreClient:
             delay = min(delay * 2, 0.5)
 
     async def txn(self, ops: list[Op]) -> TxnResult:
-        d = await self._request("POST", "/v1/txn", write=True, json={"ops": ops})
+        d = await self._request("POST", "/v1/txn", write=True, content=wire.dumps({"ops": ops}),
+                                headers=JSON_HEADERS)
         return TxnResult.from_json(d)
 
     async def get(self, kind: str, obj_id: str) -> Obj:

@@ -11,12 +11,12 @@ first byte, like `Page`) and the body as NDJSON chunks."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+from shoal.wire import dumps as dumps  # one JSON codec for the store's wire (orjson, standard-library fallback)
+from shoal.wire import loads as loads
 
 NDJSON = "application/x-ndjson"
 #: headers of a streamed page (the body is only the objects)
@@ -45,19 +45,6 @@ def project(objs: Iterable[dict[str, Any]], fields: tuple[str, ...] | None) -> I
     if fields is None:
         return objs
     return ({f: o[f] for f in fields if f in o} for o in objs)
-
-
-def dumps(obj: Any) -> bytes:
-    """Compact JSON bytes. orjson first; what it refuses (an integer beyond 64 bits, a non-string key — neither
-    ever stored by shoal itself, but JSON allows the first) falls back to the standard library."""
-    try:
-        return orjson.dumps(obj)
-    except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def loads(data: bytes | str) -> Any:
-    return orjson.loads(data)
 
 
 def ndjson_chunks(objs: Iterable[Any], chunk: int = CHUNK) -> Iterator[bytes]:

@@ -380,6 +380,27 @@ async def test_a_node_cannot_use_another_nodes_session(env: dict[str, Any]) -> N
         assert (await http.post(url + "/heartbeat")).status_code == 200
 
 
+async def test_heartbeats_answered_outside_the_framework_keep_every_refusal(env: dict[str, Any]) -> None:
+    """services/dispatcher/fastpath.py: the heartbeat skips FastAPI but not the Guard, the session owner check,
+    the error shape or the HTTP metrics."""
+    a: RunningAgent = await env["start_agent"]()
+    sid = a.agent.session.session_id
+    url = env["d1"].url
+    scheduler = node_creds(env["signer"], env["tmp"] / "sched", role=pki.MANAGER, component="scheduler")
+    async with transport.http_client(scheduler) as http:  # not an agent certificate: the Guard refuses
+        r = await http.post(url + f"/v1/sessions/{sid}/heartbeat")
+        assert r.status_code == 403 and r.json()["code"] == "permission_denied"
+    async with transport.http_client(a.agent.creds) as http:
+        ok = await http.post(url + f"/v1/sessions/{sid}/heartbeat")
+        unknown = await http.post(url + "/v1/sessions/nosuchsession/heartbeat")
+    assert ok.status_code == 200 and ok.json()["period"] > 0
+    assert unknown.status_code == 404 and unknown.json()["code"] == "not_found" and "register again" in \
+        unknown.json()["message"]
+    rendered = env["d1"].dispatcher.metrics.render()
+    assert 'route="/v1/sessions/{session_id}/heartbeat",status="200"' in rendered
+    assert 'route="/v1/sessions/{session_id}/heartbeat",status="404"' in rendered
+
+
 async def test_register_takes_the_node_id_from_the_certificate(env: dict[str, Any]) -> None:
     store: LocalStore = env["store"]
     creds = node_creds(env["signer"], env["tmp"] / "n1")

@@ -15,6 +15,7 @@ from services.dispatcher.core import desired_role_name
 from services.dispatcher.loop import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
 from shoal.bus import MemoryBus
+from shoal.bus.subjects import NODE_HEARTBEAT
 from shoal.clock import FakeClock
 from shoal.cluster import with_removed_node
 from shoal.errors import NotFound
@@ -253,3 +254,69 @@ async def test_the_heartbeat_answer_carries_the_nodes_desired_role(store: LocalS
     d.mirror.apply_written(res)
     assert (await d.heartbeat(reg["session_id"]))["role"] == "manager"
     assert desired_role_name({"spec": {"role": "bogus"}}) is None and desired_role_name(None) is None
+
+
+async def test_task_changes_no_node_sees_do_not_recompute_the_endpoint_table(store: LocalStore) -> None:
+    clock = FakeClock(time.time())
+    d = await started(store, clock)
+    reg = await d.register(None, DESCRIPTION, None)
+    d.node_endpoints(reg["node_id"])  # a session polled the table: it is kept current from now on
+    plain = {"id": "s", "spec": {"name": "batch", "task": {}}, "endpoint": {"ports": []}}
+    web = {"id": "w", "spec": {"name": "web", "task": {}}, "endpoint": {"ports": [
+        {"protocol": "tcp", "target_port": 80, "published_port": 30080, "publish_mode": "ingress"}]}}
+    await store.txn([t.create("service", plain), t.create("service", web)])
+    d.wake()
+    await settle(store, lambda: asyncio.sleep(0, d.mirror.get("service", "w") is not None))
+    await asyncio.sleep(0.3)
+    before = d.metrics.value("dispatcher_endpoint_computations_total")
+    await store.txn([t.create("task", task(f"p{i}", reg["node_id"])) for i in range(50)])
+    d.wake()
+    await settle(store, lambda: asyncio.sleep(0, len(d.node_tasks(reg["node_id"])) == 50))
+    await asyncio.sleep(0.3)
+    assert d.metrics.value("dispatcher_endpoint_computations_total") == before  # service "batch": nobody's
+    await store.txn([t.create("task", {**task("w1", reg["node_id"]), "service_id": "w"})])
+    d.wake()
+
+    async def recomputed() -> bool:
+        return d.metrics.value("dispatcher_endpoint_computations_total") > before
+    await settle(store, recomputed)
+    await stop(d)
+
+
+async def test_a_stalled_loop_moves_heartbeat_deadlines(store: LocalStore) -> None:
+    clock = FakeClock(time.time())
+    d = await started(store, clock)
+    reg = await d.register(None, DESCRIPTION, None)
+    await asyncio.sleep(0.3)  # the expiry loop is waiting on its timer
+    time.sleep(1.2)  # the event loop cannot run (a starved process, a huge batch): heartbeats would wait unread
+    await asyncio.sleep(0.5)
+    allowance = d.stalls.allowance(asyncio.get_running_loop().time(), 3 * P)
+    assert allowance >= 0.5
+    # silent for exactly the grace: not DOWN yet, the stall is excused; DOWN once the allowance has passed too
+    clock.advance(3 * P)
+    assert await d.expire_nodes() == []
+    clock.advance(allowance + 0.1)
+    assert await d.expire_nodes() == [reg["node_id"]]
+    await stop(d)
+
+
+async def test_another_dispatcher_hears_the_heartbeats_in_batches(store: LocalStore) -> None:
+    clock = FakeClock(time.time())
+    bus = MemoryBus()
+    d1 = await started(store, clock, bus)
+    d2 = await started(store, clock, bus)
+    regs = [await d1.register(None, DESCRIPTION, None) for _ in range(5)]
+    await settle(store, lambda: asyncio.sleep(0, all(d2.mirror.get("node", r["node_id"]) for r in regs)))
+    bus.published.clear()
+    for _ in range(4):
+        clock.advance(P)
+        for r in regs:
+            await d1.heartbeat(r["session_id"])
+        await asyncio.sleep(0.6)  # a flush interval
+    beats = [m for s, m in bus.published if s == NODE_HEARTBEAT]
+    assert 1 <= len(beats) <= 4 and all("beats" in m for m in beats)  # 20 heartbeats, a message per interval
+    assert all(d2.liveness.last_seen.get(r["node_id"]) == clock.now() for r in regs)
+    clock.advance(3 * P - 0.5)  # d1's nodes heard at d2 through the bus: not DOWN there
+    assert await d2.expire_nodes() == []
+    await stop(d1)
+    await stop(d2)

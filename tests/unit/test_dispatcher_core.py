@@ -13,6 +13,7 @@ from services.dispatcher.core import (
     AssignmentStream,
     Liveness,
     RegistrationLimiter,
+    Stalls,
     Verdict,
     dependency_ids,
     down_node,
@@ -309,3 +310,22 @@ def test_registration_bodies_are_strict_and_cannot_forge_log_lines() -> None:
     with pytest.raises(pydantic.ValidationError):
         StatusReport.model_validate({"updates": [{"task_id": "t", "status": {"state": "running",
                                                                               "timestamp": float("inf")}}]})
+
+
+def test_time_the_dispatcher_could_not_listen_is_not_counted_as_silence() -> None:
+    live = Liveness(started_at=1000.0)
+    live.seed([])
+    n = node("a", ts=1010.0)
+    live.beat("a", 1010.0)
+    stalls = Stalls()
+    stalls.note(50.0, 0.2)  # timer jitter: not a stall
+    stalls.note(51.0, 4.0)  # the loop woke 4 s late
+    stalls.note(55.0, 2.5)
+    window = 3 * P
+    allowance = stalls.allowance(56.0, window)
+    assert allowance == 6.5
+    assert live.expired([n], 1010.0 + 3 * P, P, allowance) == []  # alive as far as we could hear
+    assert [x["id"] for x in live.expired([n], 1010.0 + 3 * P + 6.5, P, allowance)] == ["a"]
+    # stalls older than the grace window no longer excuse silence
+    assert stalls.allowance(51.0 + window + 0.01, window) == 2.5
+    assert stalls.allowance(55.0 + window + 0.01, window) == 0.0

@@ -109,3 +109,16 @@ def test_networks_by_node_is_node_networks_of_each_node() -> None:
     by_node = ep.networks_by_node(tasks)
     assert by_node == {"a": {"n1", "n2"}} == {n: ep.node_networks(n, tasks) for n in ("a",)}
     assert ep.node_networks("b", tasks) == set()
+
+
+def test_services_no_node_receives_can_be_left_out_of_the_table() -> None:
+    ingress, on_net = service("s1", "web"), service("s2", "api", nets=["n1"], ports=[])
+    host_only = service("s3", "h", ports=[{"protocol": "tcp", "target_port": 80, "published_port": 8080,
+                                           "publish_mode": "host"}])
+    plain = service("s4", "batch", ports=[])
+    assert [ep.distributed(s) for s in (ingress, on_net, host_only, plain)] == [True, True, False, False]
+    tasks = [task("t1", "s2", "a", net="n1"), task("t3", "s3", "a", net="n7"), task("t4", "s4", "b", net="n8")]
+    every = ep.table([ingress, on_net, host_only, plain], tasks, NODES)
+    kept = ep.table([s for s in (ingress, on_net, host_only, plain) if ep.distributed(s)], tasks, NODES)
+    for nid, addr in (("a", "127.0.0.2"), ("b", "127.0.0.3")):  # every node's table is the same without them
+        assert ep.node_table(kept, nid, addr, tasks) == ep.node_table(every, nid, addr, tasks)

@@ -4,7 +4,6 @@ request to the leader's API (SwarmKit's raft proxy) over this member's own crede
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from services.raftstore.access import ON_BEHALF_HEADER, ON_BEHALF_NODE_HEADER, s
 from services.raftstore.driver import Driver
 from services.raftstore.member import Member
 from services.raftstore.settings import RaftstoreSettings
+from shoal import wire
 from shoal.clock import Clock
 from shoal.errors import InvalidArgument, NotLeader, OutcomeUnknown, Unavailable
 from shoal.models.kinds import Kind
@@ -31,7 +31,7 @@ FORWARD_TIMEOUT = httpx.Timeout(60.0, connect=1.0)
 
 
 def json_response(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type="application/json")
+    return Response(wire.dumps(body), status_code=status, media_type="application/json")
 
 
 def check_kind(kind: str) -> None:
