@@ -1,5 +1,5 @@
 """`shoal swarm init`, `shoal swarm join`, `shoal swarm leave`: this machine as a node of a swarm (shoal.node),
-run by a long-lived node supervisor in the background (`python -m shoal.supervisor --node`)."""
+run by a long-lived node supervisor in the background (`python -m shoal.daemon --node`)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def _start(data: Path, timeout: float) -> int:
     """Start the node supervisor in the background and wait for its processes."""
     (data / "logs").mkdir(parents=True, exist_ok=True)
     with open(data / "logs" / "supervisor.log", "ab", opener=private_opener) as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "shoal.supervisor", "--node", "--data-dir", str(data)],
+        proc = subprocess.Popen([sys.executable, "-m", "shoal.daemon", "--node", "--data-dir", str(data)],
                                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=Path(__file__).resolve().parents[2])
     deadline = time.monotonic() + timeout

@@ -21,22 +21,8 @@ from typing import Any, TextIO
 import httpx
 
 from shoal.runner import private_opener
-from shoal.supervisor import (
-    SCALABLE,
-    Layout,
-    ScaleError,
-    Supervisor,
-    admin_client,
-    cluster_id,
-    extra_names,
-    parse_scale,
-    read_scale,
-    read_state,
-    role_of,
-    stop_workloads,
-    wait_healthy,
-    write_scale,
-)
+from shoal.scale import SCALABLE, ScaleError, extra_names, parse_scale, read_scale, role_of, write_scale
+from shoal.supervisor import Layout, Supervisor, admin_client, cluster_id, read_state, stop_workloads, wait_healthy
 from shoal.workloads import cluster_containers, cluster_processes
 
 DEFAULT_DATA_DIR = Path(os.environ.get("SHOAL_DATA_DIR", Path.home() / ".shoal"))
@@ -116,7 +102,7 @@ def _up_detached(a: argparse.Namespace, layout: Layout) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "supervisor.log", "ab", opener=private_opener) as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal.supervisor", "--data-dir", str(layout.data_dir),
+            [sys.executable, "-m", "shoal.daemon", "--data-dir", str(layout.data_dir),
              "--base-port", str(layout.base_port), "--gateway-port", str(layout.gateway_port),
              "--agents", str(layout.agents), "--heartbeat-period", str(layout.heartbeat_period),
              "--hollow-nodes", str(layout.hollow_nodes)],
