@@ -9,7 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,6 +72,20 @@ def eventually(fn: Callable[[], T | None], timeout: float, what: str, interval: 
                 return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def running_cluster(data_dir: Path, agents: int = 2, *, ready_nodes: bool = False) -> Iterator[Cluster]:
+    """What a cluster fixture yields from: a started cluster, stopped afterwards even if it never became healthy;
+    with `ready_nodes`, yielded once every agent's node is READY."""
+    c = Cluster(data_dir, agents=agents)
+    try:
+        c.start()
+        if ready_nodes:
+            eventually(lambda: len([n for n in c.nodes() if n["status"]["state"] == "ready"]) == agents, 30,
+                       f"{agents} ready nodes")
+        yield c
+    finally:
+        c.stop()
 
 
 class Cluster:
