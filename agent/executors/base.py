@@ -79,9 +79,20 @@ class Controller(Protocol):
 
 
 class BaseController:
-    """The defaults of a controller's optional parts (see `Controller`)."""
+    """The defaults of a controller's optional parts (see `Controller`), and `pid`/`exit_code` read from the
+    `_pid`/`_exit_code` a controller sets."""
 
     survives_agent_exit: bool = False
+    _pid: int | None = None
+    _exit_code: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._exit_code
 
     @property
     def health(self) -> str | None:

@@ -224,14 +224,6 @@ class DockerController(BaseController):
 
     # ---- Controller --------------------------------------------------------------------------------------
     @property
-    def pid(self) -> int | None:
-        return self._pid
-
-    @property
-    def exit_code(self) -> int | None:
-        return self._exit_code
-
-    @property
     def health(self) -> str | None:
         """The engine's health status (starting/healthy/unhealthy), None without a health check."""
         return self._health

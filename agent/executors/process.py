@@ -229,14 +229,6 @@ class ProcessController(BaseController):
 
     # ---- Controller --------------------------------------------------------------------------------------
     @property
-    def pid(self) -> int | None:
-        return self._pid
-
-    @property
-    def exit_code(self) -> int | None:
-        return self._exit_code
-
-    @property
     def health(self) -> str | None:
         """The health check state (starting/healthy/unhealthy), None without a health check."""
         return str(self._health.state) if self._health is not None else None

@@ -1,6 +1,7 @@
 """The executor seam is declared, not discovered: every executor derives from `BaseExecutor` (probe, sweep and
 close with their defaults; `probes`/`sweeps` say which it really does) and every controller from
-`BaseController` (health, survives_agent_exit); `distinct` lists an executor serving several runtimes once."""
+`BaseController` (health, survives_agent_exit, pid/exit_code from `_pid`/`_exit_code`); `distinct` lists an
+executor serving several runtimes once."""
 
 from __future__ import annotations
 
@@ -37,4 +38,5 @@ def test_the_defaults_do_nothing() -> None:
     asyncio.run(ex.close())
     ctl = HollowController({"id": "t1", "spec": {}}, env={})
     assert isinstance(ctl, BaseController) and ctl.health is None and ctl.survives_agent_exit is False
+    assert ctl.pid is None and ctl.exit_code is None
     assert DockerController.survives_agent_exit is True
