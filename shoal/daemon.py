@@ -6,13 +6,36 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
 import sys
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from shoal.supervisor import Layout, Supervisor
+from shoal.runner import private_opener
+from shoal.supervisor import Layout, Supervisor, read_state
 
 log = logging.getLogger("shoal.supervisor")
+
+
+def start(args: Sequence[str], data_dir: Path, deadline: float) -> int | None:
+    """Start `python -m shoal.daemon ARGS` in its own session (output appended to DATA_DIR/logs/supervisor.log)
+    and wait until it has written its state file, or `deadline` (monotonic) passed; its exit code if it exited
+    before that, else None (`shoal up --detach`, `shoal swarm init/join`)."""
+    log_dir = data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "supervisor.log", "ab", opener=private_opener) as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "shoal.daemon", *args], stdout=logf,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                cwd=Path(__file__).resolve().parents[1])
+    while read_state(data_dir) is None:
+        if proc.poll() is not None:
+            return proc.returncode
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
