@@ -1,5 +1,6 @@
-"""`shoal.concurrency.until_first_failure`: the first failure ends the others and is raised as itself (no
-ExceptionGroup); work that returns lets the rest go on; cancelling the caller cancels every task it started."""
+"""`shoal.concurrency`: `until_first_failure` — the first failure ends the others and is raised as itself (no
+ExceptionGroup); work that returns lets the rest go on; cancelling the caller cancels every task it started.
+`task_scope` — the body's own exception, or a task's, comes out as itself; leaving the scope waits for its tasks."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 import pytest
 
-from shoal.concurrency import until_first_failure
+from shoal.concurrency import task_scope, until_first_failure
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -64,3 +65,45 @@ def test_cancelling_the_caller_cancels_every_task() -> None:
 
     asyncio.run(go())
     assert sorted(cancelled) == ["a", "b"]
+
+
+def test_a_scope_raises_the_body_error_as_itself_after_its_tasks_end() -> None:
+    ended: list[str] = []
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            ended.append("task")
+
+    async def go() -> None:
+        async with task_scope() as tg:
+            task = tg.create_task(forever())
+            try:
+                await asyncio.sleep(0.01)
+                raise Boom("the body failed")
+            finally:
+                task.cancel()
+
+    with pytest.raises(Boom, match="the body failed"):
+        asyncio.run(go())
+    assert ended == ["task"]
+
+
+def test_a_scope_raises_a_task_error_as_itself_and_returns_the_body_value() -> None:
+    async def fails() -> None:
+        raise Boom("a task failed")
+
+    async def failing() -> None:
+        async with task_scope() as tg:
+            tg.create_task(fails())
+            await asyncio.sleep(3600)
+
+    async def returning() -> int:
+        async with task_scope() as tg:
+            tg.create_task(asyncio.sleep(0.01))
+            return 7
+
+    with pytest.raises(Boom, match="a task failed"):
+        asyncio.run(failing())
+    assert asyncio.run(returning()) == 7
