@@ -192,7 +192,8 @@ def test_members_spec_is_parsed_and_checked() -> None:
         RaftstoreSettings(raft_id=3, raft_members="1=http://a:1,a:2").members()
 
 
-async def test_a_leader_losing_its_quorum_fails_pending_writes_as_outcome_unknown(tmp_path: Path) -> None:
+async def started_members(tmp_path: Path) -> list[Member]:
+    """Three in-process members on loopback ports (20 ms ticks, no NATS), started; the caller stops them."""
     ports = free_ports(6)
     spec = ";".join(f"{i}=https://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[3 + i - 1]},node-{i}" for i in (1, 2, 3))
     certs = ClusterCerts(tmp_path)
@@ -200,6 +201,11 @@ async def test_a_leader_losing_its_quorum_fails_pending_writes_as_outcome_unknow
                                         nats_url=""), certs.member(i), rng=random.Random(i)) for i in (1, 2, 3)]
     for m in members:
         await m.start()
+    return members
+
+
+async def test_a_leader_losing_its_quorum_fails_pending_writes_as_outcome_unknown(tmp_path: Path) -> None:
+    members = await started_members(tmp_path)
     try:
         for _ in range(300):
             if any(m.driver.is_leader for m in members):
@@ -226,13 +232,7 @@ async def test_a_followers_lost_read_index_request_is_resent(tmp_path: Path) -> 
     the driver re-sends it after a few ticks (this once failed CI under load)."""
     from services.raftstore.raft.messages import MsgType
 
-    ports = free_ports(6)
-    spec = ";".join(f"{i}=https://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[3 + i - 1]},node-{i}" for i in (1, 2, 3))
-    certs = ClusterCerts(tmp_path)
-    members = [Member(RaftstoreSettings(raft_id=i, raft_members=spec, data_dir=tmp_path / str(i), raft_tick=0.02,
-                                        nats_url=""), certs.member(i), rng=random.Random(i)) for i in (1, 2, 3)]
-    for m in members:
-        await m.start()
+    members = await started_members(tmp_path)
     try:
         for _ in range(500):
             if any(m.driver.is_leader for m in members):
