@@ -549,14 +549,19 @@ def test_node_update_and_rm(capsys: pytest.CaptureFixture[str]) -> None:
     assert "nothing to change" in capsys.readouterr().err
 
 
-def test_cluster_update(capsys: pytest.CaptureFixture[str]) -> None:
-    seen: list[Any] = []
-
+def cluster_update_handler(seen: list[Any]) -> Callable[[httpx.Request], httpx.Response]:
+    """A gateway that serves the cluster at version 7 and records each write in `seen`."""
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "GET":  # the version to send is read first
             return httpx.Response(200, json={"id": "default", "spec": {}, "meta": {"version": 7}})
         seen.append((request.method, request.url.path, json.loads(request.content)))
         return httpx.Response(200, json={"id": "default", "spec": {}})
+    return handler
+
+
+def test_cluster_update(capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[Any] = []
+    handler = cluster_update_handler(seen)
 
     assert main(["cluster", "update", "--heartbeat-period", "10s", "--task-history-limit", "-1"],
                 http=mock(handler)) == 0
@@ -781,12 +786,7 @@ def test_swarm_join_token_rotate(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_swarm_update_is_cluster_update_with_cert_expiry(capsys: pytest.CaptureFixture[str]) -> None:
     seen: list[Any] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.method == "GET":  # the version to send is read first
-            return httpx.Response(200, json={"id": "default", "spec": {}, "meta": {"version": 7}})
-        seen.append((request.method, request.url.path, json.loads(request.content)))
-        return httpx.Response(200, json={"id": "default", "spec": {}})
+    handler = cluster_update_handler(seen)
 
     assert main(["swarm", "update", "--cert-expiry", "90d"], http=mock(handler)) == 0
     assert main(["cluster", "update", "--cert-expiry", "2h", "--heartbeat-period", "3s"], http=mock(handler)) == 0
