@@ -4,6 +4,7 @@ StoreClient, so the contract of shoal/store/client.py is checked end to end with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import random
 from collections.abc import AsyncIterator
@@ -41,6 +42,20 @@ def settings_for(tmp: Path, members: int = 1, me: int = 1) -> RaftstoreSettings:
     spec = ";".join(f"{i}=https://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[members + i - 1]},node-{i}"
                     for i in range(1, members + 1))
     return RaftstoreSettings(raft_id=me, raft_members=spec, data_dir=tmp / str(me), raft_tick=0.02, nats_url="")
+
+
+@contextlib.asynccontextmanager
+async def one_member_app(tmp_path: Path) -> AsyncIterator[Any]:
+    """The raftstore app of one in-process member (in-memory bus, fake clock at 1000 s), with its lifespan
+    running, once the member leads (the actor and gateway-event tests)."""
+    member = Member(settings_for(tmp_path), ClusterCerts(tmp_path).member(1), rng=random.Random(1))
+    app = create_app(member.settings, member, MemoryBus(), clock=FakeClock(1000.0))
+    async with app.router.lifespan_context(app):
+        for _ in range(300):
+            if member.driver.is_leader:
+                break
+            await asyncio.sleep(0.01)
+        yield app
 
 
 class Harness:
