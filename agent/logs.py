@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from shoal import logs
+from shoal.concurrency import task_scope
 from shoal.logs import LogQuery, Record
 from shoal.models.states import TaskState
 
@@ -207,25 +208,25 @@ async def _pump(sources: list[AsyncIterator[list[Record]]], post: Post) -> bool:
         finally:
             await queue.put(None)
 
-    readers = [asyncio.create_task(drain(s)) for s in sources]
-    running, silent_since = len(readers), time.monotonic()
-    try:
-        while running:
-            try:
-                batch = await asyncio.wait_for(queue.get(), KEEPALIVE)
-            except TimeoutError:
-                batch = []
-            if batch is None:
-                running -= 1
-                continue
-            if not batch and time.monotonic() - silent_since < KEEPALIVE:
-                continue
-            silent_since = time.monotonic()
-            for chunk in (logs.chunks(batch) if batch else [b""]):
-                if not await post(chunk, False):
-                    return False
-        return True
-    finally:
-        for r in readers:
-            r.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+    async with task_scope() as tg:
+        readers = [tg.create_task(drain(s)) for s in sources]
+        running, silent_since = len(readers), time.monotonic()
+        try:
+            while running:
+                try:
+                    batch = await asyncio.wait_for(queue.get(), KEEPALIVE)
+                except TimeoutError:
+                    batch = []
+                if batch is None:
+                    running -= 1
+                    continue
+                if not batch and time.monotonic() - silent_since < KEEPALIVE:
+                    continue
+                silent_since = time.monotonic()
+                for chunk in (logs.chunks(batch) if batch else [b""]):
+                    if not await post(chunk, False):
+                        return False
+            return True
+        finally:
+            for r in readers:
+                r.cancel()

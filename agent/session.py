@@ -21,6 +21,7 @@ import httpx
 from agent import logs as task_logs
 from agent.worker import Worker
 from shoal import errors, logs
+from shoal.concurrency import until_first_failure
 from shoal.errors import InvalidArgument
 from shoal.models.states import TaskState
 from shoal.transport import expand_url, http_client, sni_extensions
@@ -268,20 +269,10 @@ class AgentSession:
         self.period = float(reg.get("heartbeat_period", self.period))
         self.sessions += 1
         log.info("agent: registered with %s as node %s (session %s)", client.base, reg["node_id"], sid)
-        loops = [asyncio.create_task(self._heartbeats(client, sid)),
-                 asyncio.create_task(self._assignments(client, sid)),
-                 asyncio.create_task(self._reports(client, sid)),
-                 asyncio.create_task(self._logs(client, sid)),
-                 asyncio.create_task(self._endpoints(client, sid)),
-                 asyncio.create_task(self._renewal())]
-        try:
-            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()  # re-raise why the session ended
-        finally:
-            for task in loops:
-                task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+        # the session ends with the first loop that fails, raising why; the others end with it
+        await until_first_failure(self._heartbeats(client, sid), self._assignments(client, sid),
+                                  self._reports(client, sid), self._logs(client, sid),
+                                  self._endpoints(client, sid), self._renewal())
 
     async def _renewal(self) -> None:
         await self._renew.wait()

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
+
+from shoal.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,4 @@ class AgentState:
         self._write(self.dir / "tasks.json", json.dumps(records, separators=(",", ":")))
 
     def _write(self, path: Path, text: str) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        write_atomic(path, text)

@@ -30,8 +30,9 @@ import httpx
 from shoal import enroll, pki, transport
 from shoal.bootstrap import CA_BOOTSTRAP, hand_over_ca, private_dirs, write_admin_bundle
 from shoal.certs import LOCAL_HOSTS, Signer
+from shoal.child import ProcSpec
 from shoal.ids import new_id
-from shoal.supervisor import Layout, ProcSpec, Supervisor, process_problem
+from shoal.supervisor import Layout, Supervisor, process_problem
 
 log = logging.getLogger(__name__)
 

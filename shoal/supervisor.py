@@ -2,7 +2,7 @@
 dies, logs in DATA_DIR/logs, state in DATA_DIR/supervisor.json.
 
 Used three ways: in the foreground by `shoal up`, as a daemon by `shoal up --detach` (`python -m
-shoal.supervisor`), and as a library by the end-to-end tests (which kill and stop children through it)."""
+shoal.daemon`), and as a library by the end-to-end tests (which kill and stop children through it)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -26,66 +25,17 @@ import httpx
 
 from shoal import transport
 from shoal.bootstrap import CA_BOOTSTRAP, BootstrapError, init_local, read_local
+from shoal.child import Child, ProcSpec
 from shoal.enroll import has_identity
-from shoal.runner import private_opener
+from shoal.scale import SCALABLE, extra_names, read_scale, role_of
 from shoal.workloads import Workload, stop_cluster
 
 log = logging.getLogger("shoal.supervisor")
 
 STATE_FILE = "supervisor.json"
 HOLLOW = "hollow-agents"  # the process running `shoal up --hollow-nodes N` (agent/hollow.py)
-#: the number of instances wanted per scalable role (`shoal up --scale`, `shoal scale`): {"dispatcher": 3}
-SCALE_FILE = "scale.json"
 #: the ports of the extra instances, kept across restarts: {"dispatcher-2": 41234}
 PORTS_FILE = "scaled-ports.json"
-#: the roles a local cluster runs more instances of on request: the leader-only ones (one active, the others
-#: standby on their lease), and the dispatcher and gateway (every instance serves)
-SCALABLE = ("gateway", "dispatcher", "orchestrator", "allocator", "scheduler")
-MAX_INSTANCES = 9
-
-
-class ScaleError(ValueError):
-    """A scale request that cannot be carried out; the message says what to fix."""
-
-
-def parse_scale(items: list[str]) -> dict[str, int]:
-    """`["dispatcher=3", "gateway=2"]` -> {"dispatcher": 3, "gateway": 2}, or ScaleError saying what is wrong."""
-    out: dict[str, int] = {}
-    for item in items:
-        role, sep, count = item.partition("=")
-        if not sep or not count.strip().isdigit():
-            raise ScaleError(f"scale: {item!r} is not ROLE=N (for example dispatcher=3)")
-        if role not in SCALABLE:
-            raise ScaleError(f"scale: {role!r} cannot be scaled; roles are {', '.join(SCALABLE)}")
-        n = int(count)
-        if not 1 <= n <= MAX_INSTANCES:
-            raise ScaleError(f"scale: {role}={n}: a role runs 1 to {MAX_INSTANCES} instances")
-        out[role] = n
-    return out
-
-
-def read_scale(data_dir: Path) -> dict[str, int]:
-    try:
-        raw = json.loads((data_dir / SCALE_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return {r: int(n) for r, n in raw.items() if r in SCALABLE and isinstance(n, int) and 1 <= n <= MAX_INSTANCES}
-
-
-def write_scale(data_dir: Path, scale: dict[str, int]) -> None:
-    tmp = data_dir / (SCALE_FILE + ".tmp")
-    tmp.write_text(json.dumps(dict(sorted(scale.items()))))
-    tmp.replace(data_dir / SCALE_FILE)
-
-
-def extra_names(scale: dict[str, int]) -> list[str]:
-    """The extra instances `scale` asks for, beyond each role's first: dispatcher-2, dispatcher-3, ..."""
-    return [f"{role}-{k}" for role in SCALABLE for k in range(2, scale.get(role, 1) + 1)]
-
-
-def role_of(name: str) -> str:
-    return name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() and name.rsplit("-", 1)[0] in SCALABLE \
-        else name
 
 
 def cluster_id(data_dir: Path) -> str:
@@ -104,14 +54,6 @@ def stop_workloads(data_dir: Path, docker_host: str | None = None) -> list[Workl
     (crashed, replaced, or under an earlier node id) started it — and return them."""
     host = docker_host or os.environ.get("SHOAL_DOCKER_HOST") or "unix:///var/run/docker.sock"
     return stop_cluster(cluster_id(data_dir), docker_host=host)
-
-
-@dataclass(frozen=True)
-class ProcSpec:
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    health_url: str | None  # GET -> 200 once the process serves
 
 
 @dataclass
@@ -309,54 +251,6 @@ class Layout:
         import socket
 
         return socket.gethostname()
-
-
-class Child:
-    def __init__(self, spec: ProcSpec, log_dir: Path, cwd: Path) -> None:
-        self.spec = spec
-        self.log_path = log_dir / f"{spec.name}.log"
-        self.cwd = cwd
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.wanted = True
-        self.restarts = 0
-        self.next_start = 0.0
-
-    def start(self) -> None:
-        logf = open(self.log_path, "ab", opener=private_opener)
-        env = {**os.environ, **self.spec.env}
-        self.proc = subprocess.Popen(self.spec.argv, env=env, stdout=logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.cwd, start_new_session=True)
-        logf.close()
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            assert self.proc is not None
-            try:
-                os.kill(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def stop(self, grace: float = 10.0) -> None:
-        self.wanted = False
-        if not self.alive():
-            return
-        assert self.proc is not None
-        self.signal(signal.SIGTERM)
-        try:
-            self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(5)
 
 
 class Supervisor:
@@ -691,45 +585,3 @@ def read_state(data_dir: Path) -> dict[str, Any] | None:
     except (ProcessLookupError, PermissionError, KeyError, ValueError):
         return None
     return state
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Daemon entry point (`python -m shoal.supervisor`), used by `shoal up --detach`."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m shoal.supervisor")
-    p.add_argument("--data-dir", type=Path, required=True)
-    p.add_argument("--base-port", type=int, default=4300)
-    p.add_argument("--gateway-port", type=int, default=4242)
-    p.add_argument("--agents", type=int, default=2)
-    p.add_argument("--heartbeat-period", type=float, default=5.0)
-    p.add_argument("--hollow-nodes", type=int, default=0)
-    p.add_argument("--node", action="store_true", help="run the roles of a swarm node (`shoal swarm init/join`)")
-    a = p.parse_args(argv)
-    from shoal.runner import private_files
-
-    private_files()  # logs, state and data the supervised processes create: 0600 / 0700
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s supervisor: %(message)s")
-    sup: Supervisor
-    if a.node:
-        from shoal.node import NodeLayout, NodeSupervisor
-
-        sup = NodeSupervisor(NodeLayout.for_node(a.data_dir.resolve()))  # acts on promote/demote too
-    else:
-        sup = Supervisor(Layout(a.data_dir.resolve(), base_port=a.base_port, gateway_port=a.gateway_port,
-                                agents=a.agents, heartbeat_period=a.heartbeat_period,
-                                hollow_nodes=a.hollow_nodes))
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    signal.signal(signal.SIGUSR1, lambda *_: sup.rescale.set())  # `shoal scale` changed SCALE_FILE
-    sup.start()
-    done.wait()
-    log.info("stopping every process")
-    sup.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-

@@ -36,6 +36,8 @@ from typing import Any
 
 import httpx
 
+from shoal.files import write_atomic
+
 log = logging.getLogger(__name__)
 
 LABEL_CLUSTER = "shoal.cluster.id"
@@ -210,7 +212,7 @@ class RecordMarks(TaskMarks):
         return argv, {**env, MARK_ENV: self.mark(node, task)}
 
     def started(self, node: str, task: str, pid: int) -> None:
-        _write_atomic(self.path(node, task) / "session", str(pid))
+        write_atomic(self.path(node, task) / "session", str(pid))
 
     def pids(self, node: str, task: str) -> list[int]:
         sessions = set(_ints(self.path(node, task) / "session"))
@@ -241,15 +243,6 @@ def _all_pids() -> list[int]:
 def _state(pid: int) -> str:
     raw = Path(f"/proc/{pid}/stat").read_text()
     return raw[raw.rfind(")") + 2:][:1]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def task_marks(owner: Owner, cgroup_root: str = "") -> TaskMarks:

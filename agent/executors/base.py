@@ -16,7 +16,9 @@ there with their do-nothing defaults, so the agent calls them directly.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 Obj = dict[str, Any]
 
@@ -79,9 +81,20 @@ class Controller(Protocol):
 
 
 class BaseController:
-    """The defaults of a controller's optional parts (see `Controller`)."""
+    """The defaults of a controller's optional parts (see `Controller`), and `pid`/`exit_code` read from the
+    `_pid`/`_exit_code` a controller sets."""
 
     survives_agent_exit: bool = False
+    _pid: int | None = None
+    _exit_code: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._exit_code
 
     @property
     def health(self) -> str | None:
@@ -134,3 +147,18 @@ class BaseExecutor:
 def distinct(executors: Iterable[Executor]) -> list[Executor]:
     """Each executor once (one may serve several runtimes), in the order given."""
     return list(dict.fromkeys(executors))
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def task_spec(task: Obj, field: str, model: type[M], executor: str) -> M:
+    """The task's `spec.<field>` (`container`, `process`) validated as `model`; an ExecutorError saying what is
+    wrong when it is missing or invalid."""
+    raw = (task.get("spec") or {}).get(field)
+    if raw is None:
+        raise ExecutorError(f"{executor}: task has no spec.{field}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise ExecutorError(f"{executor}: invalid spec.{field}: {e}") from e

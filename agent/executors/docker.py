@@ -40,9 +40,15 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
-from agent.executors.base import BaseController, BaseExecutor, ExecutorError, ExitError, Obj, RetryableError
+from agent.executors.base import (
+    BaseController,
+    BaseExecutor,
+    ExecutorError,
+    ExitError,
+    Obj,
+    RetryableError,
+    task_spec,
+)
 from agent.executors.docker_engine import DEFAULT_HOST, DockerEngine, EngineError, EngineUnavailable
 from agent.overlay import Overlay, OverlayError
 from shoal.models.objects import task_name
@@ -242,14 +248,6 @@ class DockerController(BaseController):
 
     # ---- Controller --------------------------------------------------------------------------------------
     @property
-    def pid(self) -> int | None:
-        return self._pid
-
-    @property
-    def exit_code(self) -> int | None:
-        return self._exit_code
-
-    @property
     def health(self) -> str | None:
         """The engine's health status (starting/healthy/unhealthy), None without a health check."""
         return self._health
@@ -263,13 +261,7 @@ class DockerController(BaseController):
     @property
     def spec(self) -> ContainerSpec:
         if self._spec is None:
-            raw = (self.task.get("spec") or {}).get("container")
-            if raw is None:
-                raise ExecutorError("docker executor: task has no spec.container")
-            try:
-                self._spec = ContainerSpec.model_validate(raw)
-            except ValidationError as e:
-                raise ExecutorError(f"docker executor: invalid spec.container: {e}") from e
+            self._spec = task_spec(self.task, "container", ContainerSpec, "docker executor")
         return self._spec
 
     async def prepare(self) -> None:

@@ -32,14 +32,6 @@ class HollowController(BaseController):
         self._stopped = asyncio.Event()
         self._exit_code: int | None = None
 
-    @property
-    def pid(self) -> int | None:
-        return None
-
-    @property
-    def exit_code(self) -> int | None:
-        return self._exit_code
-
     def saved(self) -> dict[str, Any]:
         return {}
 

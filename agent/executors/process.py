@@ -33,9 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from agent.executors.base import BaseController, BaseExecutor, ExecutorError, ExitError, Obj
+from agent.executors.base import BaseController, BaseExecutor, ExecutorError, ExitError, Obj, task_spec
 from agent.executors.health import Health, HealthConfig, HealthTracker, probe
 from agent.payloads import give_to
 from shoal.models.objects import task_name
@@ -229,14 +227,6 @@ class ProcessController(BaseController):
 
     # ---- Controller --------------------------------------------------------------------------------------
     @property
-    def pid(self) -> int | None:
-        return self._pid
-
-    @property
-    def exit_code(self) -> int | None:
-        return self._exit_code
-
-    @property
     def health(self) -> str | None:
         """The health check state (starting/healthy/unhealthy), None without a health check."""
         return str(self._health.state) if self._health is not None else None
@@ -264,13 +254,7 @@ class ProcessController(BaseController):
     @property
     def spec(self) -> ProcessSpec:
         if self._spec is None:
-            raw = self.task.get("spec", {}).get("process")
-            if raw is None:
-                raise ExecutorError("process executor: task has no spec.process")
-            try:
-                self._spec = ProcessSpec.model_validate(raw)
-            except ValidationError as e:
-                raise ExecutorError(f"process executor: invalid spec.process: {e}") from e
+            self._spec = task_spec(self.task, "process", ProcessSpec, "process executor")
         return self._spec
 
     async def prepare(self) -> None:

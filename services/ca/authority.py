@@ -36,6 +36,8 @@ from shoal.pki import Identity
 from shoal.store import txn as t
 from shoal.store.client import STORE_FAILURES
 from shoal.store.protocol import Store
+from shoal.store.rmw import read_modify_write
+from shoal.store.txn import Op
 from shoal.transport import Revocations
 
 log = logging.getLogger(__name__)
@@ -141,18 +143,20 @@ class CertificateAuthority:
             raise Conflict("ca: autolock is off: there is no unlock key to rotate "
                            "(`shoal swarm update --autolock=true`)")
         await self.follow_autolock()
-        for _ in range(5):
+        key = ""
+
+        async def plan() -> list[Op]:
+            nonlocal key
             obj = await self._unlock_object()
             if obj is None:
                 raise Conflict("ca: autolock was turned off meanwhile")
-            new = {**obj, "key": unlockkey.new()}
-            try:
-                await self.store.txn([t.update(Kind.CA, new, expect_version=obj["meta"]["version"])])
-            except Conflict:
-                continue
-            log.warning("ca: the unlock key was rotated (managers down now need the previous key to unlock)")
-            return str(new["key"])
-        raise Unavailable("ca: the unlock key kept changing; retry the rotation")
+            key = unlockkey.new()
+            return [t.update(Kind.CA, {**obj, "key": key}, expect_version=obj["meta"]["version"])]
+
+        await read_modify_write(self.store, plan, attempts=5, retry_on=(Conflict,), exhausted=Unavailable,
+                                conflict="ca: the unlock key kept changing; retry the rotation")
+        log.warning("ca: the unlock key was rotated (managers down now need the previous key to unlock)")
+        return key
 
     # ---- reading the ca object ---------------------------------------------------------------------------
     async def state(self) -> CAState:
@@ -212,7 +216,7 @@ class CertificateAuthority:
     async def _record(self, node_id: str, issued: dict[str, str], *, only: bool = False) -> None:
         """Remember which root issued the node's certificates (the holder object), before answering. `only`:
         these are all the node holds now (a worker: a demoted node's manager certificates are not waited for)."""
-        for _ in range(10):
+        async def plan() -> list[Op] | None:
             try:
                 existing: dict[str, Any] | None = await self.store.get(Kind.CA, core.holder_id(node_id))
             except NotFound:
@@ -221,15 +225,12 @@ class CertificateAuthority:
             if only:
                 new["issuers"] = dict(issued)
             if existing is not None and new == existing:
-                return
-            op = (t.create(Kind.CA, new) if existing is None
-                  else t.update(Kind.CA, new, expect_version=existing["meta"]["version"]))
-            try:
-                await self.store.txn([op])
-                return
-            except (Conflict, AlreadyExists):
-                continue
-        raise Unavailable(f"ca: could not record the certificates of node {node_id}; retry")
+                return None
+            return [t.create(Kind.CA, new) if existing is None
+                    else t.update(Kind.CA, new, expect_version=existing["meta"]["version"])]
+
+        await read_modify_write(self.store, plan, attempts=10, retry_on=(Conflict,), exhausted=Unavailable,
+                                conflict=f"ca: could not record the certificates of node {node_id}; retry")
 
     def signer(self, state: CAState) -> Signer:
         if self._signer is None or self._signer[0] != state.root_pem + state.key_pem:
@@ -339,13 +340,13 @@ class CertificateAuthority:
     async def rotate(self, kind: str) -> dict[str, str]:
         if kind not in core.TOKEN_ROLES:
             raise InvalidArgument(f"ca: role must be one of {sorted(core.TOKEN_ROLES)}, not {kind!r}")
-        for _ in range(5):
+
+        async def plan() -> list[Op]:
             obj = await self.store.get(Kind.CA, core.CA_OBJECT_ID)
             new = {**obj, "tokens": {**obj["tokens"], kind: pki.new_token_secret()}}
-            try:
-                await self.store.txn([t.update(Kind.CA, new, expect_version=obj["meta"]["version"])])
-            except Conflict:
-                continue
-            log.info("ca: the %s join token was rotated", kind)
-            return await self.tokens()
-        raise Unavailable("ca: the ca object kept changing; retry the rotation")
+            return [t.update(Kind.CA, new, expect_version=obj["meta"]["version"])]
+
+        await read_modify_write(self.store, plan, attempts=5, retry_on=(Conflict,), exhausted=Unavailable,
+                                conflict="ca: the ca object kept changing; retry the rotation")
+        log.info("ca: the %s join token was rotated", kind)
+        return await self.tokens()

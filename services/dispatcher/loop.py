@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from services.dispatcher import core
-from services.dispatcher.beats import BeatPublisher, beats_from_message
+from services.dispatcher.beats import BeatPublisher
 from services.dispatcher.core import (
     Liveness,
     PermissionDenied,
@@ -25,11 +25,12 @@ from services.dispatcher.core import (
     Stalls,
     Verdict,
 )
+from services.dispatcher.endpoint_polls import EndpointPolls
+from services.dispatcher.expiry import NodeExpiry
 from services.dispatcher.logs import LogBroker
 from services.dispatcher.nodeindex import NodeIndex
-from services.dispatcher.nodewrites import Busy, MarkDown, MarkReady, NodeWriter, Register
+from services.dispatcher.nodewrites import Busy, MarkReady, NodeWriter, Register
 from services.dispatcher.settings import DispatcherSettings
-from shoal import endpoints
 from shoal.bus.base import Bus
 from shoal.bus.subjects import NODE_HEARTBEAT
 from shoal.clock import Clock, SystemClock
@@ -54,10 +55,9 @@ CHUNK_BYTES = 1_000_000  # well under the 1.5 MiB transaction bound
 WRITE_ATTEMPTS = 6
 CATCH_UP_TIMEOUT = 5.0
 JITTER = 0.1  # SwarmKit: 5 s ± 0.5 s
-ENDPOINTS_INTERVAL = 0.1  # the endpoint table is recomputed at most this often (SwarmKit batches for 100 ms too)
 
 
-class Dispatcher:
+class Dispatcher(EndpointPolls, NodeExpiry):
     def __init__(self, settings: DispatcherSettings, *, store: Store, bus: Bus, clock: Clock | None = None,
                  instance: str = "dispatcher", rng: random.Random | None = None,
                  revocations: Revocations | None = None) -> None:
@@ -208,101 +208,6 @@ class Dispatcher:
             # set it then receives, with those tasks ORPHANED, makes it stop them.
             self._drop_sessions_of(node_id)
             self.liveness.forget(node_id)
-
-    def _moves_endpoints(self, c: Change) -> bool:
-        """Whether a change may move some node's endpoint table: services and nodes, and tasks attached to a
-        network or of a service some node receives (`endpoints.distributed`) — not the tasks of the others
-        (issue 13: at thousands of process tasks the table was recomputed, O(tasks), every 100 ms for
-        changes that moved nothing)."""
-        if c.kind != Kind.TASK:
-            return c.kind in (Kind.SERVICE, Kind.NODE)
-        if c.object.get("networks"):
-            return True
-        service = self.mirror.get(Kind.SERVICE, str(c.object.get("service_id") or ""))
-        return service is not None and endpoints.distributed(service)
-
-    async def _endpoints_loop(self) -> None:
-        """Recompute the endpoint table after changes of tasks, services or nodes — at most every
-        `ENDPOINTS_INTERVAL` (a burst of changes costs one computation, O(tasks)), and only while sessions may
-        poll it — and wake the endpoint long polls only if it really changed: most task changes (NEW → ASSIGNED
-        → … → STARTING) move no backend."""
-        while not self._stopped:
-            await self._endpoints_dirty.wait()
-            self._endpoints_dirty.clear()
-            started = time.perf_counter()
-            try:
-                self._refresh_endpoints()
-            except Exception:  # a malformed object must not stop the table for everyone
-                log.exception("dispatcher: computing the endpoint table failed")
-            # a computation costs O(tasks): at most a fifth of the time goes to it however busy the store is
-            await self._sleep_or_stop(max(ENDPOINTS_INTERVAL, 4 * (time.perf_counter() - started)))
-
-    def _refresh_endpoints(self) -> None:
-        if not self.sessions:
-            self._endpoint_rows = None  # computed at the next poll
-            self._node_tables.clear()
-            return
-        rows = self._endpoint_table()
-        nets = endpoints.networks_by_node(self.mirror.list(Kind.TASK))  # which services each node is sent
-        if rows == self._endpoint_rows and nets == self._endpoint_nets:
-            return
-        if rows != self._endpoint_rows:
-            self._node_tables.clear()
-        self._endpoint_rows, self._endpoint_nets = rows, nets
-        ev, self._endpoints_event = self._endpoints_event, asyncio.Event()
-        ev.set()
-
-    def _endpoint_table(self) -> list[Obj]:
-        self.metrics.inc("dispatcher_endpoint_computations_total", help="endpoint tables computed (O(tasks) each)")
-        services = [s for s in self.mirror.list(Kind.SERVICE) if endpoints.distributed(s)]
-        return endpoints.table(services, self.mirror.list(Kind.TASK) if services else (), self.mirror.list(Kind.NODE))
-
-    def node_endpoints(self, node_id: str) -> Obj:
-        """The endpoint table node `node_id` receives (shoal/endpoints.py), from this dispatcher's view; nodes
-        with the same networks and address share one computation."""
-        if self._endpoint_rows is None:
-            self._endpoint_rows = self._endpoint_table()
-            self._node_tables.clear()
-        node = self.mirror.get(Kind.NODE, node_id) or {}
-        addr = (node.get("status") or {}).get("addr")
-        own = [t for tid in self.index.tasks_of.get(node_id, ()) if (t := self.mirror.get(Kind.TASK, tid))]
-        key = (frozenset(endpoints.node_networks(node_id, own)), addr)
-        table = self._node_tables.get(key)
-        if table is None:
-            if len(self._node_tables) > 4096:
-                self._node_tables.clear()
-            table = self._node_tables[key] = endpoints.node_table(self._endpoint_rows, node_id, addr, own)
-        return table
-
-    async def endpoint_table(self, session_id: str, version: str, wait: float,
-                             caller: str | None = None) -> dict[str, Any]:
-        """Long poll: the node's endpoint table when its version is not `version`, else (after `wait`)
-        `{"version": version, "unchanged": true}`."""
-        sess = self.session(session_id, caller)
-        self._require_ready()
-        await self._catch_up(sess.min_revision)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(max(wait, 0.0), self.settings.assignment_max_wait)
-        while True:
-            ev = self._endpoints_event
-            if self.sessions.get(session_id) is not sess:
-                raise NotFound(f"dispatcher: session {session_id!r} was replaced or expired; register again")
-            self._require_ready()
-            table = self.node_endpoints(sess.node_id)
-            if table["version"] != version:
-                self.metrics.inc("dispatcher_endpoint_tables_total", help="endpoint tables sent")
-                return table
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return {"version": version, "unchanged": True}
-            try:
-                await asyncio.wait_for(ev.wait(), remaining)
-            except TimeoutError:
-                continue
-            delay = min(self.settings.assignment_batch_delay, max(0.0, deadline - loop.time()))
-            if delay > 0:
-                await asyncio.sleep(delay)
-
 
     def node_tasks(self, node_id: str) -> dict[str, Obj]:
         return self.index.tasks(node_id)
@@ -592,80 +497,6 @@ class Dispatcher:
 
         await asyncio.gather(*(one(tid) for tid in ids))
         return gone
-
-    # ---- liveness ----------------------------------------------------------------------------------------
-    async def _on_heartbeat_message(self, data: dict[str, Any]) -> None:
-        # validated at the edge (issue 16): a time that is not finite or not near now, or a node nobody knows
-        # (liveness is keyed by node id: remote input must not grow it), is dropped and counted; a message
-        # carries one beat or a batch of them (services/dispatcher/beats.py)
-        heard, dropped = beats_from_message(data, self.clock.now())
-        for node_id, at in heard:
-            if self.mirror.get(Kind.NODE, node_id) is None:
-                dropped.append("unknown node")
-            else:
-                self.liveness.beat(node_id, at)
-        if dropped:
-            self.metrics.inc("dispatcher_heartbeat_messages_dropped_total", len(dropped),
-                             help="heartbeats from NODE_HEARTBEAT messages dropped as impossible (bad time, "
-                             "unknown node)")
-            log.debug("dispatcher: %d heartbeats of a message dropped (%s)", len(dropped), dropped[0])
-
-    async def _expire_loop(self) -> None:
-        while not self._stopped:
-            period = self.period()
-            interval = min(max(period / 4, 0.02), 1.0)
-            loop = asyncio.get_running_loop()
-            before = loop.time()
-            await self._sleep_or_stop(interval)
-            woke = loop.time()
-            self.stalls.note(woke, woke - before - interval)
-            if not self._view_ready.is_set() or self._stopped:
-                continue
-            try:
-                await self.expire_nodes()
-            except STORE_FAILURES as e:
-                log.warning("dispatcher: heartbeat expiry pass failed: %s", e)
-
-    async def expire_nodes(self) -> list[str]:
-        """Mark DOWN every READY node silent for 3 periods (6 after this dispatcher started). Each write
-        expects the version seen, so a node that re-registered meanwhile is left alone."""
-        now = self.clock.now()
-        period = self.period()
-        served = set(self.session_of)
-        # Sessions that went silent end here whatever the node's state (another dispatcher may have marked
-        # it DOWN first): the agent, if alive, registers again.
-        for node_id in served:
-            if now - self.liveness.last_seen.get(node_id, now) >= core.HEARTBEAT_GRACE * period:
-                self._drop_sessions_of(node_id)
-        marked = []
-        allowance = self.stalls.allowance(asyncio.get_running_loop().time(), core.HEARTBEAT_GRACE * period)
-        expired = self.liveness.expired(self.mirror.list(Kind.NODE), now, period, allowance)
-        if not self._bus_trusted(now):
-            # Without the bus we cannot hear the heartbeats other dispatchers receive: judge only the nodes
-            # whose sessions are here, or a healthy node served elsewhere would flap DOWN and READY.
-            expired = [n for n in expired if n["id"] in served]
-        futures: list[asyncio.Future[Any]] = []
-        for node in expired:
-            try:
-                futures.append(self.node_writer.submit(MarkDown(node["id"], node["meta"]["version"], now)))
-            except Busy:
-                break  # the rest are judged again on the next pass
-        if futures and not self.node_writer.running:
-            await self.node_writer.flush()
-        for node, res in zip(expired, await asyncio.gather(*futures, return_exceptions=True), strict=False):
-            if isinstance(res, BaseException):
-                if not isinstance(res, STORE_FAILURES):
-                    raise res
-                log.warning("dispatcher: could not mark node %s DOWN: %s", node["id"], res)
-                continue
-            if not res[0].written:
-                continue  # changed under us: judged again on the next pass from a fresher view
-            self._drop_sessions_of(node["id"])
-            marked.append(node["id"])
-            self.metrics.inc("dispatcher_nodes_down_total", help="nodes marked DOWN on heartbeat failure")
-            log.warning("dispatcher: node %s (%s) missed its heartbeats; marked DOWN", node["id"],
-                        node.get("description", {}).get("hostname"))
-        return marked
 
 
 def _chunks(ops: list[tuple[str, Op]]) -> list[list[tuple[str, Op]]]:

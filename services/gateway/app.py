@@ -95,6 +95,20 @@ def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClie
     app.state.gateway = ctx
     app.state.ui_hub = hub
     app.state.ui_sessions = sessions
+    _install_handlers(app, ctx)
+    # every request is counted by route template and status (shoal_http_requests_total, shoal.http.instrument)
+    instrument(app, ctx.metrics)
+    app.include_router(ops_router(ctx.metrics, ctx.ready, lambda: {"name": "gateway"}))
+    _install_status(app, ctx, settings)
+    for router in ROUTERS:
+        app.include_router(router)
+    ui_routes.install(app, ctx, sessions, hub)  # the dashboard: /, /ui/... (services/gateway/ui)
+    install_docker_api(app)  # the Docker Engine API's swarm subset (services/gateway/docker, docs/docker-api.md)
+    return app
+
+
+def _install_handlers(app: FastAPI, ctx: GatewayContext) -> None:
+    """Shoal's error handlers, and the gateway's own for a store that does not answer and a CA that refused."""
     install_error_handlers(app)
 
     @app.exception_handler(Unavailable)
@@ -108,19 +122,10 @@ def create_app(settings: GatewaySettings, *, store: Store, http: httpx.AsyncClie
     async def _ca_refused(_: Request, exc: CAError) -> JSONResponse:
         return JSONResponse(exc.body, status_code=exc.status)
 
-    # every request is counted by route template and status (shoal_http_requests_total, shoal.http.instrument)
-    instrument(app, ctx.metrics)
 
-    app.include_router(ops_router(ctx.metrics, ctx.ready, lambda: {"name": "gateway"}))
-
+def _install_status(app: FastAPI, ctx: GatewayContext, settings: GatewaySettings) -> None:
     @app.get("/v1/status", tags=["ops"], summary="This gateway instance's status")
     async def status() -> dict[str, Any]:
         return {"name": "gateway", "instance": settings.instance_name("gateway"),
                 "store_ready": ctx.store_ready, "store_problem": ctx.store_problem or None,
                 "store_members": settings.store_members}
-
-    for router in ROUTERS:
-        app.include_router(router)
-    ui_routes.install(app, ctx, sessions, hub)  # the dashboard: /, /ui/... (services/gateway/ui)
-    install_docker_api(app)  # the Docker Engine API's swarm subset (services/gateway/docker, docs/docker-api.md)
-    return app

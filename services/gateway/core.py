@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shoal.errors import Conflict, InvalidArgument, NotFound, PermissionDenied, VersionConflict
 from shoal.ids import new_id
+from shoal.models.cluster_spec import CAConfig, ClusterSpec, DispatcherConfig, EncryptionConfig, OrchestrationConfig
+from shoal.models.network_spec import NetworkSpec
 from shoal.models.objects import (
     is_attachment,
     job_iteration,
@@ -22,14 +24,8 @@ from shoal.models.objects import (
 from shoal.models.specs import (
     JOB_MODES,
     AvailabilityName,
-    CAConfig,
-    ClusterSpec,
-    DispatcherConfig,
-    EncryptionConfig,
     NetworkAttachment,
-    NetworkSpec,
     NodeSpec,
-    OrchestrationConfig,
     RoleName,
     ServiceSpec,
     mode_kind,

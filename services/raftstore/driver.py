@@ -22,7 +22,6 @@ import asyncio
 import heapq
 import json
 import logging
-import os
 import random
 import time
 from collections import deque
@@ -31,7 +30,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.raftstore import snapfile
-from services.raftstore.atrest import Sealer
+from services.raftstore.driver_config import DriverConfig
+from services.raftstore.driver_snapshots import DriverSnapshots
+from services.raftstore.driver_state import DriverState
 from services.raftstore.fsm import FSM
 from services.raftstore.membership import Membership
 from services.raftstore.raft import (
@@ -64,24 +65,6 @@ class Sender(Protocol):
         """Hand messages to the network; must never block (drop instead)."""
 
 
-@dataclass(frozen=True)
-class DriverConfig:
-    tick: float = 0.1  # seconds per Raft tick
-    election_ticks: int = 6  # randomized up to 2x by the core
-    heartbeat_ticks: int = 1
-    max_batch_entries: int = 1000  # proposals per Ready
-    max_batch_bytes: int = 8 << 20
-    read_timeout: float = 5.0  # a linearizable read that cannot be confirmed by then is refused (retryable)
-    read_resend_ticks: int = 3  # re-send a read-index request unanswered for this many ticks
-    #: fsync on a worker thread (the loop keeps serving requests meanwhile) instead of inline; inline is
-    #: faster when fsync is sub-millisecond, the thread hand-off then costing more than it overlaps
-    fsync_in_thread: bool = False
-    snapshot_interval: int = 10_000  # applied entries between snapshots (then the log is compacted)
-    snapshot_tail: int = 500  # entries kept after compaction, so a briefly lagging follower needs no snapshot
-    #: the leader refuses new writes while the data directory's file system has less free space than this
-    disk_reserve: int = 16 << 20
-
-
 @dataclass
 class _Pending:
     term: int
@@ -90,13 +73,7 @@ class _Pending:
     proposed: float = 0.0  # perf_counter() when proposed: for the commit latency histogram
 
 
-def encode_state(fsm: FSM, membership: Membership) -> bytes:
-    """A snapshot's data: the object store and the membership table, as of the same applied index."""
-    return json.dumps({"store": fsm.mem.snapshot(), "membership": membership.to_json()},
-                      separators=(",", ":")).encode()
-
-
-class Driver:
+class Driver(DriverState, DriverSnapshots):
     def __init__(self, node_id: int, peers: Sequence[int], wal: WAL, replayed: Replayed, fsm: FSM,
                  sender: Sender, cfg: DriverConfig | None = None, *, rng: random.Random | None = None,
                  metrics: Registry | None = None, snapshot: Snapshot | None = None,
@@ -184,36 +161,6 @@ class Driver:
         log.info("raftstore %d: loaded the snapshot at index %d (term %d, %d bytes, voters %s, learners %s)",
                  self.id, snap.index, snap.term, len(snap.data), list(snap.conf.voters),
                  list(snap.conf.learners))
-
-    # ---- state for the API --------------------------------------------------------------------------------
-    @property
-    def is_leader(self) -> bool:
-        return self.role == Role.LEADER
-
-    @property
-    def leader_id(self) -> int | None:
-        return self.lead or None
-
-    @property
-    def term(self) -> int:
-        return self.node.term
-
-    @property
-    def commit_index(self) -> int:
-        return self.node.raft.log.committed
-
-    @property
-    def applied_index(self) -> int:
-        return self.fsm.applied_index
-
-    def heard_recently(self, member_id: int) -> bool:
-        """Heard from that member within the last election timeout."""
-        at = self._heard.get(member_id)
-        return at is not None and self._tick_count - at <= self.cfg.election_ticks
-
-    def ready(self) -> bool:
-        """Knows a leader and has applied everything it knows to be committed."""
-        return self.lead != NONE and self.applied_index >= self.commit_index
 
     # ---- inputs (any coroutine) ---------------------------------------------------------------------------
     def receive(self, msg: Message) -> None:
@@ -510,66 +457,6 @@ class Driver:
                         "(its id will not come back: wipe its data to reuse the machine under a new id)", self.id)
         if self.on_membership is not None:
             self.on_membership(self.membership)
-
-    def reseal(self, sealer: Sealer) -> None:
-        """Seal new records under `sealer` (a rotated data key) and re-encrypt the snapshot file and the WAL
-        with a snapshot taken as soon as no Ready is pending; `on_resealed` is called when that is durable. Crash-safe
-        at every step: the old key stays in the key set until then, and each file is replaced atomically."""
-        self.wal.sealer = sealer
-        self._reseal = True
-        self._wake.set()
-
-    def take_snapshot(self, *, compact: bool = True) -> Snapshot:
-        """Snapshot the state machine as of the last applied entry; with `compact`, drop all but the last
-        `snapshot_tail` entries from the log and the WAL. A failure to write (disk full) is logged and leaves
-        the previous snapshot and the longer log in place: it is tried again after the next interval.
-        After `reseal()` the snapshot file and the whole WAL are rewritten under the new key, even with
-        nothing new to snapshot."""
-        index = self.fsm.applied_index
-        snap = self.storage.snapshot()
-        resealing = self._reseal
-        try:
-            if resealing and index <= snap.index and snap.index > 0:
-                snapfile.save(self.wal.path.parent, snap, self.wal.sealer)
-            if index > snap.index:
-                new = Snapshot(index, self.storage.term(index), encode_state(self.fsm, self.membership),
-                               self.node.conf_state())
-                # durable first, then the log may rely on it
-                snapfile.save(self.wal.path.parent, new, self.wal.sealer)
-                snap = self.storage.create_snapshot(index, new.conf, new.data)
-                self.metrics.inc("raft_snapshots_taken_total", 1, "snapshots of the state machine taken")
-                log.info("raftstore %d: snapshot at index %d (%d bytes)", self.id, snap.index, len(snap.data))
-            cut = snap.index - self.cfg.snapshot_tail
-            if compact and cut >= self.storage.first_index():
-                kept = self.storage.entries(cut + 1, self.storage.last_index() + 1)
-                self.wal.rewrite(cut, self.storage.term(cut), self.storage.initial_state(), kept)
-                self.storage.compact(cut)
-                self.metrics.inc("raft_compactions_total", 1, "log compactions")
-            elif resealing:
-                first = self.storage.first_index()
-                kept = self.storage.entries(first, self.storage.last_index() + 1)
-                self.wal.rewrite(first - 1, self.storage.term(first - 1), self.storage.initial_state(), kept)
-            if resealing:
-                self._reseal = False
-                if self.on_resealed is not None:
-                    self.on_resealed()
-        except OSError as e:
-            self.metrics.inc("raft_snapshot_failures_total", 1, "snapshots or compactions that failed to write")
-            log.error("raftstore %d: snapshot/compaction at index %d failed: %s; keeping the longer log",
-                      self.id, index, e)
-        return snap
-
-    def disk_full(self) -> str | None:
-        """Why new writes should be refused for lack of disk space, or None."""
-        try:
-            st = os.statvfs(self.wal.path.parent)
-        except OSError:
-            return None
-        free = st.f_bavail * st.f_frsize
-        if free >= self.cfg.disk_reserve:
-            return None
-        return (f"store: raft member {self.id}'s data disk has {free} bytes free, under the reserve of "
-                f"{self.cfg.disk_reserve} (SHOAL_DISK_RESERVE); writes are refused until space is freed")
 
     def _apply(self, rd: Ready) -> None:
         leading = self.role == Role.LEADER

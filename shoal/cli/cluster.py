@@ -11,8 +11,8 @@ from shoal.cli import members, table
 from shoal.cli.client import CliError, gateway_of
 from shoal.cli.flags import Spec, SubParsers, parse_bool
 from shoal.cli.output import print_json
+from shoal.models.cluster_spec import MIN_NODE_CERT_EXPIRY
 from shoal.models.duration import parse_duration
-from shoal.models.specs import MIN_NODE_CERT_EXPIRY
 
 
 def cmd_cluster(a: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
 """`shoal swarm init`, `shoal swarm join`, `shoal swarm leave`: this machine as a node of a swarm (shoal.node),
-run by a long-lived node supervisor in the background (`python -m shoal.supervisor --node`)."""
+run by a long-lived node supervisor in the background (`python -m shoal.daemon --node`)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from shoal import transport
+from shoal import daemon, transport
 from shoal.node import NodeConfig, NodeError, NodeLayout, Ports, init, join
-from shoal.runner import private_opener
 from shoal.supervisor import read_state, wait_healthy
 
 DEFAULT_NODE_DIR = Path(os.environ.get("SHOAL_NODE_DIR", Path.home() / ".shoal-swarm"))
@@ -92,19 +90,11 @@ def cmd_join(a: argparse.Namespace) -> int:
 
 def _start(data: Path, timeout: float) -> int:
     """Start the node supervisor in the background and wait for its processes."""
-    (data / "logs").mkdir(parents=True, exist_ok=True)
-    with open(data / "logs" / "supervisor.log", "ab", opener=private_opener) as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "shoal.supervisor", "--node", "--data-dir", str(data)],
-                                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=Path(__file__).resolve().parents[2])
     deadline = time.monotonic() + timeout
-    while read_state(data) is None:
-        if proc.poll() is not None:
-            print(f"shoal: the node supervisor exited (code {proc.returncode}); see {data / 'logs'}", file=sys.stderr)
-            return 1
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    code = daemon.start(["--node", "--data-dir", str(data)], data, deadline)
+    if code is not None:
+        print(f"shoal: the node supervisor exited (code {code}); see {data / 'logs'}", file=sys.stderr)
+        return 1
     layout = NodeLayout.for_node(data)
     try:
         wait_healthy(layout, layout.specs(), max(1.0, deadline - time.monotonic()))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -20,23 +19,9 @@ from typing import Any, TextIO
 
 import httpx
 
-from shoal.runner import private_opener
-from shoal.supervisor import (
-    SCALABLE,
-    Layout,
-    ScaleError,
-    Supervisor,
-    admin_client,
-    cluster_id,
-    extra_names,
-    parse_scale,
-    read_scale,
-    read_state,
-    role_of,
-    stop_workloads,
-    wait_healthy,
-    write_scale,
-)
+from shoal import daemon
+from shoal.scale import SCALABLE, ScaleError, extra_names, parse_scale, read_scale, role_of, write_scale
+from shoal.supervisor import Layout, Supervisor, admin_client, cluster_id, read_state, stop_workloads, wait_healthy
 from shoal.workloads import cluster_containers, cluster_processes
 
 DEFAULT_DATA_DIR = Path(os.environ.get("SHOAL_DATA_DIR", Path.home() / ".shoal"))
@@ -113,24 +98,14 @@ def cmd_up(a: argparse.Namespace) -> int:
 
 def _up_detached(a: argparse.Namespace, layout: Layout) -> int:
     log_dir = layout.data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "supervisor.log", "ab", opener=private_opener) as logf:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal.supervisor", "--data-dir", str(layout.data_dir),
-             "--base-port", str(layout.base_port), "--gateway-port", str(layout.gateway_port),
-             "--agents", str(layout.agents), "--heartbeat-period", str(layout.heartbeat_period),
-             "--hollow-nodes", str(layout.hollow_nodes)],
-            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            cwd=Path(__file__).resolve().parents[2],
-        )
     deadline = time.monotonic() + a.timeout
-    while read_state(layout.data_dir) is None:
-        if proc.poll() is not None:
-            print(f"shoal: supervisor exited (code {proc.returncode}); see {log_dir}", file=sys.stderr)
-            return 1
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    code = daemon.start(["--data-dir", str(layout.data_dir), "--base-port", str(layout.base_port),
+                         "--gateway-port", str(layout.gateway_port), "--agents", str(layout.agents),
+                         "--heartbeat-period", str(layout.heartbeat_period),
+                         "--hollow-nodes", str(layout.hollow_nodes)], layout.data_dir, deadline)
+    if code is not None:
+        print(f"shoal: supervisor exited (code {code}); see {log_dir}", file=sys.stderr)
+        return 1
     try:
         wait_healthy(layout, layout.specs(), max(1.0, deadline - time.monotonic()))
     except TimeoutError as e:

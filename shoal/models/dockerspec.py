@@ -349,9 +349,18 @@ def _task_from(r: _Reader) -> Obj:
     task["configs"] = [_ref_from(x, "config") for x in c.items("Configs")]
     c.done()
 
-    res = r.obj("Resources")
+    task["resources"] = _resources_from(r.obj("Resources"))
+    task["restart"] = _restart_from(r.obj("RestartPolicy"))
+    task["placement"] = _placement_from(r.obj("Placement"))
+    task["networks"] = [_network_from(n) for n in r.items("Networks")]
+    task["force_update"] = r.take("ForceUpdate", 0)
+    r.done()
+    return task
+
+
+def _resources_from(res: _Reader) -> Obj:
     lim, rsv = res.obj("Limits"), res.obj("Reservations")
-    task["resources"] = {
+    out: Obj = {
         "limits": {"nano_cpus": lim.take("NanoCPUs", 0), "memory_bytes": lim.take("MemoryBytes", 0)},
         "reservations": {"nano_cpus": rsv.take("NanoCPUs", 0), "memory_bytes": rsv.take("MemoryBytes", 0),
                          "generic": [_generic_from(g) for g in rsv.items("GenericResources")]},
@@ -359,16 +368,19 @@ def _task_from(r: _Reader) -> Obj:
     lim.done()
     rsv.done()
     res.done()
+    return out
 
-    rp = r.obj("RestartPolicy")
+
+def _restart_from(rp: _Reader) -> Obj:
     restart: Obj = {"condition": rp.take("Condition", "any")}
     for src, dst, default in (("Delay", "delay", 5 * NS), ("Window", "window", 0)):
         restart[dst] = _seconds(rp.take(src, default), rp.at(src))
     restart["max_attempts"] = rp.take("MaxAttempts", 0)
     rp.done()
-    task["restart"] = restart
+    return restart
 
-    pl = r.obj("Placement")
+
+def _placement_from(pl: _Reader) -> Obj:
     placement: Obj = {"constraints": pl.take("Constraints", []), "max_replicas": pl.take("MaxReplicas", 0)}
     prefs = []
     for p in pl.items("Preferences"):
@@ -383,20 +395,16 @@ def _task_from(r: _Reader) -> Obj:
         p.done()
     placement["platforms"] = platforms
     pl.done()
-    task["placement"] = placement
+    return placement
 
-    networks = []
-    for n in r.items("Networks"):
-        net: Obj = {"target": n.take("Target")}
-        aliases = n.take("Aliases", [])
-        if aliases:
-            net["aliases"] = aliases
-        n.done()
-        networks.append(net)
-    task["networks"] = networks
-    task["force_update"] = r.take("ForceUpdate", 0)
-    r.done()
-    return task
+
+def _network_from(n: _Reader) -> Obj:
+    net: Obj = {"target": n.take("Target")}
+    aliases = n.take("Aliases", [])
+    if aliases:
+        net["aliases"] = aliases
+    n.done()
+    return net
 
 
 def _generic_from(r: _Reader) -> Obj:

@@ -9,11 +9,11 @@ restart condition any, delay 5 s; stop grace period 10 s; update and rollback co
 failure action pause, monitor 5 s, max failure ratio 0, stop-first (services only: jobs may not have them);
 endpoint mode vip with ingress-published tcp ports.
 
-Also here: `ClusterSpec` (the cluster object's spec) and `NetworkSpec` (user-defined networks)."""
+The cluster object's spec is in `shoal/models/cluster_spec.py`, user-defined networks' in
+`shoal/models/network_spec.py`; both build on `Strict` and the limits here."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
@@ -536,139 +536,6 @@ class NodeSpec(Strict):
             if not key.strip():
                 raise ValueError("label keys must not be empty")
         return v
-
-
-# ---- cluster -----------------------------------------------------------------------------------------------
-class DispatcherConfig(Strict):
-    """`heartbeat_period`: how often agents heartbeat (a node is DOWN after 3 missed periods)."""
-
-    heartbeat_period: Duration = DEFAULT_HEARTBEAT_PERIOD
-
-    @field_validator("heartbeat_period")
-    @classmethod
-    def _positive(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError("heartbeat_period must be greater than 0")
-        if not MIN_HEARTBEAT_PERIOD <= v <= MAX_HEARTBEAT_PERIOD:
-            raise ValueError(f"heartbeat_period must be between {MIN_HEARTBEAT_PERIOD:g}s and "
-                             f"{MAX_HEARTBEAT_PERIOD:g}s (got {v:g}s): faster periods make nodes flap to DOWN")
-        return v
-
-
-class OrchestrationConfig(Strict):
-    """`task_history_retention_limit`: terminal tasks kept per slot (or node); negative = keep them all."""
-
-    task_history_retention_limit: int = Field(default=DEFAULT_TASK_HISTORY, ge=-MAX_COUNT, le=MAX_COUNT)
-
-
-#: SwarmKit's DefaultNodeCertExpiration (90 days) and MinNodeCertExpiration (1 hour), in seconds
-DEFAULT_NODE_CERT_EXPIRY = 90 * 24 * 3600.0
-MIN_NODE_CERT_EXPIRY = 3600.0
-
-
-class CAConfig(Strict):
-    """`node_cert_expiry`: how long the certificates the CA issues are valid (seconds or a duration string;
-    at least an hour, as SwarmKit's). Nodes renew at 50-80% of it."""
-
-    node_cert_expiry: Duration = DEFAULT_NODE_CERT_EXPIRY
-
-    @field_validator("node_cert_expiry")
-    @classmethod
-    def _at_least_an_hour(cls, v: float) -> float:
-        if v < MIN_NODE_CERT_EXPIRY:
-            raise ValueError(f"node_cert_expiry must be at least {MIN_NODE_CERT_EXPIRY:g} seconds (1h), got {v:g}")
-        return v
-
-
-class EncryptionConfig(Strict):
-    """Autolock (SwarmKit's `encryption_config.auto_lock_managers`): the managers' data keys are wrapped by an
-    unlock key that is on no disk, so a restarted manager stays locked until `shoal swarm unlock`."""
-
-    auto_lock_managers: bool = False
-
-
-class ClusterSpec(Strict):
-    """The spec of the single cluster object ("default"; it cannot be renamed)."""
-
-    name: str = "default"
-    dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
-    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
-    ca_config: CAConfig | None = None  # absent = the CA's default (90 days)
-    encryption_config: EncryptionConfig | None = None  # absent = autolock off
-
-    def wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-# ---- networks ----------------------------------------------------------------------------------------------
-class IPAMConfig(Strict):
-    """A user-chosen subnet (CIDR, without host bits) and optionally its gateway (a usable address inside it).
-    Without it the allocator picks a subnet from the cluster's pool."""
-
-    subnet: Annotated[str, Field(max_length=64)]
-    gateway: Annotated[str, Field(max_length=64)] | None = None
-
-    @field_validator("subnet")
-    @classmethod
-    def _subnet(cls, v: str) -> str:
-        text = v.strip()
-        try:
-            iface = ipaddress.ip_interface(text)
-        except ValueError:
-            raise ValueError(f"invalid subnet {v!r}: expected CIDR notation such as 10.10.0.0/24") from None
-        net = iface.network
-        if "/" not in text:
-            raise ValueError(f"invalid subnet {v!r}: give a prefix length, e.g. {iface.ip}/24")
-        if iface.ip != net.network_address:
-            raise ValueError(f"invalid subnet {v!r}: it has host bits set; did you mean {net}?")
-        if net.prefixlen < MIN_PREFIX[net.version]:
-            raise ValueError(f"subnet {net} is too large: the prefix must be at least /{MIN_PREFIX[net.version]}")
-        if net.num_addresses < 4:
-            raise ValueError(f"subnet {net} is too small: it needs room for a gateway and tasks "
-                             f"(at most /{net.max_prefixlen - 2})")
-        return str(net)
-
-    @model_validator(mode="after")
-    def _gateway_inside(self) -> IPAMConfig:
-        if self.gateway is None:
-            return self
-        net = ipaddress.ip_network(self.subnet)
-        try:
-            gw = ipaddress.ip_address(self.gateway.strip())
-        except ValueError:
-            raise ValueError(f"gateway: invalid IP address {self.gateway!r}") from None
-        if gw.version != net.version or gw not in net:
-            raise ValueError(f"gateway: {gw} is not inside subnet {net}")
-        if gw == net.network_address or (net.version == 4 and gw == net.broadcast_address):
-            raise ValueError(f"gateway: {gw} is the {'network' if gw == net.network_address else 'broadcast'} "
-                             f"address of {net}; use a host address")
-        self.gateway = str(gw)
-        return self
-
-
-class NetworkSpec(Strict):
-    """A user-defined network (SwarmKit's NetworkSpec). `driver` overlay by default; `attachable` lets
-    standalone containers join; `internal` cuts it off from the outside."""
-
-    name: str
-    labels: Labels = Field(default_factory=dict)
-    driver: str = "overlay"
-    ipam: IPAMConfig | None = None
-    attachable: bool = False
-    internal: bool = False
-
-    _name = field_validator("name")(check_name)
-
-    @field_validator("driver")
-    @classmethod
-    def _driver(cls, v: str) -> str:
-        if not DRIVER_RE.match(v):
-            raise ValueError(f"invalid driver name {v!r}")
-        return v
-
-    def wire(self) -> dict[str, Any]:
-        """The JSON form stored in the network object."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def parse_constraint(text: str) -> tuple[str, str, str]:

@@ -14,9 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from shoal.models.cluster_spec import ClusterSpec
 from shoal.models.kinds import Kind
+from shoal.models.network_spec import NetworkSpec
 from shoal.models.objects import status_state
-from shoal.models.specs import ClusterSpec, NetworkSpec, NodeSpec, ServiceSpec
+from shoal.models.specs import NodeSpec, ServiceSpec
 from shoal.models.states import TaskState
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from shoal.store import txn as t
 from shoal.store.local import LocalStore
 from shoal.transport import server_config
 from tests.docker.conftest import ENGINE_HOST, RUN_ID, RUN_LABEL
+from tests.service import polling
 from tests.service.tls_servers import node_creds
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
@@ -40,16 +41,7 @@ MISSING_IMAGE = "127.0.0.1:9/shoal/missing:latest"
 
 
 async def until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if isinstance(value, Awaitable):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+    return await polling.until(check, what, timeout, interval=0.05)
 
 
 class Env:

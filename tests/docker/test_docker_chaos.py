@@ -16,7 +16,7 @@ import pytest
 
 from tests.docker.conftest import ENGINE_HOST, RUN_ID, RUN_LABEL
 from tests.e2e.chaos import Chaos, Live, chaos_seed, soak_seconds
-from tests.e2e.harness import Cluster
+from tests.e2e.harness import Cluster, running_cluster
 
 pytestmark = pytest.mark.docker
 
@@ -42,13 +42,8 @@ def live_containers(run_id: str) -> Live:
 
 @pytest.fixture
 def docker_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path / "shoal", agents=2, heartbeat_period=1.0)
-    c.layout.extra_env.update({"SHOAL_EXECUTORS": "docker", "SHOAL_DOCKER_HOST": ENGINE_HOST})
-    try:
-        c.start(timeout=120)
-        yield c
-    finally:
-        c.stop()
+    yield from running_cluster(tmp_path / "shoal", agents=2, timeout=120,
+                               env={"SHOAL_EXECUTORS": "docker", "SHOAL_DOCKER_HOST": ENGINE_HOST})
 
 
 def run_docker_chaos(cluster: Cluster, image: str, seed: int, seconds: float) -> None:

@@ -26,7 +26,7 @@ import pytest
 
 from shoal import transport
 from tests.docker.conftest import ENGINE_HOST, RUN_ID, RUN_LABEL
-from tests.e2e.harness import Cluster, eventually
+from tests.e2e.harness import Cluster, eventually, running_cluster
 from tests.e2e.test_docker_cli import docker, require_docker_client
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
@@ -56,13 +56,8 @@ def containers(service: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def cli_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     require_docker_client()
-    c = Cluster(tmp_path_factory.mktemp("shoal-docker-cli") / "shoal", agents=2, heartbeat_period=1.0)
-    c.layout.extra_env.update({"SHOAL_EXECUTORS": "docker", "SHOAL_DOCKER_HOST": ENGINE_HOST})
-    try:
-        c.start(timeout=120)
-        yield c
-    finally:
-        c.stop()
+    yield from running_cluster(tmp_path_factory.mktemp("shoal-docker-cli") / "shoal", agents=2, timeout=120,
+                               env={"SHOAL_EXECUTORS": "docker", "SHOAL_DOCKER_HOST": ENGINE_HOST})
 
 
 class RacingProxy:

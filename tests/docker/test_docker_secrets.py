@@ -20,20 +20,15 @@ import pytest
 from agent import payloads
 from shoal.supervisor import Layout
 from tests.docker.conftest import ENGINE_HOST, RUN_ID, RUN_LABEL
-from tests.e2e.harness import Cluster, eventually
+from tests.e2e.harness import Cluster, eventually, running_cluster
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(240)]
 
 
 @pytest.fixture
 def docker_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path / "shoal", agents=1, heartbeat_period=1.0)
-    c.layout.extra_env.update({"SHOAL_EXECUTORS": "docker", "SHOAL_DOCKER_HOST": ENGINE_HOST})
-    try:
-        c.start(timeout=120)
-        yield c
-    finally:
-        c.stop()
+    yield from running_cluster(tmp_path / "shoal", agents=1, timeout=120,
+                               env={"SHOAL_EXECUTORS": "docker", "SHOAL_DOCKER_HOST": ENGINE_HOST})
 
 
 def containers_of(task_id: str) -> list[str]:

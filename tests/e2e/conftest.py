@@ -5,14 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Cluster
+from tests.e2e.harness import Cluster, running_cluster
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path / "shoal")
-    try:
-        c.start()  # inside the try: a cluster that fails to become healthy is still torn down
-        yield c
-    finally:
-        c.stop()
+    yield from running_cluster(tmp_path / "shoal")  # a cluster that fails to become healthy is still torn down

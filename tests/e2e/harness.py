@@ -9,7 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,6 +72,22 @@ def eventually(fn: Callable[[], T | None], timeout: float, what: str, interval: 
                 return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def running_cluster(data_dir: Path, agents: int = 2, *, ready_nodes: bool = False, env: dict[str, str] | None = None,
+                    timeout: float = 90.0) -> Iterator[Cluster]:
+    """What a cluster fixture yields from: a started cluster (`env` added to every process's), stopped afterwards
+    even if it never became healthy; with `ready_nodes`, yielded once every agent's node is READY."""
+    c = Cluster(data_dir, agents=agents)
+    c.layout.extra_env.update(env or {})
+    try:
+        c.start(timeout=timeout)
+        if ready_nodes:
+            eventually(lambda: len([n for n in c.nodes() if n["status"]["state"] == "ready"]) == agents, 30,
+                       f"{agents} ready nodes")
+        yield c
+    finally:
+        c.stop()
 
 
 class Cluster:

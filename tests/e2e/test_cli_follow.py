@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Cluster, eventually
+from tests.e2e.harness import Cluster, running_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -28,14 +28,7 @@ GUARDED = ["sh", "-c", 'test "$V" != bad || exit 3; exec sleep 300']
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("cli-follow") / "shoal", agents=2)
-    try:
-        c.start()
-        eventually(lambda: len([n for n in c.nodes() if n["status"]["state"] == "ready"]) == 2, 30,
-                   "2 ready nodes")
-        yield c
-    finally:
-        c.stop()
+    yield from running_cluster(tmp_path_factory.mktemp("cli-follow") / "shoal", agents=2, ready_nodes=True)
 
 
 def test_create_and_scale_follow_until_converged(cluster: Cluster) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Cluster, eventually, pid_alive
+from tests.e2e.harness import Cluster, eventually, pid_alive, running_cluster
 
 # generous: the first test also waits for the module's cluster to start (up to 90 s on a loaded machine)
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
@@ -27,14 +27,7 @@ AGENTS = 3
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("cli-parity") / "shoal", agents=AGENTS)
-    try:
-        c.start()
-        eventually(lambda: len([n for n in c.nodes() if n["status"]["state"] == "ready"]) == AGENTS, 30,
-                   f"{AGENTS} ready nodes")
-        yield c
-    finally:
-        c.stop()
+    yield from running_cluster(tmp_path_factory.mktemp("cli-parity") / "shoal", agents=AGENTS, ready_nodes=True)
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Cluster, eventually
+from tests.e2e.harness import Cluster, eventually, running_cluster
 
 pytestmark = pytest.mark.timeout(240)
 DEBIAN_CLIENT = "/usr/bin/docker"  # docker.io's client (20.10 on bookworm); /usr/local/bin may hold another
@@ -65,12 +65,7 @@ def docker_clients() -> list[str]:
 @pytest.fixture(scope="module")
 def docker_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     require_docker_client()
-    c = Cluster(tmp_path_factory.mktemp("shoal-docker") / "shoal")
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
+    yield from running_cluster(tmp_path_factory.mktemp("shoal-docker") / "shoal")
 
 
 def docker(cluster: Cluster, *args: str, check: bool = True, timeout: float = 60.0,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import Cluster, eventually
+from tests.e2e.harness import Cluster, eventually, running_cluster
 from tests.e2e.test_docker_cli import docker, require_docker_client
 
 pytestmark = pytest.mark.timeout(240)
@@ -20,12 +20,7 @@ PRINTER = ["/bin/sh", "-c", 'i=0; while true; do i=$((i+1)); echo "line-$i from 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("shoal-logs") / "shoal")
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
+    yield from running_cluster(tmp_path_factory.mktemp("shoal-logs") / "shoal")
 
 
 def records(c: Cluster, path: str, **params: str) -> list[dict[str, object]]:

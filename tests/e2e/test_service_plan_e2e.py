@@ -13,21 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Cluster, eventually
+from tests.e2e.harness import Cluster, eventually, running_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("plan") / "shoal", agents=2)
-    try:
-        c.start()
-        eventually(lambda: len([n for n in c.nodes() if n["status"]["state"] == "ready"]) == 2, 30,
-                   "2 ready nodes")
-        yield c
-    finally:
-        c.stop()
+    yield from running_cluster(tmp_path_factory.mktemp("plan") / "shoal", agents=2, ready_nodes=True)
 
 
 def revision(c: Cluster) -> int:

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,18 @@ class ClusterCerts:
 
     def async_http(self, component: str = "gateway", **kwargs: Any) -> httpx.AsyncClient:
         return http_client(self.client(component), **kwargs)
+
+
+def running_raft(data_dir: Path, members: int = 3) -> Iterator[RaftProcs]:
+    """What a fixture yields from: `members` raftstore processes started with a leader elected, closed afterwards
+    (even when no leader came)."""
+    c = RaftProcs(data_dir, members)
+    try:
+        c.start_all()
+        c.wait_leader(15)
+        yield c
+    finally:
+        c.close()
 
 
 class RaftProcs:

@@ -20,20 +20,14 @@ from services.raftstore.atrest import DataKeys
 from shoal import pki, unlockkey
 from shoal.transport import sync_http_client
 from tests.e2e.harness import eventually
-from tests.integration.raftprocs import RaftProcs
+from tests.integration.raftprocs import RaftProcs, running_raft
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[RaftProcs]:
-    c = RaftProcs(tmp_path, 3)
-    try:
-        c.start_all()
-        c.wait_leader(15)
-        yield c
-    finally:
-        c.close()
+    yield from running_raft(tmp_path, 3)
 
 
 def txn(op: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:

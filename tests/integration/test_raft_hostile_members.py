@@ -24,7 +24,7 @@ from services.raftstore.raft import ConfState, Entry, EntryType, Message, MsgTyp
 from services.raftstore.raft.messages import CAMPAIGN_TRANSFER
 from services.raftstore.transport import FRAME_TIMEOUT, MAX_CHUNK, MORE, frames
 from shoal.transport import peer_client_context
-from tests.integration.raftprocs import RaftProcs, eventually
+from tests.integration.raftprocs import RaftProcs, eventually, running_raft
 from tests.specs import service_spec as spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -36,13 +36,7 @@ LIAR = 3
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RaftProcs]:
-    c = RaftProcs(tmp_path_factory.mktemp("rafthostile"), 3)
-    try:
-        c.start_all()
-        c.wait_leader(15)
-        yield c
-    finally:
-        c.close()
+    yield from running_raft(tmp_path_factory.mktemp("rafthostile"), 3)
 
 
 def connect(cluster: RaftProcs, target: int) -> ssl.SSLSocket:

@@ -23,7 +23,7 @@ from services.raftstore.raft import Message, MsgType
 from services.raftstore.transport import frames
 from shoal import pki
 from shoal.transport import Credentials, peer_client_context, sync_http_client
-from tests.integration.raftprocs import ClusterCerts, RaftProcs, eventually
+from tests.integration.raftprocs import ClusterCerts, RaftProcs, eventually, running_raft
 from tests.specs import service_spec as spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -33,13 +33,7 @@ CA_ROOT = {"id": "root", "root_key": "-----BEGIN EC PRIVATE KEY----- secret", "t
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RaftProcs]:
-    c = RaftProcs(tmp_path_factory.mktemp("raftsec"), 3)
-    try:
-        c.start_all()
-        c.wait_leader(15)
-        yield c
-    finally:
-        c.close()
+    yield from running_raft(tmp_path_factory.mktemp("raftsec"), 3)
 
 
 def client(cluster: RaftProcs, component: str, role: str = pki.MANAGER) -> httpx.Client:

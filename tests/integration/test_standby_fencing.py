@@ -30,7 +30,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from shoal import transport
-from shoal.supervisor import Layout, ProcSpec
+from shoal.child import ProcSpec
+from shoal.supervisor import Layout
 from tests.e2e.harness import Cluster, eventually, pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

@@ -26,8 +26,9 @@ from shoal.bus import MemoryBus
 from shoal.certs import Signer
 from shoal.models.objects import task_status
 from shoal.store import txn as t
+from tests.service.polling import until
 from tests.service.test_ca_service import start_ca
-from tests.service.test_dispatcher_agent import alive, task_in, until
+from tests.service.test_dispatcher_agent import alive, task_in
 from tests.service.tls_servers import TLSServer, node_creds
 
 pytestmark = pytest.mark.timeout(90)

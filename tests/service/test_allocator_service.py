@@ -15,8 +15,9 @@ from services.allocator.settings import AllocatorSettings
 from shoal.clock import SystemClock
 from shoal.ids import new_id
 from shoal.models.kinds import Kind
+from shoal.models.network_spec import NetworkSpec
 from shoal.models.objects import Obj
-from shoal.models.specs import NetworkSpec, ServiceSpec
+from shoal.models.specs import ServiceSpec
 from shoal.store import txn as t
 from tests.service.test_control_plane import FAST, ControlPlane, converged, eventually, scaled
 

@@ -18,16 +18,15 @@ from shoal.errors import PermissionDenied
 from shoal.models.kinds import Kind
 from shoal.store import txn as t
 from shoal.transport import Credentials
-from tests.service.test_ca_service import CA, start_ca
+from tests.service.test_ca_service import CA, running_ca
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 async def ca(tmp_path: Path) -> AsyncIterator[CA]:
-    c = await start_ca(tmp_path / "ca")
-    yield c
-    await c.server.stop()
+    async with running_ca(tmp_path / "ca") as c:
+        yield c
 
 
 def csrs(*components: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from shoal.errors import Conflict
 from shoal.models.kinds import Kind
 from shoal.store import txn as t
 from shoal.transport import Credentials
-from tests.service.test_ca_service import CA, start_ca
+from tests.service.test_ca_service import CA, running_ca
 from tests.service.tls_servers import TLSServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,9 +27,8 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 async def ca(tmp_path: Path) -> AsyncIterator[CA]:
-    c = await start_ca(tmp_path / "ca")
-    yield c
-    await c.server.stop()
+    async with running_ca(tmp_path / "ca") as c:
+        yield c
 
 
 def issuer_is(creds: Credentials, root_pem: bytes) -> bool:

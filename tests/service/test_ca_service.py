@@ -5,6 +5,7 @@ identity, revocation, and the gateway-only token endpoints."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -75,11 +76,20 @@ async def start_ca(tmp: Path, **settings: object) -> CA:
     return CA(signer, store, server, ca, tokens, tmp)
 
 
+@contextlib.asynccontextmanager
+async def running_ca(tmp: Path) -> AsyncIterator[CA]:
+    """A CA started with `start_ca(tmp)`, stopped when the block ends (the CA fixtures of the CA tests)."""
+    c = await start_ca(tmp)
+    try:
+        yield c
+    finally:
+        await c.server.stop()
+
+
 @pytest.fixture
 async def ca(tmp_path: Path) -> AsyncIterator[CA]:
-    c = await start_ca(tmp_path)
-    yield c
-    await c.server.stop()
+    async with running_ca(tmp_path) as c:
+        yield c
 
 
 async def test_bootstrap_file_is_loaded_into_the_store_and_deleted(ca: CA) -> None:

@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from shoal.models.objects import task_status
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
 from shoal.transport import Credentials, server_config
+from tests.service.polling import until
 from tests.service.tls_servers import node_creds
 
 pytestmark = pytest.mark.timeout(60)
@@ -87,20 +88,6 @@ class DispatcherServer:
         self.dispatcher.stop()  # ends the agents' long polls so uvicorn can shut down at once
         self.server.should_exit = True
         await self.task
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy; returns that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if isinstance(value, Awaitable):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class RunningAgent:

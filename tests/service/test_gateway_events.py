@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,17 +17,12 @@ from fastapi.testclient import TestClient
 
 from services.gateway.app import create_app as gateway_app
 from services.gateway.settings import GatewaySettings
-from services.raftstore.app import create_app as raftstore_app
-from services.raftstore.member import Member
-from shoal.bus.memory import MemoryBus
-from shoal.clock import FakeClock
 from shoal.cluster import ensure_cluster
 from shoal.store.client import StoreClient
 from shoal.store.local import LocalStore
 from shoal.store.memory import MemoryStore
-from tests.integration.raftprocs import ClusterCerts
 from tests.service.test_raftstore_actor import As, ident
-from tests.service.test_raftstore_api import settings_for
+from tests.service.test_raftstore_api import one_member_app
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,13 +49,7 @@ class Stack:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    member = Member(settings_for(tmp_path), ClusterCerts(tmp_path).member(1), rng=random.Random(1))
-    store_app = raftstore_app(member.settings, member, MemoryBus(), clock=FakeClock(1000.0))
-    async with store_app.router.lifespan_context(store_app):
-        for _ in range(300):
-            if member.driver.is_leader:
-                break
-            await asyncio.sleep(0.01)
+    async with one_member_app(tmp_path) as store_app:
         store_http = httpx.AsyncClient(transport=httpx.ASGITransport(app=As(store_app, ident("gateway", "gw-1"))),
                                        base_url="http://store")
         store = StoreClient(["http://store"], client=store_http, retry_for=2.0)

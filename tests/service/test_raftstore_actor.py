@@ -4,9 +4,7 @@ the original caller; only raftstore members are believed when they do; a body's 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,14 +13,9 @@ import httpx
 import pytest
 
 from services.raftstore.access import ON_BEHALF_HEADER, ON_BEHALF_NODE_HEADER
-from services.raftstore.app import create_app
-from services.raftstore.member import Member
 from shoal import pki
-from shoal.bus.memory import MemoryBus
-from shoal.clock import FakeClock
 from shoal.transport import IDENTITY_SCOPE_KEY
-from tests.integration.raftprocs import ClusterCerts
-from tests.service.test_raftstore_api import settings_for
+from tests.service.test_raftstore_api import one_member_app
 from tests.specs import service_spec
 
 pytestmark = pytest.mark.timeout(60)
@@ -46,13 +39,7 @@ class As:
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[Any]:
-    member = Member(settings_for(tmp_path), ClusterCerts(tmp_path).member(1), rng=random.Random(1))
-    app = create_app(member.settings, member, MemoryBus(), clock=FakeClock(1000.0))
-    async with app.router.lifespan_context(app):
-        for _ in range(300):
-            if member.driver.is_leader:
-                break
-            await asyncio.sleep(0.01)
+    async with one_member_app(tmp_path) as app:
         yield app
 
 

@@ -4,6 +4,7 @@ StoreClient, so the contract of shoal/store/client.py is checked end to end with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import random
 from collections.abc import AsyncIterator
@@ -41,6 +42,20 @@ def settings_for(tmp: Path, members: int = 1, me: int = 1) -> RaftstoreSettings:
     spec = ";".join(f"{i}=https://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[members + i - 1]},node-{i}"
                     for i in range(1, members + 1))
     return RaftstoreSettings(raft_id=me, raft_members=spec, data_dir=tmp / str(me), raft_tick=0.02, nats_url="")
+
+
+@contextlib.asynccontextmanager
+async def one_member_app(tmp_path: Path) -> AsyncIterator[Any]:
+    """The raftstore app of one in-process member (in-memory bus, fake clock at 1000 s), with its lifespan
+    running, once the member leads (the actor and gateway-event tests)."""
+    member = Member(settings_for(tmp_path), ClusterCerts(tmp_path).member(1), rng=random.Random(1))
+    app = create_app(member.settings, member, MemoryBus(), clock=FakeClock(1000.0))
+    async with app.router.lifespan_context(app):
+        for _ in range(300):
+            if member.driver.is_leader:
+                break
+            await asyncio.sleep(0.01)
+        yield app
 
 
 class Harness:
@@ -192,7 +207,8 @@ def test_members_spec_is_parsed_and_checked() -> None:
         RaftstoreSettings(raft_id=3, raft_members="1=http://a:1,a:2").members()
 
 
-async def test_a_leader_losing_its_quorum_fails_pending_writes_as_outcome_unknown(tmp_path: Path) -> None:
+async def started_members(tmp_path: Path) -> list[Member]:
+    """Three in-process members on loopback ports (20 ms ticks, no NATS), started; the caller stops them."""
     ports = free_ports(6)
     spec = ";".join(f"{i}=https://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[3 + i - 1]},node-{i}" for i in (1, 2, 3))
     certs = ClusterCerts(tmp_path)
@@ -200,6 +216,11 @@ async def test_a_leader_losing_its_quorum_fails_pending_writes_as_outcome_unknow
                                         nats_url=""), certs.member(i), rng=random.Random(i)) for i in (1, 2, 3)]
     for m in members:
         await m.start()
+    return members
+
+
+async def test_a_leader_losing_its_quorum_fails_pending_writes_as_outcome_unknown(tmp_path: Path) -> None:
+    members = await started_members(tmp_path)
     try:
         for _ in range(300):
             if any(m.driver.is_leader for m in members):
@@ -226,13 +247,7 @@ async def test_a_followers_lost_read_index_request_is_resent(tmp_path: Path) -> 
     the driver re-sends it after a few ticks (this once failed CI under load)."""
     from services.raftstore.raft.messages import MsgType
 
-    ports = free_ports(6)
-    spec = ";".join(f"{i}=https://127.0.0.1:{ports[i - 1]},127.0.0.1:{ports[3 + i - 1]},node-{i}" for i in (1, 2, 3))
-    certs = ClusterCerts(tmp_path)
-    members = [Member(RaftstoreSettings(raft_id=i, raft_members=spec, data_dir=tmp_path / str(i), raft_tick=0.02,
-                                        nats_url=""), certs.member(i), rng=random.Random(i)) for i in (1, 2, 3)]
-    for m in members:
-        await m.start()
+    members = await started_members(tmp_path)
     try:
         for _ in range(500):
             if any(m.driver.is_leader for m in members):

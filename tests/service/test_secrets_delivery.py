@@ -20,6 +20,7 @@ from agent.worker import Worker
 from shoal.models.objects import task_status
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
+from tests.service.polling import until
 from tests.service.test_dispatcher_agent import (
     RunningAgent,
     agent_settings,
@@ -27,7 +28,6 @@ from tests.service.test_dispatcher_agent import (
     period,
     set_desired,
     task_in,
-    until,
 )
 from tests.service.tls_servers import node_creds
 

@@ -68,14 +68,6 @@ class FakeController(BaseController):
         self._pid: int | None = int(saved["pid"]) if saved else None
         self._exit_code: int | None = None
 
-    @property
-    def pid(self) -> int | None:
-        return self._pid
-
-    @property
-    def exit_code(self) -> int | None:
-        return self._exit_code
-
     def saved(self) -> dict[str, Any]:
         return {"pid": self._pid} if self._pid else {}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections import Counter
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -197,15 +198,21 @@ def test_rebuild_after_a_failover_keeps_every_lb_ip_and_never_hands_one_out_twic
     assert_unique(w)
 
 
-def test_a_node_write_whose_answer_was_lost_keeps_its_addresses_taken() -> None:
-    w = World(NOW)
+def _first_node_write(w: World) -> tuple[Obj, Obj, Any]:
+    """Network `back`, node n1 and a service with one task on it, assigned to n1: the allocator's next plan (which
+    writes n1's attachment), with the network and the service."""
     back = network(w, "back")
     node(w, "n1")
     svc = service(w, "web", networks=(back["id"],))
     [x] = tasks_for(w, svc, 1)
     settle(w)
     assign(w, x, "n1")
-    out = plan(w.mem.list(Kind.TASK), build(w), w.now)
+    return back, svc, plan(w.mem.list(Kind.TASK), build(w), w.now)
+
+
+def test_a_node_write_whose_answer_was_lost_keeps_its_addresses_taken() -> None:
+    w = World(NOW)
+    back, svc, out = _first_node_write(w)
     [g] = out.groups
     assert isinstance(g.note, Reserved) and g.note.kind == Kind.NODE
     lost = g.note.obj["attachments"][0]["address"]
@@ -229,13 +236,7 @@ def test_a_node_write_whose_answer_was_lost_keeps_its_addresses_taken() -> None:
 
 def test_a_node_changed_by_someone_else_is_planned_again_from_its_new_version() -> None:
     w = World(NOW)
-    back = network(w, "back")
-    node(w, "n1")
-    svc = service(w, "web", networks=(back["id"],))
-    [x] = tasks_for(w, svc, 1)
-    settle(w)
-    assign(w, x, "n1")
-    out = plan(w.mem.list(Kind.TASK), build(w), w.now)
+    back, _, out = _first_node_write(w)
     # the dispatcher marks the node DOWN meanwhile: the allocator's write fails its version precondition
     cur = w.mem.get(Kind.NODE, "n1")
     w.apply([t.update(Kind.NODE, {**cur, "status": {**cur["status"], "state": "down"}})])

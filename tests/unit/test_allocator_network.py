@@ -23,8 +23,9 @@ from services.allocator.core import (
 )
 from shoal.ids import new_id
 from shoal.models.kinds import Kind
+from shoal.models.network_spec import NetworkSpec
 from shoal.models.objects import Obj, new_task, task_status
-from shoal.models.specs import NetworkSpec, ServiceSpec
+from shoal.models.specs import ServiceSpec
 from shoal.store import txn as t
 from tests.sim.cp_fakes import World
 

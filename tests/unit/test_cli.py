@@ -298,16 +298,11 @@ def test_non_json_error_body(capsys: pytest.CaptureFixture[str]) -> None:
 def test_round_trip_through_the_gateway_app(capsys: pytest.CaptureFixture[str]) -> None:
     from fastapi.testclient import TestClient
 
-    from services.gateway.app import create_app
-    from services.gateway.settings import GatewaySettings
     from shoal.store.local import LocalStore
-
-    def members(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+    from tests.service.gateway_kit import gateway_app
 
     store = LocalStore()
-    app = create_app(GatewaySettings(store_members=["http://m1"]), store=store,
-                     http=httpx.AsyncClient(transport=httpx.MockTransport(members)))
+    app = gateway_app(store)
     with TestClient(app) as gw:
         assert main(["service", "create", "-d", "--name", "web", "--replicas", "2", "--reserve-memory", "64M", "--",
                      "sleep", "300"], http=gw) == 0
@@ -554,14 +549,19 @@ def test_node_update_and_rm(capsys: pytest.CaptureFixture[str]) -> None:
     assert "nothing to change" in capsys.readouterr().err
 
 
-def test_cluster_update(capsys: pytest.CaptureFixture[str]) -> None:
-    seen: list[Any] = []
-
+def cluster_update_handler(seen: list[Any]) -> Callable[[httpx.Request], httpx.Response]:
+    """A gateway that serves the cluster at version 7 and records each write in `seen`."""
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "GET":  # the version to send is read first
             return httpx.Response(200, json={"id": "default", "spec": {}, "meta": {"version": 7}})
         seen.append((request.method, request.url.path, json.loads(request.content)))
         return httpx.Response(200, json={"id": "default", "spec": {}})
+    return handler
+
+
+def test_cluster_update(capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[Any] = []
+    handler = cluster_update_handler(seen)
 
     assert main(["cluster", "update", "--heartbeat-period", "10s", "--task-history-limit", "-1"],
                 http=mock(handler)) == 0
@@ -607,20 +607,15 @@ def test_network_rows() -> None:
                     ["bbbbbbbbbbbb", "back", "overlay", "swarm", "10.1.0.0/24", "yes"]]
 
 
-def test_issue4_round_trip_through_the_gateway_app(capsys: pytest.CaptureFixture[str]) -> None:
+def test_networks_ports_modes_and_rollback_through_the_gateway_app(capsys: pytest.CaptureFixture[str]) -> None:
     from fastapi.testclient import TestClient
 
-    from services.gateway.app import create_app
-    from services.gateway.settings import GatewaySettings
     from shoal.store import txn as t
     from shoal.store.local import LocalStore
-
-    def members(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+    from tests.service.gateway_kit import gateway_app
 
     store = LocalStore()
-    app = create_app(GatewaySettings(store_members=["http://m1"]), store=store,
-                     http=httpx.AsyncClient(transport=httpx.MockTransport(members)))
+    app = gateway_app(store)
     with TestClient(app) as gw:
         assert main(["network", "create", "--subnet", "10.5.0.0/24", "back"], http=gw) == 0
         net_id = capsys.readouterr().out.strip()
@@ -685,20 +680,15 @@ def test_issue4_round_trip_through_the_gateway_app(capsys: pytest.CaptureFixture
 def test_network_attach_and_detach_through_the_gateway_app(capsys: pytest.CaptureFixture[str]) -> None:
     from fastapi.testclient import TestClient
 
-    from services.gateway.app import create_app
-    from services.gateway.settings import GatewaySettings
     from shoal.store import txn as t
     from shoal.store.local import LocalStore
-
-    def members(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+    from tests.service.gateway_kit import gateway_app
 
     args = build_parser().parse_args(["network", "attach", "--node", "host-a", "--container", "c1", "--alias", "db",
                                       "--alias", "cache", "shared"])
     assert networks.attach_request(args) == {"node_id": "host-a", "container_id": "c1", "aliases": ["db", "cache"]}
     store = LocalStore()
-    app = create_app(GatewaySettings(store_members=["http://m1"]), store=store,
-                     http=httpx.AsyncClient(transport=httpx.MockTransport(members)))
+    app = gateway_app(store)
     node = {"id": "n" * 25, "spec": {"labels": {}, "role": "worker", "availability": "active"},
             "role": "worker", "status": {"state": "ready"}, "description": {"hostname": "host-a"}}
     with TestClient(app) as gw:
@@ -796,12 +786,7 @@ def test_swarm_join_token_rotate(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_swarm_update_is_cluster_update_with_cert_expiry(capsys: pytest.CaptureFixture[str]) -> None:
     seen: list[Any] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.method == "GET":  # the version to send is read first
-            return httpx.Response(200, json={"id": "default", "spec": {}, "meta": {"version": 7}})
-        seen.append((request.method, request.url.path, json.loads(request.content)))
-        return httpx.Response(200, json={"id": "default", "spec": {}})
+    handler = cluster_update_handler(seen)
 
     assert main(["swarm", "update", "--cert-expiry", "90d"], http=mock(handler)) == 0
     assert main(["cluster", "update", "--cert-expiry", "2h", "--heartbeat-period", "3s"], http=mock(handler)) == 0

@@ -7,7 +7,6 @@ import io
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 
 from shoal.cli import build_parser, main, service_spec
@@ -42,16 +41,11 @@ def test_secret_and_config_commands_round_trip(capsys: pytest.CaptureFixture[str
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from fastapi.testclient import TestClient
 
-    from services.gateway.app import create_app
-    from services.gateway.settings import GatewaySettings
     from shoal.store.local import LocalStore
-
-    def members(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+    from tests.service.gateway_kit import gateway_app
 
     store = LocalStore()
-    app = create_app(GatewaySettings(store_members=["http://m1"]), store=store,
-                     http=httpx.AsyncClient(transport=httpx.MockTransport(members)))
+    app = gateway_app(store)
     (tmp_path / "conf").write_bytes(b"a=1\n")
     with TestClient(app) as gw:
         monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"hunter2")))

@@ -1,18 +1,22 @@
 """The executor seam is declared, not discovered: every executor derives from `BaseExecutor` (probe, sweep and
 close with their defaults; `probes`/`sweeps` say which it really does) and every controller from
-`BaseController` (health, survives_agent_exit); `distinct` lists an executor serving several runtimes once."""
+`BaseController` (health, survives_agent_exit, pid/exit_code from `_pid`/`_exit_code`); `distinct` lists an
+executor serving several runtimes once."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from agent.executors import build_executors
 from agent.executors.attachment import AttachmentExecutor
-from agent.executors.base import BaseController, BaseExecutor, distinct
+from agent.executors.base import BaseController, BaseExecutor, ExecutorError, distinct, task_spec
 from agent.executors.docker import DockerController, DockerExecutor
 from agent.executors.hollow import HollowController, HollowExecutor
 from agent.executors.process import ProcessExecutor
+from shoal.models.specs import ContainerSpec, ProcessSpec
 from shoal.workloads import Owner
 
 
@@ -37,4 +41,16 @@ def test_the_defaults_do_nothing() -> None:
     asyncio.run(ex.close())
     ctl = HollowController({"id": "t1", "spec": {}}, env={})
     assert isinstance(ctl, BaseController) and ctl.health is None and ctl.survives_agent_exit is False
+    assert ctl.pid is None and ctl.exit_code is None
     assert DockerController.survives_agent_exit is True
+
+
+def test_a_task_spec_is_validated_in_one_place() -> None:
+    spec = task_spec({"spec": {"process": {"command": ["sleep", "1"]}}}, "process", ProcessSpec, "process executor")
+    assert spec.command == ["sleep", "1"]
+    with pytest.raises(ExecutorError, match=r"^process executor: task has no spec\.process$"):
+        task_spec({"spec": {}}, "process", ProcessSpec, "process executor")
+    with pytest.raises(ExecutorError, match=r"^docker executor: task has no spec\.container$"):
+        task_spec({"spec": None}, "container", ContainerSpec, "docker executor")
+    with pytest.raises(ExecutorError, match=r"^docker executor: invalid spec\.container: "):
+        task_spec({"spec": {"container": {"image": 7}}}, "container", ContainerSpec, "docker executor")

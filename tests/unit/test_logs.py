@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,36 @@ def test_broker_ends_a_request_whose_agent_goes_silent(monkeypatch: pytest.Monke
     assert got[0] == b"first\n" and len(got) == 2
     notice = logs.parse_chunk(got[1])[0]
     assert notice["stream"] == "shoal" and "sent nothing for 0s" in notice["line"]
+
+
+def test_the_live_pump_merges_sources_a_failing_one_ends_alone_and_a_gone_reader_stops_the_rest() -> None:
+    from agent.logs import _pump
+
+    async def source(lines: list[str], fail: bool = False) -> AsyncIterator[list[logs.Record]]:
+        for line in lines:
+            yield [logs.record("t1", "stdout", 1.0, line)]
+            await asyncio.sleep(0)
+        if fail:
+            raise OSError("disk gone")
+
+    async def forever() -> AsyncIterator[list[logs.Record]]:
+        while True:
+            yield [logs.record("t2", "stdout", 1.0, "again")]
+            await asyncio.sleep(0.001)
+
+    posted: list[bytes] = []
+
+    async def post(chunk: bytes, done: bool) -> bool:
+        posted.append(chunk)
+        return len(posted) < 50
+
+    async def go() -> tuple[bool, bool]:
+        whole = await _pump([source(["a", "b"]), source(["c"], fail=True)], post)
+        text = b"".join(posted)
+        assert all(x in text for x in (b'"a"', b'"b"', b'"c"', b"log source failed: disk gone")), text
+        posted.clear()
+        cut = await _pump([forever(), source(["d"])], post)  # the reader goes after 50 chunks
+        return whole, cut
+
+    assert asyncio.run(go()) == (True, False)
+    assert len(posted) == 50

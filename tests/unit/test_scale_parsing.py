@@ -1,4 +1,4 @@
-"""`shoal up --scale` / `shoal scale` arguments and the names of the extra instances (shoal.supervisor)."""
+"""`shoal up --scale` / `shoal scale` arguments and the names of the extra instances (shoal/scale.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shoal.supervisor import Layout, ScaleError, extra_names, parse_scale, read_scale, role_of, write_scale
+from shoal.scale import ScaleError, extra_names, parse_scale, read_scale, role_of, write_scale
+from shoal.supervisor import Layout
 
 
 def test_parse_scale_takes_role_equals_count() -> None:

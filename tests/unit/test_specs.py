@@ -1,5 +1,5 @@
-"""The spec models (shoal/models/specs.py): defaults filled as SwarmKit's, and every validation rule refused
-with a message naming the field."""
+"""The spec models (shoal/models/specs.py, cluster_spec, network_spec): defaults filled as SwarmKit's, and every
+validation rule refused with a message naming the field."""
 
 from __future__ import annotations
 
@@ -9,13 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from shoal import cluster
-from shoal.models.specs import (
-    ClusterSpec,
-    HealthCheck,
-    NetworkSpec,
-    ServiceSpec,
-    mode_kind,
-)
+from shoal.models.cluster_spec import ClusterSpec
+from shoal.models.network_spec import NetworkSpec
+from shoal.models.specs import HealthCheck, ServiceSpec, mode_kind
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -38,8 +38,9 @@ from shoal import logs
 from shoal.errors import AlreadyExists, InvalidArgument, NotFound, ShoalError, Unavailable, VersionConflict
 from shoal.models.dockerspec import from_docker
 from shoal.models.kinds import Kind
+from shoal.models.network_spec import NetworkSpec
 from shoal.models.secrets import ConfigSpec, SecretSpec
-from shoal.models.specs import NetworkSpec, NodeSpec, ServiceSpec
+from shoal.models.specs import NodeSpec, ServiceSpec
 from shoal.store import txn as t
 from shoal.store.txn import Obj
 

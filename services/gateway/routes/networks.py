@@ -27,7 +27,7 @@ from services.gateway.routes.nodes import find_node
 from shoal import endpoints
 from shoal.errors import AlreadyExists, NotFound
 from shoal.models.kinds import Kind
-from shoal.models.specs import NetworkSpec
+from shoal.models.network_spec import NetworkSpec
 from shoal.store import txn as t
 from shoal.store.protocol import Store
 from shoal.store.rmw import read_modify_write

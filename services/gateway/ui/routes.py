@@ -13,6 +13,7 @@ cookie reaches `GET /` and `GET /ui/...`; a browser with nothing reaches only `/
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,27 +62,7 @@ def install(app: FastAPI, ctx: GatewayContext, sessions: UiSessions, hub: Dashbo
         if not settings.ui:
             raise NotFound("the dashboard is off on this gateway (SHOAL_UI=false)")
 
-    @router.get("/", include_in_schema=False)
-    async def root() -> Response:
-        enabled()
-        return RedirectResponse("/ui/", status_code=307, headers=HEADERS)
-
-    @router.get("/ui", include_in_schema=False)
-    async def ui_bare() -> Response:
-        enabled()
-        return RedirectResponse("/ui/", status_code=307, headers=HEADERS)
-
-    @router.get("/ui/", include_in_schema=False)
-    async def page() -> Response:
-        enabled()
-        return HTMLResponse((STATIC / "index.html").read_text(), headers=HEADERS)
-
-    @router.get("/ui/static/{name}", include_in_schema=False)
-    async def static(name: str) -> Response:
-        enabled()
-        if name not in FILES:
-            raise NotFound(f"no dashboard file {name!r}; there are {', '.join(sorted(FILES))}")
-        return Response((STATIC / name).read_bytes(), media_type=FILES[name], headers=HEADERS)
+    _page_routes(router, enabled)
 
     @router.get("/ui/login", include_in_schema=False)
     async def login(token: str = "") -> Response:
@@ -137,3 +118,29 @@ def install(app: FastAPI, ctx: GatewayContext, sessions: UiSessions, hub: Dashbo
         return {"path": f"/ui/login?token={token}", "expires_at": expires_at, "expires_in": sessions.token_ttl}
 
     app.include_router(router)
+
+
+def _page_routes(router: APIRouter, enabled: Callable[[], None]) -> None:
+    """The dashboard's page and static files (`enabled()` raises the 404 when the dashboard is off)."""
+
+    @router.get("/", include_in_schema=False)
+    async def root() -> Response:
+        enabled()
+        return RedirectResponse("/ui/", status_code=307, headers=HEADERS)
+
+    @router.get("/ui", include_in_schema=False)
+    async def ui_bare() -> Response:
+        enabled()
+        return RedirectResponse("/ui/", status_code=307, headers=HEADERS)
+
+    @router.get("/ui/", include_in_schema=False)
+    async def page() -> Response:
+        enabled()
+        return HTMLResponse((STATIC / "index.html").read_text(), headers=HEADERS)
+
+    @router.get("/ui/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        enabled()
+        if name not in FILES:
+            raise NotFound(f"no dashboard file {name!r}; there are {', '.join(sorted(FILES))}")
+        return Response((STATIC / name).read_bytes(), media_type=FILES[name], headers=HEADERS)

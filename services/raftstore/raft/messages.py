@@ -11,6 +11,8 @@ from enum import IntEnum
 
 #: "no node": no vote cast, no leader known. Member ids are positive.
 NONE = 0
+#: the context of an append rejection from a member that knows no membership yet: it needs a snapshot
+NEED_SNAPSHOT = b"need-snapshot"
 
 
 class MsgType(IntEnum):

@@ -37,8 +37,6 @@ from services.raftstore.raft.storage import Storage
 
 # Messages that are never stamped with the sender's term: local inputs and requests forwarded to the leader.
 _UNTERMED = frozenset({MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM, MsgType.PROP, MsgType.READ_INDEX})
-#: the context of an append rejection from a member that knows no membership yet: it needs a snapshot
-NEED_SNAPSHOT = roles.NEED_SNAPSHOT
 
 
 class Raft:

@@ -6,13 +6,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from services.raftstore.raft.errors import ProposalDropped
-from services.raftstore.raft.messages import NONE, Message, MsgType, ReadState, Role
+from services.raftstore.raft.messages import NEED_SNAPSHOT, NONE, Message, MsgType, ReadState, Role
 from services.raftstore.raft.progress import ProgressState
 
 if TYPE_CHECKING:
     from services.raftstore.raft.node import Raft
-
-NEED_SNAPSHOT = b"need-snapshot"  # the same as node.NEED_SNAPSHOT (node imports this module)
 
 
 def step_leader(r: Raft, m: Message) -> None:
