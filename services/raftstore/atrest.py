@@ -72,6 +72,9 @@ class Sealer:
     Sealed: `key id u32 | nonce 12 | ciphertext+tag`; the caller's `aad` (clear header fields) is authenticated
     too, so a record cannot be moved to another index or term without detection."""
 
+    #: bytes `seal` adds to a plaintext
+    overhead = OVERHEAD
+
     def __init__(self, deks: dict[int, bytes], current: int) -> None:
         if current not in deks:
             raise KeysUnusable(f"atrest: the current data key {current} is not in the key set")
@@ -250,6 +253,30 @@ def _load_or_create_kek(path: Path) -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, os.urandom(KEY_BYTES))
     return _read_kek(path)
+
+
+class PlainSealer(Sealer):
+    """The benchmark's control (SHOAL_RAFT_BENCH_PLAINTEXT): the same framing with key id 0 and no encryption, so
+    `bench/raftstore.py --at-rest both` measures what sealing costs. Key id 0 is never a real data key, so a
+    member in either mode refuses the other's data (`Unsealable`) instead of misreading it."""
+
+    PLAIN_ID = 0
+    overhead = _KEY_ID.size
+
+    def __init__(self) -> None:  # no keys at all: nothing of Sealer's state is used
+        self.current = self.PLAIN_ID
+        self._head = _KEY_ID.pack(self.PLAIN_ID)
+
+    def seal(self, plaintext: bytes, aad: bytes = b"") -> bytes:
+        return self._head + plaintext
+
+    def open(self, sealed: bytes | memoryview, aad: bytes = b"") -> bytes:
+        if len(sealed) < _KEY_ID.size or _KEY_ID.unpack_from(sealed, 0)[0] != self.PLAIN_ID:
+            raise Unsealable("an encrypted record, and this member runs with SHOAL_RAFT_BENCH_PLAINTEXT")
+        return bytes(sealed[_KEY_ID.size:])
+
+    def key_ids(self) -> set[int]:
+        return {self.PLAIN_ID}
 
 
 def ephemeral_sealer() -> Sealer:

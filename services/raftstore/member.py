@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 
 from services.raftstore import snapfile
-from services.raftstore.atrest import KEK_AUTOLOCK, DataKeys, parse_unlock_key
+from services.raftstore.atrest import KEK_AUTOLOCK, DataKeys, PlainSealer, parse_unlock_key
 from services.raftstore.driver import Driver, DriverConfig
 from services.raftstore.fsm import FSM
 from services.raftstore.membership import Membership
@@ -46,6 +46,10 @@ class Member:
         #: the data keys sealing the WAL and the snapshot, wrapped by the KEK beside the TLS key (atrest)
         self.keys = DataKeys.load(settings.data_dir, creds.dir, unlock_key)
         sealer = self.keys.sealer()
+        if settings.raft_bench_plaintext:
+            log.warning("raftstore %d: SHOAL_RAFT_BENCH_PLAINTEXT is set: the WAL and snapshot are NOT encrypted "
+                        "(the benchmark's control; never use it for a real cluster)", settings.raft_id)
+            sealer = PlainSealer()
         self.wal, replayed = WAL.open(settings.data_dir, sealer)
         try:
             snap = snapfile.load(settings.data_dir, sealer)
