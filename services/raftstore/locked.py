@@ -1,24 +1,29 @@
-"""A raftstore member whose data keys are autolocked (atrest.Locked): it serves nothing of the store until an
-admin gives it the unlock key.
+"""A raftstore member whose keys are autolocked (atrest.Locked): it serves nothing of the store — not even TLS:
+its own TLS key is encrypted under the unlock key (shoal.keyfile) — until an admin gives it the unlock key on its
+machine.
 
-While locked the member's API port serves only:
-- `GET /healthz`, `GET /readyz` (managers and admins): 503 `{"message", "code": "locked", "locked": true,
-  "failed_unlocks": n}` — so probes say why;
-- `GET /v1/status` (managers and admins): 200 `{"id", "role": "locked", "locked": true, "failed_unlocks": n}`,
-  which the gateway's `GET /v1/cluster` passes on, so `shoal cluster` lists the member as `locked`;
-- anything else a manager asks (the store API): 503 `{"code": "unavailable"}`, which store clients take as "try
-  the next member" (a 403 would stop them);
-- `POST /v1/unlock {"key": "SWMKEY-1-..."}` (admins only): the right key opens the data keys, the member is
-  built from its data and this server gives way to the normal one; a malformed key is 400, a wrong one 401
-  `wrong_unlock_key`, counted (`failed_unlocks`) and logged without the key.
-The unlock is per member: each manager's data keys are wrapped by the key that was current when it last ran,
-and the CLI (`shoal swarm unlock`) sends it to the local manager's member."""
+While locked the member's API and raft ports are closed (as a locked SwarmKit manager's are: to the others it is
+unreachable, store clients move on to another member), and a local socket `<cert dir>/unlock.sock` (0600, in the
+0700 certificate directory: only the manager's own user reaches it, as only root reaches a Docker daemon's
+socket) serves only:
+- `GET /healthz`, `GET /readyz`: 503 `{"message", "code": "locked", "locked": true, "failed_unlocks": n}`;
+- `GET /v1/status`: 200 `{"id", "role": "locked", "locked": true, "failed_unlocks": n}`;
+- `POST /v1/unlock {"key": "SWMKEY-1-..."}`: the right key opens the data keys and the TLS key, the member is
+  built from its data and the socket gives way to the normal TLS server; a malformed key is 400, a wrong one 401
+  `wrong_unlock_key`, counted (`failed_unlocks`) and logged without the key;
+- anything else: 503 `{"code": "locked"}`.
+The unlock is per member: each manager's keys are wrapped by the key that was current when it last ran, and the
+CLI (`shoal swarm unlock`) sends it to the sockets of the local managers."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -27,24 +32,19 @@ from fastapi.responses import JSONResponse
 
 from services.raftstore import atrest
 from services.raftstore.member import Member
-from shoal import pki
-from shoal.transport import Credentials, Identity, server_config
+from services.raftstore.wal import WalCorrupt
+from shoal.keyfile import WrongKEK
 
 log = logging.getLogger(__name__)
 
 UNLOCK_PATH = "/v1/unlock"
-HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/v1/status"})
+SOCKET_NAME = "unlock.sock"
+#: sun_path holds 108 bytes with its terminating NUL
+MAX_SOCKET_PATH = 107
 
 
-def policy(ident: Identity, method: str, path: str) -> str | None:
-    """What a locked member serves, by caller: only admins unlock; managers reach the rest (answered 503)."""
-    if path == UNLOCK_PATH:
-        return None if method == "POST" and ident.role == pki.ADMIN else (
-            f"raftstore: only an admin unlocks a member; {ident.describe()} may not call {method} {path}")
-    if ident.role == pki.MANAGER or (ident.role == pki.ADMIN and path in HEALTH_PATHS):
-        return None
-    return (f"raftstore: this member is locked (autolock) and serves only POST {UNLOCK_PATH} (admins) and "
-            f"health until it is unlocked; {ident.describe()} may not call {method} {path}")
+def socket_path(cert_dir: Path) -> Path:
+    return Path(cert_dir) / SOCKET_NAME
 
 
 class Unlocker:
@@ -55,6 +55,8 @@ class Unlocker:
         self.member_id = member_id
         self.failed = 0
         self.member: Member | None = None
+        #: why a right key still did not make a member (damaged data, a TLS key that does not open)
+        self.error: Exception | None = None
         self.unlocked = asyncio.Event()
 
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -76,12 +78,18 @@ class Unlocker:
             return 400, {"message": f"unlock: malformed unlock key: {e}", "code": "invalid_argument"}
         try:
             self.member = self._open(key)
-        except atrest.WrongKey:
+        except (atrest.WrongKey, WrongKEK):
             self.failed += 1
             log.warning("raftstore: a wrong unlock key was refused (%d so far)", self.failed)
             return 401, {"message": "unlock: this is not the unlock key of this member's data (if the key was "
                                     "rotated while it was down, give the previous one)",
                          "code": "wrong_unlock_key", "failed_unlocks": self.failed}
+        except (atrest.KeysUnusable, WalCorrupt) as e:
+            # the key was right but the data or the TLS key cannot be used: the member stops (status 2)
+            self.error = e
+            self.unlocked.set()
+            return 500, {"message": f"unlock: the key is right, but the member cannot start: {e}",
+                         "code": "internal"}
         log.info("raftstore: unlocked")
         self.unlocked.set()
         return 200, {"unlocked": True}
@@ -111,24 +119,52 @@ def create_app(unlocker: Unlocker) -> FastAPI:
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def elsewhere(path: str) -> JSONResponse:
-        return JSONResponse({"message": f"raftstore: this member is locked (autolock) and serves no store "
-                                        f"requests until it is unlocked (/{path})", "code": "unavailable",
-                             "locked": True}, status_code=503)
+        return JSONResponse({"message": f"raftstore: this member is locked (autolock) and serves nothing but "
+                                        f"health and {UNLOCK_PATH} until it is unlocked (/{path})",
+                             "code": "locked", "locked": True}, status_code=503)
 
     return app
 
 
-async def wait_for_unlock(host: str, port: int, creds: Credentials, open_member: Callable[[bytes], Member],
-                          member_id: int = 0) -> Member:
-    """Serve the locked API on the member's port until an admin unlocks it; returns the unlocked member."""
+def bind_socket(path: Path) -> socket.socket:
+    """A listening unix socket at `path`, 0600 (a stale one from a killed run is replaced)."""
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise atrest.KeysUnusable(f"raftstore: the unlock socket path {path} is longer than {MAX_SOCKET_PATH} "
+                                  "bytes (a unix socket limit): use a shorter certificate directory")
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(16)
+    return sock
+
+
+async def wait_for_unlock(cert_dir: Path, open_member: Callable[[bytes], Member], member_id: int = 0) -> Member:
+    """Serve the locked API on `<cert_dir>/unlock.sock` until an admin unlocks it; returns the unlocked member."""
     unlocker = Unlocker(open_member, member_id)
-    server = uvicorn.Server(server_config(create_app(unlocker), host, port, creds, policy))
-    serving = asyncio.create_task(server.serve(), name="raftstore.locked")
+    path = socket_path(cert_dir)
+    sock = bind_socket(path)
+    config = uvicorn.Config(create_app(unlocker), log_level="warning", access_log=False, lifespan="off",
+                            limit_concurrency=16, h11_max_incomplete_event_size=16 * 1024)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="raftstore.locked")
     unlocked = asyncio.create_task(unlocker.unlocked.wait())
-    await asyncio.wait((serving, unlocked), return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    await serving
-    unlocked.cancel()
+    try:
+        await asyncio.wait((serving, unlocked), return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await serving
+    finally:
+        unlocked.cancel()
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    if unlocker.error is not None:
+        raise unlocker.error
     if unlocker.member is None:
         raise RuntimeError("raftstore: the locked API stopped before the member was unlocked")
     return unlocker.member
