@@ -14,7 +14,7 @@ import httpx
 from shoal import unlockkey
 from shoal.cli import identity
 from shoal.cli.client import CliError, gateway_of
-from shoal.cli.cluster import add_cluster_update_flags, unlock_key_text
+from shoal.cli.cluster import add_cluster_update_flags, is_locked, local_unlock_sockets, unlock_key_text
 
 ROLES = ("worker", "manager")
 
@@ -63,17 +63,6 @@ def cmd_unlock_key(a: argparse.Namespace) -> int:
     return 0
 
 
-#: where the manager processes of a data directory keep their certificates (`shoal up` and `shoal swarm
-#: init/join`: certificates/<process>); a locked process listens on `<cert dir>/unlock.sock`
-CERT_ROOTS = ("certificates",)
-SOCKET_NAME = "unlock.sock"
-
-
-def local_unlock_sockets(data: Path) -> list[Path]:
-    """The unlock sockets of this machine's locked manager processes under `data`."""
-    return sorted(p for root in CERT_ROOTS for p in (data / root).glob(f"*/{SOCKET_NAME}") if p.is_socket())
-
-
 def cmd_unlock(a: argparse.Namespace) -> int:
     """Give this machine's locked managers the unlock key (read from stdin, never from argv), over their local
     sockets: a locked manager has no TLS (its key is encrypted under the unlock key), and reaching the socket —
@@ -93,7 +82,7 @@ def cmd_unlock(a: argparse.Namespace) -> int:
             with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://locked",
                               timeout=60.0) as http:
                 health = http.get("/healthz")
-                if health.status_code != 503 or not _is_locked(health):
+                if not is_locked(health):
                     continue
                 locked += 1
                 r = http.post("/v1/unlock", json={"key": text})
@@ -108,13 +97,6 @@ def cmd_unlock(a: argparse.Namespace) -> int:
         raise CliError("no locked manager here: nothing to unlock")
     print(f"unlocked {unlocked} manager process(es)")
     return 0
-
-
-def _is_locked(resp: httpx.Response) -> bool:
-    try:
-        return bool(resp.json().get("locked"))
-    except ValueError:
-        return False
 
 
 def _message(resp: httpx.Response) -> str:
