@@ -142,9 +142,10 @@ class Credentials:
         """Re-write the key file under `kek` (None: a plain PEM) — autolock turned on or off, or the unlock key
         rotated. Atomic; the loaded contexts keep working (they hold the key already). True if it changed."""
         with self._lock:
-            plain, _ = keyfile.decrypt(self.key_file.read_bytes(), [self.kek, kek])
-            if kek == self.kek and keyfile.is_encrypted(self.key_file.read_bytes()) == (kek is not None):
-                return False
+            current = self.key_file.read_bytes()
+            if kek == self.kek and keyfile.is_encrypted(current) == (kek is not None):
+                return False  # the common case (the CA asks at every poll): no key derivation
+            plain, _ = keyfile.decrypt(current, [self.kek, kek])
             keyfile.write(self.key_file, plain, kek)
             self.kek = kek
             return True

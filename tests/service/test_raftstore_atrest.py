@@ -24,6 +24,7 @@ from services.raftstore.fsm import encode_txn
 from services.raftstore.member import UNLOCK_ID, UNLOCK_KIND, Member
 from services.raftstore.settings import RaftstoreSettings
 from services.raftstore.wal import WalCorrupt
+from shoal import lockbox
 from shoal.bus.memory import MemoryBus
 from shoal.cli import main as cli_main
 from shoal.clock import FakeClock
@@ -188,7 +189,7 @@ def test_the_locked_api_counts_wrong_keys_and_opens_with_the_right_one(tmp_path:
         opened.append(m)
         return m
 
-    unlocker = locked.Unlocker(open_member)
+    unlocker = locked.member_unlocker(open_member)
     with TestClient(locked.create_app(unlocker)) as http:
         r = http.get("/healthz")
         assert r.status_code == 503 and r.json()["code"] == "locked" and r.json()["locked"] is True
@@ -202,7 +203,7 @@ def test_the_locked_api_counts_wrong_keys_and_opens_with_the_right_one(tmp_path:
         assert r.status_code == 503 and r.json()["code"] == "locked"
         assert http.get("/v1/status").json() == {"id": 0, "role": "locked", "locked": True, "failed_unlocks": 1}
         r = http.post("/v1/unlock", json={"key": key})
-        assert r.status_code == 200 and unlocker.unlocked.is_set() and unlocker.member is opened[0]
+        assert r.status_code == 200 and unlocker.unlocked.is_set() and unlocker.opened is opened[0]
     opened[0].wal.close()
 
 
@@ -214,7 +215,7 @@ async def test_the_locked_socket_is_private_and_a_too_long_path_is_refused(tmp_p
         assert stat.S_IMODE(os.stat(locked.socket_path(cert_dir)).st_mode) == 0o600
     finally:
         sock.close()
-    with pytest.raises(atrest.KeysUnusable, match="longer than"):
+    with pytest.raises(lockbox.SocketUnusable, match="longer than"):
         locked.bind_socket(tmp_path / ("x" * 120) / locked.SOCKET_NAME)
 
 
