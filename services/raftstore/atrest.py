@@ -10,10 +10,14 @@ Files:
   start. With autolock it is absent: the KEK is the unlock key's bytes (`SWMKEY-1-<base64>`, as SwarmKit), known
   only to the admin who holds it, and a restarted member is locked (`Locked`) until it is given the key.
 - `<data dir>/keys.json` — `{"version": 1, "kek": "file" | "autolock", "current": id, "deks": {id: wrapped},
-  "rotate": bool}` ("rotate": a DEK rotation is owed — set with autolock in the same write, so a crash between
-  the two cannot skip it),
+  "rotate": bool, "tls_prev": wrapped?}` ("rotate": a DEK rotation is owed — set with autolock in the same
+  write, so a crash between the two cannot skip it; "tls_prev": the KEK the member's TLS key may still be
+  encrypted under, wrapped by the current KEK, recorded before the TLS key is re-written and dropped after),
   a DEK wrapped as `nonce(12) | AES-GCM(kek, dek, aad="shoal-dek:<id>")`, base64. Written atomically (temporary
   file, fsync, rename, fsync of the directory), so a crash leaves the old set or the new one.
+
+- `<cert dir>/swarm-node.key` — the member's TLS key: encrypted under the unlock key while autolock is on, a plain
+  PEM otherwise (shoal/keyfile.py, SwarmKit's rule); `open_credentials`/`set_autolock` keep it so.
 
 Stealing the data directory alone yields nothing; the data directory plus the certificate directory yields
 everything unless autolock is on. See docs/security.md "Encryption at rest"."""

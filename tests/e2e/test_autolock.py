@@ -49,34 +49,45 @@ def test_autolock_locks_a_restarted_manager_until_unlocked(cluster: Cluster) -> 
                            keyfile.is_encrypted((cluster.layout.cert_dir(f"raftstore-{i}") / pki.KEY_FILE)
                                                 .read_bytes()) for i in (1, 2, 3)), 30,
                "every raftstore member to wrap its data keys and TLS key under the unlock key")
+    ca_key = cluster.layout.cert_dir("ca") / pki.KEY_FILE
+    eventually(lambda: keyfile.is_encrypted(ca_key.read_bytes()), 30, "the CA to encrypt its TLS key")
+    # the other processes' keys stay plain PEMs (they cannot read the unlock key: docs/security.md)
+    assert not keyfile.is_encrypted((cluster.layout.cert_dir("gateway") / pki.KEY_FILE).read_bytes())
 
     victim = next(i for i in (1, 2, 3) if i != cluster.raft_leader())
     url = cluster.layout.raft_api(victim)
     cluster.sup.kill(f"raftstore-{victim}")  # SIGKILL; the supervisor starts it again
+    cluster.sup.kill("ca")
     sock = cluster.layout.cert_dir(f"raftstore-{victim}") / "unlock.sock"
+    ca_sock = cluster.layout.cert_dir("ca") / "unlock.sock"
 
-    def locked() -> bool:
-        if not sock.exists():
+    def locked(path: Path) -> bool:
+        if not path.exists():
             return False
         try:
-            with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://locked") as http:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=str(path)), base_url="http://locked") as http:
                 r = http.get("/healthz")
         except httpx.HTTPError:
             return False
         return r.status_code == 503 and r.json().get("locked") is True
 
-    eventually(locked, 60, f"raftstore {victim} to come back locked")
-    with pytest.raises(httpx.HTTPError):  # no TLS while locked: its key is encrypted
-        cluster.manager_http.get(url + "/healthz")
+    eventually(lambda: locked(sock), 60, f"raftstore {victim} to come back locked")
+    eventually(lambda: locked(ca_sock), 60, "the CA to come back locked")
+    for locked_url in (url, cluster.layout.url_of("ca")):
+        with pytest.raises(httpx.HTTPError):  # no TLS while locked: its key is encrypted
+            cluster.manager_http.get(locked_url + "/healthz")
     listed = local_cli(cluster, "cluster").stdout
-    assert f"raftstore-{victim} on this machine is locked" in listed, listed
+    assert f"raftstore-{victim} on this machine is locked" in listed and "ca on this machine is locked" in listed, \
+        listed
     cluster.create_service("while-locked", 1)  # the other two members are a quorum
     cluster.wait_running("while-locked", 1, timeout=60)
 
     wrong = unlock(cluster, unlockkey.new())
     assert wrong.returncode != 0 and "not the unlock key" in wrong.stderr, wrong.stderr + wrong.stdout
     right = unlock(cluster, key)
-    assert right.returncode == 0 and "unlocked 1" in right.stdout, right.stderr + right.stdout
+    assert right.returncode == 0 and "unlocked 2" in right.stdout, right.stderr + right.stdout
+    eventually(lambda: cluster.manager_http.get(cluster.layout.url_of("ca") + "/readyz").status_code == 200, 60,
+               "the unlocked CA to serve again")
 
     def caught_up() -> bool:
         sts = {s.get("id"): s for s in cluster.raft_status()}
