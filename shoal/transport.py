@@ -138,6 +138,12 @@ class Credentials:
         """A (renewed) plain key as this process writes it: encrypted under its KEK when it has one."""
         return keyfile.wanted(plain_pem, self.kek)
 
+    def write_identity(self, cert: bytes, plain_key: bytes, roots: bytes) -> None:
+        """Write a renewed identity: the key under this process's KEK when it has one (never in the clear), and
+        under the same lock as `rekey`, so a re-wrap cannot put back the key being replaced."""
+        with self._lock:
+            pki.write_identity(self.dir, cert, self.key_bytes(plain_key), roots)
+
     def rekey(self, kek: bytes | None) -> bool:
         """Re-write the key file under `kek` (None: a plain PEM) — autolock turned on or off, or the unlock key
         rotated. Atomic; the loaded contexts keep working (they hold the key already). True if it changed."""
