@@ -170,6 +170,8 @@ class System:
 #: the control of `--at-rest both`: members that frame their WAL and snapshot records as usual but do not
 #: encrypt them (services/raftstore/settings.py `raft_bench_plaintext`, atrest.PlainSealer)
 PLAINTEXT_ENV = {"SHOAL_RAFT_BENCH_PLAINTEXT": "1"}
+#: seconds a member may take to answer /healthz at start (a loaded machine is slow; the figures say the load)
+START_TIMEOUT = 120.0
 
 
 class Shoal(System):
@@ -180,7 +182,7 @@ class Shoal(System):
         if plaintext:
             self.name = "shoal-plain"
         # fsync is always on in the raftstore
-        self.cluster = RaftProcs(base, 3, extra_env=PLAINTEXT_ENV if plaintext else None).start_all()
+        self.cluster = RaftProcs(base, 3, extra_env=PLAINTEXT_ENV if plaintext else None).start_all(START_TIMEOUT)
         self.connect = client_tls(self.cluster.certs.client("gateway"))
         try:
             self.leader = self.cluster.wait_leader(30)
@@ -550,7 +552,7 @@ class FailoverRig:
         self.trials += 1
         if self.cluster is None:
             self.cluster = RaftProcs(self.base / f"c{trial}", 3, election_ticks=self.election_ticks,
-                                     extra_env=PLAINTEXT_ENV if self.plaintext else None).start_all()
+                                     extra_env=PLAINTEXT_ENV if self.plaintext else None).start_all(START_TIMEOUT)
         cluster = self.cluster
         lead = cluster.wait_leader(30)
         ports = {i: cluster.api_ports[i] for i in cluster.ids if i != lead}
@@ -562,9 +564,9 @@ class FailoverRig:
             self.close()
             return took
         cluster.start(lead)
-        wait_for(partial(cluster.healthy, lead), 30, f"member {lead} to restart")
-        cluster.wait_leader(30)
-        wait_for(cluster.converged, 30, "the restarted member to catch up")
+        wait_for(partial(cluster.healthy, lead), START_TIMEOUT, f"member {lead} to restart")
+        cluster.wait_leader(START_TIMEOUT)
+        wait_for(cluster.converged, START_TIMEOUT, "the restarted member to catch up")
         time.sleep(0.3)
         return took
 
