@@ -133,3 +133,20 @@ def test_a_tls_key_that_opens_with_none_of_the_members_keys_refuses_to_start(tmp
     Credentials(cert_dir).rekey(os.urandom(32))  # encrypted under a key this member never had
     with pytest.raises(atrest.KeysUnusable, match="opens with none"):
         keys.open_credentials(cert_dir)
+
+
+def test_the_ca_follows_the_unlock_key_with_its_own_tls_key(cert_dir: Path) -> None:
+    from services.ca.__main__ import follow_unlock_key
+
+    creds = Credentials(cert_dir)
+    follow = follow_unlock_key(creds)
+    first, second = os.urandom(32), os.urandom(32)
+    follow(first)  # autolock turned on
+    assert Credentials(cert_dir, kek=first).kek == first
+    before = (cert_dir / pki.KEY_FILE).read_bytes()
+    follow(first)  # every poll after: nothing written
+    assert (cert_dir / pki.KEY_FILE).read_bytes() == before
+    follow(second)  # the key rotated
+    assert Credentials(cert_dir, kek=second).kek == second
+    follow(None)  # autolock off
+    assert Credentials(cert_dir).kek is None
