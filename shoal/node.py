@@ -140,8 +140,10 @@ class NodeLayout(Layout):
 
     def health_client(self) -> httpx.Client:
         """A manager checks its processes with one of its own manager identities; a worker has no health URL."""
-        # not nats (nats-server's identity) nor raftstore (its key is encrypted while autolock is on)
-        name = next((r for r in self.cfg.roles if r not in ("nats", "raftstore")), None)
+        # not nats (nats-server's identity) nor raftstore or ca (their keys are encrypted while autolock is on)
+        name = next((r for r in self.cfg.roles if r not in ("nats", "raftstore", "ca")), None)
+        if name is None and self.cfg.roles:
+            name = "agent"  # the agent of a manager machine holds a manager certificate, never encrypted
         creds = transport.Credentials(self.cert_dir(name)) if name else None
         return transport.sync_http_client(creds, timeout=2.0)
 
