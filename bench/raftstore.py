@@ -706,6 +706,9 @@ def main() -> None:
                    help="shoal's WAL and snapshot encrypted (on, as always in production), the plaintext control "
                         "(off: SHOAL_RAFT_BENCH_PLAINTEXT), or both side by side in interleaved rounds with the "
                         "cost of encryption per level and for failover")
+    p.add_argument("--control-first", action="store_true",
+                   help="with --at-rest both: start the plaintext control's cluster first and drive it first in "
+                        "round 1 (to tell an effect of the order from one of encryption)")
     p.add_argument("--rounds", type=int, default=1,
                    help="measured windows per level and store, interleaved (A B B A ...); medians are compared")
     p.add_argument("--wal-only", action="store_true",
@@ -742,7 +745,7 @@ def main() -> None:
 
 def run(a: argparse.Namespace, levels: list[int], etcd_bin: str | None, tmp: Path, results: list[Result]) -> None:
     systems: list[System] = []
-    variants = {"on": (False,), "off": (True,), "both": (False, True)}[a.at_rest]
+    variants = {"on": (False,), "off": (True,), "both": (True, False) if a.control_first else (False, True)}[a.at_rest]
     try:
         shoals = [Shoal(tmp / ("shoal-plain" if p else "shoal"), plaintext=p) for p in variants]
         shoal = shoals[0]
