@@ -3,6 +3,8 @@
     python bench/raftstore.py                          # 1/16/64 clients, 10 s each, both stores, 20 failovers
     python bench/raftstore.py --quick                  # a few seconds per level, 3 failovers (CI-sized)
     python bench/raftstore.py --clients 64 --seconds 20 --failover-trials 0 --profile /tmp/bench-prof
+    python bench/raftstore.py --no-etcd --at-rest both --rounds 4    # encryption at rest on against off
+    python bench/raftstore.py --wal-only --rounds 8 --seconds 3       # the same, on the WAL write path alone
 
 Both clusters are 3 members on loopback with fsync on (shoal: `python -m services.raftstore` via
 tests/integration/raftprocs.py; etcd: Debian's etcd-server, `scripts/etcd.sh` installs it), each with fresh
@@ -22,6 +24,11 @@ members that will survive, moving to the other member and retrying after 10 ms o
 request timeout; the leader is killed with SIGKILL; the time from the kill to the acknowledgement of the first
 write sent after it is one trial. The killed member is restarted and the cluster settles before the next trial
 (--failover-fresh: a new cluster per trial instead).
+
+Encryption at rest (`--at-rest both`): a second shoal cluster whose members run with SHOAL_RAFT_BENCH_PLAINTEXT
+(the same WAL and snapshot framing, records not encrypted) is measured beside the normal one: every level runs
+`--rounds` windows per store in alternating order (A B B A ...), failover trials alternate likewise, and the cost
+of encryption is the difference of the medians (writes/s, failover time) against that control.
 
 Transport: shoal only speaks mutual TLS (every member and the load generator hold certificates of one test
 cluster, `ClusterCerts`), so each client connection is `https` with a client certificate, set up once per
@@ -161,12 +168,22 @@ class System:
         raise NotImplementedError
 
 
+#: the control of `--at-rest both`: members that frame their WAL and snapshot records as usual but do not
+#: encrypt them (services/raftstore/settings.py `raft_bench_plaintext`, atrest.PlainSealer)
+PLAINTEXT_ENV = {"SHOAL_RAFT_BENCH_PLAINTEXT": "1"}
+#: seconds a member may take to answer /healthz at start (a loaded machine is slow; the figures say the load)
+START_TIMEOUT = 120.0
+
+
 class Shoal(System):
     name = "shoal"
     path = "/v1/txn"
 
-    def __init__(self, base: Path) -> None:
-        self.cluster = RaftProcs(base, 3).start_all()  # fsync is always on in the raftstore
+    def __init__(self, base: Path, *, plaintext: bool = False) -> None:
+        if plaintext:
+            self.name = "shoal-plain"
+        # fsync is always on in the raftstore
+        self.cluster = RaftProcs(base, 3, extra_env=PLAINTEXT_ENV if plaintext else None).start_all(START_TIMEOUT)
         self.connect = client_tls(self.cluster.certs.client("gateway"))
         try:
             self.leader = self.cluster.wait_leader(30)
@@ -521,33 +538,58 @@ def _short(frame: str) -> str:
 
 
 # ---- failover ---------------------------------------------------------------------------------------------
-def shoal_failover(trials: int, base: Path, election_ticks: int, fresh: bool) -> list[float]:
-    """Kill the leader `trials` times; the killed member is restarted between trials (or, with `fresh`, every
-    trial gets a new cluster: no member was ever restarted)."""
-    out: list[float] = []
-    cluster: RaftProcs | None = None
+class FailoverRig:
+    """One shoal cluster whose leader is killed trial after trial; the killed member is restarted between trials
+    (or, with `fresh`, every trial gets a new cluster: no member was ever restarted)."""
+
+    def __init__(self, base: Path, election_ticks: int, fresh: bool, *, plaintext: bool = False) -> None:
+        self.base, self.election_ticks, self.fresh, self.plaintext = base, election_ticks, fresh, plaintext
+        self.name = "shoal-plain" if plaintext else "shoal"
+        self.cluster: RaftProcs | None = None
+        self.trials = 0
+
+    def trial(self) -> float:
+        trial = self.trials
+        self.trials += 1
+        if self.cluster is None:
+            self.cluster = RaftProcs(self.base / f"c{trial}", 3, election_ticks=self.election_ticks,
+                                     extra_env=PLAINTEXT_ENV if self.plaintext else None).start_all(START_TIMEOUT)
+        cluster = self.cluster
+        lead = cluster.wait_leader(30)
+        ports = {i: cluster.api_ports[i] for i in cluster.ids if i != lead}
+        took = kill_leader_once(ports, "/v1/txn", partial(shoal_body, f"f{trial}", 0), cluster.procs[lead],
+                                client_tls(cluster.certs.client("gateway")))
+        print(f"  {self.name} failover {trial + 1}: leader {lead} killed, first write acknowledged after "
+              f"{took * 1e3:.0f} ms (load {loadavg()})", flush=True)
+        if self.fresh:
+            self.close()
+            return took
+        cluster.start(lead)
+        wait_for(partial(cluster.healthy, lead), START_TIMEOUT, f"member {lead} to restart")
+        cluster.wait_leader(START_TIMEOUT)
+        wait_for(cluster.converged, START_TIMEOUT, "the restarted member to catch up")
+        time.sleep(0.3)
+        return took
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+
+def shoal_failover(trials: int, base: Path, election_ticks: int, fresh: bool,
+                   plaintext: tuple[bool, ...] = (False,)) -> dict[str, list[float]]:
+    """Kill the leader `trials` times per variant (encrypted and/or the plaintext control); with two variants
+    their trials alternate (A B B A A B ...), so both see the same machine load."""
+    rigs = [FailoverRig(base / ("plain" if p else "sealed"), election_ticks, fresh, plaintext=p) for p in plaintext]
+    out: dict[str, list[float]] = {r.name: [] for r in rigs}
     try:
         for trial in range(trials):
-            if cluster is None:
-                cluster = RaftProcs(base / f"c{trial}", 3, election_ticks=election_ticks).start_all()
-            lead = cluster.wait_leader(30)
-            ports = {i: cluster.api_ports[i] for i in cluster.ids if i != lead}
-            out.append(kill_leader_once(ports, "/v1/txn", partial(shoal_body, f"f{trial}", 0),
-                                        cluster.procs[lead], client_tls(cluster.certs.client("gateway"))))
-            print(f"  shoal failover {trial + 1}/{trials}: leader {lead} killed, first write acknowledged after "
-                  f"{out[-1] * 1e3:.0f} ms (load {loadavg()})", flush=True)
-            if fresh:
-                cluster.close()
-                cluster = None
-                continue
-            cluster.start(lead)
-            wait_for(partial(cluster.healthy, lead), 30, f"member {lead} to restart")
-            cluster.wait_leader(30)
-            wait_for(cluster.converged, 30, "the restarted member to catch up")
-            time.sleep(0.3)
+            for rig in (rigs if trial % 2 == 0 else rigs[::-1]):
+                out[rig.name].append(rig.trial())
     finally:
-        if cluster is not None:
-            cluster.close()
+        for rig in rigs:
+            rig.close()
     return out
 
 
@@ -660,6 +702,19 @@ def main() -> None:
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="after the table, run shoal at the highest level again under py-spy (leader and one "
                         "follower) and write the raw profiles and a summary to DIR")
+    p.add_argument("--at-rest", choices=("on", "off", "both"), default="on",
+                   help="shoal's WAL and snapshot encrypted (on, as always in production), the plaintext control "
+                        "(off: SHOAL_RAFT_BENCH_PLAINTEXT), or both side by side in interleaved rounds with the "
+                        "cost of encryption per level and for failover")
+    p.add_argument("--control-first", action="store_true",
+                   help="with --at-rest both: start the plaintext control's cluster first and drive it first in "
+                        "round 1 (to tell an effect of the order from one of encryption)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measured windows per level and store, interleaved (A B B A ...); medians are compared")
+    p.add_argument("--wal-only", action="store_true",
+                   help="only the durable write path in this process: WAL appends sealed against the plaintext "
+                        "control, --rounds interleaved rounds of --seconds (see wal_only)")
+    p.add_argument("--wal-batch", type=int, default=8, help="entries per fsync'd WAL.save in --wal-only (8)")
     a = p.parse_args()
     levels = [int(x) for x in a.clients.split(",") if x.strip()]
     if a.quick:
@@ -674,6 +729,12 @@ def main() -> None:
 
     results: list[Result] = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-raftstore-"))
+    if a.wal_only:
+        try:
+            print(wal_only(a.rounds, a.seconds, a.wal_batch, tmp), flush=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
     try:
         run(a, levels, etcd_bin, tmp, results)
     except BaseException:
@@ -684,9 +745,11 @@ def main() -> None:
 
 def run(a: argparse.Namespace, levels: list[int], etcd_bin: str | None, tmp: Path, results: list[Result]) -> None:
     systems: list[System] = []
+    variants = {"on": (False,), "off": (True,), "both": (True, False) if a.control_first else (False, True)}[a.at_rest]
     try:
-        shoal = Shoal(tmp / "shoal")
-        systems.append(shoal)
+        shoals = [Shoal(tmp / ("shoal-plain" if p else "shoal"), plaintext=p) for p in variants]
+        shoal = shoals[0]
+        systems.extend(shoals)
         if etcd_bin:
             for use_tls in {"on": [True], "off": [False], "both": [False, True]}[a.etcd_tls]:
                 d = tmp / ("etcd-tls" if use_tls else "etcd")
@@ -697,14 +760,16 @@ def run(a: argparse.Namespace, levels: list[int], etcd_bin: str | None, tmp: Pat
         if a.http_baseline:
             systems.append(NoopHttp(tmp))
         for c in levels:
-            for s in systems:
-                before = shoal.metrics() if s is shoal else {}
-                r = drive(s, c, a.seconds, a.warmup, tag=f"c{c}")
-                if s is shoal:
-                    r.extra = shoal_extra(before, shoal.metrics())
-                results.append(r)
-                print(r.line(), flush=True)
-            ours = next(r for r in results if r.system == "shoal" and r.clients == c)
+            for rnd in range(a.rounds):
+                for s in (systems if rnd % 2 == 0 else systems[::-1]):
+                    before = s.metrics() if isinstance(s, Shoal) else {}
+                    r = drive(s, c, a.seconds, a.warmup, tag=f"c{c}r{rnd}")
+                    if isinstance(s, Shoal):
+                        r.extra = shoal_extra(before, s.metrics())
+                    results.append(r)
+                    print(r.line(), flush=True)
+            ours = next(r for r in results if r.system == "shoal" and r.clients == c) if a.at_rest != "off" \
+                else next(r for r in results if r.clients == c)
             for name in ("etcd", "etcd-tls"):
                 theirs = next((r for r in results if r.system == name and r.clients == c), None)
                 if theirs is not None:
@@ -717,17 +782,104 @@ def run(a: argparse.Namespace, levels: list[int], etcd_bin: str | None, tmp: Pat
             s.close()
     print()
     print(table(results))
+    if a.at_rest == "both":
+        print()
+        print(at_rest_table(results))
     if a.failover_trials > 0:
-        print(f"\nfailover: {a.failover_trials} leader kills (SIGKILL), one client writing through the survivors "
-              f"(election timeout {a.election_ticks} x 0.1 s ticks, randomized up to 2x)", flush=True)
-        lat = sorted(shoal_failover(a.failover_trials, tmp / "failover", a.election_ticks, a.failover_fresh))
-        etcd_lat = sorted(etcd_failover(a.failover_trials, tmp / "etcd-failover", etcd_bin, a.etcd_tls != "off")) \
-            if a.failover_etcd and etcd_bin else []
-        for name, vals in (("shoal", lat), ("etcd", etcd_lat)):
+        print(f"\nfailover: {a.failover_trials} leader kills (SIGKILL) per store, one client writing through the "
+              f"survivors (election timeout {a.election_ticks} x 0.1 s ticks, randomized up to 2x)", flush=True)
+        lats = shoal_failover(a.failover_trials, tmp / "failover", a.election_ticks, a.failover_fresh, variants)
+        if a.failover_etcd and etcd_bin:
+            lats["etcd"] = etcd_failover(a.failover_trials, tmp / "etcd-failover", etcd_bin, a.etcd_tls != "off")
+        for name, vals in lats.items():
+            vals = sorted(vals)
             if vals:
                 print(f"{name} leader kill -> first acknowledged write: p50 {pct(vals, 0.5) * 1e3:.0f} ms, "
-                      f"p99 {pct(vals, 0.99) * 1e3:.0f} ms, min {vals[0] * 1e3:.0f} ms, "
-                      f"max {vals[-1] * 1e3:.0f} ms over {len(vals)} trials", flush=True)
+                      f"mean {sum(vals) / len(vals) * 1e3:.0f} ms, p90 {pct(vals, 0.9) * 1e3:.0f} ms, "
+                      f"min {vals[0] * 1e3:.0f} ms, max {vals[-1] * 1e3:.0f} ms over {len(vals)} trials",
+                      flush=True)
+        if a.at_rest == "both":
+            sealed, plain = lats["shoal"], lats["shoal-plain"]
+            print(f"failover, encrypted against plaintext (positive: encryption slower): median "
+                  f"{cost(median(plain), median(sealed), True)}, "
+                  f"mean {cost(sum(plain) / len(plain), sum(sealed) / len(sealed), True)}", flush=True)
+
+
+def wal_only(rounds: int, seconds: float, batch: int, base: Path) -> str:
+    """`--wal-only`: the members' durable write path alone, in this process — WAL.save of `batch` entries of a
+    real write's size plus the hard state, fsync'd, back to back for `seconds` — sealed (the member's AES-GCM
+    sealer) and the plaintext control (atrest.PlainSealer), alternating per round (A B B A ...). No network, no
+    HTTP, no raft: what encryption adds where it is done, measured in CPU time per entry as well as entries/s, so
+    it holds on a loaded machine where the cluster figures do not."""
+    from services.raftstore import atrest
+    from services.raftstore.raft import Entry, EntryType, HardState
+    from services.raftstore.wal import WAL
+
+    data = shoal_body("wal", 0, 0) + b" " * 100  # an entry as a 256-byte write commits it (~400 bytes)
+    sealers: dict[str, Callable[[], atrest.Sealer]] = {"sealed": atrest.ephemeral_sealer,
+                                                       "plaintext": atrest.PlainSealer}
+    out: dict[str, list[tuple[float, float, float]]] = {k: [] for k in sealers}  # (entries/s, CPU µs/entry, load)
+    for rnd in range(rounds):
+        for name in (list(sealers) if rnd % 2 == 0 else list(sealers)[::-1]):
+            d = base / f"wal-{name}-{rnd}"
+            wal, _ = WAL.open(d, sealers[name]())
+            index, n = 0, 0
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                entries = [Entry(1, index + k + 1, data, EntryType.NORMAL) for k in range(batch)]
+                index += batch
+                wal.save(HardState(1, 1, index), entries)
+                n += batch
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            wal.close()
+            shutil.rmtree(d, ignore_errors=True)
+            out[name].append((n / wall, cpu / n * 1e6, float(loadavg().split()[0])))
+            print(f"  wal-only {name:9} round {rnd + 1}: {n / wall:8,.0f} entries/s, {cpu / n * 1e6:6.1f} µs CPU per "
+                  f"entry (batch {batch}, load {loadavg()})", flush=True)
+    rows = ["| path | rounds | entries/s (median; rounds) | CPU µs per entry (median; rounds) | load |",
+            "|---|---|---|---|---|"]
+    for name, vals in out.items():
+        rows.append(f"| {name} | {len(vals)} | {median([v[0] for v in vals]):,.0f} "
+                    f"({', '.join(f'{v[0]:,.0f}' for v in vals)}) | {median([v[1] for v in vals]):.1f} "
+                    f"({', '.join(f'{v[1]:.1f}' for v in vals)}) | "
+                    f"{min(v[2] for v in vals):.1f}-{max(v[2] for v in vals):.1f} |")
+    sealed_cpu, plain_cpu = median([v[1] for v in out["sealed"]]), median([v[1] for v in out["plaintext"]])
+    sealed_rate, plain_rate = median([v[0] for v in out["sealed"]]), median([v[0] for v in out["plaintext"]])
+    rows.append(f"\nencryption's cost on the WAL path: {cost(plain_rate, sealed_rate)} entries/s, "
+                f"{sealed_cpu - plain_cpu:+.1f} µs CPU per entry ({cost(plain_cpu, sealed_cpu, True)})")
+    return "\n".join(rows)
+
+
+def median(values: Sequence[float]) -> float:
+    v = sorted(values)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2 if v else float("nan")
+
+
+def cost(plain: float, sealed: float, lower_is_better: bool = False) -> str:
+    """Encryption's cost as a signed percentage of the plaintext control (positive: encryption is worse)."""
+    if not plain:
+        return "n/a"
+    change = (sealed - plain) / plain if lower_is_better else (plain - sealed) / plain
+    return f"{change:+.1%}"
+
+
+def at_rest_table(results: list[Result]) -> str:
+    """Per level: the medians over the interleaved rounds of the encrypted store and its plaintext control."""
+    rows = ["| clients | rounds | encrypted writes/s (median; rounds) | plaintext writes/s (median; rounds) | "
+            "cost in writes/s (positive: encryption slower) | CPU s/1k encrypted / plaintext | load |",
+            "|---|---|---|---|---|---|---|"]
+    for c in sorted({r.clients for r in results}):
+        sealed = [r for r in results if r.system == "shoal" and r.clients == c]
+        plain = [r for r in results if r.system == "shoal-plain" and r.clients == c]
+        if not sealed or not plain:
+            continue
+        ms, mp = median([r.rate for r in sealed]), median([r.rate for r in plain])
+        loads = sorted(float(r.load.split()[0]) for r in sealed + plain)
+        rows.append(f"| {c} | {len(sealed)} | {ms:,.0f} ({', '.join(f'{r.rate:,.0f}' for r in sealed)}) | "
+                    f"{mp:,.0f} ({', '.join(f'{r.rate:,.0f}' for r in plain)}) | {cost(mp, ms)} | "
+                    f"{median([r.cpu_per_1k for r in sealed]):.2f} / {median([r.cpu_per_1k for r in plain]):.2f} | "
+                    f"{loads[0]:.1f}-{loads[-1]:.1f} |")
+    return "\n".join(rows)
 
 
 def profile(shoal: Shoal, clients: int, seconds: float, warmup: float, outdir: Path) -> None:

@@ -202,7 +202,8 @@ async def renew(creds: Credentials, ca_urls: Sequence[str], *, hosts: Sequence[s
                 pem = (reply.get("certificates") or {}).get(comp)
                 if pem is not None and extra is not None:
                     pki.write_identity(extra[comp], pem.encode(), pki.key_pem(comp_key), reply["roots"].encode())
-            pki.write_identity(creds.dir, cert, pki.key_pem(key), reply["roots"].encode())
+            # a key under the autolock KEK stays under it (shoal.keyfile): renewal never writes it in the clear
+            creds.write_identity(cert, pki.key_pem(key), reply["roots"].encode())
             creds.reload()
             return ident
     raise CAUnavailable("renew: renewal failed: " + "; ".join(errors))

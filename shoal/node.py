@@ -141,7 +141,10 @@ class NodeLayout(Layout):
 
     def health_client(self) -> httpx.Client:
         """A manager checks its processes with one of its own manager identities; a worker has no health URL."""
-        name = next((r for r in self.cfg.roles if r != "nats"), None)
+        # not nats (nats-server's identity) nor raftstore or ca (their keys are encrypted while autolock is on)
+        name = next((r for r in self.cfg.roles if r not in ("nats", "raftstore", "ca")), None)
+        if name is None and self.cfg.roles:
+            name = "agent"  # the agent of a manager machine holds a manager certificate, never encrypted
         creds = transport.Credentials(self.cert_dir(name)) if name else None
         return transport.sync_http_client(creds, timeout=2.0)
 
@@ -326,8 +329,9 @@ def promoted_roles(cert_root: Path) -> list[str]:
     roles = []
     for name in MANAGER_ROLES:
         try:
-            ident = transport.Credentials(cert_root / name).identity
-        except (transport.TransportError, OSError, pki.PKIError):
+            # the certificate only: a raftstore key may be encrypted under the autolock key (shoal.keyfile)
+            ident = pki.identity_of(pki.load_cert((cert_root / name / pki.CERT_FILE).read_bytes()))
+        except (OSError, pki.PKIError):
             continue
         if ident.role == pki.MANAGER and ident.component == name:
             roles.append(name)

@@ -37,7 +37,7 @@ import httpx
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shoal import pki
+from shoal import keyfile, pki
 from shoal.limits import Limits, ServerLimits, connection_budget, raise_fd_limit
 from shoal.pki import Identity
 
@@ -63,13 +63,22 @@ class TransportError(RuntimeError):
     error, never a silent fallback to plaintext)."""
 
 
+class CredentialsLocked(TransportError):
+    """The process's TLS key is encrypted under the autolock key (shoal.keyfile) and no key was given."""
+
+
 # ---- credentials ----------------------------------------------------------------------------------------------
 class Credentials:
     """A process's identity and the SSL contexts built from it (module doc)."""
 
     def __init__(self, cert_dir: Path, *, names: tuple[str, str, str] = (pki.CERT_FILE, pki.KEY_FILE,
-                                                                          pki.ROOT_FILE)) -> None:
+                                                                          pki.ROOT_FILE),
+                 kek: bytes | None = None) -> None:
+        """`kek`: the key-encryption key the TLS key is encrypted under (autolock, shoal.keyfile); an encrypted
+        key without it is `CredentialsLocked`, with a wrong one a TransportError."""
         self.dir = Path(cert_dir)
+        #: the KEK the key file is encrypted under (None: a plain PEM); a renewed key is written under it too
+        self.kek: bytes | None = None
         self.cert_file = self.dir / names[0]
         self.key_file = self.dir / names[1]
         self.root_file = self.dir / names[2]
@@ -77,6 +86,13 @@ class Credentials:
             if not f.is_file():
                 raise TransportError(f"transport: {f} is missing: this process has no identity. Start it through "
                                      "`shoal swarm init`/`join` (or `shoal up`), which issue one")
+        try:
+            _, self.kek = keyfile.decrypt(self.key_file.read_bytes(), [kek])
+        except keyfile.KeyLocked:
+            raise CredentialsLocked(f"transport: {self.key_file} is encrypted under the autolock key: this "
+                                    "process is locked until `shoal swarm unlock`") from None
+        except (keyfile.WrongKEK, ValueError, OSError) as e:
+            raise TransportError(f"transport: cannot open {self.key_file}: {e}") from None
         self._lock = threading.Lock()
         self._contexts: dict[str, ssl.SSLContext] = {}
         self._loaded_roots = b""
@@ -109,11 +125,36 @@ class Credentials:
         # root-pinning join client identify the peer by its certificate instead.
         ctx.check_hostname = purpose == "client"
         try:
-            ctx.load_cert_chain(self.cert_file, self.key_file)
+            ctx.load_cert_chain(self.cert_file, self.key_file, password=self._password())
             ctx.load_verify_locations(cadata=self.roots_pem.decode())
         except (OSError, ssl.SSLError, ValueError) as e:
             raise TransportError(f"transport: cannot load the credentials in {self.dir}: {e}") from None
         return ctx
+
+    def _password(self) -> bytes | None:
+        return keyfile.password(self.kek) if self.kek is not None else None
+
+    def key_bytes(self, plain_pem: bytes) -> bytes:
+        """A (renewed) plain key as this process writes it: encrypted under its KEK when it has one."""
+        return keyfile.wanted(plain_pem, self.kek)
+
+    def write_identity(self, cert: bytes, plain_key: bytes, roots: bytes) -> None:
+        """Write a renewed identity: the key under this process's KEK when it has one (never in the clear), and
+        under the same lock as `rekey`, so a re-wrap cannot put back the key being replaced."""
+        with self._lock:
+            pki.write_identity(self.dir, cert, self.key_bytes(plain_key), roots)
+
+    def rekey(self, kek: bytes | None) -> bool:
+        """Re-write the key file under `kek` (None: a plain PEM) — autolock turned on or off, or the unlock key
+        rotated. Atomic; the loaded contexts keep working (they hold the key already). True if it changed."""
+        with self._lock:
+            current = self.key_file.read_bytes()
+            if kek == self.kek and keyfile.is_encrypted(current) == (kek is not None):
+                return False  # the common case (the CA asks at every poll): no key derivation
+            plain, _ = keyfile.decrypt(current, [self.kek, kek])
+            keyfile.write(self.key_file, plain, kek)
+            self.kek = kek
+            return True
 
     def context(self, purpose: str) -> ssl.SSLContext:
         """The shared context for `purpose`: server, server-join (client certificate optional), client, peer-client."""
@@ -136,7 +177,7 @@ class Credentials:
             try:
                 roots = self.roots_pem.decode()
                 for ctx in self._contexts.values():
-                    ctx.load_cert_chain(self.cert_file, self.key_file)
+                    ctx.load_cert_chain(self.cert_file, self.key_file, password=self._password())
                     ctx.load_verify_locations(cadata=roots)
             except (OSError, ssl.SSLError, ValueError) as e:
                 # A renewal being written (certificate and key are separate files): try again on the next call.
@@ -149,12 +190,13 @@ class Credentials:
         return True
 
 
-def load_credentials(cert_dir: str | Path | None) -> Credentials:
-    """The process's credentials from `SHOAL_CERT_DIR`; refuse to start without them."""
+def load_credentials(cert_dir: str | Path | None, kek: bytes | None = None) -> Credentials:
+    """The process's credentials from `SHOAL_CERT_DIR`; refuse to start without them (`CredentialsLocked`: the
+    key is encrypted under the autolock key and `kek` is not given)."""
     if not cert_dir:
         raise TransportError("transport: SHOAL_CERT_DIR is not set: shoal processes only speak mutual TLS. "
                              "Start the cluster with `shoal up` or `shoal swarm init`/`join`")
-    return Credentials(Path(cert_dir))
+    return Credentials(Path(cert_dir), kek=kek)
 
 
 def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Identity | None:

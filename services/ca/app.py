@@ -17,6 +17,7 @@ plus /healthz, /readyz, /metrics, /v1/status. Who may call what: `core.policy` (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -104,10 +105,11 @@ def build_router(ca: CertificateAuthority) -> APIRouter:
 
 
 def create_app(settings: CASettings, *, store: Store, revocations: Revocations | None = None,
-               clock: Clock | None = None) -> FastAPI:
+               clock: Clock | None = None, on_unlock_key: Callable[[bytes | None], None] | None = None) -> FastAPI:
     """The CA over `store` (owned by the caller). `revocations` is the list Guard checks; the CA keeps it
     current from the cluster object. `app.state.ca` is the `CertificateAuthority`."""
-    ca = CertificateAuthority(settings, store=store, revocations=revocations, clock=clock)
+    ca = CertificateAuthority(settings, store=store, revocations=revocations, clock=clock,
+                              on_unlock_key=on_unlock_key)
     app = create_subsystem_app("ca", ca, routers=[build_router(ca)])
     app.state.ca = ca
     return app

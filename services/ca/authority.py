@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,11 @@ SIGNING_CONCURRENCY = 4  # signing is CPU work: a burst of joins queues instead 
 
 class CertificateAuthority:
     def __init__(self, settings: CASettings, *, store: Store, revocations: Revocations | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, on_unlock_key: Callable[[bytes | None], None] | None = None) -> None:
+        """`on_unlock_key` is told the cluster's unlock key (its bytes; None while autolock is off) at every
+        poll: the process keeps its own TLS key under it (shoal.keyfile)."""
         self.settings = settings
+        self.on_unlock_key = on_unlock_key
         self.store = store
         self.revocations = revocations or Revocations()
         self.clock = clock or SystemClock()
@@ -125,6 +129,15 @@ class CertificateAuthority:
             with contextlib.suppress(NotFound):
                 await self.store.txn([t.delete(Kind.CA, unlockkey.OBJECT_ID)])
                 log.warning("ca: autolock turned off: the unlock key is removed")
+        if self.on_unlock_key is not None:
+            obj = await self._unlock_object()
+            text = obj.get("key") if obj else None
+            try:
+                key = unlockkey.parse(text) if isinstance(text, str) else None
+            except ValueError:
+                log.error("ca: the cluster's unlock key is malformed; keeping this process's TLS key as it is")
+                return
+            self.on_unlock_key(key)
 
     async def _unlock_object(self) -> dict[str, Any] | None:
         try:

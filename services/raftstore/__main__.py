@@ -9,18 +9,20 @@ import logging
 import os
 import random
 import sys
+from pathlib import Path
 
 from services.raftstore import access, atrest, locked
 from services.raftstore.app import create_app
 from services.raftstore.member import Member
 from services.raftstore.settings import RaftstoreSettings
 from services.raftstore.wal import WalCorrupt
+from shoal import pki
 from shoal.bus.nats import NatsBus
 from shoal.cluster import removed_node_ids
 from shoal.errors import NotFound
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.runner import freeze_heap, run, serve, setup_logging
-from shoal.transport import Revocations, load_credentials
+from shoal.transport import Revocations, TransportError
 
 log = logging.getLogger("services.raftstore")
 
@@ -33,23 +35,28 @@ async def main() -> None:
         settings = settings.model_copy(update={"force_new_cluster": True})
     setup_logging(settings.log_level, f"raftstore-{settings.raft_id}")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded write is noise
-    creds = load_credentials(settings.cert_dir)
+    cert_dir = load_credentials_dir(settings.cert_dir)
+
     def open_member(unlock_key: bytes | None = None) -> Member:
-        return Member(settings, creds, rng=random.Random(os.urandom(16)), unlock_key=unlock_key)
+        # the data keys first: with autolock they, and the TLS key, open only with the unlock key
+        keys = atrest.DataKeys.load(settings.data_dir, cert_dir, unlock_key)
+        creds = keys.open_credentials(cert_dir)
+        return Member(settings, creds, rng=random.Random(os.urandom(16)), keys=keys)
 
     try:
-        member = open_member()
-    except atrest.Locked:
-        log.warning("raftstore %d: autolock is on and this member is locked: serving only POST /v1/unlock and "
-                    "health on %s:%d until `shoal swarm unlock`", settings.raft_id, settings.host,
-                    settings.api_port())
-        member = await locked.wait_for_unlock(settings.host, settings.api_port(), creds, open_member,
-                                              settings.raft_id)
+        try:
+            member = open_member()
+        except atrest.Locked:
+            log.warning("raftstore %d: autolock is on and this member is locked: no TLS (its key is encrypted "
+                        "under the unlock key); serving only health and POST /v1/unlock on %s until "
+                        "`shoal swarm unlock`", settings.raft_id, locked.socket_path(cert_dir))
+            member = await locked.wait_for_unlock(cert_dir, open_member, settings.raft_id)
     except (WalCorrupt, atrest.KeysUnusable) as e:
         # Damaged or tampered data, or keys that do not open: one clear line naming the file (and the offset),
         # no traceback, and an exit status a supervisor or an operator can tell from a crash.
         log.critical("raftstore %d: %s", settings.raft_id, e)
         sys.exit(EXIT_REFUSED)
+    creds = member.creds
     freeze_heap()  # the replayed store is long-lived: keep it out of every later collection
 
     def crashed(err: BaseException) -> None:
@@ -69,6 +76,17 @@ async def main() -> None:
                     renew_with=settings.ca_urls)
     finally:
         follow.cancel()
+
+
+def load_credentials_dir(cert_dir: str | Path | None) -> Path:
+    """SHOAL_CERT_DIR, which must hold an identity (its key may be encrypted: atrest opens it)."""
+    if not cert_dir:
+        raise TransportError("transport: SHOAL_CERT_DIR is not set: shoal processes only speak mutual TLS. "
+                             "Start the cluster with `shoal up` or `shoal swarm init`/`join`")
+    for name in (pki.CERT_FILE, pki.KEY_FILE, pki.ROOT_FILE):
+        if not (Path(cert_dir) / name).is_file():
+            raise TransportError(f"transport: {Path(cert_dir) / name} is missing: this process has no identity")
+    return Path(cert_dir)
 
 
 async def follow_revocations(member: Member, revoked: Revocations, interval: float = 1.0) -> None:

@@ -10,10 +10,14 @@ Files:
   start. With autolock it is absent: the KEK is the unlock key's bytes (`SWMKEY-1-<base64>`, as SwarmKit), known
   only to the admin who holds it, and a restarted member is locked (`Locked`) until it is given the key.
 - `<data dir>/keys.json` — `{"version": 1, "kek": "file" | "autolock", "current": id, "deks": {id: wrapped},
-  "rotate": bool}` ("rotate": a DEK rotation is owed — set with autolock in the same write, so a crash between
-  the two cannot skip it),
+  "rotate": bool, "tls_prev": wrapped?}` ("rotate": a DEK rotation is owed — set with autolock in the same
+  write, so a crash between the two cannot skip it; "tls_prev": the KEK the member's TLS key may still be
+  encrypted under, wrapped by the current KEK, recorded before the TLS key is re-written and dropped after),
   a DEK wrapped as `nonce(12) | AES-GCM(kek, dek, aad="shoal-dek:<id>")`, base64. Written atomically (temporary
   file, fsync, rename, fsync of the directory), so a crash leaves the old set or the new one.
+
+- `<cert dir>/swarm-node.key` — the member's TLS key: encrypted under the unlock key while autolock is on, a plain
+  PEM otherwise (shoal/keyfile.py, SwarmKit's rule); `open_credentials`/`set_autolock` keep it so.
 
 Stealing the data directory alone yields nothing; the data directory plus the certificate directory yields
 everything unless autolock is on. See docs/security.md "Encryption at rest"."""
@@ -23,6 +27,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 import struct
 from dataclasses import dataclass, field
@@ -32,6 +37,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shoal import unlockkey
+from shoal.transport import Credentials, TransportError
+
+log = logging.getLogger(__name__)
 
 KEK_FILE = "swarm-node.kek"
 KEYS_FILE = "keys.json"
@@ -71,6 +79,9 @@ class Sealer:
     """AES-256-GCM under a set of data keys: `seal` with the current one, `open` with whichever a message names.
     Sealed: `key id u32 | nonce 12 | ciphertext+tag`; the caller's `aad` (clear header fields) is authenticated
     too, so a record cannot be moved to another index or term without detection."""
+
+    #: bytes `seal` adds to a plaintext
+    overhead = OVERHEAD
 
     def __init__(self, deks: dict[int, bytes], current: int) -> None:
         if current not in deks:
@@ -146,6 +157,9 @@ class DataKeys:
     current: int = 0
     #: a DEK rotation is owed (autolock was turned on); `rotate()` clears it
     rotation_owed: bool = False
+    #: a KEK the member's TLS key may still be encrypted under: recorded (wrapped by the current KEK) before
+    #: the TLS key is re-written under a new one and cleared after, so a crash in between leaves a key that opens
+    tls_prev: bytes | None = None
 
     @property
     def keys_path(self) -> Path:
@@ -187,7 +201,8 @@ class DataKeys:
                                 "missing; refusing to start (the data cannot be read without it)")
             kek = _read_kek(kek_path)
         deks = {int(k): _unwrap(kek, int(k), v) for k, v in wrapped.items()}
-        keys = cls(data_dir, kek_dir, kek, mode, deks, current, bool(doc.get("rotate", False)))
+        tls_prev = _unwrap(kek, 0, doc["tls_prev"]) if doc.get("tls_prev") else None
+        keys = cls(data_dir, kek_dir, kek, mode, deks, current, bool(doc.get("rotate", False)), tls_prev)
         if current not in deks:
             raise KeysUnusable(f"atrest: {keys_path} names current key {current}, which it does not hold")
         if mode == KEK_AUTOLOCK:
@@ -196,8 +211,11 @@ class DataKeys:
         return keys
 
     def save(self) -> None:
-        doc = {"version": 1, "kek": self.mode, "current": self.current, "rotate": self.rotation_owed,
-               "deks": {str(k): _wrap(self.kek, k, v) for k, v in sorted(self.deks.items())}}
+        doc: dict[str, object] = {
+            "version": 1, "kek": self.mode, "current": self.current, "rotate": self.rotation_owed,
+            "deks": {str(k): _wrap(self.kek, k, v) for k, v in sorted(self.deks.items())}}
+        if self.tls_prev is not None:
+            doc["tls_prev"] = _wrap(self.kek, 0, self.tls_prev)
         _write_atomic(self.keys_path, json.dumps(doc, indent=1).encode())
 
     def sealer(self) -> Sealer:
@@ -220,20 +238,59 @@ class DataKeys:
         self.save()
         return True
 
-    def set_autolock(self, unlock_key: bytes | None, *, owe_rotation: bool = False) -> None:
+    def set_autolock(self, unlock_key: bytes | None, *, owe_rotation: bool = False,
+                     creds: Credentials | None = None) -> None:
         """Re-wrap the DEKs under `unlock_key` (autolock on, the KEK file is then removed) or under a new KEK
-        file (autolock off, `None`). Crash-safe: the new KEK is durable before keys.json refers to it, and the
-        old KEK file is removed only after. `owe_rotation` records, in the same write, that the DEK must be
-        rotated (the caller does so next; after a crash, the next start does)."""
+        file (autolock off, `None`), and `creds`' TLS key with them: encrypted under the unlock key, or a plain
+        PEM without autolock (shoal.keyfile: SwarmKit's rule). Crash-safe: the new KEK is durable before
+        keys.json refers to it, the KEK the TLS key is still under is recorded in the same write (`tls_prev`)
+        and forgotten only once the TLS key is re-written, and the old KEK file is removed only after.
+        `owe_rotation` records, in the same write, that the DEK must be rotated (the caller does so next; after a
+        crash, the next start does)."""
+        if creds is not None and creds.kek is not None and creds.kek != unlock_key:
+            self.tls_prev = creds.kek
         if unlock_key is not None:
             self.kek, self.mode = unlock_key, KEK_AUTOLOCK
             self.rotation_owed = self.rotation_owed or owe_rotation
             self.save()
-            with contextlib.suppress(FileNotFoundError):
-                self.kek_path.unlink()
         else:
             kek = _load_or_create_kek(self.kek_path)
             self.kek, self.mode = kek, KEK_FILE_MODE
+            self.save()
+        if creds is not None:
+            self.settle_tls_key(creds)
+        if unlock_key is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.kek_path.unlink()
+
+    # ---- the member's TLS key (shoal.keyfile) ------------------------------------------------------------------
+    @property
+    def tls_kek(self) -> bytes | None:
+        """What the TLS key is encrypted under on disk: the unlock key with autolock, nothing without."""
+        return self.kek if self.mode == KEK_AUTOLOCK else None
+
+    def open_credentials(self, cert_dir: Path) -> Credentials:
+        """The member's TLS credentials, opened with the KEK (or the one recorded in `tls_prev`), then settled:
+        a plain key is encrypted in place under the unlock key when autolock is on (and an encrypted one
+        decrypted when it is off)."""
+        errors: list[str] = []
+        for kek in dict.fromkeys((self.tls_kek, self.tls_prev, None)):
+            try:
+                creds = Credentials(cert_dir, kek=kek)
+            except TransportError as e:
+                errors.append(str(e))
+                continue
+            self.settle_tls_key(creds)
+            return creds
+        raise KeysUnusable(f"atrest: the TLS key in {cert_dir} opens with none of this member's keys "
+                           f"({'; '.join(errors)}); refusing to start")
+
+    def settle_tls_key(self, creds: Credentials) -> None:
+        if creds.rekey(self.tls_kek):
+            log.info("atrest: the TLS key in %s is now %s", creds.dir,
+                     "encrypted under the unlock key" if self.tls_kek is not None else "a plain PEM (no autolock)")
+        if self.tls_prev is not None:
+            self.tls_prev = None
             self.save()
 
 
@@ -250,6 +307,30 @@ def _load_or_create_kek(path: Path) -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, os.urandom(KEY_BYTES))
     return _read_kek(path)
+
+
+class PlainSealer(Sealer):
+    """The benchmark's control (SHOAL_RAFT_BENCH_PLAINTEXT): the same framing with key id 0 and no encryption, so
+    `bench/raftstore.py --at-rest both` measures what sealing costs. Key id 0 is never a real data key, so a
+    member in either mode refuses the other's data (`Unsealable`) instead of misreading it."""
+
+    PLAIN_ID = 0
+    overhead = _KEY_ID.size
+
+    def __init__(self) -> None:  # no keys at all: nothing of Sealer's state is used
+        self.current = self.PLAIN_ID
+        self._head = _KEY_ID.pack(self.PLAIN_ID)
+
+    def seal(self, plaintext: bytes, aad: bytes = b"") -> bytes:
+        return self._head + plaintext
+
+    def open(self, sealed: bytes | memoryview, aad: bytes = b"") -> bytes:
+        if len(sealed) < _KEY_ID.size or _KEY_ID.unpack_from(sealed, 0)[0] != self.PLAIN_ID:
+            raise Unsealable("an encrypted record, and this member runs with SHOAL_RAFT_BENCH_PLAINTEXT")
+        return bytes(sealed[_KEY_ID.size:])
+
+    def key_ids(self) -> set[int]:
+        return {self.PLAIN_ID}
 
 
 def ephemeral_sealer() -> Sealer:

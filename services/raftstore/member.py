@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 
 from services.raftstore import snapfile
-from services.raftstore.atrest import KEK_AUTOLOCK, DataKeys, parse_unlock_key
+from services.raftstore.atrest import KEK_AUTOLOCK, DataKeys, PlainSealer, parse_unlock_key
 from services.raftstore.driver import Driver, DriverConfig
 from services.raftstore.fsm import FSM
 from services.raftstore.membership import Membership
@@ -35,17 +35,25 @@ UNLOCK_KIND, UNLOCK_ID = unlockkey.KIND, unlockkey.OBJECT_ID
 
 class Member:
     def __init__(self, settings: RaftstoreSettings, creds: Credentials, *, rng: random.Random | None = None,
-                 metrics: Registry | None = None, unlock_key: bytes | None = None) -> None:
+                 metrics: Registry | None = None, unlock_key: bytes | None = None,
+                 keys: DataKeys | None = None) -> None:
         """Raises atrest.Locked when autolock is on and no `unlock_key` is given, atrest.WrongKey for a wrong
-        one, WalCorrupt for damaged or tampered data."""
+        one, WalCorrupt for damaged or tampered data. `keys`: the data keys already opened (and `creds` opened
+        with them: `DataKeys.open_credentials`)."""
         self.settings = settings
         self.creds = creds
         bootstrap = bootstrap_members(settings.members(), settings.raft_id, creds)
         self.me = next(m for m in bootstrap if m.id == settings.raft_id)
         self.metrics = metrics or Registry()
         #: the data keys sealing the WAL and the snapshot, wrapped by the KEK beside the TLS key (atrest)
-        self.keys = DataKeys.load(settings.data_dir, creds.dir, unlock_key)
+        self.keys = keys if keys is not None else DataKeys.load(settings.data_dir, creds.dir, unlock_key)
+        # the TLS key as autolock wants it on disk: encrypted under the unlock key, or plain (shoal.keyfile)
+        self.keys.settle_tls_key(creds)
         sealer = self.keys.sealer()
+        if settings.raft_bench_plaintext:
+            log.warning("raftstore %d: SHOAL_RAFT_BENCH_PLAINTEXT is set: the WAL and snapshot are NOT encrypted "
+                        "(the benchmark's control; never use it for a real cluster)", settings.raft_id)
+            sealer = PlainSealer()
         self.wal, replayed = WAL.open(settings.data_dir, sealer)
         try:
             snap = snapfile.load(settings.data_dir, sealer)
@@ -126,13 +134,13 @@ class Member:
         if key == have:
             return
         turning_on = have is None
-        self.keys.set_autolock(key, owe_rotation=turning_on)
+        self.keys.set_autolock(key, owe_rotation=turning_on, creds=self.creds)
         if key is None:
             log.warning("raftstore %d: autolock is off: the data keys are wrapped by %s again", self.me.id,
                         self.keys.kek_path)
         elif turning_on:
-            log.warning("raftstore %d: autolock is on: the data keys are wrapped by the unlock key, which is not "
-                        "on disk; a restart will need `shoal swarm unlock`", self.me.id)
+            log.warning("raftstore %d: autolock is on: the data keys and the TLS key are wrapped by the unlock "
+                        "key, which is not on disk; a restart will need `shoal swarm unlock`", self.me.id)
             self.rotate_data_key()
         else:
             log.warning("raftstore %d: the unlock key was rotated; the data keys are wrapped by the new one",

@@ -87,6 +87,10 @@ class RaftstoreSettings(CommonSettings):
     disk_reserve: int = 16 << 20  # bytes free below which the leader refuses writes
     raft_max_message: int = 256 << 20  # largest raft peer message (a snapshot of the whole store) sent or taken
     raft_join: bool = False
+    #: SHOAL_RAFT_BENCH_PLAINTEXT=1: the benchmark's control only (bench/raftstore.py --at-rest both): records are
+    #: framed as usual but not encrypted (atrest.PlainSealer). Data written so opens only in this mode and data
+    #: written encrypted never opens in it; the member logs a warning at every start. Never set it elsewhere.
+    raft_bench_plaintext: bool = False
     force_new_cluster: bool = False
 
     def members(self) -> list[MemberInfo]:

@@ -19,7 +19,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from services.raftstore.atrest import OVERHEAD, Sealer, Unsealable
+from services.raftstore.atrest import Sealer, Unsealable
 from services.raftstore.raft import ConfState, Snapshot
 from services.raftstore.wal import WalCorrupt, fsync_dir
 
@@ -39,7 +39,7 @@ _CRC = struct.Struct("<I")
 def encode(snap: Snapshot, sealer: Sealer) -> bytes:
     conf = json.dumps({"voters": list(snap.conf.voters), "learners": list(snap.conf.learners)}).encode()
     plain = _CONF_LEN.pack(len(conf)) + conf + snap.data
-    size = len(plain) + OVERHEAD
+    size = len(plain) + sealer.overhead
     head = _HEAD.pack(MAGIC, VERSION, snap.index, snap.term, size)
     body = head + sealer.seal(plain, head)
     return body + _CRC.pack(zlib.crc32(body))

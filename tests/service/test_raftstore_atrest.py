@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import os
 import random
+import shutil
+import stat
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -23,14 +24,14 @@ from services.raftstore.fsm import encode_txn
 from services.raftstore.member import UNLOCK_ID, UNLOCK_KIND, Member
 from services.raftstore.settings import RaftstoreSettings
 from services.raftstore.wal import WalCorrupt
-from shoal import pki
+from shoal import lockbox
 from shoal.bus.memory import MemoryBus
 from shoal.cli import main as cli_main
 from shoal.clock import FakeClock
 from shoal.store import txn as t
 from shoal.store.client import StoreClient
+from shoal.transport import Credentials, CredentialsLocked
 from tests.integration.raftprocs import ClusterCerts, free_ports
-from tests.service.tls_servers import TLSServer
 from tests.specs import service_spec
 
 pytestmark = pytest.mark.timeout(60)
@@ -188,7 +189,7 @@ def test_the_locked_api_counts_wrong_keys_and_opens_with_the_right_one(tmp_path:
         opened.append(m)
         return m
 
-    unlocker = locked.Unlocker(open_member)
+    unlocker = locked.member_unlocker(open_member)
     with TestClient(locked.create_app(unlocker)) as http:
         r = http.get("/healthz")
         assert r.status_code == 503 and r.json()["code"] == "locked" and r.json()["locked"] is True
@@ -199,49 +200,61 @@ def test_the_locked_api_counts_wrong_keys_and_opens_with_the_right_one(tmp_path:
         assert key not in r.text
         assert http.get("/readyz").json()["failed_unlocks"] == 1 and not opened
         r = http.post("/v1/txn", json={"ops": []})
-        assert r.status_code == 503 and r.json()["code"] == "unavailable"  # store clients try another member
+        assert r.status_code == 503 and r.json()["code"] == "locked"
         assert http.get("/v1/status").json() == {"id": 0, "role": "locked", "locked": True, "failed_unlocks": 1}
         r = http.post("/v1/unlock", json={"key": key})
-        assert r.status_code == 200 and unlocker.unlocked.is_set() and unlocker.member is opened[0]
+        assert r.status_code == 200 and unlocker.unlocked.is_set() and unlocker.opened is opened[0]
     opened[0].wal.close()
 
 
-def test_the_locked_policy_serves_unlock_to_admins_and_health_to_managers(certs: ClusterCerts) -> None:
-    admin = certs.client("admin", role=pki.ADMIN).identity
-    manager = certs.client("gateway").identity
-    worker = certs.client("agent", role=pki.WORKER).identity
-    assert locked.policy(admin, "POST", "/v1/unlock") is None
-    assert locked.policy(manager, "GET", "/healthz") is None and locked.policy(admin, "GET", "/readyz") is None
-    assert locked.policy(manager, "GET", "/v1/status") is None
-    assert "only an admin" in (locked.policy(manager, "POST", "/v1/unlock") or "")
-    assert locked.policy(worker, "GET", "/healthz") is not None and locked.policy(worker, "POST", "/v1/unlock")
-    assert locked.policy(admin, "POST", "/v1/txn") is not None
-    assert locked.policy(manager, "POST", "/v1/txn") is None  # reaches the app, which answers 503
+async def test_the_locked_socket_is_private_and_a_too_long_path_is_refused(tmp_path: Path) -> None:
+    cert_dir = tmp_path / "c"
+    cert_dir.mkdir(mode=0o700)
+    sock = locked.bind_socket(locked.socket_path(cert_dir))
+    try:
+        assert stat.S_IMODE(os.stat(locked.socket_path(cert_dir)).st_mode) == 0o600
+    finally:
+        sock.close()
+    with pytest.raises(lockbox.SocketUnusable, match="longer than"):
+        locked.bind_socket(tmp_path / ("x" * 120) / locked.SOCKET_NAME)
 
 
 async def test_shoal_swarm_unlock_sends_the_key_from_stdin_to_the_locked_members(
         tmp_path: Path, certs: ClusterCerts, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
+    """Over the member's local socket (`<data>/certificates/<process>/unlock.sock`): no TLS, as its TLS key is
+    encrypted under the unlock key, and no admin bundle is needed — reaching the socket is the authority."""
     settings = settings_for(tmp_path)
     key = atrest.new_unlock_key()
-    atrest.DataKeys.load(settings.data_dir, certs.member(1).dir).set_autolock(atrest.parse_unlock_key(key))
-    unlocker = locked.Unlocker(lambda k: Member(settings, certs.member(1), unlock_key=k))
-    server = await TLSServer(locked.create_app(unlocker), certs.member(1), locked.policy).start()
-    admin = certs.client("admin", role=pki.ADMIN).dir
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    for src, dst in ((pki.ROOT_FILE, "ca.pem"), (pki.CERT_FILE, "cert.pem"), (pki.KEY_FILE, "key.pem")):
-        (bundle / dst).write_bytes((admin / src).read_bytes())
-    monkeypatch.setenv("SHOAL_CERT_PATH", str(bundle))
-    (tmp_path / "supervisor.json").write_text(json.dumps({"store_members": [server.url]}))
+    cert_dir = tmp_path / "certificates" / "raftstore-1"
+    shutil.copytree(certs.member(1).dir, cert_dir)
+    keys = atrest.DataKeys.load(settings.data_dir, cert_dir)
+    keys.set_autolock(atrest.parse_unlock_key(key), creds=keys.open_credentials(cert_dir))
+    with pytest.raises(CredentialsLocked):
+        Credentials(cert_dir)
+
+    def open_member(k: bytes) -> Member:
+        opened = atrest.DataKeys.load(settings.data_dir, cert_dir, k)
+        return Member(settings, opened.open_credentials(cert_dir), keys=opened)
+
+    waiting = asyncio.create_task(locked.wait_for_unlock(cert_dir, open_member, 1))
+    await wait_for(lambda: locked.socket_path(cert_dir).exists())
+    member = None
     try:
         monkeypatch.setattr("sys.stdin", io.StringIO(atrest.new_unlock_key() + "\n"))
         code = await asyncio.to_thread(cli_main, ["swarm", "unlock", "--data-dir", str(tmp_path)])
-        assert code == 1 and "not the unlock key" in capsys.readouterr().err and unlocker.failed == 1
+        assert code == 1 and "not the unlock key" in capsys.readouterr().err
         monkeypatch.setattr("sys.stdin", io.StringIO(key + "\n"))
         code = await asyncio.to_thread(cli_main, ["swarm", "unlock", "--data-dir", str(tmp_path)])
-        assert code == 0 and "unlocked 1" in capsys.readouterr().out and unlocker.member is not None
+        assert code == 0 and "unlocked 1" in capsys.readouterr().out
+        member = await asyncio.wait_for(waiting, 10)
+        # (this store holds no ca/unlock-key object, so the member then follows its state to autolock off)
+        assert not locked.socket_path(cert_dir).exists()  # the socket goes with the lock
+        monkeypatch.setattr("sys.stdin", io.StringIO(key + "\n"))
+        code = await asyncio.to_thread(cli_main, ["swarm", "unlock", "--data-dir", str(tmp_path)])
+        assert code == 1 and "nothing to unlock" in capsys.readouterr().err
     finally:
-        await server.stop()
-        if unlocker.member is not None:
-            unlocker.member.wal.close()
+        if not waiting.done():
+            waiting.cancel()
+        if member is not None:
+            member.wal.close()

@@ -858,5 +858,5 @@ def test_swarm_unlock_refuses_a_malformed_key_before_calling_anyone(
     import io
 
     monkeypatch.setattr("sys.stdin", io.StringIO("SWMTKN-1-not-an-unlock-key\n"))
-    assert main(["swarm", "unlock", "--store", "https://127.0.0.1:9"]) == 1
+    assert main(["swarm", "unlock", "--socket", "/nonexistent/unlock.sock"]) == 1
     assert "invalid unlock key" in capsys.readouterr().err

@@ -185,3 +185,28 @@ def test_a_rotation_owed_with_autolock_survives_a_crash_before_it(tmp_path: Path
     assert again.rotation_owed and again.current == 1
     again.rotate()
     assert not DataKeys.load(tmp_path / "data", tmp_path / "certs", key).rotation_owed
+
+
+def test_the_benchmarks_plaintext_control_and_sealed_data_never_open_each_other(tmp_path: Path) -> None:
+    """SHOAL_RAFT_BENCH_PLAINTEXT (bench/raftstore.py --at-rest both): the same framing, no encryption, and a
+    member in one mode refuses the other's WAL and snapshot instead of misreading them."""
+    plain, sealed = atrest.PlainSealer(), atrest.ephemeral_sealer()
+    secret = os.urandom(16).hex().encode()
+    assert secret in plain.seal(secret) and plain.open(plain.seal(secret, b"h"), b"h") == secret
+    assert secret not in sealed.seal(secret)
+    with pytest.raises(atrest.Unsealable):
+        plain.open(sealed.seal(secret))
+    with pytest.raises(atrest.Unsealable):
+        sealed.open(plain.seal(secret))
+    for writer, reader in ((plain, sealed), (sealed, plain)):
+        d = tmp_path / type(writer).__name__
+        wal, _ = WAL.open(d, writer)
+        wal.save(HardState(1, 0, 1), [Entry(1, 1, secret, EntryType.NORMAL)])
+        wal.close()
+        snap = Snapshot(1, 1, secret, ConfState((1,), ()))
+        snapfile.save(d, snap, writer)
+        assert snapfile.load(d, writer) == snap
+        with pytest.raises(WalCorrupt):
+            WAL.open(d, reader)
+        with pytest.raises(WalCorrupt):
+            snapfile.load(d, reader)
