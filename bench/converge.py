@@ -65,7 +65,7 @@ def engine_client(timeout: float = 30.0) -> httpx.Client:
     return httpx.Client(transport=httpx.HTTPTransport(uds=path), base_url="http://docker", timeout=timeout)
 
 
-def engine_problem() -> str | None:
+def engine_problem(image: str = IMAGE) -> str | None:
     """None when the engine answers and the task image is there, else why not."""
     if not ENGINE.startswith(("unix://", "/")):
         return f"bench/converge.py needs a local engine socket (SHOAL_DOCKER_HOST={ENGINE})"
@@ -73,8 +73,8 @@ def engine_problem() -> str | None:
         with engine_client(3) as c:
             if c.get("/_ping").status_code != 200:
                 return f"the Docker engine at {ENGINE} does not answer /_ping"
-            if c.get(f"/images/{IMAGE}/json").status_code != 200:
-                return f"the image {IMAGE} is missing (scripts/docker-images.sh task)"
+            if c.get(f"/images/{image}/json").status_code != 200:
+                return f"the image {image} is missing (scripts/docker-images.sh task)"
     except (httpx.HTTPError, OSError) as e:
         return f"no Docker engine answers at {ENGINE} ({type(e).__name__}: {e})"
     return None
@@ -131,8 +131,11 @@ def swarm_state() -> str:
 class Floor:
     name = "floor"
 
+    def __init__(self, image: str = IMAGE) -> None:
+        self.image = image
+
     def measure(self, c: httpx.Client, n: int, value: str, timeout: float) -> float:
-        argv = ["docker", "run", "-d", "--label", f"{LABEL}={value}", IMAGE, *COMMAND]
+        argv = ["docker", "run", "-d", "--label", f"{LABEL}={value}", self.image, *COMMAND]
         t0 = time.perf_counter()
         procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(n)]
         try:
@@ -156,7 +159,8 @@ class Swarm:
 
     name = "swarm"
 
-    def __init__(self) -> None:
+    def __init__(self, image: str = IMAGE) -> None:
+        self.image = image
         self.service: str | None = None
 
     def measure(self, c: httpx.Client, n: int, value: str, timeout: float) -> float:
@@ -167,7 +171,7 @@ class Swarm:
         self.service = f"converge-{value}"
         t0 = time.perf_counter()
         docker("service", "create", "--detach", "--quiet", "--no-resolve-image", "--name", self.service,
-               "--replicas", str(n), "--container-label", f"{LABEL}={value}", IMAGE, *COMMAND)
+               "--replicas", str(n), "--container-label", f"{LABEL}={value}", self.image, *COMMAND)
         return wait_running(c, value, n, t0, timeout)
 
     def clean(self, c: httpx.Client, value: str) -> None:
@@ -194,7 +198,8 @@ class Shoal:
 
     name = "shoal"
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, image: str = IMAGE) -> None:
+        self.image = image
         self.cluster = LocalCluster(data_dir, agents=1,
                                     extra_env={"SHOAL_EXECUTORS": "docker", "SHOAL_DOCKER_HOST": ENGINE,
                                                "SHOAL_STOP_TASKS_ON_EXIT": "true"})
@@ -217,7 +222,7 @@ class Shoal:
     def measure(self, c: httpx.Client, n: int, value: str, timeout: float) -> float:
         self.service = f"converge-{value}"
         body = {"name": self.service, "mode": {"replicated": {"replicas": n}},
-                "task": {"container": {"image": IMAGE, "command": COMMAND, "labels": {LABEL: value},
+                "task": {"container": {"image": self.image, "command": COMMAND, "labels": {LABEL: value},
                                        "stop_grace_period": "0s"}}}
         t0 = time.perf_counter()
         self.cluster.admin.post("/v1/services", json=body).raise_for_status()
@@ -241,6 +246,7 @@ class Measurement:
     round: int
     seconds: float
     load: str
+    label: str  # the LABEL value of its containers
 
 
 def run(sizes: list[int], rounds: int, systems: list[Any], timeout: float,
@@ -257,7 +263,7 @@ def run(sizes: list[int], rounds: int, systems: list[Any], timeout: float,
                         took = s.measure(c, n, value, timeout)
                     finally:
                         s.clean(c, value)
-                    m = Measurement(s.name, n, r, took, loadavg())
+                    m = Measurement(s.name, n, r, took, loadavg(), value)
                     out.append(m)
                     report(m)
     return out
@@ -287,23 +293,24 @@ def main(argv: list[str] | None = None) -> list[Measurement]:
     p.add_argument("--no-swarm", action="store_true", help="skip Swarm mode (the engine is not touched)")
     p.add_argument("--no-shoal", action="store_true", help="skip shoal")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one measurement may take")
+    p.add_argument("--image", default=IMAGE, help=f"the container image every system starts (default {IMAGE})")
     a = p.parse_args(argv)
     sizes = [int(x) for x in a.sizes.split(",") if x.strip()]
-    problem = engine_problem()
+    problem = engine_problem(a.image)
     if problem is not None:
         raise SystemExit(f"converge: {problem}")
     print(f"converge: N = {sizes}, {a.rounds} rounds, {os.cpu_count()} cores, load {loadavg()}", flush=True)
-    systems: list[Any] = [Floor()]
+    systems: list[Any] = [Floor(a.image)]
     if not a.no_swarm:
         state = swarm_state()
         if state == "inactive":
-            systems.append(Swarm())
+            systems.append(Swarm(a.image))
         else:
             print(f"converge: the engine's swarm state is {state!r}: not touching it, no Swarm rounds", flush=True)
     with tempfile.TemporaryDirectory(prefix="shoal-bench-converge-") as tmp:
         try:
             if not a.no_shoal:
-                systems.append(Shoal(Path(tmp)))
+                systems.append(Shoal(Path(tmp), a.image))
             results = run(sizes, a.rounds, systems, a.timeout,
                           lambda m: print(f"  round {m.round} N={m.n:4d} {m.system:6s} {m.seconds:7.2f} s  "
                                           f"(load {m.load})", flush=True))
