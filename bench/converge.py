@@ -264,6 +264,9 @@ def run(sizes: list[int], rounds: int, systems: list[Any], timeout: float,
                     except TimeoutError as e:  # reported as such; the other systems still run
                         print(f"  round {r} N={n:4d} {s.name:6s} {e}", flush=True)
                         took = float("inf")
+                    except BaseException:
+                        s.clean(c, value)  # never leave the engine in swarm mode
+                        raise
                     m = Measurement(s.name, n, r, took, loadavg(), value)
                     out.append(m)
                     report(m)
