@@ -382,6 +382,7 @@ class Result:
     errors: int
     load: str
     extra: dict[str, float] = field(default_factory=dict)
+    round: int = 0
 
     @property
     def rate(self) -> float:
@@ -669,16 +670,28 @@ def kill_leader_once(ports: dict[int, int], path: str, body: Callable[[int], byt
 
 # ---- main -------------------------------------------------------------------------------------------------
 def table(results: list[Result]) -> str:
-    rows = ["| clients | store | writes/s | p50 ms | p99 ms | CPU s / 1k writes | ours/etcd writes/s |",
-            "|---|---|---|---|---|---|---|"]
+    """Per level and store, the median over rounds; the ratios are the medians of each round's shoal/etcd
+    ratio (the two measured minutes apart under the same load), writes/s, p50 and p99."""
+    rounds = len({r.round for r in results})
+    rows = [f"| clients | store | writes/s | p50 ms | p99 ms | CPU s / 1k writes | ours/etcd writes/s | "
+            f"ours/etcd p50 | ours/etcd p99 |  (median of {rounds} round{'s' if rounds > 1 else ''})",
+            "|---|---|---|---|---|---|---|---|---|"]
     for c in sorted({r.clients for r in results}):
         level = [r for r in results if r.clients == c]
-        etcd = next((r for r in level if r.system == "etcd-tls"), None) or \
-            next((r for r in level if r.system == "etcd"), None)
-        for r in level:
-            ratio = f"{r.rate / etcd.rate:.2f}x" if r.system == "shoal" and etcd and etcd.rate else ""
-            rows.append(f"| {c} | {r.system} | {r.rate:,.0f} | {r.p50 * 1e3:.1f} | {r.p99 * 1e3:.1f} | "
-                        f"{r.cpu_per_1k:.2f} | {ratio} |")
+        peer = "etcd-tls" if any(r.system == "etcd-tls" for r in level) else "etcd"
+        for name in dict.fromkeys(r.system for r in level):
+            mine = [r for r in level if r.system == name]
+            cells = ["", "", ""]
+            if name == "shoal":
+                pairs = [(r, next((t for t in level if t.system == peer and t.round == r.round), None)) for r in mine]
+                pairs_ok = [(r, t) for r, t in pairs if t is not None and t.rate and t.p50 and t.p99]
+                if pairs_ok:
+                    cells = [f"{median([r.rate / t.rate for r, t in pairs_ok]):.2f}x",
+                             f"{median([r.p50 / t.p50 for r, t in pairs_ok]):.2f}x",
+                             f"{median([r.p99 / t.p99 for r, t in pairs_ok]):.2f}x"]
+            rows.append(f"| {c} | {name} | {median([r.rate for r in mine]):,.0f} | "
+                        f"{median([r.p50 for r in mine]) * 1e3:.1f} | {median([r.p99 for r in mine]) * 1e3:.1f} | "
+                        f"{median([r.cpu_per_1k for r in mine]):.2f} | {' | '.join(cells)} |")
     return "\n".join(rows)
 
 
@@ -687,6 +700,9 @@ def main() -> None:
     p.add_argument("--clients", default="1,16,64", help="concurrency levels, comma-separated (default 1,16,64)")
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per level and store")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each window")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="rounds over every level, alternating which store goes first (A B B A ...; the tables "
+                        "show medians; with --wal-only: interleaved rounds of the WAL path)")
     p.add_argument("--no-etcd", action="store_true", help="shoal only")
     p.add_argument("--failover-trials", type=int, default=20, help="leader kills (0: skip the section)")
     p.add_argument("--election-ticks", type=int, default=6,
@@ -709,8 +725,6 @@ def main() -> None:
     p.add_argument("--control-first", action="store_true",
                    help="with --at-rest both: start the plaintext control's cluster first and drive it first in "
                         "round 1 (to tell an effect of the order from one of encryption)")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="measured windows per level and store, interleaved (A B B A ...); medians are compared")
     p.add_argument("--wal-only", action="store_true",
                    help="only the durable write path in this process: WAL appends sealed against the plaintext "
                         "control, --rounds interleaved rounds of --seconds (see wal_only)")
@@ -759,22 +773,29 @@ def run(a: argparse.Namespace, levels: list[int], etcd_bin: str | None, tmp: Pat
             print(out[0] if out else "etcd", flush=True)
         if a.http_baseline:
             systems.append(NoopHttp(tmp))
-        for c in levels:
-            for rnd in range(a.rounds):
-                for s in (systems if rnd % 2 == 0 else systems[::-1]):
+        ours_name = "shoal-plain" if a.at_rest == "off" else "shoal"
+        for rnd in range(a.rounds):
+            for c in levels:
+                # interleaved: each round drives the stores in the other order, so a load that rises or falls
+                # during the run weighs on both alike
+                order = systems if rnd % 2 == 0 else systems[::-1]
+                for s in order:
                     before = s.metrics() if isinstance(s, Shoal) else {}
-                    r = drive(s, c, a.seconds, a.warmup, tag=f"c{c}r{rnd}")
+                    r = drive(s, c, a.seconds, a.warmup, tag=f"r{rnd}c{c}")
+                    r.round = rnd
                     if isinstance(s, Shoal):
                         r.extra = shoal_extra(before, s.metrics())
                     results.append(r)
                     print(r.line(), flush=True)
-            ours = next(r for r in results if r.system == "shoal" and r.clients == c) if a.at_rest != "off" \
-                else next(r for r in results if r.clients == c)
-            for name in ("etcd", "etcd-tls"):
-                theirs = next((r for r in results if r.system == name and r.clients == c), None)
-                if theirs is not None:
-                    print(f"  ours/{name} at {c} clients: {ours.rate / max(theirs.rate, 1e-9):.2f}x writes/s, "
-                          f"{ours.cpu_per_1k / max(theirs.cpu_per_1k, 1e-9):.2f}x CPU per write", flush=True)
+                ours = next(r for r in results if r.system == ours_name and r.clients == c and r.round == rnd)
+                for name in ("etcd", "etcd-tls"):
+                    theirs = next((r for r in results if r.system == name and r.clients == c and r.round == rnd),
+                                  None)
+                    if theirs is not None:
+                        print(f"  ours/{name} at {c} clients: {ours.rate / max(theirs.rate, 1e-9):.2f}x writes/s, "
+                              f"p50 {ours.p50 / max(theirs.p50, 1e-9):.2f}x, "
+                              f"p99 {ours.p99 / max(theirs.p99, 1e-9):.2f}x, "
+                              f"{ours.cpu_per_1k / max(theirs.cpu_per_1k, 1e-9):.2f}x CPU per write", flush=True)
         if a.profile:
             profile(shoal, max(levels), a.seconds, a.warmup, a.profile)
     finally:

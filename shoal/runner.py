@@ -8,7 +8,7 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import uvicorn
@@ -102,9 +102,32 @@ async def keep_credentials_fresh(creds: Credentials, interval: float = 5.0) -> N
         creds.reload()
 
 
+#: `SHOAL_EVENT_LOOP`: `uvloop` (libuv, and its TLS in compiled code) or `asyncio` (the standard loop)
+EVENT_LOOPS = ("uvloop", "asyncio")
+
+
+def event_loop_choice(env: Mapping[str, str] | None = None) -> str:
+    """The loop `run` uses: SHOAL_EVENT_LOOP (`asyncio`, the default, or `uvloop`; anything else is refused at
+    start-up, as is `uvloop` when it is not installed)."""
+    raw = (os.environ if env is None else env).get("SHOAL_EVENT_LOOP", "").strip().lower() or "asyncio"
+    if raw not in EVENT_LOOPS:
+        raise SystemExit(f"SHOAL_EVENT_LOOP={raw!r}: use one of {', '.join(EVENT_LOOPS)}")
+    if raw == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise SystemExit("SHOAL_EVENT_LOOP=uvloop but uvloop is not installed (pip install uvloop)") from None
+    return raw
+
+
 def run(app_factory: object) -> None:
-    """`asyncio.run` a coroutine factory, exiting quietly on Ctrl-C."""
+    """Run a coroutine factory on the chosen event loop (`event_loop_choice`), exiting quietly on Ctrl-C."""
     try:
-        asyncio.run(app_factory())  # type: ignore[operator]
+        if event_loop_choice() == "uvloop":
+            import uvloop
+
+            uvloop.run(app_factory())  # type: ignore[operator]
+        else:
+            asyncio.run(app_factory())  # type: ignore[operator]
     except KeyboardInterrupt:
         pass

@@ -49,7 +49,7 @@ from agent.executors.base import (
     RetryableError,
     task_spec,
 )
-from agent.executors.docker_engine import DEFAULT_HOST, DockerEngine, EngineError, EngineUnavailable
+from agent.executors.docker_engine import DEFAULT_HOST, DockerEngine, EngineError, EngineUnavailable, NotFoundError
 from agent.overlay import Overlay, OverlayError
 from shoal.models.objects import task_name
 from shoal.models.specs import ContainerSpec, HealthCheck, Resources
@@ -234,6 +234,8 @@ class DockerController(BaseController):
         self._exit_code: int | None = None
         self._health: str | None = None
         self._unhealthy = False
+        #: prepare created the container (it has never run): start need not inspect it first
+        self._created = False
         #: where the task's ports are bound on the node, once the engine (or the overlay's host forwarders) said
         #: (shoal/endpoints.py); kept across agent restarts for the overlay's forwarders to reopen the same ports
         self.port_status: dict[str, Any] | None = dict(saved["port_status"]) \
@@ -265,33 +267,56 @@ class DockerController(BaseController):
         return self._spec
 
     async def prepare(self) -> None:
+        """Create the container, adopting one of this task's that exists already (a repeated prepare, an agent
+        restart). The create is tried first, as the docker CLI does: the image is pulled only when the engine
+        answers that it does not have it, and an existing container shows as a name conflict — so the common
+        case costs the engine one call, not an inspect of the name and of the image before it."""
         spec = self.spec
         try:
-            if await self._find() is not None:
-                return  # created before (a repeated prepare, or an agent restart): adopt it
+            if self.container_id is not None and await self._find() is not None:
+                return  # we know its id (saved by a previous agent run): adopt it
             hosts = str(self.overlay.write_hosts(self.task)) if self.overlay is not None else None
             config = container_config(self.task, spec, self.node_id, publish_ip=self.publish_ip, owner=self.owner,
                                       hosts_file=hosts)
-            if await self.engine.image_inspect(spec.image) is None:
+            try:
+                self.container_id = await self.engine.create(self.name, config)
+            except NotFoundError as e:  # no such image (or a network the config names is gone)
+                if await self.engine.image_inspect(spec.image) is not None:
+                    raise ExecutorError(f"docker: creating the container failed: {e.message}") from e
                 log.info("docker: pulling %s for task %s", spec.image, self.task["id"])
                 try:
                     await self.engine.pull(spec.image)
                 except EngineError as e:
                     raise ExecutorError(f"docker: pulling image {spec.image!r} failed: {e.message}") from e
-            try:
-                self.container_id = await self.engine.create(self.name, config)
+                await self._create(config)
             except EngineError as e:
                 if e.status == 409 and await self._find() is not None:
-                    return  # a concurrent create of ours won
+                    return  # created before (a repeated prepare, an agent restart, a concurrent create): adopt it
                 raise ExecutorError(f"docker: creating the container failed: {e.message}") from e
+            else:
+                self._created = True
         except EngineUnavailable as e:
             raise RetryableError(str(e)) from e
 
+    async def _create(self, config: Obj) -> None:
+        try:
+            self.container_id = await self.engine.create(self.name, config)
+        except EngineError as e:
+            if e.status == 409 and await self._find() is not None:
+                return
+            raise ExecutorError(f"docker: creating the container failed: {e.message}") from e
+        self._created = True
+
     async def start(self) -> None:
         try:
-            ct = await self._require()
-            state = ct.get("State") or {}
-            if not state.get("Running") and _never_started(state):
+            if self._created:  # this controller created it a moment ago: it has never run, no need to look
+                self._created = False
+                fresh = True
+            else:
+                ct = await self._require()
+                state = ct.get("State") or {}
+                fresh = not state.get("Running") and _never_started(state)
+            if fresh:
                 try:
                     await self.engine.start(self.container_id or self.name)
                 except EngineError as e:

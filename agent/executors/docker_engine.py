@@ -72,6 +72,12 @@ class DockerEngine:
         transport, base = transport_for(host)
         self._http = httpx.AsyncClient(transport=transport, base_url=base, timeout=timeout,
                                        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+        # `wait` holds its connection for the container's whole life: one per running container. In the shared
+        # pool, 64 running containers would take every connection and starve every create, start and inspect
+        # (each then failing with a pool timeout); so the waits have their own client, without a limit.
+        wait_transport, _ = transport_for(host)
+        self._waits = httpx.AsyncClient(transport=wait_transport, base_url=base, timeout=None,
+                                        limits=httpx.Limits(max_connections=None, max_keepalive_connections=0))
         self._version: tuple[int, int] | None = None
         self._negotiating: asyncio.Lock | None = None
         self.info: Obj = {}
@@ -83,12 +89,16 @@ class DockerEngine:
 
     async def close(self) -> None:
         await self._http.aclose()
+        await self._waits.aclose()
 
     # ---- transport ---------------------------------------------------------------------------------------
-    async def _raw(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> httpx.Response:
+    async def _raw(self, method: str, path: str, *, timeout: float | None = None, long: bool = False,
+                   **kw: Any) -> httpx.Response:
+        """`long`: a request held open until something happens (a container's wait), on its own connection."""
+        client = self._waits if long else self._http
         try:
-            return await self._http.request(method, path, timeout=timeout if timeout is not None else self.timeout,
-                                            **kw)
+            limit = None if long else (timeout if timeout is not None else self.timeout)
+            return await client.request(method, path, timeout=limit, **kw)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
                 httpx.WriteError, httpx.PoolTimeout, FileNotFoundError, ConnectionError) as e:
             raise EngineUnavailable(f"docker engine at {self.host}: {type(e).__name__}: {e}") from e
@@ -120,10 +130,10 @@ class DockerEngine:
         return self.api_version or ""
 
     async def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201, 204, 304),
-                      timeout: float | None = None, **kw: Any) -> httpx.Response:
+                      timeout: float | None = None, long: bool = False, **kw: Any) -> httpx.Response:
         """`method /v<api>path`; raises EngineError (NotFoundError on 404) unless the status is in `ok`."""
         version = await self.negotiate()
-        resp = await self._raw(method, f"/v{version}{path}", timeout=timeout, **kw)
+        resp = await self._raw(method, f"/v{version}{path}", timeout=timeout, long=long, **kw)
         if resp.status_code not in ok:
             raise _error(resp)
         return resp
@@ -216,7 +226,7 @@ class DockerEngine:
     async def wait(self, ref: str) -> int:
         """Block until the container is not running; its exit code."""
         body = await self.call("POST", f"/containers/{quote(ref, safe='')}/wait",
-                               params={"condition": "not-running"}, timeout=None)
+                               params={"condition": "not-running"}, long=True)
         err = (body or {}).get("Error") or {}
         if err.get("Message"):
             raise EngineError(500, str(err["Message"]))

@@ -45,6 +45,7 @@ from services.raftstore.raft import (
     MemoryStorage,
     Message,
     MessageRefused,
+    MsgType,
     ProposalDropped,
     RawNode,
     Ready,
@@ -404,6 +405,17 @@ class Driver(DriverState, DriverSnapshots):
     async def _handle_ready(self, rd: Ready) -> None:
         if rd.snapshot is not None:  # 0. a snapshot from the leader replaces the log and the state machine
             self._install(rd)
+        late: Sequence[Message] = rd.messages
+        if rd.messages and rd.entries and self._may_send_before_persist(rd):
+            # The leader's appends go out before its own fsync, so the followers write theirs meanwhile
+            # (dissertation §10.2.1; etcd-io/raft: messages may be sent while the entries of the same Ready are
+            # persisted). The leader counts itself in the quorum only for what it has appended, and a commit is
+            # acted on only in a later Ready, after this one's fsync. Nothing else may leave before the disk
+            # has it: a follower's ack or a vote speaks for what this member has persisted.
+            early = [m for m in rd.messages if m.type is MsgType.APP]
+            if early:
+                late = [m for m in rd.messages if m.type is not MsgType.APP]
+                self.sender.send(early)
         if rd.entries or rd.hard_state is not None:  # 1. persist (one fsync for the whole batch)
             started = time.perf_counter()
             if rd.must_sync and self.cfg.fsync_in_thread:
@@ -419,8 +431,9 @@ class Driver(DriverState, DriverSnapshots):
                                      "WAL write and fsync of one Ready (entries, term, vote)")
             if rd.entries:
                 self.metrics.inc("raft_persisted_entries_total", len(rd.entries), "entries made durable")
-        if rd.messages:  # 2. send
-            self.sender.send(rd.messages)
+        if late:  # 2. send
+            self.sender.send(late)
+        if rd.messages:
             self.metrics.inc("raft_messages_sent_total", len(rd.messages), "raft messages handed to peers")
         if rd.committed_entries:  # 3. apply
             self._apply(rd)
@@ -437,6 +450,14 @@ class Driver(DriverState, DriverSnapshots):
             self._on_soft_state(rd.soft_state.lead, rd.soft_state.role)
         self.node.advance(rd)  # 4. advance
         self._release_reads()
+
+    def _may_send_before_persist(self, rd: Ready) -> bool:
+        """A leader's Ready whose hard state changes at most the commit index: its term and vote are on disk
+        already, so appends of that term may leave while its entries are being written."""
+        if rd.snapshot is not None or not self.is_leader:
+            return False
+        hs, on_disk = rd.hard_state, self.storage.initial_state()
+        return hs is None or (hs.term == on_disk.term and hs.vote == on_disk.vote)
 
     def _install(self, rd: Ready) -> None:
         snap = rd.snapshot

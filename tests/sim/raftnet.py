@@ -31,6 +31,7 @@ from services.raftstore.raft import (
     MemoryStorage,
     Message,
     MessageRefused,
+    MsgType,
     ProposalDropped,
     RawNode,
     Role,
@@ -51,6 +52,7 @@ class Member:
     removed: set[int] = field(default_factory=set)  # ids whose removal this member applied (its member table)
     read_states: list[tuple[int, bytes]] = field(default_factory=list)
     started: bool = False  # it ran once: it has a data directory, and its supervisor brings it back after a crash
+    leading: bool = False  # the role of the last soft state it handled was leader (the driver's `is_leader`)
 
 
 class SimNetwork:
@@ -76,6 +78,10 @@ class SimNetwork:
         self.duplicate = 0.0
         self.max_delay = 0  # extra steps a message may wait (delays reorder messages)
         self.cut: set[tuple[int, int]] = set()  # directed links that lose every message
+        #: chance that a leader dies between sending its appends and persisting them (driver.py's early send)
+        self.crash_before_persist = 0.0
+        self.crashed_before_persist = 0
+        self._crash_rng = random.Random(seed * 104729 + 3)
         # in flight: (deliver_at, seq, message)
         self.now = 0
         self._seq = 0
@@ -97,6 +103,7 @@ class SimNetwork:
         cfg = Config(id=i, peers=peers, rng=random.Random(self.rng.random()), **self.cfg)  # type: ignore[arg-type]
         m.node = RawNode(cfg, m.storage)
         m.started = True
+        m.leading = False
         m.applied = _decode_state(m.storage.snapshot())
         # the member table of a restart: the snapshot's, plus the changes committed after it (as driver.py)
         committed = m.storage.entries(m.storage.first_index(), m.storage.initial_state().commit + 1) \
@@ -136,6 +143,7 @@ class SimNetwork:
         self.heal()
         self.drop = self.duplicate = 0.0
         self.max_delay = 0
+        self.crash_before_persist = 0.0
 
     # ---- driving ------------------------------------------------------------------------------------------
     def send(self, m: Message) -> None:
@@ -158,10 +166,24 @@ class SimNetwork:
             m.storage.apply_snapshot(rd.snapshot)
             m.applied = _decode_state(rd.snapshot)
             m.removed |= _removals(m.applied)
+        messages = rd.messages
+        if self.crash_before_persist and rd.entries and m.leading and rd.snapshot is None and \
+                (rd.hard_state is None or (rd.hard_state.term, rd.hard_state.vote) ==
+                 (m.storage.initial_state().term, m.storage.initial_state().vote)):
+            # driver.py: a leader's appends leave before its own fsync; the member may die in between, its
+            # entries never persisted while a follower may have them
+            for msg in messages:
+                if msg.type is MsgType.APP:
+                    self.send(msg)
+            messages = [msg for msg in messages if msg.type is not MsgType.APP]
+            if self._crash_rng.random() < self.crash_before_persist:
+                self.crash(i)
+                self.crashed_before_persist += 1
+                return True
         if rd.hard_state is not None:  # persist ...
             m.storage.set_hard_state(rd.hard_state)
         m.storage.append(rd.entries)
-        for msg in rd.messages:  # ... send ...
+        for msg in messages:  # ... send ...
             self.send(msg)
         for e in rd.committed_entries:  # ... apply ...
             self._applied(m, e, n.term)
@@ -173,6 +195,8 @@ class SimNetwork:
                     m.removed.add(cc.node_id)
         for rs in rd.read_states:
             m.read_states.append((rs.index, rs.context))
+        if rd.soft_state is not None:
+            m.leading = rd.soft_state.role == Role.LEADER
         n.advance(rd)  # ... advance
         applied = len(m.applied)
         if rd.want_snapshot and applied:

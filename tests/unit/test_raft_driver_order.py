@@ -1,0 +1,139 @@
+"""The driver's order of persisting and sending (services/raftstore/driver.py `_handle_ready`), on three real
+drivers (real WALs on disk, real cores) wired by an in-process network that records, per member, every WAL
+save and every message handed to the network in the order they happened:
+
+- the leader's appends (APP) of a write leave *before* its own WAL save of those entries (the followers persist
+  in parallel: one fsync less on the write path), and only APP does;
+- a follower's ack (APP_RESP) leaves only after the entries it acknowledges are saved;
+- a vote (VOTE_RESP granted) or a campaign (VOTE) leaves only after the hard state holding its term (and vote)
+  is saved — never early, whatever the Ready also carries."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from services.raftstore.atrest import Sealer
+from services.raftstore.driver import Driver, DriverConfig
+from services.raftstore.fsm import FSM, encode_txn
+from services.raftstore.raft import Entry, HardState, Message, MsgType
+from services.raftstore.wal import WAL
+
+SEALER = Sealer({1: bytes(32)}, 1)
+Event = tuple[str, Any]
+
+
+class Net:
+    """Delivers each message on the next loop turn (like a socket would) and records what each member did."""
+
+    def __init__(self) -> None:
+        self.drivers: dict[int, Driver] = {}
+        self.events: dict[int, list[Event]] = {}
+
+    def sender(self, member: int) -> Any:
+        net = self
+
+        class _Sender:
+            def send(self, msgs: Sequence[Message]) -> None:
+                loop = asyncio.get_running_loop()
+                for m in msgs:
+                    net.events[member].append(("send", m))
+                    target = net.drivers.get(m.to)
+                    if target is not None:
+                        loop.call_soon(target.receive, m)
+
+        return _Sender()
+
+
+def recording_wal(path: Path, events: list[Event]) -> tuple[WAL, Any]:
+    wal, replayed = WAL.open(path, SEALER)
+    save = wal.save
+
+    def recorded(hard_state: HardState | None, entries: Sequence[Entry], *, sync: bool = True) -> None:
+        save(hard_state, entries, sync=sync)
+        events.append(("save", (hard_state, tuple(entries))))
+
+    wal.save = recorded  # type: ignore[method-assign]
+    return wal, replayed
+
+async def cluster(tmp_path: Path) -> tuple[Net, list[asyncio.Task[None]]]:
+    net = Net()
+    for i in (1, 2, 3):
+        net.events[i] = []
+        (tmp_path / str(i)).mkdir()
+        wal, replayed = recording_wal(tmp_path / str(i), net.events[i])
+        net.drivers[i] = Driver(i, [1, 2, 3], wal, replayed, FSM(), net.sender(i),
+                                DriverConfig(tick=0.01, election_ticks=10), rng=random.Random(i))
+    return net, [asyncio.create_task(d.run()) for d in net.drivers.values()]
+
+async def leader_of(net: Net, timeout: float = 10.0) -> Driver:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        leaders = [d for d in net.drivers.values() if d.is_leader]
+        if len(leaders) == 1 and all(d.leader_id == leaders[0].id for d in net.drivers.values()):
+            return leaders[0]
+        assert asyncio.get_running_loop().time() < deadline, "no leader elected"
+        await asyncio.sleep(0.01)
+
+
+def saved_index(event: Event, index: int) -> bool:
+    return event[0] == "save" and any(e.index == index for e in event[1][1])
+
+
+def saved_term(event: Event, term: int) -> bool:
+    return event[0] == "save" and event[1][0] is not None and event[1][0].term >= term
+
+
+def write(key: str) -> bytes:
+    return encode_txn({"ops": [{"op": "create", "kind": "config", "object": {"id": key, "data": "x"}}]})
+
+
+async def test_leader_sends_appends_before_its_own_save_and_followers_ack_after_theirs(tmp_path: Path) -> None:
+    net, tasks = await cluster(tmp_path)
+    try:
+        leader = await leader_of(net)
+        results = await asyncio.wait_for(asyncio.gather(*(leader.propose(write(f"k{n}")) for n in range(5))), 10)
+        assert [r.revision for r in results] == sorted(r.revision for r in results)
+        indexes = sorted(k for k in (max(e.index for e in ev[1][1]) for ev in net.events[leader.id]
+                                     if ev[0] == "save" and ev[1][1]))
+        last = indexes[-1]
+        mine = net.events[leader.id]
+        # the leader: an APP carrying entry `last` precedes its own save of that entry
+        first_app = next(i for i, ev in enumerate(mine) if ev[0] == "send" and ev[1].type is MsgType.APP
+                         and any(e.index == last for e in ev[1].entries))
+        own_save = next(i for i, ev in enumerate(mine) if saved_index(ev, last))
+        assert first_app < own_save, "the leader's append waited for its own fsync"
+        # followers: every APP_RESP acknowledging index i comes after their save of i
+        for fid in (i for i in net.drivers if i != leader.id):
+            theirs = net.events[fid]
+            acks = [(n, ev[1]) for n, ev in enumerate(theirs) if ev[0] == "send"
+                    and ev[1].type is MsgType.APP_RESP and not ev[1].reject and ev[1].index > 0]
+            assert acks, f"member {fid} acknowledged nothing"
+            for n, m in acks:
+                assert any(saved_index(ev, m.index) for ev in theirs[:n]), \
+                    f"member {fid} acked index {m.index} before saving it"
+    finally:
+        for d in net.drivers.values():
+            d.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_votes_and_campaigns_leave_only_after_their_term_is_saved(tmp_path: Path) -> None:
+    net, tasks = await cluster(tmp_path)
+    try:
+        await leader_of(net)
+        for member, events in net.events.items():
+            for n, ev in enumerate(events):
+                if ev[0] != "send":
+                    continue
+                m: Message = ev[1]
+                if m.type is MsgType.VOTE or (m.type is MsgType.VOTE_RESP and not m.reject):
+                    assert any(saved_term(prev, m.term) for prev in events[:n]), \
+                        f"member {member} sent {m.type.name} for term {m.term} before saving that term"
+    finally:
+        for d in net.drivers.values():
+            d.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
