@@ -68,6 +68,7 @@ def run_docker_chaos(cluster: Cluster, image: str, seed: int, seconds: float) ->
     assert left == [], f"seed {seed}: containers left after the cluster stopped: {left}"
 
 
+@pytest.mark.soak  # ~45 s on 2 cores: the CI run (SHOAL_SOAK=1) has it, `./run test` does not
 @pytest.mark.timeout(300)
 def test_docker_chaos_converges_and_leaves_nothing(docker_cluster: Cluster, task_image: str,
                                                    request: pytest.FixtureRequest) -> None:

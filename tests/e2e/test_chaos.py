@@ -52,6 +52,7 @@ def run_chaos(cluster: Cluster, seed: int, seconds: float) -> None:
     assert live_processes(run_id) == {}, f"seed {seed}: task processes left after the cluster stopped"
 
 
+@pytest.mark.soak  # ~40 s on 2 cores: the CI run (SHOAL_SOAK=1) has it, `./run test` does not
 @pytest.mark.timeout(200)
 def test_chaos_converges_and_leaves_nothing(chaos_cluster: Cluster, request: pytest.FixtureRequest) -> None:
     run_chaos(chaos_cluster, chaos_seed(request.config.getoption("--seed"), CI_SEED), CI_FAULT_SECONDS)

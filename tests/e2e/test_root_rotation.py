@@ -30,6 +30,7 @@ def on_root(d: Path, root: bytes) -> bool:
     return pki.issued_by(pki.load_cert((d / pki.CERT_FILE).read_bytes()), pki.load_cert(root))
 
 
+@pytest.mark.soak  # ~20 s: the CI run (SHOAL_SOAK=1) has it; the rotation itself is in the default tier
 def test_root_rotation_converges_after_a_down_agent_returns(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOAL_ROOT_POLL", "1")  # the supervisor's nats-server renewal runs in this process

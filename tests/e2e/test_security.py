@@ -141,6 +141,7 @@ def serials(c: Cluster) -> dict[str, int]:
             pki.load_cert((d / pki.CERT_FILE).read_bytes()).serial_number for d in dirs}
 
 
+@pytest.mark.soak  # ~40 s on 2 cores: the CI run (SHOAL_SOAK=1) has it; single renewals are in the default tier
 def test_every_certificate_renews_without_interrupting_tasks_or_sessions(tmp_path: Path) -> None:
     """45-second certificates (init's and the CA's): every process, nats-server included, renews its own at
     50-80 % of the lifetime; the tasks keep their processes, the node stays READY, and new requests work."""

@@ -139,6 +139,7 @@ def nodes_of(nodes: list[dict[str, Any]], addr: str) -> str:
     return next((n["id"] for n in nodes if n_addr(n) == addr), "")
 
 
+@pytest.mark.soak  # ~26 s: the CI run (SHOAL_SOAK=1) has it, `./run test` does not
 def test_a_worker_promoted_runs_the_manager_roles_and_demoted_gives_them_back(machines: netns.Machines,
                                                                             tmp_path: Path) -> None:
     """`shoal node promote`: the worker's node supervisor gets manager certificates through its agent's

@@ -494,7 +494,7 @@ async def nemesis(c: FaultyRaftProcs, rng: random.Random, duration: float,
     return done
 
 
-@pytest.mark.parametrize("members", [3, 5])
+@pytest.mark.parametrize("members", [3, pytest.param(5, marks=pytest.mark.soak)])  # 5 members: CI run only
 async def test_random_faults_one_after_another(make_cluster: Make, members: int) -> None:
     seed = int(os.environ.get("SHOAL_FAULT_SEED") or random.randrange(1 << 30))
     print(f"nemesis seed {seed} (SHOAL_FAULT_SEED={seed} replays the fault schedule)")
