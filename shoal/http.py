@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from shoal.errors import ShoalError
 from shoal.metrics import CONTENT_TYPE, Registry
@@ -76,6 +77,18 @@ def document_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on this request's path. Starlette's 405 names only the
+    methods of the first route whose path matched; a path served by several routes (`GET` and `POST` on
+    `/v1/services`) must list them all (RFC 9110 `Allow`)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     document_errors(app)
 
@@ -84,11 +97,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(exc.to_json(), status_code=exc.status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # unknown routes, wrong methods, framework-raised errors: the same {message, code} as everything else
         code = HTTP_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "invalid_argument")
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         return JSONResponse({"message": str(exc.detail), "code": code}, status_code=exc.status_code,
-                            headers=exc.headers)
+                            headers=headers)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -21,17 +21,21 @@ from shoal.models.objects import (
 )
 from shoal.models.specs import (
     JOB_MODES,
+    MAX_ITEMS,
+    MAX_KEY_LEN,
     AvailabilityName,
     CAConfig,
     ClusterSpec,
     DispatcherConfig,
     EncryptionConfig,
+    Key,
     NetworkAttachment,
     NetworkSpec,
     NodeSpec,
     OrchestrationConfig,
     RoleName,
     ServiceSpec,
+    Text,
     mode_kind,
 )
 from shoal.models.states import NodeState, TaskState
@@ -335,11 +339,13 @@ class AttachRequest(BaseModel):
     """`POST /v1/networks/{ref}/attachments`: attach a container the cluster does not manage, on `node_id`, to
     an attachable network."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    node_id: str = Field(min_length=1, description="the node: id, hostname or unique id prefix")
-    container_id: str = Field(default="", description="the standalone container this attachment is for")
-    aliases: list[str] = Field(default_factory=list, description="extra DNS names on the network")
+    node_id: Key = Field(description="the node: id, hostname or unique id prefix")
+    container_id: Annotated[Text, Field(max_length=MAX_KEY_LEN)] = Field(
+        default="", description="the standalone container this attachment is for")
+    aliases: list[Key] = Field(default_factory=list, max_length=MAX_ITEMS, description="extra DNS names on the "
+                               "network")
 
     @field_validator("aliases")
     @classmethod

@@ -16,7 +16,7 @@ from shoal.ids import ID_LENGTH
 from shoal.models.kinds import Kind
 from shoal.models.objects import task_name
 from shoal.models.states import TaskState
-from shoal.store.txn import Obj
+from shoal.store.txn import CONTINUE_PATTERN, MAX_CONTINUE, Obj
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 Ctx = Annotated[GatewayContext, Depends(get_context)]
@@ -34,7 +34,9 @@ async def list_tasks(
     state: Annotated[TaskState | None, Query(description="only tasks observed in this state")] = None,
     limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE,
                                        description="at most this many tasks (then `next` continues)")] = None,
-    next_token: Annotated[str | None, Query(alias="next", description="the `next` token of the previous page")] = None,
+    next_token: Annotated[str | None, Query(alias="next", description="the `next` token of the previous page",
+                                                       pattern=CONTINUE_PATTERN, min_length=1,
+                                                       max_length=MAX_CONTINUE)] = None,
 ) -> dict[str, Any]:
     """Tasks in id order. Without `limit`: all that match, in one answer. With it: one page and `next`, the
     token for the following page (null on the last). Each page is a linearizable read of its own: a task that
