@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
+from requests.adapters import HTTPAdapter
 
 from services.dispatcher.app import create_app as dispatcher_app
 from services.dispatcher.core import policy as dispatcher_policy
