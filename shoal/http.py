@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 #: `code` of the errors the framework raises itself (ShoalErrors carry theirs)
 HTTP_CODES = {400: "invalid_argument", 401: "unauthenticated", 403: "permission_denied", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 413: "body_too_large", 415: "unsupported_media_type",
-              503: "unavailable"}
+              429: "rate_limited", 503: "unavailable"}
 
 
 def format_validation_error(exc: RequestValidationError) -> str:
@@ -44,6 +44,7 @@ ERROR_RESPONSES = {
     "404": "no such object or route",
     "409": "a name taken or a stale version",
     "413": "body over the server's limit",
+    "429": "the caller is doing this too often (a node registering over and over); retry after a pause",
     "503": "the store is unavailable, or the server is overloaded",
 }
 _ERROR_SCHEMA = {"type": "object", "required": ["message", "code"],

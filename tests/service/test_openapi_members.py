@@ -45,8 +45,9 @@ class ThreadServer:
     """An app under uvicorn with shoal's server config, in a thread of its own (schemathesis calls are
     synchronous): `build` makes (app, policy, revocations) inside the server's event loop."""
 
-    def __init__(self, build: Callable[[], tuple[Any, Any, Any]], creds: Credentials) -> None:
-        self.build, self.creds = build, creds
+    def __init__(self, build: Callable[[], tuple[Any, Any, Any]], creds: Credentials,
+                 ready: Callable[[Any], bool] = lambda _app: True) -> None:
+        self.build, self.creds, self.is_ready = build, creds, ready
         self.server: uvicorn.Server | None = None
         self.app: Any = None
         sock = socket.socket()
@@ -66,7 +67,7 @@ class ThreadServer:
         self.server = uvicorn.Server(server_config(app, "127.0.0.1", self.port, self.creds, policy,
                                                    revoked=revoked))
         serving = asyncio.create_task(self.server.serve(sockets=[self.sock]))
-        while not self.server.started and not serving.done():
+        while not (self.server.started and self.is_ready(app)) and not serving.done():
             await asyncio.sleep(0.01)
         self.ready.set()
         await serving
@@ -114,7 +115,7 @@ def dispatcher(certs: ClusterCerts) -> Iterator[ThreadServer]:
         app = dispatcher_app(st, store=LocalStore(), bus=MemoryBus())
         return app, dispatcher_policy, app.state.dispatcher.revocations
 
-    with ThreadServer(build, certs.client("dispatcher")) as server:
+    with ThreadServer(build, certs.client("dispatcher"), lambda app: bool(app.state.dispatcher.ready())) as server:
         yield server
 
 
