@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from shoal import limits
 from shoal.errors import ShoalError
-from shoal.limits import REFUSED, REFUSED_METRICS
 from shoal.metrics import CONTENT_TYPE, Registry
 
 log = logging.getLogger(__name__)
@@ -204,6 +204,6 @@ def instrument(app: FastAPI, registry: Registry) -> HttpMetrics:
     """Install the HTTP request metrics on `app` (counted into `registry`). Returns the middleware's metrics for
     an app that answers some requests outside the middleware stack (the raftstore's `/v1/txn` fast path)."""
     app.add_middleware(HttpMetrics, registry=registry)
-    for what, (name, help_text) in REFUSED_METRICS.items():
-        registry.gauge(name, lambda what=what: REFUSED[what], help_text)  # type: ignore[misc]
+    for what, (name, help_text) in limits.REFUSED_METRICS.items():
+        registry.gauge(name, lambda what=what: limits.REFUSED[what], help_text)  # type: ignore[misc]
     return HttpMetrics(lambda *_: None, registry)
