@@ -82,13 +82,14 @@ def document_errors(app: FastAPI) -> None:
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route of the app answers on this request's path. Starlette's 405 names only the
     methods of the first route whose path matched; a path served by several routes (`GET` and `POST` on
-    `/v1/services`) must list them all (RFC 9110 `Allow`)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        route_methods = getattr(route, "methods", None)
-        if route_methods and route.matches(request.scope)[0] != Match.NONE:
-            methods |= set(route_methods)
-    return sorted(methods)
+    `/v1/services`) must list them all (RFC 9110 `Allow`). Asked of the routes themselves, one method at a time
+    (included routers do not expose their methods)."""
+    allowed = []
+    for method in sorted(HTTP_METHODS - {"HEAD", "OPTIONS"}):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 def install_error_handlers(app: FastAPI) -> None:
