@@ -5,6 +5,7 @@ mapping ShoalError (and request validation) to `{"message": ...}` with a 4xx/5xx
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -80,10 +81,20 @@ def document_errors(app: FastAPI) -> None:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route of the app answers on this request's path. Starlette's 405 names only the
-    methods of the first route whose path matched; a path served by several routes (`GET` and `POST` on
-    `/v1/services`) must list them all (RFC 9110 `Allow`). Asked of the routes themselves, one method at a time
-    (included routers do not expose their methods)."""
+    """Every method served on this request's path. Starlette's 405 names only the methods of the first route
+    whose path matched; a path served by several routes (`GET` and `POST` on `/v1/services`) must list them all
+    (RFC 9110 `Allow`). A documented path answers what its OpenAPI entry documents (the most literal template
+    that matches: `/v1/services/plan`, not `/v1/services/{ref}`); another is asked of the routes themselves,
+    one method at a time (included routers do not expose their methods)."""
+    path = request.scope["path"]
+    best: tuple[int, dict[str, Any]] | None = None
+    for template, ops in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template)), path):
+            params = template.count("{")
+            if best is None or params < best[0]:
+                best = (params, ops)
+    if best is not None:
+        return sorted(m.upper() for m in best[1] if m.upper() in HTTP_METHODS)
     allowed = []
     for method in sorted(HTTP_METHODS - {"HEAD", "OPTIONS"}):
         scope = {**request.scope, "method": method}

@@ -20,6 +20,7 @@ from shoal.models.objects import (
     task_status,
 )
 from shoal.models.specs import (
+    ALIAS_PATTERN,
     JOB_MODES,
     MAX_ITEMS,
     MAX_KEY_LEN,
@@ -344,8 +345,8 @@ class AttachRequest(BaseModel):
     node_id: Key = Field(description="the node: id, hostname or unique id prefix")
     container_id: Annotated[Text, Field(max_length=MAX_KEY_LEN)] = Field(
         default="", description="the standalone container this attachment is for")
-    aliases: list[Key] = Field(default_factory=list, max_length=MAX_ITEMS, description="extra DNS names on the "
-                               "network")
+    aliases: list[Annotated[Key, Field(json_schema_extra={"pattern": ALIAS_PATTERN})]] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="extra DNS names on the network")
 
     @field_validator("aliases")
     @classmethod

@@ -114,7 +114,8 @@ def check_target(v: str) -> str:
 
 class _Reference(_Strict):
     source: str = Field(min_length=1, max_length=MAX_NAME, description="name, id or unique id prefix")
-    target: str | None = None
+    target: str | None = Field(default=None, json_schema_extra={
+        "pattern": r"^(?!(.*/)?\.\.?(/|$))[^\x00]*[^/\x00][^\x00]*$", "maxLength": MAX_TARGET})
     uid: str | None = Field(default=None, description="owner uid of the file (digits); absent: left as is",
                             json_schema_extra={"pattern": ID_RE.pattern})
     gid: str | None = Field(default=None, description="group gid of the file (digits); absent: left as is",

@@ -54,6 +54,8 @@ ENV_NAME_RE = re.compile(r"^[^=\x00-\x1f\x7f]{1,255}$")
 #: generates only what these allow); the validators keep their own, clearer messages
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 NO_NUL_PATTERN = r"^[^\x00]*$"
+#: a DNS alias: no blanks, no control characters
+ALIAS_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
 
 
 def _no_control(v: str) -> str:
@@ -76,7 +78,8 @@ Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY_LEN, json_schema_ext
 #: a command-line argument or environment value: any text but NUL (the OS cannot pass it), bounded
 Arg = Annotated[str, Field(max_length=MAX_ARG_LEN, json_schema_extra={"pattern": NO_NUL_PATTERN}),
                 AfterValidator(_no_nul)]
-Labels = Annotated[dict[Key, Text], Field(max_length=MAX_LABELS)]
+Labels = Annotated[dict[Key, Text], Field(max_length=MAX_LABELS, json_schema_extra={
+    "propertyNames": {"pattern": NO_CONTROL_PATTERN, "minLength": 1, "maxLength": MAX_KEY_LEN}})]
 Args = Annotated[list[Arg], Field(max_length=MAX_ARGS)]
 
 
@@ -307,7 +310,8 @@ class NetworkAttachment(Strict):
     DNS `aliases`."""
 
     target: Annotated[Key, Field(min_length=1)]
-    aliases: list[Key] = Field(default_factory=list, max_length=MAX_ITEMS)
+    aliases: list[Annotated[Key, Field(json_schema_extra={"pattern": ALIAS_PATTERN})]] = Field(
+        default_factory=list, max_length=MAX_ITEMS)
 
     @field_validator("aliases")
     @classmethod
@@ -670,7 +674,7 @@ class NetworkSpec(Strict):
 
     name: Name
     labels: Labels = Field(default_factory=dict)
-    driver: str = "overlay"
+    driver: str = Field(default="overlay", json_schema_extra={"pattern": DRIVER_RE.pattern})
     ipam: IPAMConfig | None = None
     attachable: bool = False
     internal: bool = False
