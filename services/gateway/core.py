@@ -30,6 +30,7 @@ from shoal.models.specs import (
     DispatcherConfig,
     EncryptionConfig,
     Key,
+    Labels,
     NetworkAttachment,
     NetworkSpec,
     NodeSpec,
@@ -440,7 +441,8 @@ class NodeUpdate(BaseModel):
     availability: AvailabilityName | None = None
     role: RoleName | None = None
     name: str | None = None
-    labels_add: dict[str, str] = Field(default_factory=dict)
+    labels_add: Labels = Field(default_factory=dict, json_schema_extra={"propertyNames": {
+        "pattern": r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$", "maxLength": MAX_KEY_LEN}})
     labels_rm: list[str] = Field(default_factory=list)
 
     @field_validator("labels_add")

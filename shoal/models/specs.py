@@ -207,8 +207,11 @@ class ContainerSpec(Strict):
 class ResourceSet(Strict):
     """CPU (nano CPUs, 1e9 = one CPU) and memory (bytes); 0 = none."""
 
-    nano_cpus: int = Field(default=0, ge=0, le=MAX_NANO_CPUS)
-    memory_bytes: int = Field(default=0, ge=0, le=MAX_MEMORY)
+    #: 0 (none) or at least the minimum (`_minimums`), said in the schema too
+    nano_cpus: int = Field(default=0, ge=0, le=MAX_NANO_CPUS, json_schema_extra={
+        "anyOf": [{"const": 0}, {"minimum": MIN_NANO_CPUS}]})
+    memory_bytes: int = Field(default=0, ge=0, le=MAX_MEMORY, json_schema_extra={
+        "anyOf": [{"const": 0}, {"minimum": MIN_MEMORY}]})
 
     @model_validator(mode="after")
     def _minimums(self) -> ResourceSet:
