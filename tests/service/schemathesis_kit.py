@@ -21,7 +21,7 @@ BEYOND_JSON_SCHEMA = re.compile("|".join([
     r"is attached more than once", r"target .* is used by", r"used more than once", r"more than once",
     r"update_config|rollback_config",  # not for jobs
     r"published_port .* is (already )?used by", r"ports\[\d+\]",
-    r"test \[", r"must be 0 or at least 1ms",
+    r"test \[", r"test must start with one of", r"must be 0 or at least 1ms",  # healthcheck forms: by position
     r"command must not be empty", r"max_replicas", r"spread", r"constraint",
     r"duration", r"data must not be empty", r"data is \d+ bytes",
     r"generic", r"platform",
