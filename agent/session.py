@@ -90,7 +90,7 @@ class DispatcherClient:
             raise NodeRemoved(err.message)
         if resp.status_code == 403:
             raise StatusRejected(err.message, [str(x) for x in err.details.get("task_ids") or []])
-        if resp.status_code >= 500:
+        if resp.status_code >= 500 or resp.status_code == 429:  # 429: registering too often; back off
             raise DispatcherUnavailable(f"{self.base}: {err.message}")
         raise ValueError(f"dispatcher {self.base} refused the request ({resp.status_code}): {err.message}")
 

@@ -99,6 +99,14 @@ class NotLeader(Unavailable):
     code = "not_leader"
 
 
+class RateLimited(Unavailable):
+    """Too many of one request from one caller (a node registering over and over): retry after a pause. An
+    HTTP 429, not a 5xx: the server is well, the caller is the one to slow down."""
+
+    status = 429
+    code = "rate_limited"
+
+
 class OutcomeUnknown(ShoalError):
     status = 504
     code = "outcome_unknown"
@@ -109,7 +117,7 @@ _BY_CODE: dict[str, type[ShoalError]] = {
     for c in (
         InvalidArgument, TxnTooLarge, Unauthenticated, PermissionDenied, NodeRemoved, NotFound, Conflict,
         AlreadyExists,
-        VersionConflict, PreconditionFailed, Compacted, Unavailable, NotLeader, OutcomeUnknown,
+        VersionConflict, PreconditionFailed, Compacted, Unavailable, NotLeader, RateLimited, OutcomeUnknown,
     )
 }
 

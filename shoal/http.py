@@ -5,6 +5,7 @@ mapping ShoalError (and request validation) to `{"message": ...}` with a 4xx/5xx
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
+from shoal import limits
 from shoal.errors import ShoalError
 from shoal.metrics import CONTENT_TYPE, Registry
 
@@ -22,7 +25,7 @@ log = logging.getLogger(__name__)
 #: `code` of the errors the framework raises itself (ShoalErrors carry theirs)
 HTTP_CODES = {400: "invalid_argument", 401: "unauthenticated", 403: "permission_denied", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 413: "body_too_large", 415: "unsupported_media_type",
-              503: "unavailable"}
+              429: "rate_limited", 503: "unavailable"}
 
 
 def format_validation_error(exc: RequestValidationError) -> str:
@@ -42,6 +45,7 @@ ERROR_RESPONSES = {
     "404": "no such object or route",
     "409": "a name taken or a stale version",
     "413": "body over the server's limit",
+    "429": "the caller is doing this too often (a node registering over and over); retry after a pause",
     "503": "the store is unavailable, or the server is overloaded",
 }
 _ERROR_SCHEMA = {"type": "object", "required": ["message", "code"],
@@ -76,6 +80,29 @@ def document_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method served on this request's path. Starlette's 405 names only the methods of the first route
+    whose path matched; a path served by several routes (`GET` and `POST` on `/v1/services`) must list them all
+    (RFC 9110 `Allow`). A documented path answers what its OpenAPI entry documents (the most literal template
+    that matches: `/v1/services/plan`, not `/v1/services/{ref}`); another is asked of the routes themselves,
+    one method at a time (included routers do not expose their methods)."""
+    path = request.scope["path"]
+    best: tuple[int, dict[str, Any]] | None = None
+    for template, ops in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template)), path):
+            params = template.count("{")
+            if best is None or params < best[0]:
+                best = (params, ops)
+    if best is not None:
+        return sorted(m.upper() for m in best[1] if m.upper() in HTTP_METHODS)
+    allowed = []
+    for method in sorted(HTTP_METHODS - {"HEAD", "OPTIONS"}):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 def install_error_handlers(app: FastAPI) -> None:
     document_errors(app)
 
@@ -84,11 +111,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(exc.to_json(), status_code=exc.status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # unknown routes, wrong methods, framework-raised errors: the same {message, code} as everything else
         code = HTTP_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "invalid_argument")
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         return JSONResponse({"message": str(exc.detail), "code": code}, status_code=exc.status_code,
-                            headers=exc.headers)
+                            headers=headers)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
@@ -186,4 +216,6 @@ def instrument(app: FastAPI, registry: Registry) -> HttpMetrics:
     """Install the HTTP request metrics on `app` (counted into `registry`). Returns the middleware's metrics for
     an app that answers some requests outside the middleware stack (the raftstore's `/v1/txn` fast path)."""
     app.add_middleware(HttpMetrics, registry=registry)
+    for what, (name, help_text) in limits.REFUSED_METRICS.items():
+        registry.gauge(name, lambda what=what: limits.REFUSED[what], help_text)  # type: ignore[misc]
     return HttpMetrics(lambda *_: None, registry)

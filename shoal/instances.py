@@ -124,7 +124,11 @@ def _text(value: Any) -> str | None:
 
 
 def _number(value: Any, lo: float, hi: float) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int) and abs(value) > 2**64:  # math.isfinite cannot even convert 10**400
+        return None
+    if not math.isfinite(value):
         return None
     return value if lo <= value <= hi else None
 

@@ -8,6 +8,8 @@ flooded or forged.
 - `guard_connections`: the connection-level bounds of our uvicorn protocol (shoal.transport): at most
   `max_connections` open connections (more are closed on arrival, before any byte is read), and a request
   whose headers are not complete within `header_timeout` seconds is closed (slow-header floods).
+- `bound_tls_connections`: a 32 KiB TLS read buffer per connection (not asyncio's 256 KiB) and the TLS
+  handshake bounded by the header timeout (not asyncio's 60 s), so half-open connections are cheap and short.
 - `raise_fd_limit`: the soft RLIMIT_NOFILE up to the hard limit, so the connection bound — not the kernel —
   is what refuses the excess (and the process keeps descriptors for its store, WAL and peers: `FD_HEADROOM`).
 - `LogGuard`: a logging filter on the root handlers that escapes control characters in every message (a
@@ -19,6 +21,9 @@ Every number has an environment override (`SHOAL_MAX_BODY`, `SHOAL_MAX_CONCURREN
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.constants
+import asyncio.sslproto
 import json
 import logging
 import os
@@ -37,6 +42,27 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 #: descriptors kept free of client connections (WAL, snapshots, raft peers, outgoing clients, NATS)
 FD_HEADROOM = 256
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+#: what this process refused since it started, whatever server or subscriber refused it; exported on every
+#: app's /metrics as `shoal_refused{what=...}`-style gauges by shoal.http.instrument (docs/operations.md)
+REFUSED: dict[str, int] = {"body_too_large": 0, "overloaded": 0, "connections_over_limit": 0, "slow_headers": 0,
+                           "nats_messages": 0}
+#: the metric name of each count (a gauge read at scrape; the counts only grow)
+REFUSED_METRICS = {
+    "body_too_large": ("server_bodies_refused", "requests refused with 413: body over SHOAL_MAX_BODY"),
+    "overloaded": ("server_requests_shed", "requests refused with 503: over SHOAL_MAX_CONCURRENCY in progress"),
+    "connections_over_limit": ("server_connections_refused", "connections aborted on arrival: over "
+                               "SHOAL_MAX_CONNECTIONS open"),
+    "slow_headers": ("server_slow_connections_cut", "connections cut: no complete request headers within "
+                     "SHOAL_HEADER_TIMEOUT"),
+    "nats_messages": ("nats_messages_dropped", "NATS messages dropped: not a JSON object, or failing their "
+                      "handler"),
+}
+
+
+def count_refused(what: str, n: int = 1) -> None:
+    REFUSED[what] += n
 
 
 def _env_number(name: str, default: float) -> float:
@@ -74,6 +100,21 @@ def raise_fd_limit() -> int:
         except (ValueError, OSError):
             pass
     return soft
+
+
+#: the TLS read buffer of each connection. asyncio allocates 256 KiB per TLS connection (SSLProtocol.max_size),
+#: before the handshake even completes: 500 half-open connections cost 150 MB (measured,
+#: tests/e2e/test_hostile_floods.py). A TLS record is at most 16 KiB plus overhead, so 32 KiB reads lose nothing.
+TLS_READ_BUFFER = 32 * 1024
+
+
+def bound_tls_connections(handshake_timeout: float) -> None:
+    """What a connection costs before it is a request: a 32 KiB TLS read buffer instead of 256 KiB, and a TLS
+    handshake that must finish within `handshake_timeout` (asyncio's default is 60 s; a slowloris client that
+    never finishes its hello holds a descriptor that long). Process-wide: asyncio reads both at each new
+    connection (asyncio.sslproto), and no shoal connection needs more."""
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+    asyncio.constants.SSL_HANDSHAKE_TIMEOUT = handshake_timeout
 
 
 def connection_budget(limits: ServerLimits, fd_soft: int) -> int:
@@ -115,11 +156,13 @@ class Limits:
                     return
                 if declared > max_body:
                     self.refused_body += 1
+                    count_refused("body_too_large")
                     await _answer(send, 413, f"request body of {declared} bytes is over the limit of {max_body}",
                                   "body_too_large")
                     return
         if self.active >= self.limits.max_concurrency and scope["path"] not in OPS_PATHS:
             self.refused_busy += 1
+            count_refused("overloaded")
             await _answer(send, 503, f"server busy: {self.active} requests in progress; retry shortly",
                           "overloaded", ((b"retry-after", b"1"),))
             return
@@ -128,6 +171,7 @@ class Limits:
             replay = await self._read_body(receive, max_body)
             if replay is None:
                 self.refused_body += 1
+                count_refused("body_too_large")
                 await _answer(send, 413, f"request body is over the limit of {max_body} bytes", "body_too_large")
                 return
             await self.app(scope, replay, send)

@@ -38,7 +38,14 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shoal import keyfile, pki
-from shoal.limits import Limits, ServerLimits, connection_budget, raise_fd_limit
+from shoal.limits import (
+    Limits,
+    ServerLimits,
+    bound_tls_connections,
+    connection_budget,
+    count_refused,
+    raise_fd_limit,
+)
 from shoal.pki import Identity
 
 log = logging.getLogger(__name__)
@@ -232,6 +239,7 @@ class IdentifiedHttpTools(HttpToolsProtocol):
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         if len(self.connections) >= self.max_connections:
             type(self).refused_connections += 1
+            count_refused("connections_over_limit")
             self._refused = True
             self.transport = transport
             transport.abort()
@@ -272,6 +280,7 @@ class IdentifiedHttpTools(HttpToolsProtocol):
         self._header_timer = None
         if self.cycle is None or self.cycle.response_complete:  # no request in progress: idle or slow headers
             type(self).slow_headers += 1
+            count_refused("slow_headers")
             self.transport.abort()
 
     def shutdown(self) -> None:
@@ -382,6 +391,7 @@ def server_config(app: Any, host: str, port: int, creds: Credentials, policy: Po
                   login_hint)
     ctx = creds.context("server-join" if anonymous or authenticate is not None else "server")
     limits = ServerLimits.from_env()
+    bound_tls_connections(limits.header_timeout)
     protocol = type("IdentifiedHttpTools", (IdentifiedHttpTools,), {
         "max_connections": connection_budget(limits, raise_fd_limit()), "header_timeout": limits.header_timeout})
     options: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "on",

@@ -258,7 +258,8 @@ def heartbeat_from_message(data: Any, now: float) -> tuple[str, float] | str:
     node_id, at = data.get("node_id"), data.get("at")
     if not isinstance(node_id, str) or not 0 < len(node_id) <= MAX_NODE_ID_LEN:
         return "node_id is not a node id"
-    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+    if isinstance(at, bool) or not isinstance(at, int | float) or (isinstance(at, int) and abs(at) > 2**64) \
+            or not math.isfinite(at):
         return "at is not a finite number"
     if abs(at - now) > MAX_HEARTBEAT_SKEW:
         return f"at is {at - now:+.0f}s from now"

@@ -35,7 +35,7 @@ from shoal.bus.base import Bus
 from shoal.bus.subjects import NODE_HEARTBEAT
 from shoal.clock import Clock, SystemClock
 from shoal.cluster import ensure_cluster, heartbeat_period, removed_node_ids
-from shoal.errors import Conflict, NotFound, Unavailable
+from shoal.errors import Conflict, NotFound, RateLimited, Unavailable
 from shoal.ids import new_id
 from shoal.metrics import LAG_BUCKETS, Registry
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
@@ -242,7 +242,7 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         old one); uncertified (in-process callers and tests) a removed or missing id gets a new id."""
         self._require_ready()
         if node_id is not None and not self.limiter.allow(node_id, self.clock.monotonic()):
-            raise Unavailable(f"dispatcher: node {node_id} registered more than {self.limiter.limit} times in "
+            raise RateLimited(f"dispatcher: node {node_id} registered more than {self.limiter.limit} times in "
                               f"{self.limiter.window:.0f}s; back off and retry")
         now = self.clock.now()
         node_id, result = await self._register_node(node_id, description, addr, now, certified=certified,

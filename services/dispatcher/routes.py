@@ -79,7 +79,7 @@ class PortStatus(Body):
 
 
 class ReportedStatus(Body):
-    state: str
+    state: str = Field(json_schema_extra={"enum": [str(x) for x in sorted(s.value for s in AGENT_STATES)]})
     message: str = ""  # free text (an error's output may span lines); bounded by the body limit
     err: str | None = None
     timestamp: float | None = Field(default=None, allow_inf_nan=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,12 +22,18 @@ from shoal.models.objects import (
     task_status,
 )
 from shoal.models.specs import (
+    ALIAS_PATTERN,
     JOB_MODES,
+    MAX_ITEMS,
+    MAX_KEY_LEN,
     AvailabilityName,
+    Key,
+    Labels,
     NetworkAttachment,
     NodeSpec,
     RoleName,
     ServiceSpec,
+    Text,
     mode_kind,
 )
 from shoal.models.states import NodeState, TaskState
@@ -331,11 +337,13 @@ class AttachRequest(BaseModel):
     """`POST /v1/networks/{ref}/attachments`: attach a container the cluster does not manage, on `node_id`, to
     an attachable network."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    node_id: str = Field(min_length=1, description="the node: id, hostname or unique id prefix")
-    container_id: str = Field(default="", description="the standalone container this attachment is for")
-    aliases: list[str] = Field(default_factory=list, description="extra DNS names on the network")
+    node_id: Key = Field(description="the node: id, hostname or unique id prefix")
+    container_id: Annotated[Text, Field(max_length=MAX_KEY_LEN)] = Field(
+        default="", description="the standalone container this attachment is for")
+    aliases: list[Annotated[Key, Field(json_schema_extra={"pattern": ALIAS_PATTERN})]] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="extra DNS names on the network")
 
     @field_validator("aliases")
     @classmethod
@@ -429,7 +437,8 @@ class NodeUpdate(BaseModel):
     availability: AvailabilityName | None = None
     role: RoleName | None = None
     name: str | None = None
-    labels_add: dict[str, str] = Field(default_factory=dict)
+    labels_add: Labels = Field(default_factory=dict, json_schema_extra={"propertyNames": {
+        "pattern": r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$", "maxLength": MAX_KEY_LEN}})
     labels_rm: list[str] = Field(default_factory=list)
 
     @field_validator("labels_add")

@@ -44,15 +44,18 @@ def _parts(path: str) -> list[str]:
 
 
 def is_membership_change(method: str, path: str) -> bool:
+    """Exactly the routes that change the membership (a method no route serves on these paths is routed to its
+    405, not refused as a membership change)."""
     parts = _parts(path)
-    if parts[:2] == ["v1", "members"]:
-        return method in ("POST", "DELETE")
-    return parts == ["v1", "leader", "transfer"]
+    return ((method == "POST" and parts in (["v1", "members"], ["v1", "leader", "transfer"]))
+            or (method == "DELETE" and parts[:2] == ["v1", "members"] and len(parts) == 3))
 
 
-def reads_ca(path: str) -> bool:
+def reads_ca(path: str, method: str = "GET") -> bool:
+    """A read of kind `ca` (only GET reads; another method on these paths is routed to its 405)."""
     parts = _parts(path)
-    return parts[:1] == ["v1"] and parts[1:2] in (["objects"], ["counts"]) and len(parts) > 2 and parts[2] == CA_KIND
+    return (method in ("GET", "HEAD") and parts[:1] == ["v1"] and parts[1:2] in (["objects"], ["counts"])
+            and len(parts) > 2 and parts[2] == CA_KIND)
 
 
 def policy(ident: Identity, method: str, path: str) -> str | None:
@@ -61,7 +64,7 @@ def policy(ident: Identity, method: str, path: str) -> str | None:
         return None
     if ident.role != pki.MANAGER:
         return f"raftstore: only manager processes may use the store; {ident.describe()} may not call {method} {path}"
-    if reads_ca(path) and ident.component != CA_COMPONENT:
+    if reads_ca(path, method) and ident.component != CA_COMPONENT:
         return f"raftstore: kind 'ca' is readable only by the CA; {ident.describe()} may not call {method} {path}"
     if is_membership_change(method, path) and ident.component not in MEMBERSHIP_COMPONENTS:
         return (f"raftstore: only the gateway and raftstore members change the membership; {ident.describe()} "

@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from shoal.bus.base import Handler
+from shoal.limits import count_refused
 from shoal.transport import Credentials, nats_options
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,14 @@ class NatsBus:
                 data = None
             if not isinstance(data, dict):
                 self.dropped += 1
+                count_refused("nats_messages")
                 log.warning("nats: dropped a message on %s that is not a JSON object", subject)
                 return
             try:
                 await handler(data)
             except Exception as e:
                 self.dropped += 1
+                count_refused("nats_messages")
                 log.warning("nats: a message on %s could not be handled: %s", subject, type(e).__name__)
 
         assert self._nc is not None

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
-from shoal.models.specs import DRIVER_RE, MIN_PREFIX, Labels, Strict, check_name
+from shoal.models.specs import DRIVER_RE, MIN_PREFIX, Labels, Name, Strict, check_name
 
 
 class IPAMConfig(Strict):
@@ -16,7 +16,8 @@ class IPAMConfig(Strict):
     Without it the allocator picks a subnet from the cluster's pool."""
 
     subnet: Annotated[str, Field(max_length=64)]
-    gateway: Annotated[str, Field(max_length=64)] | None = None
+    gateway: Annotated[str, Field(max_length=64, json_schema_extra={"anyOf": [{"format": "ipv4"},
+                                                                              {"format": "ipv6"}]})] | None = None
 
     @field_validator("subnet")
     @classmethod
@@ -60,9 +61,9 @@ class NetworkSpec(Strict):
     """A user-defined network (SwarmKit's NetworkSpec). `driver` overlay by default; `attachable` lets
     standalone containers join; `internal` cuts it off from the outside."""
 
-    name: str
+    name: Name
     labels: Labels = Field(default_factory=dict)
-    driver: str = "overlay"
+    driver: str = Field(default="overlay", json_schema_extra={"pattern": DRIVER_RE.pattern})
     ipam: IPAMConfig | None = None
     attachable: bool = False
     internal: bool = False

@@ -58,10 +58,15 @@ def decode_data(v: str, limit: int, what: str) -> bytes:
     return raw
 
 
+#: base64 (standard alphabet, padded) as a JSON Schema pattern; `decode_data` checks it and the size
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
 class _PayloadSpec(_Strict):
-    name: str
+    name: str = Field(json_schema_extra={"pattern": SECRET_NAME_RE.pattern, "minLength": 1, "maxLength": MAX_NAME})
     labels: dict[str, str] = Field(default_factory=dict)
-    data: str = Field(description="the payload, base64")
+    data: str = Field(description="the payload, base64", json_schema_extra={"pattern": BASE64_PATTERN,
+                                                                                    "minLength": 4})
 
     limit: ClassVar[int] = MAX_SECRET_SIZE
     what: ClassVar[str] = "secret"
@@ -109,9 +114,12 @@ def check_target(v: str) -> str:
 
 class _Reference(_Strict):
     source: str = Field(min_length=1, max_length=MAX_NAME, description="name, id or unique id prefix")
-    target: str | None = None
-    uid: str | None = Field(default=None, description="owner uid of the file (digits); absent: left as is")
-    gid: str | None = Field(default=None, description="group gid of the file (digits); absent: left as is")
+    target: str | None = Field(default=None, json_schema_extra={
+        "pattern": r"^(?!(.*/)?\.\.?(/|$))[^\x00]*[^/\x00][^\x00]*$", "maxLength": MAX_TARGET})
+    uid: str | None = Field(default=None, description="owner uid of the file (digits); absent: left as is",
+                            json_schema_extra={"pattern": ID_RE.pattern})
+    gid: str | None = Field(default=None, description="group gid of the file (digits); absent: left as is",
+                            json_schema_extra={"pattern": ID_RE.pattern})
     mode: int | None = Field(default=None, ge=0, le=0o777,
                              description="file mode (0444 for containers and 0400 for processes by default)")
 

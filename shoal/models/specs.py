@@ -26,7 +26,7 @@ NAME_RE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?$")
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(==|!=)\s*(.*?)\s*$")
 MIN_NANO_CPUS = 1_000_000  # 0.001 CPU
 MIN_MEMORY = 4 * 1024 * 1024
-MAX_COUNT = 2**63 - 1  # SwarmKit's counters are uint64 but must fit an int64
+MAX_COUNT = 2**53 - 1  # SwarmKit's counters are uint64; JSON clients (and schemas) hold integers this large exactly
 
 # ---- limits (hostile input, issue 16): values no machine has are refused at the edge ---------------------------
 #: tasks of one service / one job (Docker's largest swarms run a few thousand tasks per service)
@@ -50,6 +50,12 @@ MAX_HEARTBEAT_PERIOD = 3600.0
 MIN_PREFIX = {4: 8, 6: 16}
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 ENV_NAME_RE = re.compile(r"^[^=\x00-\x1f\x7f]{1,255}$")
+#: the same rules as JSON Schema patterns, so the OpenAPI schema says what the validators accept (schemathesis
+#: generates only what these allow); the validators keep their own, clearer messages
+NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+NO_NUL_PATTERN = r"^[^\x00]*$"
+#: a DNS alias: no blanks, no control characters
+ALIAS_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
 
 
 def _no_control(v: str) -> str:
@@ -65,11 +71,15 @@ def _no_nul(v: str) -> str:
 
 
 #: a short single-line string: names, keys, paths, images
-Text = Annotated[str, Field(max_length=MAX_VALUE_LEN), AfterValidator(_no_control)]
-Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY_LEN), AfterValidator(_no_control)]
+Text = Annotated[str, Field(max_length=MAX_VALUE_LEN, json_schema_extra={"pattern": NO_CONTROL_PATTERN}),
+                 AfterValidator(_no_control)]
+Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY_LEN, json_schema_extra={"pattern": NO_CONTROL_PATTERN}),
+                AfterValidator(_no_control)]
 #: a command-line argument or environment value: any text but NUL (the OS cannot pass it), bounded
-Arg = Annotated[str, Field(max_length=MAX_ARG_LEN), AfterValidator(_no_nul)]
-Labels = Annotated[dict[Key, Text], Field(max_length=MAX_LABELS)]
+Arg = Annotated[str, Field(max_length=MAX_ARG_LEN, json_schema_extra={"pattern": NO_NUL_PATTERN}),
+                AfterValidator(_no_nul)]
+Labels = Annotated[dict[Key, Text], Field(max_length=MAX_LABELS, json_schema_extra={
+    "propertyNames": {"pattern": NO_CONTROL_PATTERN, "minLength": 1, "maxLength": MAX_KEY_LEN}})]
 Args = Annotated[list[Arg], Field(max_length=MAX_ARGS)]
 
 
@@ -81,7 +91,8 @@ def _env_names(v: dict[str, str]) -> dict[str, str]:
     return v
 
 
-Env = Annotated[dict[str, Arg], Field(max_length=MAX_ENV), AfterValidator(_env_names)]
+Env = Annotated[dict[str, Arg], Field(max_length=MAX_ENV, json_schema_extra={
+    "propertyNames": {"pattern": ENV_NAME_RE.pattern}}), AfterValidator(_env_names)]
 MIN_HEALTH_DURATION = 0.001  # SwarmKit: health check durations are 0 (inherit) or at least 1 ms
 SPREAD_RE = re.compile(r"^(node|engine)\.labels\.\S+$")
 KIND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -90,6 +101,10 @@ HEALTH_TEST_KINDS = ("NONE", "CMD", "CMD-SHELL")
 #: cluster defaults (the same numbers as shoal.cluster, which builds the stored object)
 DEFAULT_HEARTBEAT_PERIOD = 5.0
 DEFAULT_TASK_HISTORY = 5
+
+
+#: a service or network name in the OpenAPI schema (check_name validates it)
+Name = Annotated[str, Field(json_schema_extra={"pattern": NAME_RE.pattern, "minLength": 1, "maxLength": 63})]
 
 
 def check_name(v: str) -> str:
@@ -192,8 +207,11 @@ class ContainerSpec(Strict):
 class ResourceSet(Strict):
     """CPU (nano CPUs, 1e9 = one CPU) and memory (bytes); 0 = none."""
 
-    nano_cpus: int = Field(default=0, ge=0, le=MAX_NANO_CPUS)
-    memory_bytes: int = Field(default=0, ge=0, le=MAX_MEMORY)
+    #: 0 (none) or at least the minimum (`_minimums`), said in the schema too
+    nano_cpus: int = Field(default=0, ge=0, le=MAX_NANO_CPUS, json_schema_extra={
+        "anyOf": [{"const": 0}, {"minimum": MIN_NANO_CPUS}]})
+    memory_bytes: int = Field(default=0, ge=0, le=MAX_MEMORY, json_schema_extra={
+        "anyOf": [{"const": 0}, {"minimum": MIN_MEMORY}]})
 
     @model_validator(mode="after")
     def _minimums(self) -> ResourceSet:
@@ -295,7 +313,8 @@ class NetworkAttachment(Strict):
     DNS `aliases`."""
 
     target: Annotated[Key, Field(min_length=1)]
-    aliases: list[Key] = Field(default_factory=list, max_length=MAX_ITEMS)
+    aliases: list[Annotated[Key, Field(json_schema_extra={"pattern": ALIAS_PATTERN})]] = Field(
+        default_factory=list, max_length=MAX_ITEMS)
 
     @field_validator("aliases")
     @classmethod
@@ -307,6 +326,11 @@ class NetworkAttachment(Strict):
 
 
 class TaskSpec(Strict):
+    #: exactly one runtime (`_one_runtime`), said in the schema too
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True, json_schema_extra={"oneOf": [
+        {"required": ["process"], "properties": {"process": {"type": "object"}}},
+        {"required": ["container"], "properties": {"container": {"type": "object"}}}]})
+
     process: ProcessSpec | None = None
     container: ContainerSpec | None = None
     resources: Resources = Field(default_factory=Resources)
@@ -483,7 +507,7 @@ class EndpointSpec(Strict):
 
 
 class ServiceSpec(Strict):
-    name: str
+    name: Name
     labels: Labels = Field(default_factory=dict)
     mode: ServiceMode = Field(default_factory=ServiceMode)
     task: TaskSpec

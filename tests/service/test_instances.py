@@ -14,7 +14,7 @@ from services.gateway.settings import GatewaySettings
 from shoal.bus import MemoryBus
 from shoal.bus.subjects import INSTANCE_HEARTBEAT
 from shoal.cli.table import cluster_text
-from shoal.instances import Announcer, InstanceRegistry, instance_view
+from shoal.instances import ANNOUNCE_INTERVAL, Announcer, InstanceRegistry, heartbeat_record, instance_view
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
 
@@ -106,6 +106,11 @@ async def test_hostile_heartbeats_cannot_grow_the_registry_or_live_for_ever() ->
                                                "host": "h" * 10_000, "pad": "x" * 1000})
     for junk in ({"role": "gateway", "instance": "a\nb"}, {"role": "nobody", "instance": "x"},
                  {"role": "gateway", "instance": "x" * 300}, {"role": "gateway", "instance": 7}, [1, 2]):
+        await bus.publish(INSTANCE_HEARTBEAT, junk)
+    for huge in (10**400, -(10**400)):  # math.isfinite cannot convert these: refused as a value, not a failure
+        rec = heartbeat_record({"role": "gateway", "instance": "h", "interval": huge, "port": huge, "term": huge})
+        assert rec is not None and rec["interval"] == ANNOUNCE_INTERVAL and rec["port"] is None and rec["term"] is None
+    for junk in ():
         await bus.publish(INSTANCE_HEARTBEAT, junk)
     live = reg.instances()
     assert len(live) == MAX_INSTANCES and reg.dropped == 20_000 - MAX_INSTANCES + 5

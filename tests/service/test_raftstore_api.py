@@ -318,7 +318,7 @@ async def test_pages_counts_names_and_prefixes_are_served_by_the_member(solo: Ha
     assert sum(g["count"] for g in groups) == 17
     assert {g["values"]["status.state"] for g in groups} == {"running", "pending"}
     with pytest.raises(InvalidArgument, match="continue token"):
-        await solo.client.page("task", limit=5, cont="garbage")
+        await solo.client.page("task", limit=5, cont="not a token!")
     with pytest.raises(InvalidArgument, match="limit"):
         await solo.client.page("task", limit=0)
     with pytest.raises(InvalidArgument, match="cannot filter counts"):

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from shoal import pki
+from shoal import limits, pki
 from shoal.certs import LOCAL_HOSTS, Signer
-from shoal.http import install_error_handlers, ops_router
+from shoal.http import install_error_handlers, instrument, ops_router
 from shoal.metrics import Registry
 from shoal.transport import Credentials, http_client
 from tests.service.tls_servers import TLSServer
@@ -46,10 +46,17 @@ async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
                                                 component="gateway", hosts=LOCAL_HOSTS))
     client = Credentials(signer.issue_dir(tmp_path / "cli", node_id="cli", role=pki.ADMIN, component="admin",
                                           hosts=LOCAL_HOSTS))
+    monkeypatch.setattr(limits, "REFUSED", dict.fromkeys(limits.REFUSED, 0))
     release = asyncio.Event()
     app = FastAPI()
     install_error_handlers(app)
-    app.include_router(ops_router(Registry()))
+    registry = Registry()
+    app.include_router(ops_router(registry))
+    instrument(app, registry)
+
+    @app.put("/echo")
+    async def put_echo() -> None:
+        return None
 
     @app.post("/echo")
     async def echo(request: Request) -> dict[str, int]:
@@ -78,6 +85,7 @@ async def test_every_error_is_message_and_code(served: Served) -> None:
         assert r.status_code == 404 and r.json() == {"message": "Not Found", "code": "not_found"}
         r = await h.get("/echo")
         assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
+        assert r.headers["allow"] == "POST, PUT"  # every route of the path, not the first that matched
         r = await h.get("/boom")
         assert r.status_code == 500 and r.json() == {"message": "internal error: RuntimeError", "code": "internal"}
 
@@ -95,6 +103,7 @@ async def test_bodies_over_the_limit_are_413(served: Served) -> None:
         r = await h.post("/echo", content=chunks())
         assert r.status_code == 413 and r.json()["code"] == "body_too_large"
         assert (await h.post("/echo", content=b"z" * 10)).json() == {"size": 10}
+        assert "shoal_server_bodies_refused 2.0" in (await h.get("/metrics")).text  # counted for operators
 
 
 async def test_beyond_the_concurrency_limit_a_clear_503(served: Served) -> None:
@@ -131,3 +140,21 @@ async def test_slow_headers_are_cut_and_connections_are_bounded(served: Served) 
     async with served.http() as h:  # serving normally again
         assert (await h.get("/healthz")).status_code == 200
 
+
+
+async def test_a_half_open_tls_connection_is_cheap_and_short(served: Served) -> None:
+    """asyncio gives every TLS connection a 256 KiB read buffer and 60 s to finish its handshake; shoal's
+    servers make both small (shoal.limits.bound_tls_connections): a client that sends half a TLS record and
+    stalls is cut after the header timeout (0.5 s here)."""
+    import asyncio.constants
+    import asyncio.sslproto
+
+    assert asyncio.sslproto.SSLProtocol.max_size == limits.TLS_READ_BUFFER
+    assert asyncio.constants.SSL_HANDSHAKE_TIMEOUT == 0.5
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.server.port)
+    writer.write(b"\x16\x03\x01\x00")  # the start of a ClientHello, never finished
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) == b"", "the half-open handshake was cut"
+    writer.close()
+    async with served.http() as h:
+        assert (await h.get("/healthz")).status_code == 200

@@ -288,7 +288,8 @@ def test_heartbeat_messages_that_cannot_be_true_are_refused() -> None:
     assert heartbeat_from_message({"node_id": "n1", "at": now + 5}, now) == ("n1", now)  # capped at now
     for bad, why in [({"node_id": "n1", "at": float("inf")}, "finite"), ({"node_id": "n1", "at": "1"}, "finite"),
                      ({"node_id": "n1", "at": now + 3600}, "from now"), ({"node_id": "", "at": now}, "node id"),
-                     ({"node_id": 7, "at": now}, "node id"), ("junk", "object")]:
+                     ({"node_id": 7, "at": now}, "node id"), ("junk", "object"),
+                     ({"node_id": "n1", "at": 10**400}, "finite"), ({"node_id": "n1", "at": -(10**400)}, "finite")]:
         reason = heartbeat_from_message(bad, now)
         assert isinstance(reason, str) and why in reason
 

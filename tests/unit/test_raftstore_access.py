@@ -138,3 +138,16 @@ def test_member_contexts_written_before_mutual_tls_are_read_without_a_node_id() 
     assert ms.ids_of_node("") == frozenset() and ms.ids_of_node("node-3") == {3}
     again = Membership.from_json(ms.to_json())  # snapshots keep node ids, and read old tables too
     assert [m.node_id for m in again.all()] == ["", "node-3"]
+
+
+def test_methods_no_route_serves_are_routed_to_their_405_not_refused_as_what_they_are_not() -> None:
+    """schemathesis (`unsupported_method`): TRACE /v1/objects/ca or DELETE /v1/members is no CA read and no
+    membership change; the policy lets the router answer 405, while the real routes stay guarded."""
+    from services.raftstore.access import is_membership_change, reads_ca
+
+    assert reads_ca("/v1/objects/ca") and reads_ca("/v1/counts/ca", "GET")
+    assert not reads_ca("/v1/objects/ca", "TRACE") and not reads_ca("/v1/objects/ca/x", "POST")
+    assert is_membership_change("POST", "/v1/members") and is_membership_change("DELETE", "/v1/members/3")
+    assert is_membership_change("POST", "/v1/leader/transfer")
+    assert not is_membership_change("DELETE", "/v1/members") and not is_membership_change("POST", "/v1/members/3")
+    assert not is_membership_change("TRACE", "/v1/leader/transfer") and not is_membership_change("GET", "/v1/members")

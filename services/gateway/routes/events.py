@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
+from pydantic import Field
 
 from services.gateway import events
 from services.gateway.context import GatewayContext, get_context
@@ -64,6 +65,13 @@ async def follow(ctx: GatewayContext, after: int, until: int | None, kinds: froz
         after = max(after, batch.revision)
 
 
+def _any_of(values: tuple[str, ...]) -> str:
+    """A comma-separated list of `values`, as a pattern for the OpenAPI schema (events.parse_filters checks
+    it, naming the accepted values)."""
+    one = "(" + "|".join(values) + ")"
+    return f"^{one}(,{one})*$"
+
+
 @router.get("/v1/events", summary="Stream the cluster's events (NDJSON)", responses=NDJSON)
 async def get_events(
         ctx: Ctx,
@@ -71,10 +79,10 @@ async def get_events(
         = None,
         until: Annotated[int | None, Query(ge=0, description="end the stream once this revision is reached")]
         = None,
-        kind: Annotated[list[str] | None, Query(description="only these kinds (repeat, or comma-separated)")]
-        = None,
-        action: Annotated[list[str] | None, Query(description="only create, update or delete (repeatable)")]
-        = None) -> StreamingResponse:
+        kind: Annotated[list[Annotated[str, Field(json_schema_extra={"pattern": _any_of(events.KINDS)})]] | None,
+                        Query(description="only these kinds (repeat, or comma-separated)")] = None,
+        action: Annotated[list[Annotated[str, Field(json_schema_extra={"pattern": _any_of(events.ACTIONS)})]] | None,
+                          Query(description="only create, update or delete (repeatable)")] = None) -> StreamingResponse:
     kinds, actions = events.parse_filters(kind or [], action or [])
     if since is None:
         since, _ = await ctx.store.list(Kind.CLUSTER)

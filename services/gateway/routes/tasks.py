@@ -19,7 +19,7 @@ from shoal.models.kinds import Kind
 from shoal.models.objects import task_name
 from shoal.models.states import TaskState
 from shoal.store import wire
-from shoal.store.txn import Obj
+from shoal.store.txn import CONTINUE_PATTERN, MAX_CONTINUE, Obj
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 Ctx = Annotated[GatewayContext, Depends(get_context)]
@@ -49,7 +49,9 @@ async def list_tasks(
     state: Annotated[TaskState | None, Query(description="only tasks observed in this state")] = None,
     limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE,
                                        description="at most this many tasks (then `next` continues)")] = None,
-    next_token: Annotated[str | None, Query(alias="next", description="the `next` token of the previous page")] = None,
+    next_token: Annotated[str | None, Query(alias="next", description="the `next` token of the previous page",
+                                            pattern=CONTINUE_PATTERN, min_length=1,
+                                            max_length=MAX_CONTINUE)] = None,
     fields: Annotated[str | None, Query(description="only these top-level task fields (comma-separated; `id` "
                                         "always): a list view's projection, e.g. `shoal service ps`'s")] = None,
 ) -> StreamingResponse:

@@ -25,6 +25,7 @@ FORWARDED_HEADER = "x-shoal-forwarded-by"
 FORWARDED_HEADER_RAW = FORWARDED_HEADER.encode()
 FORWARD_POOLS = 4
 _KINDS = frozenset(k.value for k in Kind)
+KINDS = _KINDS
 _TRUE = frozenset({"1", "true", "yes", "on"})
 # Forwarded writes wait for commit like local ones; only connecting must be quick.
 FORWARD_TIMEOUT = httpx.Timeout(60.0, connect=1.0)

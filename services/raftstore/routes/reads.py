@@ -5,14 +5,14 @@ but the gateway and dispatcher) and this member's raft status."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from services.raftstore.access import check_kind as check_kind_allowed
 from services.raftstore.access import redact_events, redact_objects, scope_component
-from services.raftstore.routes.context import Context, check_kind, json_response
+from services.raftstore.routes.context import KINDS, Context, check_kind, json_response
 from services.raftstore.status import status_of
 from shoal.errors import InvalidArgument
 from shoal.models.stored import Readable
@@ -20,6 +20,8 @@ from shoal.store import wire
 from shoal.store.txn import continue_after, continue_token
 
 MAX_WATCH_WAIT = 60.0
+#: an object kind in a path: the schema names them (check_kind refuses others, saying which exist)
+KindParam = Annotated[str, Path(json_schema_extra={"enum": sorted(KINDS)})]
 
 
 def _limit(raw: str | None) -> int | None:
@@ -41,7 +43,7 @@ def router(ctx: Context) -> APIRouter:
     readable = Readable()  # streamed pages skip unreadable objects here, as StoreClient.page does client-side
 
     @r.get("/v1/objects/{kind}")
-    async def list_objects(kind: str, request: Request) -> Response:
+    async def list_objects(kind: KindParam, request: Request) -> Response:
         check_kind(kind)
         component = scope_component(request.scope)
         check_kind_allowed(component, kind)
@@ -75,7 +77,7 @@ def router(ctx: Context) -> APIRouter:
                               "continue": token})
 
     @r.get("/v1/counts/{kind}")
-    async def count_objects(kind: str, request: Request) -> Response:
+    async def count_objects(kind: KindParam, request: Request) -> Response:
         check_kind(kind)
         check_kind_allowed(scope_component(request.scope), kind)
         filters = dict(request.query_params)
@@ -84,7 +86,7 @@ def router(ctx: Context) -> APIRouter:
         return json_response({"revision": mem.revision, "groups": mem.counts(kind, **filters)})
 
     @r.get("/v1/objects/{kind}/{obj_id}")
-    async def get_object(kind: str, obj_id: str, request: Request, stale: str | None = None) -> Response:
+    async def get_object(kind: KindParam, obj_id: str, request: Request, stale: str | None = None) -> Response:
         check_kind(kind)
         component = scope_component(request.scope)
         check_kind_allowed(component, kind)
