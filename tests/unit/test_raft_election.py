@@ -340,8 +340,11 @@ def test_5_2_a_candidate_granted_votes_it_cannot_win_with_does_not_starve_the_on
     term, and 1 votes for whichever asks first. A refused candidate that restarted its timer on the refusal fell
     a round trip further behind the granted one every round (4 of these 40 seeds found no leader within 600
     ticks, 60 election timeouts); waiting out the timeout drawn at the start of its election it races the other
-    on equal terms (all 40 within 475 ticks, median 44: an unbiased race still has a long tail — pre-vote,
-    on in production, avoids the race altogether, test below)."""
+    on its own timer (all 40 within 475 ticks, median 44). The race is still tilted against 3: it learns 2's
+    term only from 1's refusals and then waits out its whole timeout, so it wins a round only when 2 stays
+    silent for all of it — hence the long tail. Pre-vote, on in production, avoids the race altogether (test
+    below); a member whose own log holds its removal campaigns only by pre-vote (test_raft_snapshots_membership,
+    §4.1)."""
     late = [s for s in range(40) if _ticks_until_the_able_candidate_leads(s, 600) is None]
     assert not late, f"member 3 never won member 1's vote within 600 ticks for seeds {late}"
 

@@ -177,6 +177,42 @@ class Raft:
     def promotable(self) -> bool:
         return self.id in self.voters
 
+    def logged_conf(self) -> tuple[ConfState, int]:
+        """Dissertation §4.1: the latest configuration in our log, committed or not — the applied one with every
+        membership change after the applied index folded in — and the index of the newest such change (0: none
+        past the applied index). Computed afresh from the log, so a change that is truncated no longer counts."""
+        voters, learners = self.voters, self.learners
+        newest = 0
+        lo = max(self.log.applied + 1, self.log.first_index())
+        for e in self.log.slice(lo, self.log.last_index() + 1):
+            if e.type == EntryType.CONF_CHANGE:
+                voters, learners = changed_conf(voters, learners, ConfChange.decode(e.data))
+                newest = e.index
+        return ConfState(voters, learners), newest
+
+    def hup(self) -> None:
+        """The election timer fired (or a campaign was asked for). Membership changes are in force when applied,
+        as in etcd, but a member whose own log already holds the change that leaves it out of the voters — the
+        latest configuration in its log, §4.1 — is leaving:
+        - that change committed (as far as it knows): it does not campaign at all (LogCabin's startNewElection
+          does the same; etcd refuses to campaign while any committed change is unapplied). It applies soon.
+        - not known committed: it campaigns only through a pre-vote round (§9.6), whatever `Config.pre_vote`
+          says, so it takes nobody's vote and moves nobody's term unless a majority of its applied configuration
+          would elect it. Issue 17 (seed 79054, no pre-vote): member 1 held its removal uncommitted while the
+          others had committed it; it could never win — the member it needed had applied the removal and
+          dropped its messages — yet in every new term it took the vote of a lagging voter that the one member
+          able to win needed too. Not campaigning at all would be wrong here: a leader that appended its own
+          removal and then lost leadership (crashed) before replicating it may hold the longest log, and
+          the remaining voters may need its vote, which it cannot give them (§5.4.1) — it must lead once more
+          to commit its removal (`test_raft_election.py`)."""
+        if self.role == Role.LEADER:
+            return
+        conf, newest = self.logged_conf()
+        if self.id in conf.voters:
+            self.campaign(pre_vote=self.cfg.pre_vote)
+        elif newest > self.log.committed:
+            self.campaign(pre_vote=True)
+
     def campaign(self, pre_vote: bool, transfer: bool = False) -> None:
         if pre_vote:
             self.become_pre_candidate()
@@ -256,8 +292,7 @@ class Raft:
         if not self._check_term(m):
             return
         if m.type == MsgType.HUP:
-            if self.role != Role.LEADER:
-                self.campaign(pre_vote=self.cfg.pre_vote)
+            self.hup()
         elif m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
             self.handle_vote_request(m)
         elif self.role == Role.LEADER:
@@ -473,20 +508,7 @@ class Raft:
         return self.conf_state()
 
     def _change_conf(self, cc: ConfChange) -> None:
-        voters, learners = set(self.voters), set(self.learners)
-        t, node = cc.type, cc.node_id
-        if t == ConfChangeType.ADD_LEARNER:
-            if node not in voters:
-                learners.add(node)
-        elif t == ConfChangeType.PROMOTE:
-            learners.discard(node)
-            voters.add(node)
-        elif t == ConfChangeType.REMOVE:
-            voters.discard(node)
-            learners.discard(node)
-        elif t == ConfChangeType.FORCE_NEW_CLUSTER:
-            voters, learners = {node}, set()
-        self.voters, self.learners = tuple(sorted(voters)), tuple(sorted(learners))
+        self.voters, self.learners = changed_conf(self.voters, self.learners, cc)
 
     # ---- leadership transfer (dissertation §3.10) ---------------------------------------------------------
     def transfer_leader(self, to: int) -> None:
@@ -506,3 +528,23 @@ class Raft:
             self.send(MsgType.TIMEOUT_NOW, to)
         else:
             self.send_append(to)
+
+
+def changed_conf(voters: tuple[int, ...], learners: tuple[int, ...],
+                 cc: ConfChange) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The configuration (voters, learners) after one membership change. Applying a change twice changes
+    nothing more (ids never come back once removed)."""
+    vs, ls = set(voters), set(learners)
+    t, node = cc.type, cc.node_id
+    if t == ConfChangeType.ADD_LEARNER:
+        if node not in vs:
+            ls.add(node)
+    elif t == ConfChangeType.PROMOTE:
+        ls.discard(node)
+        vs.add(node)
+    elif t == ConfChangeType.REMOVE:
+        vs.discard(node)
+        ls.discard(node)
+    elif t == ConfChangeType.FORCE_NEW_CLUSTER:
+        vs, ls = {node}, set()
+    return tuple(sorted(vs)), tuple(sorted(ls))
