@@ -11,6 +11,7 @@ first byte, like `Page`) and the body as NDJSON chunks."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,12 @@ NDJSON = "application/x-ndjson"
 REVISION_HEADER = "shoal-revision"
 CONTINUE_HEADER = "shoal-continue"
 CHUNK = 500  # objects per encoded chunk: ~430 KB of tasks
+
+
+def fields_pattern(allowed: frozenset[str]) -> str:
+    """What `parse_fields(raw, allowed)` accepts, as a pattern for the OpenAPI schemas of routes taking `fields`."""
+    name = "(?:" + "|".join(re.escape(f) for f in sorted(allowed)) + ")"
+    return rf"^ *{name} *(?:, *{name} *){{0,63}}$"
 
 
 def parse_fields(raw: str | None, allowed: frozenset[str] | None = None) -> tuple[str, ...] | None:

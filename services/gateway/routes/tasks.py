@@ -53,7 +53,9 @@ async def list_tasks(
                                             pattern=CONTINUE_PATTERN, min_length=1,
                                             max_length=MAX_CONTINUE)] = None,
     fields: Annotated[str | None, Query(description="only these top-level task fields (comma-separated; `id` "
-                                        "always): a list view's projection, e.g. `shoal service ps`'s")] = None,
+                                        "always): a list view's projection, e.g. `shoal service ps`'s",
+                                        max_length=64 * 65,  # the pattern documents; parse_fields names a bad field
+                                        json_schema_extra={"pattern": wire.fields_pattern(TASK_FIELDS)})] = None,
 ) -> StreamingResponse:
     """Tasks in id order. Without `limit`: all that match, in one answer. With it: one page and `next`, the
     token for the following page (null on the last). Each page is a linearizable read of its own: a task that
