@@ -41,23 +41,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import HANDLERS, bulk, requests  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-BACKENDS = r"""
-import asyncio, sys
-ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-async def http(r, w):
-    try:
-        await r.readuntil(b"\r\n\r\n")
-        w.write(ANSWER)
-        await w.drain()
-    except Exception:
-        pass
-    w.close()
-async def sink(r, w):
-    while await r.read(1 << 16):
-        pass
-    w.close()
+BACKENDS = HANDLERS + r"""
 async def main():
     ports = [int(p) for p in sys.argv[1:]]
     servers = [await asyncio.start_server(http, "127.0.0.1", ports[0], backlog=1024),
@@ -141,58 +131,12 @@ def haproxy_config(published: int, http_ports: list[int], bulk_published: int, b
     return "\n".join(lines) + "\n"
 
 
-# ---- load generator (runs in a child process: `--generate`) ---------------------------------------------------
-async def requests(port: int, clients: int, seconds: float) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors = 0
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-
-    async def client() -> None:
-        nonlocal errors
-        while loop.time() < end:
-            t0 = loop.time()
-            try:
-                r, w = await asyncio.open_connection("127.0.0.1", port)
-                w.write(b"GET / HTTP/1.0\r\nHost: bench\r\n\r\n")
-                data = await r.read()
-                w.close()
-                if not data.endswith(b"ok"):
-                    errors += 1
-                    continue
-            except OSError:
-                errors += 1
-                continue
-            latencies.append(loop.time() - t0)
-
-    await asyncio.gather(*(client() for _ in range(clients)))
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
-    return {"requests": len(latencies), "rps": len(latencies) / seconds, "p50_ms": pct(0.5), "p99_ms": pct(0.99),
-            "errors": errors}
-
-
-async def bulk(port: int, seconds: float) -> dict[str, Any]:
-    _, w = await asyncio.open_connection("127.0.0.1", port)
-    chunk = b"x" * (1 << 16)
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    sent = 0
-    while loop.time() < end:
-        w.write(chunk)
-        await w.drain()
-        sent += len(chunk)
-    w.close()
-    return {"mb_per_s": sent / seconds / 1e6}
-
-
+# ---- load generator (bench/loadgen.py, run in a child process: `--generate`) ------------------------------------
 def generate(args: argparse.Namespace) -> None:
     if args.mode == "requests":
-        out = asyncio.run(requests(args.port, args.clients, args.seconds))
+        out = asyncio.run(requests("127.0.0.1", args.port, args.clients, args.seconds))
     else:
-        out = asyncio.run(bulk(args.port, args.seconds))
+        out = asyncio.run(bulk("127.0.0.1", args.port, args.seconds))
     print(json.dumps(out))
 
 

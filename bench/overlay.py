@@ -33,27 +33,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent import overlay_plan as plan  # noqa: E402
+from bench.loadgen import HANDLERS, bulk, requests  # noqa: E402
 
 NET = "benchnet"
 NODES = {"A": ("sh-bench-nA", "127.0.0.2"), "B": ("sh-bench-nB", "127.0.0.3")}
 ENDPOINTS = {"a": ("A", "10.203.0.3"), "b": ("B", "10.203.0.4"), "c": ("A", "10.203.0.5")}
 HTTP, SINK = 8080, 9000
 
-SERVER = r"""
-import asyncio, sys
-ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-async def http(r, w):
-    try:
-        await r.readuntil(b"\r\n\r\n")
-        w.write(ANSWER)
-        await w.drain()
-    except Exception:
-        pass
-    w.close()
-async def sink(r, w):
-    while await r.read(1 << 16):
-        pass
-    w.close()
+SERVER = HANDLERS + r"""
 async def main():
     host, http_port, sink_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     await asyncio.start_server(http, host, http_port, backlog=1024)
@@ -114,51 +101,6 @@ def start(argv: list[str]) -> subprocess.Popen[str]:
         proc.kill()
         raise SystemExit(f"bench: {argv} did not start")
     return proc
-
-
-async def requests(host: str, port: int, clients: int, seconds: float) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors = 0
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-
-    async def client() -> None:
-        nonlocal errors
-        while loop.time() < end:
-            t0 = loop.time()
-            try:
-                r, w = await asyncio.open_connection(host, port)
-                w.write(b"GET / HTTP/1.0\r\nHost: bench\r\n\r\n")
-                data = await r.read()
-                w.close()
-                if not data.endswith(b"ok"):
-                    errors += 1
-                    continue
-            except OSError:
-                errors += 1
-                continue
-            latencies.append(loop.time() - t0)
-
-    await asyncio.gather(*(client() for _ in range(clients)))
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
-    return {"rps": len(latencies) / seconds, "p50_ms": pct(0.5), "p99_ms": pct(0.99), "errors": errors}
-
-
-async def bulk(host: str, port: int, seconds: float) -> dict[str, Any]:
-    _, w = await asyncio.open_connection(host, port)
-    chunk = b"x" * (1 << 16)
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    sent = 0
-    while loop.time() < end:
-        w.write(chunk)
-        await w.drain()
-        sent += len(chunk)
-    w.close()
-    return {"mb_per_s": sent / seconds / 1e6}
 
 
 def measure(ns: str | None, host: str, args: argparse.Namespace) -> dict[str, Any]:
