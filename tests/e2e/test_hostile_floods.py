@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
 
 from shoal import transport
 from shoal.bus import subjects
-from tests.e2e.harness import Cluster, items
+from tests.e2e.harness import Cluster, eventually, items
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -210,6 +211,22 @@ def served_quickly(cluster: Cluster, limit: float) -> float:
     return took
 
 
+def same_state(cluster: Cluster) -> str | None:
+    """The members' common state hash once all applied the same index (nothing forged applied on one), else None."""
+    statuses = []
+    for url in cluster.layout.store_members:
+        try:
+            r = cluster.manager_http.get(url + "/v1/status", params={"hash": "true"})
+        except httpx.HTTPError:
+            return None
+        if r.status_code != 200:
+            return None
+        statuses.append(r.json())
+    if len({s["applied_index"] for s in statuses}) != 1 or len({s["state_hash"] for s in statuses}) != 1:
+        return None
+    return str(statuses[0]["state_hash"])
+
+
 def run_hostile(cluster: Cluster, scale: Scale) -> dict[str, Any]:
     http = cluster.http
     cluster.create_service("before", 1)
@@ -252,6 +269,7 @@ def run_hostile(cluster: Cluster, scale: Scale) -> dict[str, Any]:
     restarted = {name: c.restarts - restarts.get(name, 0) for name, c in cluster.sup.children.items()
                  if c.restarts != restarts.get(name, 0)}
     assert restarted == {}, restarted
+    eventually(lambda: same_state(cluster), 30, "every raftstore member at the same index with the same state hash")
     after = rss_of(cluster)
     growth = {n: after[n] - before[n] for n in WATCHED}
     mb = {phase: {n: v // 2**20 for n, v in r.items()} for phase, r in phases.items()}
