@@ -21,21 +21,45 @@ from shoal.supervisor import Layout, Supervisor
 T = TypeVar("T")
 
 
+def ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (outgoing connections take their local port from it)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_base_port() -> int:
-    """A base port whose whole block (base .. base+40) is free on loopback, plus the gateway port base+45."""
+    """A base port whose whole block (base .. base+40) is free on loopback, plus the gateway port base+45 —
+    below the ephemeral range: a member restarted by a test must find its port again, and an outgoing
+    connection of any process can take a free ephemeral port meanwhile (seen: a raftstore member refused
+    'address already in use' for minutes)."""
     for _ in range(200):
-        base = random.randrange(20000, 60000, 50)
-        ok = True
-        for port in [*range(base, base + 41), base + 45]:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
+        base = random.randrange(20000, ephemeral_low() - 50, 50)
+        if all(bindable(port) for port in [*range(base, base + 41), base + 45]):
             return base
     raise RuntimeError("no free port block found")
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct ports free on loopback, below the ephemeral range (see free_base_port)."""
+    ports: list[int] = []
+    for _ in range(100 * n):
+        port = random.randrange(10000, ephemeral_low())
+        if port not in ports and bindable(port):
+            ports.append(port)
+            if len(ports) == n:
+                return ports
+    raise RuntimeError(f"no {n} free ports found")
 
 
 def items(body: Any) -> list[dict[str, Any]]:

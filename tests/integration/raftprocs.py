@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,22 +21,9 @@ import httpx
 from shoal import pki
 from shoal.certs import LOCAL_HOSTS, Signer
 from shoal.transport import Credentials, http_client, sync_http_client
-from tests.e2e.harness import eventually
+from tests.e2e.harness import eventually, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class ClusterCerts:
