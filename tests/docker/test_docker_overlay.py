@@ -196,8 +196,20 @@ async def test_containers_reach_each_other_across_nodes_by_name_vip_and_address(
     await until(lambda: "10.199.7.3\t" not in open_hosts(a, client), "the stopped replica out of the hosts file", 20)
     await until(lambda: "10.199.7.3 " not in _run("ip", "-n", names[1], "neigh", "show", "dev", "vx0"),
                 "the stopped replica's entries gone from the other node", 20)
-    # (the first answer may wait for a loaded machine: a wget that gets nothing in 5 s is a None)
-    assert await until(lambda: fetch(f"http://{web}/"), "the VIP answering after the replica left", 20) == wb
+    # (the first answer may wait for a loaded machine: a wget that gets nothing in 5 s is a None). Seen once in
+    # about ten runs after the docker CLI session's test: no answer through the VIP for 20 s although the
+    # balancer's table held the remaining replica — not understood yet; the wider window and the state printed
+    # on failure are there to catch it.
+    try:
+        assert await until(lambda: fetch(f"http://{web}/"), "the VIP answering after the replica left", 60) == wb
+    except AssertionError:
+        for what, argv in (("client's wget", ["docker", "exec", ct[client], "wget", "-O", "-", f"http://{web}/"]),
+                           ("node a's sockets", ["ip", "netns", "exec", names[0], "ss", "-tanp"]),
+                           ("node a's addresses", ["ip", "-n", names[0], "addr"])):
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=15)
+            print(f"{what}: {done.stdout}{done.stderr}")
+        print("node a's mesh table:", json.dumps(a.mesh.table, default=str))
+        raise
     assert {await fetch(f"http://{web}/") for _ in range(4)} == {wb}
     assert await fetch(f"http://tasks.{web}/") == wb
 
