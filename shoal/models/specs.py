@@ -55,7 +55,7 @@ ENV_NAME_RE = re.compile(r"^[^=\x00-\x1f\x7f]{1,255}$")
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 NO_NUL_PATTERN = r"^[^\x00]*$"
 #: a DNS alias: no blanks, no control characters
-ALIAS_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
+ALIAS_PATTERN = r"^[^\s\x00-\x1f\x7f\x85]+$"  # U+0085: a blank to Python, not to ECMAScript's \s
 
 
 def _no_control(v: str) -> str:

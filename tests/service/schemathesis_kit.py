@@ -28,6 +28,11 @@ BEYOND_JSON_SCHEMA = re.compile("|".join([
     # rules against the cluster's state: a reference to an object that does not exist (SwarmKit answers
     # InvalidArgument too), and rules between the fields of an update body
     r"'[^']*' not found", r"give either spec or individual changes", r"nothing to change",
+    r"give either spec or the sections to change", r"exactly one mode may be given",
+    r"is ambiguous: it prefixes \d+ .* ids",  # a short id prefix matching several objects of the store
+    r"has no previous spec to roll back to",
+    # a duration's bounds: the schema's duration is a number or a string ("5s"), so it cannot bound it
+    r"must be at least \d+ seconds", r"must be between \d+s and \d+s", r"must be greater than 0",
     # JSON Schema's `integer` includes 2026.0; the strict models refuse a float where an integer belongs (issue
     # 16: no coercion), so an integral float is the one schema-valid integer they do not take
     r"Input should be a valid integer$",

@@ -51,13 +51,13 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", gateway())
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_gateway_conforms_to_its_schema(case: schemathesis.Case) -> None:
     bounded(case).call_and_validate(excluded_checks=EXCLUDED, additional_checks=ADDITIONAL)
 
 
 @pytest.mark.soak
 @schema.parametrize()
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_gateway_conforms_to_its_schema_at_length(case: schemathesis.Case) -> None:
     bounded(case).call_and_validate(excluded_checks=EXCLUDED, additional_checks=ADDITIONAL)

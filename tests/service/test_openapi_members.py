@@ -145,7 +145,7 @@ def _check_dispatcher(case: schemathesis.Case, certs: ClusterCerts, server: Thre
 
 
 @DISPATCHER_SCHEMA.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_dispatcher_conforms_to_its_schema(case: schemathesis.Case, certs: ClusterCerts,
                                            dispatcher: ThreadServer) -> None:
     _check_dispatcher(case, certs, dispatcher)
@@ -153,7 +153,7 @@ def test_dispatcher_conforms_to_its_schema(case: schemathesis.Case, certs: Clust
 
 @pytest.mark.soak
 @DISPATCHER_SCHEMA.parametrize()
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_dispatcher_conforms_to_its_schema_at_length(case: schemathesis.Case, certs: ClusterCerts,
                                                      dispatcher: ThreadServer) -> None:
     _check_dispatcher(case, certs, dispatcher)
@@ -199,7 +199,7 @@ def _check_member(case: schemathesis.Case, certs: ClusterCerts, server: ThreadSe
 
 
 @RAFTSTORE_SCHEMA.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_raftstore_conforms_to_its_schema(case: schemathesis.Case, certs: ClusterCerts,
                                           member: ThreadServer) -> None:
     _check_member(case, certs, member)
@@ -207,7 +207,7 @@ def test_raftstore_conforms_to_its_schema(case: schemathesis.Case, certs: Cluste
 
 @pytest.mark.soak
 @RAFTSTORE_SCHEMA.parametrize()
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_raftstore_conforms_to_its_schema_at_length(case: schemathesis.Case, certs: ClusterCerts,
                                                     member: ThreadServer) -> None:
     _check_member(case, certs, member)
