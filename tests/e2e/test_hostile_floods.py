@@ -274,7 +274,11 @@ def run_hostile(cluster: Cluster, scale: Scale) -> dict[str, Any]:
     growth = {n: after[n] - before[n] for n in WATCHED}
     mb = {phase: {n: v // 2**20 for n, v in r.items()} for phase, r in phases.items()}
     print({"baseline": baseline, "during": during, "rss_mb": mb})
-    assert all(g < MAX_GROWTH for g in growth.values()), (growth, mb)
+    # what the half-open connections cost stays as the process's high-water mark after they close (the
+    # allocator keeps it): the bound is the fixed one or the per-connection budget times the connections a
+    # server held, whichever is larger (the soak flood: ~3,000 per server, ~100 KiB each, ~300 MB)
+    bound = max(MAX_GROWTH, per_port * MAX_PER_CONNECTION)
+    assert all(g < bound for g in growth.values()), (growth, mb, bound)
     # what was refused is counted (docs/operations.md): the bodies, the fuzzed NATS messages
     gw = metric_values(cluster.http.get("/metrics").text)
     disp = metric_values(cluster.manager_http.get(cluster.layout.url_of("dispatcher") + "/metrics").text)
