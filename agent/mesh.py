@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import endpoints
-from shoal.lb import CHUNK, pipe
+from shoal.lb import CHUNK, close_server, pipe
 from shoal.models.objects import Obj
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,7 @@ class Listener:
     async def close(self) -> None:
         server, self.server = self.server, None
         if server is not None:
-            server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+            await close_server(server)
             log.info("mesh: %s listener %s:%d closed", self.kind, self.host, self.port)
 
     def order(self) -> list[Addr]:

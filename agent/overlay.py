@@ -38,7 +38,7 @@ from typing import Any
 from agent import overlay_plan as plan
 from agent.mesh import Listener
 from agent.overlay_plan import Argv, Attachment, Peer
-from shoal.lb import pipe
+from shoal.lb import close_server, pipe
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,7 @@ class Forwarder:
 
     async def close(self) -> None:
         server, self.server = self.server, None
-        if server is not None:
-            server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+        await close_server(server)
 
 
 @dataclass

@@ -203,6 +203,26 @@ class HttpMetrics:
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+# ---- fast paths: a route answered straight from the ASGI call (raftstore /v1/txn, dispatcher heartbeats) ----------
+async def read_body(receive: Any) -> bytes | None:
+    """The whole request body (the server's Limits bound it); None when the client disconnected first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def send_json(send: Any, status: int, body: bytes) -> None:
+    """Answer with `body`, already encoded JSON."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def observe_request(m: HttpMetrics, method: str, route: str, status: int, seconds: float) -> None:
     key = (method if method in HTTP_METHODS else "OTHER", route, status)
     children = m.children.get(key)

@@ -81,6 +81,14 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.close()
 
 
+async def close_server(server: asyncio.Server | None) -> None:
+    """Stop listening; wait up to a second for the server's connections to be closed."""
+    if server is not None:
+        server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 1.0)
+
+
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s lb: %(message)s")
     listen_host, listen_port = split_hostport(os.environ.get("SHOAL_LB_LISTEN", "0.0.0.0:4242"))

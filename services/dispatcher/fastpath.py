@@ -16,7 +16,7 @@ from typing import Any
 
 from shoal import wire
 from shoal.errors import ShoalError, Unauthenticated
-from shoal.http import HttpMetrics, observe_request
+from shoal.http import HttpMetrics, observe_request, read_body, send_json
 from shoal.transport import scope_identity
 
 PREFIX = "/v1/sessions/"
@@ -41,12 +41,8 @@ class HeartbeatFastPath:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        while True:  # drain the body (a heartbeat has none; the server's Limits bound it)
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            if not message.get("more_body", False):
-                break
+        if await read_body(receive) is None:  # a heartbeat has no body; the server's Limits bound any
+            return
         ident = scope_identity(scope)
         try:
             if ident is None:
@@ -54,8 +50,5 @@ class HeartbeatFastPath:
             status, body = 200, wire.dumps(await self.dispatcher.heartbeat(sid, ident.node_id))
         except ShoalError as e:
             status, body = e.status, wire.dumps(e.to_json())
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, body)
         observe_request(self.http_metrics, "POST", ROUTE, status, time.perf_counter() - start)

@@ -29,7 +29,15 @@ from shoal.bus.base import Bus
 from shoal.bus.nats import NatsBus
 from shoal.clock import Clock, SystemClock
 from shoal.errors import ShoalError
-from shoal.http import HttpMetrics, install_error_handlers, instrument, observe_request, ops_router
+from shoal.http import (
+    HttpMetrics,
+    install_error_handlers,
+    instrument,
+    observe_request,
+    ops_router,
+    read_body,
+    send_json,
+)
 from shoal.metrics import Registry
 from shoal.pki import Identity
 from shoal.runner import refreeze_heap
@@ -56,14 +64,9 @@ class RaftstoreApp(FastAPI):
         if handler is None or scope["type"] != "http" or scope["path"] != "/v1/txn" or scope["method"] != "POST":
             await super().__call__(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        payload = await read_body(receive)
+        if payload is None:
+            return
         start = time.perf_counter()
         forwarded_by = on_behalf_of = on_behalf_node = None
         for k, v in scope["headers"]:
@@ -74,7 +77,7 @@ class RaftstoreApp(FastAPI):
             elif k == ON_BEHALF_NODE_HEADER_RAW:
                 on_behalf_node = v.decode()
         try:
-            status, body = await handler(b"".join(chunks), scope_identity(scope), forwarded_by, on_behalf_of,
+            status, body = await handler(payload, scope_identity(scope), forwarded_by, on_behalf_of,
                                          on_behalf_node)
         except ShoalError as e:
             status, body = e.status, json.dumps(e.to_json(), separators=(",", ":")).encode()
@@ -82,10 +85,7 @@ class RaftstoreApp(FastAPI):
             log.exception("raftstore: POST /v1/txn failed")
             status = 500
             body = json.dumps({"message": f"store: internal error: {e!r}", "code": "internal"}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, body)
         elapsed = time.perf_counter() - start
         if self.metrics is not None:
             self.metrics.observe("store_txn_duration_seconds", elapsed,

@@ -94,6 +94,13 @@ class Env:
                 del self.agents[i]
                 return
 
+    async def __aenter__(self) -> Env:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         for agent, _ in list(self.agents):
             agent.settings.stop_tasks_on_exit = True
@@ -130,12 +137,8 @@ class Env:
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    e = Env(tmp_path)
-    await e.start()
-    try:
+    async with Env(tmp_path) as e:
         yield e
-    finally:
-        await e.close()
 
 
 async def test_container_tasks_run_complete_fail_and_are_rejected(env: Env, task_image: str) -> None:

@@ -49,12 +49,8 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         if os.environ.get("SHOAL_REQUIRE_DOCKER") == "1":
             pytest.fail("SHOAL_REQUIRE_DOCKER=1 but not root: the overlay's kernel path needs it")
         pytest.skip("the overlay's kernel path needs root (namespaces, veths, VXLAN)")
-    e = Env(tmp_path)
-    await e.start()
-    try:
+    async with Env(tmp_path) as e:
         yield e
-    finally:
-        await e.close()
 
 
 async def _exec(container: str, *argv: str, timeout: float = 10.0) -> tuple[int, str]:
