@@ -62,6 +62,16 @@ def free_ports(n: int) -> list[int]:
     raise RuntimeError(f"no {n} free ports found")
 
 
+def converged_hash(statuses: list[dict[str, Any] | None]) -> str | None:
+    """The raftstore members' common state hash (from `/v1/status?hash=true`) once every one answered and all
+    applied the same index, else None."""
+    if any(s is None for s in statuses):
+        return None
+    applied = {s["applied_index"] for s in statuses if s}
+    hashes = {s["state_hash"] for s in statuses if s}
+    return str(hashes.pop()) if len(applied) == 1 and len(hashes) == 1 else None
+
+
 def items(body: Any) -> list[dict[str, Any]]:
     if isinstance(body, dict) and "items" in body:
         return list(body["items"])

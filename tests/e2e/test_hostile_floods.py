@@ -22,7 +22,7 @@ import pytest
 
 from shoal import transport
 from shoal.bus import subjects
-from tests.e2e.harness import Cluster, eventually, items
+from tests.e2e.harness import Cluster, converged_hash, eventually, items
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -213,18 +213,15 @@ def served_quickly(cluster: Cluster, limit: float) -> float:
 
 def same_state(cluster: Cluster) -> str | None:
     """The members' common state hash once all applied the same index (nothing forged applied on one), else None."""
-    statuses = []
-    for url in cluster.layout.store_members:
-        try:
-            r = cluster.manager_http.get(url + "/v1/status", params={"hash": "true"})
-        except httpx.HTTPError:
-            return None
-        if r.status_code != 200:
-            return None
-        statuses.append(r.json())
-    if len({s["applied_index"] for s in statuses}) != 1 or len({s["state_hash"] for s in statuses}) != 1:
+    return converged_hash([member_status(cluster, url) for url in cluster.layout.store_members])
+
+
+def member_status(cluster: Cluster, url: str) -> dict[str, Any] | None:
+    try:
+        r = cluster.manager_http.get(url + "/v1/status", params={"hash": "true"})
+    except httpx.HTTPError:
         return None
-    return str(statuses[0]["state_hash"])
+    return dict(r.json()) if r.status_code == 200 else None
 
 
 def run_hostile(cluster: Cluster, scale: Scale) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import httpx
 from shoal import pki
 from shoal.certs import LOCAL_HOSTS, Signer
 from shoal.transport import Credentials, http_client, sync_http_client
-from tests.e2e.harness import eventually, free_ports
+from tests.e2e.harness import converged_hash, eventually, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -202,9 +202,4 @@ class RaftProcs:
 
     def converged(self, among: list[int] | None = None) -> str | None:
         """The common state hash once every member in `among` applied the same index, else None."""
-        sts = [self.status(i) for i in (among or self.ids)]
-        if any(s is None for s in sts):
-            return None
-        applied = {s["applied_index"] for s in sts if s}
-        hashes = {s["state_hash"] for s in sts if s}
-        return hashes.pop() if len(applied) == 1 and len(hashes) == 1 else None
+        return converged_hash([self.status(i) for i in (among or self.ids)])
