@@ -25,7 +25,7 @@ from fastapi import FastAPI
 
 from shoal.bus.base import Bus
 from shoal.bus.nats import NatsBus
-from shoal.clock import Clock
+from shoal.clock import Clock, SystemClock
 from shoal.config import CommonSettings
 from shoal.errors import Conflict, InvalidArgument, NotFound, OutcomeUnknown
 from shoal.instances import Announcer
@@ -34,7 +34,7 @@ from shoal.metrics import LAG_BUCKETS, Registry
 from shoal.models.kinds import Kind
 from shoal.models.states import state_label
 from shoal.plan import MAX_CHANGES_PER_TXN, Group, Plan, pack
-from shoal.runner import serve, setup_logging
+from shoal.runner import run, serve, setup_logging
 from shoal.service import LeaderOnly
 from shoal.store.client import STORE_FAILURES, StoreClient
 from shoal.store.mirror import HintRelay, StoreMirror
@@ -277,3 +277,12 @@ async def serve_leader(settings: LeaderSettings, name: str, build: Callable[[Sto
         with contextlib.suppress(Exception):
             await bus.close()
         await store.close()
+
+
+def leader_main(settings: LeaderSettings, subsystem: type[L], make_app: Callable[[L, Store], FastAPI]) -> None:
+    """`python -m services.<subsystem>` of a leader-only subsystem (one active instance per cluster, the rest
+    standby): `serve_leader` on the chosen event loop, over the raftstore members in SHOAL_STORE_MEMBERS and NATS
+    at SHOAL_NATS_URL (optional: without it the store is polled), over mutual TLS with the identity in
+    SHOAL_CERT_DIR (required); the subsystem is built over the store client with the system clock."""
+    run(lambda: serve_leader(settings, subsystem.name, lambda store: subsystem(store, None, SystemClock(), settings),
+                             make_app))
