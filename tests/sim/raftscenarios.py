@@ -67,6 +67,12 @@ def check_reads(net: SimNetwork, floor: dict[bytes, int]) -> None:
         m.read_states.clear()
 
 
+def start_read(net: SimNetwork, target: int, ctx: bytes, floor: dict[bytes, int]) -> None:
+    """Ask `target` for a linearizable read; if it takes it, record what the answer must not be below (for
+    `check_reads`): every write some member already applied, and so acknowledged."""
+    least = max((len(m.applied) for m in net.members.values() if m.node is not None), default=0)
+    if net.read_index(target, ctx):
+        floor[ctx] = least
 
 
 def soak_base() -> tuple[int, str]:

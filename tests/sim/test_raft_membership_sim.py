@@ -18,7 +18,7 @@ import pytest
 
 from services.raftstore.raft import ConfChangeType
 from tests.sim.raftnet import SimNetwork
-from tests.sim.raftscenarios import check_reads, may_start, require_progress, soak_seeds
+from tests.sim.raftscenarios import check_reads, may_start, require_progress, soak_seeds, start_read
 
 STEPS = 300
 KINDS = ("partitioned", "leader_replaced", "learner_from_snapshot", "back_to_back")
@@ -67,10 +67,7 @@ def run_membership_seed(seed: int) -> SimNetwork:
             move(net, rng)
         elif roll < 0.48 + p_partition + p_change and net.up(target):
             seq += 1
-            ctx = b"r%d" % seq
-            floor = max((len(m.applied) for m in net.members.values() if m.node is not None), default=0)
-            if net.read_index(target, ctx):
-                read_floor[ctx] = floor
+            start_read(net, target, b"r%d" % seq, read_floor)
         net.step()
         check_reads(net, read_floor)
     require_progress(net, proposed)

@@ -13,7 +13,7 @@ import pytest
 
 from services.raftstore.raft import ConfChangeType
 from tests.sim.raftnet import SimNetwork
-from tests.sim.raftscenarios import check_reads, may_start, require_progress, soak_seeds
+from tests.sim.raftscenarios import check_reads, may_start, require_progress, soak_seeds, start_read
 
 STEPS = 250
 
@@ -58,11 +58,7 @@ def run_seed(seed: int, crash_before_persist: float = 0.0) -> SimNetwork:
             _random_conf_change(net, rng)
         elif roll < 0.55 and net.up(target):
             seq += 1
-            ctx = b"r%d" % seq
-            # A linearizable read must see every write some member already applied (and so acknowledged).
-            floor = max((len(m.applied) for m in net.members.values() if m.node is not None), default=0)
-            if net.read_index(target, ctx):
-                read_floor[ctx] = floor
+            start_read(net, target, b"r%d" % seq, read_floor)
         net.step()
         check_reads(net, read_floor)
 
