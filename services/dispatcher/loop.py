@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from services.dispatcher import core
@@ -331,16 +331,8 @@ class Dispatcher(EndpointPolls, NodeExpiry):
     async def assignments(self, session_id: str, after: int, wait: float,
                           caller: str | None = None) -> dict[str, Any]:
         """Long poll: the next message of the session's stream, or an empty incremental after `wait`."""
-        sess = self.session(session_id, caller)
-        self._require_ready()
-        await self._catch_up(sess.min_revision)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(max(wait, 0.0), self.settings.assignment_max_wait)
-        while True:
+        def look(sess: Session) -> tuple[asyncio.Event, dict[str, Any] | None]:
             ev = self.index.event(sess.node_id)
-            if self.sessions.get(session_id) is not sess:
-                raise NotFound(f"dispatcher: session {session_id!r} was replaced or expired; register again")
-            self._require_ready()
             tasks = self.node_tasks(sess.node_id)
             changed_at = self.index.changed_at.pop(sess.node_id, None)
             msg = sess.stream.next_message(after, tasks, self.index.dependencies(tasks.values()))
@@ -350,16 +342,38 @@ class Dispatcher(EndpointPolls, NodeExpiry):
                     self.metrics.observe("dispatcher_assignment_lag_seconds", time.perf_counter() - changed_at,
                                          "a task change for a node in this dispatcher's view, to the assignment "
                                          "message that carries it (batching delay included)", buckets=LAG_BUCKETS)
-                return msg
+            return ev, msg
+
+        return await self._long_poll(session_id, caller, wait, look, lambda sess: sess.stream.empty(after))
+
+    async def _long_poll(self, session_id: str, caller: str | None, wait: float,
+                         look: Callable[[Session], tuple[asyncio.Event, dict[str, Any] | None]],
+                         idle: Callable[[Session], dict[str, Any]]) -> dict[str, Any]:
+        """The shape of the agent's long polls: once the view holds the session's registration, `look` at the
+        session's answer until there is one (`look` returns it with the event that fires on the next change,
+        taken before it looked) or `wait` (capped at assignment_max_wait) runs out: then `idle`. The session
+        must stay current and the dispatcher ready throughout. After a change, linger `assignment_batch_delay`
+        as SwarmKit batches assignment changes (100 ms after the last one), so a burst of commits goes out as
+        one message."""
+        sess = self.session(session_id, caller)
+        self._require_ready()
+        await self._catch_up(sess.min_revision)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(wait, 0.0), self.settings.assignment_max_wait)
+        while True:
+            if self.sessions.get(session_id) is not sess:
+                raise NotFound(f"dispatcher: session {session_id!r} was replaced or expired; register again")
+            self._require_ready()
+            ev, answer = look(sess)
+            if answer is not None:
+                return answer
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return sess.stream.empty(after)
+                return idle(sess)
             try:
                 await asyncio.wait_for(ev.wait(), remaining)
             except TimeoutError:
                 continue
-            # SwarmKit batches assignment changes (100 ms after the last one): linger a moment so a burst
-            # of commits goes out as one message.
             delay = min(self.settings.assignment_batch_delay, max(0.0, deadline - loop.time()))
             if delay > 0:
                 await asyncio.sleep(delay)
