@@ -13,7 +13,6 @@ may be called late (or never), hints then wake the mirror, and a reconnect force
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -26,6 +25,7 @@ from fastapi import FastAPI
 from shoal.bus.base import Bus
 from shoal.bus.nats import NatsBus
 from shoal.clock import Clock, SystemClock
+from shoal.concurrency import task_scope
 from shoal.config import CommonSettings
 from shoal.errors import Conflict, InvalidArgument, NotFound, OutcomeUnknown
 from shoal.instances import Announcer
@@ -157,18 +157,18 @@ class PlanLoop(ABC):
         mirror = StoreMirror(self.store, self.kinds, poll_interval=self.settings.poll_interval, name=self.name)
         self.mirror = mirror
         self.relay.mirror = mirror
-        sync = asyncio.create_task(mirror.run(), name=f"{self.name}.mirror")
         try:
-            await mirror.ready.wait()
-            self.activate(mirror, self.clock.now())
-            log.info("%s: active (term %d) at revision %d", self.name, lease.term, mirror.revision)
-            while True:
-                await self._one_pass(lease, mirror)
+            # the mirror lives as long as this term's work: the work ending (lease lost, an error) cancels it,
+            # and a mirror that fails ends the work with its error (LeaderOnly re-campaigns)
+            async with task_scope() as tg:
+                tg.create_task(mirror.run(), name=f"{self.name}.mirror")
+                await mirror.ready.wait()
+                self.activate(mirror, self.clock.now())
+                log.info("%s: active (term %d) at revision %d", self.name, lease.term, mirror.revision)
+                while True:
+                    await self._one_pass(lease, mirror)
         finally:
             mirror.stop()
-            sync.cancel()
-            with contextlib.suppress(BaseException):
-                await sync
             if self.relay.mirror is mirror:
                 self.relay.mirror = None
 

@@ -35,6 +35,7 @@ from shoal.bus.base import Bus
 from shoal.bus.subjects import NODE_HEARTBEAT
 from shoal.clock import Clock, SystemClock
 from shoal.cluster import ensure_cluster, heartbeat_period, removed_node_ids
+from shoal.concurrency import task_scope
 from shoal.errors import Conflict, NotFound, RateLimited, Unavailable
 from shoal.ids import new_id
 from shoal.metrics import LAG_BUCKETS, Registry
@@ -129,18 +130,17 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         await self.relay.attach(self.bus)
         await self.bus.subscribe(NODE_HEARTBEAT, self._on_heartbeat_message)
         self.bus.on_reconnect(self._on_bus_reconnect)
-        loops = [asyncio.create_task(self.mirror.run(), name="dispatcher.follow"),
-                 asyncio.create_task(self._endpoints_loop(), name="dispatcher.endpoints"),
-                 asyncio.create_task(self._expire_loop(), name="dispatcher.expire"),
-                 asyncio.create_task(self._flush_loop(), name="dispatcher.flush"),
-                 asyncio.create_task(self.node_writer.run(), name="dispatcher.node-writes"),
-                 asyncio.create_task(self.beats.run(), name="dispatcher.beats")]
         try:
-            await self._stop_event.wait()
+            # the dispatcher's loops live until it stops; one that fails stops the dispatcher with its error
+            async with task_scope() as tg:
+                loops = [tg.create_task(coro, name=f"dispatcher.{name}") for name, coro in (
+                    ("follow", self.mirror.run()), ("endpoints", self._endpoints_loop()),
+                    ("expire", self._expire_loop()), ("flush", self._flush_loop()),
+                    ("node-writes", self.node_writer.run()), ("beats", self.beats.run()))]
+                await self._stop_event.wait()
+                for task in loops:
+                    task.cancel()
         finally:
-            for task in loops:
-                task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
             if self._pending:  # hand over what agents already reported (best effort: they re-report anyway)
                 batch, self._pending = self._pending, {}
                 try:
