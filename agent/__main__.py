@@ -7,7 +7,6 @@ override the environment."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -19,7 +18,7 @@ from agent.app import create_app
 from agent.settings import AgentSettings
 from shoal import enroll as identity
 from shoal import transport
-from shoal.runner import run, serve, setup_logging
+from shoal.runner import flag_parser, run, serve, settings_from, setup_logging
 
 log = logging.getLogger("agent")
 
@@ -28,17 +27,13 @@ EXIT_JOIN_REFUSED = 2
 
 
 def parse_settings(argv: list[str] | None = None) -> AgentSettings:
-    p = argparse.ArgumentParser(prog="python -m agent", description=__doc__)
+    p = flag_parser("python -m agent", __doc__, 4331, store=False)
     p.add_argument("--dispatchers", help="comma-separated dispatcher URLs (SHOAL_DISPATCHERS)")
     p.add_argument("--state-dir", help="state directory (SHOAL_STATE_DIR)")
     p.add_argument("--hostname", help="node hostname (SHOAL_HOSTNAME)")
     p.add_argument("--executors", help="comma-separated executors: process, hollow (SHOAL_EXECUTORS)")
-    p.add_argument("--host", help="listen address (SHOAL_HOST)")
-    p.add_argument("--port", type=int, help="listen port (SHOAL_PORT, default 4331)")
     p.add_argument("--ca-urls", help="comma-separated CA URLs (SHOAL_CA_URLS)")
-    a = p.parse_args(argv)
-    overrides = {k: v for k, v in vars(a).items() if v is not None}
-    return AgentSettings(**overrides)
+    return settings_from(p, AgentSettings, argv)
 
 
 async def ensure_identity(settings: AgentSettings) -> transport.Credentials:

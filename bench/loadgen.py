@@ -5,6 +5,7 @@ HANDLERS is the backends' side, Python source for `python -c`: an HTTP answer of
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from typing import Any
 
@@ -70,3 +71,24 @@ async def bulk(host: str, port: int, seconds: float) -> dict[str, Any]:
         sent += len(chunk)
     w.close()
     return {"mb_per_s": sent / seconds / 1e6}
+
+
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The command line both benchmarks share: how long and how hard each measurement is, how many rounds, and
+    `--generate`, which makes the process the load generator of one measurement (a child of the benchmark)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--generate", choices=["requests", "bulk"])
+    return p
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the rounds."""
+    out: dict[str, Any] = {}
+    for key in rows[0]:
+        values = sorted(r[key] for r in rows)
+        out[key] = values[len(values) // 2]
+    return out

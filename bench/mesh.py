@@ -43,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import HANDLERS, bulk, requests  # noqa: E402
+from bench.loadgen import HANDLERS, bench_parser, bulk, median_row, requests  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -150,22 +150,8 @@ def measure(kind: str, port: int, proxy_pid: int | None, args: argparse.Namespac
     return result
 
 
-def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each figure's median over the rounds."""
-    out: dict[str, Any] = {}
-    for key in rows[0]:
-        values = sorted(r[key] for r in rows)
-        out[key] = values[len(values) // 2]
-    return out
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--clients", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--generate", choices=["requests", "bulk"])
+    p = bench_parser(__doc__)
     p.add_argument("--port", type=int)
     args = p.parse_args()
     if args.generate:

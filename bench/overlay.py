@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent import overlay_plan as plan  # noqa: E402
-from bench.loadgen import HANDLERS, bulk, requests  # noqa: E402
+from bench.loadgen import HANDLERS, bench_parser, bulk, median_row, requests  # noqa: E402
 
 NET = "benchnet"
 NODES = {"A": ("sh-bench-nA", "127.0.0.2"), "B": ("sh-bench-nB", "127.0.0.3")}
@@ -115,12 +115,7 @@ def measure(ns: str | None, host: str, args: argparse.Namespace) -> dict[str, An
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--clients", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--generate", choices=["requests", "bulk"])
+    p = bench_parser(__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     args = p.parse_args()
@@ -148,7 +143,7 @@ def main() -> None:
         for _ in range(args.rounds):  # interleaved, so a burst of load elsewhere hits every path
             for name, ns, host in paths:
                 runs[name].append(measure(ns, host, args))
-        med = {name: {k: sorted(r[k] for r in rows)[len(rows) // 2] for k in rows[0]} for name, rows in runs.items()}
+        med = {name: median_row(rows) for name, rows in runs.items()}
         print(f"{args.clients} clients, {args.seconds:g} s per measurement, median of {args.rounds} rounds")
         print(f"{'path':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'bulk MB/s':>10}")
         for name, r in med.items():

@@ -1,6 +1,7 @@
 """The house limits of issue 15, measured: files over 600 lines, functions over 80 lines and import cycles among
 the project's own modules in shoal/, services/ and agent/ (function-level imports count: they close a cycle as
-surely as top-level ones, only later). Run `python scripts/house_limits.py` for the report;
+surely as top-level ones, only later; so do `if TYPE_CHECKING:` imports, which close it for the type checker and
+for every reader who must understand both modules at once). Run `python scripts/house_limits.py` for the report;
 tests/unit/test_house_limits.py holds the tree to the limits."""
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ class Report:
     long_files: list[tuple[str, int]] = field(default_factory=list)
     long_functions: list[tuple[str, int]] = field(default_factory=list)
     cycles: list[list[str]] = field(default_factory=list)
-    type_only_cycles: list[list[str]] = field(default_factory=list)
 
 
 def sources(root: Path = ROOT) -> dict[str, Path]:
@@ -39,23 +39,10 @@ def sources(root: Path = ROOT) -> dict[str, Path]:
 _NAMES_FROM = "<names>"  # marks `from pkg import name`: the package's own __init__ must have run to give `name`
 
 
-def _type_checking_only(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
-def _imports(tree: ast.Module, module: str, is_package: bool, typing: bool = False) -> set[str]:
-    """Absolute names a module imports, anywhere in it except `if TYPE_CHECKING:` blocks (never run; with
-    `typing`, those too)."""
+def _imports(tree: ast.Module, module: str, is_package: bool) -> set[str]:
+    """Absolute names a module imports, anywhere in it, `if TYPE_CHECKING:` blocks included."""
     names: set[str] = set()
-    skip: set[int] = set()
     for node in ast.walk(tree):
-        if not typing and isinstance(node, ast.If) and _type_checking_only(node):
-            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -71,14 +58,14 @@ def _imports(tree: ast.Module, module: str, is_package: bool, typing: bool = Fal
     return names
 
 
-def import_graph(root: Path = ROOT, typing: bool = False) -> dict[str, set[str]]:
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
     """Module → the project modules it imports (importing a.b.c runs a/__init__ and a/b/__init__ too)."""
     files = sources(root)
     graph: dict[str, set[str]] = {}
     for module, path in files.items():
         tree = ast.parse(path.read_text(), str(path))
         edges: set[str] = set()
-        imported = _imports(tree, module, path.name == "__init__.py", typing)
+        imported = _imports(tree, module, path.name == "__init__.py")
         for name in imported:
             parts = name.split(".")
             if parts[-1] == _NAMES_FROM:
@@ -150,7 +137,6 @@ def measure(root: Path = ROOT) -> Report:
                 if span > MAX_FUNCTION_LINES:
                     report.long_functions.append((f"{rel}:{node.lineno} {node.name}", span))
     report.cycles = cycles(import_graph(root))
-    report.type_only_cycles = [c for c in cycles(import_graph(root, typing=True)) if c not in report.cycles]
     return report
 
 
@@ -164,10 +150,6 @@ def main() -> int:
         print(f"  {n:5d} {name}")
     print(f"import cycles: {len(report.cycles)}")
     for component in report.cycles:
-        print("  " + " <-> ".join(component))
-    print(f"cycles only through `if TYPE_CHECKING:` imports (mypy's, not the interpreter's): "
-          f"{len(report.type_only_cycles)}")
-    for component in report.type_only_cycles:
         print("  " + " <-> ".join(component))
     return 0 if not (report.long_files or report.long_functions or report.cycles) else 1
 

@@ -13,7 +13,6 @@ may be called late (or never), hints then wake the mirror, and a reconnect force
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -25,7 +24,8 @@ from fastapi import FastAPI
 
 from shoal.bus.base import Bus
 from shoal.bus.nats import NatsBus
-from shoal.clock import Clock
+from shoal.clock import Clock, SystemClock
+from shoal.concurrency import task_scope
 from shoal.config import CommonSettings
 from shoal.errors import Conflict, InvalidArgument, NotFound, OutcomeUnknown
 from shoal.instances import Announcer
@@ -34,7 +34,7 @@ from shoal.metrics import LAG_BUCKETS, Registry
 from shoal.models.kinds import Kind
 from shoal.models.states import state_label
 from shoal.plan import MAX_CHANGES_PER_TXN, Group, Plan, pack
-from shoal.runner import serve, setup_logging
+from shoal.runner import run, serve, setup_logging
 from shoal.service import LeaderOnly
 from shoal.store.client import STORE_FAILURES, StoreClient
 from shoal.store.mirror import HintRelay, StoreMirror
@@ -157,18 +157,18 @@ class PlanLoop(ABC):
         mirror = StoreMirror(self.store, self.kinds, poll_interval=self.settings.poll_interval, name=self.name)
         self.mirror = mirror
         self.relay.mirror = mirror
-        sync = asyncio.create_task(mirror.run(), name=f"{self.name}.mirror")
         try:
-            await mirror.ready.wait()
-            self.activate(mirror, self.clock.now())
-            log.info("%s: active (term %d) at revision %d", self.name, lease.term, mirror.revision)
-            while True:
-                await self._one_pass(lease, mirror)
+            # the mirror lives as long as this term's work: the work ending (lease lost, an error) cancels it,
+            # and a mirror that fails ends the work with its error (LeaderOnly re-campaigns)
+            async with task_scope() as tg:
+                tg.create_task(mirror.run(), name=f"{self.name}.mirror")
+                await mirror.ready.wait()
+                self.activate(mirror, self.clock.now())
+                log.info("%s: active (term %d) at revision %d", self.name, lease.term, mirror.revision)
+                while True:
+                    await self._one_pass(lease, mirror)
         finally:
             mirror.stop()
-            sync.cancel()
-            with contextlib.suppress(BaseException):
-                await sync
             if self.relay.mirror is mirror:
                 self.relay.mirror = None
 
@@ -277,3 +277,12 @@ async def serve_leader(settings: LeaderSettings, name: str, build: Callable[[Sto
         with contextlib.suppress(Exception):
             await bus.close()
         await store.close()
+
+
+def leader_main(settings: LeaderSettings, subsystem: type[L], make_app: Callable[[L, Store], FastAPI]) -> None:
+    """`python -m services.<subsystem>` of a leader-only subsystem (one active instance per cluster, the rest
+    standby): `serve_leader` on the chosen event loop, over the raftstore members in SHOAL_STORE_MEMBERS and NATS
+    at SHOAL_NATS_URL (optional: without it the store is polled), over mutual TLS with the identity in
+    SHOAL_CERT_DIR (required); the subsystem is built over the store client with the system clock."""
+    run(lambda: serve_leader(settings, subsystem.name, lambda store: subsystem(store, None, SystemClock(), settings),
+                             make_app))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -17,6 +18,8 @@ from fastapi import FastAPI
 from shoal.enroll import Renewer
 from shoal.limits import install_log_guard
 from shoal.transport import Authenticator, Credentials, Policy, Revocations, server_config
+
+S = TypeVar("S")
 
 #: files a shoal process creates are private to its user (issue 16): directories 0700, files (WAL, snapshots,
 #: locks, agent state, logs) 0600, whatever the umask it was started with
@@ -131,3 +134,21 @@ def run(app_factory: object) -> None:
             asyncio.run(app_factory())  # type: ignore[operator]
     except KeyboardInterrupt:
         pass
+
+
+def flag_parser(prog: str, description: str | None, port: int, *, store: bool = True) -> argparse.ArgumentParser:
+    """A `__main__`'s command line with the flags every served component takes: --host, --port (default `port`)
+    and, for those over the store, --store-members. Each flag overrides its SHOAL_* variable (`settings_from`)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--host", help="listen address (SHOAL_HOST)")
+    p.add_argument("--port", type=int, help=f"listen port (SHOAL_PORT, default {port})")
+    if store:
+        p.add_argument("--store-members", help="comma-separated raftstore API URLs (SHOAL_STORE_MEMBERS)")
+    return p
+
+
+def settings_from(parser: argparse.ArgumentParser, settings_type: Callable[..., S],
+                  argv: list[str] | None = None) -> S:
+    """The settings from the environment, with the flags given on the command line in place of their variables."""
+    a = parser.parse_args(argv)
+    return settings_type(**{k: v for k, v in vars(a).items() if v is not None})

@@ -29,7 +29,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -284,30 +284,32 @@ def _cluster_trees(cluster: str, cgroup_root: str) -> list[TaskMarks]:
 
 def cluster_processes(cluster: str, cgroup_root: str = "") -> list[Workload]:
     """Every marked task process group of `cluster` that has live processes, whichever agent started it."""
-    out = []
-    for marks in _cluster_trees(cluster, cgroup_root):
-        for node in marks.nodes():
-            for task in marks.tasks(node):
-                if pids := marks.pids(node, task):
-                    out.append(Workload("process", marks.owner.host, node, task, "pids " + ",".join(map(str, pids))))
-    return out
+    return _process_tasks(cluster, cgroup_root, lambda marks, node, task: marks.pids(node, task))
 
 
 def stop_cluster_processes(cluster: str, cgroup_root: str = "") -> list[Workload]:
     """Kill every process task of `cluster` on this machine, whichever agent (or none) started it, and drop
     the marks. Returns what was still running."""
+    return _process_tasks(cluster, cgroup_root, lambda marks, node, task: marks.kill_and_remove(node, task),
+                          tidy=True)
+
+
+def _process_tasks(cluster: str, cgroup_root: str, act: Callable[[TaskMarks, str, str], list[int]], *,
+                   tidy: bool = False) -> list[Workload]:
+    """`act` on every marked process task of `cluster` on this machine (returning its live pids); the tasks that
+    had some. With `tidy`, each node's and host's directory of marks is removed once emptied."""
     out = []
     for marks in _cluster_trees(cluster, cgroup_root):
         for node in marks.nodes():
             for task in marks.tasks(node):
-                if pids := marks.kill_and_remove(node, task):
+                if pids := act(marks, node, task):
                     out.append(Workload("process", marks.owner.host, node, task, "pids " + ",".join(map(str, pids))))
+            if tidy:
+                with contextlib.suppress(OSError):
+                    (marks.host_dir() / node).rmdir()
+        for emptied in (marks.host_dir(), marks.host_dir().parent) if tidy else ():
             with contextlib.suppress(OSError):
-                (marks.host_dir() / node).rmdir()
-        with contextlib.suppress(OSError):
-            marks.host_dir().rmdir()
-        with contextlib.suppress(OSError):
-            marks.host_dir().parent.rmdir()
+                emptied.rmdir()
     return out
 
 

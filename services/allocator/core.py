@@ -80,6 +80,18 @@ INGRESS_NAME = "ingress"
 _COMPLETE = TaskState.COMPLETE.rank
 
 
+def _replan_held(state: AllocatorState, kind: str, obj: Obj, out: Plan, budget: _Budget) -> bool:
+    """Whether a write of `obj` is already in flight for its current version (planned by an earlier pass whose
+    transaction has not landed yet). If so it is planned again as it was, the same `Reserved` (writing it twice
+    changes nothing), while the budget lasts, instead of being computed anew."""
+    held = state.inflight.get((kind, obj["id"]))
+    if held is None or held.version != _version(obj):
+        return False
+    if budget.take():
+        out.add([t.update(kind, held.obj)], held)
+    return True
+
+
 # ---- 1. networks ---------------------------------------------------------------------------------------------
 def _plan_networks(state: AllocatorState, out: Plan, budget: _Budget) -> None:
     """Networks without a subnet, oldest first; those with a user-given subnet before those that take one from
@@ -89,11 +101,8 @@ def _plan_networks(state: AllocatorState, out: Plan, budget: _Budget) -> None:
     for info in waiting:
         if info.pool is not None:
             continue
-        held = state.inflight.get((Kind.NETWORK, info.id))
-        if held is not None and held.version == _version(info.obj):
+        if _replan_held(state, Kind.NETWORK, info.obj, out, budget):
             info.pending = True
-            if budget.take():
-                out.add([t.update(Kind.NETWORK, held.obj)], held)
             continue
         if not budget.take():
             info.pending = True  # next pass
@@ -301,11 +310,8 @@ def _usable(state: AllocatorState, nid: str) -> NetworkInfo:
 def _plan_services(state: AllocatorState, out: Plan, budget: _Budget) -> None:
     for svc in (state.services or {}).values():
         sid = svc["id"]
-        held = state.inflight.get((Kind.SERVICE, sid))
-        if held is not None and held.version == _version(svc):
+        if _replan_held(state, Kind.SERVICE, svc, out, budget):
             state.waiting_services.add(sid)
-            if budget.take():
-                out.add([t.update(Kind.SERVICE, held.obj)], held)
             continue
         try:
             endpoint = desired_endpoint(svc, state)
@@ -409,10 +415,7 @@ def plan(tasks: Iterable[Obj], state: AllocatorState, now: float, *, limit: int 
     for task in todo:
         if budget.left <= 0:
             break
-        held = state.inflight.get((Kind.TASK, task["id"]))
-        if held is not None and held.version == _version(task):
-            budget.take()
-            out.add([t.update(Kind.TASK, held.obj)], held)
+        if _replan_held(state, Kind.TASK, task, out, budget):
             continue
         result = allocate(task, state, voters)
         if isinstance(result, Deferred):
@@ -477,10 +480,7 @@ def _plan_nodes(state: AllocatorState, out: Plan, budget: _Budget) -> None:
     for node in sorted((nodes[i] for i in ids if i in nodes), key=_age):
         if budget.left <= 0:
             return
-        held = state.inflight.get((Kind.NODE, node["id"]))
-        if held is not None and held.version == _version(node):
-            budget.take()
-            out.add([t.update(Kind.NODE, held.obj)], held)
+        if _replan_held(state, Kind.NODE, node, out, budget):
             continue
         wanted = desired_attachments(node, state)
         if wanted == list(node.get("attachments") or []):

@@ -5,7 +5,6 @@ environment."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -14,20 +13,16 @@ from services.ca.app import create_app
 from services.ca.core import ANONYMOUS_PATHS, policy
 from services.ca.settings import CASettings
 from shoal import lockbox, transport
-from shoal.runner import run, serve, setup_logging
+from shoal.runner import flag_parser, run, serve, settings_from, setup_logging
 from shoal.store.client import StoreClient
 
 log = logging.getLogger("services.ca")
 
 
 def parse_settings(argv: list[str] | None = None) -> CASettings:
-    p = argparse.ArgumentParser(prog="python -m services.ca", description=__doc__)
-    p.add_argument("--host", help="listen address (SHOAL_HOST)")
-    p.add_argument("--port", type=int, help="listen port (SHOAL_PORT, default 4325)")
-    p.add_argument("--store-members", help="comma-separated raftstore API URLs (SHOAL_STORE_MEMBERS)")
+    p = flag_parser("python -m services.ca", __doc__, 4325)
     p.add_argument("--ca-bootstrap", help="init's bootstrap file (SHOAL_CA_BOOTSTRAP)")
-    a = p.parse_args(argv)
-    return CASettings(**{k: v for k, v in vars(a).items() if v is not None})
+    return settings_from(p, CASettings, argv)
 
 
 async def main(settings: CASettings) -> None:

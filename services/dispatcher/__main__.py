@@ -5,7 +5,6 @@ their certificates (services.dispatcher.core.policy). Flags override the environ
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 from services.dispatcher.app import create_app
@@ -13,7 +12,7 @@ from services.dispatcher.core import policy
 from services.dispatcher.settings import DispatcherSettings
 from shoal import pki, transport
 from shoal.instances import Announcer
-from shoal.runner import run, serve, setup_logging
+from shoal.runner import flag_parser, run, serve, settings_from, setup_logging
 from shoal.service import connect_bus
 from shoal.store.client import StoreClient
 
@@ -23,15 +22,10 @@ GRACEFUL_SHUTDOWN = 1
 
 
 def parse_settings(argv: list[str] | None = None) -> DispatcherSettings:
-    p = argparse.ArgumentParser(prog="python -m services.dispatcher", description=__doc__)
-    p.add_argument("--host", help="listen address (SHOAL_HOST)")
-    p.add_argument("--port", type=int, help="listen port (SHOAL_PORT, default 4324)")
-    p.add_argument("--store-members", help="comma-separated raftstore API URLs (SHOAL_STORE_MEMBERS)")
+    p = flag_parser("python -m services.dispatcher", __doc__, 4324)
     p.add_argument("--nats-url", help="NATS server URL (SHOAL_NATS_URL)")
     p.add_argument("--heartbeat-period", type=float, help="seconds (SHOAL_HEARTBEAT_PERIOD, default 5)")
-    a = p.parse_args(argv)
-    overrides = {k: v for k, v in vars(a).items() if v is not None}
-    return DispatcherSettings(**overrides)
+    return settings_from(p, DispatcherSettings, argv)
 
 
 async def main(settings: DispatcherSettings) -> None:

@@ -10,12 +10,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from shoal import endpoints
-from shoal.errors import NotFound
 from shoal.models.kinds import Kind
 from shoal.models.objects import Obj
 from shoal.store.txn import Change
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from services.dispatcher.core import Session
     from services.dispatcher.nodeindex import NodeIndex
     from services.dispatcher.settings import DispatcherSettings
@@ -47,6 +48,9 @@ class EndpointPolls:
         def session(self, session_id: str, caller: str | None = None) -> Session: ...
         def _require_ready(self) -> None: ...
         async def _catch_up(self, revision: int) -> None: ...
+        async def _long_poll(self, session_id: str, caller: str | None, wait: float,
+                             look: Callable[[Session], tuple[asyncio.Event, dict[str, Any] | None]],
+                             idle: Callable[[Session], dict[str, Any]]) -> dict[str, Any]: ...
 
     def _moves_endpoints(self, c: Change) -> bool:
         """Whether a change may move some node's endpoint table: services and nodes, and tasks attached to a
@@ -117,27 +121,13 @@ class EndpointPolls:
                              caller: str | None = None) -> dict[str, Any]:
         """Long poll: the node's endpoint table when its version is not `version`, else (after `wait`)
         `{"version": version, "unchanged": true}`."""
-        sess = self.session(session_id, caller)
-        self._require_ready()
-        await self._catch_up(sess.min_revision)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(max(wait, 0.0), self.settings.assignment_max_wait)
-        while True:
+        def look(sess: Session) -> tuple[asyncio.Event, dict[str, Any] | None]:
             ev = self._endpoints_event
-            if self.sessions.get(session_id) is not sess:
-                raise NotFound(f"dispatcher: session {session_id!r} was replaced or expired; register again")
-            self._require_ready()
             table = self.node_endpoints(sess.node_id)
-            if table["version"] != version:
-                self.metrics.inc("dispatcher_endpoint_tables_total", help="endpoint tables sent")
-                return table
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return {"version": version, "unchanged": True}
-            try:
-                await asyncio.wait_for(ev.wait(), remaining)
-            except TimeoutError:
-                continue
-            delay = min(self.settings.assignment_batch_delay, max(0.0, deadline - loop.time()))
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if table["version"] == version:
+                return ev, None
+            self.metrics.inc("dispatcher_endpoint_tables_total", help="endpoint tables sent")
+            return ev, table
+
+        return await self._long_poll(session_id, caller, wait, look,
+                                     lambda sess: {"version": version, "unchanged": True})

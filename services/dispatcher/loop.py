@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from services.dispatcher import core
@@ -35,6 +35,7 @@ from shoal.bus.base import Bus
 from shoal.bus.subjects import NODE_HEARTBEAT
 from shoal.clock import Clock, SystemClock
 from shoal.cluster import ensure_cluster, heartbeat_period, removed_node_ids
+from shoal.concurrency import task_scope
 from shoal.errors import Conflict, NotFound, RateLimited, Unavailable
 from shoal.ids import new_id
 from shoal.metrics import LAG_BUCKETS, Registry
@@ -129,18 +130,17 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         await self.relay.attach(self.bus)
         await self.bus.subscribe(NODE_HEARTBEAT, self._on_heartbeat_message)
         self.bus.on_reconnect(self._on_bus_reconnect)
-        loops = [asyncio.create_task(self.mirror.run(), name="dispatcher.follow"),
-                 asyncio.create_task(self._endpoints_loop(), name="dispatcher.endpoints"),
-                 asyncio.create_task(self._expire_loop(), name="dispatcher.expire"),
-                 asyncio.create_task(self._flush_loop(), name="dispatcher.flush"),
-                 asyncio.create_task(self.node_writer.run(), name="dispatcher.node-writes"),
-                 asyncio.create_task(self.beats.run(), name="dispatcher.beats")]
         try:
-            await self._stop_event.wait()
+            # the dispatcher's loops live until it stops; one that fails stops the dispatcher with its error
+            async with task_scope() as tg:
+                loops = [tg.create_task(coro, name=f"dispatcher.{name}") for name, coro in (
+                    ("follow", self.mirror.run()), ("endpoints", self._endpoints_loop()),
+                    ("expire", self._expire_loop()), ("flush", self._flush_loop()),
+                    ("node-writes", self.node_writer.run()), ("beats", self.beats.run()))]
+                await self._stop_event.wait()
+                for task in loops:
+                    task.cancel()
         finally:
-            for task in loops:
-                task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
             if self._pending:  # hand over what agents already reported (best effort: they re-report anyway)
                 batch, self._pending = self._pending, {}
                 try:
@@ -331,16 +331,8 @@ class Dispatcher(EndpointPolls, NodeExpiry):
     async def assignments(self, session_id: str, after: int, wait: float,
                           caller: str | None = None) -> dict[str, Any]:
         """Long poll: the next message of the session's stream, or an empty incremental after `wait`."""
-        sess = self.session(session_id, caller)
-        self._require_ready()
-        await self._catch_up(sess.min_revision)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(max(wait, 0.0), self.settings.assignment_max_wait)
-        while True:
+        def look(sess: Session) -> tuple[asyncio.Event, dict[str, Any] | None]:
             ev = self.index.event(sess.node_id)
-            if self.sessions.get(session_id) is not sess:
-                raise NotFound(f"dispatcher: session {session_id!r} was replaced or expired; register again")
-            self._require_ready()
             tasks = self.node_tasks(sess.node_id)
             changed_at = self.index.changed_at.pop(sess.node_id, None)
             msg = sess.stream.next_message(after, tasks, self.index.dependencies(tasks.values()))
@@ -350,16 +342,38 @@ class Dispatcher(EndpointPolls, NodeExpiry):
                     self.metrics.observe("dispatcher_assignment_lag_seconds", time.perf_counter() - changed_at,
                                          "a task change for a node in this dispatcher's view, to the assignment "
                                          "message that carries it (batching delay included)", buckets=LAG_BUCKETS)
-                return msg
+            return ev, msg
+
+        return await self._long_poll(session_id, caller, wait, look, lambda sess: sess.stream.empty(after))
+
+    async def _long_poll(self, session_id: str, caller: str | None, wait: float,
+                         look: Callable[[Session], tuple[asyncio.Event, dict[str, Any] | None]],
+                         idle: Callable[[Session], dict[str, Any]]) -> dict[str, Any]:
+        """The shape of the agent's long polls: once the view holds the session's registration, `look` at the
+        session's answer until there is one (`look` returns it with the event that fires on the next change,
+        taken before it looked) or `wait` (capped at assignment_max_wait) runs out: then `idle`. The session
+        must stay current and the dispatcher ready throughout. After a change, linger `assignment_batch_delay`
+        as SwarmKit batches assignment changes (100 ms after the last one), so a burst of commits goes out as
+        one message."""
+        sess = self.session(session_id, caller)
+        self._require_ready()
+        await self._catch_up(sess.min_revision)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(wait, 0.0), self.settings.assignment_max_wait)
+        while True:
+            if self.sessions.get(session_id) is not sess:
+                raise NotFound(f"dispatcher: session {session_id!r} was replaced or expired; register again")
+            self._require_ready()
+            ev, answer = look(sess)
+            if answer is not None:
+                return answer
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return sess.stream.empty(after)
+                return idle(sess)
             try:
                 await asyncio.wait_for(ev.wait(), remaining)
             except TimeoutError:
                 continue
-            # SwarmKit batches assignment changes (100 ms after the last one): linger a moment so a burst
-            # of commits goes out as one message.
             delay = min(self.settings.assignment_batch_delay, max(0.0, deadline - loop.time()))
             if delay > 0:
                 await asyncio.sleep(delay)

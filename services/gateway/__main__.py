@@ -5,7 +5,6 @@ SHOAL_UI=false turns it off and makes every request need a certificate). Flags o
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from typing import Any
 
@@ -15,7 +14,7 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.ui.sessions import LOGIN_PATH, UiSessions
 from shoal import transport
 from shoal.bus.nats import NatsBus
-from shoal.runner import run, serve, setup_logging
+from shoal.runner import flag_parser, run, serve, settings_from, setup_logging
 from shoal.store.client import StoreClient
 
 #: seconds requests still in progress get when the gateway stops (dashboard streams and log follows never end
@@ -25,13 +24,7 @@ UI_LOGIN_HINT = " (a browser: open the login link `shoal ui` prints)"
 
 
 def parse_settings(argv: list[str] | None = None) -> GatewaySettings:
-    p = argparse.ArgumentParser(prog="python -m services.gateway", description=__doc__)
-    p.add_argument("--host", help="listen address (SHOAL_HOST)")
-    p.add_argument("--port", type=int, help="listen port (SHOAL_PORT, default 4242)")
-    p.add_argument("--store-members", help="comma-separated raftstore API URLs (SHOAL_STORE_MEMBERS)")
-    a = p.parse_args(argv)
-    overrides = {k: v for k, v in vars(a).items() if v is not None}
-    return GatewaySettings(**overrides)
+    return settings_from(flag_parser("python -m services.gateway", __doc__, 4242), GatewaySettings, argv)
 
 
 async def main(settings: GatewaySettings) -> None:

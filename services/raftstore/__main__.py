@@ -19,6 +19,7 @@ from services.raftstore.wal import WalCorrupt
 from shoal import pki
 from shoal.bus.nats import NatsBus
 from shoal.cluster import removed_node_ids
+from shoal.concurrency import task_scope
 from shoal.errors import NotFound
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.runner import freeze_heap, run, serve, setup_logging
@@ -70,11 +71,10 @@ async def main() -> None:
     log.info("raftstore %d (node %s): API on %s:%d, raft peers on %s, data in %s (mutual TLS)", member.me.id,
              member.me.node_id, settings.host, settings.api_port(), member.me.peer_addr, settings.data_dir)
     revoked = Revocations()
-    follow = asyncio.create_task(follow_revocations(member, revoked), name="raftstore.revocations")
-    try:
+    async with task_scope() as tg:  # Guard's list stays current while the API serves, or the member stops
+        follow = tg.create_task(follow_revocations(member, revoked), name="raftstore.revocations")
         await serve(app, settings.host, settings.api_port(), creds, access.policy, revoked=revoked,
                     renew_with=settings.ca_urls)
-    finally:
         follow.cancel()
 
 

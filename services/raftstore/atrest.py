@@ -37,6 +37,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shoal import unlockkey
+from shoal.files import write_durable
 from shoal.transport import Credentials, TransportError
 
 log = logging.getLogger(__name__)
@@ -126,24 +127,6 @@ def _unwrap(kek: bytes, kid: int, wrapped: str) -> bytes:
         raise WrongKey("atrest: the key-encryption key does not open this member's data keys") from None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 @dataclass
 class DataKeys:
     """A member's DEKs and where its KEK lives. `load()` opens (or creates) them; `sealer()` is what the WAL and
@@ -216,7 +199,7 @@ class DataKeys:
             "deks": {str(k): _wrap(self.kek, k, v) for k, v in sorted(self.deks.items())}}
         if self.tls_prev is not None:
             doc["tls_prev"] = _wrap(self.kek, 0, self.tls_prev)
-        _write_atomic(self.keys_path, json.dumps(doc, indent=1).encode())
+        write_durable(self.keys_path, json.dumps(doc, indent=1).encode())
 
     def sealer(self) -> Sealer:
         return Sealer(dict(self.deks), self.current)
@@ -305,7 +288,7 @@ def _load_or_create_kek(path: Path) -> bytes:
     if path.exists():
         return _read_kek(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, os.urandom(KEY_BYTES))
+    write_durable(path, os.urandom(KEY_BYTES))
     return _read_kek(path)
 
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import struct
 import zlib
 from pathlib import Path
 
 from services.raftstore.atrest import Sealer, Unsealable
 from services.raftstore.raft import ConfState, Snapshot
-from services.raftstore.wal import WalCorrupt, fsync_dir
+from services.raftstore.wal import WalCorrupt
+from shoal.files import write_durable
 
 log = logging.getLogger(__name__)
 
@@ -94,18 +94,7 @@ def _decode_v1(buf: bytes, name: str) -> Snapshot:
 
 
 def save(data_dir: Path, snap: Snapshot, sealer: Sealer) -> None:
-    path = data_dir / FILE_NAME
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        buf = memoryview(encode(snap, sealer))
-        while buf:
-            buf = buf[os.write(fd, buf):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(data_dir)
+    write_durable(data_dir / FILE_NAME, encode(snap, sealer))
 
 
 def load(data_dir: Path, sealer: Sealer) -> Snapshot | None:

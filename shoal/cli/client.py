@@ -120,6 +120,12 @@ class Gateway:
         if self._owned:
             self.http.close()
 
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def admin_client(url: str, timeout: float) -> httpx.Client:
     """An https client presenting the admin bundle; plaintext URLs are refused (the gateway only speaks TLS)."""

@@ -19,11 +19,8 @@ from shoal.models.duration import parse_duration
 
 
 def cmd_cluster(a: argparse.Namespace) -> int:
-    gw = gateway_of(a)
-    try:
+    with gateway_of(a) as gw:
         cluster = gw.get("/v1/cluster")
-    finally:
-        gw.close()
     if a.json:
         print_json(cluster)
     else:

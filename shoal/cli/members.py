@@ -35,11 +35,8 @@ def _print_view(view: dict[str, Any]) -> None:
 
 
 def cmd_member_ls(a: argparse.Namespace) -> int:
-    gw = _gateway(a)
-    try:
+    with _gateway(a) as gw:
         view = gw.get("/v1/cluster/members")
-    finally:
-        gw.close()
     if a.json:
         print_json(view)
     else:
@@ -51,11 +48,8 @@ def cmd_member_add(a: argparse.Namespace) -> int:
     body: dict[str, object] = {"api_url": a.api_url, "peer_addr": a.peer_addr, "node_id": a.node_id}
     if a.id is not None:
         body["id"] = a.id
-    gw = _gateway(a)
-    try:
+    with _gateway(a) as gw:
         view = gw.request("POST", "/v1/cluster/members", body=body)
-    finally:
-        gw.close()
     added = view.get("added")
     role = next((m["role"] for m in view["members"] if m["id"] == added), "learner")
     print(f"member {added} added as a {role}")
@@ -65,22 +59,16 @@ def cmd_member_add(a: argparse.Namespace) -> int:
 
 
 def cmd_member_rm(a: argparse.Namespace) -> int:
-    gw = _gateway(a)
-    try:
+    with _gateway(a) as gw:
         view = gw.request("DELETE", f"/v1/cluster/members/{a.id}")
-    finally:
-        gw.close()
     print(f"member {a.id} removed (its id is never reused)")
     _print_view(view)
     return 0
 
 
 def cmd_leader_transfer(a: argparse.Namespace) -> int:
-    gw = _gateway(a)
-    try:
+    with _gateway(a) as gw:
         res = gw.request("POST", "/v1/cluster/leader/transfer", body={"to": a.to} if a.to is not None else {})
-    finally:
-        gw.close()
     print(f"raft leadership moved from member {res['previous_leader']} to member {res['leader']} "
           f"(term {res['term']})")
     return 0

@@ -12,11 +12,8 @@ from shoal.cli.output import inspect, remove
 
 
 def cmd_node_ls(a: argparse.Namespace) -> int:
-    gw = gateway_of(a)
-    try:
+    with gateway_of(a) as gw:
         nodes = gw.items("/v1/nodes")
-    finally:
-        gw.close()
     if a.quiet:
         for n in nodes:
             print(n["id"])

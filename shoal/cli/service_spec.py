@@ -201,6 +201,16 @@ def _update_networks(nets: list[Spec], a: argparse.Namespace, network_id: Networ
     return nets
 
 
+def _edited(current: dict[str, str] | None, rm: list[str] | None, add: list[str] | None,
+            flag: str) -> dict[str, str]:
+    """A copy of a map (env, labels) with the `--*-rm` keys removed, then the `--*-add` KEY=VALUE pairs set."""
+    out = dict(current or {})
+    for key in rm or []:
+        out.pop(key, None)
+    out.update(parse_pairs(add, flag))
+    return out
+
+
 def apply_update(spec: Spec, a: argparse.Namespace, network_id: NetworkResolver | None = None) -> Spec:
     """`shoal service update` flags applied to the current spec (read-modify-write). `network_id(ref)` maps a
     network reference to its id (the gateway stores ids), used by `--network-add/--network-rm`."""
@@ -212,11 +222,7 @@ def apply_update(spec: Spec, a: argparse.Namespace, network_id: NetworkResolver 
         runtime["image"] = a.image
     _update_mode(spec.setdefault("mode", {}), a)
     if a.env_add or a.env_rm:
-        env = dict(runtime.get("env") or {})
-        for key in a.env_rm or []:
-            env.pop(key, None)
-        env.update(parse_pairs(a.env_add, "--env-add"))
-        runtime["env"] = env
+        runtime["env"] = _edited(runtime.get("env"), a.env_rm, a.env_add, "--env-add")
     if a.workdir is not None:
         runtime["dir"] = a.workdir
     if a.stop_grace_period is not None:
@@ -225,11 +231,7 @@ def apply_update(spec: Spec, a: argparse.Namespace, network_id: NetworkResolver 
         runtime["healthcheck"] = health if health.get("test") == ["NONE"] else \
             {**(runtime.get("healthcheck") or {}), **health}
     if a.label_add or a.label_rm:
-        labels = dict(spec.get("labels") or {})
-        for key in a.label_rm or []:
-            labels.pop(key, None)
-        labels.update(parse_pairs(a.label_add, "--label-add"))
-        spec["labels"] = labels
+        spec["labels"] = _edited(spec.get("labels"), a.label_rm, a.label_add, "--label-add")
     _update_placement(task.setdefault("placement", {}), a)
     resources = task.setdefault("resources", {})
     for section, cpu, memory in (("reservations", a.reserve_cpu, a.reserve_memory),

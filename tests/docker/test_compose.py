@@ -29,6 +29,7 @@ import pytest
 
 from shoal import transport
 from tests.docker.conftest import ROOT, RUN_ID, RUN_LABEL, build_images
+from tests.e2e import harness
 from tests.e2e.test_docker_cli import docker_at, require_docker_client
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(900)]
@@ -57,19 +58,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: what a poll of the compose cluster may raise while it is not there yet
+NOT_YET = (httpx.HTTPError, subprocess.CalledProcessError, ValueError, KeyError, transport.TransportError)
+
+
 def eventually(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except (httpx.HTTPError, subprocess.CalledProcessError, ValueError, KeyError, transport.TransportError) as e:
-            last = e
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+    return harness.eventually(fn, timeout, what, interval, retry_on=NOT_YET)
 
 
 def docker(*args: str) -> str:

@@ -165,6 +165,18 @@ async def test_missing_image_fails_prepare_with_the_engines_reason(executor: Doc
     assert await executor.engine.inspect(ctl.name) is None
 
 
+async def page_on(port: int) -> str:
+    """The page served on loopback `port`, retried for about five seconds while the server comes up ("" if it
+    never answers)."""
+    async with httpx.AsyncClient(timeout=2) as http:
+        for _ in range(50):
+            try:
+                return (await http.get(f"http://127.0.0.1:{port}/")).text
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+    return ""
+
+
 async def test_host_mode_port_is_reachable_on_loopback(executor: DockerExecutor, task_image: str) -> None:
     port = free_port()
     task = make_task(task_image, command=["sh", "-c", "echo hello-from-task > /www/index.html; "
@@ -172,15 +184,7 @@ async def test_host_mode_port_is_reachable_on_loopback(executor: DockerExecutor,
                      ports=[{"target_port": 8080, "published_port": port, "protocol": "tcp", "publish_mode": "host"}])
     ctl = await started(executor, task)
     try:
-        body = ""
-        async with httpx.AsyncClient(timeout=2) as http:
-            for _ in range(50):
-                try:
-                    body = (await http.get(f"http://127.0.0.1:{port}/")).text
-                    break
-                except httpx.HTTPError:
-                    await asyncio.sleep(0.1)
-        assert body.strip() == "hello-from-task"
+        assert (await page_on(port)).strip() == "hello-from-task"
     finally:
         await ctl.shutdown()
 
@@ -198,15 +202,7 @@ async def test_ingress_port_is_bound_where_the_engine_says_and_reported(executor
         assert ctl.port_status is not None
         [p] = ctl.port_status["ports"]
         assert p["target_port"] == 8080 and p["publish_mode"] == "ingress" and p["published_port"] != 30999
-        body = ""
-        async with httpx.AsyncClient(timeout=2) as http:
-            for _ in range(50):
-                try:
-                    body = (await http.get(f"http://127.0.0.1:{p['published_port']}/")).text
-                    break
-                except httpx.HTTPError:
-                    await asyncio.sleep(0.1)
-        assert body.strip() == "via-mesh"
+        assert (await page_on(p["published_port"])).strip() == "via-mesh"
         again = executor.controller(task, node_id=task["node_id"], saved=ctl.saved())
         waiting = asyncio.create_task(again.wait())
         for _ in range(50):

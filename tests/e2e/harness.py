@@ -92,14 +92,16 @@ def pid_alive(pid: int | None) -> bool:
         return False
 
 
-def eventually(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25) -> T:
-    """Poll `fn` until it returns something truthy; fail with `what` and the last value otherwise."""
+def eventually(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25, *,
+               retry_on: tuple[type[Exception], ...] = (httpx.HTTPError, AssertionError)) -> T:
+    """Poll `fn` until it returns something truthy (an exception of `retry_on` counts as not yet); fail with
+    `what` and the last value otherwise."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         try:
             last = fn()
-        except (httpx.HTTPError, AssertionError) as e:
+        except retry_on as e:
             last = e
         else:
             if last:

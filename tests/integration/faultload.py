@@ -236,6 +236,17 @@ class Workload:
             self._progress.set()
         return op
 
+    def _write_failed(self, op: Op, what: str, e: Exception) -> Op:
+        """The end of a write (or compare-and-set) whose call raised `e`: `unknown` when it may have been applied
+        (the store said so, or the answer was lost), `fail` when the store refused it; an error the contract does
+        not allow is also counted as unexpected (a store error: refused; anything else: we cannot tell)."""
+        if isinstance(e, (OutcomeUnknown, httpx.HTTPError, TimeoutError)):
+            return self._end(op, "unknown", e)
+        if isinstance(e, Unavailable):
+            return self._end(op, "fail", e)
+        self.counters.unexpected.append(f"{what}: {e!r}")
+        return self._end(op, "fail" if isinstance(e, ShoalError) else "unknown", e)
+
     async def _write(self, client: StoreClient, k: int, key: str, value: str, *, create: bool) -> Op:
         op = self._begin(Op(k, "write", key, value, time.monotonic(), create=create), client)
         obj = register(key, value + self.pad)
@@ -246,16 +257,8 @@ class Workload:
             # a retryable error: the write took effect within the call, but the error contract was broken.
             self.counters.duplicate_creates.append(f"{key}: {e}")
             return self._end(op, "ok", e)
-        except (OutcomeUnknown, httpx.HTTPError, TimeoutError) as e:
-            return self._end(op, "unknown", e)
-        except Unavailable as e:
-            return self._end(op, "fail", e)
-        except ShoalError as e:
-            self.counters.unexpected.append(f"write {key}: {e!r}")
-            return self._end(op, "fail", e)
-        except Exception as e:  # anything else: we cannot tell whether it was applied
-            self.counters.unexpected.append(f"write {key}: {e!r}")
-            return self._end(op, "unknown", e)
+        except Exception as e:
+            return self._write_failed(op, f"write {key}", e)
         op.revision = res.revision
         return self._end(op, "ok")
 
@@ -268,16 +271,8 @@ class Workload:
         except PreconditionFailed:
             op.output = False
             return self._end(op, "ok")
-        except (OutcomeUnknown, httpx.HTTPError, TimeoutError) as e:
-            return self._end(op, "unknown", e)
-        except Unavailable as e:
-            return self._end(op, "fail", e)
-        except ShoalError as e:
-            self.counters.unexpected.append(f"cas {key}: {e!r}")
-            return self._end(op, "fail", e)
         except Exception as e:
-            self.counters.unexpected.append(f"cas {key}: {e!r}")
-            return self._end(op, "unknown", e)
+            return self._write_failed(op, f"cas {key}", e)
         op.output, op.revision = True, res.revision
         return self._end(op, "ok")
 

@@ -64,6 +64,22 @@ async def _is_reset(r: asyncio.StreamReader, timeout: float = 5) -> bool:
         return True
 
 
+async def _linked(proxy: ProxyControl, echo_port: int) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter]:
+    """Link "a" to the echo server, and a connection through it that has made one round trip."""
+    port = proxy.add_link("a", "127.0.0.1", echo_port)
+    r, w = await _connect(port)
+    await _roundtrip(r, w, b"before")
+    return port, r, w
+
+
+async def _unanswered(r: asyncio.StreamReader, w: asyncio.StreamWriter, data: bytes, wait: float) -> None:
+    """Send `data`; nothing comes back within `wait` seconds, and the connection stays open."""
+    w.write(data)
+    await w.drain()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(r.read(100), wait)
+
+
 async def test_pass_forwards_both_ways_and_counts(proxy: ProxyControl, echo_port: int) -> None:
     port = proxy.add_link("a", "127.0.0.1", echo_port)
     r, w = await _connect(port)
@@ -105,19 +121,11 @@ async def test_delay_holds_each_chunk_and_keeps_order(proxy: ProxyControl, echo_
 
 
 async def test_drop_holds_the_connection_and_resets_it_when_healed(proxy: ProxyControl, echo_port: int) -> None:
-    port = proxy.add_link("a", "127.0.0.1", echo_port)
-    r, w = await _connect(port)
-    await _roundtrip(r, w, b"before")
+    port, r, w = await _linked(proxy, echo_port)
     proxy.set(["a"], Mode.DROP)
-    w.write(b"lost")
-    await w.drain()
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(r.read(100), 0.4)  # nothing back, and the connection is still open
+    await _unanswered(r, w, b"lost", 0.4)  # nothing back, and the connection is still open
     r2, w2 = await _connect(port)  # new connections are accepted and held too
-    w2.write(b"also lost")
-    await w2.drain()
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(r2.read(100), 0.3)
+    await _unanswered(r2, w2, b"also lost", 0.3)
     assert proxy.state()["a"]["stats"]["dropped_bytes"] >= len(b"lost") + len(b"also lost")
     proxy.heal()
     # a stream that lost bytes is broken for good: both held connections are reset
@@ -130,23 +138,16 @@ async def test_drop_holds_the_connection_and_resets_it_when_healed(proxy: ProxyC
 
 
 async def test_stall_delivers_late_without_loss(proxy: ProxyControl, echo_port: int) -> None:
-    port = proxy.add_link("a", "127.0.0.1", echo_port)
-    r, w = await _connect(port)
-    await _roundtrip(r, w, b"before")
+    _, r, w = await _linked(proxy, echo_port)
     proxy.set(["a"], Mode.STALL)
-    w.write(b"held")
-    await w.drain()
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(r.read(100), 0.4)
+    await _unanswered(r, w, b"held", 0.4)
     proxy.heal()
     assert await asyncio.wait_for(r.readexactly(4), 5) == b"held"
     w.close()
 
 
 async def test_reject_resets_existing_and_new_connections(proxy: ProxyControl, echo_port: int) -> None:
-    port = proxy.add_link("a", "127.0.0.1", echo_port)
-    r, w = await _connect(port)
-    await _roundtrip(r, w, b"before")
+    port, r, w = await _linked(proxy, echo_port)
     proxy.set(["a"], Mode.REJECT)
     assert await _is_reset(r)
     r2, w2 = await _connect(port)  # accepted by the kernel, then reset by the proxy

@@ -69,6 +69,15 @@ async def running(cluster: FaultyRaftProcs, warmup: int = 30, **kwargs: Any) -> 
         await wl.close()
 
 
+async def last_writes_then_verify(cluster: FaultyRaftProcs, wl: Workload, n: int, timeout: float, what: str,
+                                  max_op_seconds: float | None = 20) -> None:
+    """How a scenario ends once its faults are healed: `n` more writes acknowledged within `timeout` s, the
+    writers stopped, then the checks (a)-(c) of the module doc."""
+    await wl.progress(n, timeout, what)
+    await wl.stop()
+    await verify(cluster, wl, max_op_seconds=max_op_seconds)
+
+
 async def leader(cluster: FaultyRaftProcs, among: list[int] | None = None, timeout: float = 20) -> int:
     return await asyncio.to_thread(cluster.wait_leader, timeout, among)
 
@@ -125,9 +134,7 @@ async def test_kill_9_the_leader_under_writes_then_restart_it(make_cluster: Make
         assert new != lead
         await wl.progress(30, 30, "under the new leader")
         c.start(lead)
-        await wl.progress(20, 30, "after the old leader restarted")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=20)
+        await last_writes_then_verify(c, wl, 20, 30, "after the old leader restarted")
 
 
 async def test_kill_9_a_follower_under_writes_then_restart_it(make_cluster: Make) -> None:
@@ -138,9 +145,7 @@ async def test_kill_9_a_follower_under_writes_then_restart_it(make_cluster: Make
         c.kill(follower)
         await wl.progress(30, 30, "with a follower down")
         c.start(follower)
-        await wl.progress(20, 30, "after the follower restarted")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=20)
+        await last_writes_then_verify(c, wl, 20, 30, "after the follower restarted")
 
 
 @pytest.mark.parametrize("members", [3, 5])
@@ -163,9 +168,7 @@ async def test_kill_9_a_majority_then_restart_it(make_cluster: Make, members: in
         for i in victims:
             c.start(i)
         await leader(c)
-        await wl.progress(30, 40, "after the majority restarted")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=20)
+        await last_writes_then_verify(c, wl, 30, 40, "after the majority restarted")
 
 
 async def test_all_members_killed_at_once_then_restarted_lose_no_acknowledged_write(make_cluster: Make) -> None:
@@ -179,9 +182,7 @@ async def test_all_members_killed_at_once_then_restarted_lose_no_acknowledged_wr
         for i in c.ids:
             c.start(i)
         await leader(c)
-        await wl.progress(30, 40, "after the whole cluster restarted")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=20)
+        await last_writes_then_verify(c, wl, 30, 40, "after the whole cluster restarted")
 
 
 # ---- a frozen leader ----------------------------------------------------------------------------------------
@@ -203,9 +204,7 @@ async def test_sigstop_the_leader_past_the_election_timeout_then_sigcont(make_cl
         await until("the old leader to learn the new term and step down", lambda: (s := c.status(old)) and
                     s["term"] > term and s["role"] != "leader", 15)
         await leader(c)  # one leader, every member agrees
-        await wl.progress(20, 30, "after the old leader resumed")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=35)
+        await last_writes_then_verify(c, wl, 20, 30, "after the old leader resumed", max_op_seconds=35)
         print("probes at the resumed leader:", [(o.outcome, o.error[:60]) for o in results])
 
 
@@ -224,9 +223,7 @@ async def test_isolated_leader_steps_down_and_the_majority_carries_on(make_clust
         await wl.progress(30, 30, "on the majority side")
         c.heal()
         await leader(c)  # the old leader rejoins: one leader, every member agrees
-        await wl.progress(20, 30, "after healing")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=20)
+        await last_writes_then_verify(c, wl, 20, 30, "after healing")
         assert stepped_down < 5, f"the isolated leader stepped down only after {stepped_down:.1f}s"
 
 
@@ -244,9 +241,7 @@ async def test_five_members_split_two_three_with_the_leader_in_the_minority(make
         await wl.progress(30, 30, "on the majority side")
         c.heal()
         await leader(c)
-        await wl.progress(20, 30, "after healing")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=20)
+        await last_writes_then_verify(c, wl, 20, 30, "after healing")
 
 
 async def test_one_way_drop_from_the_leader_to_a_follower(make_cluster: Make) -> None:
@@ -259,9 +254,7 @@ async def test_one_way_drop_from_the_leader_to_a_follower(make_cluster: Make) ->
         await wl.progress(30, 30, "with one deaf follower")
         c.heal()
         await until("the deaf follower to catch up", lambda: c.converged(), 30)
-        await wl.progress(20, 30, "after healing")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=20)
+        await last_writes_then_verify(c, wl, 20, 30, "after healing")
 
 
 async def test_stalled_leader_links_deliver_stale_messages_late(make_cluster: Make) -> None:
@@ -274,9 +267,7 @@ async def test_stalled_leader_links_deliver_stale_messages_late(make_cluster: Ma
         await until("the old leader to step down", lambda: (s := c.status(old)) and s["role"] != "leader", 15)
         await wl.progress(30, 30, "under the new leader")
         c.heal()  # the old term's appends and heartbeats arrive now
-        await wl.progress(20, 30, "after the stale messages arrived")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=20)
+        await last_writes_then_verify(c, wl, 20, 30, "after the stale messages arrived")
 
 
 async def test_slow_links_under_load_still_converge(make_cluster: Make) -> None:
@@ -286,9 +277,7 @@ async def test_slow_links_under_load_still_converge(make_cluster: Make) -> None:
         await wl.progress(40, 40, "with slow links")
         await asyncio.sleep(1.0)
         c.heal()
-        await wl.progress(20, 30, "after healing")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=20)
+        await last_writes_then_verify(c, wl, 20, 30, "after healing")
 
 
 # ---- the checks themselves ----------------------------------------------------------------------------------
@@ -366,9 +355,7 @@ async def test_a_follower_whose_disk_fills_up_recovers_with_an_intact_wal(make_c
         if exited is not None:
             c.start(f)  # what a supervisor does
         await until(f"member {f} to answer again", lambda: c.healthy(f), 30)
-        await wl.progress(20, 30, "after the space was freed")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=20)
+        await last_writes_then_verify(c, wl, 20, 30, "after the space was freed")
         assert_clean_wal(c, f, since)
         print(f"follower {f} with a full disk: exit code {exited}")
 
@@ -398,9 +385,7 @@ async def test_every_disk_full_without_a_reserve_errors_promptly_and_loses_nothi
         for i in exits:
             c.start(i)
         await leader(c, timeout=30)
-        await wl.progress(30, 40, "after the space was freed")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=20)
+        await last_writes_then_verify(c, wl, 30, 40, "after the space was freed")
         for i in c.ids:
             assert_clean_wal(c, i, since[i])
         print(f"members that exited with a full disk: {exits}")
@@ -431,9 +416,7 @@ async def test_a_follower_down_past_compaction_catches_up_from_a_snapshot(make_c
         c.start(f)
         await until(f"member {f} to install a snapshot", lambda: metric(c, f, "shoal_raft_snapshots_installed_total")
                     >= 1, 30)
-        await wl.progress(30, 30, "after the follower came back")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=20)
+        await last_writes_then_verify(c, wl, 30, 30, "after the follower came back")
         assert metric(c, lead, "shoal_raft_compactions_total") >= 1
         # and the whole cluster restarts from snapshot + tail of the log
         for i in c.ids:
@@ -444,9 +427,7 @@ async def test_a_follower_down_past_compaction_catches_up_from_a_snapshot(make_c
             c.start(i)
         await leader(c, timeout=30)
         wl.start()
-        await wl.progress(30, 30, "after a whole-cluster restart from snapshots")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=20)
+        await last_writes_then_verify(c, wl, 30, 30, "after a whole-cluster restart from snapshots")
         print(f"leader log starts at {first}; follower stopped at {behind}")
 
 
@@ -502,9 +483,7 @@ async def test_random_faults_one_after_another(make_cluster: Make, members: int)
     async with running(c, seed=seed) as wl:
         done = await nemesis(c, random.Random(seed), NEMESIS_SECONDS)
         await leader(c, timeout=30)
-        await wl.progress(30, 40, f"after the faults {done}")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=35)
+        await last_writes_then_verify(c, wl, 30, 40, f"after the faults {done}", max_op_seconds=35)
         print("faults:", ", ".join(done))
 
 
@@ -533,9 +512,7 @@ async def test_snapshots_and_compaction_under_random_faults(make_cluster: Make) 
     async with running(c, seed=seed) as wl:
         done = await nemesis(c, random.Random(seed), NEMESIS_SECONDS)
         await leader(c, timeout=30)
-        await wl.progress(30, 40, f"after the faults {done}")
-        await wl.stop()
-        await verify(c, wl, max_op_seconds=35)
+        await last_writes_then_verify(c, wl, 30, 40, f"after the faults {done}", max_op_seconds=35)
         taken = sum(metric(c, i, "shoal_raft_snapshots_taken_total") for i in c.ids)
         installed = sum(metric(c, i, "shoal_raft_snapshots_installed_total") for i in c.ids)
         print(f"faults: {', '.join(done)}; snapshots taken {taken} (since the last restarts), installed {installed}")

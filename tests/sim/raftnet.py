@@ -268,6 +268,16 @@ class SimNetwork:
         except ProposalDropped:
             return None
 
+    def propose_and_deliver(self, i: int, count: int, prefix: bytes = b"v", *, each: bool = False) -> None:
+        """Propose `count` entries `<prefix>0`, `<prefix>1`, ... at member i, then let the cluster settle (after
+        each one, with `each`)."""
+        for k in range(count):
+            self.propose(i, prefix + b"%d" % k)
+            if each:
+                self.stabilize()
+        if not each:
+            self.stabilize()
+
     def change(self, i: int, type: ConfChangeType, node: int) -> int | None:
         """Propose a membership change at member i; None if it refused (not leader, one in progress...)."""
         try:

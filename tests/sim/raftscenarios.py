@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.sim.raftnet import SimNetwork
 
@@ -67,6 +71,39 @@ def check_reads(net: SimNetwork, floor: dict[bytes, int]) -> None:
         m.read_states.clear()
 
 
+def start_read(net: SimNetwork, target: int, ctx: bytes, floor: dict[bytes, int]) -> None:
+    """Ask `target` for a linearizable read; if it takes it, record what the answer must not be below (for
+    `check_reads`): every write some member already applied, and so acknowledged."""
+    least = max((len(m.applied) for m in net.members.values() if m.node is not None), default=0)
+    if net.read_index(target, ctx):
+        floor[ctx] = least
+
+
+CHUNK = 250  # seeds per test item, so `--seeds 5000` runs as many items, each within the per-test timeout
+
+
+def seed_chunks(config: pytest.Config, default: int) -> list[list[int]]:
+    """The seeds the command line asks for (`--seed S` one, else `--seeds N` from `--seed-base B`; `default`
+    seeds from B without either), in test items of CHUNK seeds."""
+    one = config.getoption("--seed")
+    base = config.getoption("--seed-base")
+    n = config.getoption("--seeds") or default
+    seeds = [one] if one is not None else list(range(base, base + n))
+    return [seeds[i:i + CHUNK] for i in range(0, len(seeds), CHUNK)]
+
+
+def run_seeds(seeds: list[int], run: Callable[[int], object], module: str, *, kind: Callable[[int], str] | None = None,
+              note: str = "") -> None:
+    """Run each seed's schedule; the first that fails a check fails the test, naming the command that replays it
+    (`module` is the test file); then print how long they took."""
+    started = time.monotonic()
+    for seed in seeds:
+        try:
+            run(seed)
+        except AssertionError as e:
+            name = f"{kind(seed)} seed" if kind else "seed"
+            pytest.fail(f"{name} {seed} failed{note} (replay: pytest {module} --seed {seed}): {e}")
+    print(f"{len(seeds)} seeds in {time.monotonic() - started:.1f}s{note}")
 
 
 def soak_base() -> tuple[int, str]:

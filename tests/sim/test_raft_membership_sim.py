@@ -11,14 +11,21 @@ stop and the cluster must elect a leader and commit on every member (`require_pr
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 
 import pytest
 
 from services.raftstore.raft import ConfChangeType
 from tests.sim.raftnet import SimNetwork
-from tests.sim.raftscenarios import check_reads, may_start, require_progress, soak_seeds
+from tests.sim.raftscenarios import (
+    check_reads,
+    may_start,
+    require_progress,
+    run_seeds,
+    seed_chunks,
+    soak_seeds,
+    start_read,
+)
 
 STEPS = 300
 KINDS = ("partitioned", "leader_replaced", "learner_from_snapshot", "back_to_back")
@@ -67,10 +74,7 @@ def run_membership_seed(seed: int) -> SimNetwork:
             move(net, rng)
         elif roll < 0.48 + p_partition + p_change and net.up(target):
             seq += 1
-            ctx = b"r%d" % seq
-            floor = max((len(m.applied) for m in net.members.values() if m.node is not None), default=0)
-            if net.read_index(target, ctx):
-                read_floor[ctx] = floor
+            start_read(net, target, b"r%d" % seq, read_floor)
         net.step()
         check_reads(net, read_floor)
     require_progress(net, proposed)
@@ -142,28 +146,15 @@ _MOVES: dict[str, Callable[[SimNetwork, random.Random], None]] = {
     "back_to_back": _any_voter,
 }
 
-CHUNK = 250
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "membership_seeds" in metafunc.fixturenames:
-        one = metafunc.config.getoption("--seed")
-        base = metafunc.config.getoption("--seed-base")
-        n = metafunc.config.getoption("--seeds") or DEFAULT_SEEDS
-        seeds = [one] if one is not None else list(range(base, base + n))
-        chunks = [seeds[i:i + CHUNK] for i in range(0, len(seeds), CHUNK)]
+        chunks = seed_chunks(metafunc.config, DEFAULT_SEEDS)
         metafunc.parametrize("membership_seeds", chunks, ids=[f"seeds-{c[0]}-{c[-1]}" for c in chunks])
 
 
 def _run(seeds: list[int], note: str = "") -> None:
-    started = time.monotonic()
-    for seed in seeds:
-        try:
-            run_membership_seed(seed)
-        except AssertionError as e:
-            pytest.fail(f"{KINDS[seed % len(KINDS)]} seed {seed} failed{note} (replay: pytest "
-                        f"tests/sim/test_raft_membership_sim.py --seed {seed}): {e}")
-    print(f"{len(seeds)} membership seeds in {time.monotonic() - started:.1f}s{note}")
+    run_seeds(seeds, run_membership_seed, "tests/sim/test_raft_membership_sim.py",
+              kind=lambda seed: KINDS[seed % len(KINDS)], note=note)
 
 
 def test_4_membership_changes_under_faults_keep_raft_safe_and_live(membership_seeds: list[int]) -> None:

@@ -7,15 +7,23 @@ SimNetwork.check() after every step; then the faults stop and the cluster must m
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
 from services.raftstore.raft import ConfChangeType
 from tests.sim.raftnet import SimNetwork
-from tests.sim.raftscenarios import check_reads, may_start, require_progress, soak_seeds
+from tests.sim.raftscenarios import (
+    check_reads,
+    may_start,
+    require_progress,
+    run_seeds,
+    seed_chunks,
+    soak_seeds,
+    start_read,
+)
 
 STEPS = 250
+MODULE = "tests/sim/test_raft_sim.py"
 
 
 def run_seed(seed: int, crash_before_persist: float = 0.0) -> SimNetwork:
@@ -58,11 +66,7 @@ def run_seed(seed: int, crash_before_persist: float = 0.0) -> SimNetwork:
             _random_conf_change(net, rng)
         elif roll < 0.55 and net.up(target):
             seq += 1
-            ctx = b"r%d" % seq
-            # A linearizable read must see every write some member already applied (and so acknowledged).
-            floor = max((len(m.applied) for m in net.members.values() if m.node is not None), default=0)
-            if net.read_index(target, ctx):
-                read_floor[ctx] = floor
+            start_read(net, target, b"r%d" % seq, read_floor)
         net.step()
         check_reads(net, read_floor)
 
@@ -90,27 +94,14 @@ def _random_conf_change(net: SimNetwork, rng: random.Random) -> None:
             pass  # it stops once it applies its removal (or stays cut off: its messages are dropped)
 
 
-CHUNK = 250  # seeds per test item, so `--seeds 5000` runs as many items, each within the per-test timeout
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "seed_chunk" in metafunc.fixturenames:
-        one = metafunc.config.getoption("--seed")
-        base = metafunc.config.getoption("--seed-base")
-        n = metafunc.config.getoption("--seeds") or 500
-        seeds = [one] if one is not None else list(range(base, base + n))
-        chunks = [seeds[i:i + CHUNK] for i in range(0, len(seeds), CHUNK)]
+        chunks = seed_chunks(metafunc.config, 500)
         metafunc.parametrize("seed_chunk", chunks, ids=[f"seeds-{c[0]}-{c[-1]}" for c in chunks])
 
 
 def test_random_faults_keep_raft_safe_and_live(seed_chunk: list[int]) -> None:
-    started = time.monotonic()
-    for seed in seed_chunk:
-        try:
-            run_seed(seed)
-        except AssertionError as e:
-            pytest.fail(f"seed {seed} failed (replay: pytest tests/sim/test_raft_sim.py --seed {seed}): {e}")
-    print(f"{len(seed_chunk)} seeds in {time.monotonic() - started:.1f}s")
+    run_seeds(seed_chunk, run_seed, MODULE)
 
 
 def test_leaders_dying_between_their_early_appends_and_their_fsync_stay_safe() -> None:
@@ -132,14 +123,7 @@ def test_soak_random_faults_on_seeds_of_this_commit() -> None:
     """The soak tier's wider search: a slice of seeds derived from the commit (see soak_seeds), printed."""
     seeds, what = soak_seeds(1500)
     print(f"soak: random faults on {what}")
-    started = time.monotonic()
-    for seed in seeds:
-        try:
-            run_seed(seed)
-        except AssertionError as e:
-            pytest.fail(f"seed {seed} failed [soak: {what}] (replay: pytest tests/sim/test_raft_sim.py "
-                        f"--seed {seed}): {e}")
-    print(f"{len(seeds)} seeds in {time.monotonic() - started:.1f}s")
+    run_seeds(seeds, run_seed, MODULE, note=f" [soak: {what}]")
 
 
 @pytest.mark.parametrize("seed", [5362, 5992, 241, 4378, 53917, 49633, 73951, 877143718, 79054])

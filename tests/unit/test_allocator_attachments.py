@@ -23,6 +23,7 @@ from tests.unit.test_allocator_network import (
     addresses,
     get,
     ingress_of,
+    kill_one,
     network,
     service,
     set_state,
@@ -308,9 +309,7 @@ def test_no_address_is_held_twice_with_nodes_tasks_and_lost_writes(seed: int) ->
                 x = waiting[n % len(waiting)]
                 assign(w, x, x.get("node_id") or nodes[n % len(nodes)])
         elif what == "kill":
-            live = [x for x in w.mem.list(Kind.TASK) if not task_dead(x)]
-            if live:
-                set_state(w, live[n % len(live)], "failed", "shutdown")
+            kill_one(w, n)
         elif what == "node_rm" and nodes:
             gone = nodes.pop(n % len(nodes))
             orphans = [x for x in w.mem.list(Kind.TASK) if x.get("node_id") == gone]

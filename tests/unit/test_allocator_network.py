@@ -91,6 +91,13 @@ def set_state(w: World, task: Obj, observed: str | None = None, desired: str | N
     return w.apply([t.update(Kind.TASK, new)]).objects[0]
 
 
+def kill_one(w: World, n: int) -> None:
+    """The `n`-th (modulo) task still alive fails, and is to be shut down."""
+    live = [x for x in w.mem.list(Kind.TASK) if not task_dead(x)]
+    if live:
+        set_state(w, live[n % len(live)], "failed", "shutdown")
+
+
 def ingress_of(w: World) -> Obj:
     [ingress] = [n for n in w.mem.list(Kind.NETWORK) if n["spec"].get("ingress")]
     return ingress
@@ -429,9 +436,7 @@ def test_no_address_or_port_is_ever_held_twice(seed: int) -> None:
         elif what == "tasks" and services:
             tasks_for(w, services[n % len(services)], 1 + n % 3)
         elif what == "kill":
-            live = [x for x in w.mem.list(Kind.TASK) if not task_dead(x)]
-            if live:
-                set_state(w, live[n % len(live)], "failed", "shutdown")
+            kill_one(w, n)
         elif what == "delete" and services:
             victim = services.pop(n % len(services))
             w.apply([t.delete(Kind.SERVICE, victim["id"])])

@@ -11,8 +11,9 @@ save and every message handed to the network in the order they happened:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,9 @@ def recording_wal(path: Path, events: list[Event]) -> tuple[WAL, Any]:
     wal.save = recorded  # type: ignore[method-assign]
     return wal, replayed
 
-async def cluster(tmp_path: Path) -> tuple[Net, list[asyncio.Task[None]]]:
+@contextlib.asynccontextmanager
+async def cluster(tmp_path: Path) -> AsyncIterator[Net]:
+    """Three drivers over recording WALs, running until the block ends."""
     net = Net()
     for i in (1, 2, 3):
         net.events[i] = []
@@ -67,7 +70,14 @@ async def cluster(tmp_path: Path) -> tuple[Net, list[asyncio.Task[None]]]:
         wal, replayed = recording_wal(tmp_path / str(i), net.events[i])
         net.drivers[i] = Driver(i, [1, 2, 3], wal, replayed, FSM(), net.sender(i),
                                 DriverConfig(tick=0.01, election_ticks=10), rng=random.Random(i))
-    return net, [asyncio.create_task(d.run()) for d in net.drivers.values()]
+    tasks = [asyncio.create_task(d.run()) for d in net.drivers.values()]
+    try:
+        yield net
+    finally:
+        for d in net.drivers.values():
+            d.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
 
 async def leader_of(net: Net, timeout: float = 10.0) -> Driver:
     deadline = asyncio.get_running_loop().time() + timeout
@@ -92,8 +102,7 @@ def write(key: str) -> bytes:
 
 
 async def test_leader_sends_appends_before_its_own_save_and_followers_ack_after_theirs(tmp_path: Path) -> None:
-    net, tasks = await cluster(tmp_path)
-    try:
+    async with cluster(tmp_path) as net:
         leader = await leader_of(net)
         results = await asyncio.wait_for(asyncio.gather(*(leader.propose(write(f"k{n}")) for n in range(5))), 10)
         assert [r.revision for r in results] == sorted(r.revision for r in results)
@@ -115,15 +124,10 @@ async def test_leader_sends_appends_before_its_own_save_and_followers_ack_after_
             for n, m in acks:
                 assert any(saved_index(ev, m.index) for ev in theirs[:n]), \
                     f"member {fid} acked index {m.index} before saving it"
-    finally:
-        for d in net.drivers.values():
-            d.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_votes_and_campaigns_leave_only_after_their_term_is_saved(tmp_path: Path) -> None:
-    net, tasks = await cluster(tmp_path)
-    try:
+    async with cluster(tmp_path) as net:
         await leader_of(net)
         for member, events in net.events.items():
             for n, ev in enumerate(events):
@@ -133,7 +137,3 @@ async def test_votes_and_campaigns_leave_only_after_their_term_is_saved(tmp_path
                 if m.type is MsgType.VOTE or (m.type is MsgType.VOTE_RESP and not m.reject):
                     assert any(saved_term(prev, m.term) for prev in events[:n]), \
                         f"member {member} sent {m.type.name} for term {m.term} before saving that term"
-    finally:
-        for d in net.drivers.values():
-            d.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -55,13 +55,9 @@ def test_5_3_leader_brings_divergent_followers_in_line() -> None:
     # Figure 7 in miniature: one follower missing entries, one with extra entries of an old term.
     net = SimNetwork(3, seed=1)
     net.elect(1)
-    for k in range(3):
-        net.propose(1, b"a%d" % k)
-    net.stabilize()
+    net.propose_and_deliver(1, 3, b"a")
     net.isolate(3)
-    for k in range(5):
-        net.propose(1, b"b%d" % k)  # 3 misses these
-    net.stabilize()
+    net.propose_and_deliver(1, 5, b"b")  # 3 misses these
     net.isolate(1)
     net.propose(1, b"lost")  # only on 1, never committed
     net.stabilize()

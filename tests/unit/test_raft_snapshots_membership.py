@@ -66,9 +66,7 @@ def test_7_a_follower_behind_the_compacted_log_is_sent_a_snapshot_and_then_entri
     net = SimNetwork(3, seed=3, snapshot_every=10, snapshot_tail=2)
     net.elect(1)
     net.crash(3)
-    for k in range(40):
-        net.propose(1, b"v%d" % k)
-        net.stabilize()
+    net.propose_and_deliver(1, 40, each=True)
     assert net.node(1).raft.log.first_index() > 20, "the leader compacted"
     sent: list[int] = []
     real_send = net.send
@@ -93,9 +91,7 @@ def test_7_a_lost_snapshot_is_sent_again_after_heartbeats_go_unanswered() -> Non
     net = SimNetwork(3, seed=4, snapshot_every=5, snapshot_tail=0)
     net.elect(1)
     net.crash(3)
-    for k in range(12):
-        net.propose(1, b"v%d" % k)
-        net.stabilize()
+    net.propose_and_deliver(1, 12, each=True)
     net.start(3)
     dropped: list[int] = []
     real_send = net.send
@@ -114,9 +110,7 @@ def test_7_a_lost_snapshot_is_sent_again_after_heartbeats_go_unanswered() -> Non
 def test_7_a_snapshot_the_follower_already_has_only_advances_its_commit_index() -> None:
     net = SimNetwork(3, seed=5)
     net.elect(1)
-    for k in range(5):
-        net.propose(1, b"v%d" % k)
-    net.stabilize()
+    net.propose_and_deliver(1, 5)
     raft2 = net.node(2).raft
     last = raft2.log.last_index()
     assert not raft2.restore(Snapshot(last, raft2.log.term(last), b"", ConfState((1, 2, 3))))
@@ -127,9 +121,7 @@ def test_7_a_snapshot_the_follower_already_has_only_advances_its_commit_index() 
 def test_4_a_new_member_joins_as_a_learner_from_a_snapshot_and_votes_once_promoted() -> None:
     net = SimNetwork(3, seed=6, spares=1)
     net.elect(1)
-    for k in range(8):
-        net.propose(1, b"v%d" % k)
-    net.stabilize()
+    net.propose_and_deliver(1, 8)
     assert net.change(1, ConfChangeType.PROMOTE, 4) is None, "only learners are promoted"
     assert net.change(1, ConfChangeType.ADD_LEARNER, 4) is not None
     assert net.change(1, ConfChangeType.REMOVE, 2) is None, "one change at a time"
@@ -333,9 +325,7 @@ def test_3_10_leadership_moves_to_the_chosen_voter_once_it_is_up_to_date() -> No
     net = SimNetwork(3, seed=11)
     net.elect(1)
     net.isolate(3)
-    for k in range(5):
-        net.propose(1, b"v%d" % k)
-    net.stabilize()
+    net.propose_and_deliver(1, 5)
     net.heal()
     net.node(1).transfer_leader(3)  # behind: the leader first brings it up to date
     with pytest.raises(ProposalDropped, match="transferred"):

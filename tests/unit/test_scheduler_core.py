@@ -152,11 +152,17 @@ def test_tasks_being_removed_do_not_count_for_spread() -> None:
     assert schedule([pending(web, 3)], nodes, existing, now=NOW)[0].node_id == "n1"
 
 
-def test_faulty_nodes_sort_last() -> None:
+def failed_five_times_on_n1() -> tuple[Obj, list[Obj], list[Obj], list[Obj]]:
+    """A service whose tasks failed five times on n1 (ten seconds ago) and that runs three tasks on n2."""
     web = make_service("web", 1)
     nodes = [make_node("n1"), make_node("n2")]
     failures = [running_on(web, i, "n1", state="failed", desired="shutdown", ts=NOW - 10) for i in range(5)]
     busy = [running_on(web, 10 + i, "n2") for i in range(3)]
+    return web, nodes, failures, busy
+
+
+def test_faulty_nodes_sort_last() -> None:
+    web, nodes, failures, busy = failed_five_times_on_n1()
     assert schedule([pending(web, 1)], nodes, failures + busy, now=NOW)[0].node_id == "n2"
     # Old failures (beyond 5 minutes) do not count.
     assert schedule([pending(web, 1)], nodes, failures + busy, now=NOW + 301)[0].node_id == "n1"
@@ -414,10 +420,7 @@ def test_preferences_count_existing_tasks_and_skip_branches_that_stop_fitting() 
 
 # ---- faulty nodes --------------------------------------------------------------------------------------------
 def test_failures_count_per_spec_version_and_outlive_the_reaper() -> None:
-    web = make_service("web", 1)
-    nodes = [make_node("n1"), make_node("n2")]
-    failures = [running_on(web, i, "n1", state="failed", desired="shutdown", ts=NOW - 10) for i in range(5)]
-    busy = [running_on(web, 10 + i, "n2") for i in range(3)]
+    web, nodes, failures, busy = failed_five_times_on_n1()
     assert schedule([pending(web, 1)], nodes, failures + busy, now=NOW)[0].node_id == "n2"
     v2 = {**pending(web, 1), "spec_version": 2}  # a new spec version is not punished for the old one's failures
     assert schedule([v2], nodes, failures + busy, now=NOW)[0].node_id == "n1"

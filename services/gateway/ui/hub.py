@@ -28,6 +28,7 @@ import httpx
 
 from services.gateway.ui.feed import events_of
 from services.gateway.ui.snapshot import compose, raft_members, without_time, workload
+from shoal.concurrency import task_scope
 from shoal.errors import Compacted, ShoalError
 from shoal.models.kinds import Kind
 from shoal.store.mirror import StoreMirror
@@ -174,37 +175,40 @@ class DashboardHub:
     async def _run(self) -> None:
         mirror = StoreMirror(self.store, MIRRORED, poll_interval=self.interval)
         mirror.on_event = self._on_event
-        raft = asyncio.create_task(self._poll_raft(), name="gateway.dashboard.raft")
-        idle_since: float | None = None
         try:
-            while not self._stop.is_set():
-                store_error = None
-                try:
-                    if await mirror.sync_once() is None:  # listed again: anything may have changed
-                        self._work = None
-                except Compacted:
-                    mirror.resync()  # re-list on the next step
-                except (ShoalError, httpx.HTTPError, OSError) as e:
-                    store_error = str(e) or type(e).__name__
-                try:
-                    self._publish(mirror, store_error)
-                except Exception:  # a bug on odd data must not leave the browsers with a frozen page
-                    log.exception("dashboard: building the snapshot failed; retrying next interval")
-                    self._work = None
-                now = time.monotonic()
-                if self.browsers:
-                    idle_since = None
-                elif idle_since is None:
-                    idle_since = now
-                elif now - idle_since >= self.linger:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.interval)
+            async with task_scope() as tg:  # the raft poll lives as long as the builder
+                raft = tg.create_task(self._poll_raft(), name="gateway.dashboard.raft")
+                await self._follow(mirror)
+                raft.cancel()
         finally:
-            raft.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await raft
             self.snapshot = self._snapshot_msg = self._work = None  # a later start lists again: nothing stale
+
+    async def _follow(self, mirror: StoreMirror) -> None:
+        """Sync the mirror and publish a snapshot every interval, until stopped or idle for `linger`."""
+        idle_since: float | None = None
+        while not self._stop.is_set():
+            store_error = None
+            try:
+                if await mirror.sync_once() is None:  # listed again: anything may have changed
+                    self._work = None
+            except Compacted:
+                mirror.resync()  # re-list on the next step
+            except (ShoalError, httpx.HTTPError, OSError) as e:
+                store_error = str(e) or type(e).__name__
+            try:
+                self._publish(mirror, store_error)
+            except Exception:  # a bug on odd data must not leave the browsers with a frozen page
+                log.exception("dashboard: building the snapshot failed; retrying next interval")
+                self._work = None
+            now = time.monotonic()
+            if self.browsers:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = now
+            elif now - idle_since >= self.linger:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval)
 
     def _publish(self, mirror: StoreMirror, store_error: str | None) -> None:
         if self._work is None:

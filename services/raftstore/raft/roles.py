@@ -1,19 +1,16 @@
 """How each role handles the messages that survived the term check in `Raft.step` (etcd's stepLeader,
-stepCandidate, stepFollower). Functions of the Raft they act on, so each role reads as one short page."""
+stepCandidate, stepFollower). Functions of the Raft they act on (what they use of it: `member.Member`), so each
+role reads as one short page."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from services.raftstore.raft.errors import ProposalDropped
+from services.raftstore.raft.member import Member
 from services.raftstore.raft.messages import NEED_SNAPSHOT, NONE, Message, MsgType, ReadState, Role
 from services.raftstore.raft.progress import ProgressState
 
-if TYPE_CHECKING:
-    from services.raftstore.raft.node import Raft
 
-
-def step_leader(r: Raft, m: Message) -> None:
+def step_leader(r: Member, m: Message) -> None:
     t = m.type
     if t == MsgType.BEAT:
         r.bcast_heartbeat()
@@ -44,7 +41,7 @@ def step_leader(r: Raft, m: Message) -> None:
         _leader_heartbeat_response(r, m)
 
 
-def _leader_append_response(r: Raft, m: Message) -> None:
+def _leader_append_response(r: Member, m: Message) -> None:
     pr = r.prs[m.frm]
     pr.recent_active = True
     if m.reject and m.context == NEED_SNAPSHOT:
@@ -83,7 +80,7 @@ def _leader_append_response(r: Raft, m: Message) -> None:
         pass  # keep the pipe full while flow control allows
 
 
-def _leader_heartbeat_response(r: Raft, m: Message) -> None:
+def _leader_heartbeat_response(r: Member, m: Message) -> None:
     pr = r.prs[m.frm]
     pr.recent_active = True
     pr.probe_sent = False
@@ -101,7 +98,7 @@ def _leader_heartbeat_response(r: Raft, m: Message) -> None:
             r.answer_read(req)
 
 
-def step_candidate(r: Raft, m: Message) -> None:
+def step_candidate(r: Member, m: Message) -> None:
     """Both PRE_CANDIDATE and CANDIDATE: a leader of our term (or a newer one) makes us follow it (§5.2)."""
     t = m.type
     mine = MsgType.PRE_VOTE_RESP if r.role == Role.PRE_CANDIDATE else MsgType.VOTE_RESP
@@ -123,7 +120,7 @@ def step_candidate(r: Raft, m: Message) -> None:
         r.poll(m.frm, t, granted=not m.reject)
 
 
-def step_follower(r: Raft, m: Message) -> None:
+def step_follower(r: Member, m: Message) -> None:
     t = m.type
     if t == MsgType.PROP:
         # Writes are forwarded to the leader by the API layer, never through Raft.
@@ -154,7 +151,7 @@ def step_follower(r: Raft, m: Message) -> None:
         r.read_states.append(ReadState(m.index, m.context))
 
 
-def handle_append(r: Raft, m: Message) -> None:
+def handle_append(r: Member, m: Message) -> None:
     """AppendEntries receiver (Figure 2)."""
     if not r.voters:
         # A joining member knows no membership: replaying the log from index 1 would not tell it (the bootstrap
@@ -174,7 +171,7 @@ def handle_append(r: Raft, m: Message) -> None:
            log_term=r.log.term(hint))
 
 
-def handle_snapshot(r: Raft, m: Message) -> None:
+def handle_snapshot(r: Member, m: Message) -> None:
     """InstallSnapshot receiver (§7, Figure 13). Answers with the index we now hold, like an append."""
     if m.snapshot is None:
         return  # sanity.py refuses a SNAP without one before it gets here
@@ -184,6 +181,6 @@ def handle_snapshot(r: Raft, m: Message) -> None:
         r.send(MsgType.APP_RESP, m.frm, index=r.log.committed)
 
 
-def handle_heartbeat(r: Raft, m: Message) -> None:
+def handle_heartbeat(r: Member, m: Message) -> None:
     r.log.commit_to(m.commit)
     r.send(MsgType.HEARTBEAT_RESP, m.frm, context=m.context)
