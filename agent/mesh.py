@@ -34,7 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shoal import endpoints
+from agent.kernel_mesh import KernelMesh
+from agent.kernel_mesh import check as kernel_check
+from shoal import endpoints, iptables, meshrules
 from shoal.lb import CHUNK, close_server, pipe
 from shoal.models.objects import Obj
 
@@ -205,9 +207,24 @@ class Relay:
         return False
 
 
+MODES = ("auto", "kernel", "userspace")
+
+
+class KernelUnavailable(Exception):
+    """SHOAL_MESH=kernel on a machine without the kernel path: what is missing."""
+
+
 class Mesh:
-    def __init__(self, state_dir: Path, *, connect_timeout: float = 2.0, default_addr: str | None = None) -> None:
+    """`mode`: `userspace` (listeners for everything) until `choose` picks `kernel`, where the ingress published
+    ports (TCP and UDP) are iptables rules (agent/kernel_mesh.py) and only the service listeners stay here."""
+
+    def __init__(self, state_dir: Path, *, connect_timeout: float = 2.0, default_addr: str | None = None,
+                 node_tag: str = "") -> None:
         self.dir = state_dir / "mesh"
+        self.node_tag = node_tag  # names the node's iptables chains (shoal.meshrules.tag)
+        self.mode = "userspace"
+        self.mode_reason = "not chosen (SHOAL_MESH is read at the agent's start)"
+        self.kernel: KernelMesh | None = None
         self.connect_timeout = connect_timeout
         self.default_addr = default_addr  # SHOAL_ADDR: where ingress ports listen if the table names none
         self.version = ""
@@ -227,6 +244,32 @@ class Mesh:
         """What every process task is told (docs/networking.md)."""
         return {"SHOAL_HOSTS_FILE": str(self.hosts_file), "SHOAL_ENDPOINTS_FILE": str(self.endpoints_file)}
 
+    def choose(self, wanted: str) -> None:
+        """Pick the path for the ingress ports (SHOAL_MESH): `kernel` when asked or, with `auto`, when the
+        machine has it (agent/kernel_mesh.py `check`, in a scratch chain); else `userspace`. `kernel` asked
+        but unavailable raises KernelUnavailable naming what is missing. Blocking (runs iptables)."""
+        if wanted not in MODES:
+            raise KernelUnavailable(f"SHOAL_MESH={wanted!r}: expected one of {', '.join(MODES)}")
+        if wanted == "userspace":
+            self.mode, self.mode_reason = "userspace", "SHOAL_MESH=userspace"
+        else:
+            missing = kernel_check()
+            if missing and wanted == "kernel":
+                raise KernelUnavailable("SHOAL_MESH=kernel but the kernel path is unavailable: missing "
+                                        + "; ".join(missing))
+            if missing:
+                self.mode, self.mode_reason = "userspace", "kernel path unavailable: missing " + "; ".join(missing)
+            else:
+                self.mode, self.mode_reason = "kernel", f"SHOAL_MESH={wanted}: iptables DNAT works here"
+        if self.mode == "kernel":
+            self.kernel = KernelMesh(self.node_tag or meshrules.tag("default", socket.gethostname()))
+        elif self.node_tag:
+            # a kernel path this node ran before (SHOAL_MESH changed) must not keep intercepting its ports
+            if removed := iptables.sweep(self.node_tag):
+                log.info("mesh: removed the kernel path's chains %s left by an earlier run", ", ".join(removed))
+        log.log(logging.INFO if self.mode == "kernel" or wanted == "userspace" else logging.WARNING,
+                "mesh: %s path for ingress published ports (%s)", self.mode, self.mode_reason)
+
     async def restore(self) -> None:
         """Open the listeners of the table saved by the previous agent process (if any)."""
         try:
@@ -244,7 +287,12 @@ class Mesh:
             self._write_files(table, save)
             wanted: dict[tuple[str, str, int], tuple[str, list[Addr]]] = {}
             addr = str(table.get("node_addr") or self.default_addr or "0.0.0.0")
-            for (proto, port), (sid, backends) in endpoints.ingress_routes(table).items():
+            ingress = endpoints.ingress_routes(table)
+            if self.kernel is not None:
+                await asyncio.to_thread(self.kernel.apply, addr,
+                                        {key: backends for key, (_, backends) in ingress.items()})
+                ingress = {}
+            for (proto, port), (sid, backends) in ingress.items():
                 if proto == "tcp":
                     wanted[("ingress", addr, port)] = (sid, backends)
             for (vip, port), (sid, backends) in endpoints.vip_routes(table).items():
@@ -277,9 +325,13 @@ class Mesh:
             for listener in self.listeners.values():
                 await listener.close()
             self.listeners.clear()
+            if self.kernel is not None:
+                await asyncio.to_thread(self.kernel.remove)
 
     def status(self) -> dict[str, Any]:
-        return {"version": self.version, "listeners": [lst.describe() for lst in self.listeners.values()]}
+        return {"version": self.version, "mode": self.mode, "mode_reason": self.mode_reason,
+                "kernel": None if self.kernel is None else self.kernel.status(),
+                "listeners": [lst.describe() for lst in self.listeners.values()]}
 
 
 def _write_atomic(path: Path, text: str) -> None:
