@@ -17,7 +17,7 @@ import sys
 
 from agent.agent import Agent
 from agent.app import create_app
-from agent.mesh import KernelUnavailable
+from agent.mesh import KernelUnavailable, choose_mode
 from agent.settings import AgentSettings
 from shoal import enroll as identity
 from shoal import transport
@@ -69,16 +69,17 @@ async def main(settings: AgentSettings) -> None:
     setup_logging(settings.log_level, settings.instance_name())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     try:
+        mesh_mode = await asyncio.to_thread(choose_mode, settings.mesh)  # SHOAL_MESH: kernel or userspace path
+    except KernelUnavailable as e:
+        log.error("agent: %s", e)
+        sys.exit(EXIT_MESH_UNAVAILABLE)
+    try:
         creds = await ensure_identity(settings)
     except identity.JoinRefused as e:
         log.error("%s", e)
         sys.exit(EXIT_JOIN_REFUSED)
     agent = Agent(settings, creds=creds)
-    try:
-        await asyncio.to_thread(agent.mesh.choose, settings.mesh)  # SHOAL_MESH: kernel or userspace path
-    except KernelUnavailable as e:
-        log.error("agent: %s", e)
-        sys.exit(EXIT_MESH_UNAVAILABLE)
+    await asyncio.to_thread(agent.mesh.use, *mesh_mode)
     agent.on_leave = lambda: os.kill(os.getpid(), signal.SIGTERM)  # removed from the cluster: exit gracefully
     await serve(create_app(agent), settings.host, settings.port, creds, transport.managers_only)
 

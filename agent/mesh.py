@@ -214,6 +214,26 @@ class KernelUnavailable(Exception):
     """SHOAL_MESH=kernel on a machine without the kernel path: what is missing."""
 
 
+def choose_mode(wanted: str, check: Callable[[], list[str]] = kernel_check) -> tuple[str, str]:
+    """The path for the ingress ports (SHOAL_MESH) and why: `kernel` when asked or, with `auto`, when the
+    machine has it (agent/kernel_mesh.py `check`, in a scratch chain); else `userspace`, logged as a warning
+    under `auto`. `kernel` asked but unavailable raises KernelUnavailable naming what is missing. Blocking."""
+    if wanted not in MODES:
+        raise KernelUnavailable(f"SHOAL_MESH={wanted!r}: expected one of {', '.join(MODES)}")
+    if wanted == "userspace":
+        mode, reason = "userspace", "SHOAL_MESH=userspace"
+    elif missing := check():
+        if wanted == "kernel":
+            raise KernelUnavailable("SHOAL_MESH=kernel but the kernel path is unavailable here: missing "
+                                    + "; ".join(missing))
+        mode, reason = "userspace", "SHOAL_MESH=auto and the kernel path is unavailable: missing " + "; ".join(missing)
+    else:
+        mode, reason = "kernel", f"SHOAL_MESH={wanted}: root, iptables and route_localnet work here"
+    log.log(logging.WARNING if wanted == "auto" and mode == "userspace" else logging.INFO,
+            "mesh: %s path for ingress published ports (%s)", mode, reason)
+    return mode, reason
+
+
 class Mesh:
     """`mode`: `userspace` (listeners for everything) until `choose` picks `kernel`, where the ingress published
     ports (TCP and UDP) are iptables rules (agent/kernel_mesh.py) and only the service listeners stay here."""
@@ -244,31 +264,14 @@ class Mesh:
         """What every process task is told (docs/networking.md)."""
         return {"SHOAL_HOSTS_FILE": str(self.hosts_file), "SHOAL_ENDPOINTS_FILE": str(self.endpoints_file)}
 
-    def choose(self, wanted: str) -> None:
-        """Pick the path for the ingress ports (SHOAL_MESH): `kernel` when asked or, with `auto`, when the
-        machine has it (agent/kernel_mesh.py `check`, in a scratch chain); else `userspace`. `kernel` asked
-        but unavailable raises KernelUnavailable naming what is missing. Blocking (runs iptables)."""
-        if wanted not in MODES:
-            raise KernelUnavailable(f"SHOAL_MESH={wanted!r}: expected one of {', '.join(MODES)}")
-        if wanted == "userspace":
-            self.mode, self.mode_reason = "userspace", "SHOAL_MESH=userspace"
-        else:
-            missing = kernel_check()
-            if missing and wanted == "kernel":
-                raise KernelUnavailable("SHOAL_MESH=kernel but the kernel path is unavailable: missing "
-                                        + "; ".join(missing))
-            if missing:
-                self.mode, self.mode_reason = "userspace", "kernel path unavailable: missing " + "; ".join(missing)
-            else:
-                self.mode, self.mode_reason = "kernel", f"SHOAL_MESH={wanted}: iptables DNAT works here"
-        if self.mode == "kernel":
+    def use(self, mode: str, reason: str) -> None:
+        """Take the path `choose_mode` picked. Userspace: chains a kernel path of this node left in an earlier
+        run (SHOAL_MESH changed) are removed, or they would keep intercepting its ports. Blocking (iptables)."""
+        self.mode, self.mode_reason = mode, reason
+        if mode == "kernel":
             self.kernel = KernelMesh(self.node_tag or meshrules.tag("default", socket.gethostname()))
-        elif self.node_tag:
-            # a kernel path this node ran before (SHOAL_MESH changed) must not keep intercepting its ports
-            if removed := iptables.sweep(self.node_tag):
-                log.info("mesh: removed the kernel path's chains %s left by an earlier run", ", ".join(removed))
-        log.log(logging.INFO if self.mode == "kernel" or wanted == "userspace" else logging.WARNING,
-                "mesh: %s path for ingress published ports (%s)", self.mode, self.mode_reason)
+        elif self.node_tag and (removed := iptables.sweep(self.node_tag)):
+            log.info("mesh: removed the kernel path's chains %s left by an earlier run", ", ".join(removed))
 
     async def restore(self) -> None:
         """Open the listeners of the table saved by the previous agent process (if any)."""
