@@ -6,10 +6,12 @@ from __future__ import annotations
 import random
 import re
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
 from agent.kernel_mesh import KernelMesh
+from agent.mesh import Mesh
 from shoal import meshrules
 from shoal.iptables import KernelError
 
@@ -186,3 +188,29 @@ def test_choose_mode_auto_falls_back_and_kernel_fails_naming_what_is_missing() -
     assert choose_mode("userspace", check=lambda: pytest.fail("userspace needs no check"))[0] == "userspace"
     with pytest.raises(KernelUnavailable, match="expected one of auto, kernel, userspace"):
         choose_mode("fast")
+
+
+async def test_mesh_in_kernel_mode_gives_ingress_ports_to_the_kernel_and_keeps_the_vip_listeners(
+        tmp_path: Path) -> None:
+    fake = FakeIptables()
+    mesh = Mesh(tmp_path, node_tag=TAG)
+    mesh.use("kernel", "test")
+    assert mesh.kernel is not None
+    mesh.kernel.runner = fake
+    table = {"version": "v1", "node_addr": "127.0.0.2", "services": [{
+        "id": "svc1", "name": "web", "mode": "vip", "networks": ["n1"], "vips": [],
+        "ports": [{"protocol": "tcp", "target_port": 8080, "published_port": 30080, "publish_mode": "ingress"},
+                  {"protocol": "udp", "target_port": 53, "published_port": 30053, "publish_mode": "ingress"}],
+        "backends": [{"task_id": "t1", "node_id": "n", "node_addr": "127.0.0.3", "addresses": {},
+                      "ports": {"8080/tcp": 41000, "53/udp": 41001}}], "backends_truncated": False}]}
+    try:
+        await mesh.apply(table)
+        [text] = fake.restored
+        assert "-j DNAT --to-destination 127.0.0.3:41000" in text and "-j DNAT --to-destination 127.0.0.3:41001" in text
+        kinds = {lst["kind"] for lst in mesh.status()["listeners"]}
+        assert kinds == {"vip"}, mesh.status()  # no userspace listener on the published port
+        st = mesh.status()
+        assert st["mode"] == "kernel" and st["kernel"]["ports"] == {"tcp/30080": ["127.0.0.3:41000"],
+                                                                  "udp/30053": ["127.0.0.3:41001"]}
+    finally:
+        await mesh.close()
