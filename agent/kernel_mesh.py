@@ -68,9 +68,9 @@ class KernelMesh:
         desired = meshrules.plan(self.tag, node_addr, routes)
         try:
             chains, jumps = meshrules.parse_save(save(self.runner), self.tag)
-            hooked = {chain for chain, rule in jumps if rule.split("-j ")[-1].strip() in (self.tag,
-                                                                                           self.tag + "-post")}
-            missing = [h for h, _ in meshrules.HOOKS if h not in hooked]
+            hooked = {chain for _, chain, rule in jumps
+                      if rule.split("-j ")[-1].strip() in {self.tag + suffix for _, _, suffix in meshrules.HOOKS}}
+            missing = [b for _, b, _ in meshrules.HOOKS if b not in hooked]
             text = meshrules.restore_text(desired, chains, self.applied, missing, self.tag)
             if text:
                 restore(self.runner, text)

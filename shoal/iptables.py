@@ -33,7 +33,8 @@ def run(argv: list[str], stdin: str | None = None) -> str:
 
 
 def save(runner: Runner) -> str:
-    return runner(["iptables-save", "-t", "nat"], None)
+    """The `nat` and `filter` tables, as `iptables-save` prints them."""
+    return runner(["iptables-save", "-t", "nat"], None) + runner(["iptables-save", "-t", "filter"], None)
 
 
 def restore(runner: Runner, text: str) -> None:

@@ -13,7 +13,9 @@ Names (iptables chain names are at most 28 characters): every chain starts with 
   `-m statistic --mode random` (backend i of n taken with probability 1/(n-i), the last always);
 - `<tag>-post`: jumped to from `POSTROUTING`; MASQUERADE of connections this node DNATed for one of its ports
   that leave by an interface other than `lo`, so a remote backend answers through the balancing node (whose
-  conntrack entry undoes the DNAT) rather than straight to a client that never asked it.
+  conntrack entry undoes the DNAT) rather than straight to a client that never asked it;
+- `<tag>-fwd`, in the `filter` table, jumped to from `FORWARD`: ACCEPT those same connections (both ways), which
+  a host whose FORWARD policy is DROP (any Docker host) would otherwise drop on their way to another machine.
 The hooks in the built-in chains carry the comment `sh-m-...` (their target's name)."""
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ import shlex
 from collections.abc import Iterable, Mapping, Sequence
 
 PREFIX = "sh-m-"
-HOOKS = (("PREROUTING", ""), ("OUTPUT", ""), ("POSTROUTING", "-post"))
+#: (table, built-in chain, suffix of the node's chain it jumps to)
+HOOKS = (("nat", "PREROUTING", ""), ("nat", "OUTPUT", ""), ("nat", "POSTROUTING", "-post"),
+         ("filter", "FORWARD", "-fwd"))
+TABLES = ("nat", "filter")
 PROTOCOLS = ("tcp", "udp")
 
 Addr = tuple[str, int]
@@ -53,6 +58,15 @@ def post_chain(node_tag: str) -> str:
     return f"{node_tag}-post"
 
 
+def fwd_chain(node_tag: str) -> str:
+    return f"{node_tag}-fwd"
+
+
+def table_of(chain: str) -> str:
+    """The table a chain of the mesh lives in (its name says)."""
+    return "filter" if chain.endswith("-fwd") else "nat"
+
+
 def probabilities(n: int) -> list[float | None]:
     """For n backends tried in order: the chance backend i is taken if reached (None: always), giving each
     backend a share of 1/n: (1 - 1/n)(1 - 1/(n-1))...(1/(n-i)) = 1/n."""
@@ -73,6 +87,7 @@ def plan(node_tag: str, node_addr: str, routes: Routes) -> Chains:
     as the userspace mesh closes its listener. Protocols other than tcp/udp (sctp) are left out."""
     entry: list[str] = []
     post: list[str] = []
+    fwd: list[str] = []
     chains: Chains = {}
     dst = _dst(node_addr)
     for (protocol, port), backends in sorted(routes.items()):
@@ -87,47 +102,58 @@ def plan(node_tag: str, node_addr: str, routes: Routes) -> Chains:
             rules.append(f"-p {protocol} {comment} {chance}-j DNAT --to-destination {host}:{hport}")
         chains[name] = rules
         orig = f" --ctorigdst {node_addr}" if dst.startswith("-d ") else ""
-        post.append(f"! -o lo -p {protocol} -m conntrack --ctstate DNAT{orig} --ctorigdstport {port} {comment} "
-                    "-j MASQUERADE")
-    return {node_tag: entry, post_chain(node_tag): post, **chains}
+        ours = f"-p {protocol} -m conntrack --ctstate DNAT{orig} --ctorigdstport {port} {comment}"
+        post.append(f"! -o lo {ours} -j MASQUERADE")
+        fwd.append(f"{ours} -j ACCEPT")
+    return {node_tag: entry, post_chain(node_tag): post, fwd_chain(node_tag): fwd, **chains}
 
 
 def hook_rule(builtin: str, node_tag: str) -> str:
     """The rule of a built-in chain that jumps to the node's chains (what `-I`/`-D` take after the chain)."""
-    target = node_tag + dict(HOOKS)[builtin]
+    target = node_tag + {b: suffix for _, b, suffix in HOOKS}[builtin]
     return f"-m comment --comment {target} -j {target}"
 
 
 def restore_text(desired: Chains, installed: Iterable[str], previous: Chains | None, hooks_missing: Iterable[str],
                  node_tag: str) -> str:
     """The `iptables-restore --noflush` input taking the kernel from what is `installed` (chain names of this
-    node found there) to `desired`, in one transaction: every chain whose rules differ from `previous` (what this
-    process applied last; None: unknown, rewrite all) is declared — which flushes it — and refilled; chains no
-    longer wanted are flushed and deleted after the entry chain stopped naming them; hooks missing from the
-    built-in chains (`hooks_missing`: their names) are inserted first in them. Empty text: nothing to do."""
+    node found there) to `desired`, one transaction per table: every chain whose rules differ from `previous`
+    (what this process applied last; None: unknown, rewrite all) is declared — which flushes it — and refilled;
+    chains no longer wanted are flushed and deleted after the entry chain stopped naming them; hooks missing from
+    the built-in chains (`hooks_missing`: their names) are inserted first in them. Empty text: nothing to do."""
     installed = set(installed)
     rewrite = [c for c, rules in desired.items() if previous is None or c not in installed
                or previous.get(c) != rules]
     drop = sorted(c for c in installed if c not in desired)
-    hooks = [h for h, _ in HOOKS if h in set(hooks_missing)]
-    if not rewrite and not drop and not hooks:
-        return ""
-    lines = ["*nat"]
-    lines += [f":{c} - [0:0]" for c in [*rewrite, *drop]]
-    for c in rewrite:
-        lines += [f"-A {c} {rule}" for rule in desired[c]]
-    lines += [f"-I {h} 1 {hook_rule(h, node_tag)}" for h in hooks]
-    lines += [f"-X {c}" for c in drop]
-    lines.append("COMMIT")
-    return "\n".join(lines) + "\n"
+    missing = set(hooks_missing)
+    out: list[str] = []
+    for table in TABLES:
+        here = [c for c in rewrite if table_of(c) == table]
+        gone = [c for c in drop if table_of(c) == table]
+        hooks = [b for t, b, _ in HOOKS if t == table and b in missing]
+        if not here and not gone and not hooks:
+            continue
+        out.append(f"*{table}")
+        out += [f":{c} - [0:0]" for c in [*here, *gone]]
+        for c in here:
+            out += [f"-A {c} {rule}" for rule in desired[c]]
+        out += [f"-I {b} 1 {hook_rule(b, node_tag)}" for b in hooks]
+        out += [f"-X {c}" for c in gone]
+        out.append("COMMIT")
+    return "\n".join(out) + "\n" if out else ""
 
 
-def parse_save(text: str, prefix: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """From `iptables-save -t nat`: the chains whose names start with `prefix`, and the rules of other chains
-    that jump to one of them (`(chain, rule as saved after -A <chain>)`)."""
+def parse_save(text: str, prefix: str) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """From `iptables-save` (the `nat` and `filter` tables): the chains whose names start with `prefix`, and the
+    rules of other chains that jump to one of them (`(table, chain, rule as saved after -A <chain>)`)."""
     chains: list[str] = []
-    jumps: list[tuple[str, str]] = []
+    jumps: list[tuple[str, str, str]] = []
+    table = ""
     for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        if table not in TABLES:
+            continue
         if line.startswith(":") and line[1:].startswith(prefix):
             chains.append(line[1:].split()[0])
         elif line.startswith("-A "):
@@ -138,19 +164,23 @@ def parse_save(text: str, prefix: str) -> tuple[list[str], list[tuple[str, str]]
             if "-j" in words:
                 target = words[words.index("-j") + 1]
                 if target.startswith(prefix):
-                    jumps.append((chain, line.split(" ", 2)[2]))
+                    jumps.append((table, chain, line.split(" ", 2)[2]))
     return chains, jumps
 
 
 def removal(text: str, prefix: str) -> str:
     """The `iptables-restore --noflush` input removing every chain starting with `prefix` and every jump to one
-    (`text`: `iptables-save -t nat`); empty if there is none."""
+    (`text`: `iptables-save`); empty if there is none."""
     chains, jumps = parse_save(text, prefix)
-    if not chains and not jumps:
-        return ""
-    lines = ["*nat"]
-    lines += [f"-D {chain} {rule}" for chain, rule in jumps]
-    lines += [f":{c} - [0:0]" for c in chains]
-    lines += [f"-X {c}" for c in chains]
-    lines.append("COMMIT")
-    return "\n".join(lines) + "\n"
+    out: list[str] = []
+    for table in TABLES:
+        here = [c for c in chains if table_of(c) == table]
+        hooks = [(chain, rule) for t, chain, rule in jumps if t == table]
+        if not here and not hooks:
+            continue
+        out.append(f"*{table}")
+        out += [f"-D {chain} {rule}" for chain, rule in hooks]
+        out += [f":{c} - [0:0]" for c in here]
+        out += [f"-X {c}" for c in here]
+        out.append("COMMIT")
+    return "\n".join(out) + "\n" if out else ""

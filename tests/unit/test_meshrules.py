@@ -22,7 +22,7 @@ def test_names_are_per_cluster_and_node_and_fit_iptables() -> None:
     assert TAG.startswith(meshrules.cluster_prefix("cluster-a"))
     assert TAG != meshrules.tag("cluster-b", "host-1") and TAG != meshrules.tag("cluster-a", "host-2")
     assert not meshrules.tag("cluster-b", "host-1").startswith(meshrules.cluster_prefix("cluster-a"))
-    longest = [meshrules.port_chain(TAG, "udp", 65535), meshrules.post_chain(TAG), TAG]
+    longest = [meshrules.port_chain(TAG, "udp", 65535), meshrules.post_chain(TAG), meshrules.fwd_chain(TAG), TAG]
     assert all(n.startswith("sh-") and len(n) <= 28 for n in longest), longest  # iptables' limit
 
 
@@ -42,8 +42,9 @@ def test_plan_dnats_each_port_to_its_backends_with_statistic_rules() -> None:
     routes = {("tcp", 8080): [("127.0.0.2", 40001), ("127.0.0.3", 40002), ("10.0.0.9", 40003)],
               ("udp", 5353): [("127.0.0.3", 40100)]}
     chains = meshrules.plan(TAG, "127.0.0.2", routes)
-    tcp, udp, post = f"{TAG}-t8080", f"{TAG}-u5353", f"{TAG}-post"
-    assert set(chains) == {TAG, post, tcp, udp}
+    tcp, udp, post, fwd = f"{TAG}-t8080", f"{TAG}-u5353", f"{TAG}-post", f"{TAG}-fwd"
+    assert set(chains) == {TAG, post, fwd, tcp, udp}
+    assert [meshrules.table_of(c) for c in (TAG, post, fwd, tcp)] == ["nat", "nat", "filter", "nat"]
     assert chains[TAG] == [
         f"-d 127.0.0.2/32 -p tcp -m tcp --dport 8080 -m comment --comment {tcp} -j {tcp}",
         f"-d 127.0.0.2/32 -p udp -m udp --dport 5353 -m comment --comment {udp} -j {udp}"]
@@ -55,11 +56,14 @@ def test_plan_dnats_each_port_to_its_backends_with_statistic_rules() -> None:
     assert len(chains[post]) == 2 and all("! -o lo" in r and "--ctorigdst 127.0.0.2" in r
                                           and r.endswith("-j MASQUERADE") for r in chains[post])
     assert any("-p udp" in r and "--ctorigdstport 5353" in r for r in chains[post])
+    # and a FORWARD policy of DROP (Docker's) lets them through to a backend on another machine
+    assert len(chains[fwd]) == 2 and all("--ctstate DNAT --ctorigdst 127.0.0.2" in r and r.endswith("-j ACCEPT")
+                                         for r in chains[fwd])
 
 
 def test_a_port_without_backends_or_of_another_protocol_gets_no_rule() -> None:
     chains = meshrules.plan(TAG, "127.0.0.2", {("tcp", 8080): [], ("sctp", 9): [("127.0.0.3", 1)]})
-    assert chains == {TAG: [], f"{TAG}-post": []}
+    assert chains == {TAG: [], f"{TAG}-post": [], f"{TAG}-fwd": []}
 
 
 def test_no_node_address_means_any_local_address() -> None:
@@ -86,8 +90,9 @@ def test_restore_text_rewrites_only_changed_chains_and_deletes_the_unwanted() ->
     text = meshrules.restore_text(after, list(before), before, [], TAG)
     lines = text.splitlines()
     assert lines[0] == "*nat" and lines[-1] == "COMMIT"
+    assert lines.count("COMMIT") == 2 and "*filter" in lines  # one transaction per table
     declared = [ln[1:].split()[0] for ln in lines if ln.startswith(":")]
-    assert set(declared) == {TAG, f"{TAG}-post", f"{TAG}-t80", f"{TAG}-t81"}  # declaring flushes
+    assert set(declared) == {TAG, f"{TAG}-post", f"{TAG}-fwd", f"{TAG}-t80", f"{TAG}-t81"}  # declaring flushes
     assert lines.index(f"-X {TAG}-t81") > max(i for i, ln in enumerate(lines) if ln.startswith(f"-A {TAG} "))
     assert not any(ln.startswith(f"-A {TAG}-t81") for ln in lines)
     # nothing changed → nothing to run; unknown previous (a restarted agent) → everything rewritten
@@ -97,10 +102,13 @@ def test_restore_text_rewrites_only_changed_chains_and_deletes_the_unwanted() ->
 
 
 def test_missing_hooks_are_inserted_first_in_the_builtin_chains() -> None:
-    text = meshrules.restore_text({TAG: [], f"{TAG}-post": []}, [], None, ["PREROUTING", "POSTROUTING"], TAG)
+    text = meshrules.restore_text({TAG: [], f"{TAG}-post": [], f"{TAG}-fwd": []}, [], None,
+                                  ["PREROUTING", "POSTROUTING", "FORWARD"], TAG)
     assert f"-I PREROUTING 1 -m comment --comment {TAG} -j {TAG}" in text
     assert f"-I POSTROUTING 1 -m comment --comment {TAG}-post -j {TAG}-post" in text
     assert "-I OUTPUT" not in text
+    nat, filt = text.split("*filter")
+    assert f"-I FORWARD 1 -m comment --comment {TAG}-fwd -j {TAG}-fwd" in filt and "FORWARD" not in nat
 
 
 SAVED = f"""*nat
@@ -120,32 +128,43 @@ SAVED = f"""*nat
 -A {TAG} -d 127.0.0.2/32 -p tcp -m tcp --dport 80 -j {TAG}-t80
 -A {TAG}-t80 -p tcp -j DNAT --to-destination 127.0.0.3:1
 COMMIT
+*filter
+:FORWARD DROP [0:0]
+:DOCKER-USER - [0:0]
+:{TAG}-fwd - [0:0]
+-A FORWARD -m comment --comment {TAG}-fwd -j {TAG}-fwd
+-A FORWARD -j DOCKER-USER
+COMMIT
 """
 
 
 def test_removal_takes_exactly_the_prefixs_chains_and_jumps() -> None:
     chains, jumps = meshrules.parse_save(SAVED, TAG)
-    assert sorted(chains) == sorted([TAG, f"{TAG}-t80", f"{TAG}-post"])
-    assert [c for c, _ in jumps] == ["PREROUTING", "OUTPUT", "POSTROUTING"]
+    assert sorted(chains) == sorted([TAG, f"{TAG}-t80", f"{TAG}-post", f"{TAG}-fwd"])
+    assert [(t, c) for t, c, _ in jumps] == [("nat", "PREROUTING"), ("nat", "OUTPUT"), ("nat", "POSTROUTING"),
+                                             ("filter", "FORWARD")]
     text = meshrules.removal(SAVED, TAG)
     assert "sh-m-aaaaaa-bbbbbb" not in text and "DOCKER" not in text  # another node's, another tool's: kept
     assert f"-D PREROUTING -m comment --comment {TAG} -j {TAG}" in text and f"-X {TAG}-t80" in text
+    assert f"*filter\n-D FORWARD -m comment --comment {TAG}-fwd -j {TAG}-fwd\n:{TAG}-fwd - [0:0]\n-X {TAG}-fwd" in text
     assert meshrules.removal(SAVED, "sh-m-cccccc") == ""
     # a cluster's prefix takes all of its nodes
-    assert set(meshrules.parse_save(SAVED, "sh-m-")[0]) == {TAG, f"{TAG}-t80", f"{TAG}-post", "sh-m-aaaaaa-bbbbbb"}
+    assert set(meshrules.parse_save(SAVED, "sh-m-")[0]) == {TAG, f"{TAG}-t80", f"{TAG}-post", f"{TAG}-fwd",
+                                                            "sh-m-aaaaaa-bbbbbb"}
 
 
 class FakeIptables:
     """Records the restore texts; answers iptables-save with `saved`."""
 
-    def __init__(self, saved: str = "*nat\nCOMMIT\n") -> None:
+    def __init__(self, saved: str = "*nat\nCOMMIT\n*filter\nCOMMIT\n") -> None:
         self.saved = saved
         self.restored: list[str] = []
         self.fail = False
 
     def __call__(self, argv: list[str], stdin: str | None) -> str:
-        if argv[0] == "iptables-save":
-            return self.saved
+        if argv[0] == "iptables-save":  # one table at a time
+            table = argv[argv.index("-t") + 1]
+            return "".join(part for part in self.saved.split("COMMIT\n") if part.startswith(f"*{table}"))
         if self.fail:
             raise KernelError("iptables-restore: line 3 failed")
         assert argv[:2] == ["iptables-restore", "-w"] and "--noflush" in argv and stdin
