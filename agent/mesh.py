@@ -1,5 +1,7 @@
 """The node's share of the data plane, userspace path (docs/networking.md): the routing mesh and service
-listeners, fed by the endpoint table the dispatcher sends on the session (shoal/endpoints.py).
+listeners, fed by the endpoint table the dispatcher sends on the session (shoal/endpoints.py). With the kernel
+path (`SHOAL_MESH`, `choose_mode`), the ingress published ports go to iptables rules instead
+(agent/kernel_mesh.py) and only the service listeners and discovery files stay here.
 
 - **Routing mesh**: for every ingress published TCP port of the table, a listener on the node's address
   (`node_addr` of the table: the address the node registered with, `SHOAL_ADDR`) that forwards each
