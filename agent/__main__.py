@@ -2,7 +2,8 @@
 SHOAL_CERT_DIR holds no certificate yet, register with a dispatcher of SHOAL_DISPATCHERS, run the tasks it
 assigns with the executors of SHOAL_EXECUTORS, renew the certificate before it expires, and serve /healthz,
 /metrics and /v1/tasks on SHOAL_HOST:SHOAL_PORT (default 127.0.0.1:4331, mutual TLS, managers and admins only).
-A refused join (wrong or rotated token, a root that does not match the token) exits with status 2. Flags
+A refused join (wrong or rotated token, a root that does not match the token) exits with status 2;
+SHOAL_MESH=kernel on a machine without the kernel path, with status 3 (naming what is missing). Flags
 override the environment."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 
 from agent.agent import Agent
 from agent.app import create_app
+from agent.mesh import KernelUnavailable, choose_mode
 from agent.settings import AgentSettings
 from shoal import enroll as identity
 from shoal import transport
@@ -24,6 +26,7 @@ log = logging.getLogger("agent")
 
 JOIN_RETRY_MAX = 10.0
 EXIT_JOIN_REFUSED = 2
+EXIT_MESH_UNAVAILABLE = 3
 
 
 def parse_settings(argv: list[str] | None = None) -> AgentSettings:
@@ -61,11 +64,17 @@ async def main(settings: AgentSettings) -> None:
     setup_logging(settings.log_level, settings.instance_name())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     try:
+        mesh_mode = await asyncio.to_thread(choose_mode, settings.mesh)  # SHOAL_MESH: kernel or userspace path
+    except KernelUnavailable as e:
+        log.error("agent: %s", e)
+        sys.exit(EXIT_MESH_UNAVAILABLE)
+    try:
         creds = await ensure_identity(settings)
     except identity.JoinRefused as e:
         log.error("%s", e)
         sys.exit(EXIT_JOIN_REFUSED)
     agent = Agent(settings, creds=creds)
+    await asyncio.to_thread(agent.mesh.use, *mesh_mode)
     agent.on_leave = lambda: os.kill(os.getpid(), signal.SIGTERM)  # removed from the cluster: exit gracefully
     await serve(create_app(agent), settings.host, settings.port, creds, transport.managers_only)
 

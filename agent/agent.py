@@ -23,7 +23,7 @@ from agent.session import AgentSession, StatusQueue
 from agent.settings import AgentSettings
 from agent.state import AgentState
 from agent.worker import Worker
-from shoal import pki, transport
+from shoal import meshrules, pki, transport
 from shoal.clock import Clock, SystemClock
 from shoal.enroll import Renewer
 from shoal.metrics import Registry
@@ -45,7 +45,10 @@ class Agent:
         self.metrics = Registry()
         self.creds = creds
         self.state = AgentState(settings.resolved_state_dir())
-        self.mesh = Mesh(self.state.dir, default_addr=settings.addr)  # routing mesh, service discovery
+        cluster = creds.identity.cluster_id if creds else settings.cluster_id
+        # routing mesh, service discovery; its path (kernel or userspace) is chosen by `python -m agent`
+        self.mesh = Mesh(self.state.dir, default_addr=settings.addr,
+                         node_tag=meshrules.tag(cluster, settings.hostname))
         #: containers on overlay networks (kernel path), with the docker executor unless SHOAL_OVERLAY=false
         self.overlay = Overlay(self.state.dir, node_id=lambda: self._node_id or "", addr=settings.addr) \
             if settings.overlay and "docker" in settings.executors else None

@@ -1,5 +1,7 @@
 """The node's share of the data plane, userspace path (docs/networking.md): the routing mesh and service
-listeners, fed by the endpoint table the dispatcher sends on the session (shoal/endpoints.py).
+listeners, fed by the endpoint table the dispatcher sends on the session (shoal/endpoints.py). With the kernel
+path (`SHOAL_MESH`, `choose_mode`), the ingress published ports go to iptables rules instead
+(agent/kernel_mesh.py) and only the service listeners and discovery files stay here.
 
 - **Routing mesh**: for every ingress published TCP port of the table, a listener on the node's address
   (`node_addr` of the table: the address the node registered with, `SHOAL_ADDR`) that forwards each
@@ -34,7 +36,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shoal import endpoints
+from agent.kernel_mesh import KernelMesh
+from agent.kernel_mesh import check as kernel_check
+from shoal import endpoints, iptables, meshrules
 from shoal.lb import CHUNK, close_server, pipe
 from shoal.models.objects import Obj
 
@@ -205,9 +209,44 @@ class Relay:
         return False
 
 
+MODES = ("auto", "kernel", "userspace")
+
+
+class KernelUnavailable(Exception):
+    """SHOAL_MESH=kernel on a machine without the kernel path: what is missing."""
+
+
+def choose_mode(wanted: str, check: Callable[[], list[str]] = kernel_check) -> tuple[str, str]:
+    """The path for the ingress ports (SHOAL_MESH) and why: `kernel` when asked or, with `auto`, when the
+    machine has it (agent/kernel_mesh.py `check`, in a scratch chain); else `userspace`, logged as a warning
+    under `auto`. `kernel` asked but unavailable raises KernelUnavailable naming what is missing. Blocking."""
+    if wanted not in MODES:
+        raise KernelUnavailable(f"SHOAL_MESH={wanted!r}: expected one of {', '.join(MODES)}")
+    if wanted == "userspace":
+        mode, reason = "userspace", "SHOAL_MESH=userspace"
+    elif missing := check():
+        if wanted == "kernel":
+            raise KernelUnavailable("SHOAL_MESH=kernel but the kernel path is unavailable here: missing "
+                                    + "; ".join(missing))
+        mode, reason = "userspace", "SHOAL_MESH=auto and the kernel path is unavailable: missing " + "; ".join(missing)
+    else:
+        mode, reason = "kernel", f"SHOAL_MESH={wanted}: root, iptables and route_localnet work here"
+    log.log(logging.WARNING if wanted == "auto" and mode == "userspace" else logging.INFO,
+            "mesh: %s path for ingress published ports (%s)", mode, reason)
+    return mode, reason
+
+
 class Mesh:
-    def __init__(self, state_dir: Path, *, connect_timeout: float = 2.0, default_addr: str | None = None) -> None:
+    """`mode`: `userspace` (listeners for everything) until `choose` picks `kernel`, where the ingress published
+    ports (TCP and UDP) are iptables rules (agent/kernel_mesh.py) and only the service listeners stay here."""
+
+    def __init__(self, state_dir: Path, *, connect_timeout: float = 2.0, default_addr: str | None = None,
+                 node_tag: str = "") -> None:
         self.dir = state_dir / "mesh"
+        self.node_tag = node_tag  # names the node's iptables chains (shoal.meshrules.tag)
+        self.mode = "userspace"
+        self.mode_reason = "not chosen (SHOAL_MESH is read at the agent's start)"
+        self.kernel: KernelMesh | None = None
         self.connect_timeout = connect_timeout
         self.default_addr = default_addr  # SHOAL_ADDR: where ingress ports listen if the table names none
         self.version = ""
@@ -227,6 +266,15 @@ class Mesh:
         """What every process task is told (docs/networking.md)."""
         return {"SHOAL_HOSTS_FILE": str(self.hosts_file), "SHOAL_ENDPOINTS_FILE": str(self.endpoints_file)}
 
+    def use(self, mode: str, reason: str) -> None:
+        """Take the path `choose_mode` picked. Userspace: chains a kernel path of this node left in an earlier
+        run (SHOAL_MESH changed) are removed, or they would keep intercepting its ports. Blocking (iptables)."""
+        self.mode, self.mode_reason = mode, reason
+        if mode == "kernel":
+            self.kernel = KernelMesh(self.node_tag or meshrules.tag("default", socket.gethostname()))
+        elif self.node_tag and (removed := iptables.sweep(self.node_tag)):
+            log.info("mesh: removed the kernel path's chains %s left by an earlier run", ", ".join(removed))
+
     async def restore(self) -> None:
         """Open the listeners of the table saved by the previous agent process (if any)."""
         try:
@@ -244,7 +292,12 @@ class Mesh:
             self._write_files(table, save)
             wanted: dict[tuple[str, str, int], tuple[str, list[Addr]]] = {}
             addr = str(table.get("node_addr") or self.default_addr or "0.0.0.0")
-            for (proto, port), (sid, backends) in endpoints.ingress_routes(table).items():
+            ingress = endpoints.ingress_routes(table)
+            if self.kernel is not None:
+                await asyncio.to_thread(self.kernel.apply, addr,
+                                        {key: backends for key, (_, backends) in ingress.items()})
+                ingress = {}
+            for (proto, port), (sid, backends) in ingress.items():
                 if proto == "tcp":
                     wanted[("ingress", addr, port)] = (sid, backends)
             for (vip, port), (sid, backends) in endpoints.vip_routes(table).items():
@@ -277,9 +330,13 @@ class Mesh:
             for listener in self.listeners.values():
                 await listener.close()
             self.listeners.clear()
+            if self.kernel is not None:
+                await asyncio.to_thread(self.kernel.remove)
 
     def status(self) -> dict[str, Any]:
-        return {"version": self.version, "listeners": [lst.describe() for lst in self.listeners.values()]}
+        return {"version": self.version, "mode": self.mode, "mode_reason": self.mode_reason,
+                "kernel": None if self.kernel is None else self.kernel.status(),
+                "listeners": [lst.describe() for lst in self.listeners.values()]}
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -26,6 +26,11 @@ class AgentSettings(BaseSettings):
     `SHOAL_OVERLAY` — attach container tasks to their overlay networks through the kernel (namespace bridge,
         veths, VXLAN; agent/overlay.py) when the docker executor runs (default true; checked at start, what is
         missing is logged as an error and the containers stay on the engine's default bridge); `false`: never;
+    `SHOAL_MESH` — how ingress published ports are load-balanced (docs/networking.md): `auto` (default): in
+        the kernel (iptables DNAT, agent/kernel_mesh.py) when the agent is root and iptables and
+        route_localnet work (checked at start in a scratch chain), else by userspace listeners (agent/mesh.py),
+        said in the log and `/v1/status`; `kernel`: the kernel path or the agent exits naming what is missing;
+        `userspace`: the listeners;
     `SHOAL_HOST` / `SHOAL_PORT` — where /healthz, /readyz, /metrics, /v1/status and /v1/tasks are served;
     `SHOAL_ADDR` — the address to advertise (default: what the dispatcher sees);
     `SHOAL_STOP_TASKS_ON_EXIT` — what the agent stops when it exits. Unset (the default): process tasks are
@@ -64,6 +69,7 @@ class AgentSettings(BaseSettings):
     docker_host: str = "unix:///var/run/docker.sock"
     docker_publish_ip: str = ""
     overlay: bool = True
+    mesh: Literal["auto", "kernel", "userspace"] = "auto"
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     addr: str | None = None

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from shoal import transport
+from shoal import iptables, meshrules, transport
 from shoal.bootstrap import CA_BOOTSTRAP, BootstrapError, init_local, read_local
 from shoal.child import Child, ProcSpec
 from shoal.enroll import has_identity
@@ -53,7 +53,11 @@ def stop_workloads(data_dir: Path, docker_host: str | None = None) -> list[Workl
     """Stop every task process and container of the cluster of `data_dir` still running — whichever agent
     (crashed, replaced, or under an earlier node id) started it — and return them."""
     host = docker_host or os.environ.get("SHOAL_DOCKER_HOST") or "unix:///var/run/docker.sock"
-    return stop_cluster(cluster_id(data_dir), docker_host=host)
+    cluster = cluster_id(data_dir)
+    # the routing mesh's kernel path: the chains of a killed agent (a graceful one removes its own)
+    if removed := iptables.sweep(meshrules.cluster_prefix(cluster)):
+        log.info("supervisor: removed the routing mesh's iptables chains %s", ", ".join(removed))
+    return stop_cluster(cluster, docker_host=host)
 
 
 @dataclass
