@@ -154,9 +154,10 @@ class Agent:
 
     async def _endpoints(self, table: dict[str, Any]) -> None:
         """A new endpoint table: the routing mesh, then the overlay (its errors are logged, never raised)."""
-        await self.mesh.apply(table)
+        keys: dict[str, Any] = {k: table.pop(k) for k in ("network_keys", "encrypted_networks") if k in table}
+        await self.mesh.apply(table)  # saved to disk: without the network keys (held in memory only)
         if self.overlay is not None:
-            await self.overlay.apply(table)
+            await self.overlay.apply({**table, **keys})
 
     def _report(self, task_id: str, status: dict[str, Any]) -> None:
         self.metrics.inc("agent_status_changes_total", help="task status changes queued for the dispatcher")
