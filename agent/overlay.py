@@ -83,12 +83,17 @@ def socket_in(netns: Path, family: int = socket.AF_INET) -> socket.socket:
         os.close(own)
 
 
+def _shown(argv: Argv) -> Argv:
+    """The command as logs and errors may show it: an xfrm key (after `aead <algorithm>`) replaced."""
+    return [("<key>" if i > 1 and argv[i - 2] == "aead" else a) for i, a in enumerate(argv)]
+
+
 async def run(argv: Argv, *, check: bool = True) -> str:
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     if check and proc.returncode != 0:
-        raise OverlayError(f"`{' '.join(argv)}` failed: {err.decode(errors='replace').strip()}")
+        raise OverlayError(f"`{' '.join(_shown(argv))}` failed: {err.decode(errors='replace').strip()}")
     return out.decode(errors="replace")
 
 

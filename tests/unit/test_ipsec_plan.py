@@ -212,3 +212,10 @@ async def test_the_overlay_secures_peers_before_sending_them_frames(tmp_path: An
             "networks": [{"network_id": "sec", "addresses": ["10.0.0.9/24"], "encrypted": True}]}
     with pytest.raises(overlay_mod.OverlayError, match="CONFIG_INET_ESP"):
         await ov2.attach(task, 1)
+
+
+def test_a_failing_sa_command_never_shows_its_key() -> None:
+    from agent.overlay import _shown
+    sa = ipsec_plan.SA("10.0.0.1", "10.0.0.2", 0x1234, "ab" * 20)
+    shown = " ".join(_shown(sa.add()))
+    assert "ab" * 20 not in shown and "aead rfc4106(gcm(aes)) <key> 128" in shown
