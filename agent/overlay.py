@@ -229,8 +229,8 @@ class Overlay:
             for what, argv in ipsec_plan.probe_commands("192.0.2.1", "192.0.2.2"):
                 try:
                     await run(["ip", "-n", scratch, *argv[1:]])
-                except (OverlayError, OSError) as e:
-                    missing.append(f"kernel support for {what}: {e}")
+                except (OverlayError, OSError) as e:  # the kernel's words, not the whole command
+                    missing.append(f"kernel support for {what}: {str(e).rpartition('failed: ')[2]}")
         except (OverlayError, OSError) as e:
             missing.append(f"a scratch namespace for the IPsec check: {e}")
         finally:

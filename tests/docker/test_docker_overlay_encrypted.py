@@ -1,0 +1,131 @@
+"""An encrypted overlay network next to a plain one, across two simulated machines (agents advertising
+127.0.0.2 and 127.0.0.3 on one engine, behind a real dispatcher; docs/networking.md "Encrypted networks"):
+
+- the key ring the allocator's core writes reaches, over the agent's session, only the node with a task on the
+  encrypted network, never lands in the agent's saved table, and is withdrawn once that node has no such task;
+- on a kernel without ESP/AES-GCM (this machine's): the encrypted network's container fails, its status naming
+  what the kernel lacks, no frame of the network is sent to the other node, and `/v1/status` says it — while the
+  plain network's containers still reach each other across the VXLAN (plain networks unchanged);
+- on a kernel with them: the encrypted network's containers reach each other across nodes, and the SAs and
+  policies towards the peer are in the kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from agent import overlay_plan as plan
+from services.allocator import core as alloc
+from shoal.models.objects import task_status
+from shoal.store import txn as t
+from tests.docker.conftest import RUN_ID, RUN_LABEL
+from tests.docker.test_docker_agent import Env, until
+from tests.docker.test_docker_overlay import _exec, env  # noqa: F401  (the fixture: root, an Env)
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
+
+
+async def test_encrypted_network_keys_reach_only_its_nodes_and_never_go_in_clear(env: Env,  # noqa: F811
+                                                                                  task_image: str) -> None:
+    rid = uuid.uuid4().hex[:6]
+    plain, sec = "pl" + rid, "se" + rid
+    web, sweb = f"web{rid}", f"sweb{rid}"
+    await env.store.txn([
+        t.create("service", {"id": "s" + web, "spec": {"name": web, "endpoint": {"mode": "dnsrr"},
+                                                       "task": {"networks": [{"target": plain}]}},
+                             "endpoint": {}}),
+        t.create("service", {"id": "s" + sweb, "spec": {"name": sweb, "endpoint": {"mode": "dnsrr"},
+                                                        "task": {"networks": [{"target": sec}]}},
+                             "endpoint": {}}),
+    ])
+    # the allocator's core creates the ring once a network is encrypted (what its leader loop writes)
+    ring = alloc.plan_netkeys([{"id": sec, "spec": {"name": sec, "options": {"encrypted": ""}}}], None,
+                              time.time(), lambda n: uuid.uuid4().bytes * (n // 16))
+    await env.store.txn(ring.ops)
+    a = await env.agent("enc-a", addr="127.0.0.2")
+    b = await env.agent("enc-b", addr="127.0.0.3")
+    assert a.overlay is not None and b.overlay is not None
+    assert a.overlay.missing == [] and a.overlay.ipsec_missing is not None
+    kernel_has_esp = a.overlay.ipsec_missing == []
+    b_saw_keys: list[bool] = []
+
+    async def task(service: str, net: str, node: str | None, slot: int, address: str, encrypted: bool) -> str:
+        tid = "t" + uuid.uuid4().hex[:12]
+        spec = {"container": {"image": task_image, "labels": {RUN_LABEL: RUN_ID}, "stop_grace_period": "1s",
+                              "init": True,
+                              "command": ["sh", "-c", 'mkdir -p /www && echo "$SHOAL_TASK_ID" > /www/index.html; '
+                                          'exec httpd -f -p 80 -h /www']},
+                "networks": [{"target": net}]}
+        att: dict[str, Any] = {"network_id": net, "addresses": [address + "/24"], "aliases": []}
+        if encrypted:
+            att["encrypted"] = True
+        await env.store.txn([t.create("task", {
+            "id": tid, "service_id": "s" + service, "service_name": service, "slot": slot, "node_id": node,
+            "desired_state": "running", "spec_version": 1, "runtime": "container", "spec": spec,
+            "networks": [att], "endpoint": {"ports": []},
+            "status": task_status("assigned", time.time(), "scheduled")})])
+        return tid
+
+    async def fetch(container: str, url: str) -> str | None:
+        code, out = await _exec(container, "wget", "-q", "-O", "-", url, timeout=5.0)
+        return out.strip() if code == 0 else None
+
+    # (d) plain networks unchanged: a replica on each node, reaching each other across the VXLAN
+    pa = await task(web, plain, a.node_id, 1, "10.198.7.3", False)
+    pb = await task(web, plain, b.node_id, 2, "10.198.7.4", False)
+    # the encrypted network: a replica on node a only at first
+    sa = await task(sweb, sec, a.node_id, 1, "10.197.7.3", True)
+    keys_seen = await until(lambda: a.overlay and a.overlay.table.get("network_keys"), "the keys at node a", 20)
+    assert sorted(k["lamport"] for k in keys_seen) == [1, 2, 3]
+    assert a.overlay.table.get("encrypted_networks") == [sec]
+    saved = (a.state.dir / "mesh" / "table.json").read_text()
+    assert "network_keys" not in saved and keys_seen[0]["key"] not in saved  # held in memory only
+    status = a.overlay.status()["encryption"]
+    assert status["key_lamports"] == [1, 2, 3] and keys_seen[0]["key"] not in json.dumps(status)
+    b_saw_keys.append(bool(b.overlay.table.get("network_keys")))
+    for tid in (pa, pb):
+        await env.task_in(tid, "running")
+    ct = {tid: (await env.containers(**{"shoal.task.id": tid}))[0]["Id"] for tid in (pa, pb)}
+    assert await until(lambda: fetch(ct[pa], "http://10.198.7.4/"), "the plain network across nodes", 30) == pb
+    b_saw_keys.append(bool(b.overlay.table.get("network_keys")))
+    assert not any(b_saw_keys), "node b has no task on the encrypted network: it must get no key"
+
+    if not kernel_has_esp:
+        # the encrypted network's container fails, naming what is missing; nothing of it is sent to node b
+        done = await env.task_in(sa, "failed", "rejected")
+        err = str(done["status"].get("err") or "") + str(done["status"].get("message") or "")
+        assert "encrypted" in err and ("CONFIG_INET_ESP" in err or "CONFIG_CRYPTO_GCM" in err), done["status"]
+        assert a.overlay.status()["encryption"]["missing"] == a.overlay.ipsec_missing
+        sb = await task(sweb, sec, b.node_id, 2, "10.197.7.4", True)
+        await env.task_in(sb, "failed", "rejected")
+        assert plan.ns_name(a.node_id or "", sec) not in subprocess.run(["ip", "netns", "list"],
+                                                                       capture_output=True, text=True).stdout
+        # the keys leave node a's table once it has no live task on the encrypted network
+        await until(lambda: not a.overlay.table.get("network_keys"), "the keys withdrawn from node a", 20)
+        print("this kernel:", "; ".join(a.overlay.ipsec_missing or []))
+    else:
+        sb = await task(sweb, sec, b.node_id, 2, "10.197.7.4", True)
+        for tid in (sa, sb):
+            await env.task_in(tid, "running")
+        cts = {tid: (await env.containers(**{"shoal.task.id": tid}))[0]["Id"] for tid in (sa, sb)}
+        assert await until(lambda: fetch(cts[sa], "http://10.197.7.4/"), "the encrypted network across nodes",
+                           30) == sb
+        states = subprocess.run(["ip", "-s", "xfrm", "state"], capture_output=True, text=True).stdout
+        assert "proto esp" in states and "127.0.0.3" in states, states
+        for tid in (sa, sb):
+            await env.set_desired(tid, "shutdown")
+        for tid in (sa, sb):
+            await env.task_in(tid, "shutdown", "complete", "failed")
+        await until(lambda: "127.0.0.3" not in subprocess.run(["ip", "xfrm", "policy"], capture_output=True,
+                                                              text=True).stdout, "the ESP policies removed", 20)
+    for tid in (pa, pb):
+        await env.set_desired(tid, "shutdown")
+    for tid in (pa, pb):
+        await env.task_in(tid, "shutdown", "complete", "failed")
+    await asyncio.sleep(0)
