@@ -464,10 +464,11 @@ class Overlay:
     def _encrypted(self, network_id: str) -> bool:
         return network_id in (self.table.get("encrypted_networks") or ())
 
-    async def _sync_ipsec(self) -> None:
+    async def _sync_ipsec(self, *, removals: bool = True) -> None:
         """The ESP SAs and policies towards every peer node of this node's encrypted networks, from the last
         table's peers and key ring (agent/ipsec_plan.py): added before any FDB entry sends a frame there,
-        rotated in the no-loss order, removed with the last encrypted network towards the peer."""
+        rotated in the no-loss order, removed with the last encrypted network towards the peer — only after its
+        FDB entries went (`removals=False` first, the full pass after the neighbour diff)."""
         local = self._local_addr()
         local_port = plan.vxlan_port(local, self.base_port)
         keys = list(self.table.get("network_keys") or [])
@@ -480,7 +481,7 @@ class Overlay:
         for peer in sorted(wanted | set(self.secured)):
             have = self.secured.get(peer)
             want = ipsec_plan.peer_plan(local, peer.addr, keys) if peer in wanted else None
-            if have == want:
+            if have == want or (want is None and not removals):
                 continue
             try:
                 for argv in ipsec_plan.transition(local, local_port, peer, have, want):
@@ -505,12 +506,14 @@ class Overlay:
         support): nothing of it ever crosses in the clear."""
         want_peers = plan.peers(self.table, net.network_id, self._local_addr(), base_port=self.base_port)
         if self._encrypted(net.network_id):
-            await self._sync_ipsec()
+            await self._sync_ipsec(removals=False)
             want_peers = {p for p in want_peers if ipsec_plan.PeerNode(p.node_addr, p.port) in self.secured}
         add, remove = want_peers - net.peers, net.peers - want_peers
         for argv in plan.neighbour_commands(net.ns, add, remove):
             await run(argv, check="del" not in argv)
         net.peers = want_peers
+        if self._encrypted(net.network_id):
+            await self._sync_ipsec()  # ESP towards peers whose entries just went
         want_vips = plan.vips(self.table, net.network_id)
         for argv in plan.vip_commands(net.ns, want_vips - net.vips, net.vips - want_vips):
             await run(argv, check="del" not in argv)

@@ -195,6 +195,17 @@ async def test_the_overlay_secures_peers_before_sending_them_frames(tmp_path: An
     await ov.apply(table)
     verbs = [r.split()[2:4] for r in ran if "xfrm" in r]
     assert verbs == [["state", "add"]] * 2 + [["policy", "update"]] * 2 + [["state", "delete"]] * 2
+    # the peer's task leaves: its FDB entry goes before the ESP policies (no frame towards it in the clear)
+    backends = svc["backends"]
+    svc["backends"] = []
+    ran.clear()
+    await ov.apply(table)
+    fdb_del = next(i for i, r in enumerate(ran) if "fdb del" in r)
+    assert fdb_del < min(i for i, r in enumerate(ran) if "xfrm policy delete" in r)
+    assert not ov.secured
+    svc["backends"] = backends
+    await ov.apply(table)
+    assert ov.secured
     # the network goes: the ESP state towards the peer goes with it
     ov.nets.pop("sec")
     ran.clear()
