@@ -47,7 +47,8 @@ class Agent:
         self.state = AgentState(settings.resolved_state_dir())
         self.mesh = Mesh(self.state.dir, default_addr=settings.addr)  # routing mesh, service discovery
         #: containers on overlay networks (kernel path), with the docker executor unless SHOAL_OVERLAY=false
-        self.overlay = Overlay(self.state.dir, node_id=lambda: self._node_id or "", addr=settings.addr) \
+        self.overlay = Overlay(self.state.dir, node_id=lambda: self._node_id or "", addr=settings.addr,
+                               esp_userspace=settings.esp_userspace) \
             if settings.overlay and "docker" in settings.executors else None
         self.executors = build_executors(settings.executors, self.state.log_dir,
                                          owner=Owner(creds.identity.cluster_id if creds else settings.cluster_id,

@@ -37,6 +37,7 @@ from typing import Any
 
 from agent import ipsec_plan
 from agent import overlay_plan as plan
+from agent.esp_user import Engine
 from agent.mesh import Listener
 from agent.overlay_plan import Argv, Attachment, Peer
 from shoal import netkeys
@@ -162,7 +163,7 @@ class _Attached:
 
 class Overlay:
     def __init__(self, state_dir: Path, *, node_id: Callable[[], str], addr: str | None = None,
-                 base_port: int = plan.DEFAULT_VXLAN_PORT) -> None:
+                 base_port: int = plan.DEFAULT_VXLAN_PORT, esp_userspace: bool = False) -> None:
         self.dir = state_dir / "overlay"
         self.node_id = node_id
         self.addr = addr  # SHOAL_ADDR: the VXLAN's local address and where host forwarders listen
@@ -176,6 +177,11 @@ class Overlay:
         self.ipsec_missing: list[str] | None = None
         #: the ESP state installed towards each peer node of an encrypted network (memory only, like the keys)
         self.secured: dict[ipsec_plan.PeerNode, ipsec_plan.PeerPlan] = {}
+        #: how encrypted networks are encrypted here: "kernel" (xfrm SAs), "userspace" (agent/esp_user.py, opted
+        #: in for kernels without ESP), None (they cannot be: their containers fail)
+        self.esp_mode: str | None = None
+        self.esp_userspace = esp_userspace
+        self.engine: Engine | None = None
 
     # ---- availability ------------------------------------------------------------------------------------
     @property
@@ -236,6 +242,14 @@ class Overlay:
         finally:
             await run(["ip", "netns", "del", scratch], check=False)
         self.ipsec_missing = missing
+        if not missing:
+            self.esp_mode = "kernel"
+        elif self.esp_userspace and not any("xfrm framework" in m for m in missing):
+            self.esp_mode = "userspace"
+            log.warning("overlay: the kernel lacks %s; encrypted networks are encrypted by the agent "
+                        "(SHOAL_ESP_USERSPACE: userspace ESP, the kernel's xfrm policies still blocking "
+                        "plaintext)", "; ".join(missing))
+            return
         if missing:
             log.error("overlay: encrypted networks cannot be used on this node; missing: %s. Containers of "
                       "encrypted networks fail here (their traffic is never sent in the clear); plain networks "
@@ -277,7 +291,7 @@ class Overlay:
         tid = str(task["id"])
         atts = self.attachments(task)
         encrypted = {str(a.get("network_id")) for a in task.get("networks") or [] if a.get("encrypted")}
-        if encrypted & {a.network_id for a in atts} and self.ipsec_missing:
+        if encrypted & {a.network_id for a in atts} and self.ipsec_missing and self.esp_mode is None:
             raise OverlayError(f"network(s) {', '.join(sorted(encrypted))} are encrypted and this node cannot "
                                f"encrypt: missing {'; '.join(self.ipsec_missing)}")
         async with self._lock:
@@ -368,10 +382,14 @@ class Overlay:
                     await self._drop_net(net)
             with contextlib.suppress(OverlayError):
                 await self._sync_ipsec()  # ESP towards peers only of the networks gone with this exit
+            if self.engine is not None:  # userspace ESP stops with the agent (the policies keep blocking plaintext)
+                self.engine.close()
+                self.engine = None
 
     def status(self) -> Obj:
         return {"available": self.available, "missing": self.missing,
-                "encryption": {"missing": self.ipsec_missing,
+                "encryption": {"missing": self.ipsec_missing, "mode": self.esp_mode,
+                               "engine": self.engine.status() if self.engine is not None else None,
                                "key_lamports": sorted(int(k.get("lamport") or 0)
                                                       for k in self.table.get("network_keys") or []),
                                "peers": [{"node": p.addr, "port": p.port, "out_spi": f"0x{pp.out_spi:08x}"}
@@ -473,7 +491,7 @@ class Overlay:
         local_port = plan.vxlan_port(local, self.base_port)
         keys = list(self.table.get("network_keys") or [])
         wanted: set[ipsec_plan.PeerNode] = set()
-        if self.ipsec_missing == [] and keys:
+        if self.esp_mode is not None and keys:
             for net in self.nets.values():
                 if self._encrypted(net.network_id):
                     wanted |= {ipsec_plan.PeerNode(p.node_addr, p.port) for p in
@@ -483,22 +501,39 @@ class Overlay:
             want = ipsec_plan.peer_plan(local, peer.addr, keys) if peer in wanted else None
             if have == want or (want is None and not removals):
                 continue
+            cmds = ipsec_plan.transition(local, local_port, peer, have, want)
             try:
-                for argv in ipsec_plan.transition(local, local_port, peer, have, want):
+                if self.esp_mode == "userspace":  # the engine holds the SAs; the kernel only the policies
+                    cmds = [argv for argv in cmds if argv[2] == "policy"]
+                    if want is not None:
+                        if self.engine is None:
+                            self.engine = Engine(local, local_port)
+                        await self.engine.set_peer(peer, want, run)
+                for argv in cmds:
                     try:
                         await run(argv, check="delete" not in argv)
                     except OverlayError as e:
                         if "File exists" not in str(e):  # agents of one machine share the SAs they both derive
                             raise
-            except OverlayError:
+                if want is None and self.engine is not None:
+                    self.engine.drop_peer(peer)
+            except (OverlayError, OSError) as e:
                 self.secured.pop(peer, None)  # installed again from scratch with the next table
-                raise
+                raise OverlayError(f"ESP towards node {peer.addr}: {e}") from e
             if want is None:
                 self.secured.pop(peer, None)
                 log.info("overlay: ESP towards node %s removed", peer.addr)
             else:
                 self.secured[peer] = want
                 log.info("overlay: ESP towards node %s installed (sending with SPI 0x%08x)", peer.addr, want.out_spi)
+
+    def _via(self, p: Peer) -> Peer:
+        """Where the VXLAN sends a remote task's frames: its node, or (userspace ESP) the relay address the
+        agent's engine reads them from."""
+        if self.esp_mode != "userspace" or self.engine is None:
+            return p
+        relay = self.engine.relay_addr(ipsec_plan.PeerNode(p.node_addr, p.port))
+        return p if relay is None else Peer(p.address, p.mac, relay, p.port)
 
     async def _sync(self, net: _Net) -> None:
         """Neighbour/FDB entries, VIPs and balancers of the network from the last table. For an encrypted
@@ -507,7 +542,8 @@ class Overlay:
         want_peers = plan.peers(self.table, net.network_id, self._local_addr(), base_port=self.base_port)
         if self._encrypted(net.network_id):
             await self._sync_ipsec(removals=False)
-            want_peers = {p for p in want_peers if ipsec_plan.PeerNode(p.node_addr, p.port) in self.secured}
+            want_peers = {self._via(p) for p in want_peers
+                          if ipsec_plan.PeerNode(p.node_addr, p.port) in self.secured}
         add, remove = want_peers - net.peers, net.peers - want_peers
         for argv in plan.neighbour_commands(net.ns, add, remove):
             await run(argv, check="del" not in argv)

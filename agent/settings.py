@@ -26,6 +26,9 @@ class AgentSettings(BaseSettings):
     `SHOAL_OVERLAY` — attach container tasks to their overlay networks through the kernel (namespace bridge,
         veths, VXLAN; agent/overlay.py) when the docker executor runs (default true; checked at start, what is
         missing is logged as an error and the containers stay on the engine's default bridge); `false`: never;
+    `SHOAL_ESP_USERSPACE` — on a kernel without ESP or AES-GCM, encrypt encrypted overlay networks in the agent
+        (agent/esp_user.py: the same SAs and wire format, the kernel's xfrm policies still blocking plaintext)
+        instead of failing their containers (default false: fail loudly, as docs/networking.md says);
     `SHOAL_HOST` / `SHOAL_PORT` — where /healthz, /readyz, /metrics, /v1/status and /v1/tasks are served;
     `SHOAL_ADDR` — the address to advertise (default: what the dispatcher sees);
     `SHOAL_STOP_TASKS_ON_EXIT` — what the agent stops when it exits. Unset (the default): process tasks are
@@ -64,6 +67,7 @@ class AgentSettings(BaseSettings):
     docker_host: str = "unix:///var/run/docker.sock"
     docker_publish_ip: str = ""
     overlay: bool = True
+    esp_userspace: bool = False
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     addr: str | None = None

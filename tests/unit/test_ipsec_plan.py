@@ -171,7 +171,7 @@ async def test_the_overlay_secures_peers_before_sending_them_frames(tmp_path: An
         return ""
     monkeypatch.setattr(overlay_mod, "run", fake_run)
     ov = overlay_mod.Overlay(tmp_path, node_id=lambda: "node1", addr="127.0.0.2")
-    ov.missing, ov.ipsec_missing = [], []
+    ov.missing, ov.ipsec_missing, ov.esp_mode = [], [], "kernel"
     net = ov.nets["sec"] = overlay_mod._Net("sec", plan.ns_name("node1", "sec"))
     svc = {"id": "s", "name": "web", "mode": "dnsrr", "networks": ["sec"], "vips": [], "ports": [],
            "backends": [{"task_id": "b", "node_id": "n2", "node_addr": "127.0.0.3", "addresses": {"sec": "10.0.0.4"},
@@ -230,3 +230,21 @@ def test_a_failing_sa_command_never_shows_its_key() -> None:
     sa = ipsec_plan.SA("10.0.0.1", "10.0.0.2", 0x1234, "ab" * 20)
     shown = " ".join(_shown(sa.add()))
     assert "ab" * 20 not in shown and "aead rfc4106(gcm(aes)) <key> 128" in shown
+
+
+def test_userspace_esp_packets_round_trip_and_refuse_tampering() -> None:
+    from agent.esp_user import open_, relay_net, seal, tun_name
+    keys = netkeys.rotate(None, 0.0, rand)["keys"]  # type: ignore[index]
+    p = ipsec_plan.peer_plan("10.0.0.1", "10.0.0.2", keys)
+    assert p is not None
+    out = next(sa for sa in p.sas if sa.spi == p.out_spi)
+    packet = seal(out, 7, 4789, 4790, b"VXLAN-FRAME" * 10, b"\x01" * 8)
+    assert packet[:4] == out.spi.to_bytes(4, "big") and packet[4:8] == (7).to_bytes(4, "big")
+    assert b"VXLAN-FRAME" not in packet and (len(packet) - 16 - 16) % 4 == 0  # padded, encrypted
+    assert open_(out, packet) == (4790, b"VXLAN-FRAME" * 10)
+    tampered = packet[:20] + bytes([packet[20] ^ 1]) + packet[21:]
+    assert open_(out, tampered) is None
+    other = next(sa for sa in p.sas if sa.spi != p.out_spi and sa.src == out.src)
+    assert open_(other, packet) is None  # another key's SA does not open it
+    assert open_(out, packet[:-1] + bytes([packet[-1] ^ 1])) is None  # the ICV
+    assert relay_net("127.0.0.2") != relay_net("127.0.0.3") and tun_name("127.0.0.2").startswith("sh-e")
