@@ -220,8 +220,8 @@ async def test_userspace_esp_carries_an_encrypted_network_across_nodes_and_a_rot
             print(json.dumps([a.overlay.status(), b.overlay.status()], indent=1, default=str), cap.protos)
             for ag in (a, b):
                 ns = plan.ns_name(ag.node_id or "", sec)
-                for cmd in (["ip", "-n", ns, "neigh"], ["bridge", "-n", ns, "fdb", "show", "dev", "vx0"], ["ip", "-s", "link"],
-                            ["ip", "xfrm", "policy"], ["cat", "/proc/net/xfrm_stat"]):
+                for cmd in (["ip", "-n", ns, "neigh"], ["bridge", "-n", ns, "fdb", "show", "dev", "vx0"],
+                            ["ip", "-s", "link"], ["ip", "xfrm", "policy"], ["cat", "/proc/net/xfrm_stat"]):
                     print(cmd, subprocess.run(cmd, capture_output=True, text=True).stdout)
             raise
         assert answer == f"{sb} {secret}"
