@@ -8,6 +8,10 @@
   an encrypted network's VXLAN from ever crossing in the clear — a datagram to the peer's VXLAN port under the
   outbound policy with no SA never leaves, one arriving in the clear against the inbound policy is dropped,
   while other ports are untouched; every SA command parses (the kernel, not `ip`, is what refuses it here).
+- The userspace ESP engine (agent/esp_user.py, for kernels without ESP — this one), one per "machine" with a
+  VXLAN device in each: a plain VXLAN datagram is seen in the clear on the receiving machine's underlay (the
+  capture works), the same through the engines arrives while the underlay carries only ESP and never its bytes,
+  and a rotation (receiver first) keeps it arriving.
 - With ESP and AES-GCM (skipped otherwise, saying why): the plans installed on both "machines" carry a UDP
   datagram to the peer's VXLAN port, the SAs' counters rise, and an AF_PACKET capture on the receiving side's
   underlay sees ESP and never the datagram's bytes; a rotation keeps datagrams flowing."""
@@ -68,7 +72,7 @@ async def test_the_start_check_names_what_the_kernel_lacks(tmp_path: Path) -> No
 
 RECEIVER = """
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("10.77.0.2", int(sys.argv[2]))); s.settimeout(2)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[2], int(sys.argv[3]))); s.settimeout(2)
 n = int(sys.argv[1]); got = 0
 print("ready", flush=True)
 for _ in range(n):
@@ -84,7 +88,7 @@ import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for i in range(int(sys.argv[1])):
     try:
-        s.sendto(b"SECRET-BODY-%d" % i, ("10.77.0.2", int(sys.argv[2])))
+        s.sendto(b"SECRET-BODY-%d" % i, (sys.argv[2], int(sys.argv[3])))
     except OSError:
         pass  # refused by an outbound policy without an SA
     time.sleep(0.01)
@@ -126,18 +130,103 @@ class Pair:
         sh("ip", "netns", "del", self.a, check=False)
         sh("ip", "netns", "del", self.b, check=False)
 
-    def exchange(self, n: int, port: int = 4789) -> tuple[int, int, int]:
-        """(datagrams received by b on `port`, ESP frames and frames with the payload seen on b's link)."""
-        cap = subprocess.Popen(["ip", "netns", "exec", self.b, sys.executable, "-c", CAPTURE, "3"],
+    def exchange(self, n: int, port: int = 4789, inner: bool = False) -> tuple[int, int, int]:
+        """(datagrams received by b on `port` — of its underlay address, or `inner`: of its VXLAN device's
+        10.99.0.2 on port 7000 —, ESP frames and frames with the payload seen on b's underlay link)."""
+        to = ["10.99.0.2", "7000"] if inner else ["10.77.0.2", str(port)]
+        cap = subprocess.Popen(["ip", "netns", "exec", self.b, sys.executable, "-c", CAPTURE, "2.5"],
                                stdout=subprocess.PIPE, text=True)
-        rcv = subprocess.Popen(["ip", "netns", "exec", self.b, sys.executable, "-c", RECEIVER, str(n), str(port)],
+        rcv = subprocess.Popen(["ip", "netns", "exec", self.b, sys.executable, "-c", RECEIVER, str(n), *to],
                                stdout=subprocess.PIPE, text=True)
         for proc in (cap, rcv):  # both bound before the first datagram
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        sh("ip", "netns", "exec", self.a, sys.executable, "-c", SENDER, str(n), str(port), check=False)
+        sh("ip", "netns", "exec", self.a, sys.executable, "-c", SENDER, str(n), *to, check=False)
         got = int((rcv.communicate(timeout=15)[0] or "0").strip())
         esp, clear = map(int, cap.communicate(timeout=15)[0].split())
         return got, esp, clear
+
+
+ENGINE = """
+import asyncio, json, sys
+from agent import ipsec_plan
+from agent.esp_user import Engine
+from agent.overlay import run
+async def main():
+    local, peer = sys.argv[1], sys.argv[2]
+    engine = Engine(local, 4789)
+    node = ipsec_plan.PeerNode(peer, 4789)
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line.strip():
+            break
+        relay = await engine.set_peer(node, ipsec_plan.peer_plan(local, peer, json.loads(line)), run)
+        print(relay, json.dumps(engine.status()), flush=True)
+    engine.close()
+asyncio.run(main())
+"""
+VX_MAC = {"a": "02:42:0a:63:00:01", "b": "02:42:0a:63:00:02"}
+
+
+def _vxlan(p: Pair) -> None:
+    """A VXLAN device in each machine (no bridge: the device carries 10.99.0.1 / .2 itself), entries to the
+    other's address over the underlay."""
+    for ns, name, addr, inner, peer, peer_inner in ((p.a, "a", "10.77.0.1", "10.99.0.1", "b", "10.99.0.2"),
+                                                  (p.b, "b", "10.77.0.2", "10.99.0.2", "a", "10.99.0.1")):
+        sh("ip", "-n", ns, "link", "add", "vx", "address", VX_MAC[name], "mtu", "1400", "type", "vxlan", "id",
+           "42", "local", addr, "dstport", "4789", "nolearning")
+        sh("ip", "-n", ns, "addr", "add", f"{inner}/24", "dev", "vx")
+        sh("ip", "-n", ns, "link", "set", "vx", "up")
+        sh("ip", "-n", ns, "neigh", "replace", peer_inner, "lladdr", VX_MAC[peer], "dev", "vx", "nud", "permanent")
+        sh("bridge", "-n", ns, "fdb", "replace", VX_MAC[peer], "dev", "vx", "dst",
+           "10.77.0.2" if name == "a" else "10.77.0.1", "port", "4789", "self", "permanent")
+
+
+def test_userspace_esp_between_two_machines_carries_vxlan_as_esp_only() -> None:
+    import json
+    with Pair() as p:
+        _vxlan(p)
+        # the negative control: plain VXLAN crosses the underlay with the payload in the clear
+        got, esp, clear = p.exchange(5, inner=True)
+        assert got == 5 and esp == 0 and clear == 5, (got, esp, clear)
+        ring = netkeys.rotate(None, 0.0, os.urandom)
+        assert ring is not None
+        engines = {}
+        try:
+            for ns, local, peer in ((p.a, "10.77.0.1", "10.77.0.2"), (p.b, "10.77.0.2", "10.77.0.1")):
+                proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", ENGINE, local, peer],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write(json.dumps(ring["keys"]) + "\n")
+                proc.stdin.flush()
+                relay = proc.stdout.readline().split()[0]
+                engines[ns] = proc
+                # the peer's frames go to the engine's relay address; the policies block any plaintext
+                other = VX_MAC["b"] if ns == p.a else VX_MAC["a"]
+                sh("bridge", "-n", ns, "fdb", "replace", other, "dev", "vx", "dst", relay, "port", "4789", "self",
+                   "permanent")
+                want = ipsec_plan.peer_plan(local, peer, ring["keys"])
+                assert want is not None
+                for argv in ipsec_plan.policy_commands(local, 4789, ipsec_plan.PeerNode(peer, 4789), want.out_spi):
+                    sh("ip", "-n", ns, *argv[1:])
+            got, esp, clear = p.exchange(20, inner=True)
+            assert got == 20 and esp >= 20 and clear == 0, (got, esp, clear)
+            # rotation, the receiver first
+            later = netkeys.rotate(ring, netkeys.ROTATION_INTERVAL, os.urandom)
+            assert later is not None
+            for ns in (p.b, p.a):
+                proc = engines[ns]
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write(json.dumps(later["keys"]) + "\n")
+                proc.stdin.flush()
+                proc.stdout.readline()
+            got, esp, clear = p.exchange(20, inner=True)
+            assert got == 20 and esp >= 20 and clear == 0, (got, esp, clear)
+        finally:
+            for proc in engines.values():
+                proc.kill()
+                proc.wait()
 
 
 def test_the_policies_keep_vxlan_from_crossing_in_clear() -> None:
