@@ -15,10 +15,13 @@ packet processing runs in the agent instead of the kernel:
 - **in**: a raw IPPROTO_ESP socket receives ESP packets for this node's address; the SPI picks the SA (any key
   of the ring), the packet is authenticated and decrypted, and its VXLAN datagram delivered to this node's
   VXLAN port from the node's own address.
-The xfrm **policies** of the kernel path are still installed (they need no ESP): a VXLAN datagram to the peer
-in the clear is blocked at the sender, and one arriving in the clear from the peer is dropped. Rotation is a
-swap of the SA tables (the new ring's SAs in, the primary switched, the dropped key's out, at once).
-Costs a copy through the agent per packet (see docs/performance.md); IPv4 only; no anti-replay window."""
+No xfrm policy is installed: they would match every VXLAN datagram between the two nodes, and so block the
+plain networks' frames the engine does not relay. The encrypted network's frames cannot leave in the clear
+because its FDB entries point only at relay addresses (added once the engine holds the peer's SAs); what is
+not prevented is a forged plaintext VXLAN datagram *arriving* for the encrypted network's VNI (Docker drops
+those with an iptables u32 match on the VNI; not built). Rotation is a swap of the SA tables (the new ring's
+SAs in, the primary switched, the dropped key's out, at once). Costs a copy through the agent per packet (see
+docs/performance.md); IPv4 only; no anti-replay window."""
 
 from __future__ import annotations
 

@@ -503,8 +503,8 @@ class Overlay:
                 continue
             cmds = ipsec_plan.transition(local, local_port, peer, have, want)
             try:
-                if self.esp_mode == "userspace":  # the engine holds the SAs; the kernel only the policies
-                    cmds = [argv for argv in cmds if argv[2] == "policy"]
+                if self.esp_mode == "userspace":  # the engine holds the SAs; no kernel policy (see esp_user.py)
+                    cmds = []
                     if want is not None:
                         if self.engine is None:
                             self.engine = Engine(local, local_port)

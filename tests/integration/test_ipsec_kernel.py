@@ -202,14 +202,10 @@ def test_userspace_esp_between_two_machines_carries_vxlan_as_esp_only() -> None:
                 proc.stdin.flush()
                 relay = proc.stdout.readline().split()[0]
                 engines[ns] = proc
-                # the peer's frames go to the engine's relay address; the policies block any plaintext
+                # the peer's frames go to the engine's relay address, as the agent's FDB entries do
                 other = VX_MAC["b"] if ns == p.a else VX_MAC["a"]
                 sh("bridge", "-n", ns, "fdb", "replace", other, "dev", "vx", "dst", relay, "port", "4789", "self",
                    "permanent")
-                want = ipsec_plan.peer_plan(local, peer, ring["keys"])
-                assert want is not None
-                for argv in ipsec_plan.policy_commands(local, 4789, ipsec_plan.PeerNode(peer, 4789), want.out_spi):
-                    sh("ip", "-n", ns, *argv[1:])
             got, esp, clear = p.exchange(20, inner=True)
             assert got == 20 and esp >= 20 and clear == 0, (got, esp, clear)
             # rotation, the receiver first
