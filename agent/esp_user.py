@@ -126,6 +126,9 @@ class Engine:
             fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
             await run(["ip", "addr", "replace", f"{net[254]}/{net.prefixlen}", "dev", name])
             await run(["ip", "link", "set", name, "up"])
+            # while the agent (and so its TUN) is down, frames for the relay addresses are dropped, never routed
+            # on in the clear (the TUN's own route wins while it exists)
+            await run(["ip", "route", "replace", "blackhole", str(net), "metric", "4096"])
             # the VXLAN's source is the node address, a loopback one in a local cluster: allowed out of the TUN
             with open(f"/proc/sys/net/ipv4/conf/{name}/route_localnet", "w") as f:
                 f.write("1")

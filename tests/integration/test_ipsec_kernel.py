@@ -219,6 +219,14 @@ def test_userspace_esp_between_two_machines_carries_vxlan_as_esp_only() -> None:
                 proc.stdout.readline()
             got, esp, clear = p.exchange(20, inner=True)
             assert got == 20 and esp >= 20 and clear == 0, (got, esp, clear)
+            # the engines die (an agent down, its containers still running) while a's default route leads to
+            # b: the frames for the relay addresses are dropped, not routed on in the clear
+            sh("ip", "-n", p.a, "route", "add", "default", "via", "10.77.0.2")
+            for proc in engines.values():
+                proc.kill()
+                proc.wait()
+            got, esp, clear = p.exchange(5, inner=True)
+            assert (got, esp, clear) == (0, 0, 0), (got, esp, clear)
         finally:
             for proc in engines.values():
                 proc.kill()
