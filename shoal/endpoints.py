@@ -203,7 +203,10 @@ def with_keys(table: Obj, encrypted: set[str], keys: Obj | None) -> Obj:
         return table
     ring = [{"key": k["key"], "lamport": k["lamport"]} for k in (keys or {}).get("keys") or []]
     extra: Obj = {"encrypted_networks": sorted(encrypted), "network_keys": ring}
-    return {**table, **extra, "version": digest({"table": table["version"], **extra})}
+    # versioned by the ring's Lamport times (every rotation moves them), not by the keys themselves
+    seen = {"table": table["version"], "encrypted_networks": extra["encrypted_networks"],
+            "lamports": [k["lamport"] for k in ring]}
+    return {**table, **extra, "version": digest(seen)}
 
 
 def digest(body: Obj) -> str:
