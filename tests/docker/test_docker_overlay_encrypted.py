@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from agent import overlay_plan as plan
+from agent.esp_user import relay_net, tun_name
 from services.allocator import core as alloc
 from shoal.models.objects import task_status
 from shoal.store import txn as t
@@ -265,3 +266,9 @@ async def test_userspace_esp_carries_an_encrypted_network_across_nodes_and_a_rot
         await env.task_in(tid, "shutdown", "complete", "failed")
     await until(lambda: "127.0.0.3" not in subprocess.run(["ip", "xfrm", "policy"], capture_output=True,
                                                           text=True).stdout, "the ESP policies removed", 20)
+    for ag in (a, b):
+        await env.stop_agent(ag)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert all(tun_name(addr) not in links for addr in ("127.0.0.2", "127.0.0.3"))  # the TUNs went with the agents
+    for addr in ("127.0.0.2", "127.0.0.3"):  # the blackhole routes stay on purpose; the test leaves no trace
+        subprocess.run(["ip", "route", "del", "blackhole", relay_net(addr), "metric", "4096"], check=False)
