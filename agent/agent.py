@@ -50,7 +50,8 @@ class Agent:
         self.mesh = Mesh(self.state.dir, default_addr=settings.addr,
                          node_tag=meshrules.tag(cluster, settings.hostname))
         #: containers on overlay networks (kernel path), with the docker executor unless SHOAL_OVERLAY=false
-        self.overlay = Overlay(self.state.dir, node_id=lambda: self._node_id or "", addr=settings.addr) \
+        self.overlay = Overlay(self.state.dir, node_id=lambda: self._node_id or "", addr=settings.addr,
+                               esp_userspace=settings.esp_userspace) \
             if settings.overlay and "docker" in settings.executors else None
         self.executors = build_executors(settings.executors, self.state.log_dir,
                                          owner=Owner(creds.identity.cluster_id if creds else settings.cluster_id,
@@ -157,9 +158,10 @@ class Agent:
 
     async def _endpoints(self, table: dict[str, Any]) -> None:
         """A new endpoint table: the routing mesh, then the overlay (its errors are logged, never raised)."""
-        await self.mesh.apply(table)
+        keys: dict[str, Any] = {k: table.pop(k) for k in ("network_keys", "encrypted_networks") if k in table}
+        await self.mesh.apply(table)  # saved to disk: without the network keys (held in memory only)
         if self.overlay is not None:
-            await self.overlay.apply(table)
+            await self.overlay.apply({**table, **keys})
 
     def _report(self, task_id: str, status: dict[str, Any]) -> None:
         self.metrics.inc("agent_status_changes_total", help="task status changes queued for the dispatcher")

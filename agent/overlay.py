@@ -35,9 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent import ipsec_plan
 from agent import overlay_plan as plan
+from agent.esp_user import Engine
 from agent.mesh import Listener
 from agent.overlay_plan import Argv, Attachment, Peer
+from shoal import netkeys
 from shoal.lb import close_server, pipe
 
 log = logging.getLogger(__name__)
@@ -81,12 +84,17 @@ def socket_in(netns: Path, family: int = socket.AF_INET) -> socket.socket:
         os.close(own)
 
 
+def _shown(argv: Argv) -> Argv:
+    """The command as logs and errors may show it: an xfrm key (after `aead <algorithm>`) replaced."""
+    return [("<key>" if i > 1 and argv[i - 2] == "aead" else a) for i, a in enumerate(argv)]
+
+
 async def run(argv: Argv, *, check: bool = True) -> str:
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     if check and proc.returncode != 0:
-        raise OverlayError(f"`{' '.join(argv)}` failed: {err.decode(errors='replace').strip()}")
+        raise OverlayError(f"`{' '.join(_shown(argv))}` failed: {err.decode(errors='replace').strip()}")
     return out.decode(errors="replace")
 
 
@@ -155,7 +163,7 @@ class _Attached:
 
 class Overlay:
     def __init__(self, state_dir: Path, *, node_id: Callable[[], str], addr: str | None = None,
-                 base_port: int = plan.DEFAULT_VXLAN_PORT) -> None:
+                 base_port: int = plan.DEFAULT_VXLAN_PORT, esp_userspace: bool = False) -> None:
         self.dir = state_dir / "overlay"
         self.node_id = node_id
         self.addr = addr  # SHOAL_ADDR: the VXLAN's local address and where host forwarders listen
@@ -165,6 +173,15 @@ class Overlay:
         self.nets: dict[str, _Net] = {}
         self.attached: dict[str, _Attached] = {}
         self._lock = asyncio.Lock()
+        #: what the kernel lacks for encrypted networks (IPsec ESP via xfrm); None: not checked yet
+        self.ipsec_missing: list[str] | None = None
+        #: the ESP state installed towards each peer node of an encrypted network (memory only, like the keys)
+        self.secured: dict[ipsec_plan.PeerNode, ipsec_plan.PeerPlan] = {}
+        #: how encrypted networks are encrypted here: "kernel" (xfrm SAs), "userspace" (agent/esp_user.py, opted
+        #: in for kernels without ESP), None (they cannot be: their containers fail)
+        self.esp_mode: str | None = None
+        self.esp_userspace = esp_userspace
+        self.engine: Engine | None = None
 
     # ---- availability ------------------------------------------------------------------------------------
     @property
@@ -196,6 +213,8 @@ class Overlay:
                     missing.append(f"kernel support for {what}: {e}")
                     break
             await run(["ip", "netns", "del", scratch], check=False)
+        if not missing:
+            await self._check_ipsec()
         self.missing = missing
         if missing:
             log.error("overlay: containers cannot be attached to overlay networks on this node; missing: %s. "
@@ -204,6 +223,39 @@ class Overlay:
         else:
             log.info("overlay: kernel path available (namespaces, bridges, veths, VXLAN)")
         return missing
+
+    async def _check_ipsec(self) -> None:
+        """What encrypted networks need of the kernel (xfrm, ESP, AES-GCM), tried in a scratch namespace; every
+        missing piece is named. Not fatal for plain networks: only a container of an encrypted network then
+        fails (never its traffic in the clear)."""
+        scratch = f"{plan.PREFIX}probe-ipsec-{os.getpid()}"
+        missing: list[str] = []
+        try:
+            await run(["ip", "netns", "add", scratch])
+            for what, argv in ipsec_plan.probe_commands("192.0.2.1", "192.0.2.2"):
+                try:
+                    await run(["ip", "-n", scratch, *argv[1:]])
+                except (OverlayError, OSError) as e:  # the kernel's words, not the whole command
+                    missing.append(f"kernel support for {what}: {str(e).rpartition('failed: ')[2]}")
+        except (OverlayError, OSError) as e:
+            missing.append(f"a scratch namespace for the IPsec check: {e}")
+        finally:
+            await run(["ip", "netns", "del", scratch], check=False)
+        self.ipsec_missing = missing
+        if not missing:
+            self.esp_mode = "kernel"
+        elif self.esp_userspace and not any("xfrm framework" in m for m in missing):
+            self.esp_mode = "userspace"
+            log.warning("overlay: the kernel lacks %s; encrypted networks are encrypted by the agent "
+                        "(SHOAL_ESP_USERSPACE: userspace ESP, the kernel's xfrm policies still blocking "
+                        "plaintext)", "; ".join(missing))
+            return
+        if missing:
+            log.error("overlay: encrypted networks cannot be used on this node; missing: %s. Containers of "
+                      "encrypted networks fail here (their traffic is never sent in the clear); plain networks "
+                      "are unaffected", "; ".join(missing))
+        else:
+            log.info("overlay: encrypted networks available (xfrm, ESP, %s)", netkeys.ALGORITHM)
 
     def attachments(self, task: Obj) -> list[Attachment]:
         """The networks the container is attached to by this overlay (none when it is unavailable)."""
@@ -238,6 +290,10 @@ class Overlay:
         they are free, so the routing mesh's view stays valid across an agent restart)."""
         tid = str(task["id"])
         atts = self.attachments(task)
+        encrypted = {str(a.get("network_id")) for a in task.get("networks") or [] if a.get("encrypted")}
+        if encrypted & {a.network_id for a in atts} and self.ipsec_missing and self.esp_mode is None:
+            raise OverlayError(f"network(s) {', '.join(sorted(encrypted))} are encrypted and this node cannot "
+                               f"encrypt: missing {'; '.join(self.ipsec_missing)}")
         async with self._lock:
             node = self.node_id()
             local = self._local_addr()
@@ -290,6 +346,8 @@ class Overlay:
                     await run(["ip", "link", "del", host_end], check=False)  # a plumbing that failed half-way
                 if not net.tasks:
                     await self._drop_net(net)
+            with contextlib.suppress(OverlayError):
+                await self._sync_ipsec()
             with contextlib.suppress(OSError):
                 self.hosts_file(task_id).unlink()
 
@@ -322,9 +380,20 @@ class Overlay:
                 net.balancers.clear()
                 if not net.tasks:
                     await self._drop_net(net)
+            with contextlib.suppress(OverlayError):
+                await self._sync_ipsec()  # ESP towards peers only of the networks gone with this exit
+            if self.engine is not None:  # userspace ESP stops with the agent (the policies keep blocking plaintext)
+                self.engine.close()
+                self.engine = None
 
     def status(self) -> Obj:
         return {"available": self.available, "missing": self.missing,
+                "encryption": {"missing": self.ipsec_missing, "mode": self.esp_mode,
+                               "engine": self.engine.status() if self.engine is not None else None,
+                               "key_lamports": sorted(int(k.get("lamport") or 0)
+                                                      for k in self.table.get("network_keys") or []),
+                               "peers": [{"node": p.addr, "port": p.port, "out_spi": f"0x{pp.out_spi:08x}"}
+                                         for p, pp in sorted(self.secured.items())]},
                 "networks": [{"network_id": n.network_id, "namespace": n.ns, "tasks": sorted(n.tasks),
                               "peers": [f"{p.address}@{p.node_addr}:{p.port}" for p in sorted(n.peers)],
                               "vips": sorted(n.vips),
@@ -410,13 +479,77 @@ class Overlay:
         self.nets.pop(net.network_id, None)
         log.info("overlay: network %s removed from this node (namespace %s)", net.network_id, net.ns)
 
+    def _encrypted(self, network_id: str) -> bool:
+        return network_id in (self.table.get("encrypted_networks") or ())
+
+    async def _sync_ipsec(self, *, removals: bool = True) -> None:
+        """The ESP SAs and policies towards every peer node of this node's encrypted networks, from the last
+        table's peers and key ring (agent/ipsec_plan.py): added before any FDB entry sends a frame there,
+        rotated in the no-loss order, removed with the last encrypted network towards the peer — only after its
+        FDB entries went (`removals=False` first, the full pass after the neighbour diff)."""
+        local = self._local_addr()
+        local_port = plan.vxlan_port(local, self.base_port)
+        keys = list(self.table.get("network_keys") or [])
+        wanted: set[ipsec_plan.PeerNode] = set()
+        if self.esp_mode is not None and keys:
+            for net in self.nets.values():
+                if self._encrypted(net.network_id):
+                    wanted |= {ipsec_plan.PeerNode(p.node_addr, p.port) for p in
+                               plan.peers(self.table, net.network_id, local, base_port=self.base_port)}
+        for peer in sorted(wanted | set(self.secured)):
+            have = self.secured.get(peer)
+            want = ipsec_plan.peer_plan(local, peer.addr, keys) if peer in wanted else None
+            if have == want or (want is None and not removals):
+                continue
+            cmds = ipsec_plan.transition(local, local_port, peer, have, want)
+            try:
+                if self.esp_mode == "userspace":  # the engine holds the SAs; no kernel policy (see esp_user.py)
+                    cmds = []
+                    if want is not None:
+                        if self.engine is None:
+                            self.engine = Engine(local, local_port)
+                        await self.engine.set_peer(peer, want, run)
+                for argv in cmds:
+                    try:
+                        await run(argv, check="delete" not in argv)
+                    except OverlayError as e:
+                        if "File exists" not in str(e):  # agents of one machine share the SAs they both derive
+                            raise
+                if want is None and self.engine is not None:
+                    self.engine.drop_peer(peer)
+            except (OverlayError, OSError) as e:
+                self.secured.pop(peer, None)  # installed again from scratch with the next table
+                raise OverlayError(f"ESP towards node {peer.addr}: {e}") from e
+            if want is None:
+                self.secured.pop(peer, None)
+                log.info("overlay: ESP towards node %s removed", peer.addr)
+            else:
+                self.secured[peer] = want
+                log.info("overlay: ESP towards node %s installed (sending with SPI 0x%08x)", peer.addr, want.out_spi)
+
+    def _via(self, p: Peer) -> Peer:
+        """Where the VXLAN sends a remote task's frames: its node, or (userspace ESP) the relay address the
+        agent's engine reads them from."""
+        if self.esp_mode != "userspace" or self.engine is None:
+            return p
+        relay = self.engine.relay_addr(ipsec_plan.PeerNode(p.node_addr, p.port))
+        return p if relay is None else Peer(p.address, p.mac, relay, p.port)
+
     async def _sync(self, net: _Net) -> None:
-        """Neighbour/FDB entries, VIPs and balancers of the network from the last table."""
+        """Neighbour/FDB entries, VIPs and balancers of the network from the last table. For an encrypted
+        network, frames go only to peer nodes whose ESP state is installed (none without keys or kernel
+        support): nothing of it ever crosses in the clear."""
         want_peers = plan.peers(self.table, net.network_id, self._local_addr(), base_port=self.base_port)
+        if self._encrypted(net.network_id):
+            await self._sync_ipsec(removals=False)
+            want_peers = {self._via(p) for p in want_peers
+                          if ipsec_plan.PeerNode(p.node_addr, p.port) in self.secured}
         add, remove = want_peers - net.peers, net.peers - want_peers
         for argv in plan.neighbour_commands(net.ns, add, remove):
             await run(argv, check="del" not in argv)
         net.peers = want_peers
+        if self._encrypted(net.network_id):
+            await self._sync_ipsec()  # ESP towards peers whose entries just went
         want_vips = plan.vips(self.table, net.network_id)
         for argv in plan.vip_commands(net.ns, want_vips - net.vips, net.vips - want_vips):
             await run(argv, check="del" not in argv)

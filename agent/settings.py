@@ -31,6 +31,9 @@ class AgentSettings(BaseSettings):
         route_localnet work (checked at start in a scratch chain), else by userspace listeners (agent/mesh.py),
         said in the log and `/v1/status`; `kernel`: the kernel path or the agent exits naming what is missing;
         `userspace`: the listeners;
+    `SHOAL_ESP_USERSPACE` — on a kernel without ESP or AES-GCM, encrypt encrypted overlay networks in the agent
+        (agent/esp_user.py: the same SAs and wire format; a blackhole route drops the frames while the engine is down)
+        instead of failing their containers (default false: fail loudly, as docs/networking.md says);
     `SHOAL_HOST` / `SHOAL_PORT` — where /healthz, /readyz, /metrics, /v1/status and /v1/tasks are served;
     `SHOAL_ADDR` — the address to advertise (default: what the dispatcher sees);
     `SHOAL_STOP_TASKS_ON_EXIT` — what the agent stops when it exits. Unset (the default): process tasks are
@@ -70,6 +73,7 @@ class AgentSettings(BaseSettings):
     docker_publish_ip: str = ""
     overlay: bool = True
     mesh: Literal["auto", "kernel", "userspace"] = "auto"
+    esp_userspace: bool = False
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     addr: str | None = None

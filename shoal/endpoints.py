@@ -189,6 +189,26 @@ def node_table(rows: Iterable[Obj], node_id: str, node_addr: str | None, tasks: 
     return {"version": digest(body), **body}
 
 
+def encrypted_networks(node_id: str, tasks: Iterable[Obj]) -> set[str]:
+    """The encrypted networks (attachments the allocator marked `encrypted`) of the node's live tasks."""
+    return {str(a.get("network_id")) for task in tasks if task.get("node_id") == node_id and _live(task)
+            for a in task.get("networks") or [] if a.get("encrypted")}
+
+
+def with_keys(table: Obj, encrypted: set[str], keys: Obj | None) -> Obj:
+    """The table of a node with tasks on encrypted networks: those networks' ids and the key ring (keys and
+    Lamport times only), versioned anew so a rotation reaches the node on its long poll. A node without such a
+    task gets the table unchanged: no key leaves the dispatcher for it."""
+    if not encrypted:
+        return table
+    ring = [{"key": k["key"], "lamport": k["lamport"]} for k in (keys or {}).get("keys") or []]
+    extra: Obj = {"encrypted_networks": sorted(encrypted), "network_keys": ring}
+    # versioned by the ring's Lamport times (every rotation moves them), not by the keys themselves
+    seen = {"table": table["version"], "encrypted_networks": extra["encrypted_networks"],
+            "lamports": [k["lamport"] for k in ring]}
+    return {**table, **extra, "version": digest(seen)}
+
+
 def digest(body: Obj) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
 

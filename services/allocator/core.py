@@ -67,8 +67,10 @@ from services.allocator.state import (
 )
 from services.allocator.state import HoldCache as HoldCache  # re-exported: the shell keeps one
 from services.allocator.state import task_dead as task_dead  # re-exported: tests judge release with it
+from shoal import netkeys
 from shoal.ids import new_id
 from shoal.models.kinds import Kind
+from shoal.models.network_spec import is_encrypted
 from shoal.models.objects import Obj, status_state, task_status
 from shoal.models.states import TaskState, task_rank
 from shoal.plan import Plan
@@ -363,7 +365,10 @@ def network_voter(task: Obj, state: AllocatorState) -> Allocation | Deferred:
             addr = info.pool.take()
             if addr is not None:
                 taken.append((info.pool, addr))
-                attachments.append({"network_id": nid, "addresses": [info.pool.text(addr)], "aliases": aliases})
+                att: Obj = {"network_id": nid, "addresses": [info.pool.text(addr)], "aliases": aliases}
+                if is_encrypted(info.obj.get("spec")):
+                    att["encrypted"] = True  # the node's agent encrypts its VXLAN traffic (shoal/netkeys.py)
+                attachments.append(att)
                 continue
             result = Deferred(f"no free IP address left in network {info.name!r} ({info.pool.subnet})")
         for pool, a in taken:
@@ -430,6 +435,25 @@ def plan(tasks: Iterable[Obj], state: AllocatorState, now: float, *, limit: int 
         out.add([t.update(Kind.TASK, new)], Reserved(Kind.TASK, task["id"], _version(task), new))
     if state.nodes is not None:
         _plan_nodes(state, out, budget)
+    return out
+
+
+# ---- 6. network encryption keys --------------------------------------------------------------------------
+def plan_netkeys(networks: Iterable[Obj], current: Obj | None, now: float,
+                 random_bytes: Callable[[int], bytes]) -> Plan:
+    """The key ring of encrypted networks (shoal/netkeys.py, SwarmKit's keymanager): created once some network is
+    encrypted, rotated every `netkeys.ROTATION_INTERVAL` after, with a wake-up at the next rotation. Kept
+    (not deleted) when the last encrypted network goes, as SwarmKit keeps its bootstrap keys."""
+    out = Plan()
+    if current is None and not any(is_encrypted(n.get("spec")) for n in networks):
+        return out
+    new = netkeys.rotate(current, now, random_bytes)
+    if new is not None:
+        if current is None:
+            out.add([t.create(Kind.NETKEYS, new)])
+        else:
+            out.add([t.update(Kind.NETKEYS, new, expect_version=int((current.get("meta") or {})["version"]))])
+    out.wake(netkeys.next_rotation(new or current))
     return out
 
 

@@ -11,10 +11,12 @@ check."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 from services.allocator import core
 from services.allocator.settings import AllocatorSettings
+from shoal import netkeys
 from shoal.bus.base import Bus
 from shoal.clock import Clock
 from shoal.leader_loop import PlanLoop
@@ -27,7 +29,7 @@ from shoal.store.protocol import Store
 
 class Allocator(PlanLoop):
     name: ClassVar[str] = "allocator"
-    kinds: ClassVar[tuple[str, ...]] = (Kind.NETWORK, Kind.SERVICE, Kind.TASK, Kind.NODE)
+    kinds: ClassVar[tuple[str, ...]] = (Kind.NETWORK, Kind.SERVICE, Kind.TASK, Kind.NODE, Kind.NETKEYS)
 
     def __init__(self, store: Store, bus: Bus | None, clock: Clock, settings: AllocatorSettings) -> None:
         super().__init__(store, bus, clock, settings)
@@ -54,6 +56,8 @@ class Allocator(PlanLoop):
         state = core.AllocatorState.build(tasks, objects[Kind.NETWORK].values(), objects[Kind.SERVICE].values(),
                                           self.inflight.values(), self.holds, nodes=objects[Kind.NODE].values())
         out = core.plan(tasks, state, now, limit=max(1, self.settings.max_txn_ops - 1))
+        out.extend(core.plan_netkeys(objects[Kind.NETWORK].values(), objects[Kind.NETKEYS].get(netkeys.KEYS_ID),
+                                     now, os.urandom))
         for g in out.groups:
             if isinstance(g.note, core.Reserved):
                 self.inflight[(g.note.kind, g.note.id)] = g.note

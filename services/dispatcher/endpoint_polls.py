@@ -9,7 +9,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from shoal import endpoints
+from shoal import endpoints, netkeys
 from shoal.models.kinds import Kind
 from shoal.models.objects import Obj
 from shoal.store.txn import Change
@@ -42,6 +42,7 @@ class EndpointPolls:
     _endpoint_nets: dict[str, set[str]] | None
     _endpoints_dirty: asyncio.Event
     _node_tables: dict[tuple[frozenset[str], str | None], Obj]
+    _netkeys: Obj | None
 
     if TYPE_CHECKING:
         async def _sleep_or_stop(self, seconds: float) -> None: ...
@@ -58,7 +59,7 @@ class EndpointPolls:
         (issue 13: at thousands of process tasks the table was recomputed, O(tasks), every 100 ms for
         changes that moved nothing)."""
         if c.kind != Kind.TASK:
-            return c.kind in (Kind.SERVICE, Kind.NODE)
+            return c.kind in (Kind.SERVICE, Kind.NODE, Kind.NETKEYS)
         if c.object.get("networks"):
             return True
         service = self.mirror.get(Kind.SERVICE, str(c.object.get("service_id") or ""))
@@ -87,8 +88,10 @@ class EndpointPolls:
             return
         rows = self._endpoint_table()
         nets = endpoints.networks_by_node(self.mirror.list(Kind.TASK))  # which services each node is sent
-        if rows == self._endpoint_rows and nets == self._endpoint_nets:
+        keys = self.mirror.get(Kind.NETKEYS, netkeys.KEYS_ID)
+        if rows == self._endpoint_rows and nets == self._endpoint_nets and keys == self._netkeys:
             return
+        self._netkeys = keys
         if rows != self._endpoint_rows:
             self._node_tables.clear()
         self._endpoint_rows, self._endpoint_nets = rows, nets
@@ -115,7 +118,9 @@ class EndpointPolls:
             if len(self._node_tables) > 4096:
                 self._node_tables.clear()
             table = self._node_tables[key] = endpoints.node_table(self._endpoint_rows, node_id, addr, own)
-        return table
+        encrypted = endpoints.encrypted_networks(node_id, own)
+        return endpoints.with_keys(table, encrypted, self.mirror.get(Kind.NETKEYS, netkeys.KEYS_ID)) \
+            if encrypted else table
 
     async def endpoint_table(self, session_id: str, version: str, wait: float,
                              caller: str | None = None) -> dict[str, Any]:

@@ -71,7 +71,7 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         self.revocations = revocations or Revocations()
         self.metrics = Registry()
         self.mirror = StoreMirror(store, [Kind.CLUSTER, Kind.NODE, Kind.TASK, Kind.SECRET, Kind.CONFIG,
-                                          Kind.SERVICE],
+                                          Kind.SERVICE, Kind.NETKEYS],
                                   poll_interval=settings.poll_interval, on_sync=self._on_sync, name="dispatcher")
         self.relay = HintRelay(self.mirror)
         self.sessions: dict[str, Session] = {}
@@ -100,6 +100,7 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         self._endpoint_nets: dict[str, set[str]] | None = None  # networks of each node's live tasks
         self._endpoints_dirty = asyncio.Event()  # the view changed in a way that may move the table
         self._node_tables: dict[tuple[frozenset[str], str | None], Obj] = {}  # per (networks, addr), this table
+        self._netkeys: Obj | None = None  # the network key ring the tables were last computed with
         self.metrics.gauge("dispatcher_sessions", lambda: len(self.sessions), "agent sessions open here")
         self.metrics.gauge("dispatcher_status_pending", lambda: len(self._pending),
                            "task status reports waiting for the next batch write")

@@ -4,6 +4,9 @@ verified identity, the request and, for writes and watches, its content.
 - Only `swarm-manager` identities reach the store at all (admins: the ops routes only).
 - Kind `ca` (the root key and join tokens) is the `ca` component's alone: every other caller gets 403 on a list,
   get or transaction that touches it, and sees its watch events redacted to the object's id.
+- Kind `netkeys` (the network encryption keys, docs/networking.md "Encrypted networks") is the allocator's (who
+  writes it) and the dispatcher's (who sends the keys to the nodes that need them): everyone else is refused and
+  redacted exactly as for kind `ca`.
 - Membership changes (POST/DELETE /v1/members, POST /v1/leader/transfer) only for `gateway` and `raftstore`.
 - Kinds `secret` and `config` (issue 10): only the gateway writes them; their payload (`spec.data`) is read by the
   gateway (which keeps it on label updates and never answers a secret's) and the dispatcher (which delivers it
@@ -28,6 +31,14 @@ from shoal.transport import OPS_PATHS, scope_identity
 
 CA_KIND = Kind.CA.value
 CA_COMPONENT = "ca"
+#: kinds only some components may read or write at all (their objects reduced to the id for everyone else)
+PRIVATE_KINDS: dict[str, frozenset[str]] = {CA_KIND: frozenset({CA_COMPONENT}),
+                                            Kind.NETKEYS.value: frozenset({"allocator", "dispatcher"})}
+
+
+def _private_to_other(kind: str, component: str) -> bool:
+    owners = PRIVATE_KINDS.get(kind)
+    return owners is not None and component not in owners
 MEMBERSHIP_COMPONENTS = frozenset({"gateway", "raftstore"})
 PAYLOAD_KINDS = frozenset({Kind.SECRET.value, Kind.CONFIG.value})
 PAYLOAD_READERS = frozenset({"gateway", "dispatcher"})
@@ -53,9 +64,16 @@ def is_membership_change(method: str, path: str) -> bool:
 
 def reads_ca(path: str, method: str = "GET") -> bool:
     """A read of kind `ca` (only GET reads; another method on these paths is routed to its 405)."""
+    return read_kind(path, method) == CA_KIND
+
+
+def read_kind(path: str, method: str = "GET") -> str | None:
+    """The kind a GET of objects or counts reads (None: not such a read)."""
     parts = _parts(path)
-    return (method in ("GET", "HEAD") and parts[:1] == ["v1"] and parts[1:2] in (["objects"], ["counts"])
-            and len(parts) > 2 and parts[2] == CA_KIND)
+    if (method in ("GET", "HEAD") and parts[:1] == ["v1"] and parts[1:2] in (["objects"], ["counts"])
+            and len(parts) > 2):
+        return parts[2]
+    return None
 
 
 def policy(ident: Identity, method: str, path: str) -> str | None:
@@ -64,8 +82,10 @@ def policy(ident: Identity, method: str, path: str) -> str | None:
         return None
     if ident.role != pki.MANAGER:
         return f"raftstore: only manager processes may use the store; {ident.describe()} may not call {method} {path}"
-    if reads_ca(path, method) and ident.component != CA_COMPONENT:
-        return f"raftstore: kind 'ca' is readable only by the CA; {ident.describe()} may not call {method} {path}"
+    kind = read_kind(path, method)
+    if kind is not None and _private_to_other(kind, ident.component):
+        return (f"raftstore: kind {kind!r} is readable only by {', '.join(sorted(PRIVATE_KINDS[kind]))}; "
+                f"{ident.describe()} may not call {method} {path}")
     if is_membership_change(method, path) and ident.component not in MEMBERSHIP_COMPONENTS:
         return (f"raftstore: only the gateway and raftstore members change the membership; {ident.describe()} "
                 f"may not call {method} {path}")
@@ -112,6 +132,10 @@ def check_txn(component: str, body: dict[str, Any]) -> None:
     if component != CA_COMPONENT and CA_KIND in kinds:
         raise PermissionDenied(f"raftstore: only the CA may read or write kind 'ca' (caller: "
                                f"{component or 'unknown'})")
+    for kind in sorted(kinds):
+        if kind != CA_KIND and _private_to_other(kind, component):
+            raise PermissionDenied(f"raftstore: only {', '.join(sorted(PRIVATE_KINDS[kind]))} may read or write "
+                                   f"kind {kind!r} (caller: {component or 'unknown'})")
     if component not in PAYLOAD_WRITERS and kinds & PAYLOAD_KINDS:
         raise PermissionDenied(f"raftstore: only the gateway writes secrets and configs (caller: "
                                f"{component or 'unknown'})")
@@ -120,6 +144,9 @@ def check_txn(component: str, body: dict[str, Any]) -> None:
 def check_kind(component: str, kind: str) -> None:
     if kind == CA_KIND and component != CA_COMPONENT:
         raise PermissionDenied(f"raftstore: only the CA may read kind 'ca' (caller: {component or 'unknown'})")
+    if _private_to_other(kind, component):
+        raise PermissionDenied(f"raftstore: only {', '.join(sorted(PRIVATE_KINDS[kind]))} may read kind {kind!r} "
+                               f"(caller: {component or 'unknown'})")
 
 
 def check_membership(component: str) -> None:
@@ -144,7 +171,7 @@ def redact_objects(component: str, kind: str, objs: list[dict[str, Any]]) -> lis
 
 
 def _visible_change(component: str, c: dict[str, Any]) -> dict[str, Any]:
-    if c["kind"] == CA_KIND and component != CA_COMPONENT:
+    if _private_to_other(c["kind"], component):
         return {**c, "object": {"id": c["id"]}}
     if c["kind"] in PAYLOAD_KINDS and component not in PAYLOAD_READERS and isinstance(c.get("object"), dict):
         return {**c, "object": without_payload(c["object"])}
@@ -152,7 +179,7 @@ def _visible_change(component: str, c: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hidden(component: str, c: dict[str, Any]) -> bool:
-    return ((c["kind"] == CA_KIND and component != CA_COMPONENT)
+    return (_private_to_other(c["kind"], component)
             or (c["kind"] in PAYLOAD_KINDS and component not in PAYLOAD_READERS))
 
 

@@ -25,6 +25,8 @@ def network_spec(a: argparse.Namespace) -> Spec:
         spec["internal"] = True
     if a.label:
         spec["labels"] = parse_pairs(a.label, "--label")
+    if a.opt:
+        spec["options"] = {k: v for k, _, v in (o.partition("=") for o in a.opt)}
     return spec
 
 
@@ -74,6 +76,8 @@ def add_parsers(sub: SubParsers, parent: argparse.ArgumentParser) -> None:
     wcreate.add_argument("--gateway", metavar="IP", help="gateway address inside the subnet")
     wcreate.add_argument("--attachable", action="store_true", help="let standalone containers attach")
     wcreate.add_argument("--internal", action="store_true", help="no access to the outside")
+    wcreate.add_argument("-o", "--opt", action="append", metavar="KEY[=VALUE]",
+                         help="driver option; `encrypted`: node-to-node traffic is IPsec ESP (repeatable)")
     wcreate.add_argument("--label", action="append", metavar="KEY=VALUE", help="network label")
     wcreate.add_argument("name", metavar="NAME")
     wcreate.set_defaults(func=cmd_network_create)

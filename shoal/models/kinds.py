@@ -17,6 +17,9 @@ class Kind(StrEnum):
     #: the cluster's root CA (certificate, key) and join tokens: one object, id "root"; only the CA component
     #: may read or write it, and the raftstore redacts it from every other caller's watch (docs/security.md)
     CA = "ca"
+    #: the network encryption key ring (shoal/netkeys.py): one object, id "overlay"; written by the allocator,
+    #: read by the allocator and the dispatcher only, redacted like `ca` for everyone else (docs/security.md)
+    NETKEYS = "netkeys"
 
 
 #: kinds whose `spec.name` is unique per kind, compared lower-cased (SwarmKit's name index).

@@ -57,9 +57,22 @@ class IPAMConfig(Strict):
         return self
 
 
+#: the driver options shoal knows (Docker's `--opt`): `encrypted` — node-to-node traffic of the network is ESP
+#: (docs/networking.md, "Encrypted networks"). Docker enables it whatever the value; "" and "true" are accepted.
+NETWORK_OPTIONS = frozenset({"encrypted"})
+ENCRYPTED = "encrypted"
+_TRUE = frozenset({"", "true"})
+
+
+def is_encrypted(spec: dict[str, Any] | None) -> bool:
+    """Whether a network spec (its JSON form) asks for an encrypted data plane."""
+    return ENCRYPTED in ((spec or {}).get("options") or {})
+
+
 class NetworkSpec(Strict):
     """A user-defined network (SwarmKit's NetworkSpec). `driver` overlay by default; `attachable` lets
-    standalone containers join; `internal` cuts it off from the outside."""
+    standalone containers join; `internal` cuts it off from the outside; `options` are the driver's
+    (`encrypted`)."""
 
     name: Name
     labels: Labels = Field(default_factory=dict)
@@ -67,6 +80,8 @@ class NetworkSpec(Strict):
     ipam: IPAMConfig | None = None
     attachable: bool = False
     internal: bool = False
+    options: dict[Annotated[str, Field(max_length=128)], Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=dict, max_length=8)
 
     _name = field_validator("name")(check_name)
 
@@ -77,6 +92,21 @@ class NetworkSpec(Strict):
             raise ValueError(f"invalid driver name {v!r}")
         return v
 
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - NETWORK_OPTIONS)
+        if unknown:
+            raise ValueError(f"unsupported driver option(s) {', '.join(map(repr, unknown))}: shoal knows "
+                             f"{', '.join(sorted(NETWORK_OPTIONS))}")
+        if ENCRYPTED in v and v[ENCRYPTED].strip().lower() not in _TRUE:
+            raise ValueError(f"option encrypted={v[ENCRYPTED]!r}: give `encrypted` alone (or encrypted=true); "
+                             "leave it out for a network in the clear")
+        return {ENCRYPTED: ""} if ENCRYPTED in v else {}
+
     def wire(self) -> dict[str, Any]:
         """The JSON form stored in the network object."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        out = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if not out.get("options"):
+            out.pop("options", None)  # a network in the clear stores no options (as before they existed)
+        return out

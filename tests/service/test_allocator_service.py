@@ -98,3 +98,43 @@ async def test_network_service_gets_addresses_vips_and_a_port_and_keeps_them_acr
         if runner is not None:
             await asyncio.wait_for(runner, 5)
         await cp.close()
+
+
+async def test_an_encrypted_network_gets_a_key_ring_kept_across_a_failover() -> None:
+    """The running allocator (its leader loop over the store) creates the key ring once a network is encrypted,
+    marks the encrypted network's attachments of the tasks, and a standby that takes over keeps the same ring
+    (it rotates only when the newest key is 12 h old)."""
+    from shoal import netkeys
+    cp = ControlPlane()
+    await cp.start()
+    standby: Allocator | None = None
+    runner: asyncio.Task[Any] | None = None
+    try:
+        plain: Obj = {"id": new_id(), "spec": NetworkSpec.model_validate({"name": "plain"}).wire(), "ipam": None}
+        await cp.store.txn([t.create(Kind.NETWORK, plain)])
+        await asyncio.sleep(0.3)
+        assert cp.store.mem.find(Kind.NETKEYS, netkeys.KEYS_ID) is None  # no encrypted network: no ring
+        sec: Obj = {"id": new_id(), "spec": NetworkSpec.model_validate(
+            {"name": "sec", "options": {"encrypted": ""}}).wire(), "ipam": None}
+        await cp.store.txn([t.create(Kind.NETWORK, sec)])
+        ring = await eventually(lambda: cp.store.mem.find(Kind.NETKEYS, netkeys.KEYS_ID), timeout=10,
+                                what="the key ring")
+        assert [k["lamport"] for k in ring["keys"]] == [1, 2, 3] and ring["algorithm"] == netkeys.ALGORITHM
+        svc = await cp.create_service(web_service(sec["id"], 2))
+        await eventually(lambda: converged(cp, svc, 2), timeout=20, what="2 running replicas")
+        for task in cp.runnable(svc):
+            marks = {a["network_id"]: a.get("encrypted", False) for a in task["networks"]}
+            assert marks[sec["id"]] is True and sum(marks.values()) == 1  # the ingress attachment is not
+        standby = Allocator(cp.store, cp.bus, SystemClock(), AllocatorSettings(instance="allocator-2", **FAST))
+        runner = asyncio.create_task(standby.run())
+        cp.allocator.stop()
+        await eventually(lambda: standby is not None and standby.leader.active, timeout=10,
+                         what="the standby allocator takes over")
+        await asyncio.sleep(0.5)
+        assert cp.store.mem.get(Kind.NETKEYS, netkeys.KEYS_ID)["keys"] == ring["keys"]
+    finally:
+        if standby is not None:
+            standby.stop()
+        if runner is not None:
+            await asyncio.wait_for(runner, 5)
+        await cp.close()

@@ -354,6 +354,14 @@ def test_network_crud(client: TestClient, store: LocalStore) -> None:
     refused(client, store, "DELETE", "/v1/networks/front", 404, "network 'front' not found")
 
 
+def test_encrypted_network_is_stored_and_shown(client: TestClient, store: LocalStore) -> None:
+    sec = net(client, "sec", options={"encrypted": ""})
+    assert sec["spec"]["options"] == {"encrypted": ""}
+    assert store.mem.get("network", sec["id"])["spec"]["options"] == {"encrypted": ""}
+    assert client.get("/v1/networks/sec").json()["spec"]["options"] == {"encrypted": ""}
+    assert "options" not in net(client, "plain")["spec"]
+
+
 @pytest.mark.parametrize("name", ["back", "BACK", "Back"])
 def test_network_name_taken_is_409(client: TestClient, store: LocalStore, name: str) -> None:
     net(client)
@@ -367,6 +375,8 @@ def test_network_name_taken_is_409(client: TestClient, store: LocalStore, name: 
     ({"name": "x", "ipam": {"gateway": "10.0.0.1"}}, "ipam.subnet: Field required"),
     ({"name": "x y"}, "name: name must be"),
     ({"name": "x", "scope": "local"}, "scope: Extra inputs are not permitted"),
+    ({"name": "x", "options": {"mtu": "1400"}}, "options: unsupported driver option(s) 'mtu': shoal knows encrypted"),
+    ({"name": "x", "options": {"encrypted": "no"}}, "leave it out for a network in the clear"),
 ])
 def test_invalid_network_is_400(client: TestClient, store: LocalStore, body: Obj, needle: str) -> None:
     refused(client, store, "POST", "/v1/networks", 400, needle, json=body)

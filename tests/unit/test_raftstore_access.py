@@ -151,3 +151,14 @@ def test_methods_no_route_serves_are_routed_to_their_405_not_refused_as_what_the
     assert is_membership_change("POST", "/v1/leader/transfer")
     assert not is_membership_change("DELETE", "/v1/members") and not is_membership_change("POST", "/v1/members/3")
     assert not is_membership_change("TRACE", "/v1/leader/transfer") and not is_membership_change("GET", "/v1/members")
+
+
+@pytest.mark.parametrize(("component", "allowed"), [("allocator", True), ("dispatcher", True), ("gateway", False),
+                                                   ("orchestrator", False), ("scheduler", False), ("ca", False),
+                                                   ("raftstore", False)])
+def test_network_keys_are_read_only_by_the_allocator_and_dispatcher(component: str, allowed: bool) -> None:
+    for path in ("/v1/objects/netkeys", "/v1/objects/netkeys/overlay", "/v1/counts/netkeys"):
+        refusal = policy(ident(component), "GET", path)
+        assert (refusal is None) == allowed, refusal
+        if refusal is not None:
+            assert "netkeys" in refusal and "allocator, dispatcher" in refusal

@@ -258,7 +258,7 @@ def network_view(net: Obj) -> Obj:
             "IPAM": {"Driver": "default", "Options": None, "Config": config},
             "Internal": bool(spec.get("internal")), "Attachable": bool(spec.get("attachable")),
             "Ingress": bool(spec.get("ingress")), "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
-            "Containers": None, "Options": {}, "Labels": dict(spec.get("labels") or {})}
+            "Containers": None, "Options": dict(spec.get("options") or {}), "Labels": dict(spec.get("labels") or {})}
 
 
 def builtin_ingress() -> Obj:
@@ -299,11 +299,12 @@ def network_spec(body: Obj) -> Obj:
             raise InvalidArgument(f"{key} is not supported by shoal")
     if (body.get("ConfigFrom") or {}).get("Network"):
         raise InvalidArgument("ConfigFrom is not supported by shoal")
-    if body.get("Options"):
-        raise InvalidArgument(f"Options: driver options ({', '.join(sorted(body['Options']))}) are not supported "
-                              "by shoal")
     out: Obj = {"name": body.get("Name") or "", "labels": dict(body.get("Labels") or {}), "driver": "overlay",
                 "attachable": bool(body.get("Attachable")), "internal": bool(body.get("Internal"))}
+    if body.get("Options"):
+        if not isinstance(body["Options"], dict):
+            raise InvalidArgument("Options: an object of driver options is expected")
+        out["options"] = {str(k): str(v) for k, v in body["Options"].items()}  # validated by NetworkSpec
     configs = (body.get("IPAM") or {}).get("Config") or []
     if len(configs) > 1:
         raise InvalidArgument("IPAM.Config: more than one subnet is not supported by shoal")
