@@ -123,6 +123,8 @@ class Driver(DriverState, DriverSnapshots):
         self._read_wait: list[tuple[int, int, list[asyncio.Future[int]]]] = []  # heap by read index
         self._ctx_seq = 0
         self._ticks_due = 0
+        #: a hard state that only moved the commit index, not written yet (see _handle_ready)
+        self._unsaved_hs: HardState | None = None
         self._wake = asyncio.Event()
         self._applied = asyncio.Event()
         self._stopped = False
@@ -418,10 +420,22 @@ class Driver(DriverState, DriverSnapshots):
                 self.sender.send(early)
         if rd.entries or rd.hard_state is not None:  # 1. persist (one fsync for the whole batch)
             started = time.perf_counter()
-            if rd.must_sync and self.cfg.fsync_in_thread:
-                await asyncio.to_thread(self.wal.save, rd.hard_state, rd.entries)
+            hs = rd.hard_state
+            if not rd.entries and not rd.must_sync:
+                # Only the commit index moved: it need not be durable (a member learns it again from the
+                # leader), so it is not written on its own — the next write of entries or term/vote carries it.
+                self._unsaved_hs = hs
+                hs = None
+            elif hs is None:
+                hs = self._unsaved_hs
+            if hs is None and not rd.entries:
+                pass
+            elif rd.must_sync and self.cfg.fsync_in_thread:
+                await asyncio.to_thread(self.wal.save, hs, rd.entries)
+                self._unsaved_hs = None
             else:
-                self.wal.save(rd.hard_state, rd.entries, sync=rd.must_sync)
+                self.wal.save(hs, rd.entries, sync=rd.must_sync)
+                self._unsaved_hs = None
             self.storage.append(rd.entries)
             if rd.hard_state is not None:
                 self.storage.set_hard_state(rd.hard_state)

@@ -137,3 +137,30 @@ async def test_votes_and_campaigns_leave_only_after_their_term_is_saved(tmp_path
         for d in net.drivers.values():
             d.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_commit_index_alone_is_not_written_the_next_save_carries_it(tmp_path: Path) -> None:
+    """A Ready that only moves the commit index writes nothing (the index need not be durable: a member learns
+    it again from the leader); the next save of entries carries it, so the WAL's commit index lags by a batch
+    at most."""
+    net, tasks = await cluster(tmp_path)
+    try:
+        leader = await leader_of(net)
+        for n in range(4):
+            await asyncio.wait_for(leader.propose(write(f"k{n}")), 10)
+        for member, events in net.events.items():
+            saves = [ev[1] for ev in events if ev[0] == "save"]
+            on_disk = HardState()
+            for hs, entries in saves:
+                if hs is not None and not entries:
+                    assert (hs.term, hs.vote) != (on_disk.term, on_disk.vote), \
+                        f"member {member} wrote a hard state that only moved the commit index to {hs.commit}"
+                if hs is not None:
+                    on_disk = hs
+        # the leader's save of the last write's entry carries the commit index of the write before it
+        last_save = [ev[1] for ev in net.events[leader.id] if ev[0] == "save" and ev[1][1]][-1]
+        assert last_save[0] is not None and last_save[0].commit == last_save[1][0].index - 1
+    finally:
+        for d in net.drivers.values():
+            d.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)

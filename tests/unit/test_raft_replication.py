@@ -119,11 +119,39 @@ def test_5_4_2_commit_needs_a_majority() -> None:
 
 
 def test_followers_learn_the_commit_index_and_apply() -> None:
+    """§5.3: the leader sends no message of its own for a new commit index; the next append carries it (or the
+    next heartbeat, when no write follows)."""
     net = SimNetwork(3, seed=2)
     net.elect(1)
     net.propose(1, b"x")
     net.stabilize()
-    assert all(net.applied_data(i) == [b"x"] for i in net.ids)
+    assert net.applied_data(1) == [b"x"]
+    assert net.applied_data(2) == net.applied_data(3) == []  # no separate commit notice was sent
+    net.propose(1, b"y")
+    net.stabilize()
+    assert net.applied_data(2) == net.applied_data(3) == [b"x"]  # the append of y carried x's commit
+    net.tick(1)  # a heartbeat carries y's
+    net.stabilize()
+    assert all(net.applied_data(i) == [b"x", b"y"] for i in net.ids)
+
+
+def test_a_commit_notice_costs_no_message() -> None:
+    """One write on a settled 3-member cluster: one append to each follower and one answer from each, nothing
+    else (before: a second, empty append per follower announcing the commit, and its answer)."""
+    net = SimNetwork(3, seed=2)
+    net.elect(1)
+    sent: list[Message] = []
+    send = net.send
+
+    def counting(m: Message) -> None:
+        sent.append(m)
+        send(m)
+
+    net.send = counting  # type: ignore[method-assign]
+    net.propose(1, b"x")
+    net.stabilize()
+    assert sorted((m.type.name, m.frm, m.to) for m in sent) == [
+        ("APP", 1, 2), ("APP", 1, 3), ("APP_RESP", 2, 1), ("APP_RESP", 3, 1)]
 
 
 def test_a_minority_cannot_commit() -> None:
@@ -176,6 +204,8 @@ def test_messages_respect_the_size_limit() -> None:
             pass
     apps = [m for _, _, m in net._queue if m.type == MsgType.APP]
     assert apps and all(sum(len(e.data) for e in m.entries) <= 1000 or len(m.entries) == 1 for m in apps)
+    net.stabilize()
+    net.tick(1)  # the last commit index reaches the followers with the next heartbeat
     net.stabilize()
     assert len(net.applied_data(3)) == 20
 
