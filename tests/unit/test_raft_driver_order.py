@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ def recording_wal(path: Path, events: list[Event]) -> tuple[WAL, Any]:
     save = wal.save
 
     def recorded(hard_state: HardState | None, entries: Sequence[Entry], *, sync: bool = True) -> None:
+        events.append(("save-start", (tuple(entries), threading.get_ident())))
         save(hard_state, entries, sync=sync)
         events.append(("save", (hard_state, tuple(entries))))
 
@@ -106,6 +108,11 @@ async def test_leader_sends_appends_before_its_own_save_and_followers_ack_after_
                          and any(e.index == last for e in ev[1].entries))
         own_save = next(i for i, ev in enumerate(mine) if saved_index(ev, last))
         assert first_app < own_save, "the leader's append waited for its own fsync"
+        # ... and its write began before that append was handed over, on a worker thread (a send may cost the
+        # leader its core for a while; the disk works meanwhile)
+        start = next(i for i, ev in enumerate(mine) if ev[0] == "save-start" and any(e.index == last for e in ev[1][0]))
+        assert start < first_app, "the leader's WAL write started only after its appends were sent"
+        assert mine[start][1][1] != threading.get_ident(), "the leader's WAL write ran on the event loop's thread"
         # followers: every APP_RESP acknowledging index i comes after their save of i
         for fid in (i for i in net.drivers if i != leader.id):
             theirs = net.events[fid]
