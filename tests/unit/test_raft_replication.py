@@ -249,3 +249,30 @@ def test_a_long_committed_log_is_handed_out_in_slices() -> None:
         sizes.append(len(rd.committed_entries))
         n.advance(rd)
     assert sum(sizes) == 50 and max(sizes) == 10
+
+
+def test_a_follower_answers_appends_taken_in_one_turn_once() -> None:
+    """Acks are cumulative: appends a follower takes before its next Ready get one answer, for the highest index
+    (after persisting them all); an answer already handed out in a Ready is never changed."""
+    s = MemoryStorage()
+    s.set_hard_state(HardState(term=1))
+    n = RawNode(Config(id=2, peers=(1, 2, 3), rng=random.Random(1)), s)
+    n.step(Message(MsgType.APP, to=2, frm=1, term=1, index=0, log_term=0, entries=(Entry(1, 1, b"a"),)))
+    n.step(Message(MsgType.APP, to=2, frm=1, term=1, index=1, log_term=1, entries=(Entry(1, 2, b"b"),)))
+    n.step(Message(MsgType.APP, to=2, frm=1, term=1, index=2, log_term=1, entries=(Entry(1, 3, b"c"),)))
+    rd = n.ready()
+    assert [(m.type, m.index) for m in rd.messages] == [(MsgType.APP_RESP, 3)]
+    assert [e.index for e in rd.entries] == [1, 2, 3]
+    # taken by a Ready: a later append gets an answer of its own, the one handed out stays as it was
+    n.step(Message(MsgType.APP, to=2, frm=1, term=1, index=3, log_term=1, entries=(Entry(1, 4, b"d"),)))
+    assert rd.messages[0].index == 3
+    s.append(rd.entries)
+    n.advance(rd)
+    rd2 = n.ready()
+    assert [(m.type, m.index) for m in rd2.messages] == [(MsgType.APP_RESP, 4)]
+    # a refusal is never folded into an ack, nor an ack into a refusal
+    s.append(rd2.entries)
+    n.advance(rd2)
+    n.step(Message(MsgType.APP, to=2, frm=1, term=1, index=9, log_term=1, entries=(Entry(1, 10, b"x"),)))
+    n.step(Message(MsgType.APP, to=2, frm=1, term=1, index=4, log_term=1, entries=(Entry(1, 5, b"e"),)))
+    assert [(m.reject, m.index) for m in n.ready().messages] == [(True, 9), (False, 5)]

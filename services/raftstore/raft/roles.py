@@ -170,7 +170,7 @@ def handle_append(r: Raft, m: Message) -> None:
         return
     last = r.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
     if last is not None:
-        r.send(MsgType.APP_RESP, m.frm, index=last)
+        r.ack_append(m.frm, last)
         return
     hint = r.log.find_conflict_by_term(min(m.index, r.log.last_index()), m.log_term)
     r.send(MsgType.APP_RESP, m.frm, index=m.index, reject=True, reject_hint=hint,
