@@ -27,10 +27,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from services.raftstore import snapfile
 from services.raftstore.driver_config import DriverConfig
+from services.raftstore.driver_persist import DriverPersist, Sender
 from services.raftstore.driver_snapshots import DriverSnapshots
 from services.raftstore.driver_state import DriverState
 from services.raftstore.fsm import FSM
@@ -61,11 +62,6 @@ from shoal.store.txn import TxnResult
 log = logging.getLogger(__name__)
 
 
-class Sender(Protocol):
-    def send(self, msgs: Sequence[Message]) -> None:
-        """Hand messages to the network; must never block (drop instead)."""
-
-
 @dataclass
 class _Pending:
     term: int
@@ -74,7 +70,7 @@ class _Pending:
     proposed: float = 0.0  # perf_counter() when proposed: for the commit latency histogram
 
 
-class Driver(DriverState, DriverSnapshots):
+class Driver(DriverState, DriverSnapshots, DriverPersist):
     def __init__(self, node_id: int, peers: Sequence[int], wal: WAL, replayed: Replayed, fsm: FSM,
                  sender: Sender, cfg: DriverConfig | None = None, *, rng: random.Random | None = None,
                  metrics: Registry | None = None, snapshot: Snapshot | None = None,
@@ -419,45 +415,7 @@ class Driver(DriverState, DriverSnapshots):
             if early:
                 late = [m for m in rd.messages if m.type is not MsgType.APP]
         if rd.entries or rd.hard_state is not None:  # 1. persist (one fsync for the whole batch)
-            started = time.perf_counter()
-            hs = rd.hard_state
-            if not rd.entries and not rd.must_sync:
-                # Only the commit index moved: it need not be durable (a member learns it again from the
-                # leader), so it is not written on its own — the next write of entries or term/vote carries it.
-                self._unsaved_hs = hs
-                hs = None
-            elif hs is None:
-                hs = self._unsaved_hs
-            if hs is None and not rd.entries:
-                pass
-            elif rd.must_sync and (early or self.cfg.fsync_in_thread):
-                # The leader's write and fsync start on a worker thread *before* its appends are handed to the
-                # peers: a send on loopback wakes the follower, which on a busy machine takes the leader's core
-                # for a while (~0.5-1.5 ms per send measured under load) — the disk is busy meanwhile instead of
-                # waiting for the leader to get its core back.
-                saving = asyncio.get_running_loop().run_in_executor(None, self.wal.save, hs, rd.entries)
-                if early:
-                    self.sender.send(early)
-                try:
-                    await saving
-                except asyncio.CancelledError:
-                    await asyncio.wait([saving])  # the thread still writes: never leave it to a closed file
-                    raise
-                self._unsaved_hs = None
-            else:
-                if early:
-                    self.sender.send(early)
-                self.wal.save(hs, rd.entries, sync=rd.must_sync)
-                self._unsaved_hs = None
-            self.storage.append(rd.entries)
-            if rd.hard_state is not None:
-                self.storage.set_hard_state(rd.hard_state)
-            if rd.must_sync:
-                self.metrics.inc("raft_fsyncs_total", 1, "WAL fsyncs (one per Ready with new entries/term/vote)")
-                self.metrics.observe("raft_fsync_duration_seconds", time.perf_counter() - started,
-                                     "WAL write and fsync of one Ready (entries, term, vote)")
-            if rd.entries:
-                self.metrics.inc("raft_persisted_entries_total", len(rd.entries), "entries made durable")
+            await self._persist(rd, early)
         if late:  # 2. send
             self.sender.send(late)
         if rd.messages:
