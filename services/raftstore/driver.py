@@ -27,10 +27,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from services.raftstore import snapfile
 from services.raftstore.driver_config import DriverConfig
+from services.raftstore.driver_persist import DriverPersist, Sender
 from services.raftstore.driver_snapshots import DriverSnapshots
 from services.raftstore.driver_state import DriverState
 from services.raftstore.fsm import FSM
@@ -61,11 +62,6 @@ from shoal.store.txn import TxnResult
 log = logging.getLogger(__name__)
 
 
-class Sender(Protocol):
-    def send(self, msgs: Sequence[Message]) -> None:
-        """Hand messages to the network; must never block (drop instead)."""
-
-
 @dataclass
 class _Pending:
     term: int
@@ -74,7 +70,7 @@ class _Pending:
     proposed: float = 0.0  # perf_counter() when proposed: for the commit latency histogram
 
 
-class Driver(DriverState, DriverSnapshots):
+class Driver(DriverState, DriverSnapshots, DriverPersist):
     def __init__(self, node_id: int, peers: Sequence[int], wal: WAL, replayed: Replayed, fsm: FSM,
                  sender: Sender, cfg: DriverConfig | None = None, *, rng: random.Random | None = None,
                  metrics: Registry | None = None, snapshot: Snapshot | None = None,
@@ -123,6 +119,8 @@ class Driver(DriverState, DriverSnapshots):
         self._read_wait: list[tuple[int, int, list[asyncio.Future[int]]]] = []  # heap by read index
         self._ctx_seq = 0
         self._ticks_due = 0
+        #: a hard state that only moved the commit index, not written yet (see _handle_ready)
+        self._unsaved_hs: HardState | None = None
         self._wake = asyncio.Event()
         self._applied = asyncio.Event()
         self._stopped = False
@@ -406,6 +404,7 @@ class Driver(DriverState, DriverSnapshots):
         if rd.snapshot is not None:  # 0. a snapshot from the leader replaces the log and the state machine
             self._install(rd)
         late: Sequence[Message] = rd.messages
+        early: list[Message] = []
         if rd.messages and rd.entries and self._may_send_before_persist(rd):
             # The leader's appends go out before its own fsync, so the followers write theirs meanwhile
             # (dissertation §10.2.1; etcd-io/raft: messages may be sent while the entries of the same Ready are
@@ -415,22 +414,8 @@ class Driver(DriverState, DriverSnapshots):
             early = [m for m in rd.messages if m.type is MsgType.APP]
             if early:
                 late = [m for m in rd.messages if m.type is not MsgType.APP]
-                self.sender.send(early)
         if rd.entries or rd.hard_state is not None:  # 1. persist (one fsync for the whole batch)
-            started = time.perf_counter()
-            if rd.must_sync and self.cfg.fsync_in_thread:
-                await asyncio.to_thread(self.wal.save, rd.hard_state, rd.entries)
-            else:
-                self.wal.save(rd.hard_state, rd.entries, sync=rd.must_sync)
-            self.storage.append(rd.entries)
-            if rd.hard_state is not None:
-                self.storage.set_hard_state(rd.hard_state)
-            if rd.must_sync:
-                self.metrics.inc("raft_fsyncs_total", 1, "WAL fsyncs (one per Ready with new entries/term/vote)")
-                self.metrics.observe("raft_fsync_duration_seconds", time.perf_counter() - started,
-                                     "WAL write and fsync of one Ready (entries, term, vote)")
-            if rd.entries:
-                self.metrics.inc("raft_persisted_entries_total", len(rd.entries), "entries made durable")
+            await self._persist(rd, early)
         if late:  # 2. send
             self.sender.send(late)
         if rd.messages:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ def recording_wal(path: Path, events: list[Event]) -> tuple[WAL, Any]:
     save = wal.save
 
     def recorded(hard_state: HardState | None, entries: Sequence[Entry], *, sync: bool = True) -> None:
+        events.append(("save-start", (tuple(entries), threading.get_ident())))
         save(hard_state, entries, sync=sync)
         events.append(("save", (hard_state, tuple(entries))))
 
@@ -115,6 +117,11 @@ async def test_leader_sends_appends_before_its_own_save_and_followers_ack_after_
                          and any(e.index == last for e in ev[1].entries))
         own_save = next(i for i, ev in enumerate(mine) if saved_index(ev, last))
         assert first_app < own_save, "the leader's append waited for its own fsync"
+        # ... and its write began before that append was handed over, on a worker thread (a send may cost the
+        # leader its core for a while; the disk works meanwhile)
+        start = next(i for i, ev in enumerate(mine) if ev[0] == "save-start" and any(e.index == last for e in ev[1][0]))
+        assert start < first_app, "the leader's WAL write started only after its appends were sent"
+        assert mine[start][1][1] != threading.get_ident(), "the leader's WAL write ran on the event loop's thread"
         # followers: every APP_RESP acknowledging index i comes after their save of i
         for fid in (i for i in net.drivers if i != leader.id):
             theirs = net.events[fid]
@@ -137,3 +144,25 @@ async def test_votes_and_campaigns_leave_only_after_their_term_is_saved(tmp_path
                 if m.type is MsgType.VOTE or (m.type is MsgType.VOTE_RESP and not m.reject):
                     assert any(saved_term(prev, m.term) for prev in events[:n]), \
                         f"member {member} sent {m.type.name} for term {m.term} before saving that term"
+
+
+async def test_a_commit_index_alone_is_not_written_the_next_save_carries_it(tmp_path: Path) -> None:
+    """A Ready that only moves the commit index writes nothing (the index need not be durable: a member learns
+    it again from the leader); the next save of entries carries it, so the WAL's commit index lags by a batch
+    at most."""
+    async with cluster(tmp_path) as net:
+        leader = await leader_of(net)
+        for n in range(4):
+            await asyncio.wait_for(leader.propose(write(f"k{n}")), 10)
+        for member, events in net.events.items():
+            saves = [ev[1] for ev in events if ev[0] == "save"]
+            on_disk = HardState()
+            for hs, entries in saves:
+                if hs is not None and not entries:
+                    assert (hs.term, hs.vote) != (on_disk.term, on_disk.vote), \
+                        f"member {member} wrote a hard state that only moved the commit index to {hs.commit}"
+                if hs is not None:
+                    on_disk = hs
+        # the leader's save of the last write's entry carries the commit index of the write before it
+        last_save = [ev[1] for ev in net.events[leader.id] if ev[0] == "save" and ev[1][1]][-1]
+        assert last_save[0] is not None and last_save[0].commit == last_save[1][0].index - 1

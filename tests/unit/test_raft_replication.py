@@ -115,11 +115,39 @@ def test_5_4_2_commit_needs_a_majority() -> None:
 
 
 def test_followers_learn_the_commit_index_and_apply() -> None:
+    """§5.3: the leader sends no message of its own for a new commit index; the next append carries it (or the
+    next heartbeat, when no write follows)."""
     net = SimNetwork(3, seed=2)
     net.elect(1)
     net.propose(1, b"x")
     net.stabilize()
-    assert all(net.applied_data(i) == [b"x"] for i in net.ids)
+    assert net.applied_data(1) == [b"x"]
+    assert net.applied_data(2) == net.applied_data(3) == []  # no separate commit notice was sent
+    net.propose(1, b"y")
+    net.stabilize()
+    assert net.applied_data(2) == net.applied_data(3) == [b"x"]  # the append of y carried x's commit
+    net.tick(1)  # a heartbeat carries y's
+    net.stabilize()
+    assert all(net.applied_data(i) == [b"x", b"y"] for i in net.ids)
+
+
+def test_a_commit_notice_costs_no_message() -> None:
+    """One write on a settled 3-member cluster: one append to each follower and one answer from each, nothing
+    else (before: a second, empty append per follower announcing the commit, and its answer)."""
+    net = SimNetwork(3, seed=2)
+    net.elect(1)
+    sent: list[Message] = []
+    send = net.send
+
+    def counting(m: Message) -> None:
+        sent.append(m)
+        send(m)
+
+    net.send = counting  # type: ignore[method-assign]
+    net.propose(1, b"x")
+    net.stabilize()
+    assert sorted((m.type.name, m.frm, m.to) for m in sent) == [
+        ("APP", 1, 2), ("APP", 1, 3), ("APP_RESP", 2, 1), ("APP_RESP", 3, 1)]
 
 
 def test_a_minority_cannot_commit() -> None:
@@ -173,6 +201,8 @@ def test_messages_respect_the_size_limit() -> None:
     apps = [m for _, _, m in net._queue if m.type == MsgType.APP]
     assert apps and all(sum(len(e.data) for e in m.entries) <= 1000 or len(m.entries) == 1 for m in apps)
     net.stabilize()
+    net.tick(1)  # the last commit index reaches the followers with the next heartbeat
+    net.stabilize()
     assert len(net.applied_data(3)) == 20
 
 
@@ -215,3 +245,30 @@ def test_a_long_committed_log_is_handed_out_in_slices() -> None:
         sizes.append(len(rd.committed_entries))
         n.advance(rd)
     assert sum(sizes) == 50 and max(sizes) == 10
+
+
+def test_a_follower_answers_appends_taken_in_one_turn_once() -> None:
+    """Acks are cumulative: appends a follower takes before its next Ready get one answer, for the highest index
+    (after persisting them all); an answer already handed out in a Ready is never changed."""
+    s = MemoryStorage()
+    s.set_hard_state(HardState(term=1))
+    n = RawNode(Config(id=2, peers=(1, 2, 3), rng=random.Random(1)), s)
+    n.step(Message(MsgType.APP, to=2, frm=1, term=1, index=0, log_term=0, entries=(Entry(1, 1, b"a"),)))
+    n.step(Message(MsgType.APP, to=2, frm=1, term=1, index=1, log_term=1, entries=(Entry(1, 2, b"b"),)))
+    n.step(Message(MsgType.APP, to=2, frm=1, term=1, index=2, log_term=1, entries=(Entry(1, 3, b"c"),)))
+    rd = n.ready()
+    assert [(m.type, m.index) for m in rd.messages] == [(MsgType.APP_RESP, 3)]
+    assert [e.index for e in rd.entries] == [1, 2, 3]
+    # taken by a Ready: a later append gets an answer of its own, the one handed out stays as it was
+    n.step(Message(MsgType.APP, to=2, frm=1, term=1, index=3, log_term=1, entries=(Entry(1, 4, b"d"),)))
+    assert rd.messages[0].index == 3
+    s.append(rd.entries)
+    n.advance(rd)
+    rd2 = n.ready()
+    assert [(m.type, m.index) for m in rd2.messages] == [(MsgType.APP_RESP, 4)]
+    # a refusal is never folded into an ack, nor an ack into a refusal
+    s.append(rd2.entries)
+    n.advance(rd2)
+    n.step(Message(MsgType.APP, to=2, frm=1, term=1, index=9, log_term=1, entries=(Entry(1, 10, b"x"),)))
+    n.step(Message(MsgType.APP, to=2, frm=1, term=1, index=4, log_term=1, entries=(Entry(1, 5, b"e"),)))
+    assert [(m.reject, m.index) for m in n.ready().messages] == [(True, 9), (False, 5)]

@@ -60,6 +60,8 @@ class Raft:
         self.lead = NONE
         self.role = Role.FOLLOWER
         self.msgs: list[Message] = []
+        #: how many of `msgs` a Ready has handed out (RawNode.ready .. advance): those are not changed any more
+        self.msgs_taken = 0
         self.read_states: list[ReadState] = []
         self.prs: dict[int, Progress] = {}
         self.votes: dict[int, bool] = {}
@@ -104,6 +106,20 @@ class Raft:
         if "term" not in fields and type not in _UNTERMED:
             fields["term"] = self.term
         self.msgs.append(Message(type, to=to, frm=self.id, **fields))
+
+    def ack_append(self, to: int, index: int) -> None:
+        """Acknowledge appends up to `index` to the leader `to`. Acks are cumulative (the leader keeps the highest
+        match it heard), so an ack queued right before this one, to the same leader in the same term and not yet
+        handed out, is raised to `index` instead of sending a second message: a follower that took several
+        appends in one turn answers once."""
+        msgs = self.msgs
+        if len(msgs) > self.msgs_taken:
+            prev = msgs[-1]
+            if prev.type == MsgType.APP_RESP and prev.to == to and prev.term == self.term and not prev.reject \
+                    and not prev.context and prev.index <= index:
+                msgs[-1] = Message(MsgType.APP_RESP, to=to, frm=self.id, term=self.term, index=index)
+                return
+        self.send(MsgType.APP_RESP, to, index=index)
 
     # ---- role transitions ---------------------------------------------------------------------------------
     def _reset(self, term: int) -> None:

@@ -136,6 +136,7 @@ class RawNode:
         r = self.raft
         soft, hard = r.soft_state(), r.hard_state()
         prev = self._prev_hard
+        r.msgs_taken = len(r.msgs)
         return Ready(
             soft_state=soft if soft != self._prev_soft else None,
             hard_state=hard if hard != self._prev_hard else None,
@@ -166,6 +167,7 @@ class RawNode:
         if rd.committed_entries:
             r.log.applied_to(rd.committed_entries[-1].index)
         del r.msgs[:len(rd.messages)]
+        r.msgs_taken = 0
         del r.read_states[:len(rd.read_states)]
 
     # ---- introspection ------------------------------------------------------------------------------------

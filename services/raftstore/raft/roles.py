@@ -72,9 +72,12 @@ def _leader_append_response(r: Member, m: Message) -> None:
         pr.inflights.free_le(m.index)
     if m.frm == r.lead_transferee and pr.match == r.log.last_index():
         r.send(MsgType.TIMEOUT_NOW, m.frm)  # caught up: it can win an election now
-    if r.maybe_commit():
-        r.bcast_append()  # tell everyone the new commit index
-    elif was_paused:
+    # A new commit index is not announced on its own (§5.3: the leader "includes that index in future
+    # AppendEntries RPCs (including heartbeats)"): the next append — the next write — or heartbeat carries it.
+    # An immediate notice cost each follower a message, a Ready and an answer per write, on the write path of
+    # nobody: the client's answer waits only for the leader's commit and apply.
+    r.maybe_commit()
+    if was_paused:
         r.send_append(m.frm)
     while r.send_append(m.frm, send_if_empty=False):
         pass  # keep the pipe full while flow control allows
@@ -164,7 +167,7 @@ def handle_append(r: Member, m: Message) -> None:
         return
     last = r.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
     if last is not None:
-        r.send(MsgType.APP_RESP, m.frm, index=last)
+        r.ack_append(m.frm, last)
         return
     hint = r.log.find_conflict_by_term(min(m.index, r.log.last_index()), m.log_term)
     r.send(MsgType.APP_RESP, m.frm, index=m.index, reject=True, reject_hint=hint,

@@ -63,8 +63,7 @@ def impossible(r: Raft, m: Message) -> str | None:
 
 def _shape(m: Message) -> str | None:
     """Checks that need no state: ranges, fields on the right kinds, entries in order."""
-    nums = (m.term, m.log_term, m.index, m.commit, m.reject_hint, m.frm, m.to)
-    if any(n > MAX_VALUE for n in nums):
+    if max(m.term, m.log_term, m.index, m.commit, m.reject_hint, m.frm, m.to) > MAX_VALUE:
         return "a term, index or id past the largest a cluster can reach"
     if len(m.context) > MAX_CONTEXT:
         return f"a context of {len(m.context)} bytes"
