@@ -41,6 +41,7 @@ from shoal.metrics import LAG_BUCKETS, Registry
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.models.objects import Obj
 from shoal.models.states import NodeState, state_label
+from shoal.pacing import Pacer
 from shoal.store import txn as t
 from shoal.store.client import STORE_FAILURES
 from shoal.store.mirror import HintRelay, StoreMirror
@@ -251,7 +252,8 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         if old is not None:
             self.sessions.pop(old, None)
             self.logs.drop_node(node_id)
-        sess = Session(id=new_id(), node_id=node_id, min_revision=result.revision if result else self.mirror.revision)
+        sess = Session(id=new_id(), node_id=node_id, min_revision=result.revision if result else self.mirror.revision,
+                       pacer=Pacer(self.settings.assignment_batch_delay))
         self.sessions[sess.id] = sess
         self.session_of[node_id] = sess.id
         self.index.wake(node_id)  # a long poll of the replaced session ends
@@ -345,6 +347,7 @@ class Dispatcher(EndpointPolls, NodeExpiry):
             changed_at = self.index.changed_at.pop(sess.node_id, None)
             msg = sess.stream.next_message(after, tasks, self.index.dependencies(tasks.values()))
             if msg is not None:
+                sess.pacer.sent(loop.time())
                 self.metrics.inc("dispatcher_assignment_messages_total", help="assignment messages sent")
                 if changed_at is not None:
                     self.metrics.observe("dispatcher_assignment_lag_seconds", time.perf_counter() - changed_at,
@@ -358,9 +361,10 @@ class Dispatcher(EndpointPolls, NodeExpiry):
                 await asyncio.wait_for(ev.wait(), remaining)
             except TimeoutError:
                 continue
-            # SwarmKit batches assignment changes (100 ms after the last one): linger a moment so a burst
-            # of commits goes out as one message.
-            delay = min(self.settings.assignment_batch_delay, max(0.0, deadline - loop.time()))
+            # SwarmKit batches assignment changes (100 ms after the last one). Here the batching is paced
+            # (shoal/pacing.py): a change after a quiet spell goes out at once; within `assignment_batch_delay`
+            # of the session's last message, linger until then so a burst of commits goes out as one message.
+            delay = min(sess.pacer.delay(loop.time()), max(0.0, deadline - loop.time()))
             if delay > 0:
                 await asyncio.sleep(delay)
 
@@ -410,14 +414,20 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         return accepted
 
     async def _flush_loop(self) -> None:
-        """Write queued reports every `status_batch_interval` (or at once when `status_batch_max` are
-        queued), like SwarmKit's 100 ms status batch."""
+        """Write queued reports at most once per `status_batch_interval` (or at once when `status_batch_max`
+        are queued), like SwarmKit's 100 ms status batch, but the first after a quiet spell without waiting."""
+        # Batched but not delayed (shoal/pacing.py): a report after a quiet spell is written at once; then at most
+        # one write per interval (or at once when the batch is full), gathering what arrives meanwhile.
+        pacer = Pacer(self.settings.status_batch_interval)
+        loop = asyncio.get_running_loop()
         while not self._stopped:
             await self._has_pending.wait()
-            try:
-                await asyncio.wait_for(self._batch_full.wait(), self.settings.status_batch_interval)
-            except TimeoutError:
-                pass
+            if (delay := pacer.delay(loop.time())) > 0:
+                try:
+                    await asyncio.wait_for(self._batch_full.wait(), delay)
+                except TimeoutError:
+                    pass
+            pacer.sent(loop.time())
             self._has_pending.clear()
             self._batch_full.clear()
             batch, self._pending = self._pending, {}
