@@ -25,7 +25,14 @@ status, polled every 50 ms — the same probe for all three). Rounds alternate t
 system's containers are removed (and for shoal the service deleted) between measurements, untimed. Printed: every
 measurement, then per N the median of each system and the ratios shoal/swarm and shoal/floor, plus the engine's
 floor rate (containers/s). Targets (issue 13): shoal <= 0.5x Swarm wherever Swarm is above the floor, <= 1.1x the
-floor at N = 10 and <= the floor at N = 50."""
+floor at N = 10 and <= the floor at N = 50.
+
+`--stages` prints, after each measurement (untimed), where its time went (bench/stages.py): per container the
+engine's own `Created` and `State.StartedAt` and, for shoal, the store's task events of the round by writer
+(orchestrator: task created, allocator: pending, scheduler: assigned, dispatcher: the agent's report), as p50/max
+per stage; and the CPU seconds the engine's processes (dockerd, containerd, shims) and the system's own processes
+(shoal's cluster, or the CLI processes of the floor and Swarm; Swarm's manager runs inside dockerd) used during
+the measurement."""
 
 from __future__ import annotations
 
@@ -305,6 +312,16 @@ def system_cpu(s: Any) -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def idle_cpu(s: Shoal, seconds: float = 3.0) -> str:
+    """The shoal cluster's CPU use while idle (no round running), in cores, per process."""
+    time.sleep(1.0)  # let the start-up settle
+    before = s.cluster.cpu()
+    time.sleep(seconds)
+    used = {k: (v - before.get(k, 0.0)) / seconds for k, v in s.cluster.cpu().items()}
+    return (f"shoal idle: {sum(used.values()):.2f} cores (" +
+            ", ".join(f"{k} {v:.3f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1])) + ")")
+
+
 def inspect_all(c: httpx.Client, value: str) -> list[dict[str, Any]]:
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda i: c.get(f"/containers/{i}/json"), labelled(c, value)))
@@ -407,6 +424,8 @@ def main(argv: list[str] | None = None) -> list[Measurement]:
         try:
             if not a.no_shoal:
                 systems.append(Shoal(Path(tmp), a.image))
+                if a.stages:  # what the cluster burns doing nothing, to read the per-round CPU against
+                    print(idle_cpu(systems[-1]), flush=True)
             results = run(sizes, a.rounds, systems, a.timeout,
                           lambda m: print(f"  round {m.round} N={m.n:4d} {m.system:6s} {m.seconds:7.2f} s  "
                                           f"(load {m.load})", flush=True), a.stages)
