@@ -24,6 +24,7 @@ from shoal import errors, logs
 from shoal.concurrency import until_first_failure
 from shoal.errors import InvalidArgument
 from shoal.models.states import TaskState
+from shoal.pacing import Pacer
 from shoal.transport import expand_url, http_client, sni_extensions
 
 log = logging.getLogger(__name__)
@@ -356,10 +357,16 @@ class AgentSession:
             await post(b"", True)
 
     async def _reports(self, client: DispatcherClient, sid: str) -> None:
+        # Batched but not delayed (shoal/pacing.py): the first report goes at once, then at most one per
+        # `status_interval`; what a task start reports meanwhile is gathered into the next.
+        pacer = Pacer(self.status_interval)
+        loop = asyncio.get_running_loop()
         while True:
             await self.queue.event.wait()
-            await asyncio.sleep(self.status_interval)  # gather the burst of a task start into one report
+            if (delay := pacer.delay(loop.time())) > 0:
+                await asyncio.sleep(delay)
             while self.queue.pending:
+                pacer.sent(loop.time())
                 batch = self.queue.batch()
                 try:
                     await client.report(sid, batch)
@@ -372,6 +379,8 @@ class AgentSession:
                 except ValueError as e:
                     log.error("agent: dropping %d status reports the dispatcher cannot read: %s", len(batch), e)
                 self.queue.sent(batch)
+                if len(batch) < STATUS_BATCH:
+                    break  # what arrived meanwhile waits for the pace; a backlog of full batches does not
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -61,7 +61,8 @@ class AgentSettings(BaseSettings):
     `SHOAL_TASK_FILES_HOST_DIR` — that directory as the Docker engine's host sees it, for the bind mounts of
         container tasks (default: the same path; set it when the agent runs in a container);
     `SHOAL_RPC_TIMEOUT` (5 s), `SHOAL_ASSIGNMENTS_WAIT` (long-poll seconds, 20),
-    `SHOAL_STATUS_INTERVAL` (seconds status reports are gathered, 0.1)."""
+    `SHOAL_STATUS_INTERVAL` (at most one status report per this many seconds, the first of a burst at once;
+    0.1)."""
 
     model_config = SettingsConfigDict(env_prefix="SHOAL_", extra="ignore")
 

@@ -58,7 +58,11 @@ class AgentState:
         return data if isinstance(data, dict) else {}
 
     def save_tasks(self, records: dict[str, dict[str, Any]]) -> None:
-        self._write(self.dir / "tasks.json", json.dumps(records, separators=(",", ":")))
+        self.save_tasks_text(json.dumps(records, separators=(",", ":")))
+
+    def save_tasks_text(self, text: str) -> None:
+        """`save_tasks` of records already encoded (the worker encodes on its loop, writes in a thread)."""
+        self._write(self.dir / "tasks.json", text)
 
     def _write(self, path: Path, text: str) -> None:
         write_atomic(path, text)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -52,6 +53,8 @@ class Worker:
         self._sweeping: set[str] = set()
         self._complete = False  # a COMPLETE set was applied: from then on `managers` is what the node runs
         self._save_handle: asyncio.TimerHandle | None = None
+        self._saving: asyncio.Task[None] | None = None  # the background write of the task state in flight
+        self._save_again = False  # a save was asked for while one was in flight
 
     # ---- assignments -------------------------------------------------------------------------------------
     def apply_complete(self, tasks: Iterable[Obj], secrets: Iterable[Obj] = (), configs: Iterable[Obj] = ()) -> None:
@@ -197,16 +200,46 @@ class Worker:
         # Coalesce the bursts of state changes of a task start into one write.
         if self.state is None or self._save_handle is not None:
             return
-        self._save_handle = asyncio.get_running_loop().call_later(self.save_delay, self.save_now)
+        self._save_handle = asyncio.get_running_loop().call_later(self.save_delay, self._save_in_background)
 
-    def save_now(self) -> None:
+    def _records_text(self) -> str:
+        records = {tid: {"task": m.task, "status": m.status, "saved": m.saved()}
+                   for tid, m in self.managers.items()}
+        return json.dumps(records, separators=(",", ":"))
+
+    def _save_in_background(self) -> None:
+        """The coalesced save: encoded here, written and fsynced in a thread, one write at a time. A write
+        blocks for as long as the disk takes (the fsync), and a start burst of many tasks asks for one every
+        `save_delay`: on the event loop those writes held up every engine call and status report. A save
+        asked for while one is in flight is made once it ends, with the state as it is then."""
         self._save_handle = None
         if self.state is None:
             return
-        records = {tid: {"task": m.task, "status": m.status, "saved": m.saved()}
-                   for tid, m in self.managers.items()}
+        if self._saving is not None:
+            self._save_again = True
+            return
+        state, text = self.state, self._records_text()
+
+        async def write() -> None:
+            try:
+                await asyncio.to_thread(state.save_tasks_text, text)
+            except OSError as e:
+                log.error("agent: cannot save task state in %s: %s", state.dir, e)
+            finally:
+                self._saving = None
+                if self._save_again:
+                    self._save_again = False
+                    self._save_soon()
+
+        self._saving = asyncio.create_task(write(), name="agent.save-tasks")
+
+    def save_now(self) -> None:
+        """Write the task state at once, on the caller's thread (at shutdown, once no write is in flight)."""
+        self._save_handle = None
+        if self.state is None:
+            return
         try:
-            self.state.save_tasks(records)
+            self.state.save_tasks_text(self._records_text())
         except OSError as e:
             log.error("agent: cannot save task state in %s: %s", self.state.dir, e)
 
@@ -247,4 +280,7 @@ class Worker:
                 await asyncio.wait_for(asyncio.gather(*self._forgetting, return_exceptions=True), grace)
         if self._save_handle is not None:
             self._save_handle.cancel()
+        if self._saving is not None:  # never two writers of the same file
+            with contextlib.suppress(Exception):
+                await self._saving
         self.save_now()

@@ -4,6 +4,7 @@ to N running containers, for shoal, Swarm mode and the engine's floor.
     python bench/converge.py                          # N = 10, 50, 200; 2 rounds; all three systems
     python bench/converge.py --sizes 3 --rounds 1     # CI-sized (tests/docker/test_bench_converge.py)
     python bench/converge.py --sizes 50 --no-swarm    # shoal against the floor only (the engine stays as it is)
+    python bench/converge.py --sizes 10 --stages      # and where each round's time went, stage by stage
 
 The three, on the engine at SHOAL_DOCKER_HOST (default /var/run/docker.sock), each starting the same container
 (`shoal-task:local`, `sleep 3600`, from scripts/docker-images.sh task) N times:
@@ -24,13 +25,21 @@ status, polled every 50 ms — the same probe for all three). Rounds alternate t
 system's containers are removed (and for shoal the service deleted) between measurements, untimed. Printed: every
 measurement, then per N the median of each system and the ratios shoal/swarm and shoal/floor, plus the engine's
 floor rate (containers/s). Targets (issue 13): shoal <= 0.5x Swarm wherever Swarm is above the floor, <= 1.1x the
-floor at N = 10 and <= the floor at N = 50."""
+floor at N = 10 and <= the floor at N = 50.
+
+`--stages` prints, after each measurement (untimed), where its time went (bench/stages.py): per container the
+engine's own `Created` and `State.StartedAt` and, for shoal, the store's task events of the round by writer
+(orchestrator: task created, allocator: pending, scheduler: assigned, dispatcher: the agent's report), as p50/max
+per stage; and the CPU seconds the engine's processes (dockerd, containerd, shims) and the system's own processes
+(shoal's cluster, or the CLI processes of the floor and Swarm; Swarm's manager runs inside dockerd) used during
+the measurement."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -49,7 +58,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import httpx
 
-from bench.clusterbench import LocalCluster, loadavg
+from bench import stages as stg
+from bench.clusterbench import LocalCluster, cpu_seconds, loadavg
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "shoal-task:local"
@@ -133,9 +143,11 @@ class Floor:
 
     def __init__(self, image: str = IMAGE) -> None:
         self.image = image
+        self.t0_wall = 0.0  # time.time() at the start of the last measurement (for --stages)
 
     def measure(self, c: httpx.Client, n: int, value: str, timeout: float) -> float:
         argv = ["docker", "run", "-d", "--label", f"{LABEL}={value}", self.image, *COMMAND]
+        self.t0_wall = time.time()
         t0 = time.perf_counter()
         procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(n)]
         try:
@@ -161,6 +173,7 @@ class Swarm:
 
     def __init__(self, image: str = IMAGE) -> None:
         self.image = image
+        self.t0_wall = 0.0  # time.time() at the start of the last measurement (for --stages)
         self.service: str | None = None
 
     def measure(self, c: httpx.Client, n: int, value: str, timeout: float) -> float:
@@ -169,6 +182,7 @@ class Swarm:
             port = s.getsockname()[1]
         docker("swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", f"127.0.0.1:{port}")
         self.service = f"converge-{value}"
+        self.t0_wall = time.time()
         t0 = time.perf_counter()
         docker("service", "create", "--detach", "--quiet", "--no-resolve-image", "--name", self.service,
                "--replicas", str(n), "--container-label", f"{LABEL}={value}", self.image, *COMMAND)
@@ -200,6 +214,8 @@ class Shoal:
 
     def __init__(self, data_dir: Path, image: str = IMAGE) -> None:
         self.image = image
+        self.t0_wall = 0.0
+        self.revision = 0  # the store's revision just before the last measurement's create
         self.cluster = LocalCluster(data_dir, agents=1,
                                     extra_env={"SHOAL_EXECUTORS": "docker", "SHOAL_DOCKER_HOST": ENGINE,
                                                "SHOAL_STOP_TASKS_ON_EXIT": "true"})
@@ -224,9 +240,29 @@ class Shoal:
         body = {"name": self.service, "mode": {"replicated": {"replicas": n}},
                 "task": {"container": {"image": self.image, "command": COMMAND, "labels": {LABEL: value},
                                        "stop_grace_period": "0s"}}}
+        self.revision = int(self.cluster.admin.get("/v1/services").json()["revision"])  # untimed: before t0
+        self.t0_wall = time.time()
         t0 = time.perf_counter()
         self.cluster.admin.post("/v1/services", json=body).raise_for_status()
         return wait_running(c, value, n, t0, timeout)
+
+    def store_events(self, n: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """The store's task events of the round (`GET /v1/events`), once all N tasks are RUNNING in the store
+        (the agent's reports may land after the engine runs the containers)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            resp = self.cluster.admin.get("/v1/tasks", params={"service": self.service, "fields": "status"})
+            resp.raise_for_status()
+            body = resp.json()
+            done = sum(1 for t in body["items"] if (t.get("status") or {}).get("state") == "running")
+            if done >= n or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        until = int(body["revision"])
+        with self.cluster.admin.stream("GET", "/v1/events", params={"since": self.revision, "until": until,
+                                                                    "kind": "task"}) as resp:
+            resp.raise_for_status()
+            return [json.loads(line) for line in resp.iter_lines() if line.strip()]
 
     def clean(self, c: httpx.Client, value: str) -> None:
         if self.service is not None:
@@ -249,8 +285,63 @@ class Measurement:
     label: str  # the LABEL value of its containers
 
 
+ENGINE_PROCESSES = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "runc")
+
+
+def engine_cpu() -> float:
+    """CPU seconds used so far by the engine's processes on this host (dockerd, containerd, the shims); 0 where
+    /proc does not show them (a remote engine)."""
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                comm = (d / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm in ENGINE_PROCESSES:
+                total += cpu_seconds(int(d.name))
+    return total
+
+
+def system_cpu(s: Any) -> float:
+    """CPU seconds used so far by a system's own processes: the shoal cluster's, or the CLI processes this
+    bench started (the floor's `docker run`s, Swarm's `docker service create`) once they are reaped."""
+    if isinstance(s, Shoal):
+        return sum(s.cluster.cpu().values())
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def idle_cpu(s: Shoal, seconds: float = 3.0) -> str:
+    """The shoal cluster's CPU use while idle (no round running), in cores, per process."""
+    time.sleep(1.0)  # let the start-up settle
+    before = s.cluster.cpu()
+    time.sleep(seconds)
+    used = {k: (v - before.get(k, 0.0)) / seconds for k, v in s.cluster.cpu().items()}
+    return (f"shoal idle: {sum(used.values()):.2f} cores (" +
+            ", ".join(f"{k} {v:.3f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1])) + ")")
+
+
+def inspect_all(c: httpx.Client, value: str) -> list[dict[str, Any]]:
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: c.get(f"/containers/{i}/json"), labelled(c, value)))
+    return [a.json() for a in answers if a.status_code == 200]
+
+
+def stage_table(c: httpx.Client, s: Any, n: int, value: str) -> str:
+    """Where the round's time went (untimed, after the measurement): bench/stages.py."""
+    if isinstance(s, Shoal):
+        marks = stg.engine_marks(inspect_all(c, value), key="shoal.task.id")
+        stg.add_store_marks(marks, s.store_events(n))
+        order = stg.SHOAL_MARKS
+    else:
+        marks = stg.engine_marks(inspect_all(c, value))
+        order = stg.ENGINE_MARKS
+    return stg.table(s.name, n, stg.stages(s.t0_wall, marks, order))
+
+
 def run(sizes: list[int], rounds: int, systems: list[Any], timeout: float,
-        report: Callable[[Measurement], None]) -> list[Measurement]:
+        report: Callable[[Measurement], None], show_stages: bool = False) -> list[Measurement]:
     run_id = uuid.uuid4().hex[:8]
     out: list[Measurement] = []
     with engine_client() as c:
@@ -259,6 +350,8 @@ def run(sizes: list[int], rounds: int, systems: list[Any], timeout: float,
                 k = (r + sizes.index(n)) % len(systems)
                 for s in systems[k:] + systems[:k]:  # alternate which system goes first
                     value = f"{run_id}-{s.name}-{n}-{r}"
+                    cpu0 = (engine_cpu(), system_cpu(s)) if show_stages else (0.0, 0.0)
+                    procs0 = s.cluster.cpu() if show_stages and isinstance(s, Shoal) else {}
                     try:
                         took = s.measure(c, n, value, timeout)
                     except TimeoutError as e:  # reported as such; the other systems still run
@@ -267,9 +360,22 @@ def run(sizes: list[int], rounds: int, systems: list[Any], timeout: float,
                     except BaseException:
                         s.clean(c, value)  # never leave the engine in swarm mode
                         raise
+                    cpu = (engine_cpu() - cpu0[0], system_cpu(s) - cpu0[1]) if show_stages else (0.0, 0.0)
+                    procs1 = s.cluster.cpu() if show_stages and isinstance(s, Shoal) else {}
                     m = Measurement(s.name, n, r, took, loadavg(), value)
                     out.append(m)
                     report(m)
+                    if show_stages and took != float("inf"):
+                        try:
+                            print(stage_table(c, s, n, value), flush=True)
+                            print(f"CPU during the measurement: engine {cpu[0]:.2f} s, {s.name} {cpu[1]:.2f} s",
+                                  flush=True)
+                            if isinstance(s, Shoal):
+                                used = {k: v - procs0.get(k, 0.0) for k, v in procs1.items()}
+                                print("  " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                       sorted(used.items(), key=lambda kv: -kv[1])), flush=True)
+                        except (httpx.HTTPError, KeyError, ValueError) as e:
+                            print(f"  stages of {value}: {type(e).__name__}: {e}", flush=True)
                     s.clean(c, value)  # untimed; removing N containers takes a while on a loaded engine
     return out
 
@@ -298,6 +404,8 @@ def main(argv: list[str] | None = None) -> list[Measurement]:
     p.add_argument("--no-swarm", action="store_true", help="skip Swarm mode (the engine is not touched)")
     p.add_argument("--no-shoal", action="store_true", help="skip shoal")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one measurement may take")
+    p.add_argument("--stages", action="store_true",
+                   help="after each measurement print where its time went (bench/stages.py): p50/max per stage")
     p.add_argument("--image", default=IMAGE, help=f"the container image every system starts (default {IMAGE})")
     a = p.parse_args(argv)
     sizes = [int(x) for x in a.sizes.split(",") if x.strip()]
@@ -316,9 +424,11 @@ def main(argv: list[str] | None = None) -> list[Measurement]:
         try:
             if not a.no_shoal:
                 systems.append(Shoal(Path(tmp), a.image))
+                if a.stages:  # what the cluster burns doing nothing, to read the per-round CPU against
+                    print(idle_cpu(systems[-1]), flush=True)
             results = run(sizes, a.rounds, systems, a.timeout,
                           lambda m: print(f"  round {m.round} N={m.n:4d} {m.system:6s} {m.seconds:7.2f} s  "
-                                          f"(load {m.load})", flush=True))
+                                          f"(load {m.load})", flush=True), a.stages)
         finally:
             for s in systems:
                 s.close()

@@ -236,6 +236,8 @@ class DockerController(BaseController):
         self._unhealthy = False
         #: prepare created the container (it has never run): start need not inspect it first
         self._created = False
+        #: start's last inspect of the container, for the wait that follows at once (then dropped)
+        self._started: Obj | None = None
         #: where the task's ports are bound on the node, once the engine (or the overlay's host forwarders) said
         #: (shoal/endpoints.py); kept across agent restarts for the overlay's forwarders to reopen the same ports
         self.port_status: dict[str, Any] | None = dict(saved["port_status"]) \
@@ -324,23 +326,24 @@ class DockerController(BaseController):
                 ct = await self._require()
             await self._attach(ct)
             self._observe_ports(ct)
-            await self._until_healthy(ct)
+            self._started = await self._until_healthy(ct)
         except EngineUnavailable as e:
             raise RetryableError(str(e)) from e
 
-    async def _until_healthy(self, ct: Obj) -> None:
-        """SwarmKit's Start waits for health: return once healthy (or at once without a check)."""
+    async def _until_healthy(self, ct: Obj) -> Obj:
+        """SwarmKit's Start waits for health: return (the last inspect) once healthy, or at once without a
+        check."""
         while True:
             state = ct.get("State") or {}
             self._observe(state)
             if not state.get("Running"):
                 if state.get("Health") is None and not _never_started(state):
-                    return  # ran and ended already: wait() reports how
+                    return ct  # ran and ended already: wait() reports how
                 raise ExitError(f"container exited before its first healthy check: {_exit_message(state)}",
                                 int(state.get("ExitCode") or 0))
             health = (state.get("Health") or {}).get("Status")
             if health is None or health == "healthy":
-                return
+                return ct
             if health == "unhealthy":
                 await self._stop_and_remove()
                 raise ExecutorError(f"container unhealthy: {self._last_probe(state)}")
@@ -349,7 +352,11 @@ class DockerController(BaseController):
 
     async def wait(self) -> None:
         try:
-            ct = await self._find()
+            # Right after start, its inspect is fresh enough: an exit since then shows in the engine's wait.
+            # Not asking again spares the engine a call per container while it starts the others.
+            ct, self._started = self._started, None
+            if ct is None:
+                ct = await self._find()
             if ct is None:
                 raise ExitError("container is gone (removed outside shoal)", None)
             if self.overlay is not None and not self.overlay.is_attached(str(self.task["id"])):

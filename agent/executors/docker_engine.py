@@ -71,7 +71,7 @@ class DockerEngine:
         self.timeout = timeout
         transport, base = transport_for(host)
         self._http = httpx.AsyncClient(transport=transport, base_url=base, timeout=timeout,
-                                       limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+                                       limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
         # `wait` holds its connection for the container's whole life: one per running container. In the shared
         # pool, 64 running containers would take every connection and starve every create, start and inspect
         # (each then failing with a pool timeout); so the waits have their own client, without a limit.

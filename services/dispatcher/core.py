@@ -24,12 +24,14 @@ from shoal import pki
 from shoal.errors import PermissionDenied
 from shoal.models.objects import Obj, state_of
 from shoal.models.states import NodeState, TaskState
+from shoal.pacing import Pacer
 from shoal.pki import Identity
 
 HEARTBEAT_GRACE = 3  # periods of silence before DOWN (SwarmKit nodes.go grace multiplier)
 STARTUP_GRACE = 6  # markNodesUnknown: nodes READY when a dispatcher starts get twice the grace
 REGISTRATION_LIMIT = 3  # more than 3 registrations of one node ...
 REGISTRATION_WINDOW = 8.0  # ... within 8 s are refused (nodes.go rate limiting)
+ASSIGNMENT_BATCH_DELAY = 0.05  # the least time between two assignment messages of a session (a burst's gathering)
 DOWN_MESSAGE = "heartbeat failure"
 
 #: observed states an agent may report (it owns ASSIGNED onward; ORPHANED belongs to the dispatcher, REMOVE
@@ -383,6 +385,8 @@ class Session:
     node_id: str
     min_revision: int  # the registration's store revision: the view must reach it before a COMPLETE set
     stream: AssignmentStream = field(default_factory=AssignmentStream)
+    #: paces the session's assignment messages: at once after a quiet spell, else gathered (shoal/pacing.py)
+    pacer: Pacer = field(default_factory=lambda: Pacer(ASSIGNMENT_BATCH_DELAY))
 
 
 @dataclass

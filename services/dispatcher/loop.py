@@ -42,6 +42,7 @@ from shoal.metrics import LAG_BUCKETS, Registry
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.models.objects import Obj
 from shoal.models.states import NodeState, state_label
+from shoal.pacing import Pacer
 from shoal.store import txn as t
 from shoal.store.client import STORE_FAILURES
 from shoal.store.mirror import HintRelay, StoreMirror
@@ -252,7 +253,8 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         if old is not None:
             self.sessions.pop(old, None)
             self.logs.drop_node(node_id)
-        sess = Session(id=new_id(), node_id=node_id, min_revision=result.revision if result else self.mirror.revision)
+        sess = Session(id=new_id(), node_id=node_id, min_revision=result.revision if result else self.mirror.revision,
+                       pacer=Pacer(self.settings.assignment_batch_delay))
         self.sessions[sess.id] = sess
         self.session_of[node_id] = sess.id
         self.index.wake(node_id)  # a long poll of the replaced session ends
@@ -332,12 +334,15 @@ class Dispatcher(EndpointPolls, NodeExpiry):
     async def assignments(self, session_id: str, after: int, wait: float,
                           caller: str | None = None) -> dict[str, Any]:
         """Long poll: the next message of the session's stream, or an empty incremental after `wait`."""
+        loop = asyncio.get_running_loop()
+
         def look(sess: Session) -> tuple[asyncio.Event, dict[str, Any] | None]:
             ev = self.index.event(sess.node_id)
             tasks = self.node_tasks(sess.node_id)
             changed_at = self.index.changed_at.pop(sess.node_id, None)
             msg = sess.stream.next_message(after, tasks, self.index.dependencies(tasks.values()))
             if msg is not None:
+                sess.pacer.sent(loop.time())
                 self.metrics.inc("dispatcher_assignment_messages_total", help="assignment messages sent")
                 if changed_at is not None:
                     self.metrics.observe("dispatcher_assignment_lag_seconds", time.perf_counter() - changed_at,
@@ -353,9 +358,9 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         """The shape of the agent's long polls: once the view holds the session's registration, `look` at the
         session's answer until there is one (`look` returns it with the event that fires on the next change,
         taken before it looked) or `wait` (capped at assignment_max_wait) runs out: then `idle`. The session
-        must stay current and the dispatcher ready throughout. After a change, linger `assignment_batch_delay`
-        as SwarmKit batches assignment changes (100 ms after the last one), so a burst of commits goes out as
-        one message."""
+        must stay current and the dispatcher ready throughout. After a change, linger as the session's pacer
+        says (shoal/pacing.py: at once after a quiet spell, else until `assignment_batch_delay` after the last
+        assignment message), so a burst of commits goes out as one message."""
         sess = self.session(session_id, caller)
         self._require_ready()
         await self._catch_up(sess.min_revision)
@@ -375,7 +380,10 @@ class Dispatcher(EndpointPolls, NodeExpiry):
                 await asyncio.wait_for(ev.wait(), remaining)
             except TimeoutError:
                 continue
-            delay = min(self.settings.assignment_batch_delay, max(0.0, deadline - loop.time()))
+            # SwarmKit batches assignment changes (100 ms after the last one). Here the batching is paced
+            # (shoal/pacing.py): a change after a quiet spell goes out at once; within `assignment_batch_delay`
+            # of the session's last message, linger until then so a burst of commits goes out as one message.
+            delay = min(sess.pacer.delay(loop.time()), max(0.0, deadline - loop.time()))
             if delay > 0:
                 await asyncio.sleep(delay)
 
@@ -425,14 +433,20 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         return accepted
 
     async def _flush_loop(self) -> None:
-        """Write queued reports every `status_batch_interval` (or at once when `status_batch_max` are
-        queued), like SwarmKit's 100 ms status batch."""
+        """Write queued reports at most once per `status_batch_interval` (or at once when `status_batch_max`
+        are queued), like SwarmKit's 100 ms status batch, but the first after a quiet spell without waiting."""
+        # Batched but not delayed (shoal/pacing.py): a report after a quiet spell is written at once; then at most
+        # one write per interval (or at once when the batch is full), gathering what arrives meanwhile.
+        pacer = Pacer(self.settings.status_batch_interval)
+        loop = asyncio.get_running_loop()
         while not self._stopped:
             await self._has_pending.wait()
-            try:
-                await asyncio.wait_for(self._batch_full.wait(), self.settings.status_batch_interval)
-            except TimeoutError:
-                pass
+            if (delay := pacer.delay(loop.time())) > 0:
+                try:
+                    await asyncio.wait_for(self._batch_full.wait(), delay)
+                except TimeoutError:
+                    pass
+            pacer.sent(loop.time())
             self._has_pending.clear()
             self._batch_full.clear()
             batch, self._pending = self._pending, {}

@@ -49,7 +49,7 @@ class Scheduler(PlanLoop):
         self.seen = pending
         if self.debounce.waiting and not self.debounce.due(now):
             return Plan(wake_at=self.debounce.deadline())
-        self.debounce.reset()
+        self.debounce.reset(now)
         with gc_paused():
             out, decisions = core.plan(tasks, mirror.objects[Kind.NODE].values(), now, failures=failures)
         self.unschedulable = sum(1 for d in decisions if d.node_id is None)

@@ -191,7 +191,8 @@ class StoreMirror:
 class HintRelay:
     """Subscribes once per process to the raftstore's commit hints and forwards them to whichever mirror is
     current, so a re-activation does not pile up subscriptions; a bus reconnect (hints were lost meanwhile)
-    makes the current mirror re-list."""
+    makes the current mirror re-list. A hint whose changes are all of kinds the mirror does not follow does not
+    wake it (a hint without its list of changes always does)."""
 
     def __init__(self, mirror: StoreMirror | None = None) -> None:
         self.mirror = mirror
@@ -210,8 +211,15 @@ class HintRelay:
             revision = int(data.get("revision", 0))
         except (TypeError, ValueError):
             return
-        if m is not None and revision > m.revision:
-            m.wake()
+        if m is None or revision <= m.revision:
+            return
+        changes = data.get("changes")
+        if isinstance(changes, list) and not any(
+                isinstance(c, dict) and c.get("kind") in m.kinds for c in changes):
+            # Nothing this mirror follows (the leader subsystems' lease renewals, several a second, are most
+            # of an idle cluster's commits): its next useful hint or poll catches up past this revision.
+            return
+        m.wake()
 
     def _on_reconnect(self) -> None:
         if self.mirror is not None:

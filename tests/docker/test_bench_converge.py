@@ -1,6 +1,7 @@
 """The CI-sized run of bench/converge.py (N = 3, one round): the floor, Swarm mode and a `shoal up` cluster with
 the docker executor each get 3 containers running on the engine; the engine is out of swarm mode afterwards and
-no container of the run is left. Timings are printed, not asserted."""
+no container of the run is left; `--stages` prints every system's stage table with all 3 containers in it (shoal's
+through the store's events, to the dispatcher's report). Timings are printed, not asserted."""
 
 from __future__ import annotations
 
@@ -11,9 +12,16 @@ from bench import converge
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(420)]
 
 
-def test_bench_converge_small_run(task_image: str) -> None:
+def test_bench_converge_small_run(task_image: str, capsys: pytest.CaptureFixture[str]) -> None:
     was = converge.swarm_state()
-    results = converge.main(["--sizes", "3", "--rounds", "1", "--image", task_image, "--timeout", "120"])
+    results = converge.main(["--sizes", "3", "--rounds", "1", "--image", task_image, "--timeout", "120",
+                             "--stages"])
+    out = capsys.readouterr().out
+    print(out)
+    for m in results:
+        assert f"{m.system} N=3: stage" in out
+    assert out.count("| container created -> container started | 3 |") == len(results)
+    assert "| start -> task created | 3 |" in out and "| container started -> reported | 3 |" in out
     systems = {m.system for m in results}
     assert {"floor", "shoal"} <= systems
     if was == "inactive":  # Swarm rounds run only on an engine that was not in a swarm already

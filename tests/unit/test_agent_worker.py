@@ -5,6 +5,7 @@ Uses a fake executor, so nothing is spawned."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -283,3 +284,41 @@ async def test_the_hollow_executor_walks_states_without_running_anything() -> No
     h.worker.apply_incremental([{"action": "update", "task": task("a", desired="shutdown")}])
     await h.until("a", "shutdown")
     await h.worker.close(stop_tasks=True, grace=1)
+
+
+class SlowState(AgentState):
+    """A state directory on a disk whose every write (the fsync) takes 0.3 s."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.writes: list[str] = []
+
+    def _write(self, path: Path, text: str) -> None:
+        time.sleep(0.3)
+        super()._write(path, text)
+        self.writes.append(text)
+
+
+async def test_saving_the_task_state_never_blocks_the_loop_and_keeps_the_last_state(tmp_path: Path) -> None:
+    """The coalesced saves of a start burst are written off the event loop, one at a time: the tasks keep
+    moving (and engine calls and reports keep going) while the disk is slow, and the file ends with the last
+    state (a save asked for during a write is made after it)."""
+    state = SlowState(tmp_path)
+    h = Harness()
+    h.worker.state = state
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    h.worker.apply_complete([task("a"), task("b")])
+    await h.until("a", "running")
+    await h.until("b", "running")
+    assert loop.time() - t0 < 0.25  # five states each, several saves asked for: none waited for the disk
+    for _ in range(100):
+        if h.worker._saving is None and h.worker._save_handle is None:
+            break
+        await asyncio.sleep(0.05)
+    assert 1 <= len(state.writes) <= 3  # coalesced: one in flight, one more for what changed meanwhile
+    saved = AgentState(tmp_path).load_tasks()
+    assert {tid: r["status"]["state"] for tid, r in saved.items()} == {"a": "running", "b": "running"}
+    h.executor.made["a"].exit.set_result(0)
+    h.executor.made["b"].exit.set_result(0)
+    await h.worker.close(stop_tasks=False, grace=1)

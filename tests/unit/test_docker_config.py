@@ -14,7 +14,14 @@ import pytest
 
 from agent.agent import Agent
 from agent.executors.base import ExecutorError
-from agent.executors.docker import LABEL_NODE, LABEL_TASK, DockerExecutor, container_config, container_name
+from agent.executors.docker import (
+    LABEL_NODE,
+    LABEL_TASK,
+    DockerController,
+    DockerExecutor,
+    container_config,
+    container_name,
+)
 from agent.executors.docker_engine import DockerEngine, EngineError, parse_version, split_reference
 from agent.session import expand_url
 from agent.settings import AgentSettings
@@ -236,3 +243,57 @@ async def test_overlay_check_names_what_is_missing_and_then_attaches_nothing(
     executor = DockerExecutor("unix:///nonexistent.sock", overlay=ov)
     assert executor.controller(t, node_id="n1").overlay is None  # the engine's default bridge, host ports
     await executor.close()
+
+
+class CallEngine:
+    """Records each Engine API operation a controller asks for; one container that runs until `exit()`."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.exited = asyncio.Event()
+
+    def _ct(self) -> dict[str, Any]:
+        running = not self.exited.is_set()
+        return {"Id": "c1", "Config": {"Labels": {LABEL_TASK: "tid1"}},
+                "State": {"Running": running, "Pid": 42 if running else 0, "ExitCode": 0,
+                          "StartedAt": "2026-12-07T07:00:00.1Z", "Status": "running" if running else "exited"}}
+
+    async def create(self, name: str, config: dict[str, Any]) -> str:
+        self.calls.append("create")
+        return "c1"
+
+    async def start(self, ref: str) -> None:
+        self.calls.append("start")
+
+    async def inspect(self, ref: str) -> dict[str, Any]:
+        self.calls.append("inspect")
+        return self._ct()
+
+    async def wait(self, ref: str) -> int:
+        self.calls.append("wait")
+        await self.exited.wait()
+        return 0
+
+
+async def test_a_task_start_costs_the_engine_create_start_one_inspect_and_the_wait() -> None:
+    """create, start, the inspect after start (pid, ports, health) and the wait: the wait reuses that inspect
+    instead of asking again while the engine starts the other containers; the inspect after the exit stays."""
+    engine = CallEngine()
+    ctl = DockerController(task({"image": "img"}), node_id="n1", engine=engine)  # type: ignore[arg-type]
+    await ctl.prepare()
+    await ctl.start()
+    assert engine.calls == ["create", "start", "inspect"] and ctl.pid == 42
+    waiting = asyncio.create_task(ctl.wait())
+    await asyncio.sleep(0.01)
+    assert engine.calls == ["create", "start", "inspect", "wait"]
+    engine.exited.set()
+    await waiting
+    assert engine.calls == ["create", "start", "inspect", "wait", "inspect"] and ctl.exit_code == 0
+    # a wait that does not follow a start (a retry, an adopted container) looks first, as before
+    engine.exited.clear()
+    engine.calls.clear()
+    again = asyncio.create_task(ctl.wait())
+    await asyncio.sleep(0.01)
+    assert engine.calls == ["inspect", "wait"]
+    engine.exited.set()
+    await again

@@ -104,3 +104,31 @@ async def test_an_unavailable_store_backs_off_and_stop_ends_the_backoff_at_once(
     assert 2 <= store.calls <= 5 and not m.ready.is_set()  # 0.1, 0.2, 0.4 s apart: not a busy loop
     m.stop()
     await asyncio.wait_for(runner, 0.5)  # not the rest of a 0.8 s backoff
+
+
+async def test_a_hint_of_kinds_the_mirror_does_not_follow_does_not_wake_it() -> None:
+    store = LocalStore()
+    m = StoreMirror(store, ["task"], poll_interval=30.0)
+    relay = HintRelay(m)
+    bus = MemoryBus()
+    await relay.attach(bus)
+    runner = asyncio.create_task(m.run())
+    await asyncio.wait_for(m.ready.wait(), 2)
+    await asyncio.sleep(0.1)  # the wake of attach() (hints missed while detached) is spent
+    start = m.revision
+    lease = await store.txn([t.create("lease", {"id": "scheduler"})])  # a renewal: nothing the mirror follows
+    await bus.publish(STORE_EVENTS, {"revision": lease.revision,
+                                     "changes": [{"kind": "lease", "action": "create", "id": "scheduler"}]})
+    await asyncio.sleep(0.2)
+    assert m.revision == start  # not woken: no watch request for a lease renewal
+    task = await store.txn([t.create("task", {"id": "t1"})])
+    await bus.publish(STORE_EVENTS, {"revision": task.revision,
+                                     "changes": [{"kind": "task", "action": "create", "id": "t1"}]})
+    for _ in range(40):
+        if m.get("task", "t1") is not None:
+            break
+        await asyncio.sleep(0.025)
+    assert m.get("task", "t1") is not None and m.revision == task.revision  # past the lease revision too
+    await bus.publish(STORE_EVENTS, {"revision": task.revision + 1})  # no list of changes: wakes, as before
+    m.stop()
+    await asyncio.wait_for(runner, 2)

@@ -239,6 +239,7 @@ def test_tasks_are_grouped_by_service_and_spec_version() -> None:
 def test_debouncer_waits_for_a_quiet_gap_but_not_too_long() -> None:
     d = Debouncer(gap=0.05, max_latency=1.0)
     assert d.due(0.0) and not d.waiting
+    d.reset(9.99)  # a pass ran a moment ago: work arriving now is part of a burst
     d.note(10.0)
     assert not d.due(10.04) and d.due(10.05)
     for i in range(1, 40):  # a steady trickle: never quiet, so the 1 s cap applies
@@ -246,6 +247,20 @@ def test_debouncer_waits_for_a_quiet_gap_but_not_too_long() -> None:
     assert d.deadline() == 11.0 and d.due(11.0)
     d.reset()
     assert not d.waiting
+
+
+def test_debouncer_leading_edge_places_work_after_a_quiet_spell_at_once() -> None:
+    d = Debouncer(gap=0.05, max_latency=1.0)
+    d.note(5.0)  # no pass yet: nothing was arriving, nothing to gather
+    assert d.due(5.0)
+    d.note(5.01)  # more before the pass: still due (the pass takes it too)
+    assert d.due(5.01)
+    d.reset(5.02)
+    d.note(5.05)  # within the gap of that pass: a burst, debounced
+    assert not d.due(5.09) and d.due(5.10)
+    d.reset(5.10)
+    d.note(5.16)  # a gap's quiet after the last pass: at once again
+    assert d.due(5.16) and d.deadline() == 5.16
 
 
 # ---- platforms, generic resources, preferences ---------------------------------------------------------------

@@ -299,18 +299,25 @@ def plan(tasks: Iterable[Obj], nodes: Iterable[Obj], now: float, *, pipeline: Pi
 
 class Debouncer:
     """Wait for a quiet gap after the last new task (50 ms) but never longer than 1 s after the first one, so
-    a burst of tasks is placed in one pass (SwarmKit's commit debouncing). Pure: the caller passes `now`."""
+    a burst of tasks is placed in one pass (SwarmKit's commit debouncing) — except for the leading edge: work
+    that arrives after at least `gap` without a pass is due at once (nothing was arriving, so there is nothing
+    to gather; a task created alone, or a whole service's tasks committed together, are placed without
+    waiting). Work arriving within `gap` of the last pass is debounced as before. Pure: the caller passes
+    `now`."""
 
     def __init__(self, gap: float = DEBOUNCE_GAP, max_latency: float = MAX_LATENCY) -> None:
         self.gap = gap
         self.max_latency = max_latency
         self.first: float | None = None
         self.last: float | None = None
+        self.fired: float | None = None  # when the last pass ran (reset)
+        self.leading = False
 
     def note(self, now: float) -> None:
         """New work arrived."""
         if self.first is None:
             self.first = now
+            self.leading = self.fired is None or now - self.fired >= self.gap
         self.last = now
 
     @property
@@ -320,11 +327,17 @@ class Debouncer:
     def deadline(self) -> float | None:
         if self.first is None or self.last is None:
             return None
+        if self.leading:
+            return self.first
         return min(self.last + self.gap, self.first + self.max_latency)
 
     def due(self, now: float) -> bool:
         end = self.deadline()
         return end is None or now >= end
 
-    def reset(self) -> None:
+    def reset(self, now: float | None = None) -> None:
+        """A pass ran (at `now`)."""
         self.first = self.last = None
+        self.leading = False
+        if now is not None:
+            self.fired = now
