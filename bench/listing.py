@@ -49,6 +49,7 @@ from shoal.models.kinds import Kind
 from shoal.models.objects import new_task, task_status
 from shoal.models.states import TaskState
 from shoal.store import txn as t
+from shoal.store import wire
 from shoal.store.client import StoreClient
 from shoal.transport import sync_http_client
 from tests.integration.raftprocs import RaftProcs, free_ports
@@ -74,6 +75,13 @@ def _cpu_hops() -> tuple[float, ...]:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         out.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
     return tuple(out)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _cpu_now() -> float:
@@ -180,7 +188,8 @@ async def measure(gw: httpx.AsyncClient, old: httpx.AsyncClient, cli: Gateway, s
         if len(batch) == 500 or n == tasks - 1:
             await store.txn(batch)
             batch = []
-    print(f"wrote {tasks} tasks in {time.perf_counter() - t0:.1f} s (load {loadavg()})", flush=True)
+    print(f"wrote {tasks} tasks in {time.perf_counter() - t0:.1f} s (load {loadavg()}); raftstore member RSS "
+          f"{rss_mib(STORE_PID[0]):.0f} MiB", flush=True)
     name = made[0]["spec"]["name"]
     per_service = tasks // services
 
@@ -220,6 +229,12 @@ async def measure(gw: httpx.AsyncClient, old: httpx.AsyncClient, cli: Gateway, s
             assert len(r.json()["items"]) == tasks
         await asyncio.to_thread(read)
 
+    async def e2e_all_orjson() -> None:
+        def read() -> None:
+            r = cli.http.get("/v1/tasks")
+            assert len(wire.loads(r.content)["items"]) == tasks
+        await asyncio.to_thread(read)
+
     async def old_full_list() -> None:
         _, items = await store.list(Kind.TASK)
         assert len(items) == tasks
@@ -250,6 +265,7 @@ async def measure(gw: httpx.AsyncClient, old: httpx.AsyncClient, cli: Gateway, s
         ("GET /v1/tasks (all)", all_tasks),
         ("old: GET /v1/tasks (all)", old_all_tasks),
         ("TLS: GET /v1/tasks (all), gateway process", e2e_all),
+        ("TLS: GET /v1/tasks (all), decoded by orjson", e2e_all_orjson),
         (PS, service_ps),
         (OLD_PS, old_service_ps),
         ("old: store list of every task", old_full_list),
@@ -263,6 +279,8 @@ async def measure(gw: httpx.AsyncClient, old: httpx.AsyncClient, cli: Gateway, s
     out = {}
     for label, fn in ops:
         out[label] = await best(rounds, fn, label)
+    print(f"raftstore member RSS after the reads: {rss_mib(STORE_PID[0]):.0f} MiB (its encoded-object cache "
+          "holds each listed view's bytes)", flush=True)
     return out
 
 
