@@ -18,6 +18,7 @@ the caller passes the objects and the store's live ids."""
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -64,19 +65,29 @@ class Encoded:
               unreadable: bool = False) -> Iterator[bytes]:
         """Each object's JSON as `component` may see it (payloads redacted) and projected to `fields`, in order.
         Unreadable objects are left out, or with `unreadable` encoded (uncached) in their place."""
+        for batch in self.batches(component, kind, objs, fields, unreadable=unreadable):
+            yield from batch
+
+    def batches(self, component: str, kind: str, objs: Iterable[dict[str, Any]], fields: Fields, *,
+                unreadable: bool = False, size: int = wire.CHUNK) -> Iterator[list[bytes]]:
+        """`lines` in lists of up to `size` (fewer where unreadable objects were left out): the cached ones
+        gathered in one comprehension per list, the others encoded in their place."""
         view = self._view((kind, fields, _redacts(component, kind)))
         encode = _encoder(component, kind, fields)
-        for o in objs:
-            try:  # the usual case: one dictionary lookup and a version compare
-                hit = view.get(o["id"])
-                if hit is not None and hit[0] == o["meta"]["version"]:
-                    yield hit[1]
-                    continue
+        get = view.get
+        it = iter(objs)
+        while batch := list(itertools.islice(it, size)):
+            try:  # the usual case: per object one dictionary lookup and a version compare
+                got: list[bytes | None] = [h[1] if (h := get(o["id"])) is not None and h[0] == o["meta"]["version"]
+                                           else None for o in batch]
             except (KeyError, TypeError):  # no id or meta: an object stored before the store validated writes
-                pass
-            line = self._miss(view, kind, o, encode, unreadable)
-            if line is not None:
-                yield line
+                got = [_cached(view, o) for o in batch]
+            if None in got:
+                got = [line if line is not None else self._miss(view, kind, o, encode, unreadable)
+                       for o, line in zip(batch, got, strict=True)]
+                yield [line for line in got if line is not None]
+            else:
+                yield got  # type: ignore[misc]  # no None left
 
     def _miss(self, view: dict[str, tuple[Any, bytes]], kind: str, o: Any, encode: Callable[[Any], bytes],
               unreadable: bool) -> bytes | None:
@@ -114,6 +125,14 @@ class Encoded:
         return dropped
 
 
+def _cached(view: dict[str, tuple[Any, bytes]], o: Any) -> bytes | None:
+    try:
+        hit = view.get(o["id"])
+        return hit[1] if hit is not None and hit[0] == o["meta"]["version"] else None
+    except (KeyError, TypeError):
+        return None
+
+
 def _redacts(component: str, kind: str) -> bool:
     probe = {"spec": {"data": ""}}
     return redact_objects(component, kind, [probe])[0] is not probe
@@ -122,5 +141,7 @@ def _redacts(component: str, kind: str) -> bool:
 def _encoder(component: str, kind: str, fields: Fields) -> Callable[[dict[str, Any]], bytes]:
     def encode(o: dict[str, Any]) -> bytes:
         shown = redact_objects(component, kind, [o])
-        return wire.dumps(next(iter(wire.project(shown, fields))))
+        # an exact-size copy: the bytes orjson returns keep its whole working buffer (4 KB and more) allocated,
+        # which, held for 100,000 objects, was 400 MB of RSS for 33 MB of JSON
+        return memoryview(wire.dumps(next(iter(wire.project(shown, fields))))).tobytes()
     return encode

@@ -83,6 +83,15 @@ async def ndjson_stream(lines: Iterable[bytes], chunk: int = CHUNK) -> AsyncIter
         yield c
 
 
+async def ndjson_batches(batches: Iterable[list[bytes]]) -> AsyncIterator[bytes]:
+    """Lists of encoded objects (one JSON value each, no line break inside) as NDJSON, a chunk per list, joined
+    on the event loop as the client reads (empty lists skipped)."""
+    for batch in batches:
+        if batch:
+            batch.append(b"")
+            yield b"\n".join(batch)
+
+
 def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Complete lines (without the newline) from NDJSON arriving in arbitrary chunks."""
     rest = b""

@@ -73,11 +73,12 @@ def router(ctx: Context) -> APIRouter:
             headers = {wire.REVISION_HEADER: str(mem.revision)}
             if token is not None:
                 headers[wire.CONTINUE_HEADER] = token
-            return StreamingResponse(wire.ndjson_stream(encoded.lines(component, kind, objs, fields)),
+            return StreamingResponse(wire.ndjson_batches(encoded.batches(component, kind, objs, fields)),
                                      media_type=wire.NDJSON, headers=headers)
         # the JSON answer wire.dumps would write for {"revision", "items", "continue"}, items from the cache;
         # unreadable objects are kept (StoreClient skips and counts them)
-        items = b",".join(encoded.lines(component, kind, objs, fields, unreadable=True))
+        items = b",".join(b",".join(b) for b in encoded.batches(component, kind, objs, fields, unreadable=True)
+                          if b)
         return Response(b'{"revision":%d,"items":[%b],"continue":%b}' % (mem.revision, items, wire.dumps(token)),
                         media_type="application/json")
 
