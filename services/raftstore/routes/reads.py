@@ -42,7 +42,8 @@ def router(ctx: Context) -> APIRouter:
     mem = ctx.driver.fsm.mem
     hash_cache: dict[str, Any] = {"revision": -1, "hash": ""}
     readable = Readable()  # streamed pages skip unreadable objects here, as StoreClient.page does client-side
-    encoded = Encoded(readable)  # each listed object's JSON per version and view: a list concatenates bytes
+    # each listed object's JSON per version and view: a list concatenates bytes
+    encoded = Encoded(readable, budget=max(ctx.settings.list_cache_bytes, 0))
 
     @r.get("/v1/objects/{kind}")
     async def list_objects(kind: KindParam, request: Request) -> Response:
