@@ -72,7 +72,8 @@ class Encoded:
                 unreadable: bool = False, size: int = wire.CHUNK) -> Iterator[list[bytes]]:
         """`lines` in lists of up to `size` (fewer where unreadable objects were left out): the cached ones
         gathered in one comprehension per list, the others encoded in their place."""
-        view = self._view((kind, fields, _redacts(component, kind)))
+        key: ViewKey = (kind, fields, _redacts(component, kind))
+        view = self._view(key)
         encode = _encoder(component, kind, fields)
         get = view.get
         it = iter(objs)
@@ -83,14 +84,15 @@ class Encoded:
             except (KeyError, TypeError):  # no id or meta: an object stored before the store validated writes
                 got = [_cached(view, o) for o in batch]
             if None in got:
-                got = [line if line is not None else self._miss(view, kind, o, encode, unreadable)
+                got = [line if line is not None else self._miss(key, view, o, encode, unreadable)
                        for o, line in zip(batch, got, strict=True)]
                 yield [line for line in got if line is not None]
             else:
                 yield got  # type: ignore[misc]  # no None left
 
-    def _miss(self, view: dict[str, tuple[Any, bytes]], kind: str, o: Any, encode: Callable[[Any], bytes],
+    def _miss(self, key: ViewKey, view: dict[str, tuple[Any, bytes]], o: Any, encode: Callable[[Any], bytes],
               unreadable: bool) -> bytes | None:
+        kind = key[0]
         self.misses += 1
         if unreadable:  # kept in the answer either way; cached only when readable
             readable = self.readable.reason(kind, o) is None
@@ -102,7 +104,9 @@ class Encoded:
         oid = o.get("id") if isinstance(o, dict) else None
         meta = o.get("meta") if isinstance(o, dict) else None
         version = meta.get("version") if isinstance(meta, dict) else None
-        if readable and version is not None and isinstance(oid, str):
+        # a streamed answer outlives its request's turn: the view may have been dropped meanwhile (more
+        # projections in use than `max_views`), and bytes put in it would be counted but never released
+        if readable and version is not None and isinstance(oid, str) and self._views.get(key) is view:
             old = view.pop(oid, None)
             if old is not None:
                 self.size -= len(old[1])

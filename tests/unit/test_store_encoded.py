@@ -139,3 +139,15 @@ def test_cached_bytes_cost_about_their_size() -> None:
     grown = _rss_bytes() - before
     assert enc.size > 3_000_000
     assert grown < 4 * enc.size, (grown, enc.size)
+
+
+def test_a_stream_whose_view_was_dropped_meanwhile_leaves_the_accounting_exact() -> None:
+    """A streamed list is encoded as the client reads; other lists may drop its view (LRU) in between."""
+    enc = Encoded(Readable(), max_views=1)
+    objs = [_task(i, 1) for i in range(2000)]
+    slow = enc.batches("gateway", "task", objs, ("id", "slot"), size=100)
+    first = next(slow)
+    list(enc.lines("gateway", "task", objs, ("id", "status")))  # drops the ("id", "slot") view
+    rest = [line for batch in slow for line in batch]
+    assert first + rest == fresh("gateway", "task", objs, ("id", "slot"))
+    assert enc.size == sum(len(b) for v in enc._views.values() for _, b in v.values())
