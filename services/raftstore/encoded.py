@@ -27,7 +27,7 @@ from services.raftstore.access import redact_objects
 from shoal.models.stored import Readable
 from shoal.store import wire
 
-DEFAULT_BUDGET = 512 * 1024 * 1024
+DEFAULT_BUDGET = 256 * 1024 * 1024
 #: views (field projections) kept per kind besides the full objects: `service ps`'s, a UI's, ...
 MAX_VIEWS = 4
 PRUNE_SLACK = 1024  # entries of deleted objects tolerated per view before a prune pass
