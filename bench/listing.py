@@ -49,6 +49,7 @@ from shoal.models.kinds import Kind
 from shoal.models.objects import new_task, task_status
 from shoal.models.states import TaskState
 from shoal.store import txn as t
+from shoal.store import wire
 from shoal.store.client import StoreClient
 from shoal.transport import sync_http_client
 from tests.integration.raftprocs import RaftProcs, free_ports
@@ -62,16 +63,29 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-CPU: dict[str, float] = {}  # operation -> best CPU seconds (this process + the raftstore member)
+CPU: dict[str, float] = {}  # operation -> best CPU seconds (this process + the raftstore member + gateway process)
+HOPS: dict[str, tuple[float, ...]] = {}  # operation -> that run's CPU seconds per process (this, store, gateway)
 STORE_PID: list[int] = []  # the raftstore member, then the gateway process
 
 
-def _cpu_now() -> float:
-    own = time.process_time()
+def _cpu_hops() -> tuple[float, ...]:
+    """CPU seconds so far of this process, the raftstore member and the gateway process (when started)."""
+    out = [time.process_time()]
     for pid in STORE_PID:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        own += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own
+        out.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return tuple(out)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _cpu_now() -> float:
+    return sum(_cpu_hops())
 
 
 def start_gateway(cluster: RaftProcs, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -118,13 +132,13 @@ async def best(rounds: int, fn: Callable[[], Awaitable[Any]], name: str = "") ->
     gateway and the client, plus the raftstore member) goes to CPU[name]: on a loaded machine the wall time
     is mostly waiting for a core, the CPU time is what the operation costs."""
     await fn()  # warm-up
-    times, cpus = [], []
+    times, hops = [], []
     for _ in range(rounds):
-        t0, c0 = time.perf_counter(), _cpu_now()
+        t0, c0 = time.perf_counter(), _cpu_hops()
         await fn()
         times.append(time.perf_counter() - t0)
-        cpus.append(_cpu_now() - c0)
-    CPU[name] = min(cpus)
+        hops.append(tuple(b - a for a, b in zip(c0, _cpu_hops(), strict=True)))
+    CPU[name], HOPS[name] = min((sum(h), h) for h in hops)
     return min(times)
 
 
@@ -174,7 +188,8 @@ async def measure(gw: httpx.AsyncClient, old: httpx.AsyncClient, cli: Gateway, s
         if len(batch) == 500 or n == tasks - 1:
             await store.txn(batch)
             batch = []
-    print(f"wrote {tasks} tasks in {time.perf_counter() - t0:.1f} s (load {loadavg()})", flush=True)
+    print(f"wrote {tasks} tasks in {time.perf_counter() - t0:.1f} s (load {loadavg()}); raftstore member RSS "
+          f"{rss_mib(STORE_PID[0]):.0f} MiB", flush=True)
     name = made[0]["spec"]["name"]
     per_service = tasks // services
 
@@ -191,7 +206,7 @@ async def measure(gw: httpx.AsyncClient, old: httpx.AsyncClient, cli: Gateway, s
     def ps_rows(got: list[dict[str, Any]]) -> None:
         assert len(got) == per_service, len(got)
         with open(os.devnull, "w") as out:
-            print(table.format_table(table.TASK_HEADERS, table.task_rows(got, {}, time.time())), file=out)
+            out.write(table.task_table(got, {}, time.time()) + "\n")
 
     async def service_ps() -> None:
         await asyncio.to_thread(lambda: ps_rows(service_tasks(cli, [name])))
@@ -212,6 +227,12 @@ async def measure(gw: httpx.AsyncClient, old: httpx.AsyncClient, cli: Gateway, s
         def read() -> None:
             r = cli.http.get("/v1/tasks")
             assert len(r.json()["items"]) == tasks
+        await asyncio.to_thread(read)
+
+    async def e2e_all_orjson() -> None:
+        def read() -> None:
+            r = cli.http.get("/v1/tasks")
+            assert len(wire.loads(r.content)["items"]) == tasks
         await asyncio.to_thread(read)
 
     async def old_full_list() -> None:
@@ -244,6 +265,7 @@ async def measure(gw: httpx.AsyncClient, old: httpx.AsyncClient, cli: Gateway, s
         ("GET /v1/tasks (all)", all_tasks),
         ("old: GET /v1/tasks (all)", old_all_tasks),
         ("TLS: GET /v1/tasks (all), gateway process", e2e_all),
+        ("TLS: GET /v1/tasks (all), decoded by orjson", e2e_all_orjson),
         (PS, service_ps),
         (OLD_PS, old_service_ps),
         ("old: store list of every task", old_full_list),
@@ -257,6 +279,8 @@ async def measure(gw: httpx.AsyncClient, old: httpx.AsyncClient, cli: Gateway, s
     out = {}
     for label, fn in ops:
         out[label] = await best(rounds, fn, label)
+    print(f"raftstore member RSS after the reads: {rss_mib(STORE_PID[0]):.0f} MiB (its encoded-object cache "
+          "holds each listed view's bytes)", flush=True)
     return out
 
 
@@ -273,9 +297,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     a = p.parse_args(argv)
     print(f"listing: {a.tasks} tasks, {a.services} service(s), best of {a.rounds}; load {loadavg()}", flush=True)
     r = asyncio.run(run(a.tasks, a.services, a.rounds, a.only_tasks))
-    print(f"  {'operation':45s} {'wall':>10s} {'CPU (gateway+client, store)':>28s}")
+    print(f"  {'operation':45s} {'wall':>10s} {'CPU (all processes)':>20s}   CPU per process: this (in-process "
+          "gateway, client), store, gateway process")
     for k, v in r.items():
-        print(f"  {k:45s} {v * 1e3:7.1f} ms {listing_cpu(k) * 1e3:21.1f} ms")
+        hops = " / ".join(f"{h * 1e3:.0f}" for h in HOPS.get(k, ()))
+        print(f"  {k:45s} {v * 1e3:7.1f} ms {listing_cpu(k) * 1e3:17.1f} ms   {hops} ms")
     c = CPU
     ps, all_e2e = r[PS], r["TLS: GET /v1/tasks (all), gateway process"]
     print(f"vs the {TARGET:.0f} s target: GET /v1/tasks over TLS {all_e2e / TARGET:.2f}x, service ps "

@@ -86,6 +86,7 @@ class RaftstoreSettings(CommonSettings):
     fsync_in_thread: bool = False  # fsync on a worker thread while the loop keeps serving (docs/performance.md)
     disk_reserve: int = 16 << 20  # bytes free below which the leader refuses writes
     raft_max_message: int = 256 << 20  # largest raft peer message (a snapshot of the whole store) sent or taken
+    list_cache_bytes: int = 256 << 20  # encoded objects kept for list answers (services/raftstore/encoded.py); 0: none
     raft_join: bool = False
     #: SHOAL_RAFT_BENCH_PLAINTEXT=1: the benchmark's control only (bench/raftstore.py --at-rest both): records are
     #: framed as usual but not encrypted (atrest.PlainSealer). Data written so opens only in this mode and data

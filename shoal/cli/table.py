@@ -17,13 +17,19 @@ TEXT_WIDTH = 40
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """Columns as wide as their widest cell, separated by two spaces; no trailing blanks; ends without a
-    newline (print adds it)."""
-    cells = [[str(h).upper() for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    if any(len(row) != len(headers) for row in cells):
+    newline (print adds it). None is an empty cell, anything else its `str`."""
+    return format_text_table(headers, [["" if c is None else str(c) for c in r] for r in rows])
+
+
+def format_text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """`format_table` of rows that are text already (a 100k-row `service ps`: no conversion pass)."""
+    if any(len(row) != len(headers) for row in rows):
         raise ValueError("format_table: every row needs one cell per header")
-    widths = [max(map(len, column)) for column in zip(*cells, strict=True)]
-    line = GAP.join(f"{{:<{w}}}" for w in widths)  # one format call per row (a 100k-row `service ps`)
-    return "\n".join(line.format(*row).rstrip() for row in cells)
+    head = [str(h).upper() for h in headers]
+    widths = [max(len(h), max(map(len, column), default=0))
+              for h, column in zip(head, zip(*rows, strict=True) if rows else [()] * len(head), strict=True)]
+    line = GAP.join(f"{{:<{w}}}" for w in widths).format  # one format call per row
+    return "\n".join([line(*head).rstrip(), *(line(*row).rstrip() for row in rows)])
 
 
 def truncate(text: str, width: int = TEXT_WIDTH, *, enabled: bool = True) -> str:
@@ -168,32 +174,88 @@ def _recency(task: Obj) -> tuple[bool, float, float]:
 
 
 def task_rows(tasks: Iterable[Obj], nodes: Mapping[str, str], now: float, *,
-              no_trunc: bool = False) -> list[list[str]]:
+              no_trunc: bool = False) -> list[tuple[str, str, str, str, str, str]]:
     """Rows of `service ps`: per service and slot, the newest task first, then its history as ` \\_ web.1`
-    (like docker). `nodes` maps node ids to hostnames."""
+    (like docker). `nodes` maps node ids to hostnames.
+
+    One pass groups the tasks, one sort of plain tuples orders the groups (services by name, case-insensitive,
+    slots by number, node-bound slots after them by node; equal keys in the order first seen), and the
+    cells that repeat across rows (node, state, "n minutes ago") are computed once per distinct value: a
+    100k-task service is 100k rows, as with docker."""
     groups: dict[tuple[str, str], list[Obj]] = {}
+    # per service name (case-insensitive): its numbered slots as (number, first seen, key) and its other
+    # slots as (text, first seen, key) — flat tuples whose first item decides almost every comparison
+    by_name: dict[str, tuple[list[tuple[int, int, tuple[str, str]]], list[tuple[str, int, tuple[str, str]]]]] = {}
     for t in tasks:
-        groups.setdefault((str(t.get("service_name") or t.get("service_id")), task_slot(t)), []).append(t)
-    rows: list[list[str]] = []
-    for service, slot in sorted(groups, key=lambda k: (k[0].lower(), _slot_order(k[1]))):
-        group = groups[(service, slot)]
+        slot = t.get("slot")
+        text = str(slot) if slot else (short_id(t.get("node_id")) or "0")
+        key = (str(t.get("service_name") or t.get("service_id")), text)
+        group = groups.get(key)
+        if group is not None:
+            group.append(t)
+            continue
+        groups[key] = [t]
+        lower = key[0].lower()
+        slots = by_name.get(lower)
+        if slots is None:
+            slots = by_name[lower] = ([], [])
+        if type(slot) is int and slot > 0:
+            slots[0].append((slot, len(groups), key))
+        elif text.isdigit():
+            slots[0].append((int(text), len(groups), key))
+        else:
+            slots[1].append((text, len(groups), key))
+    order: list[tuple[str, str]] = []
+    for lower in sorted(by_name):
+        numbered, named = by_name[lower]
+        numbered.sort()
+        named.sort()
+        order += [k for *_, k in numbered]
+        order += [k for *_, k in named]
+    node_cells: dict[Any, str] = {}
+    state_cells: dict[str | None, str] = {}
+    current_cells: dict[tuple[str | None, int], str] = {}
+    rows: list[tuple[str, str, str, str, str, str]] = []
+    add = rows.append
+    for key in order:
+        group = groups[key]
         history = sorted(group, key=_recency, reverse=True) if len(group) > 1 else group
         name = task_display_name(history[0])  # one service and slot: one name for the whole group
         for i, t in enumerate(history):
             status = t.get("status") or {}
             node_id = t.get("node_id")
-            node = nodes.get(node_id, short_id(node_id, no_trunc=no_trunc)) if node_id else ""
-            current = f"{title(status.get('state'))} {ago(status.get('timestamp'), now)}".rstrip()
+            node = node_cells.get(node_id)
+            if node is None:
+                node = node_cells[node_id] = (nodes.get(node_id, short_id(node_id, no_trunc=no_trunc))
+                                              if node_id else "")
+            state = status.get("state")
+            state = state if isinstance(state, str) else None  # title() shows anything else as ""
+            timestamp = status.get("timestamp")
+            seconds = int(max(now - float(timestamp), 0.0)) if timestamp else -1
+            current = current_cells.get((state, seconds))
+            if current is None:
+                current = current_cells[(state, seconds)] = f"{title(state)} {ago(timestamp, now)}".rstrip()
+            desired = t.get("desired_state")
+            desired = desired if isinstance(desired, str) else None
+            wanted = state_cells.get(desired)
+            if wanted is None:
+                wanted = state_cells[desired] = title(desired)
             err = status.get("err")
-            rows.append([
-                short_id(t["id"], no_trunc=no_trunc),
+            tid = t["id"]
+            add((
+                tid if no_trunc else tid[:ID_WIDTH],
                 (" \\_ " + name) if i else name,
                 node,
-                title(t.get("desired_state")),
+                wanted,
                 current,
                 truncate(f'"{err}"', enabled=not no_trunc) if err else "",
-            ])
+            ))
     return rows
+
+
+def task_table(tasks: Iterable[Obj], nodes: Mapping[str, str], now: float, *, no_trunc: bool = False) -> str:
+    """`shoal service ps`'s table: `task_rows` under `TASK_HEADERS`."""
+    return format_text_table(TASK_HEADERS, task_rows(tasks, nodes, now, no_trunc=no_trunc))
 
 
 # ---- nodes -------------------------------------------------------------------------------------------------

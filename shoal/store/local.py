@@ -50,7 +50,7 @@ class LocalStore:
         after = continue_after(cont) if cont else None
         items, last = self.mem.page(kind, limit=limit, after=after, **filters)
         return wire.StreamedPage(self.mem.revision, continue_token(last) if last is not None else None,
-                                 wire.ndjson_stream(wire.project(items, fields)))
+                                 wire.ndjson_stream(wire.dumps(o) for o in wire.project(items, fields)))
 
     async def counts(self, kind: str, **filters: Any) -> tuple[int, builtins.list[dict[str, Any]]]:
         return self.mem.revision, copy.deepcopy(self.mem.counts(kind, **filters))

@@ -9,9 +9,10 @@ from __future__ import annotations
 import builtins
 import copy
 import hashlib
+import itertools
 import json
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -62,6 +63,23 @@ def _field(obj: Obj, dotted: str) -> Any:
             return None
         cur = cur.get(part)
     return cur
+
+
+def _always(obj: Obj) -> bool:
+    return True
+
+
+def _matcher(wanted: Mapping[str, Any]) -> Callable[[Obj], bool]:
+    """Whether an object's fields equal every filter (`_field(obj, f) == v` for each), with the common cases —
+    no filter, one top-level field (a page of one service's tasks) — as one call without walking dotted
+    names."""
+    if not wanted:
+        return _always
+    if len(wanted) == 1:
+        ((f, v),) = wanted.items()
+        if "." not in f:
+            return lambda o: o.get(f) == v
+    return lambda o: all(_field(o, f) == v for f, v in wanted.items())
 
 
 def _key(value: Any) -> Any:
@@ -140,25 +158,37 @@ class MemoryStore:
         else:
             index = self._index[kind]
             bucket: SortedList = self._ids[kind]
+            exact = None  # a filter the chosen bucket already answers exactly
             for f, v in wanted.items():
                 if f in index:
                     hit = index[f].get(_key(v))
                     if hit is None:
                         return [], None
-                    if len(hit) < len(bucket):
+                    if len(hit) <= len(bucket):
                         bucket = hit
+                        # a text value's bucket holds exactly the objects whose field is that text (numbers are
+                        # other keys; only a structured value's JSON text could share it)
+                        exact = f if isinstance(v, str) and not v.startswith(("{", "[")) else None
+            if exact is not None:
+                wanted = {f: v for f, v in wanted.items() if f != exact}
             if after is not None and (id_prefix is None or after >= id_prefix):
                 source = bucket.irange(minimum=after, inclusive=(False, True))
             else:
                 source = bucket.irange(minimum=id_prefix) if id_prefix else bucket
         out: builtins.list[Obj] = []
+        matches = _matcher(wanted)
+        if matches is _always and id_prefix is None and name is None:  # every id in the bucket, in order
+            out = [objs[oid] for oid in (itertools.islice(source, limit + 1) if limit is not None else source)]
+            if limit is not None and len(out) > limit:
+                return out[:limit], out[limit - 1]["id"]
+            return out, None
         for oid in source:
             if id_prefix is not None and not oid.startswith(id_prefix):
                 if name is None:
                     break  # sorted: no later id has the prefix
                 continue
             o = objs[oid]
-            if all(_field(o, f) == v for f, v in wanted.items()):
+            if matches(o):
                 if limit is not None and len(out) == limit:
                     return out, out[-1]["id"]  # one more matches: there is a next page
                 out.append(o)

@@ -328,3 +328,32 @@ async def test_pages_counts_names_and_prefixes_are_served_by_the_member(solo: Ha
 async def test_counts_of_kind_ca_are_refused_like_its_lists(solo: Harness) -> None:
     r = await solo.http.get("http://store/v1/counts/ca")
     assert r.status_code == 403 and "only the CA" in r.json()["message"]
+
+
+async def test_list_answers_are_the_objects_encoded_afresh_across_writes(solo: Harness) -> None:
+    """The member answers lists from its encoded-object cache (services/raftstore/encoded.py): every answer —
+    JSON and NDJSON, whole and projected, before and after writes and deletes — is byte for byte what encoding
+    the stored objects now gives."""
+    from shoal.store import wire
+
+    mem = solo.member.driver.fsm.mem
+
+    async def check() -> None:
+        for params in ({}, {"fields": "id,slot"}, {"service_id": "s1"}, {"limit": "3"}):
+            objs, _ = mem.page("task", limit=int(params["limit"]) if "limit" in params else None,
+                                  **{k: v for k, v in params.items() if k == "service_id"})
+            fields = wire.parse_fields(params.get("fields"))
+            items = list(wire.project(objs, fields))
+            r = await solo.http.get("/v1/objects/task", params=params)
+            token = r.json()["continue"]
+            assert r.content == wire.dumps({"revision": mem.revision, "items": items, "continue": token})
+            r = await solo.http.get("/v1/objects/task", params=params, headers={"accept": wire.NDJSON})
+            assert r.content == b"".join(wire.dumps(o) + b"\n" for o in items)
+
+    await solo.client.txn([t.create("task", {"id": f"t{i}", "service_id": f"s{i % 2}", "slot": i})
+                           for i in range(10)])
+    await check()
+    await check()
+    await solo.client.txn([t.update("task", {"id": "t3", "service_id": "s1", "slot": 33}),
+                           t.delete("task", "t4")])
+    await check()

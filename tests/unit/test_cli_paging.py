@@ -37,6 +37,12 @@ def test_service_ps_streams_ndjson_and_follows_next(capsys: pytest.CaptureFixtur
     assert [p.get("next") for p, _ in seen] == [None, "tok1"]
     assert all(p["service"] == "web" and "limit" not in p and accept == "application/x-ndjson"
                for p, accept in seen)
+    assert all(p["fields"] == "id" for p, _ in seen)  # -q shows ids: only ids come
+    seen.clear()
+    assert main(["service", "ps", "web"], http=http) == 0
+    assert [line.split()[:2] for line in capsys.readouterr().out.splitlines()] == [
+        ["ID", "NAME"], ["a" * 12, "web.1"], ["c" * 12, "\\_"], ["b" * 12, "web.2"]]  # c: slot 1's history
+    assert [p.get("next") for p, _ in seen] == [None, "tok1"]
     assert all(set(p["fields"].split(",")) >= {"id", "slot", "status", "node_id", "desired_state"} and
                "spec" not in p["fields"].split(",") for p, _ in seen)  # only what the table shows
 

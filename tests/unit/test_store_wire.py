@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -47,3 +48,18 @@ def test_ndjson_round_trips_through_any_chunking(objs: list[dict[str, Any]], per
 def test_what_orjson_refuses_falls_back_to_the_standard_library() -> None:
     assert json.loads(wire.dumps({"big": 2**70})) == {"big": 2**70}
     assert wire.dumps({"a": "x\ny"}) == b'{"a":"x\\ny"}'
+
+
+@pytest.mark.parametrize("size", [1, 7, 100, 10_000])
+async def test_coalesce_keeps_the_bytes_and_sends_fewer_larger_pieces(size: int) -> None:
+    """The gateway's relay (`wire.coalesce`): the same bytes in pieces of at least `size` (but the last)."""
+    pieces = [bytes([65 + i % 26]) * (i % 13) for i in range(300)]
+
+    async def source() -> AsyncIterator[bytes]:
+        for p in pieces:
+            yield p
+
+    out = [c async for c in wire.coalesce(source(), size)]
+    assert b"".join(out) == b"".join(pieces)
+    assert all(len(c) >= size for c in out[:-1]) and all(out)
+    assert len(out) <= max(1, sum(map(len, pieces)) // size + 1)

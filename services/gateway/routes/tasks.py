@@ -85,13 +85,14 @@ async def list_tasks(
         headers = {REVISION_HEADER: str(page.revision)}
         if page.next is not None:
             headers[NEXT_HEADER] = page.next
-        return StreamingResponse(_closing(page, page.chunks), media_type=wire.NDJSON, headers=headers)
+        return StreamingResponse(_closing(page, wire.coalesce(page.chunks)), media_type=wire.NDJSON,
+                                 headers=headers)
     return StreamingResponse(_closing(page, _json_page(page)), media_type="application/json")
 
 
 async def _json_page(page: wire.StreamedPage) -> AsyncIterator[bytes]:
     yield b'{"revision":%d,"items":[' % page.revision
-    async for c in wire.as_json_items(page.chunks):
+    async for c in wire.as_json_items(wire.coalesce(page.chunks)):
         yield c
     yield b'],"next":' + wire.dumps(page.next) + b"}"
 

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from services.raftstore.access import check_kind as check_kind_allowed
 from services.raftstore.access import redact_events, redact_objects, scope_component
+from services.raftstore.encoded import Encoded
 from services.raftstore.routes.context import KINDS, Context, check_kind, json_response
 from services.raftstore.status import status_of
 from shoal.errors import InvalidArgument
@@ -41,6 +42,8 @@ def router(ctx: Context) -> APIRouter:
     mem = ctx.driver.fsm.mem
     hash_cache: dict[str, Any] = {"revision": -1, "hash": ""}
     readable = Readable()  # streamed pages skip unreadable objects here, as StoreClient.page does client-side
+    # each listed object's JSON per version and view: a list concatenates bytes
+    encoded = Encoded(readable, budget=max(ctx.settings.list_cache_bytes, 0))
 
     @r.get("/v1/objects/{kind}")
     async def list_objects(kind: KindParam, request: Request) -> Response:
@@ -63,18 +66,22 @@ def router(ctx: Context) -> APIRouter:
         await ctx.barrier(stale)
         objs, last = mem.page(kind, limit=limit, after=after, name=name, id_prefix=id_prefix, **filters)
         token = continue_token(last) if last is not None else None
+        encoded.prune(kind, mem.count(kind), lambda oid: mem.find(kind, oid) is not None)
         if wire.NDJSON in request.headers.get("accept", ""):
             # Streamed: the objects were taken by reference at this revision (the store replaces an object on
             # write, never changes one in place), so the answer is this page as of now however long the
-            # client takes; each chunk is encoded when the client is ready for it.
-            visible = wire.project(redact_objects(component, kind, readable.filter(kind, objs)), fields)
+            # client takes; each chunk is joined (from the cached encodings) when the client is ready for it.
             headers = {wire.REVISION_HEADER: str(mem.revision)}
             if token is not None:
                 headers[wire.CONTINUE_HEADER] = token
-            return StreamingResponse(wire.ndjson_stream(visible), media_type=wire.NDJSON, headers=headers)
-        return json_response({"revision": mem.revision,
-                              "items": list(wire.project(redact_objects(component, kind, objs), fields)),
-                              "continue": token})
+            return StreamingResponse(wire.ndjson_batches(encoded.batches(component, kind, objs, fields)),
+                                     media_type=wire.NDJSON, headers=headers)
+        # the JSON answer wire.dumps would write for {"revision", "items", "continue"}, items from the cache;
+        # unreadable objects are kept (StoreClient skips and counts them)
+        items = b",".join(b",".join(b) for b in encoded.batches(component, kind, objs, fields, unreadable=True)
+                          if b)
+        return Response(b'{"revision":%d,"items":[%b],"continue":%b}' % (mem.revision, items, wire.dumps(token)),
+                        media_type="application/json")
 
     @r.get("/v1/counts/{kind}")
     async def count_objects(kind: KindParam, request: Request) -> Response:
