@@ -5,6 +5,7 @@ but the gateway and dispatcher) and this member's raft status."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -37,6 +38,34 @@ def _limit(raw: str | None) -> int | None:
     return limit
 
 
+@dataclass
+class _ListQuery:
+    """A list's query: the page (`limit`, `continue`), the store-side filters and the `fields` projection."""
+    stale: str | None
+    limit: int | None
+    after: str | None
+    name: str | None
+    id_prefix: str | None
+    fields: tuple[str, ...] | None
+    filters: dict[str, str]
+
+    @classmethod
+    def parse(cls, filters: dict[str, str]) -> _ListQuery:
+        stale = filters.pop("stale", None)
+        for reserved in ("kind", "after"):
+            if reserved in filters:
+                raise InvalidArgument(f"store: {reserved!r} is not a filterable field")
+        limit = _limit(filters.pop("limit", None))
+        token = filters.pop("continue", None)
+        after = continue_after(token) if token else None
+        name, id_prefix = filters.pop("name", None), filters.pop("id_prefix", None)
+        try:
+            fields = wire.parse_fields(filters.pop("fields", None))
+        except ValueError as e:
+            raise InvalidArgument(f"store: {e}") from None
+        return cls(stale, limit, after, name, id_prefix, fields, filters)
+
+
 def router(ctx: Context) -> APIRouter:
     r = APIRouter()
     mem = ctx.driver.fsm.mem
@@ -50,21 +79,10 @@ def router(ctx: Context) -> APIRouter:
         check_kind(kind)
         component = scope_component(request.scope)
         check_kind_allowed(component, kind)
-        filters = dict(request.query_params)
-        stale = filters.pop("stale", None)
-        for reserved in ("kind", "after"):
-            if reserved in filters:
-                raise InvalidArgument(f"store: {reserved!r} is not a filterable field")
-        limit = _limit(filters.pop("limit", None))
-        token = filters.pop("continue", None)
-        after = continue_after(token) if token else None
-        name, id_prefix = filters.pop("name", None), filters.pop("id_prefix", None)
-        try:
-            fields = wire.parse_fields(filters.pop("fields", None))
-        except ValueError as e:
-            raise InvalidArgument(f"store: {e}") from None
-        await ctx.barrier(stale)
-        objs, last = mem.page(kind, limit=limit, after=after, name=name, id_prefix=id_prefix, **filters)
+        q = _ListQuery.parse(dict(request.query_params))
+        fields = q.fields
+        await ctx.barrier(q.stale)
+        objs, last = mem.page(kind, limit=q.limit, after=q.after, name=q.name, id_prefix=q.id_prefix, **q.filters)
         token = continue_token(last) if last is not None else None
         encoded.prune(kind, mem.count(kind), lambda oid: mem.find(kind, oid) is not None)
         if wire.NDJSON in request.headers.get("accept", ""):
