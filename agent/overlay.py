@@ -157,8 +157,8 @@ class Overlay:
         elif self.esp_userspace and not any("xfrm framework" in m for m in missing):
             self.esp_mode = "userspace"
             log.warning("overlay: the kernel lacks %s; encrypted networks are encrypted by the agent "
-                        "(SHOAL_ESP_USERSPACE: userspace ESP, the kernel's xfrm policies still blocking "
-                        "plaintext)", "; ".join(missing))
+                        "(SHOAL_ESP_USERSPACE: userspace ESP; a blackhole route drops their frames while "
+                        "the engine is down)", "; ".join(missing))
             return
         if missing:
             log.error("overlay: encrypted networks cannot be used on this node; missing: %s. Containers of "
@@ -292,7 +292,7 @@ class Overlay:
                     await self._drop_net(net)
             with contextlib.suppress(OverlayError):
                 await self._sync_ipsec()  # ESP towards peers only of the networks gone with this exit
-            if self.engine is not None:  # userspace ESP stops with the agent (the policies keep blocking plaintext)
+            if self.engine is not None:  # userspace ESP stops with the agent (the blackhole route stays)
                 self.engine.close()
                 self.engine = None
 
