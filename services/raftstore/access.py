@@ -84,7 +84,8 @@ def policy(ident: Identity, method: str, path: str) -> str | None:
         return f"raftstore: only manager processes may use the store; {ident.describe()} may not call {method} {path}"
     kind = read_kind(path, method)
     if kind is not None and _private_to_other(kind, ident.component):
-        return (f"raftstore: kind {kind!r} is readable only by {', '.join(sorted(PRIVATE_KINDS[kind]))}; "
+        readers = " and ".join("the CA" if c == "ca" else f"the {c}" for c in sorted(PRIVATE_KINDS[kind]))
+        return (f"raftstore: kind {kind!r} is readable only by {readers}; "
                 f"{ident.describe()} may not call {method} {path}")
     if is_membership_change(method, path) and ident.component not in MEMBERSHIP_COMPONENTS:
         return (f"raftstore: only the gateway and raftstore members change the membership; {ident.describe()} "
