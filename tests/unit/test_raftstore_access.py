@@ -161,4 +161,4 @@ def test_network_keys_are_read_only_by_the_allocator_and_dispatcher(component: s
         refusal = policy(ident(component), "GET", path)
         assert (refusal is None) == allowed, refusal
         if refusal is not None:
-            assert "netkeys" in refusal and "allocator, dispatcher" in refusal
+            assert "netkeys" in refusal and "the allocator and the dispatcher" in refusal
