@@ -119,8 +119,6 @@ class Driver(DriverState, DriverSnapshots, DriverPersist):
         self._read_wait: list[tuple[int, int, list[asyncio.Future[int]]]] = []  # heap by read index
         self._ctx_seq = 0
         self._ticks_due = 0
-        #: a hard state that only moved the commit index, not written yet (see _handle_ready)
-        self._unsaved_hs: HardState | None = None
         self._wake = asyncio.Event()
         self._applied = asyncio.Event()
         self._stopped = False

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from services.raftstore.raft import HardState, Message, Ready
+from services.raftstore.raft import Message, Ready
 
 if TYPE_CHECKING:
     from services.raftstore.driver_config import DriverConfig
@@ -30,25 +30,17 @@ class DriverPersist:
     storage: MemoryStorage
     sender: Sender
     metrics: Registry
-    #: a hard state that only moved the commit index, not written yet
-    _unsaved_hs: HardState | None
 
     async def _persist(self, rd: Ready, early: Sequence[Message]) -> None:
         """Make `rd`'s entries and hard state durable (one fsync), sending the leader's `early` appends meanwhile
         (they must be sent whatever happens here: the caller already left them out of the later sends)."""
         started = time.perf_counter()
+        # A hard state that only moved the commit index is written without an fsync (as etcd's MustSync says):
+        # it need not be durable for Raft, but it is what a restarted member — and `SHOAL_FORCE_NEW_CLUSTER`,
+        # which keeps only committed entries — knows of the commit. Not writing it at all lost a write the
+        # survivor had applied in tests/integration/test_raft_membership.py's force-new-cluster test.
         hs = rd.hard_state
-        if not rd.entries and not rd.must_sync:
-            # Only the commit index moved: it need not be durable (a member learns it again from the
-            # leader), so it is not written on its own — the next write of entries or term/vote carries it.
-            self._unsaved_hs = hs
-            hs = None
-        elif hs is None:
-            hs = self._unsaved_hs
-        if hs is None and not rd.entries:
-            if early:
-                self.sender.send(early)
-        elif rd.must_sync and (early or self.cfg.fsync_in_thread):
+        if rd.must_sync and (early or self.cfg.fsync_in_thread):
             # The leader's write and fsync start on a worker thread *before* its appends are handed to the
             # peers: a send on loopback wakes the follower, which on a busy machine takes the leader's core
             # for a while (~0.5-1.5 ms per send measured under load) — the disk is busy meanwhile instead of
@@ -61,12 +53,10 @@ class DriverPersist:
             except asyncio.CancelledError:
                 await asyncio.wait([saving])  # the thread still writes: never leave it to a closed file
                 raise
-            self._unsaved_hs = None
         else:
             if early:
                 self.sender.send(early)
             self.wal.save(hs, rd.entries, sync=rd.must_sync)
-            self._unsaved_hs = None
         self.storage.append(rd.entries)
         if rd.hard_state is not None:
             self.storage.set_hard_state(rd.hard_state)

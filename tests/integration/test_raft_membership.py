@@ -151,7 +151,7 @@ def test_membership_changes_while_serving(procs: Procs) -> None:
     procs.active.remove(lead)
     new_lead = procs.wait_leader(15)
     r = procs.http.post(procs.url(lead) + "/v1/txn", json={"ops": []}, timeout=10)
-    assert r.status_code == 503 and "removed" in r.json()["message"]
+    assert r.status_code == 503 and "removed" in r.json()["message"], r.text
     procs.stop(lead)
     procs.write(new_lead, "after-leave")
 

@@ -29,6 +29,7 @@ class Member(Protocol):
     read_states: list[ReadState]
     pending_reads: list[Message]
     election_elapsed: int
+    pending_conf_index: int
 
     def quorum_active(self) -> bool: ...
     def promotable(self) -> bool: ...

@@ -75,8 +75,13 @@ def _leader_append_response(r: Member, m: Message) -> None:
     # A new commit index is not announced on its own (§5.3: the leader "includes that index in future
     # AppendEntries RPCs (including heartbeats)"): the next append — the next write — or heartbeat carries it.
     # An immediate notice cost each follower a message, a Ready and an answer per write, on the write path of
-    # nobody: the client's answer waits only for the leader's commit and apply.
-    r.maybe_commit()
+    # nobody: the client's answer waits only for the leader's commit and apply. Except a membership change:
+    # its commit is told to everyone at once, while the member it removes still has a progress (it is dropped
+    # when the change is applied), so that member learns the change committed and stops campaigning (rule 7)
+    # and refuses its clients as removed — no later append or heartbeat would reach it.
+    committed = r.log.committed
+    if r.maybe_commit() and committed < r.pending_conf_index <= r.log.committed:
+        r.bcast_append()
     if was_paused:
         r.send_append(m.frm)
     while r.send_append(m.frm, send_if_empty=False):
