@@ -81,7 +81,9 @@ class NetworkSpec(Strict):
     attachable: bool = False
     internal: bool = False
     options: dict[Annotated[str, Field(max_length=128)], Annotated[str, Field(max_length=128)]] = Field(
-        default_factory=dict, max_length=8)
+        default_factory=dict, max_length=8,  # the schema states what the validator below accepts
+        json_schema_extra={"propertyNames": {"enum": sorted(NETWORK_OPTIONS)},
+                           "additionalProperties": {"type": "string", "pattern": "^([Tt][Rr][Uu][Ee])?$"}})
 
     _name = field_validator("name")(check_name)
 
@@ -99,7 +101,7 @@ class NetworkSpec(Strict):
         if unknown:
             raise ValueError(f"unsupported driver option(s) {', '.join(map(repr, unknown))}: shoal knows "
                              f"{', '.join(sorted(NETWORK_OPTIONS))}")
-        if ENCRYPTED in v and v[ENCRYPTED].strip().lower() not in _TRUE:
+        if ENCRYPTED in v and v[ENCRYPTED].lower() not in _TRUE:
             raise ValueError(f"option encrypted={v[ENCRYPTED]!r}: give `encrypted` alone (or encrypted=true); "
                              "leave it out for a network in the clear")
         return {ENCRYPTED: ""} if ENCRYPTED in v else {}
