@@ -82,7 +82,7 @@ class NetworkSpec(Strict):
     internal: bool = False
     options: dict[Annotated[str, Field(max_length=128)], Annotated[str, Field(max_length=128)]] = Field(
         default_factory=dict, max_length=8,  # the schema states what the validator below accepts
-        json_schema_extra={"propertyNames": {"enum": sorted(NETWORK_OPTIONS)},
+        json_schema_extra={"propertyNames": {"enum": [ENCRYPTED]},
                            "additionalProperties": {"type": "string", "pattern": "^([Tt][Rr][Uu][Ee])?$"}})
 
     _name = field_validator("name")(check_name)
