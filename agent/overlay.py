@@ -38,7 +38,7 @@ from agent import ipsec_plan
 from agent import overlay_plan as plan
 from agent.esp_user import Engine
 from agent.mesh import Listener
-from agent.netns import Forwarder, OverlayError, _shown, run, socket_in  # noqa: F401  (re-exported)
+from agent.netns import Forwarder, OverlayError, run, socket_in
 from agent.overlay_plan import Argv, Attachment, Peer
 from shoal import netkeys
 

@@ -128,7 +128,7 @@ ENGINE = """
 import asyncio, json, sys
 from agent import ipsec_plan
 from agent.esp_user import Engine
-from agent.overlay import run
+from agent.netns import run
 async def main():
     local, port, peer, peer_port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     engine = Engine(local, port)

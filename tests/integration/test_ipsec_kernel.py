@@ -150,7 +150,7 @@ ENGINE = """
 import asyncio, json, sys
 from agent import ipsec_plan
 from agent.esp_user import Engine
-from agent.overlay import run
+from agent.netns import run
 async def main():
     local, peer = sys.argv[1], sys.argv[2]
     engine = Engine(local, 4789)

@@ -5,7 +5,9 @@ a failover to another allocator instance keeps every allocation and never hands 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -46,12 +48,41 @@ def all_addresses(cp: ControlPlane) -> list[tuple[str, str]]:
     return used
 
 
-async def test_network_service_gets_addresses_vips_and_a_port_and_keeps_them_across_a_failover() -> None:
+class Failover:
+    """A running control plane and, on `take_over()`, a standby allocator with no memory replacing the active one."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+        self.standby: Allocator | None = None
+        self.runner: asyncio.Task[Any] | None = None
+
+    async def take_over(self) -> Allocator:
+        standby = self.standby = Allocator(self.cp.store, self.cp.bus, SystemClock(),
+                                           AllocatorSettings(instance="allocator-2", **FAST))
+        self.runner = asyncio.create_task(standby.run())
+        self.cp.allocator.stop()
+        await eventually(lambda: standby.leader.active, timeout=10, what="the standby allocator takes over")
+        return standby
+
+
+@contextlib.asynccontextmanager
+async def control_plane() -> AsyncIterator[Failover]:
     cp = ControlPlane()
     await cp.start()
-    standby: Allocator | None = None
-    runner: asyncio.Task[Any] | None = None
+    failover = Failover(cp)
     try:
+        yield failover
+    finally:
+        if failover.standby is not None:
+            failover.standby.stop()
+        if failover.runner is not None:
+            await asyncio.wait_for(failover.runner, 5)
+        await cp.close()
+
+
+async def test_network_service_gets_addresses_vips_and_a_port_and_keeps_them_across_a_failover() -> None:
+    async with control_plane() as failover:
+        cp = failover.cp
         net: Obj = {"id": new_id(), "spec": NetworkSpec.model_validate({"name": "back"}).wire(), "ipam": None}
         await cp.store.txn([t.create(Kind.NETWORK, net)])
         svc = await cp.create_service(web_service(net["id"], 3))
@@ -74,11 +105,7 @@ async def test_network_service_gets_addresses_vips_and_a_port_and_keeps_them_acr
         assert len(all_addresses(cp)) == len(set(all_addresses(cp))) == 3 * 2 + 2
 
         # Failover: the active allocator goes away; a standby with no memory takes over.
-        standby = Allocator(cp.store, cp.bus, SystemClock(), AllocatorSettings(instance="allocator-2", **FAST))
-        runner = asyncio.create_task(standby.run())
-        cp.allocator.stop()
-        await eventually(lambda: standby is not None and standby.leader.active, timeout=10,
-                         what="the standby allocator takes over")
+        standby = await failover.take_over()
         svc = await cp.update_service(scaled(cp.store.mem.get(Kind.SERVICE, svc["id"]), 6))
         await eventually(lambda: converged(cp, svc, 6), timeout=20, what="6 running replicas after the failover")
         other = await cp.create_service(web_service(net["id"], 1, name="api"))
@@ -92,12 +119,6 @@ async def test_network_service_gets_addresses_vips_and_a_port_and_keeps_them_acr
         used = all_addresses(cp)
         assert len(used) == len(set(used)) == 7 * 2 + 2 * 2
         assert standby.status()["inflight_writes"] == 0
-    finally:
-        if standby is not None:
-            standby.stop()
-        if runner is not None:
-            await asyncio.wait_for(runner, 5)
-        await cp.close()
 
 
 async def test_an_encrypted_network_gets_a_key_ring_kept_across_a_failover() -> None:
@@ -105,11 +126,8 @@ async def test_an_encrypted_network_gets_a_key_ring_kept_across_a_failover() -> 
     marks the encrypted network's attachments of the tasks, and a standby that takes over keeps the same ring
     (it rotates only when the newest key is 12 h old)."""
     from shoal import netkeys
-    cp = ControlPlane()
-    await cp.start()
-    standby: Allocator | None = None
-    runner: asyncio.Task[Any] | None = None
-    try:
+    async with control_plane() as failover:
+        cp = failover.cp
         plain: Obj = {"id": new_id(), "spec": NetworkSpec.model_validate({"name": "plain"}).wire(), "ipam": None}
         await cp.store.txn([t.create(Kind.NETWORK, plain)])
         await asyncio.sleep(0.3)
@@ -125,16 +143,6 @@ async def test_an_encrypted_network_gets_a_key_ring_kept_across_a_failover() -> 
         for task in cp.runnable(svc):
             marks = {a["network_id"]: a.get("encrypted", False) for a in task["networks"]}
             assert marks[sec["id"]] is True and sum(marks.values()) == 1  # the ingress attachment is not
-        standby = Allocator(cp.store, cp.bus, SystemClock(), AllocatorSettings(instance="allocator-2", **FAST))
-        runner = asyncio.create_task(standby.run())
-        cp.allocator.stop()
-        await eventually(lambda: standby is not None and standby.leader.active, timeout=10,
-                         what="the standby allocator takes over")
+        await failover.take_over()
         await asyncio.sleep(0.5)
         assert cp.store.mem.get(Kind.NETKEYS, netkeys.KEYS_ID)["keys"] == ring["keys"]
-    finally:
-        if standby is not None:
-            standby.stop()
-        if runner is not None:
-            await asyncio.wait_for(runner, 5)
-        await cp.close()

@@ -20,6 +20,7 @@ from services.raftstore import access
 from shoal import endpoints, netkeys
 from shoal.errors import PermissionDenied
 from shoal.models.network_spec import NetworkSpec, is_encrypted
+from tests.tools.fake_iproute import recording_overlay
 
 _counter = itertools.count(1)
 
@@ -164,14 +165,8 @@ async def test_the_overlay_secures_peers_before_sending_them_frames(tmp_path: An
     installed; without keys, or on a kernel without ESP, none (never plaintext); a rotation runs the no-loss
     transition; a container of an encrypted network on a node without ESP fails naming what is missing."""
     from agent import overlay as overlay_mod
-    ran: list[str] = []
-
-    async def fake_run(argv: list[str], *, check: bool = True) -> str:
-        ran.append(" ".join(argv))
-        return ""
-    monkeypatch.setattr(overlay_mod, "run", fake_run)
-    ov = overlay_mod.Overlay(tmp_path, node_id=lambda: "node1", addr="127.0.0.2")
-    ov.missing, ov.ipsec_missing, ov.esp_mode = [], [], "kernel"
+    ov, ran = recording_overlay(tmp_path, monkeypatch)
+    ov.ipsec_missing, ov.esp_mode = [], "kernel"
     net = ov.nets["sec"] = overlay_mod._Net("sec", plan.ns_name("node1", "sec"))
     svc = {"id": "s", "name": "web", "mode": "dnsrr", "networks": ["sec"], "vips": [], "ports": [],
            "backends": [{"task_id": "b", "node_id": "n2", "node_addr": "127.0.0.3", "addresses": {"sec": "10.0.0.4"},
@@ -226,7 +221,7 @@ async def test_the_overlay_secures_peers_before_sending_them_frames(tmp_path: An
 
 
 def test_a_failing_sa_command_never_shows_its_key() -> None:
-    from agent.overlay import _shown
+    from agent.netns import _shown
     sa = ipsec_plan.SA("10.0.0.1", "10.0.0.2", 0x1234, "ab" * 20)
     shown = " ".join(_shown(sa.add()))
     assert "ab" * 20 not in shown and "aead rfc4106(gcm(aes)) <key> 128" in shown

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent import overlay_plan as plan
+from tests.tools.fake_iproute import recording_overlay
 
 NET = "net1"
 INGRESS = "ingress0"
@@ -128,14 +129,7 @@ async def test_the_overlay_applies_tables_as_diffs(tmp_path: Any, monkeypatch: A
     test_docker_overlay.py): a table adds the remote tasks' entries and the VIPs once, the same table again runs
     nothing, a task gone from the table has its entries deleted."""
     from agent import overlay as overlay_mod
-    ran: list[str] = []
-
-    async def fake_run(argv: list[str], *, check: bool = True) -> str:
-        ran.append(" ".join(argv))
-        return ""
-    monkeypatch.setattr(overlay_mod, "run", fake_run)
-    ov = overlay_mod.Overlay(tmp_path, node_id=lambda: "node1", addr="127.0.0.2")
-    ov.missing = []
+    ov, ran = recording_overlay(tmp_path, monkeypatch)
     net = ov.nets[NET] = overlay_mod._Net(NET, plan.ns_name("node1", NET))
     t = table()
     t["services"][0]["ports"] = []  # no balancers (they would listen inside a real namespace)
