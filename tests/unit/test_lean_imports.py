@@ -44,3 +44,12 @@ def test_entry_points_do_not_import_cryptography(entry: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("entry", [*LEAN, "services.raftstore.__main__"])
+def test_entry_points_do_not_import_pydantic_settings(entry: str) -> None:
+    """shoal.config.EnvSettings reads SHOAL_* on plain pydantic models (~1.3 MiB a process saved)."""
+    code = f"import sys, {entry}\nprint(sorted(m for m in ('pydantic_settings', 'dotenv') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
