@@ -32,15 +32,17 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import ipsec_plan
 from agent import overlay_plan as plan
-from agent.esp_user import Engine
 from agent.mesh import Listener
 from agent.netns import Forwarder, OverlayError, run, socket_in
 from agent.overlay_plan import Argv, Attachment, Peer
 from shoal import netkeys
+
+if TYPE_CHECKING:  # cryptography's AES-GCM, loaded only when an agent encrypts in userspace
+    from agent.esp_user import Engine
 
 log = logging.getLogger(__name__)
 
@@ -417,6 +419,8 @@ class Overlay:
                     cmds = []
                     if want is not None:
                         if self.engine is None:
+                            from agent.esp_user import Engine
+
                             self.engine = Engine(local, local_port)
                         await self.engine.set_peer(peer, want, run)
                 for argv in cmds:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shoal.config import split_list
+from shoal.config import EnvSettings, split_list
 
 DEFAULT_PORT = 4331
 
 
-class AgentSettings(BaseSettings):
+class AgentSettings(EnvSettings):
     """`SHOAL_DISPATCHERS` — comma-separated dispatcher URLs (failover in order, starting at a random one);
     `SHOAL_STATE_DIR` — node id, task records and task logs (default `~/.shoal/agent/<hostname>`);
     `SHOAL_HOSTNAME` — the node's hostname (default: the machine's; distinct ones let several agents share
@@ -64,12 +63,10 @@ class AgentSettings(BaseSettings):
     `SHOAL_STATUS_INTERVAL` (at most one status report per this many seconds, the first of a burst at once;
     0.1)."""
 
-    model_config = SettingsConfigDict(env_prefix="SHOAL_", extra="ignore")
-
-    dispatchers: Annotated[list[str], NoDecode] = ["http://127.0.0.1:4324"]
+    dispatchers: list[str] = ["http://127.0.0.1:4324"]
     state_dir: Path | None = None
     hostname: str = Field(default_factory=socket.gethostname)
-    executors: Annotated[list[str], NoDecode] = ["process"]
+    executors: list[str] = ["process"]
     docker_host: str = "unix:///var/run/docker.sock"
     docker_publish_ip: str = ""
     overlay: bool = True
@@ -84,8 +81,8 @@ class AgentSettings(BaseSettings):
     exit_grace: float = 5.0
     cert_dir: Path | None = None
     join_token: str = ""
-    ca_urls: Annotated[list[str], NoDecode] = []
-    manager_components: Annotated[list[str], NoDecode] = []
+    ca_urls: list[str] = []
+    manager_components: list[str] = []
     cluster_id: str = "default"
     cgroup_root: str = ""
     reconcile_interval: float = 5.0

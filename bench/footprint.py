@@ -51,13 +51,23 @@ def _kib(path: str, key: str) -> int:
     return 0
 
 
+def maps_cryptography(pid: int) -> bool:
+    """Whether the process has cryptography's library mapped (it loads it only to sign, make keys or seal)."""
+    try:
+        return "cryptography" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 def measure(agents: int, hollow_nodes: int, settle: float, data_dir: Path,
             env: dict[str, str] | None = None) -> dict[str, tuple[int, int, int]]:
-    """name -> (RSS, RssAnon, Pss) in bytes."""
+    """name -> (RSS, RssAnon, Pss) in bytes; prints the processes that loaded cryptography."""
     cluster = LocalCluster(data_dir, agents=agents, hollow_nodes=hollow_nodes, extra_env=env)
     try:
         cluster.start(timeout=max(120.0, hollow_nodes * 0.5))
         time.sleep(settle)
+        loaded = sorted(name for name, pid in cluster.pids().items() if maps_cryptography(pid))
+        print(f"  cryptography loaded in: {', '.join(loaded) or 'none'}", flush=True)
         return {name: (rss_bytes(pid), _kib(f"/proc/{pid}/status", "RssAnon"),
                        _kib(f"/proc/{pid}/smaps_rollup", "Pss")) for name, pid in cluster.pids().items()}
     finally:

@@ -10,9 +10,11 @@ import datetime as dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 from shoal import pki
 from shoal.ids import new_id
@@ -35,6 +37,7 @@ class Signer:
 
     @classmethod
     def load(cls, root_pem: bytes, key_pem: bytes) -> Signer:
+        from cryptography import x509
         root = pki.load_cert(root_pem)
         orgs = root.subject.get_attributes_for_oid(x509.oid.NameOID.ORGANIZATION_NAME)
         return cls(root, pki.load_key(key_pem), str(orgs[0].value) if orgs else "")

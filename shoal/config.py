@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+from typing import Any, ClassVar
 
-from pydantic import field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 
 def split_list(v: object) -> object:
@@ -14,14 +14,34 @@ def split_list(v: object) -> object:
     return v
 
 
-class CommonSettings(BaseSettings):
+class EnvSettings(BaseModel):
+    """A settings model read from the environment: each field from `SHOAL_<FIELD>` (the name in any case),
+    keyword arguments in place of their variables, unknown names ignored, defaults validated too. What shoal
+    used of pydantic-settings, on a plain pydantic model: that package cost ~1.3 MiB of resident memory in every
+    process (docs/performance.md "Footprint"). Values are validated as pydantic validates any input string
+    (`"true"`/`"1"` for a bool, a number for a float), so a bad value fails at start with pydantic's message
+    naming the field; comma-separated lists are split by the fields' own validators (`split_list`)."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True)
+    env_prefix: ClassVar[str] = "SHOAL_"
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**self.from_environment(), **values})
+
+    @classmethod
+    def from_environment(cls) -> dict[str, str]:
+        """The fields' values the environment gives (variable names compared without case)."""
+        env = {k.lower(): v for k, v in os.environ.items()}
+        prefix = cls.env_prefix.lower()
+        return {name: env[prefix + name] for name in cls.model_fields if prefix + name in env}
+
+
+class CommonSettings(EnvSettings):
     """`SHOAL_NATS_URL`, `SHOAL_STORE_MEMBERS` (comma-separated URLs), `SHOAL_HOST`, `SHOAL_PORT`,
     `SHOAL_CERT_DIR` (the process's certificate directory; every process requires one)."""
 
-    model_config = SettingsConfigDict(env_prefix="SHOAL_", extra="ignore")
-
     nats_url: str = "nats://127.0.0.1:4222"
-    store_members: Annotated[list[str], NoDecode] = ["http://127.0.0.1:4301"]
+    store_members: list[str] = ["http://127.0.0.1:4301"]
     host: str = "127.0.0.1"
     port: int = 0
     instance: str = ""  # an instance name for logs, metrics and leases; defaults to host:port
@@ -30,12 +50,11 @@ class CommonSettings(BaseSettings):
     cert_dir: str = ""
     #: the CA services (`https://host:port`, comma-separated) a process joins through and renews its
     #: certificate with (SHOAL_CA_URLS)
-    ca_urls: Annotated[list[str], NoDecode] = []
+    ca_urls: list[str] = []
 
     _split = field_validator("store_members", "ca_urls", mode="before")(split_list)
 
     def instance_name(self, role: str) -> str:
-        import os
         import socket
 
         return self.instance or f"{role}@{socket.gethostname()}:{self.port or os.getpid()}"

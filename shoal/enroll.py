@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from shoal import pki, transport
+from shoal import certread, pki, transport
 from shoal.clock import Clock, SystemClock
 from shoal.transport import Credentials
 
@@ -218,15 +218,28 @@ def root_poll_interval() -> float:
         return DEFAULT_ROOT_POLL
 
 
-def roots_decision(cert_pem: bytes, roots_on_disk: bytes, roots_now: bytes) -> str:
+def roots_decision(cert_pem: bytes, roots_on_disk: bytes, roots_now: bytes,
+                   issued: Callable[[bytes], bool] | None = None) -> str:
     """What a process does with the CA's current roots: "renew" when its certificate was not issued by the
     current (first) root — a root rotation began; "roots" when only the trusted set changed (the old root was
-    dropped): rewrite the root file; "" otherwise."""
-    current = pki.load_certs(roots_now) if roots_now.strip() else []
-    if not current:
+    dropped): rewrite the root file; "" otherwise. `issued(root_pem)`: whether that root signed the
+    certificate (default: `pki.issued_by` on `cert_pem`; a running process passes `transport.chains_to`, which
+    needs no `cryptography`)."""
+    if not roots_now.strip():
         return ""
-    if not pki.issued_by(pki.load_cert(cert_pem), current[0]):
-        return "renew"
+    if issued is None:
+        current = pki.load_certs(roots_now)
+        if not current:
+            return ""
+        if not pki.issued_by(pki.load_cert(cert_pem), current[0]):
+            return "renew"
+    else:
+        try:
+            first = certread.pem_to_der(roots_now)[0]
+        except certread.CertError as e:
+            raise pki.PKIError(f"pki: not a PEM certificate bundle: {e}") from None
+        if not issued(ssl.DER_cert_to_PEM_cert(first).encode()):
+            return "renew"
     return "roots" if roots_now.strip() != roots_on_disk.strip() else ""
 
 
@@ -288,8 +301,8 @@ class Renewer:
         return True
 
     def next_renewal(self) -> float:
-        cert = pki.load_cert(self.creds.cert_file.read_bytes())
-        return pki.renew_at(cert, self.rng.uniform(0.5, 0.8))
+        ident = pki.identity_of_pem(self.creds.cert_file.read_bytes())  # without cryptography (shoal.certread)
+        return pki.renew_at(ident, self.rng.uniform(0.5, 0.8))
 
     async def check_roots(self) -> bool:
         """True when the certificate must be renewed now for a new root; rewrites the root file when only the
@@ -299,7 +312,8 @@ class Renewer:
         if roots is None:
             return False
         try:
-            decision = roots_decision(self.creds.cert_file.read_bytes(), self.creds.roots_pem, roots)
+            decision = roots_decision(self.creds.cert_file.read_bytes(), self.creds.roots_pem, roots,
+                                      lambda root: transport.chains_to(self.creds, root))
         except (OSError, pki.PKIError) as e:
             log.info("renew: cannot compare the roots: %s", e)
             return False

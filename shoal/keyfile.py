@@ -22,9 +22,10 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 from shoal import pki
 
@@ -49,6 +50,7 @@ def is_encrypted(pem: bytes) -> bool:
 
 
 def encrypt(plain_pem: bytes, kek: bytes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
     key = _load(plain_pem, None)
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.BestAvailableEncryption(password(kek)))
@@ -84,6 +86,8 @@ def write(path: Path, plain_pem: bytes, kek: bytes | None) -> None:
 
 
 def _load(pem: bytes, pw: bytes | None) -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
     try:
         key = serialization.load_pem_private_key(pem, password=pw)
     except TypeError as e:  # encrypted without a password, or a password for a plain key

@@ -20,12 +20,13 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from shoal import certread
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 MANAGER = "swarm-manager"
 WORKER = "swarm-worker"
@@ -79,15 +80,19 @@ class Identity:
 # ---- keys and encoding ----------------------------------------------------------------------------------------
 def new_key() -> ec.EllipticCurvePrivateKey:
     """An ECDSA P-256 key (SwarmKit's default)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
 def load_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
     key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise PKIError("pki: the key is not an ECDSA key")
@@ -95,10 +100,12 @@ def load_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
+    from cryptography.hazmat.primitives import serialization
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def load_cert(pem: bytes) -> x509.Certificate:
+    from cryptography import x509
     try:
         return x509.load_pem_x509_certificate(pem)
     except ValueError as e:
@@ -106,6 +113,7 @@ def load_cert(pem: bytes) -> x509.Certificate:
 
 
 def load_certs(pem: bytes) -> list[x509.Certificate]:
+    from cryptography import x509
     try:
         return x509.load_pem_x509_certificates(pem)
     except ValueError as e:
@@ -123,6 +131,9 @@ def create_root(cluster_id: str, now: float, *, key: ec.EllipticCurvePrivateKey 
     """A self-signed root CA for the cluster (CN `swarm-ca`, as SwarmKit's). A rotated root gets a name of its
     own (`rotated_root_name`): OpenSSL picks an issuer by name and does not try a second root of the same name
     whose signature would match, so two trusted roots of one name would refuse half of the certificates."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
     key = key or new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster_id)])
@@ -149,6 +160,8 @@ def cross_sign(new_root: x509.Certificate, old_root: x509.Certificate,
                old_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
     """`new_root`'s subject and key, signed by the old root: nodes that trust only the old root trust
     certificates of the new one through it during a root rotation (SwarmKit's CrossSignCACertificate)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
     return (
         x509.CertificateBuilder().subject_name(new_root.subject).issuer_name(old_root.subject)
         .public_key(new_root.public_key()).serial_number(x509.random_serial_number())
@@ -161,6 +174,7 @@ def cross_sign(new_root: x509.Certificate, old_root: x509.Certificate,
 def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """True when `issuer`'s key signed `cert` (an old and a new root share their subject: the signature
     tells them apart)."""
+    from cryptography.exceptions import InvalidSignature
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
@@ -170,6 +184,7 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 def root_digest(root: x509.Certificate) -> str:
     """The root's SHA-256 digest in base 36, as a join token carries it."""
+    from cryptography.hazmat.primitives import serialization
     return _base36(int.from_bytes(hashlib.sha256(root.public_bytes(serialization.Encoding.DER)).digest(), "big"),
                    50)
 
@@ -177,6 +192,9 @@ def root_digest(root: x509.Certificate) -> str:
 # ---- CSRs and issuing -------------------------------------------------------------------------------------------
 def make_csr(key: ec.EllipticCurvePrivateKey) -> bytes:
     """A CSR for `key`. Its subject says nothing: the CA decides the identity (SwarmKit ignores it too)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shoal-csr")]))
            .sign(key, hashes.SHA256()))
@@ -184,6 +202,8 @@ def make_csr(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def parse_csr(pem: bytes | str) -> x509.CertificateSigningRequest:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
     data = pem.encode() if isinstance(pem, str) else pem
     if len(data) > 16_384:
         raise PKIError("pki: the CSR is larger than 16 KiB")
@@ -200,6 +220,7 @@ def parse_csr(pem: bytes | str) -> x509.CertificateSigningRequest:
 
 
 def _san_entries(component: str, role: str, node_id: str, hosts: tuple[str, ...]) -> list[x509.GeneralName]:
+    from cryptography import x509
     names: list[x509.GeneralName] = [
         x509.UniformResourceIdentifier(COMPONENT_URN + component),
         x509.RFC822Name(f"{component}@{role}.shoal"),
@@ -222,6 +243,10 @@ def issue(csr: x509.CertificateSigningRequest, *, ca_cert: x509.Certificate, ca_
           lifetime: dt.timedelta = DEFAULT_CERT_LIFETIME, hosts: tuple[str, ...] = ()) -> x509.Certificate:
     """A node certificate for the CSR's key. The identity comes from the arguments, never from the CSR.
     `hosts`: the addresses and names clients dial this process by (IP or DNS SANs)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
     if role not in ROLES:
         raise PKIError(f"pki: unknown role {role!r}; roles are {sorted(ROLES)}")
     if component not in COMPONENTS:
@@ -252,28 +277,15 @@ def issue(csr: x509.CertificateSigningRequest, *, ca_cert: x509.Certificate, ca_
 
 def identity_of(cert: x509.Certificate) -> Identity:
     """The identity a certificate names (its chain must already be verified by TLS)."""
-    def one(oid: x509.ObjectIdentifier) -> str:
-        attrs = cert.subject.get_attributes_for_oid(oid)
-        return str(attrs[0].value) if attrs else ""
+    from cryptography.hazmat.primitives import serialization
 
-    component = ""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
-            if uri.startswith(COMPONENT_URN):
-                component = uri.removeprefix(COMPONENT_URN)
-                break
-    except x509.ExtensionNotFound:
-        pass
-    return Identity(node_id=one(NameOID.COMMON_NAME), role=one(NameOID.ORGANIZATIONAL_UNIT_NAME),
-                    cluster_id=one(NameOID.ORGANIZATION_NAME), component=component,
-                    not_before=cert.not_valid_before_utc.timestamp(), not_after=cert.not_valid_after_utc.timestamp(),
-                    serial=cert.serial_number)
+    return identity_of_der(cert.public_bytes(serialization.Encoding.DER))
 
 
 def hosts_of(cert: x509.Certificate) -> tuple[str, ...]:
     """The addresses and names a certificate was issued for (its IP and DNS SANs but the node id and role),
     so a renewal carries the same ones."""
+    from cryptography import x509
     ident = identity_of(cert)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -285,11 +297,31 @@ def hosts_of(cert: x509.Certificate) -> tuple[str, ...]:
 
 
 def identity_of_der(der: bytes) -> Identity:
-    return identity_of(x509.load_der_x509_certificate(der))
+    """The identity a DER certificate names, read without `cryptography` (shoal.certread: a running process
+    reads every peer's certificate and its own, and needs nothing else of that library); raises PKIError."""
+    try:
+        fields = certread.read_der(der)
+    except certread.CertError as e:
+        raise PKIError(f"pki: cannot read the certificate: {e}") from None
+    component = next((u.removeprefix(COMPONENT_URN) for u in fields.uris if u.startswith(COMPONENT_URN)), "")
+    return Identity(node_id=fields.subject.get(certread.OID_CN, ""), role=fields.subject.get(certread.OID_OU, ""),
+                    cluster_id=fields.subject.get(certread.OID_O, ""), component=component,
+                    not_before=fields.not_before, not_after=fields.not_after, serial=fields.serial)
 
 
-def renew_at(cert: x509.Certificate, fraction: float) -> float:
+def identity_of_pem(pem: bytes) -> Identity:
+    """The identity of the first certificate in `pem` (a certificate file), without `cryptography`."""
+    try:
+        der = certread.pem_to_der(pem)[0]
+    except certread.CertError as e:
+        raise PKIError(f"pki: not a PEM certificate: {e}") from None
+    return identity_of_der(der)
+
+
+def renew_at(cert: x509.Certificate | Identity, fraction: float) -> float:
     """When to renew: `fraction` (SwarmKit draws 0.5-0.8 at random) of the way through the validity."""
+    if isinstance(cert, Identity):
+        return cert.not_before + fraction * (cert.not_after - cert.not_before)
     start = cert.not_valid_before_utc.timestamp()
     return start + fraction * (cert.not_valid_after_utc.timestamp() - start)
 

@@ -407,7 +407,7 @@ class Supervisor:
         while ca_urls and not self._stop.is_set():
             try:
                 creds = transport.Credentials(cert_dir)
-                at = pki.renew_at(pki.load_cert(creds.cert_file.read_bytes()), random.uniform(0.5, 0.8))
+                at = pki.renew_at(creds.identity, random.uniform(0.5, 0.8))
             except (transport.TransportError, OSError, pki.PKIError) as e:
                 log.warning("nats certificate unreadable (%s)", e)
                 return

@@ -113,7 +113,7 @@ class Credentials:
 
     def _read_identity(self) -> Identity:
         try:
-            return pki.identity_of(pki.load_cert(self.cert_file.read_bytes()))
+            return pki.identity_of_pem(self.cert_file.read_bytes())
         except (OSError, pki.PKIError) as e:
             raise TransportError(f"transport: cannot read {self.cert_file}: {e}") from None
 
@@ -510,6 +510,41 @@ def sync_http_client(creds: Credentials | None, *, timeout: float = 10.0, base_u
 
     return httpx.Client(timeout=timeout, base_url=base_url, verify=creds.context("client"),
                         event_hooks={"response": [hook]})
+
+
+def chains_to(creds: Credentials, root_pem: bytes) -> bool:
+    """True when `root_pem` (one certificate) signed this process's certificate, checked by OpenSSL: a TLS
+    handshake between two memory buffers, the process's own certificate and key on one side and only that
+    root trusted on the other (the ssl module's one way to verify a certificate). A running process then needs
+    no `cryptography` for its root polls (shoal.enroll.Renewer; docs/performance.md "Footprint"). A
+    certificate out of its validity does not verify either."""
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    client.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the root given is the anchor, self-signed or not
+    try:
+        server.load_cert_chain(creds.cert_file, creds.key_file, password=creds._password())
+        client.load_verify_locations(cadata=root_pem.decode())
+    except (OSError, ssl.SSLError, ValueError):
+        return False
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    sides = [client.wrap_bio(c_in, c_out), server.wrap_bio(s_in, s_out, server_side=True)]
+    done = [False, False]
+    for _ in range(8):
+        for i, side in enumerate(sides):
+            if not done[i]:
+                try:
+                    side.do_handshake()
+                    done[i] = True
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLError:
+                    return False
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+        if all(done):
+            return True
+    return False
 
 
 # ---- raft peers ------------------------------------------------------------------------------------------------

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
 
 from shoal.config import CommonSettings, split_list
 
@@ -36,7 +33,7 @@ class GatewaySettings(CommonSettings):
     member_status_timeout: float = 2.0
     ready_probe_interval: float = 2.0
     ca_timeout: float = 5.0
-    dispatcher_urls: Annotated[list[str], NoDecode] = []
+    dispatcher_urls: list[str] = []
     ui: bool = True
     ui_max_clients: int = Field(32, ge=1, le=1024)
     ui_interval: float = Field(1.0, gt=0, le=60)
