@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.dispatcher import core
 from services.dispatcher.core import (
     AssignmentStream,
     Liveness,
@@ -330,3 +331,35 @@ def test_time_the_dispatcher_could_not_listen_is_not_counted_as_silence() -> Non
     # stalls older than the grace window no longer excuse silence
     assert stalls.allowance(51.0 + window + 0.01, window) == 2.5
     assert stalls.allowance(55.0 + window + 0.01, window) == 0.0
+
+
+# ---- mass expiry (core.Disruption) ---------------------------------------------------------------------------
+
+def _silent(n: int) -> list[dict[str, Any]]:
+    return [{"id": f"n{i:03d}"} for i in range(n)]
+
+
+def test_a_few_silent_nodes_all_go_down_at_once() -> None:
+    d = core.Disruption()
+    assert d.limit(_silent(5), 100, 0.0, 5.0) == _silent(5)  # 5 % silent: each is judged alone
+    assert d.limit(_silent(9), 9, 0.0, 5.0) == _silent(9)  # all of a small cluster: no damping under 10 nodes
+    assert not d.active
+
+
+def test_most_nodes_silent_at_once_go_down_a_tenth_per_period() -> None:
+    d = core.Disruption()
+    silent = _silent(80)
+    first = d.limit(silent, 100, 0.0, 5.0)
+    assert d.active and len(first) == 10  # a tenth of the 100 READY nodes
+    assert d.limit(silent[10:], 90, 1.0, 5.0) == []  # the period's budget is spent
+    assert len(d.limit(silent[10:], 90, 5.0, 5.0)) == 9  # a new period: a tenth of the 90 READY
+    # the heartbeats came back: only 3 of 81 silent, no longer a disruption, those go at once
+    assert d.limit(silent[:3], 81, 6.0, 5.0) == silent[:3] and not d.active
+
+
+def test_damped_marks_go_to_the_longest_silent_first() -> None:
+    d = core.Disruption()
+    silent = _silent(60)
+    deadlines = {n["id"]: 100.0 - i for i, n in enumerate(silent)}  # the last ones are silent longest
+    chosen = d.limit(silent, 60, 0.0, 5.0, deadline=lambda n: deadlines[n["id"]])
+    assert [n["id"] for n in chosen] == [f"n{i:03d}" for i in range(59, 53, -1)]
