@@ -43,7 +43,7 @@ class HollowNodes:
     down."""
 
     def __init__(self, base: AgentSettings, nodes: int, root: Path, *, prefix: str = "hollow",
-                 join_concurrency: int = 8) -> None:
+                 join_concurrency: int = 32) -> None:
         self.settings = [node_settings(base, root, prefix, i) for i in range(1, nodes + 1)]
         self.agents: list[Agent] = []
         self._runs: list[asyncio.Task[None]] = []
@@ -100,7 +100,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nodes", type=int, required=True, help="how many hollow nodes")
     p.add_argument("--state-root", type=Path, required=True, help="a directory per node is made under it")
     p.add_argument("--prefix", default="hollow", help="node hostnames are <prefix>-<i> (default hollow)")
-    p.add_argument("--join-concurrency", type=int, default=8, help="joins in flight at once (default 8)")
+    p.add_argument("--join-concurrency", type=int, default=32,
+                   help="joins in flight at once (default 32; the CA signs 4 at a time and queues the rest)")
     a = p.parse_args(argv)
     if a.nodes < 1:
         p.error("--nodes must be at least 1")

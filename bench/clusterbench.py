@@ -18,6 +18,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import httpx
 
 from shoal import transport
+from shoal.scale import write_scale
 from shoal.supervisor import Layout, Supervisor
 from tests.e2e.harness import free_base_port
 
@@ -56,8 +57,13 @@ class LocalCluster:
     """`shoal up` on free ports under `data_dir`: `agents` agent processes and `hollow_nodes` hollow nodes."""
 
     def __init__(self, data_dir: Path, *, agents: int = 0, hollow_nodes: int = 0,
-                 heartbeat_period: float = 5.0, extra_env: dict[str, str] | None = None) -> None:
+                 heartbeat_period: float = 5.0, extra_env: dict[str, str] | None = None,
+                 dispatchers: int = 1) -> None:
         base = free_base_port()
+        self.dispatchers = dispatchers
+        if dispatchers > 1:  # `shoal up --scale dispatcher=N`: the extra instances join and start after the rest
+            data_dir.mkdir(parents=True, exist_ok=True)
+            write_scale(data_dir, {"dispatcher": dispatchers})
         self.layout = Layout(data_dir, base_port=base, gateway_port=base + 45, agents=agents,
                              hollow_nodes=hollow_nodes, heartbeat_period=heartbeat_period,
                              log_level="WARNING", extra_env=extra_env or {})
@@ -68,6 +74,12 @@ class LocalCluster:
     def start(self, timeout: float) -> LocalCluster:
         self.sup.start()
         self.sup.wait_healthy(timeout)
+        deadline = time.monotonic() + timeout
+        while self.dispatchers > 1 and sum(1 for n in self.pids() if n.startswith("dispatcher")) < self.dispatchers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.pids()} run: the extra dispatchers did not start "
+                                   f"({self.sup.scale_problem})")
+            time.sleep(0.5)
         return self
 
     def stop(self) -> None:

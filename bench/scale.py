@@ -46,10 +46,15 @@ def running_total(cluster: LocalCluster) -> tuple[int, int]:
     return sum(s["status"]["running"] for s in items), sum(s["status"]["desired"] for s in items)
 
 
+def dispatchers_pct(pct_by_process: dict[str, float]) -> float:
+    """The dispatchers' share summed (`dispatcher`, `dispatcher-2`, ...)."""
+    return sum(v for k, v in pct_by_process.items() if k.startswith("dispatcher"))
+
+
 def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data_dir: Path,
-        start_timeout: float | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"nodes": nodes, "tasks": tasks, "services": services}
-    cluster = LocalCluster(data_dir, agents=0, hollow_nodes=nodes, heartbeat_period=5.0)
+        start_timeout: float | None = None, dispatchers: int = 1) -> dict[str, Any]:
+    out: dict[str, Any] = {"nodes": nodes, "tasks": tasks, "services": services, "dispatchers": dispatchers}
+    cluster = LocalCluster(data_dir, agents=0, hollow_nodes=nodes, heartbeat_period=5.0, dispatchers=dispatchers)
     t_start = time.perf_counter()
     try:
         cluster.start(timeout=start_timeout or max(180.0, nodes * 1.5))
@@ -61,8 +66,8 @@ def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data
             time.sleep(idle)
             c1 = cluster.cpu()
             out["idle_cpu_pct"] = {k: 100 * (c1[k] - c0.get(k, 0.0)) / idle for k in c1}
-            print(f"idle {idle:.0f} s with {nodes} nodes heartbeating every 5 s: dispatcher "
-                  f"{out['idle_cpu_pct'].get('dispatcher', 0):.1f} % of a core, hollow-agents "
+            print(f"idle {idle:.0f} s with {nodes} nodes heartbeating every 5 s: {dispatchers} dispatcher(s) "
+                  f"{dispatchers_pct(out['idle_cpu_pct']):.1f} % of a core, hollow-agents "
                   f"{out['idle_cpu_pct'].get('hollow-agents', 0):.1f} % (load {loadavg()})", flush=True)
         rss0 = cluster.rss()
         cpu0 = cluster.cpu()
@@ -106,7 +111,9 @@ def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data
 
 
 def report(r: dict[str, Any], core: float | None) -> None:
-    print(f"\n{r['nodes']} hollow nodes, {r['tasks']} replicas in {r['services']} services (load {loadavg()})")
+    print(f"\n{r['nodes']} hollow nodes, {r['tasks']} replicas in {r['services']} services, {r['dispatchers']} "
+          f"dispatcher(s) (load {loadavg()})")
+    print(f"  cluster ready (every node joined and READY) in {r['cluster_ready_s']:.1f} s")
     state = "TIMED OUT at " if r.get("timed_out") else ""
     print(f"  {state}{r['running']}/{r['tasks']} RUNNING in {r['seconds']:.1f} s: {r['tasks_per_s']:.0f} tasks/s")
     print(f"  raft entries {r['raft_entries']} ({r['raft_entries_per_s']:.0f}/s), WAL +{mib(r['wal_bytes'])}, "
@@ -135,14 +142,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--timeout", type=float, default=600.0, help="give up waiting for RUNNING after this")
     p.add_argument("--start-timeout", type=float, help="seconds for every node to be READY (default 1.5 s a node)")
     p.add_argument("--data-dir", type=Path, help="keep the cluster's data here (default: a temporary dir)")
+    p.add_argument("--dispatchers", type=int, default=1,
+                   help="dispatcher instances (`shoal up --scale dispatcher=N`); the nodes spread over them")
     a = p.parse_args(argv)
     print(f"scale: {a.nodes} hollow nodes, {a.tasks} tasks, {a.services} services (load {loadavg()})", flush=True)
     core = scheduler_core_seconds(a.nodes, a.tasks)
     if a.data_dir is not None:
-        r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, a.data_dir, a.start_timeout)
+        r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, a.data_dir, a.start_timeout, a.dispatchers)
     else:
         with tempfile.TemporaryDirectory(prefix="shoal-bench-scale-") as tmp:
-            r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, Path(tmp), a.start_timeout)
+            r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, Path(tmp), a.start_timeout, a.dispatchers)
     r["core_seconds"] = core
     report(r, core)
     return r

@@ -243,7 +243,8 @@ class Layout:
                 env["SHOAL_JOIN_TOKEN"] = ids.worker_token
             specs.append(ProcSpec(name, [py, "-m", "agent"], env, self.url_of(name) + "/healthz"))
         if self.hollow_nodes:
-            env = {**common, "SHOAL_DISPATCHERS": self.url_of("dispatcher"),
+            env = {**common,  # the hollow nodes spread over every dispatcher, like the agents
+                   "SHOAL_DISPATCHERS": ",".join(self.url_of(d) for d in self.instances_of("dispatcher")),
                    "SHOAL_JOIN_TOKEN": ids.worker_token or ""}
             specs.append(ProcSpec(HOLLOW, [py, "-m", "agent.hollow", "--nodes", str(self.hollow_nodes),
                                            "--state-root", str(self.data_dir / "hollow"),
