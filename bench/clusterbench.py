@@ -49,6 +49,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def family(pid: int) -> list[int]:
+    """`pid` and its live descendants (/proc/<pid>/task/<tid>/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return out
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
@@ -58,14 +72,15 @@ class LocalCluster:
 
     def __init__(self, data_dir: Path, *, agents: int = 0, hollow_nodes: int = 0,
                  heartbeat_period: float = 5.0, extra_env: dict[str, str] | None = None,
-                 dispatchers: int = 1) -> None:
+                 dispatchers: int = 1, hollow_processes: int = 1) -> None:
         base = free_base_port()
         self.dispatchers = dispatchers
         if dispatchers > 1:  # `shoal up --scale dispatcher=N`: the extra instances join and start after the rest
             data_dir.mkdir(parents=True, exist_ok=True)
             write_scale(data_dir, {"dispatcher": dispatchers})
         self.layout = Layout(data_dir, base_port=base, gateway_port=base + 45, agents=agents,
-                             hollow_nodes=hollow_nodes, heartbeat_period=heartbeat_period,
+                             hollow_nodes=hollow_nodes, hollow_processes=hollow_processes,
+                             heartbeat_period=heartbeat_period,
                              log_level="WARNING", extra_env=extra_env or {})
         self.sup = Supervisor(self.layout)
         self._admin: httpx.Client | None = None
@@ -107,10 +122,12 @@ class LocalCluster:
         return {name: c.pid for name, c in self.sup.children.items() if c.pid is not None and c.alive()}
 
     def rss(self) -> dict[str, int]:
-        return {name: rss_bytes(pid) for name, pid in self.pids().items()}
+        """Each process's RSS, its descendants' added (the hollow nodes' extra processes)."""
+        return {name: sum(rss_bytes(p) for p in family(pid)) for name, pid in self.pids().items()}
 
     def cpu(self) -> dict[str, float]:
-        return {name: cpu_seconds(pid) for name, pid in self.pids().items()}
+        """Each process's CPU seconds, its live descendants' added."""
+        return {name: sum(cpu_seconds(p) for p in family(pid)) for name, pid in self.pids().items()}
 
     def raft_status(self, i: int = 1) -> dict[str, Any]:
         r = self.manager.get(self.layout.raft_api(i) + "/v1/status")

@@ -33,6 +33,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from bench.clusterbench import LocalCluster, Sampler, dir_bytes, loadavg, mib, pct
 
+HOLLOW_PER_PROCESS = 250  # hollow nodes per process by default (agent/hollow.py --processes)
+
 
 def scheduler_core_seconds(nodes: int, tasks: int) -> float:
     """The scheduler's pure core placing `tasks` on `nodes` (the same case bench/scheduler.py runs)."""
@@ -52,9 +54,11 @@ def dispatchers_pct(pct_by_process: dict[str, float]) -> float:
 
 
 def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data_dir: Path,
-        start_timeout: float | None = None, dispatchers: int = 1) -> dict[str, Any]:
-    out: dict[str, Any] = {"nodes": nodes, "tasks": tasks, "services": services, "dispatchers": dispatchers}
-    cluster = LocalCluster(data_dir, agents=0, hollow_nodes=nodes, heartbeat_period=5.0, dispatchers=dispatchers)
+        start_timeout: float | None = None, dispatchers: int = 1, hollow_processes: int = 1) -> dict[str, Any]:
+    out: dict[str, Any] = {"nodes": nodes, "tasks": tasks, "services": services, "dispatchers": dispatchers,
+                           "hollow_processes": hollow_processes}
+    cluster = LocalCluster(data_dir, agents=0, hollow_nodes=nodes, heartbeat_period=5.0, dispatchers=dispatchers,
+                           hollow_processes=hollow_processes)
     t_start = time.perf_counter()
     try:
         cluster.start(timeout=start_timeout or max(180.0, nodes * 1.5))
@@ -113,7 +117,8 @@ def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data
 def report(r: dict[str, Any], core: float | None) -> None:
     print(f"\n{r['nodes']} hollow nodes, {r['tasks']} replicas in {r['services']} services, {r['dispatchers']} "
           f"dispatcher(s) (load {loadavg()})")
-    print(f"  cluster ready (every node joined and READY) in {r['cluster_ready_s']:.1f} s")
+    print(f"  cluster ready (every node joined and READY) in {r['cluster_ready_s']:.1f} s; the hollow nodes in "
+          f"{r['hollow_processes']} process(es)")
     state = "TIMED OUT at " if r.get("timed_out") else ""
     print(f"  {state}{r['running']}/{r['tasks']} RUNNING in {r['seconds']:.1f} s: {r['tasks_per_s']:.0f} tasks/s")
     print(f"  raft entries {r['raft_entries']} ({r['raft_entries_per_s']:.0f}/s), WAL +{mib(r['wal_bytes'])}, "
@@ -142,16 +147,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--timeout", type=float, default=600.0, help="give up waiting for RUNNING after this")
     p.add_argument("--start-timeout", type=float, help="seconds for every node to be READY (default 1.5 s a node)")
     p.add_argument("--data-dir", type=Path, help="keep the cluster's data here (default: a temporary dir)")
+    p.add_argument("--hollow-processes", type=int,
+                   help="processes the hollow nodes are split over (default: one per 250 nodes)")
     p.add_argument("--dispatchers", type=int, default=1,
                    help="dispatcher instances (`shoal up --scale dispatcher=N`); the nodes spread over them")
     a = p.parse_args(argv)
+    procs = a.hollow_processes or max(1, -(-a.nodes // HOLLOW_PER_PROCESS))
     print(f"scale: {a.nodes} hollow nodes, {a.tasks} tasks, {a.services} services (load {loadavg()})", flush=True)
     core = scheduler_core_seconds(a.nodes, a.tasks)
     if a.data_dir is not None:
-        r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, a.data_dir, a.start_timeout, a.dispatchers)
+        r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, a.data_dir, a.start_timeout, a.dispatchers, procs)
     else:
         with tempfile.TemporaryDirectory(prefix="shoal-bench-scale-") as tmp:
-            r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, Path(tmp), a.start_timeout, a.dispatchers)
+            r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, Path(tmp), a.start_timeout, a.dispatchers, procs)
     r["core_seconds"] = core
     report(r, core)
     return r

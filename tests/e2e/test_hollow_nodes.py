@@ -44,10 +44,13 @@ def test_hollow_nodes_join_with_their_own_identities_and_run_tasks(tmp_path: Pat
 
 
 def test_bench_scale_small_run_reaches_all_running() -> None:
-    r = scale.main(["--nodes", "5", "--tasks", "60", "--services", "2", "--idle", "2", "--timeout", "90"])
+    """Also the bench's two knobs: the hollow nodes split over 2 processes, and 2 dispatchers."""
+    r = scale.main(["--nodes", "6", "--tasks", "60", "--services", "2", "--idle", "2", "--timeout", "90",
+                    "--hollow-processes", "2", "--dispatchers", "2"])
     assert r["running"] == 60 and not r.get("timed_out")
     assert r["raft_entries"] > 0 and r["peak_rss"]["hollow-agents"] > 0
-    assert "dispatcher" in r["idle_cpu_pct"]
+    assert {"dispatcher", "dispatcher-2"} <= set(r["idle_cpu_pct"])
+    assert r["hollow_processes"] == 2
 
 
 def test_bench_footprint_small_run_reads_every_process() -> None:
