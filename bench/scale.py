@@ -22,6 +22,7 @@ time is the path rather than the algorithm."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -166,4 +167,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    # stopped with SIGTERM (or SIGINT, which a shell ignores for a background job): stop the cluster too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     main()
