@@ -106,10 +106,11 @@ class NodeExpiry:
         expired = self.disruption.limit(expired, ready, now, period,
                                         deadline=lambda n: self.liveness.deadline(n, period))
         if self.disruption.active and not was_disrupted:
-            self.metrics.inc("dispatcher_disruptions_total", help="passes that found most READY nodes silent at "
-                             "once (DOWN marks then go out at a tenth of the nodes per period)")
-            log.warning("dispatcher: %d of %d READY nodes are silent at once: marking them DOWN at most %.0f %% "
-                        "a period, keeping their sessions", silent, ready, 100 * self.disruption.rate)
+            self.metrics.inc("dispatcher_disruptions_total", help="mass silences: more than a fifth of the nodes "
+                             "silent within a grace window (DOWN marks then go out at a tenth of the nodes a period)")
+            log.warning("dispatcher: %d of %d READY nodes are silent (%d more marked DOWN within the grace): marking "
+                        "them DOWN at most %.0f %% a period, keeping their sessions", silent, ready,
+                        len(self.disruption.marks), 100 * self.disruption.rate)
         elif was_disrupted and not self.disruption.active:
             log.warning("dispatcher: the mass silence is over (%d of %d READY nodes silent)", silent, ready)
         if not self.disruption.active:
