@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from bench.clusterbench import LocalCluster, Sampler, dir_bytes, loadavg, mib, pct
 
-HOLLOW_PER_PROCESS = 250  # hollow nodes per process by default (agent/hollow.py --processes)
+HOLLOW_PER_PROCESS = 100  # hollow nodes per process by default (agent/hollow.py --processes)
 
 
 def scheduler_core_seconds(nodes: int, tasks: int) -> float:
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--start-timeout", type=float, help="seconds for every node to be READY (default 1.5 s a node)")
     p.add_argument("--data-dir", type=Path, help="keep the cluster's data here (default: a temporary dir)")
     p.add_argument("--hollow-processes", type=int,
-                   help="processes the hollow nodes are split over (default: one per 250 nodes)")
+                   help="processes the hollow nodes are split over (default: one per 100 nodes)")
     p.add_argument("--dispatchers", type=int, default=1,
                    help="dispatcher instances (`shoal up --scale dispatcher=N`); the nodes spread over them")
     a = p.parse_args(argv)
