@@ -331,8 +331,10 @@ class Stalls:
 #: a mass expiry (Disruption): at least this many nodes, more than this fraction of them silent within a grace
 DISRUPTION_MIN_READY = 10
 DISRUPTION_FRACTION = 0.2
-#: while disrupted, at most this fraction of the nodes is marked DOWN per heartbeat period
-DISRUPTION_RATE = 0.1
+#: while disrupted, at most this fraction of the nodes (at least one) is marked DOWN per heartbeat period; each
+#: mark replaces its node's tasks, which is what starved the run further (Kubernetes' secondary eviction rate is
+#: slower still: 0.01 nodes/s, none at all under 50 nodes)
+DISRUPTION_RATE = 0.02
 
 
 @dataclass
@@ -343,11 +345,11 @@ class Disruption:
     dispatcher or the path to it starved or cut off, one process hosting many agents starved: issue 13, a
     hundred hollow agents in one process at load 25, each DOWN mark replacing its tasks and the replacements
     starving everything further) than that many nodes failing together. Then DOWN marks go out at a secondary
-    rate — a tenth of the nodes per heartbeat period, the longest silent first — instead of all at once, and the
-    sessions of the nodes not marked are kept: heartbeats that arrive meanwhile save their nodes. A real mass
-    failure is still marked DOWN, within about ten periods instead of three. Marks count for a grace window, so
-    a starved host whose nodes expire over several passes is seen as one event, not as small ones. Times are the
-    caller's (wall clock, like `Liveness`)."""
+    rate — 2 % of the nodes per heartbeat period (at least one), the longest silent first — instead of all at
+    once, and the sessions of the nodes not marked are kept: heartbeats that arrive meanwhile save their nodes. A
+    real mass failure is still marked DOWN, at that rate (all of a cluster within 50 periods). Marks count for a
+    grace window, so a starved host whose nodes expire over several passes is seen as one event, not as small
+    ones. Times are the caller's (wall clock, like `Liveness`)."""
 
     min_ready: int = DISRUPTION_MIN_READY
     fraction: float = DISRUPTION_FRACTION

@@ -107,7 +107,7 @@ class NodeExpiry:
                                         deadline=lambda n: self.liveness.deadline(n, period))
         if self.disruption.active and not was_disrupted:
             self.metrics.inc("dispatcher_disruptions_total", help="mass silences: more than a fifth of the nodes "
-                             "silent within a grace window (DOWN marks then go out at a tenth of the nodes a period)")
+                             "silent within a grace window (DOWN marks then go out at 2 % of the nodes a period)")
             log.warning("dispatcher: %d of %d READY nodes are silent (%d more marked DOWN within the grace): marking "
                         "them DOWN at most %.0f %% a period, keeping their sessions", silent, ready,
                         len(self.disruption.marks), 100 * self.disruption.rate)

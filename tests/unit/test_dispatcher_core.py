@@ -346,8 +346,13 @@ def test_a_few_silent_nodes_all_go_down_at_once() -> None:
     assert not d.active
 
 
+def test_the_default_secondary_rate_is_two_percent_a_period_at_least_one() -> None:
+    assert len(core.Disruption().limit(_silent(80), 100, 0.0, 5.0)) == 2
+    assert len(core.Disruption().limit(_silent(12), 12, 0.0, 5.0)) == 1
+
+
 def test_most_nodes_silent_at_once_go_down_a_tenth_per_period() -> None:
-    d = core.Disruption()
+    d = core.Disruption(rate=0.1)
     silent = _silent(80)
     first = d.limit(silent, 100, 0.0, 5.0)
     assert d.active and len(first) == 10  # a tenth of the 100 nodes
@@ -362,7 +367,7 @@ def test_most_nodes_silent_at_once_go_down_a_tenth_per_period() -> None:
 def test_a_silence_spread_over_passes_is_one_event() -> None:
     """A starved host's nodes expire over several passes (their heartbeats were due at different times): the
     marks of the grace window count, so the second pass is damped even though it alone is a minority."""
-    d = core.Disruption()
+    d = core.Disruption(rate=0.1)
     assert len(d.limit(_silent(15), 100, 0.0, 5.0)) == 15  # 15 % at once: no disruption yet
     later = d.limit(_silent(40)[15:], 85, 1.25, 5.0)  # 25 more: 40 of 100 within the window
     assert d.active and later == []  # ceil(10 %) of 100 = 10, and 15 went this period already
@@ -370,7 +375,7 @@ def test_a_silence_spread_over_passes_is_one_event() -> None:
 
 
 def test_damped_marks_go_to_the_longest_silent_first() -> None:
-    d = core.Disruption()
+    d = core.Disruption(rate=0.1)
     silent = _silent(60)
     deadlines = {n["id"]: 100.0 - i for i, n in enumerate(silent)}  # the last ones are silent longest
     chosen = d.limit(silent, 60, 0.0, 5.0, deadline=lambda n: deadlines[n["id"]])
