@@ -14,7 +14,8 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import httpx
 
@@ -28,9 +29,14 @@ from shoal.pacing import Pacer
 from shoal.transport import expand_url, http_client, sni_extensions
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 8.0
+#: heartbeat periods a session outlives its last heartbeat at the dispatcher (SwarmKit's grace multiplier):
+#: a call that timed out is tried again within that window before the session is given up
+SESSION_GRACE_PERIODS = 3
+RETRY_INITIAL = 0.25  # the first retry of a slow call after 0.125-0.25 s, doubling up to a heartbeat period
 STATUS_BATCH = 1024  # SwarmKit's agent sends status updates in batches of 1024
 MAX_LOG_REQUESTS = 32  # answered at once (the dispatcher holds as many per node)
 
@@ -41,6 +47,13 @@ class SessionInvalid(Exception):
 
 class DispatcherUnavailable(Exception):
     """The dispatcher cannot serve (unreachable, 5xx, shutting down): try the next one."""
+
+
+class DispatcherSlow(DispatcherUnavailable):
+    """The dispatcher did not answer in time (a timeout, or 503/429: too busy). It may only be slow — starved
+    of CPU, or this process was — and the session stays valid there until its heartbeat grace runs out, so
+    the session retries the call (`AgentSession._patient`) instead of registering again: a new registration
+    and new connections are exactly what a slow dispatcher can least afford (issue 13)."""
 
 
 class NodeRemoved(Exception):
@@ -80,6 +93,8 @@ class DispatcherClient:
                 if attempt == 0:
                     continue
                 raise DispatcherUnavailable(f"{self.base}: {type(e).__name__}: {e}") from e
+            except httpx.TimeoutException as e:
+                raise DispatcherSlow(f"{self.base}: {type(e).__name__}: {e}") from e
             except (httpx.HTTPError, OSError) as e:
                 raise DispatcherUnavailable(f"{self.base}: {type(e).__name__}: {e}") from e
         if resp.status_code < 400:
@@ -91,7 +106,10 @@ class DispatcherClient:
             raise NodeRemoved(err.message)
         if resp.status_code == 403:
             raise StatusRejected(err.message, [str(x) for x in err.details.get("task_ids") or []])
-        if resp.status_code >= 500 or resp.status_code == 429:  # 429: registering too often; back off
+        if resp.status_code == 429 or (resp.status_code == 503 and "shutting down" not in err.message):
+            # registering too often, or too busy now (its store view behind, its write queue full): back off
+            raise DispatcherSlow(f"{self.base}: {err.message}")
+        if resp.status_code >= 500:
             raise DispatcherUnavailable(f"{self.base}: {err.message}")
         raise ValueError(f"dispatcher {self.base} refused the request ({resp.status_code}): {err.message}")
 
@@ -99,8 +117,8 @@ class DispatcherClient:
         return await self._call("POST", "/v1/sessions",
                                 json={"node_id": node_id, "description": description, "addr": addr})
 
-    async def heartbeat(self, session_id: str) -> Any:
-        return await self._call("POST", f"/v1/sessions/{session_id}/heartbeat")
+    async def heartbeat(self, session_id: str, timeout: float | None = None) -> Any:
+        return await self._call("POST", f"/v1/sessions/{session_id}/heartbeat", timeout=timeout)
 
     async def assignments(self, session_id: str, after: int, wait: float) -> Any:
         return await self._call("GET", f"/v1/sessions/{session_id}/assignments",
@@ -193,6 +211,11 @@ class AgentSession:
         #: given every new endpoint table (agent/mesh.py); `endpoints_version` is the one applied last
         self.on_endpoints: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.endpoints_version = ""
+        #: when the dispatcher forgets this session unless it hears a heartbeat (loop time): the last
+        #: answered heartbeat + SESSION_GRACE_PERIODS periods
+        self._grace_end = 0.0
+        #: calls tried again after a slow dispatcher's timeout, within the session (`_patient`)
+        self.slow_retries = 0
 
     def stop(self) -> None:
         self._stopped.set()
@@ -268,6 +291,7 @@ class AgentSession:
         self.session_id = sid = reg["session_id"]
         self.dispatcher = client.base
         self.period = float(reg.get("heartbeat_period", self.period))
+        self._alive()
         self.sessions += 1
         log.info("agent: registered with %s as node %s (session %s)", client.base, reg["node_id"], sid)
         # the session ends with the first loop that fails, raising why; the others end with it
@@ -279,9 +303,40 @@ class AgentSession:
         await self._renew.wait()
         raise SessionInvalid("the node description changed")
 
+    def _alive(self) -> None:
+        """The dispatcher just heard from this session: it keeps it for the grace from now."""
+        self._grace_end = asyncio.get_running_loop().time() + SESSION_GRACE_PERIODS * self.period
+
+    def _grace_left(self) -> float:
+        return self._grace_end - asyncio.get_running_loop().time()
+
+    async def _patient(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """`call()`, tried again while the dispatcher is only slow (`DispatcherSlow`: a timeout, 503/429) and
+        the session can still be alive there, after a jittered, doubling pause; the session ends (and the agent
+        registers again, maybe elsewhere) only once the grace has run out. A late answer is not a dead
+        dispatcher: ending the session at the first timeout made a starved dispatcher — or a starved agent
+        process — into a registration storm."""
+        delay = RETRY_INITIAL
+        while True:
+            try:
+                return await call()
+            except DispatcherSlow as e:
+                if self._grace_left() <= delay or self._stopped.is_set():
+                    raise
+                self.slow_retries += 1
+                log.info("agent: %s: %s; trying again within the session (%.1f s of its grace left)", what, e,
+                         self._grace_left())
+                await asyncio.sleep(self.rng.uniform(delay / 2, delay))
+                delay = min(2 * delay, self.period)
+
     async def _heartbeats(self, client: DispatcherClient, sid: str) -> None:
         while True:  # the first heartbeat goes out at once (SwarmKit's session.heartbeat)
-            reply = await client.heartbeat(sid)
+            # A heartbeat may wait as long as the session lives at the dispatcher (on the connection it has,
+            # not on a new one after a timeout): a late answer still keeps the session.
+            reply = await self._patient(
+                lambda: client.heartbeat(sid, timeout=max(self.rpc_timeout, self._grace_left() - 1.0)),
+                "heartbeat")
+            self._alive()
             self.period = float(reply.get("period", self.period))
             role = reply.get("role")
             if isinstance(role, str) and self.on_role is not None:
@@ -291,7 +346,7 @@ class AgentSession:
     async def _assignments(self, client: DispatcherClient, sid: str) -> None:
         seq = 0
         while True:
-            msg = await client.assignments(sid, seq, self.poll_wait)
+            msg = await self._patient(partial(client.assignments, sid, seq, self.poll_wait), "assignments")
             if msg["type"] == "complete":
                 self.worker.apply_complete(msg["tasks"], msg.get("secrets", ()), msg.get("configs", ()))
             elif msg.get("applies_to") != seq:
@@ -312,7 +367,8 @@ class AgentSession:
             await asyncio.Event().wait()
         assert self.on_endpoints is not None
         while True:
-            msg = await client.endpoints(sid, self.endpoints_version, self.poll_wait)
+            msg = await self._patient(lambda: client.endpoints(sid, self.endpoints_version, self.poll_wait),
+                                      "endpoints")
             if not isinstance(msg, dict) or msg.get("unchanged") or not isinstance(msg.get("version"), str):
                 continue
             try:
@@ -327,7 +383,7 @@ class AgentSession:
         answering: set[asyncio.Task[None]] = set()
         try:
             while True:
-                reply = await client.log_requests(sid, self.poll_wait)
+                reply = await self._patient(lambda: client.log_requests(sid, self.poll_wait), "log requests")
                 for req in reply.get("requests", ()) if isinstance(reply, dict) else ():
                     if len(answering) >= MAX_LOG_REQUESTS:
                         log.warning("agent: %d log requests in progress; dropping one", len(answering))
@@ -369,7 +425,7 @@ class AgentSession:
                 pacer.sent(loop.time())
                 batch = self.queue.batch()
                 try:
-                    await client.report(sid, batch)
+                    await self._patient(partial(client.report, sid, batch), "status report")
                 except StatusRejected as e:
                     # Never ours (or no longer): drop those so the rest can go through.
                     log.error("agent: dispatcher refused status reports: %s", e)

@@ -18,6 +18,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import httpx
 
 from shoal import transport
+from shoal.scale import write_scale
 from shoal.supervisor import Layout, Supervisor
 from tests.e2e.harness import free_base_port
 
@@ -48,6 +49,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def family(pid: int) -> list[int]:
+    """`pid` and its live descendants (/proc/<pid>/task/<tid>/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return out
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
@@ -56,10 +71,16 @@ class LocalCluster:
     """`shoal up` on free ports under `data_dir`: `agents` agent processes and `hollow_nodes` hollow nodes."""
 
     def __init__(self, data_dir: Path, *, agents: int = 0, hollow_nodes: int = 0,
-                 heartbeat_period: float = 5.0, extra_env: dict[str, str] | None = None) -> None:
+                 heartbeat_period: float = 5.0, extra_env: dict[str, str] | None = None,
+                 dispatchers: int = 1, hollow_processes: int = 1) -> None:
         base = free_base_port()
+        self.dispatchers = dispatchers
+        if dispatchers > 1:  # `shoal up --scale dispatcher=N`: the extra instances join and start after the rest
+            data_dir.mkdir(parents=True, exist_ok=True)
+            write_scale(data_dir, {"dispatcher": dispatchers})
         self.layout = Layout(data_dir, base_port=base, gateway_port=base + 45, agents=agents,
-                             hollow_nodes=hollow_nodes, heartbeat_period=heartbeat_period,
+                             hollow_nodes=hollow_nodes, hollow_processes=hollow_processes,
+                             heartbeat_period=heartbeat_period,
                              log_level="WARNING", extra_env=extra_env or {})
         self.sup = Supervisor(self.layout)
         self._admin: httpx.Client | None = None
@@ -68,6 +89,12 @@ class LocalCluster:
     def start(self, timeout: float) -> LocalCluster:
         self.sup.start()
         self.sup.wait_healthy(timeout)
+        deadline = time.monotonic() + timeout
+        while self.dispatchers > 1 and sum(1 for n in self.pids() if n.startswith("dispatcher")) < self.dispatchers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.pids()} run: the extra dispatchers did not start "
+                                   f"({self.sup.scale_problem})")
+            time.sleep(0.5)
         return self
 
     def stop(self) -> None:
@@ -95,10 +122,12 @@ class LocalCluster:
         return {name: c.pid for name, c in self.sup.children.items() if c.pid is not None and c.alive()}
 
     def rss(self) -> dict[str, int]:
-        return {name: rss_bytes(pid) for name, pid in self.pids().items()}
+        """Each process's RSS, its descendants' added (the hollow nodes' extra processes)."""
+        return {name: sum(rss_bytes(p) for p in family(pid)) for name, pid in self.pids().items()}
 
     def cpu(self) -> dict[str, float]:
-        return {name: cpu_seconds(pid) for name, pid in self.pids().items()}
+        """Each process's CPU seconds, its live descendants' added."""
+        return {name: sum(cpu_seconds(p) for p in family(pid)) for name, pid in self.pids().items()}
 
     def raft_status(self, i: int = 1) -> dict[str, Any]:
         r = self.manager.get(self.layout.raft_api(i) + "/v1/status")

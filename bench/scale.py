@@ -22,6 +22,7 @@ time is the path rather than the algorithm."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -32,6 +33,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.clusterbench import LocalCluster, Sampler, dir_bytes, loadavg, mib, pct
+
+HOLLOW_PER_PROCESS = 100  # hollow nodes per process by default (agent/hollow.py --processes)
 
 
 def scheduler_core_seconds(nodes: int, tasks: int) -> float:
@@ -46,10 +49,17 @@ def running_total(cluster: LocalCluster) -> tuple[int, int]:
     return sum(s["status"]["running"] for s in items), sum(s["status"]["desired"] for s in items)
 
 
+def dispatchers_pct(pct_by_process: dict[str, float]) -> float:
+    """The dispatchers' share summed (`dispatcher`, `dispatcher-2`, ...)."""
+    return sum(v for k, v in pct_by_process.items() if k.startswith("dispatcher"))
+
+
 def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data_dir: Path,
-        start_timeout: float | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"nodes": nodes, "tasks": tasks, "services": services}
-    cluster = LocalCluster(data_dir, agents=0, hollow_nodes=nodes, heartbeat_period=5.0)
+        start_timeout: float | None = None, dispatchers: int = 1, hollow_processes: int = 1) -> dict[str, Any]:
+    out: dict[str, Any] = {"nodes": nodes, "tasks": tasks, "services": services, "dispatchers": dispatchers,
+                           "hollow_processes": hollow_processes}
+    cluster = LocalCluster(data_dir, agents=0, hollow_nodes=nodes, heartbeat_period=5.0, dispatchers=dispatchers,
+                           hollow_processes=hollow_processes)
     t_start = time.perf_counter()
     try:
         cluster.start(timeout=start_timeout or max(180.0, nodes * 1.5))
@@ -61,8 +71,8 @@ def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data
             time.sleep(idle)
             c1 = cluster.cpu()
             out["idle_cpu_pct"] = {k: 100 * (c1[k] - c0.get(k, 0.0)) / idle for k in c1}
-            print(f"idle {idle:.0f} s with {nodes} nodes heartbeating every 5 s: dispatcher "
-                  f"{out['idle_cpu_pct'].get('dispatcher', 0):.1f} % of a core, hollow-agents "
+            print(f"idle {idle:.0f} s with {nodes} nodes heartbeating every 5 s: {dispatchers} dispatcher(s) "
+                  f"{dispatchers_pct(out['idle_cpu_pct']):.1f} % of a core, hollow-agents "
                   f"{out['idle_cpu_pct'].get('hollow-agents', 0):.1f} % (load {loadavg()})", flush=True)
         rss0 = cluster.rss()
         cpu0 = cluster.cpu()
@@ -106,7 +116,10 @@ def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data
 
 
 def report(r: dict[str, Any], core: float | None) -> None:
-    print(f"\n{r['nodes']} hollow nodes, {r['tasks']} replicas in {r['services']} services (load {loadavg()})")
+    print(f"\n{r['nodes']} hollow nodes, {r['tasks']} replicas in {r['services']} services, {r['dispatchers']} "
+          f"dispatcher(s) (load {loadavg()})")
+    print(f"  cluster ready (every node joined and READY) in {r['cluster_ready_s']:.1f} s; the hollow nodes in "
+          f"{r['hollow_processes']} process(es)")
     state = "TIMED OUT at " if r.get("timed_out") else ""
     print(f"  {state}{r['running']}/{r['tasks']} RUNNING in {r['seconds']:.1f} s: {r['tasks_per_s']:.0f} tasks/s")
     print(f"  raft entries {r['raft_entries']} ({r['raft_entries_per_s']:.0f}/s), WAL +{mib(r['wal_bytes'])}, "
@@ -135,18 +148,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--timeout", type=float, default=600.0, help="give up waiting for RUNNING after this")
     p.add_argument("--start-timeout", type=float, help="seconds for every node to be READY (default 1.5 s a node)")
     p.add_argument("--data-dir", type=Path, help="keep the cluster's data here (default: a temporary dir)")
+    p.add_argument("--hollow-processes", type=int,
+                   help="processes the hollow nodes are split over (default: one per 100 nodes)")
+    p.add_argument("--dispatchers", type=int, default=1,
+                   help="dispatcher instances (`shoal up --scale dispatcher=N`); the nodes spread over them")
     a = p.parse_args(argv)
+    procs = a.hollow_processes or max(1, -(-a.nodes // HOLLOW_PER_PROCESS))
     print(f"scale: {a.nodes} hollow nodes, {a.tasks} tasks, {a.services} services (load {loadavg()})", flush=True)
     core = scheduler_core_seconds(a.nodes, a.tasks)
     if a.data_dir is not None:
-        r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, a.data_dir, a.start_timeout)
+        r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, a.data_dir, a.start_timeout, a.dispatchers, procs)
     else:
         with tempfile.TemporaryDirectory(prefix="shoal-bench-scale-") as tmp:
-            r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, Path(tmp), a.start_timeout)
+            r = run(a.nodes, a.tasks, a.services, a.idle, a.timeout, Path(tmp), a.start_timeout, a.dispatchers, procs)
     r["core_seconds"] = core
     report(r, core)
     return r
 
 
 if __name__ == "__main__":
+    # stopped with SIGTERM (or SIGINT, which a shell ignores for a background job): stop the cluster too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     main()

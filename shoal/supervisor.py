@@ -76,6 +76,8 @@ class Layout:
     #: worker nodes simulated in one process (`python -m agent.hollow`: real identities, sessions and
     #: heartbeats, hollow task runtime); 0: none
     hollow_nodes: int = 0
+    #: the processes the hollow nodes are split over (agent/hollow.py --processes)
+    hollow_processes: int = 1
     host: str = "127.0.0.1"
     raft_members: int = 3
     heartbeat_period: float = 5.0
@@ -243,11 +245,13 @@ class Layout:
                 env["SHOAL_JOIN_TOKEN"] = ids.worker_token
             specs.append(ProcSpec(name, [py, "-m", "agent"], env, self.url_of(name) + "/healthz"))
         if self.hollow_nodes:
-            env = {**common, "SHOAL_DISPATCHERS": self.url_of("dispatcher"),
+            env = {**common,  # the hollow nodes spread over every dispatcher, like the agents
+                   "SHOAL_DISPATCHERS": ",".join(self.url_of(d) for d in self.instances_of("dispatcher")),
                    "SHOAL_JOIN_TOKEN": ids.worker_token or ""}
             specs.append(ProcSpec(HOLLOW, [py, "-m", "agent.hollow", "--nodes", str(self.hollow_nodes),
                                            "--state-root", str(self.data_dir / "hollow"),
-                                           "--prefix", f"{self._hostname()}-hollow"], env, None))
+                                           "--prefix", f"{self._hostname()}-hollow",
+                                           "--processes", str(self.hollow_processes)], env, None))
         return specs
 
     @staticmethod

@@ -43,6 +43,8 @@ from shoal.transport import Revocations
 
 log = logging.getLogger(__name__)
 
+ROOTS_CACHE = 1.0  # seconds the roots answered to GET /v1/ca/roots are reused
+MANAGERS_CACHE = 5.0  # seconds the managers' addresses a join answers are reused
 SIGNING_CONCURRENCY = 4  # signing is CPU work: a burst of joins queues instead of starving the loop
 
 
@@ -60,6 +62,8 @@ class CertificateAuthority:
         self.limiter = core.AttemptLimiter()
         self._signing = asyncio.Semaphore(SIGNING_CONCURRENCY)
         self._signer: tuple[bytes, Signer] | None = None
+        self._roots: tuple[float, bytes] | None = None  # (when read, roots PEM): `roots`
+        self._managers: tuple[float, list[str]] | None = None  # (when read, addresses): `managers`
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -204,6 +208,7 @@ class CertificateAuthority:
             await self.store.txn([t.update(Kind.CA, new, expect_version=obj["meta"]["version"])])
         except Conflict:
             raise Conflict("ca: the ca object changed during the rotation; retry") from None
+        self._roots = None  # this CA answers the new roots at once
         self.metrics.inc("ca_root_rotations_total", help="root rotations started")
         log.info("ca: root rotation started; the new root is %s", core.CAState.from_obj(new).digest[:12])
         return await self.rotation_status()
@@ -223,12 +228,19 @@ class CertificateAuthority:
             await self.store.txn([t.update(Kind.CA, core.finish_rotation(obj), expect_version=obj["meta"]["version"])])
         except Conflict:
             return False
+        self._roots = None
         log.info("ca: root rotation finished: every node renewed; the old root is no longer trusted")
         return True
 
-    async def _record(self, node_id: str, issued: dict[str, str], *, only: bool = False) -> None:
+    async def _record(self, node_id: str, issued: dict[str, str], *, only: bool = False, new: bool = False) -> None:
         """Remember which root issued the node's certificates (the holder object), before answering. `only`:
-        these are all the node holds now (a worker: a demoted node's manager certificates are not waited for)."""
+        these are all the node holds now (a worker: a demoted node's manager certificates are not waited for).
+        `new`: a node id this CA just made (a join): the object cannot exist, so it is created without a read
+        first (an AlreadyExists would be a fresh id's collision: refused, nothing is answered)."""
+        if new:
+            await self.store.txn([t.create(Kind.CA, core.holder_record(None, node_id, issued))])
+            return
+
         async def plan() -> list[Op] | None:
             try:
                 existing: dict[str, Any] | None = await self.store.get(Kind.CA, core.holder_id(node_id))
@@ -258,10 +270,17 @@ class CertificateAuthority:
             return None
 
     async def roots(self) -> bytes:
-        return (await self.state()).roots_pem
+        """The trusted roots, read from the store at most once per ROOTS_CACHE seconds: every node polls them
+        (enroll.Renewer, every 30 s: 33 requests/s at 1,000 nodes), and an anonymous route must not turn each
+        request into a store read. A rotation shows here within that second."""
+        now = self.clock.monotonic()
+        if self._roots is None or now - self._roots[0] >= ROOTS_CACHE:
+            self._roots = (now, (await self.state()).roots_pem)
+        return self._roots[1]
 
     async def _sign_all(self, state: CAState, csrs: dict[str, str], *, node_id: str, role: str,
-                        hosts: tuple[str, ...], cluster: dict[str, Any] | None) -> dict[str, str]:
+                        hosts: tuple[str, ...], cluster: dict[str, Any] | None,
+                        new_node: bool = False) -> dict[str, str]:
         """Sign every CSR (a certificate file: the leaf, then the cross-signed root during a rotation) and
         record the issuing root in the node's holder object."""
         signer = self.signer(state)
@@ -279,7 +298,7 @@ class CertificateAuthority:
                                                 lifetime=lifetime, hosts=hosts)) + state.chain_pem).decode()
                      for c, p in parsed.items()}
         if role != pki.ADMIN:  # admin bundles are not nodes: a rotation does not wait for them
-            await self._record(node_id, dict.fromkeys(certs, state.digest), only=role == pki.WORKER)
+            await self._record(node_id, dict.fromkeys(certs, state.digest), only=role == pki.WORKER, new=new_node)
         return certs
 
     # ---- the API -----------------------------------------------------------------------------------------
@@ -301,7 +320,7 @@ class CertificateAuthority:
         signer = self.signer(state)
         node_id = new_id()
         certs = await self._sign_all(state, csrs, node_id=node_id, role=role, hosts=core.check_hosts(hosts),
-                                     cluster=await self._cluster())
+                                     cluster=await self._cluster(), new_node=True)
         self.metrics.inc("ca_joins_total", help="nodes joined")
         log.info("ca: %s (%s) joined as %s with %s", hostname or "a node", client, node_id, role)
         return {"node_id": node_id, "cluster_id": signer.cluster_id, "role": role, "certificates": certs,
@@ -309,7 +328,11 @@ class CertificateAuthority:
 
     async def managers(self) -> list[str]:
         """The addresses of the machines holding raft members: a joining node reaches every manager endpoint
-        there (the swarm's machines share one port layout, shoal.node.Ports)."""
+        there (the swarm's machines share one port layout, shoal.node.Ports). Asked of the store at most once
+        per MANAGERS_CACHE seconds (a burst of joins asked it once per join)."""
+        now = self.clock.monotonic()
+        if self._managers is not None and now - self._managers[0] < MANAGERS_CACHE:
+            return list(self._managers[1])
         status = getattr(self.store, "status", None)
         if status is None:
             return []
@@ -318,7 +341,9 @@ class CertificateAuthority:
         except (ShoalError, httpx.HTTPError) as e:
             log.info("ca: cannot list the managers for a joining node: %s", e)
             return []
-        return sorted({str(httpx.URL(m["api_url"]).host) for m in members if m.get("api_url")})
+        out = sorted({str(httpx.URL(m["api_url"]).host) for m in members if m.get("api_url")})
+        self._managers = (now, out)
+        return list(out)
 
     async def _node(self, node_id: str) -> dict[str, Any] | None:
         try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -326,6 +326,60 @@ class Stalls:
         while self.recent and self.recent[0][0] < now - window:
             self.recent.popleft()
         return sum(late for _, late in self.recent)
+
+
+#: a mass expiry (Disruption): at least this many nodes, more than this fraction of them silent within a grace
+DISRUPTION_MIN_READY = 10
+DISRUPTION_FRACTION = 0.2
+#: while disrupted, at most this fraction of the nodes (at least one) is marked DOWN per heartbeat period; each
+#: mark replaces its node's tasks, which is what starved the run further (Kubernetes' secondary eviction rate is
+#: slower still: 0.01 nodes/s, none at all under 50 nodes)
+DISRUPTION_RATE = 0.02
+
+
+@dataclass
+class Disruption:
+    """Kubernetes' node lifecycle "partial disruption", for the dispatcher: when more than a fifth of the nodes
+    (10 or more) fall silent within one grace window — those past their deadline now plus those marked DOWN
+    in the window, against the READY nodes plus those marked — the silence is more likely this side's (the
+    dispatcher or the path to it starved or cut off, one process hosting many agents starved: issue 13, a
+    hundred hollow agents in one process at load 25, each DOWN mark replacing its tasks and the replacements
+    starving everything further) than that many nodes failing together. Then DOWN marks go out at a secondary
+    rate — 2 % of the nodes per heartbeat period (at least one), the longest silent first — instead of all at
+    once, and the sessions of the nodes not marked are kept: heartbeats that arrive meanwhile save their nodes. A
+    real mass failure is still marked DOWN, at that rate (all of a cluster within 50 periods). Marks count for a
+    grace window, so a starved host whose nodes expire over several passes is seen as one event, not as small
+    ones. Times are the caller's (wall clock, like `Liveness`)."""
+
+    min_ready: int = DISRUPTION_MIN_READY
+    fraction: float = DISRUPTION_FRACTION
+    rate: float = DISRUPTION_RATE
+    grace: float = HEARTBEAT_GRACE  # periods a DOWN mark counts towards a disruption
+    marks: deque[float] = field(default_factory=deque)  # when the DOWN marks of the last grace window were allowed
+    #: whether the last `limit` found a disruption (for the log and metrics: said once per episode)
+    active: bool = False
+
+    def disrupted(self, expired: int, ready: int, recent: int = 0) -> bool:
+        total = ready + recent
+        return total >= self.min_ready and expired + recent > self.fraction * total
+
+    def limit(self, expired: list[Obj], ready: int, now: float, period: float,
+              deadline: Callable[[Obj], float] | None = None) -> list[Obj]:
+        """The expired nodes to mark DOWN now (all of them unless disrupted; the caller marks them). `deadline`
+        orders them, longest silent first (default: as given)."""
+        while self.marks and self.marks[0] <= now - self.grace * period:
+            self.marks.popleft()
+        recent = len(self.marks)
+        self.active = self.disrupted(len(expired), ready, recent)
+        if not self.active:
+            chosen = expired
+        else:
+            this_period = sum(1 for t in reversed(self.marks) if t > now - period)
+            budget = max(1, math.ceil(self.rate * (ready + recent))) - this_period
+            ordered = sorted(expired, key=deadline) if deadline is not None else expired
+            chosen = ordered[:max(0, budget)]
+        self.marks.extend([now] * len(chosen))
+        return chosen
 
 
 def node_state(node: Obj) -> NodeState:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from services.dispatcher import core
 from services.dispatcher.beats import beats_from_message
-from services.dispatcher.core import Liveness, Stalls
+from services.dispatcher.core import Disruption, Liveness, Stalls
 from services.dispatcher.nodewrites import Busy, MarkDown, NodeWriter
 from shoal.models.kinds import Kind
 from shoal.store.client import STORE_FAILURES
@@ -38,6 +38,14 @@ class NodeExpiry:
     session_of: dict[str, str]
     _stopped: bool
     _view_ready: asyncio.Event
+    _disruption: Disruption | None = None
+
+    @property
+    def disruption(self) -> Disruption:
+        """Mass-expiry damping (core.Disruption), made on first use."""
+        if self._disruption is None:
+            self._disruption = Disruption()
+        return self._disruption
 
     if TYPE_CHECKING:
         def period(self) -> float: ...
@@ -84,18 +92,35 @@ class NodeExpiry:
         now = self.clock.now()
         period = self.period()
         served = set(self.session_of)
-        # Sessions that went silent end here whatever the node's state (another dispatcher may have marked
-        # it DOWN first): the agent, if alive, registers again.
-        for node_id in served:
-            if now - self.liveness.last_seen.get(node_id, now) >= core.HEARTBEAT_GRACE * period:
-                self._drop_sessions_of(node_id)
-        marked = []
         allowance = self.stalls.allowance(asyncio.get_running_loop().time(), core.HEARTBEAT_GRACE * period)
-        expired = self.liveness.expired(self.mirror.list(Kind.NODE), now, period, allowance)
-        if not self._bus_trusted(now):
+        nodes = self.mirror.list(Kind.NODE)
+        expired = self.liveness.expired(nodes, now, period, allowance)
+        trusted = self._bus_trusted(now)
+        if not trusted:
             # Without the bus we cannot hear the heartbeats other dispatchers receive: judge only the nodes
             # whose sessions are here, or a healthy node served elsewhere would flap DOWN and READY.
             expired = [n for n in expired if n["id"] in served]
+        ready = sum(1 for n in nodes if core.node_state(n) == core.NodeState.READY and (trusted or n["id"] in served))
+        was_disrupted = self.disruption.active
+        silent = len(expired)
+        expired = self.disruption.limit(expired, ready, now, period,
+                                        deadline=lambda n: self.liveness.deadline(n, period))
+        if self.disruption.active and not was_disrupted:
+            self.metrics.inc("dispatcher_disruptions_total", help="mass silences: more than a fifth of the nodes "
+                             "silent within a grace window (DOWN marks then go out at 2 % of the nodes a period)")
+            log.warning("dispatcher: %d of %d READY nodes are silent (%d more marked DOWN within the grace): marking "
+                        "them DOWN at most %.0f %% a period, keeping their sessions", silent, ready,
+                        len(self.disruption.marks), 100 * self.disruption.rate)
+        elif was_disrupted and not self.disruption.active:
+            log.warning("dispatcher: the mass silence is over (%d of %d READY nodes silent)", silent, ready)
+        if not self.disruption.active:
+            # Sessions that went silent end here whatever the node's state (another dispatcher may have marked
+            # it DOWN first): the agent, if alive, registers again. In a disruption they are kept: an agent
+            # whose heartbeat is only late carries on without registering again.
+            for node_id in served:
+                if now - self.liveness.last_seen.get(node_id, now) >= core.HEARTBEAT_GRACE * period:
+                    self._drop_sessions_of(node_id)
+        marked = []
         futures: list[asyncio.Future[Any]] = []
         for node in expired:
             try:

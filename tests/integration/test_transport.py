@@ -162,6 +162,24 @@ async def test_clients_refuse_a_server_that_is_not_a_manager(dirs: dict[str, Pat
         async with transport.http_client(transport.Credentials(dirs["admin"]), base_url=s.url) as http:
             with pytest.raises(httpx.HTTPError, match="not a swarm-manager"):
                 await http.get("/who")
+            with pytest.raises(httpx.HTTPError, match="not a swarm-manager"):  # a refusal is never remembered
+                await http.get("/who")
+
+
+async def test_a_managers_connection_is_checked_once_and_every_new_one_again(dirs: dict[str, Path]) -> None:
+    """The server-role check is remembered per connection (its peer cannot change), not per address: a new
+    connection to the same address is checked again."""
+    async with Server(transport.Credentials(dirs["server"])) as s:
+        async with transport.http_client(transport.Credentials(dirs["admin"]), base_url=s.url) as http:
+            r1 = await http.get("/who")
+            stream = r1.extensions["network_stream"]
+            assert transport._ROLE_CHECKED.get(stream) == "swarm-manager"
+            r2 = await http.get("/who")
+            assert r2.extensions["network_stream"] is stream and r2.status_code == 200
+    async with Server(transport.Credentials(dirs["worker"])) as s2:  # another server behind a fresh connection
+        async with transport.http_client(transport.Credentials(dirs["admin"]), base_url=s2.url) as http:
+            with pytest.raises(httpx.HTTPError, match="not a swarm-manager"):
+                await http.get("/who")
 
 
 async def test_renewed_certificate_is_used_by_new_connections(dirs: dict[str, Path], ca: Signer,

@@ -11,6 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -274,3 +275,40 @@ async def test_the_unlock_key_follows_autolock_and_only_the_gateway_sees_or_rota
             await asyncio.sleep(0.02)
         assert [o["id"] for o in (await ca.store.list(unlockkey.KIND))[1]] == [CA_OBJECT_ID]
         assert (await gw.get(ca.url + "/v1/unlock-key")).json() == {"unlock_key": ""}
+
+
+async def test_a_join_costs_the_store_two_reads_and_one_write_and_roots_are_read_once_a_second(
+        ca: CA, tmp_path: Path) -> None:
+    """Issue 13 (1,000 joins): a join reads the ca object (its token is checked against the store, never a
+    cached copy) and the cluster, and creates the new node's holder object without reading it first; the
+    managers' addresses and the roots every node polls come from the store at most once per interval."""
+    ca.authority.stop()  # its background polls (revocations, autolock, rotation) read the store too
+    await asyncio.sleep(0.2)
+    reads: list[str] = []
+    writes: list[int] = []
+    real_get, real_txn = ca.store.get, ca.store.txn
+
+    async def get(kind: str, oid: str) -> Any:
+        reads.append(f"{kind}/{oid}")
+        return await real_get(kind, oid)
+
+    async def txn(ops: Any) -> Any:
+        writes.append(len(ops))
+        return await real_txn(ops)
+
+    ca.store.get, ca.store.txn = get, txn  # type: ignore[method-assign]
+    await enroll.join([ca.url], ca.tokens["worker"], tmp_path / "w1", hostname="w1")  # roots + join
+    await enroll.join([ca.url], ca.tokens["worker"], tmp_path / "w2", hostname="w2")
+    # the roots were read once for both joins; each join read the ca object and the cluster, and wrote once
+    assert reads.count(f"{Kind.CA}/{CA_OBJECT_ID}") == 3 and reads.count(f"{Kind.CLUSTER}/default") == 2
+    assert len(reads) == 5 and writes == [1, 1]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with httpx.AsyncClient(verify=False) as client:
+        for _ in range(20):
+            assert (await client.get(ca.url + "/v1/ca/roots")).content == ca.signer.root_pem
+    assert len(reads) - 5 <= 1 + int(loop.time() - start)  # 20 requests: a read per second at most
+    # a rotated token is refused at once: the join's token check reads the store
+    await ca.authority.rotate("worker")
+    with pytest.raises(enroll.JoinRefused, match="not valid"):
+        await enroll.join([ca.url], ca.tokens["worker"], tmp_path / "w3", hostname="w3")

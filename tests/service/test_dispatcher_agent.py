@@ -509,3 +509,27 @@ async def test_the_endpoint_table_follows_task_states_and_port_status(env: dict[
         w.close()
         return False
     await until(refused, "the ingress port closed")
+
+
+async def test_a_slow_heartbeat_is_tried_again_within_the_session(env: dict[str, Any]) -> None:
+    """Issue 13: a dispatcher (or an agent process) starved for a moment answers a heartbeat after the agent's
+    timeout. The session is still valid there for its grace, so the agent tries again in it instead of
+    registering again — under load, new registrations and handshakes were the storm."""
+    d: Dispatcher = env["d1"].dispatcher
+    real = d.heartbeat
+    stalled = 0
+
+    async def slow_once(session_id: str, caller: str | None = None) -> dict[str, Any]:
+        nonlocal stalled
+        if stalled == 0:
+            stalled += 1
+            await asyncio.sleep(2.5)  # past the agent's 2-s timeout, inside the 3-period grace
+        return await real(session_id, caller)
+
+    d.heartbeat = slow_once  # type: ignore[method-assign]
+    a: RunningAgent = await env["start_agent"]()
+    await until(lambda: stalled == 1 and a.agent.session.slow_retries >= 1, "a heartbeat tried again", 10)
+    await asyncio.sleep(2 * CALM)  # more heartbeats, answered at once
+    assert a.agent.session.sessions == 1  # never registered again
+    assert a.agent.session.connected.is_set()
+    assert (await env["store"].get("node", a.node_id))["status"]["state"] == "ready"

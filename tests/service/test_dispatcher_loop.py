@@ -320,3 +320,44 @@ async def test_another_dispatcher_hears_the_heartbeats_in_batches(store: LocalSt
     assert await d2.expire_nodes() == []
     await stop(d1)
     await stop(d2)
+
+
+async def test_most_nodes_silent_at_once_are_marked_down_slowly_and_keep_their_sessions(store: LocalStore) -> None:
+    """Issue 13: a hundred hollow agents in one starved process all go silent at once. Their silence is more
+    likely this side's than theirs (core.Disruption): one a period goes DOWN, the others keep their sessions,
+    and a heartbeat arriving late saves its node without a new registration."""
+    clock = FakeClock(time.time())
+    d = await started(store, clock)
+    regs = [await d.register(None, DESCRIPTION, None) for _ in range(20)]
+    await settle(store, lambda: asyncio.sleep(0, all(d.mirror.get("node", r["node_id"]) for r in regs)))
+    for r in regs[:15]:
+        d.liveness.last_seen.pop(r["node_id"], None)  # what registration counted: use the READY timestamp
+    clock.advance(3 * P + 0.1)
+    for r in regs[15:]:
+        await d.heartbeat(r["session_id"])  # 5 of 20 heartbeat on time; 15 are silent
+    marked = await d.expire_nodes()
+    assert len(marked) == 1  # 2 % of the 20 nodes (at least one), not 15
+    assert d.metrics.value("dispatcher_disruptions_total") == 1
+    spared = [r for r in regs[:15] if r["node_id"] not in marked]
+    # the spared nodes' sessions are still here: their late heartbeats are answered, no registration needed
+    for r in spared:
+        await d.heartbeat(r["session_id"])
+    assert await d.expire_nodes() == []
+    states = {r["node_id"]: (await store.get("node", r["node_id"]))["status"]["state"] for r in regs}
+    assert sorted(n for n, s in states.items() if s == "down") == sorted(marked)
+    await stop(d)
+
+
+async def test_one_silent_node_among_many_goes_down_at_once(store: LocalStore) -> None:
+    clock = FakeClock(time.time())
+    d = await started(store, clock)
+    regs = [await d.register(None, DESCRIPTION, None) for _ in range(12)]
+    await settle(store, lambda: asyncio.sleep(0, all(d.mirror.get("node", r["node_id"]) for r in regs)))
+    clock.advance(3 * P + 0.1)
+    for r in regs[1:]:
+        await d.heartbeat(r["session_id"])
+    assert await d.expire_nodes() == [regs[0]["node_id"]]
+    assert d.metrics.value("dispatcher_disruptions_total") == 0
+    with pytest.raises(NotFound):  # its session ended with the DOWN mark
+        await d.heartbeat(regs[0]["session_id"])
+    await stop(d)

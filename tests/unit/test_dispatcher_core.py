@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.dispatcher import core
 from services.dispatcher.core import (
     AssignmentStream,
     Liveness,
@@ -330,3 +331,52 @@ def test_time_the_dispatcher_could_not_listen_is_not_counted_as_silence() -> Non
     # stalls older than the grace window no longer excuse silence
     assert stalls.allowance(51.0 + window + 0.01, window) == 2.5
     assert stalls.allowance(55.0 + window + 0.01, window) == 0.0
+
+
+# ---- mass expiry (core.Disruption) ---------------------------------------------------------------------------
+
+def _silent(n: int) -> list[dict[str, Any]]:
+    return [{"id": f"n{i:03d}"} for i in range(n)]
+
+
+def test_a_few_silent_nodes_all_go_down_at_once() -> None:
+    d = core.Disruption()
+    assert d.limit(_silent(5), 100, 0.0, 5.0) == _silent(5)  # 5 % silent: each is judged alone
+    assert d.limit(_silent(9), 9, 20.0, 5.0) == _silent(9)  # all of a small cluster: no damping under 10 nodes
+    assert not d.active
+
+
+def test_the_default_secondary_rate_is_two_percent_a_period_at_least_one() -> None:
+    assert len(core.Disruption().limit(_silent(80), 100, 0.0, 5.0)) == 2
+    assert len(core.Disruption().limit(_silent(12), 12, 0.0, 5.0)) == 1
+
+
+def test_most_nodes_silent_at_once_go_down_a_tenth_per_period() -> None:
+    d = core.Disruption(rate=0.1)
+    silent = _silent(80)
+    first = d.limit(silent, 100, 0.0, 5.0)
+    assert d.active and len(first) == 10  # a tenth of the 100 nodes
+    assert d.limit(silent[10:], 90, 1.0, 5.0) == []  # the period's budget is spent
+    assert len(d.limit(silent[10:], 90, 5.0, 5.0)) == 10  # a new period: a tenth of the 100 again
+    # the heartbeats came back: 3 of 80 silent, but 20 marks in the grace window keep it one event
+    assert len(d.limit(silent[:3], 80, 6.0, 5.0)) == 0 and d.active
+    # the window has passed: 3 of 80 silent is no disruption, those go at once
+    assert d.limit(silent[:3], 80, 21.0, 5.0) == silent[:3] and not d.active
+
+
+def test_a_silence_spread_over_passes_is_one_event() -> None:
+    """A starved host's nodes expire over several passes (their heartbeats were due at different times): the
+    marks of the grace window count, so the second pass is damped even though it alone is a minority."""
+    d = core.Disruption(rate=0.1)
+    assert len(d.limit(_silent(15), 100, 0.0, 5.0)) == 15  # 15 % at once: no disruption yet
+    later = d.limit(_silent(40)[15:], 85, 1.25, 5.0)  # 25 more: 40 of 100 within the window
+    assert d.active and later == []  # ceil(10 %) of 100 = 10, and 15 went this period already
+    assert len(d.limit(_silent(40)[15:], 85, 5.5, 5.0)) == 10
+
+
+def test_damped_marks_go_to_the_longest_silent_first() -> None:
+    d = core.Disruption(rate=0.1)
+    silent = _silent(60)
+    deadlines = {n["id"]: 100.0 - i for i, n in enumerate(silent)}  # the last ones are silent longest
+    chosen = d.limit(silent, 60, 0.0, 5.0, deadline=lambda n: deadlines[n["id"]])
+    assert [n["id"] for n in chosen] == [f"n{i:03d}" for i in range(59, 53, -1)]
