@@ -257,6 +257,7 @@ class Dispatcher(EndpointPolls, NodeExpiry):
                        pacer=Pacer(self.settings.assignment_batch_delay))
         self.sessions[sess.id] = sess
         self.session_of[node_id] = sess.id
+        self.index.track(node_id)  # its changes are gathered for the diffs of its assignment messages
         self.index.wake(node_id)  # a long poll of the replaced session ends
         self.liveness.beat(node_id, now)
         self.beats.note(node_id, now)
@@ -324,6 +325,7 @@ class Dispatcher(EndpointPolls, NodeExpiry):
 
     def _drop_sessions_of(self, node_id: str) -> None:
         self.index.changed_at.pop(node_id, None)
+        self.index.untrack(node_id)
         sid = self.session_of.pop(node_id, None)
         if sid is not None:
             self.sessions.pop(sid, None)
@@ -337,10 +339,21 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         loop = asyncio.get_running_loop()
 
         def look(sess: Session) -> tuple[asyncio.Event, dict[str, Any] | None]:
-            ev = self.index.event(sess.node_id)
-            tasks = self.node_tasks(sess.node_id)
-            changed_at = self.index.changed_at.pop(sess.node_id, None)
-            msg = sess.stream.next_message(after, tasks, self.index.dependencies(tasks.values()))
+            node_id, index = sess.node_id, self.index
+            ev = index.event(node_id)
+            changed_at = index.changed_at.pop(node_id, None)
+            changed = index.take_changes(node_id)
+            relisted = sess.relists_seen != index.relists
+            payloads_stale = sess.payloads_seen != index.payload_changes
+            sess.relists_seen, sess.payloads_seen = index.relists, index.payload_changes
+            if sess.stream.continues(after) and not relisted:
+                # only the tasks that changed since the last message (issue 13): O(change), not O(node's set)
+                msg = sess.stream.next_delta(after, {tid: index.task_for(node_id, tid) for tid in changed},
+                                             lambda: index.dependencies(index.tasks(node_id).values()),
+                                             payloads_stale)
+            else:
+                tasks = self.node_tasks(node_id)
+                msg = sess.stream.next_message(after, tasks, index.dependencies(tasks.values()))
             if msg is not None:
                 sess.pacer.sent(loop.time())
                 self.metrics.inc("dispatcher_assignment_messages_total", help="assignment messages sent")
