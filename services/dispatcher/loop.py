@@ -8,7 +8,6 @@ carry version preconditions, so racing dispatchers cannot overwrite newer data; 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -31,6 +30,7 @@ from services.dispatcher.logs import LogBroker
 from services.dispatcher.nodeindex import NodeIndex
 from services.dispatcher.nodewrites import Busy, MarkReady, NodeWriter, Register
 from services.dispatcher.settings import DispatcherSettings
+from shoal import wire
 from shoal.bus.base import Bus
 from shoal.bus.subjects import NODE_HEARTBEAT
 from shoal.clock import Clock, SystemClock
@@ -547,7 +547,7 @@ def _chunks(ops: list[tuple[str, Op]]) -> list[list[tuple[str, Op]]]:
     cur: list[tuple[str, Op]] = []
     size = 0
     for item in ops:
-        n = len(json.dumps(item[1], separators=(",", ":")))
+        n = len(wire.dumps(item[1]))
         if cur and (len(cur) >= CHUNK_OPS or size + n > CHUNK_BYTES):
             out.append(cur)
             cur, size = [], 0
