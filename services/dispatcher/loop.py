@@ -101,6 +101,7 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         self._endpoint_nets: dict[str, set[str]] | None = None  # networks of each node's live tasks
         self._endpoints_dirty = asyncio.Event()  # the view changed in a way that may move the table
         self._node_tables: dict[tuple[frozenset[str], str | None], Obj] = {}  # per (networks, addr), this table
+        self._node_answers: dict[str, tuple[tuple[int, int, str | None], list[Obj], Obj | None, Obj]] = {}
         self._netkeys: Obj | None = None  # the network key ring the tables were last computed with
         self.metrics.gauge("dispatcher_sessions", lambda: len(self.sessions), "agent sessions open here")
         self.metrics.gauge("dispatcher_status_pending", lambda: len(self._pending),

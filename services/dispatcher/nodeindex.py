@@ -33,6 +33,8 @@ class NodeIndex:
         #: dependencies may have moved); a node's next diff compares them with what it saw (`take_changes`)
         self.relists = 0
         self.payload_changes = 0
+        #: node id -> count of changes of its tasks (what was computed from them is current while it holds)
+        self.generation: dict[str, int] = {}
 
     def absorb(self, changes: Iterable[Change] | None) -> list[str]:
         """Fold `changes` (None: the mirror re-listed, everything may have changed) in and wake the nodes they
@@ -70,6 +72,7 @@ class NodeIndex:
                 if affected is not None:
                     self.changed_at.setdefault(affected, time.perf_counter())
                     self.wake(affected)
+                    self.generation[affected] = self.generation.get(affected, 0) + 1
                     if (ids := self.changed.get(affected)) is not None:
                         ids.add(c.id)
         return deleted

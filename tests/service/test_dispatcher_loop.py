@@ -364,3 +364,39 @@ async def test_an_assignment_message_after_a_change_looks_only_at_the_changed_ta
     assert (await d.assignments(sid, msg["seq"], 0.0))["changes"] == []
     assert whole_reads == 1
     await stop(d)
+
+
+async def test_a_nodes_endpoint_table_is_computed_again_only_when_its_inputs_moved(store: LocalStore) -> None:
+    """Issue 13: a node's endpoint table is kept until one of its tasks, its address, the table's rows or the
+    key ring changes — an endpoint poll does not read all the node's tasks again."""
+    clock = FakeClock(time.time())
+    d = await started(store, clock)
+    reg = await d.register(None, DESCRIPTION, None)
+    node_id = reg["node_id"]
+    await store.txn([t.create("task", {**task(f"p{i}", node_id), "networks": [{"network_id": "n1"}]})
+                     for i in range(40)])
+    d.wake()
+    await settle(store, lambda: asyncio.sleep(0, len(d.node_tasks(node_id)) == 40))
+    first = d.node_endpoints(node_id)
+    reads = 0
+    real_get = d.mirror.get
+
+    def counted(kind: str, oid: str) -> Any:
+        nonlocal reads
+        reads += kind == "task"
+        return real_get(kind, oid)
+
+    d.mirror.get = counted  # type: ignore[method-assign]
+    assert d.node_endpoints(node_id) is first and reads == 0
+    cur = await store.get("task", "p3")
+    await store.txn([t.update("task", {**cur, "desired_state": "shutdown"})])
+    d.wake()
+    await settle(store, lambda: asyncio.sleep(0, real_get("task", "p3")["desired_state"] == "shutdown"))
+    again = d.node_endpoints(node_id)
+    assert reads == 40 and again == first  # read again (one of its tasks moved), the same networks
+    assert d.node_endpoints(node_id) is again and reads == 40
+    d.mirror.resync()  # a re-list: computed again
+    await settle(store, lambda: asyncio.sleep(0, d.index.relists >= 2))
+    d.node_endpoints(node_id)
+    assert reads == 80
+    await stop(d)
