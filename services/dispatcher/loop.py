@@ -486,7 +486,8 @@ class Dispatcher(EndpointPolls, NodeExpiry):
             for tid, (node_id, st) in todo.items():
                 task = self.mirror.get(Kind.TASK, tid)
                 if task is not None and core.judge_status(task, node_id, st) is Verdict.ACCEPT:
-                    ops.append((tid, t.update(Kind.TASK, core.with_status(task, st))))
+                    # `st` was normalized when it was queued (report_status): not again for every write
+                    ops.append((tid, t.update(Kind.TASK, {**task, "status": st})))
                     moves[tid] = (state_label(task.get("status")), state_label(st))
             retry: dict[str, tuple[str, dict[str, Any]]] = {}
             chunks = _chunks(ops)
