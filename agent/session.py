@@ -21,7 +21,7 @@ import httpx
 
 from agent import logs as task_logs
 from agent.worker import Worker
-from shoal import errors, logs
+from shoal import errors, logs, wire
 from shoal.concurrency import until_first_failure
 from shoal.errors import InvalidArgument
 from shoal.models.states import TaskState
@@ -98,7 +98,7 @@ class DispatcherClient:
             except (httpx.HTTPError, OSError) as e:
                 raise DispatcherUnavailable(f"{self.base}: {type(e).__name__}: {e}") from e
         if resp.status_code < 400:
-            return resp.json()
+            return wire.loads(resp.content)
         err = errors.error_from_response(resp)
         if resp.status_code == 404:
             raise SessionInvalid(err.message)
@@ -145,7 +145,8 @@ class DispatcherClient:
 
     async def report(self, session_id: str, updates: list[tuple[str, dict[str, Any]]]) -> Any:
         body = {"updates": [{"task_id": tid, "status": st} for tid, st in updates]}
-        return await self._call("POST", f"/v1/sessions/{session_id}/status", json=body)
+        return await self._call("POST", f"/v1/sessions/{session_id}/status", content=wire.dumps(body),
+                                headers={"content-type": "application/json"})
 
 
 class StatusQueue:

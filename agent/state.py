@@ -58,11 +58,11 @@ class AgentState:
         return data if isinstance(data, dict) else {}
 
     def save_tasks(self, records: dict[str, dict[str, Any]]) -> None:
-        self.save_tasks_text(json.dumps(records, separators=(",", ":")))
+        self.save_tasks_encoded(json.dumps(records, separators=(",", ":")).encode())
 
-    def save_tasks_text(self, text: str) -> None:
-        """`save_tasks` of records already encoded (the worker encodes on its loop, writes in a thread)."""
-        self._write(self.dir / "tasks.json", text)
+    def save_tasks_encoded(self, data: bytes) -> None:
+        """`save_tasks` of records already encoded as JSON (the worker encodes on its loop, writes in a thread)."""
+        self._write(self.dir / "tasks.json", data)
 
-    def _write(self, path: Path, text: str) -> None:
+    def _write(self, path: Path, text: str | bytes) -> None:
         write_atomic(path, text)

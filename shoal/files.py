@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` so a crash leaves the old content or the new, never a part (written to a
-    sibling `.tmp`, fsynced, renamed over)."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Replace `path` with `text` (str, or bytes written as they are) so a crash leaves the old content or the
+    new, never a part (written to a sibling `.tmp`, fsynced, renamed over)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
+    with open(tmp, "wb" if isinstance(text, bytes) else "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

@@ -29,7 +29,6 @@ class HollowController(BaseController):
         self.run_seconds = float(env["SHOAL_HOLLOW_RUN_SECONDS"]) if "SHOAL_HOLLOW_RUN_SECONDS" in env else None
         self.exit_code_wanted = int(env.get("SHOAL_HOLLOW_EXIT_CODE", "0"))
         self.start_seconds = float(env.get("SHOAL_HOLLOW_START_SECONDS", "0"))
-        self._stopped = asyncio.Event()
         self._exit_code: int | None = None
 
     def saved(self) -> dict[str, Any]:
@@ -44,14 +43,14 @@ class HollowController(BaseController):
 
     async def wait(self) -> None:
         if self.run_seconds is None:
-            await asyncio.Event().wait()  # runs until the driver cancels the wait to shut it down
+            # runs until the driver cancels the wait to shut it down (a bare future: the least a wait can hold)
+            await asyncio.get_running_loop().create_future()
         await asyncio.sleep(self.run_seconds or 0.0)
         self._exit_code = self.exit_code_wanted
         if self.exit_code_wanted != 0:
             raise ExitError(f"exit status {self.exit_code_wanted}", self.exit_code_wanted)
 
     async def shutdown(self) -> None:
-        self._stopped.set()
         if self._exit_code is None:
             self._exit_code = 0
 

@@ -137,12 +137,22 @@ def _changed(kind: str, sent: Obj, current: Obj) -> bool:
     return needs_resend(sent, current) if kind == "task" else sent != current
 
 
+def references_dependencies(task: Obj | None) -> bool:
+    """Whether a task names any secret or config (only such a task's change can move its node's dependencies)."""
+    spec = (task or {}).get("spec") or {}
+    return bool(spec.get("secrets") or spec.get("configs"))
+
+
 @dataclass
 class AssignmentStream:
     """One session's numbered assignment messages and the set the agent holds as a result: tasks, and the
     secrets and configs they reference (SwarmKit's assignment set).
 
-    `seq` is the number of the last message produced; 0 means nothing was sent yet."""
+    `seq` is the number of the last message produced; 0 means nothing was sent yet. `held` refers to the view's
+    objects (no copies): a task whose new version is not sent (a status the agent itself reported) is held as
+    that version, which decides every later diff the same way as the copy sent would (`needs_resend` looks at
+    the stable part, unchanged by then, and at the state, past ASSIGNED by then), so the view's old versions
+    are not kept alive by the stream."""
 
     seq: int = 0
     held: dict[str, dict[str, Obj]] = field(default_factory=lambda: {k: {} for k in ASSIGNMENT_KINDS})
@@ -152,6 +162,10 @@ class AssignmentStream:
         """The tasks the agent holds."""
         return self.held["task"]
 
+    def continues(self, after: int) -> bool:
+        """Whether a request for what follows `after` continues the stream (else it gets a COMPLETE set)."""
+        return after != 0 and after == self.seq
+
     def complete(self, items: AssignmentSet) -> dict[str, Any]:
         self.seq += 1
         self.held = {k: dict(items.get(k, {})) for k in ASSIGNMENT_KINDS}
@@ -160,21 +174,41 @@ class AssignmentStream:
             msg[PLURAL[k]] = [self.held[k][i] for i in sorted(self.held[k])]
         return msg
 
-    def changes(self, items: AssignmentSet) -> list[dict[str, Any]]:
-        """The diff between what the agent holds and `items`: updates (secrets, configs, then tasks, each by
-        id), then removals (tasks, then configs and secrets)."""
-        out: list[dict[str, Any]] = []
-        for kind in ASSIGNMENT_KINDS:
-            want, held = items.get(kind, {}), self.held[kind]
-            for oid in sorted(want):
-                prev = held.get(oid)
-                if prev is None or _changed(kind, prev, want[oid]):
-                    out.append({"action": "update", kind: want[oid]})
-        for kind in reversed(ASSIGNMENT_KINDS):
-            want, held = items.get(kind, {}), self.held[kind]
-            for oid in sorted(held.keys() - want.keys()):
-                out.append({"action": "remove", kind: held[oid] if kind == "task" else {"id": oid}})
-        return out
+    def _diff_one(self, kind: str, oid: str, want: Obj | None, updates: list[dict[str, Any]],
+                  removals: list[dict[str, Any]]) -> None:
+        """Compare one object with what the agent holds: an update or a removal goes into the lists (and into
+        `held`); a version not worth sending replaces the held one."""
+        held = self.held[kind]
+        prev = held.get(oid)
+        if want is None:
+            if prev is not None:
+                removals.append({"action": "remove", kind: prev if kind == "task" else {"id": oid}})
+                del held[oid]
+        elif prev is None or _changed(kind, prev, want):
+            updates.append({"action": "update", kind: want})
+            held[oid] = want
+        elif prev is not want:
+            held[oid] = want
+
+    def _message(self, after: int, by_kind: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+                 ) -> dict[str, Any] | None:
+        """Updates (secrets, configs, then tasks), then removals (tasks, then configs and secrets)."""
+        changes = [u for k in ASSIGNMENT_KINDS for u in by_kind[k][0]]
+        changes += [r for k in reversed(ASSIGNMENT_KINDS) for r in by_kind[k][1]]
+        if not changes:
+            return None
+        self.seq += 1
+        return {"seq": self.seq, "type": "incremental", "applies_to": after, "changes": changes}
+
+    def _diff_kind(self, kind: str, want: Mapping[str, Obj], ids: Iterable[str] | None = None
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The diff of one kind, by id: over `ids` (each absent from `want` is gone), or over everything held
+        and wanted."""
+        updates: list[dict[str, Any]] = []
+        removals: list[dict[str, Any]] = []
+        for oid in sorted(ids if ids is not None else want.keys() | self.held[kind].keys()):
+            self._diff_one(kind, oid, want.get(oid), updates, removals)
+        return updates, removals
 
     def next_message(self, after: int, tasks: Mapping[str, Obj],
                      dependencies: AssignmentSet | None = None) -> dict[str, Any] | None:
@@ -184,20 +218,32 @@ class AssignmentStream:
         Anything but the last number produced (0 on a fresh stream, a gap, a lost response) gets a COMPLETE
         set, the way SwarmKit's agent restarts the stream when `applies_to` does not match."""
         items: dict[str, Mapping[str, Obj]] = {"task": tasks, **(dependencies or {})}
-        if after == 0 or after != self.seq:
+        if not self.continues(after):
             return self.complete(items)
-        changes = self.changes(items)
-        if not changes:
-            return None
-        for c in changes:
-            kind = next(k for k in ASSIGNMENT_KINDS if k in c)
-            oid = c[kind]["id"]
-            if c["action"] == "update":
-                self.held[kind][oid] = c[kind]
-            else:
-                del self.held[kind][oid]
-        self.seq += 1
-        return {"seq": self.seq, "type": "incremental", "applies_to": after, "changes": changes}
+        return self._message(after, {k: self._diff_kind(k, items.get(k, {})) for k in ASSIGNMENT_KINDS})
+
+    def next_delta(self, after: int, changed: Mapping[str, Obj | None],
+                   dependencies: Callable[[], AssignmentSet], dependencies_stale: bool = False
+                   ) -> dict[str, Any] | None:
+        """`next_message` for a request that `continues` the stream, computed from what changed since the last
+        message instead of the node's whole set: `changed` maps each task id that may have changed to its
+        current version for this node (None: no longer the node's). The node's secrets and configs are asked
+        for (`dependencies()`, its whole set) only when they may have moved: a changed task (as held or as now)
+        names one, or `dependencies_stale` (a secret or config changed). The same message as `next_message`
+        with the whole set, at a cost proportional to the change."""
+        assert self.continues(after), "next_delta continues the stream; anything else gets a COMPLETE set"
+        held = self.held["task"]
+        moves_dependencies = dependencies_stale or any(
+            references_dependencies(held.get(tid)) or references_dependencies(t) for tid, t in changed.items())
+        by_kind = {"task": self._diff_kind("task", {k: v for k, v in changed.items() if v is not None},
+                                           changed.keys())}
+        if moves_dependencies:
+            deps = dependencies()
+            for kind in ("secret", "config"):
+                by_kind[kind] = self._diff_kind(kind, deps.get(kind, {}))
+        else:
+            by_kind.update({k: ([], []) for k in ("secret", "config")})
+        return self._message(after, by_kind)
 
     def empty(self, after: int) -> dict[str, Any]:
         """The answer to a long poll that timed out: nothing changed, the same number again."""
@@ -441,6 +487,9 @@ class Session:
     stream: AssignmentStream = field(default_factory=AssignmentStream)
     #: paces the session's assignment messages: at once after a quiet spell, else gathered (shoal/pacing.py)
     pacer: Pacer = field(default_factory=lambda: Pacer(ASSIGNMENT_BATCH_DELAY))
+    #: the NodeIndex's re-list and secret/config change counts at the session's last assignment message
+    relists_seen: int = 0
+    payloads_seen: int = 0
 
 
 @dataclass

@@ -42,6 +42,8 @@ class EndpointPolls:
     _endpoint_nets: dict[str, set[str]] | None
     _endpoints_dirty: asyncio.Event
     _node_tables: dict[tuple[frozenset[str], str | None], Obj]
+    #: node id -> (its tasks' generation, re-lists, address), the rows and key ring used, its table
+    _node_answers: dict[str, tuple[tuple[int, int, str | None], list[Obj], Obj | None, Obj]]
     _netkeys: Obj | None
 
     if TYPE_CHECKING:
@@ -111,6 +113,14 @@ class EndpointPolls:
             self._node_tables.clear()
         node = self.mirror.get(Kind.NODE, node_id) or {}
         addr = (node.get("status") or {}).get("addr")
+        keys = self.mirror.get(Kind.NETKEYS, netkeys.KEYS_ID)
+        # the node's answer stands while its tasks, the table, its address and the key ring do (issue 13: each
+        # look read all the node's tasks again, O(its tasks) per poll)
+        current = (self.index.generation.get(node_id, 0), self.index.relists, addr)
+        rows = self._endpoint_rows
+        cached = self._node_answers.get(node_id)
+        if cached is not None and cached[0] == current and cached[1] is rows and cached[2] is keys:
+            return cached[3]
         own = [t for tid in self.index.tasks_of.get(node_id, ()) if (t := self.mirror.get(Kind.TASK, tid))]
         key = (frozenset(endpoints.node_networks(node_id, own)), addr)
         table = self._node_tables.get(key)
@@ -119,8 +129,11 @@ class EndpointPolls:
                 self._node_tables.clear()
             table = self._node_tables[key] = endpoints.node_table(self._endpoint_rows, node_id, addr, own)
         encrypted = endpoints.encrypted_networks(node_id, own)
-        return endpoints.with_keys(table, encrypted, self.mirror.get(Kind.NETKEYS, netkeys.KEYS_ID)) \
-            if encrypted else table
+        answer = endpoints.with_keys(table, encrypted, keys) if encrypted else table
+        if len(self._node_answers) > 4096:
+            self._node_answers.clear()
+        self._node_answers[node_id] = (current, rows, keys, answer)
+        return answer
 
     async def endpoint_table(self, session_id: str, version: str, wait: float,
                              caller: str | None = None) -> dict[str, Any]:

@@ -8,7 +8,6 @@ carry version preconditions, so racing dispatchers cannot overwrite newer data; 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -31,6 +30,7 @@ from services.dispatcher.logs import LogBroker
 from services.dispatcher.nodeindex import NodeIndex
 from services.dispatcher.nodewrites import Busy, MarkReady, NodeWriter, Register
 from services.dispatcher.settings import DispatcherSettings
+from shoal import wire
 from shoal.bus.base import Bus
 from shoal.bus.subjects import NODE_HEARTBEAT
 from shoal.clock import Clock, SystemClock
@@ -101,6 +101,7 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         self._endpoint_nets: dict[str, set[str]] | None = None  # networks of each node's live tasks
         self._endpoints_dirty = asyncio.Event()  # the view changed in a way that may move the table
         self._node_tables: dict[tuple[frozenset[str], str | None], Obj] = {}  # per (networks, addr), this table
+        self._node_answers: dict[str, tuple[tuple[int, int, str | None], list[Obj], Obj | None, Obj]] = {}
         self._netkeys: Obj | None = None  # the network key ring the tables were last computed with
         self.metrics.gauge("dispatcher_sessions", lambda: len(self.sessions), "agent sessions open here")
         self.metrics.gauge("dispatcher_status_pending", lambda: len(self._pending),
@@ -257,6 +258,7 @@ class Dispatcher(EndpointPolls, NodeExpiry):
                        pacer=Pacer(self.settings.assignment_batch_delay))
         self.sessions[sess.id] = sess
         self.session_of[node_id] = sess.id
+        self.index.track(node_id)  # its changes are gathered for the diffs of its assignment messages
         self.index.wake(node_id)  # a long poll of the replaced session ends
         self.liveness.beat(node_id, now)
         self.beats.note(node_id, now)
@@ -324,6 +326,7 @@ class Dispatcher(EndpointPolls, NodeExpiry):
 
     def _drop_sessions_of(self, node_id: str) -> None:
         self.index.changed_at.pop(node_id, None)
+        self.index.untrack(node_id)
         sid = self.session_of.pop(node_id, None)
         if sid is not None:
             self.sessions.pop(sid, None)
@@ -337,10 +340,21 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         loop = asyncio.get_running_loop()
 
         def look(sess: Session) -> tuple[asyncio.Event, dict[str, Any] | None]:
-            ev = self.index.event(sess.node_id)
-            tasks = self.node_tasks(sess.node_id)
-            changed_at = self.index.changed_at.pop(sess.node_id, None)
-            msg = sess.stream.next_message(after, tasks, self.index.dependencies(tasks.values()))
+            node_id, index = sess.node_id, self.index
+            ev = index.event(node_id)
+            changed_at = index.changed_at.pop(node_id, None)
+            changed = index.take_changes(node_id)
+            relisted = sess.relists_seen != index.relists
+            payloads_stale = sess.payloads_seen != index.payload_changes
+            sess.relists_seen, sess.payloads_seen = index.relists, index.payload_changes
+            if sess.stream.continues(after) and not relisted:
+                # only the tasks that changed since the last message (issue 13): O(change), not O(node's set)
+                msg = sess.stream.next_delta(after, {tid: index.task_for(node_id, tid) for tid in changed},
+                                             lambda: index.dependencies(index.tasks(node_id).values()),
+                                             payloads_stale)
+            else:
+                tasks = self.node_tasks(node_id)
+                msg = sess.stream.next_message(after, tasks, index.dependencies(tasks.values()))
             if msg is not None:
                 sess.pacer.sent(loop.time())
                 self.metrics.inc("dispatcher_assignment_messages_total", help="assignment messages sent")
@@ -472,7 +486,8 @@ class Dispatcher(EndpointPolls, NodeExpiry):
             for tid, (node_id, st) in todo.items():
                 task = self.mirror.get(Kind.TASK, tid)
                 if task is not None and core.judge_status(task, node_id, st) is Verdict.ACCEPT:
-                    ops.append((tid, t.update(Kind.TASK, core.with_status(task, st))))
+                    # `st` was normalized when it was queued (report_status): not again for every write
+                    ops.append((tid, t.update(Kind.TASK, {**task, "status": st})))
                     moves[tid] = (state_label(task.get("status")), state_label(st))
             retry: dict[str, tuple[str, dict[str, Any]]] = {}
             chunks = _chunks(ops)
@@ -534,7 +549,7 @@ def _chunks(ops: list[tuple[str, Op]]) -> list[list[tuple[str, Op]]]:
     cur: list[tuple[str, Op]] = []
     size = 0
     for item in ops:
-        n = len(json.dumps(item[1], separators=(",", ":")))
+        n = len(wire.dumps(item[1]))
         if cur and (len(cur) >= CHUNK_OPS or size + n > CHUNK_BYTES):
             out.append(cur)
             cur, size = [], 0

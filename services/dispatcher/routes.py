@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from services.dispatcher.core import AGENT_STATES
 from services.dispatcher.logs import NoSession
 from services.dispatcher.loop import Dispatcher
-from shoal import logs, pki
+from shoal import logs, pki, wire
 from shoal.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from shoal.models.specs import MAX_ITEMS, MAX_MEMORY, MAX_NANO_CPUS, Key, Text
 from shoal.models.states import TaskState
@@ -139,8 +139,10 @@ def build_router(dispatcher: Dispatcher) -> APIRouter:
 
     @router.get("/{session_id}/assignments", summary="Long poll for the next assignment message")
     async def assignments(session_id: str, request: Request, after: int = Query(0, ge=0),
-                          wait: float = Query(0.0, ge=0.0)) -> dict[str, Any]:
-        return await dispatcher.assignments(session_id, after, wait, caller(request))
+                          wait: float = Query(0.0, ge=0.0)) -> Response:
+        # encoded once, straight from the view's objects (no framework re-encoding of every task: issue 13)
+        msg = await dispatcher.assignments(session_id, after, wait, caller(request))
+        return Response(wire.dumps(msg), media_type="application/json")
 
     @router.get("/{session_id}/endpoints", summary="Long poll for the node's endpoint table")
     async def endpoint_table(session_id: str, request: Request,

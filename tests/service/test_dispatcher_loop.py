@@ -361,3 +361,83 @@ async def test_one_silent_node_among_many_goes_down_at_once(store: LocalStore) -
     with pytest.raises(NotFound):  # its session ended with the DOWN mark
         await d.heartbeat(regs[0]["session_id"])
     await stop(d)
+
+
+async def test_an_assignment_message_after_a_change_looks_only_at_the_changed_tasks(store: LocalStore) -> None:
+    """Issue 13: the message that follows a change is the diff of the tasks that changed, not of the node's
+    whole set — the node's set is not read again (only a COMPLETE set reads it), and it still carries exactly
+    the changes; a re-list makes the next message diff the whole set again."""
+    clock = FakeClock(time.time())
+    d = await started(store, clock)
+    reg = await d.register(None, DESCRIPTION, None)
+    node_id, sid = reg["node_id"], reg["session_id"]
+    await store.txn([t.create("task", task(f"t{i:03d}", node_id)) for i in range(300)])
+    d.wake()
+    await settle(store, lambda: asyncio.sleep(0, len(d.node_tasks(node_id)) == 300))
+    first = await d.assignments(sid, 0, 0.0)
+    assert first["type"] == "complete" and len(first["tasks"]) == 300
+    whole_reads = 0
+    real_tasks = d.index.tasks
+
+    def counted(nid: str) -> dict[str, Any]:
+        nonlocal whole_reads
+        whole_reads += 1
+        return real_tasks(nid)
+
+    d.index.tasks = counted  # type: ignore[method-assign]
+    cur = await store.get("task", "t007")
+    await store.txn([t.update("task", {**cur, "desired_state": "shutdown"}), t.create("task", task("u1", node_id))])
+    d.wake()
+    msg = await d.assignments(sid, first["seq"], 5.0)
+    assert msg["type"] == "incremental" and msg["applies_to"] == first["seq"]
+    assert [(c["action"], c["task"]["id"], c["task"]["desired_state"]) for c in msg["changes"]] == [
+        ("update", "t007", "shutdown"), ("update", "u1", "running")]
+    assert whole_reads == 0
+    # the agent's own status: not echoed, and the stream now holds that version (no old copy kept)
+    running = task_status("running", 2.0, "started")
+    assert d.report_status(sid, [("t001", running)]) == 1
+    await settle(store, lambda: asyncio.sleep(0, d.mirror.get("task", "t001")["status"]["state"] == "running"))
+    assert (await d.assignments(sid, msg["seq"], 0.0))["changes"] == []
+    assert d.sessions[sid].stream.sent["t001"] is d.mirror.get("task", "t001")
+    assert whole_reads == 0
+    d.mirror.resync()  # a re-list: everything may have changed, the next message diffs the whole set
+    await settle(store, lambda: asyncio.sleep(0, d.index.relists >= 2))
+    assert (await d.assignments(sid, msg["seq"], 0.0))["changes"] == []
+    assert whole_reads == 1
+    await stop(d)
+
+
+async def test_a_nodes_endpoint_table_is_computed_again_only_when_its_inputs_moved(store: LocalStore) -> None:
+    """Issue 13: a node's endpoint table is kept until one of its tasks, its address, the table's rows or the
+    key ring changes — an endpoint poll does not read all the node's tasks again."""
+    clock = FakeClock(time.time())
+    d = await started(store, clock)
+    reg = await d.register(None, DESCRIPTION, None)
+    node_id = reg["node_id"]
+    await store.txn([t.create("task", {**task(f"p{i}", node_id), "networks": [{"network_id": "n1"}]})
+                     for i in range(40)])
+    d.wake()
+    await settle(store, lambda: asyncio.sleep(0, len(d.node_tasks(node_id)) == 40))
+    first = d.node_endpoints(node_id)
+    reads = 0
+    real_get = d.mirror.get
+
+    def counted(kind: str, oid: str) -> Any:
+        nonlocal reads
+        reads += kind == "task"
+        return real_get(kind, oid)
+
+    d.mirror.get = counted  # type: ignore[method-assign]
+    assert d.node_endpoints(node_id) is first and reads == 0
+    cur = await store.get("task", "p3")
+    await store.txn([t.update("task", {**cur, "desired_state": "shutdown"})])
+    d.wake()
+    await settle(store, lambda: asyncio.sleep(0, real_get("task", "p3")["desired_state"] == "shutdown"))
+    again = d.node_endpoints(node_id)
+    assert reads == 40 and again == first  # read again (one of its tasks moved), the same networks
+    assert d.node_endpoints(node_id) is again and reads == 40
+    d.mirror.resync()  # a re-list: computed again
+    await settle(store, lambda: asyncio.sleep(0, d.index.relists >= 2))
+    d.node_endpoints(node_id)
+    assert reads == 80
+    await stop(d)

@@ -322,3 +322,108 @@ async def test_saving_the_task_state_never_blocks_the_loop_and_keeps_the_last_st
     h.executor.made["a"].exit.set_result(0)
     h.executor.made["b"].exit.set_result(0)
     await h.worker.close(stop_tasks=False, grace=1)
+
+
+# ---- the cost of a task (issue 13) --------------------------------------------------------------------------
+
+async def test_a_running_task_holds_one_asyncio_task_and_shares_its_services_spec() -> None:
+    """A running task is driven by its manager's one asyncio task (the operation runs in it, interrupted by
+    cancelling it), and the tasks of one service version share one spec object."""
+    from agent.executors.hollow import HollowExecutor
+
+    h = Harness()
+    hollow = HollowExecutor()
+    h.worker.executors = {"process": hollow}
+    before = len(asyncio.all_tasks())
+    h.worker.apply_complete([task(f"t{i}") for i in range(20)])
+    for i in range(20):
+        await h.until(f"t{i}", "running")
+    await asyncio.sleep(0.05)
+    assert len(asyncio.all_tasks()) - before == 20
+    specs = {id(m.task["spec"]) for m in h.worker.managers.values()}
+    assert len(specs) == 1
+    # a new copy (desired state) interrupts the wait: the plan is made again and the task shuts down
+    h.worker.apply_incremental([{"action": "update", "task": task("t3", desired="shutdown")}])
+    await h.until("t3", "shutdown")
+    assert h.worker.managers["t3"].task["spec"] is h.worker.managers["t4"].task["spec"]
+    await h.worker.close(stop_tasks=True, grace=1)
+    assert len(asyncio.all_tasks()) == before
+
+
+class SwallowingController(FakeController):
+    """An operation that catches its cancellation and returns (a controller's cleanup that goes wrong)."""
+
+    async def wait(self) -> None:
+        self.calls.append("wait")
+        try:
+            await asyncio.shield(self.exit)
+        except asyncio.CancelledError:
+            self.calls.append("swallowed")
+
+
+async def test_an_interruption_ends_the_operation_and_only_the_operation() -> None:
+    h = Harness()
+    h.worker.apply_complete([task("a"), task("b")])
+    await h.until("a", "running")
+    await h.until("b", "running")
+    mgr = h.worker.managers["a"]
+    assert mgr._runner is not None
+    runner = mgr._runner
+    # a copy that changes nothing stable does not interrupt
+    h.worker.apply_incremental([{"action": "update", "task": task("a", state="running")}])
+    await asyncio.sleep(0.02)
+    assert h.executor.made["a"].calls == ["prepare", "start", "wait"]
+    # one that does ends the wait; the manager's task carries on (not cancelled) and waits again
+    changed = {**task("a"), "spec": {"process": {"command": ["sleep", "31"], "env": {}}}}
+    h.worker.apply_incremental([{"action": "update", "task": changed}])
+    await asyncio.sleep(0.05)
+    assert h.executor.made["a"].calls == ["prepare", "start", "wait", "wait"]
+    assert not runner.done() and runner.cancelling() == 0
+    # an operation that swallows the cancellation: the manager's task is not left with a pending cancel
+    ctl = SwallowingController(task("b"), None)
+    mgr_b = h.worker.managers["b"]
+    mgr_b.controller = ctl
+    h.worker.apply_incremental([{"action": "update", "task": {**task("b"), "spec": changed["spec"]}}])
+    await asyncio.sleep(0.05)  # the old controller's wait ended; the new one's waits
+    mgr_b.update({**task("b"), "spec": {"process": {"command": ["x"], "env": {}}}})
+    await asyncio.sleep(0.05)
+    assert ctl.calls == ["wait", "swallowed"] and mgr_b._runner is not None
+    assert not mgr_b._runner.done() and mgr_b._runner.cancelling() == 0
+    # closing while an operation runs ends the manager's task
+    await mgr.close(stop=False)
+    assert runner.done()
+    h.executor.made["b"].exit.set_result(0)
+    await h.worker.close(stop_tasks=True, grace=1)
+
+
+async def test_a_save_encodes_only_the_records_that_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    from agent import worker as worker_module
+
+    h = Harness(tmp_path)
+    h.worker.apply_complete([task(f"t{i}") for i in range(30)])
+    for i in range(30):
+        await h.until(f"t{i}", "running")
+    h.worker.save_now()
+    encoded: list[Any] = []
+    real = worker_module.wire.dumps
+
+    def counting(obj: Any) -> bytes:
+        encoded.append(obj)
+        return real(obj)
+
+    monkeypatch.setattr(worker_module.wire, "dumps", counting)
+    h.worker.save_now()
+    assert encoded == []  # nothing changed: nothing encoded again
+    h.executor.made["t5"].exit.set_result(0)
+    await h.until("t5", "complete")
+    h.worker.save_now()
+    assert [x for x in encoded if isinstance(x, dict)] == [
+        {"task": h.worker.managers["t5"].task, "status": h.worker.managers["t5"].status, "saved": {"pid": 4242}}]
+    saved = AgentState(tmp_path).load_tasks()
+    assert len(saved) == 30 and saved["t5"]["status"]["state"] == "complete"
+    assert saved["t6"]["status"]["state"] == "running" and saved["t6"]["saved"] == {"pid": 4242}
+    for i in range(30):
+        if i != 5:
+            h.executor.made[f"t{i}"].exit.set_result(0)
+    await h.worker.close(stop_tasks=False, grace=1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.dispatcher import core
@@ -191,6 +191,100 @@ def test_an_agent_applying_the_stream_holds_the_current_set(script: list[tuple[s
     for tid, t in current.items():
         assert {k: v for k, v in held[tid].items() if k not in ("status", "meta")} == \
             {k: v for k, v in t.items() if k not in ("status", "meta")}
+
+
+def test_a_version_not_sent_replaces_the_held_copy() -> None:
+    """The stream holds the view's objects, not old copies: a status the agent reported is not sent back, and
+    the held task becomes that version (the old one is not kept alive by the stream)."""
+    s = AssignmentStream()
+    a = task("a")
+    s.next_message(0, {"a": a})
+    running = bump(a, status={"state": "running"})
+    assert s.next_message(1, {"a": running}) is None
+    assert s.held["task"]["a"] is running
+    assert s.next_delta(1, {"a": running}, dict) is None and s.held["task"]["a"] is running
+
+
+def with_secret(t: dict[str, Any], sid: str) -> dict[str, Any]:
+    out = copy.deepcopy(t)
+    out["spec"]["secrets"] = [{"source": sid, "secret_id": sid, "target": sid}]
+    return out
+
+
+delta_ops = st.lists(st.tuples(st.sampled_from(["add", "add_secret", "desired", "status", "delete", "move",
+                                                "secret", "unsecret", "poll", "lose"]),
+                               st.integers(0, 3)), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(delta_ops)
+@example([("add_secret", 0), ("poll", 0), ("delete", 0), ("poll", 0)])  # its secret goes with the last task
+@example([("add_secret", 0), ("poll", 0), ("move", 0), ("poll", 0), ("move", 0), ("poll", 0)])
+@example([("add_secret", 0), ("poll", 0), ("unsecret", 0), ("poll", 0), ("secret", 0), ("poll", 0)])
+def test_the_delta_of_the_changed_tasks_is_the_message_of_the_whole_set(script: list[tuple[str, int]]) -> None:
+    """Property: a stream answered from the ids that changed since its last message (`next_delta`, the
+    dispatcher's path) sends exactly the messages of a stream diffing the node's whole set (`next_message`),
+    secrets included, through lost responses and tasks moving to another node and back."""
+    desired_order = ["running", "shutdown", "remove"]
+    view: dict[str, dict[str, Any]] = {}  # every task, any node
+    secrets = {f"s{i}": {"id": f"s{i}", "spec": {"name": f"s{i}", "data": ""}} for i in range(3)}
+    whole, delta = AssignmentStream(), AssignmentStream()
+    seq_whole = seq_delta = 0
+    changed: set[str] = set()
+    payloads_stale = False
+
+    def mine() -> dict[str, dict[str, Any]]:
+        return {tid: t for tid, t in view.items() if is_assigned_to(t, NODE)}
+
+    def deps() -> dict[str, dict[str, dict[str, Any]]]:
+        ids = dependency_ids(mine().values())
+        return {"secret": {i: payload_view(secrets[i]) for i in sorted(ids["secret"]) if i in secrets},
+                "config": {}}
+
+    def poll(lose: bool) -> None:
+        nonlocal seq_whole, seq_delta, changed, payloads_stale
+        a = whole.next_message(seq_whole, mine(), deps())
+        ids, changed = changed, set()
+        if delta.continues(seq_delta):
+            current = {tid: (t if tid in view and is_assigned_to(t := view[tid], NODE) else None) for tid in ids}
+            b = delta.next_delta(seq_delta, current, deps, payloads_stale)
+        else:
+            b = delta.next_message(seq_delta, mine(), deps())
+        payloads_stale = False
+        assert a == b
+        if a is not None and not lose:
+            seq_whole = seq_delta = a["seq"]
+
+    for op, i in script:
+        tid, sid = f"t{i}", f"s{i % 3}"
+        before = view.get(tid)
+        if op == "add" and tid not in view:
+            view[tid] = task(tid)
+        elif op == "add_secret" and tid not in view:
+            view[tid] = with_secret(task(tid), sid)
+        elif op == "desired" and before is not None:
+            d = before["desired_state"]
+            view[tid] = bump(before, desired_state=desired_order[min(desired_order.index(d) + 1, 2)])
+        elif op == "status" and before is not None:
+            view[tid] = bump(before, status={"state": "running"})
+        elif op == "move" and before is not None:
+            view[tid] = bump(before, node_id="n2" if before["node_id"] == NODE else NODE)
+        elif op == "delete":
+            view.pop(tid, None)
+        elif op == "secret":
+            secrets[sid] = {"id": sid, "spec": {"name": sid, "data": f"{i}"}}
+            payloads_stale = True
+        elif op == "unsecret":
+            secrets.pop(sid, None)
+            payloads_stale = True
+        elif op in ("poll", "lose"):
+            poll(lose=op == "lose")
+            continue
+        if view.get(tid) is not before:
+            changed.add(tid)
+    poll(lose=False)
+    poll(lose=False)
+    assert delta.held == whole.held
 
 
 # ---- status intake ----------------------------------------------------------------------------------------

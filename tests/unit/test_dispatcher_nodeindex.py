@@ -38,3 +38,22 @@ def test_payload_changes_and_relists_wake_everyone_and_deleted_nodes_are_returne
     a = idx.event("a")
     assert idx.absorb(None) == [] and a.is_set() and idx.tasks_of == {"a": {"t1"}}
     assert idx.absorb([change(Kind.NODE, "a", "delete")]) == ["a"]
+
+
+def test_changes_are_gathered_for_tracked_nodes_only_until_taken() -> None:
+    mirror = StoreMirror(LocalStore(), [Kind.TASK])
+    idx = NodeIndex(mirror)
+    idx.track("a")
+    idx.absorb([change(Kind.TASK, "t1", "create", node_id="a"), change(Kind.TASK, "t2", "create", node_id="b")])
+    assert idx.take_changes("a") == {"t1"} and idx.take_changes("a") == set()
+    assert idx.take_changes("b") == set() and "b" not in idx.changed  # untracked: nothing gathered
+    idx.absorb([change(Kind.TASK, "t1", node_id="b")])  # moved away: the node it left must drop it
+    assert idx.take_changes("a") == {"t1"}
+    mirror.objects[Kind.TASK] = {"t1": {"id": "t1", "node_id": "b", "status": {"state": "assigned"}}}
+    assert idx.task_for("a", "t1") is None and idx.task_for("b", "t1") is not None
+    idx.absorb([change(Kind.SECRET, "s1", "create")])
+    idx.absorb(None)
+    assert (idx.payload_changes, idx.relists) == (1, 1)
+    idx.untrack("a")
+    idx.absorb([change(Kind.TASK, "t3", "create", node_id="a")])
+    assert idx.take_changes("a") == set()
