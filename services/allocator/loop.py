@@ -64,7 +64,8 @@ class Allocator(PlanLoop):
         state = core.AllocatorState.build((), objects[Kind.NETWORK].values(), objects[Kind.SERVICE].values(),
                                           self.inflight.values(), nodes=objects[Kind.NODE].values(),
                                           holds=self.index.holds())
-        out = core.plan(self.index.wanting.values(), state, now, limit=max(1, self.settings.max_txn_ops - 1))
+        out = core.plan(self.index.oldest_first(), state, now, limit=max(1, self.settings.max_txn_ops - 1),
+                        ordered=True)
         out.extend(core.plan_netkeys(objects[Kind.NETWORK].values(), objects[Kind.NETKEYS].get(netkeys.KEYS_ID),
                                      now, os.urandom))
         for g in out.groups:

@@ -34,7 +34,7 @@ def full_plan(w: World) -> Any:
 
 def index_plan(w: World, index: TaskIndex) -> Any:
     state = AllocatorState.build((), w.mem.list(Kind.NETWORK), w.mem.list(Kind.SERVICE), holds=index.holds())
-    return plan(index.wanting.values(), state, w.now, limit=7)
+    return plan(index.oldest_first(), state, w.now, limit=7, ordered=True)
 
 
 @pytest.mark.parametrize("seed", range(15))
