@@ -105,7 +105,7 @@ def mutate(rng: random.Random, w: World) -> str | None:
     return str(x["id"])
 
 
-@pytest.mark.parametrize("seed", range(60))
+@pytest.mark.parametrize("seed", range(20))
 def test_benign_changes_leave_a_full_pass_nothing_to_do(seed: int) -> None:
     rng = random.Random(seed)
     w = setup(rng)
