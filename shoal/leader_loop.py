@@ -7,6 +7,13 @@ mirror at once (`apply_written`, so the next pass never acts twice on a stale vi
 changes or the plan's timer fires. Level-triggered like SwarmKit's init passes: every activation starts from a
 fresh list, so nothing depends on in-memory state surviving a leader change.
 
+Each pass is told what changed since the previous one (`plan(mirror, now, changes)`: kind -> changed ids, from
+the mirror's change tracking, its own writes included), so a subsystem can keep the cost of a pass proportional
+to the change — the way SwarmKit's orchestrators react to events — instead of walking the whole view. `changes`
+is None on the first pass of an activation, after the mirror re-listed, and every `SHOAL_FULL_PASS_INTERVAL`
+seconds: a full, level-triggered pass over everything (the safety net; a subsystem must then rebuild whatever it
+keeps incrementally).
+
 A write that fails on a precondition (VersionConflict: the view was stale; PreconditionFailed: the lease moved
 on) is not an error: wait for the mirror to catch up and plan again. NATS only speeds things up: `attach_bus`
 may be called late (or never), hints then wake the mirror, and a reconnect forces a re-list."""
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -37,7 +45,7 @@ from shoal.plan import MAX_CHANGES_PER_TXN, Group, Plan, pack
 from shoal.runner import run, serve, setup_logging
 from shoal.service import LeaderOnly
 from shoal.store.client import STORE_FAILURES, StoreClient
-from shoal.store.mirror import HintRelay, StoreMirror
+from shoal.store.mirror import Changed, HintRelay, StoreMirror
 from shoal.store.protocol import Store
 from shoal.store.txn import Op
 from shoal.transport import http_client, load_credentials, managers_only
@@ -52,7 +60,9 @@ class LeaderSettings(CommonSettings):
     `SHOAL_POLL_INTERVAL` — seconds between store watch polls when no NATS hint arrives;
     `SHOAL_MAX_TXN_OPS` — ops per transaction, the lease check included (SwarmKit batches 200 changes);
     `SHOAL_STORE_TIMEOUT`, `SHOAL_STORE_RETRY_FOR` — per-request timeout and member failover budget;
-    `SHOAL_MAX_IDLE` — seconds between passes when nothing changes (a safety net; passes are level-triggered)."""
+    `SHOAL_MAX_IDLE` — seconds between passes when nothing changes (a safety net; passes are level-triggered);
+    `SHOAL_FULL_PASS_INTERVAL` — seconds between full passes (`changes` None: everything is looked at again);
+    the passes in between look at what changed."""
 
     lease_duration: float = 1.5
     poll_interval: float = 1.0
@@ -60,6 +70,7 @@ class LeaderSettings(CommonSettings):
     store_timeout: float = 10.0
     store_retry_for: float = 5.0
     max_idle: float = 10.0
+    full_pass_interval: float = 30.0
 
 
 class _Stale(Exception):
@@ -88,6 +99,7 @@ class PlanLoop(ABC):
         self.last_error: str | None = None
         self._batch_ops = max(2, settings.max_txn_ops)
         self._running = False
+        self._next_full = -math.inf
         self.metrics.gauge("active", lambda: float(self.leader.active), "1 while this instance holds the lease")
         self.metrics.gauge("mirror_revision", lambda: float(self.mirror.revision if self.mirror else 0),
                            "store revision the mirror has caught up with")
@@ -142,8 +154,9 @@ class PlanLoop(ABC):
         return None
 
     @abstractmethod
-    def plan(self, mirror: StoreMirror, now: float) -> Plan:
-        """Run the pure core over the current view."""
+    def plan(self, mirror: StoreMirror, now: float, changes: Changed | None = None) -> Plan:
+        """Run the pure core over the current view. `changes`: the ids of each kind changed since the previous
+        pass (own writes included); None: a full pass — anything may have changed."""
 
     def committed(self, group: Group) -> None:
         """Called after `group` committed (and was folded into the mirror)."""
@@ -154,7 +167,8 @@ class PlanLoop(ABC):
 
     # ---- the active loop --------------------------------------------------------------------------------
     async def _work(self, lease: LeaseKeeper) -> None:
-        mirror = StoreMirror(self.store, self.kinds, poll_interval=self.settings.poll_interval, name=self.name)
+        mirror = StoreMirror(self.store, self.kinds, poll_interval=self.settings.poll_interval, name=self.name,
+                             track_changes=True)
         self.mirror = mirror
         self.relay.mirror = mirror
         try:
@@ -164,6 +178,7 @@ class PlanLoop(ABC):
                 tg.create_task(mirror.run(), name=f"{self.name}.mirror")
                 await mirror.ready.wait()
                 self.activate(mirror, self.clock.now())
+                self._next_full = -math.inf
                 log.info("%s: active (term %d) at revision %d", self.name, lease.term, mirror.revision)
                 while True:
                     await self._one_pass(lease, mirror)
@@ -180,7 +195,12 @@ class PlanLoop(ABC):
         if since is not None:
             self.metrics.observe("plan_lag_seconds", started - since, "a store change seen by the mirror, waiting "
                                  "for the planning pass that takes it into account", buckets=LAG_BUCKETS)
-        plan = self.plan(mirror, now)
+        changes = mirror.take_changes()
+        if changes is None or now >= self._next_full:
+            changes = None
+            self._next_full = now + self.settings.full_pass_interval
+            self.metrics.inc("full_passes", help="passes over the whole view (the rest look at what changed)")
+        plan = self.plan(mirror, now, changes)
         self.metrics.observe("pass_duration_seconds", time.perf_counter() - started,
                              "one planning pass of the pure core over the mirror (writes excluded)")
         self.passes += 1

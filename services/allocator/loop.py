@@ -2,12 +2,14 @@
 service endpoints, task addresses and nodes' load-balancer IPs, and move NEW tasks to PENDING, in one bounded,
 fenced transaction per pass.
 
-The allocation state is rebuilt from the mirror on every pass (and so on every activation: after a failover the
-new holder starts from exactly what the store says is taken — no double allocation). The only in-memory state
-is the set of `Reserved` writes whose outcome the mirror does not show yet (e.g. a write that timed out and may
-still commit): their allocations stay taken, and the same ops are planned again, until the object moves past
-the version the write expected. It is dropped on activation — an older holder's late writes fail its lease
-check."""
+The allocation state is rebuilt on every pass (and so on every activation: after a failover the new holder
+starts from exactly what the store says is taken — no double allocation), from the networks, services and nodes
+of the mirror and a `TaskIndex` of the tasks that want an allocation or hold addresses, fed the tasks changed
+since the last pass (rebuilt from every task on a full pass): a task that needs nothing costs nothing. The
+other in-memory state is the set of `Reserved` writes whose outcome the mirror does not show yet (e.g. a write
+that timed out and may still commit): their allocations stay taken, and the same ops are planned again, until
+the object moves past the version the write expected. It is dropped on activation — an older holder's late
+writes fail its lease check."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import os
 from typing import Any, ClassVar
 
 from services.allocator import core
+from services.allocator.index import TaskIndex
 from services.allocator.settings import AllocatorSettings
 from shoal import netkeys
 from shoal.bus.base import Bus
@@ -23,7 +26,7 @@ from shoal.leader_loop import PlanLoop
 from shoal.models.kinds import Kind
 from shoal.models.objects import Obj
 from shoal.plan import Group, Plan
-from shoal.store.mirror import StoreMirror
+from shoal.store.mirror import Changed, StoreMirror
 from shoal.store.protocol import Store
 
 
@@ -34,7 +37,7 @@ class Allocator(PlanLoop):
     def __init__(self, store: Store, bus: Bus | None, clock: Clock, settings: AllocatorSettings) -> None:
         super().__init__(store, bus, clock, settings)
         self.inflight: dict[tuple[str, str], core.Reserved] = {}
-        self.holds = core.HoldCache()
+        self.index = TaskIndex()
         self.deferred = 0
         self.metrics.gauge("inflight_writes", lambda: float(len(self.inflight)),
                            "planned allocations whose write the mirror does not show yet")
@@ -43,25 +46,32 @@ class Allocator(PlanLoop):
 
     def activate(self, mirror: StoreMirror, now: float) -> None:
         self.inflight = {}
-        self.holds = core.HoldCache()
+        self.index = TaskIndex()
 
-    def plan(self, mirror: StoreMirror, now: float) -> Plan:
+    def plan(self, mirror: StoreMirror, now: float, changes: Changed | None = None) -> Plan:
         objects = mirror.objects
-        tasks = objects[Kind.TASK].values()
+        table = objects[Kind.TASK]
+        if changes is None:
+            self.index.rebuild(table.values())
+        else:
+            for tid in changes.get(Kind.TASK, ()):
+                self.index.update(tid, table.get(tid))
 
         def current(kind: str, oid: str) -> Obj | None:
             return objects[kind].get(oid)
 
         self.inflight = core.still_pending(self.inflight, current)
-        state = core.AllocatorState.build(tasks, objects[Kind.NETWORK].values(), objects[Kind.SERVICE].values(),
-                                          self.inflight.values(), self.holds, nodes=objects[Kind.NODE].values())
-        out = core.plan(tasks, state, now, limit=max(1, self.settings.max_txn_ops - 1))
+        state = core.AllocatorState.build((), objects[Kind.NETWORK].values(), objects[Kind.SERVICE].values(),
+                                          self.inflight.values(), nodes=objects[Kind.NODE].values(),
+                                          holds=self.index.holds())
+        out = core.plan(self.index.oldest_first(), state, now, limit=max(1, self.settings.max_txn_ops - 1),
+                        ordered=True)
         out.extend(core.plan_netkeys(objects[Kind.NETWORK].values(), objects[Kind.NETKEYS].get(netkeys.KEYS_ID),
                                      now, os.urandom))
         for g in out.groups:
             if isinstance(g.note, core.Reserved):
                 self.inflight[(g.note.kind, g.note.id)] = g.note
-        self.deferred = sum(1 for x in tasks if core.wants_allocation(x) and (x.get("status") or {}).get("err"))
+        self.deferred = self.index.deferred()
         return out
 
     def committed(self, group: Group) -> None:

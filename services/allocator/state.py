@@ -123,11 +123,13 @@ class AllocatorState:
     @staticmethod
     def build(tasks: Iterable[Obj], networks: Iterable[Obj] = (), services: Iterable[Obj] | None = None,
               inflight: Iterable[Reserved] = (), cache: HoldCache | None = None,
-              nodes: Iterable[Obj] | None = None) -> AllocatorState:
+              nodes: Iterable[Obj] | None = None,
+              holds: Iterable[tuple[str, Holds]] | None = None) -> AllocatorState:
         """Everything the store says is allocated is taken: network subnets, service VIPs and ingress ports,
         addresses of live (not dead) tasks, nodes' load-balancer IPs, and whatever in-flight writes hold.
-        `cache` (kept by the caller across passes) saves re-reading the tasks that did not change. Without
-        `nodes`, node load-balancer IPs are left alone."""
+        `cache` (kept by the caller across passes) saves re-reading the tasks that did not change; `holds`
+        (a `TaskIndex`'s) replaces reading `tasks` at all. Without `nodes`, node load-balancer IPs are left
+        alone."""
         st = AllocatorState()
         for net in sorted(networks, key=_age):
             st._add_network(net)
@@ -137,11 +139,11 @@ class AllocatorState:
                 st.services[svc["id"]] = svc
                 st._hold_endpoint(svc["id"], svc)
         by_network: dict[str, list[int]] = {}
-        for node_id, holds in (cache or HoldCache()).holds(tasks):
-            for nid, addr in holds:
+        for node_id, held in (cache or HoldCache()).holds(tasks) if holds is None else holds:
+            for nid, addr in held:
                 by_network.setdefault(nid, []).append(addr)
             if node_id:
-                st.node_uses.setdefault(node_id, set()).update(nid for nid, _ in holds)
+                st.node_uses.setdefault(node_id, set()).update(nid for nid, _ in held)
         for nid, addrs in by_network.items():
             info = st.networks.get(nid)
             if info is not None and info.pool is not None:

@@ -1,9 +1,12 @@
 """The scheduler's I/O shell: while holding the `scheduler` lease, place PENDING tasks in debounced, batched,
 fenced passes. A task that fits nowhere stays PENDING with its reason in `status.err` and is tried again on
-every change of nodes or tasks (every pass is a full, level-triggered attempt).
+every pass that has pending work.
 
-In memory: the debouncer and a `FailureLog` of recent task failures per (node, service, spec version), seeded
-from the store's tasks on activation, so a failure still demotes its node after the reaper deleted the task."""
+In memory: the debouncer, a `FailureLog` of recent task failures per (node, service, spec version), seeded
+from the store's tasks on activation, so a failure still demotes its node after the reaper deleted the task,
+and a `Ledger` of what the tasks on each node take and which tasks are PENDING, fed the tasks that changed since
+the last pass (rebuilt from every task on a full pass): a pass costs O(changed + pending + nodes), not O(all
+tasks), and a pass with nothing PENDING does no placement work at all."""
 
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ from shoal.leader_loop import PlanLoop
 from shoal.models.kinds import Kind
 from shoal.plan import Plan
 from shoal.planning.scheduler import core
+from shoal.planning.scheduler.ledger import Ledger
 from shoal.planning.scheduler.nodeinfo import FailureLog
 from shoal.runner import gc_paused
-from shoal.store.mirror import StoreMirror
+from shoal.store.mirror import Changed, StoreMirror
 from shoal.store.protocol import Store
 
 
@@ -31,6 +35,7 @@ class Scheduler(PlanLoop):
         self.debounce = core.Debouncer(settings.debounce_gap, settings.max_latency)
         self.seen: set[str] = set()
         self.failures = FailureLog()
+        self.ledger = Ledger()
         self.unschedulable = 0
         self.metrics.gauge("unschedulable_tasks", lambda: float(self.unschedulable),
                            "PENDING tasks that fit on no node at the last pass")
@@ -39,19 +44,35 @@ class Scheduler(PlanLoop):
         self.debounce = core.Debouncer(self.debounce.gap, self.debounce.max_latency)
         self.seen = set()
         self.failures = FailureLog()
+        self.ledger = Ledger()
 
-    def plan(self, mirror: StoreMirror, now: float) -> Plan:
-        tasks = list(mirror.objects[Kind.TASK].values())
-        failures = self.failures.observe(tasks, now)
-        pending = {x["id"] for x in tasks if core.schedulable(x)}
-        if pending - self.seen:
+    def plan(self, mirror: StoreMirror, now: float, changes: Changed | None = None) -> Plan:
+        table = mirror.objects[Kind.TASK]
+        if changes is None:
+            self.ledger.rebuild(table.values())
+            failures = self.failures.observe(table.values(), now)
+        else:
+            changed = []
+            for tid in changes.get(Kind.TASK, ()):
+                task = table.get(tid)
+                self.ledger.update(tid, task)
+                if task is not None:
+                    changed.append(task)
+            failures = self.failures.observe(changed, now)
+        pending = self.ledger.pending
+        if any(tid not in self.seen for tid in pending):
             self.debounce.note(now)
-        self.seen = pending
+        self.seen = set(pending)
         if self.debounce.waiting and not self.debounce.due(now):
             return Plan(wake_at=self.debounce.deadline())
         self.debounce.reset(now)
+        if not pending and not self.ledger.doomed:
+            self.unschedulable = 0
+            return Plan()
+        nodes = mirror.objects[Kind.NODE].values()
         with gc_paused():
-            out, decisions = core.plan(tasks, mirror.objects[Kind.NODE].values(), now, failures=failures)
+            out, decisions = core.plan_pending(list(pending.values()), list(self.ledger.doomed.values()), nodes,
+                                               now, infos=self.ledger.infos(nodes, failures))
         self.unschedulable = sum(1 for d in decisions if d.node_id is None)
         placed = len(decisions) - self.unschedulable
         if placed:

@@ -9,7 +9,11 @@ leader-only subsystems (shoal/leader_loop.py) and the dispatcher run `StoreMirro
 
 Writers call `apply_written(result)` so their next decision already sees their own write (otherwise a
 reconciler could act twice on a stale view); later watch events for the same objects are applied only if
-newer (by meta.version), and tombstones stop older updates from resurrecting a deleted object."""
+newer (by meta.version), and tombstones stop older updates from resurrecting a deleted object.
+
+A mirror made with `track_changes=True` also remembers which ids of each kind changed (watch events and
+`apply_written` alike) until `take_changes()` hands them over: a planning pass then looks at what changed, not at
+the whole view. After a (re-)list it answers None: everything may have changed."""
 
 from __future__ import annotations
 
@@ -33,11 +37,13 @@ log = logging.getLogger(__name__)
 
 #: called after every successful sync with its changes (None after a full re-list: everything may have changed)
 OnSync = Callable[[Sequence[Change] | None], None]
+#: kind -> ids created, updated or deleted since the last `take_changes` (None: everything may have changed)
+Changed = dict[str, set[str]]
 
 
 class StoreMirror:
     def __init__(self, store: Store, kinds: Sequence[str], *, poll_interval: float = 1.0,
-                 on_sync: OnSync | None = None, name: str = "mirror") -> None:
+                 on_sync: OnSync | None = None, name: str = "mirror", track_changes: bool = False) -> None:
         self.store = store
         self.kinds = list(kinds)
         self.poll_interval = poll_interval
@@ -58,6 +64,8 @@ class StoreMirror:
         self.pending_since: float | None = None
         #: called with every committed transaction the watch returns, all kinds (the dashboard's event feed)
         self.on_event: Callable[[Event], None] | None = None
+        self.track_changes = track_changes
+        self._changed_ids: Changed | None = None  # None: the next `take_changes` answers "everything"
 
     # ---- view --------------------------------------------------------------------------------------------
     def get(self, kind: str, obj_id: str) -> Obj | None:
@@ -75,8 +83,16 @@ class StoreMirror:
         self._apply(result.changes, result.revision)
         self._bump()
 
+    def take_changes(self) -> Changed | None:
+        """The ids of each followed kind changed since the last call (None after a list, or when the mirror
+        does not track changes: everything may have changed). A deleted id is in it too: `get` answers None."""
+        out = self._changed_ids
+        self._changed_ids = {k: set() for k in self.kinds} if self.track_changes else None
+        return out
+
     def _apply(self, changes: Sequence[Change], revision: int) -> builtins.list[Change]:
         applied = []
+        dirty = self._changed_ids
         for c in changes:
             if c.kind not in self.objects:
                 continue
@@ -88,6 +104,8 @@ class StoreMirror:
                 if cur is not None and cur["meta"]["version"] <= revision:
                     del table[c.id]
                     applied.append(c)
+                    if dirty is not None:
+                        dirty[c.kind].add(c.id)
                 self._tombstones[key] = max(self._tombstones.get(key, 0), revision)
                 continue
             if self._tombstones.get(key, 0) >= version:
@@ -95,6 +113,8 @@ class StoreMirror:
             if cur is None or cur["meta"]["version"] < version:
                 table[c.id] = c.object
                 applied.append(c)
+                if dirty is not None:
+                    dirty[c.kind].add(c.id)
         return applied
 
     def take_pending_since(self) -> float | None:
@@ -139,7 +159,8 @@ class StoreMirror:
             if self.on_event is not None:
                 self.on_event(ev)
         self.revision = max(self.revision, batch.revision)
-        self._tombstones = {k: r for k, r in self._tombstones.items() if r > self.revision}
+        if self._tombstones:
+            self._tombstones = {k: r for k, r in self._tombstones.items() if r > self.revision}
         if changes:
             self._bump(external=True)
         return changes
@@ -154,6 +175,7 @@ class StoreMirror:
         self.objects = fresh
         self.revision = min(revs) if revs else 0
         self._tombstones.clear()
+        self._changed_ids = None
         self.resyncs += 1
         self._bump(external=True)
 

@@ -18,7 +18,7 @@ from shoal.models.kinds import Kind
 from shoal.plan import Group, Plan, pack
 from shoal.store import txn as t
 from shoal.store.local import LocalStore
-from shoal.store.mirror import StoreMirror
+from shoal.store.mirror import Changed, StoreMirror
 from shoal.store.txn import Op, TxnResult
 from tests.sim.cp_fakes import make_service
 
@@ -40,9 +40,11 @@ class Counter(PlanLoop):
         self.wake_in = wake_in
         self.plans = 0
         self.notes: list[Any] = []
+        self.changes: list[Changed | None] = []
 
-    def plan(self, mirror: StoreMirror, now: float) -> Plan:
+    def plan(self, mirror: StoreMirror, now: float, changes: Changed | None = None) -> Plan:
         self.plans += 1
+        self.changes.append(changes)
         out = Plan()
         obj = mirror.get(Kind.CONFIG, "counter")
         if obj is not None and obj["value"] < self.target:
@@ -91,6 +93,18 @@ async def test_conflicts_wait_for_the_mirror_and_retry() -> None:
     assert loop.metrics.value("conflicts") == 2
     assert loop.notes == [1, 2, 3]  # `committed` only for groups that really landed
     assert loop.status()["last_error"] is None
+
+
+async def test_passes_are_told_what_changed_with_a_full_pass_now_and_then() -> None:
+    store = LocalStore()
+    await store.txn([t.create(Kind.CONFIG, {"id": "counter", "spec": {"name": "counter"}, "value": 0})])
+    loop = Counter(store, None, LeaderSettings(instance="c1", **{**FAST, "full_pass_interval": 0.3}), wake_in=0.05)
+    await run_for(loop, lambda: loop.plans >= 12 and store.mem.get(Kind.CONFIG, "counter")["value"] == 3)
+    assert loop.changes[0] is None  # the first pass of an activation is a full one
+    assert {Kind.CONFIG: {"counter"}} in loop.changes  # its own write is a change of the next pass
+    assert {Kind.CONFIG: set()} in loop.changes  # a timer with nothing changed: nothing to look at
+    assert loop.changes.count(None) >= 2  # the periodic full pass
+    assert loop.metrics.value("full_passes") == loop.changes.count(None)
 
 
 async def test_every_write_carries_the_lease_fence() -> None:

@@ -132,3 +132,27 @@ async def test_a_hint_of_kinds_the_mirror_does_not_follow_does_not_wake_it() -> 
     await bus.publish(STORE_EVENTS, {"revision": task.revision + 1})  # no list of changes: wakes, as before
     m.stop()
     await asyncio.wait_for(runner, 2)
+
+
+async def test_changed_ids_are_handed_over_once_and_a_relist_means_everything() -> None:
+    store = LocalStore()
+    await store.txn([t.create("task", {"id": "t1", "service_id": "s"}), t.create("node", {"id": "n1"})])
+    m = StoreMirror(store, ["task", "node"], poll_interval=30.0, track_changes=True)
+    assert await m.sync_once() is None  # the first list
+    assert m.take_changes() is None  # everything may have changed
+    assert m.take_changes() == {"task": set(), "node": set()}
+    res = await store.txn([t.create("task", {"id": "t2", "service_id": "s"}), t.delete("task", "t1")])
+    m.apply_written(res)  # own writes count
+    await store.txn([t.update("node", {"id": "n1", "spec": {}}), t.create("secret", {"id": "x"})])
+    await m.sync_once()  # the watch replays t1/t2 (not newer: not counted again) and brings n1
+    assert m.take_changes() == {"task": {"t1", "t2"}, "node": {"n1"}}
+    await m.sync_once()
+    assert m.take_changes() == {"task": set(), "node": set()}
+    m.resync()
+    await m.sync_once()
+    assert m.take_changes() is None
+    plain = StoreMirror(store, ["task"])  # not tracking: every pass is a full one
+    await plain.sync_once()
+    await store.txn([t.create("task", {"id": "t3", "service_id": "s"})])
+    await plain.sync_once()
+    assert plain.take_changes() is None

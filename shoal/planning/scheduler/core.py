@@ -205,12 +205,15 @@ class _GroupPlacer:
 
 def schedule(tasks: Sequence[Obj], nodes: Iterable[Obj], node_tasks: Iterable[Obj], *, now: float,
              pipeline: Pipeline | None = None,
-             failures: Mapping[tuple[str, str, int], int] | None = None) -> list[Decision]:
+             failures: Mapping[tuple[str, str, int], int] | None = None,
+             infos: dict[str, NodeInfo] | None = None) -> list[Decision]:
     """Place `tasks` (PENDING) on `nodes`, given the tasks already on nodes (`node_tasks`: any tasks; those
     with a `node_id` and observed state ASSIGNED..RUNNING count). `failures`: recent failures per (node,
-    service, spec version) from a `FailureLog` (default: counted from `node_tasks`)."""
+    service, spec version) from a `FailureLog` (default: counted from `node_tasks`). `infos`: the nodes as a
+    `Ledger` already knows them (then `nodes`, `node_tasks` and `failures` are not read; they are changed)."""
     pipe = pipeline or Pipeline()
-    infos = nodeinfo.build(nodes, node_tasks, now, failures=failures)
+    if infos is None:
+        infos = nodeinfo.build(nodes, node_tasks, now, failures=failures)
     ordered = nodeinfo.by_id(infos)
     groups: dict[tuple[str, int, tuple[tuple[str, int], ...]], list[Obj]] = {}
     for task in tasks:
@@ -269,21 +272,29 @@ def plan(tasks: Iterable[Obj], nodes: Iterable[Obj], now: float, *, pipeline: Pi
     errors (only when the text changes, so an unschedulable task does not cause a write loop), and shutdowns of
     doomed PENDING tasks."""
     all_tasks = tasks if isinstance(tasks, list) else list(tasks)
-    out = Plan()
     pending: list[Obj] = []
+    doomed: list[Obj] = []
     for task in all_tasks:
         fate = pending_fate(task)
-        if fate is None:
-            continue
-        if fate:
-            pending.append(task)
-        else:  # doomed
-            status = task_status(TaskState.SHUTDOWN, now, SHUTDOWN_MESSAGE)
-            out.add([t.update(Kind.TASK, {**task, "status": status})])
+        if fate is not None:
+            (pending if fate else doomed).append(task)
+    return plan_pending(pending, doomed, nodes, now, node_tasks=all_tasks, pipeline=pipeline, failures=failures)
+
+
+def plan_pending(pending: Sequence[Obj], doomed: Iterable[Obj], nodes: Iterable[Obj], now: float, *,
+                 node_tasks: Iterable[Obj] = (), infos: dict[str, NodeInfo] | None = None,
+                 pipeline: Pipeline | None = None,
+                 failures: Mapping[tuple[str, str, int], int] | None = None) -> tuple[Plan, list[Decision]]:
+    """`plan` given the PENDING tasks already sorted out: `pending` to place, `doomed` to shut down, and the
+    nodes either as `infos` (a `Ledger`'s) or built from `node_tasks`."""
+    out = Plan()
+    for task in doomed:
+        status = task_status(TaskState.SHUTDOWN, now, SHUTDOWN_MESSAGE)
+        out.add([t.update(Kind.TASK, {**task, "status": status})])
     if not pending:
         return out, []
     by_id = {x["id"]: x for x in pending}
-    decisions = schedule(pending, nodes, all_tasks, now=now, pipeline=pipeline, failures=failures)
+    decisions = schedule(pending, nodes, node_tasks, now=now, pipeline=pipeline, failures=failures, infos=infos)
     assigned = task_status(TaskState.ASSIGNED, now, ASSIGNED_MESSAGE)
     for d in decisions:
         task = by_id[d.task_id]

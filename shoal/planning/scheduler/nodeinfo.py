@@ -255,14 +255,18 @@ def build(nodes: Iterable[Obj], tasks: Iterable[Obj], now: float, failure_window
             if r is None:
                 r = reservations[key] = Reservation.of(task)
             info.add(task, r)
-    counts = failure_counts(tasks, now, failure_window) if failures is None else failures
+    add_failures(infos, failure_counts(tasks, now, failure_window) if failures is None else failures)
+    return infos
+
+
+def add_failures(infos: Mapping[str, NodeInfo], counts: Mapping[tuple[str, str, int], int]) -> None:
+    """Mark the recent failures per (node, service, spec version) on the nodes' infos."""
     for (nid, sid, version), n in counts.items():
         info = infos.get(nid)
         if info is not None:
             if info.failures is _NO_FAILURES:
                 info.failures = {}
             info.failures[(sid, version)] = info.failures.get((sid, version), 0) + n
-    return infos
 
 
 def by_id(infos: Mapping[str, NodeInfo]) -> list[NodeInfo]:
