@@ -422,7 +422,7 @@ class Driver(DriverState, DriverSnapshots, DriverPersist):
             self._apply(rd)
         if rd.want_snapshot:  # a new member waits for a snapshot that holds the membership
             self.take_snapshot(compact=False)
-        elif self.fsm.applied_index - self.storage.snapshot().index >= self.cfg.snapshot_interval:
+        elif self.snapshot_due(rd.committed_entries):
             self.take_snapshot()
         for rs in rd.read_states:
             futs = self._read_ctx.pop(rs.context, None)

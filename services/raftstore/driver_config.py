@@ -20,5 +20,9 @@ class DriverConfig:
     fsync_in_thread: bool = False
     snapshot_interval: int = 10_000  # applied entries between snapshots (then the log is compacted)
     snapshot_tail: int = 500  # entries kept after compaction, so a briefly lagging follower needs no snapshot
+    #: a snapshot is also taken once the entries applied since the last one hold this many bytes, or as many
+    #: as the last snapshot if that is more (the log's memory bounded, snapshots amortized over the writes)
+    snapshot_bytes: int = 8 << 20
+    snapshot_tail_bytes: int = 2 << 20  # the tail kept after compaction holds at most this many bytes of entries
     #: the leader refuses new writes while the data directory's file system has less free space than this
     disk_reserve: int = 16 << 20

@@ -23,6 +23,7 @@ from services.raftstore.wal import WAL, Replayed
 from shoal import pki, unlockkey
 from shoal.errors import NotFound
 from shoal.metrics import Registry
+from shoal.store.memory import MemoryStore
 from shoal.store.txn import TxnResult
 from shoal.transport import Credentials, TransportError
 
@@ -74,8 +75,10 @@ class Member:
         cfg = DriverConfig(tick=settings.raft_tick, election_ticks=settings.raft_election_ticks,
                            heartbeat_ticks=settings.raft_heartbeat_ticks, read_timeout=settings.read_timeout,
                            snapshot_interval=settings.snapshot_interval, snapshot_tail=settings.snapshot_tail,
+                           snapshot_bytes=settings.snapshot_bytes, snapshot_tail_bytes=settings.snapshot_tail_bytes,
                            disk_reserve=settings.disk_reserve, fsync_in_thread=settings.fsync_in_thread)
-        self.driver = Driver(self.me.id, peers, self.wal, replayed, FSM(), self.transport, cfg, rng=rng,
+        fsm = FSM(MemoryStore(history_bytes=settings.watch_history_bytes))
+        self.driver = Driver(self.me.id, peers, self.wal, replayed, fsm, self.transport, cfg, rng=rng,
                              metrics=self.metrics, snapshot=snap, membership=membership)
         self.transport.deliver = self.driver.receive
         self.driver.on_resealed = self._resealed

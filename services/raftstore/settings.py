@@ -83,6 +83,9 @@ class RaftstoreSettings(CommonSettings):
     read_timeout: float = 5.0
     snapshot_interval: int = 10_000  # applied entries between snapshots
     snapshot_tail: int = 500  # entries kept after a snapshot for slow followers
+    snapshot_bytes: int = 8 << 20  # or bytes of entries applied since the last snapshot (or its size, if more)
+    snapshot_tail_bytes: int = 2 << 20  # and at most this many bytes of entries kept after a snapshot
+    watch_history_bytes: int = 16 << 20  # packed (compressed) events kept for watchers (shoal/store/history.py)
     fsync_in_thread: bool = False  # fsync on a worker thread while the loop keeps serving (docs/performance.md)
     disk_reserve: int = 16 << 20  # bytes free below which the leader refuses writes
     raft_max_message: int = 256 << 20  # largest raft peer message (a snapshot of the whole store) sent or taken

@@ -11,7 +11,6 @@ import copy
 import hashlib
 import itertools
 import json
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,6 +26,8 @@ from shoal.errors import (
     VersionConflict,
 )
 from shoal.models.kinds import COUNTED_FIELDS, INDEXED_FIELDS, NAMED_KINDS, Kind
+from shoal.store.history import DEFAULT_BYTES, DEFAULT_EVENTS, History
+from shoal.store.shared import Sharer
 from shoal.store.txn import MAX_TXN_BYTES, MAX_TXN_OPS, Change, Event, Obj, TxnResult
 
 _KINDS = frozenset(k.value for k in Kind)
@@ -106,7 +107,9 @@ class MemoryStore:
     keep a count per combination of their values, updated on every write: `counts` answers "how many tasks
     of this service run" without reading a task. All of it is derived state, rebuilt by `restore`."""
 
-    def __init__(self, history: int = 10_000) -> None:
+    def __init__(self, history: int = DEFAULT_EVENTS, *, history_bytes: int = DEFAULT_BYTES) -> None:
+        """`history`: committed events kept for watchers, at most; `history_bytes`: packed bytes of them, at
+        most (shoal/store/history.py)."""
         self._objects: dict[str, dict[str, Obj]] = {k: {} for k in _KINDS}
         self._ids: dict[str, SortedList] = {k: SortedList() for k in _KINDS}
         self._names: dict[str, dict[str, str]] = {k: {} for k in _KINDS}
@@ -115,9 +118,9 @@ class MemoryStore:
         }
         self._counted: dict[str, tuple[str, ...]] = {k: COUNTED_FIELDS.get(k, ()) for k in _KINDS}
         self._counts: dict[str, dict[tuple[Any, ...], int]] = {k: {} for k in _KINDS}
-        self._history: deque[Event] = deque(maxlen=history)
+        self._history = History(history, max_bytes=history_bytes)
+        self._sharer = Sharer()
         self.revision = 0
-        self.compact_revision = 0
 
     # ---- reads -------------------------------------------------------------------------------------------
     def get(self, kind: str, obj_id: str) -> Obj:
@@ -215,6 +218,11 @@ class MemoryStore:
     def count(self, kind: str) -> int:
         return len(self._objects[kind])
 
+    @property
+    def compact_revision(self) -> int:
+        """Events up to this revision are no longer retained (watching from before it is Compacted)."""
+        return self._history.compact_revision
+
     def events_since(self, revision: int) -> builtins.list[Event]:
         """Committed events with revision > `revision`; Compacted if some of them are no longer retained."""
         if revision < self.compact_revision:
@@ -225,9 +233,7 @@ class MemoryStore:
             )
         if revision >= self.revision:
             return []
-        out = [e for e in reversed(self._history) if e.revision > revision]
-        out.reverse()
-        return out
+        return self._history.since(revision)
 
     # ---- writes ------------------------------------------------------------------------------------------
     def apply(self, txn: Mapping[str, Any], revision: int) -> TxnResult:
@@ -255,8 +261,6 @@ class MemoryStore:
                 self._objects[kind][obj_id] = obj
                 changes.append(Change(action, kind, obj_id, obj))  # type: ignore[arg-type]
         if changes:
-            if len(self._history) == self._history.maxlen:
-                self.compact_revision = self._history[0].revision
             actor = txn.get("actor")
             self._history.append(Event(revision, tuple(changes), float(txn.get("time") or 0.0),
                                        actor if isinstance(actor, str) else None))
@@ -307,7 +311,7 @@ class MemoryStore:
                 view[(kind, oid)] = None
                 staged.append(("delete", kind, oid, old))
                 continue
-            obj = dict(op["object"])
+            obj = self._sharer.object(kind, op["object"])
             meta = dict(obj.get("meta") or {})
             meta["version"] = revision
             meta["created_at"] = old["meta"]["created_at"] if old is not None else now
@@ -396,14 +400,15 @@ class MemoryStore:
         return {"revision": self.revision, "objects": {k: list(v.values()) for k, v in self._objects.items()}}
 
     def restore(self, snap: Mapping[str, Any]) -> None:
-        self.__init__(self._history.maxlen or 10_000)  # type: ignore[misc]
+        self.__init__(self._history.max_events, history_bytes=self._history.max_bytes)  # type: ignore[misc]
         for kind, objs in snap["objects"].items():
             for obj in objs:
+                obj = self._sharer.object(kind, obj)
                 self._objects[kind][obj["id"]] = obj
                 self._reindex(kind, obj)
             self._ids[kind] = SortedList(self._objects[kind])
         self.revision = int(snap["revision"])
-        self.compact_revision = self.revision
+        self._history.compact_revision = self.revision
 
     def state_hash(self) -> str:
         """A digest of every object, equal on replicas that applied the same entries."""

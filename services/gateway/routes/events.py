@@ -2,9 +2,9 @@
 (one record per changed object, services/gateway/events.py), followed from the store's watch.
 
 Without `since` the stream starts now; with it, at the first change after revision `since`. A `since` older
-than the store's retained history (the last 10,000 transactions) starts with a `compacted` notice and goes on
-from the oldest retained revision. The stream stays open until the client leaves, or ends once revision
-`until` is reached."""
+than the store's retained history (the last 10,000 transactions, up to 16 MiB of them compressed) starts with a
+`compacted` notice and goes on from the oldest retained revision. The stream stays open until the client leaves,
+or ends once revision `until` is reached."""
 
 from __future__ import annotations
 
