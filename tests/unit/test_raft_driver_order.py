@@ -172,3 +172,45 @@ async def test_a_commit_index_alone_is_written_without_an_fsync(tmp_path: Path) 
                     assert not sync, f"member {member} fsynced a hard state that only moved the commit to {hs.commit}"
                 if hs is not None:
                     on_disk = hs
+
+
+async def test_a_committed_write_is_answered_while_the_next_batch_is_being_saved(tmp_path: Path) -> None:
+    """The leader applies (and answers) entries committed before a Ready while that Ready's own entries are still
+    being written and fsynced on its worker thread: a write waits for one fsync, not for the next batch's too.
+    Write `a` is acknowledged by both followers while the leader's save of it is held; `b` is proposed meanwhile;
+    `a` must be answered while the save of `b` is held."""
+    async with cluster(tmp_path) as net:
+        leader = await leader_of(net)
+        await asyncio.wait_for(leader.propose(write("warm")), 10)
+        gates = [threading.Event(), threading.Event()]
+        held = list(gates)
+        started: list[int] = []  # the last index of each save begun
+        save = leader.wal.save
+
+        def gated(hard_state: HardState | None, entries: Sequence[Entry], *, sync: bool = True) -> None:
+            if entries and held:
+                started.append(entries[-1].index)
+                held.pop(0).wait(10)
+            save(hard_state, entries, sync=sync)
+
+        leader.wal.save = gated  # type: ignore[method-assign]
+        try:
+            a = asyncio.ensure_future(leader.propose(write("a")))
+            await asyncio.sleep(0.02)
+            a_index = leader.node.raft.log.last_index()
+            for _ in range(500):  # both followers saved and acknowledged `a`
+                if all(any(ev[0] == "send" and ev[1].type is MsgType.APP_RESP and ev[1].index >= a_index
+                           for ev in net.events[f]) for f in net.drivers if f != leader.id):
+                    break
+                await asyncio.sleep(0.01)
+            b = asyncio.ensure_future(leader.propose(write("b")))
+            await asyncio.sleep(0.02)
+            gates[0].set()  # `a` is durable on the leader; `b`'s save is held next
+            done = (await asyncio.wait_for(a, 3)).revision
+            assert done == a_index
+            assert not b.done() and not gates[1].is_set()
+            assert started and started[-1] > a_index, "b's save had not begun: the test proves nothing"
+        finally:
+            for g in gates:
+                g.set()
+        assert (await asyncio.wait_for(b, 5)).revision > a_index
