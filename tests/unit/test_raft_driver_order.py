@@ -22,6 +22,7 @@ from services.raftstore.atrest import Sealer
 from services.raftstore.driver import Driver, DriverConfig
 from services.raftstore.fsm import FSM, encode_txn
 from services.raftstore.raft import Entry, HardState, Message, MsgType
+from services.raftstore.raft.progress import ProgressState
 from services.raftstore.wal import WAL
 
 SEALER = Sealer({1: bytes(32)}, 1)
@@ -91,6 +92,18 @@ async def leader_of(net: Net, timeout: float = 10.0) -> Driver:
         await asyncio.sleep(0.01)
 
 
+async def replicating(leader: Driver) -> None:
+    """Wait until the leader streams appends to every follower: right after an election each is probed (one
+    append until it answers), and a write proposed before the answer would go out only after the leader's save,
+    whatever the driver's order."""
+    raft = leader.node.raft
+    for _ in range(500):
+        if all(raft.prs[f].state is ProgressState.REPLICATE for f in raft.others()):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the leader never replicated to every follower")
+
+
 def saved_index(event: Event, index: int) -> bool:
     return event[0] == "save" and any(e.index == index for e in event[1][1])
 
@@ -106,6 +119,7 @@ def write(key: str) -> bytes:
 async def test_leader_sends_appends_before_its_own_save_and_followers_ack_after_theirs(tmp_path: Path) -> None:
     async with cluster(tmp_path) as net:
         leader = await leader_of(net)
+        await replicating(leader)
         results = await asyncio.wait_for(asyncio.gather(*(leader.propose(write(f"k{n}")) for n in range(5))), 10)
         assert [r.revision for r in results] == sorted(r.revision for r in results)
         indexes = sorted(k for k in (max(e.index for e in ev[1][1]) for ev in net.events[leader.id]
