@@ -228,3 +228,46 @@ async def test_a_committed_write_is_answered_while_the_next_batch_is_being_saved
             for g in gates:
                 g.set()
         assert (await asyncio.wait_for(b, 5)).revision > a_index
+
+
+async def test_a_lone_member_answers_a_write_only_once_it_is_durable(tmp_path: Path) -> None:
+    """A one-member cluster commits what it appends at once, so its Ready holds the same entries to save and to
+    apply: with the fsync on a worker thread (SHOAL_FSYNC_IN_THREAD) none of them may be applied — answered —
+    before that save is done. Only entries saved before the Ready are applied while it is written."""
+    events: list[Event] = []
+    wal, replayed = recording_wal(tmp_path, events)
+    save = wal.save
+    gate = threading.Event()
+    started: list[int] = []
+
+    def gated(hard_state: HardState | None, entries: Sequence[Entry], *, sync: bool = True) -> None:
+        if entries:
+            started.append(entries[-1].index)
+            if len(started) > 1:  # the election's no-op passes; the write's save is held
+                gate.wait(10)
+        save(hard_state, entries, sync=sync)
+
+    wal.save = gated  # type: ignore[method-assign]
+    driver = Driver(1, [1], wal, replayed, FSM(), Net().sender(1),
+                    DriverConfig(tick=0.01, election_ticks=10, fsync_in_thread=True), rng=random.Random(1))
+    task = asyncio.create_task(driver.run())
+    try:
+        for _ in range(500):
+            if driver.is_leader and driver.applied_index >= 1:
+                break
+            await asyncio.sleep(0.01)
+        assert driver.is_leader
+        w = asyncio.ensure_future(driver.propose(write("solo")))
+        for _ in range(300):
+            if len(started) > 1:
+                break
+            await asyncio.sleep(0.01)
+        assert len(started) > 1, "the write's save never began"
+        await asyncio.sleep(0.1)
+        assert not w.done(), "a lone member answered a write before its fsync"
+        gate.set()
+        assert (await asyncio.wait_for(w, 5)).revision == started[-1]
+    finally:
+        gate.set()
+        driver.stop()
+        await asyncio.gather(task, return_exceptions=True)
