@@ -8,6 +8,7 @@ method and path."""
 from __future__ import annotations
 
 from services.raftstore.access import caller_actor, caller_component, check_txn
+from services.raftstore.fsm import encode_txn
 from services.raftstore.routes.context import Context
 from shoal import wire
 from shoal.errors import InvalidArgument
@@ -40,7 +41,9 @@ async def write(ctx: Context, raw: bytes, ident: Identity | None, forwarded_by: 
     stamped: dict[str, object] = {"ops": body.get("ops"), "time": ctx.clock.now()}
     if (actor := caller_actor(ident, on_behalf_of, on_behalf_node)) is not None:
         stamped["actor"] = actor
-    data = wire.dumps(stamped)  # followers decode it with json (fsm.py): the same document
+    # The entry stays the standard encoder's: orjson writes NaN as null, which a follower would decode as
+    # something else than the leader applies (a body with a NaN literal is read by json, shoal.wire.loads).
+    data = encode_txn(stamped)
     validate_txn(stamped, encoded_size=len(data))
     # the store refuses what the API would refuse: no path stores an object its consumers cannot read
     reason = check_txn_objects(body["ops"])  # a list: validate_txn checked it
