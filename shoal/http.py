@@ -19,6 +19,7 @@ from starlette.routing import Match
 from shoal import limits
 from shoal.errors import ShoalError
 from shoal.metrics import CONTENT_TYPE, Registry
+from shoal.transport import CORK_SCOPE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -216,11 +217,19 @@ async def read_body(receive: Any) -> bytes | None:
             return b"".join(chunks)
 
 
-async def send_json(send: Any, status: int, body: bytes) -> None:
-    """Answer with `body`, already encoded JSON."""
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+async def send_json(send: Any, status: int, body: bytes, scope: Any = None) -> None:
+    """Answer with `body`, already encoded JSON. With the request's `scope`, head and body leave as one write
+    (one TLS record, one send) through the connection's `CorkedTransport` (shoal.transport)."""
+    cork = scope.get(CORK_SCOPE_KEY) if scope is not None else None
+    if cork is not None:
+        cork.hold()
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+    finally:
+        if cork is not None:
+            cork.release()
 
 
 def observe_request(m: HttpMetrics, method: str, route: str, status: int, seconds: float) -> None:

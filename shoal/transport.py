@@ -53,6 +53,8 @@ from shoal.pki import Identity
 log = logging.getLogger(__name__)
 
 IDENTITY_SCOPE_KEY = "shoal.identity"
+#: the connection's `CorkedTransport` in each request's scope: a fast path that writes its whole answer at once
+CORK_SCOPE_KEY = "shoal.cork"
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 #: an admin client bundle's file names (Docker's DOCKER_CERT_PATH layout): certificate, key, roots
@@ -223,9 +225,42 @@ def _identity_of_der(der: bytes) -> Identity:
 
 
 # ---- servers --------------------------------------------------------------------------------------------------
+class CorkedTransport:
+    """A connection's transport that can hold its writes and hand them over as one: uvicorn writes an answer's
+    head and its body separately, which over TLS is two records and two send syscalls (each send on loopback may
+    wake the client and cost this process its core on a busy machine). A fast path that has its whole answer
+    brackets its two ASGI sends with `hold()` and `release()` in the same coroutine, so nothing is held past
+    the answer (unlike holding until the end of the loop turn). Everything else is the transport's own."""
+
+    __slots__ = ("_held", "transport")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self._held: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append(data)
+        else:
+            self.transport.write(data)
+
+    def hold(self) -> None:
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held and not self.transport.is_closing():
+            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class IdentifiedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol that puts the verified client identity in each request's scope
-    (`scope["shoal.identity"]`): read once per connection from the TLS object.
+    (`scope["shoal.identity"]`): read once per connection from the TLS object. Its transport is a
+    `CorkedTransport`, in each request's scope as `scope["shoal.cork"]`.
 
     It also bounds what a client can hold (shoal.limits): at most `max_connections` open connections (more are
     aborted on arrival), and request headers complete within `header_timeout` seconds. `server_config` makes a
@@ -247,6 +282,7 @@ class IdentifiedHttpTools(HttpToolsProtocol):
             transport.abort()
             return
         super().connection_made(transport)
+        self.transport = CorkedTransport(transport)  # type: ignore[assignment]
         ident = peer_identity(transport.get_extra_info("ssl_object"))
         if ident is not None:
             self.app = _WithIdentity(self.app, ident)
@@ -263,6 +299,7 @@ class IdentifiedHttpTools(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[CORK_SCOPE_KEY] = self.transport  # type: ignore[literal-required]
         if self._header_timer is None:
             self._arm_header_timer()
 

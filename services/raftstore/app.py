@@ -85,7 +85,7 @@ class RaftstoreApp(FastAPI):
             log.exception("raftstore: POST /v1/txn failed")
             status = 500
             body = json.dumps({"message": f"store: internal error: {e!r}", "code": "internal"}).encode()
-        await send_json(send, status, body)
+        await send_json(send, status, body, scope)
         elapsed = time.perf_counter() - start
         if self.metrics is not None:
             self.metrics.observe("store_txn_duration_seconds", elapsed,

@@ -41,6 +41,7 @@ from services.raftstore.raft import (
     ConfChange,
     Config,
     ConfState,
+    Entry,
     EntryType,
     HardState,
     MemoryStorage,
@@ -412,14 +413,22 @@ class Driver(DriverState, DriverSnapshots, DriverPersist):
             early = [m for m in rd.messages if m.type is MsgType.APP]
             if early:
                 late = [m for m in rd.messages if m.type is not MsgType.APP]
+        committed: Sequence[Entry] = rd.committed_entries
         if rd.entries or rd.hard_state is not None:  # 1. persist (one fsync for the whole batch)
-            await self._persist(rd, early)
+            # While the leader's fsync runs on its worker thread, the entries that were committed — and durable
+            # here — before this Ready are applied and answered (as etcd's server does): a write then waits for
+            # one fsync, not for the next batch's too. Only those up to what this member had saved before this
+            # Ready (a one-member cluster commits what it appends at once: that waits for the fsync), and none
+            # past a membership change (applied in order after the disk, as before).
+            ready_now = self._durably_committed(rd)
+            if await self._persist(rd, early, (lambda: self._apply(ready_now)) if ready_now else None):
+                committed = committed[len(ready_now):]
         if late:  # 2. send
             self.sender.send(late)
         if rd.messages:
             self.metrics.inc("raft_messages_sent_total", len(rd.messages), "raft messages handed to peers")
-        if rd.committed_entries:  # 3. apply
-            self._apply(rd)
+        if committed:  # 3. apply
+            self._apply(committed)
         if rd.want_snapshot:  # a new member waits for a snapshot that holds the membership
             self.take_snapshot(compact=False)
         elif self.snapshot_due(rd.committed_entries):
@@ -433,6 +442,21 @@ class Driver(DriverState, DriverSnapshots, DriverPersist):
             self._on_soft_state(rd.soft_state.lead, rd.soft_state.role)
         self.node.advance(rd)  # 4. advance
         self._release_reads()
+
+    def _durably_committed(self, rd: Ready) -> Sequence[Entry]:
+        """The committed entries of `rd` that may be applied before its own persist finishes: the leading ones
+        this member had already saved before this Ready, and no membership change nor anything after one."""
+        if rd.snapshot is not None or not rd.committed_entries:
+            return ()
+        durable = self.storage.last_index()
+        if rd.entries:  # this Ready (re)writes from its first entry on: what was saved there may be replaced
+            durable = min(durable, rd.entries[0].index - 1)
+        n = 0
+        for e in rd.committed_entries:
+            if e.index > durable or e.type == EntryType.CONF_CHANGE:
+                break
+            n += 1
+        return rd.committed_entries[:n]
 
     def _may_send_before_persist(self, rd: Ready) -> bool:
         """A leader's Ready whose hard state changes at most the commit index: its term and vote are on disk
@@ -462,9 +486,9 @@ class Driver(DriverState, DriverSnapshots, DriverPersist):
         if self.on_membership is not None:
             self.on_membership(self.membership)
 
-    def _apply(self, rd: Ready) -> None:
+    def _apply(self, entries: Sequence[Entry]) -> None:
         leading = self.role == Role.LEADER
-        for e in rd.committed_entries:
+        for e in entries:
             result: Any
             pending = self._pending.pop(e.index, None)
             if e.type == EntryType.CONF_CHANGE:
@@ -496,7 +520,7 @@ class Driver(DriverState, DriverSnapshots, DriverPersist):
                     self.on_leader_commit(result)
                 if self.on_commit is not None:
                     self.on_commit(result)
-        self.metrics.inc("raft_applied_entries_total", len(rd.committed_entries), "committed entries applied")
+        self.metrics.inc("raft_applied_entries_total", len(entries), "committed entries applied")
         self._applied.set()
         self._applied = asyncio.Event()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from services.raftstore.raft import Message, Ready
@@ -31,9 +31,12 @@ class DriverPersist:
     sender: Sender
     metrics: Registry
 
-    async def _persist(self, rd: Ready, early: Sequence[Message]) -> None:
+    async def _persist(self, rd: Ready, early: Sequence[Message], meanwhile: Callable[[], None] | None = None
+                       ) -> bool:
         """Make `rd`'s entries and hard state durable (one fsync), sending the leader's `early` appends meanwhile
-        (they must be sent whatever happens here: the caller already left them out of the later sends)."""
+        (they must be sent whatever happens here: the caller already left them out of the later sends). When the
+        write and fsync run on a worker thread, `meanwhile` is called on the loop while they do (the driver
+        applies what was committed and durable before this Ready); returns whether it was called."""
         started = time.perf_counter()
         # A hard state that only moved the commit index is written without an fsync (as etcd's MustSync says):
         # it need not be durable for Raft, but it is what a restarted member — and `SHOAL_FORCE_NEW_CLUSTER`,
@@ -48,12 +51,20 @@ class DriverPersist:
             saving = asyncio.get_running_loop().run_in_executor(None, self.wal.save, hs, rd.entries)
             if early:
                 self.sender.send(early)
+            called = meanwhile is not None
+            if meanwhile is not None:
+                try:
+                    meanwhile()
+                except BaseException:
+                    await asyncio.wait([saving])  # the thread still writes: never leave it to a closed file
+                    raise
             try:
                 await saving
             except asyncio.CancelledError:
                 await asyncio.wait([saving])  # the thread still writes: never leave it to a closed file
                 raise
         else:
+            called = False
             if early:
                 self.sender.send(early)
             self.wal.save(hs, rd.entries, sync=rd.must_sync)
@@ -66,3 +77,4 @@ class DriverPersist:
                                  "WAL write and fsync of one Ready (entries, term, vote)")
         if rd.entries:
             self.metrics.inc("raft_persisted_entries_total", len(rd.entries), "entries made durable")
+        return called

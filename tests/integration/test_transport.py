@@ -199,3 +199,37 @@ def test_missing_identity_is_a_start_up_error(tmp_path: Path) -> None:
         transport.load_credentials("")
     with pytest.raises(transport.TransportError, match="missing"):
         transport.load_credentials(tmp_path)
+
+
+async def test_a_fast_path_answer_leaves_as_one_write(dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+                                                      ) -> None:
+    """`send_json` with the request's scope: the answer's head and body reach the TLS transport as one write (one
+    record, one send), through the connection's CorkedTransport; without the scope, as uvicorn writes them: two."""
+    from shoal.http import send_json
+
+    writes: list[bytes] = []
+    real_write = asyncio.sslproto._SSLProtocolTransport.write
+
+    def counting_write(self: asyncio.sslproto._SSLProtocolTransport, data: bytes) -> None:
+        writes.append(bytes(data))
+        real_write(self, data)
+
+    monkeypatch.setattr(asyncio.sslproto._SSLProtocolTransport, "write", counting_write)
+    body = b'{"fast":true}'
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] == "http":
+            await send_json(send, 200, body, scope if scope["path"] == "/corked" else None)
+
+    srv = Server(transport.Credentials(dirs["server"]))
+    srv.server = uvicorn.Server(transport.server_config(app, "127.0.0.1", srv.port,
+                                                        transport.Credentials(dirs["server"]), admins_only))
+    async with srv, transport.http_client(transport.Credentials(dirs["admin"]), base_url=srv.url) as http:
+        for path, answers in (("/corked", 1), ("/plain", 2)):
+            writes.clear()
+            r = await http.get(path)
+            assert r.status_code == 200 and r.content == body
+            answer = [w for w in writes if w.startswith(b"HTTP/1.1 200") or w == body]
+            assert len(answer) == answers, (path, writes)
+            assert answer[0].startswith(b"HTTP/1.1 200") and answer[-1].endswith(b"\r\n\r\n" + body if answers == 1
+                                                                                else body)

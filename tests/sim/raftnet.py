@@ -81,6 +81,8 @@ class SimNetwork:
         #: chance that a leader dies between sending its appends and persisting them (driver.py's early send)
         self.crash_before_persist = 0.0
         self.crashed_before_persist = 0
+        #: entries a leader applied while its Ready's own entries were not yet persisted (with crash_before_persist)
+        self.applied_before_persist = 0
         self._crash_rng = random.Random(seed * 104729 + 3)
         # in flight: (deliver_at, seq, message)
         self.now = 0
@@ -167,6 +169,7 @@ class SimNetwork:
             m.applied = _decode_state(rd.snapshot)
             m.removed |= _removals(m.applied)
         messages = rd.messages
+        committed = rd.committed_entries
         if self.crash_before_persist and rd.entries and m.leading and rd.snapshot is None and \
                 (rd.hard_state is None or (rd.hard_state.term, rd.hard_state.vote) ==
                  (m.storage.initial_state().term, m.storage.initial_state().vote)):
@@ -176,6 +179,18 @@ class SimNetwork:
                 if msg.type is MsgType.APP:
                     self.send(msg)
             messages = [msg for msg in messages if msg.type is not MsgType.APP]
+            # ... and what was committed and saved here before this Ready is applied while the fsync runs
+            # (driver.py `_durably_committed`): up to the last entry saved before the ones this Ready writes, and
+            # never a membership change or anything after one
+            durable = min(m.storage.last_index(), rd.entries[0].index - 1)
+            early = 0
+            for e in committed:
+                if e.index > durable or e.type == EntryType.CONF_CHANGE:
+                    break
+                self._applied(m, e, n.term)
+                early += 1
+            self.applied_before_persist += early
+            committed = committed[early:]
             if self._crash_rng.random() < self.crash_before_persist:
                 self.crash(i)
                 self.crashed_before_persist += 1
@@ -185,7 +200,7 @@ class SimNetwork:
         m.storage.append(rd.entries)
         for msg in messages:  # ... send ...
             self.send(msg)
-        for e in rd.committed_entries:  # ... apply ...
+        for e in committed:  # ... apply ...
             self._applied(m, e, n.term)
             if e.type == EntryType.CONF_CHANGE:
                 cc = ConfChange.decode(e.data)

@@ -105,16 +105,20 @@ def test_random_faults_keep_raft_safe_and_live(seed_chunk: list[int]) -> None:
 
 
 def test_leaders_dying_between_their_early_appends_and_their_fsync_stay_safe() -> None:
-    """The driver sends a leader's appends before its own fsync: a leader that dies in between has entries a
-    follower may hold and it does not. Random faults plus such deaths (10% of a leader's Readies with entries)
-    keep every safety check and still make progress once the faults stop."""
-    deaths = 0
+    """The driver sends a leader's appends before its own fsync, and applies what was committed before while that
+    fsync runs: a leader that dies in between has entries a follower may hold and it does not, and may have
+    applied (answered) earlier ones. Random faults plus such deaths (10% of a leader's Readies with entries) keep
+    every safety check and still make progress once the faults stop."""
+    deaths = early = 0
     for seed in range(60):
         try:
-            deaths += run_seed(seed, crash_before_persist=0.1).crashed_before_persist
+            net = run_seed(seed, crash_before_persist=0.1)
         except AssertionError as e:
             pytest.fail(f"seed {seed} with crash_before_persist=0.1 failed: {e}")
+        deaths += net.crashed_before_persist
+        early += net.applied_before_persist
     assert deaths >= 25, f"only {deaths} leaders died between their early appends and their fsync"
+    assert early >= 25, f"only {early} entries were applied while a leader's next entries were being persisted"
 
 
 @pytest.mark.soak

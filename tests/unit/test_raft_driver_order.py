@@ -22,6 +22,7 @@ from services.raftstore.atrest import Sealer
 from services.raftstore.driver import Driver, DriverConfig
 from services.raftstore.fsm import FSM, encode_txn
 from services.raftstore.raft import Entry, HardState, Message, MsgType
+from services.raftstore.raft.progress import ProgressState
 from services.raftstore.wal import WAL
 
 SEALER = Sealer({1: bytes(32)}, 1)
@@ -91,6 +92,18 @@ async def leader_of(net: Net, timeout: float = 10.0) -> Driver:
         await asyncio.sleep(0.01)
 
 
+async def replicating(leader: Driver) -> None:
+    """Wait until the leader streams appends to every follower: right after an election each is probed (one
+    append until it answers), and a write proposed before the answer would go out only after the leader's save,
+    whatever the driver's order."""
+    raft = leader.node.raft
+    for _ in range(500):
+        if all(raft.prs[f].state is ProgressState.REPLICATE for f in raft.others()):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the leader never replicated to every follower")
+
+
 def saved_index(event: Event, index: int) -> bool:
     return event[0] == "save" and any(e.index == index for e in event[1][1])
 
@@ -106,6 +119,7 @@ def write(key: str) -> bytes:
 async def test_leader_sends_appends_before_its_own_save_and_followers_ack_after_theirs(tmp_path: Path) -> None:
     async with cluster(tmp_path) as net:
         leader = await leader_of(net)
+        await replicating(leader)
         results = await asyncio.wait_for(asyncio.gather(*(leader.propose(write(f"k{n}")) for n in range(5))), 10)
         assert [r.revision for r in results] == sorted(r.revision for r in results)
         indexes = sorted(k for k in (max(e.index for e in ev[1][1]) for ev in net.events[leader.id]
@@ -172,3 +186,88 @@ async def test_a_commit_index_alone_is_written_without_an_fsync(tmp_path: Path) 
                     assert not sync, f"member {member} fsynced a hard state that only moved the commit to {hs.commit}"
                 if hs is not None:
                     on_disk = hs
+
+
+async def test_a_committed_write_is_answered_while_the_next_batch_is_being_saved(tmp_path: Path) -> None:
+    """The leader applies (and answers) entries committed before a Ready while that Ready's own entries are still
+    being written and fsynced on its worker thread: a write waits for one fsync, not for the next batch's too.
+    Write `a` is acknowledged by both followers while the leader's save of it is held; `b` is proposed meanwhile;
+    `a` must be answered while the save of `b` is held."""
+    async with cluster(tmp_path) as net:
+        leader = await leader_of(net)
+        await asyncio.wait_for(leader.propose(write("warm")), 10)
+        gates = [threading.Event(), threading.Event()]
+        held = list(gates)
+        started: list[int] = []  # the last index of each save begun
+        save = leader.wal.save
+
+        def gated(hard_state: HardState | None, entries: Sequence[Entry], *, sync: bool = True) -> None:
+            if entries and held:
+                started.append(entries[-1].index)
+                held.pop(0).wait(10)
+            save(hard_state, entries, sync=sync)
+
+        leader.wal.save = gated  # type: ignore[method-assign]
+        try:
+            a = asyncio.ensure_future(leader.propose(write("a")))
+            await asyncio.sleep(0.02)
+            a_index = leader.node.raft.log.last_index()
+            for _ in range(500):  # both followers saved and acknowledged `a`
+                if all(any(ev[0] == "send" and ev[1].type is MsgType.APP_RESP and ev[1].index >= a_index
+                           for ev in net.events[f]) for f in net.drivers if f != leader.id):
+                    break
+                await asyncio.sleep(0.01)
+            b = asyncio.ensure_future(leader.propose(write("b")))
+            await asyncio.sleep(0.02)
+            gates[0].set()  # `a` is durable on the leader; `b`'s save is held next
+            done = (await asyncio.wait_for(a, 3)).revision
+            assert done == a_index
+            assert not b.done() and not gates[1].is_set()
+            assert started and started[-1] > a_index, "b's save had not begun: the test proves nothing"
+        finally:
+            for g in gates:
+                g.set()
+        assert (await asyncio.wait_for(b, 5)).revision > a_index
+
+
+async def test_a_lone_member_answers_a_write_only_once_it_is_durable(tmp_path: Path) -> None:
+    """A one-member cluster commits what it appends at once, so its Ready holds the same entries to save and to
+    apply: with the fsync on a worker thread (SHOAL_FSYNC_IN_THREAD) none of them may be applied — answered —
+    before that save is done. Only entries saved before the Ready are applied while it is written."""
+    events: list[Event] = []
+    wal, replayed = recording_wal(tmp_path, events)
+    save = wal.save
+    gate = threading.Event()
+    started: list[int] = []
+
+    def gated(hard_state: HardState | None, entries: Sequence[Entry], *, sync: bool = True) -> None:
+        if entries:
+            started.append(entries[-1].index)
+            if len(started) > 1:  # the election's no-op passes; the write's save is held
+                gate.wait(10)
+        save(hard_state, entries, sync=sync)
+
+    wal.save = gated  # type: ignore[method-assign]
+    driver = Driver(1, [1], wal, replayed, FSM(), Net().sender(1),
+                    DriverConfig(tick=0.01, election_ticks=10, fsync_in_thread=True), rng=random.Random(1))
+    task = asyncio.create_task(driver.run())
+    try:
+        for _ in range(500):
+            if driver.is_leader and driver.applied_index >= 1:
+                break
+            await asyncio.sleep(0.01)
+        assert driver.is_leader
+        w = asyncio.ensure_future(driver.propose(write("solo")))
+        for _ in range(300):
+            if len(started) > 1:
+                break
+            await asyncio.sleep(0.01)
+        assert len(started) > 1, "the write's save never began"
+        await asyncio.sleep(0.1)
+        assert not w.done(), "a lone member answered a write before its fsync"
+        gate.set()
+        assert (await asyncio.wait_for(w, 5)).revision == started[-1]
+    finally:
+        gate.set()
+        driver.stop()
+        await asyncio.gather(task, return_exceptions=True)

@@ -7,11 +7,10 @@ method and path."""
 
 from __future__ import annotations
 
-import json
-
 from services.raftstore.access import caller_actor, caller_component, check_txn
 from services.raftstore.fsm import encode_txn
 from services.raftstore.routes.context import Context
+from shoal import wire
 from shoal.errors import InvalidArgument
 from shoal.models.stored import check_txn_objects
 from shoal.pki import Identity
@@ -23,7 +22,7 @@ async def write(ctx: Context, raw: bytes, ident: Identity | None, forwarded_by: 
     """Answer status and JSON body of one transaction from `ident` (on behalf of a forwarding member's caller).
     The leader records who wrote it (`actor`, services/raftstore/access.py `caller_actor`) in the entry."""
     try:
-        body = json.loads(raw)
+        body = wire.loads(raw)
     except ValueError as e:
         raise InvalidArgument(f"store: the transaction is not valid JSON: {e}") from None
     if not isinstance(body, dict):
@@ -42,6 +41,8 @@ async def write(ctx: Context, raw: bytes, ident: Identity | None, forwarded_by: 
     stamped: dict[str, object] = {"ops": body.get("ops"), "time": ctx.clock.now()}
     if (actor := caller_actor(ident, on_behalf_of, on_behalf_node)) is not None:
         stamped["actor"] = actor
+    # The entry stays the standard encoder's: orjson writes NaN as null, which a follower would decode as
+    # something else than the leader applies (a body with a NaN literal is read by json, shoal.wire.loads).
     data = encode_txn(stamped)
     validate_txn(stamped, encoded_size=len(data))
     # the store refuses what the API would refuse: no path stores an object its consumers cannot read
@@ -51,4 +52,4 @@ async def write(ctx: Context, raw: bytes, ident: Identity | None, forwarded_by: 
                                help="transactions refused because an object they write is invalid")
         raise InvalidArgument(f"store: {reason}")
     result = await driver.propose(data, parsed=stamped)
-    return 200, json.dumps(result.to_json(), separators=(",", ":")).encode()
+    return 200, wire.dumps(result.to_json())
