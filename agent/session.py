@@ -22,11 +22,12 @@ import httpx
 from agent import logs as task_logs
 from agent.worker import Worker
 from shoal import errors, logs, wire
+from shoal.addresses import expand_url, sni_extensions
 from shoal.concurrency import until_first_failure
 from shoal.errors import InvalidArgument
 from shoal.models.states import TaskState
 from shoal.pacing import Pacer
-from shoal.transport import expand_url, http_client, sni_extensions
+from shoal.transport import http_client
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from services.gateway.context import GatewayContext
-from shoal import logs, transport
+from shoal import addresses, logs
 from shoal.errors import NotFound
 from shoal.logs import LogQuery, Record
 from shoal.models.kinds import Kind
@@ -102,11 +102,11 @@ async def node_records(ctx: GatewayContext, node_id: str, query: LogQuery) -> As
     body = {"node_id": node_id, **query.to_wire()}
     timeout = httpx.Timeout(CONNECT_TIMEOUT, read=None)
     holders = ctx.log_holders
-    candidates = await transport.expand_urls(urls)
+    candidates = await addresses.expand_urls(urls)
     for url, name in ask_order(candidates, holders.get(node_id)):
         try:
             async with ctx.http.stream("POST", url + "/v1/logs", json=body, timeout=timeout,
-                                       extensions=transport.sni_extensions(name)) as resp:
+                                       extensions=addresses.sni_extensions(name)) as resp:
                 if resp.status_code == 404:
                     continue  # not this dispatcher's node
                 if resp.status_code >= 400:
