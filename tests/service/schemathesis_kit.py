@@ -29,7 +29,7 @@ BEYOND_JSON_SCHEMA = re.compile("|".join([
     # InvalidArgument too), and rules between the fields of an update body
     r"'[^']*' not found", r"give either spec or individual changes", r"nothing to change",
     r"give either spec or the sections to change", r"exactly one mode may be given",
-    r"is ambiguous: it prefixes \d+ .* ids",  # a short id prefix matching several objects of the store
+    r"is ambiguous: it prefixes (\d+ .* ids|more than one .* id)",  # a short id prefix matching several objects
     r"has no previous spec to roll back to",
     # a duration's bounds: the schema's duration is a number or a string ("5s"), so it cannot bound it
     r"must be at least \d+ seconds", r"must be between \d+s and \d+s", r"must be greater than 0",
