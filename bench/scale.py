@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -44,8 +46,16 @@ def scheduler_core_seconds(nodes: int, tasks: int) -> float:
     return float(run_case(Case("peer", nodes, tasks, False)).wall)
 
 
-def running_total(cluster: LocalCluster) -> tuple[int, int]:
-    items = cluster.admin.get("/v1/services").json()["items"]
+def running_total(cluster: LocalCluster) -> tuple[int, int] | None:
+    """RUNNING and desired replicas summed over the services; None when the gateway answered an error or did not
+    answer in time (a loaded cluster's 503 or timeout: the caller polls again, the run's deadline still holds)."""
+    try:
+        r = cluster.admin.get("/v1/services")
+    except httpx.HTTPError:
+        return None
+    if r.status_code != 200:
+        return None
+    items = r.json()["items"]
     return sum(s["status"]["running"] for s in items), sum(s["status"]["desired"] for s in items)
 
 
@@ -89,7 +99,8 @@ def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data
         running = 0
         deadline = t0 + timeout
         while True:
-            running, _ = running_total(cluster)
+            total = running_total(cluster)
+            running = total[0] if total is not None else running
             if running >= tasks or time.perf_counter() > deadline:
                 break
             time.sleep(0.5)
