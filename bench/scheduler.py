@@ -40,10 +40,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from shoal.heap import gc_paused
 from shoal.models.kinds import Kind
 from shoal.plan import pack
 from shoal.planning.scheduler import core
-from shoal.runner import gc_paused
 from shoal.store import txn as t
 from shoal.store.memory import MemoryStore
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import uvicorn
@@ -54,21 +53,6 @@ def freeze_heap() -> None:
     which its event loop answers nothing."""
     gc.collect()
     gc.freeze()
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Hold the cyclic garbage collector during a planning pass: a pass allocates O(nodes + tasks) objects, none
-    in reference cycles, and each automatic collection would walk the whole heap (the mirror's every task) —
-    about a third of a scheduler pass at 100k nodes. Reference counting still frees everything as usual. The
-    shells (and benchmarks) wrap their pure cores' passes in it; the cores themselves touch no process state."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 async def refreeze_heap(interval: float = 60.0) -> None:

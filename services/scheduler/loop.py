@@ -15,13 +15,13 @@ from typing import Any, ClassVar
 from services.scheduler.settings import SchedulerSettings
 from shoal.bus.base import Bus
 from shoal.clock import Clock
+from shoal.heap import gc_paused
 from shoal.leader_loop import PlanLoop
 from shoal.models.kinds import Kind
 from shoal.plan import Plan
 from shoal.planning.scheduler import core
 from shoal.planning.scheduler.ledger import Ledger
 from shoal.planning.scheduler.nodeinfo import FailureLog
-from shoal.runner import gc_paused
 from shoal.store.mirror import Changed, StoreMirror
 from shoal.store.protocol import Store
 

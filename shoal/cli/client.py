@@ -5,8 +5,6 @@ retried on stale-version conflicts."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import json
 import os
 import time
@@ -16,6 +14,7 @@ from typing import Any
 import httpx
 
 from shoal.cli import identity
+from shoal.heap import gc_paused
 from shoal.store import wire
 from shoal.transport import sync_http_client
 
@@ -23,22 +22,6 @@ DEFAULT_URL = "https://127.0.0.1:4242"
 
 
 SCALE_ATTEMPTS = 5
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector paused while a large answer is decoded. Decoding 100,000 tasks makes ~2.5
-    million dicts and lists, and the collector, triggered every 700 allocations, walks the growing young heap
-    over and over: two thirds of the decode's CPU (orjson 1.62 s → 0.57 s, the standard library 2.66 s →
-    0.79 s for 71 MB of tasks; docs/performance.md). Decoded JSON holds no reference cycles, so nothing is
-    left for the collector to find; it runs again as usual afterwards."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def decode(body: bytes) -> Any:

@@ -1,4 +1,4 @@
-"""The CLI decodes large answers with the cyclic garbage collector paused (shoal/cli/client.py `gc_paused`), and
+"""The CLI decodes large answers with the cyclic garbage collector paused (`shoal.heap.gc_paused`), and
 gives it back as it found it, whatever happens."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from shoal.cli import client as cli_client
-from shoal.cli.client import CliError, Gateway, gc_paused
+from shoal.cli.client import CliError, Gateway
+from shoal.heap import gc_paused
 from shoal.store import wire
 
 
