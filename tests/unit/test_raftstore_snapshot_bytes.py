@@ -5,7 +5,9 @@ log stay in memory (40 MiB at 10,000 tasks in ~300 entries against an interval o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from services.raftstore import snapfile
@@ -43,20 +45,28 @@ async def _write(d: Driver, n: int, start: int = 0) -> None:
         await d.propose(encode_txn(body), parsed=body)
 
 
-async def _leading(d: Driver) -> None:
-    for _ in range(500):
-        if d.is_leader:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the single member never led")
+@contextlib.asynccontextmanager
+async def _leading(path: Path) -> AsyncIterator[Driver]:
+    """A single-member driver over `path`, running and leading; stopped and its WAL closed afterwards."""
+    d = _driver(path)
+    run = asyncio.create_task(d.run())
+    try:
+        for _ in range(500):
+            if d.is_leader:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the single member never led")
+        yield d
+    finally:
+        d.stop()
+        await run
+        d.wal.close()
 
 
 def test_snapshot_by_log_bytes_and_a_tail_bounded_in_bytes(tmp_path: Path) -> None:
     async def main() -> None:
-        d = _driver(tmp_path)
-        run = asyncio.create_task(d.run())
-        try:
-            await _leading(d)
+        async with _leading(tmp_path) as d:
             await _write(d, 60)  # ~120 KB in 60 entries: far below the entry interval, 3x the byte trigger
             snap = d.storage.snapshot()
             assert snap.index > 0, "no snapshot: the byte trigger did not fire"
@@ -65,36 +75,22 @@ def test_snapshot_by_log_bytes_and_a_tail_bounded_in_bytes(tmp_path: Path) -> No
             assert _log_bytes(d) <= CFG.snapshot_bytes + CFG.snapshot_tail_bytes + 4_000
             # the next snapshot waits for as many bytes as this one holds once it is the larger
             assert d._snapshot_size > 0
-        finally:
-            d.stop()
-            await run
-            d.wal.close()
         # a restart from the snapshot and the compacted WAL has every write (the log's committed entries
         # re-applied once it runs)
-        again = _driver(tmp_path)
-        run = asyncio.create_task(again.run())
-        try:
-            await _leading(again)
+        async with _leading(tmp_path) as again:
             for _ in range(200):
                 if again.fsm.mem.count("task") == 60:
                     break
                 await asyncio.sleep(0.01)
             assert again.fsm.mem.count("task") == 60
             assert again.fsm.mem.state_hash() == d.fsm.mem.state_hash()
-        finally:
-            again.stop()
-            await run
-            again.wal.close()
 
     asyncio.run(main())
 
 
 def test_a_larger_snapshot_spaces_the_next_one(tmp_path: Path) -> None:
     async def main() -> None:
-        d = _driver(tmp_path)
-        run = asyncio.create_task(d.run())
-        try:
-            await _leading(d)
+        async with _leading(tmp_path) as d:
             await _write(d, 100)  # the store grows past the byte trigger: ~200 KB of state
             first = d.storage.snapshot().index
             size = d._snapshot_size
@@ -103,9 +99,5 @@ def test_a_larger_snapshot_spaces_the_next_one(tmp_path: Path) -> None:
             assert d.storage.snapshot().index == first
             await _write(d, size // 2000 + 5, start=110)  # more than its size since: snapshot again
             assert d.storage.snapshot().index > first
-        finally:
-            d.stop()
-            await run
-            d.wal.close()
 
     asyncio.run(main())
