@@ -93,6 +93,7 @@ class Agent:
         self.session.on_endpoints = self._endpoints
         if self.renewer is not None:
             self.session.on_role = self._desired_role
+            self.session.on_roots = self.renewer.hint_roots
         self.metrics.gauge("agent_tasks", lambda: len(self.worker.managers), "tasks this agent drives")
         self.metrics.gauge("agent_connected", lambda: float(self.session.connected.is_set()),
                            "1 while a dispatcher session works")

@@ -39,6 +39,7 @@ BACKOFF_MAX = 8.0
 SESSION_GRACE_PERIODS = 3
 RETRY_INITIAL = 0.25  # the first retry of a slow call after 0.125-0.25 s, doubling up to a heartbeat period
 STATUS_BATCH = 1024  # SwarmKit's agent sends status updates in batches of 1024
+MAX_ROOTS_DIGEST = 128  # a sha256 hex digest is 64; anything longer is not one
 MAX_LOG_REQUESTS = 32  # answered at once (the dispatcher holds as many per node)
 
 
@@ -210,6 +211,9 @@ class AgentSession:
         self.removed: str | None = None
         #: told the node's desired role ("worker"/"manager") from every heartbeat answer that carries it
         self.on_role: Callable[[str], None] | None = None
+        #: told the digest of the cluster's roots from every heartbeat answer that carries it (the renewer
+        #: looks at the CA's roots when it changed: shoal.enroll.Renewer.hint_roots)
+        self.on_roots: Callable[[str], None] | None = None
         #: given every new endpoint table (agent/mesh.py); `endpoints_version` is the one applied last
         self.on_endpoints: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.endpoints_version = ""
@@ -343,6 +347,9 @@ class AgentSession:
             role = reply.get("role")
             if isinstance(role, str) and self.on_role is not None:
                 self.on_role(role)
+            roots = reply.get("roots")
+            if isinstance(roots, str) and len(roots) <= MAX_ROOTS_DIGEST and self.on_roots is not None:
+                self.on_roots(roots)
             await asyncio.sleep(self.period)
 
     async def _assignments(self, client: DispatcherClient, sid: str) -> None:

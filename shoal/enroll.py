@@ -15,6 +15,7 @@ SSL context in place — the session and the tasks carry on."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import random
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 COMPONENT = "agent"
 RENEW_RETRY_MAX = 30.0
 DEFAULT_ROOT_POLL = 30.0
+#: while a session hands out the cluster's roots digest (`Renewer.hint_roots`), the CA is polled this many times
+#: less often: the hint says when to look, the poll is only the fallback for a dispatcher that stops saying
+HINTED_POLL_FACTOR = 10
+#: how long a hint counts as fresh (seconds; heartbeats come every 5 s by default)
+HINT_FRESH = 60.0
 
 
 class JoinRefused(Exception):
@@ -243,6 +249,33 @@ def roots_decision(cert_pem: bytes, roots_on_disk: bytes, roots_now: bytes,
     return "roots" if roots_now.strip() != roots_on_disk.strip() else ""
 
 
+def roots_digest(pem: bytes) -> str:
+    """The digest a dispatcher hands its agents with every heartbeat answer so that they look at the CA's roots
+    only when they changed (sha256 of the PEM bundle, surrounding whitespace ignored as `roots_decision` does)."""
+    return hashlib.sha256(pem.strip()).hexdigest()
+
+
+class RootsDigest:
+    """`roots_digest` of a process's own root file, re-read at most once per `ttl` seconds (a dispatcher asks
+    on every heartbeat; its own Renewer rewrites the file when the cluster's roots change)."""
+
+    def __init__(self, read: Callable[[], bytes], clock: Clock | None = None, ttl: float = 1.0) -> None:
+        self.read = read
+        self.clock = clock or SystemClock()
+        self.ttl = ttl
+        self._cached: tuple[float, str | None] | None = None
+
+    def __call__(self) -> str | None:
+        now = self.clock.monotonic()
+        if self._cached is None or now - self._cached[0] >= self.ttl:
+            try:
+                digest: str | None = roots_digest(self.read())
+            except OSError:
+                digest = None
+            self._cached = (now, digest)
+        return self._cached[1]
+
+
 async def fetch_current_roots(creds: Credentials, ca_urls: Sequence[str], timeout: float = 10.0) -> bytes | None:
     """The roots the first answering CA trusts now (over mutual TLS with `creds`), or None."""
     async with transport.http_client(creds, timeout=timeout) as client:
@@ -277,7 +310,11 @@ class Renewer:
         self.manager_components: dict[str, Path] = {}
         #: called with the new role after a renewal changed it (the agent registers again)
         self.on_role_change: Callable[[str], None] | None = None
-        self._now = asyncio.Event()
+        self._now = asyncio.Event()  # renew now (a role change)
+        self._wake = asyncio.Event()  # stop sleeping: renew now, or look at the roots now
+        #: when a session last handed out the cluster's roots digest, and the last digest acted on
+        self.hinted_at: float | None = None
+        self._hint_seen: str | None = None
 
     def desire(self, role: str) -> None:
         """The dispatcher says the node's desired role is `role` (pki.WORKER/MANAGER): renew at once when the
@@ -285,6 +322,30 @@ class Renewer:
         self.desired = role
         if role != self.creds.identity.role:
             self._now.set()
+            self._wake.set()
+
+    def hint_roots(self, digest: str) -> None:
+        """The dispatcher's digest of the cluster's roots (every heartbeat answer, SwarmKit's session carrying
+        the root CA): look at the CA's roots now when it is not the digest of ours — once per distinct digest,
+        so a dispatcher whose file differs in form only costs one look. Only a trigger: the roots themselves
+        still come from the CA over mutual TLS and are checked as on every poll. While hints arrive the
+        periodic poll runs HINTED_POLL_FACTOR times less often (`poll_interval`)."""
+        self.hinted_at = self.clock.monotonic()
+        if digest == self._hint_seen:
+            return
+        self._hint_seen = digest
+        try:
+            ours = roots_digest(self.creds.roots_pem)
+        except OSError:
+            ours = None
+        if digest != ours:
+            self._wake.set()
+
+    def poll_interval(self) -> float:
+        """Seconds until the next look at the CA's roots without a reason: `root_poll`, stretched while a
+        session's hints are fresh."""
+        fresh = self.hinted_at is not None and self.clock.monotonic() - self.hinted_at < HINT_FRESH
+        return self.root_poll * (HINTED_POLL_FACTOR if fresh else 1)
 
     def extra_components(self) -> dict[str, Path]:
         """What the next renewal asks for besides the certificate itself: the manager components while a
@@ -293,12 +354,14 @@ class Renewer:
         return dict(self.manager_components) if promoting else {}
 
     async def _wait(self, seconds: float) -> bool:
-        """Sleep up to `seconds`; True when a role change asked for a renewal now."""
+        """Sleep up to `seconds` or until woken; True when a role change asked for a renewal now (False: time to
+        look at the roots, after the sleep or because a hint said they changed)."""
         try:
-            await asyncio.wait_for(self._now.wait(), max(0.0, seconds))
+            await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
         except TimeoutError:
             return False
-        return True
+        self._wake.clear()
+        return self._now.is_set()
 
     def next_renewal(self) -> float:
         ident = pki.identity_of_pem(self.creds.cert_file.read_bytes())  # without cryptography (shoal.certread)
@@ -310,6 +373,7 @@ class Renewer:
         at its next start)."""
         roots = await fetch_current_roots(self.creds, self.ca_urls)
         if roots is None:
+            self._hint_seen = None  # no CA answered: the next hint looks again
             return False
         try:
             decision = roots_decision(self.creds.cert_file.read_bytes(), self.creds.roots_pem, roots,
@@ -329,11 +393,13 @@ class Renewer:
         while True:
             at = self.next_renewal()
             while self.clock.now() < at and not self._now.is_set():
-                if await self._wait(min(at - self.clock.now(), self.root_poll * self.rng.uniform(0.8, 1.2))):
+                sleep = self.poll_interval() * self.rng.uniform(0.8, 1.2)
+                if await self._wait(min(at - self.clock.now(), sleep)):
                     break
                 if self.clock.now() < at and await self.check_roots():
                     break
             self._now.clear()
+            self._wake.clear()
             backoff = 0.5
             before = self.creds.identity.role
             while True:

@@ -11,6 +11,7 @@ from services.dispatcher.app import create_app
 from services.dispatcher.core import policy
 from services.dispatcher.settings import DispatcherSettings
 from shoal import pki, transport
+from shoal.enroll import RootsDigest
 from shoal.instances import Announcer
 from shoal.runner import flag_parser, run, serve, settings_from, setup_logging
 from shoal.service import connect_bus
@@ -42,7 +43,8 @@ async def main(settings: DispatcherSettings) -> None:
     announcer.start()
     revoked = transport.Revocations()  # kept current by the dispatcher from the cluster object
     try:
-        app = create_app(settings, store=store, bus=bus, revocations=revoked)
+        app = create_app(settings, store=store, bus=bus, revocations=revoked,
+                         roots=RootsDigest(lambda: creds.roots_pem))
         await serve(app, settings.host, settings.port, creds, policy, revoked=revoked,
                     renew_with=settings.ca_urls, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
     finally:

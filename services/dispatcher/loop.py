@@ -62,8 +62,11 @@ JITTER = 0.1  # SwarmKit: 5 s ± 0.5 s
 class Dispatcher(EndpointPolls, NodeExpiry):
     def __init__(self, settings: DispatcherSettings, *, store: Store, bus: Bus, clock: Clock | None = None,
                  instance: str = "dispatcher", rng: random.Random | None = None,
-                 revocations: Revocations | None = None) -> None:
+                 revocations: Revocations | None = None, roots: Callable[[], str | None] | None = None) -> None:
         self.settings = settings
+        #: the digest of the cluster's roots as this process trusts them (shoal.enroll.RootsDigest), handed to
+        #: every agent with its heartbeat answer so that agents look at the CA's roots only when they changed
+        self.roots = roots
         self.store = store
         self.bus = bus
         self.clock = clock or SystemClock()
@@ -303,6 +306,8 @@ class Dispatcher(EndpointPolls, NodeExpiry):
         role = core.desired_role_name(node)
         if role is not None:  # the agent renews at once when its certificate says otherwise (promote/demote)
             reply["role"] = role
+        if self.roots is not None and (digest := self.roots()) is not None:
+            reply["roots"] = digest
         return reply
 
     def _mark_ready(self, node_id: str) -> None:

@@ -1,7 +1,7 @@
 """The agent-facing HTTP API of a dispatcher (JSON over HTTP; SwarmKit's gRPC Dispatcher service).
 
     POST /v1/sessions                          register      -> {session_id, node_id, heartbeat_period}
-    POST /v1/sessions/{sid}/heartbeat          heartbeat     -> {period, role}           (404: register again)
+    POST /v1/sessions/{sid}/heartbeat          heartbeat     -> {period, role, roots}    (404: register again)
     GET  /v1/sessions/{sid}/assignments?after=SEQ&wait=S     -> complete | incremental   (long poll)
     POST /v1/sessions/{sid}/status             {updates}     -> {accepted}               (403: not your task)
     GET  /v1/sessions/{sid}/endpoints?version=V&wait=S -> the node's endpoint table       (long poll)

@@ -5,6 +5,8 @@ it comes back and renews (or is removed); the join tokens change with the root; 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from services.ca.core import CA_OBJECT_ID, policy
 from shoal import enroll, pki, transport
 from shoal.certs import LOCAL_HOSTS
+from shoal.clock import FakeClock
 from shoal.cluster import with_removed_node
 from shoal.errors import Conflict
 from shoal.models.kinds import Kind
@@ -133,3 +136,63 @@ async def test_only_the_gateway_rotates_the_root(ca: CA) -> None:
     assert started.status_code == 200 and started.json()["rotating"]
     assert again.status_code == 409 and again.json()["code"]
     assert "root_key" not in status and "PRIVATE" not in str(status)
+
+
+async def test_a_roots_hint_from_the_session_makes_a_node_look_now_and_only_when_they_changed(
+        ca: CA, tmp_path: Path) -> None:
+    """The dispatcher hands every heartbeat the digest of the roots it trusts (its own root file); a node's
+    Renewer looks at the CA's roots at once when that is not the digest of its own — once per digest — and
+    otherwise polls ten times less often. Here the periodic poll is an hour away: only the hint can make the
+    node notice the rotation."""
+    await enroll.join([ca.url], ca.tokens["worker"], tmp_path / "n", hostname="n")
+    creds = Credentials(tmp_path / "n")
+    renewer = enroll.Renewer(creds, [ca.url], root_poll=3600.0)
+    looks = 0
+    look = renewer.check_roots
+
+    async def counted() -> bool:
+        nonlocal looks
+        looks += 1
+        return await look()
+
+    renewer.check_roots = counted  # type: ignore[method-assign]
+    assert renewer.poll_interval() == 3600.0
+    runner = asyncio.create_task(renewer.run())
+    try:
+        renewer.hint_roots(enroll.roots_digest(creds.roots_pem))  # the same roots: nothing to do
+        assert renewer.poll_interval() == 3600.0 * enroll.HINTED_POLL_FACTOR
+        await asyncio.sleep(0.3)
+        assert looks == 0
+
+        old_root = ca.signer.root_pem
+        new_root = (await ca.authority.rotate_root())["root_cert"].encode()
+        dispatcher_digest = enroll.RootsDigest(lambda: new_root + old_root)  # a dispatcher that renewed already
+        for _ in range(3):  # every heartbeat carries it; the node looks once
+            renewer.hint_roots(str(dispatcher_digest()))
+        for _ in range(100):
+            if issuer_is(creds, new_root):
+                break
+            await asyncio.sleep(0.05)
+        assert issuer_is(creds, new_root), "the hint did not make the node renew onto the rotated root"
+        assert looks == 1
+        assert enroll.roots_digest(creds.roots_pem) == dispatcher_digest()
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+
+
+def test_roots_digest_ignores_surrounding_whitespace_and_rereads_the_file_once_per_ttl(tmp_path: Path) -> None:
+    f = tmp_path / "roots.pem"
+    f.write_bytes(b"\nPEM A\n")
+    assert enroll.roots_digest(b"PEM A") == enroll.roots_digest(b"\nPEM A\n") != enroll.roots_digest(b"PEM B")
+    clock = FakeClock()
+    digest = enroll.RootsDigest(f.read_bytes, clock, ttl=1.0)
+    first = digest()
+    f.write_bytes(b"PEM B")
+    assert digest() == first  # within the ttl: the cached value
+    clock.advance(1.0)
+    assert digest() == enroll.roots_digest(b"PEM B")
+    f.unlink()
+    clock.advance(1.0)
+    assert digest() is None  # no file: no hint rather than a wrong one

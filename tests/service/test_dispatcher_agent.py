@@ -533,3 +533,24 @@ async def test_a_slow_heartbeat_is_tried_again_within_the_session(env: dict[str,
     assert a.agent.session.sessions == 1  # never registered again
     assert a.agent.session.connected.is_set()
     assert (await env["store"].get("node", a.node_id))["status"]["state"] == "ready"
+
+
+async def test_the_heartbeat_answer_hands_the_agent_the_roots_digest(env: dict[str, Any]) -> None:
+    """The dispatcher's digest of the roots it trusts reaches the agent with every heartbeat answer
+    (`AgentSession.on_roots`, wired to the renewer's `hint_roots`); a value that is no digest is ignored."""
+    a: RunningAgent = await env["start_agent"]()
+    dispatcher = env["d1"].dispatcher
+    got: list[str] = []
+    a.agent.session.on_roots = got.append
+    seen = a.agent.session.sessions
+
+    def beats() -> float:
+        return dispatcher.metrics.value("dispatcher_heartbeats_total")
+
+    dispatcher.roots = lambda: "x" * 1000  # hostile or broken: not a digest
+    before = beats()
+    await until(lambda: beats() >= before + 2, "two heartbeats")
+    assert got == []
+    dispatcher.roots = lambda: "ab" * 32
+    await until(lambda: got, "the digest at the agent")
+    assert set(got) == {"ab" * 32} and a.agent.session.sessions == seen
