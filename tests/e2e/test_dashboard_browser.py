@@ -41,6 +41,12 @@ if webdriver is None or not CHROMIUM or not CHROMEDRIVER:
 
 
 @pytest.fixture
+def cluster(shared: Cluster) -> Cluster:
+    """The session's shared cluster (tests/e2e/conftest.py): this module only creates its own objects and reads."""
+    return shared
+
+
+@pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)

@@ -14,6 +14,12 @@ from tests.e2e.harness import Cluster, eventually
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
+@pytest.fixture
+def cluster(shared: Cluster) -> Cluster:
+    """The session's shared cluster (tests/e2e/conftest.py): this module only creates its own objects and reads."""
+    return shared
+
+
 def scrape(cluster: Cluster, url: str) -> dict[str, Any]:
     with admin_client(cluster.layout, timeout=5.0, server_role=None) as http:
         r = http.get(url + "/metrics")
