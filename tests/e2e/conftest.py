@@ -61,8 +61,8 @@ def tidied(c: Cluster) -> Iterator[Cluster]:
         assert r.status_code in (200, 204, 404), r.text
 
     def stopped() -> bool:
-        return not any(t["service_id"] in new["services"] and (
-            t["desired_state"] == "running" or pid_alive(t["status"].get("pid"))) for t in c.tasks())
+        return not any(t["service_id"] in new["services"] and (t["desired_state"] == "running" or (
+            t["status"]["state"] == "running" and pid_alive(t["status"].get("pid")))) for t in c.tasks())
 
     eventually(stopped, 30, "the tasks of the services the test left to stop")
     for kind in ("secrets", "configs", "networks"):
