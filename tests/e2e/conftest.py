@@ -3,10 +3,10 @@ change the data dir), and `shared`, one session-wide cluster for the tests that 
 and read (a start costs ~12 s of the 2 cores; the shared one starts once).
 
 A test on `shared` gets it as it found it at its start: what it created (services, networks, secrets, configs,
-nodes) is removed after it, the removed services' tasks stopped, and a test that made a cluster process restart
-fails at teardown (it broke the cluster for the others: move it to `cluster`). The tests that take `shared` run
-one after another (collection moves them together, in their modules' order) and the cluster stops after the last
-of them, so it never runs beside another test's cluster."""
+nodes) is removed after it, the removed services' tasks stopped and the nodes' specs put back; a test during
+which a cluster process restarted fails at teardown (it broke the cluster for the others: give it `cluster`).
+The tests that take `shared` run one after another (collection moves them together, in their modules' order)
+and the cluster stops after the last of them, so it never runs beside another test's cluster."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ def ids(c: Cluster, kind: str) -> dict[str, dict[str, Any]]:
 def tidied(c: Cluster) -> Iterator[Cluster]:
     assert c.sup.children["gateway"].alive(), "the shared cluster was stopped: a test took it out of order"
     before = {kind: set(ids(c, kind)) for kind in KINDS}
+    node_specs = {nid: n["spec"] for nid, n in ids(c, "nodes").items()}
     restarts = {name: child.restarts for name, child in c.sup.children.items()}
     yield c
     new = {kind: set(ids(c, kind)) - before[kind] for kind in KINDS}
@@ -75,6 +76,10 @@ def tidied(c: Cluster) -> Iterator[Cluster]:
             eventually(removed, 30, f"the test's {path} removed")
     for nid in new["nodes"]:
         c.http.delete(f"/v1/nodes/{nid}", params={"force": "true"})
+    for nid, node in ids(c, "nodes").items():  # labels, availability… as they were
+        if nid in node_specs and node["spec"] != node_specs[nid]:
+            r = c.http.patch(f"/v1/nodes/{nid}", json={"version": node["meta"]["version"], "spec": node_specs[nid]})
+            assert r.status_code == 200, r.text
     restarted = {name: child.restarts - restarts.get(name, 0) for name, child in c.sup.children.items()
                  if child.restarts != restarts.get(name, 0)}
     assert restarted == {}, f"a process of the shared cluster restarted during the test: {restarted}"
