@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Cluster, eventually, items, pid_alive, running_cluster
+from tests.e2e.harness import Cluster, eventually, items, pid_alive, running_cluster, together
 
 SHARED = "shared_cluster"
 _RUNS: list[Generator[Cluster, None, None]] = []
@@ -87,20 +87,19 @@ def tidied(c: Cluster) -> Iterator[Cluster]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests on the shared cluster run together, where the first of them was collected."""
-    users = [it for it in items if SHARED in getattr(it, "fixturenames", ())]
-    if not users:
-        return
-    first = items.index(users[0])
-    rest = [it for it in items if SHARED not in getattr(it, "fixturenames", ())]
-    items[:] = rest[:first] + users + rest[first:]
+    items[:] = together(items, uses_shared)
+
+
+def uses_shared(item: pytest.Item) -> bool:
+    return SHARED in getattr(item, "fixturenames", ())
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """Stop the shared cluster after the last test that uses it, not at the end of the session."""
-    if SHARED not in getattr(item, "fixturenames", ()):
+    if not uses_shared(item):
         return
     later = item.session.items[item.session.items.index(item) + 1:]
-    if not any(SHARED in getattr(it, "fixturenames", ()) for it in later):
+    if not any(uses_shared(it) for it in later):
         while _RUNS:
             _RUNS.pop().close()

@@ -21,6 +21,17 @@ from shoal.supervisor import Layout, Supervisor
 T = TypeVar("T")
 
 
+def together(items: list[T], uses: Callable[[T], bool]) -> list[T]:
+    """`items` with those that `uses` picks moved together where the first of them stood, each group keeping its
+    order (the tests on the session's shared cluster run one after another: tests/e2e/conftest.py)."""
+    users = [it for it in items if uses(it)]
+    if not users:
+        return list(items)
+    first = items.index(users[0])
+    rest = [it for it in items if not uses(it)]
+    return rest[:first] + users + rest[first:]
+
+
 def ephemeral_low() -> int:
     """The first port of the kernel's ephemeral range (outgoing connections take their local port from it)."""
     try:
