@@ -9,7 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +19,17 @@ from shoal import transport
 from shoal.supervisor import Layout, Supervisor
 
 T = TypeVar("T")
+
+
+def together(items: list[T], uses: Callable[[T], bool]) -> list[T]:
+    """`items` with those that `uses` picks moved together where the first of them stood, each group keeping its
+    order (the tests on the session's shared cluster run one after another: tests/e2e/conftest.py)."""
+    users = [it for it in items if uses(it)]
+    if not users:
+        return list(items)
+    first = items.index(users[0])
+    rest = [it for it in items if not uses(it)]
+    return rest[:first] + users + rest[first:]
 
 
 def ephemeral_low() -> int:
@@ -111,7 +122,7 @@ def eventually(fn: Callable[[], T | None], timeout: float, what: str, interval: 
 
 
 def running_cluster(data_dir: Path, agents: int = 2, *, ready_nodes: bool = False, env: dict[str, str] | None = None,
-                    timeout: float = 90.0) -> Iterator[Cluster]:
+                    timeout: float = 90.0) -> Generator[Cluster, None, None]:
     """What a cluster fixture yields from: a started cluster (`env` added to every process's), stopped afterwards
     even if it never became healthy; with `ready_nodes`, yielded once every agent's node is READY."""
     c = Cluster(data_dir, agents=agents)

@@ -13,12 +13,11 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Cluster, running_cluster
+from tests.e2e.harness import Cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -26,9 +25,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 GUARDED = ["sh", "-c", 'test "$V" != bad || exit 3; exec sleep 300']
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from running_cluster(tmp_path_factory.mktemp("cli-follow") / "shoal", agents=2, ready_nodes=True)
+@pytest.fixture
+def cluster(shared: Cluster) -> Cluster:
+    """The session's shared cluster (tests/e2e/conftest.py): this module only creates its own objects and reads."""
+    return shared
 
 
 def test_create_and_scale_follow_until_converged(cluster: Cluster) -> None:

@@ -11,6 +11,12 @@ from tests.e2e.harness import Cluster, eventually
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
+@pytest.fixture
+def cluster(shared: Cluster) -> Cluster:
+    """The session's shared cluster (tests/e2e/conftest.py): this module only creates its own objects and reads."""
+    return shared
+
+
 def test_container_tasks_wait_for_a_node_with_the_container_runtime(cluster: Cluster) -> None:
     assert all(n["description"]["executors"] == ["process"] for n in cluster.nodes())
     spec = {"name": "boxed", "mode": {"replicated": {"replicas": 2}},

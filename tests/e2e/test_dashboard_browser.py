@@ -41,6 +41,12 @@ if webdriver is None or not CHROMIUM or not CHROMEDRIVER:
 
 
 @pytest.fixture
+def cluster(shared: Cluster) -> Cluster:
+    """The session's shared cluster (tests/e2e/conftest.py): this module only creates its own objects and reads."""
+    return shared
+
+
+@pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
@@ -105,25 +111,25 @@ def test_the_dashboard_shows_the_cluster_live(cluster: Cluster, browser: Any) ->
     wait_for(browser, "an active scheduler", lambda: browser.find_elements(
         By.CSS_SELECTOR, '#instances tr[data-instance^="scheduler/"] td.instance.active'))
 
-    cluster.create_service("web", 2)
-    wait_for(browser, "web at 2/2", lambda: replicas(browser, "web") == "2/2")
+    cluster.create_service("dash", 2)
+    wait_for(browser, "dash at 2/2", lambda: replicas(browser, "dash") == "2/2")
     wait_for(browser, "the service's creation in the event feed", lambda: any(
-        "service create" in li.text and "web" in li.text
+        "service create" in li.text and "dash" in li.text
         for li in browser.find_elements(By.CSS_SELECTOR, "#events li")))
 
     page = browser.find_element(By.TAG_NAME, "html")
-    cluster.scale("web", 3)
-    wait_for(browser, "web at 3/3, live", lambda: replicas(browser, "web") == "3/3")
+    cluster.scale("dash", 3)
+    wait_for(browser, "dash at 3/3, live", lambda: replicas(browser, "dash") == "3/3")
     assert browser.find_element(By.TAG_NAME, "html") == page  # the same document: no reload
 
-    victim = cluster.wait_running("web", 3)[0]
-    name = f"web.{victim['slot']}"
+    victim = cluster.wait_running("dash", 3)[0]
+    name = f"dash.{victim['slot']}"
     os.kill(int(victim["status"]["pid"]), signal.SIGKILL)
     err = wait_for(browser, f"the error of the killed task {name}", lambda: next(
-        (li.text for li in browser.find_elements(By.CSS_SELECTOR, 'tr[data-service="web"] ul.errors li')
+        (li.text for li in browser.find_elements(By.CSS_SELECTOR, 'tr[data-service="dash"] ul.errors li')
          if li.text.startswith(name + " failed")), None))
     assert "137" in err or "SIGKILL" in err, err
-    wait_for(browser, "web back at 3/3", lambda: replicas(browser, "web") == "3/3")
+    wait_for(browser, "dash back at 3/3", lambda: replicas(browser, "dash") == "3/3")
     by_state = {c.get_attribute("data-state"): int(c.get_attribute("data-count"))
                 for c in browser.find_elements(By.CSS_SELECTOR, "#task-states .chip")}
     assert by_state.get("running", 0) >= 3 and by_state.get("failed", 0) >= 1, by_state

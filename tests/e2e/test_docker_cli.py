@@ -13,13 +13,12 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Cluster, eventually, running_cluster
+from tests.e2e.harness import Cluster, eventually
 
 pytestmark = pytest.mark.timeout(240)
 DEBIAN_CLIENT = "/usr/bin/docker"  # docker.io's client (20.10 on bookworm); /usr/local/bin may hold another
@@ -62,10 +61,12 @@ def docker_clients() -> list[str]:
     return out or ["missing"]
 
 
-@pytest.fixture(scope="module")
-def docker_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@pytest.fixture
+def docker_cluster(shared: Cluster) -> Cluster:
+    """The session's shared cluster (tests/e2e/conftest.py): the session creates its own objects (and removes them);
+    the node label it adds is put back after it."""
     require_docker_client()
-    yield from running_cluster(tmp_path_factory.mktemp("shoal-docker") / "shoal")
+    return shared
 
 
 def docker(cluster: Cluster, *args: str, check: bool = True, timeout: float = 60.0,

@@ -9,6 +9,7 @@ import socket
 import ssl
 import stat
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +18,16 @@ from shoal import transport
 from tests.e2e.harness import Cluster, items
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+@pytest.fixture
+def cluster(shared: Cluster) -> Iterator[Cluster]:
+    """The session's shared cluster (tests/e2e/conftest.py), its heartbeat period put back after the test (which
+    changes it)."""
+    period = shared.http.get("/v1/cluster").json()["spec"]["dispatcher"]["heartbeat_period"]
+    yield shared
+    shared.cli("cluster", "update", "--heartbeat-period", f"{period:g}s")
+
 
 PROC = {"process": {"command": ["sleep", "300"]}}
 HOSTILE_SPECS: list[tuple[dict[str, Any], str]] = [

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import Cluster, eventually, running_cluster
+from tests.e2e.harness import Cluster, eventually
 from tests.e2e.test_docker_cli import docker, require_docker_client
 
 pytestmark = pytest.mark.timeout(240)
@@ -18,9 +17,10 @@ PRINTER = ["/bin/sh", "-c", 'i=0; while true; do i=$((i+1)); echo "line-$i from 
            'echo "err-$i" >&2; sleep 0.2; done']
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from running_cluster(tmp_path_factory.mktemp("shoal-logs") / "shoal")
+@pytest.fixture
+def cluster(shared: Cluster) -> Cluster:
+    """The session's shared cluster (tests/e2e/conftest.py): this module only creates its own objects and reads."""
+    return shared
 
 
 def records(c: Cluster, path: str, **params: str) -> list[dict[str, object]]:

@@ -15,6 +15,12 @@ from tests.e2e.harness import Cluster, eventually, items
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 
+@pytest.fixture
+def cluster(shared: Cluster) -> Cluster:
+    """The session's shared cluster (tests/e2e/conftest.py): this module only creates its own objects and reads."""
+    return shared
+
+
 def lb_ips(cluster: Cluster, network_id: str) -> dict[str, str]:
     """node id -> its load-balancer IP on the network."""
     out = {}

@@ -13,6 +13,12 @@ from tests.e2e.harness import Cluster, eventually, pid_alive
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
+@pytest.fixture
+def cluster(shared: Cluster) -> Cluster:
+    """The session's shared cluster (tests/e2e/conftest.py): this module only creates its own objects and reads."""
+    return shared
+
+
 def env_of(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/environ", "rb") as f:
         pairs = [p.split(b"=", 1) for p in f.read().split(b"\0") if b"=" in p]

@@ -20,6 +20,12 @@ from tests.e2e.harness import Cluster, eventually
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
+@pytest.fixture
+def cluster(shared: Cluster) -> Cluster:
+    """The session's shared cluster (tests/e2e/conftest.py): this module only creates its own objects and reads."""
+    return shared
+
+
 def listening_ports(pids: set[int]) -> dict[int, int]:
     """port -> pid for every TCP socket the given processes listen on."""
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout

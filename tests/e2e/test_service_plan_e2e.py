@@ -8,19 +8,19 @@ writes anything: the event stream between before and after a plan holds no chang
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Cluster, eventually, running_cluster
+from tests.e2e.harness import Cluster, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from running_cluster(tmp_path_factory.mktemp("plan") / "shoal", agents=2, ready_nodes=True)
+@pytest.fixture
+def cluster(shared: Cluster) -> Cluster:
+    """The session's shared cluster (tests/e2e/conftest.py): this module only creates its own objects and reads."""
+    return shared
 
 
 def revision(c: Cluster) -> int:
