@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import random
 import shutil
@@ -258,4 +259,4 @@ def test_members_do_not_snapshot_at_the_same_index(tmp_path: Path) -> None:
     assert sorted(first) == [1, 2, 3], f"not every member took a snapshot: {first}"
     assert len(set(first.values())) == 3, f"members snapshotted at the same index: {first}"
     spread = sorted(first.values())
-    assert min(b - a for a, b in zip(spread, spread[1:], strict=False)) >= 60 // 10, first
+    assert min(b - a for a, b in itertools.pairwise(spread)) >= 60 // 10, first
