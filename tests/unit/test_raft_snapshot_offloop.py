@@ -260,3 +260,86 @@ def test_members_do_not_snapshot_at_the_same_index(tmp_path: Path) -> None:
     assert len(set(first.values())) == 3, f"members snapshotted at the same index: {first}"
     spread = sorted(first.values())
     assert min(b - a for a, b in itertools.pairwise(spread)) >= 60 // 10, first
+
+
+def test_a_leader_snapshot_waits_for_the_one_being_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower whose own snapshot is being written (held on its thread) is sent the leader's snapshot: it
+    installs it only after its own file landed, so `snapshot.bin` ends up the leader's (newer) one — an older file
+    landing over it would leave a WAL that starts past its snapshot, and the member could not restart."""
+    cfg = DriverConfig(tick=0.01, election_ticks=10, snapshot_interval=30, snapshot_tail=2,
+                       snapshot_stagger=False)
+    dirs = {i: tmp_path / str(i) for i in (1, 2, 3)}
+    held, release = threading.Event(), threading.Event()
+    real = snapfile.save
+
+    def save(data_dir: Path, snap: Any, sealer: Sealer) -> None:
+        if data_dir == dirs[3] and threading.current_thread() is not threading.main_thread():
+            held.set()
+            release.wait(10.0)
+        real(data_dir, snap, sealer)
+
+    monkeypatch.setattr(snapfile, "save", save)
+    cut = {"on": False}
+    net = _Net()
+    send = net.sender()
+
+    class _Cut:
+        def send(self, msgs: Sequence[Message]) -> None:
+            send.send([m for m in msgs if not (cut["on"] and 3 in (m.frm, m.to))])
+
+    for i in (1, 2, 3):
+        dirs[i].mkdir()
+        wal, replayed = WAL.open(dirs[i], SEALER)
+        net.drivers[i] = Driver(i, [1, 2, 3], wal, replayed, FSM(), _Cut(), cfg, rng=random.Random(i))
+    n = [0]
+
+    async def write(lead: Driver, count: int) -> None:
+        for _ in range(count):
+            body = {"ops": [t.create("config", {"id": f"c{n[0]}", "data": "x"})], "time": float(n[0])}
+            n[0] += 1
+            await lead.propose(encode_txn(body), parsed=body)
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(d.run()) for d in net.drivers.values()]
+        try:
+            for _ in range(500):
+                leaders = [d for d in net.drivers.values() if d.is_leader and d.id != 3]
+                if leaders:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("no leader among members 1 and 2")
+            lead, f3 = leaders[0], net.drivers[3]
+            while not held.is_set():  # member 3 starts its own snapshot, held on its thread
+                assert n[0] < 200, "member 3 never started a snapshot"
+                await write(lead, 1)
+            cut["on"] = True
+            await write(lead, 100)  # the leader compacts past what member 3 holds
+            assert lead.storage.first_index() > f3.storage.last_index() + 1
+            cut["on"] = False
+            for _ in range(100):  # the leader's snapshot reaches member 3, which waits for its own write
+                await asyncio.sleep(0.01)
+            assert f3.fsm.mem.count("config") < n[0]
+            release.set()
+            for _ in range(500):
+                if f3.fsm.mem.count("config") == n[0]:
+                    break
+                await asyncio.sleep(0.01)
+            assert f3.fsm.mem.count("config") == n[0], "member 3 did not catch up from the leader's snapshot"
+        finally:
+            release.set()
+            for d in net.drivers.values():
+                d.stop()
+            await asyncio.gather(*tasks)
+            for d in net.drivers.values():
+                d.wal.close()
+
+    asyncio.run(main())
+    on_disk = snapfile.load(dirs[3], SEALER)
+    assert on_disk is not None and on_disk.index == net.drivers[3].storage.snapshot().index
+    wal, replayed = WAL.open(dirs[3], SEALER)  # restarts: the WAL does not start past the snapshot
+    try:
+        again = Driver(3, [1, 2, 3], wal, replayed, FSM(), _NoPeers(), cfg, snapshot=on_disk)
+        assert again.storage.snapshot().index == on_disk.index
+    finally:
+        wal.close()
