@@ -6,10 +6,10 @@ the order Raft needs — persist (one fsync for the whole batch), send, apply, a
 concurrent requests that arrive while the previous batch is being fsynced go into the next Ready together:
 one fsync and one AppendEntries per follower for all of them (group commit).
 
-Every `snapshot_interval` applied entries the driver snapshots the state machine (and the membership) to
-`snapshot.bin` and compacts: the in-memory log and the WAL keep only the last `snapshot_tail` entries. A snapshot
-received from the leader replaces the log and the state machine. Membership changes are log entries applied in
-order (one at a time), and leadership can be handed to a chosen voter.
+Every `snapshot_interval` applied entries the driver snapshots the state machine and the membership to
+`snapshot.bin` on a worker thread (driver_snapshots.py), then compacts: the log and the WAL keep the last
+`snapshot_tail` entries. A snapshot received from the leader replaces the log and the state machine.
+Membership changes are log entries applied in order (one at a time); leadership can be handed to a voter.
 
 A proposal has no timeout (SwarmKit design/raft.md): its future resolves when its entry is applied, and fails
 only when leadership is lost — with OutcomeUnknown if it reached the log (a new leader may still commit it) or
@@ -251,9 +251,12 @@ class Driver(DriverState, DriverSnapshots, DriverPersist):
                     await asyncio.sleep(0)  # let requests and peer messages in between Readies
                     self._intake()
                 if self._reseal and not self._stopped:  # between Readies: everything durable is in storage
+                    await self.settle_snapshot()
                     self.take_snapshot()
         finally:
             ticker.cancel()
+            if self._snap_job is not None:  # its thread still writes into this member's data directory
+                await asyncio.wait([self._snap_job])
             self._fail_all(Unavailable(f"store: member {self.id} is shutting down"))
 
     async def _ticker(self) -> None:
@@ -268,6 +271,7 @@ class Driver(DriverState, DriverSnapshots, DriverPersist):
             self._wake.set()
 
     def _intake(self) -> None:
+        self.finish_snapshot()  # between Readies: a snapshot written meanwhile goes into the storage
         node = self.node
         ticks, self._ticks_due = self._ticks_due, 0
         for _ in range(ticks):
@@ -401,6 +405,7 @@ class Driver(DriverState, DriverSnapshots, DriverPersist):
     # ---- one Ready ----------------------------------------------------------------------------------------
     async def _handle_ready(self, rd: Ready) -> None:
         if rd.snapshot is not None:  # 0. a snapshot from the leader replaces the log and the state machine
+            await self.settle_snapshot()  # ours, older, must not land in snapshot.bin after the leader's
             self._install(rd)
         late: Sequence[Message] = rd.messages
         early: list[Message] = []
@@ -430,9 +435,10 @@ class Driver(DriverState, DriverSnapshots, DriverPersist):
         if committed:  # 3. apply
             self._apply(committed)
         if rd.want_snapshot:  # a new member waits for a snapshot that holds the membership
+            await self.settle_snapshot()
             self.take_snapshot(compact=False)
         elif self.snapshot_due(rd.committed_entries):
-            self.take_snapshot()
+            self.start_snapshot()
         for rs in rd.read_states:
             futs = self._read_ctx.pop(rs.context, None)
             self._read_ctx_issued.pop(rs.context, None)

@@ -23,6 +23,9 @@ class DriverConfig:
     #: a snapshot is also taken once the entries applied since the last one hold this many bytes, or as many
     #: as the last snapshot if that is more (the log's memory bounded, snapshots amortized over the writes)
     snapshot_bytes: int = 8 << 20
+    #: members take their first snapshot a member-dependent part of the way through the interval (and bytes),
+    #: so they never all write one at the same index (driver_snapshots.py `_head_start`)
+    snapshot_stagger: bool = True
     snapshot_tail_bytes: int = 2 << 20  # the tail kept after compaction holds at most this many bytes of entries
     #: the leader refuses new writes while the data directory's file system has less free space than this
     disk_reserve: int = 16 << 20

@@ -68,6 +68,7 @@ def test_snapshot_by_log_bytes_and_a_tail_bounded_in_bytes(tmp_path: Path) -> No
     async def main() -> None:
         async with _leading(tmp_path) as d:
             await _write(d, 60)  # ~120 KB in 60 entries: far below the entry interval, 3x the byte trigger
+            await d.settle_snapshot()  # the last one written on its worker thread is in the storage
             snap = d.storage.snapshot()
             assert snap.index > 0, "no snapshot: the byte trigger did not fire"
             assert d.storage.first_index() > 1, "the log was not compacted"
@@ -92,12 +93,14 @@ def test_a_larger_snapshot_spaces_the_next_one(tmp_path: Path) -> None:
     async def main() -> None:
         async with _leading(tmp_path) as d:
             await _write(d, 100)  # the store grows past the byte trigger: ~200 KB of state
+            await d.settle_snapshot()
             first = d.storage.snapshot().index
             size = d._snapshot_size
             assert size > CFG.snapshot_bytes
             await _write(d, 10, start=100)  # ~20 KB: less than the last snapshot's size, no new snapshot
             assert d.storage.snapshot().index == first
             await _write(d, size // 2000 + 5, start=110)  # more than its size since: snapshot again
+            await d.settle_snapshot()
             assert d.storage.snapshot().index > first
 
     asyncio.run(main())
