@@ -131,3 +131,19 @@ def test_op_size_is_the_compact_json_the_client_sends() -> None:
     assert op_size(op) == len(wire.dumps(op))
     assert op_size(t.create("task", {"id": "a", "n": 2**70})) == len(json.dumps(
         t.create("task", {"id": "a", "n": 2**70}), separators=(",", ":")))
+
+
+def test_an_entry_holds_only_its_own_bytes() -> None:
+    """The raft log keeps entries until a snapshot: an orjson-encoded entry is an exact-size copy, not orjson's
+    result with its whole working buffer (~1.6x the entry)."""
+    import tracemalloc
+
+    txn = {"ops": [t.update("task", {"id": str(i), "spec": {"x": "y" * 600}}) for i in range(500)], "time": 1.0}
+    tracemalloc.start()
+    try:
+        entries = [encode_txn(txn, exact=True) for _ in range(10)]
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held <= 1.15 * sum(len(e) for e in entries)
+    assert decode_txn(entries[0]) == txn
