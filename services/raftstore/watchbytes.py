@@ -23,7 +23,7 @@ from services.raftstore.access import redact_events, sees_all
 from shoal.store import wire
 from shoal.store.txn import Event
 
-DEFAULT_BUDGET = 32 * 1024 * 1024  # a few thousand recent task changes' JSON, the followers' usual lag
+DEFAULT_BUDGET = 8 * 1024 * 1024  # ~10,000 recent task changes' JSON: far more than the followers' usual lag
 
 
 class WatchBytes:
