@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from shoal.store.txn import MAX_TXN_BYTES, Op
 
 #: SwarmKit's `MaxChangesPerTransaction`.
@@ -58,7 +60,12 @@ class Plan:
 
 
 def op_size(op: Op) -> int:
-    return len(json.dumps(op, separators=(",", ":"), default=str))
+    """The op's size as compact JSON, as the store client sends it (orjson: a planner sizes every op it writes,
+    and the standard encoder was 6-7 % of the orchestrator's and allocator's CPU at 10k tasks)."""
+    try:
+        return len(orjson.dumps(op, default=str, option=orjson.OPT_NON_STR_KEYS))
+    except TypeError:  # beyond what orjson encodes (integers over 64 bits): the standard encoder
+        return len(json.dumps(op, separators=(",", ":"), default=str))
 
 
 def pack(groups: Iterable[Group], max_ops: int = MAX_CHANGES_PER_TXN,

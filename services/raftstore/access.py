@@ -184,6 +184,16 @@ def _hidden(component: str, c: dict[str, Any]) -> bool:
             or (c["kind"] in PAYLOAD_KINDS and component not in PAYLOAD_READERS))
 
 
+#: kinds some component sees redacted (reduced to the id, or without the payload)
+REDACTED_KINDS = frozenset(PRIVATE_KINDS) | PAYLOAD_KINDS
+
+
+def sees_all(changes: Iterable[Any]) -> bool:
+    """Whether every component sees these changes (`shoal.store.txn.Change`s) as they are: none of a kind that
+    is redacted for someone."""
+    return not any(c.kind in REDACTED_KINDS for c in changes)
+
+
 def redact_changes(component: str, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The changes of one event or transaction answer as `component` may see them."""
     if not any(_hidden(component, c) for c in changes):

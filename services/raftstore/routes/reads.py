@@ -12,10 +12,11 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from services.raftstore.access import check_kind as check_kind_allowed
-from services.raftstore.access import redact_events, redact_objects, scope_component
+from services.raftstore.access import redact_objects, scope_component
 from services.raftstore.encoded import Encoded
 from services.raftstore.routes.context import KINDS, Context, check_kind, json_response
 from services.raftstore.status import status_of
+from services.raftstore.watchbytes import WatchBytes
 from shoal.errors import InvalidArgument
 from shoal.models.stored import Readable
 from shoal.store import wire
@@ -73,6 +74,7 @@ def router(ctx: Context) -> APIRouter:
     readable = Readable()  # streamed pages skip unreadable objects here, as StoreClient.page does client-side
     # each listed object's JSON per version and view: a list concatenates bytes
     encoded = Encoded(readable, budget=max(ctx.settings.list_cache_bytes, 0))
+    watch_bytes = WatchBytes()  # each watch event's JSON encoded once for every follower
 
     @r.get("/v1/objects/{kind}")
     async def list_objects(kind: KindParam, request: Request) -> Response:
@@ -126,8 +128,8 @@ def router(ctx: Context) -> APIRouter:
         while not events and (left := deadline - loop.time()) > 0:
             await ctx.driver.wait_applied(left)
             events = mem.events_since(after)
-        visible = redact_events(scope_component(request.scope), (e.to_json() for e in events))
-        return json_response({"revision": mem.revision, "events": visible})
+        body = watch_bytes.answer(scope_component(request.scope), mem.revision, events)
+        return Response(body, media_type="application/json")
 
     @r.get("/v1/status")
     async def status(state_hash: bool = Query(False, alias="hash")) -> Response:

@@ -22,7 +22,7 @@ async def write(ctx: Context, raw: bytes, ident: Identity | None, forwarded_by: 
     """Answer status and JSON body of one transaction from `ident` (on behalf of a forwarding member's caller).
     The leader records who wrote it (`actor`, services/raftstore/access.py `caller_actor`) in the entry."""
     try:
-        body = wire.loads(raw)
+        body, exact = wire.loads_read(raw)
     except ValueError as e:
         raise InvalidArgument(f"store: the transaction is not valid JSON: {e}") from None
     if not isinstance(body, dict):
@@ -41,9 +41,9 @@ async def write(ctx: Context, raw: bytes, ident: Identity | None, forwarded_by: 
     stamped: dict[str, object] = {"ops": body.get("ops"), "time": ctx.clock.now()}
     if (actor := caller_actor(ident, on_behalf_of, on_behalf_node)) is not None:
         stamped["actor"] = actor
-    # The entry stays the standard encoder's: orjson writes NaN as null, which a follower would decode as
-    # something else than the leader applies (a body with a NaN literal is read by json, shoal.wire.loads).
-    data = encode_txn(stamped)
+    # orjson encodes the entry only when it read the body itself: a body with a NaN literal (read by json,
+    # shoal.wire.loads_read) would be written with null, which followers would apply instead of the leader's NaN.
+    data = encode_txn(stamped, exact=exact)
     validate_txn(stamped, encoded_size=len(data))
     # the store refuses what the API would refuse: no path stores an object its consumers cannot read
     reason = check_txn_objects(body["ops"])  # a list: validate_txn checked it
