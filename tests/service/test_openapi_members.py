@@ -103,10 +103,18 @@ def short_polls(case: schemathesis.Case) -> schemathesis.Case:
     return case
 
 
+_SESSIONS: dict[str, requests.Session] = {}
+
+
 def session_of(creds: Credentials) -> requests.Session:
-    s = requests.Session()
-    s.mount("https://", _TLSAdapter(creds))
-    return s
+    """One keep-alive session per identity for the whole run: a new session per generated case paid a mutual-TLS
+    handshake each time, most of a case's time over the hundreds of cases a default run makes."""
+    key = str(creds.dir)
+    if key not in _SESSIONS:
+        s = requests.Session()
+        s.mount("https://", _TLSAdapter(creds))
+        _SESSIONS[key] = s
+    return _SESSIONS[key]
 
 
 # ---- the dispatcher --------------------------------------------------------------------------------------------
@@ -139,9 +147,8 @@ DISPATCHER_SCHEMA = schemathesis.openapi.from_dict(
 
 
 def _check_dispatcher(case: schemathesis.Case, certs: ClusterCerts, server: ThreadServer) -> None:
-    with session_of(dispatcher_caller(certs, case.path)) as s:
-        short_polls(case).call_and_validate(base_url=server.url, session=s, excluded_checks=EXCLUDED,
-                               additional_checks=ADDITIONAL, timeout=10)
+    short_polls(case).call_and_validate(base_url=server.url, session=session_of(dispatcher_caller(certs, case.path)),
+                                        excluded_checks=EXCLUDED, additional_checks=ADDITIONAL, timeout=10)
 
 
 @DISPATCHER_SCHEMA.parametrize()
@@ -193,9 +200,8 @@ def _check_member(case: schemathesis.Case, certs: ClusterCerts, server: ThreadSe
     # the orchestrator's identity: everything a store client does, but not membership changes (a schema-valid
     # `POST /v1/members` from the gateway would really reconfigure this one-member cluster); those routes are
     # checked as clean 403s here, and by tests/integration/test_raft_membership.py for real
-    with session_of(certs.client("orchestrator")) as s:
-        short_polls(case).call_and_validate(base_url=server.url, session=s, excluded_checks=EXCLUDED,
-                               additional_checks=ADDITIONAL, timeout=10)
+    short_polls(case).call_and_validate(base_url=server.url, session=session_of(certs.client("orchestrator")),
+                                        excluded_checks=EXCLUDED, additional_checks=ADDITIONAL, timeout=10)
 
 
 @RAFTSTORE_SCHEMA.parametrize()
