@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,16 +55,42 @@ class Child:
                 pass
 
     def stop(self, grace: float = 10.0) -> None:
-        self.wanted = False
-        if not self.alive():
-            return
-        assert self.proc is not None
-        self.signal(signal.SIGTERM)
+        stop_together([self], grace)
+
+
+def stop_together(children: Sequence[Child], grace: float = 10.0) -> None:
+    """Stop `children` at once: SIGTERM to each, then wait for them all within one `grace`, and SIGKILL the
+    process group of any still running. One after the other, a cluster's twelve graceful exits (a dispatcher
+    closing its long polls, a raftstore its peers) added up to ~4.6 s; together they take the slowest one's."""
+    running = []
+    for child in children:
+        child.wanted = False
+        if child.alive():
+            child.signal(signal.SIGTERM)
+            running.append(child)
+    deadline = time.monotonic() + grace
+    for child in running:
+        assert child.proc is not None
         try:
-            self.proc.wait(grace)
+            child.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                os.killpg(child.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            self.proc.wait(5)
+            child.proc.wait(5)
+
+
+#: a child's stop stage by its name's prefix (the rest are the managers' subsystems, stage 1)
+_STAGES = (("agent", 0), ("hollow", 0), ("raftstore", 2), ("nats", 3))
+
+
+def stop_stages(children: Sequence[Child]) -> list[list[Child]]:
+    """The order a cluster stops in, stage by stage, each stage at once: the workers first (agents stop their
+    tasks while the control plane still hears their last status), then the managers' subsystems, then the
+    raftstore members, then NATS — the reverse of the order they start in."""
+    stages: dict[int, list[Child]] = {}
+    for child in reversed(children):
+        stage = next((k for prefix, k in _STAGES if child.spec.name.startswith(prefix)), 1)
+        stages.setdefault(stage, []).append(child)
+    return [stages[k] for k in sorted(stages)]

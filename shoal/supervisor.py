@@ -25,7 +25,7 @@ import httpx
 
 from shoal import iptables, meshrules, transport
 from shoal.bootstrap import CA_BOOTSTRAP, BootstrapError, init_local, read_local
-from shoal.child import Child, ProcSpec
+from shoal.child import Child, ProcSpec, stop_stages, stop_together
 from shoal.enroll import has_identity
 from shoal.scale import SCALABLE, extra_names, read_scale, role_of
 from shoal.workloads import Workload, stop_cluster
@@ -365,8 +365,8 @@ class Supervisor:
         with self._lock:
             for child in self.children.values():
                 child.wanted = False
-            for child in reversed(list(self.children.values())):
-                child.stop()
+            for stage in stop_stages(list(self.children.values())):
+                stop_together(stage)
         if self._thread is not None:
             self._thread.join(5)
         # The agents stopped their tasks on the way out; what a crashed or replaced agent left is stopped here.

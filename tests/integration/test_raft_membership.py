@@ -241,6 +241,20 @@ def test_a_leader_being_stopped_hands_leadership_over_first(procs: Procs) -> Non
     assert all(procs.count(i) == 2 for i in survivors)
 
 
+def test_a_cluster_stopped_at_once_does_not_wait_for_a_hand_over(procs: Procs) -> None:
+    """`shoal down` stops every member together (shoal.child.stop_stages): a stopping leader whose peers are
+    gone gives the hand-over up at once instead of waiting HAND_OVER_TIMEOUT (1.5 s) for nobody — before,
+    the member that ended up leading last always took that long to exit."""
+    procs.wait_leader(15)
+    procs.write(procs.wait_leader(15), "before")
+    for i in procs.ids:
+        procs.procs[i].send_signal(signal.SIGTERM)
+    for i in procs.ids:
+        procs.procs[i].wait(10)
+    logs = "".join(procs.log_tail(i, 80) for i in procs.ids)
+    assert "stopping without handing leadership over" not in logs, logs[-3000:]
+
+
 def test_4_1_members_replaced_while_one_is_cut_off_and_kills_follow_still_elect_a_leader(procs: Procs) -> None:
     """Issue 17 on real processes: members are replaced while one voter is cut off (SIGSTOP: nothing in or out;
     the per-link proxies of faultprocs.py cannot route members that join later) and others are killed, so the

@@ -184,11 +184,26 @@ async def hand_over(ctx: Context) -> None:
     """A leader that is being stopped hands leadership over first, so the cluster does not wait an election
     timeout for a new one (bounded: a shutdown never hangs on it)."""
     driver, me = ctx.driver, ctx.member.me
-    if not driver.is_leader or driver.removed or len(raft_config(driver).voters) < 2:
+    voters = raft_config(driver).voters
+    if not driver.is_leader or driver.removed or len(voters) < 2:
         return
+
+    def reachable() -> bool:  # a whole cluster stopping at once: nobody left to take over
+        connected = ctx.member.transport.connected()
+        return any(connected.get(v) for v in voters if v != me.id)
+
+    if not reachable():
+        log.info("raftstore %d: stopping; no other member is connected to hand leadership to", me.id)
+        return
+    transfer = asyncio.create_task(driver.transfer_leadership(timeout=HAND_OVER_TIMEOUT))
+    while not transfer.done():
+        await asyncio.wait({transfer}, timeout=max(ctx.settings.raft_tick, 0.02))
+        if not transfer.done() and not reachable():
+            transfer.cancel()
+            log.info("raftstore %d: stopping; the other members went away during the hand-over", me.id)
+            return
     try:
-        new_leader = await driver.transfer_leadership(timeout=HAND_OVER_TIMEOUT)
-        log.info("raftstore %d: stopping; handed leadership to member %d", me.id, new_leader)
+        log.info("raftstore %d: stopping; handed leadership to member %d", me.id, transfer.result())
     except (ShoalError, TimeoutError) as e:
         log.info("raftstore %d: stopping without handing leadership over: %s", me.id, e)
 
