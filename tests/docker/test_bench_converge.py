@@ -12,6 +12,8 @@ from bench import converge
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(420)]
 
 
+# a benchmark's CI-sized run: the soak tier, which .ci/run runs (the default tier stays well under 20 min)
+@pytest.mark.soak
 def test_bench_converge_small_run(task_image: str, capsys: pytest.CaptureFixture[str]) -> None:
     was = converge.swarm_state()
     results = converge.main(["--sizes", "3", "--rounds", "1", "--image", task_image, "--timeout", "120",

@@ -43,6 +43,8 @@ def test_hollow_nodes_join_with_their_own_identities_and_run_tasks(tmp_path: Pat
         cluster.stop()
 
 
+# a benchmark's CI-sized run: the soak tier, which .ci/run runs (the default tier stays well under 20 min)
+@pytest.mark.soak
 def test_bench_scale_small_run_reaches_all_running() -> None:
     """Also the bench's two knobs: the hollow nodes split over 2 processes, and 2 dispatchers."""
     r = scale.main(["--nodes", "6", "--tasks", "60", "--services", "2", "--idle", "2", "--timeout", "90",
@@ -53,6 +55,8 @@ def test_bench_scale_small_run_reaches_all_running() -> None:
     assert r["hollow_processes"] == 2
 
 
+# a benchmark's CI-sized run: the soak tier, which .ci/run runs (the default tier stays well under 20 min)
+@pytest.mark.soak
 def test_bench_footprint_small_run_reads_every_process() -> None:
     rss = footprint.main(["--agents", "1", "--hollow-nodes", "2", "--settle", "0"])
     assert {"nats", "raftstore-1", "gateway", "dispatcher", "agent-1", "hollow-agents"} <= set(rss)
