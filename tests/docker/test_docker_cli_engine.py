@@ -119,6 +119,9 @@ class RacingProxy:
         self.upstream.close()
 
 
+# soak tier (which .ci/run runs): the docker CLI's session with process tasks stays in the default tier
+# (tests/e2e/test_docker_cli.py), and so does this module's logs test on a real engine
+@pytest.mark.soak
 def test_docker_cli_session_with_container_services(cli_cluster: Cluster, task_image: str, tmp_path: Path) -> None:
     c = cli_cluster
 

@@ -251,6 +251,10 @@ def test_manual_rollback_and_forced_update(cluster: Cluster) -> None:
 
 
 # ---- nodes -------------------------------------------------------------------------------------------------------
+# soak tier (which .ci/run runs): drain's rescheduling stays in the default tier
+# (tests/service/test_orchestration.py::test_global_service_follows_node_join_and_drain, and
+# test_node_rm_refuses_a_ready_node_and_force_reschedules_its_tasks below)
+@pytest.mark.soak
 def test_drain_pause_and_active_availability(cluster: Cluster) -> None:
     cluster.cli("service", "create", "--detach", "--name", "spread", "--replicas", "6", "--restart-delay", "1s",
                 "--stop-grace-period", "1s", "--", "sleep", "300")

@@ -65,6 +65,9 @@ def test_each_control_plane_process_and_nats_can_die_during_a_scale(cluster: Clu
         cluster.wait_running("web", target, timeout=45)
 
 
+# soak tier (which .ci/run runs): a whole cluster down and up again; the state's replay stays in the default tier
+# (tests/integration/test_raftstore_cluster.py::test_a_full_restart_replays_the_state_from_the_wal)
+@pytest.mark.soak
 def test_down_and_up_with_the_same_data_dir_keeps_services(tmp_path: Path) -> None:
     c = Cluster(tmp_path / "shoal")
     try:
