@@ -28,21 +28,23 @@ from services.raftstore.raft import Message
 from services.raftstore.wal import WAL
 from shoal.store import txn as t
 from shoal.store.txn import TxnResult
+from tests.unit.test_raftstore_snapshot_bytes import SEALER, _NoPeers
+from tests.unit.test_raftstore_snapshot_bytes import _driver as snapshot_bytes_driver
 
-SEALER = Sealer({1: bytes(32)}, 1)
 CFG = DriverConfig(tick=0.01, election_ticks=10, snapshot_interval=10_000, snapshot_bytes=40_000,
                    snapshot_tail=5, snapshot_tail_bytes=10_000)
 
 
-class _NoPeers:
-    def send(self, msgs: object) -> None:
-        pass
-
-
 def _driver(path: Path, cfg: DriverConfig = CFG) -> Driver:
-    wal, replayed = WAL.open(path, SEALER)
-    snap = snapfile.load(path, SEALER)
-    return Driver(1, [1], wal, replayed, FSM(), _NoPeers(), cfg, rng=random.Random(1), snapshot=snap)
+    return snapshot_bytes_driver(path, cfg)
+
+
+async def _stop_all(net: _Net, tasks: list[asyncio.Task[None]]) -> None:
+    for d in net.drivers.values():
+        d.stop()
+    await asyncio.gather(*tasks)
+    for d in net.drivers.values():
+        d.wal.close()
 
 
 @contextlib.asynccontextmanager
@@ -249,11 +251,7 @@ def test_members_do_not_snapshot_at_the_same_index(tmp_path: Path) -> None:
                     if d.id not in first and d.storage.snapshot().index:
                         first[d.id] = d.storage.snapshot().index
         finally:
-            for d in net.drivers.values():
-                d.stop()
-            await asyncio.gather(*tasks)
-            for d in net.drivers.values():
-                d.wal.close()
+            await _stop_all(net, tasks)
 
     asyncio.run(main())
     assert sorted(first) == [1, 2, 3], f"not every member took a snapshot: {first}"
@@ -328,11 +326,7 @@ def test_a_leader_snapshot_waits_for_the_one_being_written(tmp_path: Path, monke
             assert f3.fsm.mem.count("config") == n[0], "member 3 did not catch up from the leader's snapshot"
         finally:
             release.set()
-            for d in net.drivers.values():
-                d.stop()
-            await asyncio.gather(*tasks)
-            for d in net.drivers.values():
-                d.wal.close()
+            await _stop_all(net, tasks)
 
     asyncio.run(main())
     on_disk = snapfile.load(dirs[3], SEALER)

@@ -27,10 +27,10 @@ class _NoPeers:
         pass
 
 
-def _driver(path: Path) -> Driver:
+def _driver(path: Path, cfg: DriverConfig = CFG) -> Driver:
     wal, replayed = WAL.open(path, SEALER)
     snap = snapfile.load(path, SEALER)
-    return Driver(1, [1], wal, replayed, FSM(), _NoPeers(), CFG, rng=random.Random(1), snapshot=snap)
+    return Driver(1, [1], wal, replayed, FSM(), _NoPeers(), cfg, rng=random.Random(1), snapshot=snap)
 
 
 def _log_bytes(d: Driver) -> int:
