@@ -59,7 +59,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import httpx
 
 from bench import stages as stg
-from bench.clusterbench import LocalCluster, cpu_seconds, loadavg
+from bench.clusterbench import LocalCluster, cpu_seconds, loadavg, stop_on_sigterm
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "shoal-task:local"
@@ -438,4 +438,5 @@ def main(argv: list[str] | None = None) -> list[Measurement]:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     main()

@@ -26,7 +26,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.clusterbench import LocalCluster, loadavg, mib, rss_bytes
+from bench.clusterbench import LocalCluster, loadavg, mib, rss_bytes, stop_on_sigterm
 
 TARGET = 450 * 10**6
 
@@ -115,4 +115,5 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     main()

@@ -22,7 +22,6 @@ time is the path rather than the algorithm."""
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ import httpx
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.clusterbench import LocalCluster, Sampler, dir_bytes, loadavg, mib, pct
+from bench.clusterbench import LocalCluster, Sampler, dir_bytes, loadavg, mib, pct, stop_on_sigterm
 
 HOLLOW_PER_PROCESS = 100  # hollow nodes per process by default (agent/hollow.py --processes)
 
@@ -178,6 +177,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    # stopped with SIGTERM (or SIGINT, which a shell ignores for a background job): stop the cluster too
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stop_on_sigterm()
     main()
