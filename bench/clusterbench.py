@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -70,6 +71,16 @@ def family(pid: int) -> list[int]:
     return out
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+#: the counters of nats-server's `/varz` a benchmark reports (messages and bytes in and out of the server)
+NATS_COUNTERS = ("in_msgs", "out_msgs", "in_bytes", "out_bytes")
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
@@ -88,7 +99,7 @@ class LocalCluster:
         self.layout = Layout(data_dir, base_port=base, gateway_port=base + 45, agents=agents,
                              hollow_nodes=hollow_nodes, hollow_processes=hollow_processes,
                              heartbeat_period=heartbeat_period,
-                             log_level="WARNING", extra_env=extra_env or {})
+                             log_level="WARNING", extra_env=extra_env or {}, nats_monitor_port=free_port())
         self.sup = Supervisor(self.layout)
         self._admin: httpx.Client | None = None
         self._manager: httpx.Client | None = None
@@ -124,6 +135,11 @@ class LocalCluster:
             self._manager = transport.sync_http_client(transport.Credentials(self.layout.cert_dir("gateway")),
                                                        timeout=10.0)
         return self._manager
+
+    def nats_counters(self) -> dict[str, int]:
+        """nats-server's message and byte counters so far (its monitoring endpoint, plain HTTP on loopback)."""
+        varz = httpx.get(f"http://127.0.0.1:{self.layout.nats_monitor_port}/varz", timeout=10.0).json()
+        return {k: int(varz[k]) for k in NATS_COUNTERS}
 
     def pids(self) -> dict[str, int]:
         return {name: c.pid for name, c in self.sup.children.items() if c.pid is not None and c.alive()}

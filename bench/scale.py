@@ -3,7 +3,7 @@ is RUNNING.
 
     python bench/scale.py --nodes 1000 --tasks 100000 --services 10   # the issue's target size
     python bench/scale.py --nodes 50 --tasks 2000                      # the soak test's size
-    python bench/scale.py --nodes 5 --tasks 100 --idle 0               # CI-sized (tests/e2e/test_bench_scale.py)
+    python bench/scale.py --nodes 5 --tasks 100 --idle 0               # CI-sized (tests/e2e/test_hollow_nodes.py)
 
 A real `shoal up` cluster on free loopback ports (NATS, 3 raftstores with fsync, CA, gateway, orchestrator,
 allocator, scheduler, one dispatcher) with no agent processes and `--hollow-nodes N` (agent/hollow.py: N agents in
@@ -14,10 +14,11 @@ a process task the hollow executor "runs") and `GET /v1/services` is polled ever
 replicas add up to M; that poll is also the latency probe (p50/p99 during the run).
 
 Reported: end-to-end time (first create to all RUNNING) and tasks/s; raft entries (the leader's commit index
-moved) and their rate; WAL bytes written on member 1 and its snapshot size; the peak RSS of every process and
-its growth per 1,000 tasks; CPU seconds per task by process. The peer measured in the same run: the scheduler's
-pure core placing the same M tasks on N nodes (bench/scheduler.py's case), so `e2e / core` says how much of the
-time is the path rather than the algorithm."""
+moved) and their rate; WAL bytes written on member 1 and its snapshot size; NATS messages and bytes published
+and delivered (nats-server's `/varz`, its monitoring port opened on loopback for the run); the peak RSS of every
+process and its growth per 1,000 tasks; CPU seconds per task by process. The peer measured in the same run: the
+scheduler's pure core placing the same M tasks on N nodes (bench/scheduler.py's case), so `e2e / core` says how
+much of the time is the path rather than the algorithm."""
 
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data
         rss0 = cluster.rss()
         cpu0 = cluster.cpu()
         commit0 = int(cluster.raft_status()["commit_index"])
+        nats0 = cluster.nats_counters()
         wal0 = dir_bytes(cluster.layout.data_dir / "raft" / "1")
         sampler = Sampler(cluster, lambda: cluster.admin.get("/v1/services").raise_for_status()).start()
         t0 = time.perf_counter()
@@ -107,6 +109,7 @@ def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data
         sampler.stop()
         cpu1 = cluster.cpu()
         commit1 = int(cluster.raft_status()["commit_index"])
+        nats1 = cluster.nats_counters()
         raft_dir = cluster.layout.data_dir / "raft" / "1"
         out.update({
             "running": running, "seconds": elapsed, "tasks_per_s": running / elapsed,
@@ -117,6 +120,7 @@ def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data
             "services_p99_ms": 1e3 * pct(sampler.latencies, 0.99), "probes": len(sampler.latencies),
             "peak_rss": sampler.peak_rss, "rss_before": rss0,
             "cpu_s": {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1},
+            "nats": {k: nats1[k] - nats0[k] for k in nats1},
         })
         if running < tasks:
             out["timed_out"] = True
@@ -134,6 +138,9 @@ def report(r: dict[str, Any], core: float | None) -> None:
     print(f"  {state}{r['running']}/{r['tasks']} RUNNING in {r['seconds']:.1f} s: {r['tasks_per_s']:.0f} tasks/s")
     print(f"  raft entries {r['raft_entries']} ({r['raft_entries_per_s']:.0f}/s), WAL +{mib(r['wal_bytes'])}, "
           f"snapshot {mib(r['snapshot_bytes'])}")
+    n = r["nats"]
+    print(f"  NATS: {n['in_msgs']} messages published ({n['in_msgs'] / r['seconds']:.0f}/s, {mib(n['in_bytes'])}), "
+          f"{n['out_msgs']} delivered ({mib(n['out_bytes'])})")
     print(f"  GET /v1/services during the run: p50 {r['services_p50_ms']:.0f} ms, p99 {r['services_p99_ms']:.0f} ms "
           f"({r['probes']} probes)")
     total_cpu = sum(r["cpu_s"].values())

@@ -85,6 +85,9 @@ class Layout:
     extra_env: dict[str, str] = field(default_factory=dict)
     #: the lifetime of the certificates init issues (tests; the CA's own follow the cluster's setting)
     cert_lifetime: float | None = None
+    #: nats-server's monitoring endpoint on 127.0.0.1 (`/varz`: messages and bytes; benchmarks count NATS
+    #: traffic with it); None: off, as in production
+    nats_monitor_port: int | None = None
     #: the ports of the extra instances of scaled roles ("dispatcher-2" -> port); see `assign_ports`
     extra_ports: dict[str, int] = field(default_factory=dict)
 
@@ -156,7 +159,7 @@ class Layout:
                    hosts=(self.host,), lifetime=lifetime)
         conf = self.data_dir / "nats" / "nats.conf"
         conf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        conf.write_text(render(self.host, self.base_port, self.cert_dir("nats")))
+        conf.write_text(render(self.host, self.base_port, self.cert_dir("nats"), http_port=self.nats_monitor_port))
 
     def health_client(self) -> httpx.Client:
         """The client health checks use: the admin bundle (agents' ports are served with worker certificates,

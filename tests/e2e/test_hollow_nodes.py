@@ -39,6 +39,9 @@ def test_hollow_nodes_join_with_their_own_identities_and_run_tasks(tmp_path: Pat
             time.sleep(0.3)
         tasks = cluster.admin.get("/v1/tasks", params={"service": "web", "state": "running"}).json()["items"]
         assert len(tasks) == 12 and {t["node_id"] for t in tasks} == cert_ids
+        # what bench/scale.py reports of NATS: the subsystems' traffic went through this server
+        nats = cluster.nats_counters()
+        assert nats["in_msgs"] > 0 and nats["out_msgs"] > 0 and nats["in_bytes"] > 0
     finally:
         cluster.stop()
 
@@ -51,6 +54,7 @@ def test_bench_scale_small_run_reaches_all_running() -> None:
                     "--hollow-processes", "2", "--dispatchers", "2"])
     assert r["running"] == 60 and not r.get("timed_out")
     assert r["raft_entries"] > 0 and r["peak_rss"]["hollow-agents"] > 0
+    assert r["nats"]["in_msgs"] > 0 and r["nats"]["out_bytes"] > 0
     assert {"dispatcher", "dispatcher-2"} <= set(r["idle_cpu_pct"])
     assert r["hollow_processes"] == 2
 
