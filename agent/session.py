@@ -1,8 +1,9 @@
 """The agent's side of the dispatcher protocol (SwarmKit's agent/session.go and agent.go).
 
-A session: register (node description) → heartbeat at once, then every period the dispatcher returns; long
-poll for assignments (COMPLETE, then INCREMENTAL messages chained by `applies_to`; a mismatch asks for a COMPLETE
-set again); send queued status reports in batches. When any of these fails the session ends and the agent
+A session: register (node description) → heartbeat at once, then every period the dispatcher returns; one
+long poll of the session (`GET .../next`) for assignments (COMPLETE, then INCREMENTAL messages chained by
+`applies_to`; a mismatch asks for a COMPLETE set again), the endpoint table and log requests; send queued status
+reports in batches. When any of these fails the session ends and the agent
 registers again — with the same dispatcher if only the session was lost (404), else with the next one of
 `SHOAL_DISPATCHERS` — after a backoff of min(100 ms + 2 * previous, 8 s), slept as a random part of it.
 Tasks keep running meanwhile; the next COMPLETE set reconciles them."""
@@ -41,6 +42,7 @@ RETRY_INITIAL = 0.25  # the first retry of a slow call after 0.125-0.25 s, doubl
 STATUS_BATCH = 1024  # SwarmKit's agent sends status updates in batches of 1024
 MAX_ROOTS_DIGEST = 128  # a sha256 hex digest is 64; anything longer is not one
 MAX_LOG_REQUESTS = 32  # answered at once (the dispatcher holds as many per node)
+ROUTE_MISSING = "Not Found"  # the message of a dispatcher's 404 for a route it does not have (shoal/http.py)
 
 
 class SessionInvalid(Exception):
@@ -122,17 +124,22 @@ class DispatcherClient:
     async def heartbeat(self, session_id: str, timeout: float | None = None) -> Any:
         return await self._call("POST", f"/v1/sessions/{session_id}/heartbeat", timeout=timeout)
 
-    async def assignments(self, session_id: str, after: int, wait: float) -> Any:
-        return await self._call("GET", f"/v1/sessions/{session_id}/assignments",
-                                params={"after": after, "wait": wait}, timeout=wait + self.timeout)
-
-    async def endpoints(self, session_id: str, version: str, wait: float) -> Any:
-        return await self._call("GET", f"/v1/sessions/{session_id}/endpoints",
-                                params={"version": version, "wait": wait}, timeout=wait + self.timeout)
-
-    async def log_requests(self, session_id: str, wait: float) -> Any:
-        return await self._call("GET", f"/v1/sessions/{session_id}/logs", params={"wait": wait},
-                                timeout=wait + self.timeout)
+    async def poll(self, session_id: str, after: int, version: str | None, wait: float) -> Any:
+        """The session poll: whatever is new of the assignments after `after`, the endpoint table (unless
+        `version` is None: no table wanted) and log requests, or `{}` after `wait`."""
+        params: dict[str, Any] = {"after": after, "wait": wait}
+        if version is not None:
+            params["version"] = version
+        try:
+            return await self._call("GET", f"/v1/sessions/{session_id}/next", params=params,
+                                    timeout=wait + self.timeout)
+        except SessionInvalid as e:
+            if str(e) == ROUTE_MISSING:
+                # the framework's answer to a route it lacks, not "unknown session": a dispatcher older than
+                # the session poll (dispatchers are upgraded before agents: docs/agent-protocol.md)
+                raise DispatcherUnavailable(f"{self.base}: has no session poll (GET /v1/sessions/{{sid}}/next); "
+                                            "it predates this agent: upgrade the dispatchers first") from e
+            raise
 
     async def log_chunk(self, session_id: str, request_id: str, chunk: bytes, done: bool) -> bool:
         """Send a chunk of a log request's records; False once the dispatcher says its reader is gone (410)."""
@@ -301,9 +308,8 @@ class AgentSession:
         self.sessions += 1
         log.info("agent: registered with %s as node %s (session %s)", client.base, reg["node_id"], sid)
         # the session ends with the first loop that fails, raising why; the others end with it
-        await until_first_failure(self._heartbeats(client, sid), self._assignments(client, sid),
-                                  self._reports(client, sid), self._logs(client, sid),
-                                  self._endpoints(client, sid), self._renewal())
+        await until_first_failure(self._heartbeats(client, sid), self._polls(client, sid),
+                                  self._reports(client, sid), self._renewal())
 
     async def _renewal(self) -> None:
         await self._renew.wait()
@@ -352,57 +358,60 @@ class AgentSession:
                 self.on_roots(roots)
             await asyncio.sleep(self.period)
 
-    async def _assignments(self, client: DispatcherClient, sid: str) -> None:
+    async def _polls(self, client: DispatcherClient, sid: str) -> None:
+        """One long poll of the session carries assignments, the endpoint table and log requests, each part
+        only when it has news (docs/agent-protocol.md, "The session poll"): one request in flight, where three
+        polls held three connections (issue 13). Log requests are answered by tasks of their own, all of them
+        ended with the session."""
         seq = 0
-        while True:
-            msg = await self._patient(partial(client.assignments, sid, seq, self.poll_wait), "assignments")
-            if msg["type"] == "complete":
-                self.worker.apply_complete(msg["tasks"], msg.get("secrets", ()), msg.get("configs", ()))
-            elif msg.get("applies_to") != seq:
-                log.info("agent: assignment %s does not follow %s; asking for the complete set", msg["seq"], seq)
-                seq = 0
-                continue
-            elif msg["changes"]:
-                self.worker.apply_incremental(msg["changes"])
-            seq = int(msg["seq"])
-            if not self.connected.is_set():
-                self._backoff = 0.0  # a working session: the next failure starts the backoff afresh
-                self.connected.set()
-
-    async def _endpoints(self, client: DispatcherClient, sid: str) -> None:
-        """The node's endpoint table arrives on its own long poll of the session, versioned by content
-        (docs/agent-protocol.md, "Endpoints"); each new one goes to the mesh."""
-        if self.on_endpoints is None:
-            await asyncio.Event().wait()
-        assert self.on_endpoints is not None
-        while True:
-            msg = await self._patient(lambda: client.endpoints(sid, self.endpoints_version, self.poll_wait),
-                                      "endpoints")
-            if not isinstance(msg, dict) or msg.get("unchanged") or not isinstance(msg.get("version"), str):
-                continue
-            try:
-                await self.on_endpoints(msg)
-            except Exception:  # the mesh must never end the session (tasks would be reconciled for nothing)
-                log.exception("agent: applying endpoint table %s failed", msg.get("version"))
-            self.endpoints_version = msg["version"]
-
-    async def _logs(self, client: DispatcherClient, sid: str) -> None:
-        """Log requests arrive on their own long poll of the session (docs/agent-protocol.md, "Logs"); each is
-        answered by a task of its own, all of them ended with the session."""
         answering: set[asyncio.Task[None]] = set()
         try:
             while True:
-                reply = await self._patient(lambda: client.log_requests(sid, self.poll_wait), "log requests")
-                for req in reply.get("requests", ()) if isinstance(reply, dict) else ():
+                version = self.endpoints_version if self.on_endpoints is not None else None
+                msg = await self._patient(partial(client.poll, sid, seq, version, self.poll_wait), "session poll")
+                if not isinstance(msg, dict):
+                    raise ValueError(f"dispatcher {client.base} answered the session poll with {type(msg).__name__}")
+                logs_part = msg.get("logs")
+                for req in logs_part.get("requests", ()) if isinstance(logs_part, dict) else ():
                     if len(answering) >= MAX_LOG_REQUESTS:
                         log.warning("agent: %d log requests in progress; dropping one", len(answering))
                         continue
                     job = asyncio.create_task(self._answer_logs(client, sid, req))
                     answering.add(job)
                     job.add_done_callback(answering.discard)
+                if "endpoints" in msg:
+                    await self._apply_endpoints(msg["endpoints"])
+                if "assignments" in msg:
+                    seq = self._apply_assignments(msg["assignments"], seq)
         finally:
             for job in answering:
                 job.cancel()
+
+    def _apply_assignments(self, msg: dict[str, Any], seq: int) -> int:
+        """Apply an assignment message that followed `seq`; returns the seq to ask after next (0: the
+        message did not follow, the complete set is asked for again)."""
+        if msg["type"] == "complete":
+            self.worker.apply_complete(msg["tasks"], msg.get("secrets", ()), msg.get("configs", ()))
+        elif msg.get("applies_to") != seq:
+            log.info("agent: assignment %s does not follow %s; asking for the complete set", msg["seq"], seq)
+            return 0
+        elif msg["changes"]:
+            self.worker.apply_incremental(msg["changes"])
+        if not self.connected.is_set():
+            self._backoff = 0.0  # a working session: the next failure starts the backoff afresh
+            self.connected.set()
+        return int(msg["seq"])
+
+    async def _apply_endpoints(self, table: Any) -> None:
+        """A new endpoint table (versioned by content: docs/agent-protocol.md, "Endpoints") goes to the mesh."""
+        if self.on_endpoints is None or not isinstance(table, dict) or table.get("unchanged") \
+                or not isinstance(table.get("version"), str):
+            return
+        try:
+            await self.on_endpoints(table)
+        except Exception:  # the mesh must never end the session (tasks would be reconciled for nothing)
+            log.exception("agent: applying endpoint table %s failed", table.get("version"))
+        self.endpoints_version = table["version"]
 
     async def _answer_logs(self, client: DispatcherClient, sid: str, req: Any) -> None:
         try:

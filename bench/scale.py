@@ -23,6 +23,7 @@ much of the time is the path rather than the algorithm."""
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +65,22 @@ def dispatchers_pct(pct_by_process: dict[str, float]) -> float:
     return sum(v for k, v in pct_by_process.items() if k.startswith("dispatcher"))
 
 
+def dispatcher_requests(cluster: LocalCluster) -> float:
+    """HTTP requests the (first) dispatcher answered so far, every route summed (its /metrics)."""
+    r = cluster.manager.get(cluster.layout.url_of("dispatcher") + "/metrics")
+    r.raise_for_status()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in r.text.splitlines()
+               if line.startswith("shoal_http_requests_total{"))
+
+
+def dispatcher_connections(cluster: LocalCluster) -> int:
+    """Established TCP connections to the (first) dispatcher's port (`ss`), the scrape's own included."""
+    port = cluster.layout.port_of("dispatcher")
+    out = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{port} )"], capture_output=True,
+                         text=True, check=False).stdout
+    return sum(1 for line in out.splitlines() if line.strip())
+
+
 def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data_dir: Path,
         start_timeout: float | None = None, dispatchers: int = 1, hollow_processes: int = 1) -> dict[str, Any]:
     out: dict[str, Any] = {"nodes": nodes, "tasks": tasks, "services": services, "dispatchers": dispatchers,
@@ -77,13 +94,19 @@ def run(nodes: int, tasks: int, services: int, idle: float, timeout: float, data
         print(f"cluster with {nodes} hollow nodes ready in {out['cluster_ready_s']:.1f} s (load {loadavg()})",
               flush=True)
         if idle > 0:
-            c0 = cluster.cpu()
+            c0, n0 = cluster.cpu(), dispatcher_requests(cluster)
             time.sleep(idle)
-            c1 = cluster.cpu()
+            c1, n1 = cluster.cpu(), dispatcher_requests(cluster)
             out["idle_cpu_pct"] = {k: 100 * (c1[k] - c0.get(k, 0.0)) / idle for k in c1}
+            out["idle_requests_per_s"] = (n1 - n0) / idle
+            out["idle_dispatcher_rss"] = cluster.rss().get("dispatcher", 0)
+            out["idle_connections"] = dispatcher_connections(cluster)
             print(f"idle {idle:.0f} s with {nodes} nodes heartbeating every 5 s: {dispatchers} dispatcher(s) "
                   f"{dispatchers_pct(out['idle_cpu_pct']):.1f} % of a core, hollow-agents "
-                  f"{out['idle_cpu_pct'].get('hollow-agents', 0):.1f} % (load {loadavg()})", flush=True)
+                  f"{out['idle_cpu_pct'].get('hollow-agents', 0):.1f} % (load {loadavg()}); the dispatcher "
+                  f"answered {out['idle_requests_per_s']:.0f} requests/s ({out['idle_requests_per_s'] / nodes:.3f} "
+                  f"a node), holds {out['idle_connections']} connections ({out['idle_connections'] / nodes:.1f} a "
+                  f"node), RSS {mib(out['idle_dispatcher_rss'])}", flush=True)
         rss0 = cluster.rss()
         cpu0 = cluster.cpu()
         commit0 = int(cluster.raft_status()["commit_index"])

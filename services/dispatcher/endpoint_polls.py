@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from services.dispatcher.core import Session
     from services.dispatcher.nodeindex import NodeIndex
+    from services.dispatcher.polls import Look
     from services.dispatcher.settings import DispatcherSettings
     from shoal.metrics import Registry
     from shoal.store.mirror import StoreMirror
@@ -50,9 +51,7 @@ class EndpointPolls:
         async def _sleep_or_stop(self, seconds: float) -> None: ...
         def session(self, session_id: str, caller: str | None = None) -> Session: ...
         def _require_ready(self) -> None: ...
-        async def _catch_up(self, revision: int) -> None: ...
-        async def _long_poll(self, session_id: str, caller: str | None, wait: float,
-                             look: Callable[[Session], tuple[asyncio.Event, dict[str, Any] | None]],
+        async def _long_poll(self, session_id: str, caller: str | None, wait: float, look: Look,
                              idle: Callable[[Session], dict[str, Any]]) -> dict[str, Any]: ...
 
     def _moves_endpoints(self, c: Change) -> bool:
@@ -135,17 +134,18 @@ class EndpointPolls:
         self._node_answers[node_id] = (current, rows, keys, answer)
         return answer
 
+    def _endpoint_look(self, sess: Session, version: str) -> tuple[asyncio.Event, dict[str, Any] | None]:
+        """The node's endpoint table if its version is not `version`, and the event taken before."""
+        ev = self._endpoints_event
+        table = self.node_endpoints(sess.node_id)
+        if table["version"] == version:
+            return ev, None
+        self.metrics.inc("dispatcher_endpoint_tables_total", help="endpoint tables sent")
+        return ev, table
+
     async def endpoint_table(self, session_id: str, version: str, wait: float,
                              caller: str | None = None) -> dict[str, Any]:
         """Long poll: the node's endpoint table when its version is not `version`, else (after `wait`)
         `{"version": version, "unchanged": true}`."""
-        def look(sess: Session) -> tuple[asyncio.Event, dict[str, Any] | None]:
-            ev = self._endpoints_event
-            table = self.node_endpoints(sess.node_id)
-            if table["version"] == version:
-                return ev, None
-            self.metrics.inc("dispatcher_endpoint_tables_total", help="endpoint tables sent")
-            return ev, table
-
-        return await self._long_poll(session_id, caller, wait, look,
+        return await self._long_poll(session_id, caller, wait, lambda sess: self._endpoint_look(sess, version),
                                      lambda sess: {"version": version, "unchanged": True})

@@ -97,7 +97,9 @@ class LogBroker:
         """The node's session ended: its requests end (the reader gets what came, then the end)."""
         for req in [r for r in self.requests.values() if r.node_id == node_id]:
             self.close(req.id)
-        self._event(node_id).set()
+        ev = self._events.pop(node_id, None)  # a poll of the ended session answers; the map keeps live nodes only
+        if ev is not None:
+            ev.set()
 
     def _event(self, node_id: str) -> asyncio.Event:
         return self._events.setdefault(node_id, asyncio.Event())
@@ -106,11 +108,23 @@ class LogBroker:
         """The agent's long poll: the requests for its node not yet picked up (waits up to `wait` for one)."""
         if self.stopped:
             raise Unavailable("dispatcher: shutting down; use another dispatcher")
+        ev, reqs = self.look(node_id)
+        if reqs is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ev.wait(), wait)
+            reqs = self.take(node_id)
+        return reqs
+
+    def look(self, node_id: str) -> tuple[asyncio.Event, list[dict[str, Any]] | None]:
+        """The requests for the node not yet picked up (now marked picked up), or None and the event that is set
+        when one arrives (the session poll's part: services/dispatcher/polls.py)."""
         ev = self._event(node_id)
         if not self._waiting.get(node_id):
             ev.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ev.wait(), wait)
+            return ev, None
+        return ev, self.take(node_id)
+
+    def take(self, node_id: str) -> list[dict[str, Any]]:
         reqs = self._waiting.pop(node_id, [])
         for r in reqs:
             r.picked.set()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from services.dispatcher.expiry import NodeExpiry
 from services.dispatcher.logs import LogBroker
 from services.dispatcher.nodeindex import NodeIndex
 from services.dispatcher.nodewrites import Busy, MarkReady, NodeWriter, Register
+from services.dispatcher.polls import SessionPolls
 from services.dispatcher.settings import DispatcherSettings
 from shoal import wire
 from shoal.bus.base import Bus
@@ -38,7 +38,7 @@ from shoal.cluster import ensure_cluster, heartbeat_period, removed_node_ids
 from shoal.concurrency import task_scope
 from shoal.errors import Conflict, NotFound, RateLimited, Unavailable
 from shoal.ids import new_id
-from shoal.metrics import LAG_BUCKETS, Registry
+from shoal.metrics import Registry
 from shoal.models.kinds import DEFAULT_CLUSTER_ID, Kind
 from shoal.models.objects import Obj
 from shoal.models.states import NodeState, state_label
@@ -55,11 +55,10 @@ log = logging.getLogger(__name__)
 CHUNK_OPS = 200  # SwarmKit's store Batch splits at 200 changes
 CHUNK_BYTES = 1_000_000  # well under the 1.5 MiB transaction bound
 WRITE_ATTEMPTS = 6
-CATCH_UP_TIMEOUT = 5.0
 JITTER = 0.1  # SwarmKit: 5 s ± 0.5 s
 
 
-class Dispatcher(EndpointPolls, NodeExpiry):
+class Dispatcher(SessionPolls, EndpointPolls, NodeExpiry):
     def __init__(self, settings: DispatcherSettings, *, store: Store, bus: Bus, clock: Clock | None = None,
                  instance: str = "dispatcher", rng: random.Random | None = None,
                  revocations: Revocations | None = None, roots: Callable[[], str | None] | None = None) -> None:
@@ -337,86 +336,6 @@ class Dispatcher(EndpointPolls, NodeExpiry):
             self.sessions.pop(sid, None)
             self.index.wake(node_id)
             self.logs.drop_node(node_id)
-
-    # ---- assignments -------------------------------------------------------------------------------------
-    async def assignments(self, session_id: str, after: int, wait: float,
-                          caller: str | None = None) -> dict[str, Any]:
-        """Long poll: the next message of the session's stream, or an empty incremental after `wait`."""
-        loop = asyncio.get_running_loop()
-
-        def look(sess: Session) -> tuple[asyncio.Event, dict[str, Any] | None]:
-            node_id, index = sess.node_id, self.index
-            ev = index.event(node_id)
-            changed_at = index.changed_at.pop(node_id, None)
-            changed = index.take_changes(node_id)
-            relisted = sess.relists_seen != index.relists
-            payloads_stale = sess.payloads_seen != index.payload_changes
-            sess.relists_seen, sess.payloads_seen = index.relists, index.payload_changes
-            if sess.stream.continues(after) and not relisted:
-                # only the tasks that changed since the last message (issue 13): O(change), not O(node's set)
-                msg = sess.stream.next_delta(after, {tid: index.task_for(node_id, tid) for tid in changed},
-                                             lambda: index.dependencies(index.tasks(node_id).values()),
-                                             payloads_stale)
-            else:
-                tasks = self.node_tasks(node_id)
-                msg = sess.stream.next_message(after, tasks, index.dependencies(tasks.values()))
-            if msg is not None:
-                sess.pacer.sent(loop.time())
-                self.metrics.inc("dispatcher_assignment_messages_total", help="assignment messages sent")
-                if changed_at is not None:
-                    self.metrics.observe("dispatcher_assignment_lag_seconds", time.perf_counter() - changed_at,
-                                         "a task change for a node in this dispatcher's view, to the assignment "
-                                         "message that carries it (batching delay included)", buckets=LAG_BUCKETS)
-            return ev, msg
-
-        return await self._long_poll(session_id, caller, wait, look, lambda sess: sess.stream.empty(after))
-
-    async def _long_poll(self, session_id: str, caller: str | None, wait: float,
-                         look: Callable[[Session], tuple[asyncio.Event, dict[str, Any] | None]],
-                         idle: Callable[[Session], dict[str, Any]]) -> dict[str, Any]:
-        """The shape of the agent's long polls: once the view holds the session's registration, `look` at the
-        session's answer until there is one (`look` returns it with the event that fires on the next change,
-        taken before it looked) or `wait` (capped at assignment_max_wait) runs out: then `idle`. The session
-        must stay current and the dispatcher ready throughout. After a change, linger as the session's pacer
-        says (shoal/pacing.py: at once after a quiet spell, else until `assignment_batch_delay` after the last
-        assignment message), so a burst of commits goes out as one message."""
-        sess = self.session(session_id, caller)
-        self._require_ready()
-        await self._catch_up(sess.min_revision)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(max(wait, 0.0), self.settings.assignment_max_wait)
-        while True:
-            if self.sessions.get(session_id) is not sess:
-                raise NotFound(f"dispatcher: session {session_id!r} was replaced or expired; register again")
-            self._require_ready()
-            ev, answer = look(sess)
-            if answer is not None:
-                return answer
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return idle(sess)
-            try:
-                await asyncio.wait_for(ev.wait(), remaining)
-            except TimeoutError:
-                continue
-            # SwarmKit batches assignment changes (100 ms after the last one). Here the batching is paced
-            # (shoal/pacing.py): a change after a quiet spell goes out at once; within `assignment_batch_delay`
-            # of the session's last message, linger until then so a burst of commits goes out as one message.
-            delay = min(sess.pacer.delay(loop.time()), max(0.0, deadline - loop.time()))
-            if delay > 0:
-                await asyncio.sleep(delay)
-
-    async def _catch_up(self, revision: int) -> None:
-        """Wait until the view includes the registration's revision. Everything the agent learnt from an
-        earlier dispatcher was committed before it registered here, so a COMPLETE set taken from this view
-        never lacks a task the agent runs (which it would then stop)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + CATCH_UP_TIMEOUT
-        while self.mirror.revision < revision:
-            if loop.time() > deadline or self._stopped:
-                raise Unavailable(f"dispatcher: store view is behind revision {revision}; retry shortly")
-            self.mirror.wake()
-            await asyncio.sleep(0.01)
 
     # ---- status intake -----------------------------------------------------------------------------------
     def report_status(self, session_id: str, updates: list[tuple[str, dict[str, Any]]],

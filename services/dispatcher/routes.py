@@ -2,6 +2,8 @@
 
     POST /v1/sessions                          register      -> {session_id, node_id, heartbeat_period}
     POST /v1/sessions/{sid}/heartbeat          heartbeat     -> {period, role, roots}    (404: register again)
+    GET  /v1/sessions/{sid}/next?after=SEQ[&version=V]&wait=S -> {assignments, endpoints, logs}  (long poll:
+                                               each part only when it has news; {} after wait)
     GET  /v1/sessions/{sid}/assignments?after=SEQ&wait=S     -> complete | incremental   (long poll)
     POST /v1/sessions/{sid}/status             {updates}     -> {accepted}               (403: not your task)
     GET  /v1/sessions/{sid}/endpoints?version=V&wait=S -> the node's endpoint table       (long poll)
@@ -33,6 +35,7 @@ from shoal.models.states import TaskState
 from shoal.transport import scope_identity
 
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_SEQ = 2**63 - 1  # assignment message numbers; anything larger is not one
 
 
 class Body(BaseModel):
@@ -149,6 +152,14 @@ def build_router(dispatcher: Dispatcher) -> APIRouter:
                              version: str = Query("", max_length=64),
                              wait: float = Query(0.0, ge=0.0)) -> dict[str, Any]:
         return await dispatcher.endpoint_table(session_id, version, wait, caller(request))
+
+    @router.get("/{session_id}/next", summary="Long poll for what is new: assignments, endpoint table, log requests")
+    async def session_poll(session_id: str, request: Request, after: int = Query(0, ge=0, le=MAX_SEQ),
+                           version: str | None = Query(None, max_length=64),
+                           wait: float = Query(0.0, ge=0.0, allow_inf_nan=False)) -> Response:
+        # `version` absent: the agent takes no endpoint table; encoded once, like the assignments' answer
+        msg = await dispatcher.session_poll(session_id, after, version, wait, caller(request))
+        return Response(wire.dumps(msg), media_type="application/json")
 
     @router.post("/{session_id}/status", summary="Report task statuses (own tasks only)")
     async def status(session_id: str, body: StatusReport, request: Request) -> dict[str, Any]:

@@ -91,3 +91,15 @@ def test_the_membership_relay_raises_the_stores_own_error() -> None:
                                http=httpx.AsyncClient(transport=httpx.MockTransport(lambda _: resp)))
     with pytest.raises(errors.Conflict, match="lose quorum"):
         asyncio.run(relay(ctx, "DELETE", "/v1/members/2"))
+
+
+def test_a_dispatcher_without_the_session_poll_is_not_a_lost_session() -> None:
+    """An older dispatcher answers `GET .../next` with the framework's 404 for a route it lacks: the agent moves
+    on to another dispatcher (dispatchers are upgraded first) instead of registering again there in a loop; the
+    dispatcher's own 404 for an unknown session still means "register again"."""
+    missing = answer(404, {"message": "Not Found", "code": "not_found"})
+    with pytest.raises(DispatcherUnavailable, match="upgrade the dispatchers first"):
+        asyncio.run(_dispatcher(missing).poll("s1", 0, "", 1.0))
+    lost = answer(404, {"message": "dispatcher: session 's1' is unknown here; register again", "code": "not_found"})
+    with pytest.raises(SessionInvalid):
+        asyncio.run(_dispatcher(lost).poll("s1", 0, "", 1.0))
