@@ -39,11 +39,13 @@ class DecodedFreezer:
     walked by a young collection on the way out of `gc_paused`, again by the next middle one, and again by the
     full ones — a sixth to a fifth of a follower's CPU during a ramp (docs/performance.md, "CPU per task, third
     pass"). Decoded JSON has no cycles and reference counting frees a replaced version wherever it sits, so a
-    process that opts in (`enable`: the processes running a `StoreMirror`) freezes the heap right after a large
-    decode (`gc.freeze`: every tracked object moves to the permanent generation, which no collection walks).
+    process that opts in (`enable`: the planners' and the dispatcher's mains) collects its young generations
+    right before a large decode (what died since the last freeze: small) and freezes the heap right after it
+    (`gc.freeze`: every tracked object moves to the permanent generation, which no collection walks), so each
+    decoded container is walked by no collection at all until the reclaim.
 
-    The price: cyclic garbage of other objects alive at a freeze (a finished request's frames, a closed
-    connection) is not found while frozen. `reclaim_if_due` bounds that: once `interval` has passed since the
+    The price: cyclic garbage of other objects alive at a freeze (a request in flight, a connection later
+    closed) is not found while frozen. `reclaim_if_due` bounds that: once `interval` has passed since the
     first freeze, the heap is unfrozen and collected in full, once (a quiet follower freezes nothing and pays
     nothing). Processes that did not opt in (the raftstore, which freezes its own way, the CLI, agents) are
     unchanged."""
@@ -59,6 +61,13 @@ class DecodedFreezer:
 
     def enable(self) -> None:
         self.enabled = True
+
+    def before_decode(self) -> None:
+        """Called with the collector paused, right before a large document is decoded: the young generations
+        are collected (what died since the last freeze — the answer just read, an httpx response being a
+        reference cycle — is freed, not frozen); after the first freeze they hold only what came since."""
+        if self.enabled:
+            gc.collect(1)
 
     def after_decode(self) -> None:
         """Called with the collector paused, right after a large document was decoded."""

@@ -48,8 +48,9 @@ def loads_read(data: bytes | str) -> tuple[Any, bool]:
     if len(data) < GC_PAUSE_BYTES:
         return _loads(data)
     with gc_paused():
+        heap.decoded.before_decode()  # a store follower keeps what it decodes out of the young collections
         out = _loads(data)
-        heap.decoded.after_decode()  # a store follower keeps what it decoded out of the young collections
+        heap.decoded.after_decode()
         return out
 
 

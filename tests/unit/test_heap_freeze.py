@@ -101,3 +101,17 @@ async def test_the_mirror_loop_reclaims_when_due(freezer: tuple[DecodedFreezer, 
     m.stop()
     await runner
     assert f.reclaims == 1 and gc.get_freeze_count() == 0
+
+
+def test_garbage_cycles_from_before_the_decode_are_freed_not_frozen(freezer: tuple[DecodedFreezer, Clock]) -> None:
+    """The answer being decoded was an httpx response, a reference cycle holding the body: dropped before the
+    decode, it is collected then, not frozen for a minute with its body."""
+    f, _ = freezer
+    f.enable()
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    watch = weakref.ref(a)
+    del a, b
+    wire.loads(_large())
+    assert f.freezes == 1 and gc.get_freeze_count() > 0
+    assert watch() is None
