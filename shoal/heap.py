@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -25,3 +26,71 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+#: how long a follower's heap stays frozen before the objects frozen since are checked for garbage cycles again
+RECLAIM_INTERVAL = 60.0
+
+
+class DecodedFreezer:
+    """A store follower's decoded answers kept out of the collector's young generations (issue 13 item 2).
+
+    A follower keeps what it decodes (every task version lands in its mirror), so each decoded container was
+    walked by a young collection on the way out of `gc_paused`, again by the next middle one, and again by the
+    full ones — a sixth to a fifth of a follower's CPU during a ramp (docs/performance.md, "CPU per task, third
+    pass"). Decoded JSON has no cycles and reference counting frees a replaced version wherever it sits, so a
+    process that opts in (`enable`: the planners' and the dispatcher's mains) collects its young generations
+    right before a large decode (what died since the last freeze: small) and freezes the heap right after it
+    (`gc.freeze`: every tracked object moves to the permanent generation, which no collection walks), so each
+    decoded container is walked by no collection at all until the reclaim.
+
+    The price: cyclic garbage of other objects alive at a freeze (a request in flight, a connection later
+    closed) is not found while frozen. `reclaim_if_due` bounds that: once `interval` has passed since the
+    first freeze, the heap is unfrozen and collected in full, once (a quiet follower freezes nothing and pays
+    nothing). Processes that did not opt in (the raftstore, which freezes its own way, the CLI, agents) are
+    unchanged."""
+
+    def __init__(self, interval: float = RECLAIM_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.enabled = False
+        #: clock() of the first freeze since the last reclaim (None: nothing frozen by this freezer)
+        self.frozen_since: float | None = None
+        self.freezes = 0
+        self.reclaims = 0
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def before_decode(self) -> None:
+        """Called with the collector paused, right before a large document is decoded: the young generations
+        are collected (what died since the last freeze — the answer just read, an httpx response being a
+        reference cycle — is freed, not frozen); after the first freeze they hold only what came since."""
+        if self.enabled:
+            gc.collect(1)
+
+    def after_decode(self) -> None:
+        """Called with the collector paused, right after a large document was decoded."""
+        if not self.enabled:
+            return
+        gc.freeze()
+        self.freezes += 1
+        if self.frozen_since is None:
+            self.frozen_since = self.clock()
+
+    def reclaim_due(self) -> bool:
+        return self.frozen_since is not None and self.clock() - self.frozen_since >= self.interval
+
+    def reclaim_if_due(self) -> bool:
+        """Unfreeze and collect in full once `interval` has passed since the first freeze; True if it did."""
+        if not self.reclaim_due():
+            return False
+        self.frozen_since = None
+        gc.unfreeze()
+        gc.collect()
+        self.reclaims += 1
+        return True
+
+
+#: the process's one freezer (the wire's decode reports to it; `StoreMirror.run` enables it and reclaims)
+decoded = DecodedFreezer()

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, TypeVar
 
 from fastapi import FastAPI
 
+from shoal import heap
 from shoal.bus.base import Bus
 from shoal.bus.nats import NatsBus
 from shoal.clock import Clock, SystemClock
@@ -303,6 +304,8 @@ def leader_main(settings: LeaderSettings, subsystem: type[L], make_app: Callable
     """`python -m services.<subsystem>` of a leader-only subsystem (one active instance per cluster, the rest
     standby): `serve_leader` on the chosen event loop, over the raftstore members in SHOAL_STORE_MEMBERS and NATS
     at SHOAL_NATS_URL (optional: without it the store is polled), over mutual TLS with the identity in
-    SHOAL_CERT_DIR (required); the subsystem is built over the store client with the system clock."""
+    SHOAL_CERT_DIR (required); the subsystem is built over the store client with the system clock. Its large
+    decoded store answers are kept frozen (`shoal.heap.DecodedFreezer`: its mirror keeps what it decodes)."""
+    heap.decoded.enable()
     run(lambda: serve_leader(settings, subsystem.name, lambda store: subsystem(store, None, SystemClock(), settings),
                              make_app))

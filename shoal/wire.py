@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from shoal import heap
 from shoal.heap import gc_paused
 
 _OPTS = orjson.OPT_NON_STR_KEYS
@@ -47,7 +48,10 @@ def loads_read(data: bytes | str) -> tuple[Any, bool]:
     if len(data) < GC_PAUSE_BYTES:
         return _loads(data)
     with gc_paused():
-        return _loads(data)
+        heap.decoded.before_decode()  # a store follower keeps what it decodes out of the young collections
+        out = _loads(data)
+        heap.decoded.after_decode()
+        return out
 
 
 def _loads(data: bytes | str) -> tuple[Any, bool]:

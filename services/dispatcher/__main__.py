@@ -10,7 +10,7 @@ import logging
 from services.dispatcher.app import create_app
 from services.dispatcher.core import policy
 from services.dispatcher.settings import DispatcherSettings
-from shoal import pki, transport
+from shoal import heap, pki, transport
 from shoal.enroll import RootsDigest
 from shoal.instances import Announcer
 from shoal.runner import flag_parser, run, serve, settings_from, setup_logging
@@ -33,6 +33,7 @@ async def main(settings: DispatcherSettings) -> None:
     name = settings.instance_name("dispatcher")
     setup_logging(settings.log_level, name)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
+    heap.decoded.enable()  # its mirror keeps every task version it decodes (shoal.heap.DecodedFreezer)
     creds = transport.load_credentials(settings.cert_dir)
     if creds.identity.role != pki.MANAGER or creds.identity.component != "dispatcher":
         raise transport.TransportError(f"dispatcher: SHOAL_CERT_DIR holds the certificate of "

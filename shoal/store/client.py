@@ -96,7 +96,13 @@ class StoreClient:
                 last = e
             else:
                 if resp.status_code < 400:
-                    return resp if stream else wire.loads(resp.content)
+                    if stream:
+                        return resp
+                    # httpx's answer is a reference cycle holding its body: dropped before the decode, a follower
+                    # that freezes after decoding collects it first instead of freezing it (shoal.heap)
+                    content = resp.content
+                    del resp
+                    return wire.loads(content)
                 if stream:
                     await resp.aread()
                     await resp.aclose()

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from shoal import heap
 from shoal.bus.base import Bus
 from shoal.bus.subjects import STORE_EVENTS
 from shoal.errors import Compacted
@@ -181,9 +182,12 @@ class StoreMirror:
 
     async def run(self) -> None:
         """Follow the store until `stop()`: sync, tell `on_sync`, mark ready, sleep until woken or the poll
-        interval; a store error backs off (0.1 s doubling to 2 s), a Compacted answer re-lists."""
+        interval; a store error backs off (0.1 s doubling to 2 s), a Compacted answer re-lists. A process
+        whose main opted in (the planners, the dispatcher) keeps its large decoded answers frozen
+        (`shoal.heap.DecodedFreezer`); this loop collects them again in full once a minute while it freezes."""
         backoff = 0.1
         while not self._stopped:
+            heap.decoded.reclaim_if_due()
             try:
                 changes = await self.sync_once()
             except Compacted:
