@@ -31,6 +31,7 @@ from shoal.bus.subjects import STORE_EVENTS
 from shoal.errors import Compacted
 from shoal.store.client import STORE_FAILURES
 from shoal.store.protocol import Store
+from shoal.store.shared import Sharer
 from shoal.store.txn import Change, Event, Obj, TxnResult
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ class StoreMirror:
         self.on_event: Callable[[Event], None] | None = None
         self.track_changes = track_changes
         self._changed_ids: Changed | None = None  # None: the next `take_changes` answers "everything"
+        #: what the mirrored objects repeat (a task's copy of its service's spec, ids, states) held once, as the
+        #: store holds it: a task costs each follower ~1.3 KB of Python objects instead of ~4.2 KB
+        self._sharer = Sharer()
 
     # ---- view --------------------------------------------------------------------------------------------
     def get(self, kind: str, obj_id: str) -> Obj | None:
@@ -112,6 +116,7 @@ class StoreMirror:
             if self._tombstones.get(key, 0) >= version:
                 continue
             if cur is None or cur["meta"]["version"] < version:
+                c = Change(c.action, c.kind, c.id, self._sharer.object(c.kind, c.object))
                 table[c.id] = c.object
                 applied.append(c)
                 if dirty is not None:
@@ -172,7 +177,8 @@ class StoreMirror:
         for kind in self.kinds:
             rev, items = await self.store.list(kind)
             revs.append(rev)
-            fresh[kind] = {o["id"]: o for o in items}
+            share = self._sharer.object
+            fresh[kind] = {o["id"]: share(kind, o) for o in items}
         self.objects = fresh
         self.revision = min(revs) if revs else 0
         self._tombstones.clear()

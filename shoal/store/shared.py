@@ -8,6 +8,8 @@ are equal across many objects) are looked up by their encoded JSON — the same 
 every answer encodes exactly as before — and every string at the top level of an object, and of its
 `INTERNED_FIELDS`, is interned. Values are shared, never changed: the store replaces an object on every write
 and nothing mutates a stored one in place (LocalStore hands out deep copies; the raftstore only encodes them).
+The store's followers do the same with what they decode (`StoreMirror`: the planners, the dispatcher, the
+dashboard hub each hold every task; no core mutates its input).
 
 Pure and deterministic in what it returns (equal values, whoever holds them); the table of shared values is
 swept of entries nothing else holds once it has doubled since the last sweep."""

@@ -156,3 +156,39 @@ async def test_changed_ids_are_handed_over_once_and_a_relist_means_everything() 
     await store.txn([t.create("task", {"id": "t3", "service_id": "s"})])
     await plain.sync_once()
     assert plain.take_changes() is None
+
+
+async def test_the_mirror_holds_what_tasks_repeat_once_through_lists_watches_and_own_writes() -> None:
+    """Every follower holds every task: a task's copy of its service's spec and its repeated strings are held
+    once (shoal.store.shared.Sharer, as the store does), whichever way the task reached the mirror."""
+    spec = {"process": {"command": ["sleep", "infinity"]}, "restart": {"condition": "any", "delay": 5.0}}
+
+    def task(i: int) -> dict[str, object]:
+        return {"id": f"t{i}", "service_id": "s1", "spec": {**spec}, "endpoint_spec": {"mode": "vip", "ports": []},
+                "status": {"state": "running", "message": "started"}}
+
+    store = LocalStore()
+    await store.txn([t.create("task", task(0)), t.create("task", task(1))])
+    seen: list[object] = []
+    m = StoreMirror(store, ["task"], poll_interval=0.05,
+                    on_sync=lambda changes: seen.extend(c.object for c in changes or ()))
+    runner = asyncio.create_task(m.run())
+    await asyncio.wait_for(m.ready.wait(), 2)
+    m.apply_written(await store.txn([t.create("task", task(2))]))  # a write of its own
+    await store.txn([t.create("task", task(3))])  # a write it hears of through the watch
+    for _ in range(40):
+        if "t3" in m.objects["task"]:
+            break
+        await asyncio.sleep(0.05)
+    m.stop()
+    await runner
+    tasks = [m.get("task", f"t{i}") for i in range(4)]
+    assert all(x is not None for x in tasks)
+    assert all(x["spec"] is tasks[0]["spec"] for x in tasks)  # type: ignore[index]
+    assert all(x["endpoint_spec"] is tasks[0]["endpoint_spec"] for x in tasks)  # type: ignore[index]
+    assert all(x["status"]["message"] is tasks[0]["status"]["message"] for x in tasks)  # type: ignore[index]
+    assert all(x["service_id"] is tasks[0]["service_id"] for x in tasks)  # type: ignore[index]
+    # what it holds is what the store holds, and a follower indexing the changes sees the mirror's objects
+    assert [x == y for x, y in zip(tasks, [store.mem.get("task", f"t{i}") for i in range(4)], strict=True)] \
+        == [True] * 4
+    assert any(o is tasks[3] for o in seen)
