@@ -11,9 +11,10 @@ own message (`{"message": ...}`), `NotFoundError` (404) a subclass of it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -72,9 +73,9 @@ class DockerEngine:
         transport, base = transport_for(host)
         self._http = httpx.AsyncClient(transport=transport, base_url=base, timeout=timeout,
                                        limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
-        # `wait` holds its connection for the container's whole life: one per running container. In the shared
-        # pool, 64 running containers would take every connection and starve every create, start and inspect
-        # (each then failing with a pool timeout); so the waits have their own client, without a limit.
+        # Long requests (the executor's event stream, `wait`) hold their connection for as long as they watch;
+        # in the shared pool they would take connections from every create, start and inspect, so they have
+        # their own client, without a limit.
         wait_transport, _ = transport_for(host)
         self._waits = httpx.AsyncClient(transport=wait_transport, base_url=base, timeout=None,
                                         limits=httpx.Limits(max_connections=None, max_keepalive_connections=0))
@@ -223,8 +224,25 @@ class DockerEngine:
             if e.status != 409:  # 409: not running
                 raise
 
+    @contextlib.asynccontextmanager
+    async def events(self, filters: Mapping[str, list[str]], since: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """`GET /events` from `since` on, held open on the long-request client: the raw chunks of its JSON
+        lines (agent/executors/docker_events.py). A dropped stream raises EngineUnavailable."""
+        version = await self.negotiate()
+        try:
+            async with self._waits.stream("GET", f"/v{version}/events",
+                                          params={"filters": json.dumps(dict(filters)), "since": since},
+                                          timeout=httpx.Timeout(self.timeout, read=None)) as resp:
+                if resp.status_code != 200:
+                    await resp.aread()
+                    raise _error(resp)
+                yield resp.aiter_raw()
+        except (httpx.TransportError, ConnectionError, FileNotFoundError) as e:
+            raise EngineUnavailable(f"docker engine at {self.host}: event stream: {type(e).__name__}: {e}") from e
+
     async def wait(self, ref: str) -> int:
-        """Block until the container is not running; its exit code."""
+        """Block until the container is not running; its exit code (one held connection per container: the
+        executor uses `events` instead)."""
         body = await self.call("POST", f"/containers/{quote(ref, safe='')}/wait",
                                params={"condition": "not-running"}, long=True)
         err = (body or {}).get("Error") or {}
