@@ -28,8 +28,11 @@ CLIENT_MIN = (1, 29)  # HostConfig.Init, Mounts, NanoCpus, Healthcheck.StartPeri
 PULL_STALL = 300.0  # seconds a pull may go without a progress line
 #: requests in flight on the shared pool; more wait on a semaphore, never in httpcore's queue: its bookkeeping on
 #: each request walks every connection for every queued request (issue 13: ~40 % of the agent's busy loop at N =
-#: 200 with 200 starts queued on 64 connections), and every connection for each idle one (so fewer, too)
-MAX_REQUESTS = 32
+#: 200 with 200 starts queued on 64 connections)
+MAX_REQUESTS = 64
+#: ... of which creates and starts (a burst of N, each held until the engine is done) take at most this many, so
+#: the inspect after a start, stops and removes never queue behind the whole burst (a RUNNING report waited for it)
+MAX_BULK = 48
 Obj = dict[str, Any]
 
 
@@ -79,6 +82,7 @@ class DockerEngine:
                                        limits=httpx.Limits(max_connections=MAX_REQUESTS,
                                                            max_keepalive_connections=MAX_REQUESTS))
         self._slots = asyncio.Semaphore(MAX_REQUESTS)
+        self._bulk = asyncio.Semaphore(MAX_BULK)
         # Long requests (the executor's event stream, `wait`) hold their connection for as long as they watch;
         # in the shared pool they would take connections from every create, start and inspect, so they have
         # their own client, without a limit.
@@ -100,14 +104,14 @@ class DockerEngine:
 
     # ---- transport ---------------------------------------------------------------------------------------
     async def _raw(self, method: str, path: str, *, timeout: float | None = None, long: bool = False,
-                   **kw: Any) -> httpx.Response:
+                   bulk: bool = False, **kw: Any) -> httpx.Response:
         """`long`: a request that may be held open for long (a container's wait, a stop's grace period), on a
-        connection of its own (no limit: it takes no slot from the others)."""
+        connection of its own (no limit: it takes no slot from the others); `bulk`: a create or start (`MAX_BULK`)."""
         try:
             limit = timeout if timeout is not None else (None if long else self.timeout)
             if long:
                 return await self._waits.request(method, path, timeout=limit, **kw)
-            async with self._slots:
+            async with self._bulk if bulk else contextlib.nullcontext(), self._slots:
                 return await self._http.request(method, path, timeout=limit, **kw)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
                 httpx.WriteError, httpx.PoolTimeout, FileNotFoundError, ConnectionError) as e:
@@ -140,10 +144,11 @@ class DockerEngine:
         return self.api_version or ""
 
     async def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201, 204, 304),
-                      timeout: float | None = None, long: bool = False, **kw: Any) -> httpx.Response:
+                      timeout: float | None = None, long: bool = False, bulk: bool = False,
+                      **kw: Any) -> httpx.Response:
         """`method /v<api>path`; raises EngineError (NotFoundError on 404) unless the status is in `ok`."""
         version = await self.negotiate()
-        resp = await self._raw(method, f"/v{version}{path}", timeout=timeout, long=long, **kw)
+        resp = await self._raw(method, f"/v{version}{path}", timeout=timeout, long=long, bulk=bulk, **kw)
         if resp.status_code not in ok:
             raise _error(resp)
         return resp
@@ -207,7 +212,7 @@ class DockerEngine:
     # ---- containers --------------------------------------------------------------------------------------
     async def create(self, name: str, config: Mapping[str, Any]) -> str:
         """Create a container; returns its id."""
-        body = await self.call("POST", "/containers/create", params={"name": name}, json=dict(config))
+        body = await self.call("POST", "/containers/create", params={"name": name}, json=dict(config), bulk=True)
         return str(body["Id"])
 
     async def inspect(self, ref: str) -> Obj | None:
@@ -219,7 +224,7 @@ class DockerEngine:
         return result
 
     async def start(self, ref: str) -> None:
-        await self.request("POST", f"/containers/{quote(ref, safe='')}/start")
+        await self.request("POST", f"/containers/{quote(ref, safe='')}/start", bulk=True)
 
     async def stop(self, ref: str, grace: int) -> None:
         """The container's stop signal, then SIGKILL after `grace` whole seconds (the engine does both)."""
