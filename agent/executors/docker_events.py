@@ -261,6 +261,9 @@ class ExitStream:
                 self.last_error = "the engine ended the event stream"
             except (EngineUnavailable, EngineError) as e:
                 self.last_error = str(e)
+            except Exception as e:  # anything else the engine's answer causes: never the end of the stream
+                log.warning("docker: engine event stream failed: %r", e)
+                self.last_error = repr(e)
             finally:
                 self._connected.clear()
                 if sweep is not None:

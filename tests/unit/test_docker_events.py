@@ -73,6 +73,7 @@ class FakeEngine:
         self.states: dict[str, dict[str, Any] | None] = {}
         self.inspected: list[str] = []
         self.refuse = 0  # connects to refuse first
+        self.garble = 0  # connects whose answer makes no sense (an unexpected error) first
 
     async def inspect(self, ref: str) -> dict[str, Any] | None:
         self.inspected.append(ref)
@@ -86,6 +87,9 @@ class FakeEngine:
         if self.refuse:
             self.refuse -= 1
             raise EngineUnavailable("connection refused")
+        if self.garble:
+            self.garble -= 1
+            raise ValueError("invalid literal for int() with base 10: 'x'")
         q: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
         self.streams.put_nowait(q)
 
@@ -171,6 +175,15 @@ async def test_a_dropped_stream_reconnects_from_the_last_event_and_inspects_what
     with pytest.raises(EngineUnavailable):
         await waits["3"]  # closing fails the waits left (the worker retries them)
     assert stream.connects == 3
+
+
+async def test_an_unexpected_error_does_not_end_the_stream() -> None:
+    engine = FakeEngine()
+    engine.garble = 1
+    stream = ExitStream(engine, {"shoal.node.id": "n1"})  # type: ignore[arg-type]
+    await asyncio.wait_for(stream.ready(), 3)
+    assert stream.connects == 1 and len(engine.since) == 2
+    await stream.close()
 
 
 async def test_ready_fails_clearly_when_the_engine_does_not_answer() -> None:
