@@ -7,8 +7,8 @@ Controller operations, as the driver calls them:
                create the container `<service>.<slot>.<task id>` (REJECTED when the engine refuses the config)
     start      start it; with a health check (the spec's or the image's) return only once it is healthy — the
                task stays STARTING — and fail (FAILED) if it turns unhealthy or exits first
-    wait       until it exits: 0 → COMPLETE, else FAILED with the exit code; an unhealthy container is stopped
-               and FAILED
+    wait       until it exits (the node's one engine event stream tells, agent/executors/docker_events.py): 0 →
+               COMPLETE, else FAILED with the exit code; an unhealthy container is stopped and FAILED
     shutdown   the stop signal (`stop_signal`, else the image's), SIGKILL after `stop_grace_period` (both done
                by the engine), then the container is removed
     remove     force-remove (kill first if needed), with its anonymous volumes
@@ -50,6 +50,9 @@ from agent.executors.base import (
     task_spec,
 )
 from agent.executors.docker_engine import DEFAULT_HOST, DockerEngine, EngineError, EngineUnavailable, NotFoundError
+from agent.executors.docker_events import ExitStream
+from agent.executors.docker_events import exit_message as _exit_message
+from agent.executors.docker_events import never_started as _never_started
 from agent.overlay import Overlay, OverlayError
 from shoal.models.objects import task_name
 from shoal.models.specs import ContainerSpec, HealthCheck, Resources
@@ -196,22 +199,6 @@ def container_config(task: Obj, spec: ContainerSpec, node_id: str, *, publish_ip
     return config
 
 
-def _exit_message(state: Obj) -> str:
-    code = int(state.get("ExitCode") or 0)
-    message = f"exit status {code}"
-    if state.get("OOMKilled"):
-        message += " (killed: out of memory)"
-    elif code > 128:
-        message += f" (signal {code - 128})"
-    if state.get("Error"):
-        message += f": {state['Error']}"
-    return message
-
-
-def _never_started(state: Obj) -> bool:
-    return state.get("Status") == "created" or str(state.get("StartedAt", "")).startswith("0001-")
-
-
 class DockerController(BaseController):
     """Drives one task's container. Stateless beyond the container id: every decision is made from what the
     engine reports, so a restarted agent (or a repeated operation) picks up where it was."""
@@ -219,9 +206,11 @@ class DockerController(BaseController):
     #: containers keep running when the agent exits (unless SHOAL_STOP_TASKS_ON_EXIT=true), to be adopted
     survives_agent_exit = True
 
-    def __init__(self, task: Obj, *, node_id: str, engine: DockerEngine, saved: Mapping[str, Any] | None = None,
-                 publish_ip: str = "", owner: Owner | None = None, overlay: Overlay | None = None) -> None:
+    def __init__(self, task: Obj, *, node_id: str, engine: DockerEngine, exits: ExitStream,
+                 saved: Mapping[str, Any] | None = None, publish_ip: str = "", owner: Owner | None = None,
+                 overlay: Overlay | None = None) -> None:
         self.task = task
+        self.exits = exits  # the node's one engine event stream: tells wait() when the container exits
         self._overlay = overlay
         self.node_id = node_id
         self.owner = owner
@@ -236,8 +225,10 @@ class DockerController(BaseController):
         self._unhealthy = False
         #: prepare created the container (it has never run): start need not inspect it first
         self._created = False
-        #: start's last inspect of the container, for the wait that follows at once (then dropped)
+        #: start's last inspect of the container, for the wait that follows at once (then dropped), and the
+        #: event stream's epoch read before it (docker_events.py)
         self._started: Obj | None = None
+        self._epoch = 0
         #: where the task's ports are bound on the node, once the engine (or the overlay's host forwarders) said
         #: (shoal/endpoints.py); kept across agent restarts for the overlay's forwarders to reopen the same ports
         self.port_status: dict[str, Any] | None = dict(saved["port_status"]) \
@@ -311,6 +302,7 @@ class DockerController(BaseController):
 
     async def start(self) -> None:
         try:
+            self._epoch = await self.exits.ready()  # before the container is seen running: no exit unseen
             if self._created:  # this controller created it a moment ago: it has never run, no need to look
                 self._created = False
                 fresh = True
@@ -352,10 +344,11 @@ class DockerController(BaseController):
 
     async def wait(self) -> None:
         try:
-            # Right after start, its inspect is fresh enough: an exit since then shows in the engine's wait.
-            # Not asking again spares the engine a call per container while it starts the others.
+            # Right after start, its inspect is fresh enough (an exit since then shows in the event stream):
+            # not asking again spares the engine a call per container while it starts the others.
             ct, self._started = self._started, None
             if ct is None:
+                self._epoch = await self.exits.ready()
                 ct = await self._find()
             if ct is None:
                 raise ExitError("container is gone (removed outside shoal)", None)
@@ -363,8 +356,7 @@ class DockerController(BaseController):
                 await self._attach(ct)  # adopted by a restarted agent: its forwarders, entries and hosts file
             self._observe(ct.get("State") or {})
             self._observe_ports(ct)
-            ref = self.container_id or self.name
-            waiter = asyncio.create_task(self.engine.wait(ref))
+            waiter = asyncio.create_task(self._exited(ct))
             watcher = asyncio.create_task(self._watch_health()) if self._health is not None else None
             try:
                 pending = {waiter} | ({watcher} if watcher is not None else set())
@@ -391,6 +383,10 @@ class DockerController(BaseController):
         self._observe(state)
         if self._exit_code != 0:
             raise ExitError(_exit_message(state), self._exit_code)
+
+    async def _exited(self, ct: Obj) -> None:
+        if (ct.get("State") or {}).get("Running"):
+            await self.exits.wait(str(ct["Id"]), self._epoch)
 
     async def _watch_health(self) -> None:
         """While running: an unhealthy container is stopped and the task fails (SwarmKit's Wait)."""
@@ -544,6 +540,7 @@ class DockerExecutor(BaseExecutor):
         """`owner` (cluster id and host name) labels every container, so `sweep` and `shoal down` find them
         whichever node id made them; without it only this node's containers are swept."""
         self.engine = engine or DockerEngine(host)
+        self._exits: dict[str, ExitStream] = {}  # node id -> its containers' exits (one stream; a new id: another)
         self.publish_ip = publish_ip
         self.owner = owner
         self.overlay = overlay  # containers attached to overlay networks (agent/overlay.py)
@@ -557,8 +554,11 @@ class DockerExecutor(BaseExecutor):
         return await self.engine.ping()
 
     def controller(self, task: Obj, *, node_id: str, saved: Mapping[str, Any] | None = None) -> DockerController:
-        return DockerController(task, node_id=node_id, engine=self.engine, saved=saved, publish_ip=self.publish_ip,
-                                owner=self.owner, overlay=self.overlay)
+        exits = self._exits.get(node_id)
+        if exits is None:
+            exits = self._exits[node_id] = ExitStream(self.engine, {LABEL_NODE: node_id})
+        return DockerController(task, node_id=node_id, engine=self.engine, exits=exits, saved=saved,
+                                publish_ip=self.publish_ip, owner=self.owner, overlay=self.overlay)
 
     async def sweep(self, node_id: str, keep: Callable[[str], bool]) -> list[str]:
         """Remove this node's containers whose task is no longer assigned here (`keep(task_id)` false, checked
@@ -583,4 +583,6 @@ class DockerExecutor(BaseExecutor):
         return removed
 
     async def close(self) -> None:
+        for exits in self._exits.values():
+            await exits.close()
         await self.engine.close()

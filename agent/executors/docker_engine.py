@@ -11,9 +11,10 @@ own message (`{"message": ...}`), `NotFoundError` (404) a subclass of it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +26,13 @@ DEFAULT_HOST = "unix:///var/run/docker.sock"
 CLIENT_MAX = (1, 43)  # the newest API this client speaks (Engine 24)
 CLIENT_MIN = (1, 29)  # HostConfig.Init, Mounts, NanoCpus, Healthcheck.StartPeriod
 PULL_STALL = 300.0  # seconds a pull may go without a progress line
+#: requests in flight on the shared pool; more wait on a semaphore, never in httpcore's queue: its bookkeeping on
+#: each request walks every connection for every queued request (issue 13: ~40 % of the agent's busy loop at N =
+#: 200 with 200 starts queued on 64 connections)
+MAX_REQUESTS = 64
+#: ... of which creates and starts (a burst of N, each held until the engine is done) take at most this many, so
+#: the inspect after a start, stops and removes never queue behind the whole burst (a RUNNING report waited for it)
+MAX_BULK = 48
 Obj = dict[str, Any]
 
 
@@ -71,10 +79,13 @@ class DockerEngine:
         self.timeout = timeout
         transport, base = transport_for(host)
         self._http = httpx.AsyncClient(transport=transport, base_url=base, timeout=timeout,
-                                       limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
-        # `wait` holds its connection for the container's whole life: one per running container. In the shared
-        # pool, 64 running containers would take every connection and starve every create, start and inspect
-        # (each then failing with a pool timeout); so the waits have their own client, without a limit.
+                                       limits=httpx.Limits(max_connections=MAX_REQUESTS,
+                                                           max_keepalive_connections=MAX_REQUESTS))
+        self._slots = asyncio.Semaphore(MAX_REQUESTS)
+        self._bulk = asyncio.Semaphore(MAX_BULK)
+        # Long requests (the executor's event stream, `wait`) hold their connection for as long as they watch;
+        # in the shared pool they would take connections from every create, start and inspect, so they have
+        # their own client, without a limit.
         wait_transport, _ = transport_for(host)
         self._waits = httpx.AsyncClient(transport=wait_transport, base_url=base, timeout=None,
                                         limits=httpx.Limits(max_connections=None, max_keepalive_connections=0))
@@ -93,12 +104,15 @@ class DockerEngine:
 
     # ---- transport ---------------------------------------------------------------------------------------
     async def _raw(self, method: str, path: str, *, timeout: float | None = None, long: bool = False,
-                   **kw: Any) -> httpx.Response:
-        """`long`: a request held open until something happens (a container's wait), on its own connection."""
-        client = self._waits if long else self._http
+                   bulk: bool = False, **kw: Any) -> httpx.Response:
+        """`long`: a request that may be held open for long (a container's wait, a stop's grace period), on a
+        connection of its own (no limit: it takes no slot from the others); `bulk`: a create or start (`MAX_BULK`)."""
         try:
-            limit = None if long else (timeout if timeout is not None else self.timeout)
-            return await client.request(method, path, timeout=limit, **kw)
+            limit = timeout if timeout is not None else (None if long else self.timeout)
+            if long:
+                return await self._waits.request(method, path, timeout=limit, **kw)
+            async with self._bulk if bulk else contextlib.nullcontext(), self._slots:
+                return await self._http.request(method, path, timeout=limit, **kw)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
                 httpx.WriteError, httpx.PoolTimeout, FileNotFoundError, ConnectionError) as e:
             raise EngineUnavailable(f"docker engine at {self.host}: {type(e).__name__}: {e}") from e
@@ -130,10 +144,11 @@ class DockerEngine:
         return self.api_version or ""
 
     async def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201, 204, 304),
-                      timeout: float | None = None, long: bool = False, **kw: Any) -> httpx.Response:
+                      timeout: float | None = None, long: bool = False, bulk: bool = False,
+                      **kw: Any) -> httpx.Response:
         """`method /v<api>path`; raises EngineError (NotFoundError on 404) unless the status is in `ok`."""
         version = await self.negotiate()
-        resp = await self._raw(method, f"/v{version}{path}", timeout=timeout, long=long, **kw)
+        resp = await self._raw(method, f"/v{version}{path}", timeout=timeout, long=long, bulk=bulk, **kw)
         if resp.status_code not in ok:
             raise _error(resp)
         return resp
@@ -174,8 +189,8 @@ class DockerEngine:
             params["tag"] = tag
         version = await self.negotiate()
         try:
-            async with self._http.stream("POST", f"/v{version}/images/create", params=params,
-                                         timeout=httpx.Timeout(self.timeout, read=stall)) as resp:
+            async with self._slots, self._http.stream("POST", f"/v{version}/images/create", params=params,
+                                                      timeout=httpx.Timeout(self.timeout, read=stall)) as resp:
                 if resp.status_code != 200:
                     await resp.aread()
                     raise _error(resp)
@@ -197,7 +212,7 @@ class DockerEngine:
     # ---- containers --------------------------------------------------------------------------------------
     async def create(self, name: str, config: Mapping[str, Any]) -> str:
         """Create a container; returns its id."""
-        body = await self.call("POST", "/containers/create", params={"name": name}, json=dict(config))
+        body = await self.call("POST", "/containers/create", params={"name": name}, json=dict(config), bulk=True)
         return str(body["Id"])
 
     async def inspect(self, ref: str) -> Obj | None:
@@ -209,12 +224,12 @@ class DockerEngine:
         return result
 
     async def start(self, ref: str) -> None:
-        await self.request("POST", f"/containers/{quote(ref, safe='')}/start")
+        await self.request("POST", f"/containers/{quote(ref, safe='')}/start", bulk=True)
 
     async def stop(self, ref: str, grace: int) -> None:
         """The container's stop signal, then SIGKILL after `grace` whole seconds (the engine does both)."""
         await self.request("POST", f"/containers/{quote(ref, safe='')}/stop", params={"t": str(grace)},
-                           timeout=grace + self.timeout)
+                           timeout=grace + self.timeout, long=grace > 0)
 
     async def kill(self, ref: str, signal: str = "SIGKILL") -> None:
         try:
@@ -223,8 +238,25 @@ class DockerEngine:
             if e.status != 409:  # 409: not running
                 raise
 
+    @contextlib.asynccontextmanager
+    async def events(self, filters: Mapping[str, list[str]], since: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """`GET /events` from `since` on, held open on the long-request client: the raw chunks of its JSON
+        lines (agent/executors/docker_events.py). A dropped stream raises EngineUnavailable."""
+        version = await self.negotiate()
+        try:
+            async with self._waits.stream("GET", f"/v{version}/events",
+                                          params={"filters": json.dumps(dict(filters)), "since": since},
+                                          timeout=httpx.Timeout(self.timeout, read=None)) as resp:
+                if resp.status_code != 200:
+                    await resp.aread()
+                    raise _error(resp)
+                yield resp.aiter_raw()
+        except (httpx.TransportError, ConnectionError, FileNotFoundError) as e:
+            raise EngineUnavailable(f"docker engine at {self.host}: event stream: {type(e).__name__}: {e}") from e
+
     async def wait(self, ref: str) -> int:
-        """Block until the container is not running; its exit code."""
+        """Block until the container is not running; its exit code (one held connection per container: the
+        executor uses `events` instead)."""
         body = await self.call("POST", f"/containers/{quote(ref, safe='')}/wait",
                                params={"condition": "not-running"}, long=True)
         err = (body or {}).get("Error") or {}

@@ -269,17 +269,21 @@ class CallEngine:
         self.calls.append("inspect")
         return self._ct()
 
-    async def wait(self, ref: str) -> int:
+    # the node's exit event stream (agent/executors/docker_events.py): no engine call of its own per container
+    async def ready(self) -> int:
+        return 1
+
+    async def wait(self, container: str, epoch: int) -> None:
         self.calls.append("wait")
         await self.exited.wait()
-        return 0
 
 
 async def test_a_task_start_costs_the_engine_create_start_one_inspect_and_the_wait() -> None:
     """create, start, the inspect after start (pid, ports, health) and the wait: the wait reuses that inspect
     instead of asking again while the engine starts the other containers; the inspect after the exit stays."""
     engine = CallEngine()
-    ctl = DockerController(task({"image": "img"}), node_id="n1", engine=engine)  # type: ignore[arg-type]
+    ctl = DockerController(task({"image": "img"}), node_id="n1", engine=engine,  # type: ignore[arg-type]
+                           exits=engine)  # type: ignore[arg-type]
     await ctl.prepare()
     await ctl.start()
     assert engine.calls == ["create", "start", "inspect"] and ctl.pid == 42
