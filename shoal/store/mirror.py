@@ -37,9 +37,10 @@ from shoal.store.txn import Change, Event, Obj, TxnResult
 log = logging.getLogger(__name__)
 
 
-#: how long a watch waits on its member for the revision a hint announced: the leader publishes a hint as it
-#: applies a commit, and a follower member applies it only when it hears of the commit (its next append or
-#: heartbeat, ~0.1 s later) — a watch that did not wait found nothing there and the mirror slept a whole poll
+#: how long after a hint the mirror keeps watching (each watch waiting on its member) until it has the revision
+#: the hint announced: the leader publishes a hint as it applies a commit, and a follower member applies it only
+#: when it hears of the commit (its next append or heartbeat, ~0.1 s later) — a watch that did not wait found
+#: nothing there (or only the commits before it) and the mirror slept a whole poll
 HINT_WAIT = 0.5
 #: called after every successful sync with its changes (None after a full re-list: everything may have changed)
 OnSync = Callable[[Sequence[Change] | None], None]
@@ -72,7 +73,8 @@ class StoreMirror:
         self.on_event: Callable[[Event], None] | None = None
         self.track_changes = track_changes
         self._changed_ids: Changed | None = None  # None: the next `take_changes` answers "everything"
-        self._hinted = 0  # the newest revision a hint announced that the next watch has not waited for yet
+        self._hinted = 0  # the newest revision a hint announced, until the mirror reaches it or gives up on it
+        self._hint_until = 0.0  # loop time until which the mirror keeps waiting on its member for `_hinted`
         #: what the mirrored objects repeat (a task's copy of its service's spec, ids, states) held once, as the
         #: store holds it: a task costs each follower ~1.3 KB of Python objects instead of ~4.2 KB
         self._sharer = Sharer()
@@ -144,10 +146,24 @@ class StoreMirror:
         self._wake.set()
 
     def hint(self, revision: int) -> None:
-        """The store announced `revision` (a NATS hint): sync now, and have the next watch wait up to `HINT_WAIT`
-        on its member for it (once per hint: a hint of a revision never committed costs one wait, not a loop)."""
-        self._hinted = max(self._hinted, revision)
+        """The store announced `revision` (a NATS hint): sync now, and until the view reaches it (for at most
+        `HINT_WAIT`) sync again at once, each watch waiting on its member for what comes next. A hint of a
+        revision that never commits costs `HINT_WAIT` of waited watches, then the poll goes on as before."""
+        if revision > self._hinted:
+            self._hinted = revision
+            self._hint_until = asyncio.get_running_loop().time() + HINT_WAIT
         self._wake.set()
+
+    def _behind_hint(self) -> float:
+        """How long the next watch may wait for the hinted revision (0: not behind a live hint)."""
+        if self._hinted <= self.revision:
+            self._hinted = 0
+            return 0.0
+        left = self._hint_until - asyncio.get_running_loop().time()
+        if left <= 0:
+            self._hinted = 0
+            return 0.0
+        return left
 
     def resync(self) -> None:
         self._relist = True
@@ -169,9 +185,7 @@ class StoreMirror:
             self._relist = False
             await self._list_all()
             return None
-        wait = HINT_WAIT if self._hinted > self.revision else 0.0
-        self._hinted = 0
-        batch = await self.store.watch(self.revision, wait)
+        batch = await self.store.watch(self.revision, self._behind_hint())
         changes: list[Change] = []
         for ev in batch.events:
             changes += self._apply(ev.changes, ev.revision)
@@ -223,6 +237,8 @@ class StoreMirror:
             if self.on_sync is not None:
                 self.on_sync(changes)
             self.ready.set()
+            if self._behind_hint():
+                continue  # the member has applied part of what a hint announced: the next watch waits for more
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             self._wake.clear()
