@@ -254,16 +254,6 @@ class DockerEngine:
         except (httpx.TransportError, ConnectionError, FileNotFoundError) as e:
             raise EngineUnavailable(f"docker engine at {self.host}: event stream: {type(e).__name__}: {e}") from e
 
-    async def wait(self, ref: str) -> int:
-        """Block until the container is not running; its exit code (one held connection per container: the
-        executor uses `events` instead)."""
-        body = await self.call("POST", f"/containers/{quote(ref, safe='')}/wait",
-                               params={"condition": "not-running"}, long=True)
-        err = (body or {}).get("Error") or {}
-        if err.get("Message"):
-            raise EngineError(500, str(err["Message"]))
-        return int((body or {}).get("StatusCode", -1))
-
     async def remove(self, ref: str, *, force: bool = True) -> None:
         """Remove a container and its anonymous volumes; absent is fine."""
         try:

@@ -69,7 +69,10 @@ async def test_a_hundred_running_containers_do_not_starve_other_requests(tmp_pat
     server = await asyncio.start_unix_server(fake.serve, path=str(sock))
     engine = DockerEngine(f"unix://{sock}", timeout=5.0)
     try:
-        waits = [asyncio.create_task(engine.wait(f"c{i}")) for i in range(100)]
+        # requests held open until something happens (the exit stream, a container's wait): their own client
+        waits = [asyncio.create_task(engine.call("POST", f"/containers/c{i}/wait",
+                                                 params={"condition": "not-running"}, long=True))
+                 for i in range(100)]
         for _ in range(200):
             if fake.waiting == 100:
                 break
@@ -79,7 +82,7 @@ async def test_a_hundred_running_containers_do_not_starve_other_requests(tmp_pat
         ct = await asyncio.wait_for(engine.inspect("c7"), 3)
         assert ct is not None and ct["Id"] == "c7"
         fake.release.set()
-        assert await asyncio.wait_for(asyncio.gather(*waits), 5) == [0] * 100
+        assert [w["StatusCode"] for w in await asyncio.wait_for(asyncio.gather(*waits), 5)] == [0] * 100
     finally:
         await engine.close()
         server.close()
