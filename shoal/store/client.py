@@ -177,10 +177,11 @@ class StoreClient:
         d = await self._request("GET", f"/v1/counts/{kind}", params=params)
         return int(d["revision"]), list(d["groups"])
 
-    async def watch(self, after: int, wait: float = 0.0) -> WatchBatch:
-        d = await self._request(
-            "GET", "/v1/watch", params={"after": after, "wait": wait}, timeout=self._timeout + wait
-        )
+    async def watch(self, after: int, wait: float = 0.0, upto: int = 0) -> WatchBatch:
+        params: dict[str, int | float] = {"after": after, "wait": wait}
+        if upto:
+            params["upto"] = upto
+        d = await self._request("GET", "/v1/watch", params=params, timeout=self._timeout + wait)
         return WatchBatch.from_json(d)
 
     async def status(self) -> dict[str, Any]:

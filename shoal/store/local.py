@@ -55,7 +55,7 @@ class LocalStore:
     async def counts(self, kind: str, **filters: Any) -> tuple[int, builtins.list[dict[str, Any]]]:
         return self.mem.revision, copy.deepcopy(self.mem.counts(kind, **filters))
 
-    async def watch(self, after: int, wait: float = 0.0) -> WatchBatch:
+    async def watch(self, after: int, wait: float = 0.0, upto: int = 0) -> WatchBatch:
         events = self.mem.events_since(after)
         if not events and wait > 0:
             try:

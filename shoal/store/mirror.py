@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 #: how long after a hint the mirror keeps watching (each watch waiting on its member) until it has the revision
 #: the hint announced: the leader publishes a hint as it applies a commit, and a follower member applies it only
 #: when it hears of the commit (its next append or heartbeat, ~0.1 s later) — a watch that did not wait found
-#: nothing there (or only the commits before it) and the mirror slept a whole poll
+#: nothing there (or only the commits before it) and the mirror slept a whole poll. Those watches name the hinted
+#: revision (`upto`), so a follower that has not heard of the commit asks the leader (ReadIndex) at once.
 HINT_WAIT = 0.5
 #: called after every successful sync with its changes (None after a full re-list: everything may have changed)
 OnSync = Callable[[Sequence[Change] | None], None]
@@ -185,7 +186,8 @@ class StoreMirror:
             self._relist = False
             await self._list_all()
             return None
-        batch = await self.store.watch(self.revision, self._behind_hint())
+        wait = self._behind_hint()
+        batch = await self.store.watch(self.revision, wait, upto=self._hinted if wait else 0)
         changes: list[Change] = []
         for ev in batch.events:
             changes += self._apply(ev.changes, ev.revision)

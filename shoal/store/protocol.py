@@ -38,8 +38,10 @@ class Store(Protocol):
     async def counts(self, kind: str, **filters: Any) -> tuple[int, builtins.list[dict[str, Any]]]:
         """(revision, groups): linearizable counts of `kind` by its counted fields (MemoryStore.counts)."""
 
-    async def watch(self, after: int, wait: float = 0.0) -> WatchBatch:
+    async def watch(self, after: int, wait: float = 0.0, upto: int = 0) -> WatchBatch:
         """Committed events with revision > `after`, waiting up to `wait` seconds for the first one.
+        `upto`: a revision the caller knows has committed (a hint): a member that has not applied it yet asks
+        the leader where the commit stands instead of waiting for the next heartbeat to tell it.
         Raises Compacted when `after` is older than the retained history."""
 
     async def status(self) -> dict[str, Any]:

@@ -443,7 +443,7 @@ class DownStore:
     async def counts(self, kind: str, **filters: Any) -> tuple[int, list[dict[str, Any]]]:
         return await self._fail()  # type: ignore[no-any-return]
 
-    async def watch(self, after: int, wait: float = 0.0) -> WatchBatch:
+    async def watch(self, after: int, wait: float = 0.0, upto: int = 0) -> WatchBatch:
         return await self._fail()  # type: ignore[no-any-return]
 
     async def status(self) -> dict[str, Any]:

@@ -189,7 +189,7 @@ class CountingStore(LocalStore):
         self.lists += 1
         return await super().list(kind, **filters)
 
-    async def watch(self, after: int, wait: float = 0.0) -> Any:
+    async def watch(self, after: int, wait: float = 0.0, upto: int = 0) -> Any:
         self.watches += 1
         return await super().watch(after, wait)
 

@@ -91,7 +91,7 @@ class _Down(LocalStore):
         self.calls += 1
         raise Unavailable("store down")
 
-    async def watch(self, after: int, wait: float = 0.0) -> WatchBatch:
+    async def watch(self, after: int, wait: float = 0.0, upto: int = 0) -> WatchBatch:
         self.calls += 1
         raise Unavailable("store down")
 
@@ -202,13 +202,15 @@ class _Follower(LocalStore):
         super().__init__()
         self.lag = lag
         self.visible_at = 0.0
+        self.uptos: list[int] = []  # what each watch named as the revision it must reach
 
     async def txn(self, ops, **kw):  # type: ignore[no-untyped-def,override]
         res = await super().txn(ops, **kw)
         self.visible_at = asyncio.get_running_loop().time() + self.lag
         return res
 
-    async def watch(self, after: int, wait: float = 0.0) -> WatchBatch:
+    async def watch(self, after: int, wait: float = 0.0, upto: int = 0) -> WatchBatch:
+        self.uptos.append(upto)
         hidden = self.visible_at - asyncio.get_running_loop().time()
         if hidden > 0:
             if wait <= hidden:
@@ -240,6 +242,8 @@ async def test_a_hint_that_reaches_the_mirror_before_its_member_applied_the_comm
             await asyncio.sleep(0.05)
         assert m.get("task", "t1") is not None, "the hinted change waited for the 30 s poll"
         assert m.get("task", "t2") is not None, "the hint's own commit, after a first answer, waited for the poll"
+        # the watches that waited for the hint named its revision, so a follower member asks its leader at once
+        assert res.revision in store.uptos, store.uptos
         # a hint of a revision that never commits costs HINT_WAIT of waited watches, then the poll goes on
         await relay._on_hint({"revision": 10**9})
         await asyncio.sleep(HINT_WAIT + 0.3)

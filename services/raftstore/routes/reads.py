@@ -5,6 +5,7 @@ but the gateway and dispatcher) and this member's raft status."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ from services.raftstore.encoded import Encoded
 from services.raftstore.routes.context import KINDS, Context, check_kind, json_response
 from services.raftstore.status import status_of
 from services.raftstore.watchbytes import WatchBytes
-from shoal.errors import InvalidArgument
+from shoal.errors import InvalidArgument, ShoalError
 from shoal.models.stored import Readable
 from shoal.store import wire
 from shoal.store.txn import continue_after, continue_token
@@ -121,9 +122,17 @@ def router(ctx: Context) -> APIRouter:
         return json_response(redact_objects(component, kind, [mem.get(kind, obj_id)])[0])
 
     @r.get("/v1/watch")
-    async def watch(request: Request, after: int = Query(0, ge=0), wait: float = Query(0.0, ge=0.0)) -> Response:
+    async def watch(request: Request, after: int = Query(0, ge=0), wait: float = Query(0.0, ge=0.0),
+                    upto: int = Query(0, ge=0)) -> Response:
+        """Events after `after`, waiting up to `wait` s for one. `upto`: a revision the caller knows committed
+        (a NATS hint). A follower learns of a commit only from the leader's next append or heartbeat (up to a
+        heartbeat interval later, raft/roles.py); a member that has not applied `upto` yet confirms the
+        commit index with the leader (ReadIndex: one round trip) instead of waiting for that."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(wait, MAX_WATCH_WAIT)
+        if upto > mem.revision and wait > 0:
+            with contextlib.suppress(ShoalError):  # no leader, or too slow: wait as without `upto`
+                await ctx.driver.read_barrier(max(deadline - loop.time(), 0.001))
         events = mem.events_since(after)
         while not events and (left := deadline - loop.time()) > 0:
             await ctx.driver.wait_applied(left)
