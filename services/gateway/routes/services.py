@@ -195,8 +195,10 @@ async def create_service(
 
 @router.get("", summary="List services with their task counts")
 async def list_services(ctx: Ctx) -> dict[str, Any]:
-    revision, services = await ctx.store.list(Kind.SERVICE)
-    _, groups = await ctx.store.counts(Kind.TASK)  # a few groups per service, not the tasks
+    # both reads at once: each is a linearizable read (a ReadIndex round with the raft leader), and under a
+    # write storm those rounds wait on the leader's loop
+    (revision, services), (_, groups) = await asyncio.gather(
+        ctx.store.list(Kind.SERVICE), ctx.store.counts(Kind.TASK))  # counts: a few groups per service, not the tasks
     by_service: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for g in groups:
         by_service[g["values"].get("service_id") or ""].append(g)
