@@ -63,7 +63,7 @@ class NodeExpiry:
             if self.mirror.get(Kind.NODE, node_id) is None:
                 dropped.append("unknown node")
             else:
-                self.liveness.beat(node_id, at)
+                self.liveness.beat(node_id, at, here=False)
         if dropped:
             self.metrics.inc("dispatcher_heartbeat_messages_dropped_total", len(dropped),
                              help="heartbeats from NODE_HEARTBEAT messages dropped as impossible (bad time, "

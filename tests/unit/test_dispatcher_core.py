@@ -353,8 +353,25 @@ def test_nodes_ready_at_dispatcher_start_get_six_periods() -> None:
 def test_registration_timestamp_counts_as_a_heartbeat() -> None:
     live = Liveness(started_at=1000.0)
     n = node("a", ts=1100.0)  # registered at another dispatcher; its NATS heartbeats were lost
-    assert live.expired([n], 1100.0 + 3 * P - 0.01, P) == []
-    assert live.expired([n], 1100.0 + 3 * P, P) != []
+    assert live.expired([n], 1100.0 + 6 * P - 0.01, P) == []  # second-hand: REMOTE_GRACE
+    assert live.expired([n], 1100.0 + 6 * P, P) != []
+
+
+def test_a_node_heard_only_by_another_dispatcher_gets_the_remote_grace() -> None:
+    """Issue 13: beats heard over the bus are late (the batch interval, the other dispatcher's stalls); judged
+    at 3 periods like first-hand ones, a second dispatcher marked the first one's live nodes DOWN."""
+    live = Liveness(started_at=1000.0)
+    live.seed([])
+    n = node("a", ts=1010.0)
+    live.beat("a", 1010.0, here=False)
+    assert live.expired([n], 1010.0 + 6 * P - 0.01, P) == []
+    assert [x["id"] for x in live.expired([n], 1010.0 + 6 * P, P)] == ["a"]
+    live.beat("a", 1020.0)  # the agent moved here: heard first-hand, the usual grace
+    assert [x["id"] for x in live.expired([n], 1020.0 + 3 * P, P)] == ["a"]
+    live.beat("a", 1020.0, here=False)  # our own beat coming back over the bus changes nothing
+    assert [x["id"] for x in live.expired([n], 1020.0 + 3 * P, P)] == ["a"]
+    live.beat("a", 1030.0, here=False)  # it moved on to another dispatcher
+    assert live.expired([n], 1030.0 + 3 * P, P) == []
 
 
 def test_down_and_reregistered_nodes() -> None:
