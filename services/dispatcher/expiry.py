@@ -104,7 +104,8 @@ class NodeExpiry:
         was_disrupted = self.disruption.active
         silent = len(expired)
         expired = self.disruption.limit(expired, ready, now, period,
-                                        deadline=lambda n: self.liveness.deadline(n, period))
+                                        deadline=lambda n: self.liveness.deadline(n, period),
+                                        marked=core.down_marks(nodes))
         if self.disruption.active and not was_disrupted:
             self.metrics.inc("dispatcher_disruptions_total", help="mass silences: more than a fifth of the nodes "
                              "silent within a grace window (DOWN marks then go out at 2 % of the nodes a period)")
