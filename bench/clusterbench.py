@@ -99,7 +99,8 @@ class LocalCluster:
         self.layout = Layout(data_dir, base_port=base, gateway_port=base + 45, agents=agents,
                              hollow_nodes=hollow_nodes, hollow_processes=hollow_processes,
                              heartbeat_period=heartbeat_period,
-                             log_level="WARNING", extra_env=extra_env or {}, nats_monitor_port=free_port())
+                             log_level=os.environ.get("SHOAL_BENCH_LOG_LEVEL", "WARNING"),
+                             extra_env=extra_env or {}, nats_monitor_port=free_port())
         self.sup = Supervisor(self.layout)
         self._admin: httpx.Client | None = None
         self._manager: httpx.Client | None = None

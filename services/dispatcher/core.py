@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -29,6 +29,10 @@ from shoal.pki import Identity
 
 HEARTBEAT_GRACE = 3  # periods of silence before DOWN (SwarmKit nodes.go grace multiplier)
 STARTUP_GRACE = 6  # markNodesUnknown: nodes READY when a dispatcher starts get twice the grace
+#: a node last heard by another dispatcher (its beats come over the bus, late by the batch interval and by any
+#: stall of that dispatcher, which only it can excuse) is judged here after twice the grace: the dispatcher
+#: holding its session judges it first, this one is the backstop for when that one died with it
+REMOTE_GRACE = 6
 REGISTRATION_LIMIT = 3  # more than 3 registrations of one node ...
 REGISTRATION_WINDOW = 8.0  # ... within 8 s are refused (nodes.go rate limiting)
 ASSIGNMENT_BATCH_DELAY = 0.05  # the least time between two assignment messages of a session (a burst's gathering)
@@ -322,27 +326,42 @@ class Liveness:
     started_at: float
     last_seen: dict[str, float] = field(default_factory=dict)
     startup: set[str] = field(default_factory=set)
+    #: nodes whose latest heartbeat this dispatcher heard itself (a session here), not over the bus
+    heard_here: set[str] = field(default_factory=set)
 
     def seed(self, nodes: Iterable[Obj]) -> None:
         """Remember the nodes READY when this dispatcher started: they get the longer startup grace."""
         self.startup = {n["id"] for n in nodes if node_state(n) == NodeState.READY}
 
-    def beat(self, node_id: str, at: float) -> None:
+    def beat(self, node_id: str, at: float, *, here: bool = True) -> None:
+        """A heartbeat of `node_id` at `at`: heard on a session here, or (`here=False`) by another dispatcher
+        (a NODE_HEARTBEAT message; our own come back the same way, no newer, and change nothing)."""
         if at > self.last_seen.get(node_id, float("-inf")):
             self.last_seen[node_id] = at
+            if here:
+                self.heard_here.add(node_id)
+            else:
+                self.heard_here.discard(node_id)
 
     def forget(self, node_id: str) -> None:
         self.last_seen.pop(node_id, None)
         self.startup.discard(node_id)
+        self.heard_here.discard(node_id)
 
     def deadline(self, node: Obj, period: float) -> float:
         """When `node` is DOWN unless heard from. Its READY timestamp counts as a heartbeat, so a node
-        registered at another dispatcher is not lost when the NATS heartbeat messages are."""
-        base = max(self.last_seen.get(node["id"], float("-inf")),
-                   float(node.get("status", {}).get("timestamp") or 0.0))
+        registered at another dispatcher is not lost when the NATS heartbeat messages are. A node whose latest
+        sign of life came from elsewhere (a beat over the bus, a READY written by another dispatcher) gets
+        `REMOTE_GRACE`: second-hand news is late, and the dispatcher that heard it judges it at the usual grace
+        (issue 13: with two dispatchers each marked the other's nodes DOWN on beats a little late, the other
+        marked them READY again, and every flap replaced the node's tasks)."""
+        last = self.last_seen.get(node["id"], float("-inf"))
+        stamp = float(node.get("status", {}).get("timestamp") or 0.0)
+        base = max(last, stamp)
         if node["id"] in self.startup and base < self.started_at:
             return self.started_at + STARTUP_GRACE * period
-        return base + HEARTBEAT_GRACE * period
+        first_hand = node["id"] in self.heard_here and last >= stamp
+        return base + (HEARTBEAT_GRACE if first_hand else REMOTE_GRACE) * period
 
     def expired(self, nodes: Iterable[Obj], now: float, period: float, allowance: float = 0.0) -> list[Obj]:
         """READY nodes whose deadline (moved by `allowance` seconds: `Stalls`) has passed, by id."""
@@ -410,17 +429,21 @@ class Disruption:
         return total >= self.min_ready and expired + recent > self.fraction * total
 
     def limit(self, expired: list[Obj], ready: int, now: float, period: float,
-              deadline: Callable[[Obj], float] | None = None) -> list[Obj]:
+              deadline: Callable[[Obj], float] | None = None, marked: Sequence[float] = ()) -> list[Obj]:
         """The expired nodes to mark DOWN now (all of them unless disrupted; the caller marks them). `deadline`
-        orders them, longest silent first (default: as given)."""
+        orders them, longest silent first (default: as given). `marked`: when the nodes DOWN in the store for
+        missed heartbeats were marked, by any dispatcher — with several, each counting only its own marks let
+        each mark up to a fifth of the nodes before it saw a disruption, and each spend the 2 % (issue 13)."""
         while self.marks and self.marks[0] <= now - self.grace * period:
             self.marks.popleft()
-        recent = len(self.marks)
+        window = [t for t in marked if now - self.grace * period < t <= now + period]  # clocks agree roughly
+        recent = max(len(self.marks), len(window))
         self.active = self.disrupted(len(expired), ready, recent)
         if not self.active:
             chosen = expired
         else:
-            this_period = sum(1 for t in reversed(self.marks) if t > now - period)
+            this_period = max(sum(1 for t in reversed(self.marks) if t > now - period),
+                              sum(1 for t in window if t > now - period))
             budget = max(1, math.ceil(self.rate * (ready + recent))) - this_period
             ordered = sorted(expired, key=deadline) if deadline is not None else expired
             chosen = ordered[:max(0, budget)]
@@ -464,6 +487,18 @@ def desired_role_name(node: Obj | None) -> str | None:
     heartbeat answer carries, or None when the node is not known (yet) or its spec says nothing valid."""
     role = ((node or {}).get("spec") or {}).get("role")
     return role if role in ("worker", "manager") else None
+
+
+def down_marks(nodes: Iterable[Obj]) -> list[float]:
+    """When the nodes DOWN for missed heartbeats were marked (by whichever dispatcher): `Disruption.limit`."""
+    out = []
+    for n in nodes:
+        st = n.get("status") or {}
+        if st.get("state") == NodeState.DOWN and st.get("message") == DOWN_MESSAGE:
+            ts = st.get("timestamp")
+            if isinstance(ts, int | float):
+                out.append(float(ts))
+    return out
 
 
 def down_node(node: Obj, now: float) -> Obj:

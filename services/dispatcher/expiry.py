@@ -63,7 +63,7 @@ class NodeExpiry:
             if self.mirror.get(Kind.NODE, node_id) is None:
                 dropped.append("unknown node")
             else:
-                self.liveness.beat(node_id, at)
+                self.liveness.beat(node_id, at, here=False)
         if dropped:
             self.metrics.inc("dispatcher_heartbeat_messages_dropped_total", len(dropped),
                              help="heartbeats from NODE_HEARTBEAT messages dropped as impossible (bad time, "
@@ -104,7 +104,8 @@ class NodeExpiry:
         was_disrupted = self.disruption.active
         silent = len(expired)
         expired = self.disruption.limit(expired, ready, now, period,
-                                        deadline=lambda n: self.liveness.deadline(n, period))
+                                        deadline=lambda n: self.liveness.deadline(n, period),
+                                        marked=core.down_marks(nodes))
         if self.disruption.active and not was_disrupted:
             self.metrics.inc("dispatcher_disruptions_total", help="mass silences: more than a fifth of the nodes "
                              "silent within a grace window (DOWN marks then go out at 2 % of the nodes a period)")

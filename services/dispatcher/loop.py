@@ -81,7 +81,7 @@ class Dispatcher(SessionPolls, EndpointPolls, NodeExpiry):
         self.session_of: dict[str, str] = {}  # node id -> session id
         self.liveness = Liveness(started_at=0.0)
         self.limiter = RegistrationLimiter()
-        self.beats = BeatPublisher(bus)  # the heartbeats heard here, for the other dispatchers
+        self.beats = BeatPublisher(bus, period=self.period)  # the heartbeats heard here, for the other dispatchers
         self.stalls = Stalls()  # when this loop could not listen (heartbeat deadlines move by it)
         self.logs = LogBroker()  # log requests of gateways, picked up by agents on their sessions
         self._cluster: Obj | None = None

@@ -54,3 +54,11 @@ async def test_beats_heard_in_an_interval_go_out_as_one_message_with_each_nodes_
     assert len(beats) == 100 and beats["n7"] == NOW + 207
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
+
+
+def test_beats_gather_at_most_a_quarter_of_the_heartbeat_period() -> None:
+    from services.dispatcher.beats import FLUSH_INTERVAL, flush_delay
+
+    assert flush_delay(FLUSH_INTERVAL, 5.0) == FLUSH_INTERVAL  # the default period: 0.5 s
+    assert flush_delay(FLUSH_INTERVAL, 0.2) == 0.05  # the tests' period: not most of a grace
+    assert flush_delay(FLUSH_INTERVAL, None) == FLUSH_INTERVAL == flush_delay(FLUSH_INTERVAL, float("nan"))

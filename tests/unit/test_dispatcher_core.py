@@ -353,8 +353,25 @@ def test_nodes_ready_at_dispatcher_start_get_six_periods() -> None:
 def test_registration_timestamp_counts_as_a_heartbeat() -> None:
     live = Liveness(started_at=1000.0)
     n = node("a", ts=1100.0)  # registered at another dispatcher; its NATS heartbeats were lost
-    assert live.expired([n], 1100.0 + 3 * P - 0.01, P) == []
-    assert live.expired([n], 1100.0 + 3 * P, P) != []
+    assert live.expired([n], 1100.0 + 6 * P - 0.01, P) == []  # second-hand: REMOTE_GRACE
+    assert live.expired([n], 1100.0 + 6 * P, P) != []
+
+
+def test_a_node_heard_only_by_another_dispatcher_gets_the_remote_grace() -> None:
+    """Issue 13: beats heard over the bus are late (the batch interval, the other dispatcher's stalls); judged
+    at 3 periods like first-hand ones, a second dispatcher marked the first one's live nodes DOWN."""
+    live = Liveness(started_at=1000.0)
+    live.seed([])
+    n = node("a", ts=1010.0)
+    live.beat("a", 1010.0, here=False)
+    assert live.expired([n], 1010.0 + 6 * P - 0.01, P) == []
+    assert [x["id"] for x in live.expired([n], 1010.0 + 6 * P, P)] == ["a"]
+    live.beat("a", 1020.0)  # the agent moved here: heard first-hand, the usual grace
+    assert [x["id"] for x in live.expired([n], 1020.0 + 3 * P, P)] == ["a"]
+    live.beat("a", 1020.0, here=False)  # our own beat coming back over the bus changes nothing
+    assert [x["id"] for x in live.expired([n], 1020.0 + 3 * P, P)] == ["a"]
+    live.beat("a", 1030.0, here=False)  # it moved on to another dispatcher
+    assert live.expired([n], 1030.0 + 3 * P, P) == []
 
 
 def test_down_and_reregistered_nodes() -> None:
@@ -474,3 +491,19 @@ def test_damped_marks_go_to_the_longest_silent_first() -> None:
     deadlines = {n["id"]: 100.0 - i for i, n in enumerate(silent)}  # the last ones are silent longest
     chosen = d.limit(silent, 60, 0.0, 5.0, deadline=lambda n: deadlines[n["id"]])
     assert [n["id"] for n in chosen] == [f"n{i:03d}" for i in range(59, 53, -1)]
+
+
+def test_the_marks_of_other_dispatchers_count_towards_a_disruption() -> None:
+    """Issue 13: with two dispatchers each counted only its own marks, so each marked up to a fifth of the nodes
+    before it saw a disruption (and each spent the secondary rate). The DOWN marks in the store count for all."""
+    nodes = [down_node(node(f"m{i}", ts=1.0), 100.0 + i / 20) for i in range(15)]  # another dispatcher's marks
+    nodes += [node("r", ts=1.0), {**down_node(node("user", ts=1.0), 100.0), "status": {"state": "down"}}]
+    marked = core.down_marks(nodes)
+    assert sorted(marked) == [100.0 + i / 20 for i in range(15)]  # only missed-heartbeat marks, with their times
+    d = core.Disruption(rate=0.1)
+    # 15 of 100 went DOWN elsewhere a moment ago; 25 more silent here: 40 of 100 within the window
+    assert d.limit(_silent(25), 85, 101.25, 5.0, marked=marked) == [] and d.active
+    assert len(d.limit(_silent(25), 85, 106.0, 5.0, marked=marked)) == 10  # the next period's budget
+    # marks older than the grace window (or from far ahead) count for nothing
+    assert len(core.Disruption().limit(_silent(5), 100, 200.0, 5.0, marked=marked)) == 5
+    assert len(core.Disruption().limit(_silent(5), 100, 0.0, 5.0, marked=marked)) == 5
