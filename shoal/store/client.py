@@ -13,7 +13,8 @@ HTTP API of a raftstore member (docs/api.md has the full contract):
          (&limit=N&continue=TOKEN&name=NAME&id_prefix=P: a page, see Store.page)
     GET  /v1/counts/{kind}?f=v           -> {"revision", "groups": [{"values", "count"}]}
     GET  /v1/objects/{kind}/{id}         -> object
-    GET  /v1/watch?after=N&wait=S        -> {"revision", "events": [{"revision", "changes": [...]}]}
+    GET  /v1/watch?after=N&wait=S&shared=true -> {"revision", "events": [{"revision", "changes": [...]}]}
+         (shared: the compact form, each event's repeated specs once: shoal.store.txn.factor_shared)
     GET  /v1/status                      -> raft status of that member
 """
 
@@ -179,7 +180,8 @@ class StoreClient:
 
     async def watch(self, after: int, wait: float = 0.0) -> WatchBatch:
         d = await self._request(
-            "GET", "/v1/watch", params={"after": after, "wait": wait}, timeout=self._timeout + wait
+            "GET", "/v1/watch", params={"after": after, "wait": wait, "shared": "true"},
+            timeout=self._timeout + wait
         )
         return WatchBatch.from_json(d)
 

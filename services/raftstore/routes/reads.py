@@ -74,7 +74,8 @@ def router(ctx: Context) -> APIRouter:
     readable = Readable()  # streamed pages skip unreadable objects here, as StoreClient.page does client-side
     # each listed object's JSON per version and view: a list concatenates bytes
     encoded = Encoded(readable, budget=max(ctx.settings.list_cache_bytes, 0))
-    watch_bytes = WatchBytes()  # each watch event's JSON encoded once for every follower
+    # each watch event's JSON encoded once for every follower, in the plain and the compact form
+    watch_bytes = {False: WatchBytes(), True: WatchBytes(shared=True)}
 
     @r.get("/v1/objects/{kind}")
     async def list_objects(kind: KindParam, request: Request) -> Response:
@@ -121,14 +122,15 @@ def router(ctx: Context) -> APIRouter:
         return json_response(redact_objects(component, kind, [mem.get(kind, obj_id)])[0])
 
     @r.get("/v1/watch")
-    async def watch(request: Request, after: int = Query(0, ge=0), wait: float = Query(0.0, ge=0.0)) -> Response:
+    async def watch(request: Request, after: int = Query(0, ge=0), wait: float = Query(0.0, ge=0.0),
+                    shared: bool = Query(False)) -> Response:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(wait, MAX_WATCH_WAIT)
         events = mem.events_since(after)
         while not events and (left := deadline - loop.time()) > 0:
             await ctx.driver.wait_applied(left)
             events = mem.events_since(after)
-        body = watch_bytes.answer(scope_component(request.scope), mem.revision, events)
+        body = watch_bytes[shared].answer(scope_component(request.scope), mem.revision, events)
         return Response(body, media_type="application/json")
 
     @r.get("/v1/status")
