@@ -116,7 +116,8 @@ class Event:
                      float(d.get("time") or 0.0), None if actor is None else str(actor))
 
 
-#: The watch's compact form (`GET /v1/watch?shared=true`, what StoreClient asks for). An event's changes repeat
+#: The watch's compact form (`GET /v1/watch?shared=true`, what StoreClient asks for; a transaction's answer too,
+#: when its body says `"shared": true`). An event's changes repeat
 #: what their objects have in common — each task carries its service's task spec, most of its bytes — and every
 #: follower decoded each copy only to share it again (shoal.store.shared.Sharer). In the compact form a value of
 #: a kind's `SHARED_FIELDS` that occurs in more than one change of the event is written once, in the event's
@@ -198,12 +199,23 @@ class TxnResult:
     def objects(self) -> list[Obj]:
         return [c.object for c in self.changes]
 
-    def to_json(self) -> dict[str, Any]:
-        return {"revision": self.revision, "changes": [c.to_json() for c in self.changes]}
+    def to_json(self, shared: bool = False) -> dict[str, Any]:
+        """The answer's JSON; with `shared`, in the compact form of the watch (`factor_shared`)."""
+        if not shared:
+            return {"revision": self.revision, "changes": [c.to_json() for c in self.changes]}
+        changes, table = factor_shared(self.changes)
+        out: dict[str, Any] = {"revision": self.revision, "changes": changes}
+        if table:
+            out[SHARED_KEY] = table
+        return out
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> TxnResult:
-        return TxnResult(int(d["revision"]), [Change.from_json(c) for c in d["changes"]])
+        """An answer in either form."""
+        changes = d["changes"]
+        if (table := d.get(SHARED_KEY)) is not None:
+            changes = unfactor_shared(changes, table)
+        return TxnResult(int(d["revision"]), [Change.from_json(c) for c in changes])
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,16 @@ async def test_the_watch_writes_a_shared_spec_once_and_the_client_reads_it_as_be
     assert [c.object for c in batch.events[0].changes] == [c.object for c in res.changes]
     bad = await solo.http.get("/v1/watch", params={"after": rev, "shared": "banana"})
     assert 400 <= bad.status_code < 500
+    # a transaction's answer likewise, when its body asks (StoreClient does); the entry is the same either way
+    ops = [t.update("task", c.object) for c in res.changes]
+    answer = (await solo.http.post("/v1/txn", content=json.dumps({"ops": ops, "shared": True}))).content
+    assert answer.count(needle.encode()) == 1
+    read = t.TxnResult.from_json(json.loads(answer))
+    again = await solo.client.txn([t.update("task", c.object) for c in read.changes])
+    assert [c.object["spec"] for c in again.changes] == [task_spec] * 5
+    plain = (await solo.http.post("/v1/txn", content=json.dumps({"ops": [t.update("task", c.object)
+                                                                        for c in again.changes]}))).content
+    assert plain.count(needle.encode()) == 5
 
 
 async def test_the_leader_publishes_a_hint_per_committed_change(solo: Harness) -> None:

@@ -18,7 +18,7 @@ from services.raftstore.watchbytes import WatchBytes
 from shoal.errors import Unavailable
 from shoal.store import wire
 from shoal.store.shared import Sharer
-from shoal.store.txn import Change, Event, WatchBatch
+from shoal.store.txn import Change, Event, TxnResult, WatchBatch
 
 SPECS = [{"process": {"command": ["sleep", "infinity"]}, "resources": {"limits": {"cpu": 1}}},
          {"container": {"image": "web:1"}}, []]
@@ -79,6 +79,20 @@ def test_a_watch_answer_of_either_form_reads_alike() -> None:
     b = WatchBatch.from_json(wire.loads(compact.answer("scheduler", 6, events)))
     assert a == b and a.events == events
     assert b'"shared"' in compact.answer("allocator", 6, events) and plain.encodes == compact.encodes == 2
+
+
+def test_a_transaction_answer_of_either_form_reads_alike() -> None:
+    result = TxnResult(8, [Change("create", "task", f"t{i}", _task(i, SPECS[0])) for i in range(10)]
+                       + [Change("update", "service", "s1", {"id": "s1", "spec": SPECS[0]})])
+    plain, compact = wire.dumps(result.to_json()), wire.dumps(result.to_json(shared=True))
+    needle = wire.dumps(SPECS[0])
+    assert plain.count(needle) == 11 and compact.count(needle) == 2  # the service's own spec is left in place
+    got = TxnResult.from_json(wire.loads(compact))
+    assert got == TxnResult.from_json(wire.loads(plain)) == result
+    assert [wire.dumps(c.object) for c in got.changes] == [wire.dumps(c.object) for c in result.changes]
+    with pytest.raises(Unavailable):
+        TxnResult.from_json({"revision": 8, "changes": [{"action": "create", "kind": "task", "id": "t",
+                                                         "object": {}, "refs": {"spec": 0}}], "shared": []})
 
 
 @pytest.mark.parametrize("event", [
