@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from shoal.errors import InvalidArgument, Unavailable
 from shoal.store.shared import SHARED_FIELDS
+from shoal.wire import dumps
 
 Obj = dict[str, Any]
 Op = dict[str, Any]
@@ -139,25 +140,31 @@ def _shareable(c: Change) -> list[tuple[str, Any]]:
 
 
 def factor_shared(changes: tuple[Change, ...] | list[Change]) -> tuple[list[dict[str, Any]], list[Any]]:
-    """The changes' JSON in the compact form and the event's table of shared values. A value is the same when it
-    is the same object (the store holds each distinct spec once, shoal.store.shared), so finding them costs no
-    encoding; equal values held twice are merely written twice, as in the plain form."""
+    """The changes' JSON in the compact form and the event's table of shared values. Values are the same when
+    their JSON is (key order included); each distinct object is encoded once to find out — an event as applied
+    holds one spec object for all its tasks (the store shares them, shoal.store.shared), one the history packed
+    and decoded again (shoal/store/history.py: a watcher far behind) holds a copy per task."""
     pairs = [_shareable(c) for c in changes]
-    seen: dict[int, int] = {}
+    key_of: dict[int, bytes] = {}  # id(value) -> its JSON (the values live as long as `changes`)
+    count: dict[bytes, int] = {}
     for ps in pairs:
         for _, v in ps:
-            seen[id(v)] = seen.get(id(v), 0) + 1
+            k = key_of.get(id(v))
+            if k is None:
+                k = key_of[id(v)] = dumps(v)
+            count[k] = count.get(k, 0) + 1
     table: list[Any] = []
-    index: dict[int, int] = {}
+    index: dict[bytes, int] = {}
     out: list[dict[str, Any]] = []
     for c, ps in zip(changes, pairs, strict=True):
         refs: dict[str, int] = {}
         for f, v in ps:
-            if seen[id(v)] < 2:
+            k = key_of[id(v)]
+            if count[k] < 2:
                 continue
-            i = index.get(id(v))
+            i = index.get(k)
             if i is None:
-                i = index[id(v)] = len(table)
+                i = index[k] = len(table)
                 table.append(v)
             refs[f] = i
         d = c.to_json()

@@ -17,6 +17,7 @@ import shoal.store.shared as shared_mod
 from services.raftstore.watchbytes import WatchBytes
 from shoal.errors import Unavailable
 from shoal.store import wire
+from shoal.store.history import History
 from shoal.store.shared import Sharer
 from shoal.store.txn import Change, Event, TxnResult, WatchBatch
 
@@ -69,6 +70,16 @@ def test_a_spec_held_by_many_changes_is_written_once_and_decoded_once() -> None:
     assert list(got.changes[5].object) == list(event.changes[5].object)  # the key order kept
     once = Event(4, (Change("create", "task", "t1", _task(1, spec)),))  # held by one change: left in place
     assert b'"refs"' not in wire.dumps(once.to_json(shared=True))
+
+
+def test_an_event_the_history_packed_and_decoded_again_is_compact_too() -> None:
+    history = History(hot_changes=1)  # every event but the newest is packed
+    for r in (1, 2):
+        history.append(Event(r, tuple(Change("update", "task", f"t{i}", _task(i, SPECS[0])) for i in range(20))))
+    old = history.since(0)[0]
+    assert old.changes[0].object["spec"] is not old.changes[1].object["spec"]  # a copy per task
+    compact = wire.dumps(old.to_json(shared=True))
+    assert compact.count(wire.dumps(SPECS[0])) == 1 and _read(compact) == old
 
 
 def test_a_watch_answer_of_either_form_reads_alike() -> None:
