@@ -169,7 +169,9 @@ def factor_shared(changes: tuple[Change, ...] | list[Change]) -> tuple[list[dict
             refs[f] = i
         d = c.to_json()
         if refs:
-            d["object"] = {k: None if k in refs else v for k, v in c.object.items()}
+            d["object"] = obj = c.object.copy()  # the fields keep their places
+            for f in refs:
+                obj[f] = None
             d[REFS_KEY] = refs
         out.append(d)
     return out, table
