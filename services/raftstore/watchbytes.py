@@ -11,6 +11,10 @@ full (kind `ca`, `netkeys`, a secret's or config's payload) is encoded per reque
 cached; an event without one — nearly all of them, tasks — reads the same for every caller. The answer is byte
 for byte what encoding `{"revision", "events"}` whole gave (tests/unit/test_watch_bytes.py).
 
+A follower that asks for the compact form (`shared`: StoreClient does; shoal.store.txn.factor_shared) gets each
+cacheable event in it — a task's spec written once per event, not once per change; the reads route keeps one
+`WatchBytes` per form. Redacted events are always in the plain form.
+
 Memory is bounded by `budget` bytes (oldest revisions dropped first; an event too large for it is encoded per
 request). Pure: no I/O; the caller passes the events and the caller's component."""
 
@@ -27,8 +31,9 @@ DEFAULT_BUDGET = 8 * 1024 * 1024  # ~10,000 recent task changes' JSON: far more 
 
 
 class WatchBytes:
-    def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
+    def __init__(self, budget: int = DEFAULT_BUDGET, *, shared: bool = False) -> None:
         self.budget = budget
+        self.shared = shared  # the compact form
         self.held = 0
         self._cache: OrderedDict[int, bytes] = OrderedDict()  # revision -> the event's JSON, oldest first
         self.encodes = 0  # events encoded (cached or not): what a test counts
@@ -46,7 +51,7 @@ class WatchBytes:
         if not sees_all(event.changes):
             return wire.dumps(redact_events(component, [event.to_json()])[0])
         # an exact-size copy: orjson's result keeps its whole working buffer (4 KB and more) allocated
-        data = memoryview(wire.dumps(event.to_json())).tobytes()
+        data = memoryview(wire.dumps(event.to_json(self.shared))).tobytes()
         if len(data) <= self.budget:
             self._cache[event.revision] = data
             self.held += len(data)

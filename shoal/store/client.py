@@ -8,12 +8,13 @@ Every request goes over mutual TLS (`creds`: this process's certificate, through
 what the store lets the caller do follows from that certificate's component (docs/security.md).
 
 HTTP API of a raftstore member (docs/api.md has the full contract):
-    POST /v1/txn                         {"ops": [...]} -> {"revision", "changes": [...]}
+    POST /v1/txn                         {"ops": [...], "shared": true} -> {"revision", "changes": [...]}
     GET  /v1/objects/{kind}?f=v&stale=1  -> {"revision", "items", "continue"}
          (&limit=N&continue=TOKEN&name=NAME&id_prefix=P: a page, see Store.page)
     GET  /v1/counts/{kind}?f=v           -> {"revision", "groups": [{"values", "count"}]}
     GET  /v1/objects/{kind}/{id}         -> object
-    GET  /v1/watch?after=N&wait=S        -> {"revision", "events": [{"revision", "changes": [...]}]}
+    GET  /v1/watch?after=N&wait=S&shared=true -> {"revision", "events": [{"revision", "changes": [...]}]}
+         (shared: the compact form, each event's repeated specs once: shoal.store.txn.factor_shared)
     GET  /v1/status                      -> raft status of that member
 """
 
@@ -119,7 +120,8 @@ class StoreClient:
             delay = min(delay * 2, 0.5)
 
     async def txn(self, ops: list[Op]) -> TxnResult:
-        d = await self._request("POST", "/v1/txn", write=True, content=wire.dumps({"ops": ops}),
+        # "shared": the answer in the compact form (each shared task spec once: shoal.store.txn.factor_shared)
+        d = await self._request("POST", "/v1/txn", write=True, content=wire.dumps({"ops": ops, "shared": True}),
                                 headers=JSON_HEADERS)
         return TxnResult.from_json(d)
 
@@ -178,7 +180,7 @@ class StoreClient:
         return int(d["revision"]), list(d["groups"])
 
     async def watch(self, after: int, wait: float = 0.0, upto: int = 0) -> WatchBatch:
-        params: dict[str, int | float] = {"after": after, "wait": wait}
+        params: dict[str, int | float | str] = {"after": after, "wait": wait, "shared": "true"}
         if upto:
             params["upto"] = upto
         d = await self._request("GET", "/v1/watch", params=params, timeout=self._timeout + wait)

@@ -32,12 +32,17 @@ INTERNED_FIELDS: dict[str, frozenset[str]] = {
     Kind.TASK: frozenset({"status"}),
 }
 MIN_SWEEP = 256  # table entries tolerated before the first sweep
+#: values recently given to `value` remembered by identity: one decoded watch event hands the same spec object
+#: for each of its changes (the compact form, shoal.store.txn.factor_shared); encoded once, not once a change
+RECENT = 64
 
 
 class Sharer:
     def __init__(self) -> None:
         self._values: dict[bytes, Any] = {}
         self._sweep_at = MIN_SWEEP
+        #: id(value) -> (value, what `value` answered for it); holding the value keeps its id its own
+        self._recent: dict[int, tuple[Any, Any]] = {}
         self.hits = 0  # values found shared (for tests and benchmarks)
 
     def __len__(self) -> int:
@@ -61,7 +66,12 @@ class Sharer:
         return out
 
     def value(self, v: Any) -> Any:
-        """The store's object equal to `v` (same JSON, key order included), `v` itself the first time."""
+        """The store's object equal to `v` (same JSON, key order included), `v` itself the first time. The same
+        object given again soon after is answered without encoding it again."""
+        recent = self._recent.get(id(v))
+        if recent is not None and recent[0] is v:
+            self.hits += 1
+            return recent[1]
         try:
             key = dumps(v)
         except (TypeError, ValueError):
@@ -69,15 +79,19 @@ class Sharer:
         held = self._values.get(key)
         if held is not None:
             self.hits += 1
-            return held
-        self._values[key] = v
-        if len(self._values) >= self._sweep_at:
-            self.sweep()
-        return v
+        else:
+            held = self._values[key] = v
+            if len(self._values) >= self._sweep_at:
+                self.sweep()
+        if len(self._recent) >= RECENT:
+            self._recent.clear()
+        self._recent[id(v)] = (v, held)
+        return held
 
     def sweep(self) -> int:
         """Drop the values only the table holds; how many were dropped."""
         values = self._values
+        self._recent.clear()  # its references would keep values alive
         # getrefcount counts its argument and the table's reference: 2 means nobody else holds the value
         gone = [k for k in values if sys.getrefcount(values[k]) <= 2]
         for k in gone:

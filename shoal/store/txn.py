@@ -20,7 +20,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shoal.errors import InvalidArgument
+from shoal.errors import InvalidArgument, Unavailable
+from shoal.store.shared import SHARED_FIELDS
+from shoal.wire import dumps
 
 Obj = dict[str, Any]
 Op = dict[str, Any]
@@ -87,19 +89,112 @@ class Event:
     time: float = 0.0
     actor: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"revision": self.revision, "changes": [c.to_json() for c in self.changes]}
+    def to_json(self, shared: bool = False) -> dict[str, Any]:
+        """The event's JSON; with `shared`, the watch's compact form (`factor_shared`)."""
+        table: list[Any] = []
+        if shared:
+            changes, table = factor_shared(self.changes)
+        else:
+            changes = [c.to_json() for c in self.changes]
+        out: dict[str, Any] = {"revision": self.revision, "changes": changes}
         if self.time:
             out["time"] = self.time
         if self.actor is not None:
             out["actor"] = self.actor
+        if table:
+            out[SHARED_KEY] = table
         return out
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> Event:
+        """An event in either form (`to_json`'s, with or without `shared`)."""
         actor = d.get("actor")
-        return Event(int(d["revision"]), tuple(Change.from_json(c) for c in d["changes"]),
+        changes = d["changes"]
+        table = d.get(SHARED_KEY)
+        if table is not None:
+            changes = unfactor_shared(changes, table)
+        return Event(int(d["revision"]), tuple(Change.from_json(c) for c in changes),
                      float(d.get("time") or 0.0), None if actor is None else str(actor))
+
+
+#: The watch's compact form (`GET /v1/watch?shared=true`, what StoreClient asks for; a transaction's answer too,
+#: when its body says `"shared": true`). An event's changes repeat
+#: what their objects have in common — each task carries its service's task spec, most of its bytes — and every
+#: follower decoded each copy only to share it again (shoal.store.shared.Sharer). In the compact form a value of
+#: a kind's `SHARED_FIELDS` that occurs in more than one change of the event is written once, in the event's
+#: `"shared"` list; in each change holding it the object keeps the field, in its place, as null, and the change
+#: says where the value is: `"refs": {"spec": 0}` (an index into `"shared"`). A reader puts the values back
+#: (`Event.from_json`): every change comes out as the plain form had it, its spec one object for all of them. An
+#: event without `"shared"` is the plain form, so a reader of the compact form reads both.
+SHARED_KEY = "shared"
+REFS_KEY = "refs"
+
+
+def _shareable(c: Change) -> list[tuple[str, Any]]:
+    """The (field, value) pairs of `c`'s object that the compact form may hold once (structured values only)."""
+    fields = SHARED_FIELDS.get(c.kind)
+    if not fields:
+        return []
+    obj = c.object
+    return [(f, v) for f in fields if type(v := obj.get(f)) is dict or type(v) is list]
+
+
+def factor_shared(changes: tuple[Change, ...] | list[Change]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The changes' JSON in the compact form and the event's table of shared values. Values are the same when
+    their JSON is (key order included); each distinct object is encoded once to find out — an event as applied
+    holds one spec object for all its tasks (the store shares them, shoal.store.shared), one the history packed
+    and decoded again (shoal/store/history.py: a watcher far behind) holds a copy per task."""
+    pairs = [_shareable(c) for c in changes]
+    key_of: dict[int, bytes] = {}  # id(value) -> its JSON (the values live as long as `changes`)
+    count: dict[bytes, int] = {}
+    for ps in pairs:
+        for _, v in ps:
+            k = key_of.get(id(v))
+            if k is None:
+                k = key_of[id(v)] = dumps(v)
+            count[k] = count.get(k, 0) + 1
+    table: list[Any] = []
+    index: dict[bytes, int] = {}
+    out: list[dict[str, Any]] = []
+    for c, ps in zip(changes, pairs, strict=True):
+        refs: dict[str, int] = {}
+        for f, v in ps:
+            k = key_of[id(v)]
+            if count[k] < 2:
+                continue
+            i = index.get(k)
+            if i is None:
+                i = index[k] = len(table)
+                table.append(v)
+            refs[f] = i
+        d = c.to_json()
+        if refs:
+            d["object"] = obj = c.object.copy()  # the fields keep their places
+            for f in refs:
+                obj[f] = None
+            d[REFS_KEY] = refs
+        out.append(d)
+    return out, table
+
+
+def unfactor_shared(changes: list[dict[str, Any]], table: Any) -> list[dict[str, Any]]:
+    """Compact-form changes with their shared values put back (in place: `changes` were just decoded).
+    Unavailable (a reader retries) for a table or reference that does not fit: a broken answer, not data."""
+    if type(table) is not list:
+        raise Unavailable("store: a watch event's shared values are not a list")
+    try:
+        for c in changes:
+            refs = c.get(REFS_KEY)
+            if refs is not None:
+                obj = c["object"]
+                for f, i in refs.items():
+                    if i < 0 or type(i) is not int:
+                        raise IndexError(i)
+                    obj[f] = table[i]
+    except (AttributeError, TypeError, IndexError, KeyError) as e:
+        raise Unavailable(f"store: a watch change's shared reference does not fit ({type(e).__name__}: {e}; "
+                          f"{len(table)} shared values)") from None
+    return changes
 
 
 @dataclass(frozen=True)
@@ -113,12 +208,23 @@ class TxnResult:
     def objects(self) -> list[Obj]:
         return [c.object for c in self.changes]
 
-    def to_json(self) -> dict[str, Any]:
-        return {"revision": self.revision, "changes": [c.to_json() for c in self.changes]}
+    def to_json(self, shared: bool = False) -> dict[str, Any]:
+        """The answer's JSON; with `shared`, in the compact form of the watch (`factor_shared`)."""
+        if not shared:
+            return {"revision": self.revision, "changes": [c.to_json() for c in self.changes]}
+        changes, table = factor_shared(self.changes)
+        out: dict[str, Any] = {"revision": self.revision, "changes": changes}
+        if table:
+            out[SHARED_KEY] = table
+        return out
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> TxnResult:
-        return TxnResult(int(d["revision"]), [Change.from_json(c) for c in d["changes"]])
+        """An answer in either form."""
+        changes = d["changes"]
+        if (table := d.get(SHARED_KEY)) is not None:
+            changes = unfactor_shared(changes, table)
+        return TxnResult(int(d["revision"]), [Change.from_json(c) for c in changes])
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -153,6 +154,32 @@ async def test_watch_long_polls_until_a_commit(solo: Harness) -> None:
     assert [e.revision for e in batch.events] == [res.revision] and batch.revision >= res.revision
     empty = await solo.client.watch(batch.revision, wait=0.1)
     assert empty.events == []
+
+
+async def test_the_watch_writes_a_shared_spec_once_and_the_client_reads_it_as_before(solo: Harness) -> None:
+    task_spec = {"process": {"command": ["sleep", "infinity"]}, "restart_policy": {"condition": "any"}}
+    rev, _ = await solo.client.list("task")
+    res = await solo.client.txn([t.create("task", {"id": f"t{i}", "service_id": "s1", "spec": task_spec})
+                                 for i in range(5)])
+    plain = (await solo.http.get("/v1/watch", params={"after": rev})).content
+    compact = (await solo.http.get("/v1/watch", params={"after": rev, "shared": "true"})).content
+    needle = json.dumps(task_spec, separators=(",", ":"))
+    assert plain.count(needle.encode()) == 5 and compact.count(needle.encode()) == 1
+    batch = await solo.client.watch(rev)  # StoreClient asks for the compact form
+    assert batch.events == t.WatchBatch.from_json(json.loads(plain)).events
+    assert [c.object for c in batch.events[0].changes] == [c.object for c in res.changes]
+    bad = await solo.http.get("/v1/watch", params={"after": rev, "shared": "banana"})
+    assert 400 <= bad.status_code < 500
+    # a transaction's answer likewise, when its body asks (StoreClient does); the entry is the same either way
+    ops = [t.update("task", c.object) for c in res.changes]
+    answer = (await solo.http.post("/v1/txn", content=json.dumps({"ops": ops, "shared": True}))).content
+    assert answer.count(needle.encode()) == 1
+    read = t.TxnResult.from_json(json.loads(answer))
+    again = await solo.client.txn([t.update("task", c.object) for c in read.changes])
+    assert [c.object["spec"] for c in again.changes] == [task_spec] * 5
+    plain = (await solo.http.post("/v1/txn", content=json.dumps({"ops": [t.update("task", c.object)
+                                                                        for c in again.changes]}))).content
+    assert plain.count(needle.encode()) == 5
 
 
 async def test_the_leader_publishes_a_hint_per_committed_change(solo: Harness) -> None:

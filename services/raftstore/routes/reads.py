@@ -75,7 +75,8 @@ def router(ctx: Context) -> APIRouter:
     readable = Readable()  # streamed pages skip unreadable objects here, as StoreClient.page does client-side
     # each listed object's JSON per version and view: a list concatenates bytes
     encoded = Encoded(readable, budget=max(ctx.settings.list_cache_bytes, 0))
-    watch_bytes = WatchBytes()  # each watch event's JSON encoded once for every follower
+    # each watch event's JSON encoded once for every follower, in the plain and the compact form
+    watch_bytes = {False: WatchBytes(), True: WatchBytes(shared=True)}
 
     @r.get("/v1/objects/{kind}")
     async def list_objects(kind: KindParam, request: Request) -> Response:
@@ -123,11 +124,12 @@ def router(ctx: Context) -> APIRouter:
 
     @r.get("/v1/watch")
     async def watch(request: Request, after: int = Query(0, ge=0), wait: float = Query(0.0, ge=0.0),
-                    upto: int = Query(0, ge=0)) -> Response:
+                    upto: int = Query(0, ge=0), shared: bool = Query(False)) -> Response:
         """Events after `after`, waiting up to `wait` s for one. `upto`: a revision the caller knows committed
         (a NATS hint). A follower learns of a commit only from the leader's next append or heartbeat (up to a
         heartbeat interval later, raft/roles.py); a member that has not applied `upto` yet confirms the
-        commit index with the leader (ReadIndex: one round trip) instead of waiting for that."""
+        commit index with the leader (ReadIndex: one round trip) instead of waiting for that. `shared`: the
+        compact form (a value several changes of an event hold written once)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(wait, MAX_WATCH_WAIT)
         if upto > mem.revision and wait > 0:
@@ -137,7 +139,7 @@ def router(ctx: Context) -> APIRouter:
         while not events and (left := deadline - loop.time()) > 0:
             await ctx.driver.wait_applied(left)
             events = mem.events_since(after)
-        body = watch_bytes.answer(scope_component(request.scope), mem.revision, events)
+        body = watch_bytes[shared].answer(scope_component(request.scope), mem.revision, events)
         return Response(body, media_type="application/json")
 
     @r.get("/v1/status")

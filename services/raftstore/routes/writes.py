@@ -52,4 +52,5 @@ async def write(ctx: Context, raw: bytes, ident: Identity | None, forwarded_by: 
                                help="transactions refused because an object they write is invalid")
         raise InvalidArgument(f"store: {reason}")
     result = await driver.propose(data, parsed=stamped)
-    return 200, wire.dumps(result.to_json())
+    # `"shared": true` (StoreClient sends it; not part of the entry): the answer in the watch's compact form
+    return 200, wire.dumps(result.to_json(shared=body.get("shared") is True))
