@@ -98,6 +98,9 @@ class WAL:
         self._lock_fd = lock_fd
         self.fsyncs = 0
         self.bytes_written = 0
+        #: where the file ends (the file is only ever appended to through this object); None: ask the file
+        self._end: int | None = None
+        self._prepared: tuple[HardState | None, Sequence[Entry], bytes] | None = None
 
     # ---- opening and replay -------------------------------------------------------------------------------
     @classmethod
@@ -160,16 +163,31 @@ class WAL:
         return out, version
 
     # ---- writing ------------------------------------------------------------------------------------------
-    def save(self, hard_state: HardState | None, entries: Sequence[Entry], *, sync: bool = True) -> None:
-        """Write `entries` then `hard_state` with one write, made durable by one fsync when `sync` (only a
-        commit-index change may skip it: the next fsync covers it, and a lost one is learned again)."""
-        if not entries and hard_state is None:
-            return
+    def prepare(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
+        """Seal the records of the next `save(hard_state, entries)` (the same objects) now, on the caller's
+        thread: the driver prepares on its loop and saves on a worker thread, which then holds the GIL only
+        around its write and fsync — sealing there made the loop and the worker hand the GIL back and forth for
+        every record (docs/performance.md, "Raftstore: CPU per write")."""
+        self._prepared = (hard_state, entries, self._records(hard_state, entries))
+
+    def _records(self, hard_state: HardState | None, entries: Sequence[Entry]) -> bytes:
         parts = [frame(encode_entry(e, self.sealer)) for e in entries]
         if hard_state is not None:
             parts.append(frame(encode_hard_state(hard_state, self.sealer)))
-        buf = memoryview(b"".join(parts))
-        start = os.lseek(self._fd, 0, os.SEEK_END)
+        return b"".join(parts)
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry], *, sync: bool = True) -> None:
+        """Write `entries` then `hard_state` with one write, made durable by one fsync when `sync` (only a
+        commit-index change may skip it: the next fsync covers it, and a lost one is learned again)."""
+        prepared, self._prepared = self._prepared, None
+        if not entries and hard_state is None:
+            return
+        if prepared is not None and prepared[0] is hard_state and prepared[1] is entries:
+            data = prepared[2]
+        else:
+            data = self._records(hard_state, entries)
+        buf = memoryview(data)
+        start = self._end if self._end is not None else os.lseek(self._fd, 0, os.SEEK_END)
         try:
             while buf:
                 n = os.write(self._fd, buf)
@@ -182,9 +200,12 @@ class WAL:
             # Disk full or an I/O error: cut what part of the batch landed, so the file ends on a whole record
             # (a restart would cut a torn tail anyway, but not leave one behind us). Nothing of it was
             # acknowledged; the caller decides what to do with the error.
+            self._end = None  # where the file ends is asked again next time, whatever happens here
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, start)
+                self._end = start
             raise
+        self._end = start + len(data)
 
     def rewrite(self, base_index: int, base_term: int, hard_state: HardState, entries: Sequence[Entry]) -> None:
         """Replace the file with one whose log starts after `base_index` (covered by a durable snapshot):
@@ -209,6 +230,7 @@ class WAL:
         os.replace(tmp, self.path)
         fsync_dir(self.path.parent)
         old, self._fd = self._fd, os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._end = None
         os.close(old)
         self.fsyncs += 1
 
