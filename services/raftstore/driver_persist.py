@@ -48,7 +48,6 @@ class DriverPersist:
             # peers: a send on loopback wakes the follower, which on a busy machine takes the leader's core
             # for a while (~0.5-1.5 ms per send measured under load) — the disk is busy meanwhile instead of
             # waiting for the leader to get its core back.
-            self.wal.prepare(hs, rd.entries)  # sealed here: the thread then only writes and fsyncs
             saving = asyncio.get_running_loop().run_in_executor(None, self.wal.save, hs, rd.entries)
             if early:
                 self.sender.send(early)

@@ -100,7 +100,6 @@ class WAL:
         self.bytes_written = 0
         #: where the file ends (the file is only ever appended to through this object); None: ask the file
         self._end: int | None = None
-        self._prepared: tuple[HardState | None, Sequence[Entry], bytes] | None = None
 
     # ---- opening and replay -------------------------------------------------------------------------------
     @classmethod
@@ -163,29 +162,15 @@ class WAL:
         return out, version
 
     # ---- writing ------------------------------------------------------------------------------------------
-    def prepare(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
-        """Seal the records of the next `save(hard_state, entries)` (the same objects) now, on the caller's
-        thread: the driver prepares on its loop and saves on a worker thread, which then holds the GIL only
-        around its write and fsync — sealing there made the loop and the worker hand the GIL back and forth for
-        every record (docs/performance.md, "Raftstore: CPU per write")."""
-        self._prepared = (hard_state, entries, self._records(hard_state, entries))
-
-    def _records(self, hard_state: HardState | None, entries: Sequence[Entry]) -> bytes:
-        parts = [frame(encode_entry(e, self.sealer)) for e in entries]
-        if hard_state is not None:
-            parts.append(frame(encode_hard_state(hard_state, self.sealer)))
-        return b"".join(parts)
-
     def save(self, hard_state: HardState | None, entries: Sequence[Entry], *, sync: bool = True) -> None:
         """Write `entries` then `hard_state` with one write, made durable by one fsync when `sync` (only a
         commit-index change may skip it: the next fsync covers it, and a lost one is learned again)."""
-        prepared, self._prepared = self._prepared, None
         if not entries and hard_state is None:
             return
-        if prepared is not None and prepared[0] is hard_state and prepared[1] is entries:
-            data = prepared[2]
-        else:
-            data = self._records(hard_state, entries)
+        parts = [frame(encode_entry(e, self.sealer)) for e in entries]
+        if hard_state is not None:
+            parts.append(frame(encode_hard_state(hard_state, self.sealer)))
+        data = b"".join(parts)
         buf = memoryview(data)
         start = self._end if self._end is not None else os.lseek(self._fd, 0, os.SEEK_END)
         try:

@@ -126,35 +126,6 @@ def test_any_truncation_replays_a_prefix_of_what_was_saved(tmp_path_factory: pyt
     assert r.entries == ents[:len(r.entries)]
 
 
-def test_a_prepared_save_seals_nothing_on_the_saving_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The driver seals a Ready's records on its loop (`prepare`) and saves them on a worker thread, which then
-    only writes and fsyncs; records prepared for other arguments are not used."""
-    import threading
-
-    from services.raftstore import wal as walmod
-
-    sealed_on: list[int] = []
-    real = walmod.encode_entry
-
-    def counted(e: Entry, sealer: object) -> bytes:
-        sealed_on.append(threading.get_ident())
-        return real(e, sealer)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(walmod, "encode_entry", counted)
-    wal, _ = WAL.open(tmp_path, SEALER)
-    hs, ents = HardState(1, 1, 0), [Entry(1, 1, b"a"), Entry(1, 2, b"b")]
-    wal.prepare(hs, ents)
-    saver = threading.Thread(target=wal.save, args=(hs, ents))
-    saver.start()
-    saver.join()
-    assert sealed_on == [threading.get_ident()] * 2
-    wal.prepare(HardState(1, 1, 2), [Entry(1, 3, b"stale")])
-    wal.save(HardState(1, 1, 2), [Entry(1, 3, b"c")])  # equal values, other objects: sealed afresh
-    wal.close()
-    _, r = WAL.open(tmp_path, SEALER)
-    assert [e.data for e in r.entries] == [b"a", b"b", b"c"] and r.hard_state == HardState(1, 1, 2)
-
-
 def test_a_failed_write_is_cut_back_to_the_end_of_the_last_save(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The WAL knows where its file ends without asking it on every save; a write that fails part-way is cut
