@@ -98,6 +98,8 @@ class WAL:
         self._lock_fd = lock_fd
         self.fsyncs = 0
         self.bytes_written = 0
+        #: where the file ends (the file is only ever appended to through this object); None: ask the file
+        self._end: int | None = None
 
     # ---- opening and replay -------------------------------------------------------------------------------
     @classmethod
@@ -168,8 +170,9 @@ class WAL:
         parts = [frame(encode_entry(e, self.sealer)) for e in entries]
         if hard_state is not None:
             parts.append(frame(encode_hard_state(hard_state, self.sealer)))
-        buf = memoryview(b"".join(parts))
-        start = os.lseek(self._fd, 0, os.SEEK_END)
+        data = b"".join(parts)
+        buf = memoryview(data)
+        start = self._end if self._end is not None else os.lseek(self._fd, 0, os.SEEK_END)
         try:
             while buf:
                 n = os.write(self._fd, buf)
@@ -182,9 +185,12 @@ class WAL:
             # Disk full or an I/O error: cut what part of the batch landed, so the file ends on a whole record
             # (a restart would cut a torn tail anyway, but not leave one behind us). Nothing of it was
             # acknowledged; the caller decides what to do with the error.
+            self._end = None  # where the file ends is asked again next time, whatever happens here
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, start)
+                self._end = start
             raise
+        self._end = start + len(data)
 
     def rewrite(self, base_index: int, base_term: int, hard_state: HardState, entries: Sequence[Entry]) -> None:
         """Replace the file with one whose log starts after `base_index` (covered by a durable snapshot):
@@ -209,6 +215,7 @@ class WAL:
         os.replace(tmp, self.path)
         fsync_dir(self.path.parent)
         old, self._fd = self._fd, os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._end = None
         os.close(old)
         self.fsyncs += 1
 

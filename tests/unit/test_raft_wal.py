@@ -124,3 +124,32 @@ def test_any_truncation_replays_a_prefix_of_what_was_saved(tmp_path_factory: pyt
     os.truncate(path, max(12, size - cut))
     _, r = WAL.open(tmp, SEALER)
     assert r.entries == ents[:len(r.entries)]
+
+
+def test_a_failed_write_is_cut_back_to_the_end_of_the_last_save(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The WAL knows where its file ends without asking it on every save; a write that fails part-way is cut
+    back to exactly the end of the saves before it, however many there were."""
+    from services.raftstore import wal as walmod
+
+    wal, _ = WAL.open(tmp_path, SEALER)
+    for i in range(1, 4):
+        wal.save(HardState(1, 1, i - 1), [Entry(1, i, b"kept%d" % i)])
+    real = os.write
+
+    def half_then_full(fd: int, data: memoryview | bytes) -> int:
+        monkeypatch.setattr(walmod.os, "write", disk_full)
+        return real(fd, bytes(data[:len(data) // 2]))
+
+    def disk_full(fd: int, data: memoryview | bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    for attempt in range(2):
+        monkeypatch.setattr(walmod.os, "write", half_then_full)
+        with pytest.raises(OSError):
+            wal.save(HardState(1, 1, 3), [Entry(1, 4, b"lost%d" % attempt * 50)])
+    monkeypatch.setattr(walmod.os, "write", real)
+    wal.save(HardState(1, 1, 3), [Entry(1, 4, b"after")])
+    wal.close()
+    _, r = WAL.open(tmp_path, SEALER)
+    assert [e.data for e in r.entries] == [b"kept1", b"kept2", b"kept3", b"after"] and r.truncated_bytes == 0
