@@ -21,7 +21,7 @@ from services.raftstore.watchbytes import WatchBytes
 from shoal.errors import InvalidArgument, ShoalError
 from shoal.models.stored import Readable
 from shoal.store import wire
-from shoal.store.txn import continue_after, continue_token
+from shoal.store.txn import Event, continue_after, continue_token
 
 MAX_WATCH_WAIT = 60.0
 #: an object kind in a path: the schema names them (check_kind refuses others, saying which exist)
@@ -66,6 +66,22 @@ class _ListQuery:
         except ValueError as e:
             raise InvalidArgument(f"store: {e}") from None
         return cls(stale, limit, after, name, id_prefix, fields, filters)
+
+
+async def _watched_events(ctx: Context, after: int, wait: float, upto: int) -> list[Event]:
+    """The events after `after`, waiting up to `wait` s for the first; a member that has not applied `upto` (a
+    revision known committed) confirms the commit index with the leader first."""
+    mem = ctx.driver.fsm.mem
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    if upto > mem.revision and wait > 0:
+        with contextlib.suppress(ShoalError):  # no leader, or too slow: wait as without `upto`
+            await ctx.driver.read_barrier(max(deadline - loop.time(), 0.001))
+    events = mem.events_since(after)
+    while not events and (left := deadline - loop.time()) > 0:
+        await ctx.driver.wait_applied(left)
+        events = mem.events_since(after)
+    return events
 
 
 def router(ctx: Context) -> APIRouter:
@@ -130,15 +146,7 @@ def router(ctx: Context) -> APIRouter:
         heartbeat interval later, raft/roles.py); a member that has not applied `upto` yet confirms the
         commit index with the leader (ReadIndex: one round trip) instead of waiting for that. `shared`: the
         compact form (a value several changes of an event hold written once)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(wait, MAX_WATCH_WAIT)
-        if upto > mem.revision and wait > 0:
-            with contextlib.suppress(ShoalError):  # no leader, or too slow: wait as without `upto`
-                await ctx.driver.read_barrier(max(deadline - loop.time(), 0.001))
-        events = mem.events_since(after)
-        while not events and (left := deadline - loop.time()) > 0:
-            await ctx.driver.wait_applied(left)
-            events = mem.events_since(after)
+        events = await _watched_events(ctx, after, min(wait, MAX_WATCH_WAIT), upto)
         body = watch_bytes[shared].answer(scope_component(request.scope), mem.revision, events)
         return Response(body, media_type="application/json")
 
