@@ -28,7 +28,7 @@ import httpx
 import uvicorn
 
 from bench.clusterbench import loadavg, rss_bytes
-from bench.tls_sessions import agent_only, free_port
+from bench.tls_sessions import agent_only, cpu_seconds, free_port
 from shoal import pki
 from shoal.certs import LOCAL_HOSTS, Signer
 from shoal.transport import Credentials, http_client, server_config
@@ -52,8 +52,10 @@ def serve(cert_dir: str, port: int, pieces: bool) -> None:
     uvicorn.Server(server_config(app, "127.0.0.1", port, Credentials(Path(cert_dir)), agent_only)).run()
 
 
-async def drive(creds: Credentials, url: str, connections: int, size: int, pid: int) -> tuple[int, int, int]:
-    """RSS before, with the connections open (a small answer each), after a large answer on each."""
+async def drive(creds: Credentials, url: str, connections: int, size: int, pid: int
+                ) -> tuple[int, int, int, float]:
+    """RSS before, with the connections open (a small answer each), after a large answer on each; the server's
+    CPU seconds for the large answers."""
     before = rss_bytes(pid)
     clients = [http_client(creds, keepalive_expiry=60.0) for _ in range(connections)]
     try:
@@ -61,11 +63,13 @@ async def drive(creds: Credentials, url: str, connections: int, size: int, pid: 
             await asyncio.gather(*(c.get(url, params={"size": 10}) for c in clients[i:i + 10]))
         await asyncio.sleep(0.5)
         opened = rss_bytes(pid)
+        cpu = cpu_seconds(pid)
         for c in clients:  # one at a time: what stays is each connection's, not a burst's
             r = await c.get(url, params={"size": size})
             assert len(r.content) == size
+        cpu = cpu_seconds(pid) - cpu
         await asyncio.sleep(0.5)
-        return before, opened, rss_bytes(pid)
+        return before, opened, rss_bytes(pid), cpu
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
 
@@ -87,11 +91,12 @@ def one(server_dir: Path, creds: Credentials, connections: int, size: int, piece
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        before, opened, after = asyncio.run(drive(creds, url, connections, size, proc.pid))
+        before, opened, after, cpu = asyncio.run(drive(creds, url, connections, size, proc.pid))
     finally:
         proc.terminate()
         proc.join(5)
-    return {"per_connection": (opened - before) / connections, "per_answer": (after - opened) / connections}
+    return {"per_connection": (opened - before) / connections, "per_answer": (after - opened) / connections,
+            "cpu_per_mb": cpu / (connections * size / 1e6)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
@@ -115,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                 res = one(server_dir, creds, a.connections, a.size, pieces)
                 key = "pieces" if pieces else "whole"
                 print(f"  round {r + 1} {key:6s}: {res['per_connection'] / 1024:6.1f} KiB a connection, "
-                      f"+{res['per_answer'] / 1024:6.1f} KiB a connection after its {a.size} B answer", flush=True)
+                      f"+{res['per_answer'] / 1024:6.1f} KiB a connection after its {a.size} B answer, server CPU "
+                      f"{1e3 * res['cpu_per_mb']:.1f} ms per MB answered", flush=True)
                 best = out.setdefault(key, res)
                 out[key] = {k: min(best[k], res[k]) for k in res}
     print(f"  after the answer, per connection: whole {out['whole']['per_answer'] / 1024:.1f} KiB, pieces "
