@@ -106,6 +106,12 @@ def raise_fd_limit() -> int:
 #: before the handshake even completes: 500 half-open connections cost 150 MB (measured,
 #: tests/e2e/test_hostile_floods.py). A TLS record is at most 16 KiB plus overhead, so 32 KiB reads lose nothing.
 TLS_READ_BUFFER = 32 * 1024
+#: the largest piece a server hands its TLS transport at once. asyncio encrypts each write whole into the
+#: connection's outgoing memory BIO before sending, and an OpenSSL memory BIO never gives back what it grew to:
+#: a connection that once sent a 1 MB answer kept ~1 MB for its life (issue 13: at 1,000 nodes the dispatcher's
+#: session polls, each connection as large as the largest assignment message it carried). In pieces of one TLS
+#: record (16 KiB of plaintext) each BIO stays at ~17 KiB, at the cost of one send per 16 KiB of a large answer.
+TLS_WRITE_PIECE = 16 * 1024
 
 
 def bound_tls_connections(handshake_timeout: float) -> None:

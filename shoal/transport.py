@@ -39,6 +39,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shoal import keyfile, pki
 from shoal.limits import (
+    TLS_WRITE_PIECE,
     Limits,
     ServerLimits,
     bound_tls_connections,
@@ -228,19 +229,32 @@ class CorkedTransport:
     head and its body separately, which over TLS is two records and two send syscalls (each send on loopback may
     wake the client and cost this process its core on a busy machine). A fast path that has its whole answer
     brackets its two ASGI sends with `hold()` and `release()` in the same coroutine, so nothing is held past
-    the answer (unlike holding until the end of the loop turn). Everything else is the transport's own."""
+    the answer (unlike holding until the end of the loop turn). Everything else is the transport's own.
 
-    __slots__ = ("_held", "transport")
+    Over TLS, what is larger than `TLS_WRITE_PIECE` goes to the transport in pieces of that size
+    (shoal.limits: the connection's outgoing BIO keeps the size of the largest single write for its life)."""
+
+    __slots__ = ("_held", "_piece", "transport")
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
         self._held: list[bytes] | None = None
+        self._piece = TLS_WRITE_PIECE if transport.get_extra_info("ssl_object") is not None else 0
 
     def write(self, data: bytes) -> None:
         if self._held is not None:
             self._held.append(data)
         else:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        piece = self._piece
+        if not piece or len(data) <= piece:
             self.transport.write(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), piece):
+            self.transport.write(view[start:start + piece])
 
     def hold(self) -> None:
         if self._held is None:
@@ -249,7 +263,7 @@ class CorkedTransport:
     def release(self) -> None:
         held, self._held = self._held, None
         if held and not self.transport.is_closing():
-            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+            self._write(held[0] if len(held) == 1 else b"".join(held))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.transport, name)

@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 
-from shoal import pki, transport
+from shoal import limits, pki, transport
 from shoal.certs import LOCAL_HOSTS, Signer
 
 pytestmark = pytest.mark.timeout(60)
@@ -233,3 +233,68 @@ async def test_a_fast_path_answer_leaves_as_one_write(dirs: dict[str, Path], mon
             assert len(answer) == answers, (path, writes)
             assert answer[0].startswith(b"HTTP/1.1 200") and answer[-1].endswith(b"\r\n\r\n" + body if answers == 1
                                                                                 else body)
+
+
+async def test_a_large_answer_reaches_the_tls_transport_in_pieces(dirs: dict[str, Path],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer larger than `TLS_WRITE_PIECE` goes to the TLS transport in pieces of at most that size, on
+    uvicorn's own path and on a fast path's corked one: asyncio encrypts each write whole into the connection's
+    outgoing memory BIO, which keeps what it grew to for the connection's life (shoal.limits). The client
+    receives the answer unchanged."""
+    from shoal.http import send_json
+
+    writes: list[int] = []
+    real_write = asyncio.sslproto._SSLProtocolTransport.write
+
+    def counting_write(self: asyncio.sslproto._SSLProtocolTransport, data: bytes) -> None:
+        writes.append(len(data))
+        real_write(self, data)
+
+    monkeypatch.setattr(asyncio.sslproto._SSLProtocolTransport, "write", counting_write)
+    body = bytes(range(256)) * 1000  # 256,000 bytes: 16 pieces
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] == "http":
+            await send_json(send, 200, body, scope if scope["path"] == "/corked" else None)
+
+    srv = Server(transport.Credentials(dirs["server"]))
+    srv.server = uvicorn.Server(transport.server_config(app, "127.0.0.1", srv.port,
+                                                        transport.Credentials(dirs["server"]), admins_only))
+    async with srv, transport.http_client(transport.Credentials(dirs["admin"]), base_url=srv.url) as http:
+        for path in ("/corked", "/plain"):
+            writes.clear()
+            r = await http.get(path)
+            assert r.status_code == 200 and r.content == body
+            assert max(writes) <= limits.TLS_WRITE_PIECE, (path, writes)
+            assert sum(writes) >= len(body)
+
+
+def test_the_corked_transport_cuts_only_tls_writes() -> None:
+    """Pieces over TLS only (a plain transport has no BIO to grow), whole when small, held writes joined first."""
+    class Fake:
+        def __init__(self, tls: bool) -> None:
+            self.tls, self.writes = tls, []  # type: ignore[var-annotated]
+
+        def get_extra_info(self, name: str) -> object:
+            return object() if name == "ssl_object" and self.tls else None
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(bytes(data))
+
+        def is_closing(self) -> bool:
+            return False
+
+    piece = limits.TLS_WRITE_PIECE
+    data = b"x" * (2 * piece + 5)
+    tls, plain = Fake(True), Fake(False)
+    for fake in (tls, plain):
+        cork = transport.CorkedTransport(fake)
+        cork.write(b"small")
+        cork.write(data)
+        cork.hold()
+        cork.write(b"head")
+        cork.write(data)
+        cork.release()
+    assert [len(w) for w in tls.writes] == [5, piece, piece, 5, piece, piece, 9]
+    assert b"".join(tls.writes) == b"small" + data + b"head" + data
+    assert plain.writes == [b"small", data, b"head" + data]
