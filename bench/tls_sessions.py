@@ -79,19 +79,23 @@ async def drive(creds: Credentials, url: str, n: int, reuse: bool) -> None:
             (await client.post(url, headers={"connection": "close"})).raise_for_status()
 
 
+def issue_dirs(base: Path) -> tuple[Path, Credentials]:
+    """A dispatcher's certificate directory and an agent's credentials, from one new signer, under `base`."""
+    signer = Signer.new()
+    server_dir = base / "server"
+    signer.issue_dir(server_dir, node_id="manager-1", role=pki.MANAGER, component="dispatcher", hosts=LOCAL_HOSTS)
+    agent_dir = base / "agent"
+    signer.issue_dir(agent_dir, node_id="node-1", role=pki.WORKER, component="agent", hosts=LOCAL_HOSTS)
+    return server_dir, Credentials(agent_dir)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=300)
     p.add_argument("--rounds", type=int, default=5)
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="shoal-bench-tls-") as tmp:
-        signer = Signer.new()
-        server_dir = Path(tmp) / "server"
-        signer.issue_dir(server_dir, node_id="manager-1", role=pki.MANAGER, component="dispatcher",
-                         hosts=LOCAL_HOSTS)
-        agent_dir = Path(tmp) / "agent"
-        signer.issue_dir(agent_dir, node_id="node-1", role=pki.WORKER, component="agent", hosts=LOCAL_HOSTS)
-        creds = Credentials(agent_dir)
+        server_dir, creds = issue_dirs(Path(tmp))
         port = free_port()
         proc = multiprocessing.get_context("spawn").Process(target=serve, args=(str(server_dir), port),
                                                             daemon=True)

@@ -28,9 +28,7 @@ import httpx
 import uvicorn
 
 from bench.clusterbench import loadavg, rss_bytes
-from bench.tls_sessions import agent_only, cpu_seconds, free_port
-from shoal import pki
-from shoal.certs import LOCAL_HOSTS, Signer
+from bench.tls_sessions import agent_only, cpu_seconds, free_port, issue_dirs
 from shoal.transport import Credentials, http_client, server_config
 
 
@@ -108,13 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     print(f"tls_write_pieces: {a.connections} connections, {a.size} B answers (load {loadavg()})", flush=True)
     out: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="shoal-bench-pieces-") as tmp:
-        signer = Signer.new()
-        server_dir = Path(tmp) / "server"
-        signer.issue_dir(server_dir, node_id="manager-1", role=pki.MANAGER, component="dispatcher",
-                         hosts=LOCAL_HOSTS)
-        agent_dir = Path(tmp) / "agent"
-        signer.issue_dir(agent_dir, node_id="node-1", role=pki.WORKER, component="agent", hosts=LOCAL_HOSTS)
-        creds = Credentials(agent_dir)
+        server_dir, creds = issue_dirs(Path(tmp))
         for r in range(a.rounds):
             for pieces in (False, True) if r % 2 == 0 else (True, False):
                 res = one(server_dir, creds, a.connections, a.size, pieces)

@@ -9,6 +9,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -201,29 +202,41 @@ def test_missing_identity_is_a_start_up_error(tmp_path: Path) -> None:
         transport.load_credentials(tmp_path)
 
 
+def _record_tls_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every write handed to a TLS transport from now on, in order (the list is cleared by the caller)."""
+    writes: list[bytes] = []
+    real_write = asyncio.sslproto._SSLProtocolTransport.write
+
+    def recording_write(self: asyncio.sslproto._SSLProtocolTransport, data: bytes) -> None:
+        writes.append(bytes(data))
+        real_write(self, data)
+
+    monkeypatch.setattr(asyncio.sslproto._SSLProtocolTransport, "write", recording_write)
+    return writes
+
+
+def _asgi_server(app: Any, dirs: dict[str, Path]) -> Server:
+    """A mutual-TLS server for a bare ASGI `app`, admitting admins only."""
+    srv = Server(transport.Credentials(dirs["server"]))
+    srv.server = uvicorn.Server(transport.server_config(app, "127.0.0.1", srv.port,
+                                                        transport.Credentials(dirs["server"]), admins_only))
+    return srv
+
+
 async def test_a_fast_path_answer_leaves_as_one_write(dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
                                                       ) -> None:
     """`send_json` with the request's scope: the answer's head and body reach the TLS transport as one write (one
     record, one send), through the connection's CorkedTransport; without the scope, as uvicorn writes them: two."""
     from shoal.http import send_json
 
-    writes: list[bytes] = []
-    real_write = asyncio.sslproto._SSLProtocolTransport.write
-
-    def counting_write(self: asyncio.sslproto._SSLProtocolTransport, data: bytes) -> None:
-        writes.append(bytes(data))
-        real_write(self, data)
-
-    monkeypatch.setattr(asyncio.sslproto._SSLProtocolTransport, "write", counting_write)
+    writes = _record_tls_writes(monkeypatch)
     body = b'{"fast":true}'
 
     async def app(scope: dict[str, object], receive: object, send: object) -> None:
         if scope["type"] == "http":
             await send_json(send, 200, body, scope if scope["path"] == "/corked" else None)
 
-    srv = Server(transport.Credentials(dirs["server"]))
-    srv.server = uvicorn.Server(transport.server_config(app, "127.0.0.1", srv.port,
-                                                        transport.Credentials(dirs["server"]), admins_only))
+    srv = _asgi_server(app, dirs)
     async with srv, transport.http_client(transport.Credentials(dirs["admin"]), base_url=srv.url) as http:
         for path, answers in (("/corked", 1), ("/plain", 2)):
             writes.clear()
@@ -243,30 +256,22 @@ async def test_a_large_answer_reaches_the_tls_transport_in_pieces(dirs: dict[str
     receives the answer unchanged."""
     from shoal.http import send_json
 
-    writes: list[int] = []
-    real_write = asyncio.sslproto._SSLProtocolTransport.write
-
-    def counting_write(self: asyncio.sslproto._SSLProtocolTransport, data: bytes) -> None:
-        writes.append(len(data))
-        real_write(self, data)
-
-    monkeypatch.setattr(asyncio.sslproto._SSLProtocolTransport, "write", counting_write)
+    writes = _record_tls_writes(monkeypatch)
     body = bytes(range(256)) * 1000  # 256,000 bytes: 16 pieces
 
     async def app(scope: dict[str, object], receive: object, send: object) -> None:
         if scope["type"] == "http":
             await send_json(send, 200, body, scope if scope["path"] == "/corked" else None)
 
-    srv = Server(transport.Credentials(dirs["server"]))
-    srv.server = uvicorn.Server(transport.server_config(app, "127.0.0.1", srv.port,
-                                                        transport.Credentials(dirs["server"]), admins_only))
+    srv = _asgi_server(app, dirs)
     async with srv, transport.http_client(transport.Credentials(dirs["admin"]), base_url=srv.url) as http:
         for path in ("/corked", "/plain"):
             writes.clear()
             r = await http.get(path)
             assert r.status_code == 200 and r.content == body
-            assert max(writes) <= limits.TLS_WRITE_PIECE, (path, writes)
-            assert sum(writes) >= len(body)
+            sizes = [len(w) for w in writes]
+            assert max(sizes) <= limits.TLS_WRITE_PIECE, (path, sizes)
+            assert sum(sizes) >= len(body)
 
 
 def test_the_corked_transport_cuts_only_tls_writes() -> None:
