@@ -91,11 +91,7 @@ class Event:
 
     def to_json(self, shared: bool = False) -> dict[str, Any]:
         """The event's JSON; with `shared`, the watch's compact form (`factor_shared`)."""
-        table: list[Any] = []
-        if shared:
-            changes, table = factor_shared(self.changes)
-        else:
-            changes = [c.to_json() for c in self.changes]
+        changes, table = changes_json(self.changes, shared)
         out: dict[str, Any] = {"revision": self.revision, "changes": changes}
         if self.time:
             out["time"] = self.time
@@ -109,11 +105,7 @@ class Event:
     def from_json(d: dict[str, Any]) -> Event:
         """An event in either form (`to_json`'s, with or without `shared`)."""
         actor = d.get("actor")
-        changes = d["changes"]
-        table = d.get(SHARED_KEY)
-        if table is not None:
-            changes = unfactor_shared(changes, table)
-        return Event(int(d["revision"]), tuple(Change.from_json(c) for c in changes),
+        return Event(int(d["revision"]), tuple(Change.from_json(c) for c in changes_read(d)),
                      float(d.get("time") or 0.0), None if actor is None else str(actor))
 
 
@@ -177,6 +169,22 @@ def factor_shared(changes: tuple[Change, ...] | list[Change]) -> tuple[list[dict
     return out, table
 
 
+def changes_json(changes: tuple[Change, ...] | list[Change], shared: bool) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The changes' JSON and the table of shared values: the compact form with `shared`, else the plain one (no
+    table). What an event and a transaction's answer both write."""
+    if shared:
+        return factor_shared(changes)
+    return [c.to_json() for c in changes], []
+
+
+def changes_read(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plain-form changes of an event's or an answer's JSON `d`, in either form."""
+    changes: list[dict[str, Any]] = d["changes"]
+    if (table := d.get(SHARED_KEY)) is not None:
+        changes = unfactor_shared(changes, table)
+    return changes
+
+
 def unfactor_shared(changes: list[dict[str, Any]], table: Any) -> list[dict[str, Any]]:
     """Compact-form changes with their shared values put back (in place: `changes` were just decoded).
     Unavailable (a reader retries) for a table or reference that does not fit: a broken answer, not data."""
@@ -210,9 +218,7 @@ class TxnResult:
 
     def to_json(self, shared: bool = False) -> dict[str, Any]:
         """The answer's JSON; with `shared`, in the compact form of the watch (`factor_shared`)."""
-        if not shared:
-            return {"revision": self.revision, "changes": [c.to_json() for c in self.changes]}
-        changes, table = factor_shared(self.changes)
+        changes, table = changes_json(self.changes, shared)
         out: dict[str, Any] = {"revision": self.revision, "changes": changes}
         if table:
             out[SHARED_KEY] = table
@@ -221,10 +227,7 @@ class TxnResult:
     @staticmethod
     def from_json(d: dict[str, Any]) -> TxnResult:
         """An answer in either form."""
-        changes = d["changes"]
-        if (table := d.get(SHARED_KEY)) is not None:
-            changes = unfactor_shared(changes, table)
-        return TxnResult(int(d["revision"]), [Change.from_json(c) for c in changes])
+        return TxnResult(int(d["revision"]), [Change.from_json(c) for c in changes_read(d)])
 
 
 @dataclass(frozen=True)
