@@ -28,7 +28,7 @@ from pathlib import Path
 from agent.__main__ import ensure_identity
 from agent.agent import Agent
 from agent.settings import AgentSettings
-from shoal.runner import setup_logging
+from shoal.runner import run, setup_logging
 
 log = logging.getLogger("agent.hollow")
 
@@ -150,5 +150,5 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 if __name__ == "__main__":
     args = parse()
-    asyncio.run(main(args.nodes, args.state_root, args.prefix, args.join_concurrency, first=args.first,
+    run(lambda: main(args.nodes, args.state_root, args.prefix, args.join_concurrency, first=args.first,
                      processes=args.processes))

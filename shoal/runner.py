@@ -8,7 +8,7 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import uvicorn
@@ -16,9 +16,11 @@ from fastapi import FastAPI
 
 from shoal.enroll import Renewer
 from shoal.limits import install_log_guard
+from shoal.stalls import StallWatch, threshold_from
 from shoal.transport import Authenticator, Credentials, Policy, Revocations, server_config
 
 S = TypeVar("S")
+T = TypeVar("T")
 
 #: files a shoal process creates are private to its user (issue 16): directories 0700, files (WAL, snapshots,
 #: locks, agent state, logs) 0600, whatever the umask it was started with
@@ -107,15 +109,29 @@ def event_loop_choice(env: Mapping[str, str] | None = None) -> str:
     return raw
 
 
-def run(app_factory: object) -> None:
-    """Run a coroutine factory on the chosen event loop (`event_loop_choice`), exiting quietly on Ctrl-C."""
+async def watched(work: Awaitable[T], threshold: float) -> T:
+    """`work`, with the event-loop stall watchdog (shoal/stalls.py) running beside it when `threshold` > 0."""
+    watch = StallWatch(threshold) if threshold > 0 else None
+    if watch is not None:
+        watch.start()
+    try:
+        return await work
+    finally:
+        if watch is not None:
+            watch.stop()
+
+
+def run(app_factory: Callable[[], Awaitable[Any]]) -> None:
+    """Run a coroutine factory on the chosen event loop (`event_loop_choice`), with the stall watchdog
+    (`SHOAL_STALL_WARN`), exiting quietly on Ctrl-C."""
+    threshold = threshold_from()  # a bad value stops the process before it serves anything
     try:
         if event_loop_choice() == "uvloop":
             import uvloop
 
-            uvloop.run(app_factory())  # type: ignore[operator]
+            uvloop.run(watched(app_factory(), threshold))
         else:
-            asyncio.run(app_factory())  # type: ignore[operator]
+            asyncio.run(watched(app_factory(), threshold))
     except KeyboardInterrupt:
         pass
 

@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,9 @@ class DispatcherServer:
     """One dispatcher process stand-in: the app under uvicorn on a fixed loopback port, restartable."""
 
     def __init__(self, store: LocalStore, bus: MemoryBus, creds: Credentials, port: int = 0, name: str = "d1",
-                 period: float = CALM) -> None:
+                 period: float = CALM, wrap: Callable[[Any], Any] | None = None) -> None:
         self.store, self.bus, self.port, self.name, self.period = store, bus, port, name, period
+        self.wrap = wrap  # an ASGI middleware around the dispatcher's app (a test's slow route)
         self.creds = creds
         self.server: uvicorn.Server | None = None
         self.task: asyncio.Task[None] | None = None
@@ -71,7 +72,8 @@ class DispatcherServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
-        self.server = uvicorn.Server(server_config(app, "127.0.0.1", self.port, self.creds, policy,
+        served = self.wrap(app) if self.wrap is not None else app
+        self.server = uvicorn.Server(server_config(served, "127.0.0.1", self.port, self.creds, policy,
                                                    revoked=dispatcher.revocations))
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
         server = self.server
@@ -533,6 +535,36 @@ async def test_a_slow_heartbeat_is_tried_again_within_the_session(env: dict[str,
     assert a.agent.session.sessions == 1  # never registered again
     assert a.agent.session.connected.is_set()
     assert (await env["store"].get("node", a.node_id))["status"]["state"] == "ready"
+
+
+@pytest.mark.parametrize("period", [3.0])  # a 9-s grace: room for an answer later than the 2-s rpc timeout
+async def test_a_slow_status_report_is_answered_on_its_connection(env: dict[str, Any]) -> None:
+    """Issue 13: a status report answered after the agent's rpc timeout, inside the session's grace, is waited
+    for like a heartbeat, not sent again: a timed-out request drops its connection, and at 1,000 nodes the
+    retries' TLS handshakes were a fifth of the dispatcher's CPU."""
+    delayed = 0
+
+    def slow_first_report(app: Any) -> Any:
+        async def asgi(scope: Any, receive: Any, send: Any) -> None:
+            nonlocal delayed
+            if scope["type"] == "http" and scope["path"].endswith("/status") and delayed == 0:
+                delayed += 1
+                await asyncio.sleep(3.0)  # past the agent's 2-s rpc timeout, well inside the grace
+            await app(scope, receive, send)
+        return asgi
+
+    d2 = await DispatcherServer(env["store"], env["bus"], env["d1"].creds, name="d2", wrap=slow_first_report).start()
+    try:
+        a: RunningAgent = await env["start_agent"](urls=[d2.url])
+        await assign(env["store"], a.node_id, "t1")
+        await task_in(env["store"], "t1", "running")
+        assert delayed == 1
+        assert a.agent.session.slow_retries == 0  # waited for, not timed out and sent again
+        assert a.agent.session.sessions == 1
+    finally:
+        for ra in env["agents"]:
+            await ra.stop()
+        await d2.stop()
 
 
 async def test_the_heartbeat_answer_hands_the_agent_the_roots_digest(env: dict[str, Any]) -> None:
