@@ -164,12 +164,13 @@ def node_networks(node_id: str, tasks: Iterable[Obj]) -> set[str]:
 
 
 def networks_by_node(tasks: Iterable[Obj]) -> dict[str, set[str]]:
-    """`node_networks` of every node at once."""
+    """`node_networks` of every node whose live tasks are on some network (the others are left out, so only
+    the tasks with `networks` need be given)."""
     out: dict[str, set[str]] = {}
     for task in tasks:
         node = task.get("node_id")
-        if node and _live(task):
-            out.setdefault(str(node), set()).update(str(a.get("network_id")) for a in task.get("networks") or [])
+        if node and task.get("networks") and _live(task):
+            out.setdefault(str(node), set()).update(str(a.get("network_id")) for a in task["networks"])
     return out
 
 

@@ -15,7 +15,7 @@ from shoal.models.objects import Obj
 from shoal.store.txn import Change
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from services.dispatcher.core import Session
     from services.dispatcher.nodeindex import NodeIndex
@@ -46,6 +46,7 @@ class EndpointPolls:
     #: node id -> (its tasks' generation, re-lists, address), the rows and key ring used, its table
     _node_answers: dict[str, tuple[tuple[int, int, str | None], list[Obj], Obj | None, Obj]]
     _netkeys: Obj | None
+    _networked: set[str]
 
     if TYPE_CHECKING:
         async def _sleep_or_stop(self, seconds: float) -> None: ...
@@ -65,6 +66,21 @@ class EndpointPolls:
             return True
         service = self.mirror.get(Kind.SERVICE, str(c.object.get("service_id") or ""))
         return service is not None and endpoints.distributed(service)
+
+    def _index_networked(self, changes: Iterable[Change] | None) -> None:
+        """Keep `_networked`, the tasks attached to a network, from each batch (None: the view was listed
+        again): the table's per-node networks come from those alone, not from every task (issue 13: a node's
+        state change cost a pass over all 100,000 tasks)."""
+        if changes is None:
+            self._networked = {t["id"] for t in self.mirror.list(Kind.TASK) if t.get("networks")}
+            return
+        for c in changes:
+            if c.kind != Kind.TASK:
+                continue
+            if c.action != "delete" and c.object.get("networks"):
+                self._networked.add(c.id)
+            else:
+                self._networked.discard(c.id)
 
     async def _endpoints_loop(self) -> None:
         """Recompute the endpoint table after changes of tasks, services or nodes — at most every
@@ -88,7 +104,8 @@ class EndpointPolls:
             self._node_tables.clear()
             return
         rows = self._endpoint_table()
-        nets = endpoints.networks_by_node(self.mirror.list(Kind.TASK))  # which services each node is sent
+        networked = (t for tid in self._networked if (t := self.mirror.get(Kind.TASK, tid)) is not None)
+        nets = endpoints.networks_by_node(networked)  # which services each node is sent
         keys = self.mirror.get(Kind.NETKEYS, netkeys.KEYS_ID)
         if rows == self._endpoint_rows and nets == self._endpoint_nets and keys == self._netkeys:
             return

@@ -101,6 +101,7 @@ class Dispatcher(SessionPolls, EndpointPolls, NodeExpiry):
         self._endpoint_rows: list[Obj] | None = None  # shoal.endpoints.table of the view (None: recompute)
         self._endpoints_event = asyncio.Event()  # set (and replaced) when the table may have changed
         self._endpoint_nets: dict[str, set[str]] | None = None  # networks of each node's live tasks
+        self._networked: set[str] = set()  # ids of the view's tasks attached to a network
         self._endpoints_dirty = asyncio.Event()  # the view changed in a way that may move the table
         self._node_tables: dict[tuple[frozenset[str], str | None], Obj] = {}  # per (networks, addr), this table
         self._node_answers: dict[str, tuple[tuple[int, int, str | None], list[Obj], Obj | None, Obj]] = {}
@@ -208,6 +209,7 @@ class Dispatcher(SessionPolls, EndpointPolls, NodeExpiry):
             changes = list(changes)
         if changes is None or any(self._moves_endpoints(c) for c in changes):
             self._endpoints_dirty.set()
+        self._index_networked(changes)
         for node_id in self.index.absorb(changes):
             # Removed (its tasks orphaned): end its session, so the agent registers again and the complete
             # set it then receives, with those tasks ORPHANED, makes it stop them.

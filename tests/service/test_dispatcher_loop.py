@@ -14,6 +14,7 @@ import pytest
 from services.dispatcher.core import desired_role_name
 from services.dispatcher.loop import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
+from shoal import endpoints
 from shoal.bus import MemoryBus
 from shoal.bus.subjects import NODE_HEARTBEAT
 from shoal.clock import FakeClock
@@ -283,6 +284,31 @@ async def test_task_changes_no_node_sees_do_not_recompute_the_endpoint_table(sto
     await stop(d)
 
 
+async def test_the_tables_node_networks_come_from_the_networked_tasks_alone(store: LocalStore) -> None:
+    """Issue 13: the per-node networks the endpoint table is sent by were computed over every task at each
+    node change. The dispatcher keeps the ids of the tasks attached to a network from each batch; the result
+    must equal the computation over all tasks through creates, updates that drop the networks, and deletes."""
+    d = await started(store, FakeClock(time.time()))
+    reg = await d.register(None, DESCRIPTION, None)
+    nid = reg["node_id"]
+    d.node_endpoints(nid)  # a session polled the table: it is kept current
+
+    def on(tid: str, net: str) -> dict[str, Any]:
+        return {**task(tid, nid), "networks": [{"network_id": net, "addresses": []}]}
+
+    await store.txn([t.create("task", on("n1", "net-a")), t.create("task", on("n2", "net-b"))]
+                    + [t.create("task", task(f"p{i}", nid)) for i in range(20)])
+    plain = await store.get("task", "n2")
+    await store.txn([t.update("task", {**plain, "networks": []}), t.delete("task", "p0")])
+    await store.txn([t.delete("task", "n1"), t.create("task", on("n3", "net-c"))])
+    d.wake()
+    await settle(store, lambda: asyncio.sleep(0, d.mirror.get("task", "n3") is not None))
+    assert d._networked == {"n3"}
+    d._refresh_endpoints()
+    assert d._endpoint_nets == endpoints.networks_by_node(d.mirror.list("task")) == {nid: {"net-c"}}
+    await stop(d)
+
+
 async def test_a_stalled_loop_moves_heartbeat_deadlines(store: LocalStore) -> None:
     clock = FakeClock(time.time())
     d = await started(store, clock)
@@ -444,13 +470,24 @@ async def test_a_nodes_endpoint_table_is_computed_again_only_when_its_inputs_mov
     first = d.node_endpoints(node_id)
     reads = 0
     real_get = d.mirror.get
+    real_refresh = d._refresh_endpoints
+    refreshing = False
 
     def counted(kind: str, oid: str) -> Any:
         nonlocal reads
-        reads += kind == "task"
+        reads += kind == "task" and not refreshing  # the node's answer's reads, not the whole table's
         return real_get(kind, oid)
 
+    def refresh() -> None:
+        nonlocal refreshing
+        refreshing = True
+        try:
+            real_refresh()
+        finally:
+            refreshing = False
+
     d.mirror.get = counted  # type: ignore[method-assign]
+    d._refresh_endpoints = refresh  # type: ignore[method-assign]
     assert d.node_endpoints(node_id) is first and reads == 0
     cur = await store.get("task", "p3")
     await store.txn([t.update("task", {**cur, "desired_state": "shutdown"})])
