@@ -67,7 +67,7 @@ class Agent:
         self.on_leave: Callable[[], None] | None = None
         if creds is not None:
             self._set_node_id(creds.identity.node_id)  # the certificate names the node, nothing else
-            http = http or transport.http_client(creds, timeout=settings.rpc_timeout,
+            http = http or transport.session_client(creds, timeout=settings.rpc_timeout,
                                                 keepalive_expiry=transport.SESSION_KEEPALIVE_EXPIRY)
             if settings.ca_urls:
                 self.renewer = Renewer(creds, settings.ca_urls, hosts=settings.cert_hosts(), clock=self.clock,
@@ -145,7 +145,7 @@ class Agent:
         log.info("agent: the node's certificate now says %s; registering again", role)
         if self.creds is not None:
             old = self.session.http
-            self.session.http = transport.http_client(self.creds, timeout=self.settings.rpc_timeout,
+            self.session.http = transport.session_client(self.creds, timeout=self.settings.rpc_timeout,
                                                      keepalive_expiry=transport.SESSION_KEEPALIVE_EXPIRY)
             closing = asyncio.get_running_loop().create_task(old.aclose())
             self._closing.add(closing)
