@@ -20,6 +20,7 @@ may be called late (or never), hints then wake the mirror, and a reconnect force
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -201,7 +202,11 @@ class PlanLoop(ABC):
             changes = None
             self._next_full = now + self.settings.full_pass_interval
             self.metrics.inc("full_passes", help="passes over the whole view (the rest look at what changed)")
-        plan = self.plan(mirror, now, changes)
+        # The pure core reads the view in a worker thread while the view is held still: a pass over 100,000
+        # tasks took 9-12 s on a loaded machine, and on the loop it held the lease renewals, the store hints
+        # and every HTTP answer that long (issue 13). The loop keeps turning under the GIL's switching.
+        async with mirror.view_lock:
+            plan = await asyncio.to_thread(self.plan, mirror, now, changes)
         self.metrics.observe("pass_duration_seconds", time.perf_counter() - started,
                              "one planning pass of the pure core over the mirror (writes excluded)")
         self.passes += 1

@@ -79,6 +79,9 @@ class StoreMirror:
         #: what the mirrored objects repeat (a task's copy of its service's spec, ids, states) held once, as the
         #: store holds it: a task costs each follower ~1.3 KB of Python objects instead of ~4.2 KB
         self._sharer = Sharer()
+        #: held while the view changes (a watch batch applied, a listing taken), and by a planning pass that reads
+        #: the view from a worker thread (shoal/leader_loop.py): the event loop goes on meanwhile, the view does not
+        self.view_lock = asyncio.Lock()
 
     # ---- view --------------------------------------------------------------------------------------------
     def get(self, kind: str, obj_id: str) -> Obj | None:
@@ -189,15 +192,16 @@ class StoreMirror:
         wait = self._behind_hint()
         batch = await self.store.watch(self.revision, wait, upto=self._hinted if wait else 0)
         changes: list[Change] = []
-        for ev in batch.events:
-            changes += self._apply(ev.changes, ev.revision)
-            if self.on_event is not None:
-                self.on_event(ev)
-        self.revision = max(self.revision, batch.revision)
-        if self._tombstones:
-            self._tombstones = {k: r for k, r in self._tombstones.items() if r > self.revision}
-        if changes:
-            self._bump(external=True)
+        async with self.view_lock:
+            for ev in batch.events:
+                changes += self._apply(ev.changes, ev.revision)
+                if self.on_event is not None:
+                    self.on_event(ev)
+            self.revision = max(self.revision, batch.revision)
+            if self._tombstones:
+                self._tombstones = {k: r for k, r in self._tombstones.items() if r > self.revision}
+            if changes:
+                self._bump(external=True)
         return changes
 
     async def _list_all(self) -> None:
@@ -208,6 +212,10 @@ class StoreMirror:
             revs.append(rev)
             share = self._sharer.object
             fresh[kind] = {o["id"]: share(kind, o) for o in items}
+        async with self.view_lock:
+            self._take_listing(fresh, revs)
+
+    def _take_listing(self, fresh: dict[str, dict[str, Obj]], revs: builtins.list[int]) -> None:
         self.objects = fresh
         self.revision = min(revs) if revs else 0
         self._tombstones.clear()
