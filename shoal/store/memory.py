@@ -223,8 +223,10 @@ class MemoryStore:
         """Events up to this revision are no longer retained (watching from before it is Compacted)."""
         return self._history.compact_revision
 
-    def events_since(self, revision: int) -> builtins.list[Event]:
-        """Committed events with revision > `revision`; Compacted if some of them are no longer retained."""
+    def events_since(self, revision: int, max_changes: int | None = None) -> builtins.list[Event]:
+        """Committed events with revision > `revision`; Compacted if some of them are no longer retained. With
+        `max_changes`, the oldest of them up to about that many changes (`History.since_bounded`): the caller
+        answers the last one's revision, and the watcher asks again from there."""
         if revision < self.compact_revision:
             raise Compacted(
                 f"store: revision {revision} is compacted (history starts after {self.compact_revision}); "
@@ -233,6 +235,8 @@ class MemoryStore:
             )
         if revision >= self.revision:
             return []
+        if max_changes is not None:
+            return self._history.since_bounded(revision, max_changes)[0]
         return self._history.since(revision)
 
     # ---- writes ------------------------------------------------------------------------------------------

@@ -156,6 +156,32 @@ async def test_watch_long_polls_until_a_commit(solo: Harness) -> None:
     assert empty.events == []
 
 
+async def test_a_watcher_far_behind_is_answered_in_slices(solo: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: a watcher far behind got every retained event in one answer (28 s of decoding on a member's
+    loop at 100k tasks). An answer now stops at about `WATCH_MAX_CHANGES` changes and names its last event's
+    revision; the watcher, asking again from there, gets every event exactly once."""
+    from services.raftstore.routes import reads
+    monkeypatch.setattr(reads, "WATCH_MAX_CHANGES", 5)
+    rev, _ = await solo.client.list("service")
+    written = []
+    for i in range(6):
+        res = await solo.client.txn([t.create("service", {"id": f"w{i}-{j}", "spec": spec(f"w{i}-{j}")})
+                                     for j in range(2)])
+        written.append(res.revision)
+    first = await solo.client.watch(rev)
+    assert [e.revision for e in first.events] == written[:3]  # 2 + 2 + 2 changes: the third reaches 5
+    assert first.revision == written[2]
+    seen = [e.revision for e in first.events]
+    after = first.revision
+    while after < written[-1]:
+        batch = await solo.client.watch(after)
+        assert batch.events, "no progress"
+        seen += [e.revision for e in batch.events]
+        after = batch.revision
+    assert seen == written
+    assert after == written[-1]
+
+
 async def test_the_watch_writes_a_shared_spec_once_and_the_client_reads_it_as_before(solo: Harness) -> None:
     task_spec = {"process": {"command": ["sleep", "infinity"]}, "restart_policy": {"condition": "any"}}
     rev, _ = await solo.client.list("task")
