@@ -55,6 +55,10 @@ from shoal.transport import http_client, load_credentials, managers_only
 log = logging.getLogger(__name__)
 
 
+#: a periodic full pass comes no sooner than this many times the last one's duration after it
+FULL_PASS_SHARE = 10.0
+
+
 class LeaderSettings(CommonSettings):
     """Knobs shared by the leader-only subsystems (all `SHOAL_*`):
 
@@ -207,7 +211,12 @@ class PlanLoop(ABC):
         # and every HTTP answer that long (issue 13). The loop keeps turning under the GIL's switching.
         async with mirror.view_lock:
             plan = await asyncio.to_thread(self.plan, mirror, now, changes)
-        self.metrics.observe("pass_duration_seconds", time.perf_counter() - started,
+        took = time.perf_counter() - started
+        if changes is None:
+            # the safety net's share of the process stays under 1/FULL_PASS_SHARE whatever the view's size (a
+            # full pass over 100,000 tasks cost 5-10 s of CPU: every 30 s, a third of a core)
+            self._next_full = max(self._next_full, now + FULL_PASS_SHARE * took)
+        self.metrics.observe("pass_duration_seconds", took,
                              "one planning pass of the pure core over the mirror (writes excluded)")
         self.passes += 1
         self.last_pass_at = now

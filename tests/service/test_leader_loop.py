@@ -179,6 +179,29 @@ async def test_a_long_pass_leaves_the_event_loop_turning_and_the_view_still() ->
     assert not loop.moved_during_pass
 
 
+class SlowFullPasses(Counter):
+    """Full passes cost 0.15 s (a view of 100,000 tasks), incremental ones nothing."""
+
+    def plan(self, mirror: StoreMirror, now: float, changes: Changed | None = None) -> Plan:
+        if changes is None:
+            time.sleep(0.15)
+        return super().plan(mirror, now, changes)
+
+
+async def test_the_periodic_full_pass_backs_off_as_it_gets_dearer() -> None:
+    """Issue 13: the 30-s safety net's full pass over 100,000 tasks took 5-10 s of CPU — a third of a core. The
+    next one comes no sooner than FULL_PASS_SHARE times the last one's duration: 1.5 s here, against a
+    configured 0.1 s."""
+    store = LocalStore()
+    await store.txn([t.create(Kind.CONFIG, {"id": "counter", "spec": {"name": "counter"}, "value": 0})])
+    loop = SlowFullPasses(store, None, LeaderSettings(instance="c1", **{**FAST, "full_pass_interval": 0.1}),
+                          wake_in=0.05)
+    started = time.monotonic()
+    await run_for(loop, lambda: time.monotonic() - started > 1.2 and loop.plans >= 5)
+    assert loop.changes[0] is None
+    assert loop.changes.count(None) == 1, loop.changes  # a full pass every 0.1 s would have made several
+
+
 async def test_timers_wake_a_pass_without_changes() -> None:
     store = LocalStore()
     loop = Counter(store, None, LeaderSettings(instance="c1", **{**FAST, "poll_interval": 30.0, "max_idle": 30.0}),
