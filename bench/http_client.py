@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,7 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.tls_sessions import drive, free_port, issue_dirs, serve
+from bench.tls_sessions import heartbeat_server
 from shoal import pki
 from shoal.aioclient import AiohttpTransport
 from shoal.transport import Credentials, http_client, session_client
@@ -69,31 +67,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--requests", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=5)
     a = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="shoal-bench-http-") as tmp:
-        server_dir, creds = issue_dirs(Path(tmp))
-        port = free_port()
-        proc = multiprocessing.get_context("spawn").Process(target=serve, args=(str(server_dir), port),
-                                                            daemon=True)
-        proc.start()
-        url = f"https://127.0.0.1:{port}/v1/sessions/s1/heartbeat"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    asyncio.run(drive(creds, url, 1, True))
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-            best: dict[str, float] = {}
-            for r in range(a.rounds):
-                for way in WAYS if r % 2 == 0 else tuple(reversed(WAYS)):
-                    per = asyncio.run(per_request(creds, url, a.requests, way))
-                    best[way] = min(best.get(way, per), per)
-        finally:
-            proc.terminate()
-            proc.join(10)
+    best: dict[str, float] = {}
+    with heartbeat_server() as (url, creds, _):
+        for r in range(a.rounds):
+            for way in WAYS if r % 2 == 0 else tuple(reversed(WAYS)):
+                per = asyncio.run(per_request(creds, url, a.requests, way))
+                best[way] = min(best.get(way, per), per)
     for way in WAYS[1:]:
         best[f"{way}_ratio"] = best[way] / max(best["httpx"], 1e-9)
     print(f"client CPU per request over kept-alive mutual TLS (best of {a.rounds} rounds of {a.requests}; load "

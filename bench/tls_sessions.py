@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +91,9 @@ def issue_dirs(base: Path) -> tuple[Path, Credentials]:
     return server_dir, Credentials(agent_dir)
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--requests", type=int, default=300)
-    p.add_argument("--rounds", type=int, default=5)
-    a = p.parse_args(argv)
+@contextlib.contextmanager
+def heartbeat_server() -> Iterator[tuple[str, Credentials, int]]:
+    """A heartbeat server in its own process, answering: (its heartbeat URL, an agent's credentials, its pid)."""
     with tempfile.TemporaryDirectory(prefix="shoal-bench-tls-") as tmp:
         server_dir, creds = issue_dirs(Path(tmp))
         port = free_port()
@@ -112,17 +112,26 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
-            best: dict[str, float] = {}
-            for r in range(a.rounds):
-                for reuse in (True, False) if r % 2 == 0 else (False, True):
-                    c0 = cpu_seconds(proc.pid)
-                    asyncio.run(drive(creds, url, a.requests, reuse))
-                    per = (cpu_seconds(proc.pid) - c0) / a.requests
-                    key = "kept_alive" if reuse else "new_connection"
-                    best[key] = min(best.get(key, per), per)
+            yield url, creds, proc.pid
         finally:
             proc.terminate()
             proc.join(10)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--requests", type=int, default=300)
+    p.add_argument("--rounds", type=int, default=5)
+    a = p.parse_args(argv)
+    best: dict[str, float] = {}
+    with heartbeat_server() as (url, creds, pid):
+        for r in range(a.rounds):
+            for reuse in (True, False) if r % 2 == 0 else (False, True):
+                c0 = cpu_seconds(pid)
+                asyncio.run(drive(creds, url, a.requests, reuse))
+                per = (cpu_seconds(pid) - c0) / a.requests
+                key = "kept_alive" if reuse else "new_connection"
+                best[key] = min(best.get(key, per), per)
     best["ratio"] = best["new_connection"] / max(best["kept_alive"], 1e-9)
     print(f"server CPU per heartbeat over mutual TLS (best of {a.rounds} rounds of {a.requests}; load "
           f"{os.getloadavg()[0]:.1f}): new connection {1e3 * best['new_connection']:.2f} ms, kept-alive "
