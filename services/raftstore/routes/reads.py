@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -87,6 +88,18 @@ async def _watched_events(ctx: Context, after: int, wait: float, upto: int) -> l
     return events
 
 
+async def _joined(batches: Iterable[list[bytes]]) -> bytes:
+    """The encoded objects joined for a JSON list, a batch at a time, letting the loop turn between batches:
+    100,000 tasks encoded in one turn held a member's loop 4-9 s (raft heartbeats unanswered: elections; issue
+    13). The objects were taken by reference at the page's revision, so the answer is the same."""
+    parts = []
+    for b in batches:
+        if b:
+            parts.append(b",".join(b))
+        await asyncio.sleep(0)
+    return b",".join(parts)
+
+
 def answered_revision(revision: int, events: list[Event]) -> int:
     """The revision a watch answer names: the member's, unless the answer was cut (`WATCH_MAX_CHANGES`) —
     then its last event's, so the watcher's next `after` is where this answer stopped."""
@@ -127,14 +140,7 @@ def router(ctx: Context) -> APIRouter:
                                      media_type=wire.NDJSON, headers=headers)
         # the JSON answer wire.dumps would write for {"revision", "items", "continue"}, items from the cache;
         # unreadable objects are kept (StoreClient skips and counts them)
-        # a batch at a time, letting the loop turn between them: 100,000 tasks to encode in one turn held a
-        # member's loop 4-9 s (raft heartbeats unanswered: elections; issue 13)
-        parts = []
-        for b in encoded.batches(component, kind, objs, fields, unreadable=True):
-            if b:
-                parts.append(b",".join(b))
-            await asyncio.sleep(0)
-        items = b",".join(parts)
+        items = await _joined(encoded.batches(component, kind, objs, fields, unreadable=True))
         return Response(b'{"revision":%d,"items":[%b],"continue":%b}' % (mem.revision, items, wire.dumps(token)),
                         media_type="application/json")
 
