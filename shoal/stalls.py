@@ -50,7 +50,6 @@ class StallClock:
         self.threshold = threshold
         self.last_turn: float | None = None
         self.sampled: str | None = None  # the stack taken during the current stall
-        self.stall_start: float | None = None
         self.stalls = 0
         self.longest = 0.0
 
@@ -62,7 +61,7 @@ class StallClock:
             self.stalls += 1
             self.longest = max(self.longest, length)
             ended = (length, self.sampled)
-        self.last_turn, self.sampled, self.stall_start = now, None, None
+        self.last_turn, self.sampled = now, None
         return ended
 
     def should_sample(self, now: float) -> bool:
@@ -123,12 +122,3 @@ class StallWatch:
                     if self.state.sampled is None:
                         self.state.sampled = stack
 
-
-def watch_stalls(env: Mapping[str, str] | None = None) -> StallWatch | None:
-    """Start the watchdog on the running loop with `SHOAL_STALL_WARN`'s threshold (None when it is 0)."""
-    threshold = threshold_from(env)
-    if threshold <= 0:
-        return None
-    watch = StallWatch(threshold)
-    watch.start()
-    return watch

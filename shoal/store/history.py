@@ -13,6 +13,7 @@ The history keeps at most `max_events` events and `max_bytes` of packed events; 
 
 from __future__ import annotations
 
+import sys
 import zlib
 from collections import deque
 from collections.abc import Iterator
@@ -73,9 +74,10 @@ class History:
             self.compact_revision = gone_event.revision
 
     def since_bounded(self, revision: int, max_changes: int) -> tuple[list[Event], bool]:
-        """`since`, cut after the event that brings the changes to `max_changes` or more (at least one event),
-        and whether it was cut: a watcher far behind reads the packed history in slices, each decoded in
-        bounded time, instead of in one answer that held a member's event loop 28 s (issue 13)."""
+        """The retained events with revision > `revision`, oldest first, cut after the event that brings the
+        changes to `max_changes` or more (at least one event), and whether it was cut: a watcher far behind
+        reads the packed history in slices, each decoded in bounded time, instead of in one answer that held a
+        member's event loop 28 s (issue 13)."""
         items: list[Event | _Packed] = []
         for e in reversed(self._hot):
             if e.revision <= revision:
@@ -99,20 +101,7 @@ class History:
 
     def since(self, revision: int) -> list[Event]:
         """The retained events with revision > `revision`, oldest first (the caller checks compaction)."""
-        newer: list[Event] = []
-        for e in reversed(self._hot):
-            if e.revision <= revision:
-                newer.reverse()
-                return newer
-            newer.append(e)
-        older: list[Event] = []
-        for p in reversed(self._packed):
-            if p.revision <= revision:
-                break
-            older.append(p.event())
-        older.reverse()
-        newer.reverse()
-        return older + newer
+        return self.since_bounded(revision, sys.maxsize)[0]
 
     def __iter__(self) -> Iterator[Event]:
         for p in self._packed:
